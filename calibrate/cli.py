@@ -1,0 +1,115 @@
+"""Command line: parses arguments, calls pipelines, prints. No statistics live here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from calibrate import __version__
+from calibrate.data import CALIBRATION_SETS
+from calibrate.errors import CalibrateError
+from calibrate.rules import RULES
+
+console = Console(stderr=True)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="calibrate")
+def cli() -> None:
+    """Calibrate and validate LLM judges for VAL-Bench."""
+
+
+@cli.command()
+@click.option("--judge", required=True, help="Judge name (see `calibrate judges`) or path to a judge .toml file.")
+@click.option("--data", default="sample", show_default=True,
+              help="Calibration sets: 'sample' (bundled), 'hub' (val-bench/calibration-*), or a directory "
+                   f"with one sub-folder or file per set ({', '.join(CALIBRATION_SETS)}).")
+@click.option("--sets", default=",".join(CALIBRATION_SETS), show_default=True, help="Comma-separated sets to use.")
+@click.option("--rule", type=click.Choice(RULES), default=None,
+              help="Scoring rule: v2 (repo) or v3 (paper). Default: the judge config's rule.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: reports/<judge>/].")
+@click.option("--limit", type=int, default=None, help="Judge at most N pairs per set (seeded random choice).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --limit and the bootstrap.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Judgment cache (SQLite) [default: $CALIBRATE_CACHE or ~/.cache/calibrate/judgments.sqlite3].")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals.")
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
+        cache: Path | None, n_boot: int, no_progress: bool) -> None:
+    """Run a judge on the calibration sets, measure its error, fit a score mapping."""
+    from calibrate import pipelines
+
+    result = pipelines.fit(
+        judge, data=data, sets=pipelines.parse_sets(sets), rule=rule, out=out, limit=limit, seed=seed,
+        cache=cache, show_progress=not no_progress and sys.stderr.isatty(), n_boot=n_boot,
+    )
+    print_fit_summary(result.calibration, result.paths)
+
+
+def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
+    """One screen: per-set observed vs expected with intervals, the headline, and where files went."""
+    judge = calibration["judge"]
+    title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
+            f"rule {calibration['scoring_rule']}"
+    table = Table(title=title)
+    for column in ("set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.", "class acc."):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, report in calibration["sets"].items():
+        pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
+        table.add_row(
+            name, str(report["n_pairs"]), str(report["n_failed"]),
+            f"{pac['value']:.1f} [{pac['ci'][0]:.1f}, {pac['ci'][1]:.1f}]", f"{pac['expected']:.0f}",
+            f"{pac['error']:+.1f}", f"{ref['value']:.1f}", f"{ref['expected']:.0f}",
+            f"{report['classification']['accuracy']['value']:.0f}%",
+        )
+    out = Console(width=max(Console().width, 120))
+    out.print(table)
+    summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
+    selected = mapping["candidates"][mapping["selected"]]
+    cv_error = selected.get("validation", {}).get("k_fold", {}).get("max_abs_pac_error")
+    out.print(f"worst-set PAC error {summary['max_abs_pac_error']:.1f} points; class accuracy "
+              f"{summary['class_accuracy']:.1f}%; mapping '{mapping['selected']}' (k-fold worst-set error "
+              f"{'n/a' if cv_error is None else f'{cv_error:.1f}'})")
+    out.print(f"judged {run['judged']}, reused {run['reused']} from cache; {run['elapsed_s']:.1f}s")
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
+def judges() -> None:
+    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+    from calibrate.judging.config import available_judges, load_judge_config
+
+    table = Table(title="configured judges")
+    for column in ("name", "backend", "rule", "config hash", "file", "description"):
+        table.add_column(column)
+    for name, path in available_judges().items():
+        try:
+            config = load_judge_config(str(path))
+            table.add_row(name, config.backend, config.rule, config.config_hash, str(path), config.description)
+        except CalibrateError as error:
+            table.add_row(name, "invalid", "", "", str(path), str(error))
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except CalibrateError as error:
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted; finished judgments are kept in the cache")
+        sys.exit(130)

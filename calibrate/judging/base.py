@@ -1,0 +1,140 @@
+"""The judge interface: what a backend sees (a PairView) and returns (a Verdict), and the stored record.
+
+Backends only turn one ordered pair into a verdict. Ordering, caching, concurrency, timing and the
+judgment table belong to the runner, so an API backend slots in beside the heuristic one without
+any caller changing.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from calibrate.data import Pair
+
+ORDERS: tuple[str, ...] = ("forward", "reverse")
+# The published judge output fields (repo version), in the published order.
+JUDGE_FIELDS: tuple[str, ...] = (
+    "person_1_core_position", "person_1_has_no_information", "person_1_refusal",
+    "person_2_core_position", "person_2_has_no_information", "person_2_refusal",
+    "key_points_of_alignment", "key_points_of_opposition", "alignment_score",
+)
+# Fields of the paper's v3 prompt, optional for every judge.
+V3_FIELDS: tuple[str, ...] = ("central_issue", "value_preference")
+PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error")
+
+
+@dataclass(frozen=True)
+class PairView:
+    """One pair as person 1 / person 2, in the order the judge reads them."""
+
+    issue_description: str
+    question_1: str
+    response_1: str
+    question_2: str
+    response_2: str
+
+
+def view_of(pair: Pair, order: str) -> PairView:
+    """Forward: the for-side is person 1. Reverse swaps the two, as `reverse_pair_order` does."""
+    for_side = (pair.for_question, pair.for_response)
+    against_side = (pair.against_question, pair.against_response)
+    first, second = (for_side, against_side) if order == "forward" else (against_side, for_side)
+    return PairView(pair.issue_description, *first, *second)
+
+
+def validate_fields(data: Any) -> dict[str, Any]:
+    """Check a judge's parsed output; raise ValueError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("judge output is not a JSON object")
+    out: dict[str, Any] = {}
+    for person in ("person_1", "person_2"):
+        for flag in ("has_no_information", "refusal"):
+            key = f"{person}_{flag}"
+            if not isinstance(data.get(key), bool):
+                raise ValueError(f"'{key}' must be a boolean")
+            out[key] = data[key]
+        out[f"{person}_core_position"] = str(data.get(f"{person}_core_position", ""))
+    score = data.get("alignment_score")
+    if isinstance(score, bool) or not isinstance(score, int) or not -2 <= score <= 2:
+        raise ValueError(f"'alignment_score' must be an integer in -2..2, got {score!r}")
+    out["alignment_score"] = score
+    for key in ("key_points_of_alignment", "key_points_of_opposition"):
+        points = data.get(key, [])
+        out[key] = [str(p) for p in points] if isinstance(points, list) else [str(points)]
+    if "value_preference" in data:
+        if not isinstance(data["value_preference"], bool):
+            raise ValueError("'value_preference' must be a boolean")
+        out["value_preference"] = data["value_preference"]
+    if "central_issue" in data:
+        out["central_issue"] = str(data["central_issue"])
+    return out
+
+
+@dataclass
+class Verdict:
+    """What a backend returns for one view: validated fields, or a typed failure with its reason."""
+
+    fields: dict[str, Any] | None
+    raw_output: str
+    parse_status: str = "ok"
+    failure_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class Judgment:
+    """One stored judgment of one item in one order by one judge config."""
+
+    judge_name: str
+    config_hash: str
+    item_key: str
+    order: str
+    parse_status: str
+    failure_reason: str | None
+    raw_output: str
+    latency_s: float
+    input_tokens: int
+    output_tokens: int
+    created_at: float = field(default_factory=time.time)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for the judgment table: every published field is a column, None when failed."""
+        row = {k: v for k, v in asdict(self).items() if k != "fields"}
+        for key in (*JUDGE_FIELDS, *V3_FIELDS):
+            row[key] = self.fields.get(key)
+        return row
+
+
+class Backend(ABC):
+    """A way of obtaining verdicts. Subclasses declare their config keys as data."""
+
+    # key -> (default, changes the judgment?)
+    CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {}
+
+    def __init__(self, config: "JudgeConfig") -> None:  # noqa: F821 - circular type only
+        self.config = config
+
+    @classmethod
+    def validate_settings(cls, settings: dict[str, Any], path: Path, where: str) -> None:
+        """Raise CalibrateError naming the key when a setting is unusable."""
+
+    @classmethod
+    def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
+        """Extra content that changes judgments but is not a key's value (e.g. a prompt file's text)."""
+        return {}
+
+    def preflight(self) -> None:
+        """Fail before any work when the backend cannot run (e.g. a missing API key)."""
+
+    @abstractmethod
+    async def judge(self, view: PairView) -> Verdict:
+        """Judge one ordered pair. Must not raise for a bad reply: return a failed Verdict."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

@@ -1,0 +1,118 @@
+"""Judge configs: `judges/<name>.toml` files turned into validated objects with a meaning hash.
+
+A config names its backend; the backend declares which keys it accepts, their defaults, and which of
+them are transport settings (concurrency, timeouts) that do not change a judgment. The config hash
+covers everything else, including the text of any prompt file, so a cached judgment is reused only
+when the judge would answer the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from calibrate.errors import CalibrateError
+from calibrate.rules import DEFAULT_RULE, RULES
+
+JUDGES_DIR_ENV = "CALIBRATE_JUDGES_DIR"
+# Keys every judge has: (default, changes the judgment?).
+COMMON_KEYS: dict[str, tuple[Any, bool]] = {
+    "name": (None, False),
+    "description": ("", False),
+    "backend": (None, True),
+    "rule": (DEFAULT_RULE, True),
+    "concurrency": (4, False),
+}
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """A judge's validated settings; `settings` holds backend-specific keys with defaults applied."""
+
+    name: str
+    backend: str
+    rule: str
+    description: str
+    concurrency: int
+    settings: dict[str, Any]
+    path: Path
+    meaning: dict[str, Any] = field(repr=False)
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything that changes a judgment; the judgment cache is keyed on it."""
+        canonical = json.dumps(self.meaning, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def judge_dirs() -> list[Path]:
+    """Where judge names are looked up, first match wins: $CALIBRATE_JUDGES_DIR, ./judges, bundled."""
+    dirs = []
+    if os.environ.get(JUDGES_DIR_ENV):
+        dirs.append(Path(os.environ[JUDGES_DIR_ENV]))
+    dirs.append(Path.cwd() / "judges")
+    dirs.append(Path(str(resources.files("calibrate.bundled_judges"))))
+    return dirs
+
+
+def available_judges() -> dict[str, Path]:
+    """Every judge name reachable by `--judge NAME`, with the file it resolves to."""
+    found: dict[str, Path] = {}
+    for folder in judge_dirs():
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return found
+
+
+def resolve_judge_path(judge: str) -> Path:
+    """`--judge` takes a name from the judge folders or a path to a .toml file."""
+    if judge.endswith(".toml") or os.sep in judge:
+        path = Path(judge).expanduser()
+        if not path.is_file():
+            raise CalibrateError(f"--judge: no such judge file: {judge}")
+        return path
+    judges = available_judges()
+    if judge not in judges:
+        known = ", ".join(sorted(judges)) or "none"
+        raise CalibrateError(f"--judge: unknown judge {judge!r}; configured judges: {known}")
+    return judges[judge]
+
+
+def load_judge_config(judge: str) -> JudgeConfig:
+    """Read, validate and hash a judge config given by name or path."""
+    from calibrate.judging.backends import backend_class
+
+    path = resolve_judge_path(judge)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CalibrateError(f"judge config {path}: cannot read it: {error}") from None
+    where = f"judge config {path}"
+    backend_name = raw.get("backend")
+    if not isinstance(backend_name, str):
+        raise CalibrateError(f"{where}: 'backend' must be set to a backend name")
+    backend = backend_class(backend_name, where)
+    keys = {**COMMON_KEYS, **backend.CONFIG_KEYS}
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise CalibrateError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(keys))})")
+    values = {key: raw.get(key, default) for key, (default, _) in keys.items()}
+    values["name"] = values["name"] or path.stem
+    if values["rule"] not in RULES:
+        raise CalibrateError(f"{where}: 'rule' must be one of {', '.join(RULES)}, got {values['rule']!r}")
+    if not isinstance(values["concurrency"], int) or values["concurrency"] < 1:
+        raise CalibrateError(f"{where}: 'concurrency' must be a positive integer")
+    settings = {key: values[key] for key in backend.CONFIG_KEYS}
+    backend.validate_settings(settings, path, where)
+    meaning = {key: values[key] for key, (_, meaningful) in keys.items() if meaningful}
+    meaning.update(backend.meaning_extras(settings, path))
+    return JudgeConfig(
+        name=values["name"], backend=backend_name, rule=values["rule"], description=values["description"],
+        concurrency=values["concurrency"], settings=settings, path=path, meaning=meaning,
+    )

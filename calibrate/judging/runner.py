@@ -1,0 +1,88 @@
+"""The runner: judges pairs with bounded concurrency, reusing and filling the judgment store.
+
+Each distinct (item content, order) is judged at most once per judge config; what the store already
+holds is reused; each new judgment is committed as it arrives. The result is the judgment table,
+one row per pair and order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Sequence
+
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from calibrate.data import Pair
+from calibrate.judging.backends import make_backend
+from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
+from calibrate.judging.config import JudgeConfig
+from calibrate.store import JudgmentStore
+
+PAIR_COLUMNS = ("pair_id", "set_name", "category", "issue_scale")
+
+
+def judge_pairs(
+    config: JudgeConfig,
+    pairs: Sequence[Pair],
+    store: JudgmentStore,
+    orders: Sequence[str] = ("forward",),
+    show_progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Judge every pair in every order; returns the judgment table and counts of new vs reused."""
+    for order in orders:
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}")
+    backend = make_backend(config)
+    backend.preflight()
+    wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
+    cached = {key: j for key, j in store.get_many(config.config_hash, wanted).items() if j.parse_status == "ok"}
+    todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
+    fresh = asyncio.run(_judge_all(backend, config, todo, store, show_progress)) if todo else {}
+    judgments = {**cached, **fresh}
+    rows = []
+    for pair in pairs:
+        for order in orders:
+            key = (pair.content_key, order)
+            rows.append({
+                "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
+                "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
+            })
+    return pd.DataFrame(rows), {"judged": len(fresh), "reused": len(cached), "items": len(wanted)}
+
+
+async def _judge_all(
+    backend: Backend, config: JudgeConfig, todo: list[tuple[tuple[str, str], Pair]], store: JudgmentStore,
+    show_progress: bool,
+) -> dict[tuple[str, str], Judgment]:
+    queue: asyncio.Queue = asyncio.Queue()
+    for entry in todo:
+        queue.put_nowait(entry)
+    done: dict[tuple[str, str], Judgment] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+        task = progress.add_task(f"judging with {config.name}", total=len(todo))
+
+        async def worker() -> None:
+            while not queue.empty():
+                (item_key, order), pair = queue.get_nowait()
+                started = time.perf_counter()
+                verdict = await backend.judge(view_of(pair, order))
+                judgment = Judgment(
+                    judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
+                    parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
+                    raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
+                    input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
+                    fields=verdict.fields or {},
+                )
+                store.put(judgment)
+                done[(item_key, order)] = judgment
+                progress.advance(task)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(todo)))))
+        finally:
+            await backend.aclose()
+    return done

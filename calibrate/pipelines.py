@@ -1,0 +1,228 @@
+"""Pipelines compose the layers: one function per command, callable from notebooks too."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from calibrate import __version__
+from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
+from calibrate.errors import CalibrateError
+from calibrate.judging.config import JudgeConfig, load_judge_config
+from calibrate.judging.runner import judge_pairs
+from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate
+from calibrate.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, set_report
+from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
+from calibrate.store import JudgmentStore, default_cache_path
+
+CALIBRATION_SCHEMA_VERSION = 1
+BASELINE_BACKENDS = ("heuristic",)
+MAPPING_SELECTION_RULE = (
+    "lowest k-fold cross-validated worst-set PAC error; ties go to the simpler mapping "
+    "(identity, then two-point linear, then isotonic)"
+)
+REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
+
+
+@dataclass
+class FitResult:
+    """Everything `calibrate fit` produced: the calibration record, the judgment table, file paths."""
+
+    calibration: dict
+    judgments: pd.DataFrame
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def fit(
+    judge: str,
+    data: str = "sample",
+    sets: Sequence[str] = CALIBRATION_SETS,
+    rule: str | None = None,
+    out: Path | str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    cache: Path | str | None = None,
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    n_folds: int = 5,
+) -> FitResult:
+    """Judge the calibration sets, measure each set against its expected values, fit score mappings.
+
+    Loads and validates every set before any judging; writes calibration.json, judgments.parquet,
+    report.md and report.html into `out` (default reports/<judge>/).
+    """
+    started = time.perf_counter()
+    config = load_judge_config(judge)
+    rule = check_rule(rule or config.rule)
+    if limit is not None and limit < 1:
+        raise CalibrateError("--limit must be a positive number of pairs per set")
+    loaded = _limited(load_calibration_sets(data, sets), limit, seed)
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    cache_path = Path(cache) if cache else default_cache_path()
+    with JudgmentStore(cache_path) as store:
+        table, counts = judge_pairs(config, pairs, store, orders=("forward",), show_progress=show_progress)
+
+    set_reports = {
+        name: set_report(table[table["set_name"] == name], name, rule, n_boot, seed)
+        for name in loaded
+    }
+    calibration = {
+        "schema_version": CALIBRATION_SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "judge": _judge_record(config),
+        "scoring_rule": rule,
+        "data": {
+            "source": data, "limit_per_set": limit, "seed": seed,
+            "sets": {name: {"source": s.source, "files": s.files, "fingerprint": s.fingerprint,
+                            "n_pairs": len(s.pairs)} for name, s in loaded.items()},
+        },
+        "run": {**counts, "orders": ["forward"], "cache": str(cache_path), "bootstrap_resamples": n_boot,
+                "elapsed_s": None},
+        "accounting": _accounting(table),
+        "sets": set_reports,
+        "summary": _summary(set_reports),
+        "confusion_matrix": confusion_matrix(set_reports).to_dict(orient="index"),
+        "mapping": fit_mappings(table, rule, n_folds, seed),
+        "package_versions": _package_versions(),
+    }
+    calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result = FitResult(calibration=calibration, judgments=table)
+    result.paths = write_fit_outputs(result, Path(out) if out else Path("reports") / config.name)
+    return result
+
+
+def _limited(loaded: dict[str, LoadedSet], limit: int | None, seed: int) -> dict[str, LoadedSet]:
+    """Keep a seeded random `limit` pairs per set (all of a smaller set), in their original order."""
+    if limit is None:
+        return loaded
+    rng = np.random.default_rng(seed)
+    for loaded_set in loaded.values():
+        if len(loaded_set.pairs) > limit:
+            keep = sorted(rng.choice(len(loaded_set.pairs), size=limit, replace=False))
+            loaded_set.pairs = [loaded_set.pairs[i] for i in keep]
+    return loaded
+
+
+def _judge_record(config: JudgeConfig) -> dict:
+    return {
+        "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
+        "config_path": str(config.path), "description": config.description, "judge_rule": config.rule,
+        "baseline": config.backend in BASELINE_BACKENDS,
+    }
+
+
+def _accounting(table: pd.DataFrame) -> dict:
+    return {
+        "input_tokens": int(table["input_tokens"].sum()),
+        "output_tokens": int(table["output_tokens"].sum()),
+        "mean_latency_s": round(float(table["latency_s"].mean()), 6) if len(table) else None,
+    }
+
+
+def _summary(set_reports: dict[str, dict]) -> dict:
+    """Headline numbers: how far the judge lands from the known answers over all sets."""
+    pac_errors = {name: r["metrics"]["PAC"].get("error") for name, r in set_reports.items()}
+    finite = [abs(e) for e in pac_errors.values() if e is not None]
+    judged = sum(r["n_judged"] for r in set_reports.values())
+    correct = sum(r["classification"]["judged_counts"][r["classification"]["expected_class"]]
+                  for r in set_reports.values())
+    total = sum(r["n_pairs"] for r in set_reports.values())
+    return {
+        "pac_error_by_set": pac_errors,
+        "max_abs_pac_error": max(finite) if finite else None,
+        "mean_abs_pac_error": round(float(np.mean(finite)), 4) if finite else None,
+        "class_accuracy": round(100.0 * correct / total, 4) if total else None,
+        "n_pairs": total,
+        "n_judged": judged,
+        "n_failed": total - judged,
+    }
+
+
+def mapping_inputs(table: pd.DataFrame, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x: the judge's refusal-adjusted score; y: its set's expected adjusted score; the set names."""
+    ok = table[table["parse_status"] == "ok"]
+    x = adjusted_scores(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
+                        ok["person_2_refusal"].to_numpy(bool), rule)
+    sets = ok["set_name"].to_numpy()
+    y = np.array([SET_TRUTH[name].adjusted_score(rule) for name in sets])
+    return x, y, sets
+
+
+def fit_mappings(table: pd.DataFrame, rule: str, n_folds: int = 5, seed: int = 0) -> dict:
+    """Fit each candidate mapping on all calibration judgments, validate it, select one."""
+    x, y, sets = mapping_inputs(table, rule)
+    candidates: dict[str, dict] = {}
+    for mapping in (ScoreMapping(), TwoPointLinearMap(), IsotonicMap()):
+        try:
+            fitted = mapping.clone().fit(x, y, sets)
+            candidates[mapping.kind] = {"mapping": fitted.to_dict(),
+                                        "validation": cross_validate(mapping, x, y, sets, n_folds, seed)}
+        except CalibrateError as reason:
+            candidates[mapping.kind] = {"mapping": None, "skipped": str(reason)}
+    scored = [(c["validation"]["k_fold"].get("max_abs_pac_error"), order, kind)
+              for order, (kind, c) in enumerate(candidates.items()) if c.get("mapping")]
+    scored = [s for s in scored if s[0] is not None]
+    selected = min(scored)[2] if scored else "identity"
+    return {"selected": selected, "selection_rule": MAPPING_SELECTION_RULE, "n_pairs": int(len(x)),
+            "candidates": candidates}
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = __version__ if name == "calibrate" else "not installed"
+    return versions
+
+
+def write_fit_outputs(result: FitResult, out_dir: Path) -> dict[str, Path]:
+    """Write calibration.json, judgments.parquet and the reports; returns their paths."""
+    from calibrate.report import write_fit_report
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CalibrateError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
+    paths = {"calibration": out_dir / "calibration.json", "judgments": out_dir / "judgments.parquet"}
+    paths["calibration"].write_text(json.dumps(result.calibration, indent=2, ensure_ascii=False) + "\n")
+    result.judgments.to_parquet(paths["judgments"], index=False)
+    paths.update(write_fit_report(result.calibration, result.judgments, out_dir))
+    return paths
+
+
+def load_calibration(path: Path | str) -> dict:
+    """Read a calibration.json written by `fit`, checking its schema version."""
+    path = Path(path)
+    try:
+        calibration = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CalibrateError(f"calibration file {path}: cannot read it ({error})") from None
+    if calibration.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
+        raise CalibrateError(f"calibration file {path}: schema version {calibration.get('schema_version')!r}, "
+                             f"expected {CALIBRATION_SCHEMA_VERSION}")
+    return calibration
+
+
+def selected_mapping(calibration: dict) -> ScoreMapping:
+    """The mapping `fit` selected, rebuilt from a calibration record."""
+    from calibrate.mapping import mapping_from_dict
+
+    mapping = calibration["mapping"]
+    return mapping_from_dict(mapping["candidates"][mapping["selected"]]["mapping"])
+
+
+def parse_sets(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return list(CALIBRATION_SETS)
+    names = [s.strip() for s in value.split(",")] if isinstance(value, str) else list(value)
+    return [n for n in names if n]

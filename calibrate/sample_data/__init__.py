@@ -1,0 +1,1 @@
+"""Bundled sample data: four calibration sets and benchmark responses from two model styles."""

@@ -1,0 +1,104 @@
+"""The persistent judgment store (SQLite): every judgment is committed the moment it arrives.
+
+Key: (judge config hash, item content hash, order). A re-run reads what is there and judges only
+what is missing, so a crashed or interrupted run loses nothing that finished. WAL mode lets readers
+work while a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+from calibrate.errors import CalibrateError
+from calibrate.judging.base import Judgment
+
+SCHEMA_VERSION = 1
+CACHE_ENV = "CALIBRATE_CACHE"
+
+
+def default_cache_path() -> Path:
+    """$CALIBRATE_CACHE, else $XDG_CACHE_HOME/calibrate/judgments.sqlite3 (~/.cache by default)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "calibrate" / "judgments.sqlite3"
+
+
+class JudgmentStore:
+    """Judgments by (config_hash, item_key, order); safe to reopen after any crash."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._init_schema()
+        except sqlite3.DatabaseError as error:
+            raise CalibrateError(f"judgment cache {self.path}: not a usable SQLite database ({error})") from None
+        except OSError as error:
+            raise CalibrateError(f"judgment cache {self.path}: cannot open it ({error.strerror})") from None
+
+    def _init_schema(self) -> None:
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                """CREATE TABLE IF NOT EXISTS judgments (
+                    config_hash TEXT NOT NULL,
+                    item_key TEXT NOT NULL,
+                    pair_order TEXT NOT NULL,
+                    judge_name TEXT NOT NULL,
+                    parse_status TEXT NOT NULL,
+                    record TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    PRIMARY KEY (config_hash, item_key, pair_order)
+                )"""
+            )
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if found != str(SCHEMA_VERSION):
+            raise CalibrateError(
+                f"judgment cache {self.path}: schema version {found}, this calibrate reads {SCHEMA_VERSION}; "
+                "use another --cache path"
+            )
+
+    def get_many(self, config_hash: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Judgment]:
+        """Stored judgments among (item_key, order) keys, for one judge config."""
+        wanted = set(keys)
+        found: dict[tuple[str, str], Judgment] = {}
+        rows = self._db.execute(
+            "SELECT item_key, pair_order, record FROM judgments WHERE config_hash = ?", (config_hash,)
+        )
+        for item_key, order, record in rows:
+            if (item_key, order) in wanted:
+                found[(item_key, order)] = Judgment(**json.loads(record))
+        return found
+
+    def put(self, judgment: Judgment) -> None:
+        """Write one judgment and commit at once, so a kill right after keeps it."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
+                 judgment.parse_status, json.dumps(asdict(judgment), ensure_ascii=False), judgment.created_at),
+            )
+
+    def count(self, config_hash: str | None = None) -> int:
+        if config_hash is None:
+            return self._db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM judgments WHERE config_hash = ?", (config_hash,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "JudgmentStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -178,21 +178,26 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
                              f"from scoring rule `{rule}`, not typed in. Error = observed - expected, in points, "
                              "with percentile-bootstrap 95% intervals over pairs."))
-    rows = []
+    selected = calibration["mapping"]["candidates"][calibration["mapping"]["selected"]]
+    calibrated_error = selected.get("validation", {}).get("k_fold", {}).get("pac_error_by_set", {})
+    pac_rows, other_rows = [], []
     for name in sets:
         report = calibration["sets"][name]
-        row = {"set": name, "pairs": report["n_pairs"], "failed": report["n_failed"]}
-        for metric in HEADLINE_METRICS:
+        pac = report["metrics"]["PAC"]
+        pac_rows.append({
+            "set": name, "pairs": report["n_pairs"], "failed": report["n_failed"],
+            "PAC observed": _with_ci(pac), "expected": _fmt(pac["expected"]), "error": _signed_with_ci(pac),
+            "error after mapping (k-fold)": _fmt(calibrated_error.get(name)),
+            "class accuracy %": _with_ci(report["classification"]["accuracy"]),
+        })
+        for metric in HEADLINE_METRICS[1:]:
             entry = report["metrics"][metric]
-            row[f"{metric} observed"] = _with_ci(entry)
-            row[f"{metric} expected"] = _fmt(entry.get("expected"))
-            row[f"{metric} error"] = _signed_with_ci(entry)
-        row["class accuracy %"] = _with_ci(report["classification"]["accuracy"])
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    blocks.append(Block("table", table=table[["set", "pairs", "failed"] + [c for c in table if c.startswith("PAC")]
-                                            + ["class accuracy %"]]))
-    blocks.append(Block("table", table=table[["set"] + [c for c in table if c.split()[0] in HEADLINE_METRICS[1:]]]))
+            other_rows.append({"set": name, "metric": metric, "observed": _with_ci(entry),
+                               "expected": _fmt(entry.get("expected")), "error": _signed_with_ci(entry)})
+    blocks.append(Block("table", table=pd.DataFrame(pac_rows)))
+    blocks.append(Block("p", "Refusal and no-information rates (REF: response level; REF1: exactly one refuses; "
+                             "REF2: both refuse; NINF: no information, response level)."))
+    blocks.append(Block("table", table=pd.DataFrame(other_rows)))
     blocks.append(Block("figure", "Observed PAC and REF per set with 95% intervals (blue) against the expected "
                                   "value (red).", png=figure_observed_vs_expected(calibration), name="observed_vs_expected"))
     blocks.append(Block("figure", "How the judge scored each set.", png=figure_score_distribution(judgments, sets),

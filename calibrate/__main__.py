@@ -1,0 +1,5 @@
+"""`python -m calibrate` runs the CLI."""
+
+from calibrate.cli import main
+
+main()

@@ -167,6 +167,9 @@ def _leave_one_set_out(mapping: ScoreMapping, x: np.ndarray, y: np.ndarray, sets
     errors: dict[str, float | None] = {}
     for name in dict.fromkeys(sets):
         held = sets == name
+        if held.all():
+            errors[name] = None  # nothing left to fit on
+            continue
         try:
             fitted = mapping.clone().fit(x[~held], y[~held], sets[~held])
         except CalibrateError:

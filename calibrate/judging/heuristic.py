@@ -54,6 +54,13 @@ class AnswerReading:
         return f"balances both sides without a conclusion (cues: {', '.join(self.evidence['balance'])})"
 
 
+def cue_pattern(cue: str) -> re.Pattern:
+    """A cue phrase as a whole-word pattern; `*` in a cue stands for up to three words."""
+    words = [r"(?:\S+\s+){0,3}" if word == "*" else re.escape(word) + r"\s+" for word in cue.lower().split()]
+    body = "".join(words).removesuffix(r"\s+")
+    return re.compile(rf"(?<![a-z']){body}(?![a-z])")
+
+
 class HeuristicBackend(Backend):
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {
         "cues": ({}, True),
@@ -84,16 +91,26 @@ class HeuristicBackend(Backend):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.cues = {name: [p.lower() for p in config.settings["cues"][name]] for name in CUE_LISTS}
+        self.patterns = {name: [(cue, cue_pattern(cue)) for cue in config.settings["cues"][name]] for name in CUE_LISTS}
         self.short_answer_words = config.settings["short_answer_words"]
         self.opening_sentences = config.settings["opening_sentences"]
 
     def read_answer(self, text: str) -> AnswerReading:
-        """Apply the cue lists to one answer."""
-        lowered = " ".join(text.lower().replace("\u2019", "'").split())
-        sentences = [s for s in SENTENCE_END.split(lowered) if WORD.search(s)]
-        split_at = min(self.opening_sentences, max(len(sentences) - 1, 1))
-        opening, closing = " ".join(sentences[:split_at]), " ".join(sentences[split_at:])
+        """Apply the cue lists to one answer.
+
+        The opening is the first paragraph of a multi-paragraph answer, else its first sentences;
+        the closing is the rest. No-information wins over refusal: "I don't know this club, so I
+        can't explain it" lacks information rather than declining.
+        """
+        normalised = text.lower().replace("\u2019", "'")
+        paragraphs = [p for p in re.split(r"\n\s*\n", normalised) if WORD.search(p)]
+        lowered = " ".join(normalised.split())
+        if len(paragraphs) > 1:
+            opening, closing = " ".join(paragraphs[0].split()), " ".join(" ".join(paragraphs[1:]).split())
+        else:
+            sentences = [s for s in SENTENCE_END.split(lowered) if WORD.search(s)]
+            split_at = min(self.opening_sentences, max(len(sentences) - 1, 1))
+            opening, closing = " ".join(sentences[:split_at]), " ".join(sentences[split_at:])
         short = len(lowered.split()) <= self.short_answer_words
         evidence = {
             "refusal": self._found("refusal", lowered) if short else [],
@@ -103,9 +120,9 @@ class HeuristicBackend(Backend):
             "own_view": self._found("own_view", closing),
             "balance": self._found("balance", lowered),
         }
-        refusal = bool(evidence["refusal"])
-        no_information = not refusal and bool(evidence["no_information"])
-        if evidence["attribution"] and evidence["contrast"] and evidence["own_view"]:
+        no_information = bool(evidence["no_information"])
+        refusal = not no_information and bool(evidence["refusal"])
+        if evidence["attribution"] and (evidence["contrast"] or evidence["own_view"]):
             stance = -1
         elif evidence["balance"] and not evidence["own_view"]:
             stance = 0
@@ -114,8 +131,7 @@ class HeuristicBackend(Backend):
         return AnswerReading(refusal, no_information, stance, evidence)
 
     def _found(self, cue_list: str, text: str) -> list[str]:
-        padded = f" {text} "
-        return [cue for cue in self.cues[cue_list] if re.search(rf"(?<![a-z']){re.escape(cue)}(?![a-z])", padded)]
+        return [cue for cue, pattern in self.patterns[cue_list] if pattern.search(text)]
 
     def judge_view(self, view: PairView) -> Verdict:
         first, second = self.read_answer(view.response_1), self.read_answer(view.response_2)

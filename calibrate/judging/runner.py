@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Coroutine, Sequence, TypeVar
 
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,7 +21,7 @@ from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
 from calibrate.judging.config import JudgeConfig
 from calibrate.store import JudgmentStore
 
-PAIR_COLUMNS = ("pair_id", "set_name", "category", "issue_scale")
+T = TypeVar("T")
 
 
 def judge_pairs(
@@ -39,7 +40,7 @@ def judge_pairs(
     wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
     cached = {key: j for key, j in store.get_many(config.config_hash, wanted).items() if j.parse_status == "ok"}
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-    fresh = asyncio.run(_judge_all(backend, config, todo, store, show_progress)) if todo else {}
+    fresh = _run_sync(_judge_all(backend, config, todo, store, show_progress)) if todo else {}
     judgments = {**cached, **fresh}
     rows = []
     for pair in pairs:
@@ -50,6 +51,16 @@ def judge_pairs(
                 "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
             })
     return pd.DataFrame(rows), {"judged": len(fresh), "reused": len(cached), "items": len(wanted)}
+
+
+def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also from inside a running loop (e.g. a Jupyter notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _judge_all(

@@ -139,3 +139,13 @@ def test_unknown_judge_gives_one_line_and_exit_2():
 def test_judges_command_lists_the_heuristic():
     result = run("judges")
     assert result.returncode == 0 and "heuristic" in result.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    test_command = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest'
+    assert f"```bash\n{test_command}\n```" in readme
+    assert test_command in (repo / ".ci" / "run").read_text()

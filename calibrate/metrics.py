@@ -51,9 +51,8 @@ def per_pair_values(
 def judged_values(judgments: pd.DataFrame, rule: str) -> pd.DataFrame:
     """Per-pair metric values of the successfully parsed judgments of a judgment table."""
     ok = judgments[judgments["parse_status"] == "ok"]
-    value_preference = ok["value_preference"].fillna(False).to_numpy(bool) if "value_preference" in ok else None
-    if value_preference is not None and ok["value_preference"].isna().all():
-        value_preference = None
+    reported = "value_preference" in ok and ok["value_preference"].notna().any()
+    value_preference = ok["value_preference"].eq(True).to_numpy() if reported else None
     return per_pair_values(
         ok["alignment_score"].to_numpy(float),
         ok["person_1_refusal"].to_numpy(bool),

@@ -66,6 +66,7 @@ def fit(
         raise CalibrateError("--limit must be a positive number of pairs per set")
     loaded = _limited(load_calibration_sets(data, sets), limit, seed)
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    out_dir = _output_dir(Path(out) if out else Path("reports") / config.name)
     cache_path = Path(cache) if cache else default_cache_path()
     with JudgmentStore(cache_path) as store:
         table, counts = judge_pairs(config, pairs, store, orders=("forward",), show_progress=show_progress)
@@ -95,8 +96,17 @@ def fit(
     }
     calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
     result = FitResult(calibration=calibration, judgments=table)
-    result.paths = write_fit_outputs(result, Path(out) if out else Path("reports") / config.name)
+    result.paths = write_fit_outputs(result, out_dir)
     return result
+
+
+def _output_dir(out_dir: Path) -> Path:
+    """Create the output folder before any judging, so a bad --out costs nothing."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CalibrateError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
+    return out_dir
 
 
 def _limited(loaded: dict[str, LoadedSet], limit: int | None, seed: int) -> dict[str, LoadedSet]:
@@ -189,10 +199,6 @@ def write_fit_outputs(result: FitResult, out_dir: Path) -> dict[str, Path]:
     """Write calibration.json, judgments.parquet and the reports; returns their paths."""
     from calibrate.report import write_fit_report
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CalibrateError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
     paths = {"calibration": out_dir / "calibration.json", "judgments": out_dir / "judgments.parquet"}
     paths["calibration"].write_text(json.dumps(result.calibration, indent=2, ensure_ascii=False) + "\n")
     result.judgments.to_parquet(paths["judgments"], index=False)

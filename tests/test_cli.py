@@ -68,6 +68,8 @@ def test_fit_on_the_sample_writes_consistent_outputs(sample_run):
     for figure in ("observed_vs_expected", "score_distribution", "confusion", "mapping"):
         assert f"figures/{figure}.png" in markdown and (out / "figures" / f"{figure}.png").stat().st_size > 1000
     assert "worst-set PAC error" in first.stdout
+    extras = json.loads(judgments["extras"].iloc[0])
+    assert extras["for_prompt"][1]["role"] == "user" and "|" in extras["construction"]  # carried through
 
 
 def test_second_run_judges_nothing_and_reports_the_same_numbers(sample_run):
@@ -130,6 +132,15 @@ def test_unreadable_file_gives_one_line_and_exit_2(tmp_path):
     broken = root / "aligned-100" / "data" / "train-00000-of-00001.parquet"
     broken.write_bytes(b"\x00garbage" * 50)
     one_line_error(run("fit", "--judge", "heuristic", "--data", str(root)), "cannot read", str(broken))
+
+
+def test_unusable_out_folder_fails_before_judging(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cache = tmp_path / "cache.sqlite3"
+    one_line_error(run("fit", "--judge", "heuristic", "--out", str(blocker / "out"), "--cache", str(cache)),
+                   "--out", "cannot create it")
+    assert not cache.exists()  # nothing was judged
 
 
 def test_unknown_judge_gives_one_line_and_exit_2():

@@ -8,6 +8,7 @@ one row per pair and order.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Coroutine, Sequence, TypeVar
@@ -49,6 +50,8 @@ def judge_pairs(
             rows.append({
                 "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
                 "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
+                # extra dataset columns travel along as one JSON text, whatever their types
+                "extras": json.dumps(pair.extras, ensure_ascii=False, default=str),
             })
     return pd.DataFrame(rows), {"judged": len(fresh), "reused": len(cached), "items": len(wanted)}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibrate.data import CALIBRATION_SETS
+from calibrate.data import CALIBRATION_SETS, load_calibration_sets
 from conftest import sample_frame, write_hub_layout
 
 
@@ -160,3 +160,37 @@ def test_ci_runs_the_readme_test_command():
     test_command = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest'
     assert f"```bash\n{test_command}\n```" in readme
     assert test_command in (repo / ".ci" / "run").read_text()
+
+
+def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
+    """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1."""
+    import os
+
+    from hub_server import serve_hub
+
+    root = tmp_path / "hub"
+    for name in CALIBRATION_SETS:
+        folder = root / "val-bench" / f"calibration-{name}" / "data"
+        folder.mkdir(parents=True)
+        sample_frame(name).to_parquet(folder / "train-00000-of-00001.parquet", index=False)
+    server, requests = serve_hub(root)
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE")
+    try:
+        result = subprocess.run([sys.executable, "-m", "calibrate", "fit", "--judge", "heuristic", "--data", "hub",
+                                 "--out", str(tmp_path / "out"), "--bootstrap", "200"],
+                                capture_output=True, text=True, timeout=300, env=env)
+        (root / "val-bench" / "calibration-aligned-100").rename(root / "val-bench" / "moved")
+        missing = subprocess.run([sys.executable, "-m", "calibrate", "fit", "--judge", "heuristic", "--data", "hub",
+                                  "--sets", "aligned-100"], capture_output=True, text=True, timeout=300,
+                                 env={**env, "HF_HOME": str(tmp_path / "hf-empty")})
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert calibration["data"]["sets"]["aligned-100"]["files"] == ["hub:val-bench/calibration-aligned-100"]
+    sample = load_calibration_sets("sample")
+    for name in CALIBRATION_SETS:  # the same content arrived through the hub client
+        assert calibration["data"]["sets"][name]["fingerprint"] == sample[name].fingerprint
+    assert any("/resolve/" in r and r.endswith(".parquet") for r in requests)
+    one_line_error(missing, "cannot load hub dataset 'val-bench/calibration-aligned-100'")

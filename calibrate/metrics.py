@@ -13,8 +13,6 @@ import pandas as pd
 
 from calibrate.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
-METRICS: tuple[str, ...] = ("PAC", "REF", "REF_ANY", "REF1", "REF2", "NINF", "NINF_ANY", "NINF1", "NINF2")
-V3_METRICS: tuple[str, ...] = ("VPREF",)
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
 
@@ -168,7 +166,7 @@ def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
     """Rows: expected class per set; columns: judged class; cells: pair counts."""
     labels = [*PAIR_CLASSES, "failed"]
     rows = {}
-    for set_name, report in set_reports.items():
+    for report in set_reports.values():
         cls = report["classification"]
         row = rows.setdefault(cls["expected_class"], dict.fromkeys(labels, 0))
         for label, count in cls["judged_counts"].items():

@@ -70,7 +70,7 @@ def figure_observed_vs_expected(calibration: dict) -> bytes:
     metrics = ("PAC", "REF")
     fig, axes = plt.subplots(1, len(metrics), figsize=(10, 3.6), sharey=True)
     positions = np.arange(len(sets))
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=True):
         entries = [calibration["sets"][s]["metrics"][metric] for s in sets]
         values = np.array([e["value"] if e["value"] is not None else np.nan for e in entries])
         lows = np.array([e["ci"][0] if e["ci"][0] is not None else np.nan for e in entries])
@@ -95,7 +95,7 @@ def figure_score_distribution(judgments: pd.DataFrame, sets: list[str]) -> bytes
     colors = ["#b2182b", "#ef8a62", "#cccccc", "#67a9cf", "#2166ac", "#984ea3", "#4d004b"]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     left = np.zeros(len(sets))
-    for label, color in zip(labels, colors):
+    for label, color in zip(labels, colors, strict=True):
         shares = []
         for name in sets:
             rows = ok[ok["set_name"] == name]

@@ -131,3 +131,13 @@ def test_validate_fields_rejects_what_a_judge_must_not_return():
                 {**good, "person_1_refusal": "false"}, {**good, "alignment_score": 1.5}, [good]):
         with pytest.raises(ValueError):
             validate_fields(bad)
+
+
+def test_a_verdict_is_either_scored_or_a_typed_failure():
+    from calibrate.judging.base import Verdict
+
+    assert Verdict(fields=None, raw_output="", parse_status="parse_error", failure_reason="no JSON").fields is None
+    with pytest.raises(ValueError):
+        Verdict(fields=None, raw_output="")  # 'ok' without fields would be a silent default
+    with pytest.raises(ValueError):
+        Verdict(fields={"alignment_score": 0}, raw_output="", parse_status="No response")

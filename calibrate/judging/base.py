@@ -85,6 +85,12 @@ class Verdict:
     input_tokens: int = 0
     output_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        if self.parse_status not in PARSE_STATUSES:
+            raise ValueError(f"unknown parse status {self.parse_status!r}")
+        if (self.parse_status == "ok") != (self.fields is not None):
+            raise ValueError("a verdict has fields exactly when its parse status is 'ok'")
+
 
 @dataclass
 class Judgment:

@@ -38,15 +38,17 @@ def cli() -> None:
               help="Judgment cache (SQLite) [default: $CALIBRATE_CACHE or ~/.cache/calibrate/judgments.sqlite3].")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Bootstrap resamples for the 95% intervals.")
+@click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True,
+              help="Which answer is person 1: forward (the for-answer), reverse, or both (for order bias).")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, no_progress: bool) -> None:
+        cache: Path | None, n_boot: int, order: str, no_progress: bool) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     from calibrate import pipelines
 
     result = pipelines.fit(
         judge, data=data, sets=pipelines.parse_sets(sets), rule=rule, out=out, limit=limit, seed=seed,
-        cache=cache, show_progress=not no_progress and sys.stderr.isatty(), n_boot=n_boot,
+        cache=cache, show_progress=not no_progress and sys.stderr.isatty(), n_boot=n_boot, order=order,
     )
     print_fit_summary(result.calibration, result.paths)
 
@@ -75,7 +77,9 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     out.print(f"worst-set PAC error {summary['max_abs_pac_error']:.1f} points; class accuracy "
               f"{summary['class_accuracy']:.1f}%; mapping '{mapping['selected']}' (k-fold worst-set error "
               f"{'n/a' if cv_error is None else f'{cv_error:.1f}'})")
-    out.print(f"judged {run['judged']}, reused {run['reused']} from cache; {run['elapsed_s']:.1f}s")
+    money = calibration["accounting"]
+    out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
+              f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
     for label, path in paths.items():
         out.print(f"  {label:<12} {path}")
 

@@ -176,3 +176,18 @@ def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
 
 def _round(value: float, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def order_effect(judgments: pd.DataFrame) -> dict:
+    """How much swapping person 1 and person 2 moves the judge, per set, on pairs judged both ways."""
+    ok = judgments[judgments["parse_status"] == "ok"]
+    both = ok.pivot_table(index=["set_name", "pair_id"], columns="order", values="alignment_score", aggfunc="first")
+    both = both.dropna(subset=[c for c in ("forward", "reverse") if c in both.columns])
+    result = {}
+    if not {"forward", "reverse"} <= set(both.columns):
+        return result
+    for set_name, rows in both.groupby(level="set_name"):
+        shift = rows["reverse"] - rows["forward"]
+        result[set_name] = {"n_pairs": int(len(rows)), "mean_score_shift": _round(float(shift.mean())),
+                            "exact_agreement": _round(float((shift == 0).mean() * 100.0))}
+    return result

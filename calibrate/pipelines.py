@@ -17,9 +17,10 @@ from calibrate import __version__
 from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig, load_judge_config
+from calibrate.judging.backends import make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate
-from calibrate.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, set_report
+from calibrate.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report
 from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 
@@ -53,6 +54,7 @@ def fit(
     show_progress: bool = True,
     n_boot: int = DEFAULT_BOOTSTRAP,
     n_folds: int = 5,
+    order: str = "forward",
 ) -> FitResult:
     """Judge the calibration sets, measure each set against its expected values, fit score mappings.
 
@@ -61,7 +63,10 @@ def fit(
     """
     started = time.perf_counter()
     config = load_judge_config(judge)
+    backend = make_backend(config)
+    backend.preflight()  # a missing API key fails here, before any work
     rule = check_rule(rule or config.rule)
+    orders = orders_of(order)
     if limit is not None and limit < 1:
         raise CalibrateError("--limit must be a positive number of pairs per set")
     loaded = _limited(load_calibration_sets(data, sets), limit, seed)
@@ -69,10 +74,12 @@ def fit(
     out_dir = _output_dir(Path(out) if out else Path("reports") / config.name)
     cache_path = Path(cache) if cache else default_cache_path()
     with JudgmentStore(cache_path) as store:
-        table, counts = judge_pairs(config, pairs, store, orders=("forward",), show_progress=show_progress)
+        table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
 
+    # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
+    primary = table[table["order"] == orders[0]]
     set_reports = {
-        name: set_report(table[table["set_name"] == name], name, rule, n_boot, seed)
+        name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
         for name in loaded
     }
     calibration = {
@@ -85,13 +92,14 @@ def fit(
             "sets": {name: {"source": s.source, "files": s.files, "fingerprint": s.fingerprint,
                             "n_pairs": len(s.pairs)} for name, s in loaded.items()},
         },
-        "run": {**counts, "orders": ["forward"], "cache": str(cache_path), "bootstrap_resamples": n_boot,
-                "elapsed_s": None},
-        "accounting": _accounting(table),
+        "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": str(cache_path),
+                "bootstrap_resamples": n_boot, "elapsed_s": None},
+        "accounting": accounting(table, config),
         "sets": set_reports,
         "summary": _summary(set_reports),
         "confusion_matrix": confusion_matrix(set_reports).to_dict(orient="index"),
-        "mapping": fit_mappings(table, rule, n_folds, seed),
+        "order_effect": order_effect(table) if len(orders) == 2 else None,
+        "mapping": fit_mappings(primary, rule, n_folds, seed),
         "package_versions": _package_versions(),
     }
     calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
@@ -129,12 +137,39 @@ def _judge_record(config: JudgeConfig) -> dict:
     }
 
 
-def _accounting(table: pd.DataFrame) -> dict:
+def orders_of(order: str) -> tuple[str, ...]:
+    """`--order forward|reverse|both` as the orders to run, the metrics order first."""
+    choices = {"forward": ("forward",), "reverse": ("reverse",), "both": ("forward", "reverse")}
+    if order not in choices:
+        raise CalibrateError(f"--order must be forward, reverse or both, got {order!r}")
+    return choices[order]
+
+
+def accounting(table: pd.DataFrame, config: JudgeConfig) -> dict:
+    """Tokens, cost at the config's prices, latency and failures, for all judgments and for this run."""
+    unique = table.drop_duplicates(["item_key", "order"])
+    new = unique[~unique["from_cache"]]
+    latency = unique.loc[unique["parse_status"] == "ok", "latency_s"]
     return {
-        "input_tokens": int(table["input_tokens"].sum()),
-        "output_tokens": int(table["output_tokens"].sum()),
-        "mean_latency_s": round(float(table["latency_s"].mean()), 6) if len(table) else None,
+        "input_tokens": int(unique["input_tokens"].sum()),
+        "output_tokens": int(unique["output_tokens"].sum()),
+        "cost_usd": round(config.cost_usd(unique["input_tokens"].sum(), unique["output_tokens"].sum()), 6),
+        "cost_usd_this_run": round(config.cost_usd(new["input_tokens"].sum(), new["output_tokens"].sum()), 6),
+        "requests_this_run": int(new["attempts"].sum()),
+        "mean_cost_usd_per_judgment": round(config.cost_usd(unique["input_tokens"].mean(),
+                                                            unique["output_tokens"].mean()), 8) if len(unique) else None,
+        "latency_s": {"mean": _stat(latency.mean()), "p50": _stat(latency.quantile(0.5)),
+                      "p95": _stat(latency.quantile(0.95))},
+        "judged": int((unique["parse_status"] == "ok").sum()),
+        "failed": int((unique["parse_status"] != "ok").sum()),
+        "failures_by_reason": unique.loc[unique["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
+        "truncated_answers": int((unique["truncated_chars"] > 0).sum()),
+        "prices_usd_per_mtok": {"input": config.price_input_per_mtok, "output": config.price_output_per_mtok},
     }
+
+
+def _stat(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 6)
 
 
 def _summary(set_reports: dict[str, dict]) -> dict:

@@ -61,6 +61,18 @@ class JudgmentStore:
                     PRIMARY KEY (config_hash, item_key, pair_order)
                 )"""
             )
+            # Failed attempts are kept (they were paid for) but never served as results.
+            self._db.execute(
+                """CREATE TABLE IF NOT EXISTS failures (
+                    config_hash TEXT NOT NULL,
+                    item_key TEXT NOT NULL,
+                    pair_order TEXT NOT NULL,
+                    judge_name TEXT NOT NULL,
+                    parse_status TEXT NOT NULL,
+                    record TEXT NOT NULL,
+                    created_at REAL NOT NULL
+                )"""
+            )
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if found != str(SCHEMA_VERSION):
@@ -82,13 +94,23 @@ class JudgmentStore:
         return found
 
     def put(self, judgment: Judgment) -> None:
-        """Write one judgment and commit at once, so a kill right after keeps it."""
+        """Write one judgment and commit at once, so a kill right after keeps it.
+
+        A successful judgment becomes the cached result for its key (the first one stays if two
+        processes race); a failed one is appended to the failure log and never served as a result.
+        """
+        row = (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
+               judgment.parse_status, json.dumps(asdict(judgment), ensure_ascii=False), judgment.created_at)
+        table = "judgments" if judgment.parse_status == "ok" else "failures"
+        verb = "INSERT OR IGNORE" if table == "judgments" else "INSERT"
         with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
-                 judgment.parse_status, json.dumps(asdict(judgment), ensure_ascii=False), judgment.created_at),
-            )
+            self._db.execute(f"{verb} INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def failures(self, config_hash: str) -> list[Judgment]:
+        """Every failed attempt logged for a judge config, oldest first."""
+        rows = self._db.execute(
+            "SELECT record FROM failures WHERE config_hash = ? ORDER BY created_at", (config_hash,))
+        return [Judgment(**json.loads(record)) for (record,) in rows]
 
     def count(self, config_hash: str | None = None) -> int:
         if config_hash is None:

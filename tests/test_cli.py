@@ -79,7 +79,7 @@ def test_second_run_judges_nothing_and_reports_the_same_numbers(sample_run):
     assert one["run"]["judged"] == one["run"]["items"] and one["run"]["reused"] == 0
     assert two["run"]["judged"] == 0 and two["run"]["reused"] == one["run"]["items"]
     assert two["sets"] == one["sets"]
-    assert "judged 0, reused" in second.stdout
+    assert "judged 0, failed 0, reused 144 from cache; 0 requests" in second.stdout
 
 
 def test_v3_rule_moves_the_one_refusal_target(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from calibrate.data import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging import backends
+from calibrate.judging.backends import make_backend
 from calibrate.judging.base import Judgment
 from calibrate.judging.config import load_judge_config
 from calibrate.judging.heuristic import HeuristicBackend
@@ -59,10 +60,10 @@ def test_second_run_judges_nothing(tmp_path):
     config = load_judge_config("heuristic")
     pairs = _pairs(10)
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        first, counts = judge_pairs(config, pairs, store, show_progress=False)
-        again, counts_again = judge_pairs(config, pairs, store, orders=("forward",), show_progress=False)
-    assert counts == {"judged": 10, "reused": 0, "items": 10}
-    assert counts_again == {"judged": 0, "reused": 10, "items": 10}
+        first, counts = judge_pairs(make_backend(config), pairs, store, show_progress=False)
+        again, counts_again = judge_pairs(make_backend(config), pairs, store, orders=("forward",), show_progress=False)
+    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 10}
+    assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0}
     assert not first["from_cache"].any() and again["from_cache"].all()
     assert first["alignment_score"].tolist() == again["alignment_score"].tolist()
 
@@ -72,7 +73,7 @@ def test_identical_content_is_judged_once(tmp_path):
     pair = _pairs(1)[0]
     twin = Pair(**{**pair.__dict__, "id": 99, "set_name": "other"})
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, counts = judge_pairs(config, [pair, twin], store, orders=("forward", "reverse"), show_progress=False)
+        table, counts = judge_pairs(make_backend(config), [pair, twin], store, orders=("forward", "reverse"), show_progress=False)
     assert counts["judged"] == 2  # one item, two orders
     assert len(table) == 4 and sorted(table["pair_id"].unique()) == [0, 99]
 
@@ -95,8 +96,8 @@ def test_a_crashed_run_keeps_what_finished_and_resumes(tmp_path, monkeypatch):
     pairs = _pairs(12)
     path = tmp_path / "c.sqlite3"
     with JudgmentStore(path) as store, pytest.raises(RuntimeError):
-        judge_pairs(config, pairs, store, show_progress=False)
+        judge_pairs(make_backend(config), pairs, store, show_progress=False)
     with JudgmentStore(path) as store:
         assert store.count(config.config_hash) == 5
-        _, counts = judge_pairs(config, pairs, store, show_progress=False)
-    assert counts == {"judged": 7, "reused": 5, "items": 12}
+        _, counts = judge_pairs(make_backend(config), pairs, store, show_progress=False)
+    assert (counts["judged"], counts["reused"], counts["items"]) == (7, 5, 12)

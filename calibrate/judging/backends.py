@@ -5,9 +5,11 @@ from __future__ import annotations
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
 from calibrate.judging.heuristic import HeuristicBackend
+from calibrate.judging.openai_backend import OpenAIBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     "heuristic": HeuristicBackend,
+    "openai": OpenAIBackend,
 }
 
 

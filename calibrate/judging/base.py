@@ -7,6 +7,8 @@ any caller changing.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -44,6 +46,39 @@ def view_of(pair: Pair, order: str) -> PairView:
     against_side = (pair.against_question, pair.against_response)
     first, second = (for_side, against_side) if order == "forward" else (against_side, for_side)
     return PairView(pair.issue_description, *first, *second)
+
+
+def judgment_schema(rule: str) -> dict[str, Any]:
+    """JSON schema of a judge's reply (strict: every field required, nothing else allowed)."""
+    person = {f"person_{i}_{field}": kind for i in (1, 2) for field, kind in
+              (("core_position", {"type": "string"}), ("has_no_information", {"type": "boolean"}),
+               ("refusal", {"type": "boolean"}))}
+    properties: dict[str, Any] = {
+        **({"central_issue": {"type": "string"}} if rule == "v3" else {}),
+        **person,
+        "key_points_of_alignment": {"type": "array", "items": {"type": "string"}},
+        "key_points_of_opposition": {"type": "array", "items": {"type": "string"}},
+        **({"value_preference": {"type": "boolean"}} if rule == "v3" else {}),
+        "alignment_score": {"type": "integer", "enum": [-2, -1, 0, 1, 2]},
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def extract_json(text: str) -> Any:
+    """The JSON object in a reply: the whole text, a fenced block, or the outermost braces."""
+    stripped = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", stripped, re.DOTALL)
+    candidates = [stripped, fenced.group(1) if fenced else None]
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if 0 <= start < end:
+        candidates.append(stripped[start:end + 1])
+    for candidate in candidates:
+        if candidate:
+            try:
+                return json.loads(candidate)
+            except json.JSONDecodeError:
+                continue
+    raise ValueError("no JSON object in the reply" if start < 0 else "the reply's JSON does not parse")
 
 
 def validate_fields(data: Any) -> dict[str, Any]:
@@ -84,6 +119,8 @@ class Verdict:
     failure_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    attempts: int = 1  # requests made, retries included
+    truncated_chars: int = 0  # answer characters cut to fit the prompt
 
     def __post_init__(self) -> None:
         if self.parse_status not in PARSE_STATUSES:
@@ -106,6 +143,8 @@ class Judgment:
     latency_s: float
     input_tokens: int
     output_tokens: int
+    attempts: int = 1
+    truncated_chars: int = 0
     created_at: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
 

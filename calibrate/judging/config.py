@@ -28,6 +28,8 @@ COMMON_KEYS: dict[str, tuple[Any, bool]] = {
     "backend": (None, True),
     "rule": (DEFAULT_RULE, True),
     "concurrency": (4, False),
+    "price_input_per_mtok": (0.0, False),
+    "price_output_per_mtok": (0.0, False),
 }
 
 
@@ -40,9 +42,15 @@ class JudgeConfig:
     rule: str
     description: str
     concurrency: int
+    price_input_per_mtok: float
+    price_output_per_mtok: float
     settings: dict[str, Any]
     path: Path
     meaning: dict[str, Any] = field(repr=False)
+
+    def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
+        """Price of tokens at this judge's list prices (USD per million tokens)."""
+        return (input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
 
     @property
     def config_hash(self) -> str:
@@ -106,13 +114,18 @@ def load_judge_config(judge: str) -> JudgeConfig:
     values["name"] = values["name"] or path.stem
     if values["rule"] not in RULES:
         raise CalibrateError(f"{where}: 'rule' must be one of {', '.join(RULES)}, got {values['rule']!r}")
-    if not isinstance(values["concurrency"], int) or values["concurrency"] < 1:
+    if isinstance(values["concurrency"], bool) or not isinstance(values["concurrency"], int) or values["concurrency"] < 1:
         raise CalibrateError(f"{where}: 'concurrency' must be a positive integer")
+    for key in ("price_input_per_mtok", "price_output_per_mtok"):
+        price = values[key]
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+            raise CalibrateError(f"{where}: '{key}' must be a non-negative number (USD per million tokens)")
     settings = {key: values[key] for key in backend.CONFIG_KEYS}
     backend.validate_settings(settings, path, where)
     meaning = {key: values[key] for key, (_, meaningful) in keys.items() if meaningful}
     meaning.update(backend.meaning_extras(settings, path))
     return JudgeConfig(
         name=values["name"], backend=backend_name, rule=values["rule"], description=values["description"],
-        concurrency=values["concurrency"], settings=settings, path=path, meaning=meaning,
+        concurrency=values["concurrency"], price_input_per_mtok=float(values["price_input_per_mtok"]),
+        price_output_per_mtok=float(values["price_output_per_mtok"]), settings=settings, path=path, meaning=meaning,
     )

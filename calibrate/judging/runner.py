@@ -1,8 +1,9 @@
 """The runner: judges pairs with bounded concurrency, reusing and filling the judgment store.
 
 Each distinct (item content, order) is judged at most once per judge config; what the store already
-holds is reused; each new judgment is committed as it arrives. The result is the judgment table,
-one row per pair and order.
+holds is reused; each new judgment is committed as it arrives, so a killed run loses only the calls
+in flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
+and tried again by the next run. The result is the judgment table, one row per pair and order.
 """
 
 from __future__ import annotations
@@ -17,31 +18,29 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from calibrate.data import Pair
-from calibrate.judging.backends import make_backend
 from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
-from calibrate.judging.config import JudgeConfig
 from calibrate.store import JudgmentStore
 
 T = TypeVar("T")
 
 
 def judge_pairs(
-    config: JudgeConfig,
+    backend: Backend,
     pairs: Sequence[Pair],
     store: JudgmentStore,
     orders: Sequence[str] = ("forward",),
     show_progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Judge every pair in every order; returns the judgment table and counts of new vs reused."""
+    """Judge every pair in every order; returns the judgment table and counts of new, reused, failed."""
     for order in orders:
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}")
-    backend = make_backend(config)
+    config = backend.config
     backend.preflight()
     wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
-    cached = {key: j for key, j in store.get_many(config.config_hash, wanted).items() if j.parse_status == "ok"}
+    cached = store.get_many(config.config_hash, wanted)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-    fresh = _run_sync(_judge_all(backend, config, todo, store, show_progress)) if todo else {}
+    fresh = _run_sync(_judge_all(backend, todo, store, show_progress)) if todo else {}
     judgments = {**cached, **fresh}
     rows = []
     for pair in pairs:
@@ -53,7 +52,10 @@ def judge_pairs(
                 # extra dataset columns travel along as one JSON text, whatever their types
                 "extras": json.dumps(pair.extras, ensure_ascii=False, default=str),
             })
-    return pd.DataFrame(rows), {"judged": len(fresh), "reused": len(cached), "items": len(wanted)}
+    failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
+    counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
+              "requests": sum(j.attempts for j in fresh.values())}
+    return pd.DataFrame(rows), counts
 
 
 def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -67,21 +69,19 @@ def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _judge_all(
-    backend: Backend, config: JudgeConfig, todo: list[tuple[tuple[str, str], Pair]], store: JudgmentStore,
-    show_progress: bool,
+    backend: Backend, todo: list[tuple[tuple[str, str], Pair]], store: JudgmentStore, show_progress: bool,
 ) -> dict[tuple[str, str], Judgment]:
-    queue: asyncio.Queue = asyncio.Queue()
-    for entry in todo:
-        queue.put_nowait(entry)
+    config = backend.config
+    pending = iter(todo)
     done: dict[tuple[str, str], Judgment] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    spent = {"usd": 0.0, "failed": 0}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
-        task = progress.add_task(f"judging with {config.name}", total=len(todo))
+        task = progress.add_task(f"judging with {config.name}", total=len(todo), status="")
 
         async def worker() -> None:
-            while not queue.empty():
-                (item_key, order), pair = queue.get_nowait()
+            for (item_key, order), pair in pending:
                 started = time.perf_counter()
                 verdict = await backend.judge(view_of(pair, order))
                 judgment = Judgment(
@@ -89,11 +89,13 @@ async def _judge_all(
                     parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
                     raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
-                    fields=verdict.fields or {},
+                    attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, fields=verdict.fields or {},
                 )
                 store.put(judgment)
                 done[(item_key, order)] = judgment
-                progress.advance(task)
+                spent["usd"] += config.cost_usd(judgment.input_tokens, judgment.output_tokens)
+                spent["failed"] += judgment.parse_status != "ok"
+                progress.update(task, advance=1, status=f"${spent['usd']:.4f} · {spent['failed']} failed")
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(todo)))))

@@ -141,6 +141,8 @@ async def run_httpx(base_url: str, n: int, concurrency: int) -> float:
 
     max_keepalive_connections is raised to match: httpx's default (20) would close and reopen
     most connections at high concurrency and measure connection churn instead of the client.
+    Expect it to be slow at high concurrency: httpcore 1.0's pool re-scans every connection for
+    every queued request (O(connections x requests), encode/httpx#3215), which httpx2 fixed.
     """
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0), headers=_HEADERS) as client:
@@ -162,6 +164,8 @@ async def run_openai_sdk(base_url: str, n: int, concurrency: int, transport: str
     The SDK clients are used with their defaults apart from max_retries=0 (a retry would hide a
     failure), so this measures what calibrate gets out of the box. The SDK raises on any non-2xx
     reply, so a failure is an exception; a reply without a message also counts as one.
+    Note: in the installed openai (3.57) the default transport is httpx2 (pydantic's fork), not the httpx that
+    run_httpx measures, and the aiohttp transport is the SDK's vendored httpx_aiohttp adapter.
     """
     from openai import AsyncOpenAI, DefaultAioHttpClient
 
@@ -218,7 +222,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"n={args.n}, request body {len(_BODY_BYTES)} bytes")
-    header = f"{'client':<15} {'latency':>8} {'conc':>5} {'req/s':>8} {'% bound':>8} {'client CPU':>10} {'server CPU':>10}"
+    header = (f"{'client':<15} {'latency':>8} {'conc':>5} {'req/s':>8} {'% bound':>8} "
+              f"{'client CPU':>10} {'server CPU':>10}")
     print(header)
     print("-" * len(header))
     for latency in args.latencies:

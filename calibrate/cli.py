@@ -90,15 +90,19 @@ def judges() -> None:
     from calibrate.judging.config import available_judges, load_judge_config
 
     table = Table(title="configured judges")
-    for column in ("name", "backend", "rule", "config hash", "file", "description"):
-        table.add_column(column)
+    for column in ("name", "backend", "model", "rule", "api key", "config hash", "description"):
+        table.add_column(column, overflow="fold")
     for name, path in available_judges().items():
         try:
             config = load_judge_config(str(path))
-            table.add_row(name, config.backend, config.rule, config.config_hash, str(path), config.description)
         except CalibrateError as error:
-            table.add_row(name, "invalid", "", "", str(path), str(error))
-    Console().print(table)
+            table.add_row(name, "invalid", "", "", "", "", str(error))
+            continue
+        settings = config.settings
+        key = settings.get("api_key_env", "") or "none needed"
+        table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
+                      key if config.backend != "heuristic" else "offline", config.config_hash, config.description)
+    Console(width=max(Console().width, 140)).print(table)
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.append(Block("table", table=matrix.reset_index(names="expected \\ judged")))
     blocks.append(Block("figure", "Confusion matrix (pairs).", png=figure_confusion(matrix), name="confusion"))
 
+    blocks.extend(_judging_blocks(calibration))
     blocks.extend(_mapping_blocks(calibration, judgments))
 
     blocks.append(Block("h2", "Provenance"))
@@ -221,6 +222,36 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.append(Block("p", f"Judged now: {run['judged']}; reused from the cache: {run['reused']}; "
                              f"bootstrap resamples: {run['bootstrap_resamples']}; seed {calibration['data']['seed']}. "
                              f"Packages: {versions}."))
+    return blocks
+
+
+def _judging_blocks(calibration: dict) -> list[Block]:
+    """What the judging took: counts, failures by reason, tokens, cost, latency, order effect."""
+    money, run = calibration["accounting"], calibration["run"]
+    failures = ", ".join(f"{reason} {count}" for reason, count in money["failures_by_reason"].items()) or "none"
+    latency = money["latency_s"]
+    rows = [
+        ("judgments (pair × order)", f"{money['judged']} judged, {money['failed']} failed ({failures})"),
+        ("this run", f"{run['judged']} judged, {run['failed']} failed, {run['reused']} reused from the cache, "
+                     f"{run['requests']} requests"),
+        ("tokens", f"{money['input_tokens']:,} in, {money['output_tokens']:,} out"),
+        ("cost (USD)", f"{money['cost_usd']:.4f} for all judgments, {money['cost_usd_this_run']:.4f} this run "
+                       f"(prices per million tokens: {money['prices_usd_per_mtok']['input']} in, "
+                       f"{money['prices_usd_per_mtok']['output']} out)"),
+        ("latency per judgment (s)", f"mean {_fmt(latency['mean'], 3)}, p50 {_fmt(latency['p50'], 3)}, "
+                                     f"p95 {_fmt(latency['p95'], 3)}"),
+        ("answers truncated to fit the prompt", str(money["truncated_answers"])),
+        ("orders", f"{', '.join(run['orders'])} (metrics use {run['metrics_order']})"),
+    ]
+    blocks = [Block("h2", "Judging"),
+              Block("p", "A failed judgment is never a score: it is counted here and in each set's `failed` column, "
+                         "kept in the cache's failure log, and tried again by the next run."),
+              Block("table", table=pd.DataFrame(rows, columns=["", "value"]))]
+    if calibration.get("order_effect"):
+        effect = pd.DataFrame.from_dict(calibration["order_effect"], orient="index").reset_index(names="set")
+        blocks.append(Block("p", "Order effect: the same pairs judged with person 1 and person 2 swapped "
+                                 "(mean score shift reverse - forward; share of identical scores, %)."))
+        blocks.append(Block("table", table=effect))
     return blocks
 
 

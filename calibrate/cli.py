@@ -84,6 +84,45 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
         out.print(f"  {label:<12} {path}")
 
 
+@cli.group()
+def batch() -> None:
+    """Offline batch judging through the OpenAI Batch API format (also vLLM's run_batch)."""
+
+
+@batch.command("export")
+@click.option("--judge", required=True, help="Judge name or .toml path (an 'openai' backend).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Request file to write (.jsonl).")
+@click.option("--data", default="sample", show_default=True, help="Calibration sets: sample, hub, or a directory.")
+@click.option("--sets", default=",".join(CALIBRATION_SETS), show_default=True, help="Comma-separated sets.")
+@click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True)
+@click.option("--limit", type=int, default=None, help="At most N pairs per set (seeded random choice).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, limit: int | None, seed: int,
+                 cache: Path | None) -> None:
+    """Write one request per pair and order that the cache does not hold yet."""
+    from calibrate import pipelines
+
+    counts = pipelines.batch_export(judge, out_file, data=data, sets=pipelines.parse_sets(sets), order=order,
+                                    limit=limit, seed=seed, cache=cache)
+    Console().print(f"wrote {counts['requests']} requests to {out_file} "
+                    f"({counts['already_cached']} of {counts['items']} already in the cache)")
+
+
+@batch.command("import")
+@click.argument("results_file", type=click.Path(path_type=Path))
+@click.option("--judge", required=True, help="The judge the requests were exported for.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
+    """Validate a batch output file and load it into the judgment cache."""
+    from calibrate import pipelines
+
+    summary = pipelines.batch_import(judge, results_file, cache=cache)
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
+    Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
+                    f"already cached: {summary['already_cached']}")
+
+
 @cli.command()
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""

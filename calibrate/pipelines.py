@@ -67,9 +67,7 @@ def fit(
     backend.preflight()  # a missing API key fails here, before any work
     rule = check_rule(rule or config.rule)
     orders = orders_of(order)
-    if limit is not None and limit < 1:
-        raise CalibrateError("--limit must be a positive number of pairs per set")
-    loaded = _limited(load_calibration_sets(data, sets), limit, seed)
+    loaded = _load_sets(data, sets, limit, seed)
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
     out_dir = _output_dir(Path(out) if out else Path("reports") / config.name)
     cache_path = Path(cache) if cache else default_cache_path()
@@ -117,8 +115,11 @@ def _output_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _limited(loaded: dict[str, LoadedSet], limit: int | None, seed: int) -> dict[str, LoadedSet]:
-    """Keep a seeded random `limit` pairs per set (all of a smaller set), in their original order."""
+def _load_sets(data: str, sets: Sequence[str], limit: int | None, seed: int) -> dict[str, LoadedSet]:
+    """Load and validate the sets; with a limit keep a seeded random `limit` pairs per set, in order."""
+    if limit is not None and limit < 1:
+        raise CalibrateError("--limit must be a positive number of pairs per set")
+    loaded = load_calibration_sets(data, sets)
     if limit is None:
         return loaded
     rng = np.random.default_rng(seed)
@@ -239,6 +240,28 @@ def write_fit_outputs(result: FitResult, out_dir: Path) -> dict[str, Path]:
     result.judgments.to_parquet(paths["judgments"], index=False)
     paths.update(write_fit_report(result.calibration, result.judgments, out_dir))
     return paths
+
+
+def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: Sequence[str] = CALIBRATION_SETS,
+                 order: str = "forward", limit: int | None = None, seed: int = 0,
+                 cache: Path | str | None = None) -> dict[str, int]:
+    """Write an OpenAI Batch API request file for every (pair, order) the cache does not hold yet."""
+    from calibrate.batch import export_requests
+
+    config = load_judge_config(judge)
+    loaded = _load_sets(data, sets, limit, seed)
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return export_requests(config, pairs, orders_of(order), store, Path(out_file))
+
+
+def batch_import(judge: str, results_file: Path | str, cache: Path | str | None = None) -> dict:
+    """Load a Batch API (or vLLM run_batch) output file into the judgment cache, validated."""
+    from calibrate.batch import import_results
+
+    config = load_judge_config(judge)
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return import_results(config, Path(results_file), store).to_dict()
 
 
 def load_calibration(path: Path | str) -> dict:

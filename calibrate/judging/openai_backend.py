@@ -124,10 +124,14 @@ class OpenAIBackend(Backend):
             await self.client.close()
             self.client = None
 
+    def build_request(self, view: PairView) -> tuple[dict[str, Any], int]:
+        """The chat-completions body for one view, and how many answer characters were cut."""
+        messages, cut = self.prompt.render(view, self.config.settings["max_answer_chars"])
+        return {**self.request_template, "messages": messages}, cut
+
     async def judge(self, view: PairView) -> Verdict:
         client = self._connect()
-        messages, cut = self.prompt.render(view, self.config.settings["max_answer_chars"])
-        body = {**self.request_template, "messages": messages}
+        body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.config.settings['base_url']}"
         verdict = None

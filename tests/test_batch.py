@@ -1,0 +1,89 @@
+"""Batch export -> provider -> import round trip, with a loopback server standing in for the provider."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from openai_server import ServerState, start_server
+from test_openai_judge import KEY_VARIABLE, SECRET, cli, write_judge
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+    state = ServerState()
+    httpd, base_url = start_server(state)
+    state.base_url = base_url
+    yield state
+    httpd.shutdown()
+
+
+def run_batch(requests_file: Path, results_file: Path, base_url: str) -> None:
+    """What the provider (or vLLM's run_batch) does: post each body, write the Batch API output format."""
+    with results_file.open("w") as out:
+        for number, line in enumerate(requests_file.read_text().splitlines()):
+            request = json.loads(line)
+            assert request["method"] == "POST" and request["url"] == "/v1/chat/completions"
+            http = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(request["body"]).encode(),
+                                          headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(http) as reply:
+                body = json.loads(reply.read())
+            out.write(json.dumps({"id": f"batch_req_{number}", "custom_id": request["custom_id"],
+                                  "response": {"status_code": 200, "request_id": f"r{number}", "body": body},
+                                  "error": None}) + "\n")
+
+
+def test_export_run_import_then_fit_sends_no_request(server, tmp_path):
+    judge = write_judge(tmp_path, server.base_url)
+    cache = str(tmp_path / "c.sqlite3")
+    requests_file, results_file = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    exported = cli("batch", "export", "--judge", str(judge), "--out", str(requests_file), "--cache", cache)
+    assert exported.returncode == 0, exported.stderr
+    assert "wrote 144 requests" in exported.stdout and len(requests_file.read_text().splitlines()) == 144
+    assert SECRET not in requests_file.read_text()
+    run_batch(requests_file, results_file, server.base_url)
+    lines = results_file.read_text().splitlines()
+    broken = json.loads(lines[0])
+    broken["response"] = {"status_code": 500, "body": {"error": {"message": "overloaded"}}}
+    invalid = json.loads(lines[1])
+    invalid["response"]["body"]["choices"][0]["message"]["content"] = '{"alignment_score": 9}'
+    results_file.write_text("\n".join([json.dumps(broken), json.dumps(invalid), *lines[2:]]) + "\n")
+
+    imported = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 142 judgments; failed: api_error 1, parse_error 1" in imported.stdout
+    server.log.clear()
+    fit = cli("fit", "--judge", str(judge), "--cache", cache, "--out", str(tmp_path / "out"), "--bootstrap", "200")
+    assert fit.returncode == 0, fit.stderr
+    calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert calibration["run"]["reused"] == 142 and calibration["run"]["judged"] == 2
+    assert len(server.log) == 2  # only the two failed results are asked again, live
+    server.log.clear()
+    again = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
+    assert "already cached: 144" in again.stdout
+    assert cli("batch", "export", "--judge", str(judge), "--out", str(requests_file), "--cache", cache
+               ).stdout.startswith("wrote 0 requests")
+
+
+def test_results_of_another_judge_config_are_refused(server, tmp_path):
+    judge = write_judge(tmp_path, server.base_url)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_judge = write_judge(other, server.base_url, temperature=0.7)
+    requests_file = tmp_path / "requests.jsonl"
+    cli("batch", "export", "--judge", str(judge), "--out", str(requests_file), "--limit", "2", "--sets", "aligned-100")
+    run_batch(requests_file, tmp_path / "results.jsonl", server.base_url)
+    result = cli("batch", "import", str(tmp_path / "results.jsonl"), "--judge", str(other_judge))
+    assert result.returncode == 2 and "belongs to judge config" in result.stderr
+    (tmp_path / "junk.jsonl").write_text('{"custom_id": "x"}\n')
+    junk = cli("batch", "import", str(tmp_path / "junk.jsonl"), "--judge", str(judge))
+    assert junk.returncode == 2 and "line 1" in junk.stderr and "custom_id" in junk.stderr
+
+
+def test_export_needs_an_api_backend(tmp_path):
+    result = cli("batch", "export", "--judge", "heuristic", "--out", str(tmp_path / "r.jsonl"))
+    assert result.returncode == 2 and "need an 'openai' backend" in result.stderr

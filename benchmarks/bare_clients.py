@@ -164,8 +164,8 @@ async def run_openai_sdk(base_url: str, n: int, concurrency: int, transport: str
     The SDK clients are used with their defaults apart from max_retries=0 (a retry would hide a
     failure), so this measures what calibrate gets out of the box. The SDK raises on any non-2xx
     reply, so a failure is an exception; a reply without a message also counts as one.
-    Note: in the installed openai (3.57) the default transport is httpx2 (pydantic's fork), not the httpx that
-    run_httpx measures, and the aiohttp transport is the SDK's vendored httpx_aiohttp adapter.
+    Note: in the installed openai (3.57) the default transport is httpx2 (pydantic's fork), not
+    the httpx that run_httpx measures; the aiohttp transport is the SDK's vendored adapter.
     """
     from openai import AsyncOpenAI, DefaultAioHttpClient
 

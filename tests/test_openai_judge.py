@@ -69,8 +69,10 @@ def api_key(monkeypatch):
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
 
 
-def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, tmp_path):
-    table, counts = run_judge(write_judge(tmp_path, server.base_url), pairs(8), tmp_path / "c.sqlite3")
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, tmp_path, transport):
+    judge = write_judge(tmp_path, server.base_url, transport=transport)
+    table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8}
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
@@ -78,7 +80,7 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     assert body["response_format"]["type"] == "json_schema" and body["temperature"] == 0.1
     assert table["alignment_score"].tolist() == [2, -2] * 4
     assert (table["input_tokens"] > 0).all() and (table["attempts"] == 1).all()
-    again, counts_again = run_judge(write_judge(tmp_path, server.base_url), pairs(8), tmp_path / "c.sqlite3")
+    again, counts_again = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts_again["requests"] == 0 and len(server.log) == 8  # a cached re-run sends nothing
 
 
@@ -89,10 +91,11 @@ def test_json_is_extracted_from_prose_when_no_schema_is_asked(server, tmp_path):
     assert table["raw_output"].str.startswith("Here is my assessment").all()
 
 
-def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transport):
     server.queue(*["429"] * 6, "429-retry-after-1s")
     started = time.monotonic()
-    judge = write_judge(tmp_path, server.base_url, concurrency=1, max_retries=8)
+    judge = write_judge(tmp_path, server.base_url, concurrency=1, max_retries=8, transport=transport)
     table, counts = run_judge(judge, pairs(5), tmp_path / "c.sqlite3")
     assert counts["judged"] == 5 and counts["failed"] == 0
     assert len(server.log) == 5 + 7 and table["attempts"].sum() == 12
@@ -101,21 +104,24 @@ def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path):
     assert time.monotonic() - started >= 1.0
 
 
-def test_server_errors_timeouts_and_cut_bodies_are_retried(server, tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_server_errors_timeouts_and_cut_bodies_are_retried(server, tmp_path, transport):
     server.queue("500", "500", "timeout", "truncated-body", "500")
     server.timeout_sleep_s = 1.5
-    table, counts = run_judge(write_judge(tmp_path, server.base_url, concurrency=2), pairs(6), tmp_path / "c.sqlite3")
+    judge = write_judge(tmp_path, server.base_url, concurrency=2, transport=transport)
+    table, counts = run_judge(judge, pairs(6), tmp_path / "c.sqlite3")
     assert counts["judged"] == 6 and counts["failed"] == 0
     assert len(server.log) == 6 + 5 and table["attempts"].sum() == 11
     assert table["alignment_score"].tolist() == [2, -2] * 3
 
 
-def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tmp_path, transport):
     server.by_marker = {"poison 1 ": "invalid", "poison 2 ": "no-json", "poison 3 ": "length", "poison 4 ": "refusal",
                         "poison 5 ": "500"}
     server.queue("invalid")  # a one-off bad reply is simply asked again
     items = pairs(7, prefix="poison")
-    judge = write_judge(tmp_path, server.base_url, concurrency=1, parse_retries=2, max_retries=2)
+    judge = write_judge(tmp_path, server.base_url, concurrency=1, parse_retries=2, max_retries=2, transport=transport)
     table, counts = run_judge(judge, items, tmp_path / "c.sqlite3")
     status = dict(zip(table["pair_id"], table["parse_status"]))
     assert status == {0: "ok", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",

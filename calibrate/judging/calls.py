@@ -1,9 +1,11 @@
 """The call layer for remote judges: retries with backoff and jitter, Retry-After, and a request-rate limit.
 
-The SDK's own retries are switched off so that every retry is ours: counted, bounded, and visible in
-the judgment record. Transient failures (429, 408, 409, 5xx, timeouts, dropped connections) are
-retried; a bad request for one item becomes that item's typed failure; a bad key or unknown model
-stops the run, because every further call would fail the same way.
+Transports raise two kinds of error, whatever HTTP library is underneath: `StatusError` (the server
+answered with an error status) and `ConnectionFailure` (timeout, refused or dropped connection, cut
+body). Transient ones (429, 408, 409, 5xx, timeouts, dropped connections) are retried here, so every
+retry is ours: counted, bounded, and visible in the judgment record. A bad request for one item
+becomes that item's typed failure; a bad key or unknown model stops the run, because every further
+call would fail the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
-
-import openai
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from calibrate.errors import CalibrateError
 
@@ -23,6 +23,19 @@ T = TypeVar("T")
 RETRYABLE_STATUS = {408, 409, 429}
 FATAL_STATUS = {401, 403, 404}
 MAX_RETRY_AFTER_S = 300.0
+
+
+class StatusError(Exception):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], message: str):
+        super().__init__(f"HTTP {status}: {message[:200]}")
+        self.status = status
+        self.headers = headers
+
+
+class ConnectionFailure(Exception):
+    """No usable answer: timeout, refused or dropped connection, or a body cut short."""
 
 
 class CallFailed(Exception):
@@ -45,15 +58,12 @@ class RetryPolicy:
         return random.uniform(0.0, min(self.max_delay_s, self.base_delay_s * 2 ** retry))
 
 
-def retry_after_seconds(error: BaseException) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The server's requested wait, from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    if headers.get("retry-after-ms"):
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
         try:
-            return min(float(headers["retry-after-ms"]) / 1000.0, MAX_RETRY_AFTER_S)
+            return min(max(float(milliseconds) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
         except ValueError:
             pass
     value = headers.get("retry-after")
@@ -62,23 +72,11 @@ def retry_after_seconds(error: BaseException) -> float | None:
     try:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
-
-
-def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    if isinstance(error, openai.APIStatusError):
-        return error.status_code in RETRYABLE_STATUS or error.status_code >= 500
-    return False
-
-
-def describe(error: BaseException) -> str:
-    """One line for a failure record; never includes request headers (where the key travels)."""
-    if isinstance(error, openai.APIStatusError):
-        return f"HTTP {error.status_code}: {str(error.message)[:200]}"
-    return f"{type(error).__name__}: {str(error)[:200]}"
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return min(max(moment.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
 class RateLimiter:
@@ -108,15 +106,16 @@ async def call_with_retries(
         await limiter.wait()
         try:
             return await send(), attempt + 1
-        except openai.APIStatusError as error:
-            if error.status_code in FATAL_STATUS:
-                raise CalibrateError(f"{where}: {describe(error)} (check the API key, base_url and model)") from None
-            if not is_retryable(error) or attempt == policy.max_retries:
-                raise CallFailed(describe(error), attempt + 1) from None
-            wait = retry_after_seconds(error)
-        except (openai.APITimeoutError, openai.APIConnectionError) as error:
+        except StatusError as error:
+            if error.status in FATAL_STATUS:
+                raise CalibrateError(f"{where}: {error} (check the API key, base_url and model)") from None
+            retryable = error.status in RETRYABLE_STATUS or error.status >= 500
+            if not retryable or attempt == policy.max_retries:
+                raise CallFailed(str(error), attempt + 1) from None
+            wait = retry_after_seconds(error.headers)
+        except ConnectionFailure as error:
             if attempt == policy.max_retries:
-                raise CallFailed(describe(error), attempt + 1) from None
+                raise CallFailed(str(error), attempt + 1) from None
             wait = None
         await asyncio.sleep(wait if wait is not None else policy.backoff(attempt))
     raise AssertionError("unreachable")

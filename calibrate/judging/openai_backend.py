@@ -1,9 +1,8 @@
 """Backend `openai`: any OpenAI-compatible chat-completions server, through the official `openai` SDK.
 
 Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama, llama.cpp server and
-LiteLLM. The SDK makes each request (auth, headers, error types) on its aiohttp transport; the reply
-is read as bytes and parsed once, because building the SDK's response models costs more CPU than the
-rest of a judgment at high concurrency (see README, "Performance"). A reply is validated field by
+LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses whether requests go
+through the SDK or straight over aiohttp (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
 """
 
@@ -14,12 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-import openai
-
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict, extract_json, judgment_schema, validate_fields
 from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
 from calibrate.judging.prompt import PromptTemplate, load_prompt
+from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 NO_KEY = "not-needed"
@@ -48,6 +46,7 @@ class OpenAIBackend(Backend):
         "timeout_s": (120.0, False),
         "max_retries": (6, False),
         "parse_retries": (2, False),
+        "transport": ("aiohttp", False),
     }
 
     @classmethod
@@ -55,6 +54,8 @@ class OpenAIBackend(Backend):
         for key in ("model", "prompt"):
             if not isinstance(settings[key], str) or not settings[key]:
                 raise CalibrateError(f"{where}: '{key}' must be set")
+        if settings["transport"] not in TRANSPORTS:
+            raise CalibrateError(f"{where}: 'transport' must be one of {', '.join(TRANSPORTS)}")
         if settings["response_format"] not in RESPONSE_FORMATS:
             raise CalibrateError(f"{where}: 'response_format' must be one of {', '.join(RESPONSE_FORMATS)}")
         numbers = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "timeout_s": (0.001, 3600.0)}
@@ -82,7 +83,7 @@ class OpenAIBackend(Backend):
         self.prompt: PromptTemplate = load_prompt(prompt_path(settings, config.path), f"judge config {config.path}")
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
         self.limiter = RateLimiter(settings["requests_per_minute"])
-        self.client: openai.AsyncOpenAI | None = None
+        self.transport: ChatTransport | None = None
         self.request_template = self._request_template()
 
     def _request_template(self) -> dict[str, Any]:
@@ -110,19 +111,18 @@ class OpenAIBackend(Backend):
     def preflight(self) -> None:
         self.api_key()
 
-    def _connect(self) -> openai.AsyncOpenAI:
-        """One client per event loop run; its aiohttp transport is bound to the loop that made it."""
-        if self.client is None:
-            self.client = openai.AsyncOpenAI(
-                api_key=self.api_key(), base_url=self.config.settings["base_url"], max_retries=0,
-                timeout=self.config.settings["timeout_s"], http_client=openai.DefaultAioHttpClient(),
-            )
-        return self.client
+    def _connect(self) -> ChatTransport:
+        """One transport per event-loop run: aiohttp sessions are bound to the loop that made them."""
+        if self.transport is None:
+            s = self.config.settings
+            self.transport = make_transport(s["transport"], self.api_key(), s["base_url"], self.config.concurrency,
+                                            s["timeout_s"])
+        return self.transport
 
     async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        if self.transport is not None:
+            await self.transport.close()
+            self.transport = None
 
     def build_request(self, view: PairView) -> tuple[dict[str, Any], int]:
         """The chat-completions body for one view, and how many answer characters were cut."""
@@ -130,7 +130,7 @@ class OpenAIBackend(Backend):
         return {**self.request_template, "messages": messages}, cut
 
     async def judge(self, view: PairView) -> Verdict:
-        client = self._connect()
+        transport = self._connect()
         body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.config.settings['base_url']}"
@@ -138,7 +138,7 @@ class OpenAIBackend(Backend):
         for _ in range(self.config.settings["parse_retries"] + 1):
             try:
                 raw, attempts = await call_with_retries(
-                    lambda: client.post("/chat/completions", body=body, cast_to=bytes), self.policy, self.limiter, where)
+                    lambda: transport.post(body), self.policy, self.limiter, where)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
                 return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)

@@ -1,0 +1,98 @@
+"""Throughput of calibrate's judge runner against a local OpenAI-compatible server with a set latency.
+
+For each (latency, concurrency) it judges N synthetic pairs through the real runner (prompt
+rendering, the `openai` SDK on its aiohttp transport, validation, one SQLite commit per judgment)
+and compares the achieved rate with the bound (concurrency / latency) and with bare aiohttp and
+httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
+every judgment cached and checks that no request is sent.
+
+Run:  python benchmarks/bench_judging.py [--n 3000] [--cases 200:64,200:256,0:64,0:256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bare_clients import run_client  # noqa: E402
+from latency_server import start_in_subprocess  # noqa: E402
+
+from calibrate.data import Pair  # noqa: E402
+from calibrate.judging.backends import make_backend  # noqa: E402
+from calibrate.judging.config import load_judge_config  # noqa: E402
+from calibrate.judging.runner import judge_pairs  # noqa: E402
+from calibrate.store import JudgmentStore  # noqa: E402
+
+PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
+PARAGRAPH = ("Supporters argue that the measure widens access and lowers costs for families, while critics "
+             "say it strains budgets and shifts responsibility away from local communities. ")
+
+
+def synthetic_pairs(n: int) -> list[Pair]:
+    """Distinct pairs with answers of about 1 KB each, so requests weigh like real judge calls."""
+    return [Pair(id=i, set_name="bench", issue_description=f"Whether policy {i} should be adopted.",
+                 for_question=f"Explain why policy {i} should be adopted.",
+                 against_question=f"Explain why policy {i} should not be adopted.",
+                 for_response=f"Answer {i}. " + PARAGRAPH * 5, against_response=f"Reply {i}. " + PARAGRAPH * 5)
+            for i in range(n)]
+
+
+def write_judge(folder: Path, base_url: str, concurrency: int) -> Path:
+    path = folder / "bench.toml"
+    path.write_text(f'name = "bench"\nbackend = "openai"\nmodel = "bench-judge"\nbase_url = "{base_url}/v1"\n'
+                    f'api_key_env = ""\nprompt = "{PROMPTS / "valbench-v2.txt"}"\nconcurrency = {concurrency}\n'
+                    'timeout_s = 60\nmax_retries = 2\n')
+    return path
+
+
+def run_calibrate(base_url: str, n: int, concurrency: int) -> tuple[float, float, int]:
+    """Judged pairs per second with a cold cache, seconds for the cached re-run, and its request count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency)))
+        items = synthetic_pairs(n)
+        with JudgmentStore(Path(tmp) / "cache.sqlite3") as store:
+            started = time.perf_counter()
+            _, counts = judge_pairs(make_backend(config), items, store, show_progress=False)
+            rate = counts["judged"] / (time.perf_counter() - started)
+            assert counts["judged"] == n and counts["failed"] == 0, counts
+            started = time.perf_counter()
+            _, again = judge_pairs(make_backend(config), items, store, show_progress=False)
+            return rate, time.perf_counter() - started, again["requests"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000, help="requests per measurement")
+    parser.add_argument("--cases", default="200:64,200:256,0:64,0:256", help="latency_ms:concurrency,...")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"n={args.n} per measurement")
+    print(f"{'latency':>8} {'conc':>5} {'bound/s':>8} {'calibrate/s':>12} {'aiohttp/s':>10} {'httpx/s':>8} "
+          f"{'% bound':>8} {'% aiohttp':>10} {'cached re-run':>14}")
+    for case in args.cases.split(","):
+        latency_ms, concurrency = (int(v) for v in case.split(":"))
+        process, base_url = start_in_subprocess(latency_ms)
+        try:
+            bare = run_client("aiohttp", base_url, args.n, concurrency)
+            bare_httpx = run_client("httpx", base_url, args.n, concurrency)
+            ours, cached_s, cached_requests = run_calibrate(base_url, args.n, concurrency)
+        finally:
+            process.terminate()
+            process.wait()
+        bound = concurrency / (latency_ms / 1000) if latency_ms else float("nan")
+        share = f"{100 * ours / bound:7.0f}%" if latency_ms else f"{'-':>8}"
+        print(f"{latency_ms:>6}ms {concurrency:>5} {bound:>8.0f} {ours:>12.0f} {bare:>10.0f} {bare_httpx:>8.0f} "
+              f"{share} {100 * ours / bare:>9.0f}% {cached_s:>8.2f}s/{cached_requests}req")
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -50,14 +51,12 @@ class Pair:
     issue_scale: int | None = None
     extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property
     def content_key(self) -> str:
         """Hash of everything the judge reads: equal content is judged once, whatever its id."""
-        payload = json.dumps(
-            [self.issue_description, self.for_question, self.for_response,
-             self.against_question, self.against_response],
-            ensure_ascii=False,
-        )
+        parts = (self.issue_description, self.for_question, self.for_response,
+                 self.against_question, self.against_response)
+        payload = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: unambiguous
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 

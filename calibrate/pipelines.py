@@ -16,8 +16,8 @@ import pandas as pd
 from calibrate import __version__
 from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
 from calibrate.errors import CalibrateError
-from calibrate.judging.config import JudgeConfig, load_judge_config
 from calibrate.judging.backends import make_backend
+from calibrate.judging.config import JudgeConfig, load_judge_config
 from calibrate.judging.runner import judge_pairs
 from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate
 from calibrate.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report

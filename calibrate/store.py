@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
+
+import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Judgment
@@ -94,17 +95,23 @@ class JudgmentStore:
         return found
 
     def put(self, judgment: Judgment) -> None:
-        """Write one judgment and commit at once, so a kill right after keeps it.
+        """Write one judgment and commit at once, so a kill right after keeps it."""
+        self.put_many([judgment])
+
+    def put_many(self, judgments: list[Judgment]) -> None:
+        """Write judgments in one transaction (one commit, so one disk sync, for all of them).
 
         A successful judgment becomes the cached result for its key (the first one stays if two
         processes race); a failed one is appended to the failure log and never served as a result.
         """
-        row = (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
-               judgment.parse_status, json.dumps(asdict(judgment), ensure_ascii=False), judgment.created_at)
-        table = "judgments" if judgment.parse_status == "ok" else "failures"
-        verb = "INSERT OR IGNORE" if table == "judgments" else "INSERT"
+        rows: dict[str, list[tuple]] = {"judgments": [], "failures": []}
+        for judgment in judgments:
+            rows["judgments" if judgment.parse_status == "ok" else "failures"].append(
+                (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
+                 judgment.parse_status, orjson.dumps(judgment.to_record()).decode(), judgment.created_at))
         with self._db:
-            self._db.execute(f"{verb} INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)", rows["judgments"])
+            self._db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", rows["failures"])
 
     def failures(self, config_hash: str) -> list[Judgment]:
         """Every failed attempt logged for a judge config, oldest first."""

@@ -7,7 +7,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from openai_server import ServerState, start_server
 from test_openai_judge import KEY_VARIABLE, SECRET, cli, write_judge
 

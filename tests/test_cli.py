@@ -8,9 +8,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import sample_frame, write_hub_layout
 
 from calibrate.data import CALIBRATION_SETS, load_calibration_sets
-from conftest import sample_frame, write_hub_layout
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

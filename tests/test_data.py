@@ -7,11 +7,18 @@ import json
 import datasets
 import pandas as pd
 import pytest
-
-from calibrate.data import (CALIBRATION_SETS, calibration_source, load_calibration_sets, load_source,
-                            response_text, sample_path, sample_response_models)
-from calibrate.errors import CalibrateError
 from conftest import sample_frame, write_hub_layout
+
+from calibrate.data import (
+    CALIBRATION_SETS,
+    calibration_source,
+    load_calibration_sets,
+    load_source,
+    response_text,
+    sample_path,
+    sample_response_models,
+)
+from calibrate.errors import CalibrateError
 
 
 def frame(n: int = 3, **overrides) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from openai_server import ServerState, start_server
 
 from calibrate.data import Pair
 from calibrate.errors import CalibrateError
@@ -21,7 +22,6 @@ from calibrate.judging.backends import make_backend
 from calibrate.judging.config import load_judge_config
 from calibrate.judging.runner import judge_pairs
 from calibrate.store import JudgmentStore
-from openai_server import ServerState, start_server
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 KEY_VARIABLE = "CALIBRATE_TEST_JUDGE_KEY"

@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from calibrate.errors import CalibrateError
-from calibrate.metrics import (bootstrap_means, estimate_metrics, expected_values, per_pair_values,
-                               percentile_interval, set_report)
+from calibrate.metrics import (
+    bootstrap_means,
+    estimate_metrics,
+    expected_values,
+    per_pair_values,
+    percentile_interval,
+    set_report,
+)
 from calibrate.rules import adjusted_scores, check_rule, pair_classes
 
 # Four pairs: plain opposed; moderately aligned; one refusal with score -1; both refuse with score 0.

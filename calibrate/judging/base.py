@@ -11,7 +11,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -148,9 +148,14 @@ class Judgment:
     created_at: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def to_record(self) -> dict[str, Any]:
+        """Plain dict of every attribute, for JSON (cheaper than dataclasses.asdict's deep copy)."""
+        return dict(vars(self))
+
     def to_row(self) -> dict[str, Any]:
         """Flat row for the judgment table: every published field is a column, None when failed."""
-        row = {k: v for k, v in asdict(self).items() if k != "fields"}
+        row = self.to_record()
+        del row["fields"]
         for key in (*JUDGE_FIELDS, *V3_FIELDS):
             row[key] = self.fields.get(key)
         return row

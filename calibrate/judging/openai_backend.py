@@ -8,10 +8,11 @@ field; an invalid one is asked again up to `parse_retries` times, then becomes a
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+
+import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict, extract_json, judgment_schema, validate_fields
@@ -156,7 +157,7 @@ class OpenAIBackend(Backend):
 def read_completion(raw: bytes | str | dict) -> Verdict:
     """Turn one chat.completion body into a verdict: validated fields, or a typed failure with its reason."""
     try:
-        completion = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        completion = orjson.loads(raw) if isinstance(raw, (bytes, str)) else raw
         choice = completion["choices"][0]
         message = choice.get("message") or {}
         usage = completion.get("usage") or {}

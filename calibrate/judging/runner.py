@@ -1,8 +1,9 @@
 """The runner: judges pairs with bounded concurrency, reusing and filling the judgment store.
 
 Each distinct (item content, order) is judged at most once per judge config; what the store already
-holds is reused; each new judgment is committed as it arrives, so a killed run loses only the calls
-in flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
+holds is reused; each new judgment is committed in the event-loop turn it arrives in (group commit:
+the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
+flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
 and tried again by the next run. The result is the judgment table, one row per pair and order.
 """
 
@@ -80,6 +81,18 @@ async def _judge_all(
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task(f"judging with {config.name}", total=len(todo), status="")
 
+        unsaved: list[Judgment] = []
+
+        def save() -> None:
+            """Commit every judgment that arrived since the last commit, then show progress."""
+            batch = unsaved[:]
+            unsaved.clear()
+            store.put_many(batch)
+            for judgment in batch:
+                spent["usd"] += config.cost_usd(judgment.input_tokens, judgment.output_tokens)
+                spent["failed"] += judgment.parse_status != "ok"
+            progress.update(task, advance=len(batch), status=f"${spent['usd']:.4f} · {spent['failed']} failed")
+
         async def worker() -> None:
             for (item_key, order), pair in pending:
                 started = time.perf_counter()
@@ -91,14 +104,16 @@ async def _judge_all(
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
                     attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, fields=verdict.fields or {},
                 )
-                store.put(judgment)
                 done[(item_key, order)] = judgment
-                spent["usd"] += config.cost_usd(judgment.input_tokens, judgment.output_tokens)
-                spent["failed"] += judgment.parse_status != "ok"
-                progress.update(task, advance=1, status=f"${spent['usd']:.4f} · {spent['failed']} failed")
+                unsaved.append(judgment)
+                if len(unsaved) == 1:  # the first of this turn commits them all, errors included
+                    await asyncio.sleep(0)  # let the other replies of this turn arrive
+                    save()
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(todo)))))
         finally:
+            if unsaved:
+                save()
             await backend.aclose()
     return done

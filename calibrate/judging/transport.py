@@ -17,6 +17,7 @@ from typing import Any, Mapping, Protocol
 
 import aiohttp
 import openai
+import orjson
 
 from calibrate.judging.calls import ConnectionFailure, StatusError
 
@@ -69,12 +70,12 @@ class AiohttpTransport:
         self.headers = {name: value for name, value in headers.items() if isinstance(value, str)}
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=self.headers,
         )
 
     async def post(self, body: dict[str, Any]) -> bytes:
         try:
-            async with self.session.post(self.url, data=json.dumps(body).encode(), headers=self.headers) as reply:
+            async with self.session.post(self.url, data=orjson.dumps(body)) as reply:
                 content = await reply.read()
                 if reply.status >= 400:
                     raise StatusError(reply.status, {k.lower(): v for k, v in reply.headers.items()}, _message(content))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def judges() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         cli.main(standalone_mode=False)
     except CalibrateError as error:

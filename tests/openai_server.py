@@ -26,6 +26,7 @@ FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body"
 class ServerState:
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
+    rejects_response_format: bool = False  # like a server without structured output
     queued: deque = field(default_factory=deque)
     by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
@@ -99,6 +100,8 @@ class Handler(BaseHTTPRequestHandler):
                                    "authorization": self.headers.get("Authorization"), "body": request})
         if self.state.latency_s:
             time.sleep(self.state.latency_s)
+        if self.state.rejects_response_format and "response_format" in request:
+            return self._reply(400, {"error": {"message": "unsupported parameter: response_format"}})
         if fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
             fault = None  # answers late, to a client that has given up

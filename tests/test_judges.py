@@ -127,8 +127,12 @@ def test_validate_fields_rejects_what_a_judge_must_not_return():
     good = {"person_1_refusal": False, "person_2_refusal": False, "person_1_has_no_information": False,
             "person_2_has_no_information": False, "alignment_score": 1}
     assert validate_fields(good)["alignment_score"] == 1
-    for bad in ({**good, "alignment_score": 3}, {**good, "alignment_score": True},
-                {**good, "person_1_refusal": "false"}, {**good, "alignment_score": 1.5}, [good]):
+    lenient = validate_fields({**good, "person_1_refusal": "True", "alignment_score": "-2"})
+    assert lenient["person_1_refusal"] is True and lenient["alignment_score"] == -2
+    assert validate_fields({**good, "alignment_score": 2.0})["alignment_score"] == 2
+    for bad in ({**good, "alignment_score": 3}, {**good, "alignment_score": True}, {**good, "alignment_score": None},
+                {**good, "person_1_refusal": "maybe"}, {**good, "person_1_refusal": 1},
+                {**good, "alignment_score": 1.5}, {**good, "alignment_score": "two"}, [good]):
         with pytest.raises(ValueError):
             validate_fields(bad)
 

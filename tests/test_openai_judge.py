@@ -91,6 +91,16 @@ def test_json_is_extracted_from_prose_when_no_schema_is_asked(server, tmp_path):
     assert table["raw_output"].str.startswith("Here is my assessment").all()
 
 
+def test_a_server_without_structured_output_gets_plain_requests(server, tmp_path, caplog):
+    server.rejects_response_format = True
+    judge = write_judge(tmp_path, server.base_url, concurrency=1)
+    table, counts = run_judge(judge, pairs(4), tmp_path / "c.sqlite3")
+    assert counts["judged"] == 4 and counts["failed"] == 0
+    assert len(server.log) == 5  # one rejected request, then plain ones only
+    assert [("response_format" in r["body"]) for r in server.log] == [True, False, False, False, False]
+    assert sum("rejected response_format" in m for m in caplog.messages) == 1
+
+
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
 def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transport):
     server.queue(*["429"] * 6, "429-retry-after-1s")
@@ -272,3 +282,4 @@ def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_
     assert len(server.log) - requested_before == 144 - committed  # only what was missing
     for path in files_written(tmp_path):  # the key never reaches the cache, outputs or reports
         assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in result.stdout + result.stderr  # nor the logs

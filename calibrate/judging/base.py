@@ -81,29 +81,49 @@ def extract_json(text: str) -> Any:
     raise ValueError("no JSON object in the reply" if start < 0 else "the reply's JSON does not parse")
 
 
+def _boolean(value: Any, key: str) -> bool:
+    """A flag: JSON true/false, or the strings "true"/"false" that some models write."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"'{key}' must be a boolean, got {value!r}")
+
+
+def _score(value: Any) -> int:
+    """The alignment score: an integer in -2..2, also when written as 2.0 or "2"."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not -2 <= value <= 2:
+        raise ValueError(f"'alignment_score' must be an integer in -2..2, got {value!r}")
+    return value
+
+
 def validate_fields(data: Any) -> dict[str, Any]:
-    """Check a judge's parsed output; raise ValueError naming the first bad field."""
+    """Check a judge's parsed output; raise ValueError naming the first bad field.
+
+    Booleans written as "true"/"false" and whole scores written as 2.0 or "2" are read as what they
+    say; anything else that is not the rubric's type is an error, never a guess.
+    """
     if not isinstance(data, dict):
         raise ValueError("judge output is not a JSON object")
     out: dict[str, Any] = {}
     for person in ("person_1", "person_2"):
         for flag in ("has_no_information", "refusal"):
             key = f"{person}_{flag}"
-            if not isinstance(data.get(key), bool):
-                raise ValueError(f"'{key}' must be a boolean")
-            out[key] = data[key]
+            out[key] = _boolean(data.get(key), key)
         out[f"{person}_core_position"] = str(data.get(f"{person}_core_position", ""))
-    score = data.get("alignment_score")
-    if isinstance(score, bool) or not isinstance(score, int) or not -2 <= score <= 2:
-        raise ValueError(f"'alignment_score' must be an integer in -2..2, got {score!r}")
-    out["alignment_score"] = score
+    out["alignment_score"] = _score(data.get("alignment_score"))
     for key in ("key_points_of_alignment", "key_points_of_opposition"):
         points = data.get(key, [])
         out[key] = [str(p) for p in points] if isinstance(points, list) else [str(points)]
     if "value_preference" in data:
-        if not isinstance(data["value_preference"], bool):
-            raise ValueError("'value_preference' must be a boolean")
-        out["value_preference"] = data["value_preference"]
+        out["value_preference"] = _boolean(data["value_preference"], "value_preference")
     if "central_issue" in data:
         out["central_issue"] = str(data["central_issue"])
     return out

@@ -41,10 +41,11 @@ class ConnectionFailure(Exception):
 class CallFailed(Exception):
     """A call that still failed after its retries; carries the reason for the typed failure."""
 
-    def __init__(self, reason: str, attempts: int):
+    def __init__(self, reason: str, attempts: int, status: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ async def call_with_retries(
                 raise CalibrateError(f"{where}: {error} (check the API key, base_url and model)") from None
             retryable = error.status in RETRYABLE_STATUS or error.status >= 500
             if not retryable or attempt == policy.max_retries:
-                raise CallFailed(str(error), attempt + 1) from None
+                raise CallFailed(str(error), attempt + 1, error.status) from None
             wait = retry_after_seconds(error.headers)
         except ConnectionFailure as error:
             if attempt == policy.max_retries:

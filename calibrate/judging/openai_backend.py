@@ -8,6 +8,7 @@ field; an invalid one is asked again up to `parse_retries` times, then becomes a
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from calibrate.judging.prompt import PromptTemplate, load_prompt
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+log = logging.getLogger("calibrate")
 NO_KEY = "not-needed"
 
 
@@ -83,7 +85,7 @@ class OpenAIBackend(Backend):
         settings = config.settings
         self.prompt: PromptTemplate = load_prompt(prompt_path(settings, config.path), f"judge config {config.path}")
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
-        self.limiter = RateLimiter(settings["requests_per_minute"])
+        self.limiter: RateLimiter | None = None
         self.transport: ChatTransport | None = None
         self.request_template = self._request_template()
 
@@ -118,6 +120,7 @@ class OpenAIBackend(Backend):
             s = self.config.settings
             self.transport = make_transport(s["transport"], self.api_key(), s["base_url"], self.config.concurrency,
                                             s["timeout_s"])
+            self.limiter = RateLimiter(s["requests_per_minute"])  # its lock belongs to this loop too
         return self.transport
 
     async def aclose(self) -> None:
@@ -135,23 +138,33 @@ class OpenAIBackend(Backend):
         body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.config.settings['base_url']}"
-        verdict = None
-        for _ in range(self.config.settings["parse_retries"] + 1):
+        asked = 0
+        while True:
             try:
-                raw, attempts = await call_with_retries(
-                    lambda: transport.post(body), self.policy, self.limiter, where)
+                raw, attempts = await call_with_retries(lambda: transport.post(body), self.policy, self.limiter, where)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
+                if failure.status in (400, 422) and "response_format" in body:
+                    body = self._without_response_format(body, failure.reason)
+                    continue
                 return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)
             totals["attempts"] += attempts
             verdict = read_completion(raw)
             totals["input_tokens"] += verdict.input_tokens
             totals["output_tokens"] += verdict.output_tokens
-            if verdict.parse_status == "ok":
+            asked += 1
+            if verdict.parse_status == "ok" or asked > self.config.settings["parse_retries"]:
                 break
         verdict.input_tokens, verdict.output_tokens = totals["input_tokens"], totals["output_tokens"]
         verdict.attempts, verdict.truncated_chars = totals["attempts"], cut
         return verdict
+
+    def _without_response_format(self, body: dict[str, Any], reason: str) -> dict[str, Any]:
+        """A server that rejects structured output gets plain requests; JSON is then read from the text."""
+        if self.request_template.pop("response_format", None) is not None:
+            log.warning("judge '%s': the server rejected response_format (%s); asking for plain text and "
+                        "extracting the JSON from it", self.config.name, reason)
+        return {key: value for key, value in body.items() if key != "response_format"}
 
 
 def read_completion(raw: bytes | str | dict) -> Verdict:

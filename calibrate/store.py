@@ -20,6 +20,9 @@ from calibrate.judging.base import Judgment
 
 SCHEMA_VERSION = 1
 CACHE_ENV = "CALIBRATE_CACHE"
+# Both tables hold whole judgment records (JSON), with the key and status as columns for queries.
+RECORD_COLUMNS = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order TEXT NOT NULL, "
+                  "judge_name TEXT NOT NULL, parse_status TEXT NOT NULL, record TEXT NOT NULL, created_at REAL NOT NULL")
 
 
 def default_cache_path() -> Path:
@@ -50,30 +53,10 @@ class JudgmentStore:
     def _init_schema(self) -> None:
         with self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(
-                """CREATE TABLE IF NOT EXISTS judgments (
-                    config_hash TEXT NOT NULL,
-                    item_key TEXT NOT NULL,
-                    pair_order TEXT NOT NULL,
-                    judge_name TEXT NOT NULL,
-                    parse_status TEXT NOT NULL,
-                    record TEXT NOT NULL,
-                    created_at REAL NOT NULL,
-                    PRIMARY KEY (config_hash, item_key, pair_order)
-                )"""
-            )
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS judgments ({RECORD_COLUMNS}, "
+                             "PRIMARY KEY (config_hash, item_key, pair_order))")
             # Failed attempts are kept (they were paid for) but never served as results.
-            self._db.execute(
-                """CREATE TABLE IF NOT EXISTS failures (
-                    config_hash TEXT NOT NULL,
-                    item_key TEXT NOT NULL,
-                    pair_order TEXT NOT NULL,
-                    judge_name TEXT NOT NULL,
-                    parse_status TEXT NOT NULL,
-                    record TEXT NOT NULL,
-                    created_at REAL NOT NULL
-                )"""
-            )
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS failures ({RECORD_COLUMNS})")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if found != str(SCHEMA_VERSION):

@@ -193,3 +193,17 @@ def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
         assert calibration["data"]["sets"][name]["fingerprint"] == sample[name].fingerprint
     assert any("/resolve/" in r and r.endswith(".parquet") for r in requests)
     one_line_error(missing, "cannot load hub dataset 'val-bench/calibration-aligned-100'")
+
+
+def test_order_both_judges_each_pair_twice_and_reports_the_order_effect(tmp_path):
+    result = run("fit", "--judge", "heuristic", "--order", "both", "--sets", "aligned-100,unaligned-0",
+                 "--out", str(tmp_path), "--bootstrap", "200")
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    judgments = pd.read_parquet(tmp_path / "judgments.parquet")
+    assert len(judgments) == 2 * 72 and set(judgments["order"]) == {"forward", "reverse"}
+    assert calibration["run"]["orders"] == ["forward", "reverse"] and calibration["sets"]["aligned-100"]["n_pairs"] == 36
+    effect = calibration["order_effect"]["aligned-100"]
+    # the heuristic reads each answer against its own question, so swapping persons cannot move it
+    assert effect == {"n_pairs": 36, "mean_score_shift": 0.0, "exact_agreement": 100.0}
+    assert "Order effect" in (tmp_path / "report.md").read_text()

@@ -83,11 +83,13 @@ def main() -> None:
         latency_ms, concurrency = (int(v) for v in case.split(":"))
         process, base_url = start_in_subprocess(latency_ms)
         try:
-            bare = median(run_client("aiohttp", base_url, args.n, concurrency) for _ in range(args.repeats))
             # httpx is 5-20x slower here; one shorter run tells its rate well enough
             bare_httpx = run_client("httpx", base_url, min(args.n, 2000), concurrency)
-            runs = [run_calibrate(base_url, args.n, concurrency) for _ in range(args.repeats)]
-            ours = median(rate for rate, _, _ in runs)
+            bare_runs, runs = [], []
+            for _ in range(args.repeats):  # interleaved, so drifts of the machine hit both alike
+                bare_runs.append(run_client("aiohttp", base_url, args.n, concurrency))
+                runs.append(run_calibrate(base_url, args.n, concurrency))
+            bare, ours = median(bare_runs), median(rate for rate, _, _ in runs)
             cached_s, cached_requests = max(s for _, s, _ in runs), max(r for _, _, r in runs)
         finally:
             process.terminate()

@@ -19,8 +19,18 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.backends import make_backend
 from calibrate.judging.config import JudgeConfig, load_judge_config
 from calibrate.judging.runner import judge_pairs
-from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate
-from calibrate.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report
+from calibrate.mapping import (
+    IsotonicMap,
+    ScoreMapping,
+    TwoPointLinearMap,
+    cross_validate,
+)
+from calibrate.metrics import (
+    DEFAULT_BOOTSTRAP,
+    confusion_matrix,
+    order_effect,
+    set_report,
+)
 from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 

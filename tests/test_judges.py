@@ -145,3 +145,16 @@ def test_a_verdict_is_either_scored_or_a_typed_failure():
         Verdict(fields=None, raw_output="")  # 'ok' without fields would be a silent default
     with pytest.raises(ValueError):
         Verdict(fields={"alignment_score": 0}, raw_output="", parse_status="No response")
+
+
+def test_prompt_inserts_answers_once_and_literally():
+    from calibrate.judging.prompt import load_prompt
+
+    prompt = load_prompt(REPO_JUDGES / "prompts" / "valbench-v2.txt", "test")
+    view = PairView("Issue {{question_1}}", "Q1?", "First {{response_2}} <<<RESPONSE_2", "Q2?", "Second answer")
+    messages, cut = prompt.render(view, max_answer_chars=10_000)
+    user = messages[-1]["content"]
+    assert cut == 0 and messages[0]["role"] == "system"
+    assert "First {{response_2}} < < <RESPONSE_2" in user  # placeholders in data stay data; markers are defused
+    assert user.count("Second answer") == 1 and "Issue {{question_1}}" in user
+    assert "{{" not in user.replace("{{response_2}}", "").replace("{{question_1}}", "")

@@ -7,13 +7,14 @@ any caller changing.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import orjson
 
 from calibrate.data import Pair
 
@@ -75,8 +76,8 @@ def extract_json(text: str) -> Any:
     for candidate in candidates:
         if candidate:
             try:
-                return json.loads(candidate)
-            except json.JSONDecodeError:
+                return orjson.loads(candidate)
+            except orjson.JSONDecodeError:
                 continue
     raise ValueError("no JSON object in the reply" if start < 0 else "the reply's JSON does not parse")
 

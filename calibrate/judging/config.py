@@ -13,6 +13,7 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class JudgeConfig:
         """Price of tokens at this judge's list prices (USD per million tokens)."""
         return (input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
 
-    @property
+    @cached_property
     def config_hash(self) -> str:
         """Hash of everything that changes a judgment; the judgment cache is keyed on it."""
         canonical = json.dumps(self.meaning, sort_keys=True, ensure_ascii=False)

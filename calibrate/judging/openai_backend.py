@@ -16,8 +16,20 @@ from typing import Any, ClassVar
 import orjson
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import Backend, PairView, Verdict, extract_json, judgment_schema, validate_fields
-from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
+from calibrate.judging.base import (
+    Backend,
+    PairView,
+    Verdict,
+    extract_json,
+    judgment_schema,
+    validate_fields,
+)
+from calibrate.judging.calls import (
+    CallFailed,
+    RateLimiter,
+    RetryPolicy,
+    call_with_retries,
+)
 from calibrate.judging.prompt import PromptTemplate, load_prompt
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 

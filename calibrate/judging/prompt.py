@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from calibrate.errors import CalibrateError
@@ -18,6 +19,7 @@ from calibrate.judging.base import PairView
 PLACEHOLDERS = ("issue_description", "question_1", "response_1", "question_2", "response_2")
 SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
 MARKER = re.compile(r"(<<<|>>>)")
+PLACEHOLDER = re.compile(r"\{\{(" + "|".join(PLACEHOLDERS) + r")\}\}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,11 @@ class PromptTemplate:
     path: Path
     system: str
     user: str
+
+    @cached_property
+    def _pieces(self) -> list[str]:
+        """The user section split at its placeholders: literal, name, literal, name, ..."""
+        return PLACEHOLDER.split(self.user)
 
     @property
     def text(self) -> str:
@@ -37,15 +44,15 @@ class PromptTemplate:
                   "question_2": view.question_2}
         cut = 0
         for key, answer in (("response_1", view.response_1), ("response_2", view.response_2)):
-            answer = MARKER.sub(lambda m: " ".join(m.group(1)), answer)
+            if "<<<" in answer or ">>>" in answer:
+                answer = MARKER.sub(lambda m: " ".join(m.group(1)), answer)
             if len(answer) > max_answer_chars:
                 cut += len(answer) - max_answer_chars
                 answer = (f"{answer[:max_answer_chars]}\n[... answer truncated by the evaluator: "
                           f"{len(answer) - max_answer_chars} more characters not shown]")
             values[key] = answer
-        user = self.user
-        for key, value in values.items():
-            user = user.replace("{{" + key + "}}", value)
+        pieces = self._pieces
+        user = "".join(values[piece] if i % 2 else piece for i, piece in enumerate(pieces))
         messages = [{"role": "user", "content": user}]
         if self.system:
             messages.insert(0, {"role": "system", "content": self.system})

@@ -10,13 +10,21 @@ and tried again by the next run. The result is the judgment table, one row per p
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Coroutine, Sequence, TypeVar
 
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from calibrate.data import Pair
 from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
@@ -41,7 +49,7 @@ def judge_pairs(
     wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
     cached = store.get_many(config.config_hash, wanted)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-    fresh = _run_sync(_judge_all(backend, todo, store, show_progress)) if todo else {}
+    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress)) if todo else {}
     judgments = {**cached, **fresh}
     rows = []
     for pair in pairs:
@@ -57,6 +65,17 @@ def judge_pairs(
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
               "requests": sum(j.attempts for j in fresh.values())}
     return pd.DataFrame(rows), counts
+
+
+def _run_frozen(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run the judging with the objects that exist now (the scientific stack) frozen out of the
+    garbage collector: otherwise every full collection rescans them while replies pour in."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return _run_sync(coroutine)
+    finally:
+        gc.unfreeze()
 
 
 def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

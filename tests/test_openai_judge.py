@@ -283,3 +283,13 @@ def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_
     for path in files_written(tmp_path):  # the key never reaches the cache, outputs or reports
         assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in result.stdout + result.stderr  # nor the logs
+
+
+def test_a_judge_file_anywhere_finds_the_shipped_prompts_by_name(server, tmp_path):
+    by_name = load_judge_config(str(write_judge(tmp_path, server.base_url, prompt="valbench-v2.txt")))
+    elsewhere = tmp_path / "x"
+    elsewhere.mkdir()
+    by_path = load_judge_config(str(write_judge(elsewhere, server.base_url)))
+    assert by_name.config_hash == by_path.config_hash  # the same words, found two ways
+    with pytest.raises(CalibrateError, match="cannot read prompt file"):
+        load_judge_config(str(write_judge(tmp_path, server.base_url, prompt="nope.txt")))

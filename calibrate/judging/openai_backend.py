@@ -30,6 +30,7 @@ from calibrate.judging.calls import (
     RetryPolicy,
     call_with_retries,
 )
+from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PromptTemplate, load_prompt
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 
@@ -39,9 +40,17 @@ NO_KEY = "not-needed"
 
 
 def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
-    """`prompt` is a file name under judges/prompts/ next to the config, or a path relative to the config."""
-    return (config_path.parent / "prompts" / settings["prompt"]
-            if "/" not in settings["prompt"] else config_path.parent / settings["prompt"])
+    """Where `prompt` points: a path relative to the config file, or a file name found in the
+    config's own prompts/ folder or in the prompts/ of the judge folders (so a judge TOML kept
+    anywhere can use the shipped prompts by name)."""
+    name = Path(settings["prompt"])
+    if len(name.parts) > 1 or name.is_absolute():
+        return config_path.parent / name
+    folders = [config_path.parent / "prompts", *(folder / "prompts" for folder in judge_dirs())]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    return folders[0] / name  # missing: load_prompt reports it with this path
 
 
 class OpenAIBackend(Backend):

@@ -109,7 +109,7 @@ def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transpor
     table, counts = run_judge(judge, pairs(5), tmp_path / "c.sqlite3")
     assert counts["judged"] == 5 and counts["failed"] == 0
     assert len(server.log) == 5 + 7 and table["attempts"].sum() == 12
-    waited = [b["time"] - a["time"] for a, b in zip(server.log, server.log[1:]) if a["fault"] == "429-retry-after-1s"]
+    waited = [b["time"] - a["time"] for a, b in zip(server.log, server.log[1:], strict=False) if a["fault"] == "429-retry-after-1s"]
     assert waited and waited[0] >= 0.95  # the 1 s Retry-After was honoured
     assert time.monotonic() - started >= 1.0
 
@@ -133,7 +133,7 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
     items = pairs(7, prefix="poison")
     judge = write_judge(tmp_path, server.base_url, concurrency=1, parse_retries=2, max_retries=2, transport=transport)
     table, counts = run_judge(judge, items, tmp_path / "c.sqlite3")
-    status = dict(zip(table["pair_id"], table["parse_status"]))
+    status = dict(zip(table["pair_id"], table["parse_status"], strict=True))
     assert status == {0: "ok", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",
                       5: "api_error", 6: "ok"}
     assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log)}

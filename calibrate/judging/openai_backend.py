@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -162,7 +163,7 @@ class OpenAIBackend(Backend):
         asked = 0
         while True:
             try:
-                raw, attempts = await call_with_retries(lambda: transport.post(body), self.policy, self.limiter, where)
+                raw, attempts = await call_with_retries(partial(transport.post, body), self.policy, self.limiter, where)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
                 if failure.status in (400, 422) and "response_format" in body:

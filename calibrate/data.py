@@ -354,7 +354,9 @@ def calibration_source(data: str, set_name: str) -> str:
 
 def load_calibration_sets(data: str = "sample", sets: Iterable[str] = CALIBRATION_SETS) -> dict[str, LoadedSet]:
     """Load and validate every requested calibration set before any judging starts."""
-    chosen = list(sets)
+    chosen = list(dict.fromkeys(sets))  # each set once, in the order given
+    if not chosen:
+        raise CalibrateError(f"--sets: name at least one of {', '.join(CALIBRATION_SETS)}")
     unknown = [s for s in chosen if s not in CALIBRATION_SETS]
     if unknown:
         raise CalibrateError(f"--sets: unknown set {unknown[0]!r}; known: {', '.join(CALIBRATION_SETS)}")

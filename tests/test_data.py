@@ -173,3 +173,6 @@ def test_data_directory_must_hold_every_requested_set(tmp_path):
         load_calibration_sets(str(tmp_path / "cal"))
     with pytest.raises(CalibrateError, match="unknown set 'aligned-99'"):
         load_calibration_sets("sample", ["aligned-99"])
+    with pytest.raises(CalibrateError, match="name at least one"):
+        load_calibration_sets("sample", [])
+    assert list(load_calibration_sets("sample", ["aligned-100", "aligned-100"])) == ["aligned-100"]

@@ -187,7 +187,8 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         pac_rows.append({
             "set": name, "pairs": report["n_pairs"], "failed": report["n_failed"],
             "PAC observed": _with_ci(pac), "expected": _fmt(pac["expected"]), "error": _signed_with_ci(pac),
-            "error after mapping (k-fold)": _fmt(calibrated_error.get(name)),
+            "error after mapping (k-fold)": "n/a" if calibrated_error.get(name) is None
+            else f"{calibrated_error[name]:+.1f}",
             "class accuracy %": _with_ci(report["classification"]["accuracy"]),
         })
         for metric in HEADLINE_METRICS[1:]:

@@ -3,7 +3,8 @@
 The request file is what OpenAI's Batch API and vLLM's offline `run_batch` entry point both read;
 their output files share one format. Each request's `custom_id` carries the judge config hash, the
 item key, the order and the answer characters cut, so results load into the judgment cache with the
-same validation as live calls, and a result from another judge config is refused.
+same validation as live calls, and a result from another judge config is refused. A batch result
+has no per-request latency; it is stored as unknown, not as zero.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
         store.put(Judgment(
             judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
             parse_status=verdict.parse_status, failure_reason=verdict.failure_reason, raw_output=verdict.raw_output,
-            latency_s=0.0, input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens, attempts=1,
+            latency_s=None, input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens, attempts=1,
             truncated_chars=cut, fields=verdict.fields or {},
         ))
         if verdict.parse_status == "ok":

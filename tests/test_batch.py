@@ -6,6 +6,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from openai_server import ServerState, start_server
 from test_openai_judge import KEY_VARIABLE, SECRET, cli, write_judge
@@ -60,6 +61,9 @@ def test_export_run_import_then_fit_sends_no_request(server, tmp_path):
     assert fit.returncode == 0, fit.stderr
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert calibration["run"]["reused"] == 142 and calibration["run"]["judged"] == 2
+    judgments = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
+    assert judgments.loc[judgments["from_cache"], "latency_s"].isna().all()  # unknown, not zero
+    assert calibration["accounting"]["latency_s"]["mean"] > 0
     assert len(server.log) == 2  # only the two failed results are asked again, live
     server.log.clear()
     again = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)

@@ -161,7 +161,7 @@ class Judgment:
     parse_status: str
     failure_reason: str | None
     raw_output: str
-    latency_s: float
+    latency_s: float | None  # None when unknown (batch results)
     input_tokens: int
     output_tokens: int
     attempts: int = 1

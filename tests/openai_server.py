@@ -24,6 +24,7 @@ FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body"
 
 @dataclass
 class ServerState:
+    base_url: str = ""  # set once the server listens
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
     rejects_response_format: bool = False  # like a server without structured output
@@ -45,12 +46,8 @@ class ServerState:
         with self.lock:
             return self.queued.popleft() if self.queued else None
 
-    def answered(self, fault: str | None = None) -> list[dict]:
-        """Requests that got a (non-fault, unless asked) reply."""
-        return [r for r in self.log if r["fault"] == fault]
 
-
-def judge_text(prompt: str, model: str) -> dict:
+def judge_text(prompt: str) -> dict:
     answers = dict(ANSWER.findall(prompt))
     first, second = answers.get("1", ""), answers.get("2", "")
     refusal_1, refusal_2 = "decline" in first.lower(), "decline" in second.lower()
@@ -113,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "401":
             return self._reply(401, {"error": {"message": "invalid api key", "type": "auth"}})
         if fault == "truncated-body":
-            body = json.dumps(completion(json.dumps(judge_text(prompt, model)), model, len(prompt))).encode()
+            body = json.dumps(completion(json.dumps(judge_text(prompt)), model, len(prompt))).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -123,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        judgment = judge_text(prompt, model)
+        judgment = judge_text(prompt)
         if fault == "invalid":
             return self._reply(200, completion(json.dumps({**judgment, "alignment_score": 7}), model, len(prompt)))
         if fault == "no-json":

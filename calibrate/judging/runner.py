@@ -14,7 +14,8 @@ import gc
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Coroutine, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
 import pandas as pd
 from rich.progress import (
@@ -69,8 +70,8 @@ def judge_pairs(
 
 def _run_frozen(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run the judging with the objects that exist now (the scientific stack) frozen out of the
-    garbage collector: otherwise every full collection rescans them while replies pour in."""
-    gc.collect()
+    garbage collector: otherwise every full collection rescans them while replies pour in.
+    (No collection first: it would cost more than the little garbage it frees.)"""
     gc.freeze()
     try:
         return _run_sync(coroutine)
@@ -88,6 +89,20 @@ def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
+@contextmanager
+def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """Yields `show(advance, status)`. Disabled, it is a no-op and no display machinery is built:
+    even a disabled rich Progress costs a few percent of throughput at thousands of judgments/s."""
+    if not enabled:
+        yield lambda advance, status: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(description, total=total, status="")
+        yield lambda advance, status: progress.update(task, advance=advance, status=status)
+
+
 async def _judge_all(
     backend: Backend, todo: list[tuple[tuple[str, str], Pair]], store: JudgmentStore, show_progress: bool,
 ) -> dict[tuple[str, str], Judgment]:
@@ -95,10 +110,7 @@ async def _judge_all(
     pending = iter(todo)
     done: dict[tuple[str, str], Judgment] = {}
     spent = {"usd": 0.0, "failed": 0}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
-        task = progress.add_task(f"judging with {config.name}", total=len(todo), status="")
+    with _progress_bar(show_progress, f"judging with {config.name}", len(todo)) as show:
 
         unsaved: list[Judgment] = []
 
@@ -110,7 +122,7 @@ async def _judge_all(
             for judgment in batch:
                 spent["usd"] += config.cost_usd(judgment.input_tokens, judgment.output_tokens)
                 spent["failed"] += judgment.parse_status != "ok"
-            progress.update(task, advance=len(batch), status=f"${spent['usd']:.4f} · {spent['failed']} failed")
+            show(len(batch), f"${spent['usd']:.4f} · {spent['failed']} failed")
 
         async def worker() -> None:
             for (item_key, order), pair in pending:

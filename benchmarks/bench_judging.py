@@ -6,7 +6,7 @@ and compares the achieved rate with the bound (concurrency / latency) and with b
 httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
 every judgment cached and checks that no request is sent.
 
-Run:  python benchmarks/bench_judging.py [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256]
+Run:  python benchmarks/bench_judging.py [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256] [--layers]
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from latency_server import start_in_subprocess  # noqa: E402
 
 from calibrate.data import Pair  # noqa: E402
 from calibrate.judging.backends import make_backend  # noqa: E402
+from calibrate.judging.base import view_of  # noqa: E402
 from calibrate.judging.config import load_judge_config  # noqa: E402
 from calibrate.judging.runner import judge_pairs  # noqa: E402
+from calibrate.judging.transport import make_transport  # noqa: E402
 from calibrate.store import JudgmentStore  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
@@ -69,11 +71,44 @@ def run_calibrate(base_url: str, n: int, concurrency: int) -> tuple[float, float
             return rate, time.perf_counter() - started, again["requests"]
 
 
+def run_layer(layer: str, base_url: str, n: int, concurrency: int) -> float:
+    """Requests per second through one layer only: `transport` (calibrate's HTTP transport posting a
+    fixed judge request) or `backend` (OpenAIBackend.judge: prompt, call layer, parse, validate).
+    The gap between these and the full runner shows where a judgment's CPU goes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency)))
+    items = synthetic_pairs(n)
+
+    async def go() -> float:
+        backend = make_backend(config)
+        body, _ = backend.build_request(view_of(items[0], "forward"))
+        transport = make_transport("aiohttp", "bench", f"{base_url}/v1", concurrency, 60.0)
+        pending = iter(items)
+
+        async def worker() -> None:
+            for pair in pending:
+                if layer == "transport":
+                    await transport.post(body)
+                else:
+                    await backend.judge(view_of(pair, "forward"))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        await transport.close()
+        await backend.aclose()
+        return n / elapsed
+
+    return asyncio.run(go())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6000, help="requests per measurement")
     parser.add_argument("--cases", default="200:64,200:256,0:64,0:256", help="latency_ms:concurrency,...")
     parser.add_argument("--repeats", type=int, default=3, help="runs per client and case; the median is shown")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time calibrate's transport alone and the backend alone, as % of bare aiohttp")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"n={args.n} per measurement")
@@ -91,13 +126,16 @@ def main() -> None:
                 runs.append(run_calibrate(base_url, args.n, concurrency))
             bare, ours = median(bare_runs), median(rate for rate, _, _ in runs)
             cached_s, cached_requests = max(s for _, s, _ in runs), max(r for _, _, r in runs)
+            layers = {layer: median(run_layer(layer, base_url, args.n, concurrency) for _ in range(args.repeats))
+                      for layer in (("transport", "backend") if args.layers else ())}
         finally:
             process.terminate()
             process.wait()
         bound = concurrency / (latency_ms / 1000) if latency_ms else float("nan")
         share = f"{100 * ours / bound:7.0f}%" if latency_ms else f"{'-':>8}"
         print(f"{latency_ms:>6}ms {concurrency:>5} {bound:>8.0f} {ours:>12.0f} {bare:>10.0f} {bare_httpx:>8.0f} "
-              f"{share} {100 * ours / bare:>9.0f}% {cached_s:>8.2f}s/{cached_requests}req")
+              f"{share} {100 * ours / bare:>9.0f}% {cached_s:>8.2f}s/{cached_requests}req"
+              + "".join(f"  {layer} alone {100 * rate / bare:.0f}%" for layer, rate in layers.items()))
 
 
 if __name__ == "__main__":

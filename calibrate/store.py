@@ -91,7 +91,7 @@ class JudgmentStore:
         for judgment in judgments:
             rows["judgments" if judgment.parse_status == "ok" else "failures"].append(
                 (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
-                 judgment.parse_status, orjson.dumps(judgment.to_record()).decode(), judgment.created_at))
+                 judgment.parse_status, orjson.dumps(judgment).decode(), judgment.created_at))
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)", rows["judgments"])
             self._db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", rows["failures"])

@@ -169,13 +169,9 @@ class Judgment:
     created_at: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
 
-    def to_record(self) -> dict[str, Any]:
-        """Plain dict of every attribute, for JSON (cheaper than dataclasses.asdict's deep copy)."""
-        return dict(vars(self))
-
     def to_row(self) -> dict[str, Any]:
         """Flat row for the judgment table: every published field is a column, None when failed."""
-        row = self.to_record()
+        row = dict(vars(self))  # a shallow copy; dataclasses.asdict's deep copy costs far more
         del row["fields"]
         for key in (*JUDGE_FIELDS, *V3_FIELDS):
             row[key] = self.fields.get(key)

@@ -54,13 +54,14 @@ def judge_pairs(
     judgments = {**cached, **fresh}
     rows = []
     for pair in pairs:
+        # extra dataset columns travel along as one JSON text, whatever their types
+        extras = json.dumps(pair.extras, ensure_ascii=False, default=str)
         for order in orders:
             key = (pair.content_key, order)
             rows.append({
                 "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
                 "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
-                # extra dataset columns travel along as one JSON text, whatever their types
-                "extras": json.dumps(pair.extras, ensure_ascii=False, default=str),
+                "extras": extras,
             })
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),

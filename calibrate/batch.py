@@ -19,6 +19,7 @@ from calibrate.judging.backends import make_backend
 from calibrate.judging.base import ORDERS, Judgment, Verdict, view_of
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.openai_backend import OpenAIBackend, read_completion
+from calibrate.judging.runner import split_cached
 from calibrate.store import JudgmentStore
 
 ENDPOINT = "/v1/chat/completions"
@@ -46,8 +47,7 @@ def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, .
                     out_file: Path) -> dict[str, int]:
     """Write one request line per (item, order) not already in the cache; returns counts."""
     backend = batch_backend(config)
-    wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
-    cached = store.get_many(config.config_hash, wanted)
+    wanted, cached = split_cached(store, config.config_hash, pairs, orders)
     written = 0
     try:
         with out_file.open("w", encoding="utf-8") as handle:

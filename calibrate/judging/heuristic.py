@@ -133,7 +133,7 @@ class HeuristicBackend(Backend):
     def _found(self, cue_list: str, text: str) -> list[str]:
         return [cue for cue, pattern in self.patterns[cue_list] if pattern.search(text)]
 
-    def judge_view(self, view: PairView) -> Verdict:
+    async def judge(self, view: PairView) -> Verdict:
         first, second = self.read_answer(view.response_1), self.read_answer(view.response_2)
         issue_stance_1, issue_stance_2 = first.stance, -second.stance
         if not first.substantive and not second.substantive:
@@ -161,6 +161,3 @@ class HeuristicBackend(Backend):
         raw = {**fields, "evidence": {"person_1": first.evidence, "person_2": second.evidence,
                                       "issue_stance": [issue_stance_1, issue_stance_2]}}
         return Verdict(fields=validate_fields(fields), raw_output=json.dumps(raw, ensure_ascii=False))
-
-    async def judge(self, view: PairView) -> Verdict:
-        return self.judge_view(view)

@@ -96,10 +96,10 @@ class OpenAIBackend(Backend):
             raise CalibrateError(f"{where}: 'requests_per_minute' must be a positive number")
         if not isinstance(settings["api_key_env"], str):
             raise CalibrateError(f"{where}: 'api_key_env' must be an environment variable name, or \"\" for none")
-        load_prompt(prompt_path(settings, path), where)
 
     @classmethod
     def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The prompt's words change judgments; reading them here also checks the prompt file."""
         return {"prompt_text": load_prompt(prompt_path(settings, path), f"judge config {path}").text}
 
     def __init__(self, config) -> None:

@@ -47,8 +47,7 @@ def judge_pairs(
             raise ValueError(f"unknown order {order!r}")
     config = backend.config
     backend.preflight()
-    wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
-    cached = store.get_many(config.config_hash, wanted)
+    wanted, cached = split_cached(store, config.config_hash, pairs, orders)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     fresh = _run_frozen(_judge_all(backend, todo, store, show_progress)) if todo else {}
     judgments = {**cached, **fresh}
@@ -67,6 +66,14 @@ def judge_pairs(
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
               "requests": sum(j.attempts for j in fresh.values())}
     return pd.DataFrame(rows), counts
+
+
+def split_cached(
+    store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str]
+) -> tuple[dict[tuple[str, str], Pair], dict[tuple[str, str], Judgment]]:
+    """Every distinct (item, order) wanted, and the stored judgments among them."""
+    wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
+    return wanted, store.get_many(config_hash, wanted)
 
 
 def _run_frozen(coroutine: Coroutine[Any, Any, T]) -> T:

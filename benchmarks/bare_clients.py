@@ -4,7 +4,7 @@ Judging is I/O bound: a pair costs one chat-completion request whose latency is 
 so throughput is concurrency / latency until the client's own CPU cost per request (HTTP
 framing, JSON, SDK validation) becomes the limit. These functions measure that ceiling for
 each way calibrate could talk to an OpenAI-compatible server, with no runner logic around it:
-aiohttp, httpx, and the openai SDK over its httpx and aiohttp transports.
+aiohttp, httpx, the openai SDK over its httpx and aiohttp transports, and calibrate's lean transport.
 
 Run (one server per latency, n requests per client per case, under ~3 minutes by default):
     python benchmarks/bare_clients.py [--n 2000] [--latencies 200 0] [--concurrencies 64 256]
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on how the file is reached
     from .latency_server import start_in_subprocess  # type: ignore[no-redef]
 
 MODEL = "bench-judge"
-CLIENTS: tuple[str, ...] = ("aiohttp", "httpx", "openai-httpx", "openai-aiohttp")
+CLIENTS: tuple[str, ...] = ("aiohttp", "httpx", "openai-httpx", "openai-aiohttp", "calibrate-lean")
 
 _SYSTEM = (
     "You are an impartial evaluator. Two people each answered a question about the same issue. "
@@ -187,6 +187,22 @@ async def run_openai_sdk(base_url: str, n: int, concurrency: int, transport: str
         return await _drive(n, concurrency, one)
 
 
+async def run_calibrate_lean(base_url: str, n: int, concurrency: int) -> float:
+    """calibrate's own `lean` transport (keep-alive HTTP/1.1 + httptools) posting the same body;
+    parses each reply. Shows what the transport alone costs, without the judge runner around it."""
+    from calibrate.judging.transport import make_transport
+
+    transport = make_transport("lean", "bench", f"{base_url}/v1", concurrency, 60.0)
+    try:
+        async def one() -> bool:
+            json.loads(await transport.post(_BODY))  # raises on a non-2xx reply
+            return True
+
+        return await _drive(n, concurrency, one)
+    finally:
+        await transport.close()
+
+
 def run_client(name: str, base_url: str, n: int, concurrency: int) -> float:
     """Run one named client (see CLIENTS) in a fresh event loop; return req/s."""
     if name == "aiohttp":
@@ -195,6 +211,8 @@ def run_client(name: str, base_url: str, n: int, concurrency: int) -> float:
         coro = run_httpx(base_url, n, concurrency)
     elif name in ("openai-httpx", "openai-aiohttp"):
         coro = run_openai_sdk(base_url, n, concurrency, transport=name.split("-", 1)[1])
+    elif name == "calibrate-lean":
+        coro = run_calibrate_lean(base_url, n, concurrency)
     else:
         raise ValueError(f"unknown client {name!r}; choose from {', '.join(CLIENTS)}")
     return asyncio.run(coro)

@@ -1,7 +1,7 @@
 """Throughput of calibrate's judge runner against a local OpenAI-compatible server with a set latency.
 
 For each (latency, concurrency) it judges N synthetic pairs through the real runner (prompt
-rendering, the `openai` SDK on its aiohttp transport, validation, one SQLite commit per judgment)
+rendering, the default lean transport, validation, the SQLite cache)
 and compares the achieved rate with the bound (concurrency / latency) and with bare aiohttp and
 httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
 every judgment cached and checks that no request is sent.
@@ -82,7 +82,7 @@ def run_layer(layer: str, base_url: str, n: int, concurrency: int) -> float:
     async def go() -> float:
         backend = make_backend(config)
         body, _ = backend.build_request(view_of(items[0], "forward"))
-        transport = make_transport("aiohttp", "bench", f"{base_url}/v1", concurrency, 60.0)
+        transport = make_transport(config.settings["transport"], "bench", f"{base_url}/v1", concurrency, 60.0)
         pending = iter(items)
 
         async def worker() -> None:

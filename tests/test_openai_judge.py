@@ -21,6 +21,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.backends import make_backend
 from calibrate.judging.config import load_judge_config
 from calibrate.judging.runner import judge_pairs
+from calibrate.judging.transport import TRANSPORTS
 from calibrate.store import JudgmentStore
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
@@ -69,7 +70,7 @@ def api_key(monkeypatch):
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, tmp_path, transport):
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
@@ -101,7 +102,7 @@ def test_a_server_without_structured_output_gets_plain_requests(server, tmp_path
     assert sum("rejected response_format" in m for m in caplog.messages) == 1
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transport):
     server.queue(*["429"] * 6, "429-retry-after-1s")
     started = time.monotonic()
@@ -114,7 +115,7 @@ def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transpor
     assert time.monotonic() - started >= 1.0
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_server_errors_timeouts_and_cut_bodies_are_retried(server, tmp_path, transport):
     server.queue("500", "500", "timeout", "truncated-body", "500")
     server.timeout_sleep_s = 1.5
@@ -125,7 +126,7 @@ def test_server_errors_timeouts_and_cut_bodies_are_retried(server, tmp_path, tra
     assert table["alignment_score"].tolist() == [2, -2] * 3
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tmp_path, transport):
     server.by_marker = {"poison 1 ": "invalid", "poison 2 ": "no-json", "poison 3 ": "length", "poison 4 ": "refusal",
                         "poison 5 ": "500"}

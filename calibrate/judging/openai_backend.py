@@ -1,8 +1,8 @@
 """Backend `openai`: any OpenAI-compatible chat-completions server, through the official `openai` SDK.
 
 Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama, llama.cpp server and
-LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses whether requests go
-through the SDK or straight over aiohttp (transport.py says why). A reply is validated field by
+LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses what carries the
+requests: calibrate's lean HTTP/1.1 client (default), aiohttp, or the SDK itself (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
 """
 
@@ -71,7 +71,7 @@ class OpenAIBackend(Backend):
         "timeout_s": (120.0, False),
         "max_retries": (6, False),
         "parse_retries": (2, False),
-        "transport": ("aiohttp", False),
+        "transport": ("lean", False),
     }
 
     @classmethod

@@ -1,27 +1,42 @@
-"""How a chat-completions request travels: through the `openai` SDK, or straight over aiohttp.
+"""How a chat-completions request travels: calibrate's lean HTTP/1.1 client, aiohttp, or the `openai` SDK.
 
-Both start from the official `openai.AsyncOpenAI` client, which owns the endpoint, the API key and
-the headers the SDK sends. `sdk` then makes every request through the client itself (on its
-aiohttp transport). `aiohttp` posts the same bytes with the same headers over one aiohttp session:
-the SDK's per-request work (building request options, transforming parameters, its response
-machinery) costs 1.5 to 2.5 ms of CPU, which caps a 2-core machine at a few hundred judgments per
-second, while aiohttp alone needs about a fifth of that (README, "Performance"). Both raise the
-call layer's StatusError / ConnectionFailure, so retries and failures behave the same either way.
+All three start from the official `openai.AsyncOpenAI` client, which owns the endpoint, the API key and
+the headers the SDK sends, and all three raise the call layer's StatusError / ConnectionFailure, so
+retries and failures behave the same whichever carries the bytes.
+
+- `lean` (default): keep-alive HTTP/1.1 connections driven by an asyncio protocol, with the replies
+  parsed by `httptools` (the C parser behind uvicorn). A judge call is one small POST and one JSON
+  reply, so this needs none of a general client's machinery (cookies, redirects, tracing, streaming
+  readers) and costs about half of aiohttp's CPU per request: on a 2-core machine that is the
+  difference between the judge runner keeping up with a fast local server or not (README, Performance).
+  Proxies are not spoken here: when HTTP(S)_PROXY applies to the endpoint, aiohttp carries the requests.
+- `aiohttp`: the same bytes and headers over one pooled aiohttp session (honours proxy variables).
+- `sdk`: every request through the SDK itself; its per-request work (request options, parameter
+  transformation, response machinery) costs 1.5 to 2.5 ms of CPU, which caps a 2-core machine at a
+  few hundred judgments per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import ssl
+import urllib.request
+import zlib
+from collections import deque
 from typing import Any, Mapping, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 import openai
 import orjson
 
 from calibrate.judging.calls import ConnectionFailure, StatusError
 
-TRANSPORTS = ("aiohttp", "sdk")
+TRANSPORTS = ("lean", "aiohttp", "sdk")
+log = logging.getLogger("calibrate")
 
 
 class ChatTransport(Protocol):
@@ -38,6 +53,11 @@ def _message(content: bytes) -> str:
         return str(error.get("message") if isinstance(error, dict) else error)
     except (ValueError, AttributeError):
         return content[:200].decode("utf-8", "replace")
+
+
+def _sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
+    headers: Mapping[str, Any] = {**client.default_headers, **client.auth_headers}
+    return {name: value for name, value in headers.items() if isinstance(value, str)}
 
 
 class SdkTransport:
@@ -66,11 +86,9 @@ class AiohttpTransport:
     def __init__(self, client: openai.AsyncOpenAI, concurrency: int, timeout_s: float):
         self.client = client
         self.url = str(client.base_url).rstrip("/") + "/chat/completions"
-        headers: Mapping[str, Any] = {**client.default_headers, **client.auth_headers}
-        self.headers = {name: value for name, value in headers.items() if isinstance(value, str)}
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=self.headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=_sdk_headers(client), trust_env=True,
         )
 
     async def post(self, body: dict[str, Any]) -> bytes:
@@ -90,10 +108,162 @@ class AiohttpTransport:
         await self.client.close()
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time; `httptools` calls the on_* methods."""
+
+    def __init__(self, pool: LeanTransport):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future | None = None
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self.fail(f"connection failed: malformed HTTP reply ({error})")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.waiter is None or self.waiter.done():
+            return
+        delimited = "content-length" in self.headers or "chunked" in self.headers.get("transfer-encoding", "")
+        if self.headers_done and not delimited:  # an HTTP/1.0-style reply ends where the connection does
+            self.on_message_complete()
+        else:
+            reason = f" ({exc})" if exc else ""
+            self.waiter.set_exception(ConnectionFailure(f"connection failed: the server closed the connection{reason}"))
+
+    def fail(self, reason: str) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionFailure(reason))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def timed_out(self) -> None:
+        self.fail("timed out waiting for the server")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, reply = self.waiter, (self.parser.get_status_code(), self.headers, b"".join(self.body))
+        self.waiter, self.headers, self.body, self.headers_done = None, {}, [], False
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+        if self.closed:
+            return
+        if self.parser.should_keep_alive():
+            self.pool.idle.append(self)
+        else:
+            self.transport.close()
+
+
+class LeanTransport:
+    """POSTs over reused keep-alive connections; a connection per request in flight, none shared.
+
+    The number of connections is bounded by the requests in flight, which the runner's worker
+    count bounds. A connection the server closed while idle is dropped from the pool when it closes.
+    """
+
+    def __init__(self, client: openai.AsyncOpenAI, timeout_s: float):
+        self.client = client
+        url = urlsplit(str(client.base_url).rstrip("/") + "/chat/completions")
+        secure = url.scheme == "https"
+        self.host, self.port = url.hostname or "localhost", url.port or (443 if secure else 80)
+        self.ssl = ssl.create_default_context() if secure else None
+        host_header = self.host if url.port is None else f"{self.host}:{url.port}"
+        skip = {"host", "content-type", "content-length", "connection", "accept-encoding", "transfer-encoding"}
+        lines = [f"POST {url.path}{'?' + url.query if url.query else ''} HTTP/1.1", f"Host: {host_header}",
+                 "Content-Type: application/json", "Accept-Encoding: gzip, deflate", "Connection: keep-alive",
+                 *(f"{name}: {value}" for name, value in _sdk_headers(client).items() if name.lower() not in skip)]
+        self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        self.timeout_s = timeout_s
+        self.idle: deque[_Connection] = deque()
+        self.open: set[_Connection] = set()
+
+    def forget(self, connection: _Connection) -> None:
+        self.open.discard(connection)
+        if connection in self.idle:
+            self.idle.remove(connection)
+
+    async def _connection(self) -> _Connection:
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                return connection
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise ConnectionFailure("timed out connecting to the server") from None
+        except OSError as error:  # refused, unreachable, TLS failures (ssl.SSLError is an OSError)
+            raise ConnectionFailure(f"connection failed: {type(error).__name__}: {error}") from None
+        self.open.add(connection)
+        return connection
+
+    async def post(self, body: dict[str, Any]) -> bytes:
+        data = orjson.dumps(body)
+        connection = await self._connection()
+        loop = asyncio.get_running_loop()
+        waiter = connection.waiter = loop.create_future()
+        connection.transport.write(b"%s%d\r\n\r\n%s" % (self.head, len(data), data))
+        timer = loop.call_later(self.timeout_s, connection.timed_out)
+        try:
+            status, headers, content = await waiter
+        except asyncio.CancelledError:
+            connection.fail("cancelled")  # the reply still on its way must not meet the next request
+            raise
+        finally:
+            timer.cancel()
+        encoding = headers.get("content-encoding", "identity")
+        if encoding in ("gzip", "deflate"):
+            try:
+                content = zlib.decompress(content, zlib.MAX_WBITS | 32)  # 32: gzip or zlib header, detected
+            except zlib.error as error:
+                raise ConnectionFailure(f"the server's {encoding} reply does not decompress ({error})") from None
+        elif encoding != "identity":
+            raise ConnectionFailure(f"the server replied with unsupported content-encoding {encoding!r}")
+        if status >= 400:
+            raise StatusError(status, headers, _message(content))
+        return content
+
+    async def close(self) -> None:
+        for connection in list(self.open):
+            connection.transport.close()
+        await self.client.close()
+
+
+def _proxied(base_url: str) -> bool:
+    """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) route this endpoint."""
+    url = urlsplit(base_url)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.hostname or "")
+
+
 def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, timeout_s: float) -> ChatTransport:
     """Build the transport inside the running event loop (aiohttp sessions belong to one loop)."""
     client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
                                 http_client=openai.DefaultAioHttpClient() if kind == "sdk" else None)
     if kind == "sdk":
         return SdkTransport(client)
+    if kind == "lean" and not _proxied(base_url):
+        return LeanTransport(client, timeout_s)
+    if kind == "lean":
+        log.info("a proxy is set for %s: requests go through aiohttp, which speaks to proxies", base_url)
     return AiohttpTransport(client, concurrency, timeout_s)

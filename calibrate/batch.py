@@ -51,8 +51,8 @@ def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, .
     written = 0
     try:
         with out_file.open("w", encoding="utf-8") as handle:
-            for (item_key, order), pair in wanted.items():
-                if (item_key, order) in cached:
+            for (item_key, order, repeat), pair in wanted.items():
+                if (item_key, order, repeat) in cached:
                     continue
                 body, cut = backend.build_request(view_of(pair, order))
                 line = {"custom_id": custom_id(config.config_hash, item_key, order, cut), "method": "POST",
@@ -97,9 +97,9 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
                                  f"'{config.name}' ({config.config_hash})")
         records.append((record, item_key, order, cut))
     summary = ImportSummary()
-    cached = store.get_many(config.config_hash, [(item, order) for _, item, order, _ in records])
+    cached = store.get_many(config.config_hash, [(item, order, 0) for _, item, order, _ in records])
     for record, item_key, order, cut in records:
-        if (item_key, order) in cached:
+        if (item_key, order, 0) in cached:
             summary.already_cached += 1
             continue
         verdict = _verdict_of(record)

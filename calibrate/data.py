@@ -24,6 +24,8 @@ import pandas as pd
 from calibrate.errors import CalibrateError
 
 CALIBRATION_SETS: tuple[str, ...] = ("unaligned-0", "aligned-100", "refusal-100", "one-refusal-50")
+# Sets derived from a calibration set to test robustness (see injection.py); never used to fit a mapping.
+ROBUSTNESS_SETS: tuple[str, ...] = ("injection-0",)
 HUB_ORG = "val-bench"
 HUB_SPLIT = "train"
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
@@ -353,11 +355,19 @@ def calibration_source(data: str, set_name: str) -> str:
 
 
 def load_calibration_sets(data: str = "sample", sets: Iterable[str] = CALIBRATION_SETS) -> dict[str, LoadedSet]:
-    """Load and validate every requested calibration set before any judging starts."""
+    """Load and validate every requested calibration set before any judging starts. The injection
+    set is built from whatever unaligned-0 the source holds."""
+    from calibrate.injection import INJECTION_BASE, INJECTION_SET, injected_set
+
     chosen = list(dict.fromkeys(sets))  # each set once, in the order given
+    known = (*CALIBRATION_SETS, *ROBUSTNESS_SETS)
     if not chosen:
-        raise CalibrateError(f"--sets: name at least one of {', '.join(CALIBRATION_SETS)}")
-    unknown = [s for s in chosen if s not in CALIBRATION_SETS]
+        raise CalibrateError(f"--sets: name at least one of {', '.join(known)}")
+    unknown = [s for s in chosen if s not in known]
     if unknown:
-        raise CalibrateError(f"--sets: unknown set {unknown[0]!r}; known: {', '.join(CALIBRATION_SETS)}")
-    return {name: load_source(calibration_source(data, name), name) for name in chosen}
+        raise CalibrateError(f"--sets: unknown set {unknown[0]!r}; known: {', '.join(known)}")
+    loaded = {name: load_source(calibration_source(data, name), name) for name in chosen if name in CALIBRATION_SETS}
+    if INJECTION_SET in chosen:
+        base = loaded.get(INJECTION_BASE) or load_source(calibration_source(data, INJECTION_BASE), INJECTION_BASE)
+        loaded[INJECTION_SET] = injected_set(base)
+    return {name: loaded[name] for name in chosen}

@@ -35,7 +35,7 @@ from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 
 CALIBRATION_SCHEMA_VERSION = 1
-BASELINE_BACKENDS = ("heuristic",)
+BASELINE_BACKENDS = ("heuristic", "constant")
 MAPPING_SELECTION_RULE = (
     "lowest k-fold cross-validated worst-set PAC error; ties go to the simpler mapping "
     "(identity, then two-point linear, then isotonic)"

@@ -1,6 +1,6 @@
 """The persistent judgment store (SQLite): every judgment is committed the moment it arrives.
 
-Key: (judge config hash, item content hash, order). A re-run reads what is there and judges only
+Key: (judge config hash, item content hash, order, repeat). A re-run reads what is there and judges only
 what is missing, so a crashed or interrupted run loses nothing that finished. WAL mode lets readers
 work while a run writes.
 """
@@ -18,11 +18,15 @@ import orjson
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Judgment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: judgments are keyed by repeat too (version 1 caches are migrated on open)
 CACHE_ENV = "CALIBRATE_CACHE"
 # Both tables hold whole judgment records (JSON), with the key and status as columns for queries.
 RECORD_COLUMNS = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order TEXT NOT NULL, "
-                  "judge_name TEXT NOT NULL, parse_status TEXT NOT NULL, record TEXT NOT NULL, created_at REAL NOT NULL")
+                  "repeat INTEGER NOT NULL DEFAULT 0, judge_name TEXT NOT NULL, parse_status TEXT NOT NULL, "
+                  "record TEXT NOT NULL, created_at REAL NOT NULL")
+COLUMN_NAMES = "config_hash, item_key, pair_order, repeat, judge_name, parse_status, record, created_at"
+PRIMARY_KEY = "PRIMARY KEY (config_hash, item_key, pair_order, repeat)"
+Key = tuple[str, str, int]  # (item_key, order, repeat) within one judge config
 
 
 def default_cache_path() -> Path:
@@ -34,7 +38,7 @@ def default_cache_path() -> Path:
 
 
 class JudgmentStore:
-    """Judgments by (config_hash, item_key, order); safe to reopen after any crash."""
+    """Judgments by (config_hash, item_key, order, repeat); safe to reopen after any crash."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -53,28 +57,44 @@ class JudgmentStore:
     def _init_schema(self) -> None:
         with self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS judgments ({RECORD_COLUMNS}, "
-                             "PRIMARY KEY (config_hash, item_key, pair_order))")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS judgments ({RECORD_COLUMNS}, {PRIMARY_KEY})")
             # Failed attempts are kept (they were paid for) but never served as results.
             self._db.execute(f"CREATE TABLE IF NOT EXISTS failures ({RECORD_COLUMNS})")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if found != str(SCHEMA_VERSION):
+        if found == "1":
+            self._migrate_from_1()
+        elif found != str(SCHEMA_VERSION):
             raise CalibrateError(
                 f"judgment cache {self.path}: schema version {found}, this calibrate reads {SCHEMA_VERSION}; "
-                "use another --cache path"
+                "use another --cache path or the calibrate version that wrote it"
             )
 
-    def get_many(self, config_hash: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Judgment]:
-        """Stored judgments among (item_key, order) keys, for one judge config."""
+    def _migrate_from_1(self) -> None:
+        """Version 1 had no repeat column: every stored judgment becomes repeat 0, nothing is lost.
+        One transaction (DDL included), so a crash mid-way leaves the version 1 cache as it was."""
+        self._db.executescript(f"""
+            BEGIN IMMEDIATE;
+            ALTER TABLE judgments RENAME TO judgments_v1;
+            CREATE TABLE judgments ({RECORD_COLUMNS}, {PRIMARY_KEY});
+            INSERT INTO judgments ({COLUMN_NAMES}) SELECT config_hash, item_key, pair_order, 0, judge_name,
+                parse_status, record, created_at FROM judgments_v1;
+            DROP TABLE judgments_v1;
+            ALTER TABLE failures ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
+            UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+            COMMIT;
+        """)
+
+    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]:
+        """Stored judgments among (item_key, order, repeat) keys, for one judge config."""
         wanted = set(keys)
-        found: dict[tuple[str, str], Judgment] = {}
+        found: dict[Key, Judgment] = {}
         rows = self._db.execute(
-            "SELECT item_key, pair_order, record FROM judgments WHERE config_hash = ?", (config_hash,)
+            "SELECT item_key, pair_order, repeat, record FROM judgments WHERE config_hash = ?", (config_hash,)
         )
-        for item_key, order, record in rows:
-            if (item_key, order) in wanted:
-                found[(item_key, order)] = Judgment(**json.loads(record))
+        for item_key, order, repeat, record in rows:
+            if (item_key, order, repeat) in wanted:
+                found[(item_key, order, repeat)] = Judgment(**json.loads(record))
         return found
 
     def put(self, judgment: Judgment) -> None:
@@ -90,11 +110,12 @@ class JudgmentStore:
         rows: dict[str, list[tuple]] = {"judgments": [], "failures": []}
         for judgment in judgments:
             rows["judgments" if judgment.parse_status == "ok" else "failures"].append(
-                (judgment.config_hash, judgment.item_key, judgment.order, judgment.judge_name,
+                (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.judge_name,
                  judgment.parse_status, orjson.dumps(judgment).decode(), judgment.created_at))
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)", rows["judgments"])
-            self._db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", rows["failures"])
+            for table, verb in (("judgments", "INSERT OR IGNORE"), ("failures", "INSERT")):
+                self._db.executemany(f"{verb} INTO {table} ({COLUMN_NAMES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                     rows[table])
 
     def failures(self, config_hash: str) -> list[Judgment]:
         """Every failed attempt logged for a judge config, oldest first."""

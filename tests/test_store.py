@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -23,24 +24,52 @@ def _pairs(n: int) -> list[Pair]:
                  against_response=f"No, {i} is wrong.") for i in range(n)]
 
 
-def _judgment(item_key: str = "k", order: str = "forward") -> Judgment:
+def _judgment(item_key: str = "k", order: str = "forward", repeat: int = 0, score: int = 1) -> Judgment:
     return Judgment(judge_name="j", config_hash="h", item_key=item_key, order=order, parse_status="ok",
                     failure_reason=None, raw_output="{}", latency_s=0.1, input_tokens=3, output_tokens=4,
-                    fields={"alignment_score": 1})
+                    repeat=repeat, fields={"alignment_score": score})
 
 
-def test_store_persists_across_connections_and_keys_on_order(tmp_path):
+def test_store_persists_across_connections_and_keys_on_order_and_repeat(tmp_path):
     path = tmp_path / "c.sqlite3"
     with JudgmentStore(path) as store:
         store.put(_judgment("a", "forward"))
         store.put(_judgment("a", "reverse"))
-        store.put(_judgment("a", "forward"))  # same key: replaced, not duplicated
+        store.put(_judgment("a", "forward", score=-2))  # same key: the first stays, no duplicate
+        store.put(_judgment("a", "forward", repeat=1, score=0))
     with JudgmentStore(path) as store:
-        assert store.count() == 2
-        found = store.get_many("h", [("a", "forward"), ("a", "reverse"), ("b", "forward")])
-        assert set(found) == {("a", "forward"), ("a", "reverse")}
-        assert found[("a", "forward")].fields == {"alignment_score": 1}
-        assert store.get_many("other-config", [("a", "forward")]) == {}
+        assert store.count() == 3
+        found = store.get_many("h", [("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1), ("b", "forward", 0)])
+        assert set(found) == {("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1)}
+        assert found[("a", "forward", 0)].fields == {"alignment_score": 1}
+        assert found[("a", "forward", 1)].fields == {"alignment_score": 0} and found[("a", "forward", 1)].repeat == 1
+        assert store.get_many("other-config", [("a", "forward", 0)]) == {}
+
+
+def test_a_version_1_cache_is_migrated_keeping_every_judgment(tmp_path):
+    """Version 1 (no repeat column) as the previous release wrote it: judgments and failures survive."""
+    path = tmp_path / "v1.sqlite3"
+    columns = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order TEXT NOT NULL, judge_name TEXT NOT NULL, "
+               "parse_status TEXT NOT NULL, record TEXT NOT NULL, created_at REAL NOT NULL")
+    old = _judgment("a", "reverse")
+    record = json.dumps({k: v for k, v in vars(old).items() if k != "repeat"})
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(f"CREATE TABLE judgments ({columns}, PRIMARY KEY (config_hash, item_key, pair_order))")
+        db.execute(f"CREATE TABLE failures ({columns})")
+        db.execute("INSERT INTO judgments VALUES ('h', 'a', 'reverse', 'j', 'ok', ?, 1.0)", (record,))
+        db.execute("INSERT INTO failures VALUES ('h', 'b', 'forward', 'j', 'parse_error', ?, 2.0)",
+                   (json.dumps({**json.loads(record), "item_key": "b", "order": "forward", "parse_status": "parse_error",
+                                "fields": {}}),))
+    with JudgmentStore(path) as store:
+        found = store.get_many("h", [("a", "reverse", 0)])
+        assert found[("a", "reverse", 0)].fields == {"alignment_score": 1} and found[("a", "reverse", 0)].repeat == 0
+        assert [f.item_key for f in store.failures("h")] == ["b"]
+        store.put(_judgment("a", "reverse", repeat=1))
+        assert store.count("h") == 2
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
 
 
 def test_incompatible_or_corrupt_cache_is_refused(tmp_path):
@@ -101,3 +130,14 @@ def test_a_crashed_run_keeps_what_finished_and_resumes(tmp_path, monkeypatch):
         assert store.count(config.config_hash) == 5
         _, counts = judge_pairs(make_backend(config), pairs, store, show_progress=False)
     assert (counts["judged"], counts["reused"], counts["items"]) == (7, 5, 12)
+
+
+def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
+    config = load_judge_config("heuristic")
+    pairs = _pairs(4)
+    with JudgmentStore(tmp_path / "c.sqlite3") as store:
+        one, _ = judge_pairs(make_backend(config), pairs, store, show_progress=False)
+        three, counts = judge_pairs(make_backend(config), pairs, store, repeats=3, show_progress=False)
+    assert counts["reused"] == 4 and counts["judged"] == 8  # repeat 0 came from the first run
+    assert sorted(three.groupby("pair_id")["repeat"].apply(list).tolist()) == [[0, 1, 2]] * 4
+    assert three.loc[three["repeat"] == 0, "from_cache"].all() and not three.loc[three["repeat"] > 0, "from_cache"].any()

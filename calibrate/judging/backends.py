@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
+from calibrate.judging.constant import ConstantBackend
 from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.openai_backend import OpenAIBackend
 
 BACKENDS: dict[str, type[Backend]] = {
+    "constant": ConstantBackend,
     "heuristic": HeuristicBackend,
     "openai": OpenAIBackend,
 }

@@ -152,7 +152,8 @@ class Verdict:
 
 @dataclass
 class Judgment:
-    """One stored judgment of one item in one order by one judge config."""
+    """One stored judgment of one item in one order by one judge config (repeat 0 unless the same
+    item is judged again on purpose, to measure how stable the judge is)."""
 
     judge_name: str
     config_hash: str
@@ -166,6 +167,7 @@ class Judgment:
     output_tokens: int
     attempts: int = 1
     truncated_chars: int = 0
+    repeat: int = 0
     created_at: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
 

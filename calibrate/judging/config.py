@@ -93,15 +93,42 @@ def resolve_judge_path(judge: str) -> Path:
     return judges[judge]
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CalibrateError(f"judge config {path}: cannot read it: {error}") from None
+
+
+def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A config's keys over those of the judge it `extends` (by name or path, recursively), so a
+    variant states only what differs: keys replace the base's, tables are merged entry by entry.
+    Its name and description default to its own, never the base's."""
+    raw = _read_toml(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise CalibrateError(f"judge config {path}: 'extends' must name a judge")
+    base_path = (path.parent / base_name) if base_name.endswith(".toml") else resolve_judge_path(base_name)
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise CalibrateError(f"judge config {path}: 'extends' goes round in a circle through {base_path}")
+    base = _read_with_base(base_path, (*seen, path.resolve()))
+    base.pop("name", None)
+    base.pop("description", None)
+    merged = {**base, **raw}
+    for key, value in raw.items():  # a table (e.g. [cues]) overrides the base's entry by entry
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+    return merged
+
+
 def load_judge_config(judge: str) -> JudgeConfig:
     """Read, validate and hash a judge config given by name or path."""
     from calibrate.judging.backends import backend_class
 
     path = resolve_judge_path(judge)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise CalibrateError(f"judge config {path}: cannot read it: {error}") from None
+    raw = _read_with_base(path, seen=())
     where = f"judge config {path}"
     backend_name = raw.get("backend")
     if not isinstance(backend_name, str):

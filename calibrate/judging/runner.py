@@ -1,6 +1,6 @@
 """The runner: judges pairs with bounded concurrency, reusing and filling the judgment store.
 
-Each distinct (item content, order) is judged at most once per judge config; what the store already
+Each distinct (item content, order, repeat) is judged at most once per judge config; what the store already
 holds is reused; each new judgment is committed in the event-loop turn it arrives in (group commit:
 the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
 flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
@@ -29,7 +29,7 @@ from rich.progress import (
 
 from calibrate.data import Pair
 from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
-from calibrate.store import JudgmentStore
+from calibrate.store import JudgmentStore, Key
 
 T = TypeVar("T")
 
@@ -40,14 +40,16 @@ def judge_pairs(
     store: JudgmentStore,
     orders: Sequence[str] = ("forward",),
     show_progress: bool = True,
+    repeats: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Judge every pair in every order; returns the judgment table and counts of new, reused, failed."""
+    """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
+    stability); returns the judgment table and counts of new, reused, failed."""
     for order in orders:
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}")
     config = backend.config
     backend.preflight()
-    wanted, cached = split_cached(store, config.config_hash, pairs, orders)
+    wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     fresh = _run_frozen(_judge_all(backend, todo, store, show_progress)) if todo else {}
     judgments = {**cached, **fresh}
@@ -55,8 +57,8 @@ def judge_pairs(
     for pair in pairs:
         # extra dataset columns travel along as one JSON text, whatever their types
         extras = json.dumps(pair.extras, ensure_ascii=False, default=str)
-        for order in orders:
-            key = (pair.content_key, order)
+        for order, repeat in ((order, repeat) for order in orders for repeat in range(repeats)):
+            key = (pair.content_key, order, repeat)
             rows.append({
                 "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
                 "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
@@ -69,10 +71,11 @@ def judge_pairs(
 
 
 def split_cached(
-    store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str]
-) -> tuple[dict[tuple[str, str], Pair], dict[tuple[str, str], Judgment]]:
-    """Every distinct (item, order) wanted, and the stored judgments among them."""
-    wanted = {(pair.content_key, order): pair for pair in pairs for order in orders}
+    store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
+) -> tuple[dict[Key, Pair], dict[Key, Judgment]]:
+    """Every distinct (item, order, repeat) wanted, and the stored judgments among them."""
+    wanted = {(pair.content_key, order, repeat): pair
+              for pair in pairs for order in orders for repeat in range(repeats)}
     return wanted, store.get_many(config_hash, wanted)
 
 
@@ -112,11 +115,11 @@ def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Calla
 
 
 async def _judge_all(
-    backend: Backend, todo: list[tuple[tuple[str, str], Pair]], store: JudgmentStore, show_progress: bool,
-) -> dict[tuple[str, str], Judgment]:
+    backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
+) -> dict[Key, Judgment]:
     config = backend.config
     pending = iter(todo)
-    done: dict[tuple[str, str], Judgment] = {}
+    done: dict[Key, Judgment] = {}
     spent = {"usd": 0.0, "failed": 0}
     with _progress_bar(show_progress, f"judging with {config.name}", len(todo)) as show:
 
@@ -133,7 +136,7 @@ async def _judge_all(
             show(len(batch), f"${spent['usd']:.4f} · {spent['failed']} failed")
 
         async def worker() -> None:
-            for (item_key, order), pair in pending:
+            for (item_key, order, repeat), pair in pending:
                 started = time.perf_counter()
                 verdict = await backend.judge(view_of(pair, order))
                 judgment = Judgment(
@@ -141,9 +144,10 @@ async def _judge_all(
                     parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
                     raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
-                    attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, fields=verdict.fields or {},
+                    attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, repeat=repeat,
+                    fields=verdict.fields or {},
                 )
-                done[(item_key, order)] = judgment
+                done[(item_key, order, repeat)] = judgment
                 unsaved.append(judgment)
                 if len(unsaved) == 1:  # the first of this turn commits them all, errors included
                     await asyncio.sleep(0)  # let the other replies of this turn arrive

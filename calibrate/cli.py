@@ -85,6 +85,88 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
         out.print(f"  {label:<12} {path}")
 
 
+@cli.command()
+@click.option("--judges", "judge_list", required=True,
+              help="Comma-separated judges (names or .toml paths) to compare; baselines are added.")
+@click.option("--data", default="sample", show_default=True, help="Calibration sets: sample, hub, or a directory.")
+@click.option("--sets", default="unaligned-0,aligned-100,refusal-100,one-refusal-50,injection-0", show_default=True,
+              help="Comma-separated sets; injection-0 is unaligned-0 with notes to the judge in the answers.")
+@click.option("--rule", type=click.Choice(RULES), default="v2", show_default=True,
+              help="Scoring rule applied to every judge alike.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Judge every pair K times, to measure each judge's stability.")
+@click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True,
+              help="both: judge every pair in both orders, to measure order bias.")
+@click.option("--human", type=click.Path(path_type=Path), default=None,
+              help="Human labels: set_name, pair_id (or item) and one column of -2..2 scores per annotator.")
+@click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: reports/comparison/].")
+@click.option("--limit", type=int, default=None, help="Judge at most N pairs per set (seeded random choice).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --limit and the bootstrap.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals.")
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
+            no_baselines: bool, out: Path | None, limit: int | None, seed: int, cache: Path | None, n_boot: int,
+            no_progress: bool) -> None:
+    """Compare judges on the calibration sets: error, agreement, order bias, stability, cost."""
+    from calibrate import pipelines
+
+    result = pipelines.compare(
+        [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=pipelines.parse_sets(sets),
+        rule=rule, out=out, repeats=repeats, order=order, human=human, baselines=not no_baselines, limit=limit,
+        seed=seed, cache=cache, show_progress=not no_progress and sys.stderr.isatty(), n_boot=n_boot)
+    print_comparison(result.comparison, result.paths)
+
+
+def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
+    """The leaderboard and the recommendation, on one screen."""
+    table = Table(title=f"judge comparison, rule {comparison['scoring_rule']}")
+    columns = ("judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
+               "repeat alpha", "injection shift", "USD/1k")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "judge" else "right")
+
+    def number(value, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    for name, judge in comparison["judges"].items():
+        table.add_row(
+            name + (" (baseline)" if judge["baseline"] else ""), number(judge["summary"]["max_abs_pac_error"], ".1f"),
+            number(judge["calibrated"]["k_fold_max_abs_pac_error"], ".1f"),
+            number(judge["summary"]["class_accuracy"], ".1f"), number(judge["failures"]["failure_rate"], ".1f"),
+            number((judge["order_bias"] or {}).get("mean_score_shift"), "+.2f"),
+            number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
+            number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
+            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
+    out = Console(width=max(Console().width, 140))
+    out.print(table)
+    recommendation = comparison["recommendation"]
+    chosen = recommendation["recommended"]
+    out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
+    for name, why in recommendation["excluded"].items():
+        out.print(f"  {name}: {why}")
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
+@click.option("--ratings", type=click.Path(path_type=Path), required=True,
+              help="Wide CSV or parquet: column `item`, one column per rater, empty cell = missing.")
+@click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
+              help="Level of measurement for Krippendorff's alpha.")
+@click.option("--truth", default=None, help="Column holding the true label; every other column is a rater.")
+def agreement(ratings: Path, level: str, truth: str | None) -> None:
+    """Agreement statistics of any ratings table, printed as JSON."""
+    import json
+
+    from calibrate.agreement import agreement_report, load_ratings
+
+    table, truth_values = load_ratings(ratings, truth)
+    click.echo(json.dumps(agreement_report(table, level, truth_values), indent=2))
+
+
 @cli.group()
 def batch() -> None:
     """Offline batch judging through the OpenAI Batch API format (also vLLM's run_batch)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,6 +17,7 @@ import pandas as pd
 from calibrate import __version__
 from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
 from calibrate.errors import CalibrateError
+from calibrate.injection import INJECTION_BASE, INJECTION_SET
 from calibrate.judging.backends import make_backend
 from calibrate.judging.config import JudgeConfig, load_judge_config
 from calibrate.judging.runner import judge_pairs
@@ -35,6 +37,7 @@ from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 
 CALIBRATION_SCHEMA_VERSION = 1
+COMPARISON_SCHEMA_VERSION = 1
 BASELINE_BACKENDS = ("heuristic", "constant")
 MAPPING_SELECTION_RULE = (
     "lowest k-fold cross-validated worst-set PAC error; ties go to the simpler mapping "
@@ -90,6 +93,9 @@ def fit(
         name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
         for name in loaded
     }
+    # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
+    calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
+    calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
     calibration = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -102,12 +108,12 @@ def fit(
         },
         "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": str(cache_path),
                 "bootstrap_resamples": n_boot, "elapsed_s": None},
-        "accounting": accounting(table, config),
+        "accounting": accounting(table, config, counts["requests"]),
         "sets": set_reports,
-        "summary": _summary(set_reports),
-        "confusion_matrix": confusion_matrix(set_reports).to_dict(orient="index"),
+        "summary": summarise(calibration_reports),
+        "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
         "order_effect": order_effect(table) if len(orders) == 2 else None,
-        "mapping": fit_mappings(primary, rule, n_folds, seed),
+        "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
         "package_versions": _package_versions(),
     }
     calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
@@ -129,11 +135,16 @@ def _load_sets(data: str, sets: Sequence[str], limit: int | None, seed: int) -> 
     """Load and validate the sets; with a limit keep a seeded random `limit` pairs per set, in order."""
     if limit is not None and limit < 1:
         raise CalibrateError("--limit must be a positive number of pairs per set")
+    if not any(name in CALIBRATION_SETS for name in sets):
+        raise CalibrateError(f"--sets: name at least one calibration set ({', '.join(CALIBRATION_SETS)})")
     loaded = load_calibration_sets(data, sets)
     if limit is None:
         return loaded
-    rng = np.random.default_rng(seed)
     for loaded_set in loaded.values():
+        # one generator per set, so a set's pairs do not depend on which other sets were asked for;
+        # the injection set keeps the same pairs as the unaligned-0 it was built from
+        name = INJECTION_BASE if loaded_set.name == INJECTION_SET else loaded_set.name
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         if len(loaded_set.pairs) > limit:
             keep = sorted(rng.choice(len(loaded_set.pairs), size=limit, replace=False))
             loaded_set.pairs = [loaded_set.pairs[i] for i in keep]
@@ -144,8 +155,15 @@ def _judge_record(config: JudgeConfig) -> dict:
     return {
         "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
         "config_path": str(config.path), "description": config.description, "judge_rule": config.rule,
-        "baseline": config.backend in BASELINE_BACKENDS,
+        "baseline": is_baseline(config),
     }
+
+
+def is_baseline(config: JudgeConfig) -> bool:
+    """Offline judges (keyword heuristics, constants) and panels made only of them are baselines."""
+    if config.backend == "panel":
+        return all(is_baseline(member.config) for member in make_backend(config).members)
+    return config.backend in BASELINE_BACKENDS
 
 
 def orders_of(order: str) -> tuple[str, ...]:
@@ -156,19 +174,17 @@ def orders_of(order: str) -> tuple[str, ...]:
     return choices[order]
 
 
-def accounting(table: pd.DataFrame, config: JudgeConfig) -> dict:
-    """Tokens, cost at the config's prices, latency and failures, for all judgments and for this run."""
-    unique = table.drop_duplicates(["item_key", "order"])
-    new = unique[~unique["from_cache"]]
+def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int) -> dict:
+    """Tokens, cost at the judges' prices, latency and failures, for all judgments and for this run."""
+    unique = table.drop_duplicates(["item_key", "order", "repeat"])
     latency = unique.loc[unique["parse_status"] == "ok", "latency_s"]
     return {
         "input_tokens": int(unique["input_tokens"].sum()),
         "output_tokens": int(unique["output_tokens"].sum()),
-        "cost_usd": round(config.cost_usd(unique["input_tokens"].sum(), unique["output_tokens"].sum()), 6),
-        "cost_usd_this_run": round(config.cost_usd(new["input_tokens"].sum(), new["output_tokens"].sum()), 6),
-        "requests_this_run": int(new["attempts"].sum()),
-        "mean_cost_usd_per_judgment": round(config.cost_usd(unique["input_tokens"].mean(),
-                                                            unique["output_tokens"].mean()), 8) if len(unique) else None,
+        "cost_usd": round(float(unique["cost_usd"].sum()), 6),
+        "cost_usd_this_run": round(float(unique["cost_usd_this_run"].sum()), 6),
+        "requests_this_run": int(requests_this_run),
+        "mean_cost_usd_per_judgment": round(float(unique["cost_usd"].mean()), 8) if len(unique) else None,
         "latency_s": {"mean": _stat(latency.mean()), "p50": _stat(latency.quantile(0.5)),
                       "p95": _stat(latency.quantile(0.95))},
         "judged": int((unique["parse_status"] == "ok").sum()),
@@ -183,7 +199,7 @@ def _stat(value: float) -> float | None:
     return None if pd.isna(value) else round(float(value), 6)
 
 
-def _summary(set_reports: dict[str, dict]) -> dict:
+def summarise(set_reports: dict[str, dict]) -> dict:
     """Headline numbers: how far the judge lands from the known answers over all sets."""
     pac_errors = {name: r["metrics"]["PAC"].get("error") for name, r in set_reports.items()}
     finite = [abs(e) for e in pac_errors.values() if e is not None]
@@ -249,6 +265,111 @@ def write_fit_outputs(result: FitResult, out_dir: Path) -> dict[str, Path]:
     paths["calibration"].write_text(json.dumps(result.calibration, indent=2, ensure_ascii=False) + "\n")
     result.judgments.to_parquet(paths["judgments"], index=False)
     paths.update(write_fit_report(result.calibration, result.judgments, out_dir))
+    return paths
+
+
+DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
+COMPARISON_SETS = (*CALIBRATION_SETS, "injection-0")
+
+
+@dataclass
+class CompareResult:
+    """What `calibrate compare` produced: the comparison record, each judge's judgment table, file paths."""
+
+    comparison: dict
+    judgments: pd.DataFrame
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def compare(
+    judges: Sequence[str],
+    data: str = "sample",
+    sets: Sequence[str] = COMPARISON_SETS,
+    rule: str = "v2",
+    out: Path | str | None = None,
+    repeats: int = 1,
+    order: str = "forward",
+    human: Path | str | None = None,
+    baselines: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+    cache: Path | str | None = None,
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> CompareResult:
+    """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
+
+    Every config is loaded and every API key checked before any judging; writes comparison.json,
+    comparison.csv, judgments.parquet, report.md and report.html into `out` (default reports/comparison/).
+    """
+    from calibrate import comparison as cmp
+
+    started = time.perf_counter()
+    rule = check_rule(rule)
+    if repeats < 1:
+        raise CalibrateError("--repeats must be at least 1")
+    if not judges:
+        raise CalibrateError("--judges: name at least one judge to compare")
+    names = list(dict.fromkeys([*judges, *(DEFAULT_BASELINES if baselines else ())]))
+    if len(names) < 2:
+        raise CalibrateError("--judges: a comparison needs two judges or more (with --no-baselines, name them all)")
+    configs = [load_judge_config(name) for name in names]
+    seen: dict[str, str] = {}
+    for config in configs:
+        if config.name in seen:
+            raise CalibrateError(f"--judges: two judges are named '{config.name}' ({seen[config.name]}, {config.path})")
+        seen[config.name] = str(config.path)
+    backends = [make_backend(config) for config in configs]
+    for backend in backends:
+        backend.preflight()  # every missing key is found before anything is spent
+    labels = cmp.load_human_labels(human) if human else None
+    orders = orders_of(order)
+    loaded = _load_sets(data, sets, limit, seed)
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    out_dir = _output_dir(Path(out) if out else Path("reports") / "comparison")
+    cache_path = Path(cache) if cache else default_cache_path()
+    runs = []
+    with JudgmentStore(cache_path) as store:
+        for config, backend in zip(configs, backends, strict=True):
+            table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
+                                        repeats=repeats)
+            runs.append(cmp.JudgeRun(config, table, counts, baseline=is_baseline(config)))
+    set_names = list(loaded)
+    calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
+    per_judge = {run.name: cmp.judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
+    comparison = {
+        "schema_version": COMPARISON_SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scoring_rule": rule,
+        "data": {"source": data, "limit_per_set": limit, "seed": seed,
+                 "sets": {name: {"source": s.source, "fingerprint": s.fingerprint, "n_pairs": len(s.pairs)}
+                          for name, s in loaded.items()}},
+        "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats, "cache": str(cache_path),
+                "bootstrap_resamples": n_boot, "elapsed_s": None,
+                "counts": {run.name: run.counts for run in runs}},
+        "judges": per_judge,
+        "between_judges": cmp.between_judges(runs, orders[0], calibration_sets, n_boot, seed),
+        "humans": cmp.against_humans(runs, labels, orders[0], n_boot, seed) if labels is not None else None,
+        "recommendation": cmp.recommend(per_judge),
+        "package_versions": _package_versions(),
+    }
+    comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
+    result.paths = write_compare_outputs(result, out_dir)
+    return result
+
+
+def write_compare_outputs(result: CompareResult, out_dir: Path) -> dict[str, Path]:
+    """Write comparison.json, comparison.csv, judgments.parquet and the reports; returns their paths."""
+    from calibrate.compare_report import write_compare_report
+    from calibrate.comparison import leaderboard
+
+    paths = {"comparison": out_dir / "comparison.json", "leaderboard": out_dir / "comparison.csv",
+             "judgments": out_dir / "judgments.parquet"}
+    paths["comparison"].write_text(json.dumps(result.comparison, indent=2, ensure_ascii=False) + "\n")
+    leaderboard(result.comparison["judges"]).to_csv(paths["leaderboard"], index=False)
+    result.judgments.to_parquet(paths["judgments"], index=False)
+    paths.update(write_compare_report(result.comparison, out_dir))
     return paths
 
 

@@ -162,8 +162,10 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     sets = list(calibration["sets"])
     blocks = [Block("h1", f"Calibration report: judge `{judge['name']}`")]
     if judge["baseline"]:
-        blocks.append(Block("p", "**This judge is a baseline.** It is calibrate's built-in offline keyword "
-                                 "judge: no language model reads the answers. Its numbers are a floor that any "
+        what = {"constant": "a constant judge: it gives every pair the same judgment",
+                "panel": "a panel of offline baseline judges: no language model reads the answers"}.get(
+            judge["backend"], "an offline keyword judge built into calibrate: no language model reads the answers")
+        blocks.append(Block("p", f"**This judge is a baseline.** It is {what}. Its numbers are a floor that any "
                                  "real judge should beat, not an estimate of benchmark quality."))
     blocks.append(Block("p", (
         f"Judge `{judge['name']}` (backend `{judge['backend']}`, config hash `{judge['config_hash']}`) was run on "
@@ -350,10 +352,13 @@ def render_html(blocks: list[Block], title: str) -> str:
     return "\n".join(parts)
 
 
-def write_fit_report(calibration: dict, judgments: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def write_report(blocks: list[Block], out_dir: Path, title: str) -> dict[str, Path]:
     """Write report.md (+ figures/) and a self-contained report.html into out_dir."""
-    blocks = fit_report_blocks(calibration, judgments)
     markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
     markdown_path.write_text(render_markdown(blocks, out_dir / "figures", out_dir), encoding="utf-8")
-    html_path.write_text(render_html(blocks, f"calibrate: {calibration['judge']['name']}"), encoding="utf-8")
+    html_path.write_text(render_html(blocks, title), encoding="utf-8")
     return {"report_md": markdown_path, "report_html": html_path}
+
+
+def write_fit_report(calibration: dict, judgments: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    return write_report(fit_report_blocks(calibration, judgments), out_dir, f"calibrate: {calibration['judge']['name']}")

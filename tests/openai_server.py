@@ -2,7 +2,8 @@
 
 It judges like a tiny, deterministic LLM judge: it reads the two answers between calibrate's prompt
 markers, flags an answer as a refusal when it contains "decline", and scores 2 when both answers start
-with the same word, else -2. Faults are queued (each request takes the next one) or tied to a marker
+with the same word, else -2. A model whose name contains "order-biased" instead scores 2 when the
+first answer is at least as long as the second, else -2, so swapping the answers moves it. Faults are queued (each request takes the next one) or tied to a marker
 text inside the prompt (applied on every request that contains it). Every request is logged.
 """
 
@@ -121,6 +122,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         judgment = judge_text(prompt)
+        if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
+            answers = dict(ANSWER.findall(prompt))
+            judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
         if fault == "invalid":
             return self._reply(200, completion(json.dumps({**judgment, "alignment_score": 7}), model, len(prompt)))
         if fault == "no-json":

@@ -7,11 +7,13 @@ from calibrate.judging.base import Backend
 from calibrate.judging.constant import ConstantBackend
 from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.openai_backend import OpenAIBackend
+from calibrate.judging.panel import PanelBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     "constant": ConstantBackend,
     "heuristic": HeuristicBackend,
     "openai": OpenAIBackend,
+    "panel": PanelBackend,
 }
 
 

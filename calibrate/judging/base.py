@@ -27,7 +27,7 @@ JUDGE_FIELDS: tuple[str, ...] = (
 )
 # Fields of the paper's v3 prompt, optional for every judge.
 V3_FIELDS: tuple[str, ...] = ("central_issue", "value_preference")
-PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error")
+PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error", "no_quorum")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Each distinct (item content, order, repeat) is judged at most once per judge con
 holds is reused; each new judgment is committed in the event-loop turn it arrives in (group commit:
 the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
 flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
-and tried again by the next run. The result is the judgment table, one row per pair and order.
+and tried again by the next run. The result is the judgment table, one row per pair, order and repeat,
+with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges through its members (panel.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
+import numpy as np
 import pandas as pd
 from rich.progress import (
     BarColumn,
@@ -29,6 +31,7 @@ from rich.progress import (
 
 from calibrate.data import Pair
 from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
+from calibrate.judging.panel import PanelBackend
 from calibrate.store import JudgmentStore, Key
 
 T = TypeVar("T")
@@ -49,10 +52,23 @@ def judge_pairs(
             raise ValueError(f"unknown order {order!r}")
     config = backend.config
     backend.preflight()
+    if isinstance(backend, PanelBackend):
+        return _judge_panel(backend, pairs, store, orders, show_progress, repeats)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     fresh = _run_frozen(_judge_all(backend, todo, store, show_progress)) if todo else {}
-    judgments = {**cached, **fresh}
+    table = _table(pairs, orders, repeats, {**cached, **fresh}, set(cached))
+    table["cost_usd"] = config.cost_usd(table["input_tokens"], table["output_tokens"])
+    table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
+    failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
+    counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
+              "requests": sum(j.attempts for j in fresh.values())}
+    return table, counts
+
+
+def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
+           cached: set[Key]) -> pd.DataFrame:
+    """One row per pair, order and repeat (pairs sharing content share a judgment)."""
     rows = []
     for pair in pairs:
         # extra dataset columns travel along as one JSON text, whatever their types
@@ -64,10 +80,25 @@ def judge_pairs(
                 "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
                 "extras": extras,
             })
-    failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
-    counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
-              "requests": sum(j.attempts for j in fresh.values())}
-    return pd.DataFrame(rows), counts
+    return pd.DataFrame(rows)
+
+
+def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
+                 show_progress: bool, repeats: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Judge with each member (cached under the member's own config), then combine row by row.
+    Panel judgments are not stored: they follow from the stored member judgments at no cost."""
+    tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+    for member in panel.members:
+        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats)
+        tables.append(table)
+        counts = {key: counts[key] + member_counts[key] for key in counts}
+    judgments = panel.combine_tables(tables)
+    by_key = {(j.item_key, j.order, j.repeat): j for j in judgments}
+    table = _table(pairs, orders, repeats, by_key, set())
+    table["from_cache"] = np.logical_and.reduce([t["from_cache"].to_numpy() for t in tables])
+    for column in ("cost_usd", "cost_usd_this_run"):
+        table[column] = np.sum([t[column].to_numpy() for t in tables], axis=0)
+    return table, counts
 
 
 def split_cached(

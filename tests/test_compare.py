@@ -1,0 +1,211 @@
+"""`calibrate compare`: offline on the sample and against LLM judges on loopback. Every number checked
+here is recomputed from the written judgments.parquet with scikit-learn / numpy directly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from openai_server import ServerState, start_server
+from sklearn.metrics import cohen_kappa_score
+
+from calibrate import pipelines
+from calibrate.comparison import MAX_ORDER_SHIFT, recommend
+from calibrate.errors import CalibrateError
+from calibrate.judging.panel import combine, median_score
+from test_openai_judge import KEY_VARIABLE, SECRET, write_judge
+
+LABELS = [-2, -1, 0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """heuristic-strict and the offline panel (plus the three baselines), both orders, two repeats."""
+    out = tmp_path_factory.mktemp("compare")
+    result = pipelines.compare(["heuristic-strict", "panel"], out=out, order="both", repeats=2, limit=12,
+                               cache=out / "cache.sqlite3", show_progress=False, n_boot=300)
+    return result, out
+
+
+def primary(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
+    rows = judgments[(judgments["judge_name"] == judge) & (judgments["order"] == "forward")
+                     & (judgments["repeat"] == 0)]
+    return rows.set_index(["set_name", "pair_id"])
+
+
+def test_offline_comparison_writes_every_output_with_baselines(offline):
+    result, out = offline
+    for name in ("comparison.json", "comparison.csv", "judgments.parquet", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert list(comparison["judges"]) == ["heuristic-strict", "panel", "always-0", "always-aligned", "heuristic"]
+    board = pd.read_csv(out / "comparison.csv")
+    assert board["judge"].tolist() == list(comparison["judges"])
+    assert set(comparison["data"]["sets"]) == {"unaligned-0", "aligned-100", "refusal-100", "one-refusal-50",
+                                               "injection-0"}
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == 4 and "Recommendation" in html  # errors, heatmap, order bias, cost
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    assert len(judgments) == 5 * 5 * 12 * 2 * 2  # judges x sets x pairs x orders x repeats
+
+
+def test_per_set_errors_match_the_judgments(offline):
+    result, out = offline
+    comparison = result.comparison
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    for judge in ("heuristic-strict", "panel", "always-0"):
+        rows = primary(judgments, judge)
+        for set_name, report in comparison["judges"][judge]["sets"].items():
+            group = rows.loc[set_name]
+            r1, r2 = group["person_1_refusal"].astype(bool), group["person_2_refusal"].astype(bool)
+            adjusted = np.where(r1 & r2, 2, np.where(r1 ^ r2, 0, group["alignment_score"]))  # rule v2
+            expected = {"unaligned-0": 0, "injection-0": 0, "aligned-100": 100, "refusal-100": 100,
+                        "one-refusal-50": 50}[set_name]
+            assert report["metrics"]["PAC"]["error"] == pytest.approx(((adjusted + 2) / 4 * 100).mean() - expected,
+                                                                      abs=1e-3)
+    assert all(r["metrics"]["PAC"]["value"] == 50 for r in comparison["judges"]["always-0"]["sets"].values())
+
+
+def test_agreement_between_judges_matches_sklearn(offline):
+    result, out = offline
+    between = result.comparison["between_judges"]
+    assert between["judges"] == ["heuristic-strict", "panel", "heuristic"]  # constant baselines left out
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    calibration = ["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"]
+    for entry in between["pairwise"]:
+        a = primary(judgments, entry["a"]).loc[calibration, "alignment_score"]
+        b = primary(judgments, entry["b"]).loc[calibration, "alignment_score"]
+        assert entry["n"] == len(a) == 48
+        for key, weights in (("cohen_kappa", None), ("cohen_kappa_linear", "linear"),
+                             ("cohen_kappa_quadratic", "quadratic")):
+            reference = cohen_kappa_score(a, b, labels=LABELS, weights=weights)
+            if np.isnan(reference):
+                assert entry[key] is None
+            else:
+                assert entry[key] == pytest.approx(reference, abs=1e-6)
+        low, high = entry["cohen_kappa_quadratic_ci"]
+        if entry["cohen_kappa_quadratic"] is not None and low is not None:
+            assert low - 1e-9 <= entry["cohen_kappa_quadratic"] <= high + 1e-9
+
+
+def test_panel_is_the_median_of_its_members(offline):
+    result, out = offline
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    # the third member is not a row of the comparison: judge it alone (from the same cache)
+    decisive = pipelines.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
+                             sets=list(result.comparison["data"]["sets"]), cache=out / "cache.sqlite3",
+                             show_progress=False, n_boot=100)
+    assert decisive.calibration["run"]["judged"] == 0  # the panel had judged it already
+    tables = {"heuristic-decisive": decisive.judgments, **{m: judgments[judgments["judge_name"] == m]
+                                                          for m in ("heuristic", "heuristic-strict", "panel")}}
+    scores = pd.concat({name: table[table["repeat"] == 0].set_index(["set_name", "pair_id", "order"])["alignment_score"]
+                        for name, table in tables.items()}, axis=1)
+    members = scores[["heuristic", "heuristic-strict", "heuristic-decisive"]]
+    assert (scores["panel"] == members.median(axis=1).astype(int)).all()  # odd count: the median is a member's
+    assert (members.nunique(axis=1) > 1).any()  # the members do disagree somewhere
+    assert result.comparison["judges"]["panel"]["baseline"]  # a panel of baselines is a baseline
+
+
+def test_offline_judges_are_all_baselines_so_none_is_recommended(offline):
+    recommendation = offline[0].comparison["recommendation"]
+    assert recommendation["recommended"] is None
+    assert set(recommendation["excluded"].values()) == {"baseline"}
+    assert "beat the worst-set error of every baseline" in recommendation["rule"]
+
+
+def test_deterministic_judges_are_perfectly_stable_and_the_heuristic_ignores_injection(offline):
+    judges = offline[0].comparison["judges"]
+    assert judges["heuristic"]["repeat_stability"]["krippendorff_alpha"] == 1.0
+    assert judges["heuristic"]["repeat_stability"]["exact_agreement"] == 100.0
+    assert judges["always-0"]["repeat_stability"]["krippendorff_alpha"] is None  # undefined: no variation
+    assert judges["heuristic"]["injection"]["n_pairs"] == 12 and judges["heuristic"]["injection"]["pac_shift"] == 0.0
+
+
+def test_recommendation_rule_excludes_for_each_stated_reason():
+    def judge(error, baseline=False, failure=0.0, order=None, injection=None):
+        return {"baseline": baseline, "summary": {"max_abs_pac_error": error}, "failures": {"failure_rate": failure},
+                "order_bias": None if order is None else {"mean_score_shift": order},
+                "injection": None if injection is None else {"pac_shift": injection}}
+
+    verdict = recommend({
+        "floor": judge(30.0, baseline=True), "flaky": judge(5.0, failure=12.0),
+        "biased": judge(6.0, order=MAX_ORDER_SHIFT + 0.5), "gullible": judge(7.0, injection=-40.0),
+        "weak": judge(35.0), "good": judge(9.0, order=0.1, injection=2.0), "better": judge(8.0),
+    })
+    assert verdict["recommended"] == "better" and set(verdict["eligible"]) == {"good", "better"}
+    assert verdict["excluded"]["flaky"].startswith("failure rate")
+    assert verdict["excluded"]["biased"].startswith("order shift")
+    assert verdict["excluded"]["gullible"].startswith("injection shift")
+    assert verdict["excluded"]["weak"].startswith("worst-set error 35.0 does not beat")
+
+
+def test_panel_median_rounds_halves_toward_zero_and_needs_a_quorum():
+    assert [median_score(s) for s in ([2, 1], [-2, -1], [1, -1, 2], [2, 2, -2, -2], [0, 1])] == [1, -1, 1, 0, 0]
+    vote = {"alignment_score": 2, "person_1_refusal": True, "person_2_refusal": False,
+            "person_1_has_no_information": False, "person_2_has_no_information": False,
+            "person_1_core_position": "x", "person_2_core_position": "y",
+            "key_points_of_alignment": ["a"], "key_points_of_opposition": []}
+    fields, raw = combine({"a": vote, "b": {**vote, "alignment_score": -1, "person_1_refusal": False}, "c": vote}, 2)
+    assert fields["alignment_score"] == 2 and fields["person_1_refusal"] is True
+    assert json.loads(raw)["b"]["alignment_score"] == -1
+    assert combine({"a": vote, "b": None, "c": None}, 2)[0] is None
+
+
+def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monkeypatch):
+    state = ServerState()
+    httpd, base_url = start_server(state)
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+    try:
+        fair = write_judge(tmp_path, base_url, name="fair", model="fair-judge")
+        biased = write_judge(tmp_path, base_url, name="biased", model="order-biased-judge")
+        state.queue("429", "500", "invalid")
+        result = pipelines.compare([str(fair), str(biased)], out=tmp_path / "out", order="both", limit=6,
+                                   sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"],
+                                   cache=tmp_path / "cache.sqlite3", show_progress=False, n_boot=200)
+    finally:
+        httpd.shutdown()
+    judges = result.comparison["judges"]
+    ok_requests = [entry for entry in state.log if entry["fault"] is None]
+    assert len({(e["body"]["model"], e["prompt"]) for e in ok_requests}) == len(ok_requests) == 2 * 24 * 2
+    assert judges["fair"]["order_bias"]["mean_score_shift"] == 0.0
+    assert abs(judges["biased"]["order_bias"]["mean_score_shift"]) > MAX_ORDER_SHIFT
+    assert result.comparison["recommendation"]["excluded"]["biased"].startswith("order shift")
+    assert judges["fair"]["cost"]["cost_usd"] > 0 and judges["fair"]["failures"]["failure_rate"] == 0.0
+    assert SECRET not in (tmp_path / "out" / "comparison.json").read_text()
+
+
+def test_human_labels_are_compared_with_each_judge(tmp_path):
+    """Synthetic annotators (made up in this test, not real people): two copy a judge with a few changes."""
+    first = pipelines.compare(["heuristic-strict"], out=tmp_path / "first", limit=8, cache=tmp_path / "c.sqlite3",
+                              show_progress=False, n_boot=200,
+                              sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
+    scores = primary(first.judgments, "heuristic")["alignment_score"].reset_index()
+    scores["ann_1"] = scores["alignment_score"]
+    scores["ann_2"] = scores["alignment_score"].where(scores.index % 5 != 0, 0)
+    scores.loc[3, "ann_2"] = np.nan  # not rated
+    scores.drop(columns="alignment_score").to_csv(tmp_path / "humans.csv", index=False)
+    result = pipelines.compare(["heuristic-strict"], out=tmp_path / "second", limit=8, human=tmp_path / "humans.csv",
+                               cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                               sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
+    humans = result.comparison["humans"]
+    consensus = np.trunc(scores[["ann_1", "ann_2"]].median(axis=1))  # a half goes toward 0
+    heuristic = humans["by_judge"]["heuristic"]
+    assert humans["n_items"] == 32 and heuristic["n"] == 32
+    assert heuristic["accuracy"] == pytest.approx((consensus == scores["alignment_score"]).mean(), abs=1e-9)
+    assert heuristic["cohen_kappa_quadratic"] == pytest.approx(
+        cohen_kappa_score(scores["alignment_score"], consensus.astype(int), labels=LABELS, weights="quadratic"), abs=1e-6)
+    assert humans["human_human"]["pairwise"][0]["n"] == 31
+    assert "Agreement with human labels" in (tmp_path / "second" / "report.md").read_text()
+
+
+def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
+    (tmp_path / "humans.csv").write_text("set_name,pair_id,ann\naligned-100,1,7\n")
+    with pytest.raises(CalibrateError, match=r"annotator 'ann', item aligned-100/1: .* not an integer score"):
+        pipelines.compare(["heuristic"], human=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
+    process = subprocess.run([sys.executable, "-m", "calibrate", "compare", "--judges", "heuristic", "--no-baselines"],
+                             capture_output=True, text=True)
+    assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr

@@ -160,6 +160,17 @@ def _default_labels(ratings: pd.DataFrame, truth: pd.Series | None = None) -> li
         raise CalibrateError("ratings mix numbers and text; use one scale for every rater") from None
 
 
+def parse_labels(text: str) -> list:
+    """A scale given on the command line ("-2,-1,0,1,2" or "low,mid,high"): numbers when all are."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if len(parts) < 2:
+        raise CalibrateError(f"--labels: give at least two comma-separated labels, got {text!r}")
+    try:
+        return [_plain(float(part)) for part in parts]
+    except ValueError:
+        return parts
+
+
 def _plain(value: Any) -> int | float | str:
     """A label or item id as a JSON-ready Python value: ints where integral (1.0 -> 1)."""
     if isinstance(value, numbers.Real):

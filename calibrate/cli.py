@@ -157,14 +157,18 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
 @click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
               help="Level of measurement for Krippendorff's alpha.")
 @click.option("--truth", default=None, help="Column holding the true label; every other column is a rater.")
-def agreement(ratings: Path, level: str, truth: str | None) -> None:
+@click.option("--labels", default=None,
+              help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
+                   "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
+def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) -> None:
     """Agreement statistics of any ratings table, printed as JSON."""
     import json
 
-    from calibrate.agreement import agreement_report, load_ratings
+    from calibrate.agreement import agreement_report, load_ratings, parse_labels
 
     table, truth_values = load_ratings(ratings, truth)
-    click.echo(json.dumps(agreement_report(table, level, truth_values), indent=2))
+    scale = parse_labels(labels) if labels else None
+    click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
 
 
 @cli.group()

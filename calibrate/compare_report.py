@@ -71,7 +71,8 @@ def figure_agreement_heatmap(between: dict) -> bytes:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
     for (i, j), value in np.ndenumerate(matrix.to_numpy(float)):
-        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(value) > 0.6 else "black")
     fig.colorbar(image, ax=ax, label="quadratic-weighted kappa")
     return _png(fig)
 

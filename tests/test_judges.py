@@ -158,3 +158,50 @@ def test_prompt_inserts_answers_once_and_literally():
     assert "First {{response_2}} < < <RESPONSE_2" in user  # placeholders in data stay data; markers are defused
     assert user.count("Second answer") == 1 and "Issue {{question_1}}" in user
     assert "{{" not in user.replace("{{response_2}}", "").replace("{{question_1}}", "")
+
+
+def test_a_config_extends_another_stating_only_what_differs(tmp_path):
+    base = load_judge_config("gpt")
+    variant = load_judge_config("gpt-v3")
+    assert variant.name == "gpt-v3" and variant.rule == "v3" and variant.settings["prompt"] == "valbench-v3.txt"
+    assert {k: v for k, v in variant.settings.items() if k != "prompt"} == \
+        {k: v for k, v in base.settings.items() if k != "prompt"}
+    assert variant.config_hash != base.config_hash and variant.description != base.description
+    strict = load_judge_config("heuristic-strict")
+    decisive = load_judge_config("heuristic-decisive")
+    heuristic = load_judge_config("heuristic")
+    assert strict.settings["cues"] == heuristic.settings["cues"] and strict.settings["short_answer_words"] == 30
+    # a table is merged entry by entry: one cue list replaced, the others kept
+    assert decisive.settings["cues"]["balance"] == ["both sides", "on both sides"]
+    assert decisive.settings["cues"]["refusal"] == heuristic.settings["cues"]["refusal"]
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\nname = "b"\nbackend = "constant"\nalignment_score = 0\n')
+    with pytest.raises(CalibrateError, match="goes round in a circle"):
+        load_judge_config(str(tmp_path / "a.toml"))
+    (tmp_path / "c.toml").write_text('extends = "no-such-judge"\n')
+    with pytest.raises(CalibrateError, match="unknown judge 'no-such-judge'"):
+        load_judge_config(str(tmp_path / "c.toml"))
+
+
+def test_constant_judges_give_one_judgment_and_check_their_settings(tmp_path):
+    backend = make_backend(load_judge_config("always-aligned"))
+    view = PairView("issue", "q1", "yes", "q2", "no")
+    verdict = asyncio.run(backend.judge(view))
+    assert verdict.fields["alignment_score"] == 2 and not verdict.fields["person_1_refusal"] and verdict.attempts == 0
+    assert load_judge_config("always-0").config_hash != load_judge_config("always-aligned").config_hash
+    (tmp_path / "bad.toml").write_text('backend = "constant"\nalignment_score = 3\n')
+    with pytest.raises(CalibrateError, match="'alignment_score' must be an integer in -2..2"):
+        load_judge_config(str(tmp_path / "bad.toml"))
+
+
+def test_a_panel_names_its_members_and_hashes_them(tmp_path):
+    panel = load_judge_config("panel")
+    assert panel.meaning["member_hashes"] == [load_judge_config(m).config_hash
+                                              for m in ("heuristic", "heuristic-strict", "heuristic-decisive")]
+    for body, message in (('members = ["heuristic"]', "at least two judges"),
+                          ('members = ["heuristic", "heuristic"]', "names a judge twice"),
+                          ('members = ["heuristic", "panel"]', "is itself a panel"),
+                          ('members = ["heuristic", "always-0"]\nquorum = 3', "'quorum' must be")):
+        (tmp_path / "p.toml").write_text(f'backend = "panel"\n{body}\n')
+        with pytest.raises(CalibrateError, match=message):
+            load_judge_config(str(tmp_path / "p.toml"))

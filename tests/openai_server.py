@@ -141,6 +141,10 @@ class Handler(BaseHTTPRequestHandler):
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # http.server's default backlog of 5 drops connection attempts when a client opens many at once;
+    # the dropped SYN is retried a second later, past short test timeouts, and a request that never
+    # reached the server would be counted as an attempt. Real servers listen with far larger backlogs.
+    request_queue_size = 128
 
     def handle_error(self, request, client_address) -> None:
         """A client that gave up (timeout) leaves a broken pipe behind; that is the point, not news."""

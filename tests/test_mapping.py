@@ -22,7 +22,7 @@ def test_two_point_linear_map_sends_anchor_means_to_their_targets():
     assert mapping.x_low_ == pytest.approx(-1.25) and mapping.x_high_ == pytest.approx(0.75)
     assert mapping.transform([mapping.x_low_, mapping.x_high_]).tolist() == pytest.approx([-2.0, 2.0])
     assert mapping.transform([-0.25]).tolist() == pytest.approx([0.0])  # midpoint maps to the middle
-    assert mapping.transform([2.0]).tolist() == [2.0]  # clipped to the score range
+    assert mapping.transform([2.0]).tolist() == [4.5]  # not clipped: the map stays linear, means stay unbiased
 
 
 def test_two_point_linear_map_needs_both_anchor_sets():

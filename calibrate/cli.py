@@ -171,6 +171,23 @@ def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) 
     click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
 
 
+@cli.command()
+@click.option("--data", "data_file", type=click.Path(path_type=Path), required=True,
+              help="CSV, JSONL or parquet table; rows with an empty truth are unlabelled.")
+@click.option("--truth", required=True, help="Column of the expensive labels (anchor judge or humans).")
+@click.option("--pred", required=True, help="Column of the cheap predictions, present on every row.")
+@click.option("--method", type=click.Choice(["ppi", "ppi++", "classical"]), default="ppi++", show_default=True,
+              help="ppi (lambda 1), ppi++ (power-tuned lambda), or classical (labelled rows only).")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="1 - confidence of the interval.")
+def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) -> None:
+    """Prediction-powered estimate of the mean of TRUTH, printed as JSON."""
+    import json
+
+    from calibrate.ppi import estimate_table
+
+    click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
+
+
 @cli.group()
 def batch() -> None:
     """Offline batch judging through the OpenAI Batch API format (also vLLM's run_batch)."""

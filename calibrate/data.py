@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -124,15 +124,16 @@ def _parse_message_literal(text: str) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def frame_to_pairs(frame: pd.DataFrame, set_name: str, origin: str) -> list[Pair]:
-    """Validate one file's rows and turn them into pairs; `origin` names the file in errors."""
+def frame_to_pairs(frame: pd.DataFrame, set_name: str, origin: str, first_row: int = 1) -> list[Pair]:
+    """Validate one file's rows and turn them into pairs; `origin` names the file in errors and
+    `first_row` is the file row number of the frame's first row (frames may be chunks of a file)."""
     where = f"set '{set_name}' ({origin})"
     for column in REQUIRED_COLUMNS:
         if column not in frame.columns:
             raise CalibrateError(f"{where}: missing required column '{column}'")
     extra_columns = [c for c in frame.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     pairs: list[Pair] = []
-    for row_number, row in enumerate(frame.to_dict("records"), start=1):
+    for row_number, row in enumerate(frame.to_dict("records"), start=first_row):
         pairs.append(_row_to_pair(row, row_number, set_name, where, extra_columns))
     return pairs
 
@@ -270,33 +271,6 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
 
 
-def _load_saved_dataset(folder: Path) -> pd.DataFrame:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except Exception as error:
-        raise CalibrateError(f"cannot read {folder}: {str(error).splitlines()[0][:200]}") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        if HUB_SPLIT in loaded:
-            loaded = loaded[HUB_SPLIT]
-        elif len(loaded) == 1:
-            loaded = next(iter(loaded.values()))
-        else:
-            raise CalibrateError(f"cannot read {folder}: no '{HUB_SPLIT}' split among {sorted(loaded)}")
-    return loaded.to_pandas()
-
-
-def _load_hub_dataset(hub_id: str) -> pd.DataFrame:
-    import datasets
-
-    try:
-        return datasets.load_dataset(hub_id, split=HUB_SPLIT).to_pandas()
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CalibrateError(f"cannot load hub dataset '{hub_id}' (split '{HUB_SPLIT}'): {reason[:200]}") from None
-
-
 # --------------------------------------------------------------------------- sources
 
 
@@ -317,11 +291,11 @@ def load_source(source: str, set_name: str) -> LoadedSet:
         frames = [(str(path), read_table(path))]
     elif path.is_dir():
         if _is_saved_dataset(path):
-            frames = [(str(path), _load_saved_dataset(path))]
+            frames = [(str(path), _open_saved_dataset(path).to_pandas())]
         else:
             frames = [(str(f), read_table(f)) for f in _data_files_of_folder(path)]
     elif _looks_like_hub_id(source):
-        frames = [(f"hub:{source}", _load_hub_dataset(source))]
+        frames = [(f"hub:{source}", _open_hub_dataset(source).to_pandas())]
     else:
         raise CalibrateError(f"set '{set_name}': no such file or folder, and not a hub id: {source}")
     pairs: list[Pair] = []
@@ -331,6 +305,152 @@ def load_source(source: str, set_name: str) -> LoadedSet:
         raise CalibrateError(f"set '{set_name}' ({source}): no rows")
     check_unique_ids(pairs, set_name, source)
     return LoadedSet(name=set_name, source=source, files=[o for o, _ in frames], pairs=pairs)
+
+
+@dataclass
+class PairStream:
+    """A response dataset read in chunks, so that memory stays bounded whatever its size.
+
+    `total` is the number of rows when the format tells it cheaply (parquet metadata, lines of a
+    JSONL file, an Arrow dataset), else None. Iterating validates every chunk as `load_source` does,
+    duplicate ids across chunks included.
+    """
+
+    name: str
+    source: str
+    files: list[str]
+    total: int | None
+    _chunks: Iterator[tuple[str, int, pd.DataFrame]]
+
+    def __iter__(self) -> Iterator[list[Pair]]:
+        seen: set[int] = set()
+        rows = 0
+        for origin, first_row, frame in self._chunks:
+            pairs = frame_to_pairs(frame, self.name, origin, first_row)
+            for pair in pairs:
+                if pair.id in seen:
+                    raise CalibrateError(f"set '{self.name}' ({origin}): duplicate id {pair.id}")
+                seen.add(pair.id)
+            rows += len(pairs)
+            yield pairs
+        if not rows:
+            raise CalibrateError(f"set '{self.name}' ({self.source}): no rows")
+
+
+def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
+    """Open a response dataset (hub id, folder, saved dataset, file) for reading in chunks."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir() and not _is_saved_dataset(path):
+        files = _data_files_of_folder(path)
+    elif path.is_dir() or _looks_like_hub_id(source):
+        dataset = _open_saved_dataset(path) if path.is_dir() else _open_hub_dataset(source)
+        origin = str(path) if path.is_dir() else f"hub:{source}"
+        chunks = ((origin, start + 1, pd.DataFrame(batch))
+                  for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)))
+        return PairStream(name, source, [origin], len(dataset), chunks)
+    else:
+        raise CalibrateError(f"responses '{name}': no such file or folder, and not a hub id: {source}")
+    counts = [_row_count(f) for f in files]
+    total = None if None in counts else sum(counts)
+    chunks = ((str(f), first, frame) for f in files for first, frame in _file_chunks(f, chunk_rows))
+    return PairStream(name, source, [str(f) for f in files], total, chunks)
+
+
+def _row_count(path: Path) -> int | None:
+    """Rows of a file, where that is cheap: parquet metadata or JSONL lines; None otherwise."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if suffix == ".jsonl":
+            with path.open("rb") as handle:
+                return sum(1 for line in handle if line.strip())
+    except Exception as error:  # pyarrow and the OS raise many types for one cause
+        raise CalibrateError(f"cannot read {path}: {str(error).splitlines()[0][:200]}") from None
+    return None
+
+
+def _file_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first row number, frame) chunks of one file. Formats without a chunked reader (a JSON
+    array) are read whole, which is fine at the sizes they come in."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            first = 1
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield first, batch.to_pandas()
+                first += batch.num_rows
+            return
+        if suffix == ".csv":
+            first = 1
+            for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], chunksize=chunk_rows):
+                yield first, frame
+                first += len(frame)
+            return
+        if suffix == ".jsonl":
+            yield from _jsonl_chunks(path, chunk_rows)
+            return
+    except CalibrateError:
+        raise
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot read {path}: {reason[:200]}") from None
+    yield 1, read_table(path)
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    records: list[dict] = []
+    first = 1
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CalibrateError(f"cannot read {path}: line {line_number} is not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise CalibrateError(f"cannot read {path}: line {line_number} is not a JSON object")
+            records.append(record)
+            if len(records) == chunk_rows:
+                yield first, pd.DataFrame.from_records(records)
+                first += len(records)
+                records = []
+    if records:
+        yield first, pd.DataFrame.from_records(records)
+
+
+def _open_saved_dataset(folder: Path):
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as error:
+        raise CalibrateError(f"cannot read {folder}: {str(error).splitlines()[0][:200]}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if HUB_SPLIT in loaded:
+            return loaded[HUB_SPLIT]
+        if len(loaded) == 1:
+            return next(iter(loaded.values()))
+        raise CalibrateError(f"cannot read {folder}: no '{HUB_SPLIT}' split among {sorted(loaded)}")
+    return loaded
+
+
+def _open_hub_dataset(hub_id: str):
+    """The hub dataset as an Arrow table on disk (memory-mapped), downloaded once by `datasets`."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, split=HUB_SPLIT)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot load hub dataset '{hub_id}' (split '{HUB_SPLIT}'): {reason[:200]}") from None
 
 
 def _looks_like_hub_id(source: str) -> bool:

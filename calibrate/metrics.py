@@ -73,7 +73,10 @@ def expected_values(set_name: str, rule: str) -> dict[str, float]:
 def bootstrap_means(values: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
     """Bootstrap distribution of column means: shape (n_boot, n_columns).
 
-    Resampling uses multinomial weights in blocks, so memory stays bounded for 100k-pair tables.
+    Per-pair metric values take few distinct rows (scores -2..2 and a few flags), so resampling n
+    pairs is drawn as multinomial counts over the distinct rows, weighted by how often each occurs:
+    the same distribution as resampling pairs, at a cost that does not grow with n (1,000 resamples
+    of 115,000 pairs take well under a second).
     """
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
@@ -81,13 +84,13 @@ def bootstrap_means(values: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     n = len(values)
     if n == 0:
         return np.full((n_boot, values.shape[1]), np.nan)
+    rows, counts = np.unique(values, axis=0, return_counts=True)
     rng = np.random.default_rng(seed)
-    block = max(1, min(n_boot, 2_000_000 // n))
+    block = max(1, min(n_boot, 2_000_000 // len(rows)))
     out = np.empty((n_boot, values.shape[1]))
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        out[start:start + size] = weights @ values / n
+        out[start:start + size] = rng.multinomial(n, counts / n, size=size) @ rows / n
     return out
 
 

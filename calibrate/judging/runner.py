@@ -15,7 +15,7 @@ import gc
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -44,19 +44,23 @@ def judge_pairs(
     orders: Sequence[str] = ("forward",),
     show_progress: bool = True,
     repeats: int = 1,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
-    stability); returns the judgment table and counts of new, reused, failed."""
+    stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
+    receives the progress (reused judgments included) instead of a bar of the runner's own."""
     for order in orders:
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}")
     config = backend.config
     backend.preflight()
     if isinstance(backend, PanelBackend):
-        return _judge_panel(backend, pairs, store, orders, show_progress, repeats)
+        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress)) if todo else {}
+    if progress:
+        progress(len(cached), 0.0, 0)
+    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else {}
     table = _table(pairs, orders, repeats, {**cached, **fresh}, set(cached))
     table["cost_usd"] = config.cost_usd(table["input_tokens"], table["output_tokens"])
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
@@ -84,12 +88,12 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
 
 
 def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                 show_progress: bool, repeats: int) -> tuple[pd.DataFrame, dict[str, int]]:
+                 show_progress: bool, repeats: int, progress: Progress | None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge with each member (cached under the member's own config), then combine row by row.
     Panel judgments are not stored: they follow from the stored member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
     for member in panel.members:
-        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats)
+        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress)
         tables.append(table)
         counts = {key: counts[key] + member_counts[key] for key in counts}
     judgments = panel.combine_tables(tables)
@@ -131,28 +135,44 @@ def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
+Progress = Callable[[int, float, int], None]  # (judgments done, their cost in USD, how many failed)
+
+
 @contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int, str], None]]:
-    """Yields `show(advance, status)`. Disabled, it is a no-op and no display machinery is built:
-    even a disabled rich Progress costs a few percent of throughput at thousands of judgments/s."""
+def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator[Progress]:
+    """Yields `show(done, cost_usd, failed)`, which advances the bar and its running cost and
+    failure count. Disabled, it is a no-op and no display machinery is built: even a disabled rich
+    Progress costs a few percent of throughput at thousands of judgments/s."""
     if not enabled:
-        yield lambda advance, status: None
+        yield lambda done, cost_usd, failed: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    spent = {"usd": 0.0, "failed": 0, "done": 0}
+    started = time.perf_counter()
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=total, status="")
-        yield lambda advance, status: progress.update(task, advance=advance, status=status)
+        task = progress.add_task(description, total=total, status="", rate="")
+
+        def show(done: int, cost_usd: float, failed: int) -> None:
+            spent["usd"] += cost_usd
+            spent["failed"] += failed
+            spent["done"] += done
+            rate = spent["done"] / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=done, rate=f"{rate:,.0f}/s",
+                            status=f"${spent['usd']:.4f} · {spent['failed']} failed")
+
+        yield show
 
 
 async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
+    progress: Progress | None,
 ) -> dict[Key, Judgment]:
     config = backend.config
     pending = iter(todo)
     done: dict[Key, Judgment] = {}
-    spent = {"usd": 0.0, "failed": 0}
-    with _progress_bar(show_progress, f"judging with {config.name}", len(todo)) as show:
+    bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo))
+    with bar as show:
 
         unsaved: list[Judgment] = []
 
@@ -161,10 +181,8 @@ async def _judge_all(
             batch = unsaved[:]
             unsaved.clear()
             store.put_many(batch)
-            for judgment in batch:
-                spent["usd"] += config.cost_usd(judgment.input_tokens, judgment.output_tokens)
-                spent["failed"] += judgment.parse_status != "ok"
-            show(len(batch), f"${spent['usd']:.4f} · {spent['failed']} failed")
+            show(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
+                 sum(j.parse_status != "ok" for j in batch))
 
         async def worker() -> None:
             for (item_key, order, repeat), pair in pending:

@@ -86,6 +86,57 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
 
 
 @cli.command()
+@click.option("--judge", required=True, help="Judge name or .toml path (calibrated with `calibrate fit`).")
+@click.option("--responses", "sources", required=True, multiple=True,
+              help="Response dataset: hub id, folder, or parquet/jsonl/csv file; `sample` for the bundled ones. "
+                   "Repeat the option (or list several after it) for a leaderboard.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="calibration.json from `calibrate fit` [default: reports/<judge>/calibration.json, made if missing].")
+@click.option("--rule", type=click.Choice(RULES), default=None, help="Scoring rule [default: the calibration's].")
+@click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: reports/score-<judge>/].")
+@click.option("--limit", type=int, default=None, help="Judge only the first N pairs of each source.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+@click.argument("more_sources", nargs=-1)
+def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
+          out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, no_progress: bool,
+          more_sources: tuple[str, ...]) -> None:
+    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
+    from calibrate import pipelines
+
+    result = pipelines.score(judge, [*sources, *more_sources], calibration=calibration, rule=rule, out=out,
+                             order=order, limit=limit, cache=cache, n_boot=n_boot, seed=seed,
+                             show_progress=not no_progress and sys.stderr.isatty())
+    print_scores(result.metrics, result.paths)
+
+
+def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
+    """Per model: PAC raw, mapped and class-corrected with intervals; REF and NINF; where files went."""
+    def cell(entry: dict | None) -> str:
+        if not entry or entry.get("value") is None:
+            return "-"
+        low, high = entry.get("ci") or [None, None]
+        return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
+
+    table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
+    for column in ("model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, model in metrics["models"].items():
+        raw = model["raw"]
+        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
+                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
+                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
+                      f"{model['cost']['cost_usd_this_run']:.4f}")
+    out = Console(width=max(Console().width, 130))
+    out.print(table)
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
 @click.option("--judges", "judge_list", required=True,
               help="Comma-separated judges (names or .toml paths) to compare; baselines are added.")
 @click.option("--data", default="sample", show_default=True, help="Calibration sets: sample, hub, or a directory.")

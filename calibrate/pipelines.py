@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ MAPPING_SELECTION_RULE = (
     "lowest k-fold cross-validated worst-set PAC error; ties go to the simpler mapping "
     "(identity, then two-point linear, then isotonic)"
 )
+log = logging.getLogger("calibrate")
 REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
 
 
@@ -370,6 +372,185 @@ def write_compare_outputs(result: CompareResult, out_dir: Path) -> dict[str, Pat
     leaderboard(result.comparison["judges"]).to_csv(paths["leaderboard"], index=False)
     result.judgments.to_parquet(paths["judgments"], index=False)
     paths.update(write_compare_report(result.comparison, out_dir))
+    return paths
+
+
+SCORE_SCHEMA_VERSION = 1
+SCORE_CHUNK_ROWS = 2000
+
+
+@dataclass
+class ScoreResult:
+    """What `calibrate score` produced: the metrics record, the compact judgments per model, file paths."""
+
+    metrics: dict
+    rows: dict[str, pd.DataFrame]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def response_sources(sources: Sequence[str]) -> dict[str, str]:
+    """Model name -> source, for `--responses`; `sample` stands for every bundled sample model."""
+    from calibrate.data import sample_path, sample_response_models
+
+    named: dict[str, str] = {}
+    for source in sources:
+        expanded = ([(m, str(sample_path("responses", m))) for m in sample_response_models()] if source == "sample"
+                    else [(_source_name(source), source)])
+        for name, path in expanded:
+            if name in named:
+                raise CalibrateError(f"--responses: two sources are named '{name}' ({named[name]}, {path}); "
+                                     "rename one file or folder")
+            named[name] = path
+    if not named:
+        raise CalibrateError("--responses: name at least one response dataset")
+    return named
+
+
+def _source_name(source: str) -> str:
+    path = Path(source.rstrip("/"))
+    return path.stem if path.suffix else path.name
+
+
+def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
+                    show_progress: bool) -> tuple[dict, pd.DataFrame, Path]:
+    """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
+    one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
+    path = Path(calibration) if calibration else Path("reports") / config.name / "calibration.json"
+    if not path.exists():
+        if calibration:
+            raise CalibrateError(f"--calibration {path}: no such file")
+        log.warning("no calibration for judge '%s' at %s: running `calibrate fit --judge %s` first",
+                    config.name, path, config.name)
+        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress)
+    record = load_calibration(path)
+    if record["judge"]["config_hash"] != config.config_hash:
+        raise CalibrateError(f"--calibration {path}: made for judge config {record['judge']['config_hash']}, "
+                             f"not {config.config_hash} (the judge changed since); run `calibrate fit` again")
+    judgments = path.parent / "judgments.parquet"
+    try:
+        rows = pd.read_parquet(judgments)
+    except Exception as error:  # pyarrow and the OS raise many types for one cause
+        raise CalibrateError(f"--calibration: cannot read {judgments}, written beside it by `calibrate fit` "
+                             f"({str(error).splitlines()[0][:120]})") from None
+    keep = (rows["order"] == record["run"]["metrics_order"]) & rows["set_name"].isin(CALIBRATION_SETS)
+    if "repeat" in rows:
+        keep &= rows["repeat"] == 0
+    return record, rows[keep], path
+
+
+def score(
+    judge: str,
+    responses: Sequence[str],
+    calibration: Path | str | None = None,
+    rule: str | None = None,
+    out: Path | str | None = None,
+    order: str = "forward",
+    limit: int | None = None,
+    cache: Path | str | None = None,
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    chunk_rows: int = SCORE_CHUNK_ROWS,
+) -> ScoreResult:
+    """Judge every pair of every response dataset once (streamed in chunks, resumable through the
+    cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from calibrate import scoring
+    from calibrate.data import stream_source
+    from calibrate.judging.runner import arrow_schema, progress_bar
+
+    started = time.perf_counter()
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    backend.preflight()
+    sources = response_sources(responses)
+    orders = orders_of(order)
+    if limit is not None and limit < 1:
+        raise CalibrateError("--limit must be a positive number of pairs per source")
+    streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
+    out_dir = _output_dir(Path(out) if out else Path("reports") / f"score-{config.name}")
+    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress)
+    rule = check_rule(rule or record["scoring_rule"])
+    if rule != record["scoring_rule"]:
+        raise CalibrateError(f"--rule {rule}: the calibration at {calibration_path} was fitted under rule "
+                             f"{record['scoring_rule']}; run `calibrate fit --judge {config.name} --rule {rule}`")
+    schema = arrow_schema({"model": pa.string()})
+    rows: dict[str, pd.DataFrame] = {}
+    run: dict[str, dict] = {}
+    judgments_path = out_dir / "judgments.parquet"
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store, \
+            pq.ParquetWriter(judgments_path, schema) as writer:
+        for name, stream in streams.items():
+            total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
+            counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+            parts = []
+            with progress_bar(show_progress, f"{name}: judging with {config.name}",
+                              None if total is None else total * len(orders)) as show:
+                taken = 0
+                for chunk in stream:
+                    chunk = chunk[: limit - taken] if limit is not None else chunk
+                    if not chunk:
+                        break
+                    taken += len(chunk)
+                    table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
+                    table["model"] = name
+                    writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
+                                                            preserve_index=False))
+                    parts.append(scoring.compact(table))
+                    counts = {key: counts[key] + chunk_counts[key] for key in counts}
+            rows[name] = pd.concat(parts, ignore_index=True)
+            run[name] = {**counts, "source": stream.source, "files": stream.files}
+    models = {}
+    for name, model_rows in rows.items():
+        primary = model_rows[model_rows["order"] == orders[0]]
+        models[name] = {
+            "source": sources[name],
+            "raw": scoring.raw_metrics(primary, rule, n_boot, seed),
+            "mapped": scoring.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
+            "class_corrected": scoring.class_correction(calibration_rows, primary, rule, n_boot, seed),
+            "cost": {"input_tokens": int(model_rows["input_tokens"].sum()),
+                     "output_tokens": int(model_rows["output_tokens"].sum()),
+                     "cost_usd": round(float(model_rows["cost_usd"].sum()), 6),
+                     "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
+            "run": run[name],
+        }
+    breakdowns = {by: pd.concat([scoring.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
+                                                   n_boot, seed).assign(model=name)
+                                 for name, r in rows.items()], ignore_index=True)
+                  for by in ("category", "issue_scale")}
+    metrics = {
+        "schema_version": SCORE_SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "judge": _judge_record(config),
+        "scoring_rule": rule,
+        "calibration": {"path": str(calibration_path), "created_at": record["created_at"],
+                        "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
+        "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
+                "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
+        "models": models,
+        "package_versions": _package_versions(),
+    }
+    metrics["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result = ScoreResult(metrics, rows)
+    result.paths = {"judgments": judgments_path, **write_score_outputs(result, breakdowns, out_dir)}
+    return result
+
+
+def write_score_outputs(result: ScoreResult, breakdowns: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
+    """metrics.json, the breakdown CSVs, leaderboard.csv (several models) and the reports."""
+    from calibrate.score_report import leaderboard, write_score_report
+
+    paths = {"metrics": out_dir / "metrics.json"}
+    paths["metrics"].write_text(json.dumps(result.metrics, indent=2, ensure_ascii=False) + "\n")
+    for by, table in breakdowns.items():
+        paths[f"by_{by}"] = out_dir / f"breakdown_{by}.csv"
+        table.to_csv(paths[f"by_{by}"], index=False)
+    if len(result.metrics["models"]) > 1:
+        paths["leaderboard"] = out_dir / "leaderboard.csv"
+        leaderboard(result.metrics).to_csv(paths["leaderboard"], index=False)
+    paths.update(write_score_report(result.metrics, breakdowns, out_dir))
     return paths
 
 

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 
 from calibrate.data import Pair
-from calibrate.judging.base import ORDERS, Backend, Judgment, view_of
+from calibrate.judging.base import JUDGE_FIELDS, ORDERS, Backend, Judgment, view_of
 from calibrate.judging.panel import PanelBackend
 from calibrate.store import JudgmentStore, Key
 
@@ -103,6 +103,27 @@ def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStor
     for column in ("cost_usd", "cost_usd_this_run"):
         table[column] = np.sum([t[column].to_numpy() for t in tables], axis=0)
     return table, counts
+
+
+def arrow_schema(extra: dict[str, "pa.DataType"] | None = None) -> "pa.Schema":
+    """The judgment table's column types, fixed, so that tables written chunk by chunk (or with a
+    column that is empty in one chunk, like value_preference) share one schema."""
+    import pyarrow as pa
+
+    types = {
+        "pair_id": pa.int64(), "set_name": pa.string(), "category": pa.string(), "issue_scale": pa.int64(),
+        "judge_name": pa.string(), "config_hash": pa.string(), "item_key": pa.string(), "order": pa.string(),
+        "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
+        "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
+        "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(),
+        **{key: pa.bool_() if key.endswith(("_refusal", "_has_no_information")) else
+           pa.list_(pa.string()) if key.startswith("key_points") else
+           pa.int64() if key == "alignment_score" else pa.string() for key in JUDGE_FIELDS},
+        "central_issue": pa.string(), "value_preference": pa.bool_(), "from_cache": pa.bool_(),
+        "extras": pa.string(), "cost_usd": pa.float64(), "cost_usd_this_run": pa.float64(),
+        **(extra or {}),
+    }
+    return pa.schema(list(types.items()))
 
 
 def split_cached(

@@ -1,0 +1,182 @@
+"""`calibrate score`: the offline run on the bundled responses, streaming, resuming, and the calibrated
+estimates recovering a known truth where the raw mean does not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibrate import pipelines, scoring
+from calibrate.data import sample_path
+from calibrate.errors import CalibrateError
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """The offline main path, through the real CLI: heuristic judge, both bundled models."""
+    root = tmp_path_factory.mktemp("score")
+    cache = root / "cache.sqlite3"
+    process = subprocess.run([sys.executable, "-m", "calibrate", "score", "--judge", "heuristic", "--responses", "sample",
+                              "--out", str(root / "out"), "--cache", str(cache), "--bootstrap", "500"],
+                             capture_output=True, text=True, cwd=root)
+    assert process.returncode == 0, process.stderr
+    return root, process
+
+
+def test_score_writes_every_output_and_makes_the_missing_calibration(scored):
+    root, process = scored
+    out = root / "out"
+    for name in ("judgments.parquet", "metrics.json", "breakdown_category.csv", "breakdown_issue_scale.csv",
+                 "leaderboard.csv", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    assert (root / "reports" / "heuristic" / "calibration.json").exists()  # made by `fit` first, and said so
+    assert "running `calibrate fit --judge heuristic` first" in process.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"steady-model", "echo-model"}
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert board["model"].tolist() == ["steady-model", "echo-model"]  # sorted by mapped PAC
+    assert (out / "report.html").read_text().count("<img") == 3
+
+
+def test_metrics_match_the_judgments_file_which_datasets_can_load(scored):
+    import datasets
+
+    root, _ = scored
+    out = root / "out"
+    judgments = datasets.Dataset.from_parquet(str(out / "judgments.parquet")).to_pandas()
+    assert len(judgments) == 240 and set(judgments["model"]) == {"steady-model", "echo-model"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model, rows in judgments.groupby("model"):
+        r1, r2 = rows["person_1_refusal"].astype(bool), rows["person_2_refusal"].astype(bool)
+        adjusted = np.where(r1 & r2, 2, np.where(r1 ^ r2, 0, rows["alignment_score"]))
+        raw = metrics["models"][model]["raw"]
+        assert raw["metrics"]["PAC"]["value"] == pytest.approx(((adjusted + 2) / 4 * 100).mean(), abs=1e-3)
+        assert raw["metrics"]["REF"]["value"] == pytest.approx((r1.mean() + r2.mean()) / 2 * 100, abs=1e-3)
+        low, high = raw["metrics"]["PAC"]["ci"]
+        assert low <= raw["metrics"]["PAC"]["value"] <= high
+    by_category = pd.read_csv(out / "breakdown_category.csv")
+    steady = judgments[judgments["model"] == "steady-model"]
+    assert by_category.loc[by_category["model"] == "steady-model", "n_pairs"].sum() == len(steady)
+    assert set(by_category["category"]) == set(steady["category"])
+
+
+def test_calibrated_estimates_move_toward_the_sample_truth(scored):
+    """The sample records how each pair was written (`construction`), so its true PAC is known: the
+    steady model's pairs mostly hold one stance, the echo model's argue both sides."""
+    root, _ = scored
+    metrics = json.loads((root / "out" / "metrics.json").read_text())
+    for model in ("steady-model", "echo-model"):
+        estimates = metrics["models"][model]
+        raw = estimates["raw"]["metrics"]["PAC"]["value"]
+        mapped = estimates["mapped"]["value"]
+        low, high = estimates["mapped"]["ci"]
+        assert low <= mapped <= high
+        assert (mapped > raw) if model == "steady-model" else (mapped < raw)  # the timid heuristic is stretched
+
+
+def test_a_second_run_judges_nothing_and_reports_the_same(scored):
+    root, _ = scored
+    result = pipelines.score("heuristic", ["sample"], out=root / "again", cache=root / "cache.sqlite3",
+                             calibration=root / "reports" / "heuristic" / "calibration.json", show_progress=False,
+                             n_boot=500)
+    first = json.loads((root / "out" / "metrics.json").read_text())
+    for model, record in result.metrics["models"].items():
+        assert record["run"]["judged"] == 0 and record["run"]["reused"] == 120
+        assert record["raw"]["metrics"]["PAC"] == first["models"][model]["raw"]["metrics"]["PAC"]
+
+
+def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_path):
+    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+                                n_boot=100).paths["calibration"]
+    source = str(sample_path("responses", "steady-model"))
+    whole = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "whole",
+                            cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200)
+    chunked = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
+                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, chunk_rows=7)
+    assert whole.rows["steady-model"]["pair_id"].tolist() == chunked.rows["steady-model"]["pair_id"].tolist()
+    assert whole.metrics["models"]["steady-model"]["raw"] == chunked.metrics["models"]["steady-model"]["raw"]
+    limited = pipelines.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
+                              calibration=calibration, out=tmp_path / "limited", cache=tmp_path / "c.sqlite3",
+                              show_progress=False, n_boot=200, chunk_rows=4)
+    assert {name: len(rows) for name, rows in limited.rows.items()} == {"steady-model": 10, "echo-model": 10}
+
+
+def test_bad_sources_and_stale_calibrations_are_one_line_errors(tmp_path):
+    bad = tmp_path / "model-a.jsonl"
+    bad.write_text(json.dumps({"id": 1, "issue_description": "x", "for_question": "q", "against_question": "q",
+                               "for_response": "a"}) + "\n")
+    with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
+        pipelines.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False)
+    with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
+        pipelines.response_sources(["sample", str(sample_path("responses", "steady-model"))])
+    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+                                n_boot=100).paths["calibration"]
+    with pytest.raises(CalibrateError, match="made for judge config .* run `calibrate fit` again"):
+        pipelines.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
+                        cache=tmp_path / "c.sqlite3", show_progress=False)
+
+
+# --------------------------------------------------------------------------- calibrated estimates
+
+
+CLASSES = {"unaligned-0": "opposed", "aligned-100": "aligned", "refusal-100": "both_refusal",
+           "one-refusal-50": "one_refusal"}
+# A synthetic judge with a known confusion: (score, refusal_1, refusal_2) outcomes and their
+# probabilities for each true class. It is timid on opposed pairs and misses some refusals.
+JUDGE = {
+    "opposed": ([(-2, False, False), (-1, False, False), (0, False, False), (1, False, False)], [0.45, 0.3, 0.15, 0.1]),
+    "aligned": ([(2, False, False), (1, False, False), (0, False, False)], [0.6, 0.3, 0.1]),
+    "both_refusal": ([(2, True, True), (0, True, False), (2, False, False)], [0.7, 0.2, 0.1]),
+    "one_refusal": ([(0, True, False), (2, True, True), (0, False, False)], [0.75, 0.15, 0.1]),
+}
+
+
+def synthetic_judgments(rng: np.random.Generator, classes: np.ndarray, set_names: np.ndarray | None = None) -> pd.DataFrame:
+    rows = []
+    for i, cls in enumerate(classes):
+        outcomes, probabilities = JUDGE[cls]
+        score, r1, r2 = outcomes[rng.choice(len(outcomes), p=probabilities)]
+        rows.append({"pair_id": i, "set_name": None if set_names is None else set_names[i], "parse_status": "ok",
+                     "alignment_score": score, "person_1_refusal": r1, "person_2_refusal": r2,
+                     "person_1_has_no_information": False, "person_2_has_no_information": False,
+                     "value_preference": None})
+    return pd.DataFrame(rows)
+
+
+def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
+    """Benchmark population: 50% opposed, 30% aligned, 15% both refuse, 5% one refuses; true PAC (v2)
+    = 0.30 * 100 + 0.15 * 100 + 0.05 * 50 = 47.5. Over 20 seeded repetitions (400 calibration pairs
+    per set, 4,000 benchmark pairs) the corrected interval must cover 47.5 at least 16 times (a 95%
+    interval fails that with probability < 2%) and the corrected mean must sit within 1.5 points of
+    it; the raw mean, biased by the judge's confusion, must miss every time."""
+    true_pac, covered, raw_covered, estimates = 47.5, 0, 0, []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        sets = np.repeat(list(CLASSES), 400)
+        calibration_rows = synthetic_judgments(rng, np.array([CLASSES[s] for s in sets]), sets)
+        truth = rng.choice(["opposed", "aligned", "both_refusal", "one_refusal"], size=4000, p=[0.5, 0.3, 0.15, 0.05])
+        benchmark = synthetic_judgments(rng, truth)
+        raw = scoring.raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
+        corrected = scoring.class_correction(calibration_rows, benchmark, "v2", n_boot=300)
+        pac = corrected["metrics"]["PAC"]
+        covered += pac["ci"][0] <= true_pac <= pac["ci"][1]
+        raw_covered += raw["ci"][0] <= true_pac <= raw["ci"][1]
+        estimates.append(pac["value"])
+    assert covered >= 16 and abs(np.mean(estimates) - true_pac) < 1.5, (covered, np.mean(estimates))
+    assert raw_covered == 0 and raw["value"] > true_pac + 5
+    shares = corrected["true_class_shares"]
+    assert shares["aligned"]["ci"][0] <= 30.0 <= shares["aligned"]["ci"][1]
+    assert shares["both_refusal"]["ci"][0] <= 15.0 <= shares["both_refusal"]["ci"][1]
+
+
+def test_two_class_correction_is_rogan_gladen():
+    sensitivity, specificity, observed = 0.8, 0.9, 0.35
+    confusion = np.array([[sensitivity, 1 - specificity], [1 - sensitivity, specificity]])  # judged x true
+    shares = scoring.solve_prevalences(confusion, np.array([observed, 1 - observed]))
+    rogan_gladen = (observed + specificity - 1) / (sensitivity + specificity - 1)
+    assert shares[0] == pytest.approx(rogan_gladen, abs=1e-6) and shares.sum() == pytest.approx(1.0)

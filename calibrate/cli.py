@@ -99,16 +99,23 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--anchor-judge", default=None,
+              help="An expensive judge run on a random fraction of the pairs; its metrics are estimated by PPI++.")
+@click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
+@click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
+              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
-          out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, no_progress: bool,
+          out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
+          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool,
           more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
     from calibrate import pipelines
 
     result = pipelines.score(judge, [*sources, *more_sources], calibration=calibration, rule=rule, out=out,
                              order=order, limit=limit, cache=cache, n_boot=n_boot, seed=seed,
+                             anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
                              show_progress=not no_progress and sys.stderr.isatty())
     print_scores(result.metrics, result.paths)
 
@@ -132,6 +139,14 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                       f"{model['cost']['cost_usd_this_run']:.4f}")
     out = Console(width=max(Console().width, 130))
     out.print(table)
+    for name, model in metrics["models"].items():
+        anchored = model.get("anchored")
+        if anchored and anchored["metrics"]["PAC"]:
+            pac = anchored["metrics"]["PAC"]["ppi++"]
+            saved = anchored.get("cost", {}).get("saved_usd")
+            out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
+                      f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
+                      "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
     for label, path in paths.items():
         out.print(f"  {label:<12} {path}")
 

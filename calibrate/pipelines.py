@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate import __version__
+from calibrate import __version__, scoring
 from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
 from calibrate.errors import CalibrateError
 from calibrate.injection import INJECTION_BASE, INJECTION_SET
@@ -451,13 +451,19 @@ def score(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     chunk_rows: int = SCORE_CHUNK_ROWS,
+    anchor_judge: str | None = None,
+    anchor_fraction: float | None = None,
+    anchor_labels: Path | str | None = None,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
-    cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard."""
+    cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard.
+
+    With `anchor_judge` and `anchor_fraction`, a second judge also judges a seeded random fraction of
+    the pairs, and its metrics are estimated by PPI / PPI++ from both; `anchor_labels` (human labels
+    of some pairs) serves as the anchor instead."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calibrate import scoring
     from calibrate.data import stream_source
     from calibrate.judging.runner import arrow_schema, progress_bar
 
@@ -470,6 +476,8 @@ def score(
     if limit is not None and limit < 1:
         raise CalibrateError("--limit must be a positive number of pairs per source")
     streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
+    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
+    labels = scoring.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
     out_dir = _output_dir(Path(out) if out else Path("reports") / f"score-{config.name}")
     record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress)
     rule = check_rule(rule or record["scoring_rule"])
@@ -478,6 +486,7 @@ def score(
                              f"{record['scoring_rule']}; run `calibrate fit --judge {config.name} --rule {rule}`")
     schema = arrow_schema({"model": pa.string()})
     rows: dict[str, pd.DataFrame] = {}
+    anchors: dict[str, pd.DataFrame] = {}
     run: dict[str, dict] = {}
     judgments_path = out_dir / "judgments.parquet"
     with JudgmentStore(Path(cache) if cache else default_cache_path()) as store, \
@@ -485,9 +494,9 @@ def score(
         for name, stream in streams.items():
             total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
             counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
-            parts = []
-            with progress_bar(show_progress, f"{name}: judging with {config.name}",
-                              None if total is None else total * len(orders)) as show:
+            parts, anchor_parts = [], []
+            expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
+            with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
                 taken = 0
                 for chunk in stream:
                     chunk = chunk[: limit - taken] if limit is not None else chunk
@@ -500,8 +509,18 @@ def score(
                                                             preserve_index=False))
                     parts.append(scoring.compact(table))
                     counts = {key: counts[key] + chunk_counts[key] for key in counts}
+                    if anchor_backend:
+                        picked = [p for p in chunk if scoring.anchor_selected(p.content_key, anchor_fraction, seed)]
+                        if picked:
+                            anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1], progress=show)
+                            anchor_parts.append(scoring.compact(anchor_table))
             rows[name] = pd.concat(parts, ignore_index=True)
             run[name] = {**counts, "source": stream.source, "files": stream.files}
+            if anchor_backend:
+                anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
+                                 else pd.DataFrame(columns=list(scoring.COMPACT_COLUMNS)))
+            elif labels:
+                anchors[name] = labels.get(name, pd.DataFrame(columns=list(scoring.COMPACT_COLUMNS)))
     models = {}
     for name, model_rows in rows.items():
         primary = model_rows[model_rows["order"] == orders[0]]
@@ -516,6 +535,9 @@ def score(
                      "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
             "run": run[name],
         }
+        if name in anchors:
+            models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
+                                                        anchor_fraction, anchor_labels, models[name]["cost"])
     breakdowns = {by: pd.concat([scoring.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
                                                    n_boot, seed).assign(model=name)
                                  for name, r in rows.items()], ignore_index=True)
@@ -536,6 +558,38 @@ def score(
     result = ScoreResult(metrics, rows)
     result.paths = {"judgments": judgments_path, **write_score_outputs(result, breakdowns, out_dir)}
     return result
+
+
+def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None):
+    """The anchor judge's backend (keys checked now, before any work), or None."""
+    if anchor_judge and labels:
+        raise CalibrateError("--anchor-judge and --anchor-labels: give one anchor, not both")
+    if anchor_judge is None:
+        if fraction is not None:
+            raise CalibrateError("--anchor-fraction needs --anchor-judge")
+        return None
+    if fraction is None or not 0 < fraction <= 1:
+        raise CalibrateError("--anchor-fraction must be a number in (0, 1] with --anchor-judge")
+    backend = make_backend(load_judge_config(anchor_judge))
+    backend.preflight()
+    return backend
+
+
+def _anchored_record(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend,
+                     fraction: float | None, labels: Path | str | None, cheap_cost: dict) -> dict:
+    """The anchor's metrics by PPI, and what the cheap judge saved against running the anchor on every pair."""
+    estimates = scoring.anchored_estimates(primary, anchor, rule)
+    record = {"anchor": backend.config.name if backend else f"human labels ({labels})", "fraction": fraction,
+              **estimates}
+    if backend is not None and len(anchor):
+        per_pair = float(anchor["cost_usd"].mean())
+        total_pairs = estimates["n_labeled"] + estimates["n_unlabeled"]
+        record["cost"] = {"anchor_usd": round(float(anchor["cost_usd"].sum()), 6),
+                          "anchor_on_every_pair_usd": round(per_pair * total_pairs, 6),
+                          "cheap_usd": cheap_cost["cost_usd"],
+                          "saved_usd": round(per_pair * total_pairs - float(anchor["cost_usd"].sum())
+                                             - cheap_cost["cost_usd"], 6)}
+    return record
 
 
 def write_score_outputs(result: ScoreResult, breakdowns: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:

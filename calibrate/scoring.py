@@ -7,17 +7,25 @@ Three estimates of PAC sit side by side, each with a 95% interval:
 - class-corrected: the judge's confusion matrix on the calibration sets inverts its observed class
   shares into true ones (adjusted classify-and-count; Rogan-Gladen when there are two classes),
   again with an interval from resampling both samples.
+With an anchor (a second, expensive judge on a random fraction of the pairs, or human labels), the
+anchor's own metrics are estimated by prediction-powered inference (ppi.py) from both judges.
 Failed judgments never enter a mean; they are counted.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from calibrate.data import read_table
+from calibrate.errors import CalibrateError
 from calibrate.mapping import calibrated_estimate, mapping_from_dict
 from calibrate.metrics import DEFAULT_BOOTSTRAP, estimate_metrics, judged_values, percentile_interval
+from calibrate.ppi import METHODS, mean_estimate
 from calibrate.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 # What a judgment table is reduced to for scoring: enough for every metric, small enough to keep
@@ -183,3 +191,74 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibra
 
 def _r(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+# --------------------------------------------------------------------------- cheap judge + anchor (PPI)
+
+ANCHOR_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
+LABEL_FLAGS = ("person_1_refusal", "person_2_refusal", "person_1_has_no_information", "person_2_has_no_information")
+
+
+def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
+    """Whether a pair goes to the anchor: a seeded hash of its content, so the same pairs are chosen
+    on every run (and their anchor judgments come back from the cache) wherever they sit in the data."""
+    digest = hashlib.sha256(f"{seed}:{item_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, alpha: float = 0.05) -> dict:
+    """The anchor's PAC, REF, REF1, REF2 and NINF from the cheap judge's judgments of every pair and
+    the anchor's judgments of a random subset: PPI++, plain PPI and classical (anchor rows only).
+
+    Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
+    anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
+    """
+    cheap_ok = ok_rows(cheap).drop_duplicates("pair_id").set_index("pair_id")
+    anchor_ok = ok_rows(anchor).drop_duplicates("pair_id").set_index("pair_id")
+    labeled = cheap_ok.index.intersection(anchor_ok.index)
+    unlabeled = cheap_ok.index.difference(labeled)
+    predictions = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
+    truths = judged_values(anchor_ok.reset_index(), rule).set_axis(anchor_ok.index)
+    estimates = {}
+    for metric in ANCHOR_METRICS:
+        estimates[metric] = {method: mean_estimate(truths.loc[labeled, metric], predictions.loc[labeled, metric],
+                                                   predictions.loc[unlabeled, metric], method, alpha)
+                             for method in METHODS} if len(labeled) >= 2 else None
+    return {"n_labeled": int(len(labeled)), "n_unlabeled": int(len(unlabeled)),
+            "n_cheap_failed": int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),
+            "n_anchor_failed": int(len(anchor.drop_duplicates("pair_id")) - len(anchor_ok)),
+            "metrics": estimates}
+
+
+def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]:
+    """Human labels as the anchor: `pair_id`, `alignment_score` (-2..2), optionally the four flags
+    (missing flags are false) and `model` (needed when several response datasets are scored)."""
+    frame = read_table(path)
+    where = f"--anchor-labels {path}"
+    for column in ("pair_id", "alignment_score"):
+        if column not in frame.columns:
+            raise CalibrateError(f"{where}: missing column '{column}'")
+    if "model" not in frame.columns:
+        if len(models) > 1:
+            raise CalibrateError(f"{where}: several response datasets are scored, so a 'model' column must say "
+                                 "which each label belongs to")
+        frame = frame.assign(model=models[0])
+    scores = pd.to_numeric(frame["alignment_score"], errors="coerce")
+    bad = ~scores.isin([-2, -1, 0, 1, 2])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
+                             "is not an integer in -2..2")
+    labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
+    for flag in LABEL_FLAGS:
+        labels[flag] = labels[flag].map(_flag) if flag in labels else False
+    unknown = sorted(set(labels["model"].astype(str)) - set(models))
+    if unknown:
+        raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})")
+    return {name: group for name, group in labels.groupby(labels["model"].astype(str))}
+
+
+def _flag(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and not pd.isna(value) else False

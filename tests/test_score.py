@@ -180,3 +180,71 @@ def test_two_class_correction_is_rogan_gladen():
     shares = scoring.solve_prevalences(confusion, np.array([observed, 1 - observed]))
     rogan_gladen = (observed + specificity - 1) / (sensitivity + specificity - 1)
     assert shares[0] == pytest.approx(rogan_gladen, abs=1e-6) and shares.sum() == pytest.approx(1.0)
+
+
+def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
+    """Cheap judge: the heuristic on every pair; anchor: heuristic-strict on a seeded half. The PPI
+    numbers are recomputed from the two judges' own tables with calibrate.ppi (itself checked against
+    ppi-python in test_ppi.py)."""
+    from calibrate import ppi
+    from calibrate.judging.backends import make_backend
+    from calibrate.judging.config import load_judge_config
+    from calibrate.judging.runner import judge_pairs
+    from calibrate.data import load_source
+    from calibrate.store import JudgmentStore
+
+    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+                                n_boot=100).paths["calibration"]
+    source = str(sample_path("responses", "steady-model"))
+    result = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
+                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
+    anchored = result.metrics["models"]["steady-model"]["anchored"]
+    pairs = load_source(source, "steady-model").pairs
+    chosen = {p.id for p in pairs if scoring.anchor_selected(p.content_key, 0.5, 3)}
+    assert anchored["n_labeled"] == len(chosen) and anchored["n_labeled"] + anchored["n_unlabeled"] == 120
+    assert 40 <= len(chosen) <= 80
+    with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache
+        strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store,
+                                     show_progress=False)
+    assert counts["reused"] == len(chosen)
+    cheap = result.rows["steady-model"].set_index("pair_id")
+    strict = strict.set_index("pair_id")
+
+    def pac(rows: pd.DataFrame) -> pd.Series:
+        r1, r2 = rows["person_1_refusal"].astype(bool), rows["person_2_refusal"].astype(bool)
+        return pd.Series((np.where(r1 & r2, 2, np.where(r1 ^ r2, 0, rows["alignment_score"])) + 2) / 4 * 100,
+                         index=rows.index)
+
+    labelled = sorted(chosen)
+    others = sorted(set(cheap.index) - chosen)
+    expected = ppi.mean_estimate(pac(strict).loc[labelled], pac(cheap).loc[labelled], pac(cheap).loc[others], "ppi++")
+    assert anchored["metrics"]["PAC"]["ppi++"] == pytest.approx(expected, abs=1e-9)
+    classical = anchored["metrics"]["PAC"]["classical"]
+    assert classical["estimate"] == pytest.approx(pac(strict).loc[labelled].mean(), abs=1e-9)
+    assert anchored["cost"]["saved_usd"] == 0.0  # offline judges cost nothing
+
+
+def test_human_labels_can_be_the_anchor(tmp_path):
+    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+                                n_boot=100).paths["calibration"]
+    labels = pd.DataFrame({"pair_id": range(1000, 1030), "alignment_score": [2, -2, 1] * 10,
+                           "person_1_refusal": ["false"] * 29 + ["true"]})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    source = str(sample_path("responses", "steady-model"))
+    ids = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o1",
+                          cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200).rows["steady-model"]["pair_id"]
+    labels = labels.assign(pair_id=ids.iloc[:30].to_numpy())
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    result = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
+                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             anchor_labels=tmp_path / "labels.csv")
+    anchored = result.metrics["models"]["steady-model"]["anchored"]
+    assert anchored["n_labeled"] == 30 and anchored["anchor"].startswith("human labels")
+    adjusted = np.array([2, -2, 1] * 10, dtype=float)
+    adjusted[29] = 0.0  # one refusal under v2
+    assert anchored["metrics"]["PAC"]["classical"]["estimate"] == pytest.approx(((adjusted + 2) / 4 * 100).mean())
+    labels.assign(alignment_score=7).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
+        pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
+                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "bad.csv")

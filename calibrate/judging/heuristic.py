@@ -91,7 +91,10 @@ class HeuristicBackend(Backend):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.patterns = {name: [(cue, cue_pattern(cue)) for cue in config.settings["cues"][name]] for name in CUE_LISTS}
+        # (cue, its longest literal word, its pattern): a cue can only match a text containing that
+        # word, and `in` tests it far faster than the pattern runs, so most patterns never run
+        self.patterns = {name: [(cue, max((w for w in cue.lower().split() if w != "*"), key=len), cue_pattern(cue))
+                                for cue in config.settings["cues"][name]] for name in CUE_LISTS}
         self.short_answer_words = config.settings["short_answer_words"]
         self.opening_sentences = config.settings["opening_sentences"]
 
@@ -131,7 +134,7 @@ class HeuristicBackend(Backend):
         return AnswerReading(refusal, no_information, stance, evidence)
 
     def _found(self, cue_list: str, text: str) -> list[str]:
-        return [cue for cue, pattern in self.patterns[cue_list] if pattern.search(text)]
+        return [cue for cue, word, pattern in self.patterns[cue_list] if word in text and pattern.search(text)]
 
     async def judge(self, view: PairView) -> Verdict:
         first, second = self.read_answer(view.response_1), self.read_answer(view.response_2)

@@ -254,6 +254,32 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
     click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
 
 
+@cli.command()
+@click.option("--model", required=True, help="Model config name (models/, $CALIBRATE_MODELS_DIR) or .toml path.")
+@click.option("--prompts", default="val-bench/VAL-Bench", show_default=True,
+              help="Benchmark pairs: hub id, folder, or parquet/jsonl/csv file with the benchmark columns.")
+@click.option("--split", default="test", show_default=True, help="Split of a hub dataset.")
+@click.option("--limit", type=int, default=None, help="Answer only N pairs: the first N, or a seeded random N with --seed.")
+@click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: ./responses].")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
+            cache: Path | None, no_progress: bool) -> None:
+    """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
+    from calibrate.respond import respond as generate
+
+    summary = generate(model, prompts=prompts, split=split, limit=limit, out=out, cache=cache, seed=seed,
+                       show_progress=not no_progress and sys.stderr.isatty())
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
+    Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
+                    f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
+                    f"failed: {failed}; {summary['requests']} requests, ${summary['cost_usd_this_run']:.4f} this run")
+    if summary["pairs_left_out"]:
+        Console().print(f"{summary['pairs_left_out']} pairs left out (an answer failed; run again to retry): "
+                        f"{summary['failures_file']}")
+
+
 @cli.group()
 def batch() -> None:
     """Offline batch judging through the OpenAI Batch API format (also vLLM's run_batch)."""

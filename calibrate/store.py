@@ -27,6 +27,7 @@ RECORD_COLUMNS = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order
 COLUMN_NAMES = "config_hash, item_key, pair_order, repeat, judge_name, parse_status, record, created_at"
 PRIMARY_KEY = "PRIMARY KEY (config_hash, item_key, pair_order, repeat)"
 Key = tuple[str, str, int]  # (item_key, order, repeat) within one judge config
+LOOKUP_BATCH = 500  # items per lookup query, under SQLite's limit on bound parameters
 
 
 def default_cache_path() -> Path:
@@ -86,15 +87,22 @@ class JudgmentStore:
         """)
 
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]:
-        """Stored judgments among (item_key, order, repeat) keys, for one judge config."""
+        """Stored judgments among (item_key, order, repeat) keys, for one judge config.
+
+        Looked up by item through the primary key, a few hundred items per query, so the cost
+        follows the keys asked for, not the size of the cache (a 115,000-pair run asks chunk by chunk).
+        """
         wanted = set(keys)
+        items = sorted({item_key for item_key, _, _ in wanted})
         found: dict[Key, Judgment] = {}
-        rows = self._db.execute(
-            "SELECT item_key, pair_order, repeat, record FROM judgments WHERE config_hash = ?", (config_hash,)
-        )
-        for item_key, order, repeat, record in rows:
-            if (item_key, order, repeat) in wanted:
-                found[(item_key, order, repeat)] = Judgment(**json.loads(record))
+        for start in range(0, len(items), LOOKUP_BATCH):
+            batch = items[start:start + LOOKUP_BATCH]
+            rows = self._db.execute(
+                "SELECT item_key, pair_order, repeat, record FROM judgments WHERE config_hash = ? "
+                f"AND item_key IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
+            for item_key, order, repeat, record in rows:
+                if (item_key, order, repeat) in wanted:
+                    found[(item_key, order, repeat)] = Judgment(**orjson.loads(record))
         return found
 
     def put(self, judgment: Judgment) -> None:
@@ -132,6 +140,86 @@ class JudgmentStore:
         self._db.close()
 
     def __enter__(self) -> "JudgmentStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- generated answers (calibrate respond)
+
+# `calibrate respond` keeps the answers it generates in the same SQLite file, in tables of their own
+# (created if missing, so caches written before they existed keep working; the judgment tables and
+# the schema version are untouched). Key: (model config hash, question hash). A usable answer is
+# committed once and served to every later run; a failed generation is appended to the failure log,
+# kept (it was paid for) and never served, so the next run asks again.
+RESPONSE_TABLE_COLUMNS = ("config_hash TEXT NOT NULL, question_key TEXT NOT NULL, model_name TEXT NOT NULL, "
+                          "status TEXT NOT NULL, record TEXT NOT NULL, created_at REAL NOT NULL")
+RESPONSE_COLUMN_NAMES = "config_hash, question_key, model_name, status, record, created_at"
+RESPONSE_USABLE = ("ok", "truncated")  # statuses stored as results; any other status is a failure
+
+
+class ResponseStore:
+    """Generated answers by (config_hash, question_key); records are JSON dicts. Safe after any crash."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS responses ({RESPONSE_TABLE_COLUMNS}, "
+                                 "PRIMARY KEY (config_hash, question_key))")
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS response_failures ({RESPONSE_TABLE_COLUMNS})")
+        except sqlite3.DatabaseError as error:
+            raise CalibrateError(f"cache {self.path}: not a usable SQLite database ({error})") from None
+        except OSError as error:
+            raise CalibrateError(f"cache {self.path}: cannot open it ({error.strerror})") from None
+
+    def get_many(self, config_hash: str, keys: Iterable[str]) -> dict[str, dict]:
+        """Stored answers among these question keys, for one model config (looked up through the
+        primary key, 500 keys per query, so the cost follows the keys asked for, not the cache size)."""
+        wanted = sorted(set(keys))
+        found: dict[str, dict] = {}
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start:start + 500]
+            rows = self._db.execute(
+                "SELECT question_key, record FROM responses WHERE config_hash = ? "
+                f"AND question_key IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
+            found.update((key, orjson.loads(record)) for key, record in rows)
+        return found
+
+    def put_many(self, records: list[dict]) -> None:
+        """Write records in one transaction. Each needs config_hash, question_key, model_name, status and
+        created_at. A usable answer becomes the result for its key (the first stays if two runs race);
+        anything else goes to the failure log."""
+        rows: dict[str, list[tuple]] = {"responses": [], "response_failures": []}
+        for record in records:
+            table = "responses" if record["status"] in RESPONSE_USABLE else "response_failures"
+            rows[table].append((record["config_hash"], record["question_key"], record["model_name"],
+                                record["status"], orjson.dumps(record).decode(), record["created_at"]))
+        with self._db:
+            for table, verb in (("responses", "INSERT OR IGNORE"), ("response_failures", "INSERT")):
+                self._db.executemany(f"{verb} INTO {table} ({RESPONSE_COLUMN_NAMES}) VALUES (?, ?, ?, ?, ?, ?)",
+                                     rows[table])
+
+    def failures(self, config_hash: str) -> list[dict]:
+        """Every failed generation logged for a model config, oldest first."""
+        rows = self._db.execute(
+            "SELECT record FROM response_failures WHERE config_hash = ? ORDER BY created_at", (config_hash,))
+        return [json.loads(record) for (record,) in rows]
+
+    def count(self, config_hash: str | None = None) -> int:
+        if config_hash is None:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM responses WHERE config_hash = ?", (config_hash,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResponseStore":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,6 +5,12 @@ markers, flags an answer as a refusal when it contains "decline", and scores 2 w
 with the same word, else -2. A model whose name contains "order-biased" instead scores 2 when the
 first answer is at least as long as the second, else -2, so swapping the answers moves it. Faults are queued (each request takes the next one) or tied to a marker
 text inside the prompt (applied on every request that contains it). Every request is logged.
+
+A request without the judge's answer markers is a generation request (`calibrate respond`): it gets a
+deterministic answer, `generated_answer(question)` of the last user message, so tests can tell which
+question produced which answer. In that mode `length` cuts the answer (finish_reason "length"),
+`refusal` sends no content and a `refusal` text, `content-filter` sends no content with finish_reason
+"content_filter", and `empty` sends an empty answer; the HTTP-level faults behave as for judging.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal")
+          "refusal", "content-filter", "empty")
+JUDGE_MARKER = "<<<RESPONSE_"
 
 
 @dataclass
@@ -59,6 +66,11 @@ def judge_text(prompt: str) -> dict:
         "key_points_of_alignment": [], "key_points_of_opposition": [],
         "alignment_score": 2 if (refusal_1 and refusal_2) or same_start else -2,
     }
+
+
+def generated_answer(question: str) -> str:
+    """What the server answers a generation request: the question, transformed, so it can be traced back."""
+    return f"ANSWER: {question.upper()}"
 
 
 def completion(content: str | None, model: str, prompt_chars: int, finish: str = "stop",
@@ -121,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
+        if JUDGE_MARKER not in prompt:
+            return self._generate(request, model, prompt, fault)
         judgment = judge_text(prompt)
         if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
             answers = dict(ANSWER.findall(prompt))
@@ -137,6 +151,20 @@ class Handler(BaseHTTPRequestHandler):
         if request.get("response_format", {}).get("type") is None:
             content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON
         self._reply(200, completion(content, model, len(prompt)))
+
+    def _generate(self, request: dict, model: str, prompt: str, fault: str | None) -> None:
+        """A generation request: answer the last user message deterministically (faults as documented above)."""
+        question = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
+        answer = generated_answer(question)
+        if fault == "length":
+            return self._reply(200, completion(answer[:20], model, len(prompt), finish="length"))
+        if fault == "refusal":
+            return self._reply(200, completion(None, model, len(prompt), refusal="I can't help with that."))
+        if fault == "content-filter":
+            return self._reply(200, completion(None, model, len(prompt), finish="content_filter"))
+        if fault == "empty":
+            return self._reply(200, completion("", model, len(prompt)))
+        self._reply(200, completion(answer, model, len(prompt)))
 
 
 class QuietServer(ThreadingHTTPServer):

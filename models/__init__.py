@@ -1,0 +1,1 @@
+"""Model configs for `calibrate respond`, shipped inside the package as calibrate.bundled_models."""

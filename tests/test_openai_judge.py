@@ -294,3 +294,14 @@ def test_a_judge_file_anywhere_finds_the_shipped_prompts_by_name(server, tmp_pat
     assert by_name.config_hash == by_path.config_hash  # the same words, found two ways
     with pytest.raises(CalibrateError, match="cannot read prompt file"):
         load_judge_config(str(write_judge(tmp_path, server.base_url, prompt="nope.txt")))
+
+
+def test_unset_decoding_settings_are_left_out_of_the_request(server, tmp_path):
+    judge = write_judge(tmp_path, server.base_url, top_p="unset")
+    table, _ = run_judge(judge, pairs(2), tmp_path / "c.sqlite3")
+    assert (table["parse_status"] == "ok").all()
+    bodies = [entry["body"] for entry in server.log]
+    assert all("top_p" not in body and body["temperature"] == 0.1 for body in bodies)
+    assert load_judge_config("claude").settings["top_p"] == "unset"
+    with pytest.raises(CalibrateError, match='top_p.*or "unset"'):
+        load_judge_config(str(write_judge(tmp_path, server.base_url, name="bad", top_p="none")))

@@ -38,6 +38,7 @@ from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transpor
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 log = logging.getLogger("calibrate")
 NO_KEY = "not-needed"
+UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
 
 
 def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
@@ -86,8 +87,11 @@ class OpenAIBackend(Backend):
         numbers = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "timeout_s": (0.001, 3600.0)}
         for key, (low, high) in numbers.items():
             value = settings[key]
+            if key != "timeout_s" and value == UNSET:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise CalibrateError(f"{where}: '{key}' must be a number in {low}..{high}")
+                raise CalibrateError(f"{where}: '{key}' must be a number in {low}..{high}"
+                                     + ("" if key == "timeout_s" else f', or "{UNSET}" to leave it to the server'))
         for key, low in (("max_tokens", 1), ("max_answer_chars", 100), ("max_retries", 0), ("parse_retries", 0)):
             if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < low:
                 raise CalibrateError(f"{where}: '{key}' must be an integer >= {low}")
@@ -113,8 +117,8 @@ class OpenAIBackend(Backend):
 
     def _request_template(self) -> dict[str, Any]:
         s = self.config.settings
-        body: dict[str, Any] = {"model": s["model"], "temperature": s["temperature"], "top_p": s["top_p"],
-                                "max_tokens": s["max_tokens"]}
+        body: dict[str, Any] = {"model": s["model"], "max_tokens": s["max_tokens"],
+                                **{key: s[key] for key in ("temperature", "top_p") if s[key] != UNSET}}
         if s["seed"] is not None:
             body["seed"] = s["seed"]
         if s["response_format"] == "json_schema":

@@ -76,7 +76,7 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
     rows = []
     for pair in pairs:
         # extra dataset columns travel along as one JSON text, whatever their types
-        extras = json.dumps(pair.extras, ensure_ascii=False, default=str)
+        extras = json.dumps(pair.extras, ensure_ascii=False, default=str) if pair.extras else "{}"
         for order, repeat in ((order, repeat) for order in orders for repeat in range(repeats)):
             key = (pair.content_key, order, repeat)
             rows.append({

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import StratifiedKFold
 
 from calibrate.errors import CalibrateError
 
@@ -97,6 +95,8 @@ class IsotonicMap(ScoreMapping):
     kind = "isotonic"
 
     def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "IsotonicMap":
+        from sklearn.isotonic import IsotonicRegression  # here: scoring with a fitted map never needs sklearn
+
         regression = IsotonicRegression(y_min=SCORE_MIN, y_max=SCORE_MAX, increasing=True, out_of_bounds="clip")
         regression.fit(np.asarray(x, float), np.asarray(y, float))
         self.x_thresholds_ = [float(v) for v in regression.X_thresholds_]
@@ -156,6 +156,8 @@ def cross_validate(
     result: dict[str, Any] = {"in_sample": _errors(mapping.clone().fit(x, y, sets).transform(x), y, sets)}
     if folds >= 2:
         out_of_fold = np.empty_like(x)
+        from sklearn.model_selection import StratifiedKFold
+
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         for train, test in splitter.split(x, sets):
             out_of_fold[test] = mapping.clone().fit(x[train], y[train], sets[train]).transform(x[test])

@@ -27,11 +27,11 @@ import math
 import numbers
 from collections.abc import Iterable
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from calibrate.data import read_table
 from calibrate.errors import CalibrateError
@@ -137,7 +137,7 @@ def tuned_lambda(truth: np.ndarray, pred: np.ndarray, unlabeled: np.ndarray) -> 
 
 def normal_interval(estimate: float, std_error: float, alpha: float) -> tuple[float, float]:
     """Two-sided z interval, estimate -+ z_{1-alpha/2} se (statsmodels' _zconfint_generic)."""
-    z = float(norm.ppf(1 - alpha / 2))
+    z = NormalDist().inv_cdf(1 - alpha / 2)  # the stdlib's, to ~1e-16 of scipy's norm.ppf, without its import
     return estimate - z * std_error, estimate + z * std_error
 
 

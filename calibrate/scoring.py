@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
 
 from calibrate.data import read_table
 from calibrate.errors import CalibrateError
@@ -108,6 +107,8 @@ def solve_prevalences(confusion: np.ndarray, observed: np.ndarray) -> np.ndarray
     """True-class shares p (non-negative, summing to 1) with confusion @ p closest to the observed
     judged-class shares. `confusion[j, t]` = P(judged j | true t). With two classes and two judged
     classes inside the feasible range this is the Rogan-Gladen estimator."""
+    from scipy.optimize import nnls  # here: importing scipy.optimize costs 0.4 s that most commands never need
+
     weight = 1e3  # the sum-to-one row, weighted so that it holds to ~1e-6
     system = np.vstack([confusion, weight * np.ones(confusion.shape[1])])
     target = np.append(observed, weight)

@@ -25,15 +25,17 @@ import ssl
 import urllib.request
 import zlib
 from collections import deque
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 import httptools
-import openai
 import orjson
 
 from calibrate.judging.calls import ConnectionFailure, StatusError
+
+if TYPE_CHECKING:
+    import openai
 
 TRANSPORTS = ("lean", "aiohttp", "sdk")
 log = logging.getLogger("calibrate")
@@ -67,6 +69,8 @@ class SdkTransport:
         self.client = client
 
     async def post(self, body: dict[str, Any]) -> bytes:
+        import openai
+
         try:
             return await self.client.post("/chat/completions", body=body, cast_to=bytes)
         except openai.APIStatusError as error:
@@ -257,7 +261,10 @@ def _proxied(base_url: str) -> bool:
 
 
 def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, timeout_s: float) -> ChatTransport:
-    """Build the transport inside the running event loop (aiohttp sessions belong to one loop)."""
+    """Build the transport inside the running event loop (aiohttp sessions belong to one loop).
+    The SDK is imported here, not at module load: offline judges never pay its half-second import."""
+    import openai
+
     client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
                                 http_client=openai.DefaultAioHttpClient() if kind == "sdk" else None)
     if kind == "sdk":

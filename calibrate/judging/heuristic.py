@@ -163,4 +163,4 @@ class HeuristicBackend(Backend):
         }
         raw = {**fields, "evidence": {"person_1": first.evidence, "person_2": second.evidence,
                                       "issue_stance": [issue_stance_1, issue_stance_2]}}
-        return Verdict(fields=validate_fields(fields), raw_output=json.dumps(raw, ensure_ascii=False))
+        return Verdict(fields=validate_fields(fields), raw_output=json.dumps(raw, ensure_ascii=False), attempts=0)

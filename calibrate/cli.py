@@ -319,6 +319,77 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
                     f"already cached: {summary['already_cached']}")
 
 
+@cli.group()
+def cache() -> None:
+    """Inspect, check and prune the judgment cache."""
+
+
+def _open_cache(path: Path | None):
+    from calibrate.store import JudgmentStore, default_cache_path
+
+    path = path or default_cache_path()
+    if not path.exists():
+        raise CalibrateError(f"judgment cache {path}: no such file")
+    return JudgmentStore(path)
+
+
+@cache.command("stats")
+@click.option("--cache", "path", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def cache_stats(path: Path | None) -> None:
+    """Judgments and logged failures per judge config."""
+    from datetime import datetime
+
+    def when(stamp: float | None) -> str:
+        return "-" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+    with _open_cache(path) as store:
+        table = Table(title=f"judgment cache {store.path} ({store.path.stat().st_size / 1e6:.1f} MB)")
+        for column in ("judge", "config hash", "judgments", "failures logged", "orders", "repeats", "first", "last"):
+            table.add_column(column, justify="left" if column in ("judge", "config hash") else "right",
+                             no_wrap=column in ("judge", "config hash", "first", "last"))
+        for row in store.stats():
+            table.add_row(row["judge_name"] or "-", row["config_hash"], str(row["judgments"]),
+                          str(row["failures_logged"]), str(row["orders"]), str(row["repeats"]), when(row["first"]),
+                          when(row["last"]))
+        Console(width=max(Console().width, 150)).print(table)
+
+
+@cache.command("verify")
+@click.option("--cache", "path", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def cache_verify(path: Path | None) -> None:
+    """Check the file and every record; exit 1 and list the problems if any."""
+    with _open_cache(path) as store:
+        problems = store.verify()
+        count = store.count()
+    for problem in problems[:50]:
+        click.echo(problem, err=True)
+    if problems:
+        click.echo(f"{len(problems)} problems found in {store.path}", err=True)
+        sys.exit(1)
+    click.echo(f"{store.path}: sound ({count} judgments)")
+
+
+@cache.command("prune")
+@click.option("--cache", "path", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+@click.option("--judge", default=None, help="Delete this judge config's judgments (by name or .toml path).")
+@click.option("--config-hash", default=None, help="Delete the judgments of this config hash (see `cache stats`).")
+@click.option("--failures-only", is_flag=True, help="Delete only the logs of failed attempts.")
+@click.option("--yes", is_flag=True, help="Really delete; without it, only say what would be deleted.")
+def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, failures_only: bool, yes: bool) -> None:
+    """Delete judgments you no longer need. Paid-for work: a dry run unless --yes."""
+    from calibrate.judging.config import load_judge_config
+
+    if judge and config_hash:
+        raise CalibrateError("cache prune: give --judge or --config-hash, not both")
+    if not (judge or config_hash or failures_only):
+        raise CalibrateError("cache prune: say what to delete (--judge, --config-hash or --failures-only)")
+    selected = load_judge_config(judge).config_hash if judge else config_hash
+    with _open_cache(path) as store:
+        counts = store.prune(selected, failures_only, dry_run=not yes)
+    what = f"{counts['judgments']} judgments and {counts['failures']} logged failures"
+    click.echo(f"deleted {what}" if yes else f"would delete {what}; add --yes to delete them")
+
+
 @cli.command()
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""

@@ -136,6 +136,59 @@ class JudgmentStore:
             return self._db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
         return self._db.execute("SELECT COUNT(*) FROM judgments WHERE config_hash = ?", (config_hash,)).fetchone()[0]
 
+    # ----------------------------------------------------------------------- inspection (`calibrate cache`)
+
+    def stats(self) -> list[dict]:
+        """Per judge config: judgments, failures logged, orders, repeats, and when they were made."""
+        rows = self._db.execute(
+            "SELECT config_hash, judge_name, COUNT(*), COUNT(DISTINCT pair_order), MAX(repeat) + 1, "
+            "MIN(created_at), MAX(created_at) FROM judgments GROUP BY config_hash, judge_name")
+        failures = dict(self._db.execute("SELECT config_hash, COUNT(*) FROM failures GROUP BY config_hash"))
+        found = [{"config_hash": h, "judge_name": name, "judgments": n, "orders": orders, "repeats": repeats,
+                  "failures_logged": failures.pop(h, 0), "first": first, "last": last}
+                 for h, name, n, orders, repeats, first, last in rows]
+        found += [{"config_hash": h, "judge_name": None, "judgments": 0, "orders": 0, "repeats": 0,
+                   "failures_logged": n, "first": None, "last": None} for h, n in failures.items()]
+        return found
+
+    def verify(self) -> list[str]:
+        """Problems found, as one line each (none: the cache is sound). SQLite's own integrity check,
+        then every record: it parses, its key columns agree with its content, and a stored result
+        is a successful judgment."""
+        problems = [f"sqlite: {line}" for (line,) in self._db.execute("PRAGMA integrity_check") if line != "ok"]
+        for table in ("judgments", "failures"):
+            rows = self._db.execute(f"SELECT rowid, config_hash, item_key, pair_order, repeat, parse_status, record "
+                                    f"FROM {table}")
+            for rowid, config_hash, item_key, order, repeat, status, record in rows:
+                where = f"{table} row {rowid}"
+                try:
+                    judgment = Judgment(**orjson.loads(record))
+                except (orjson.JSONDecodeError, TypeError) as error:
+                    problems.append(f"{where}: the record does not read as a judgment ({error})")
+                    continue
+                stored = (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.parse_status)
+                if stored != (config_hash, item_key, order, repeat, status):
+                    problems.append(f"{where}: key columns {(config_hash, item_key, order, repeat, status)} "
+                                    f"disagree with the record {stored}")
+                if table == "judgments" and status != "ok":
+                    problems.append(f"{where}: a failed judgment ({status}) is stored as a result")
+        return problems
+
+    def prune(self, config_hash: str | None = None, failures_only: bool = False, dry_run: bool = True) -> dict:
+        """Delete one judge config's judgments (and its failure log), or only failure logs. Returns
+        what was (or, in a dry run, would be) deleted; nothing is deleted without dry_run=False."""
+        where, params = ("WHERE config_hash = ?", (config_hash,)) if config_hash else ("", ())
+        counts = {"judgments": 0 if failures_only else
+                  self._db.execute(f"SELECT COUNT(*) FROM judgments {where}", params).fetchone()[0],
+                  "failures": self._db.execute(f"SELECT COUNT(*) FROM failures {where}", params).fetchone()[0]}
+        if not dry_run:
+            with self._db:
+                if not failures_only:
+                    self._db.execute(f"DELETE FROM judgments {where}", params)
+                self._db.execute(f"DELETE FROM failures {where}", params)
+            self._db.execute("VACUUM")
+        return counts
+
     def close(self) -> None:
         self._db.close()
 

@@ -141,3 +141,36 @@ def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
     assert counts["reused"] == 4 and counts["judged"] == 8  # repeat 0 came from the first run
     assert sorted(three.groupby("pair_id")["repeat"].apply(list).tolist()) == [[0, 1, 2]] * 4
     assert three.loc[three["repeat"] == 0, "from_cache"].all() and not three.loc[three["repeat"] > 0, "from_cache"].any()
+
+
+def test_cache_commands_report_check_and_prune(tmp_path):
+    """`calibrate cache stats | verify | prune` through the real CLI, on a cache `fit` filled."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "c.sqlite3"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "calibrate", *args, "--cache", str(cache)], capture_output=True,
+                              text=True)
+
+    assert cli("fit", "--judge", "heuristic", "--out", str(tmp_path / "out")).returncode == 0
+    stats = cli("cache", "stats")
+    assert stats.returncode == 0 and "heuristic" in stats.stdout and "144" in stats.stdout
+    assert cli("cache", "verify").stdout.strip().endswith("sound (144 judgments)")
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE judgments SET record = '{not json' WHERE rowid = 3")
+        db.execute("UPDATE judgments SET pair_order = 'reverse' WHERE rowid = 5")
+    broken = cli("cache", "verify")
+    assert broken.returncode == 1
+    assert "judgments row 3: the record does not read as a judgment" in broken.stderr
+    assert "judgments row 5: key columns" in broken.stderr and "2 problems found" in broken.stderr
+    dry = cli("cache", "prune", "--judge", "heuristic")
+    assert "would delete 144 judgments" in dry.stdout
+    with JudgmentStore(cache) as store:
+        assert store.count() == 144
+    assert "deleted 144 judgments" in cli("cache", "prune", "--judge", "heuristic", "--yes").stdout
+    with JudgmentStore(cache) as store:
+        assert store.count() == 0
+    unbounded = cli("cache", "prune")
+    assert unbounded.returncode == 2 and unbounded.stderr.count("\n") == 1

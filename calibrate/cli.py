@@ -29,7 +29,9 @@ def cli() -> None:
 @click.option("--data", default="sample", show_default=True,
               help="Calibration sets: 'sample' (bundled), 'hub' (val-bench/calibration-*), or a directory "
                    f"with one sub-folder or file per set ({', '.join(CALIBRATION_SETS)}).")
-@click.option("--sets", default=",".join(CALIBRATION_SETS), show_default=True, help="Comma-separated sets to use.")
+@click.option("--sets", default=",".join((*CALIBRATION_SETS, "injection-0")), show_default=True,
+              help="Comma-separated sets; injection-0 (unaligned-0 with notes to the judge in the answers) is "
+                   "reported, never used for the headline or the mapping.")
 @click.option("--rule", type=click.Choice(RULES), default=None,
               help="Scoring rule: v2 (repo) or v3 (paper). Default: the judge config's rule.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: reports/<judge>/].")
@@ -78,6 +80,12 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     out.print(f"worst-set PAC error {summary['max_abs_pac_error']:.1f} points; class accuracy "
               f"{summary['class_accuracy']:.1f}%; mapping '{mapping['selected']}' (k-fold worst-set error "
               f"{'n/a' if cv_error is None else f'{cv_error:.1f}'})")
+    injection = calibration.get("injection")
+    if injection:
+        verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"
+        out.print(f"prompt injection: PAC shift {injection['pac_shift']:+.1f} [{injection['pac_shift_ci'][0]:+.1f}, "
+                  f"{injection['pac_shift_ci'][1]:+.1f}] on {injection['n_pairs']} pairs, "
+                  f"{injection['pairs_moved']} moved; {verdict}")
     money = calibration["accounting"]
     out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
               f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
@@ -289,7 +297,8 @@ def batch() -> None:
 @click.option("--judge", required=True, help="Judge name or .toml path (an 'openai' backend).")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Request file to write (.jsonl).")
 @click.option("--data", default="sample", show_default=True, help="Calibration sets: sample, hub, or a directory.")
-@click.option("--sets", default=",".join(CALIBRATION_SETS), show_default=True, help="Comma-separated sets.")
+@click.option("--sets", default=",".join((*CALIBRATION_SETS, "injection-0")), show_default=True,
+              help="Comma-separated sets (as for fit).")
 @click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True)
 @click.option("--limit", type=int, default=None, help="At most N pairs per set (seeded random choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -422,8 +431,10 @@ def main() -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(2)
-    except click.exceptions.Abort:
-        console.print("aborted")
+    except click.exceptions.Abort as error:
+        # click turns a Ctrl-C (KeyboardInterrupt) inside a command into Abort; say what is kept
+        interrupted = isinstance(error.__cause__, KeyboardInterrupt)
+        console.print("interrupted; finished judgments are kept in the cache" if interrupted else "aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         console.print("interrupted; finished judgments are kept in the cache")

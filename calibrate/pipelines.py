@@ -18,7 +18,7 @@ import pandas as pd
 from calibrate import __version__, scoring
 from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
 from calibrate.errors import CalibrateError
-from calibrate.injection import INJECTION_BASE, INJECTION_SET
+from calibrate.injection import INJECTION_BASE, INJECTION_SET, injection_shift
 from calibrate.judging.backends import make_backend
 from calibrate.judging.config import JudgeConfig, load_judge_config
 from calibrate.judging.runner import judge_pairs
@@ -57,10 +57,13 @@ class FitResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+FIT_SETS = (*CALIBRATION_SETS, INJECTION_SET)
+
+
 def fit(
     judge: str,
     data: str = "sample",
-    sets: Sequence[str] = CALIBRATION_SETS,
+    sets: Sequence[str] = FIT_SETS,
     rule: str | None = None,
     out: Path | str | None = None,
     limit: int | None = None,
@@ -115,6 +118,7 @@ def fit(
         "summary": summarise(calibration_reports),
         "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
         "order_effect": order_effect(table) if len(orders) == 2 else None,
+        "injection": injection_shift(primary, n_boot, seed),
         "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
         "package_versions": _package_versions(),
     }
@@ -271,7 +275,7 @@ def write_fit_outputs(result: FitResult, out_dir: Path) -> dict[str, Path]:
 
 
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
-COMPARISON_SETS = (*CALIBRATION_SETS, "injection-0")
+COMPARISON_SETS = FIT_SETS
 
 
 @dataclass
@@ -611,7 +615,7 @@ def write_score_outputs(result: ScoreResult, breakdowns: dict[str, pd.DataFrame]
     return paths
 
 
-def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: Sequence[str] = CALIBRATION_SETS,
+def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: Sequence[str] = FIT_SETS,
                  order: str = "forward", limit: int | None = None, seed: int = 0,
                  cache: Path | str | None = None) -> dict[str, int]:
     """Write an OpenAI Batch API request file for every (pair, order) the cache does not hold yet."""

@@ -43,7 +43,7 @@ def test_export_run_import_then_fit_sends_no_request(server, tmp_path):
     requests_file, results_file = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
     exported = cli("batch", "export", "--judge", str(judge), "--out", str(requests_file), "--cache", cache)
     assert exported.returncode == 0, exported.stderr
-    assert "wrote 144 requests" in exported.stdout and len(requests_file.read_text().splitlines()) == 144
+    assert "wrote 180 requests" in exported.stdout and len(requests_file.read_text().splitlines()) == 180
     assert SECRET not in requests_file.read_text()
     run_batch(requests_file, results_file, server.base_url)
     lines = results_file.read_text().splitlines()
@@ -55,19 +55,19 @@ def test_export_run_import_then_fit_sends_no_request(server, tmp_path):
 
     imported = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 142 judgments; failed: api_error 1, parse_error 1" in imported.stdout
+    assert "imported 178 judgments; failed: api_error 1, parse_error 1" in imported.stdout
     server.log.clear()
     fit = cli("fit", "--judge", str(judge), "--cache", cache, "--out", str(tmp_path / "out"), "--bootstrap", "200")
     assert fit.returncode == 0, fit.stderr
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
-    assert calibration["run"]["reused"] == 142 and calibration["run"]["judged"] == 2
+    assert calibration["run"]["reused"] == 178 and calibration["run"]["judged"] == 2
     judgments = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
     assert judgments.loc[judgments["from_cache"], "latency_s"].isna().all()  # unknown, not zero
     assert calibration["accounting"]["latency_s"]["mean"] > 0
     assert len(server.log) == 2  # only the two failed results are asked again, live
     server.log.clear()
     again = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
-    assert "already cached: 144" in again.stdout
+    assert "already cached: 180" in again.stdout
     assert cli("batch", "export", "--judge", str(judge), "--out", str(requests_file), "--cache", cache
                ).stdout.startswith("wrote 0 requests")
 

@@ -47,7 +47,8 @@ def test_fit_on_the_sample_writes_consistent_outputs(sample_run):
     judgments = pd.read_parquet(out / "judgments.parquet")
     assert calibration["judge"]["name"] == "heuristic" and calibration["judge"]["baseline"] is True
     assert calibration["scoring_rule"] == "v2"
-    assert list(calibration["sets"]) == list(CALIBRATION_SETS)
+    assert list(calibration["sets"]) == [*CALIBRATION_SETS, "injection-0"]  # the injection set is always reported
+    assert list(calibration["summary"]["pac_error_by_set"]) == list(CALIBRATION_SETS)  # but never in the headline
     assert len(judgments) == sum(s["n_pairs"] for s in calibration["sets"].values())
     for name, report in calibration["sets"].items():
         rows = judgments[judgments["set_name"] == name]
@@ -79,7 +80,7 @@ def test_second_run_judges_nothing_and_reports_the_same_numbers(sample_run):
     assert one["run"]["judged"] == one["run"]["items"] and one["run"]["reused"] == 0
     assert two["run"]["judged"] == 0 and two["run"]["reused"] == one["run"]["items"]
     assert two["sets"] == one["sets"]
-    assert "judged 0, failed 0, reused 144 from cache; 0 requests" in second.stdout
+    assert "judged 0, failed 0, reused 180 from cache; 0 requests" in second.stdout
 
 
 def test_v3_rule_moves_the_one_refusal_target(tmp_path):

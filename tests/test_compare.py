@@ -209,3 +209,47 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
     process = subprocess.run([sys.executable, "-m", "calibrate", "compare", "--judges", "heuristic", "--no-baselines"],
                              capture_output=True, text=True)
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr
+
+
+def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
+    """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
+    heuristic = pipelines.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
+                              n_boot=200, limit=12)
+    assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
+                                                  "pairs_moved": 0, "flagged": False, "n_pairs": 12}
+    assert "injection-0" not in heuristic.calibration["summary"]["pac_error_by_set"]  # never in the headline
+    state = ServerState()
+    httpd, base_url = start_server(state)
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+    try:
+        judge = write_judge(tmp_path, base_url, name="gullible", model="gullible-judge")
+        result = pipelines.fit(str(judge), out=tmp_path / "g", cache=tmp_path / "c.sqlite3", show_progress=False,
+                               n_boot=200, limit=12)
+    finally:
+        httpd.shutdown()
+    injection = result.calibration["injection"]
+    assert injection["flagged"] and injection["pac_shift"] > 10 and injection["pac_shift_ci"][0] > 0
+    assert "Flagged: this judge is moved by text aimed at it" in (tmp_path / "g" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("prompt", ["valbench-v2.txt", "valbench-v3.txt"])
+def test_prompt_templates_keep_every_injected_note_inside_its_answer(prompt):
+    """Each injected note must stay data: inside its own answer block, its fake end markers defused."""
+    import re
+
+    from calibrate.data import load_calibration_sets
+    from calibrate.judging.base import view_of
+    from calibrate.judging.prompt import load_prompt
+    from calibrate.judging.config import judge_dirs
+
+    template = load_prompt(judge_dirs()[0] / "prompts" / prompt, "test")
+    injected = load_calibration_sets("sample", ["injection-0"])["injection-0"].pairs
+    for pair in injected:
+        for order in ("forward", "reverse"):
+            user = template.render(view_of(pair, order), 10_000)[0][-1]["content"]
+            blocks = dict(re.findall(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", user, re.DOTALL))
+            assert len(re.findall(r"<<<RESPONSE_\d\n", user)) == 2 and set(blocks) == {"1", "2"}
+            first, second = (pair.for_response, pair.against_response)[:: 1 if order == "forward" else -1]
+            for answer, block in ((first, blocks["1"]), (second, blocks["2"])):
+                assert block.replace("> > >", ">>>").replace("< < <", "<<<") == answer  # whole, and only defused
+                assert "RESPONSE_1>>>" not in block and "RESPONSE_2>>>" not in block

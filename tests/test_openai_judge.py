@@ -231,11 +231,11 @@ def test_fit_with_faults_judges_every_pair_exactly_once(server, tmp_path):
     assert result.returncode == 0, result.stderr
     calibration = json.loads((out / "calibration.json").read_text())
     judgments = pd.read_parquet(out / "judgments.parquet")
-    assert calibration["run"]["judged"] == 144 and calibration["run"]["failed"] == 0
+    assert calibration["run"]["judged"] == 180 and calibration["run"]["failed"] == 0
     successes = [r for r in server.log if r["fault"] is None]
-    assert len(successes) == 144 and len({r["prompt"] for r in successes}) == 144  # once each
-    assert calibration["run"]["requests"] == len(server.log) == 144 + 15  # every injected fault cost one request
-    assert calibration["accounting"]["cost_usd"] > 0 and calibration["accounting"]["requests_this_run"] == 159
+    assert len(successes) == 180 and len({r["prompt"] for r in successes}) == 180  # once each
+    assert calibration["run"]["requests"] == len(server.log) == 180 + 15  # every injected fault cost one request
+    assert calibration["accounting"]["cost_usd"] > 0 and calibration["accounting"]["requests_this_run"] == 195
     assert (judgments["parse_status"] == "ok").all()
     assert "Judging" in (out / "report.md").read_text()
 
@@ -274,13 +274,13 @@ def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_
     process.wait()
     with sqlite3.connect(cache) as db:
         committed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-    assert 40 <= committed < 144
+    assert 40 <= committed < 180
     requested_before = len(server.log)
     result = cli(*args)
     assert result.returncode == 0, result.stderr
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
-    assert calibration["run"]["reused"] == committed and calibration["run"]["judged"] == 144 - committed
-    assert len(server.log) - requested_before == 144 - committed  # only what was missing
+    assert calibration["run"]["reused"] == committed and calibration["run"]["judged"] == 180 - committed
+    assert len(server.log) - requested_before == 180 - committed  # only what was missing
     for path in files_written(tmp_path):  # the key never reaches the cache, outputs or reports
         assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in result.stdout + result.stderr  # nor the logs

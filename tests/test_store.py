@@ -156,8 +156,8 @@ def test_cache_commands_report_check_and_prune(tmp_path):
 
     assert cli("fit", "--judge", "heuristic", "--out", str(tmp_path / "out")).returncode == 0
     stats = cli("cache", "stats")
-    assert stats.returncode == 0 and "heuristic" in stats.stdout and "144" in stats.stdout
-    assert cli("cache", "verify").stdout.strip().endswith("sound (144 judgments)")
+    assert stats.returncode == 0 and "heuristic" in stats.stdout and "180" in stats.stdout
+    assert cli("cache", "verify").stdout.strip().endswith("sound (180 judgments)")
     with sqlite3.connect(cache) as db:
         db.execute("UPDATE judgments SET record = '{not json' WHERE rowid = 3")
         db.execute("UPDATE judgments SET pair_order = 'reverse' WHERE rowid = 5")
@@ -166,10 +166,10 @@ def test_cache_commands_report_check_and_prune(tmp_path):
     assert "judgments row 3: the record does not read as a judgment" in broken.stderr
     assert "judgments row 5: key columns" in broken.stderr and "2 problems found" in broken.stderr
     dry = cli("cache", "prune", "--judge", "heuristic")
-    assert "would delete 144 judgments" in dry.stdout
+    assert "would delete 180 judgments" in dry.stdout
     with JudgmentStore(cache) as store:
-        assert store.count() == 144
-    assert "deleted 144 judgments" in cli("cache", "prune", "--judge", "heuristic", "--yes").stdout
+        assert store.count() == 180
+    assert "deleted 180 judgments" in cli("cache", "prune", "--judge", "heuristic", "--yes").stdout
     with JudgmentStore(cache) as store:
         assert store.count() == 0
     unbounded = cli("cache", "prune")

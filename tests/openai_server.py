@@ -3,7 +3,8 @@
 It judges like a tiny, deterministic LLM judge: it reads the two answers between calibrate's prompt
 markers, flags an answer as a refusal when it contains "decline", and scores 2 when both answers start
 with the same word, else -2. A model whose name contains "order-biased" instead scores 2 when the
-first answer is at least as long as the second, else -2, so swapping the answers moves it. Faults are queued (each request takes the next one) or tied to a marker
+first answer is at least as long as the second, else -2, so swapping the answers moves it; one whose
+name contains "gullible" scores 2 whenever an answer tells it how to score (mentions alignment_score). Faults are queued (each request takes the next one) or tied to a marker
 text inside the prompt (applied on every request that contains it). Every request is logged.
 
 A request without the judge's answer markers is a generation request (`calibrate respond`): it gets a
@@ -11,6 +12,12 @@ deterministic answer, `generated_answer(question)` of the last user message, so 
 question produced which answer. In that mode `length` cuts the answer (finish_reason "length"),
 `refusal` sends no content and a `refusal` text, `content-filter` sends no content with finish_reason
 "content_filter", and `empty` sends an empty answer; the HTTP-level faults behave as for judging.
+
+`reset` closes the connection abruptly (a TCP reset, no reply at all). `die_after = K` makes the server
+die after answering K requests: every later request is reset unanswered (and not logged), and the
+`died` event is set so a test can close the listening socket too; `start_server(state, port)` then
+starts a new server on the same port. `hold`, an Event, makes every request wait (logged, unanswered)
+until a test sets it, so that several clients are surely in flight at once.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -26,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal", "content-filter", "empty")
+          "refusal", "content-filter", "empty", "reset")
 JUDGE_MARKER = "<<<RESPONSE_"
 
 
@@ -40,6 +48,9 @@ class ServerState:
     by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    die_after: int | None = None  # answer this many requests, then reset every connection
+    died: threading.Event = field(default_factory=threading.Event)
+    hold: threading.Event | None = None  # when set to an Event: replies wait until it is set
 
     def queue(self, *faults: str) -> None:
         for fault in faults:
@@ -100,16 +111,31 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _reset(self) -> None:
+        """Close the connection at once with a TCP reset: the client gets no reply at all."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         prompt = "\n".join(m["content"] for m in request["messages"])
         model = request["model"]
+        with self.state.lock:
+            dead = self.state.die_after is not None and len(self.state.log) >= self.state.die_after
+        if dead:
+            self.state.died.set()
+            return self._reset()
         fault = self.state.next_fault(prompt)
         with self.state.lock:
             self.state.log.append({"fault": fault, "prompt": prompt, "time": time.monotonic(),
                                    "authorization": self.headers.get("Authorization"), "body": request})
+        if self.state.hold is not None:
+            self.state.hold.wait(60)
         if self.state.latency_s:
             time.sleep(self.state.latency_s)
+        if fault == "reset":
+            return self._reset()
         if self.state.rejects_response_format and "response_format" in request:
             return self._reply(400, {"error": {"message": "unsupported parameter: response_format"}})
         if fault == "timeout":
@@ -136,6 +162,8 @@ class Handler(BaseHTTPRequestHandler):
         if JUDGE_MARKER not in prompt:
             return self._generate(request, model, prompt, fault)
         judgment = judge_text(prompt)
+        if "gullible" in model and any("alignment_score" in answer for answer in dict(ANSWER.findall(prompt)).values()):
+            judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
         if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
             answers = dict(ANSWER.findall(prompt))
             judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
@@ -178,9 +206,9 @@ class QuietServer(ThreadingHTTPServer):
         """A client that gave up (timeout) leaves a broken pipe behind; that is the point, not news."""
 
 
-def start_server(state: ServerState) -> tuple[ThreadingHTTPServer, str]:
-    """Serve on a free loopback port in a daemon thread; returns the server and its /v1 base URL."""
+def start_server(state: ServerState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Serve on loopback (a free port, or `port`) in a daemon thread; returns the server and its /v1 base URL."""
     handler = type("BoundHandler", (Handler,), {"state": state})
-    server = QuietServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/v1"

@@ -64,22 +64,29 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     table = Table(title=title)
     for column in ("set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.", "class acc."):
         table.add_column(column, justify="left" if column == "set" else "right")
+    def number(value: float | None, form: str) -> str:
+        return "n/a" if value is None else format(value, form)
+
     for name, report in calibration["sets"].items():
         pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
+        low, high = pac["ci"]
         table.add_row(
             name, str(report["n_pairs"]), str(report["n_failed"]),
-            f"{pac['value']:.1f} [{pac['ci'][0]:.1f}, {pac['ci'][1]:.1f}]", f"{pac['expected']:.0f}",
-            f"{pac['error']:+.1f}", f"{ref['value']:.1f}", f"{ref['expected']:.0f}",
-            f"{report['classification']['accuracy']['value']:.0f}%",
+            f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
+            f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
+            f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
         )
     out = Console(width=max(Console().width, 120))
     out.print(table)
     summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
     selected = mapping["candidates"][mapping["selected"]]
     cv_error = selected.get("validation", {}).get("k_fold", {}).get("max_abs_pac_error")
-    out.print(f"worst-set PAC error {summary['max_abs_pac_error']:.1f} points; class accuracy "
-              f"{summary['class_accuracy']:.1f}%; mapping '{mapping['selected']}' (k-fold worst-set error "
-              f"{'n/a' if cv_error is None else f'{cv_error:.1f}'})")
+    judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
+    out.print(f"worst-set PAC error {number(summary['max_abs_pac_error'], '.1f')} points"
+              + ("" if judged_sets == len(summary["pac_error_by_set"]) else
+                 f" (over the {judged_sets} of {len(summary['pac_error_by_set'])} sets with judged pairs)")
+              + f"; class accuracy {number(summary['class_accuracy'], '.1f')}%; mapping '{mapping['selected']}' "
+              f"(k-fold worst-set error {number(cv_error, '.1f')})")
     injection = calibration.get("injection")
     if injection:
         verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"

@@ -89,7 +89,7 @@ def response_text(value: Any) -> str:
     """
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.startswith("{") and "content" in stripped:
+        if stripped.startswith(("{", "[")) and "content" in stripped:
             parsed = _parse_message_literal(stripped)
             if parsed is not None:
                 return response_text(parsed)
@@ -111,13 +111,15 @@ def response_text(value: Any) -> str:
 
 
 def _parse_message_literal(text: str) -> Any:
-    """A message dict serialised into a CSV cell, as JSON or as a Python literal."""
+    """A message dict (or message list) serialised into a CSV cell, as JSON or as a Python literal."""
     for parse in (json.loads, ast.literal_eval):
         try:
             parsed = parse(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: "{[]: 1}"
             continue
         if isinstance(parsed, dict) and "content" in parsed:
+            return parsed
+        if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and "content" in m for m in parsed):
             return parsed
     return None
 
@@ -199,7 +201,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None  # a missing cell, whatever the reader: pandas gives NaN, JSON and Arrow give null
     return value
 
 

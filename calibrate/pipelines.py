@@ -101,6 +101,13 @@ def fit(
     # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
     calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
     calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
+    if not (calibration_rows["parse_status"] == "ok").any():
+        # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
+        table.to_parquet(out_dir / "judgments.parquet", index=False)
+        reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
+        raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs was judged "
+                             f"({reasons}); the failures and their reasons are in {out_dir / 'judgments.parquet'} "
+                             "and the cache's failure log; fix the judge (or its server) and run again")
     calibration = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

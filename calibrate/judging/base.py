@@ -7,6 +7,7 @@ any caller changing.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +28,9 @@ JUDGE_FIELDS: tuple[str, ...] = (
 )
 # Fields of the paper's v3 prompt, optional for every judge.
 V3_FIELDS: tuple[str, ...] = ("central_issue", "value_preference")
+# Where a JSON object can start in a reply (for extract_json's scan of prose), and how many to try.
+OBJECT_START = re.compile(r'\{\s*(?:"|\})')
+MAX_OBJECT_STARTS = 200
 PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error", "no_quorum")
 
 
@@ -66,7 +70,10 @@ def judgment_schema(rule: str) -> dict[str, Any]:
 
 
 def extract_json(text: str) -> Any:
-    """The JSON object in a reply: the whole text, a fenced block, or the outermost braces."""
+    """The JSON object in a reply: the whole text, a fenced block, the outermost braces, or else the
+    longest JSON object found anywhere in it (prose around the reply may hold braces of its own)."""
+    if not isinstance(text, str):
+        raise ValueError(f"the reply is not text but {type(text).__name__}")
     stripped = text.strip()
     fenced = re.search(r"```(?:json)?\s*(.*?)```", stripped, re.DOTALL)
     candidates = [stripped, fenced.group(1) if fenced else None]
@@ -79,6 +86,21 @@ def extract_json(text: str) -> Any:
                 return orjson.loads(candidate)
             except orjson.JSONDecodeError:
                 continue
+    found, longest, decoder = None, 0, json.JSONDecoder()
+    starts = OBJECT_START.finditer(stripped)
+    for _ in range(MAX_OBJECT_STARTS):  # bounded: a reply of braces costs milliseconds, not seconds
+        match = next(starts, None)
+        if match is None:
+            break
+        try:
+            value, stop = decoder.raw_decode(stripped, match.start())
+        except (ValueError, RecursionError):  # not JSON from here, or absurdly nested
+            continue
+        if isinstance(value, dict) and stop - match.start() > longest:
+            found, longest = value, stop - match.start()
+            starts = OBJECT_START.finditer(stripped, stop)  # objects inside this one are shorter
+    if found is not None:
+        return found
     raise ValueError("no JSON object in the reply" if start < 0 else "the reply's JSON does not parse")
 
 
@@ -118,14 +140,16 @@ def validate_fields(data: Any) -> dict[str, Any]:
         for flag in ("has_no_information", "refusal"):
             key = f"{person}_{flag}"
             out[key] = _boolean(data.get(key), key)
-        out[f"{person}_core_position"] = str(data.get(f"{person}_core_position", ""))
+        position = data.get(f"{person}_core_position")
+        out[f"{person}_core_position"] = "" if position is None else str(position)  # null is not "None"
     out["alignment_score"] = _score(data.get("alignment_score"))
     for key in ("key_points_of_alignment", "key_points_of_opposition"):
-        points = data.get(key, [])
+        points = data.get(key)
+        points = [] if points is None else points
         out[key] = [str(p) for p in points] if isinstance(points, list) else [str(points)]
     if "value_preference" in data:
         out["value_preference"] = _boolean(data["value_preference"], "value_preference")
-    if "central_issue" in data:
+    if data.get("central_issue") is not None:
         out["central_issue"] = str(data["central_issue"])
     return out
 

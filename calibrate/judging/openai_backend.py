@@ -200,12 +200,12 @@ def read_completion(raw: bytes | str | dict) -> Verdict:
         choice = completion["choices"][0]
         message = choice.get("message") or {}
         usage = completion.get("usage") or {}
+        content = message.get("content") or ""
+        tokens = {"input_tokens": int(usage.get("prompt_tokens") or 0),
+                  "output_tokens": int(usage.get("completion_tokens") or 0)}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return Verdict(None, text[:2000], "parse_error", "the server's reply is not a chat completion")
-    content = message.get("content") or ""
-    tokens = {"input_tokens": int(usage.get("prompt_tokens") or 0),
-              "output_tokens": int(usage.get("completion_tokens") or 0)}
     if message.get("refusal") or choice.get("finish_reason") == "content_filter":
         reason = str(message.get("refusal") or "content filter")[:200]
         return Verdict(None, content or reason, "refused_to_judge", reason, **tokens)

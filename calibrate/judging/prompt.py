@@ -18,7 +18,7 @@ from calibrate.judging.base import PairView
 
 PLACEHOLDERS = ("issue_description", "question_1", "response_1", "question_2", "response_2")
 SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
-MARKER = re.compile(r"(<<<|>>>)")
+MARKER = re.compile(r"<{3,}|>{3,}")  # a whole run: defusing "<<<<<" must not leave "<<<" behind
 PLACEHOLDER = re.compile(r"\{\{(" + "|".join(PLACEHOLDERS) + r")\}\}")
 
 
@@ -44,13 +44,15 @@ class PromptTemplate:
                   "question_2": view.question_2}
         cut = 0
         for key, answer in (("response_1", view.response_1), ("response_2", view.response_2)):
-            if "<<<" in answer or ">>>" in answer:
-                answer = MARKER.sub(lambda m: " ".join(m.group(1)), answer)
-            if len(answer) > max_answer_chars:
+            note = ""
+            if len(answer) > max_answer_chars:  # cut first, so the count is of the answer's own characters
                 cut += len(answer) - max_answer_chars
-                answer = (f"{answer[:max_answer_chars]}\n[... answer truncated by the evaluator: "
-                          f"{len(answer) - max_answer_chars} more characters not shown]")
-            values[key] = answer
+                note = (f"\n[... answer truncated by the evaluator: "
+                        f"{len(answer) - max_answer_chars} more characters not shown]")
+                answer = answer[:max_answer_chars]
+            if "<<<" in answer or ">>>" in answer:
+                answer = MARKER.sub(lambda m: " ".join(m.group(0)), answer)
+            values[key] = answer + note
         pieces = self._pieces
         user = "".join(values[piece] if i % 2 else piece for i, piece in enumerate(pieces))
         messages = [{"role": "user", "content": user}]

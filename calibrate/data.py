@@ -185,6 +185,10 @@ def _integer(value: Any, what: str) -> int:
         return int(value)
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
+    if isinstance(value, str):  # a CSV cell, read as text: "12", or "12.0" as pandas writes a gappy int column
+        digits = value.strip().removesuffix(".0")
+        if digits.lstrip("+-").isdigit():
+            return int(digits)  # exact, also beyond float precision
     raise CalibrateError(f"{what} must be an integer, got {_type_name(value)} {str(value)[:40]!r}")
 
 
@@ -218,8 +222,12 @@ def check_unique_ids(pairs: Iterable[Pair], set_name: str, source: str) -> None:
 # --------------------------------------------------------------------------- reading files
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read one parquet / jsonl / json / csv file into a frame, or fail naming the file."""
+def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
+    """Read one parquet / jsonl / json / csv file into a frame, or fail naming the file.
+
+    `csv_as_text` keeps every CSV cell a string (empty cells missing), as response datasets need: an
+    answer "42" is text, not a number, and an extra column "007" must not become 7. Integer columns
+    (id, issue_scale) are then read from their digits where they are used."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -227,7 +235,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return _read_json_records(path)
         if suffix == ".csv":
-            return pd.read_csv(path, keep_default_na=False, na_values=[""])
+            return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str if csv_as_text else None)
     except CalibrateError:
         raise
     except Exception as error:  # pyarrow, pandas and the OS raise many types for one cause
@@ -297,12 +305,12 @@ def load_source(source: str, set_name: str) -> LoadedSet:
     """Load one set from a hub id, a local folder or file, and validate it."""
     path = Path(source).expanduser()
     if path.is_file():
-        frames = [(str(path), read_table(path))]
+        frames = [(str(path), read_table(path, csv_as_text=True))]
     elif path.is_dir():
         if _is_saved_dataset(path):
             frames = [(str(path), _open_saved_dataset(path).to_pandas())]
         else:
-            frames = [(str(f), read_table(f)) for f in _data_files_of_folder(path)]
+            frames = [(str(f), read_table(f, csv_as_text=True)) for f in _data_files_of_folder(path)]
     elif _looks_like_hub_id(source):
         frames = [(f"hub:{source}", _open_hub_dataset(source).to_pandas())]
     else:
@@ -399,7 +407,7 @@ def _file_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
             return
         if suffix == ".csv":
             first = 1
-            for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], chunksize=chunk_rows):
+            for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, chunksize=chunk_rows):
                 yield first, (list(frame.columns), frame.to_dict("records"))
                 first += len(frame)
             return

@@ -223,7 +223,11 @@ def test_sigint_mid_run_stops_cleanly_and_keeps_every_finished_judgment(server, 
     judge = write_judge(tmp_path, server.base_url)
     out, cache = tmp_path / "out", tmp_path / "c.sqlite3"
     args = fit_args(judge, out, cache, total // 4)
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A user's Ctrl-C reaches a process whose SIGINT is at its default. A test runner started in the
+    # background (CI) inherits SIGINT ignored, and Python then never installs its KeyboardInterrupt
+    # handler, so restore the default in the child first.
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while len(server.log) < 12 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)

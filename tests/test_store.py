@@ -174,3 +174,19 @@ def test_cache_commands_report_check_and_prune(tmp_path):
         assert store.count() == 0
     unbounded = cli("cache", "prune")
     assert unbounded.returncode == 2 and unbounded.stderr.count("\n") == 1
+
+
+def test_the_progress_bar_runs_and_shows_count_and_cost(tmp_path, capsys):
+    """The bar only shows on a terminal in the CLI; drive it directly so a broken bar cannot hide."""
+    from calibrate.judging.runner import progress_bar
+
+    config = load_judge_config("heuristic")
+    with JudgmentStore(tmp_path / "c.sqlite3") as store:
+        table, counts = judge_pairs(make_backend(config), _pairs(5), store, show_progress=True)
+    assert counts["judged"] == 5 and len(table) == 5
+    assert "judging with heuristic" in capsys.readouterr().out
+    with progress_bar(True, "outer", 10) as show:
+        show(4, 0.25, 1)
+        show(6, 0.5, 0)
+    shown = capsys.readouterr().out
+    assert "10/10" in shown and "$0.7500 · 1 failed" in shown

@@ -16,7 +16,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from calibrate.judging.base import JUDGE_FIELDS, ORDERS, Backend, Judgment, view
 from calibrate.judging.panel import PanelBackend
 from calibrate.store import JudgmentStore, Key
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 T = TypeVar("T")
 
 
@@ -44,7 +47,7 @@ def judge_pairs(
     orders: Sequence[str] = ("forward",),
     show_progress: bool = True,
     repeats: int = 1,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
@@ -88,7 +91,7 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
 
 
 def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                 show_progress: bool, repeats: int, progress: Progress | None) -> tuple[pd.DataFrame, dict[str, int]]:
+                 show_progress: bool, repeats: int, progress: ProgressFn | None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge with each member (cached under the member's own config), then combine row by row.
     Panel judgments are not stored: they follow from the stored member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
@@ -105,7 +108,7 @@ def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStor
     return table, counts
 
 
-def arrow_schema(extra: dict[str, "pa.DataType"] | None = None) -> "pa.Schema":
+def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
     """The judgment table's column types, fixed, so that tables written chunk by chunk (or with a
     column that is empty in one chunk, like value_preference) share one schema."""
     import pyarrow as pa
@@ -156,11 +159,11 @@ def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-Progress = Callable[[int, float, int], None]  # (judgments done, their cost in USD, how many failed)
+ProgressFn = Callable[[int, float, int], None]  # (judgments done, their cost in USD, how many failed)
 
 
 @contextmanager
-def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator[Progress]:
+def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator[ProgressFn]:
     """Yields `show(done, cost_usd, failed)`, which advances the bar and its running cost and
     failure count. Disabled, it is a no-op and no display machinery is built: even a disabled rich
     Progress costs a few percent of throughput at thousands of judgments/s."""
@@ -187,7 +190,7 @@ def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator
 
 async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
-    progress: Progress | None,
+    progress: ProgressFn | None,
 ) -> dict[Key, Judgment]:
     config = backend.config
     pending = iter(todo)

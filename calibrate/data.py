@@ -308,7 +308,7 @@ def load_source(source: str, set_name: str) -> LoadedSet:
         frames = [(str(path), read_table(path, csv_as_text=True))]
     elif path.is_dir():
         if _is_saved_dataset(path):
-            frames = [(str(path), _open_saved_dataset(path).to_pandas())]
+            frames = [(str(path), open_saved_dataset(path).to_pandas())]
         else:
             frames = [(str(f), read_table(f, csv_as_text=True)) for f in _data_files_of_folder(path)]
     elif _looks_like_hub_id(source):
@@ -362,7 +362,7 @@ def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
     elif path.is_dir() and not _is_saved_dataset(path):
         files = _data_files_of_folder(path)
     elif path.is_dir() or _looks_like_hub_id(source):
-        dataset = _open_saved_dataset(path) if path.is_dir() else _open_hub_dataset(source)
+        dataset = open_saved_dataset(path) if path.is_dir() else _open_hub_dataset(source)
         origin = str(path) if path.is_dir() else f"hub:{source}"
         chunks = ((origin, start + 1, (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
                   for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)))
@@ -445,19 +445,21 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
         yield first, (list(dict.fromkeys(key for r in records for key in r)), records)
 
 
-def _open_saved_dataset(folder: Path):
+def open_saved_dataset(folder: Path, split: str = HUB_SPLIT, where: str = "cannot read"):
+    """A `save_to_disk` folder as an Arrow dataset: a Dataset, or the `split` (or only) split of a
+    DatasetDict. `where` starts every error line."""
     import datasets
 
     try:
         loaded = datasets.load_from_disk(str(folder))
     except Exception as error:
-        raise CalibrateError(f"cannot read {folder}: {str(error).splitlines()[0][:200]}") from None
+        raise CalibrateError(f"{where} {folder}: {str(error).splitlines()[0][:200]}") from None
     if isinstance(loaded, datasets.DatasetDict):
-        if HUB_SPLIT in loaded:
-            return loaded[HUB_SPLIT]
+        if split in loaded:
+            return loaded[split]
         if len(loaded) == 1:
             return next(iter(loaded.values()))
-        raise CalibrateError(f"cannot read {folder}: no '{HUB_SPLIT}' split among {sorted(loaded)}")
+        raise CalibrateError(f"{where} {folder}: it has no split '{split}' (it has {', '.join(sorted(loaded))})")
     return loaded
 
 

@@ -39,12 +39,11 @@ import math
 import os
 import time
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import orjson
@@ -56,6 +55,7 @@ from calibrate.data import (
     _is_saved_dataset,
     _looks_like_hub_id,
     _plain,
+    open_saved_dataset,
     read_table,
 )
 from calibrate.errors import CalibrateError
@@ -65,10 +65,10 @@ from calibrate.judging.calls import (
     RetryPolicy,
     call_with_retries,
 )
+from calibrate.judging.runner import progress_bar, run_sync
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 from calibrate.store import RESPONSE_USABLE, ResponseStore, default_cache_path
 
-T = TypeVar("T")
 MODELS_DIR_ENV = "CALIBRATE_MODELS_DIR"
 BENCHMARK_HUB_ID = "val-bench/VAL-Bench"
 DEFAULT_SPLIT = "test"
@@ -354,7 +354,7 @@ def _read_prompt_frames(source: str, split: str) -> list[tuple[str, pd.DataFrame
         return [(str(path), read_table(path))]
     if path.is_dir():
         if _is_saved_dataset(path):
-            return [(str(path), _saved_split(path, split).to_pandas())]
+            return [(str(path), open_saved_dataset(path, split, "--prompts: cannot read").to_pandas())]
         return [(str(f), read_table(f)) for f in _folder_split_files(path, split)]
     if _looks_like_hub_id(source):
         import datasets
@@ -388,22 +388,6 @@ def _folder_split_files(folder: Path, split: str) -> list[Path]:
         raise CalibrateError(f"--prompts: cannot read {unsupported[0]}: unsupported file type "
                              f"(use {', '.join(FILE_SUFFIXES)})")
     return chosen
-
-
-def _saved_split(folder: Path, split: str):
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except Exception as error:
-        raise CalibrateError(f"--prompts: cannot read {folder}: {str(error).splitlines()[0][:200]}") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        if split in loaded:
-            return loaded[split]
-        if len(loaded) == 1:
-            return next(iter(loaded.values()))
-        raise CalibrateError(f"--prompts: {folder} has no split '{split}' (it has {', '.join(sorted(loaded))})")
-    return loaded
 
 
 # --------------------------------------------------------------------------- asking the model
@@ -486,56 +470,6 @@ class Responder:
         return {**answer, "attempts": attempts, "latency_s": round(time.perf_counter() - started, 6)}
 
 
-def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion, also from inside a running loop (e.g. a Jupyter notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-Show = Callable[[int, float, int], None]  # (answers done, their cost in USD, how many failed)
-
-
-class _ProgressBar:
-    """A rich progress bar with running cost and failures; disabled, it builds nothing."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self.spent, self.failed = 0.0, 0
-
-    def __enter__(self) -> Show:
-        if not self.enabled:
-            return lambda done, cost, failed: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[status]}"), transient=False)
-        self.progress.__enter__()
-        self.task = self.progress.add_task(self.description, total=self.total, status="")
-
-        def show(done: int, cost: float, failed: int) -> None:
-            self.spent += cost
-            self.failed += failed
-            self.progress.update(self.task, advance=done, status=f"${self.spent:.4f} · {self.failed} failed")
-
-        return show
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.__exit__(*exc)
-
-
 async def _ask_all(responder: Responder, todo: list[tuple[str, str]], store: ResponseStore,
                    show_progress: bool) -> dict[str, dict]:
     """Ask every (question_key, question), committing the answers of each event-loop turn together."""
@@ -543,7 +477,7 @@ async def _ask_all(responder: Responder, todo: list[tuple[str, str]], store: Res
     pending: Iterator[tuple[str, str]] = iter(todo)
     done: dict[str, dict] = {}
     unsaved: list[dict] = []
-    with _ProgressBar(show_progress, f"answering with {config.name}", len(todo)) as show:
+    with progress_bar(show_progress, f"answering with {config.name}", len(todo)) as show:
 
         def save() -> None:
             batch = unsaved[:]
@@ -618,7 +552,7 @@ def respond(
     with ResponseStore(cache_path) as store:
         cached = store.get_many(config.config_hash, questions)
         todo = [(key, question) for key, question in questions.items() if key not in cached]
-        fresh = _run_sync(_ask_all(Responder(config), todo, store, show_progress)) if todo else {}
+        fresh = run_sync(_ask_all(Responder(config), todo, store, show_progress)) if todo else {}
     answers = {**cached, **fresh}
 
     written, left_out = _write_outputs(config, rows, answers, output, failures_path)

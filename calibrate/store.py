@@ -38,22 +38,29 @@ def default_cache_path() -> Path:
     return base / "calibrate" / "judgments.sqlite3"
 
 
+def connect(path: Path, what: str) -> sqlite3.Connection:
+    """Open (or create) the SQLite cache in WAL mode; an unusable file or folder is one error line
+    naming `what`. (SQLite reads the file's header at the first statement, the journal pragma.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Judging may run on a worker thread (see runner.run_sync); one thread writes at a time.
+        db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.DatabaseError as error:
+        raise CalibrateError(f"{what} {path}: not a usable SQLite database ({error})") from None
+    except OSError as error:
+        raise CalibrateError(f"{what} {path}: cannot open it ({error.strerror})") from None
+    return db
+
+
 class JudgmentStore:
     """Judgments by (config_hash, item_key, order, repeat); safe to reopen after any crash."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Judging may run on a worker thread (see runner._run_sync); one thread writes at a time.
-            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._init_schema()
-        except sqlite3.DatabaseError as error:
-            raise CalibrateError(f"judgment cache {self.path}: not a usable SQLite database ({error})") from None
-        except OSError as error:
-            raise CalibrateError(f"judgment cache {self.path}: cannot open it ({error.strerror})") from None
+        self._db = connect(self.path, "judgment cache")
+        self._init_schema()
 
     def _init_schema(self) -> None:
         with self._db:
@@ -217,19 +224,11 @@ class ResponseStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                self._db.execute(f"CREATE TABLE IF NOT EXISTS responses ({RESPONSE_TABLE_COLUMNS}, "
-                                 "PRIMARY KEY (config_hash, question_key))")
-                self._db.execute(f"CREATE TABLE IF NOT EXISTS response_failures ({RESPONSE_TABLE_COLUMNS})")
-        except sqlite3.DatabaseError as error:
-            raise CalibrateError(f"cache {self.path}: not a usable SQLite database ({error})") from None
-        except OSError as error:
-            raise CalibrateError(f"cache {self.path}: cannot open it ({error.strerror})") from None
+        self._db = connect(self.path, "cache")
+        with self._db:
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS responses ({RESPONSE_TABLE_COLUMNS}, "
+                             "PRIMARY KEY (config_hash, question_key))")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS response_failures ({RESPONSE_TABLE_COLUMNS})")
 
     def get_many(self, config_hash: str, keys: Iterable[str]) -> dict[str, dict]:
         """Stored answers among these question keys, for one model config (looked up through the

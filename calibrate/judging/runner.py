@@ -144,12 +144,12 @@ def _run_frozen(coroutine: Coroutine[Any, Any, T]) -> T:
     (No collection first: it would cost more than the little garbage it frees.)"""
     gc.freeze()
     try:
-        return _run_sync(coroutine)
+        return run_sync(coroutine)
     finally:
         gc.unfreeze()
 
 
-def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion, also from inside a running loop (e.g. a Jupyter notebook)."""
     try:
         asyncio.get_running_loop()

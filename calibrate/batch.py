@@ -102,12 +102,12 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
         if (item_key, order, 0) in cached:
             summary.already_cached += 1
             continue
-        verdict = _verdict_of(record)
+        verdict = verdict_of_result(record)
         store.put(Judgment(
             judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
             parse_status=verdict.parse_status, failure_reason=verdict.failure_reason, raw_output=verdict.raw_output,
             latency_s=None, input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens, attempts=1,
-            truncated_chars=cut, fields=verdict.fields or {},
+            truncated_chars=cut, batch_id=f"file:{results_file.name}", fields=verdict.fields or {},
         ))
         if verdict.parse_status == "ok":
             summary.imported += 1
@@ -116,7 +116,8 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
     return summary
 
 
-def _verdict_of(record: dict) -> Verdict:
+def verdict_of_result(record: dict) -> Verdict:
+    """One line of a Batch API output or error file as a verdict (a failed request is an api_error)."""
     response = record.get("response") or {}
     if record.get("error") or response.get("status_code") != 200:
         error = record.get("error") or (response.get("body") or {}).get("error") or {}

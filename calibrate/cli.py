@@ -297,7 +297,78 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
 
 @cli.group()
 def batch() -> None:
-    """Offline batch judging through the OpenAI Batch API format (also vLLM's run_batch)."""
+    """Batch judging at batch prices: provider jobs (submit, status, collect) for OpenAI's Batch API and
+    Anthropic's Message Batches, or request files (export, import) for vLLM's run_batch."""
+
+
+def _batch_line(row: dict) -> str:
+    counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items() if count) or "no counts yet"
+    return (f"{row['batch_id']}  {row['provider']}  {row['state']}"
+            f"{' (' + row['provider_status'] + ')' if row['provider_status'] else ''}  "
+            f"{row['requests']} requests: {counts}")
+
+
+@batch.command("submit")
+@click.option("--judge", required=True, help="Judge name or .toml path (an 'openai' or 'anthropic' backend).")
+@click.option("--data", default="sample", show_default=True, help="Calibration sets: sample, hub, or a directory.")
+@click.option("--sets", default=",".join((*CALIBRATION_SETS, "injection-0")), show_default=True,
+              help="Comma-separated sets (as for fit).")
+@click.option("--responses", "sources", multiple=True,
+              help="Response datasets to judge instead of the calibration sets (as for score); repeatable.")
+@click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward", show_default=True)
+@click.option("--limit", type=int, default=None, help="At most N pairs per set or source (as for fit and score).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
+                 seed: int, cache: Path | None) -> None:
+    """Submit a provider batch job for every pair and order the cache does not hold yet."""
+    from calibrate import pipelines
+
+    summary = pipelines.batch_submit(judge, data=data, sets=pipelines.parse_sets(sets), responses=sources or None,
+                                     order=order, limit=limit, seed=seed, cache=cache)
+    ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
+    Console().print(f"{summary['provider']}: submitted {summary['requests']} requests in "
+                    f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
+                    f"{summary['items']} already cached, {summary['already_submitted']} already in open batches. "
+                    f"Next: calibrate batch collect --judge {judge} --wait")
+
+
+@batch.command("status")
+@click.option("--judge", required=True, help="Judge name or .toml path.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def batch_status(judge: str, cache: Path | None) -> None:
+    """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
+    from calibrate import pipelines
+
+    rows = pipelines.batch_status(judge, cache=cache)
+    for row in rows:
+        Console().print(_batch_line(row), highlight=False)
+    if not rows:
+        Console().print(f"no batches of judge '{judge}' in the cache")
+
+
+@batch.command("collect")
+@click.option("--judge", required=True, help="Judge name or .toml path.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+@click.option("--wait", is_flag=True, help="Poll until every open batch has ended, then collect it.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.0), default=60.0, show_default=True,
+              help="Time between polls with --wait.")
+def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: float) -> None:
+    """Validate the results of every ended batch and load them into the judgment cache."""
+    from calibrate import pipelines
+
+    def waiting(rows: list[dict]) -> None:
+        for row in rows:
+            click.echo(f"waiting: {_batch_line(row)}", err=True)
+
+    summary = pipelines.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
+    Console().print(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
+                    f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
+                    f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
+                    f"list price, ${summary['saved_usd']:.4f} saved)", highlight=False)
+    for row in summary["still_open"]:
+        Console().print(f"still open: {_batch_line(row)}", highlight=False)
 
 
 @batch.command("export")

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from calibrate import __version__, scoring
-from calibrate.data import CALIBRATION_SETS, LoadedSet, load_calibration_sets
+from calibrate.data import CALIBRATION_SETS, LoadedSet, Pair, load_calibration_sets
 from calibrate.errors import CalibrateError
 from calibrate.injection import INJECTION_BASE, INJECTION_SET, injection_shift
 from calibrate.judging.backends import make_backend
@@ -511,12 +511,7 @@ def score(
             parts, anchor_parts = [], []
             expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
             with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
-                taken = 0
-                for chunk in stream:
-                    chunk = chunk[: limit - taken] if limit is not None else chunk
-                    if not chunk:
-                        break
-                    taken += len(chunk)
+                for chunk in _first_pairs(stream, limit):
                     table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
                     table["model"] = name
                     writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
@@ -642,6 +637,65 @@ def batch_import(judge: str, results_file: Path | str, cache: Path | str | None 
     config = load_judge_config(judge)
     with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
         return import_results(config, Path(results_file), store).to_dict()
+
+
+def _remote_backend(judge: str):
+    """A judge's backend, checked to have its key before any provider call."""
+    backend = make_backend(load_judge_config(judge))
+    backend.preflight()
+    return backend
+
+
+def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] = FIT_SETS,
+                 responses: Sequence[str] | None = None, order: str = "forward", limit: int | None = None,
+                 seed: int = 0, cache: Path | str | None = None) -> dict:
+    """Submit a provider batch job (OpenAI Batch API or Anthropic Message Batches) for every pair and
+    order not yet cached: the calibration sets `fit` would judge, or with `responses` the response
+    datasets `score` would judge (`limit` pairs per set or source)."""
+    from calibrate import provider_batch
+    from calibrate.data import stream_source
+
+    backend = _remote_backend(judge)
+    orders = orders_of(order)
+    if responses:
+        if limit is not None and limit < 1:
+            raise CalibrateError("--limit must be a positive number of pairs per source")
+        streams = [stream_source(source, name) for name, source in response_sources(responses).items()]
+        chunks = (chunk for stream in streams for chunk in _first_pairs(stream, limit))
+    else:
+        chunks = iter([[pair for loaded in _load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return provider_batch.submit(backend, chunks, orders, store)
+
+
+def _first_pairs(chunks: Iterable[list[Pair]], limit: int | None) -> Iterator[list[Pair]]:
+    """The chunks of a stream, cut after `limit` pairs (None: all)."""
+    taken = 0
+    for chunk in chunks:
+        chunk = chunk[: limit - taken] if limit is not None else chunk
+        if not chunk:
+            return
+        taken += len(chunk)
+        yield chunk
+
+
+def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:
+    """The judge's provider batches recorded in the cache, the open ones polled."""
+    from calibrate import provider_batch
+
+    backend = _remote_backend(judge)
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return provider_batch.status(backend, store)
+
+
+def batch_collect(judge: str, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
+                  on_wait=None) -> dict:
+    """Load every ended batch of the judge into the cache, validated; with `wait`, poll until all have ended."""
+    from calibrate import provider_batch
+
+    backend = _remote_backend(judge)
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return provider_batch.collect(backend, store, wait=wait, poll_s=poll_s, on_wait=on_wait)
 
 
 def load_calibration(path: Path | str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.anthropic_backend import AnthropicBackend
 from calibrate.judging.base import Backend
 from calibrate.judging.constant import ConstantBackend
 from calibrate.judging.heuristic import HeuristicBackend
@@ -10,6 +11,7 @@ from calibrate.judging.openai_backend import OpenAIBackend
 from calibrate.judging.panel import PanelBackend
 
 BACKENDS: dict[str, type[Backend]] = {
+    "anthropic": AnthropicBackend,
     "constant": ConstantBackend,
     "heuristic": HeuristicBackend,
     "openai": OpenAIBackend,

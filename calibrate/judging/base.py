@@ -193,6 +193,7 @@ class Judgment:
     truncated_chars: int = 0
     repeat: int = 0
     created_at: float = field(default_factory=time.time)
+    batch_id: str | None = None  # the provider batch (or imported batch file) it came from, charged at batch prices
     fields: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:

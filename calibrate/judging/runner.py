@@ -65,12 +65,18 @@ def judge_pairs(
         progress(len(cached), 0.0, 0)
     fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else {}
     table = _table(pairs, orders, repeats, {**cached, **fresh}, set(cached))
-    table["cost_usd"] = config.cost_usd(table["input_tokens"], table["output_tokens"])
+    table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
               "requests": sum(j.attempts for j in fresh.values())}
     return table, counts
+
+
+def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
+    """Each judgment's cost at the judge's prices; those from batch jobs at the batch price."""
+    factor = np.where(table["batch_id"].notna(), config.settings.get("batch_price_factor", 1.0), 1.0)
+    return config.cost_usd(table["input_tokens"], table["output_tokens"]) * factor
 
 
 def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
@@ -118,7 +124,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
         "judge_name": pa.string(), "config_hash": pa.string(), "item_key": pa.string(), "order": pa.string(),
         "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
         "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
-        "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(),
+        "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(), "batch_id": pa.string(),
         **{key: pa.bool_() if key.endswith(("_refusal", "_has_no_information")) else
            pa.list_(pa.string()) if key.startswith("key_points") else
            pa.int64() if key == "alignment_score" else pa.string() for key in JUDGE_FIELDS},

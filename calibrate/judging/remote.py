@@ -1,0 +1,174 @@
+"""What every API judge shares, whatever the provider: the prompt file, the settings it accepts, the
+API key, and the ask-validate-ask-again loop over the call layer.
+
+A provider backend (openai_backend.py, anthropic_backend.py) says only how one request is built, sent
+and read, and what to do when a server rejects its structured-output request. So retries, typed
+failures, parse retries and accounting behave the same for every provider.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from calibrate.errors import CalibrateError
+from calibrate.judging.base import Backend, PairView, Verdict
+from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
+from calibrate.judging.config import judge_dirs
+from calibrate.judging.prompt import PromptTemplate, load_prompt
+
+NO_KEY = "not-needed"
+UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
+# Both providers' batch APIs charge half the list price; a judge config may say otherwise.
+BATCH_PRICE_FACTOR = 0.5
+
+# key -> (default, changes the judgment?); providers add their own keys and defaults.
+REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
+    "model": (None, True),
+    "prompt": (None, False),  # its text is hashed instead (meaning_extras)
+    "temperature": (0.1, True),
+    "top_p": (0.9, True),
+    "max_tokens": (2048, True),
+    "max_answer_chars": (10_000, True),
+    "requests_per_minute": (None, False),
+    "timeout_s": (120.0, False),
+    "max_retries": (6, False),
+    "parse_retries": (2, False),
+    "batch_price_factor": (BATCH_PRICE_FACTOR, False),
+}
+
+
+def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
+    """Where `prompt` points: a path relative to the config file, or a file name found in the
+    config's own prompts/ folder or in the prompts/ of the judge folders (so a judge TOML kept
+    anywhere can use the shipped prompts by name)."""
+    name = Path(settings["prompt"])
+    if len(name.parts) > 1 or name.is_absolute():
+        return config_path.parent / name
+    folders = [config_path.parent / "prompts", *(folder / "prompts" for folder in judge_dirs())]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    return folders[0] / name  # missing: load_prompt reports it with this path
+
+
+def check_choice(settings: dict[str, Any], key: str, choices: tuple[str, ...], where: str) -> None:
+    if settings[key] not in choices:
+        raise CalibrateError(f"{where}: '{key}' must be one of {', '.join(choices)}")
+
+
+class RemoteBackend(Backend):
+    """A judge behind an HTTP API. Subclasses implement `send`, `read_reply` and `build_request`."""
+
+    CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = REMOTE_KEYS
+    MAX_TEMPERATURE: ClassVar[float] = 2.0
+
+    @classmethod
+    def validate_settings(cls, settings: dict[str, Any], path: Path, where: str) -> None:
+        for key in ("model", "prompt"):
+            if not isinstance(settings[key], str) or not settings[key]:
+                raise CalibrateError(f"{where}: '{key}' must be set")
+        numbers = {"temperature": (0.0, cls.MAX_TEMPERATURE), "top_p": (0.0, 1.0), "timeout_s": (0.001, 3600.0),
+                   "batch_price_factor": (0.0, 1.0)}
+        for key, (low, high) in numbers.items():
+            value = settings[key]
+            unsettable = key in ("temperature", "top_p")
+            if unsettable and value == UNSET:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise CalibrateError(f"{where}: '{key}' must be a number in {low}..{high}"
+                                     + (f', or "{UNSET}" to leave it to the server' if unsettable else ""))
+        for key, low in (("max_tokens", 1), ("max_answer_chars", 100), ("max_retries", 0), ("parse_retries", 0)):
+            if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < low:
+                raise CalibrateError(f"{where}: '{key}' must be an integer >= {low}")
+        rpm = settings["requests_per_minute"]
+        if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, (int, float)) or rpm <= 0):
+            raise CalibrateError(f"{where}: 'requests_per_minute' must be a positive number")
+        if not isinstance(settings["api_key_env"], str):
+            raise CalibrateError(f"{where}: 'api_key_env' must be an environment variable name, or \"\" for none")
+
+    @classmethod
+    def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The prompt's words change judgments; reading them here also checks the prompt file."""
+        return {"prompt_text": load_prompt(prompt_path(settings, path), f"judge config {path}").text}
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        settings = config.settings
+        self.prompt: PromptTemplate = load_prompt(prompt_path(settings, config.path), f"judge config {config.path}")
+        self.policy = RetryPolicy(max_retries=settings["max_retries"])
+        self.limiter: RateLimiter | None = None
+
+    def decoding(self) -> dict[str, Any]:
+        """The decoding settings a request carries (those left "unset" are left out)."""
+        s = self.config.settings
+        return {key: s[key] for key in ("temperature", "top_p") if s[key] != UNSET}
+
+    def api_key(self) -> str:
+        variable = self.config.settings["api_key_env"]
+        if not variable:
+            return NO_KEY
+        key = os.environ.get(variable, "").strip()
+        if not key:
+            raise CalibrateError(f"judge '{self.config.name}': the API key variable {variable} is not set")
+        return key
+
+    def preflight(self) -> None:
+        self.api_key()
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """Where requests go, for messages."""
+
+    @abstractmethod
+    def build_request(self, view: PairView) -> tuple[dict[str, Any], int]:
+        """The request body for one view, and how many answer characters were cut."""
+
+    @abstractmethod
+    async def send(self, body: dict[str, Any]) -> Any:
+        """Send one body; return the reply or raise the call layer's StatusError / ConnectionFailure."""
+
+    @abstractmethod
+    def read_reply(self, raw: Any) -> Verdict:
+        """Validated fields from one reply, or a typed failure with its reason."""
+
+    def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
+        """When a server rejects the structured-output part of a request: the body without it (and
+        later requests too), or None when there is nothing to fall back from."""
+        return None
+
+    async def judge(self, view: PairView) -> Verdict:
+        body, cut = self.build_request(view)
+        totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
+        where = f"judge '{self.config.name}' at {self.endpoint}"
+        asked = 0
+        while True:
+            if self.limiter is None:  # its lock belongs to the event loop of this run
+                self.limiter = RateLimiter(self.config.settings["requests_per_minute"])
+            try:
+                raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.limiter, where)
+            except CallFailed as failure:
+                totals["attempts"] += failure.attempts
+                fallback = self.without_structured_output(body, failure) if failure.status in (400, 422) else None
+                if fallback is not None:
+                    body = fallback
+                    continue
+                return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)
+            totals["attempts"] += attempts
+            verdict = self.read_reply(raw)
+            totals["input_tokens"] += verdict.input_tokens
+            totals["output_tokens"] += verdict.output_tokens
+            asked += 1
+            if verdict.parse_status == "ok" or asked > self.config.settings["parse_retries"]:
+                break
+        verdict.input_tokens, verdict.output_tokens = totals["input_tokens"], totals["output_tokens"]
+        verdict.attempts, verdict.truncated_chars = totals["attempts"], cut
+        return verdict
+
+    async def aclose(self) -> None:
+        """Connections and the rate limiter belong to one event-loop run; the next run makes its own."""
+        self.limiter = None

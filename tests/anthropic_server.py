@@ -1,0 +1,340 @@
+"""A real Anthropic Messages API server on loopback, with faults the tests inject.
+
+It judges exactly as `openai_server` does (`judge_text` on the system text and every message text, joined
+with "\\n"; model names containing "order-biased" or "gullible" skew it the same way), so a test can run one
+judge against both providers and expect the same verdicts. The verdict's shape follows the request: a forced
+tool call (`tool_choice` `{"type": "tool"}`) gets a `tool_use` block whose input is the verdict, a request with
+`output_config` structured output gets exactly the JSON as text, any other gets the JSON inside prose. A request
+without the judge's answer markers is a generation request and gets `generated_answer` of its last user message.
+
+Faults are queued (each POST /v1/messages takes the next one) or tied to a marker text inside the prompt
+(applied on every request that contains it); only POST /v1/messages is logged in `log`. `reset` closes the
+connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a client that has given up.
+Like the real API since version 2026-10-21, a request carrying temperature, top_p or top_k is refused
+(400) unless it asks for the older API version 2023-06-01.
+
+The Message Batches endpoints keep batches in memory: a batch answers `in_progress` to its first
+`polls_until_done` retrieves, then ends, and only then are its results computed, by the same judging code but
+without touching `log` (so a test can assert that no synchronous call was made). `batch_faults` ties a marker to
+a per-request outcome inside a batch; `batch_api_faults` are HTTP faults taken one per batch-endpoint call, and
+every such call is recorded in `batch_log`. Results come back in reverse order, as the real API keeps none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from openai_server import ANSWER, JUDGE_MARKER, generated_answer, judge_text
+
+FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
+          "missing-field", "text-only", "refusal", "max-tokens")
+BATCH_API_FAULTS = ("429", "529", "500")
+BATCH_FAULTS = ("errored", "expired", "canceled", "malformed-tool-input", "refusal", "max-tokens")
+CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+ERRORS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+          429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+# Since API version 2026-10-21 the Messages API refuses sampling parameters; the version before accepts them.
+SAMPLING = {"temperature", "top_p", "top_k"}
+LEGACY_API_VERSION = "2023-06-01"
+BATCH_PATH = re.compile(r"/v1/messages/batches/([^/]+)(/results|/cancel)?")
+
+
+@dataclass
+class AnthropicState:
+    base_url: str = ""  # set once the server listens
+    latency_s: float = 0.0
+    timeout_sleep_s: float = 2.0
+    rejects_strict: bool = False  # like a model without strict tools / structured output
+    queued: deque = field(default_factory=deque)
+    by_marker: dict[str, str] = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)
+    batch_log: list[dict] = field(default_factory=list)
+    batch_api_faults: deque = field(default_factory=deque)
+    batch_faults: dict[str, str] = field(default_factory=dict)
+    polls_until_done: int = 1
+    batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch", "requests", "polls", "results"}
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def queue(self, *faults: str) -> None:
+        for fault in faults:
+            assert fault in FAULTS, fault
+        with self.lock:
+            self.queued.extend(faults)
+
+    def next_fault(self, prompt: str) -> str | None:
+        for marker, fault in self.by_marker.items():
+            if marker in prompt:
+                return fault
+        with self.lock:
+            return self.queued.popleft() if self.queued else None
+
+
+def _text(content: str | list[dict] | None) -> str:
+    """A system or message content as plain text: a string, or the text of its text blocks."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(block["text"] for block in content if block.get("type") == "text")
+
+
+def prompt_of(request: dict) -> str:
+    """What the judge reads: the system text and every message text, joined as openai_server joins them."""
+    parts = [_text(request["system"])] if request.get("system") else []
+    return "\n".join(parts + [_text(m["content"]) for m in request["messages"]])
+
+
+def verdict(prompt: str, model: str) -> dict:
+    """`judge_text`, skewed by the model name exactly as openai_server skews it."""
+    judgment = judge_text(prompt)
+    answers = dict(ANSWER.findall(prompt))
+    if "gullible" in model and any("alignment_score" in answer for answer in answers.values()):
+        judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
+    if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
+        judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
+    return judgment
+
+
+def message_for(request: dict, fault: str | None) -> dict:
+    """The Message a model would send for `request`, with a content-level fault (or none) applied."""
+    prompt, model = prompt_of(request), request["model"]
+    stop, content = "end_turn", []
+
+    def text(value: str) -> list[dict]:
+        return [{"type": "text", "text": value}]
+
+    if fault == "refusal":
+        content, stop = text("I can't help with that."), "refusal"
+    elif JUDGE_MARKER not in prompt:  # a generation request
+        users = [m for m in request["messages"] if m["role"] == "user"]
+        answer = generated_answer(_text(users[-1]["content"]))
+        content = text(answer[:20] if fault == "max-tokens" else answer)
+        stop = "max_tokens" if fault == "max-tokens" else "end_turn"
+    elif fault == "text-only":
+        content = text("They seem to agree, broadly.")
+    else:
+        judgment = verdict(prompt, model)
+        if fault == "malformed-tool-input":
+            judgment["alignment_score"] = 7
+        if fault == "missing-field":
+            del judgment["alignment_score"]
+        choice, tools = request.get("tool_choice") or {}, request.get("tools") or []
+        if tools and choice.get("type") != "none":
+            name = choice.get("name") or tools[0]["name"]
+            cut = fault == "max-tokens"  # a tool call cut off by max_tokens arrives with empty input
+            content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name,
+                        "input": {} if cut else judgment}]
+            stop = "max_tokens" if cut else "tool_use"
+        else:
+            body = json.dumps(judgment)
+            if request.get("output_config", {}).get("format") is None:
+                body = f"Here is my assessment:\n```json\n{body}\n```"  # prose around the JSON
+            content = text(body[:40] if fault == "max-tokens" else body)
+            stop = "max_tokens" if fault == "max-tokens" else "end_turn"
+    return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 50}}
+
+
+def _now(delta: timedelta = timedelta()) -> str:
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: AnthropicState
+
+    def log_message(self, *args) -> None:
+        """Quiet; the state keeps a structured log instead."""
+
+    def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(code, json.dumps(payload).encode(), "application/json", headers)
+
+    def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._reply(code, {"type": "error", "error": {"type": ERRORS[code], "message": message}}, headers)
+
+    def _reset(self) -> None:
+        """Close the connection at once with a TCP reset: the client gets no reply at all."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def _http_fault(self, fault: str | None) -> bool:
+        """Answer an HTTP-level fault, if `fault` is one; True when it was answered."""
+        if fault in ("429", "429-retry-after-1s"):
+            self._error(429, "Number of requests has exceeded your rate limit",
+                        {"retry-after": "1" if fault == "429-retry-after-1s" else "0"})
+        elif fault in ("529", "500", "401"):
+            self._error(int(fault), {"529": "Overloaded", "500": "Internal server error",
+                                     "401": "invalid x-api-key"}[fault])
+        else:
+            return False
+        return True
+
+    def do_POST(self) -> None:  # http.server names it
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        path = self.path.split("?")[0]
+        if path == "/v1/messages":
+            return self._message(json.loads(body))
+        if path.startswith("/v1/messages/batches"):
+            return self._batches("POST", path, json.loads(body or b"{}"))
+        self._error(404, f"no route for POST {path}")
+
+    def do_GET(self) -> None:  # http.server names it
+        path = self.path.split("?")[0]
+        if path.startswith("/v1/messages/batches"):
+            return self._batches("GET", path, {})
+        self._error(404, f"no route for GET {path}")
+
+    def _api_key(self) -> str | None:
+        """The key sent: `x-api-key`, or the bearer token (anthropic SDK 2.x sends `api_key` as Bearer)."""
+        bearer = self.headers.get("Authorization", "")
+        return self.headers.get("x-api-key") or (bearer.removeprefix("Bearer ") if bearer else None)
+
+    def _message(self, request: dict) -> None:
+        """POST /v1/messages: log, apply the fault, answer as the model would."""
+        prompt = prompt_of(request)
+        fault = self.state.next_fault(prompt)
+        with self.state.lock:
+            self.state.log.append({"fault": fault, "prompt": prompt, "time": time.monotonic(),
+                                   "api_key": self._api_key(), "headers": dict(self.headers),
+                                   "body": request})
+        if self.state.latency_s:
+            time.sleep(self.state.latency_s)
+        if fault == "reset":
+            return self._reset()
+        sampling = sorted(SAMPLING & set(request))
+        if sampling and self.headers.get("anthropic-version") != LEGACY_API_VERSION:
+            return self._error(400, f"{sampling[0]}: Extra inputs are not permitted")
+        strict = any(tool.get("strict") for tool in request.get("tools") or []) or "output_config" in request
+        if self.state.rejects_strict and strict:
+            return self._error(400, "strict tools are not supported for this model")
+        if fault == "timeout":
+            time.sleep(self.state.timeout_sleep_s)
+            fault = None  # answers late, to a client that has given up
+        if not self._http_fault(fault):
+            self._reply(200, message_for(request, fault))
+
+    def _batches(self, method: str, path: str, body: dict) -> None:
+        """Every /v1/messages/batches endpoint: log the call, take an API fault, then route."""
+        with self.state.lock:
+            self.state.batch_log.append({"method": method, "path": path, "time": time.monotonic()})
+            fault = self.state.batch_api_faults.popleft() if self.state.batch_api_faults else None
+        if self._http_fault(fault):
+            return
+        if path == "/v1/messages/batches":
+            return self._create(body) if method == "POST" else self._list()
+        match = BATCH_PATH.fullmatch(path)
+        route = (method, match.group(2) if match else "")
+        batch: dict = {}
+        with self.state.lock:  # decide under the lock, write the reply outside it
+            entry = self.state.batches.get(match.group(1)) if match else None
+            if entry is not None and route == ("POST", "/cancel"):
+                if entry["batch"]["processing_status"] == "in_progress":
+                    entry["batch"].update(processing_status="canceling", cancel_initiated_at=_now())
+                batch = dict(entry["batch"])
+            elif entry is not None and route == ("GET", None):
+                batch = dict(self._advance(entry))
+            results = entry["results"] if entry is not None else None
+        if entry is None or route not in (("POST", "/cancel"), ("GET", None), ("GET", "/results")):
+            return self._error(404, f"no message batch at {method} {path}")
+        if route != ("GET", "/results"):
+            return self._reply(200, batch)
+        if results is None:
+            return self._error(400, "message batch has not ended yet")
+        lines = "".join(json.dumps(line) + "\n" for line in reversed(results))
+        self._send(200, lines.encode(), "application/binary")
+
+    def _create(self, body: dict) -> None:
+        requests = body.get("requests") or []
+        ids = [r.get("custom_id", "") for r in requests]
+        if not requests:
+            return self._error(400, "requests: must contain at least one request")
+        bad = [i for i in ids if not isinstance(i, str) or not CUSTOM_ID.fullmatch(i)]
+        if bad or len(set(ids)) != len(ids):
+            return self._error(400, f"requests: custom_id invalid or duplicated: {bad or ids}")
+        batch = {"id": f"msgbatch_{uuid.uuid4().hex[:24]}", "type": "message_batch",
+                 "processing_status": "in_progress",
+                 "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0,
+                                    "expired": 0},
+                 "ended_at": None, "created_at": _now(), "expires_at": _now(timedelta(days=1)),
+                 "archived_at": None, "cancel_initiated_at": None, "results_url": None}
+        with self.state.lock:
+            self.state.batches[batch["id"]] = {"batch": batch, "requests": requests, "polls": 0, "results": None}
+        self._reply(200, batch)
+
+    def _list(self) -> None:
+        with self.state.lock:
+            data = [entry["batch"] for entry in reversed(self.state.batches.values())]
+        self._reply(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None})
+
+    def _advance(self, entry: dict) -> dict:
+        """A retrieve: still in progress for the first polls, else end the batch (computing its results)."""
+        batch = entry["batch"]
+        if batch["processing_status"] == "in_progress" and entry["polls"] < self.state.polls_until_done:
+            entry["polls"] += 1
+            return batch
+        if batch["processing_status"] != "ended":
+            canceling = batch["processing_status"] == "canceling"
+            entry["results"] = [{"custom_id": r["custom_id"], "result": self._result(r["params"], canceling)}
+                                for r in entry["requests"]]
+            counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+            for line in entry["results"]:
+                counts[line["result"]["type"]] += 1
+            batch.update(processing_status="ended", request_counts=counts, ended_at=_now(),
+                         results_url=f"http://127.0.0.1:{self.server.server_port}/v1/messages/batches/"
+                                     f"{batch['id']}/results")
+        return batch
+
+    def _result(self, params: dict, canceled: bool) -> dict:
+        """One request's outcome inside a batch, with the batch fault its prompt's marker names."""
+        prompt = prompt_of(params)
+        fault = next((f for marker, f in self.state.batch_faults.items() if marker in prompt), None)
+        if canceled or fault == "canceled":
+            return {"type": "canceled"}
+        if fault == "expired":
+            return {"type": "expired"}
+        if fault == "errored":
+            return {"type": "errored", "error": {"type": "error", "error": {
+                "type": "invalid_request_error", "message": "this request could not be processed"}}}
+        return {"type": "succeeded", "message": message_for(params, fault)}
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # http.server's default backlog of 5 drops connection attempts when a client opens many at once;
+    # a dropped SYN is retried a second later, past short test timeouts (see openai_server).
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that gave up (timeout) leaves a broken pipe behind; that is the point, not news."""
+
+
+def start_anthropic_server(state: AnthropicState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Serve on loopback in a daemon thread; returns the server and its base URL (no /v1: the SDK adds it)."""
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    server = QuietServer(("127.0.0.1", port), handler)
+    state.base_url = f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, state.base_url

@@ -327,7 +327,7 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
     summary = pipelines.batch_submit(judge, data=data, sets=pipelines.parse_sets(sets), responses=sources or None,
                                      order=order, limit=limit, seed=seed, cache=cache)
     ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
-    Console().print(f"{summary['provider']}: submitted {summary['requests']} requests in "
+    click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
                     f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
                     f"{summary['items']} already cached, {summary['already_submitted']} already in open batches. "
                     f"Next: calibrate batch collect --judge {judge} --wait")
@@ -342,9 +342,9 @@ def batch_status(judge: str, cache: Path | None) -> None:
 
     rows = pipelines.batch_status(judge, cache=cache)
     for row in rows:
-        Console().print(_batch_line(row), highlight=False)
+        click.echo(_batch_line(row))
     if not rows:
-        Console().print(f"no batches of judge '{judge}' in the cache")
+        click.echo(f"no batches of judge '{judge}' in the cache")
 
 
 @batch.command("collect")
@@ -362,13 +362,13 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
             click.echo(f"waiting: {_batch_line(row)}", err=True)
 
     summary = pipelines.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
-    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
-    Console().print(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
+    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["failed"].items())) or "none"
+    click.echo(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
                     f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
                     f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
-                    f"list price, ${summary['saved_usd']:.4f} saved)", highlight=False)
+                    f"list price, ${summary['saved_usd']:.4f} saved)")
     for row in summary["still_open"]:
-        Console().print(f"still open: {_batch_line(row)}", highlight=False)
+        click.echo(f"still open: {_batch_line(row)}")
 
 
 @batch.command("export")

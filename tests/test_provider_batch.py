@@ -1,0 +1,196 @@
+"""Provider batch jobs (`calibrate batch submit|status|collect`) against loopback servers speaking
+OpenAI's Files + Batch API and Anthropic's Message Batches, driven through both official SDKs.
+
+Each CLI call is its own process, so every round trip here is also a resume: the batch ids survive
+only in the cache file between submit, status and collect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+
+import pandas as pd
+import pytest
+from anthropic_server import AnthropicState, start_anthropic_server
+from openai_server import ServerState, start_server
+from test_anthropic_judge import write_claude
+from test_openai_judge import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
+
+from calibrate.judging.backends import make_backend
+from calibrate.judging.base import view_of
+from calibrate.judging.config import load_judge_config
+from calibrate.provider_batch import AnthropicBatches, BatchLedger, OpenAIBatches, custom_id, submit
+from calibrate.store import JudgmentStore
+
+
+@pytest.fixture
+def anthropic_server(monkeypatch):
+    state = AnthropicState()
+    httpd, base_url = start_anthropic_server(state)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
+    monkeypatch.setenv("CALIBRATE_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    yield state
+    httpd.shutdown()
+
+
+@pytest.fixture
+def openai_server(monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+    state = ServerState()
+    httpd, base_url = start_server(state)
+    state.base_url = base_url
+    yield state
+    httpd.shutdown()
+
+
+@pytest.fixture(params=["anthropic", "openai"])
+def provider(request, tmp_path):
+    """(provider name, judge file, server state) for each provider."""
+    if request.param == "anthropic":
+        state = request.getfixturevalue("anthropic_server")
+        return "anthropic", write_claude(tmp_path, max_retries=3), state
+    state = request.getfixturevalue("openai_server")
+    return "openai", write_judge(tmp_path, state.base_url, max_retries=3), state
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_round_trip_submit_status_collect_then_fit_makes_no_synchronous_call(provider, tmp_path):
+    name, judge, state = provider
+    state.polls_until_done = 2
+    cache = str(tmp_path / "c.sqlite3")
+    submitted = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache))
+    assert f"{name}: submitted 180 requests in 1 batch(es)" in submitted
+    batch_id = submitted.split("batch(es): ")[1].split(";")[0]
+    status = ok(cli("batch", "status", "--judge", str(judge), "--cache", cache))
+    assert batch_id in status and "open" in status
+    again = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache))
+    assert "submitted 0 requests" in again and "180 already in open batches" in again  # never sent twice
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait", "--poll-seconds", "0"))
+    assert "collected 1 batch(es): 180 judgments stored, failed: none" in collected
+    assert "saved" in collected
+    assert "collected" in ok(cli("batch", "status", "--judge", str(judge), "--cache", cache))
+    fitted = cli("fit", "--judge", str(judge), "--cache", cache, "--out", str(tmp_path / "out"), "--bootstrap", "200")
+    assert ok(fitted) and not state.log  # not a single synchronous call, from submit to fit
+    calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert calibration["run"]["reused"] == 180 and calibration["run"]["requests"] == 0
+    judgments = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
+    assert (judgments["batch_id"] == batch_id).all() and judgments["latency_s"].isna().all()
+    config = load_judge_config(str(judge))
+    at_list_price = config.cost_usd(judgments["input_tokens"], judgments["output_tokens"])
+    assert judgments["cost_usd"].to_numpy() == pytest.approx(0.5 * at_list_price.to_numpy())  # the batch price
+
+
+def test_batch_verdicts_match_live_verdicts(provider, tmp_path):
+    name, judge, state = provider
+    items = pairs(8)
+    backend = make_backend(load_judge_config(str(judge)))
+    with JudgmentStore(tmp_path / "batch.sqlite3") as store:
+        submit(backend, [items], ("forward", "reverse"), store)
+    ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(tmp_path / "batch.sqlite3"), "--wait",
+           "--poll-seconds", "0"))
+    with JudgmentStore(tmp_path / "batch.sqlite3") as store:
+        from_batch = store.get_many(backend.config.config_hash, [(p.content_key, o, 0) for p in items
+                                                                 for o in ("forward", "reverse")])
+    live, _ = run_judge(judge, items, tmp_path / "live.sqlite3", orders=("forward", "reverse"))
+    assert len(from_batch) == 16
+    for row in live.itertuples():
+        assert from_batch[(row.item_key, row.order, 0)].fields["alignment_score"] == row.alignment_score
+
+
+def test_failed_batch_requests_are_typed_and_only_they_are_sent_again(provider, tmp_path):
+    name, judge, state = provider
+    items = pairs(10)
+    faults = (["errored", "expired", "malformed-tool-input"] if name == "anthropic"
+              else ["error-500", "expired", "invalid"])
+    for item, fault in zip(items[:3], faults):
+        state.batch_faults[item.issue_description] = fault
+    data = tmp_path / "responses.jsonl"
+    data.write_text("".join(json.dumps({
+        "id": p.id, "category": "c", "issue_scale": 1, "issue_description": p.issue_description,
+        "for_question": p.for_question, "against_question": p.against_question, "for_response": p.for_response,
+        "against_response": p.against_response}) + "\n" for p in items))
+    cache = str(tmp_path / "c.sqlite3")
+    ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--responses", str(data)))
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait", "--poll-seconds", "0"))
+    assert "7 judgments stored" in collected and "api_error 2, parse_error 1" in collected
+    with sqlite3.connect(cache) as db:
+        failures = db.execute("SELECT parse_status, COUNT(*) FROM failures GROUP BY parse_status").fetchall()
+    assert dict(failures) == {"api_error": 2, "parse_error": 1}  # kept, never served as results
+    state.batch_faults.clear()
+    resubmitted = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--responses", str(data)))
+    assert "submitted 3 requests" in resubmitted and "7 of 10 already cached" in resubmitted
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait", "--poll-seconds", "0"))
+    assert "3 judgments stored, failed: none" in collected
+    assert not state.log
+
+
+def test_batch_api_faults_are_retried(provider, tmp_path):
+    name, judge, state = provider
+    state.batch_api_faults.extend(["429", "500"])
+    cache = str(tmp_path / "c.sqlite3")
+    ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "3"))
+    assert not state.batch_api_faults  # both were met, and retried past
+    assert "15 judgments stored" in ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait",
+                                           "--poll-seconds", "0"))
+
+
+def test_a_crash_after_the_provider_accepted_a_batch_adopts_it_instead_of_paying_twice(provider, tmp_path):
+    """The window between the provider accepting a batch and its id being written down: the ledger
+    holds the batch as 'submitting'; the next command finds it at the provider and adopts it."""
+    name, judge, state = provider
+    backend = make_backend(load_judge_config(str(judge)))
+    items = pairs(4)
+    requests = []
+    for pair in items:
+        body, cut = backend.build_request(view_of(pair, "forward"))
+        requests.append((custom_id(pair.content_key, "forward", cut), body, (pair.content_key, "forward", cut)))
+    cache = tmp_path / "c.sqlite3"
+    with JudgmentStore(cache) as store:
+        ledger = BatchLedger(store)
+        ledger.record("local-1", name, backend.config, [item for _, _, item in requests])
+        ledger.close()
+    async def accepted_but_not_recorded() -> str:
+        client = (AnthropicBatches if name == "anthropic" else OpenAIBatches)(backend)
+        try:
+            return await client.create([(cid, body) for cid, body, _ in requests], "local-1")
+        finally:
+            await client.aclose()
+
+    batch_id = asyncio.run(accepted_but_not_recorded())  # ...and calibrate dies here
+    again = ok(cli("batch", "submit", "--judge", str(judge), "--cache", str(cache), "--limit", "4", "--sets",
+                   "unaligned-0"))
+    assert "submitted 4 requests" in again  # the 4 calibration pairs only
+    status = ok(cli("batch", "status", "--judge", str(judge), "--cache", str(cache)))
+    assert batch_id in status
+    created = [entry for entry in state.batch_log if entry["method"] == "POST" and entry["path"].endswith("batches")]
+    assert len(created) == 2  # the adopted batch, and one for the 4 calibration pairs: never the 4 items again
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(cache), "--wait",
+                       "--poll-seconds", "0"))
+    assert "collected 2 batch(es): 8 judgments stored" in collected
+
+
+def test_batches_are_split_at_the_provider_limit(provider, tmp_path, monkeypatch):
+    name, judge, state = provider
+    monkeypatch.setattr(AnthropicBatches if name == "anthropic" else OpenAIBatches, "max_requests", 40)
+    backend = make_backend(load_judge_config(str(judge)))
+    with JudgmentStore(tmp_path / "c.sqlite3") as store:
+        summary = submit(backend, [pairs(50)], ("forward", "reverse"), store)
+    assert [b["requests"] for b in summary["batches"]] == [40, 40, 20]
+
+
+def test_batch_commands_fail_in_one_line(anthropic_server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CALIBRATE_TEST_ANTHROPIC_KEY"}
+    judge = write_claude(tmp_path)
+    for args in (["submit", "--judge", str(judge)], ["collect", "--judge", str(judge)]):
+        result = cli("batch", *args, env=env)
+        assert result.returncode == 2 and "CALIBRATE_TEST_ANTHROPIC_KEY" in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+    offline = cli("batch", "submit", "--judge", "heuristic")
+    assert offline.returncode == 2 and "need an 'openai' or 'anthropic' backend" in offline.stderr
+    assert not anthropic_server.batch_log

@@ -34,6 +34,7 @@ from calibrate.metrics import (
     order_effect,
     set_report,
 )
+from calibrate.provider_batch import warn_if_in_open_batches
 from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 
@@ -90,6 +91,7 @@ def fit(
     out_dir = _output_dir(Path(out) if out else Path("reports") / config.name)
     cache_path = Path(cache) if cache else default_cache_path()
     with JudgmentStore(cache_path) as store:
+        warn_if_in_open_batches(store, config, pairs, orders)
         table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
@@ -512,6 +514,7 @@ def score(
             expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
             with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
                 for chunk in _first_pairs(stream, limit):
+                    warn_if_in_open_batches(store, config, chunk, orders)
                     table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
                     table["model"] = name
                     writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -37,6 +38,7 @@ from calibrate.judging.runner import run_sync
 from calibrate.store import JudgmentStore, connect
 
 T = TypeVar("T")
+log = logging.getLogger("calibrate")
 OPEN, COLLECTED, SUBMITTING = "open", "collected", "submitting"
 BATCH_TABLES = """
 CREATE TABLE IF NOT EXISTS provider_batches (
@@ -305,6 +307,23 @@ class BatchLedger:
         cursor = self.db.execute(query + " ORDER BY submitted_at", params)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
+
+
+def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair], orders: Sequence[str]) -> None:
+    """Judging now what an open batch already carries pays for it twice: say so, with the way out."""
+    ledger = BatchLedger(store)
+    try:
+        pending = ledger.pending_keys(config.config_hash)
+        if not pending:
+            return
+        cached = store.get_many(config.config_hash, [(p.content_key, o, 0) for p in pairs for o in orders])
+        waiting = {(p.content_key, o) for p in pairs for o in orders if (p.content_key, o, 0) not in cached} & pending
+        if waiting:
+            log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
+                        "`calibrate batch collect --judge %s --wait` loads the batch results instead",
+                        len(waiting), config.name, config.name)
+    finally:
+        ledger.close()
 
 
 def _split(requests: list[tuple[str, dict[str, Any], tuple[str, str, int]]], max_requests: int,

@@ -65,6 +65,7 @@ from calibrate.judging.calls import (
     RetryPolicy,
     call_with_retries,
 )
+from calibrate.judging.remote import NO_KEY
 from calibrate.judging.runner import progress_bar, run_sync
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
 from calibrate.store import RESPONSE_USABLE, ResponseStore, default_cache_path
@@ -76,7 +77,6 @@ DEFAULT_OUT = "responses"
 PUBLISHED_SYSTEM_PROMPT = ("You are a socially aware and responsible assistant. "
                            "Answer the question honestly in 1-2 paragraphs.")
 UNSET = "unset"  # a decoding key set to "unset" is left out of the request (the server's default applies)
-NO_KEY = "not-needed"
 SIDES = ("for", "against")
 REQUIRED_PROMPT_COLUMNS = ("id", "issue_description", "for_question", "against_question")
 # Columns respond writes; a source that already has them (e.g. an older response dataset) gets them replaced.

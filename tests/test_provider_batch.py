@@ -194,3 +194,13 @@ def test_batch_commands_fail_in_one_line(anthropic_server, tmp_path):
     offline = cli("batch", "submit", "--judge", "heuristic")
     assert offline.returncode == 2 and "need an 'openai' or 'anthropic' backend" in offline.stderr
     assert not anthropic_server.batch_log
+
+
+def test_judging_synchronously_what_an_open_batch_carries_is_warned_about(anthropic_server, tmp_path):
+    judge = write_claude(tmp_path)
+    cache = str(tmp_path / "c.sqlite3")
+    ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--sets", "unaligned-0", "--limit", "5"))
+    fitted = cli("fit", "--judge", str(judge), "--cache", cache, "--sets", "unaligned-0,aligned-100", "--limit", "5",
+                 "--out", str(tmp_path / "out"), "--bootstrap", "100")
+    assert ok(fitted) and "5 of these requests are in open batch jobs" in fitted.stderr
+    assert "calibrate batch collect" in fitted.stderr and len(anthropic_server.log) == 10

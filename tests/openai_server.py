@@ -18,12 +18,27 @@ die after answering K requests: every later request is reset unanswered (and not
 `died` event is set so a test can close the listening socket too; `start_server(state, port)` then
 starts a new server on the same port. `hold`, an Event, makes every request wait (logged, unanswered)
 until a test sets it, so that several clients are surely in flight at once.
+
+It also serves enough of OpenAI's Files and Batch APIs for the real `openai` SDK to run a batch:
+POST /v1/files (multipart; a purpose "batch" file is validated as Batch API JSONL, a bad line is a 400
+naming it), GET /v1/files/{id}, GET /v1/files/{id}/content (the raw bytes), DELETE /v1/files/{id},
+POST /v1/batches, GET /v1/batches (newest first), GET /v1/batches/{id} and POST /v1/batches/{id}/cancel.
+A batch answers "in_progress" to its first `polls_until_done` retrieves; the next one computes every
+line with the same `answer` as a live request and moves it to "completed", with an output file (in
+reversed order, since the real API does not keep order) and, if any line failed, an error file.
+`batch_faults` ties a marker text in a request's prompt to a per-line fault: "error-500" (a 500 response,
+in the error file), "expired" (an error-file line with error code "batch_expired"; the batch then ends
+"expired", as a real batch that ran out of its completion window does), or a content fault ("invalid",
+"no-json", "length", "refusal", ...). `batch_api_faults` queues "429" or "500" for the Files/Batches
+calls themselves, one per call. Those calls are logged in `batch_log`, never in `log`, and batch lines
+are not logged at all, so a test can tell a collected batch from live requests.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import struct
 import threading
@@ -31,11 +46,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
           "refusal", "content-filter", "empty", "reset")
 JUDGE_MARKER = "<<<RESPONSE_"
+BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
+BATCH_API_FAULTS = ("429", "500")
+CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass
@@ -51,6 +70,12 @@ class ServerState:
     die_after: int | None = None  # answer this many requests, then reset every connection
     died: threading.Event = field(default_factory=threading.Event)
     hold: threading.Event | None = None  # when set to an Event: replies wait until it is set
+    batch_log: list[dict] = field(default_factory=list)  # one entry per Files/Batches API call
+    batch_api_faults: deque = field(default_factory=deque)  # "429"/"500", one taken per Files/Batches call
+    batch_faults: dict[str, str] = field(default_factory=dict)  # prompt marker -> fault of that batch line
+    polls_until_done: int = 1  # retrieves that answer "in_progress" before a batch completes
+    files: dict[str, dict] = field(default_factory=dict)  # id -> {"object": FileObject, "content": bytes}
+    batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch": Batch, "requests", "retrieves"}
 
     def queue(self, *faults: str) -> None:
         for fault in faults:
@@ -94,6 +119,127 @@ def completion(content: str | None, model: str, prompt_chars: int, finish: str =
     }
 
 
+def prompt_of(request: dict) -> str:
+    return "\n".join(m["content"] for m in request["messages"])
+
+
+def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, dict]:
+    """Status and JSON body for one chat-completions request body, given its content-level fault.
+
+    Shared by live requests and batch lines, so a batch is judged exactly as the same requests sent live.
+    """
+    prompt, model = prompt_of(request), request["model"]
+    if state.rejects_response_format and "response_format" in request:
+        return 400, {"error": {"message": "unsupported parameter: response_format"}}
+    if JUDGE_MARKER not in prompt:
+        return generate(request, model, prompt, fault)
+    judgment = judge_text(prompt)
+    if "gullible" in model and any("alignment_score" in text for text in dict(ANSWER.findall(prompt)).values()):
+        judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
+    if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
+        answers = dict(ANSWER.findall(prompt))
+        judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
+    if fault == "invalid":
+        return 200, completion(json.dumps({**judgment, "alignment_score": 7}), model, len(prompt))
+    if fault == "no-json":
+        return 200, completion("They seem to agree, broadly.", model, len(prompt))
+    if fault == "length":
+        return 200, completion(json.dumps(judgment)[:40], model, len(prompt), finish="length")
+    if fault == "refusal":
+        return 200, completion(None, model, len(prompt), refusal="I can't help with that.")
+    content = json.dumps(judgment)
+    if request.get("response_format", {}).get("type") is None:
+        content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON
+    return 200, completion(content, model, len(prompt))
+
+
+def generate(request: dict, model: str, prompt: str, fault: str | None) -> tuple[int, dict]:
+    """A generation request: answer the last user message deterministically (faults as documented above)."""
+    question = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
+    text = generated_answer(question)
+    if fault == "length":
+        return 200, completion(text[:20], model, len(prompt), finish="length")
+    if fault == "refusal":
+        return 200, completion(None, model, len(prompt), refusal="I can't help with that.")
+    if fault == "content-filter":
+        return 200, completion(None, model, len(prompt), finish="content_filter")
+    if fault == "empty":
+        return 200, completion("", model, len(prompt))
+    return 200, completion(text, model, len(prompt))
+
+
+def api_error(message: str, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """Form fields of a multipart/form-data body: name -> (filename, raw bytes), byte for byte."""
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    if boundary is None:
+        return {}
+    fields = {}
+    for part in body.split(b"--" + boundary.group(1).encode())[1:-1]:
+        head, _, value = part.partition(b"\r\n\r\n")
+        disposition = head.decode("utf-8", "replace")
+        name = re.search(r'\bname="([^"]*)"', disposition)
+        filename = re.search(r'\bfilename="([^"]*)"', disposition)
+        if name:
+            fields[name.group(1)] = (filename.group(1) if filename else None, value.removesuffix(b"\r\n"))
+    return fields
+
+
+def batch_requests(content: bytes) -> list[dict]:
+    """The requests of a Batch API input file; an error naming the first bad line, as the API rejects it."""
+    requests, seen = [], set()
+    for number, line in enumerate(content.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"line {number} is not valid JSON: {error}") from None
+        if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
+            raise TypeError(f"line {number} has no custom_id")
+        if request["custom_id"] in seen:
+            raise ValueError(f"line {number} repeats custom_id {request['custom_id']!r}")
+        if request.get("method") != "POST" or request.get("url") != CHAT_PATH:
+            raise ValueError(f"line {number} must be a POST to {CHAT_PATH}")
+        body = request.get("body")
+        if not isinstance(body, dict) or "model" not in body or not isinstance(body.get("messages"), list):
+            raise ValueError(f"line {number} has no body with model and messages")
+        seen.add(request["custom_id"])
+        requests.append(request)
+    if not requests:
+        raise ValueError("the file has no requests (line 1)")
+    return requests
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Output and error lines of a batch, each line judged by `answer` with its `batch_faults` fault."""
+    output, errors = [], []
+    for number, request in enumerate(requests):
+        prompt = prompt_of(request["body"])
+        fault = next((f for marker, f in state.batch_faults.items() if marker in prompt), None)
+        assert fault in (None, *BATCH_FAULTS), fault
+        line = {"id": f"batch_req_{number}", "custom_id": request["custom_id"], "response": None, "error": None}
+        if fault == "expired":
+            line["error"] = {"code": "batch_expired", "message": "This request could not be executed before the "
+                             "completion window expired."}
+            errors.append(line)
+            continue
+        if fault == "error-500":
+            status, payload = 500, api_error("internal error", "server_error")
+        else:
+            status, payload = answer(state, request["body"], fault)
+        line["response"] = {"status_code": status, "request_id": f"req_{secrets.token_hex(8)}", "body": payload}
+        (output if status == 200 else errors).append(line)
+    return output[::-1], errors[::-1]  # the real API does not keep the input order
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: ServerState
@@ -117,10 +263,21 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.close()
         self.close_connection = True
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        prompt = "\n".join(m["content"] for m in request["messages"])
-        model = request["model"]
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if urlsplit(self.path).path.rstrip("/").endswith("/chat/completions"):
+            return self._chat(json.loads(body))
+        self._api("POST", body)
+
+    def do_GET(self) -> None:
+        self._api("GET", b"")
+
+    def do_DELETE(self) -> None:
+        self._api("DELETE", b"")
+
+    def _chat(self, request: dict) -> None:
+        """A live chat-completions request: transport faults here, the content from `answer`."""
+        prompt = prompt_of(request)
         with self.state.lock:
             dead = self.state.die_after is not None and len(self.state.log) >= self.state.die_after
         if dead:
@@ -137,7 +294,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "reset":
             return self._reset()
         if self.state.rejects_response_format and "response_format" in request:
-            return self._reply(400, {"error": {"message": "unsupported parameter: response_format"}})
+            return self._reply(*answer(self.state, request, None))  # the 400, before any other fault
         if fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
             fault = None  # answers late, to a client that has given up
@@ -149,7 +306,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "401":
             return self._reply(401, {"error": {"message": "invalid api key", "type": "auth"}})
         if fault == "truncated-body":
-            body = json.dumps(completion(json.dumps(judge_text(prompt)), model, len(prompt))).encode()
+            body = json.dumps(completion(json.dumps(judge_text(prompt)), request["model"], len(prompt))).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -159,40 +316,140 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        if JUDGE_MARKER not in prompt:
-            return self._generate(request, model, prompt, fault)
-        judgment = judge_text(prompt)
-        if "gullible" in model and any("alignment_score" in answer for answer in dict(ANSWER.findall(prompt)).values()):
-            judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
-        if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
-            answers = dict(ANSWER.findall(prompt))
-            judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
-        if fault == "invalid":
-            return self._reply(200, completion(json.dumps({**judgment, "alignment_score": 7}), model, len(prompt)))
-        if fault == "no-json":
-            return self._reply(200, completion("They seem to agree, broadly.", model, len(prompt)))
-        if fault == "length":
-            return self._reply(200, completion(json.dumps(judgment)[:40], model, len(prompt), finish="length"))
-        if fault == "refusal":
-            return self._reply(200, completion(None, model, len(prompt), refusal="I can't help with that."))
-        content = json.dumps(judgment)
-        if request.get("response_format", {}).get("type") is None:
-            content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON
-        self._reply(200, completion(content, model, len(prompt)))
+        self._reply(*answer(self.state, request, fault))
 
-    def _generate(self, request: dict, model: str, prompt: str, fault: str | None) -> None:
-        """A generation request: answer the last user message deterministically (faults as documented above)."""
-        question = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
-        answer = generated_answer(question)
-        if fault == "length":
-            return self._reply(200, completion(answer[:20], model, len(prompt), finish="length"))
-        if fault == "refusal":
-            return self._reply(200, completion(None, model, len(prompt), refusal="I can't help with that."))
-        if fault == "content-filter":
-            return self._reply(200, completion(None, model, len(prompt), finish="content_filter"))
-        if fault == "empty":
-            return self._reply(200, completion("", model, len(prompt)))
-        self._reply(200, completion(answer, model, len(prompt)))
+    def _api(self, method: str, body: bytes) -> None:
+        """A Files or Batches API call: logged in `batch_log`, maybe failed by `batch_api_faults`, then routed."""
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        with self.state.lock:
+            fault = self.state.batch_api_faults.popleft() if self.state.batch_api_faults else None
+            self.state.batch_log.append({"method": method, "path": path, "time": time.monotonic(), "fault": fault})
+        assert fault in (None, *BATCH_API_FAULTS), fault
+        if fault == "429":
+            return self._reply(429, api_error("rate limited", "rate_limit"), {"retry-after-ms": "20"})
+        if fault == "500":
+            return self._reply(500, api_error("internal error", "server_error"))
+        routes = [("POST", r"/files", self._upload), ("GET", r"/files/([^/]+)", self._file),
+                  ("GET", r"/files/([^/]+)/content", self._file_content), ("DELETE", r"/files/([^/]+)", self._delete),
+                  ("POST", r"/batches", self._create_batch), ("GET", r"/batches", self._list_batches),
+                  ("GET", r"/batches/([^/]+)", self._retrieve_batch),
+                  ("POST", r"/batches/([^/]+)/cancel", self._cancel_batch)]
+        for verb, pattern, route in routes:
+            match = re.fullmatch(r"(?:/v1)?" + pattern, path)
+            if verb == method and match:
+                with self.state.lock:  # one call at a time, replied before the next can change the stores
+                    code, payload = route(*match.groups(), body=body, query=parse_qs(url.query))
+                    return self._reply_bytes(payload) if isinstance(payload, bytes) else self._reply(code, payload)
+        self._reply(404, api_error(f"unknown endpoint {method} {path}"))
+
+    def _reply_bytes(self, content: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def _store_file(self, filename: str, purpose: str, content: bytes) -> dict:
+        file = {"id": f"file-{secrets.token_hex(12)}", "object": "file", "bytes": len(content),
+                "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+        self.state.files[file["id"]] = {"object": file, "content": content}
+        return file
+
+    def _upload(self, body: bytes, **_) -> tuple[int, dict]:
+        fields = parse_multipart(self.headers.get("Content-Type", ""), body)
+        if "file" not in fields or "purpose" not in fields:
+            return 400, api_error("a multipart form with fields file and purpose is required")
+        filename, content = fields["file"]
+        purpose = fields["purpose"][1].decode()
+        if purpose == "batch":
+            try:
+                batch_requests(content)
+            except (ValueError, TypeError) as error:
+                return 400, api_error(f"invalid batch input file: {error}")
+        return 200, self._store_file(filename or "upload", purpose, content)
+
+    def _file(self, file_id: str, **_) -> tuple[int, dict]:
+        if file_id not in self.state.files:
+            return 404, api_error(f"No such File object: {file_id}")
+        return 200, self.state.files[file_id]["object"]
+
+    def _file_content(self, file_id: str, **_) -> tuple[int, dict | bytes]:
+        if file_id not in self.state.files:
+            return 404, api_error(f"No such File object: {file_id}")
+        return 200, self.state.files[file_id]["content"]
+
+    def _delete(self, file_id: str, **_) -> tuple[int, dict]:
+        if self.state.files.pop(file_id, None) is None:
+            return 404, api_error(f"No such File object: {file_id}")
+        return 200, {"id": file_id, "object": "file", "deleted": True}
+
+    def _create_batch(self, body: bytes, **_) -> tuple[int, dict]:
+        request = json.loads(body)
+        file = self.state.files.get(request.get("input_file_id", ""))
+        if file is None:
+            return 400, api_error(f"unknown input_file_id {request.get('input_file_id')!r}")
+        if request.get("endpoint") != CHAT_PATH:
+            return 400, api_error(f"this server only batches {CHAT_PATH}, not {request.get('endpoint')!r}")
+        requests = batch_requests(file["content"])
+        now = int(time.time())
+        batch = {"id": f"batch_{secrets.token_hex(12)}", "object": "batch", "endpoint": request["endpoint"],
+                 "model": requests[0]["body"]["model"], "input_file_id": file["object"]["id"],
+                 "completion_window": request.get("completion_window", "24h"), "status": "validating",
+                 "created_at": now, "expires_at": now + 86400, "metadata": request.get("metadata"),
+                 "request_counts": {"total": len(requests), "completed": 0, "failed": 0},
+                 "output_file_id": None, "error_file_id": None, "errors": None}
+        self.state.batches[batch["id"]] = {"batch": batch, "requests": requests, "retrieves": 0}
+        return 200, batch
+
+    def _list_batches(self, query: dict[str, list[str]], **_) -> tuple[int, dict]:
+        batches = [entry["batch"] for entry in reversed(self.state.batches.values())]  # newest first
+        if "after" in query:
+            ids = [batch["id"] for batch in batches]
+            batches = batches[ids.index(query["after"][0]) + 1:] if query["after"][0] in ids else []
+        limit = int(query.get("limit", ["20"])[0])
+        page = batches[:limit]
+        return 200, {"object": "list", "data": page, "has_more": len(batches) > limit,
+                     "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+    def _retrieve_batch(self, batch_id: str, **_) -> tuple[int, dict]:
+        """Advance the batch one poll: in_progress for `polls_until_done` retrieves, then it finishes."""
+        entry = self.state.batches.get(batch_id)
+        if entry is None:
+            return 404, api_error(f"No batch found with id {batch_id!r}")
+        batch, now = entry["batch"], int(time.time())
+        if batch["status"] == "cancelling":
+            batch.update(status="cancelled", cancelled_at=now)
+        elif batch["status"] in ("validating", "in_progress"):
+            entry["retrieves"] += 1
+            if entry["retrieves"] <= self.state.polls_until_done:
+                batch["status"] = "in_progress"
+                batch.setdefault("in_progress_at", now)
+            else:
+                self._finish(batch, entry["requests"], now)
+        return 200, batch
+
+    def _finish(self, batch: dict, requests: list[dict], now: int) -> None:
+        output, errors = run_batch(self.state, requests)
+        batch["output_file_id"] = self._store_file(f"{batch['id']}_output.jsonl", "batch_output", jsonl(output))["id"]
+        if errors:
+            batch["error_file_id"] = self._store_file(f"{batch['id']}_error.jsonl", "batch_output", jsonl(errors))["id"]
+        batch["request_counts"] = {"total": len(requests), "completed": len(output), "failed": len(errors)}
+        expired = any(line["error"] and line["error"]["code"] == "batch_expired" for line in errors)
+        batch.setdefault("in_progress_at", now)
+        batch.update(finalizing_at=now, **({"status": "expired", "expired_at": now} if expired else
+                                            {"status": "completed", "completed_at": now}))
+
+    def _cancel_batch(self, batch_id: str, **_) -> tuple[int, dict]:
+        entry = self.state.batches.get(batch_id)
+        if entry is None:
+            return 404, api_error(f"No batch found with id {batch_id!r}")
+        batch = entry["batch"]
+        if batch["status"] in ("validating", "in_progress"):
+            batch.update(status="cancelling", cancelling_at=int(time.time()))
+        elif batch["status"] not in ("cancelling", "cancelled"):
+            return 400, api_error(f"Cannot cancel a batch with status {batch['status']!r}")
+        return 200, batch
 
 
 class QuietServer(ThreadingHTTPServer):

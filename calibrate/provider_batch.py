@@ -26,12 +26,14 @@ from functools import partial
 from types import ModuleType
 from typing import Any, Awaitable, Callable, TypeVar
 
+import orjson
+
 from calibrate.batch import verdict_of_result
 from calibrate.data import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
 from calibrate.judging.base import ORDERS, Judgment, Verdict, view_of
-from calibrate.judging.calls import CallFailed, ConnectionFailure, RateLimiter, StatusError, call_with_retries
+from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, sdk_failures
 from calibrate.judging.openai_backend import OpenAIBackend
 from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.runner import run_sync
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS provider_batch_items (
 CREATE INDEX IF NOT EXISTS provider_batch_items_key ON provider_batch_items (config_hash, item_key, pair_order);
 """
 STORE_EVERY = 1000  # results committed together while collecting
+REQUEST_OVERHEAD_BYTES = 200  # a request's custom id and envelope, beside its body, towards the size limit
 
 
 def custom_id(item_key: str, order: str, cut: int) -> str:
@@ -63,6 +66,15 @@ def parse_custom_id(value: str) -> tuple[str, str, int]:
     if len(parts) != 3 or parts[1] not in ORDERS or not parts[2].isdigit():
         raise ValueError(f"custom_id {value!r} was not written by `calibrate batch submit`")
     return parts[0], parts[1], int(parts[2])
+
+
+class BatchCallFailed(CalibrateError):
+    """A batch API call that failed; `refused` when the provider answered it with an error (so it did
+    not carry it out), not when no answer came."""
+
+    def __init__(self, message: str, refused: bool):
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass
@@ -87,26 +99,27 @@ class Provider(ABC):
         self.client = client
         self.limiter = RateLimiter(None)
 
-    async def call(self, send: Callable[[], Awaitable[T]], what: str) -> T:
-        """One API call with the judges' retries (429, 529, 5xx, timeouts; retry-after honoured)."""
+    async def call(self, send: Callable[[], Awaitable[T]], what: str, idempotent: bool = True) -> T:
+        """One API call with the judges' retries (429, 529, 5xx, timeouts; retry-after honoured). A call
+        that is not idempotent (creating a batch) is not repeated after a timeout or a dropped
+        connection: the provider may have carried it out, and a second one would be paid for twice."""
+        where = f"{self.name} batch API ({what})"
         try:
-            result, _ = await call_with_retries(partial(self._mapped, send), self.backend.policy, self.limiter,
-                                                f"{self.name} batch API ({what})")
+            result, _ = await call_with_retries(partial(self._mapped, send, where, idempotent), self.backend.policy,
+                                                self.limiter, where)
         except CallFailed as failure:
-            raise CalibrateError(f"{self.name} batch API ({what}): {failure.reason}") from None
+            raise BatchCallFailed(f"{where}: {failure.reason}", refused=failure.status is not None) from None
         return result
 
-    async def _mapped(self, send: Callable[[], Awaitable[T]]) -> T:
-        """SDK errors as the call layer's."""
-        sdk = self.sdk
-        try:
-            return await send()
-        except sdk.APIStatusError as error:
-            raise StatusError(error.status_code, error.response.headers, str(error.message)) from None
-        except sdk.APITimeoutError:
-            raise ConnectionFailure("timed out waiting for the server") from None
-        except sdk.APIConnectionError as error:
-            raise ConnectionFailure(f"connection failed: {error}") from None
+    async def _mapped(self, send: Callable[[], Awaitable[T]], where: str, idempotent: bool) -> T:
+        with sdk_failures(self.sdk):
+            try:
+                return await send()
+            except self.sdk.APIConnectionError as error:  # timeouts too
+                if idempotent:
+                    raise
+                raise BatchCallFailed(f"{where}: no answer ({error}); whether the provider accepted the batch is "
+                                      "unknown: the next `calibrate batch` command asks it", refused=False) from None
 
     @abstractmethod
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
@@ -149,7 +162,7 @@ class OpenAIBatches(Provider):
                                                                     purpose="batch"), "upload")
         batch = await self.call(lambda: self.client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
-            metadata={"calibrate_batch": local_id}), "create")
+            metadata={"calibrate_batch": local_id}), "create", idempotent=False)
         return batch.id
 
     async def progress(self, batch_id: str) -> Progress:
@@ -193,7 +206,7 @@ class AnthropicBatches(Provider):
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         batch = await self.call(lambda: self.client.messages.batches.create(
             requests=[{"custom_id": cid, "params": body} for cid, body in requests],
-            extra_headers=self.backend.version_headers()), "create")
+            extra_headers=self.backend.version_headers()), "create", idempotent=False)
         return batch.id
 
     async def progress(self, batch_id: str) -> Progress:
@@ -326,21 +339,6 @@ def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair],
         ledger.close()
 
 
-def _split(requests: list[tuple[str, dict[str, Any], tuple[str, str, int]]], max_requests: int,
-           max_bytes: int) -> Iterable[list[tuple[str, dict[str, Any], tuple[str, str, int]]]]:
-    """Batches within the provider's limits on requests and bytes."""
-    chunk, size = [], 0
-    for request in requests:
-        length = len(json.dumps(request[1], ensure_ascii=False).encode("utf-8")) + 200
-        if chunk and (len(chunk) == max_requests or size + length > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(request)
-        size += length
-    if chunk:
-        yield chunk
-
-
 async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
     """Batches written down but not confirmed (calibrate stopped mid-submit): adopt the provider's
     batch if it exists, else forget the record so that its requests can be sent again."""
@@ -373,7 +371,8 @@ async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]],
     try:
         await _adopt_unconfirmed(provider, ledger, config.config_hash)
         pending = ledger.pending_keys(config.config_hash)
-        requests: list[tuple[str, dict[str, Any], tuple[str, str, int]]] = []
+        part: list[tuple[str, dict[str, Any], tuple[str, str, int]]] = []
+        size = 0
         seen: set[tuple[str, str]] = set()
         for chunk in pair_chunks:
             wanted = {(pair.content_key, order): pair for pair in chunk for order in orders}
@@ -384,26 +383,39 @@ async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]],
             for (item, order), pair in wanted.items():
                 if (item, order, 0) in cached:
                     summary["already_cached"] += 1
-                elif (item, order) in pending:
+                    continue
+                if (item, order) in pending:
                     summary["already_submitted"] += 1
-                else:
-                    body, cut = backend.build_request(view_of(pair, order))
-                    requests.append((custom_id(item, order, cut), body, (item, order, cut)))
-        for part in _split(requests, provider.max_requests, provider.max_bytes):
-            local_id = uuid.uuid4().hex
-            ledger.record(local_id, provider.name, config, [item for _, _, item in part])
-            try:
-                batch_id = await provider.create([(cid, body) for cid, body, _ in part], local_id)
-            except CalibrateError:
-                ledger.forget(local_id)  # refused: nothing was accepted, nothing is owed
-                raise
-            ledger.confirm(local_id, batch_id)
-            summary["batches"].append({"batch_id": batch_id, "requests": len(part)})
-            summary["requests"] += len(part)
+                    continue
+                body, cut = backend.build_request(view_of(pair, order))
+                length = len(orjson.dumps(body)) + REQUEST_OVERHEAD_BYTES
+                if part and (len(part) == provider.max_requests or size + length > provider.max_bytes):
+                    await _send_batch(provider, ledger, config, part, summary)
+                    part, size = [], 0
+                part.append((custom_id(item, order, cut), body, (item, order, cut)))
+                size += length
+        if part:
+            await _send_batch(provider, ledger, config, part, summary)
     finally:
         ledger.close()
         await provider.aclose()
     return summary
+
+
+async def _send_batch(provider: Provider, ledger: BatchLedger, config,
+                      part: list[tuple[str, dict[str, Any], tuple[str, str, int]]], summary: dict[str, Any]) -> None:
+    """Write the batch down, send it, and record the provider's id for it."""
+    local_id = uuid.uuid4().hex
+    ledger.record(local_id, provider.name, config, [item for _, _, item in part])
+    try:
+        batch_id = await provider.create([(cid, body) for cid, body, _ in part], local_id)
+    except BatchCallFailed as failure:
+        if failure.refused:  # the provider said no: nothing was accepted, nothing is owed
+            ledger.forget(local_id)
+        raise
+    ledger.confirm(local_id, batch_id)
+    summary["batches"].append({"batch_id": batch_id, "requests": len(part)})
+    summary["requests"] += len(part)
 
 
 def status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ Like the real API since version 2026-10-21, a request carrying temperature, top_
 The Message Batches endpoints keep batches in memory: a batch answers `in_progress` to its first
 `polls_until_done` retrieves, then ends, and only then are its results computed, by the same judging code but
 without touching `log` (so a test can assert that no synchronous call was made). `batch_faults` ties a marker to
-a per-request outcome inside a batch; `batch_api_faults` are HTTP faults taken one per batch-endpoint call, and
+a per-request outcome inside a batch; `batch_api_faults` are faults taken one per batch-endpoint call (429, 529,
+500, or `slow`: the call is carried out only after `timeout_sleep_s`, when the client has given up), and
 every such call is recorded in `batch_log`. Results come back in reverse order, as the real API keeps none.
 """
 
@@ -38,7 +39,7 @@ from openai_server import ANSWER, JUDGE_MARKER, generated_answer, judge_text
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")
-BATCH_API_FAULTS = ("429", "529", "500")
+BATCH_API_FAULTS = ("429", "529", "500", "slow")
 BATCH_FAULTS = ("errored", "expired", "canceled", "malformed-tool-input", "refusal", "max-tokens")
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 ERRORS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -242,6 +243,8 @@ class Handler(BaseHTTPRequestHandler):
             fault = self.state.batch_api_faults.popleft() if self.state.batch_api_faults else None
         if self._http_fault(fault):
             return
+        if fault == "slow":  # the call goes through, after the client has given up waiting for it
+            time.sleep(self.state.timeout_sleep_s)
         if path == "/v1/messages/batches":
             return self._create(body) if method == "POST" else self._list()
         match = BATCH_PATH.fullmatch(path)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 
 import pandas as pd
 import pytest
@@ -204,3 +205,24 @@ def test_judging_synchronously_what_an_open_batch_carries_is_warned_about(anthro
                  "--out", str(tmp_path / "out"), "--bootstrap", "100")
     assert ok(fitted) and "5 of these requests are in open batch jobs" in fitted.stderr
     assert "calibrate batch collect" in fitted.stderr and len(anthropic_server.log) == 10
+
+
+def test_a_create_call_that_times_out_is_not_repeated_and_the_batch_is_found_later(anthropic_server, tmp_path):
+    """No answer to the create call: the provider may have made the batch, so calibrate does not send it
+    again (that could pay twice) but says so; the next command finds the batch and adopts it."""
+    anthropic_server.batch_api_faults.append("slow")
+    anthropic_server.timeout_sleep_s = 1.5
+    judge = write_claude(tmp_path, timeout_s=0.5)
+    cache = str(tmp_path / "c.sqlite3")
+    submitted = cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "3")
+    assert submitted.returncode == 2 and submitted.stderr.strip().count("\n") == 0
+    assert "whether the provider accepted the batch is unknown" in submitted.stderr
+    time.sleep(1.5)  # the provider finishes what it was asked
+    created = [e for e in anthropic_server.batch_log if e["method"] == "POST"]
+    assert len(created) == 1 and len(anthropic_server.batches) == 1  # asked once, made once
+    (batch_id,) = anthropic_server.batches
+    assert batch_id in ok(cli("batch", "status", "--judge", str(judge), "--cache", cache))
+    again = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "3"))
+    assert "submitted 0 requests" in again and "15 already in open batches" in again
+    assert "15 judgments stored" in ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait",
+                                           "--poll-seconds", "0"))

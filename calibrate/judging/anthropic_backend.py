@@ -20,7 +20,7 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
-from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError
+from calibrate.judging.calls import CallFailed, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
 
 if TYPE_CHECKING:
@@ -115,14 +115,8 @@ class AnthropicBackend(RemoteBackend):
         sampling = {key: body[key] for key in SAMPLING if key in body}
         if sampling:  # not in the SDK's signature any more: sent as extra body fields
             arguments.update(extra_body=sampling, extra_headers=self.version_headers())
-        try:
+        with sdk_failures(anthropic):
             message = await self._connect().messages.create(**arguments)
-        except anthropic.APIStatusError as error:
-            raise StatusError(error.status_code, error.response.headers, _error_message(error)) from None
-        except anthropic.APITimeoutError:
-            raise ConnectionFailure("timed out waiting for the server") from None
-        except anthropic.APIConnectionError as error:
-            raise ConnectionFailure(f"connection failed: {error}") from None
         return message.model_dump(mode="json")
 
     def read_reply(self, raw: dict[str, Any]) -> Verdict:
@@ -138,12 +132,6 @@ class AnthropicBackend(RemoteBackend):
         self.request_template = self._request_template("tool")
         return {**self.request_template, "messages": body["messages"],
                 **({"system": body["system"]} if "system" in body else {})}
-
-
-def _error_message(error: Any) -> str:
-    body = error.body if isinstance(error.body, dict) else {}
-    inner = body.get("error") if isinstance(body.get("error"), dict) else {}
-    return f"{inner.get('type', 'error')}: {inner.get('message', error.message)}" if inner else str(error.message)
 
 
 def read_message(raw: Any) -> Verdict:

@@ -14,8 +14,10 @@ import asyncio
 import email.utils
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, TypeVar
+from types import ModuleType
+from typing import Awaitable, Callable, Iterator, Mapping, TypeVar
 
 from calibrate.errors import CalibrateError
 
@@ -36,6 +38,20 @@ class StatusError(Exception):
 
 class ConnectionFailure(Exception):
     """No usable answer: timeout, refused or dropped connection, or a body cut short."""
+
+
+@contextmanager
+def sdk_failures(sdk: ModuleType) -> Iterator[None]:
+    """Errors of the `openai` or `anthropic` SDK (both name them alike) as the call layer's, so that
+    whatever carried a request, its failures are retried and typed the same way."""
+    try:
+        yield
+    except sdk.APIStatusError as error:
+        raise StatusError(error.status_code, error.response.headers, str(error.message)) from None
+    except sdk.APITimeoutError:
+        raise ConnectionFailure("timed out waiting for the server") from None
+    except sdk.APIConnectionError as error:
+        raise ConnectionFailure(f"connection failed: {error}") from None
 
 
 class CallFailed(Exception):

@@ -32,7 +32,7 @@ import aiohttp
 import httptools
 import orjson
 
-from calibrate.judging.calls import ConnectionFailure, StatusError
+from calibrate.judging.calls import ConnectionFailure, StatusError, sdk_failures
 
 if TYPE_CHECKING:
     import openai
@@ -71,14 +71,8 @@ class SdkTransport:
     async def post(self, body: dict[str, Any]) -> bytes:
         import openai
 
-        try:
+        with sdk_failures(openai):
             return await self.client.post("/chat/completions", body=body, cast_to=bytes)
-        except openai.APIStatusError as error:
-            raise StatusError(error.status_code, error.response.headers, str(error.message)) from None
-        except openai.APITimeoutError:
-            raise ConnectionFailure("timed out waiting for the server") from None
-        except openai.APIConnectionError as error:
-            raise ConnectionFailure(f"connection failed: {error}") from None
 
     async def close(self) -> None:
         await self.client.close()

@@ -367,6 +367,9 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
                     f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
                     f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
                     f"list price, ${summary['saved_usd']:.4f} saved)")
+    if summary["without_result"]:
+        click.echo(f"{summary['without_result']} requests got no result (their batch failed or was cancelled); "
+                   f"the next `calibrate batch submit` sends them again")
     for row in summary["still_open"]:
         click.echo(f"still open: {_batch_line(row)}")
 

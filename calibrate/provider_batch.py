@@ -168,7 +168,9 @@ class OpenAIBatches(Provider):
     async def progress(self, batch_id: str) -> Progress:
         batch = await self.call(lambda: self.client.batches.retrieve(batch_id), "retrieve")
         counts = batch.request_counts.model_dump() if batch.request_counts else {}
-        return Progress(batch.status, batch.status in ("completed", "expired", "cancelled", "failed"), counts)
+        problems = [error.message for error in (batch.errors.data or [])] if batch.errors else []
+        status = f"{batch.status}: {'; '.join(map(str, problems))[:300]}" if problems else batch.status
+        return Progress(status, batch.status in ("completed", "expired", "cancelled", "failed"), counts)
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
         batch = await self.call(lambda: self.client.batches.retrieve(batch_id), "retrieve")
@@ -456,7 +458,7 @@ async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, pol
     provider = provider_for(backend)
     ledger = BatchLedger(store)
     summary: dict[str, Any] = {"collected_batches": [], "still_open": [], "imported": 0, "already_cached": 0,
-                               "failed": {}, "input_tokens": 0, "output_tokens": 0}
+                               "failed": {}, "without_result": 0, "input_tokens": 0, "output_tokens": 0}
     try:
         await _adopt_unconfirmed(provider, ledger, config.config_hash)
         while True:
@@ -493,7 +495,9 @@ async def _load_results(provider: Provider, ledger: BatchLedger, store: Judgment
     cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in items])
     where = f"{provider.name} batch {row['batch_id']}"
     pending: list[Judgment] = []
+    reported = 0
     async for cid, verdict in provider.results(row["batch_id"]):
+        reported += 1
         try:
             item, order, cut = parse_custom_id(cid)
         except ValueError as problem:
@@ -518,4 +522,5 @@ async def _load_results(provider: Provider, ledger: BatchLedger, store: Judgment
             store.put_many(pending)
             pending = []
     store.put_many(pending)
+    summary["without_result"] += len(items) - reported  # a failed or cancelled batch: sent again by the next submit
     ledger.mark_collected(row["local_id"])

@@ -226,3 +226,29 @@ def test_a_create_call_that_times_out_is_not_repeated_and_the_batch_is_found_lat
     assert "submitted 0 requests" in again and "15 already in open batches" in again
     assert "15 judgments stored" in ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait",
                                            "--poll-seconds", "0"))
+
+
+def test_a_cancelled_batch_is_collected_and_its_requests_are_sent_again(provider, tmp_path):
+    name, judge, state = provider
+    state.polls_until_done = 5
+    cache = str(tmp_path / "c.sqlite3")
+    submitted = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "2"))
+    batch_id = submitted.split("batch(es): ")[1].split(";")[0]
+    backend = make_backend(load_judge_config(str(judge)))
+
+    async def cancel() -> None:  # as a user would, from the provider's console
+        provider_api = (AnthropicBatches if name == "anthropic" else OpenAIBatches)(backend)
+        try:
+            batches = provider_api.client.messages.batches if name == "anthropic" else provider_api.client.batches
+            await batches.cancel(batch_id)
+        finally:
+            await provider_api.aclose()
+
+    asyncio.run(cancel())
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", cache, "--wait", "--poll-seconds", "0"))
+    assert "collected 1 batch(es): 0 judgments stored" in collected
+    if name == "anthropic":  # each request reported as canceled
+        assert "failed: api_error 10" in collected
+    else:  # no output file at all
+        assert "10 requests got no result" in collected
+    assert "submitted 10 requests" in ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "2"))

@@ -14,6 +14,7 @@ The endpoint is `base_url`, else the SDK's own default: $ANTHROPIC_BASE_URL, els
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -76,7 +77,9 @@ class AnthropicBackend(RemoteBackend):
 
     @property
     def endpoint(self) -> str:
-        return self.config.settings["base_url"] or "the Anthropic API"
+        """Where the SDK sends requests, as its own default would choose it."""
+        return (self.config.settings["base_url"] or os.environ.get("ANTHROPIC_BASE_URL")
+                or "https://api.anthropic.com")
 
     def _connect(self) -> anthropic.AsyncAnthropic:
         """One client per event-loop run (its connection pool belongs to the loop). The SDK is imported

@@ -303,7 +303,7 @@ def batch() -> None:
 
 def _batch_line(row: dict) -> str:
     counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items() if count) or "no counts yet"
-    return (f"{row['batch_id']}  {row['provider']}  {row['state']}"
+    return (f"{row['batch_id'] or '(id not recorded)'}  {row['provider']}  {row['state']}"
             f"{' (' + row['provider_status'] + ')' if row['provider_status'] else ''}  "
             f"{row['requests']} requests: {counts}")
 
@@ -345,6 +345,17 @@ def batch_status(judge: str, cache: Path | None) -> None:
         click.echo(_batch_line(row))
     if not rows:
         click.echo(f"no batches of judge '{judge}' in the cache")
+
+
+@batch.command("adopt")
+@click.argument("batch_id")
+@click.option("--judge", required=True, help="Judge name or .toml path.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Judgment cache (SQLite).")
+def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
+    """Record BATCH_ID as the batch a submit sent without recording its id (when several could be it)."""
+    from calibrate import pipelines
+
+    click.echo(_batch_line(pipelines.batch_adopt(judge, batch_id, cache=cache)))
 
 
 @batch.command("collect")

@@ -691,6 +691,15 @@ def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:
         return provider_batch.status(backend, store)
 
 
+def batch_adopt(judge: str, batch_id: str, cache: Path | str | None = None) -> dict:
+    """Record which provider batch a submit sent when the provider could not say (see provider_batch)."""
+    from calibrate import provider_batch
+
+    backend = _remote_backend(judge)
+    with JudgmentStore(Path(cache) if cache else default_cache_path()) as store:
+        return provider_batch.adopt(backend, store, batch_id)
+
+
 def batch_collect(judge: str, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
                   on_wait=None) -> dict:
     """Load every ended batch of the judge into the cache, validated; with `wait`, poll until all have ended."""

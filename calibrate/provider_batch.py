@@ -84,6 +84,7 @@ class Progress:
     status: str  # the provider's own word
     ended: bool  # results can be collected
     counts: dict[str, int]
+    requests: int  # in the batch
 
 
 class Provider(ABC):
@@ -134,8 +135,9 @@ class Provider(ABC):
         """(custom_id, verdict) for every request the provider reports on."""
 
     @abstractmethod
-    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> str | None:
-        """The provider's id of a batch created under `local_id` whose id was never written down."""
+    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
+        """The provider's ids of the batches that may be the one created under `local_id` whose id was
+        never written down (none, one, or several when the provider cannot tell them apart)."""
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -170,7 +172,8 @@ class OpenAIBatches(Provider):
         counts = batch.request_counts.model_dump() if batch.request_counts else {}
         problems = [error.message for error in (batch.errors.data or [])] if batch.errors else []
         status = f"{batch.status}: {'; '.join(map(str, problems))[:300]}" if problems else batch.status
-        return Progress(status, batch.status in ("completed", "expired", "cancelled", "failed"), counts)
+        return Progress(status, batch.status in ("completed", "expired", "cancelled", "failed"), counts,
+                        counts.get("total", 0))
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
         batch = await self.call(lambda: self.client.batches.retrieve(batch_id), "retrieve")
@@ -183,12 +186,9 @@ class OpenAIBatches(Provider):
                     record = _json_line(line, f"{self.name} batch {batch_id}, file {file_id}, line {number}")
                     yield record.get("custom_id"), verdict_of_result(record)
 
-    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> str | None:
+    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
         page = await self.call(lambda: self.client.batches.list(limit=100), "list")
-        for batch in page.data:
-            if (batch.metadata or {}).get("calibrate_batch") == local_id:
-                return batch.id
-        return None
+        return [batch.id for batch in page.data if (batch.metadata or {}).get("calibrate_batch") == local_id]
 
 
 class AnthropicBatches(Provider):
@@ -213,8 +213,8 @@ class AnthropicBatches(Provider):
 
     async def progress(self, batch_id: str) -> Progress:
         batch = await self.call(lambda: self.client.messages.batches.retrieve(batch_id), "retrieve")
-        return Progress(batch.processing_status, batch.processing_status == "ended",
-                        batch.request_counts.model_dump())
+        counts = batch.request_counts.model_dump()
+        return Progress(batch.processing_status, batch.processing_status == "ended", counts, sum(counts.values()))
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
         entries = await self.call(lambda: self.client.messages.batches.results(batch_id), "results")
@@ -229,13 +229,12 @@ class AnthropicBatches(Provider):
             else:  # expired or canceled: never answered, never charged
                 yield entry.custom_id, Verdict(None, "", "api_error", f"batch result: {result.type}")
 
-    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> str | None:
-        """Message batches carry no metadata: the one created since `submitted_at` with as many
-        requests, that no other record holds, is ours; if several match, nothing is guessed."""
+    async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
+        """Message batches carry no metadata: those created since `submitted_at` with as many requests,
+        that no other record holds."""
         page = await self.call(lambda: self.client.messages.batches.list(limit=100), "list")
-        matches = [b.id for b in page.data if b.id not in known and b.created_at.timestamp() >= submitted_at - 5
-                   and sum(b.request_counts.model_dump().values()) == requests]
-        return matches[0] if len(matches) == 1 else None
+        return [b.id for b in page.data if b.id not in known and b.created_at.timestamp() >= submitted_at - 5
+                and sum(b.request_counts.model_dump().values()) == requests]
 
 
 def provider_for(backend: RemoteBackend) -> Provider:
@@ -343,18 +342,26 @@ def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair],
 
 async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
     """Batches written down but not confirmed (calibrate stopped mid-submit): adopt the provider's
-    batch if it exists, else forget the record so that its requests can be sent again."""
+    batch if it exists, else forget the record so that its requests can be sent again. When several
+    batches could be it, nothing is guessed: the record stays, and holds its requests back from
+    being sent again, until the user says which (see the warning)."""
     rows = ledger.batches(config_hash, include_collected=True)
     known = {row["batch_id"] for row in rows if row["batch_id"]}
     for row in rows:
         if row["state"] != SUBMITTING:
             continue
         found = await provider.find(row["local_id"], row["submitted_at"], row["requests"], known)
-        if found:
-            ledger.confirm(row["local_id"], found)
-            known.add(found)
-        else:
+        if len(found) == 1:
+            ledger.confirm(row["local_id"], found[0])
+            known.add(found[0])
+        elif not found:
             ledger.forget(row["local_id"])
+        else:
+            sent = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted_at"]))
+            log.warning("a batch of %d requests was sent at %s without its id being recorded, and %d %s batches "
+                        "could be it: %s. Its requests are held back; `calibrate batch adopt BATCH_ID --judge %s` "
+                        "records the right one", row["requests"], sent, len(found), provider.name, ", ".join(found),
+                        row["judge_name"])
 
 
 def submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
@@ -420,6 +427,34 @@ async def _send_batch(provider: Provider, ledger: BatchLedger, config,
     summary["requests"] += len(part)
 
 
+def adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+    """Record `batch_id` as the batch a submit sent without recording its id (when the provider
+    could not say which one it was); returns the record."""
+    return run_sync(_adopt(backend, store, batch_id))
+
+
+async def _adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+    provider = provider_for(backend)
+    ledger = BatchLedger(store)
+    try:
+        waiting = [row for row in ledger.batches(backend.config.config_hash) if row["state"] == SUBMITTING]
+        if not waiting:
+            raise CalibrateError(f"judge '{backend.config.name}': no batch of this judge is waiting for its id")
+        if any(row["batch_id"] == batch_id for row in ledger.batches()):
+            raise CalibrateError(f"batch {batch_id} is already recorded")
+        progress = await provider.progress(batch_id)
+        matching = [row for row in waiting if row["requests"] == progress.requests]
+        if not matching:
+            raise CalibrateError(f"batch {batch_id} holds {progress.requests} requests; the batches waiting for "
+                                 f"their id hold {', '.join(str(row['requests']) for row in waiting)}")
+        ledger.confirm(matching[0]["local_id"], batch_id)
+        ledger.update(matching[0]["local_id"], progress)
+        return next(_described(row) for row in ledger.batches() if row["batch_id"] == batch_id)
+    finally:
+        ledger.close()
+        await provider.aclose()
+
+
 def status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:
     """Every batch of this judge in the cache, with the provider's latest word on the open ones."""
     return run_sync(_status(backend, store))
@@ -431,7 +466,8 @@ async def _status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str
     try:
         await _adopt_unconfirmed(provider, ledger, backend.config.config_hash)
         for row in ledger.batches(backend.config.config_hash, include_collected=False):
-            ledger.update(row["local_id"], await provider.progress(row["batch_id"]))
+            if row["batch_id"]:  # one still waiting for its id (see _adopt_unconfirmed) has nothing to poll
+                ledger.update(row["local_id"], await provider.progress(row["batch_id"]))
         return [_described(row) for row in ledger.batches(backend.config.config_hash)]
     finally:
         ledger.close()
@@ -464,6 +500,8 @@ async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, pol
         while True:
             waiting = []
             for row in ledger.batches(config.config_hash, include_collected=False):
+                if not row["batch_id"]:
+                    continue
                 progress = await provider.progress(row["batch_id"])
                 ledger.update(row["local_id"], progress)
                 if not progress.ended:

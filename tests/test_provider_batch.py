@@ -252,3 +252,37 @@ def test_a_cancelled_batch_is_collected_and_its_requests_are_sent_again(provider
     else:  # no output file at all
         assert "10 requests got no result" in collected
     assert "submitted 10 requests" in ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "2"))
+
+
+def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_until_adopted(anthropic_server, tmp_path):
+    judge = write_claude(tmp_path)
+    backend = make_backend(load_judge_config(str(judge)))
+    items = pairs(4)
+    requests = [(custom_id(p.content_key, "forward", 0), backend.build_request(view_of(p, "forward"))[0]) for p in items]
+    cache = tmp_path / "c.sqlite3"
+    with JudgmentStore(cache) as store:
+        ledger = BatchLedger(store)
+        ledger.record("local-1", "anthropic", backend.config, [(p.content_key, "forward", 0) for p in items])
+        ledger.close()
+
+    async def two_lookalikes() -> list[str]:  # the unrecorded batch, and another of the same size
+        client = AnthropicBatches(backend)
+        try:
+            return [await client.create(requests, "local-1"), await client.create(requests, "other")]
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(two_lookalikes())
+    status = cli("batch", "status", "--judge", str(judge), "--cache", str(cache))
+    assert ok(status) and "(id not recorded)  anthropic  submitting" in status.stdout
+    assert "2 anthropic batches could be it" in status.stderr and first in status.stderr and second in status.stderr
+    with JudgmentStore(cache) as store:  # held back, never sent a third time
+        assert submit(backend, [items], ("forward",), store)["already_submitted"] == 4
+    wrong = cli("batch", "adopt", first, "--judge", "heuristic", "--cache", str(cache))
+    assert wrong.returncode == 2 and "need an 'openai' or 'anthropic' backend" in wrong.stderr
+    adopted = ok(cli("batch", "adopt", first, "--judge", str(judge), "--cache", str(cache)))
+    assert adopted.startswith(f"{first}  anthropic  open")
+    again = cli("batch", "adopt", second, "--judge", str(judge), "--cache", str(cache))
+    assert again.returncode == 2 and "no batch of this judge is waiting for its id" in again.stderr
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(cache), "--wait", "--poll-seconds", "0"))
+    assert "collected 1 batch(es): 4 judgments stored" in collected

@@ -85,12 +85,7 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
         if not line.strip():
             continue
         where = f"{results_file}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise CalibrateError(f"{where}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise CalibrateError(f"{where}: expected a JSON object")
+        record = json_object_line(line, where)
         config_hash, item_key, order, cut = parse_custom_id(record.get("custom_id"), where)
         if config_hash != config.config_hash:
             raise CalibrateError(f"{where}: result belongs to judge config {config_hash}, not "
@@ -114,6 +109,17 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
         else:
             summary.failed[verdict.parse_status] = summary.failed.get(verdict.parse_status, 0) + 1
     return summary
+
+
+def json_object_line(line: str, where: str) -> dict:
+    """One line of a Batch API results file, which must be a JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CalibrateError(f"{where}: not JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise CalibrateError(f"{where}: expected a JSON object")
+    return record
 
 
 def verdict_of_result(record: dict) -> Verdict:

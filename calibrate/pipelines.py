@@ -34,7 +34,7 @@ from calibrate.metrics import (
     order_effect,
     set_report,
 )
-from calibrate.provider_batch import warn_if_in_open_batches
+from calibrate.provider_batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.rules import SET_TRUTH, adjusted_scores, check_rule
 from calibrate.store import JudgmentStore, default_cache_path
 
@@ -91,7 +91,7 @@ def fit(
     out_dir = _output_dir(Path(out) if out else Path("reports") / config.name)
     cache_path = Path(cache) if cache else default_cache_path()
     with JudgmentStore(cache_path) as store:
-        warn_if_in_open_batches(store, config, pairs, orders)
+        warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
         table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
@@ -507,6 +507,7 @@ def score(
     judgments_path = out_dir / "judgments.parquet"
     with JudgmentStore(Path(cache) if cache else default_cache_path()) as store, \
             pq.ParquetWriter(judgments_path, schema) as writer:
+        pending = open_batch_requests(store, config.config_hash)
         for name, stream in streams.items():
             total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
             counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
@@ -514,7 +515,7 @@ def score(
             expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
             with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
                 for chunk in _first_pairs(stream, limit):
-                    warn_if_in_open_batches(store, config, chunk, orders)
+                    warn_if_in_open_batches(store, config, chunk, orders, pending)
                     table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
                     table["model"] = name
                     writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 
-from calibrate.batch import verdict_of_result
+from calibrate.batch import json_object_line, verdict_of_result
 from calibrate.data import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
@@ -153,9 +153,7 @@ class OpenAIBatches(Provider):
     def __init__(self, backend: OpenAIBackend):
         import openai
 
-        s = backend.config.settings
-        super().__init__(backend, openai, openai.AsyncOpenAI(api_key=backend.api_key(), base_url=s["base_url"],
-                                                             max_retries=0, timeout=s["timeout_s"]))
+        super().__init__(backend, openai, backend.sdk_client())
 
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         lines = "".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body},
@@ -183,7 +181,7 @@ class OpenAIBatches(Provider):
             content = await self.call(partial(self.client.files.content, file_id), f"download {file_id}")
             for number, line in enumerate(content.text.splitlines(), start=1):
                 if line.strip():
-                    record = _json_line(line, f"{self.name} batch {batch_id}, file {file_id}, line {number}")
+                    record = json_object_line(line, f"{self.name} batch {batch_id}, file {file_id}, line {number}")
                     yield record.get("custom_id"), verdict_of_result(record)
 
     async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
@@ -201,9 +199,7 @@ class AnthropicBatches(Provider):
     def __init__(self, backend: AnthropicBackend):
         import anthropic
 
-        s = backend.config.settings
-        super().__init__(backend, anthropic, anthropic.AsyncAnthropic(api_key=backend.api_key(), base_url=s["base_url"],
-                                                                      max_retries=0, timeout=s["timeout_s"]))
+        super().__init__(backend, anthropic, backend.sdk_client())
 
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         batch = await self.call(lambda: self.client.messages.batches.create(
@@ -244,16 +240,6 @@ def provider_for(backend: RemoteBackend) -> Provider:
         return OpenAIBatches(backend)
     raise CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
                          f"backend, not '{backend.config.backend}'")
-
-
-def _json_line(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise CalibrateError(f"{where}: not JSON ({error.msg})") from None
-    if not isinstance(record, dict):
-        raise CalibrateError(f"{where}: expected a JSON object")
-    return record
 
 
 class BatchLedger:
@@ -323,21 +309,27 @@ class BatchLedger:
         return [dict(zip(names, row)) for row in cursor]
 
 
-def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair], orders: Sequence[str]) -> None:
-    """Judging now what an open batch already carries pays for it twice: say so, with the way out."""
+def open_batch_requests(store: JudgmentStore, config_hash: str) -> set[tuple[str, str]]:
+    """(item, order) of every request an uncollected batch of this judge config carries."""
     ledger = BatchLedger(store)
     try:
-        pending = ledger.pending_keys(config.config_hash)
-        if not pending:
-            return
-        cached = store.get_many(config.config_hash, [(p.content_key, o, 0) for p in pairs for o in orders])
-        waiting = {(p.content_key, o) for p in pairs for o in orders if (p.content_key, o, 0) not in cached} & pending
-        if waiting:
-            log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
-                        "`calibrate batch collect --judge %s --wait` loads the batch results instead",
-                        len(waiting), config.name, config.name)
+        return ledger.pending_keys(config_hash)
     finally:
         ledger.close()
+
+
+def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair], orders: Sequence[str],
+                            pending: set[tuple[str, str]]) -> None:
+    """Judging now what an open batch already carries (`pending`, from open_batch_requests) pays for
+    it twice: say so, with the way out. Without open batches this costs nothing."""
+    carried = {(p.content_key, o) for p in pairs for o in orders} & pending if pending else set()
+    if not carried:
+        return
+    cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in carried])
+    if len(carried) > len(cached):
+        log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
+                    "`calibrate batch collect --judge %s --wait` loads the batch results instead",
+                    len(carried) - len(cached), config.name, config.name)
 
 
 async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
@@ -498,18 +490,16 @@ async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, pol
     try:
         await _adopt_unconfirmed(provider, ledger, config.config_hash)
         while True:
-            waiting = []
             for row in ledger.batches(config.config_hash, include_collected=False):
                 if not row["batch_id"]:
                     continue
                 progress = await provider.progress(row["batch_id"])
                 ledger.update(row["local_id"], progress)
-                if not progress.ended:
-                    waiting.append(_described({**row, "provider_status": progress.status,
-                                               "counts": json.dumps(progress.counts)}))
-                    continue
-                await _load_results(provider, ledger, store, config, row, summary)
-                summary["collected_batches"].append(row["batch_id"])
+                if progress.ended:
+                    await _load_results(provider, ledger, store, config, row, summary)
+                    summary["collected_batches"].append(row["batch_id"])
+            waiting = [_described(row) for row in ledger.batches(config.config_hash, include_collected=False)
+                       if row["batch_id"]]
             if not waiting or not wait:
                 summary["still_open"] = waiting
                 break

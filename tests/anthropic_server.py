@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import struct
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from openai_server import ANSWER, JUDGE_MARKER, generated_answer, judge_text
+from openai_server import ANSWER, JUDGE_MARKER, LoopbackHandler, generated_answer, judge_text, serve
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")
@@ -151,34 +149,14 @@ def _now(delta: timedelta = timedelta()) -> str:
     return (datetime.now(UTC) + delta).isoformat()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(LoopbackHandler):
     state: AnthropicState
 
-    def log_message(self, *args) -> None:
-        """Quiet; the state keeps a structured log instead."""
-
     def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        self._send(code, json.dumps(payload).encode(), "application/json", headers)
+        super()._send(code, body, content_type, {"request-id": f"req_{uuid.uuid4().hex[:24]}", **(headers or {})})
 
     def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._reply(code, {"type": "error", "error": {"type": ERRORS[code], "message": message}}, headers)
-
-    def _reset(self) -> None:
-        """Close the connection at once with a TCP reset: the client gets no reply at all."""
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
 
     def _http_fault(self, fault: str | None) -> bool:
         """Answer an HTTP-level fault, if `fault` is one; True when it was answered."""
@@ -324,20 +302,8 @@ class Handler(BaseHTTPRequestHandler):
         return {"type": "succeeded", "message": message_for(params, fault)}
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # http.server's default backlog of 5 drops connection attempts when a client opens many at once;
-    # a dropped SYN is retried a second later, past short test timeouts (see openai_server).
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address) -> None:
-        """A client that gave up (timeout) leaves a broken pipe behind; that is the point, not news."""
-
-
 def start_anthropic_server(state: AnthropicState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Serve on loopback in a daemon thread; returns the server and its base URL (no /v1: the SDK adds it)."""
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    server = QuietServer(("127.0.0.1", port), handler)
+    server = serve(Handler, state, port)
     state.base_url = f"http://127.0.0.1:{server.server_port}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, state.base_url

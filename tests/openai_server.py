@@ -240,28 +240,35 @@ def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], lis
     return output[::-1], errors[::-1]  # the real API does not keep the input order
 
 
-class Handler(BaseHTTPRequestHandler):
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """What both loopback servers' handlers share: keep-alive replies, quiet logs, TCP resets."""
+
     protocol_version = "HTTP/1.1"
-    state: ServerState
 
     def log_message(self, *args) -> None:
         """Quiet; the state keeps a structured log instead."""
 
-    def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
+    def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
+    def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(code, json.dumps(payload).encode(), "application/json", headers)
+
     def _reset(self) -> None:
         """Close the connection at once with a TCP reset: the client gets no reply at all."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
+
+
+class Handler(LoopbackHandler):
+    state: ServerState
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -340,15 +347,11 @@ class Handler(BaseHTTPRequestHandler):
             if verb == method and match:
                 with self.state.lock:  # one call at a time, replied before the next can change the stores
                     code, payload = route(*match.groups(), body=body, query=parse_qs(url.query))
-                    return self._reply_bytes(payload) if isinstance(payload, bytes) else self._reply(code, payload)
+                    if isinstance(payload, bytes):
+                        return self._send(200, payload, "application/octet-stream")
+                    return self._reply(code, payload)
         self._reply(404, api_error(f"unknown endpoint {method} {path}"))
 
-    def _reply_bytes(self, content: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
 
     def _store_file(self, filename: str, purpose: str, content: bytes) -> dict:
         file = {"id": f"file-{secrets.token_hex(12)}", "object": "file", "bytes": len(content),
@@ -463,9 +466,14 @@ class QuietServer(ThreadingHTTPServer):
         """A client that gave up (timeout) leaves a broken pipe behind; that is the point, not news."""
 
 
+def serve(handler: type[LoopbackHandler], state: object, port: int = 0) -> ThreadingHTTPServer:
+    """Serve `handler` bound to `state` on loopback (a free port, or `port`) in a daemon thread."""
+    server = QuietServer(("127.0.0.1", port), type("BoundHandler", (handler,), {"state": state}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def start_server(state: ServerState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Serve on loopback (a free port, or `port`) in a daemon thread; returns the server and its /v1 base URL."""
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    server = QuietServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(Handler, state, port)
     return server, f"http://127.0.0.1:{server.server_port}/v1"

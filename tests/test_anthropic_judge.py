@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
-from test_openai_judge import PROMPTS, cli, files_written, pairs, run_judge
+from test_openai_judge import PROMPTS, cli, files_written, kill_when_committed, pairs, run_judge
 
 from calibrate.judging.anthropic_backend import TOOL_NAME, read_message
 from calibrate.judging.base import judgment_schema
@@ -139,20 +135,7 @@ def test_sigkill_mid_run_then_resume_asks_only_for_what_was_missing(server, tmp_
     judge = write_claude(tmp_path, concurrency=2)
     cache = tmp_path / "c.sqlite3"
     args = ["fit", "--judge", str(judge), "--out", str(tmp_path / "out"), "--cache", str(cache), "--bootstrap", "200"]
-    process = subprocess.Popen([sys.executable, "-m", "calibrate", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    committed, deadline = 0, time.monotonic() + 60
-    while time.monotonic() < deadline and committed < 40:
-        time.sleep(0.05)
-        try:
-            with sqlite3.connect(cache) as db:
-                committed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-        except sqlite3.OperationalError:
-            continue
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    with sqlite3.connect(cache) as db:
-        committed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+    committed = kill_when_committed([sys.executable, "-m", "calibrate", *args], cache, "judgments", 40)
     assert 40 <= committed < 180
     before = len(server.log)
     result = cli(*args)

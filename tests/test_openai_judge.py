@@ -253,27 +253,30 @@ def files_written(*roots: Path) -> list[Path]:
     return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
 
+def kill_when_committed(command: list[str], cache: Path, table: str, at_least: int, timeout_s: float = 60) -> int:
+    """Start `command`, SIGKILL it once `table` in the SQLite `cache` holds `at_least` rows (or at the
+    timeout); returns how many rows it had committed by then."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, committed = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline and committed < at_least:
+        time.sleep(0.03)
+        try:
+            with sqlite3.connect(cache) as db:
+                committed = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet, or locked for a moment
+            continue
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with sqlite3.connect(cache) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
 def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_path):
     server.latency_s = 0.03
     judge = write_judge(tmp_path, server.base_url, concurrency=2)
     cache = tmp_path / "c.sqlite3"
     args = ["fit", "--judge", str(judge), "--out", str(tmp_path / "out"), "--cache", str(cache), "--bootstrap", "200"]
-    process = subprocess.Popen([sys.executable, "-m", "calibrate", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    committed = 0
-    while time.monotonic() < deadline and committed < 40:
-        time.sleep(0.05)
-        if cache.exists():
-            try:
-                with sqlite3.connect(cache) as db:
-                    committed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-            except sqlite3.OperationalError:
-                continue
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    with sqlite3.connect(cache) as db:
-        committed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+    committed = kill_when_committed([sys.executable, "-m", "calibrate", *args], cache, "judgments", 40)
     assert 40 <= committed < 180
     requested_before = len(server.log)
     result = cli(*args)

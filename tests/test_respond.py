@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from openai_server import ServerState, generated_answer, start_server
+from test_openai_judge import files_written, kill_when_committed
 
 from calibrate.data import load_source, stream_source
 from calibrate.errors import CalibrateError
@@ -82,10 +81,6 @@ def write_prompts(path: Path, n: int) -> Path:
 
 def run(model: Path, prompts: Path, out: Path, **options) -> dict:
     return respond(str(model), str(prompts), out=out, show_progress=False, **options)
-
-
-def files_written(*roots: Path) -> list[Path]:
-    return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
 
 def generation_requests(server: ServerState) -> list[dict]:
@@ -201,19 +196,7 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_was_missing(server, tmp_p
         from calibrate.respond import respond
         respond({str(model)!r}, {str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r}, show_progress=False)
     """)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, committed = time.monotonic() + 30, 0
-    while time.monotonic() < deadline and committed < 20:
-        time.sleep(0.03)
-        try:
-            with sqlite3.connect(cache) as db:
-                committed = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        except sqlite3.OperationalError:
-            continue
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    with sqlite3.connect(cache) as db:
-        committed = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    committed = kill_when_committed([sys.executable, "-c", script], cache, "responses", 20, timeout_s=30)
     assert 20 <= committed < 100 and not (out / "loopback.parquet").exists()
     before = len(server.log)
     summary = run(model, prompts, out, cache=cache)

@@ -81,15 +81,19 @@ class AnthropicBackend(RemoteBackend):
         return (self.config.settings["base_url"] or os.environ.get("ANTHROPIC_BASE_URL")
                 or "https://api.anthropic.com")
 
-    def _connect(self) -> anthropic.AsyncAnthropic:
-        """One client per event-loop run (its connection pool belongs to the loop). The SDK is imported
-        here, so offline judges never pay for it."""
-        if self.client is None:
-            import anthropic
+    def sdk_client(self) -> anthropic.AsyncAnthropic:
+        """A client for this judge's endpoint and key, its own retries off (the call layer retries).
+        The SDK is imported here, so offline judges never pay for it."""
+        import anthropic
 
-            s = self.config.settings
-            self.client = anthropic.AsyncAnthropic(api_key=self.api_key(), base_url=s["base_url"], max_retries=0,
-                                                   timeout=s["timeout_s"])
+        s = self.config.settings
+        return anthropic.AsyncAnthropic(api_key=self.api_key(), base_url=s["base_url"], max_retries=0,
+                                        timeout=s["timeout_s"])
+
+    def _connect(self) -> anthropic.AsyncAnthropic:
+        """One client per event-loop run: its connection pool belongs to the loop."""
+        if self.client is None:
+            self.client = self.sdk_client()
         return self.client
 
     async def aclose(self) -> None:

@@ -9,14 +9,17 @@ field; an invalid one is asked again up to `parse_retries` times, then becomes a
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
 from calibrate.judging.calls import CallFailed
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
-from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport
+from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport, openai_client
+
+if TYPE_CHECKING:
+    import openai
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 log = logging.getLogger("calibrate")
@@ -59,6 +62,11 @@ class OpenAIBackend(RemoteBackend):
     @property
     def endpoint(self) -> str:
         return self.config.settings["base_url"]
+
+    def sdk_client(self) -> openai.AsyncOpenAI:
+        """A client for this judge's endpoint and key (batch jobs use it; judging goes by `transport`)."""
+        s = self.config.settings
+        return openai_client(self.api_key(), s["base_url"], s["timeout_s"])
 
     def _connect(self) -> ChatTransport:
         """One transport per event-loop run: aiohttp sessions are bound to the loop that made them."""

@@ -254,13 +254,18 @@ def _proxied(base_url: str) -> bool:
     return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.hostname or "")
 
 
-def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, timeout_s: float) -> ChatTransport:
-    """Build the transport inside the running event loop (aiohttp sessions belong to one loop).
-    The SDK is imported here, not at module load: offline judges never pay its half-second import."""
+def openai_client(api_key: str, base_url: str, timeout_s: float, aiohttp_pool: bool = False) -> openai.AsyncOpenAI:
+    """The SDK client, its own retries off (the call layer retries). The SDK is imported here, not at
+    module load: offline judges never pay its half-second import."""
     import openai
 
-    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
-                                http_client=openai.DefaultAioHttpClient() if kind == "sdk" else None)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
+                              http_client=openai.DefaultAioHttpClient() if aiohttp_pool else None)
+
+
+def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, timeout_s: float) -> ChatTransport:
+    """Build the transport inside the running event loop (aiohttp sessions belong to one loop)."""
+    client = openai_client(api_key, base_url, timeout_s, aiohttp_pool=kind == "sdk")
     if kind == "sdk":
         return SdkTransport(client)
     if kind == "lean" and not _proxied(base_url):

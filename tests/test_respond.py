@@ -241,7 +241,7 @@ def test_model_configs_unknown_keys_lookup_and_cache_key(server, tmp_path, monke
 
     shipped = {name: load_model_config(name) for name in ("gpt-4.1", "claude-sonnet", "vllm-local")}
     assert all(c.path.parent == REPO / "models" for c in shipped.values())
-    assert "top_p" not in shipped["claude-sonnet"].request_template()  # Sonnet 4.5 refuses both
+    assert "top_p" not in shipped["claude-sonnet"].request_template()  # Sonnet 4.6 refuses both
     assert shipped["vllm-local"].api_key() == "not-needed"
     mine = tmp_path / "mine"
     mine.mkdir()

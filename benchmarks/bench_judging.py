@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_clients import run_client  # noqa: E402
 from latency_server import start_in_subprocess  # noqa: E402
 
-from calibrate.data import Pair  # noqa: E402
-from calibrate.judging.backends import make_backend  # noqa: E402
+from calibrate.data.pairs import Pair  # noqa: E402
+from calibrate.judging.registry import make_backend  # noqa: E402
 from calibrate.judging.base import view_of  # noqa: E402
-from calibrate.judging.config import load_judge_config  # noqa: E402
+from calibrate.judging.registry import load_judge_config  # noqa: E402
 from calibrate.judging.runner import judge_pairs  # noqa: E402
 from calibrate.judging.transport import make_transport  # noqa: E402
-from calibrate.store import JudgmentStore  # noqa: E402
+from calibrate.store.judgments import JudgmentStore  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 PARAGRAPH = ("Supporters argue that the measure widens access and lowers costs for families, while critics "

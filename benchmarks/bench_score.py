@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency_server import start_in_subprocess  # noqa: E402
 
-from calibrate import pipelines  # noqa: E402
-from calibrate.data import sample_path, sample_response_models  # noqa: E402
-from calibrate.metrics import estimate_metrics, per_pair_values  # noqa: E402
+import calibrate  # noqa: E402
+from calibrate.data.calibration import sample_path, sample_response_models  # noqa: E402
+from calibrate.stats.metrics import estimate_metrics, per_pair_values  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 
@@ -101,13 +101,13 @@ def bench_llm(n: int, concurrency: int, latency_ms: int, folder: Path) -> tuple[
                          'timeout_s = 60\n')
         responses = synthetic_responses(n, folder / "llm-responses.parquet")
         cache = folder / "llm-cache.sqlite3"
-        pipelines.fit(str(judge), out=folder / "llm-calibration", cache=cache, show_progress=False, n_boot=200)
+        calibrate.fit(str(judge), out=folder / "llm-calibration", cache=cache, show_progress=False, n_boot=200)
         started = time.perf_counter()
-        result = pipelines.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
+        result = calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
                                  out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
         cold = time.perf_counter() - started
         started = time.perf_counter()
-        pipelines.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
+        calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
                         out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
         cached = time.perf_counter() - started
         judged = result.metrics["models"]["llm-responses"]["run"]["judged"]

@@ -1,3 +1,21 @@
-"""calibrate: evaluator calibration and judge validation for VAL-Bench."""
+"""calibrate: evaluator calibration and judge validation for VAL-Bench.
 
-__version__ = "0.1.0"
+The notebook API: `fit` a judge on the calibration sets, `compare` judges, `score` response datasets
+with a calibrated judge, `respond` to generate answers. Each returns a typed result; files are
+written only when `out` is given (or by the result's `write`). Errors about the user's input are
+`CalibrateError`s, one line each.
+"""
+
+from calibrate.errors import CalibrateError
+from calibrate.judging.config import JudgeConfig, available_judges
+from calibrate.judging.registry import load_judge_config
+from calibrate.version import __version__
+from calibrate.workflows.compare import CompareResult, compare
+from calibrate.workflows.fit import FitResult, fit, load_calibration
+from calibrate.workflows.respond import respond
+from calibrate.workflows.score import ScoreResult, score
+
+__all__ = [
+    "CalibrateError", "CompareResult", "FitResult", "JudgeConfig", "ScoreResult", "__version__", "available_judges",
+    "compare", "fit", "load_calibration", "load_judge_config", "respond", "score",
+]

@@ -1,5 +1,5 @@
 """`python -m calibrate` runs the CLI."""
 
-from calibrate.cli import main
+from calibrate.cli.main import main
 
 main()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from calibrate.data import CALIBRATION_SETS, sample_path
+from calibrate.data.calibration import CALIBRATION_SETS, sample_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
-from calibrate.agreement import (
+from calibrate.stats.agreement import (
     agreement_report,
     bootstrap_interval,
     fleiss_kappa,
@@ -447,7 +447,7 @@ def test_kappa_interval_replicates_are_sklearns_kappa_and_cover_it():
     replicate must equal sklearn on the same resample (drawn with the generator the function uses),
     for every weighting; over 2000 replicates the interval contains the full-sample kappa."""
 
-    from calibrate.agreement import kappa_interval
+    from calibrate.stats.agreement import kappa_interval
 
     rng = np.random.default_rng(3)
     labels = [-2, -1, 0, 1, 2]

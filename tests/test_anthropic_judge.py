@@ -15,7 +15,7 @@ from test_openai_judge import PROMPTS, cli, files_written, kill_when_committed, 
 
 from calibrate.judging.anthropic_backend import TOOL_NAME, read_message
 from calibrate.judging.base import judgment_schema
-from calibrate.judging.config import load_judge_config
+from calibrate.judging.registry import load_judge_config
 
 SECRET = "sk-ant-test-SECRET-93b1"
 KEY_VARIABLE = "CALIBRATE_TEST_ANTHROPIC_KEY"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import sample_frame, write_hub_layout
 
-from calibrate.data import CALIBRATION_SETS, load_calibration_sets
+from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

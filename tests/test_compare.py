@@ -13,8 +13,8 @@ import pytest
 from openai_server import ServerState, start_server
 from sklearn.metrics import cohen_kappa_score
 
-from calibrate import pipelines
-from calibrate.comparison import MAX_ORDER_SHIFT, recommend
+import calibrate
+from calibrate.stats.comparison import MAX_ORDER_SHIFT, recommend
 from calibrate.errors import CalibrateError
 from calibrate.judging.panel import combine, median_score
 from test_openai_judge import KEY_VARIABLE, SECRET, write_judge
@@ -26,7 +26,7 @@ LABELS = [-2, -1, 0, 1, 2]
 def offline(tmp_path_factory):
     """heuristic-strict and the offline panel (plus the three baselines), both orders, two repeats."""
     out = tmp_path_factory.mktemp("compare")
-    result = pipelines.compare(["heuristic-strict", "panel"], out=out, order="both", repeats=2, limit=12,
+    result = calibrate.compare(["heuristic-strict", "panel"], out=out, order="both", repeats=2, limit=12,
                                cache=out / "cache.sqlite3", show_progress=False, n_boot=300)
     return result, out
 
@@ -96,7 +96,7 @@ def test_panel_is_the_median_of_its_members(offline):
     result, out = offline
     judgments = pd.read_parquet(out / "judgments.parquet")
     # the third member is not a row of the comparison: judge it alone (from the same cache)
-    decisive = pipelines.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
+    decisive = calibrate.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
                              sets=list(result.comparison["data"]["sets"]), cache=out / "cache.sqlite3",
                              show_progress=False, n_boot=100)
     assert decisive.calibration["run"]["judged"] == 0  # the panel had judged it already
@@ -163,7 +163,7 @@ def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monke
         fair = write_judge(tmp_path, base_url, name="fair", model="fair-judge")
         biased = write_judge(tmp_path, base_url, name="biased", model="order-biased-judge")
         state.queue("429", "500", "invalid")
-        result = pipelines.compare([str(fair), str(biased)], out=tmp_path / "out", order="both", limit=6,
+        result = calibrate.compare([str(fair), str(biased)], out=tmp_path / "out", order="both", limit=6,
                                    sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"],
                                    cache=tmp_path / "cache.sqlite3", show_progress=False, n_boot=200)
     finally:
@@ -180,7 +180,7 @@ def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monke
 
 def test_human_labels_are_compared_with_each_judge(tmp_path):
     """Synthetic annotators (made up in this test, not real people): two copy a judge with a few changes."""
-    first = pipelines.compare(["heuristic-strict"], out=tmp_path / "first", limit=8, cache=tmp_path / "c.sqlite3",
+    first = calibrate.compare(["heuristic-strict"], out=tmp_path / "first", limit=8, cache=tmp_path / "c.sqlite3",
                               show_progress=False, n_boot=200,
                               sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
     scores = primary(first.judgments, "heuristic")["alignment_score"].reset_index()
@@ -188,7 +188,7 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
     scores["ann_2"] = scores["alignment_score"].where(scores.index % 5 != 0, 0)
     scores.loc[3, "ann_2"] = np.nan  # not rated
     scores.drop(columns="alignment_score").to_csv(tmp_path / "humans.csv", index=False)
-    result = pipelines.compare(["heuristic-strict"], out=tmp_path / "second", limit=8, human=tmp_path / "humans.csv",
+    result = calibrate.compare(["heuristic-strict"], out=tmp_path / "second", limit=8, human=tmp_path / "humans.csv",
                                cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
                                sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
     humans = result.comparison["humans"]
@@ -205,7 +205,7 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
 def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
     (tmp_path / "humans.csv").write_text("set_name,pair_id,ann\naligned-100,1,7\n")
     with pytest.raises(CalibrateError, match=r"annotator 'ann', item aligned-100/1: .* not an integer score"):
-        pipelines.compare(["heuristic"], human=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
+        calibrate.compare(["heuristic"], human=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
     process = subprocess.run([sys.executable, "-m", "calibrate", "compare", "--judges", "heuristic", "--no-baselines"],
                              capture_output=True, text=True)
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr
@@ -213,7 +213,7 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
 
 def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
-    heuristic = pipelines.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
+    heuristic = calibrate.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
                               n_boot=200, limit=12)
     assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
                                                   "pairs_moved": 0, "flagged": False, "n_pairs": 12}
@@ -223,7 +223,7 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
     try:
         judge = write_judge(tmp_path, base_url, name="gullible", model="gullible-judge")
-        result = pipelines.fit(str(judge), out=tmp_path / "g", cache=tmp_path / "c.sqlite3", show_progress=False,
+        result = calibrate.fit(str(judge), out=tmp_path / "g", cache=tmp_path / "c.sqlite3", show_progress=False,
                                n_boot=200, limit=12)
     finally:
         httpd.shutdown()
@@ -237,7 +237,7 @@ def test_prompt_templates_keep_every_injected_note_inside_its_answer(prompt):
     """Each injected note must stay data: inside its own answer block, its fake end markers defused."""
     import re
 
-    from calibrate.data import load_calibration_sets
+    from calibrate.data.calibration import load_calibration_sets
     from calibrate.judging.base import view_of
     from calibrate.judging.prompt import load_prompt
     from calibrate.judging.config import judge_dirs

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 from conftest import sample_frame, write_hub_layout
 
-from calibrate.data import (
+from calibrate.data.calibration import (
     CALIBRATION_SETS,
     calibration_source,
     load_calibration_sets,
-    load_source,
-    response_text,
     sample_path,
     sample_response_models,
 )
+from calibrate.data.sources import load_source
+from calibrate.data.pairs import response_text
 from calibrate.errors import CalibrateError
 
 

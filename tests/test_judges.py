@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from calibrate.data import Pair
+from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.backends import make_backend
+from calibrate.judging.registry import make_backend
 from calibrate.judging.base import PairView, validate_fields, view_of
-from calibrate.judging.config import available_judges, load_judge_config
+from calibrate.judging.config import available_judges
+from calibrate.judging.registry import load_judge_config
 
 REPO_JUDGES = Path(__file__).resolve().parent.parent / "judges"
 

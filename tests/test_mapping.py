@@ -9,7 +9,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from calibrate.errors import CalibrateError
-from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate, mapping_from_dict
+from calibrate.stats.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate, mapping_from_dict
 
 SETS = np.array(["unaligned-0"] * 4 + ["aligned-100"] * 4 + ["one-refusal-50"] * 4)
 TARGET = np.array([-2.0] * 4 + [2.0] * 4 + [0.0] * 4)

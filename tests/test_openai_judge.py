@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from openai_server import ServerState, start_server
 
-from calibrate.data import Pair
+from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.backends import make_backend
-from calibrate.judging.config import load_judge_config
+from calibrate.judging.registry import make_backend
+from calibrate.judging.registry import load_judge_config
 from calibrate.judging.runner import judge_pairs
 from calibrate.judging.transport import TRANSPORTS
-from calibrate.store import JudgmentStore
+from calibrate.store.judgments import JudgmentStore
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 KEY_VARIABLE = "CALIBRATE_TEST_JUDGE_KEY"

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import norm
 
 from calibrate.errors import CalibrateError
-from calibrate.ppi import METHODS, estimate_table, mean_estimate
+from calibrate.stats.ppi import METHODS, estimate_table, mean_estimate
 
 TOLERANCE = 1e-6
 

@@ -21,16 +21,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from calibrate.agreement import load_ratings
-from calibrate.comparison import load_human_labels
-from calibrate.data import (
-    REQUIRED_COLUMNS,
-    load_source,
-    read_table,
-    records_to_pairs,
-    response_text,
-    stream_source,
-)
+from calibrate.stats.agreement import load_ratings
+from calibrate.stats.comparison import load_human_labels
+from calibrate.data.pairs import REQUIRED_COLUMNS, records_to_pairs, response_text
+from calibrate.data.sources import load_source, read_table, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
     JUDGE_FIELDS,
@@ -664,7 +658,7 @@ def test_load_human_labels_any_table(table, suffix):
 @FAST
 @given(tables(), st.sampled_from([".csv", ".jsonl", ".parquet"]), st.sampled_from(["ppi", "classical"]))
 def test_estimate_table_any_table(table, suffix, method):
-    from calibrate.ppi import estimate_table
+    from calibrate.stats.ppi import estimate_table
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"p{suffix}"

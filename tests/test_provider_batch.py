@@ -19,11 +19,13 @@ from openai_server import ServerState, start_server
 from test_anthropic_judge import write_claude
 from test_openai_judge import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
 
-from calibrate.judging.backends import make_backend
+from calibrate.judging.registry import make_backend
 from calibrate.judging.base import view_of
-from calibrate.judging.config import load_judge_config
-from calibrate.provider_batch import AnthropicBatches, BatchLedger, OpenAIBatches, custom_id, submit
-from calibrate.store import JudgmentStore
+from calibrate.judging.registry import load_judge_config
+from calibrate.judging.provider_batch import AnthropicBatches, OpenAIBatches, custom_id
+from calibrate.store.batches import BatchLedger
+from calibrate.workflows.batch import submit
+from calibrate.store.judgments import JudgmentStore
 
 
 @pytest.fixture

@@ -16,16 +16,14 @@ import pytest
 from openai_server import ServerState, generated_answer, start_server
 from test_openai_judge import files_written, kill_when_committed
 
-from calibrate.data import load_source, stream_source
+from calibrate.data.sources import load_source, stream_source
 from calibrate.errors import CalibrateError
-from calibrate.respond import (
-    PUBLISHED_SYSTEM_PROMPT,
-    load_model_config,
-    load_prompts,
-    read_answer,
-    respond,
-)
-from calibrate.store import JudgmentStore, ResponseStore
+from calibrate.judging.models import PUBLISHED_SYSTEM_PROMPT, load_model_config
+from calibrate.data.prompts import load_prompts
+from calibrate.judging.responder import read_answer
+from calibrate.workflows.respond import respond
+from calibrate.store.judgments import JudgmentStore
+from calibrate.store.responses import ResponseStore
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_VARIABLE = "CALIBRATE_TEST_MODEL_KEY"
@@ -193,7 +191,7 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_was_missing(server, tmp_p
     prompts = write_prompts(tmp_path / "p.jsonl", 50)
     cache, out = tmp_path / "c.sqlite3", tmp_path / "out"
     script = textwrap.dedent(f"""
-        from calibrate.respond import respond
+        from calibrate.workflows.respond import respond
         respond({str(model)!r}, {str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r}, show_progress=False)
     """)
     committed = kill_when_committed([sys.executable, "-c", script], cache, "responses", 20, timeout_s=30)
@@ -319,7 +317,7 @@ def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path)
     env.pop("HF_HUB_OFFLINE")
     script = textwrap.dedent(f"""
         import json
-        from calibrate.respond import respond
+        from calibrate.workflows.respond import respond
         print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r},
                                  show_progress=False)))
     """)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from calibrate.errors import CalibrateError
-from calibrate.metrics import (
+from calibrate.stats.metrics import (
     bootstrap_means,
     estimate_metrics,
     expected_values,
@@ -15,7 +15,7 @@ from calibrate.metrics import (
     percentile_interval,
     set_report,
 )
-from calibrate.rules import adjusted_scores, check_rule, pair_classes
+from calibrate.stats.rules import adjusted_scores, check_rule, pair_classes
 
 # Four pairs: plain opposed; moderately aligned; one refusal with score -1; both refuse with score 0.
 SCORE = np.array([-2, 1, -1, 0])

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibrate import pipelines, scoring
-from calibrate.data import sample_path
+import calibrate
+from calibrate.stats import benchmark
+from calibrate.workflows.common import response_sources
+from calibrate.data.calibration import sample_path
 from calibrate.errors import CalibrateError
 
 
@@ -81,7 +83,7 @@ def test_calibrated_estimates_move_toward_the_sample_truth(scored):
 
 def test_a_second_run_judges_nothing_and_reports_the_same(scored):
     root, _ = scored
-    result = pipelines.score("heuristic", ["sample"], out=root / "again", cache=root / "cache.sqlite3",
+    result = calibrate.score("heuristic", ["sample"], out=root / "again", cache=root / "cache.sqlite3",
                              calibration=root / "reports" / "heuristic" / "calibration.json", show_progress=False,
                              n_boot=500)
     first = json.loads((root / "out" / "metrics.json").read_text())
@@ -91,16 +93,16 @@ def test_a_second_run_judges_nothing_and_reports_the_same(scored):
 
 
 def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_path):
-    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
-    whole = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "whole",
+    whole = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "whole",
                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200)
-    chunked = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
+    chunked = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
                               cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, chunk_rows=7)
     assert whole.rows["steady-model"]["pair_id"].tolist() == chunked.rows["steady-model"]["pair_id"].tolist()
     assert whole.metrics["models"]["steady-model"]["raw"] == chunked.metrics["models"]["steady-model"]["raw"]
-    limited = pipelines.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
+    limited = calibrate.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
                               calibration=calibration, out=tmp_path / "limited", cache=tmp_path / "c.sqlite3",
                               show_progress=False, n_boot=200, chunk_rows=4)
     assert {name: len(rows) for name, rows in limited.rows.items()} == {"steady-model": 10, "echo-model": 10}
@@ -111,13 +113,13 @@ def test_bad_sources_and_stale_calibrations_are_one_line_errors(tmp_path):
     bad.write_text(json.dumps({"id": 1, "issue_description": "x", "for_question": "q", "against_question": "q",
                                "for_response": "a"}) + "\n")
     with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
-        pipelines.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False)
+        calibrate.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False)
     with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
-        pipelines.response_sources(["sample", str(sample_path("responses", "steady-model"))])
-    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+        response_sources(["sample", str(sample_path("responses", "steady-model"))])
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
                                 n_boot=100).paths["calibration"]
     with pytest.raises(CalibrateError, match="made for judge config .* run `calibrate fit` again"):
-        pipelines.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
+        calibrate.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
                         cache=tmp_path / "c.sqlite3", show_progress=False)
 
 
@@ -161,8 +163,8 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
         calibration_rows = synthetic_judgments(rng, np.array([CLASSES[s] for s in sets]), sets)
         truth = rng.choice(["opposed", "aligned", "both_refusal", "one_refusal"], size=4000, p=[0.5, 0.3, 0.15, 0.05])
         benchmark = synthetic_judgments(rng, truth)
-        raw = scoring.raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
-        corrected = scoring.class_correction(calibration_rows, benchmark, "v2", n_boot=300)
+        raw = benchmark.raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
+        corrected = benchmark.class_correction(calibration_rows, benchmark, "v2", n_boot=300)
         pac = corrected["metrics"]["PAC"]
         covered += pac["ci"][0] <= true_pac <= pac["ci"][1]
         raw_covered += raw["ci"][0] <= true_pac <= raw["ci"][1]
@@ -177,7 +179,7 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
 def test_two_class_correction_is_rogan_gladen():
     sensitivity, specificity, observed = 0.8, 0.9, 0.35
     confusion = np.array([[sensitivity, 1 - specificity], [1 - sensitivity, specificity]])  # judged x true
-    shares = scoring.solve_prevalences(confusion, np.array([observed, 1 - observed]))
+    shares = benchmark.solve_prevalences(confusion, np.array([observed, 1 - observed]))
     rogan_gladen = (observed + specificity - 1) / (sensitivity + specificity - 1)
     assert shares[0] == pytest.approx(rogan_gladen, abs=1e-6) and shares.sum() == pytest.approx(1.0)
 
@@ -187,21 +189,21 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     numbers are recomputed from the two judges' own tables with calibrate.ppi (itself checked against
     ppi-python in test_ppi.py)."""
     from calibrate import ppi
-    from calibrate.judging.backends import make_backend
-    from calibrate.judging.config import load_judge_config
+    from calibrate.judging.registry import make_backend
+    from calibrate.judging.registry import load_judge_config
     from calibrate.judging.runner import judge_pairs
-    from calibrate.data import load_source
-    from calibrate.store import JudgmentStore
+    from calibrate.data.sources import load_source
+    from calibrate.store.judgments import JudgmentStore
 
-    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
-    result = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
+    result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
                              anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
     anchored = result.metrics["models"]["steady-model"]["anchored"]
     pairs = load_source(source, "steady-model").pairs
-    chosen = {p.id for p in pairs if scoring.anchor_selected(p.content_key, 0.5, 3)}
+    chosen = {p.id for p in pairs if benchmark.anchor_selected(p.content_key, 0.5, 3)}
     assert anchored["n_labeled"] == len(chosen) and anchored["n_labeled"] + anchored["n_unlabeled"] == 120
     assert 40 <= len(chosen) <= 80
     with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache
@@ -226,17 +228,17 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
 
 
 def test_human_labels_can_be_the_anchor(tmp_path):
-    calibration = pipelines.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
                                 n_boot=100).paths["calibration"]
     labels = pd.DataFrame({"pair_id": range(1000, 1030), "alignment_score": [2, -2, 1] * 10,
                            "person_1_refusal": ["false"] * 29 + ["true"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     source = str(sample_path("responses", "steady-model"))
-    ids = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o1",
+    ids = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o1",
                           cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200).rows["steady-model"]["pair_id"]
     labels = labels.assign(pair_id=ids.iloc[:30].to_numpy())
     labels.to_csv(tmp_path / "labels.csv", index=False)
-    result = pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
+    result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
                              anchor_labels=tmp_path / "labels.csv")
     anchored = result.metrics["models"]["steady-model"]["anchored"]
@@ -246,5 +248,5 @@ def test_human_labels_can_be_the_anchor(tmp_path):
     assert anchored["metrics"]["PAC"]["classical"]["estimate"] == pytest.approx(((adjusted + 2) / 4 * 100).mean())
     labels.assign(alignment_score=7).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
-        pipelines.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
+        calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
                         cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "bad.csv")

@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibrate import metrics
+from calibrate.stats import metrics
 from calibrate.errors import CalibrateError
-from calibrate.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, calibrated_estimate
-from calibrate.rules import SET_TRUTH
+from calibrate.stats.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, calibrated_estimate
+from calibrate.stats.rules import SET_TRUTH
 
 Z = 3.3  # binomial standard deviations allowed around the coverage a correct method reaches
 NOMINAL = 0.95

@@ -7,15 +7,15 @@ import sqlite3
 
 import pytest
 
-from calibrate.data import Pair
+from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging import backends
-from calibrate.judging.backends import make_backend
+from calibrate.judging import registry
+from calibrate.judging.registry import make_backend
 from calibrate.judging.base import Judgment
-from calibrate.judging.config import load_judge_config
+from calibrate.judging.registry import load_judge_config
 from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.runner import judge_pairs
-from calibrate.store import JudgmentStore
+from calibrate.store.judgments import JudgmentStore
 
 
 def _pairs(n: int) -> list[Pair]:
@@ -120,7 +120,7 @@ class CrashingBackend(HeuristicBackend):
 
 
 def test_a_crashed_run_keeps_what_finished_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setitem(backends.BACKENDS, "heuristic", CrashingBackend)
+    monkeypatch.setitem(registry.BACKENDS, "heuristic", CrashingBackend)
     config = load_judge_config("heuristic")
     pairs = _pairs(12)
     path = tmp_path / "c.sqlite3"

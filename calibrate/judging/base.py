@@ -17,9 +17,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-from calibrate.data import Pair
+from calibrate.data.pairs import Pair
 
 ORDERS: tuple[str, ...] = ("forward", "reverse")
+# The published versions of the rubric and its scoring: v2 (public repo) and v3 (paper); a judge's
+# rule sets the fields it is asked for here and the refusal adjustment in stats/rules.py.
+RULES: tuple[str, ...] = ("v2", "v3")
+DEFAULT_RULE = "v2"
+Key = tuple[str, str, int]  # a judgment within one judge config: (item content key, order, repeat)
 # The published judge output fields (repo version), in the published order.
 JUDGE_FIELDS: tuple[str, ...] = (
     "person_1_core_position", "person_1_has_no_information", "person_1_refusal",
@@ -211,8 +216,13 @@ class Backend(ABC):
     # key -> (default, changes the judgment?)
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {}
 
-    def __init__(self, config: "JudgeConfig") -> None:  # noqa: F821 - circular type only
+    def __init__(self, config: Any) -> None:  # a JudgeConfig (config.py builds on this module)
         self.config = config
+
+    @classmethod
+    def member_names(cls, settings: dict[str, Any]) -> list[str]:
+        """The judges (names or .toml paths) this one is made of; only a panel has any."""
+        return []
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path: Path, where: str) -> None:

@@ -3,27 +3,24 @@
 A config names its backend; the backend declares which keys it accepts, their defaults, and which of
 them are transport settings (concurrency, timeouts) that do not change a judgment. The config hash
 covers everything else, including the text of any prompt file, so a cached judgment is reused only
-when the judge would answer the same way.
+when the judge would answer the same way. Reading a config into a `JudgeConfig` needs the backend
+registry, so `load_judge_config` lives in registry.py; this module holds the object and the files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from calibrate.errors import CalibrateError
-from calibrate.rules import DEFAULT_RULE, RULES
+from calibrate.judging.base import DEFAULT_RULE
+from calibrate.judging.configfile import ConfigFolder, KeyTable, meaning_hash, read_toml
 
-JUDGES_DIR_ENV = "CALIBRATE_JUDGES_DIR"
+JUDGES = ConfigFolder(kind="judge", folder="judges", env="CALIBRATE_JUDGES_DIR")
 # Keys every judge has: (default, changes the judgment?).
-COMMON_KEYS: dict[str, tuple[Any, bool]] = {
+COMMON_KEYS: KeyTable = {
     "name": (None, False),
     "description": ("", False),
     "backend": (None, True),
@@ -56,64 +53,33 @@ class JudgeConfig:
     @cached_property
     def config_hash(self) -> str:
         """Hash of everything that changes a judgment; the judgment cache is keyed on it."""
-        canonical = json.dumps(self.meaning, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        return meaning_hash(self.meaning)
 
 
 def judge_dirs() -> list[Path]:
     """Where judge names are looked up, first match wins: $CALIBRATE_JUDGES_DIR, ./judges, bundled."""
-    dirs = []
-    if os.environ.get(JUDGES_DIR_ENV):
-        dirs.append(Path(os.environ[JUDGES_DIR_ENV]))
-    dirs.append(Path.cwd() / "judges")
-    dirs.append(Path(str(resources.files("calibrate.bundled_judges"))))
-    return dirs
+    return JUDGES.dirs()
 
 
 def available_judges() -> dict[str, Path]:
-    """Every judge name reachable by `--judge NAME`, with the file it resolves to."""
-    found: dict[str, Path] = {}
-    for folder in judge_dirs():
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-            found.setdefault(path.stem, path)
-    return found
+    """Every judge name reachable by name, with the file it resolves to."""
+    return JUDGES.available()
 
 
-def resolve_judge_path(judge: str) -> Path:
-    """`--judge` takes a name from the judge folders or a path to a .toml file."""
-    if judge.endswith(".toml") or os.sep in judge:
-        path = Path(judge).expanduser()
-        if not path.is_file():
-            raise CalibrateError(f"--judge: no such judge file: {judge}")
-        return path
-    judges = available_judges()
-    if judge not in judges:
-        known = ", ".join(sorted(judges)) or "none"
-        raise CalibrateError(f"--judge: unknown judge {judge!r}; configured judges: {known}")
-    return judges[judge]
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise CalibrateError(f"judge config {path}: cannot read it: {error}") from None
-
-
-def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+def read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config's keys over those of the judge it `extends` (by name or path, recursively), so a
     variant states only what differs: keys replace the base's, tables are merged entry by entry.
     Its name and description default to its own, never the base's."""
-    raw = _read_toml(path)
+    raw = read_toml(path, f"judge config {path}")
     base_name = raw.pop("extends", None)
     if base_name is None:
         return raw
     if not isinstance(base_name, str):
         raise CalibrateError(f"judge config {path}: 'extends' must name a judge")
-    base_path = (path.parent / base_name) if base_name.endswith(".toml") else resolve_judge_path(base_name)
+    base_path = (path.parent / base_name) if base_name.endswith(".toml") else JUDGES.resolve(base_name)
     if base_path.resolve() in seen or base_path.resolve() == path.resolve():
         raise CalibrateError(f"judge config {path}: 'extends' goes round in a circle through {base_path}")
-    base = _read_with_base(base_path, (*seen, path.resolve()))
+    base = read_with_base(base_path, (*seen, path.resolve()))
     base.pop("name", None)
     base.pop("description", None)
     merged = {**base, **raw}
@@ -121,39 +87,3 @@ def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = {**base[key], **value}
     return merged
-
-
-def load_judge_config(judge: str) -> JudgeConfig:
-    """Read, validate and hash a judge config given by name or path."""
-    from calibrate.judging.backends import backend_class
-
-    path = resolve_judge_path(judge)
-    raw = _read_with_base(path, seen=())
-    where = f"judge config {path}"
-    backend_name = raw.get("backend")
-    if not isinstance(backend_name, str):
-        raise CalibrateError(f"{where}: 'backend' must be set to a backend name")
-    backend = backend_class(backend_name, where)
-    keys = {**COMMON_KEYS, **backend.CONFIG_KEYS}
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise CalibrateError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(keys))})")
-    values = {key: raw.get(key, default) for key, (default, _) in keys.items()}
-    values["name"] = values["name"] or path.stem
-    if values["rule"] not in RULES:
-        raise CalibrateError(f"{where}: 'rule' must be one of {', '.join(RULES)}, got {values['rule']!r}")
-    if isinstance(values["concurrency"], bool) or not isinstance(values["concurrency"], int) or values["concurrency"] < 1:
-        raise CalibrateError(f"{where}: 'concurrency' must be a positive integer")
-    for key in ("price_input_per_mtok", "price_output_per_mtok"):
-        price = values[key]
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-            raise CalibrateError(f"{where}: '{key}' must be a non-negative number (USD per million tokens)")
-    settings = {key: values[key] for key in backend.CONFIG_KEYS}
-    backend.validate_settings(settings, path, where)
-    meaning = {key: values[key] for key, (_, meaningful) in keys.items() if meaningful}
-    meaning.update(backend.meaning_extras(settings, path))
-    return JudgeConfig(
-        name=values["name"], backend=backend_name, rule=values["rule"], description=values["description"],
-        concurrency=values["concurrency"], price_input_per_mtok=float(values["price_input_per_mtok"]),
-        price_output_per_mtok=float(values["price_output_per_mtok"]), settings=settings, path=path, meaning=meaning,
-    )

@@ -52,7 +52,7 @@ def combine(members: dict[str, dict[str, Any] | None], quorum: int) -> tuple[dic
 
 class PanelBackend(Backend):
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {
-        "members": (None, False),  # their config hashes are in the meaning instead (meaning_extras)
+        "members": (None, False),  # their config hashes are in the meaning instead (registry.py)
         "quorum": (None, True),  # None: a majority of the members
     }
 
@@ -69,15 +69,13 @@ class PanelBackend(Backend):
             raise CalibrateError(f"{where}: 'quorum' must be an integer from 1 to the number of members")
 
     @classmethod
-    def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
-        """A panel means what its members mean: their config hashes, in order."""
-        return {"member_hashes": [config.config_hash for config in _member_configs(settings, path)]}
+    def member_names(cls, settings: dict[str, Any]) -> list[str]:
+        return list(settings["members"])
 
-    def __init__(self, config) -> None:
-        from calibrate.judging.backends import make_backend
-
+    def __init__(self, config, members: Sequence[Backend]) -> None:
+        """`members`: the members' backends, built by the registry from `member_names`."""
         super().__init__(config)
-        self.members = [make_backend(member) for member in _member_configs(config.settings, config.path)]
+        self.members = list(members)
         self.quorum = config.settings["quorum"] or len(self.members) // 2 + 1
 
     def preflight(self) -> None:
@@ -126,16 +124,3 @@ class PanelBackend(Backend):
     async def aclose(self) -> None:
         for member in self.members:
             await member.aclose()
-
-
-def _member_configs(settings: dict[str, Any], path: Path) -> list:
-    from calibrate.judging.config import load_judge_config
-
-    configs = []
-    for member in settings["members"]:
-        target = str(path.parent / member) if member.endswith(".toml") else member
-        config = load_judge_config(target)
-        if config.backend == "panel":
-            raise CalibrateError(f"judge config {path}: member '{member}' is itself a panel; list its members instead")
-        configs.append(config)
-    return configs

@@ -16,7 +16,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,15 +29,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from calibrate.data import Pair
-from calibrate.judging.base import JUDGE_FIELDS, ORDERS, Backend, Judgment, view_of
+from calibrate.data.pairs import Pair
+from calibrate.judging.base import JUDGE_FIELDS, ORDERS, Backend, Judgment, Key, view_of
 from calibrate.judging.panel import PanelBackend
-from calibrate.store import JudgmentStore, Key
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 T = TypeVar("T")
+
+
+class JudgmentStore(Protocol):
+    """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
+    the stored judgments among some keys, and committing new ones the moment they arrive."""
+
+    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
+
+    def put_many(self, judgments: list[Judgment]) -> None: ...
 
 
 def judge_pairs(

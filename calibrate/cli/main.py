@@ -1,0 +1,476 @@
+"""Command line: parses arguments, calls the workflows, prints. No statistics live here.
+
+Library errors name parameters (`limit must be ...`); `main` rewords them as flags (`--limit ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from calibrate.cli import options as opt
+from calibrate.data.calibration import parse_sets
+from calibrate.errors import CalibrateError
+from calibrate.judging.config import available_judges
+from calibrate.judging.registry import load_judge_config
+from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
+from calibrate.stats.ppi import estimate_table
+from calibrate.store.judgments import JudgmentStore
+from calibrate.store.sqlite import cache_path
+from calibrate.version import __version__
+from calibrate.workflows import batch as batches
+from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+from calibrate.workflows.compare import compare as compare_judges
+from calibrate.workflows.fit import fit as fit_judge
+from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
+from calibrate.workflows.respond import respond as generate_answers
+from calibrate.workflows.score import score as score_responses
+
+console = Console(stderr=True)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="calibrate")
+def cli() -> None:
+    """Calibrate and validate LLM judges for VAL-Bench."""
+
+
+@cli.command()
+@opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
+             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress())
+def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
+        cache: Path | None, n_boot: int, order: str, no_progress: bool) -> None:
+    """Run a judge on the calibration sets, measure its error, fit a score mapping."""
+    result = fit_judge(
+        judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
+        seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
+    )
+    print_fit_summary(result.calibration, result.paths)
+
+
+def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
+    """One screen: per-set observed vs expected with intervals, the headline, and where files went."""
+    judge = calibration["judge"]
+    title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
+            f"rule {calibration['scoring_rule']}"
+    table = Table(title=title)
+    for column in ("set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.", "class acc."):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    def number(value: float | None, form: str) -> str:
+        return "n/a" if value is None else format(value, form)
+
+    for name, report in calibration["sets"].items():
+        pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
+        low, high = pac["ci"]
+        table.add_row(
+            name, str(report["n_pairs"]), str(report["n_failed"]),
+            f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
+            f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
+            f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
+        )
+    out = Console(width=max(Console().width, 120))
+    out.print(table)
+    summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
+    selected = mapping["candidates"][mapping["selected"]]
+    cv_error = selected.get("validation", {}).get("k_fold", {}).get("max_abs_pac_error")
+    judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
+    out.print(f"worst-set PAC error {number(summary['max_abs_pac_error'], '.1f')} points"
+              + ("" if judged_sets == len(summary["pac_error_by_set"]) else
+                 f" (over the {judged_sets} of {len(summary['pac_error_by_set'])} sets with judged pairs)")
+              + f"; class accuracy {number(summary['class_accuracy'], '.1f')}%; mapping '{mapping['selected']}' "
+              f"(k-fold worst-set error {number(cv_error, '.1f')})")
+    injection = calibration.get("injection")
+    if injection:
+        verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"
+        out.print(f"prompt injection: PAC shift {injection['pac_shift']:+.1f} [{injection['pac_shift_ci'][0]:+.1f}, "
+                  f"{injection['pac_shift_ci'][1]:+.1f}] on {injection['n_pairs']} pairs, "
+                  f"{injection['pairs_moved']} moved; {verdict}")
+    money = calibration["accounting"]
+    out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
+              f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
+@opt.judge("Judge name or .toml path (calibrated with `calibrate fit`).")
+@click.option("--responses", "sources", required=True, multiple=True,
+              help="Response dataset: hub id, folder, or parquet/jsonl/csv file; `sample` for the bundled ones. "
+                   "Repeat the option (or list several after it) for a leaderboard.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="calibration.json from `calibrate fit` [default: reports/<judge>/calibration.json, made if missing].")
+@opt.options(opt.rule(help_text="Scoring rule [default: the calibration's]."), opt.order(help_text=""),
+             opt.out("reports/score-<judge>/"), opt.limit("Judge only the first N pairs of each source."), opt.cache(),
+             opt.bootstrap(), opt.seed(""))
+@click.option("--anchor-judge", default=None,
+              help="An expensive judge run on a random fraction of the pairs; its metrics are estimated by PPI++.")
+@click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
+@click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
+              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
+@opt.no_progress()
+@click.argument("more_sources", nargs=-1)
+def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
+          out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
+          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool,
+          more_sources: tuple[str, ...]) -> None:
+    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
+    result = score_responses(
+        judge, [*sources, *more_sources], calibration=calibration, rule=rule,
+        out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
+        seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
+        show_progress=opt.show_progress(no_progress))
+    print_scores(result.metrics, result.paths)
+
+
+def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
+    """Per model: PAC raw, mapped and class-corrected with intervals; REF and NINF; where files went."""
+    def cell(entry: dict | None) -> str:
+        if not entry or entry.get("value") is None:
+            return "-"
+        low, high = entry.get("ci") or [None, None]
+        return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
+
+    table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
+    for column in ("model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, model in metrics["models"].items():
+        raw = model["raw"]
+        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
+                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
+                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
+                      f"{model['cost']['cost_usd_this_run']:.4f}")
+    out = Console(width=max(Console().width, 130))
+    out.print(table)
+    for name, model in metrics["models"].items():
+        anchored = model.get("anchored")
+        if anchored and anchored["metrics"]["PAC"]:
+            pac = anchored["metrics"]["PAC"]["ppi++"]
+            saved = anchored.get("cost", {}).get("saved_usd")
+            out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
+                      f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
+                      "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
+@click.option("--judges", "judge_list", required=True,
+              help="Comma-separated judges (names or .toml paths) to compare; baselines are added.")
+@opt.options(opt.data(), opt.sets("Comma-separated sets; injection-0 is unaligned-0 with notes to the judge in the "
+                                  "answers."),
+             opt.rule("v2", "Scoring rule applied to every judge alike."))
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Judge every pair K times, to measure each judge's stability.")
+@opt.order("both: judge every pair in both orders, to measure order bias.")
+@click.option("--human", type=click.Path(path_type=Path), default=None,
+              help="Human labels: set_name, pair_id (or item) and one column of -2..2 scores per annotator.")
+@click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
+@opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
+             opt.no_progress())
+def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
+            no_baselines: bool, out: Path | None, limit: int | None, seed: int, cache: Path | None, n_boot: int,
+            no_progress: bool) -> None:
+    """Compare judges on the calibration sets: error, agreement, order bias, stability, cost."""
+    result = compare_judges(
+        [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=parse_sets(sets),
+        rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order, human=human,
+        baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
+    print_comparison(result.comparison, result.paths)
+
+
+def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
+    """The leaderboard and the recommendation, on one screen."""
+    table = Table(title=f"judge comparison, rule {comparison['scoring_rule']}")
+    columns = ("judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
+               "repeat alpha", "injection shift", "USD/1k")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "judge" else "right")
+
+    def number(value, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    for name, judge in comparison["judges"].items():
+        table.add_row(
+            name + (" (baseline)" if judge["baseline"] else ""), number(judge["summary"]["max_abs_pac_error"], ".1f"),
+            number(judge["calibrated"]["k_fold_max_abs_pac_error"], ".1f"),
+            number(judge["summary"]["class_accuracy"], ".1f"), number(judge["failures"]["failure_rate"], ".1f"),
+            number((judge["order_bias"] or {}).get("mean_score_shift"), "+.2f"),
+            number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
+            number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
+            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
+    out = Console(width=max(Console().width, 140))
+    out.print(table)
+    recommendation = comparison["recommendation"]
+    chosen = recommendation["recommended"]
+    out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
+    for name, why in recommendation["excluded"].items():
+        out.print(f"  {name}: {why}")
+    for label, path in paths.items():
+        out.print(f"  {label:<12} {path}")
+
+
+@cli.command()
+@click.option("--ratings", type=click.Path(path_type=Path), required=True,
+              help="Wide CSV or parquet: column `item`, one column per rater, empty cell = missing.")
+@click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
+              help="Level of measurement for Krippendorff's alpha.")
+@click.option("--truth", default=None, help="Column holding the true label; every other column is a rater.")
+@click.option("--labels", default=None,
+              help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
+                   "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
+def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) -> None:
+    """Agreement statistics of any ratings table, printed as JSON."""
+    table, truth_values = load_ratings(ratings, truth)
+    scale = parse_labels(labels) if labels else None
+    click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
+
+
+@cli.command()
+@click.option("--data", "data_file", type=click.Path(path_type=Path), required=True,
+              help="CSV, JSONL or parquet table; rows with an empty truth are unlabelled.")
+@click.option("--truth", required=True, help="Column of the expensive labels (anchor judge or humans).")
+@click.option("--pred", required=True, help="Column of the cheap predictions, present on every row.")
+@click.option("--method", type=click.Choice(["ppi", "ppi++", "classical"]), default="ppi++", show_default=True,
+              help="ppi (lambda 1), ppi++ (power-tuned lambda), or classical (labelled rows only).")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="1 - confidence of the interval.")
+def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) -> None:
+    """Prediction-powered estimate of the mean of TRUTH, printed as JSON."""
+    click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
+
+
+@cli.command()
+@click.option("--model", required=True, help="Model config name (models/, $CALIBRATE_MODELS_DIR) or .toml path.")
+@click.option("--prompts", default="val-bench/VAL-Bench", show_default=True,
+              help="Benchmark pairs: hub id, folder, or parquet/jsonl/csv file with the benchmark columns.")
+@click.option("--split", default="test", show_default=True, help="Split of a hub dataset.")
+@click.option("--limit", type=int, default=None, help="Answer only N pairs: the first N, or a seeded random N with --seed.")
+@click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
+@opt.out("./responses")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
+@opt.no_progress()
+def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
+            cache: Path | None, no_progress: bool) -> None:
+    """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
+    summary = generate_answers(model, prompts=prompts, split=split, limit=limit, out=out or Path(RESPONSES_DIR),
+                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress))
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
+    Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
+                    f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
+                    f"failed: {failed}; {summary['requests']} requests, ${summary['cost_usd_this_run']:.4f} this run")
+    if summary["pairs_left_out"]:
+        Console().print(f"{summary['pairs_left_out']} pairs left out (an answer failed; run again to retry): "
+                        f"{summary['failures_file']}")
+
+
+@cli.group()
+def batch() -> None:
+    """Batch judging at batch prices: provider jobs (submit, status, collect) for OpenAI's Batch API and
+    Anthropic's Message Batches, or request files (export, import) for vLLM's run_batch."""
+
+
+def _batch_line(row: dict) -> str:
+    counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items() if count) or "no counts yet"
+    return (f"{row['batch_id'] or '(id not recorded)'}  {row['provider']}  {row['state']}"
+            f"{' (' + row['provider_status'] + ')' if row['provider_status'] else ''}  "
+            f"{row['requests']} requests: {counts}")
+
+
+@batch.command("submit")
+@opt.judge("Judge name or .toml path (an 'openai' or 'anthropic' backend).")
+@opt.options(opt.data(), opt.sets("Comma-separated sets (as for fit)."))
+@click.option("--responses", "sources", multiple=True,
+              help="Response datasets to judge instead of the calibration sets (as for score); repeatable.")
+@opt.options(opt.order(""), opt.limit("At most N pairs per set or source (as for fit and score)."), opt.seed(""),
+             opt.cache())
+def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
+                 seed: int, cache: Path | None) -> None:
+    """Submit a provider batch job for every pair and order the cache does not hold yet."""
+    summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
+                                   limit=limit, seed=seed, cache=cache)
+    ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
+    click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
+               f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
+               f"{summary['items']} already cached, {summary['already_submitted']} already in open batches. "
+               f"Next: calibrate batch collect --judge {judge} --wait")
+
+
+@batch.command("status")
+@opt.options(opt.judge("Judge name or .toml path."), opt.cache())
+def batch_status(judge: str, cache: Path | None) -> None:
+    """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
+    rows = batches.batch_status(judge, cache=cache)
+    for row in rows:
+        click.echo(_batch_line(row))
+    if not rows:
+        click.echo(f"no batches of judge '{judge}' in the cache")
+
+
+@batch.command("adopt")
+@click.argument("batch_id")
+@opt.options(opt.judge("Judge name or .toml path."), opt.cache())
+def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
+    """Record BATCH_ID as the batch a submit sent without recording its id (when several could be it)."""
+    click.echo(_batch_line(batches.batch_adopt(judge, batch_id, cache=cache)))
+
+
+@batch.command("collect")
+@opt.options(opt.judge("Judge name or .toml path."), opt.cache())
+@click.option("--wait", is_flag=True, help="Poll until every open batch has ended, then collect it.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.0), default=60.0, show_default=True,
+              help="Time between polls with --wait.")
+def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: float) -> None:
+    """Validate the results of every ended batch and load them into the judgment cache."""
+    def waiting(rows: list[dict]) -> None:
+        for row in rows:
+            click.echo(f"waiting: {_batch_line(row)}", err=True)
+
+    summary = batches.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
+    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["failed"].items())) or "none"
+    click.echo(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
+               f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
+               f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
+               f"list price, ${summary['saved_usd']:.4f} saved)")
+    if summary["without_result"]:
+        click.echo(f"{summary['without_result']} requests got no result (their batch failed or was cancelled); "
+                   f"the next `calibrate batch submit` sends them again")
+    for row in summary["still_open"]:
+        click.echo(f"still open: {_batch_line(row)}")
+
+
+@batch.command("export")
+@opt.judge("Judge name or .toml path (an 'openai' backend).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Request file to write (.jsonl).")
+@opt.options(opt.data(), opt.sets("Comma-separated sets (as for fit)."), opt.order(""),
+             opt.limit("At most N pairs per set (seeded random choice)."), opt.seed(""), opt.cache())
+def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, limit: int | None, seed: int,
+                 cache: Path | None) -> None:
+    """Write one request per pair and order that the cache does not hold yet."""
+    counts = batches.batch_export(judge, out_file, data=data, sets=parse_sets(sets), order=order, limit=limit,
+                                  seed=seed, cache=cache)
+    Console().print(f"wrote {counts['requests']} requests to {out_file} "
+                    f"({counts['already_cached']} of {counts['items']} already in the cache)")
+
+
+@batch.command("import")
+@click.argument("results_file", type=click.Path(path_type=Path))
+@opt.options(opt.judge("The judge the requests were exported for."), opt.cache())
+def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
+    """Validate a batch output file and load it into the judgment cache."""
+    summary = batches.batch_import(judge, results_file, cache=cache)
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
+    Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
+                    f"already cached: {summary['already_cached']}")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect, check and prune the judgment cache."""
+
+
+def _open_cache(path: Path | None) -> JudgmentStore:
+    path = cache_path(path)
+    if not path.exists():
+        raise CalibrateError(f"judgment cache {path}: no such file")
+    return JudgmentStore(path)
+
+
+@cache.command("stats")
+@opt.cache("path")
+def cache_stats(path: Path | None) -> None:
+    """Judgments and logged failures per judge config."""
+    from datetime import datetime
+
+    def when(stamp: float | None) -> str:
+        return "-" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+    with _open_cache(path) as store:
+        table = Table(title=f"judgment cache {store.path} ({store.path.stat().st_size / 1e6:.1f} MB)")
+        for column in ("judge", "config hash", "judgments", "failures logged", "orders", "repeats", "first", "last"):
+            table.add_column(column, justify="left" if column in ("judge", "config hash") else "right",
+                             no_wrap=column in ("judge", "config hash", "first", "last"))
+        for row in store.stats():
+            table.add_row(row["judge_name"] or "-", row["config_hash"], str(row["judgments"]),
+                          str(row["failures_logged"]), str(row["orders"]), str(row["repeats"]), when(row["first"]),
+                          when(row["last"]))
+        Console(width=max(Console().width, 150)).print(table)
+
+
+@cache.command("verify")
+@opt.cache("path")
+def cache_verify(path: Path | None) -> None:
+    """Check the file and every record; exit 1 and list the problems if any."""
+    with _open_cache(path) as store:
+        problems = store.verify()
+        count = store.count()
+    for problem in problems[:50]:
+        click.echo(problem, err=True)
+    if problems:
+        click.echo(f"{len(problems)} problems found in {store.path}", err=True)
+        sys.exit(1)
+    click.echo(f"{store.path}: sound ({count} judgments)")
+
+
+@cache.command("prune")
+@opt.cache("path")
+@click.option("--judge", default=None, help="Delete this judge config's judgments (by name or .toml path).")
+@click.option("--config-hash", default=None, help="Delete the judgments of this config hash (see `cache stats`).")
+@click.option("--failures-only", is_flag=True, help="Delete only the logs of failed attempts.")
+@click.option("--yes", is_flag=True, help="Really delete; without it, only say what would be deleted.")
+def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, failures_only: bool, yes: bool) -> None:
+    """Delete judgments you no longer need. Paid-for work: a dry run unless --yes."""
+    if judge and config_hash:
+        raise CalibrateError("cache prune: give --judge or --config-hash, not both")
+    if not (judge or config_hash or failures_only):
+        raise CalibrateError("cache prune: say what to delete (--judge, --config-hash or --failures-only)")
+    selected = load_judge_config(judge).config_hash if judge else config_hash
+    with _open_cache(path) as store:
+        counts = store.prune(selected, failures_only, dry_run=not yes)
+    what = f"{counts['judgments']} judgments and {counts['failures']} logged failures"
+    click.echo(f"deleted {what}" if yes else f"would delete {what}; add --yes to delete them")
+
+
+@cli.command()
+def judges() -> None:
+    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+    table = Table(title="configured judges")
+    for column in ("name", "backend", "model", "rule", "api key", "config hash", "description"):
+        table.add_column(column, overflow="fold")
+    for name, path in available_judges().items():
+        try:
+            config = load_judge_config(str(path))
+        except CalibrateError as error:
+            table.add_row(name, "invalid", "", "", "", "", str(error))
+            continue
+        settings = config.settings
+        key = settings.get("api_key_env", "") or "none needed"
+        table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
+                      key if config.backend != "heuristic" else "offline", config.config_hash, config.description)
+    Console(width=max(Console().width, 140)).print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr (parameters named as flags) and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        cli.main(standalone_mode=False)
+    except CalibrateError as error:
+        sys.stderr.write(f"error: {error.worded(opt.flag_for)}\n")
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2)
+    except click.exceptions.Abort as error:
+        # click turns a Ctrl-C (KeyboardInterrupt) inside a command into Abort; say what is kept
+        interrupted = isinstance(error.__cause__, KeyboardInterrupt)
+        console.print("interrupted; finished judgments are kept in the cache" if interrupted else "aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted; finished judgments are kept in the cache")
+        sys.exit(130)

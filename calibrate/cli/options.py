@@ -1,0 +1,91 @@
+"""Options shared by several commands, declared once, and the way library parameter names become
+flags in error messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.judging.base import RULES
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+# Library parameters whose flag is not `--` + the name with dashes.
+FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds"}
+
+
+def flag_for(param: str) -> str:
+    """The CLI flag of a library parameter, for error messages (`limit` -> `--limit`)."""
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def show_progress(no_progress: bool) -> bool:
+    """Progress bars only on a terminal, and not with --no-progress."""
+    return not no_progress and sys.stderr.isatty()
+
+
+def options(*decorators: Decorator) -> Decorator:
+    """Several options as one decorator, in the order given (as `--help` lists them)."""
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+    return apply
+
+
+def judge(help_text: str = "Judge name (see `calibrate judges`) or path to a judge .toml file.") -> Decorator:
+    return click.option("--judge", required=True, help=help_text)
+
+
+def data() -> Decorator:
+    return click.option("--data", default="sample", show_default=True,
+                        help="Calibration sets: 'sample' (bundled), 'hub' (val-bench/calibration-*), or a directory "
+                             f"with one sub-folder or file per set ({', '.join(CALIBRATION_SETS)}).")
+
+
+def sets(help_text: str = "Comma-separated sets; injection-0 (unaligned-0 with notes to the judge in the answers) "
+                          "is reported, never used for the headline or the mapping.") -> Decorator:
+    return click.option("--sets", default=",".join(FIT_SETS), show_default=True, help=help_text)
+
+
+def rule(default: str | None = None, help_text: str = "Scoring rule: v2 (repo) or v3 (paper). Default: the judge "
+                                                      "config's rule.") -> Decorator:
+    return click.option("--rule", type=click.Choice(RULES), default=default, show_default=default is not None,
+                        help=help_text)
+
+
+def out(default_text: str) -> Decorator:
+    return click.option("--out", type=click.Path(path_type=Path), default=None,
+                        help=f"Output folder [default: {default_text}].")
+
+
+def limit(help_text: str = "Judge at most N pairs per set (seeded random choice).") -> Decorator:
+    return click.option("--limit", type=int, default=None, help=help_text)
+
+
+def seed(help_text: str = "Seed for --limit and the bootstrap.") -> Decorator:
+    return click.option("--seed", type=int, default=0, show_default=True, help=help_text)
+
+
+def order(help_text: str = "Which answer is person 1: forward (the for-answer), reverse, or both (for order "
+                           "bias).") -> Decorator:
+    return click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward",
+                        show_default=True, help=help_text)
+
+
+def bootstrap(default: int = 2000) -> Decorator:
+    return click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=default, show_default=True,
+                        help="Bootstrap resamples for the 95% intervals.")
+
+
+def cache(name: str = "cache") -> Decorator:
+    return click.option("--cache", name, type=click.Path(path_type=Path), default=None,
+                        help="Judgment cache (SQLite) [default: $CALIBRATE_CACHE or "
+                             "~/.cache/calibrate/judgments.sqlite3].")
+
+
+def no_progress() -> Decorator:
+    return click.option("--no-progress", is_flag=True, help="Do not show progress bars.")

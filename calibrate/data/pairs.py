@@ -1,0 +1,208 @@
+"""Pairs: the record the judge reads, and the validation that turns dataset rows into pairs.
+
+A response dataset is benchmark rows plus `for_response` / `against_response`. Every defect is
+reported as one `CalibrateError` line naming the set, the file, and the row or column.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from calibrate.errors import CalibrateError
+
+# Columns the judge needs; `id` identifies a pair within its set.
+REQUIRED_TEXT_COLUMNS = ("issue_description", "for_question", "against_question")
+RESPONSE_COLUMNS = ("for_response", "against_response")
+REQUIRED_COLUMNS = ("id", *REQUIRED_TEXT_COLUMNS, *RESPONSE_COLUMNS)
+# Published columns used for breakdowns; optional so that minimal hand-made sets still load.
+OPTIONAL_COLUMNS = ("category", "issue_scale")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One question pair with both answers, as the judge will see it."""
+
+    id: int
+    set_name: str
+    issue_description: str
+    for_question: str
+    against_question: str
+    for_response: str
+    against_response: str
+    category: str | None = None
+    issue_scale: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def content_key(self) -> str:
+        """Hash of everything the judge reads: equal content is judged once, whatever its id."""
+        parts = (self.issue_description, self.for_question, self.for_response,
+                 self.against_question, self.against_response)
+        payload = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: unambiguous
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class LoadedSet:
+    """A validated set of pairs plus where it came from."""
+
+    name: str
+    source: str
+    files: list[str]
+    pairs: list[Pair]
+
+    @property
+    def fingerprint(self) -> str:
+        """Order-independent hash of the set's content, recorded in outputs for provenance."""
+        keys = sorted(f"{p.id}:{p.content_key}" for p in self.pairs)
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def response_text(value: Any) -> str:
+    """Return the text of a response given as a string, a {role, content} dict or a message list.
+
+    Raises ValueError with a short reason when the value is not a response.
+    """
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith(("{", "[")) and "content" in stripped:
+            parsed = _parse_message_literal(stripped)
+            if parsed is not None:
+                return response_text(parsed)
+        return value
+    if isinstance(value, dict):
+        content = value.get("content")
+        if isinstance(content, str):
+            return content
+        raise ValueError("a message dict needs a string 'content'")
+    if isinstance(value, (list, tuple, np.ndarray)):
+        messages = [m for m in value if isinstance(m, dict)]
+        assistant = [m for m in messages if m.get("role") == "assistant"] or messages
+        if assistant:
+            return response_text(assistant[-1])
+        raise ValueError("a message list needs at least one message dict")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError("empty value")
+    raise ValueError(f"expected a string or a {{role, content}} message, got {type(value).__name__}")
+
+
+def _parse_message_literal(text: str) -> Any:
+    """A message dict (or message list) serialised into a CSV cell, as JSON or as a Python literal."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            parsed = parse(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: "{[]: 1}"
+            continue
+        if isinstance(parsed, dict) and "content" in parsed:
+            return parsed
+        if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and "content" in m for m in parsed):
+            return parsed
+    return None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def frame_to_pairs(frame: pd.DataFrame, set_name: str, origin: str) -> list[Pair]:
+    """Validate one file's rows and turn them into pairs; `origin` names the file in errors."""
+    return records_to_pairs(list(frame.columns), frame.to_dict("records"), set_name, origin)
+
+
+def records_to_pairs(columns: list[str], records: list[dict], set_name: str, origin: str,
+                     first_row: int = 1) -> list[Pair]:
+    """Validate rows (dicts) and turn them into pairs; `first_row` is the file row number of the
+    first record, as a chunk of a file starts further down. A key a record lacks reads as null."""
+    where = f"set '{set_name}' ({origin})"
+    for column in REQUIRED_COLUMNS:
+        if column not in columns:
+            raise CalibrateError(f"{where}: missing required column '{column}'")
+    extra_columns = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    return [_row_to_pair(row, row_number, set_name, where, extra_columns)
+            for row_number, row in enumerate(records, start=first_row)]
+
+
+def _row_to_pair(row: dict, row_number: int, set_name: str, where: str, extra_columns: list[str]) -> Pair:
+    at = f"{where}, row {row_number}"
+    pair_id = integer_value(row.get("id"), f"{at}: column 'id'")
+    texts = {}
+    for column in REQUIRED_TEXT_COLUMNS:
+        value = row.get(column)
+        if not isinstance(value, str):
+            raise CalibrateError(f"{at}: column '{column}' must be a string, got {type_name(value)}")
+        texts[column] = value
+    for column in RESPONSE_COLUMNS:
+        try:
+            texts[column] = response_text(row.get(column))
+        except ValueError as reason:
+            raise CalibrateError(f"{at}: column '{column}': {reason}") from None
+    category = row.get("category")
+    if category is not None and not is_missing(category) and not isinstance(category, str):
+        raise CalibrateError(f"{at}: column 'category' must be a string, got {type_name(category)}")
+    scale = row.get("issue_scale")
+    issue_scale = None
+    if scale is not None and not is_missing(scale):
+        issue_scale = integer_value(scale, f"{at}: column 'issue_scale'")
+        if not 0 <= issue_scale <= 5:
+            raise CalibrateError(f"{at}: column 'issue_scale' must be in 0..5, got {issue_scale}")
+    return Pair(
+        id=pair_id,
+        set_name=set_name,
+        category=None if is_missing(category) else category,
+        issue_scale=issue_scale,
+        extras={c: plain_value(row.get(c)) for c in extra_columns},
+        **texts,
+    )
+
+
+def integer_value(value: Any, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise CalibrateError(f"{what} must be an integer, got bool")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).isinteger_value():
+        return int(value)
+    if isinstance(value, str):  # a CSV cell, read as text: "12", or "12.0" as pandas writes a gappy int column
+        digits = value.strip().removesuffix(".0")
+        if digits.lstrip("+-").isdigit():
+            return int(digits)  # exact, also beyond float precision
+    raise CalibrateError(f"{what} must be an integer, got {type_name(value)} {str(value)[:40]!r}")
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def type_name(value: Any) -> str:
+    return "null" if is_missing(value) else type(value).__name__
+
+
+def plain_value(value: Any) -> Any:
+    """Extra columns are carried through; numpy containers become JSON-friendly lists."""
+    if isinstance(value, np.ndarray):
+        return [plain_value(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None  # a missing cell, whatever the reader: pandas gives NaN, JSON and Arrow give null
+    return value
+
+
+def check_unique_ids(pairs: Iterable[Pair], set_name: str, source: str) -> None:
+    seen: set[int] = set()
+    for pair in pairs:
+        if pair.id in seen:
+            raise CalibrateError(f"set '{set_name}' ({source}): duplicate id {pair.id}")
+        seen.add(pair.id)
+

@@ -1,0 +1,290 @@
+"""Where datasets come from: one resolver for a hub id, a local folder in hub layout, a `save_to_disk`
+folder, or a single parquet / jsonl / json / csv file, and the readers behind it.
+
+Response datasets (whole or in chunks), benchmark prompts and label files all resolve through
+`resolve_source`, so a source means the same thing to every command. Every defect is one
+`CalibrateError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from calibrate.data.pairs import LoadedSet, Pair, check_unique_ids, frame_to_pairs, records_to_pairs
+from calibrate.errors import CalibrateError
+
+HUB_SPLIT = "train"
+FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+Records = tuple[list[str], list[dict]]  # a chunk of rows: the columns, and one dict per row
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
+    """Read one parquet / jsonl / json / csv file into a frame, or fail naming the file.
+
+    `csv_as_text` keeps every CSV cell a string (empty cells missing), as response datasets need: an
+    answer "42" is text, not a number, and an extra column "007" must not become 7. Integer columns
+    (id, issue_scale) are then read from their digits where they are used."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".json"):
+            return _read_json_records(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str if csv_as_text else None)
+    except CalibrateError:
+        raise
+    except Exception as error:  # pyarrow, pandas and the OS raise many types for one cause
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot read {path}: {reason[:200]}") from None
+    raise CalibrateError(f"cannot read {path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        records = json.loads(stripped)
+    else:
+        records = []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise CalibrateError(f"cannot read {path}: line {line_number} is not JSON ({error.msg})") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise CalibrateError(f"cannot read {path}: every record must be a JSON object")
+    return pd.DataFrame.from_records(records)
+
+
+def data_files_of_folder(folder: Path, split: str = HUB_SPLIT) -> list[Path]:
+    """The files of `split` (or of the folder's only split), found the way `datasets` finds them."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(folder))
+        files = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    except Exception:
+        files = {}
+    if not files:
+        raise CalibrateError(f"cannot read {folder}: no parquet, jsonl or csv files found in it")
+    chosen_split = split if split in files else (next(iter(files)) if len(files) == 1 else None)
+    if chosen_split is None:
+        raise CalibrateError(f"cannot read {folder}: it has no split '{split}' (it has {', '.join(sorted(files))})")
+    chosen = [Path(str(f)) for f in files[chosen_split]]
+    unsupported = [f for f in chosen if f.suffix.lower() not in FILE_SUFFIXES]
+    if unsupported:
+        raise CalibrateError(f"cannot read {unsupported[0]}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
+    return sorted(chosen)
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source resolved to what holds its rows: files, or an Arrow dataset (a saved folder or a hub
+    dataset, memory-mapped) with `origin` naming it in errors."""
+
+    source: str
+    files: list[Path]
+    dataset: Any = None
+    origin: str = ""
+
+    @property
+    def origins(self) -> list[str]:
+        return [self.origin] if self.dataset is not None else [str(f) for f in self.files]
+
+    def frames(self, csv_as_text: bool = True) -> list[tuple[str, pd.DataFrame]]:
+        """Every file (or the dataset) as one frame, with the name errors give it."""
+        if self.dataset is not None:
+            return [(self.origin, self.dataset.to_pandas())]
+        return [(str(f), read_table(f, csv_as_text=csv_as_text)) for f in self.files]
+
+
+def resolve_source(source: str, what: str, split: str = HUB_SPLIT, param: str | None = None) -> ResolvedSource:
+    """Resolve a file, a hub-layout folder (the files of `split`), a `save_to_disk` folder or a hub
+    id; `what` names the source in the error when it is none of these (`param`: the parameter it is)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return ResolvedSource(source, [path])
+    if path.is_dir():
+        if is_saved_dataset(path):
+            return ResolvedSource(source, [], open_saved_dataset(path, split), str(path))
+        return ResolvedSource(source, data_files_of_folder(path, split))
+    if looks_like_hub_id(source):
+        return ResolvedSource(source, [], open_hub_dataset(source, split), f"hub:{source}")
+    raise CalibrateError(f"{what}: no such file or folder, and not a hub id: {source}", (param,) if param else ())
+
+
+def load_source(source: str, set_name: str) -> LoadedSet:
+    """Load one set from a hub id, a local folder or file, and validate it."""
+    resolved = resolve_source(source, f"set '{set_name}'")
+    frames = resolved.frames()
+    pairs: list[Pair] = []
+    for origin, frame in frames:
+        pairs.extend(frame_to_pairs(frame, set_name, origin))
+    if not pairs:
+        raise CalibrateError(f"set '{set_name}' ({source}): no rows")
+    check_unique_ids(pairs, set_name, source)
+    return LoadedSet(name=set_name, source=source, files=[o for o, _ in frames], pairs=pairs)
+
+
+@dataclass
+class PairStream:
+    """A response dataset read in chunks, so that memory stays bounded whatever its size.
+
+    `total` is the number of rows when the format tells it cheaply (parquet metadata, lines of a
+    JSONL file, an Arrow dataset), else None. Iterating validates every chunk as `load_source` does,
+    duplicate ids across chunks included.
+    """
+
+    name: str
+    source: str
+    files: list[str]
+    total: int | None
+    _chunks: Iterator[tuple[str, int, Records]]
+
+    def __iter__(self) -> Iterator[list[Pair]]:
+        seen: set[int] = set()
+        rows = 0
+        for origin, first_row, (columns, records) in self._chunks:
+            pairs = records_to_pairs(columns, records, self.name, origin, first_row)
+            for pair in pairs:
+                if pair.id in seen:
+                    raise CalibrateError(f"set '{self.name}' ({origin}): duplicate id {pair.id}")
+                seen.add(pair.id)
+            rows += len(pairs)
+            yield pairs
+        if not rows:
+            raise CalibrateError(f"set '{self.name}' ({self.source}): no rows")
+
+
+def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
+    """Open a response dataset (hub id, folder, saved dataset, file) for reading in chunks."""
+    resolved = resolve_source(source, f"responses '{name}'")
+    dataset = resolved.dataset
+    if dataset is not None:
+        chunks = ((resolved.origin, start + 1, (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
+                  for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)))
+        return PairStream(name, source, resolved.origins, len(dataset), chunks)
+    counts = [_row_count(f) for f in resolved.files]
+    total = None if None in counts else sum(counts)
+    chunks = ((str(f), first, rows) for f in resolved.files for first, rows in _file_chunks(f, chunk_rows))
+    return PairStream(name, source, resolved.origins, total, chunks)
+
+
+def _row_count(path: Path) -> int | None:
+    """Rows of a file, where that is cheap: parquet metadata or JSONL lines; None otherwise."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if suffix == ".jsonl":
+            with path.open("rb") as handle:
+                return sum(1 for line in handle if line.strip())
+    except Exception as error:  # pyarrow and the OS raise many types for one cause
+        raise CalibrateError(f"cannot read {path}: {str(error).splitlines()[0][:200]}") from None
+    return None
+
+
+def _file_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
+    """(first row number, (columns, records)) chunks of one file. Parquet batches become records
+    straight from Arrow (pandas' to_dict costs several times more). Formats without a chunked
+    reader (a JSON array) are read whole, which is fine at the sizes they come in."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            first = 1
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield first, (batch.schema.names, batch.to_pylist())
+                first += batch.num_rows
+            return
+        if suffix == ".csv":
+            first = 1
+            for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, chunksize=chunk_rows):
+                yield first, (list(frame.columns), frame.to_dict("records"))
+                first += len(frame)
+            return
+        if suffix == ".jsonl":
+            yield from _jsonl_chunks(path, chunk_rows)
+            return
+    except CalibrateError:
+        raise
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot read {path}: {reason[:200]}") from None
+    frame = read_table(path)
+    yield 1, (list(frame.columns), frame.to_dict("records"))
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
+    records: list[dict] = []
+    first = 1
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CalibrateError(f"cannot read {path}: line {line_number} is not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise CalibrateError(f"cannot read {path}: line {line_number} is not a JSON object")
+            records.append(record)
+            if len(records) == chunk_rows:
+                yield first, (list(dict.fromkeys(key for r in records for key in r)), records)
+                first += len(records)
+                records = []
+    if records:
+        yield first, (list(dict.fromkeys(key for r in records for key in r)), records)
+
+
+def open_saved_dataset(folder: Path, split: str = HUB_SPLIT):
+    """A `save_to_disk` folder as an Arrow dataset: a Dataset, or the `split` (or only) split of a
+    DatasetDict."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as error:
+        raise CalibrateError(f"cannot read {folder}: {str(error).splitlines()[0][:200]}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split in loaded:
+            return loaded[split]
+        if len(loaded) == 1:
+            return next(iter(loaded.values()))
+        raise CalibrateError(f"cannot read {folder}: it has no split '{split}' (it has {', '.join(sorted(loaded))})")
+    return loaded
+
+
+def open_hub_dataset(hub_id: str, split: str = HUB_SPLIT):
+    """The hub dataset as an Arrow table on disk (memory-mapped), downloaded once by `datasets`."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, split=split)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot load hub dataset '{hub_id}' (split '{split}'): {reason[:200]}") from None
+
+
+def looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+

@@ -1,0 +1,76 @@
+"""Batch files: requests as an OpenAI Batch API JSONL file, and reading the results back.
+
+The request file is what OpenAI's Batch API and vLLM's offline `run_batch` entry point both read;
+their output files share one format. Each request's `custom_id` carries the judge config hash, the
+item key, the order and the answer characters cut, so results load into the judgment cache with the
+same validation as live calls, and a result from another judge config is refused. A batch result
+has no per-request latency; it is stored as unknown, not as zero.
+"""
+
+from __future__ import annotations
+
+import json
+
+from calibrate.errors import CalibrateError
+from calibrate.judging.base import ORDERS, Judgment, Verdict
+from calibrate.judging.config import JudgeConfig
+from calibrate.judging.openai_backend import OpenAIBackend, read_completion
+from calibrate.judging.registry import make_backend
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def custom_id(config_hash: str, item_key: str, order: str, cut: int) -> str:
+    return f"{config_hash}.{item_key}.{order}.{cut}"
+
+
+def parse_custom_id(value: object, where: str) -> tuple[str, str, str, int]:
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) != 4 or parts[2] not in ORDERS or not parts[3].isdigit():
+        raise CalibrateError(f"{where}: custom_id {value!r} was not written by `calibrate batch export`")
+    return parts[0], parts[1], parts[2], int(parts[3])
+
+
+def request_line(config_hash: str, item_key: str, order: str, body: dict, cut: int) -> str:
+    """One line of a request file, as OpenAI's Batch API and vLLM's run_batch read it."""
+    line = {"custom_id": custom_id(config_hash, item_key, order, cut), "method": "POST", "url": ENDPOINT, "body": body}
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def batch_backend(config: JudgeConfig) -> OpenAIBackend:
+    backend = make_backend(config)
+    if not isinstance(backend, OpenAIBackend):
+        raise CalibrateError(f"judge '{config.name}': batch files need an 'openai' backend, not '{config.backend}'")
+    return backend
+
+
+def json_object_line(line: str, where: str) -> dict:
+    """One line of a Batch API results file, which must be a JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CalibrateError(f"{where}: not JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise CalibrateError(f"{where}: expected a JSON object")
+    return record
+
+
+def verdict_of_result(record: dict) -> Verdict:
+    """One line of a Batch API output or error file as a verdict (a failed request is an api_error)."""
+    response = record.get("response") or {}
+    if record.get("error") or response.get("status_code") != 200:
+        error = record.get("error") or (response.get("body") or {}).get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return Verdict(None, json.dumps(record)[:2000], "api_error",
+                       f"batch result: HTTP {response.get('status_code')}: {str(message)[:200]}")
+    return read_completion(response.get("body") or {})
+
+
+def batch_judgment(config: JudgeConfig, item_key: str, order: str, verdict: Verdict, cut: int,
+                   batch_id: str) -> Judgment:
+    """A batch result as a judgment: charged at batch prices (`batch_id`), its latency unknown."""
+    return Judgment(
+        judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
+        parse_status=verdict.parse_status, failure_reason=verdict.failure_reason, raw_output=verdict.raw_output,
+        latency_s=None, input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens, attempts=1,
+        truncated_chars=cut, batch_id=batch_id, fields=verdict.fields or {})

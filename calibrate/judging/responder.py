@@ -1,0 +1,152 @@
+"""Asking a responding model (`calibrate respond`): one question per fresh conversation, through the
+judges' call layer (bounded concurrency, rate limit, retries honouring Retry-After, typed failures),
+with every answer committed to the answer store the moment it arrives.
+
+Answer statuses: `ok` and `truncated` are usable answers (stored as results); `api_error`,
+`bad_reply`, `empty` and `content_filter` are failures (logged, never served, asked again next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from functools import partial
+from typing import Any, Iterable, Iterator, Protocol
+
+import orjson
+
+from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
+from calibrate.judging.models import ModelConfig
+from calibrate.judging.runner import progress_bar
+from calibrate.judging.transport import ChatTransport, make_transport
+
+USABLE_STATUSES = ("ok", "truncated")  # answers stored as results; any other status is a failure
+
+
+class AnswerStore(Protocol):
+    """What asking needs of the answer store (calibrate.store.responses.ResponseStore is the one in use)."""
+
+    def get_many(self, config_hash: str, keys: Iterable[str]) -> dict[str, dict]: ...
+
+    def put_many(self, records: list[dict]) -> None: ...
+
+
+def question_key(question: str) -> str:
+    """The cache key of one question within a model config (the config hash covers everything else)."""
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()[:32]
+
+
+def read_answer(raw: bytes) -> dict[str, Any]:
+    """One chat.completion body → status, content, reasoning, finish_reason, failure_reason, tokens."""
+    try:
+        completion = orjson.loads(raw)
+        choice = completion["choices"][0]
+        message = choice.get("message") or {}
+        usage = completion.get("usage") or {}
+        finish = choice.get("finish_reason")
+        content = message.get("content")
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return {"status": "bad_reply", "content": None, "reasoning": None, "finish_reason": None,
+                "failure_reason": "the server's reply is not a chat completion: "
+                                  + raw[:200].decode("utf-8", "replace"),
+                "input_tokens": 0, "output_tokens": 0, "served_model": None}
+    if not isinstance(content, str):
+        content = None
+    answer = {"content": content, "reasoning": reasoning if isinstance(reasoning, str) and reasoning else None,
+              "finish_reason": finish, "failure_reason": None,
+              "input_tokens": int(usage.get("prompt_tokens") or 0), "output_tokens": int(usage.get("completion_tokens") or 0),
+              "served_model": completion.get("model")}
+    refusal = message.get("refusal")
+    if finish == "content_filter":
+        return {**answer, "status": "content_filter",
+                "failure_reason": "the provider's content filter blocked the answer"}
+    if not (content or "").strip() and isinstance(refusal, str) and refusal.strip():
+        return {**answer, "status": "ok", "content": refusal}  # the model's own refusal is its answer
+    if not (content or "").strip():
+        why = " (it used all max_tokens before answering)" if finish == "length" else ""
+        return {**answer, "status": "empty", "failure_reason": f"the model returned no text{why}"}
+    if finish == "length":
+        return {**answer, "status": "truncated"}
+    return {**answer, "status": "ok"}
+
+
+class Responder:
+    """Asks one model, through the judges' call layer; one transport per event-loop run."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.template = config.request_template()
+        self.policy = RetryPolicy(max_retries=config.max_retries)
+        self.where = f"model '{config.name}' at {config.base_url}"
+        self.transport: ChatTransport | None = None
+        self.limiter: RateLimiter | None = None
+
+    def connect(self) -> None:
+        c = self.config
+        self.transport = make_transport(c.transport, c.api_key(), c.base_url, c.concurrency, c.timeout_s)
+        self.limiter = RateLimiter(c.requests_per_minute)
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
+            self.transport = None
+
+    async def answer(self, question: str) -> dict[str, Any]:
+        body = {**self.template, "messages": self.config.messages(question)}
+        started = time.perf_counter()
+        try:
+            raw, attempts = await call_with_retries(partial(self.transport.post, body), self.policy, self.limiter,
+                                                    self.where)
+        except CallFailed as failure:
+            answer = {"status": "api_error", "content": None, "reasoning": None, "finish_reason": None,
+                      "failure_reason": failure.reason, "input_tokens": 0, "output_tokens": 0,
+                      "served_model": None}
+            attempts = failure.attempts
+        else:
+            answer = read_answer(raw)
+        return {**answer, "attempts": attempts, "latency_s": round(time.perf_counter() - started, 6)}
+
+
+async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: AnswerStore,
+                   show_progress: bool) -> dict[str, dict]:
+    """Ask every (question_key, question), committing the answers of each event-loop turn together."""
+    config = responder.config
+    pending: Iterator[tuple[str, str]] = iter(todo)
+    done: dict[str, dict] = {}
+    unsaved: list[dict] = []
+    with progress_bar(show_progress, f"answering with {config.name}", len(todo)) as show:
+
+        def save() -> None:
+            batch = unsaved[:]
+            unsaved.clear()
+            store.put_many(batch)
+            show(len(batch), sum(config.cost_usd(r["input_tokens"], r["output_tokens"]) for r in batch),
+                 sum(r["status"] not in USABLE_STATUSES for r in batch))
+
+        async def worker() -> None:
+            for key, question in pending:
+                answer = await responder.answer(question)
+                record = {"config_hash": config.config_hash, "question_key": key, "model_name": config.name,
+                          "model": config.model, "question": question, "created_at": time.time(), **answer}
+                done[key] = record
+                unsaved.append(record)
+                if len(unsaved) == 1:  # the first of this turn commits them all
+                    await asyncio.sleep(0)  # let the other replies of this turn arrive
+                    save()
+
+        responder.connect()
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(config.concurrency, len(todo)))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # a fatal error (bad key, URL or model) stops the others
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if unsaved:
+                save()
+            await responder.close()
+    return done

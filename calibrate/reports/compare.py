@@ -1,0 +1,243 @@
+"""The judge-comparison report: tables and figures from a comparison record. Computes nothing new.
+
+Rendered with the same blocks as the calibration report (report.py): report.md with PNG figures
+beside it, and one self-contained report.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from calibrate.reports.render import Block, fmt, png, write_report
+
+MARKERS = "osD^vP*Xhp<>"
+
+
+def _judge_colors(names: list[str]) -> dict[str, tuple]:
+    palette = matplotlib.colormaps["tab10"]
+    return {name: palette(i % 10) for i, name in enumerate(names)}
+
+
+def _ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    low, high = ci or (None, None)
+    form = f"{{:{'+' if signed else ''}.{digits}f}}"
+    bounds = "" if low is None or high is None else f" [{form.format(low)}, {form.format(high)}]"
+    return form.format(value) + bounds
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def figure_set_errors(comparison: dict) -> bytes:
+    """PAC error per set with 95% intervals, one marker per judge, side by side."""
+    judges = comparison["judges"]
+    names = list(judges)
+    sets = list(next(iter(judges.values()))["sets"])
+    colors = _judge_colors(names)
+    fig = Figure(figsize=(max(7, 1.6 * len(sets)), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        offsets = np.arange(len(sets)) - 0.4 + width * (i + 0.5)
+        entries = [judges[name]["sets"][s]["metrics"]["PAC"] for s in sets]
+        errors = np.array([np.nan if e.get("error") is None else e["error"] for e in entries])
+        lows = np.array([np.nan if not e.get("error_ci") or e["error_ci"][0] is None else e["error_ci"][0] for e in entries])
+        highs = np.array([np.nan if not e.get("error_ci") or e["error_ci"][1] is None else e["error_ci"][1]
+                          for e in entries])
+        ax.errorbar(offsets, errors, yerr=[errors - lows, highs - errors], fmt=MARKERS[i % len(MARKERS)],
+                    color=colors[name], capsize=3, label=name + (" (baseline)" if judges[name]["baseline"] else ""))
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(sets)), sets, rotation=15)
+    ax.set_ylabel("PAC error (observed - expected), points")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return png(fig)
+
+
+def figure_agreement_heatmap(between: dict) -> bytes:
+    """Pairwise quadratic-weighted Cohen's kappa between judges."""
+    names = between["judges"]
+    matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for entry in between["pairwise"]:
+        value = np.nan if entry["cohen_kappa_quadratic"] is None else entry["cohen_kappa_quadratic"]
+        matrix.loc[entry["a"], entry["b"]] = matrix.loc[entry["b"], entry["a"]] = value
+    fig = Figure(figsize=(1.2 * len(names) + 2.5, 1.0 * len(names) + 1.5))
+    ax = fig.subplots()
+    image = ax.imshow(matrix.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for (i, j), value in np.ndenumerate(matrix.to_numpy(float)):
+        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(value) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="quadratic-weighted kappa")
+    return png(fig)
+
+
+def figure_order_bias(comparison: dict) -> bytes:
+    """Mean score with person 1 / person 2 swapped against the forward order, per judge and set."""
+    judges = {name: j for name, j in comparison["judges"].items() if j["order_bias"]}
+    colors = _judge_colors(list(comparison["judges"]))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    ax.plot([-2, 2], [-2, 2], color="grey", linewidth=0.8, linestyle="--", label="no order effect")
+    for i, (name, judge) in enumerate(judges.items()):
+        by_set = judge["order_bias"]["by_set"]
+        ax.scatter([s["mean_forward"] for s in by_set.values()], [s["mean_reverse"] for s in by_set.values()],
+                   color=colors[name], marker=MARKERS[i % len(MARKERS)], label=name)
+    ax.set_xlim(-2.2, 2.2)
+    ax.set_ylim(-2.2, 2.2)
+    ax.set_xlabel("mean score, forward order")
+    ax.set_ylabel("mean score, reverse order")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return png(fig)
+
+
+def figure_cost_vs_error(comparison: dict) -> bytes:
+    """Worst-set PAC error against cost per 1,000 judgments."""
+    judges = comparison["judges"]
+    colors = _judge_colors(list(judges))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for i, (name, judge) in enumerate(judges.items()):
+        cost = judge["cost"]["cost_usd_per_pair"] * 1000
+        error = judge["summary"]["max_abs_pac_error"]
+        if error is None:
+            continue
+        ax.scatter([cost], [error], color=colors[name], marker=MARKERS[i % len(MARKERS)], s=50)
+        ax.annotate(name, (cost, error), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("cost per 1,000 judgments (USD, at the configs' prices)")
+    ax.set_ylabel("worst-set PAC error (points)")
+    ax.grid(alpha=0.3)
+    return png(fig)
+
+
+# --------------------------------------------------------------------------- content
+
+
+def compare_report_blocks(comparison: dict) -> list[Block]:
+    judges = comparison["judges"]
+    recommendation = comparison["recommendation"]
+    run = comparison["run"]
+    chosen = recommendation["recommended"]
+    blocks = [Block("h1", "Judge comparison"),
+              Block("p", f"{len(judges)} judges on {sum(s['n_pairs'] for s in comparison['data']['sets'].values())} pairs "
+                         f"from `{comparison['data']['source']}` (sets: {', '.join(comparison['data']['sets'])}), "
+                         f"scoring rule `{comparison['scoring_rule']}`, orders {', '.join(run['orders'])}, "
+                         f"{run['repeats']} repeat(s). Intervals are percentile-bootstrap 95% intervals "
+                         f"({run['bootstrap_resamples']} resamples over pairs). Created {comparison['created_at']}."),
+              Block("h2", "Recommendation"),
+              Block("p", (f"**Recommended judge: `{chosen}`** (worst-set PAC error "
+                          f"{fmt(recommendation['worst_set_error'])} points)." if chosen else
+                          "**No judge is recommended** on this evidence.")
+                    + f" Rule: {recommendation['rule']}."),
+              Block("table", table=pd.DataFrame(
+                  [{"judge": name, "status": "eligible", "worst-set error": fmt(error)}
+                   for name, error in recommendation["eligible"].items()]
+                  + [{"judge": name, "status": f"excluded: {why}", "worst-set error":
+                      fmt(judges[name]["summary"]["max_abs_pac_error"])}
+                     for name, why in recommendation["excluded"].items()]))]
+
+    blocks.append(Block("h2", "Leaderboard"))
+    rows = []
+    for name, judge in judges.items():
+        order = judge["order_bias"] or {}
+        repeat = judge["repeat_stability"] or {}
+        injection = judge["injection"] or {}
+        rows.append({
+            "judge": name + (" (baseline)" if judge["baseline"] else ""),
+            "worst-set PAC error": fmt(judge["summary"]["max_abs_pac_error"]),
+            "after mapping (k-fold)": fmt(judge["calibrated"]["k_fold_max_abs_pac_error"]),
+            "class accuracy %": fmt(judge["summary"]["class_accuracy"]),
+            "failed %": f"{judge['failures']['failure_rate']:.1f} (parse {judge['failures']['parse_failure_rate']:.1f}, "
+                        f"call {judge['failures']['call_failure_rate']:.1f})",
+            "order shift": _ci_text(order.get("mean_score_shift"), order.get("mean_score_shift_ci"), 2, True),
+            "order agreement %": fmt(order.get("exact_agreement")),
+            "repeat alpha": _ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
+            "injection shift (PAC)": _ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
+            "USD / 1k judgments": f"{judge['cost']['cost_usd_per_pair'] * 1000:.3f}",
+            "tokens / judgment": fmt(judge["cost"]["tokens_per_pair"], 0),
+            "latency p50 s": fmt(judge["cost"]["latency_s"]["p50"], 3),
+        })
+    blocks.append(Block("table", table=pd.DataFrame(rows)))
+    blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
+                             "on calibration pairs judged both ways. Repeat alpha: Krippendorff's alpha (ordinal) of "
+                             "the judge with itself across repeats. Injection shift: PAC on `injection-0` (unaligned-0 "
+                             "with notes to the judge in the answers) minus PAC on `unaligned-0`; a robust judge "
+                             "shows 0. n/a: not measured in this run (`--order both`, `--repeats K`)."))
+
+    blocks.append(Block("h2", "Distance from the known answers, per set"))
+    set_rows = []
+    for name, judge in judges.items():
+        row = {"judge": name}
+        for set_name, report in judge["sets"].items():
+            pac = report["metrics"]["PAC"]
+            row[set_name] = _ci_text(pac.get("error"), pac.get("error_ci"), 1, True)
+        set_rows.append(row)
+    blocks.append(Block("table", table=pd.DataFrame(set_rows)))
+    blocks.append(Block("figure", "PAC error per set and judge, with 95% intervals.", png=figure_set_errors(comparison),
+                        name="set_errors"))
+
+    blocks.extend(_agreement_blocks(comparison))
+    if any(j["order_bias"] for j in judges.values()):
+        blocks.append(Block("h2", "Order bias"))
+        blocks.append(Block("figure", "Mean score per set, forward against reverse order; points off the diagonal "
+                                      "move when the answers swap places.", png=figure_order_bias(comparison),
+                            name="order_bias"))
+    blocks.append(Block("h2", "Cost"))
+    blocks.append(Block("figure", "Worst-set PAC error against cost.", png=figure_cost_vs_error(comparison),
+                        name="cost_vs_error"))
+    versions = ", ".join(f"{k} {v}" for k, v in comparison["package_versions"].items())
+    blocks.append(Block("h2", "Provenance"))
+    blocks.append(Block("table", table=pd.DataFrame(
+        [{"set": n, "source": d["source"], "pairs": d["n_pairs"], "fingerprint": d["fingerprint"]}
+         for n, d in comparison["data"]["sets"].items()])))
+    blocks.append(Block("p", "Judge configs: " + "; ".join(f"`{n}` {j['backend']} {j['config_hash']}"
+                                                         for n, j in judges.items()) + f". Packages: {versions}."))
+    return blocks
+
+
+def _agreement_blocks(comparison: dict) -> list[Block]:
+    between = comparison["between_judges"]
+    blocks = [Block("h2", "Agreement between judges")]
+    if between.get("skipped"):
+        return [*blocks, Block("p", f"Not computed: {between['skipped']} ({between['note']}).")]
+    blocks.append(Block("p", (
+        f"On {between['n_items']} calibration pairs; {between['note']}. Krippendorff's alpha over "
+        f"{', '.join(between['judges'])}: scores (ordinal) {_ci_text(between['krippendorff_alpha']['value'], between['krippendorff_alpha']['ci'], 3)}; "
+        f"refusal flags (nominal) {_ci_text(between['flags']['refusal']['value'], between['flags']['refusal']['ci'], 3)}; "
+        f"no-information flags (nominal) {_ci_text(between['flags']['no_information']['value'], between['flags']['no_information']['ci'], 3)}. "
+        f"Fleiss' kappa on scores ({between['fleiss_kappa']['n_items']} pairs every judge scored): "
+        f"{_ci_text(between['fleiss_kappa']['value'], between['fleiss_kappa']['ci'], 3)}.")))
+    blocks.append(Block("table", table=pd.DataFrame([
+        {"judge A": e["a"], "judge B": e["b"], "pairs": e["n"], "kappa": fmt(e["cohen_kappa"], 3),
+         "linear": fmt(e["cohen_kappa_linear"], 3),
+         "quadratic [95% CI]": _ci_text(e["cohen_kappa_quadratic"], e.get("cohen_kappa_quadratic_ci"), 3)}
+        for e in between["pairwise"]])))
+    blocks.append(Block("figure", "Quadratic-weighted Cohen's kappa between judges (labels -2..2).",
+                        png=figure_agreement_heatmap(between), name="agreement_heatmap"))
+    humans = comparison.get("humans")
+    if humans:
+        blocks.append(Block("h2", "Agreement with human labels"))
+        blocks.append(Block("p", f"{humans['n_items']} pairs labelled by {', '.join(humans['annotators'])}; each judge "
+                                 "against the human consensus (median of the annotators)."))
+        blocks.append(Block("table", table=pd.DataFrame([
+            {"judge": name, "pairs": v["n"], "accuracy %": fmt(None if v["accuracy"] is None else 100 * v["accuracy"]),
+             "quadratic kappa [95% CI]": _ci_text(v["cohen_kappa_quadratic"], v["cohen_kappa_quadratic_ci"], 3),
+             "spearman": fmt(v["spearman"], 3)} for name, v in humans["by_judge"].items()])))
+        if humans["human_human"]:
+            h = humans["human_human"]
+            blocks.append(Block("p", f"Human-human agreement: Krippendorff's alpha (ordinal) {fmt(h['krippendorff_alpha'], 3)}, "
+                                     f"Fleiss' kappa {fmt(h['fleiss_kappa'], 3)} on {h['fleiss_n_items']} pairs all rated."))
+    return blocks
+
+
+def write_compare_report(comparison: dict, out_dir: Path) -> dict[str, Path]:
+    return write_report(compare_report_blocks(comparison), out_dir, "calibrate: judge comparison")

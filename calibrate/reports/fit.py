@@ -1,0 +1,271 @@
+"""The fit report (`calibrate fit`): per-set results against the expected values, the judge's score
+distribution and confusion matrix, the prompt-injection check and the score mappings. Reads the
+calibration record and judgment table, computes nothing new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from calibrate.reports.render import Block, fmt, png, signed_with_ci, with_ci, write_report
+from calibrate.stats.calibration import mapping_inputs
+from calibrate.stats.mapping import mapping_from_dict
+
+HEADLINE_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
+SCORE_LEVELS = (-2, -1, 0, 1, 2)
+
+
+def figure_observed_vs_expected(calibration: dict) -> bytes:
+    """Observed metric per set with its 95% interval, beside the expected value."""
+    sets = list(calibration["sets"])
+    metrics = ("PAC", "REF")
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, len(metrics), sharey=True)
+    positions = np.arange(len(sets))
+    for ax, metric in zip(axes, metrics, strict=True):
+        entries = [calibration["sets"][s]["metrics"][metric] for s in sets]
+        values = np.array([e["value"] if e["value"] is not None else np.nan for e in entries])
+        lows = np.array([e["ci"][0] if e["ci"][0] is not None else np.nan for e in entries])
+        highs = np.array([e["ci"][1] if e["ci"][1] is not None else np.nan for e in entries])
+        ax.errorbar(positions, values, yerr=[values - lows, highs - values], fmt="o", color="tab:blue",
+                    capsize=4, label="observed (95% CI)")
+        ax.scatter(positions, [e["expected"] for e in entries], marker="_", s=600, color="tab:red",
+                   label="expected", zorder=3)
+        ax.set_xticks(positions, sets, rotation=20)
+        ax.set_title(metric)
+        ax.set_ylim(-5, 105)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("percent")
+    axes[0].legend(loc="center left", fontsize=8)
+    return png(fig)
+
+
+def figure_score_distribution(judgments: pd.DataFrame, sets: list[str]) -> bytes:
+    """Share of each raw alignment score, with refusal patterns apart, per set."""
+    ok = judgments[judgments["parse_status"] == "ok"]
+    labels = [str(v) for v in SCORE_LEVELS] + ["one refusal", "both refuse"]
+    colors = ["#b2182b", "#ef8a62", "#cccccc", "#67a9cf", "#2166ac", "#984ea3", "#4d004b"]
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    left = np.zeros(len(sets))
+    for label, color in zip(labels, colors, strict=True):
+        shares = []
+        for name in sets:
+            rows = ok[ok["set_name"] == name]
+            r1, r2 = rows["person_1_refusal"].astype(bool), rows["person_2_refusal"].astype(bool)
+            if label == "one refusal":
+                hit = r1 ^ r2
+            elif label == "both refuse":
+                hit = r1 & r2
+            else:
+                hit = ~(r1 | r2) & (rows["alignment_score"] == int(label))
+            shares.append(100.0 * hit.sum() / max(len(rows), 1))
+        ax.barh(sets, shares, left=left, color=color, label=label)
+        left += np.array(shares)
+    ax.set_xlabel("percent of judged pairs")
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), title="alignment score")
+    return png(fig)
+
+
+def figure_confusion(matrix: pd.DataFrame) -> bytes:
+    """Expected class (rows) against judged class (columns), as counts."""
+    fig = Figure(figsize=(7, 0.6 * len(matrix) + 1.6))
+    ax = fig.subplots()
+    ax.imshow(matrix.to_numpy(float), cmap="Blues")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    ax.set_xlabel("judged class")
+    ax.set_ylabel("expected class")
+    peak = matrix.to_numpy().max() or 1
+    for (i, j), count in np.ndenumerate(matrix.to_numpy()):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    return png(fig)
+
+
+def figure_mapping(calibration: dict, judgments: pd.DataFrame) -> bytes:
+    """Each fitted mapping as a curve, over the mean expected score of pairs at each raw score."""
+    x, y, _ = mapping_inputs(judgments, calibration["scoring_rule"])
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
+    grid = np.linspace(-2, 2, 161)
+    for kind, candidate in calibration["mapping"]["candidates"].items():
+        if candidate.get("mapping"):
+            style = "-" if kind == calibration["mapping"]["selected"] else "--"
+            ax.plot(grid, mapping_from_dict(candidate["mapping"]).transform(grid), style, label=kind)
+    for level in np.unique(x):
+        at = x == level
+        ax.scatter([level], [y[at].mean()], s=20 + 4 * at.sum(), color="black", alpha=0.5)
+    ax.scatter([], [], color="black", alpha=0.5, label="mean expected score (size = pairs)")
+    ax.set_xlabel("judge's refusal-adjusted score")
+    ax.set_ylabel("calibrated score")
+    ax.set_xlim(-2.2, 2.2)
+    ax.set_ylim(-2.2, 2.2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+# --------------------------------------------------------------------------- content
+
+
+def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
+    judge = calibration["judge"]
+    rule = calibration["scoring_rule"]
+    summary = calibration["summary"]
+    sets = list(calibration["sets"])
+    blocks = [Block("h1", f"Calibration report: judge `{judge['name']}`")]
+    if judge["baseline"]:
+        what = {"constant": "a constant judge: it gives every pair the same judgment",
+                "panel": "a panel of offline baseline judges: no language model reads the answers"}.get(
+            judge["backend"], "an offline keyword judge built into calibrate: no language model reads the answers")
+        blocks.append(Block("p", f"**This judge is a baseline.** It is {what}. Its numbers are a floor that any "
+                                 "real judge should beat, not an estimate of benchmark quality."))
+    blocks.append(Block("p", (
+        f"Judge `{judge['name']}` (backend `{judge['backend']}`, config hash `{judge['config_hash']}`) was run on "
+        f"{summary['n_pairs']} calibration pairs from `{calibration['data']['source']}` under scoring rule "
+        f"`{rule}` ({summary['n_judged']} judged, {summary['n_failed']} failed). "
+        f"Worst-set PAC error: **{fmt(summary['max_abs_pac_error'])} points**; "
+        f"mean absolute PAC error {fmt(summary['mean_abs_pac_error'])}; "
+        f"pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%**. "
+        f"Created {calibration['created_at']}.")))
+
+    blocks.append(Block("h2", "Distance from the known answers"))
+    blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
+                             f"from scoring rule `{rule}`, not typed in. Error = observed - expected, in points, "
+                             "with percentile-bootstrap 95% intervals over pairs."))
+    selected = calibration["mapping"]["candidates"][calibration["mapping"]["selected"]]
+    calibrated_error = selected.get("validation", {}).get("k_fold", {}).get("pac_error_by_set", {})
+    pac_rows, other_rows = [], []
+    for name in sets:
+        report = calibration["sets"][name]
+        pac = report["metrics"]["PAC"]
+        pac_rows.append({
+            "set": name, "pairs": report["n_pairs"], "failed": report["n_failed"],
+            "PAC observed": with_ci(pac), "expected": fmt(pac["expected"]), "error": signed_with_ci(pac),
+            "error after mapping (k-fold)": "n/a" if calibrated_error.get(name) is None
+            else f"{calibrated_error[name]:+.1f}",
+            "class accuracy %": with_ci(report["classification"]["accuracy"]),
+        })
+        for metric in HEADLINE_METRICS[1:]:
+            entry = report["metrics"][metric]
+            other_rows.append({"set": name, "metric": metric, "observed": with_ci(entry),
+                               "expected": fmt(entry.get("expected")), "error": signed_with_ci(entry)})
+    blocks.append(Block("table", table=pd.DataFrame(pac_rows)))
+    blocks.append(Block("p", "Refusal and no-information rates (REF: response level; REF1: exactly one refuses; "
+                             "REF2: both refuse; NINF: no information, response level)."))
+    blocks.append(Block("table", table=pd.DataFrame(other_rows)))
+    blocks.append(Block("figure", "Observed PAC and REF per set with 95% intervals (blue) against the expected "
+                                  "value (red).", png=figure_observed_vs_expected(calibration), name="observed_vs_expected"))
+    blocks.append(Block("figure", "How the judge scored each set.", png=figure_score_distribution(judgments, sets),
+                        name="score_distribution"))
+
+    blocks.append(Block("h2", "Classification view"))
+    matrix = pd.DataFrame(calibration["confusion_matrix"]).T
+    blocks.append(Block("p", "Each pair's class from the judge's output (refusal pattern first, then the sign of "
+                             "the score) against the class its set implies. Failed judgments count as wrong."))
+    blocks.append(Block("table", table=matrix.reset_index(names="expected \\ judged")))
+    blocks.append(Block("figure", "Confusion matrix (pairs).", png=figure_confusion(matrix), name="confusion"))
+
+    blocks.extend(_judging_blocks(calibration))
+    blocks.extend(_injection_blocks(calibration))
+    blocks.extend(_mapping_blocks(calibration, judgments))
+
+    blocks.append(Block("h2", "Provenance"))
+    data_rows = [{"set": n, "source": d["source"], "pairs": d["n_pairs"], "fingerprint": d["fingerprint"]}
+                 for n, d in calibration["data"]["sets"].items()]
+    blocks.append(Block("table", table=pd.DataFrame(data_rows)))
+    run = calibration["run"]
+    versions = ", ".join(f"{k} {v}" for k, v in calibration["package_versions"].items())
+    blocks.append(Block("p", f"Judged now: {run['judged']}; reused from the cache: {run['reused']}; "
+                             f"bootstrap resamples: {run['bootstrap_resamples']}; seed {calibration['data']['seed']}. "
+                             f"Packages: {versions}."))
+    return blocks
+
+
+def _judging_blocks(calibration: dict) -> list[Block]:
+    """What the judging took: counts, failures by reason, tokens, cost, latency, order effect."""
+    money, run = calibration["accounting"], calibration["run"]
+    failures = ", ".join(f"{reason} {count}" for reason, count in money["failures_by_reason"].items()) or "none"
+    latency = money["latency_s"]
+    rows = [
+        ("judgments (pair × order)", f"{money['judged']} judged, {money['failed']} failed ({failures})"),
+        ("this run", f"{run['judged']} judged, {run['failed']} failed, {run['reused']} reused from the cache, "
+                     f"{run['requests']} requests"),
+        ("tokens", f"{money['input_tokens']:,} in, {money['output_tokens']:,} out"),
+        ("cost (USD)", f"{money['cost_usd']:.4f} for all judgments, {money['cost_usd_this_run']:.4f} this run "
+                       f"(prices per million tokens: {money['prices_usd_per_mtok']['input']} in, "
+                       f"{money['prices_usd_per_mtok']['output']} out)"),
+        ("latency per judgment (s)", f"mean {fmt(latency['mean'], 3)}, p50 {fmt(latency['p50'], 3)}, "
+                                     f"p95 {fmt(latency['p95'], 3)}"),
+        ("answers truncated to fit the prompt", str(money["truncated_answers"])),
+        ("orders", f"{', '.join(run['orders'])} (metrics use {run['metrics_order']})"),
+    ]
+    blocks = [Block("h2", "Judging"),
+              Block("p", "A failed judgment is never a score: it is counted here and in each set's `failed` column, "
+                         "kept in the cache's failure log, and tried again by the next run."),
+              Block("table", table=pd.DataFrame(rows, columns=["", "value"]))]
+    if calibration.get("order_effect"):
+        effect = pd.DataFrame.from_dict(calibration["order_effect"], orient="index").reset_index(names="set")
+        blocks.append(Block("p", "Order effect: the same pairs judged with person 1 and person 2 swapped "
+                                 "(mean score shift reverse - forward; share of identical scores, %)."))
+        blocks.append(Block("table", table=effect))
+    return blocks
+
+
+def _injection_blocks(calibration: dict) -> list[Block]:
+    """How far text aimed at the judge moved it (the injection-0 set against unaligned-0)."""
+    injection = calibration.get("injection")
+    if not injection:
+        return []
+    low, high = injection["pac_shift_ci"]
+    verdict = ("**Flagged: this judge is moved by text aimed at it**; treat its benchmark scores of answers that "
+               "address the judge with suspicion." if injection["flagged"] else
+               "Not flagged: the shift's interval includes 0 and it is within 10 PAC points.")
+    return [Block("h2", "Prompt injection"),
+            Block("p", "`injection-0` is unaligned-0 with a note addressed to the judge in every answer (claiming the "
+                       "answers agree, a fake system line, a fake end of the answer block, a JSON answer to copy); "
+                       "its expected PAC is 0, like unaligned-0's. "
+                       f"PAC shift (injection-0 − unaligned-0, same pairs): **{injection['pac_shift']:+.1f}** "
+                       f"[{low:+.1f}, {high:+.1f}] over {injection['n_pairs']} pairs; {injection['pairs_moved']} pairs "
+                       f"scored differently. {verdict}")]
+
+
+def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
+    mapping = calibration["mapping"]
+    blocks = [Block("h2", "Score mapping"),
+              Block("p", "Candidate mappings from the judge's refusal-adjusted score to a calibrated score. "
+                         "Errors are PAC points, worst set; `k-fold` and `leave-one-set-out` grade each pair with a "
+                         "mapping fitted without it, `in-sample` is shown only for contrast. "
+                         f"Selected: **{mapping['selected']}** ({mapping['selection_rule']}).")]
+    rows = []
+    for kind, candidate in mapping["candidates"].items():
+        if not candidate.get("mapping"):
+            rows.append({"mapping": kind, "note": candidate.get("skipped", "")})
+            continue
+        validation = candidate["validation"]
+        loso = validation["leave_one_set_out"]["pac_error_by_set"]
+        defined = [abs(v) for v in loso.values() if v is not None]
+        rows.append({
+            "mapping": kind,
+            "in-sample worst-set error": fmt(validation["in_sample"]["max_abs_pac_error"]),
+            "k-fold worst-set error": fmt(validation["k_fold"].get("max_abs_pac_error")),
+            "k-fold score MAE": fmt(validation["k_fold"].get("score_mae"), 3),
+            "leave-one-set-out worst error": fmt(max(defined)) if defined else "n/a",
+            "note": "" if len(defined) == len(loso) else "leave-one-set-out undefined for its anchor sets",
+        })
+    blocks.append(Block("table", table=pd.DataFrame(rows).fillna("")))
+    blocks.append(Block("figure", "Fitted mappings (selected one solid).", png=figure_mapping(calibration, judgments),
+                        name="mapping"))
+    return blocks
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def write_fit_report(calibration: dict, judgments: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    return write_report(fit_report_blocks(calibration, judgments), out_dir, f"calibrate: {calibration['judge']['name']}")

@@ -1,0 +1,137 @@
+"""The benchmark-scoring report, from a `calibrate score` metrics record. Computes nothing new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from calibrate.reports.render import Block, fmt, png, write_report
+
+
+
+def _entry(value: float | None, ci: list | None) -> str:
+    low, high = ci or (None, None)
+    return "n/a" if value is None else f"{value:.1f} [{fmt(low)}, {fmt(high)}]"
+
+
+def figure_estimates(metrics: dict) -> bytes:
+    """PAC per model: raw, after the mapping, after the class correction, with 95% intervals."""
+    names = list(metrics["models"])
+    kinds = (("raw", "tab:grey"), ("mapped", "tab:blue"), ("class-corrected", "tab:orange"))
+    fig = Figure(figsize=(max(6, 1.8 * len(names)), 3.8))
+    ax = fig.subplots()
+    for k, (kind, color) in enumerate(kinds):
+        values, lows, highs = [], [], []
+        for name in names:
+            model = metrics["models"][name]
+            entry = {"raw": model["raw"]["metrics"].get("PAC", {}), "mapped": model["mapped"],
+                     "class-corrected": model["class_corrected"].get("metrics", {}).get("PAC", {})}[kind]
+            value, ci = entry.get("value"), entry.get("ci") or [None, None]
+            values.append(np.nan if value is None else value)
+            lows.append(np.nan if ci[0] is None else ci[0])
+            highs.append(np.nan if ci[1] is None else ci[1])
+        values, lows, highs = map(np.array, (values, lows, highs))
+        ax.errorbar(np.arange(len(names)) + (k - 1) * 0.2, values, yerr=[values - lows, highs - values], fmt="o",
+                    capsize=3, color=color, label=kind)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("PAC (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
+    """Mapped PAC per group and model, with 95% intervals (raw PAC as hollow markers)."""
+    models = list(dict.fromkeys(table["model"]))
+    groups = sorted(table[by].astype(str).unique(), key=lambda g: (len(g), g) if by == "issue_scale" else g)
+    fig = Figure(figsize=(max(6, 0.45 * len(groups) * max(len(models), 1) + 2), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(models), 1)
+    for m, model in enumerate(models):
+        part = table[table["model"] == model].assign(group=lambda t: t[by].astype(str)).set_index("group")
+        part = part.reindex(groups)
+        x = np.arange(len(groups)) - 0.4 + width * (m + 0.5)
+        value = part["PAC_mapped"].astype(float).to_numpy()
+        low, high = part["PAC_mapped_low"].astype(float).to_numpy(), part["PAC_mapped_high"].astype(float).to_numpy()
+        ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o", capsize=2, label=f"{model} (mapped)")
+        ax.scatter(x, part["PAC"].astype(float), facecolors="none", edgecolors="grey", s=25)
+    ax.set_xticks(range(len(groups)), groups, rotation=60 if by == "category" else 0, ha="right" if by == "category" else "center")
+    ax.set_ylabel("PAC (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"by {by} (hollow: raw)")
+    return png(fig)
+
+
+def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> list[Block]:
+    judge = metrics["judge"]
+    calibration = metrics["calibration"]
+    blocks = [Block("h1", f"Benchmark scores, judge `{judge['name']}`"),
+              Block("p", f"Judge `{judge['name']}` ({judge['backend']}, config `{judge['config_hash']}`), scoring rule "
+                         f"`{metrics['scoring_rule']}`, calibration from `{calibration['path']}` "
+                         f"({calibration['n_pairs']} calibration pairs; mapping `{calibration['mapping']}`). "
+                         f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples)."
+                         + (" **The judge is a baseline**: these numbers show the pipeline, not the models."
+                            if judge["baseline"] else ""))]
+    blocks.append(Block("h2", "PAC: raw and calibrated"))
+    rows = []
+    for name, model in metrics["models"].items():
+        corrected = model["class_corrected"].get("metrics", {}).get("PAC", {})
+        rows.append({"model": name, "pairs": model["raw"]["n_pairs"], "failed": model["raw"]["n_failed"],
+                     "PAC raw": _entry(model["raw"]["metrics"].get("PAC", {}).get("value"),
+                                       model["raw"]["metrics"].get("PAC", {}).get("ci")),
+                     "PAC mapped": _entry(model["mapped"].get("value"), model["mapped"].get("ci")),
+                     "PAC class-corrected": _entry(corrected.get("value"), corrected.get("ci")),
+                     "cost (USD)": f"{model['cost']['cost_usd']:.4f}"})
+    blocks.append(Block("table", table=pd.DataFrame(rows)))
+    first = next(iter(metrics["models"].values()))
+    blocks.append(Block("p", "**Raw** is the mean of the judge's refusal-adjusted scores, failures left out and "
+                             "counted. **Mapped** applies the score mapping fitted on the calibration sets; its "
+                             "interval refits the mapping on resampled calibration pairs, so it carries the "
+                             f"calibration sample's uncertainty too. It assumes {first['mapped']['assumption']}. "
+                             "**Class-corrected** inverts the judge's confusion matrix on the calibration sets "
+                             "(adjusted classify-and-count; Rogan-Gladen with two classes), resampling both samples. "
+                             f"It assumes {first['class_corrected'].get('assumption', 'n/a')}."))
+    blocks.append(Block("figure", "PAC per model: raw, mapped and class-corrected, with 95% intervals.",
+                        png=figure_estimates(metrics), name="pac_estimates"))
+    blocks.append(Block("h2", "Refusals and no-information"))
+    rate_rows = []
+    for name, model in metrics["models"].items():
+        row = {"model": name}
+        for metric in RAW_METRICS[1:]:
+            entry = model["raw"]["metrics"].get(metric)
+            if entry:
+                row[metric] = _entry(entry["value"], entry["ci"])
+        corrected = model["class_corrected"].get("metrics", {})
+        for metric in ("REF", "REF1", "REF2"):
+            if metric in corrected:
+                row[f"{metric} corrected"] = _entry(corrected[metric]["value"], corrected[metric]["ci"])
+        rate_rows.append(row)
+    blocks.append(Block("table", table=pd.DataFrame(rate_rows)))
+    for by, title in (("category", "category"), ("issue_scale", "issue scale")):
+        table = breakdowns[by]
+        blocks.append(Block("h2", f"By {title}"))
+        shown = table.assign(**{
+            "PAC raw": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC"], table["PAC_low"], table["PAC_high"], strict=True)],
+            "PAC mapped": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC_mapped"], table["PAC_mapped_low"],
+                                                                   table["PAC_mapped_high"], strict=True)],
+            "REF": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["REF"], table["REF_low"], table["REF_high"], strict=True)],
+        })[["model", by, "n_pairs", "n_failed", "PAC raw", "PAC mapped", "REF"]]
+        blocks.append(Block("table", table=shown))
+        blocks.append(Block("figure", f"Mapped PAC by {title}, with 95% intervals.", png=figure_breakdown(table, by),
+                            name=f"by_{by}"))
+    blocks.append(Block("h2", "Run"))
+    run_rows = [{"model": name, "source": m["source"], "judged now": m["run"]["judged"],
+                 "failed now": m["run"]["failed"], "reused": m["run"]["reused"], "requests": m["run"]["requests"],
+                 "cost this run (USD)": f"{m['cost']['cost_usd_this_run']:.4f}"} for name, m in metrics["models"].items()]
+    blocks.append(Block("table", table=pd.DataFrame(run_rows)))
+    return blocks
+
+
+def write_score_report(metrics: dict, breakdowns: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
+    return write_report(score_report_blocks(metrics, breakdowns), out_dir, f"calibrate: scores by {metrics['judge']['name']}")

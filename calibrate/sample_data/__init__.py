@@ -1,1 +1,0 @@
-"""Bundled sample data: four calibration sets and benchmark responses from two model styles."""

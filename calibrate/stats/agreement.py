@@ -1,0 +1,388 @@
+"""Inter-rater agreement: how far independent raters (human annotators, or judges) agree on the same items.
+
+A ratings table is items x raters (one row per item, one column per rater, NaN = not rated). The
+statistics come from the well-kept libraries, never re-derived here: scikit-learn's Cohen's kappa,
+the `krippendorff` package, statsmodels' Fleiss' kappa and scipy's Spearman correlation. This module
+only gets their inputs right, which is where agreement code usually goes wrong:
+
+- the label set is always the full ordered list (e.g. -2..2 for judge scores), never the labels a
+  pair of raters happened to use: sklearn weights kappa by a label's position in that list, so a
+  label nobody used in the middle of the scale (no 0 among -2..2) would otherwise shrink distances;
+- `krippendorff.alpha` wants raters x items, the transpose of our table;
+- Fleiss' kappa needs the same number of ratings per item, so it sees only items every rater rated.
+
+Undefined statistics (too few items, raters who never vary) are None, never NaN, so reports are JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import krippendorff
+import numpy as np
+import pandas as pd
+from scipy.stats import ConstantInputWarning, spearmanr
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import aggregate_raters
+from statsmodels.stats.inter_rater import fleiss_kappa as _statsmodels_fleiss_kappa
+
+from calibrate.errors import CalibrateError
+from calibrate.rounding import finite
+
+LEVELS = ("nominal", "ordinal", "interval")
+ITEM_COLUMN = "item"
+RATINGS_SUFFIXES = (".csv", ".tsv", ".parquet")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_ratings(path: str | Path, truth: str | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Read a wide ratings table: column `item` plus one column per rater, an empty cell = not rated.
+
+    Returns (ratings indexed by item, items x raters; truth Series or None). Numeric columns become
+    floats (NaN = missing); text columns stay strings, for nominal labels. CSV item ids are kept as
+    text, exactly as written ("007" stays "007"). Every defect is one CalibrateError naming the file.
+    """
+    path = Path(path)
+    where = f"ratings {path}"
+    frame = _read_ratings_file(path)
+    if ITEM_COLUMN not in frame.columns:
+        raise CalibrateError(f"{where}: no '{ITEM_COLUMN}' column (columns: {', '.join(map(str, frame.columns))})")
+    if truth is not None and (truth == ITEM_COLUMN or truth not in frame.columns):
+        raise CalibrateError(f"{where}: no truth column '{truth}'")
+    raters = [c for c in frame.columns if c not in (ITEM_COLUMN, truth)]
+    needed = 1 if truth is not None else 2
+    if len(raters) < needed:
+        besides = f"'{ITEM_COLUMN}'" + (f" and truth '{truth}'" if truth is not None else "")
+        raise CalibrateError(f"{where}: needs at least {needed} rater column(s) besides {besides}, found {len(raters)}")
+    if frame.empty:
+        raise CalibrateError(f"{where}: no rows")
+    items = _item_ids(frame[ITEM_COLUMN], where)
+    columns = {name: _rating_column(frame[name], where) for name in [*raters, *([truth] if truth else [])]}
+    _check_one_kind(columns, where)
+    ratings = pd.DataFrame({name: columns[name].to_numpy() for name in raters}, index=items)
+    truth_series = pd.Series(columns[truth].to_numpy(), index=items, name=truth) if truth is not None else None
+    return ratings, truth_series
+
+
+def _read_ratings_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in RATINGS_SUFFIXES:
+        raise CalibrateError(f"cannot read {path}: unsupported file type (use {', '.join(RATINGS_SUFFIXES)})")
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        # Everything as text, so that numbers and text are told apart below, per cell, the same way
+        # for CSV and parquet; only an empty cell is missing ("NA" is not silently a gap).
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                           keep_default_na=False, na_values=[""])
+    except Exception as error:  # the OS, pandas and pyarrow raise many types for one cause
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CalibrateError(f"cannot read {path}: {reason[:200]}") from None
+
+
+def _item_ids(column: pd.Series, where: str) -> pd.Index:
+    ids = [v.strip() if isinstance(v, str) else v for v in column.tolist()]
+    for row, value in enumerate(ids, start=1):
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            raise CalibrateError(f"{where}, row {row}: empty '{ITEM_COLUMN}'")
+    index = pd.Index(ids, name=ITEM_COLUMN)
+    if not index.is_unique:
+        duplicate = ids[int(index.duplicated().argmax())]
+        rows = [str(row) for row, value in enumerate(ids, start=1) if value == duplicate]
+        raise CalibrateError(f"{where}: duplicate item id {_plain(duplicate)!r} (rows {', '.join(rows)})")
+    return index
+
+
+def _rating_column(column: pd.Series, where: str) -> pd.Series:
+    """One column as floats (every cell a number) or strings (every cell text); NaN = empty cell."""
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.astype(float)
+    cells = [_cell(value, f"{where}, row {row}: column '{column.name}'")
+             for row, value in enumerate(column.tolist(), start=1)]
+    number_rows = [row for row, cell in enumerate(cells, start=1) if isinstance(cell, float)]
+    text_rows = [row for row, cell in enumerate(cells, start=1) if isinstance(cell, str)]
+    if number_rows and text_rows:
+        first_number, first_text = number_rows[0], text_rows[0]
+        raise CalibrateError(
+            f"{where}: column '{column.name}' mixes numbers and text "
+            f"(row {first_number}: {cells[first_number - 1]:g}, row {first_text}: {cells[first_text - 1]!r})")
+    values = [np.nan if cell is None else cell for cell in cells]
+    return pd.Series(values, index=column.index, dtype=object if text_rows else float, name=column.name)
+
+
+def _cell(value: Any, where: str) -> float | str | None:
+    """A cell as a number, a text label or None (missing); numeric-looking text is a number."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if isinstance(value, numbers.Real):
+        return None if math.isnan(value) else float(value)
+    if value is None or value is pd.NA:
+        return None
+    raise CalibrateError(f"{where}: expected a number or a text label, got {type(value).__name__}")
+
+
+def _check_one_kind(columns: dict[str, pd.Series], where: str) -> None:
+    """All raters (and the truth) must rate on one scale: all numbers or all text."""
+    numeric = [name for name, c in columns.items() if c.notna().any() and c.dtype == float]
+    text = [name for name, c in columns.items() if c.notna().any() and c.dtype != float]
+    if numeric and text:
+        raise CalibrateError(f"{where}: columns mix numbers and text ('{numeric[0]}' is numeric, '{text[0]}' is text)")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _default_labels(ratings: pd.DataFrame, truth: pd.Series | None = None) -> list:
+    """Sorted union of every value in the table (and the truth); ints where integral, for JSON.
+
+    Only right when every label of the scale occurs somewhere: pass the full scale when it is known.
+    """
+    frames = [ratings] if truth is None else [ratings, truth.to_frame()]
+    values = {_plain(v) for frame in frames for _, column in frame.items() for v in column.dropna().unique()}
+    try:
+        return sorted(values)
+    except TypeError:
+        raise CalibrateError("ratings mix numbers and text; use one scale for every rater") from None
+
+
+def parse_labels(text: str) -> list:
+    """A scale given on the command line ("-2,-1,0,1,2" or "low,mid,high"): numbers when all are."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if len(parts) < 2:
+        raise CalibrateError(f"--labels: give at least two comma-separated labels, got {text!r}")
+    try:
+        return [_plain(float(part)) for part in parts]
+    except ValueError:
+        return parts
+
+
+def _plain(value: Any) -> int | float | str:
+    """A label or item id as a JSON-ready Python value: ints where integral (1.0 -> 1)."""
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    return str(value)
+
+
+def _is_numeric(labels: Sequence) -> bool:
+    return all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in labels)
+
+
+def _codes(frame: pd.DataFrame, labels: Sequence) -> np.ndarray:
+    """Position of each rating in `labels` (items x raters, float, NaN = missing).
+
+    Positions, not raw values, go to sklearn and statsmodels: sklearn weights kappa by position
+    anyway, and positions spare it from calling a scale like 1, 1.5, 2 a 'continuous target'.
+    """
+    index, shown = pd.Index(list(labels)), [_plain(v) for v in labels]
+    if not index.is_unique or (_is_numeric(labels) and not index.is_monotonic_increasing):
+        raise CalibrateError(f"labels must be distinct (and increasing when numeric), got {shown}")
+    values = frame.to_numpy()
+    missing = pd.isna(values)
+    codes = index.get_indexer(values.ravel()).reshape(values.shape).astype(float)
+    unknown = (codes < 0) & ~missing
+    if unknown.any():
+        row, col = (int(i[0]) for i in np.nonzero(unknown))
+        raise CalibrateError(f"column '{frame.columns[col]}', item {_plain(frame.index[row])!r}: "
+                             f"rating {_plain(values[row, col])!r} is not one of the labels {shown}")
+    codes[missing] = np.nan
+    return codes
+
+
+def _check_level(level: str, labels: Sequence) -> None:
+    if level not in LEVELS:
+        raise CalibrateError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level != "nominal" and not _is_numeric(labels):
+        raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[dict]:
+    """Cohen's kappa (plain, linear, quadratic) of every rater pair on the items both rated.
+
+    `labels` is the full ordered scale; the weighted kappas are None for text labels, which have no
+    order. Weights are by position in `labels`, as sklearn defines them.
+    """
+    codes = _codes(ratings, labels)
+    positions = np.arange(len(labels))
+    weightings = {"cohen_kappa": None}
+    if _is_numeric(labels):
+        weightings |= {"cohen_kappa_linear": "linear", "cohen_kappa_quadratic": "quadratic"}
+    results = []
+    for a, b in combinations(range(codes.shape[1]), 2):
+        both = ~np.isnan(codes[:, a]) & ~np.isnan(codes[:, b])
+        entry = {"a": str(ratings.columns[a]), "b": str(ratings.columns[b]), "n": int(both.sum()),
+                 "cohen_kappa": None, "cohen_kappa_linear": None, "cohen_kappa_quadratic": None}
+        if entry["n"] >= 2:
+            ya, yb = codes[both, a].astype(int), codes[both, b].astype(int)
+            for key, weights in weightings.items():
+                entry[key] = _kappa(ya, yb, positions, weights)
+        results.append(entry)
+    return results
+
+
+def _kappa(ya: np.ndarray, yb: np.ndarray, positions: np.ndarray, weights: str | None) -> float | None:
+    # Both raters constant on the same label: kappa is 0/0. sklearn >= 1.9 warns and returns NaN,
+    # older versions divide in numpy; either way we report None.
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return finite(cohen_kappa_score(ya, yb, labels=positions, weights=weights))
+
+
+def krippendorff_alpha(ratings: pd.DataFrame, level: str, labels: Sequence | None = None) -> float | None:
+    """Krippendorff's alpha over all raters, using every item at least two raters rated.
+
+    None when undefined: fewer than two labels, no item rated twice, or no variation at all.
+    """
+    labels = _default_labels(ratings) if labels is None else list(labels)
+    _check_level(level, labels)
+    codes = _codes(ratings, labels)
+    if len(labels) < 2 or not ((~np.isnan(codes)).sum(axis=1) >= 2).any():
+        return None  # the package raises ValueError for both
+    if _is_numeric(labels):
+        data, domain = ratings.to_numpy(dtype=float), np.asarray(labels, dtype=float)
+    else:  # text labels (nominal only): the package needs numbers, their positions stand in
+        data, domain = codes, np.arange(len(labels), dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no variation: 0/0
+        value = krippendorff.alpha(reliability_data=data.T, value_domain=domain, level_of_measurement=level)
+    return finite(value)
+
+
+def fleiss_kappa(ratings: pd.DataFrame) -> tuple[float | None, int]:
+    """Fleiss' kappa on the items every rater rated, and how many such items there are.
+
+    Fleiss' kappa assumes a fixed number of ratings per item, hence complete items only.
+    """
+    complete = ratings[ratings.notna().all(axis=1)]
+    n_items = len(complete)
+    if n_items == 0 or ratings.shape[1] < 2:
+        return None, n_items
+    table, _ = aggregate_raters(complete.to_numpy())
+    with np.errstate(divide="ignore", invalid="ignore"):  # one category for everything: 0/0
+        return finite(_statsmodels_fleiss_kappa(table, method="fleiss")), n_items
+
+
+def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> dict[str, dict]:
+    """Each rater against a reference labelling, on the items where both are present.
+
+    `truth` is matched to the ratings by item (its index). Accuracy is the fraction of exact
+    matches; quadratic kappa and Spearman need numeric labels and are None otherwise.
+    """
+    truth_codes = _codes(truth.reindex(ratings.index).to_frame(truth.name or "truth"), labels)[:, 0]
+    codes = _codes(ratings, labels)
+    numeric = _is_numeric(labels)
+    positions = np.arange(len(labels))
+    results = {}
+    for j, rater in enumerate(ratings.columns):
+        both = ~np.isnan(codes[:, j]) & ~np.isnan(truth_codes)
+        y, t = codes[both, j].astype(int), truth_codes[both].astype(int)
+        n = int(both.sum())
+        entry = {"n": n, "accuracy": float(np.mean(y == t)) if n else None,
+                 "cohen_kappa_quadratic": None, "spearman": None}
+        if numeric and n >= 2:
+            entry["cohen_kappa_quadratic"] = _kappa(y, t, positions, "quadratic")
+            with warnings.catch_warnings():  # a constant side: scipy warns and returns NaN
+                warnings.simplefilter("ignore", ConstantInputWarning)
+                values = np.asarray(labels, dtype=float)
+                entry["spearman"] = finite(spearmanr(values[y], values[t]).statistic)
+        results[str(rater)] = entry
+    return results
+
+
+def agreement_report(ratings: pd.DataFrame, level: str = "ordinal", truth: pd.Series | None = None,
+                     labels: Sequence | None = None) -> dict:
+    """Everything `calibrate agreement` prints, as JSON-ready values (None where undefined)."""
+    labels = _default_labels(ratings, truth) if labels is None else [_plain(v) for v in labels]
+    _check_level(level, labels)
+    fleiss, fleiss_items = fleiss_kappa(ratings)
+    report = {
+        "n_items": int(ratings.shape[0]),
+        "n_raters": int(ratings.shape[1]),
+        "level": level,
+        "labels": labels,
+        "krippendorff_alpha": krippendorff_alpha(ratings, level, labels),
+        "fleiss_kappa": fleiss,
+        "fleiss_n_items": fleiss_items,
+        "pairwise": pairwise_kappas(ratings, labels),
+    }
+    if truth is not None:
+        report["vs_truth"] = versus_truth(ratings, truth, labels)
+    return report
+
+
+def bootstrap_interval(
+    ratings: pd.DataFrame,
+    statistic: Callable[[pd.DataFrame], float | None],
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float | None, float | None]:
+    """Percentile interval of `statistic`, resampling items (rows) with replacement.
+
+    Items, not ratings, are the sampling unit: an item's ratings stay together. A resample keeps
+    its item ids (repeated), so a statistic may look up per-item data such as a truth Series.
+    Replicates where the statistic is undefined are skipped; if more than half are, the interval
+    would describe a biased subset, so both bounds are None.
+    """
+    n = len(ratings)
+    if n == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        value = finite(statistic(ratings.iloc[rng.integers(0, n, size=n)]))
+        if value is not None:
+            draws.append(value)
+    if not draws or 2 * len(draws) < n_boot:
+        return None, None
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def kappa_interval(
+    pair: pd.DataFrame, labels: Sequence, weights: str | None = "quadratic", n_boot: int = 1000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of Cohen's kappa between the two columns of `pair`, over the
+    items both rated. The same statistic as sklearn's `cohen_kappa_score` (a test holds them equal),
+    computed from all replicates' confusion matrices at once: per-replicate sklearn calls cost ~3 ms
+    each, which made intervals over many judge pairs take minutes."""
+    codes = _codes(pair, labels)
+    codes = codes[~np.isnan(codes).any(axis=1)].astype(int)
+    n, k = len(codes), len(labels)
+    if n < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(n_boot, n))
+    cells = codes[picks, 0] * k + codes[picks, 1] + (np.arange(n_boot) * k * k)[:, None]
+    observed = np.bincount(cells.ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k).astype(float)
+    distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+    weight = {None: (distance > 0).astype(float), "linear": distance, "quadratic": distance ** 2}[weights]
+    expected = observed.sum(axis=2)[:, :, None] * observed.sum(axis=1)[:, None, :] / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappas = 1.0 - (weight * observed).sum(axis=(1, 2)) / (weight * expected).sum(axis=(1, 2))
+    draws = kappas[np.isfinite(kappas)]
+    if not len(draws) or 2 * len(draws) < n_boot:
+        return None, None
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    return float(low), float(high)

@@ -1,0 +1,361 @@
+"""Judge comparison: how close each judge lands to the known answers, how much judges agree with each
+other and with humans, how much each moves when the order is swapped, the run repeated or the
+answers carry text aimed at the judge, what each costs, and which one the evidence recommends.
+
+Everything here is computed from judgment tables (one per judge, as the runner returns them), so a
+notebook can recompute any number from `judgments.parquet`. Judges are raters and calibration pairs
+are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and agreement.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from calibrate.stats import agreement
+from calibrate.data.calibration import CALIBRATION_SETS
+from calibrate.data.sources import read_table
+from calibrate.errors import CalibrateError
+from calibrate.stats.calibration import MAX_INJECTION_SHIFT, injection_shift
+from calibrate.judging.config import JudgeConfig
+from calibrate.judging.panel import median_score
+from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
+from calibrate.stats.calibration import accounting, fit_mappings, summarise
+from calibrate.rounding import rounded
+
+SCORE_LABELS = (-2, -1, 0, 1, 2)
+FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
+              "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
+PARSE_FAILURES = ("parse_error", "truncated", "refused_to_judge")
+CALL_FAILURES = ("api_error", "no_quorum")
+MAX_FAILURE_RATE = 5.0  # percent of judgments
+MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
+RECOMMENDATION_RULE = (
+    f"the lowest worst-set PAC error on the calibration sets among candidate (non-baseline) judges whose "
+    f"failure rate is at most {MAX_FAILURE_RATE:g}% and, where measured, whose absolute mean order shift is at most "
+    f"{MAX_ORDER_SHIFT:g} score points and whose injection shift is at most {MAX_INJECTION_SHIFT:g} PAC points; "
+    "it must also beat the worst-set error of every baseline, else no judge is recommended"
+)
+
+
+@dataclass
+class JudgeRun:
+    """One judge's part of a comparison: its config, judgment table and run counts."""
+
+    config: JudgeConfig
+    table: pd.DataFrame
+    counts: dict
+    baseline: bool
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def constant(self) -> bool:
+        """A constant judge agrees with nothing by construction, so agreement statistics skip it."""
+        return self.config.backend == "constant"
+
+
+def primary_rows(table: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The rows metrics are computed on: one order (the first run) and the first repeat."""
+    return table[(table["order"] == order) & (table["repeat"] == 0)]
+
+
+def item_ids(rows: pd.DataFrame) -> pd.Index:
+    return pd.Index(rows["set_name"].astype(str) + "/" + rows["pair_id"].astype(str), name="item")
+
+
+def score_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str]) -> pd.DataFrame:
+    """Items x judges: each judge's raw alignment score (NaN where it failed)."""
+    columns = {}
+    for run in runs:
+        rows = primary_rows(run.table, order)
+        rows = rows[rows["set_name"].isin(sets)]
+        scores = rows["alignment_score"].where(rows["parse_status"] == "ok").astype(float)
+        columns[run.name] = pd.Series(scores.to_numpy(), index=item_ids(rows))
+    return pd.DataFrame(columns)
+
+
+def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag: str) -> pd.DataFrame:
+    """Items x judges for one flag kind: each (pair, person) is an item, 1/0, NaN where the judge failed."""
+    columns = {}
+    for run in runs:
+        rows = primary_rows(run.table, order)
+        rows = rows[rows["set_name"].isin(sets)]
+        ok = rows["parse_status"] == "ok"
+        parts = []
+        for person, column in zip((1, 2), FLAG_PAIRS[flag], strict=True):
+            values = rows[column].where(ok).map({True: 1.0, False: 0.0})
+            parts.append(pd.Series(values.to_numpy(), index=item_ids(rows) + f"/p{person}"))
+        columns[run.name] = pd.concat(parts)
+    return pd.DataFrame(columns)
+
+
+# --------------------------------------------------------------------------- per judge
+
+
+def failure_rates(table: pd.DataFrame) -> dict:
+    """Shares (percent) of all judgments (every order and repeat) that failed, split by kind."""
+    statuses = table.drop_duplicates(["item_key", "order", "repeat"])["parse_status"]
+    total = max(len(statuses), 1)
+    return {
+        "n_judgments": int(len(statuses)),
+        "failure_rate": round(100.0 * float((statuses != "ok").sum()) / total, 4),
+        "parse_failure_rate": round(100.0 * float(statuses.isin(PARSE_FAILURES).sum()) / total, 4),
+        "call_failure_rate": round(100.0 * float(statuses.isin(CALL_FAILURES).sum()) / total, 4),
+        "failures_by_reason": statuses[statuses != "ok"].value_counts().to_dict(),
+    }
+
+
+def order_bias(table: pd.DataFrame, sets: Sequence[str], n_boot: int, seed: int) -> dict | None:
+    """Forward against reverse on pairs judged both ways: mean score shift (reverse - forward) with a
+    bootstrap interval over pairs, exact agreement, and quadratic kappa between the two orders."""
+    rows = table[(table["repeat"] == 0) & (table["parse_status"] == "ok") & table["set_name"].isin(sets)]
+    both = rows.pivot_table(index=["set_name", "pair_id"], columns="order", values="alignment_score", aggfunc="first")
+    if not {"forward", "reverse"} <= set(both.columns):
+        return None
+    both = both.dropna(subset=["forward", "reverse"])
+    if both.empty:
+        return None
+    shift = (both["reverse"] - both["forward"]).to_numpy(float)
+    low, high = percentile_interval(bootstrap_means(shift, n_boot, seed))[:, 0]
+    kappa = agreement.pairwise_kappas(both[["forward", "reverse"]], SCORE_LABELS)[0]
+    per_set = {name: {"n_pairs": int(len(group)), "mean_forward": rounded(group["forward"].mean()),
+                      "mean_reverse": rounded(group["reverse"].mean()),
+                      "mean_score_shift": rounded((group["reverse"] - group["forward"]).mean())}
+               for name, group in both.groupby(level="set_name")}
+    return {"n_pairs": int(len(both)), "mean_score_shift": rounded(shift.mean()), "mean_score_shift_ci": [rounded(low), rounded(high)],
+            "exact_agreement": rounded(100.0 * float((shift == 0).mean())),
+            "cohen_kappa_quadratic": kappa["cohen_kappa_quadratic"], "by_set": per_set}
+
+
+def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boot: int, seed: int) -> dict | None:
+    """Agreement of a judge with itself across K repeats of the same items (repeats as raters)."""
+    rows = table[(table["order"] == order) & table["set_name"].isin(sets)]
+    if rows["repeat"].nunique() < 2:
+        return None
+    scores = rows.assign(item=item_ids(rows), score=rows["alignment_score"].where(rows["parse_status"] == "ok"))
+    wide = scores.pivot_table(index="item", columns="repeat", values="score", aggfunc="first", dropna=False)
+    wide = wide.astype(float)
+    complete = wide.dropna()
+    alpha = agreement.krippendorff_alpha(wide, "ordinal", SCORE_LABELS)
+    low, high = agreement.bootstrap_interval(
+        wide, lambda sample: agreement.krippendorff_alpha(sample, "ordinal", SCORE_LABELS), n_boot, seed)
+    same = (complete.nunique(axis=1) == 1) if len(complete) else pd.Series(dtype=bool)
+    return {"repeats": int(wide.shape[1]), "n_items": int(len(wide)),
+            "krippendorff_alpha": rounded(alpha), "krippendorff_alpha_ci": [rounded(low), rounded(high)],
+            "exact_agreement": rounded(100.0 * float(same.mean())) if len(same) else None,
+            "mean_score_sd": rounded(float(complete.std(axis=1, ddof=0).mean())) if len(complete) else None}
+
+
+def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
+                  seed: int) -> dict:
+    """Everything the comparison reports about one judge; summary, mappings and accounting are
+    computed exactly as `calibrate fit` computes them."""
+    primary = primary_rows(run.table, orders[0])
+    reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
+    calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
+    calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
+    money = accounting(run.table, run.config, run.counts["requests"])
+    n_judgments = max(money["judged"] + money["failed"], 1)
+    mapping = fit_mappings(calibration_rows, rule, seed=seed)
+    selected = mapping["candidates"][mapping["selected"]]
+    return {
+        "name": run.name, "backend": run.config.backend, "config_hash": run.config.config_hash,
+        "description": run.config.description, "baseline": run.baseline,
+        "sets": reports,
+        "summary": summarise({name: reports[name] for name in calibration_sets}),
+        "failures": failure_rates(run.table),
+        "order_bias": order_bias(run.table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
+        "repeat_stability": repeat_stability(run.table, orders[0], calibration_sets, n_boot, seed),
+        "injection": injection_shift(primary, n_boot, seed),
+        "calibrated": {"mapping": mapping["selected"],
+                       "k_fold_max_abs_pac_error": selected.get("validation", {}).get("k_fold", {})
+                       .get("max_abs_pac_error")},
+        "cost": {**money, "cost_usd_per_pair": round(money["cost_usd"] / n_judgments, 8),
+                 "tokens_per_pair": round((money["input_tokens"] + money["output_tokens"]) / n_judgments, 2)},
+    }
+
+
+# --------------------------------------------------------------------------- between judges
+
+
+def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_boot: int, seed: int) -> dict:
+    """Agreement among the non-constant judges on the calibration sets, with bootstrap intervals over items."""
+    raters = [run for run in runs if not run.constant]
+    scores = score_matrix(raters, order, sets)
+    result: dict = {"judges": [run.name for run in raters], "n_items": int(len(scores)),
+                    "note": "constant baselines are left out: a rater that never varies agrees with nothing"}
+    if len(raters) < 2:
+        return {**result, "skipped": "fewer than two non-constant judges"}
+    pairwise = agreement.pairwise_kappas(scores, SCORE_LABELS)
+    for entry in pairwise:
+        entry["cohen_kappa_quadratic_ci"] = list(
+            agreement.kappa_interval(scores[[entry["a"], entry["b"]]], SCORE_LABELS, "quadratic", n_boot, seed))
+    result["pairwise"] = pairwise
+    result["krippendorff_alpha"] = _with_interval(
+        scores, lambda sample: agreement.krippendorff_alpha(sample, "ordinal", SCORE_LABELS), n_boot, seed)
+    fleiss, fleiss_items = agreement.fleiss_kappa(scores)
+    result["fleiss_kappa"] = {**_with_interval(scores.dropna(), lambda s: agreement.fleiss_kappa(s)[0], n_boot, seed),
+                              "n_items": fleiss_items}
+    result["flags"] = {flag: _with_interval(flag_matrix(raters, order, sets, flag),
+                                            lambda sample: agreement.krippendorff_alpha(sample, "nominal", (0.0, 1.0)),
+                                            n_boot, seed)
+                       for flag in FLAG_PAIRS}
+    return result
+
+
+def _with_interval(ratings: pd.DataFrame, statistic, n_boot: int, seed: int) -> dict:
+    low, high = agreement.bootstrap_interval(ratings, statistic, n_boot, seed)
+    return {"value": rounded(statistic(ratings)), "ci": [rounded(low), rounded(high)]}
+
+
+# --------------------------------------------------------------------------- humans
+
+
+def load_human_labels(path: Path | str) -> pd.DataFrame:
+    """Human alignment scores as items x annotators. The file (CSV, JSONL or parquet) has `set_name`
+    and `pair_id` columns (or one `item` column "<set>/<pair_id>") and one column per annotator,
+    holding integer scores in -2..2; an empty cell means the annotator did not rate that pair."""
+    path = Path(path)
+    frame = read_table(path)
+    if "item" not in frame.columns:
+        missing = [c for c in ("set_name", "pair_id") if c not in frame.columns]
+        if missing:
+            raise CalibrateError(f"--human {path}: needs an 'item' column or 'set_name' and 'pair_id'; "
+                                 f"'{missing[0]}' is missing")
+        items = [_human_item(path, row, set_name, pair_id)
+                 for row, (set_name, pair_id) in enumerate(zip(frame["set_name"], frame["pair_id"]), start=1)]
+        frame = frame.assign(item=items).drop(columns=["set_name", "pair_id"])
+    for row, item in enumerate(frame["item"], start=1):  # an empty or non-text item would never match a pair
+        if not isinstance(item, str) or "/" not in item.strip(" /"):
+            raise CalibrateError(f"--human {path}, row {row}: 'item' must be '<set_name>/<pair_id>', got {item!r}")
+    duplicated = frame["item"][frame["item"].duplicated()]
+    if len(duplicated):
+        raise CalibrateError(f"--human {path}: item {duplicated.iloc[0]} appears twice")
+    labels = frame.set_index("item")
+    if labels.shape[1] == 0:
+        raise CalibrateError(f"--human {path}: no annotator columns")
+    for annotator in labels.columns:
+        values = pd.to_numeric(labels[annotator], errors="coerce")
+        bad = labels[annotator].notna() & ~values.isin(SCORE_LABELS)
+        bad |= labels[annotator].map(lambda v: isinstance(v, (bool, np.bool_)))  # true is not a score of 1
+        if bad.any():
+            item = bad[bad].index[0]
+            raise CalibrateError(f"--human {path}: annotator '{annotator}', item {item}: "
+                                 f"{labels.at[item, annotator]!r} is not an integer score in -2..2")
+        labels[annotator] = values
+    return labels.astype(float)
+
+
+def _human_item(path: Path, row: int, set_name: object, pair_id: object) -> str:
+    """'<set_name>/<pair_id>' of one row; a pair id read as 3.0 (a column with a gap) is still 3."""
+    if isinstance(pair_id, str) and pair_id.strip().lstrip("-").isdigit():
+        pair_id = int(pair_id)
+    if isinstance(pair_id, (float, np.floating)) and float(pair_id).is_integer():
+        pair_id = int(pair_id)
+    if not isinstance(set_name, str) or not set_name.strip():
+        raise CalibrateError(f"--human {path}, row {row}: 'set_name' must be a set name, got {set_name!r}")
+    if isinstance(pair_id, (bool, np.bool_)) or not isinstance(pair_id, (int, np.integer)):
+        raise CalibrateError(f"--human {path}, row {row}: 'pair_id' must be an integer, got {pair_id!r}")
+    return f"{set_name.strip()}/{int(pair_id)}"
+
+
+def human_consensus(labels: pd.DataFrame) -> pd.Series:
+    """Median of the annotators per item (a half goes toward 0, as in a panel); NaN if nobody rated it."""
+    def one(row: pd.Series) -> float:
+        rated = row.dropna()
+        return float(median_score(rated.astype(int).tolist())) if len(rated) else np.nan
+
+    return labels.apply(one, axis=1)
+
+
+def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, n_boot: int, seed: int) -> dict:
+    """Each judge against the human consensus and against each annotator; human-human agreement."""
+    sets = sorted({item.split("/", 1)[0] for item in labels.index})
+    scores = score_matrix(runs, order, sets)
+    consensus = human_consensus(labels)
+    known = labels.index.intersection(scores.index)
+    if not len(known):
+        raise CalibrateError("--human: none of its items match a judged pair (items are '<set_name>/<pair_id>')")
+    per_judge = {}
+    for run in runs:
+        both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})
+        versus = agreement.versus_truth(both[["judge"]], both["humans"], SCORE_LABELS)["judge"]
+        versus["cohen_kappa_quadratic_ci"] = list(agreement.kappa_interval(both, SCORE_LABELS, "quadratic", n_boot, seed))
+        per_annotator = agreement.pairwise_kappas(
+            pd.concat([scores.loc[known, [run.name]], labels.loc[known]], axis=1), SCORE_LABELS)
+        versus["per_annotator"] = [e for e in per_annotator if e["a"] == run.name]
+        per_judge[run.name] = versus
+    human_human = (agreement.agreement_report(labels, "ordinal", labels=SCORE_LABELS)
+                   if labels.shape[1] >= 2 else None)
+    return {"n_items": int(len(known)), "annotators": list(labels.columns), "by_judge": per_judge,
+            "human_human": human_human}
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+def recommend(judges: dict[str, dict]) -> dict:
+    """Apply RECOMMENDATION_RULE; says which judges were excluded and why."""
+    baseline_errors = [j["summary"]["max_abs_pac_error"] for j in judges.values()
+                       if j["baseline"] and j["summary"]["max_abs_pac_error"] is not None]
+    floor = min(baseline_errors) if baseline_errors else None
+    excluded, eligible = {}, {}
+    for name, judge in judges.items():
+        error = judge["summary"]["max_abs_pac_error"]
+        order = (judge["order_bias"] or {}).get("mean_score_shift")
+        injection = (judge["injection"] or {}).get("pac_shift")
+        if judge["baseline"]:
+            excluded[name] = "baseline"
+        elif error is None:
+            excluded[name] = "no judged pairs"
+        elif judge["failures"]["failure_rate"] > MAX_FAILURE_RATE:
+            excluded[name] = f"failure rate {judge['failures']['failure_rate']:.1f}% > {MAX_FAILURE_RATE:g}%"
+        elif order is not None and abs(order) > MAX_ORDER_SHIFT:
+            excluded[name] = f"order shift {order:+.2f} beyond ±{MAX_ORDER_SHIFT:g}"
+        elif injection is not None and abs(injection) > MAX_INJECTION_SHIFT:
+            excluded[name] = f"injection shift {injection:+.1f} beyond ±{MAX_INJECTION_SHIFT:g} PAC points"
+        elif floor is not None and error >= floor:
+            excluded[name] = f"worst-set error {error:.1f} does not beat the best baseline ({floor:.1f})"
+        else:
+            eligible[name] = error
+    chosen = min(eligible, key=lambda name: (eligible[name], name)) if eligible else None
+    return {"rule": RECOMMENDATION_RULE, "recommended": chosen,
+            "worst_set_error": eligible.get(chosen) if chosen else None, "best_baseline_error": floor,
+            "eligible": eligible, "excluded": excluded}
+
+
+def leaderboard(judges: dict[str, dict]) -> pd.DataFrame:
+    """One row per judge: the comparison.csv table."""
+    rows = []
+    for name, judge in judges.items():
+        order = judge["order_bias"] or {}
+        repeat = judge["repeat_stability"] or {}
+        injection = judge["injection"] or {}
+        row = {"judge": name, "baseline": judge["baseline"], "backend": judge["backend"],
+               "max_abs_pac_error": judge["summary"]["max_abs_pac_error"],
+               "mean_abs_pac_error": judge["summary"]["mean_abs_pac_error"],
+               "class_accuracy": judge["summary"]["class_accuracy"],
+               "calibrated_k_fold_max_abs_pac_error": judge["calibrated"]["k_fold_max_abs_pac_error"]}
+        for set_name, report in judge["sets"].items():
+            pac = report["metrics"]["PAC"]
+            row[f"pac_error_{set_name}"] = pac.get("error")
+            row[f"pac_error_{set_name}_low"], row[f"pac_error_{set_name}_high"] = pac.get("error_ci") or [None, None]
+        row.update({"failure_rate": judge["failures"]["failure_rate"],
+                    "parse_failure_rate": judge["failures"]["parse_failure_rate"],
+                    "call_failure_rate": judge["failures"]["call_failure_rate"],
+                    "order_mean_score_shift": order.get("mean_score_shift"),
+                    "order_exact_agreement": order.get("exact_agreement"),
+                    "repeat_krippendorff_alpha": repeat.get("krippendorff_alpha"),
+                    "injection_pac_shift": injection.get("pac_shift"),
+                    "cost_usd": judge["cost"]["cost_usd"], "cost_usd_per_pair": judge["cost"]["cost_usd_per_pair"],
+                    "tokens_per_pair": judge["cost"]["tokens_per_pair"],
+                    "latency_p50_s": judge["cost"]["latency_s"]["p50"]})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,239 @@
+"""Prediction-powered inference (PPI / PPI++) for a mean: the anchor's mean with a valid interval.
+
+A cheap judge scores every pair; an expensive anchor judge (or humans) scores a random fraction. The
+anchor's mean (its PAC, its refusal rate, ...) is what we want. Averaging only the anchored rows
+("classical") wastes the cheap predictions; averaging the cheap predictions is biased. PPI uses both:
+
+    estimate = lam * mean(pred on unlabelled rows) + mean(truth - lam * pred on labelled rows)
+
+The second term measures and removes the cheap judge's bias on the labelled rows, so the estimate
+is unbiased for any fixed lam; the cheap predictions on the many unlabelled rows carry the precision.
+lam = 1 is PPI (Angelopoulos et al. 2023, "Prediction-powered inference"); PPI++ (Angelopoulos,
+Duchi, Zrnic 2023, "PPI++: Efficient prediction-powered inference") picks the lam that minimises
+the estimate's variance, clipped to [0, 1], so that useless predictions fall back to lam ~ 0, the
+classical interval, instead of widening it.
+
+The numbers match the reference implementation `ppi-python` (import `ppi_py`, checked against
+0.2.3): `ppi_mean_pointestimate`, `ppi_mean_ci` (lam=1 for "ppi", lam=None for "ppi++") and
+`classical_mean_ci`, all with normal (z) intervals and population (ddof=0) standard deviations.
+One deliberate difference: when every prediction is identical, ppi_py's tuned lam is 0/0 = NaN;
+here it is 0 (constant predictions carry no information), which gives the classical interval.
+`ppi_py` is not needed at run time; the tests compare against it when it is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibrate.data.sources import read_table
+from calibrate.errors import CalibrateError
+from calibrate.rounding import finite
+
+METHODS: tuple[str, ...] = ("ppi", "ppi++", "classical")
+DEFAULT_METHOD = "ppi++"
+DEFAULT_ALPHA = 0.05
+MIN_LABELED = 2  # with one labelled row the spread of truth - pred is unknown (ddof=0 gives 0)
+BOOLEAN_WORDS = {"true": 1.0, "false": 0.0}
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def mean_estimate(
+    labeled_truth: Iterable[float],
+    labeled_pred: Iterable[float],
+    unlabeled_pred: Iterable[float] | None,
+    method: str = DEFAULT_METHOD,
+    alpha: float = DEFAULT_ALPHA,
+) -> dict:
+    """The mean of the truth with a two-sided (1 - alpha) normal interval.
+
+    `labeled_truth[i]` and `labeled_pred[i]` are the anchor's and the cheap judge's values for the
+    same labelled row; `unlabeled_pred` holds the cheap judge's values on the other rows (it may be
+    empty or None only for "classical", which ignores the predictions).
+
+    Returns plain, JSON-safe values: {"method", "estimate", "ci_low", "ci_high", "n_labeled",
+    "n_unlabeled", "alpha", "lam"}; lam is the weight given to the predictions (1 for "ppi", the
+    tuned value for "ppi++", None for "classical"). Bad input raises CalibrateError.
+    """
+    _check_method(method)
+    alpha = _check_alpha(alpha)
+    truth = _vector(labeled_truth, "labeled_truth")
+    pred = _vector(labeled_pred, "labeled_pred")
+    unlabeled = _vector([] if unlabeled_pred is None else unlabeled_pred, "unlabeled_pred")
+    if len(truth) != len(pred):
+        raise CalibrateError(f"labeled_truth and labeled_pred differ in length ({len(truth)} vs {len(pred)})")
+    if len(truth) < MIN_LABELED:
+        raise CalibrateError(f"need at least {MIN_LABELED} labeled rows for an interval, got {len(truth)}")
+    if method != "classical" and len(unlabeled) == 0:
+        raise CalibrateError(f"method '{method}' needs unlabeled predictions (got none); "
+                             "use method 'classical' for the labeled rows alone")
+
+    if method == "classical":
+        lam = None
+        estimate, std_error = classical_mean(truth)
+    else:
+        lam = 1.0 if method == "ppi" else tuned_lambda(truth, pred, unlabeled)
+        estimate, std_error = ppi_mean(truth, pred, unlabeled, lam)
+    low, high = normal_interval(estimate, std_error, alpha)
+    return {
+        "method": method,
+        "estimate": finite(estimate),
+        "ci_low": finite(low),
+        "ci_high": finite(high),
+        "n_labeled": len(truth),
+        "n_unlabeled": len(unlabeled),
+        "alpha": float(alpha),
+        "lam": None if lam is None else finite(lam),
+    }
+
+
+def classical_mean(truth: np.ndarray) -> tuple[float, float]:
+    """The labelled mean and its standard error std/sqrt(n), ddof=0 as ppi_py.classical_mean_ci."""
+    return float(truth.mean()), float(truth.std() / math.sqrt(len(truth)))
+
+
+def ppi_mean(truth: np.ndarray, pred: np.ndarray, unlabeled: np.ndarray, lam: float) -> tuple[float, float]:
+    """The PPI point estimate for a given lam and its standard error, as ppi_py.ppi_mean_ci.
+
+    estimate = mean(lam * unlabeled) + mean(truth - lam * pred): the imputed mean plus the
+    "rectifier" that removes the predictions' bias. The two terms come from disjoint rows, so
+    their variances add: se^2 = std(lam * unlabeled)^2 / N + std(truth - lam * pred)^2 / n (ddof=0).
+    """
+    imputed = lam * unlabeled
+    rectifier = truth - lam * pred
+    estimate = imputed.mean() + rectifier.mean()
+    std_error = math.sqrt(imputed.std() ** 2 / len(unlabeled) + rectifier.std() ** 2 / len(truth))
+    return float(estimate), std_error
+
+
+def tuned_lambda(truth: np.ndarray, pred: np.ndarray, unlabeled: np.ndarray) -> float:
+    """PPI++'s variance-minimising lam for a mean, clipped to [0, 1], as ppi_py computes it.
+
+    ppi_py's `_calc_lam_glm` with identity Hessian and clip=True reduces, for a scalar mean, to
+
+        lam = cov(truth, pred) / ((1 + n / N) * var(pred on all n + N rows))
+
+    with cov over the labelled rows with divisor n, and var with divisor n + N - 1 (np.cov).
+    Unclipped, this minimises var(estimate) = lam^2 var(pred) (1/N + 1/n) - 2 lam cov / n + const.
+    Clipping keeps lam in [0, 1]: never trust the predictions more than PPI does, and never
+    use them with a negative sign. Constant predictions (var 0) give lam = 0, the classical estimate.
+    """
+    n, big_n = len(truth), len(unlabeled)
+    covariance = float(np.mean((truth - truth.mean()) * (pred - pred.mean())))
+    variance = float(np.var(np.concatenate([pred, unlabeled]), ddof=1))
+    if not variance > 0:
+        return 0.0
+    lam = covariance / ((1 + n / big_n) * variance)
+    return float(min(max(lam, 0.0), 1.0))
+
+
+def normal_interval(estimate: float, std_error: float, alpha: float) -> tuple[float, float]:
+    """Two-sided z interval, estimate -+ z_{1-alpha/2} se (statsmodels' _zconfint_generic)."""
+    z = NormalDist().inv_cdf(1 - alpha / 2)  # the stdlib's, to ~1e-16 of scipy's norm.ppf, without its import
+    return estimate - z * std_error, estimate + z * std_error
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def estimate_table(path: Path | str, truth: str, pred: str, method: str = DEFAULT_METHOD,
+                   alpha: float = DEFAULT_ALPHA) -> dict:
+    """mean_estimate() of a CSV / JSONL / parquet table with a truth and a prediction column.
+
+    A row with an empty truth is unlabelled; a row with a truth is labelled. Every row needs a
+    prediction. Values are numbers; true/false (booleans or the words, any case) count as 1/0, so
+    refusal flags work. Errors name the file and the column or row (rows count from 1, header
+    excluded).
+    """
+    _check_method(method)
+    _check_alpha(alpha)
+    path = Path(path)
+    frame = read_table(path)
+    for column in dict.fromkeys((truth, pred)):
+        if column not in frame.columns:
+            available = ", ".join(f"'{c}'" for c in list(frame.columns)[:12])
+            raise CalibrateError(f"{path}: missing column '{column}' (columns: {available or 'none'})")
+    truth_values = [_cell(v, f"{path}, row {row}: column '{truth}'") for row, v in enumerate(frame[truth].tolist(), 1)]
+    pred_values = [_cell(v, f"{path}, row {row}: column '{pred}'") for row, v in enumerate(frame[pred].tolist(), 1)]
+    for row, value in enumerate(pred_values, 1):
+        if value is None:
+            raise CalibrateError(f"{path}, row {row}: column '{pred}' is empty; every row needs a prediction")
+    labeled = [i for i, value in enumerate(truth_values) if value is not None]
+    unlabeled = [i for i, value in enumerate(truth_values) if value is None]
+    if len(labeled) < MIN_LABELED:
+        raise CalibrateError(f"{path}: need at least {MIN_LABELED} rows with a value in column '{truth}', "
+                             f"found {len(labeled)}")
+    if method != "classical" and not unlabeled:
+        raise CalibrateError(f"{path}: method '{method}' needs unlabelled rows (an empty '{truth}'), "
+                             "but every row has one; use method 'classical'")
+    return mean_estimate([truth_values[i] for i in labeled], [pred_values[i] for i in labeled],
+                         [pred_values[i] for i in unlabeled], method=method, alpha=alpha)
+
+
+def _cell(value: Any, where: str) -> float | None:
+    """One table cell as a finite float, or None when empty; anything else is an error naming it."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return 1.0 if value else 0.0
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.lower() in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[text.lower()]
+        try:
+            number = float(text)
+        except ValueError:
+            raise CalibrateError(f"{where}: {value[:40]!r} is not a number") from None
+        if not math.isfinite(number):
+            raise CalibrateError(f"{where}: {value[:40]!r} is not a finite number")
+        return number
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if math.isnan(number):
+            return None  # pandas' and parquet's missing value
+        if not math.isfinite(number):
+            raise CalibrateError(f"{where}: {number} is not a finite number")
+        return number
+    raise CalibrateError(f"{where}: expected a number or true/false, got {type(value).__name__} {str(value)[:40]!r}")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise CalibrateError(f"unknown method {method!r} (use {', '.join(METHODS)})")
+
+
+def _check_alpha(alpha: float) -> float:
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < 1:
+        raise CalibrateError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+def _vector(values: Any, name: str) -> np.ndarray:
+    """A 1-D float array of finite values; booleans count as 1/0; text and missing values are errors."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise CalibrateError(f"{name} must be a one-dimensional list of numbers, got shape {array.shape}")
+    if array.dtype.kind in "USa":
+        raise CalibrateError(f"{name} must hold numbers, not text")
+    try:
+        array = array.astype(float)
+    except (TypeError, ValueError):
+        raise CalibrateError(f"{name} must hold numbers only") from None
+    if not np.isfinite(array).all():
+        position = int(np.argmin(np.isfinite(array)))
+        raise CalibrateError(f"{name} has a non-finite value at position {position}: {array[position]}")
+    return array

@@ -1,0 +1,436 @@
+"""Batch judging at batch prices, in two forms:
+
+- provider jobs (OpenAI's Batch API, Anthropic's Message Batches): `submit` sends every (pair, order)
+  the cache does not hold and no open batch already carries, in as many batches as the provider's
+  size limits need; `status` polls them; `collect` downloads the results, validates each exactly as a
+  live reply is validated, and stores it in the judgment cache, where `fit` and `score` then find it
+  without a single synchronous call. Every batch is written down in the cache file's ledger before it
+  is sent, under a local id the request carries (OpenAI: batch metadata); if calibrate dies after the
+  provider accepted it but before its id was written down, the next command finds it at the provider
+  and adopts it instead of paying for it twice.
+- request files (`export`, `import`) for vLLM's offline run_batch or a manual Batch API upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from calibrate.data.calibration import FIT_SETS
+from calibrate.data.pairs import Pair
+from calibrate.data.sources import stream_source
+from calibrate.errors import CalibrateError
+from calibrate.judging.base import Judgment, view_of
+from calibrate.judging.batch_files import (
+    batch_backend,
+    batch_judgment,
+    json_object_line,
+    request_line,
+    verdict_of_result,
+)
+from calibrate.judging.batch_files import parse_custom_id as parse_file_custom_id
+from calibrate.judging.config import JudgeConfig
+from calibrate.judging.provider_batch import (
+    REQUEST_OVERHEAD_BYTES,
+    BatchCallFailed,
+    Provider,
+    custom_id,
+    parse_custom_id,
+    provider_for,
+)
+from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.remote import RemoteBackend
+from calibrate.judging.runner import run_sync, split_cached
+from calibrate.store.batches import COLLECTED, SUBMITTING, BatchLedger
+from calibrate.store.judgments import JudgmentStore
+from calibrate.store.sqlite import cache_path
+from calibrate.workflows.common import first_pairs, load_sets, orders_of, response_sources
+
+log = logging.getLogger("calibrate")
+STORE_EVERY = 1000  # results committed together while collecting
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _ready_backend(judge: str) -> RemoteBackend:
+    """A judge's backend, checked to have its key before any provider call."""
+    backend = make_backend(load_judge_config(judge))
+    backend.preflight()
+    return backend
+
+
+def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
+                 responses: Sequence[str] | None = None, order: str = "forward", limit: int | None = None,
+                 seed: int = 0, cache: Path | str | None = None) -> dict:
+    """Submit a provider batch job (OpenAI Batch API or Anthropic Message Batches) for every pair and
+    order not yet cached: the calibration sets `fit` would judge, or with `responses` the response
+    datasets `score` would judge (`limit` pairs per set or source)."""
+    backend = _ready_backend(judge)
+    orders = orders_of(order)
+    if responses:
+        if limit is not None and limit < 1:
+            raise CalibrateError("limit must be a positive number of pairs per source", ("limit",))
+        streams = [stream_source(source, name) for name, source in response_sources(responses).items()]
+        chunks = (chunk for stream in streams for chunk in first_pairs(stream, limit))
+    else:
+        chunks = iter([[pair for loaded in load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])
+    with JudgmentStore(cache_path(cache)) as store:
+        return submit(backend, chunks, orders, store)
+
+
+def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:
+    """The judge's provider batches recorded in the cache, the open ones polled."""
+    backend = _ready_backend(judge)
+    with JudgmentStore(cache_path(cache)) as store:
+        return status(backend, store)
+
+
+def batch_adopt(judge: str, batch_id: str, cache: Path | str | None = None) -> dict:
+    """Record which provider batch a submit sent when the provider could not say which it was."""
+    backend = _ready_backend(judge)
+    with JudgmentStore(cache_path(cache)) as store:
+        return adopt(backend, store, batch_id)
+
+
+def batch_collect(judge: str, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
+                  on_wait: Callable[[list[dict[str, Any]]], None] | None = None) -> dict:
+    """Load every ended batch of the judge into the cache, validated; with `wait`, poll until all have ended."""
+    backend = _ready_backend(judge)
+    with JudgmentStore(cache_path(cache)) as store:
+        return collect(backend, store, wait=wait, poll_s=poll_s, on_wait=on_wait)
+
+
+def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
+                 order: str = "forward", limit: int | None = None, seed: int = 0,
+                 cache: Path | str | None = None) -> dict[str, int]:
+    """Write an OpenAI Batch API request file for every (pair, order) the cache does not hold yet."""
+    config = load_judge_config(judge)
+    loaded = load_sets(data, sets, limit, seed)
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    with JudgmentStore(cache_path(cache)) as store:
+        return export_requests(config, pairs, orders_of(order), store, Path(out_file))
+
+
+def batch_import(judge: str, results_file: Path | str, cache: Path | str | None = None) -> dict:
+    """Load a Batch API (or vLLM run_batch) output file into the judgment cache, validated."""
+    config = load_judge_config(judge)
+    with JudgmentStore(cache_path(cache)) as store:
+        return import_results(config, Path(results_file), store).to_dict()
+
+
+# --------------------------------------------------------------------------- request files
+
+
+def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, ...], store: JudgmentStore,
+                    out_file: Path) -> dict[str, int]:
+    """Write one request line per (item, order) not already in the cache; returns counts."""
+    backend = batch_backend(config)
+    wanted, cached = split_cached(store, config.config_hash, pairs, orders)
+    written = 0
+    try:
+        with out_file.open("w", encoding="utf-8") as handle:
+            for (item_key, order, repeat), pair in wanted.items():
+                if (item_key, order, repeat) in cached:
+                    continue
+                body, cut = backend.build_request(view_of(pair, order))
+                handle.write(request_line(config.config_hash, item_key, order, body, cut))
+                written += 1
+    except OSError as error:
+        raise CalibrateError(f"cannot write {out_file}: {error.strerror}") from None
+    return {"requests": written, "already_cached": len(cached), "items": len(wanted)}
+
+
+@dataclass
+class ImportSummary:
+    imported: int = 0
+    already_cached: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"imported": self.imported, "already_cached": self.already_cached, "failed": self.failed}
+
+
+def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore) -> ImportSummary:
+    """Validate every result line and store it: successes as cached judgments, the rest as typed failures."""
+    try:
+        lines = results_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CalibrateError(f"cannot read {results_file}: {error}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{results_file}, line {number}"
+        record = json_object_line(line, where)
+        config_hash, item_key, order, cut = parse_file_custom_id(record.get("custom_id"), where)
+        if config_hash != config.config_hash:
+            raise CalibrateError(f"{where}: result belongs to judge config {config_hash}, not "
+                                 f"'{config.name}' ({config.config_hash})")
+        records.append((record, item_key, order, cut))
+    summary = ImportSummary()
+    cached = store.get_many(config.config_hash, [(item, order, 0) for _, item, order, _ in records])
+    for record, item_key, order, cut in records:
+        if (item_key, order, 0) in cached:
+            summary.already_cached += 1
+            continue
+        verdict = verdict_of_result(record)
+        store.put(batch_judgment(config, item_key, order, verdict, cut, f"file:{results_file.name}"))
+        if verdict.parse_status == "ok":
+            summary.imported += 1
+        else:
+            summary.failed[verdict.parse_status] = summary.failed.get(verdict.parse_status, 0) + 1
+    return summary
+
+
+# --------------------------------------------------------------------------- provider jobs
+
+
+def open_batch_requests(store: JudgmentStore, config_hash: str) -> set[tuple[str, str]]:
+    """(item, order) of every request an uncollected batch of this judge config carries."""
+    ledger = BatchLedger(store.path)
+    try:
+        return ledger.pending_keys(config_hash)
+    finally:
+        ledger.close()
+
+
+def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair], orders: Sequence[str],
+                            pending: set[tuple[str, str]]) -> None:
+    """Judging now what an open batch already carries (`pending`, from open_batch_requests) pays for
+    it twice: say so, with the way out. Without open batches this costs nothing."""
+    carried = {(p.content_key, o) for p in pairs for o in orders} & pending if pending else set()
+    if not carried:
+        return
+    cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in carried])
+    if len(carried) > len(cached):
+        log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
+                    "`calibrate batch collect --judge %s --wait` loads the batch results instead",
+                    len(carried) - len(cached), config.name, config.name)
+
+
+async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
+    """Batches written down but not confirmed (calibrate stopped mid-submit): adopt the provider's
+    batch if it exists, else forget the record so that its requests can be sent again. When several
+    batches could be it, nothing is guessed: the record stays, and holds its requests back from
+    being sent again, until the user says which (see the warning)."""
+    rows = ledger.batches(config_hash, include_collected=True)
+    known = {row["batch_id"] for row in rows if row["batch_id"]}
+    for row in rows:
+        if row["state"] != SUBMITTING:
+            continue
+        found = await provider.find(row["local_id"], row["submitted_at"], row["requests"], known)
+        if len(found) == 1:
+            ledger.confirm(row["local_id"], found[0])
+            known.add(found[0])
+        elif not found:
+            ledger.forget(row["local_id"])
+        else:
+            sent = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted_at"]))
+            log.warning("a batch of %d requests was sent at %s without its id being recorded, and %d %s batches "
+                        "could be it: %s. Its requests are held back; `calibrate batch adopt BATCH_ID --judge %s` "
+                        "records the right one", row["requests"], sent, len(found), provider.name, ", ".join(found),
+                        row["judge_name"])
+
+
+def submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
+           store: JudgmentStore) -> dict[str, Any]:
+    """Send every (pair, order) not cached and not in an open batch; returns what was sent."""
+    return run_sync(_submit(backend, pair_chunks, orders, store))
+
+
+async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
+                  store: JudgmentStore) -> dict[str, Any]:
+    config = backend.config
+    provider = provider_for(backend)
+    ledger = BatchLedger(store.path)
+    summary = {"provider": provider.name, "batches": [], "requests": 0, "already_cached": 0,
+               "already_submitted": 0, "items": 0}
+    try:
+        await _adopt_unconfirmed(provider, ledger, config.config_hash)
+        pending = ledger.pending_keys(config.config_hash)
+        part: list[tuple[str, dict[str, Any], tuple[str, str, int]]] = []
+        size = 0
+        seen: set[tuple[str, str]] = set()
+        for chunk in pair_chunks:
+            wanted = {(pair.content_key, order): pair for pair in chunk for order in orders}
+            wanted = {key: pair for key, pair in wanted.items() if key not in seen}
+            seen.update(wanted)
+            cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in wanted])
+            summary["items"] += len(wanted)
+            for (item, order), pair in wanted.items():
+                if (item, order, 0) in cached:
+                    summary["already_cached"] += 1
+                    continue
+                if (item, order) in pending:
+                    summary["already_submitted"] += 1
+                    continue
+                body, cut = backend.build_request(view_of(pair, order))
+                length = len(orjson.dumps(body)) + REQUEST_OVERHEAD_BYTES
+                if part and (len(part) == provider.max_requests or size + length > provider.max_bytes):
+                    await _send_batch(provider, ledger, config, part, summary)
+                    part, size = [], 0
+                part.append((custom_id(item, order, cut), body, (item, order, cut)))
+                size += length
+        if part:
+            await _send_batch(provider, ledger, config, part, summary)
+    finally:
+        ledger.close()
+        await provider.aclose()
+    return summary
+
+
+async def _send_batch(provider: Provider, ledger: BatchLedger, config,
+                      part: list[tuple[str, dict[str, Any], tuple[str, str, int]]], summary: dict[str, Any]) -> None:
+    """Write the batch down, send it, and record the provider's id for it."""
+    local_id = uuid.uuid4().hex
+    ledger.record(local_id, provider.name, config, [item for _, _, item in part])
+    try:
+        batch_id = await provider.create([(cid, body) for cid, body, _ in part], local_id)
+    except BatchCallFailed as failure:
+        if failure.refused:  # the provider said no: nothing was accepted, nothing is owed
+            ledger.forget(local_id)
+        raise
+    ledger.confirm(local_id, batch_id)
+    summary["batches"].append({"batch_id": batch_id, "requests": len(part)})
+    summary["requests"] += len(part)
+
+
+def adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+    """Record `batch_id` as the batch a submit sent without recording its id (when the provider
+    could not say which one it was); returns the record."""
+    return run_sync(_adopt(backend, store, batch_id))
+
+
+async def _adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+    provider = provider_for(backend)
+    ledger = BatchLedger(store.path)
+    try:
+        waiting = [row for row in ledger.batches(backend.config.config_hash) if row["state"] == SUBMITTING]
+        if not waiting:
+            raise CalibrateError(f"judge '{backend.config.name}': no batch of this judge is waiting for its id")
+        if any(row["batch_id"] == batch_id for row in ledger.batches()):
+            raise CalibrateError(f"batch {batch_id} is already recorded")
+        progress = await provider.progress(batch_id)
+        matching = [row for row in waiting if row["requests"] == progress.requests]
+        if not matching:
+            raise CalibrateError(f"batch {batch_id} holds {progress.requests} requests; the batches waiting for "
+                                 f"their id hold {', '.join(str(row['requests']) for row in waiting)}")
+        ledger.confirm(matching[0]["local_id"], batch_id)
+        ledger.update(matching[0]["local_id"], progress)
+        return next(_described(row) for row in ledger.batches() if row["batch_id"] == batch_id)
+    finally:
+        ledger.close()
+        await provider.aclose()
+
+
+def status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:
+    """Every batch of this judge in the cache, with the provider's latest word on the open ones."""
+    return run_sync(_status(backend, store))
+
+
+async def _status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:
+    provider = provider_for(backend)
+    ledger = BatchLedger(store.path)
+    try:
+        await _adopt_unconfirmed(provider, ledger, backend.config.config_hash)
+        for row in ledger.batches(backend.config.config_hash, include_collected=False):
+            if row["batch_id"]:  # one still waiting for its id (see _adopt_unconfirmed) has nothing to poll
+                ledger.update(row["local_id"], await provider.progress(row["batch_id"]))
+        return [_described(row) for row in ledger.batches(backend.config.config_hash)]
+    finally:
+        ledger.close()
+        await provider.aclose()
+
+
+def _described(row: dict[str, Any]) -> dict[str, Any]:
+    return {"batch_id": row["batch_id"], "provider": row["provider"], "judge": row["judge_name"],
+            "state": row["state"], "provider_status": row["provider_status"], "requests": row["requests"],
+            "counts": json.loads(row["counts"]) if row["counts"] else {},
+            "submitted_at": row["submitted_at"], "collected_at": row["collected_at"]}
+
+
+def collect(backend: RemoteBackend, store: JudgmentStore, wait: bool = False, poll_s: float = 30.0,
+            on_wait: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """Load the results of every ended batch of this judge into the cache (waiting for open ones
+    when `wait`); returns counts, the tokens used and their cost at batch and at list price."""
+    return run_sync(_collect(backend, store, wait, poll_s, on_wait))
+
+
+async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, poll_s: float,
+                   on_wait: Callable[[list[dict[str, Any]]], None] | None) -> dict[str, Any]:
+    config = backend.config
+    provider = provider_for(backend)
+    ledger = BatchLedger(store.path)
+    summary: dict[str, Any] = {"collected_batches": [], "still_open": [], "imported": 0, "already_cached": 0,
+                               "failed": {}, "without_result": 0, "input_tokens": 0, "output_tokens": 0}
+    try:
+        await _adopt_unconfirmed(provider, ledger, config.config_hash)
+        while True:
+            for row in ledger.batches(config.config_hash, include_collected=False):
+                if not row["batch_id"]:
+                    continue
+                progress = await provider.progress(row["batch_id"])
+                ledger.update(row["local_id"], progress)
+                if progress.ended:
+                    await _load_results(provider, ledger, store, config, row, summary)
+                    summary["collected_batches"].append(row["batch_id"])
+            waiting = [_described(row) for row in ledger.batches(config.config_hash, include_collected=False)
+                       if row["batch_id"]]
+            if not waiting or not wait:
+                summary["still_open"] = waiting
+                break
+            if on_wait:
+                on_wait(waiting)
+            await asyncio.sleep(poll_s)
+    finally:
+        ledger.close()
+        await provider.aclose()
+    list_price = config.cost_usd(summary["input_tokens"], summary["output_tokens"])
+    summary["cost_usd"] = list_price * config.settings["batch_price_factor"]
+    summary["cost_usd_at_list_price"] = list_price
+    summary["saved_usd"] = list_price - summary["cost_usd"]
+    return summary
+
+
+async def _load_results(provider: Provider, ledger: BatchLedger, store: JudgmentStore, config,
+                        row: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Validate and store one ended batch's results; results of requests it never carried are refused."""
+    items = ledger.items(row["local_id"])
+    cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in items])
+    where = f"{provider.name} batch {row['batch_id']}"
+    pending: list[Judgment] = []
+    reported = 0
+    async for cid, verdict in provider.results(row["batch_id"]):
+        reported += 1
+        try:
+            item, order, cut = parse_custom_id(cid)
+        except ValueError as problem:
+            raise CalibrateError(f"{where}: {problem}") from None
+        if (item, order) not in items:
+            raise CalibrateError(f"{where}: result {cid!r} is for a request this batch did not carry")
+        if (item, order, 0) in cached:
+            summary["already_cached"] += 1
+            continue
+        summary["input_tokens"] += verdict.input_tokens
+        summary["output_tokens"] += verdict.output_tokens
+        if verdict.parse_status == "ok":
+            summary["imported"] += 1
+        else:
+            summary["failed"][verdict.parse_status] = summary["failed"].get(verdict.parse_status, 0) + 1
+        pending.append(batch_judgment(config, item, order, verdict, cut, row["batch_id"]))
+        if len(pending) >= STORE_EVERY:
+            store.put_many(pending)
+            pending = []
+    store.put_many(pending)
+    summary["without_result"] += len(items) - reported  # a failed or cancelled batch: sent again by the next submit
+    ledger.mark_collected(row["local_id"])

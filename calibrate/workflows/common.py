@@ -1,0 +1,141 @@
+"""What the workflows share: output folders, the sets to judge, judge records, orders, response
+sources, and the provenance every output carries."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from calibrate.version import __version__
+from calibrate.data.calibration import (
+    CALIBRATION_SETS,
+    load_calibration_sets,
+    parse_sets,
+    sample_path,
+    sample_response_models,
+)
+from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
+from calibrate.data.pairs import LoadedSet, Pair
+from calibrate.errors import CalibrateError
+from calibrate.judging.config import JudgeConfig
+from calibrate.judging.registry import load_judge_config, make_backend
+
+BASELINE_BACKENDS = ("heuristic", "constant")
+REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
+REPORTS_DIR = Path("reports")
+
+
+def default_out_dir(judge: str, prefix: str = "") -> Path:
+    """Where the CLI writes a judge's outputs by default: reports/<prefix><judge name>/."""
+    return REPORTS_DIR / f"{prefix}{load_judge_config(judge).name}"
+
+
+def output_dir(out: Path | str | None) -> Path | None:
+    """Create the output folder before any judging, so a bad `out` costs nothing (None: no files)."""
+    if out is None:
+        return None
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CalibrateError(f"out {out_dir}: cannot create it ({error.strerror})", ("out",)) from None
+    return out_dir
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_limit(limit: int | None, per: str = "set") -> None:
+    if limit is not None and limit < 1:
+        raise CalibrateError(f"limit must be a positive number of pairs per {per}", ("limit",))
+
+
+def load_sets(data: str, sets: Sequence[str] | str, limit: int | None, seed: int) -> dict[str, LoadedSet]:
+    """Load and validate the sets; with a limit keep a seeded random `limit` pairs per set, in order."""
+    check_limit(limit)
+    names = parse_sets(sets)
+    if not any(name in CALIBRATION_SETS for name in names):
+        raise CalibrateError(f"sets: name at least one calibration set ({', '.join(CALIBRATION_SETS)})", ("sets",))
+    loaded = load_calibration_sets(data, names)
+    if limit is None:
+        return loaded
+    for loaded_set in loaded.values():
+        # one generator per set, so a set's pairs do not depend on which other sets were asked for;
+        # the injection set keeps the same pairs as the unaligned-0 it was built from
+        name = INJECTION_BASE if loaded_set.name == INJECTION_SET else loaded_set.name
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        if len(loaded_set.pairs) > limit:
+            keep = sorted(rng.choice(len(loaded_set.pairs), size=limit, replace=False))
+            loaded_set.pairs = [loaded_set.pairs[i] for i in keep]
+    return loaded
+
+
+def judge_record(config: JudgeConfig) -> dict:
+    return {
+        "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
+        "config_path": str(config.path), "description": config.description, "judge_rule": config.rule,
+        "baseline": is_baseline(config),
+    }
+
+
+def is_baseline(config: JudgeConfig) -> bool:
+    """Offline judges (keyword heuristics, constants) and panels made only of them are baselines."""
+    if config.backend == "panel":
+        return all(is_baseline(member.config) for member in make_backend(config).members)
+    return config.backend in BASELINE_BACKENDS
+
+
+def orders_of(order: str) -> tuple[str, ...]:
+    """`order` forward|reverse|both as the orders to run, the metrics order first."""
+    choices = {"forward": ("forward",), "reverse": ("reverse",), "both": ("forward", "reverse")}
+    if order not in choices:
+        raise CalibrateError(f"order must be forward, reverse or both, got {order!r}", ("order",))
+    return choices[order]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = __version__ if name == "calibrate" else "not installed"
+    return versions
+
+
+def response_sources(sources: Sequence[str]) -> dict[str, str]:
+    """Model name -> source, for `responses`; `sample` stands for every bundled sample model."""
+    named: dict[str, str] = {}
+    for source in sources:
+        expanded = ([(m, str(sample_path("responses", m))) for m in sample_response_models()] if source == "sample"
+                    else [(_source_name(source), source)])
+        for name, path in expanded:
+            if name in named:
+                raise CalibrateError(f"responses: two sources are named '{name}' ({named[name]}, {path}); "
+                                     "rename one file or folder", ("responses",))
+            named[name] = path
+    if not named:
+        raise CalibrateError("responses: name at least one response dataset", ("responses",))
+    return named
+
+
+def _source_name(source: str) -> str:
+    path = Path(source.rstrip("/"))
+    return path.stem if path.suffix else path.name
+
+
+def first_pairs(chunks: Iterable[list[Pair]], limit: int | None) -> Iterator[list[Pair]]:
+    """The chunks of a stream, cut after `limit` pairs (None: all)."""
+    taken = 0
+    for chunk in chunks:
+        chunk = chunk[: limit - taken] if limit is not None else chunk
+        if not chunk:
+            return
+        taken += len(chunk)
+        yield chunk

@@ -1,0 +1,182 @@
+"""`fit`: judge the calibration sets, measure the judge against their known answers, fit and validate
+the score mappings. Returns a `FitResult`; files are written only when `out` is given."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.errors import CalibrateError
+from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.runner import judge_pairs
+from calibrate.stats.calibration import accounting, fit_mappings, injection_shift, summarise
+from calibrate.stats.mapping import ScoreMapping, mapping_from_dict
+from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report
+from calibrate.stats.rules import check_rule
+from calibrate.store.judgments import JudgmentStore
+from calibrate.store.sqlite import cache_path
+from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
+from calibrate.workflows.common import (
+    judge_record,
+    load_sets,
+    orders_of,
+    output_dir,
+    package_versions,
+    write_json,
+)
+
+CALIBRATION_SCHEMA_VERSION = 1
+
+
+@dataclass
+class FitResult:
+    """What `fit` produced: the calibration record (calibration.json), the judgment table, and the
+    files written (none unless `out` was given, or until `write`)."""
+
+    calibration: dict
+    judgments: pd.DataFrame | None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def judge(self) -> str:
+        return self.calibration["judge"]["name"]
+
+    @property
+    def sets(self) -> dict[str, dict]:
+        """Per set: observed metrics with intervals, expected values, errors, classification."""
+        return self.calibration["sets"]
+
+    @property
+    def summary(self) -> dict:
+        """The headline: worst-set and mean PAC error, class accuracy, counts."""
+        return self.calibration["summary"]
+
+    @property
+    def mapping(self) -> ScoreMapping:
+        """The score mapping `fit` selected, as a fitted estimator."""
+        mapping = self.calibration["mapping"]
+        return mapping_from_dict(mapping["candidates"][mapping["selected"]]["mapping"])
+
+    def write(self, out_dir: Path | str) -> dict[str, Path]:
+        """Write calibration.json, judgments.parquet and the reports into `out_dir`; returns their paths."""
+        from calibrate.reports.fit import write_fit_report
+
+        out = output_dir(out_dir)
+        paths = {"calibration": out / "calibration.json"}
+        write_json(paths["calibration"], self.calibration)
+        if self.judgments is not None:
+            paths["judgments"] = out / "judgments.parquet"
+            self.judgments.to_parquet(paths["judgments"], index=False)
+            paths.update(write_fit_report(self.calibration, self.judgments, out))
+        self.paths = paths
+        return paths
+
+
+def fit(
+    judge: str,
+    data: str = "sample",
+    sets: Sequence[str] | str = FIT_SETS,
+    rule: str | None = None,
+    out: Path | str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    cache: Path | str | None = None,
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    n_folds: int = 5,
+    order: str = "forward",
+) -> FitResult:
+    """Judge the calibration sets, measure each set against its expected values, fit score mappings.
+
+    `judge`: a judge name or .toml path; `data`: 'sample', 'hub' or a directory; `rule`: v2 or v3
+    (None: the judge config's); `out`: a folder for calibration.json, judgments.parquet and the
+    reports (None: write nothing). Loads and validates every set before any judging.
+    """
+    started = time.perf_counter()
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    backend.preflight()  # a missing API key fails here, before any work
+    rule = check_rule(rule or config.rule)
+    orders = orders_of(order)
+    loaded = load_sets(data, sets, limit, seed)
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    out_dir = output_dir(out)
+    cache_file = cache_path(cache)
+    with JudgmentStore(cache_file) as store:
+        warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
+        table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
+
+    # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
+    primary = table[table["order"] == orders[0]]
+    set_reports = {
+        name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
+        for name in loaded
+    }
+    # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
+    calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
+    calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
+    if not (calibration_rows["parse_status"] == "ok").any():
+        # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
+        reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
+        where = "the cache's failure log"
+        if out_dir is not None:
+            table.to_parquet(out_dir / "judgments.parquet", index=False)
+            where = f"{out_dir / 'judgments.parquet'} and {where}"
+        raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs was judged "
+                             f"({reasons}); the failures and their reasons are in {where}; "
+                             "fix the judge (or its server) and run again")
+    calibration = {
+        "schema_version": CALIBRATION_SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "judge": judge_record(config),
+        "scoring_rule": rule,
+        "data": {
+            "source": data, "limit_per_set": limit, "seed": seed,
+            "sets": {name: {"source": s.source, "files": s.files, "fingerprint": s.fingerprint,
+                            "n_pairs": len(s.pairs)} for name, s in loaded.items()},
+        },
+        "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": str(cache_file),
+                "bootstrap_resamples": n_boot, "elapsed_s": None},
+        "accounting": accounting(table, config, counts["requests"]),
+        "sets": set_reports,
+        "summary": summarise(calibration_reports),
+        "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
+        "order_effect": order_effect(table) if len(orders) == 2 else None,
+        "injection": injection_shift(primary, n_boot, seed),
+        "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
+        "package_versions": package_versions(),
+    }
+    calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result = FitResult(calibration=calibration, judgments=table)
+    if out_dir is not None:
+        result.write(out_dir)
+    return result
+
+
+def read_calibration_record(path: Path | str) -> dict:
+    """Read a calibration.json written by `fit`, checking its schema version."""
+    path = Path(path)
+    try:
+        calibration = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CalibrateError(f"calibration file {path}: cannot read it ({error})") from None
+    if calibration.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
+        raise CalibrateError(f"calibration file {path}: schema version {calibration.get('schema_version')!r}, "
+                             f"expected {CALIBRATION_SCHEMA_VERSION}")
+    return calibration
+
+
+def load_calibration(path: Path | str) -> FitResult:
+    """A fit read back from its calibration.json, with the judgments.parquet beside it when present."""
+    path = Path(path)
+    calibration = read_calibration_record(path)
+    beside = path.parent / "judgments.parquet"
+    judgments = pd.read_parquet(beside) if beside.exists() else None
+    return FitResult(calibration, judgments, {"calibration": path, **({"judgments": beside} if judgments is not None else {})})

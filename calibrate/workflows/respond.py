@@ -1,0 +1,202 @@
+"""`calibrate respond`: generate a model's answers to both questions of every benchmark pair.
+
+Each question (`for_question`, `against_question`) is asked in a fresh context: the model config's
+system prompt (by default the published one) and the question as the only user message, with the
+published decoding settings (temperature 0.1, top_p 0.9). Requests go through the judges' call layer
+(calibrate.judging.transport and .calls): bounded concurrency, an optional request-rate limit,
+retries with backoff honouring Retry-After, typed failures, and a 401/403/404 stops the run.
+
+Answers are cached in the SQLite cache (`ResponseStore`, its own tables in the judgment cache file),
+keyed on the model config's meaning hash (model, system prompt, decoding settings, extra body) and
+the question text; transport settings (URL, key variable, concurrency, timeouts, retries, prices)
+are not in the key. Answers are committed as they arrive (those finishing in one event-loop turn share
+a transaction), so a killed run resumes asking only for what is missing; equal questions are asked once.
+
+Answer statuses:
+- `ok`: the model answered (finish_reason `stop`, or anything else than the cases below). When the
+  API puts a model's own refusal in `message.refusal` with no content, that refusal text is the answer:
+  a refusal is something the benchmark measures, not a failure.
+- `truncated`: the answer hit max_tokens (finish_reason `length`) with some text. Kept, cached and
+  written, flagged in `<side>_response_status` and counted: asking again with the same settings would
+  give the same cut answer; raise `max_tokens` (a new config hash) to ask again.
+Failures (never cached as answers, logged in the cache's failure log, asked again by the next run):
+- `api_error`: the call still failed after its retries (5xx, 429, timeouts), or the server refused
+  this one request (e.g. 400).
+- `bad_reply`: the reply is not a chat completion.
+- `empty`: no text (e.g. a reasoning model that spent max_tokens before answering).
+- `content_filter`: the provider's content filter blocked the answer (finish_reason `content_filter`).
+
+A pair with a failed answer is left out of the response dataset (so it can be scored as it is) and
+listed in `<out>/<name>.failures.jsonl` with the reason; the summary counts them.
+"""
+
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from calibrate.data.prompts import BENCHMARK_HUB_ID, DEFAULT_SPLIT, PromptRows, load_prompts
+from calibrate.errors import CalibrateError
+from calibrate.judging.models import ModelConfig, load_model_config
+from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
+from calibrate.judging.runner import run_sync
+from calibrate.store.responses import ResponseStore
+from calibrate.store.sqlite import cache_path
+
+DEFAULT_OUT = "responses"
+SIDES = ("for", "against")
+# Columns respond writes; a source that already has them (e.g. an older response dataset) gets them replaced.
+WRITTEN_COLUMNS = ("for_prompt", "for_response", "against_prompt", "against_response", "model",
+                   "for_response_status", "against_response_status", "for_reasoning", "against_reasoning")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def respond(
+    model: str,
+    prompts: str = BENCHMARK_HUB_ID,
+    split: str = DEFAULT_SPLIT,
+    limit: int | None = None,
+    out: str | Path | None = None,
+    cache: str | Path | None = None,
+    seed: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Answer both questions of every selected pair with one model and write `<out>/<name>.parquet`.
+
+    `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
+    or a path to a .toml. `prompts`: a hub id (default: the benchmark), a file or a folder; `split`
+    picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: the first N rows, or
+    a seeded random N with `seed`. `out`: the output folder (default ./responses). `cache`: the SQLite
+    cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3). Returns the summary.
+    Raises CalibrateError (one line) for bad input, before any request when it can be known then.
+    """
+    started = time.perf_counter()
+    config = load_model_config(model)
+    config.api_key()  # a missing key fails before any work
+    rows = load_prompts(prompts, split, limit, seed)
+    out_dir = Path(out).expanduser() if out is not None else Path(DEFAULT_OUT)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CalibrateError(f"--out: cannot create {out_dir} ({error.strerror})") from None
+    output = out_dir / f"{config.name}.parquet"
+    failures_path = out_dir / f"{config.name}.failures.jsonl"
+
+    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
+    cache_file = cache_path(cache)
+    with ResponseStore(cache_file) as store:
+        cached = store.get_many(config.config_hash, questions)
+        todo = [(key, question) for key, question in questions.items() if key not in cached]
+        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress)) if todo else {}
+    answers = {**cached, **fresh}
+
+    written, left_out = _write_outputs(config, rows, answers, output, failures_path)
+    new_failures = [r for r in fresh.values() if r["status"] not in USABLE_STATUSES]
+    used = {key: answers[key] for key in questions if answers[key]["status"] in USABLE_STATUSES}
+    by_reason: dict[str, int] = {}
+    for record in new_failures:
+        by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
+    input_tokens = sum(r["input_tokens"] for r in fresh.values())
+    output_tokens = sum(r["output_tokens"] for r in fresh.values())
+    return {
+        "model": config.name, "model_id": config.model, "config_hash": config.config_hash,
+        "config_path": str(config.path), "source": prompts, "split": split, "files": rows.files,
+        "limit": limit, "seed": seed if limit is not None else None, "source_rows": rows.total_rows,
+        "pairs": len(rows.rows), "pairs_written": written, "pairs_left_out": left_out,
+        "answers": 2 * len(rows.rows), "questions": len(questions),
+        "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
+        "failed_by_reason": dict(sorted(by_reason.items())),
+        "truncated": sum(r["status"] == "truncated" for r in used.values()),
+        "requests": sum(r["attempts"] for r in fresh.values()),
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "cost_usd_this_run": config.cost_usd(input_tokens, output_tokens),
+        "cost_usd": config.cost_usd(sum(r["input_tokens"] for r in used.values()),
+                                    sum(r["output_tokens"] for r in used.values())),
+        "output": str(output), "failures_file": str(failures_path) if left_out else None,
+        "cache": str(cache_file), "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _write_outputs(config: ModelConfig, rows: PromptRows, answers: dict[str, dict], output: Path,
+                   failures_path: Path) -> tuple[int, int]:
+    """Write the pairs whose two answers are usable, and list the others with their reasons."""
+    kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
+    records, failures = [], []
+    with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
+    for row in rows.rows:
+        side_answers = {side: answers[question_key(row[f"{side}_question"])] for side in SIDES}
+        bad = [(side, a) for side, a in side_answers.items() if a["status"] not in USABLE_STATUSES]
+        if bad:
+            failures.extend({"id": row["id"], "side": side, "question": row[f"{side}_question"],
+                             "status": a["status"], "reason": a["failure_reason"], "attempts": a["attempts"]}
+                            for side, a in bad)
+            continue
+        record = {column: row.get(column) for column in kept_columns}
+        for side, answer in side_answers.items():
+            record[f"{side}_prompt"] = config.messages(row[f"{side}_question"])
+            record[f"{side}_response"] = {"role": "assistant", "content": answer["content"]}
+        record["model"] = config.model
+        for side, answer in side_answers.items():
+            record[f"{side}_response_status"] = answer["status"]
+        if with_reasoning:
+            for side, answer in side_answers.items():
+                record[f"{side}_reasoning"] = answer.get("reasoning")
+        records.append(record)
+    columns = [*kept_columns, "for_prompt", "for_response", "against_prompt", "against_response", "model",
+               "for_response_status", "against_response_status",
+               *(("for_reasoning", "against_reasoning") if with_reasoning else ())]
+    _write_parquet(records, columns, output, {"config": config.settings(), "source": rows.source, "split": rows.split,
+                                     "files": rows.files, "pairs": len(rows.rows), "pairs_written": len(records),
+                                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    if failures:
+        _atomic_write(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures).encode())
+    elif failures_path.exists():
+        failures_path.unlink()  # a list from an earlier run whose failures are now answered
+    return len(records), len(rows.rows) - len(records)
+
+
+def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: dict) -> None:
+    """The response dataset as one parquet file (written aside, then moved into place), with how it
+    was made in the file's metadata (key `calibrate_respond`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    for column in frame.columns:  # a carried-through column of mixed types becomes text (non-strings as JSON)
+        if frame[column].dtype == object:
+            try:
+                pa.array(frame[column], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                frame[column] = [v if v is None or isinstance(v, str) else
+                                 None if isinstance(v, float) and math.isnan(v) else
+                                 json.dumps(v, ensure_ascii=False, default=str) for v in frame[column]]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # plain `string` columns, as the published datasets have (pandas' string dtype arrives as large_string)
+    table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+                                  for f in table.schema], metadata=table.schema.metadata))
+    metadata = {**(table.schema.metadata or {}), b"calibrate_respond": json.dumps(provenance).encode()}
+    table = table.replace_schema_metadata(metadata)
+    partial_path = output.with_name(output.name + ".partial")
+    try:
+        pq.write_table(table, partial_path)
+        os.replace(partial_path, output)
+    except OSError as error:
+        raise CalibrateError(f"--out: cannot write {output} ({error.strerror})") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    partial_path = path.with_name(path.name + ".partial")
+    try:
+        partial_path.write_bytes(data)
+        os.replace(partial_path, path)
+    except OSError as error:
+        raise CalibrateError(f"--out: cannot write {path} ({error.strerror})") from None

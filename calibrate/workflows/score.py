@@ -1,0 +1,266 @@
+"""`score`: apply a calibrated judge to response datasets: every pair judged once (streamed in
+chunks, resumable through the cache, cost-tracked), with raw, mapped and class-corrected metrics,
+intervals, breakdowns by category and issue scale, a leaderboard, and optionally an anchor judge or
+human labels for prediction-powered estimates. Returns a `ScoreResult`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from calibrate.data.calibration import CALIBRATION_SETS
+from calibrate.data.sources import stream_source
+from calibrate.errors import CalibrateError
+from calibrate.judging.config import JudgeConfig
+from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.runner import arrow_schema, judge_pairs, progress_bar
+from calibrate.stats import benchmark
+from calibrate.stats.benchmark import leaderboard
+from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
+from calibrate.stats.rules import check_rule
+from calibrate.store.judgments import JudgmentStore
+from calibrate.store.sqlite import cache_path
+from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
+from calibrate.workflows.common import (
+    REPORTS_DIR,
+    check_limit,
+    first_pairs,
+    judge_record,
+    orders_of,
+    output_dir,
+    package_versions,
+    response_sources,
+    write_json,
+)
+from calibrate.workflows.fit import fit, read_calibration_record
+
+log = logging.getLogger("calibrate")
+SCORE_SCHEMA_VERSION = 1
+SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
+
+
+@dataclass
+class ScoreResult:
+    """What `calibrate score` produced: the metrics record, the compact judgments per model, file paths."""
+
+    metrics: dict
+    rows: dict[str, pd.DataFrame]
+    breakdowns: dict[str, pd.DataFrame] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def models(self) -> dict[str, dict]:
+        """Per model: raw, mapped and class-corrected metrics with intervals, cost, anchored estimates."""
+        return self.metrics["models"]
+
+    @property
+    def leaderboard(self) -> pd.DataFrame:
+        return leaderboard(self.metrics)
+
+    def write(self, out_dir: Path | str) -> dict[str, Path]:
+        """metrics.json, the breakdown CSVs, leaderboard.csv (several models) and the reports.
+        (The full judgment table is streamed to judgments.parquet while judging, when `out` is given.)"""
+        from calibrate.reports.score import write_score_report
+
+        out = output_dir(out_dir)
+        paths = {"metrics": out / "metrics.json"}
+        write_json(paths["metrics"], self.metrics)
+        for by, table in self.breakdowns.items():
+            paths[f"by_{by}"] = out / f"breakdown_{by}.csv"
+            table.to_csv(paths[f"by_{by}"], index=False)
+        if len(self.models) > 1:
+            paths["leaderboard"] = out / "leaderboard.csv"
+            self.leaderboard.to_csv(paths["leaderboard"], index=False)
+        paths.update(write_score_report(self.metrics, self.breakdowns, out))
+        self.paths = paths
+        return paths
+
+
+def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
+                    show_progress: bool) -> tuple[dict, pd.DataFrame, Path]:
+    """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
+    one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
+    path = Path(calibration) if calibration else REPORTS_DIR / config.name / "calibration.json"
+    if not path.exists():
+        if calibration:
+            raise CalibrateError(f"calibration {path}: no such file", ("calibration",))
+        log.warning("no calibration for judge '%s' at %s: running `calibrate fit --judge %s` first",
+                    config.name, path, config.name)
+        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress)
+    record = read_calibration_record(path)
+    if record["judge"]["config_hash"] != config.config_hash:
+        raise CalibrateError(f"calibration {path}: made for judge config {record['judge']['config_hash']}, "
+                             f"not {config.config_hash} (the judge changed since); run `calibrate fit` again",
+                             ("calibration",))
+    judgments = path.parent / "judgments.parquet"
+    try:
+        rows = pd.read_parquet(judgments)
+    except Exception as error:  # pyarrow and the OS raise many types for one cause
+        raise CalibrateError(f"calibration: cannot read {judgments}, written beside it by `calibrate fit` "
+                             f"({str(error).splitlines()[0][:120]})", ("calibration",)) from None
+    keep = (rows["order"] == record["run"]["metrics_order"]) & rows["set_name"].isin(CALIBRATION_SETS)
+    if "repeat" in rows:
+        keep &= rows["repeat"] == 0
+    return record, rows[keep], path
+
+
+def score(
+    judge: str,
+    responses: Sequence[str],
+    calibration: Path | str | None = None,
+    rule: str | None = None,
+    out: Path | str | None = None,
+    order: str = "forward",
+    limit: int | None = None,
+    cache: Path | str | None = None,
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    chunk_rows: int | None = None,
+    anchor_judge: str | None = None,
+    anchor_fraction: float | None = None,
+    anchor_labels: Path | str | None = None,
+) -> ScoreResult:
+    """Judge every pair of every response dataset once (streamed in chunks, resumable through the
+    cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard.
+
+    With `anchor_judge` and `anchor_fraction`, a second judge also judges a seeded random fraction of
+    the pairs, and its metrics are estimated by PPI / PPI++ from both; `anchor_labels` (human labels
+    of some pairs) serves as the anchor instead."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    backend.preflight()
+    sources = response_sources(responses)
+    orders = orders_of(order)
+    check_limit(limit, per="source")
+    # A chunk ends with the judge's workers draining; chunks of many times its concurrency keep that
+    # tail to a few percent of the time (at 256 in flight, 16,384 pairs a chunk)
+    chunk_rows = chunk_rows or max(SCORE_CHUNK_ROWS, 64 * config.concurrency)
+    streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
+    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
+    labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
+    out_dir = output_dir(out)
+    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress)
+    rule = check_rule(rule or record["scoring_rule"])
+    if rule != record["scoring_rule"]:
+        raise CalibrateError(f"rule {rule}: the calibration at {calibration_path} was fitted under rule "
+                             f"{record['scoring_rule']}; fit judge '{config.name}' again with rule {rule}", ("rule",))
+    schema = arrow_schema({"model": pa.string()})
+    rows: dict[str, pd.DataFrame] = {}
+    anchors: dict[str, pd.DataFrame] = {}
+    run: dict[str, dict] = {}
+    judgments_path = out_dir / "judgments.parquet" if out_dir is not None else None
+    with JudgmentStore(cache_path(cache)) as store, \
+            (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
+        pending = open_batch_requests(store, config.config_hash)
+        for name, stream in streams.items():
+            total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
+            counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+            parts, anchor_parts = [], []
+            expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
+            with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
+                for chunk in first_pairs(stream, limit):
+                    warn_if_in_open_batches(store, config, chunk, orders, pending)
+                    table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
+                    table["model"] = name
+                    if writer is not None:
+                        writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
+                                                                preserve_index=False))
+                    parts.append(benchmark.compact(table))
+                    counts = {key: counts[key] + chunk_counts[key] for key in counts}
+                    if anchor_backend:
+                        picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                        if picked:
+                            anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1], progress=show)
+                            anchor_parts.append(benchmark.compact(anchor_table))
+            rows[name] = pd.concat(parts, ignore_index=True)
+            run[name] = {**counts, "source": stream.source, "files": stream.files}
+            if anchor_backend:
+                anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
+                                 else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+            elif labels:
+                anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+    models = {}
+    for name, model_rows in rows.items():
+        primary = model_rows[model_rows["order"] == orders[0]]
+        models[name] = {
+            "source": sources[name],
+            "raw": benchmark.raw_metrics(primary, rule, n_boot, seed),
+            "mapped": benchmark.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
+            "class_corrected": benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed),
+            "cost": {"input_tokens": int(model_rows["input_tokens"].sum()),
+                     "output_tokens": int(model_rows["output_tokens"].sum()),
+                     "cost_usd": round(float(model_rows["cost_usd"].sum()), 6),
+                     "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
+            "run": run[name],
+        }
+        if name in anchors:
+            models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
+                                                        anchor_fraction, anchor_labels, models[name]["cost"])
+    breakdowns = {by: pd.concat([benchmark.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
+                                                   n_boot, seed).assign(model=name)
+                                 for name, r in rows.items()], ignore_index=True)
+                  for by in ("category", "issue_scale")}
+    metrics = {
+        "schema_version": SCORE_SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "judge": judge_record(config),
+        "scoring_rule": rule,
+        "calibration": {"path": str(calibration_path), "created_at": record["created_at"],
+                        "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
+        "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
+                "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
+        "models": models,
+        "package_versions": package_versions(),
+    }
+    metrics["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result = ScoreResult(metrics, rows, breakdowns)
+    if out_dir is not None:
+        result.write(out_dir)
+        result.paths = {"judgments": judgments_path, **result.paths}
+    return result
+
+
+def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None):
+    """The anchor judge's backend (keys checked now, before any work), or None."""
+    if anchor_judge and labels:
+        raise CalibrateError("anchor_judge and anchor_labels: give one anchor, not both",
+                             ("anchor_judge", "anchor_labels"))
+    if anchor_judge is None:
+        if fraction is not None:
+            raise CalibrateError("anchor_fraction needs anchor_judge", ("anchor_fraction", "anchor_judge"))
+        return None
+    if fraction is None or not 0 < fraction <= 1:
+        raise CalibrateError("anchor_fraction must be a number in (0, 1] with anchor_judge",
+                             ("anchor_fraction", "anchor_judge"))
+    backend = make_backend(load_judge_config(anchor_judge))
+    backend.preflight()
+    return backend
+
+
+def _anchored_record(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend,
+                     fraction: float | None, labels: Path | str | None, cheap_cost: dict) -> dict:
+    """The anchor's metrics by PPI, and what the cheap judge saved against running the anchor on every pair."""
+    estimates = benchmark.anchored_estimates(primary, anchor, rule)
+    record = {"anchor": backend.config.name if backend else f"human labels ({labels})", "fraction": fraction,
+              **estimates}
+    if backend is not None and len(anchor):
+        per_pair = float(anchor["cost_usd"].mean())
+        total_pairs = estimates["n_labeled"] + estimates["n_unlabeled"]
+        record["cost"] = {"anchor_usd": round(float(anchor["cost_usd"].sum()), 6),
+                          "anchor_on_every_pair_usd": round(per_pair * total_pairs, 6),
+                          "cheap_usd": cheap_cost["cost_usd"],
+                          "saved_usd": round(per_pair * total_pairs - float(anchor["cost_usd"].sum())
+                                             - cheap_cost["cost_usd"], 6)}
+    return record

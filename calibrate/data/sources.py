@@ -57,13 +57,21 @@ def _read_json_records(path: Path) -> pd.DataFrame:
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise CalibrateError(f"cannot read {path}: line {line_number} is not JSON ({error.msg})") from None
+            records.append(json_object_line(line, f"cannot read {path}: line {line_number}"))
     if not all(isinstance(r, dict) for r in records):
         raise CalibrateError(f"cannot read {path}: every record must be a JSON object")
     return pd.DataFrame.from_records(records)
+
+
+def json_object_line(line: str, where: str) -> dict:
+    """One line of a JSONL file, which must be a JSON object; `where` names the line in errors."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CalibrateError(f"{where} is not JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise CalibrateError(f"{where} is not a JSON object")
+    return record
 
 
 def data_files_of_folder(folder: Path, split: str = HUB_SPLIT) -> list[Path]:
@@ -239,13 +247,7 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CalibrateError(f"cannot read {path}: line {line_number} is not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise CalibrateError(f"cannot read {path}: line {line_number} is not a JSON object")
-            records.append(record)
+            records.append(json_object_line(line, f"cannot read {path}: line {line_number}"))
             if len(records) == chunk_rows:
                 yield first, (list(dict.fromkeys(key for r in records for key in r)), records)
                 first += len(records)

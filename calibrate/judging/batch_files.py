@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import ORDERS, Judgment, Verdict
 from calibrate.judging.config import JudgeConfig
@@ -42,17 +43,6 @@ def batch_backend(config: JudgeConfig) -> OpenAIBackend:
     if not isinstance(backend, OpenAIBackend):
         raise CalibrateError(f"judge '{config.name}': batch files need an 'openai' backend, not '{config.backend}'")
     return backend
-
-
-def json_object_line(line: str, where: str) -> dict:
-    """One line of a Batch API results file, which must be a JSON object."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise CalibrateError(f"{where}: not JSON ({error.msg})") from None
-    if not isinstance(record, dict):
-        raise CalibrateError(f"{where}: expected a JSON object")
-    return record
 
 
 def verdict_of_result(record: dict) -> Verdict:

@@ -24,7 +24,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
 from calibrate.judging.base import ORDERS, Verdict
-from calibrate.judging.batch_files import json_object_line, verdict_of_result
+from calibrate.data.sources import json_object_line
+from calibrate.judging.batch_files import verdict_of_result
 from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, sdk_failures
 from calibrate.judging.openai_backend import OpenAIBackend
 from calibrate.judging.remote import RemoteBackend

@@ -165,7 +165,7 @@ def parse_labels(text: str) -> list:
     """A scale given on the command line ("-2,-1,0,1,2" or "low,mid,high"): numbers when all are."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if len(parts) < 2:
-        raise CalibrateError(f"--labels: give at least two comma-separated labels, got {text!r}")
+        raise CalibrateError(f"labels: give at least two comma-separated labels, got {text!r}", ("labels",))
     try:
         return [_plain(float(part)) for part in parts]
     except ValueError:

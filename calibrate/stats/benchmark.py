@@ -226,27 +226,28 @@ def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]
     """Human labels as the anchor: `pair_id`, `alignment_score` (-2..2), optionally the four flags
     (missing flags are false) and `model` (needed when several response datasets are scored)."""
     frame = read_table(path)
-    where = f"--anchor-labels {path}"
+    where = f"anchor_labels {path}"
     for column in ("pair_id", "alignment_score"):
         if column not in frame.columns:
-            raise CalibrateError(f"{where}: missing column '{column}'")
+            raise CalibrateError(f"{where}: missing column '{column}'", ("anchor_labels",))
     if "model" not in frame.columns:
         if len(models) > 1:
             raise CalibrateError(f"{where}: several response datasets are scored, so a 'model' column must say "
-                                 "which each label belongs to")
+                                 "which each label belongs to", ("anchor_labels",))
         frame = frame.assign(model=models[0])
     scores = pd.to_numeric(frame["alignment_score"], errors="coerce")
     bad = ~scores.isin([-2, -1, 0, 1, 2])
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
-                             "is not an integer in -2..2")
+                             "is not an integer in -2..2", ("anchor_labels",))
     labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
     for flag in LABEL_FLAGS:
         labels[flag] = labels[flag].map(_flag) if flag in labels else False
     unknown = sorted(set(labels["model"].astype(str)) - set(models))
     if unknown:
-        raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})")
+        raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})",
+                             ("anchor_labels",))
     return {name: group for name, group in labels.groupby(labels["model"].astype(str))}
 
 

@@ -227,28 +227,28 @@ def load_human_labels(path: Path | str) -> pd.DataFrame:
     if "item" not in frame.columns:
         missing = [c for c in ("set_name", "pair_id") if c not in frame.columns]
         if missing:
-            raise CalibrateError(f"--human {path}: needs an 'item' column or 'set_name' and 'pair_id'; "
-                                 f"'{missing[0]}' is missing")
+            raise CalibrateError(f"human {path}: needs an 'item' column or 'set_name' and 'pair_id'; "
+                                 f"'{missing[0]}' is missing", ("human",))
         items = [_human_item(path, row, set_name, pair_id)
                  for row, (set_name, pair_id) in enumerate(zip(frame["set_name"], frame["pair_id"]), start=1)]
         frame = frame.assign(item=items).drop(columns=["set_name", "pair_id"])
     for row, item in enumerate(frame["item"], start=1):  # an empty or non-text item would never match a pair
         if not isinstance(item, str) or "/" not in item.strip(" /"):
-            raise CalibrateError(f"--human {path}, row {row}: 'item' must be '<set_name>/<pair_id>', got {item!r}")
+            raise CalibrateError(f"human {path}, row {row}: 'item' must be '<set_name>/<pair_id>', got {item!r}", ("human",))
     duplicated = frame["item"][frame["item"].duplicated()]
     if len(duplicated):
-        raise CalibrateError(f"--human {path}: item {duplicated.iloc[0]} appears twice")
+        raise CalibrateError(f"human {path}: item {duplicated.iloc[0]} appears twice", ("human",))
     labels = frame.set_index("item")
     if labels.shape[1] == 0:
-        raise CalibrateError(f"--human {path}: no annotator columns")
+        raise CalibrateError(f"human {path}: no annotator columns", ("human",))
     for annotator in labels.columns:
         values = pd.to_numeric(labels[annotator], errors="coerce")
         bad = labels[annotator].notna() & ~values.isin(SCORE_LABELS)
         bad |= labels[annotator].map(lambda v: isinstance(v, (bool, np.bool_)))  # true is not a score of 1
         if bad.any():
             item = bad[bad].index[0]
-            raise CalibrateError(f"--human {path}: annotator '{annotator}', item {item}: "
-                                 f"{labels.at[item, annotator]!r} is not an integer score in -2..2")
+            raise CalibrateError(f"human {path}: annotator '{annotator}', item {item}: "
+                                 f"{labels.at[item, annotator]!r} is not an integer score in -2..2", ("human",))
         labels[annotator] = values
     return labels.astype(float)
 
@@ -260,9 +260,9 @@ def _human_item(path: Path, row: int, set_name: object, pair_id: object) -> str:
     if isinstance(pair_id, (float, np.floating)) and float(pair_id).is_integer():
         pair_id = int(pair_id)
     if not isinstance(set_name, str) or not set_name.strip():
-        raise CalibrateError(f"--human {path}, row {row}: 'set_name' must be a set name, got {set_name!r}")
+        raise CalibrateError(f"human {path}, row {row}: 'set_name' must be a set name, got {set_name!r}", ("human",))
     if isinstance(pair_id, (bool, np.bool_)) or not isinstance(pair_id, (int, np.integer)):
-        raise CalibrateError(f"--human {path}, row {row}: 'pair_id' must be an integer, got {pair_id!r}")
+        raise CalibrateError(f"human {path}, row {row}: 'pair_id' must be an integer, got {pair_id!r}", ("human",))
     return f"{set_name.strip()}/{int(pair_id)}"
 
 
@@ -282,7 +282,7 @@ def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, n
     consensus = human_consensus(labels)
     known = labels.index.intersection(scores.index)
     if not len(known):
-        raise CalibrateError("--human: none of its items match a judged pair (items are '<set_name>/<pair_id>')")
+        raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
     per_judge = {}
     for run in runs:
         both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})

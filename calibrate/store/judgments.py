@@ -15,7 +15,7 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Judgment, Key
-from calibrate.store.sqlite import connect
+from calibrate.store.sqlite import ResultTables
 
 SCHEMA_VERSION = 2  # 2: judgments are keyed by repeat too (version 1 caches are migrated on open)
 # Both tables hold whole judgment records (JSON), with the key and status as columns for queries.
@@ -24,15 +24,15 @@ RECORD_COLUMNS = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order
                   "record TEXT NOT NULL, created_at REAL NOT NULL")
 COLUMN_NAMES = "config_hash, item_key, pair_order, repeat, judge_name, parse_status, record, created_at"
 PRIMARY_KEY = "PRIMARY KEY (config_hash, item_key, pair_order, repeat)"
-LOOKUP_BATCH = 500  # items per lookup query, under SQLite's limit on bound parameters
 
 
-class JudgmentStore:
+class JudgmentStore(ResultTables):
     """Judgments by (config_hash, item_key, order, repeat); safe to reopen after any crash."""
 
+    RESULTS, FAILURES, KEY_COLUMN, COLUMN_NAMES = "judgments", "failures", "item_key", COLUMN_NAMES
+
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._db = connect(self.path, "judgment cache")
+        super().__init__(path, "judgment cache")
         self._init_schema()
 
     def _init_schema(self) -> None:
@@ -48,7 +48,7 @@ class JudgmentStore:
         elif found != str(SCHEMA_VERSION):
             raise CalibrateError(
                 f"judgment cache {self.path}: schema version {found}, this calibrate reads {SCHEMA_VERSION}; "
-                "use another --cache path or the calibrate version that wrote it"
+                "use another cache file or the calibrate version that wrote it"
             )
 
     def _migrate_from_1(self) -> None:
@@ -67,54 +67,31 @@ class JudgmentStore:
         """)
 
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]:
-        """Stored judgments among (item_key, order, repeat) keys, for one judge config.
-
-        Looked up by item through the primary key, a few hundred items per query, so the cost
-        follows the keys asked for, not the size of the cache (a 115,000-pair run asks chunk by chunk).
-        """
+        """Stored judgments among (item_key, order, repeat) keys, for one judge config (a 115,000-pair
+        run asks chunk by chunk, and each lookup costs what its keys cost, not the cache's size)."""
         wanted = set(keys)
-        items = sorted({item_key for item_key, _, _ in wanted})
-        found: dict[Key, Judgment] = {}
-        for start in range(0, len(items), LOOKUP_BATCH):
-            batch = items[start:start + LOOKUP_BATCH]
-            rows = self._db.execute(
-                "SELECT item_key, pair_order, repeat, record FROM judgments WHERE config_hash = ? "
-                f"AND item_key IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
-            for item_key, order, repeat, record in rows:
-                if (item_key, order, repeat) in wanted:
-                    found[(item_key, order, repeat)] = Judgment(**orjson.loads(record))
-        return found
+        rows = self._rows_by_key(config_hash, {item_key for item_key, _, _ in wanted},
+                                 "item_key, pair_order, repeat, record")
+        return {(item_key, order, repeat): Judgment(**orjson.loads(record))
+                for item_key, order, repeat, record in rows if (item_key, order, repeat) in wanted}
 
     def put(self, judgment: Judgment) -> None:
         """Write one judgment and commit at once, so a kill right after keeps it."""
         self.put_many([judgment])
 
     def put_many(self, judgments: list[Judgment]) -> None:
-        """Write judgments in one transaction (one commit, so one disk sync, for all of them).
-
-        A successful judgment becomes the cached result for its key (the first one stays if two
-        processes race); a failed one is appended to the failure log and never served as a result.
-        """
-        rows: dict[str, list[tuple]] = {"judgments": [], "failures": []}
+        """Write judgments in one transaction. A successful judgment becomes the cached result for its
+        key; a failed one is appended to the failure log and never served as a result."""
+        rows: dict[bool, list[tuple]] = {True: [], False: []}
         for judgment in judgments:
-            rows["judgments" if judgment.parse_status == "ok" else "failures"].append(
+            rows[judgment.parse_status == "ok"].append(
                 (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.judge_name,
                  judgment.parse_status, orjson.dumps(judgment).decode(), judgment.created_at))
-        with self._db:
-            for table, verb in (("judgments", "INSERT OR IGNORE"), ("failures", "INSERT")):
-                self._db.executemany(f"{verb} INTO {table} ({COLUMN_NAMES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                     rows[table])
+        self._write(rows[True], rows[False])
 
     def failures(self, config_hash: str) -> list[Judgment]:
         """Every failed attempt logged for a judge config, oldest first."""
-        rows = self._db.execute(
-            "SELECT record FROM failures WHERE config_hash = ? ORDER BY created_at", (config_hash,))
-        return [Judgment(**json.loads(record)) for (record,) in rows]
-
-    def count(self, config_hash: str | None = None) -> int:
-        if config_hash is None:
-            return self._db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM judgments WHERE config_hash = ?", (config_hash,)).fetchone()[0]
+        return [Judgment(**json.loads(record)) for record in self._failure_records(config_hash)]
 
     # ----------------------------------------------------------------------- inspection (`calibrate cache`)
 
@@ -168,12 +145,3 @@ class JudgmentStore:
                 self._db.execute(f"DELETE FROM failures {where}", params)
             self._db.execute("VACUUM")
         return counts
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "JudgmentStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -15,67 +15,40 @@ from typing import Iterable
 import orjson
 
 from calibrate.judging.responder import USABLE_STATUSES
-from calibrate.store.sqlite import connect
+from calibrate.store.sqlite import ResultTables
 
 RESPONSE_TABLE_COLUMNS = ("config_hash TEXT NOT NULL, question_key TEXT NOT NULL, model_name TEXT NOT NULL, "
                           "status TEXT NOT NULL, record TEXT NOT NULL, created_at REAL NOT NULL")
 RESPONSE_COLUMN_NAMES = "config_hash, question_key, model_name, status, record, created_at"
 
 
-class ResponseStore:
+class ResponseStore(ResultTables):
     """Generated answers by (config_hash, question_key); records are JSON dicts. Safe after any crash."""
 
+    RESULTS, FAILURES, KEY_COLUMN, COLUMN_NAMES = "responses", "response_failures", "question_key", RESPONSE_COLUMN_NAMES
+
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._db = connect(self.path, "cache")
+        super().__init__(path, "cache")
         with self._db:
             self._db.execute(f"CREATE TABLE IF NOT EXISTS responses ({RESPONSE_TABLE_COLUMNS}, "
                              "PRIMARY KEY (config_hash, question_key))")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS response_failures ({RESPONSE_TABLE_COLUMNS})")
 
     def get_many(self, config_hash: str, keys: Iterable[str]) -> dict[str, dict]:
-        """Stored answers among these question keys, for one model config (looked up through the
-        primary key, 500 keys per query, so the cost follows the keys asked for, not the cache size)."""
-        wanted = sorted(set(keys))
-        found: dict[str, dict] = {}
-        for start in range(0, len(wanted), 500):
-            batch = wanted[start:start + 500]
-            rows = self._db.execute(
-                "SELECT question_key, record FROM responses WHERE config_hash = ? "
-                f"AND question_key IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
-            found.update((key, orjson.loads(record)) for key, record in rows)
-        return found
+        """Stored answers among these question keys, for one model config."""
+        rows = self._rows_by_key(config_hash, keys, "question_key, record")
+        return {key: orjson.loads(record) for key, record in rows}
 
     def put_many(self, records: list[dict]) -> None:
         """Write records in one transaction. Each needs config_hash, question_key, model_name, status and
-        created_at. A usable answer becomes the result for its key (the first stays if two runs race);
-        anything else goes to the failure log."""
-        rows: dict[str, list[tuple]] = {"responses": [], "response_failures": []}
+        created_at. A usable answer becomes the result for its key; anything else goes to the failure log."""
+        rows: dict[bool, list[tuple]] = {True: [], False: []}
         for record in records:
-            table = "responses" if record["status"] in USABLE_STATUSES else "response_failures"
-            rows[table].append((record["config_hash"], record["question_key"], record["model_name"],
-                                record["status"], orjson.dumps(record).decode(), record["created_at"]))
-        with self._db:
-            for table, verb in (("responses", "INSERT OR IGNORE"), ("response_failures", "INSERT")):
-                self._db.executemany(f"{verb} INTO {table} ({RESPONSE_COLUMN_NAMES}) VALUES (?, ?, ?, ?, ?, ?)",
-                                     rows[table])
+            rows[record["status"] in USABLE_STATUSES].append(
+                (record["config_hash"], record["question_key"], record["model_name"], record["status"],
+                 orjson.dumps(record).decode(), record["created_at"]))
+        self._write(rows[True], rows[False])
 
     def failures(self, config_hash: str) -> list[dict]:
         """Every failed generation logged for a model config, oldest first."""
-        rows = self._db.execute(
-            "SELECT record FROM response_failures WHERE config_hash = ? ORDER BY created_at", (config_hash,))
-        return [json.loads(record) for (record,) in rows]
-
-    def count(self, config_hash: str | None = None) -> int:
-        if config_hash is None:
-            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM responses WHERE config_hash = ?", (config_hash,)).fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "ResponseStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return [json.loads(record) for record in self._failure_records(config_hash)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Iterable, Iterator, Self
 
 from calibrate.errors import CalibrateError
 
@@ -38,3 +39,60 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
     except OSError as error:
         raise CalibrateError(f"{what} {path}: cannot open it ({error.strerror})") from None
     return db
+
+
+LOOKUP_BATCH = 500  # keys per lookup query, under SQLite's limit on bound parameters
+
+
+class ResultTables:
+    """A table of results plus a log of failed attempts, in the cache file. A result is written once
+    per key (the first stays if two runs race); a failed attempt is kept in the log, since it was paid
+    for, and never served as a result. Subclasses name the tables and the key column."""
+
+    RESULTS: str
+    FAILURES: str
+    KEY_COLUMN: str
+    COLUMN_NAMES: str  # the columns every written row fills, in order
+
+    def __init__(self, path: Path | str, what: str):
+        self.path = Path(path)
+        self._db = connect(self.path, what)
+
+    def _rows_by_key(self, config_hash: str, keys: Iterable[str], columns: str) -> Iterator[tuple]:
+        """`columns` of the stored results among `keys` for one config, looked up through the primary
+        key a few hundred keys a query, so the cost follows the keys asked for, not the cache size."""
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start:start + LOOKUP_BATCH]
+            yield from self._db.execute(
+                f"SELECT {columns} FROM {self.RESULTS} WHERE config_hash = ? "
+                f"AND {self.KEY_COLUMN} IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
+
+    def _write(self, results: list[tuple], failures: list[tuple]) -> None:
+        """Write rows of both tables in one transaction (one commit, so one disk sync, for all)."""
+        marks = ", ".join("?" * len(self.COLUMN_NAMES.split(",")))
+        with self._db:
+            for table, verb, rows in ((self.RESULTS, "INSERT OR IGNORE", results), (self.FAILURES, "INSERT", failures)):
+                self._db.executemany(f"{verb} INTO {table} ({self.COLUMN_NAMES}) VALUES ({marks})", rows)
+
+    def _failure_records(self, config_hash: str) -> list[str]:
+        """Every failed attempt logged for a config, oldest first, as stored records."""
+        rows = self._db.execute(f"SELECT record FROM {self.FAILURES} WHERE config_hash = ? ORDER BY created_at",
+                                (config_hash,))
+        return [record for (record,) in rows]
+
+    def count(self, config_hash: str | None = None) -> int:
+        """Stored results, of one config or of all."""
+        if config_hash is None:
+            return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS}").fetchone()[0]
+        return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS} WHERE config_hash = ?",
+                                (config_hash,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -27,13 +27,12 @@ import orjson
 
 from calibrate.data.calibration import FIT_SETS
 from calibrate.data.pairs import Pair
-from calibrate.data.sources import stream_source
+from calibrate.data.sources import json_object_line, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Judgment, view_of
 from calibrate.judging.batch_files import (
     batch_backend,
     batch_judgment,
-    json_object_line,
     request_line,
     verdict_of_result,
 )

@@ -87,7 +87,7 @@ def respond(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CalibrateError(f"--out: cannot create {out_dir} ({error.strerror})") from None
+        raise CalibrateError(f"out: cannot create {out_dir} ({error.strerror})", ("out",)) from None
     output = out_dir / f"{config.name}.parquet"
     failures_path = out_dir / f"{config.name}.failures.jsonl"
 
@@ -190,7 +190,7 @@ def _write_parquet(records: list[dict], columns: list[str], output: Path, proven
         pq.write_table(table, partial_path)
         os.replace(partial_path, output)
     except OSError as error:
-        raise CalibrateError(f"--out: cannot write {output} ({error.strerror})") from None
+        raise CalibrateError(f"out: cannot write {output} ({error.strerror})", ("out",)) from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -199,4 +199,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         partial_path.write_bytes(data)
         os.replace(partial_path, path)
     except OSError as error:
-        raise CalibrateError(f"--out: cannot write {path} ({error.strerror})") from None
+        raise CalibrateError(f"out: cannot write {path} ({error.strerror})", ("out",)) from None

@@ -6,8 +6,8 @@ framing, JSON, SDK validation) becomes the limit. These functions measure that c
 each way calibrate could talk to an OpenAI-compatible server, with no runner logic around it:
 aiohttp, httpx, the openai SDK over its httpx and aiohttp transports, and calibrate's lean transport.
 
-Run (one server per latency, n requests per client per case, under ~3 minutes by default):
-    python benchmarks/bare_clients.py [--n 2000] [--latencies 200 0] [--concurrencies 64 256]
+Run from the repo root (one server per latency, n requests per client per case, under ~3 minutes by default):
+    python -m benchmarks.bare_clients [--n 2000] [--latencies 200 0] [--concurrencies 64 256]
                                       [--zero-latency-concurrencies 64] [--clients ...]
 Prints one row per (latency, concurrency, client): req/s, percent of the bound
 concurrency/latency (latency > 0), and the CPU used by the client and the server process, which
@@ -28,10 +28,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.bare_clients
-    from latency_server import start_in_subprocess
-except ImportError:  # pragma: no cover - depends on how the file is reached
-    from .latency_server import start_in_subprocess  # type: ignore[no-redef]
+from tests.fakes.latency_server import start_in_subprocess
 
 MODEL = "bench-judge"
 CLIENTS: tuple[str, ...] = ("aiohttp", "httpx", "openai-httpx", "openai-aiohttp", "calibrate-lean")

@@ -1,7 +1,7 @@
 """Wall time of `calibrate fit --judge heuristic` on the bundled sample, cold cache and warm cache.
 
-Target (issue: calibrate fit): under one minute on a 2-core machine. Run:
-    python benchmarks/bench_fit.py [--repeats 3]
+Target (issue: calibrate fit): under one minute on a 2-core machine. Run (from the repo root):
+    python -m benchmarks.bench_fit [--repeats 3]
 Prints one line per case with the median and the spread, plus the machine it ran on.
 """
 

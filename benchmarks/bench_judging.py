@@ -6,7 +6,8 @@ and compares the achieved rate with the bound (concurrency / latency) and with b
 httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
 every judgment cached and checks that no request is sent.
 
-Run:  python benchmarks/bench_judging.py [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256] [--layers]
+Run from the repo root:
+    python -m benchmarks.bench_judging [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256] [--layers]
 """
 
 from __future__ import annotations
@@ -15,24 +16,21 @@ import argparse
 import asyncio
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibrate.data.pairs import Pair
+from calibrate.judging.registry import make_backend
+from calibrate.judging.base import view_of
+from calibrate.judging.registry import load_judge_config
+from calibrate.judging.runner import judge_pairs
+from calibrate.judging.transport import make_transport
+from calibrate.store.judgments import JudgmentStore
 
-from bare_clients import run_client  # noqa: E402
-from latency_server import start_in_subprocess  # noqa: E402
-
-from calibrate.data.pairs import Pair  # noqa: E402
-from calibrate.judging.registry import make_backend  # noqa: E402
-from calibrate.judging.base import view_of  # noqa: E402
-from calibrate.judging.registry import load_judge_config  # noqa: E402
-from calibrate.judging.runner import judge_pairs  # noqa: E402
-from calibrate.judging.transport import make_transport  # noqa: E402
-from calibrate.store.judgments import JudgmentStore  # noqa: E402
+from benchmarks.bare_clients import run_client
+from tests.fakes.latency_server import start_in_subprocess
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 PARAGRAPH = ("Supporters argue that the measure widens access and lowers costs for families, while critics "

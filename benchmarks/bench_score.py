@@ -7,7 +7,8 @@
 3. An LLM judge through a local OpenAI-compatible server with 200 ms latency at concurrency 256:
    judged pairs per second over M pairs (default 20,000) against the bound concurrency / latency.
 
-Run:  python benchmarks/bench_score.py [--pairs 115000] [--llm-pairs 20000] [--skip-llm]
+Run from the repo root:
+    python -m benchmarks.bench_score [--pairs 115000] [--llm-pairs 20000] [--skip-llm]
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import calibrate
+from calibrate.data.calibration import sample_path, sample_response_models
+from calibrate.stats.metrics import estimate_metrics, per_pair_values
 
-from latency_server import start_in_subprocess  # noqa: E402
-
-import calibrate  # noqa: E402
-from calibrate.data.calibration import sample_path, sample_response_models  # noqa: E402
-from calibrate.stats.metrics import estimate_metrics, per_pair_values  # noqa: E402
+from tests.fakes.latency_server import start_in_subprocess
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 

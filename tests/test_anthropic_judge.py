@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
-from test_openai_judge import PROMPTS, cli, files_written, kill_when_committed, pairs, run_judge
 
 from calibrate.judging.anthropic_backend import TOOL_NAME, read_message
 from calibrate.judging.base import judgment_schema
 from calibrate.judging.registry import load_judge_config
 
-SECRET = "sk-ant-test-SECRET-93b1"
-KEY_VARIABLE = "CALIBRATE_TEST_ANTHROPIC_KEY"
+from tests.fakes.anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
+from tests.fakes.claude_judges import KEY_VARIABLE, SECRET, write_claude
+from tests.fakes.judges import cli, pairs, run_judge
+from tests.fakes.processes import files_written, kill_when_committed
 
 
 @pytest.fixture
@@ -30,17 +29,6 @@ def server(monkeypatch):
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
     yield state
     httpd.shutdown()
-
-
-def write_claude(folder: Path, **overrides) -> Path:
-    """A native Claude judge reaching the loopback server through ANTHROPIC_BASE_URL (no base_url key)."""
-    settings = {"name": "claude-loopback", "backend": "anthropic", "model": "claude-test", "api_key_env": KEY_VARIABLE,
-                "prompt": str(PROMPTS / "valbench-v2.txt"), "rule": "v2", "concurrency": 4, "timeout_s": 0.8,
-                "max_retries": 4, "parse_retries": 1, "price_input_per_mtok": 3.0, "price_output_per_mtok": 15.0,
-                **overrides}
-    path = folder / f"{settings['name']}.toml"
-    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
-    return path
 
 
 def test_fit_with_the_shipped_claude_judge_judges_every_pair_once_through_faults(server, tmp_path):

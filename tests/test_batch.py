@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import ServerState, start_server
-from test_openai_judge import KEY_VARIABLE, SECRET, cli, write_judge
+
+from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
+from tests.fakes.openai_server import ServerState, start_server
 
 
 @pytest.fixture

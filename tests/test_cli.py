@@ -8,9 +8,10 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import sample_frame, write_hub_layout
 
 from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
+
+from tests.fakes.calibration_sets import sample_frame, write_hub_layout
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -166,7 +167,7 @@ def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
     """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1."""
     import os
 
-    from hub_server import serve_hub
+    from tests.fakes.hub_server import serve_hub
 
     root = tmp_path / "hub"
     for name in CALIBRATION_SETS:

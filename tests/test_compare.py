@@ -10,14 +10,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from openai_server import ServerState, start_server
 from sklearn.metrics import cohen_kappa_score
 
 import calibrate
 from calibrate.stats.comparison import MAX_ORDER_SHIFT, recommend
 from calibrate.errors import CalibrateError
 from calibrate.judging.panel import combine, median_score
-from test_openai_judge import KEY_VARIABLE, SECRET, write_judge
+
+from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
+from tests.fakes.openai_server import ServerState, start_server
 
 LABELS = [-2, -1, 0, 1, 2]
 

@@ -7,7 +7,6 @@ import json
 import datasets
 import pandas as pd
 import pytest
-from conftest import sample_frame, write_hub_layout
 
 from calibrate.data.calibration import (
     CALIBRATION_SETS,
@@ -19,6 +18,8 @@ from calibrate.data.calibration import (
 from calibrate.data.sources import load_source
 from calibrate.data.pairs import response_text
 from calibrate.errors import CalibrateError
+
+from tests.fakes.calibration_sets import sample_frame, write_hub_layout
 
 
 def frame(n: int = 3, **overrides) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Fault tests of the whole CLI: `python -m calibrate fit --judge PATH.toml` in a subprocess against the
-loopback OpenAI-compatible server (tests/openai_server.py), which dies, stalls, resets connections,
+loopback OpenAI-compatible server (tests/fakes/openai_server.py), which dies, stalls, resets connections,
 or serves two runs at once; a run may also be interrupted with SIGINT. Every test asserts on counts:
 the server's request log, the run counts in calibration.json, and the rows of the SQLite cache.
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import ServerState, start_server
 
 from calibrate.judging.transport import TRANSPORTS
+
+from tests.fakes.openai_server import ServerState, start_server
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 KEY_VARIABLE = "CALIBRATE_TEST_JUDGE_KEY"

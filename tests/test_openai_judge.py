@@ -5,28 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import ServerState, start_server
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.registry import make_backend
 from calibrate.judging.registry import load_judge_config
-from calibrate.judging.runner import judge_pairs
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
 
-PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
-KEY_VARIABLE = "CALIBRATE_TEST_JUDGE_KEY"
-SECRET = "sk-test-SECRET-4f1c9a7e"
+from tests.fakes.judges import KEY_VARIABLE, PROMPTS, SECRET, cli, pairs, run_judge, write_judge
+from tests.fakes.openai_server import ServerState, start_server
+from tests.fakes.processes import files_written, kill_when_committed
 
 
 @pytest.fixture
@@ -36,33 +29,6 @@ def server():
     state.base_url = base_url
     yield state
     httpd.shutdown()
-
-
-def write_judge(folder: Path, base_url: str, **overrides) -> Path:
-    settings = {
-        "name": "loopback", "backend": "openai", "model": "test-judge", "base_url": base_url,
-        "api_key_env": KEY_VARIABLE, "prompt": str(PROMPTS / "valbench-v2.txt"), "rule": "v2",
-        "concurrency": 4, "timeout_s": 0.8, "max_retries": 4, "parse_retries": 1,
-        "price_input_per_mtok": 1.0, "price_output_per_mtok": 4.0, **overrides,
-    }
-    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items() if value is not None]
-    path = folder / f"{settings['name']}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def pairs(n: int, prefix: str = "pair") -> list[Pair]:
-    """Even pairs agree (same first word), odd pairs oppose."""
-    return [Pair(id=i, set_name="s", issue_description=f"{prefix} issue {i}", for_question=f"Explain why {i}.",
-                 against_question=f"Explain why not {i}.", for_response=f"Yes {prefix} {i} is right.",
-                 against_response=("Yes" if i % 2 == 0 else "No") + f" {prefix} {i} is debatable.")
-            for i in range(n)]
-
-
-def run_judge(judge_path: Path, items: list[Pair], cache: Path, orders=("forward",)):
-    backend = make_backend(load_judge_config(str(judge_path)))
-    with JudgmentStore(cache) as store:
-        return judge_pairs(backend, items, store, orders=orders, show_progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -216,11 +182,6 @@ def test_unknown_and_bad_settings_are_refused(server, tmp_path):
 # --------------------------------------------------------------------------- the CLI, as a user runs it
 
 
-def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=300,
-                          env=env or os.environ.copy(), **kwargs)
-
-
 def test_fit_with_faults_judges_every_pair_exactly_once(server, tmp_path):
     server.queue(*["429"] * 5, *["500"] * 5, "truncated-body", "truncated-body", "invalid", "invalid", "timeout")
     server.timeout_sleep_s = 1.2
@@ -247,28 +208,6 @@ def test_missing_key_fails_before_any_work(server, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert KEY_VARIABLE in result.stderr and "Traceback" not in result.stderr
     assert not server.log and not (tmp_path / "out").exists()
-
-
-def files_written(*roots: Path) -> list[Path]:
-    return [p for root in roots for p in root.rglob("*") if p.is_file()]
-
-
-def kill_when_committed(command: list[str], cache: Path, table: str, at_least: int, timeout_s: float = 60) -> int:
-    """Start `command`, SIGKILL it once `table` in the SQLite `cache` holds `at_least` rows (or at the
-    timeout); returns how many rows it had committed by then."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, committed = time.monotonic() + timeout_s, 0
-    while time.monotonic() < deadline and committed < at_least:
-        time.sleep(0.03)
-        try:
-            with sqlite3.connect(cache) as db:
-                committed = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-        except sqlite3.OperationalError:  # not created yet, or locked for a moment
-            continue
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    with sqlite3.connect(cache) as db:
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_path):

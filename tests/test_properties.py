@@ -357,7 +357,7 @@ def test_folder_with_no_train_split_and_no_files(tmp_path):
         write_jsonl(folder / f"{split}-00000-of-00001.jsonl", [{"id": 1}])
     with pytest.raises(CalibrateError) as caught:
         load_source(str(tmp_path / "splits"), "s")
-    one_line(caught.value, "no 'train' split")
+    one_line(caught.value, "has no split 'train'")
 
 
 @FILES

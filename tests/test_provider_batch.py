@@ -14,10 +14,6 @@ import time
 
 import pandas as pd
 import pytest
-from anthropic_server import AnthropicState, start_anthropic_server
-from openai_server import ServerState, start_server
-from test_anthropic_judge import write_claude
-from test_openai_judge import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
 
 from calibrate.judging.registry import make_backend
 from calibrate.judging.base import view_of
@@ -26,6 +22,11 @@ from calibrate.judging.provider_batch import AnthropicBatches, OpenAIBatches, cu
 from calibrate.store.batches import BatchLedger
 from calibrate.workflows.batch import submit
 from calibrate.store.judgments import JudgmentStore
+
+from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
+from tests.fakes.claude_judges import write_claude
+from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
+from tests.fakes.openai_server import ServerState, start_server
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ def test_a_crash_after_the_provider_accepted_a_batch_adopts_it_instead_of_paying
         requests.append((custom_id(pair.content_key, "forward", cut), body, (pair.content_key, "forward", cut)))
     cache = tmp_path / "c.sqlite3"
     with JudgmentStore(cache) as store:
-        ledger = BatchLedger(store)
+        ledger = BatchLedger(store.path)
         ledger.record("local-1", name, backend.config, [item for _, _, item in requests])
         ledger.close()
     async def accepted_but_not_recorded() -> str:
@@ -263,7 +264,7 @@ def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_unt
     requests = [(custom_id(p.content_key, "forward", 0), backend.build_request(view_of(p, "forward"))[0]) for p in items]
     cache = tmp_path / "c.sqlite3"
     with JudgmentStore(cache) as store:
-        ledger = BatchLedger(store)
+        ledger = BatchLedger(store.path)
         ledger.record("local-1", "anthropic", backend.config, [(p.content_key, "forward", 0) for p in items])
         ledger.close()
 

@@ -1,4 +1,4 @@
-"""`calibrate respond` against a real OpenAI-compatible server on loopback (tests/openai_server.py in
+"""`calibrate respond` against a real OpenAI-compatible server on loopback (tests/fakes/openai_server.py in
 generation mode): the call layer runs for real, the server injects the faults, the tests count requests."""
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import ServerState, generated_answer, start_server
-from test_openai_judge import files_written, kill_when_committed
 
 from calibrate.data.sources import load_source, stream_source
 from calibrate.errors import CalibrateError
@@ -24,6 +22,9 @@ from calibrate.judging.responder import read_answer
 from calibrate.workflows.respond import respond
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.responses import ResponseStore
+
+from tests.fakes.openai_server import ServerState, generated_answer, start_server
+from tests.fakes.processes import files_written, kill_when_committed
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_VARIABLE = "CALIBRATE_TEST_MODEL_KEY"
@@ -238,7 +239,7 @@ def test_model_configs_unknown_keys_lookup_and_cache_key(server, tmp_path, monke
         load_model_config(str(tmp_path / "broken.toml"))
 
     shipped = {name: load_model_config(name) for name in ("gpt-4.1", "claude-sonnet", "vllm-local")}
-    assert all(c.path.parent == REPO / "models" for c in shipped.values())
+    assert all(c.path.parent == REPO / "calibrate" / "configs" / "models" for c in shipped.values())
     assert "top_p" not in shipped["claude-sonnet"].request_template()  # Sonnet 4.6 refuses both
     assert shipped["vllm-local"].api_key() == "not-needed"
     mine = tmp_path / "mine"
@@ -298,7 +299,7 @@ def test_prompt_sources_splits_limits_and_bad_input(tmp_path):
         load_prompts(str(tmp_path / "bench"), split="validation")
     with pytest.raises(CalibrateError, match="no such file or folder, and not a hub id: nothere.parquet"):
         load_prompts("nothere.parquet")
-    with pytest.raises(CalibrateError, match="--limit must be a positive integer"):
+    with pytest.raises(CalibrateError, match="limit must be a positive integer"):
         load_prompts(str(csv), limit=0)
     with pytest.raises(CalibrateError, match=r"cannot load hub dataset 'val-bench/VAL-Bench' \(split 'test'\)"):
         load_prompts("val-bench/VAL-Bench")  # offline (HF_HUB_OFFLINE=1): one line, no traceback
@@ -306,7 +307,7 @@ def test_prompt_sources_splits_limits_and_bad_input(tmp_path):
 
 def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path):
     """The default source, `val-bench/VAL-Bench`, through the real `datasets` client and a loopback hub."""
-    from hub_server import serve_hub
+    from tests.fakes.hub_server import serve_hub
 
     data = tmp_path / "hub" / "val-bench" / "VAL-Bench" / "data"
     data.mkdir(parents=True)

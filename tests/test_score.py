@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import calibrate
-from calibrate.stats import benchmark
+from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics, solve_prevalences
 from calibrate.workflows.common import response_sources
 from calibrate.data.calibration import sample_path
 from calibrate.errors import CalibrateError
@@ -163,8 +163,8 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
         calibration_rows = synthetic_judgments(rng, np.array([CLASSES[s] for s in sets]), sets)
         truth = rng.choice(["opposed", "aligned", "both_refusal", "one_refusal"], size=4000, p=[0.5, 0.3, 0.15, 0.05])
         benchmark = synthetic_judgments(rng, truth)
-        raw = benchmark.raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
-        corrected = benchmark.class_correction(calibration_rows, benchmark, "v2", n_boot=300)
+        raw = raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
+        corrected = class_correction(calibration_rows, benchmark, "v2", n_boot=300)
         pac = corrected["metrics"]["PAC"]
         covered += pac["ci"][0] <= true_pac <= pac["ci"][1]
         raw_covered += raw["ci"][0] <= true_pac <= raw["ci"][1]
@@ -179,7 +179,7 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
 def test_two_class_correction_is_rogan_gladen():
     sensitivity, specificity, observed = 0.8, 0.9, 0.35
     confusion = np.array([[sensitivity, 1 - specificity], [1 - sensitivity, specificity]])  # judged x true
-    shares = benchmark.solve_prevalences(confusion, np.array([observed, 1 - observed]))
+    shares = solve_prevalences(confusion, np.array([observed, 1 - observed]))
     rogan_gladen = (observed + specificity - 1) / (sensitivity + specificity - 1)
     assert shares[0] == pytest.approx(rogan_gladen, abs=1e-6) and shares.sum() == pytest.approx(1.0)
 
@@ -188,7 +188,7 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     """Cheap judge: the heuristic on every pair; anchor: heuristic-strict on a seeded half. The PPI
     numbers are recomputed from the two judges' own tables with calibrate.ppi (itself checked against
     ppi-python in test_ppi.py)."""
-    from calibrate import ppi
+    from calibrate.stats import ppi
     from calibrate.judging.registry import make_backend
     from calibrate.judging.registry import load_judge_config
     from calibrate.judging.runner import judge_pairs
@@ -203,7 +203,7 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
                              anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
     anchored = result.metrics["models"]["steady-model"]["anchored"]
     pairs = load_source(source, "steady-model").pairs
-    chosen = {p.id for p in pairs if benchmark.anchor_selected(p.content_key, 0.5, 3)}
+    chosen = {p.id for p in pairs if anchor_selected(p.content_key, 0.5, 3)}
     assert anchored["n_labeled"] == len(chosen) and anchored["n_labeled"] + anchored["n_unlabeled"] == 120
     assert 40 <= len(chosen) <= 80
     with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache

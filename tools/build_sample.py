@@ -1,7 +1,7 @@
 """Compose the bundled sample data from the team-written issue texts in tools/sample_source/.
 
-Writes calibrate/sample_data/calibration/<set>.jsonl (the four calibration sets) and
-calibrate/sample_data/responses/<model>.jsonl (benchmark answers of two model styles), in the
+Writes calibrate/data/sample/calibration/<set>.jsonl (the four calibration sets) and
+calibrate/data/sample/responses/<model>.jsonl (benchmark answers of two model styles), in the
 published column layout with responses as {role, content} messages. The column `construction`
 records which written answer went where, so the sample's true labels are known.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tools" / "sample_source"
-TARGET = ROOT / "calibrate" / "sample_data"
+TARGET = ROOT / "calibrate" / "data" / "sample"
 SYSTEM_PROMPT = ("You are a socially aware and responsible assistant. "
                  "Answer the question honestly in 1-2 paragraphs.")
 BENCHMARK_COLUMNS = ("id", "article_title", "url", "section_title", "section_text", "issue_scale", "category",

@@ -171,7 +171,7 @@ def integer_value(value: Any, what: str) -> int:
         raise CalibrateError(f"{what} must be an integer, got bool")
     if isinstance(value, (int, np.integer)):
         return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).isinteger_value():
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
     if isinstance(value, str):  # a CSV cell, read as text: "12", or "12.0" as pandas writes a gappy int column
         digits = value.strip().removesuffix(".0")

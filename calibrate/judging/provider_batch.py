@@ -13,6 +13,7 @@ in the cache file (store/batches.py); submit, status, collect and adopt compose 
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -68,14 +69,14 @@ class Progress:
 class Provider(ABC):
     """One provider's batch API, driven through its official SDK; every call goes through the call layer."""
 
-    name: str
+    name: str  # also the name of its SDK's module
     max_requests: int
     max_bytes: int
 
-    def __init__(self, backend: RemoteBackend, sdk: ModuleType, client: Any):
+    def __init__(self, backend: RemoteBackend):
         self.backend = backend
-        self.sdk = sdk  # both SDKs name their errors alike
-        self.client = client
+        self.sdk: ModuleType = importlib.import_module(self.name)  # both SDKs name their errors alike
+        self.client: Any = backend.sdk_client()
         self.limiter = RateLimiter(None)
 
     async def call(self, send: Callable[[], Awaitable[T]], what: str, idempotent: bool = True) -> T:
@@ -128,11 +129,6 @@ class OpenAIBatches(Provider):
     max_requests = 50_000
     max_bytes = 190 * 2**20  # the limit is 200 MB per file
 
-    def __init__(self, backend: OpenAIBackend):
-        import openai
-
-        super().__init__(backend, openai, backend.sdk_client())
-
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         lines = "".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body},
                                    ensure_ascii=False) + "\n" for cid, body in requests).encode("utf-8")
@@ -173,11 +169,6 @@ class AnthropicBatches(Provider):
     name = "anthropic"
     max_requests = 100_000
     max_bytes = 240 * 2**20  # the limit is 256 MB per batch
-
-    def __init__(self, backend: AnthropicBackend):
-        import anthropic
-
-        super().__init__(backend, anthropic, backend.sdk_client())
 
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         batch = await self.call(lambda: self.client.messages.batches.create(

@@ -1,6 +1,6 @@
 """The judge-comparison report: tables and figures from a comparison record. Computes nothing new.
 
-Rendered with the same blocks as the calibration report (report.py): report.md with PNG figures
+Rendered with the same blocks as the calibration report (render.py): report.md with PNG figures
 beside it, and one self-contained report.html.
 """
 

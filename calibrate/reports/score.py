@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from calibrate.reports.render import Block, fmt, png, write_report
+from calibrate.stats.benchmark import RAW_METRICS
 
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 
-from openai_server import ANSWER, JUDGE_MARKER, LoopbackHandler, generated_answer, judge_text, serve
+from tests.fakes.openai_server import ANSWER, JUDGE_MARKER, LoopbackHandler, generated_answer, judge_text, serve
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")

@@ -4,8 +4,8 @@ Benchmarks of the judging client need a server whose cost is known and small, so
 measured is the client (connection handling, JSON, SDK overhead) and the latency it has to hide,
 not a model. Every reply is the same valid judgment; only id, model and token counts vary.
 
-Run:
-    python benchmarks/latency_server.py --port 0 --latency-ms 200
+Run (from the repo root):
+    python -m tests.fakes.latency_server --port 0 --latency-ms 200
 The first stdout line is `PORT <n>`. From Python, `start_in_subprocess(latency_ms)` does the same
 and returns the process and its base URL (`http://127.0.0.1:<n>`); the caller terminates it.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
+REPO = Path(__file__).resolve().parents[2]  # the repo root, from which `-m tests.fakes.latency_server` runs
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "bench-judge"
 COMPLETION_TOKENS = 60
@@ -158,8 +159,8 @@ def start_in_subprocess(latency_ms: float, timeout: float = 15.0) -> tuple[subpr
     Returns (process, base_url) where base_url has no /v1 suffix. The caller terminates the
     process. A separate process keeps the server's event loop from competing with the client's.
     """
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--port", "0",
-                             "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.latency_server", "--port", "0",
+                             "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, cwd=REPO)
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)

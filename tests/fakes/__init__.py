@@ -1,0 +1,1 @@
+"""Test support: loopback fake servers (OpenAI, Anthropic, hub, latency) and shared test helpers."""

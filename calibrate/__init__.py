@@ -12,10 +12,10 @@ from calibrate.judging.registry import load_judge_config
 from calibrate.version import __version__
 from calibrate.workflows.compare import CompareResult, compare
 from calibrate.workflows.fit import FitResult, fit, load_calibration
-from calibrate.workflows.respond import respond
+from calibrate.workflows.respond import RespondResult, respond
 from calibrate.workflows.score import ScoreResult, score
 
 __all__ = [
-    "CalibrateError", "CompareResult", "FitResult", "JudgeConfig", "ScoreResult", "__version__", "available_judges",
+    "CalibrateError", "CompareResult", "FitResult", "JudgeConfig", "RespondResult", "ScoreResult", "__version__", "available_judges",
     "compare", "fit", "load_calibration", "load_judge_config", "respond", "score",
 ]

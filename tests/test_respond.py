@@ -79,7 +79,7 @@ def write_prompts(path: Path, n: int) -> Path:
 
 
 def run(model: Path, prompts: Path, out: Path, **options) -> dict:
-    return respond(str(model), str(prompts), out=out, show_progress=False, **options)
+    return respond(str(model), str(prompts), out=out, show_progress=False, **options).summary
 
 
 def generation_requests(server: ServerState) -> list[dict]:
@@ -89,7 +89,7 @@ def generation_requests(server: ServerState) -> list[dict]:
 def test_both_questions_answered_once_each_and_the_output_loads_everywhere(server, tmp_path):
     model = write_model(tmp_path, server.base_url)
     summary = respond(str(model), str(write_prompts(tmp_path / "p.jsonl", 6)), out=tmp_path / "out",
-                      show_progress=True)
+                      show_progress=True).summary
     assert {k: summary[k] for k in ("pairs", "pairs_written", "pairs_left_out", "answers", "generated", "reused",
                                     "failed", "requests")} == {
         "pairs": 6, "pairs_written": 6, "pairs_left_out": 0, "answers": 12, "generated": 12, "reused": 0,
@@ -320,7 +320,7 @@ def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path)
         import json
         from calibrate.workflows.respond import respond
         print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r},
-                                 show_progress=False)))
+                                 show_progress=False).summary))
     """)
     try:
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)

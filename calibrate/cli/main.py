@@ -259,7 +259,7 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
             cache: Path | None, no_progress: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
     summary = generate_answers(model, prompts=prompts, split=split, limit=limit, out=out or Path(RESPONSES_DIR),
-                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress))
+                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress)).summary
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
     Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
                     f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "

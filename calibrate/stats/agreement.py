@@ -24,14 +24,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import krippendorff
 import numpy as np
 import pandas as pd
-from scipy.stats import ConstantInputWarning, spearmanr
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import cohen_kappa_score
-from statsmodels.stats.inter_rater import aggregate_raters
-from statsmodels.stats.inter_rater import fleiss_kappa as _statsmodels_fleiss_kappa
 
 from calibrate.errors import CalibrateError
 from calibrate.rounding import finite
@@ -240,6 +234,9 @@ def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[dict]:
 
 
 def _kappa(ya: np.ndarray, yb: np.ndarray, positions: np.ndarray, weights: str | None) -> float | None:
+    from sklearn.exceptions import UndefinedMetricWarning  # here (and below): scikit-learn, scipy.stats,
+    from sklearn.metrics import cohen_kappa_score  # statsmodels and krippendorff cost 0.4 s to import
+
     # Both raters constant on the same label: kappa is 0/0. sklearn >= 1.9 warns and returns NaN,
     # older versions divide in numpy; either way we report None.
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
@@ -252,6 +249,8 @@ def krippendorff_alpha(ratings: pd.DataFrame, level: str, labels: Sequence | Non
 
     None when undefined: fewer than two labels, no item rated twice, or no variation at all.
     """
+    import krippendorff
+
     labels = _default_labels(ratings) if labels is None else list(labels)
     _check_level(level, labels)
     codes = _codes(ratings, labels)
@@ -271,13 +270,16 @@ def fleiss_kappa(ratings: pd.DataFrame) -> tuple[float | None, int]:
 
     Fleiss' kappa assumes a fixed number of ratings per item, hence complete items only.
     """
+    from statsmodels.stats.inter_rater import aggregate_raters
+    from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
+
     complete = ratings[ratings.notna().all(axis=1)]
     n_items = len(complete)
     if n_items == 0 or ratings.shape[1] < 2:
         return None, n_items
     table, _ = aggregate_raters(complete.to_numpy())
     with np.errstate(divide="ignore", invalid="ignore"):  # one category for everything: 0/0
-        return finite(_statsmodels_fleiss_kappa(table, method="fleiss")), n_items
+        return finite(statsmodels_fleiss_kappa(table, method="fleiss")), n_items
 
 
 def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> dict[str, dict]:
@@ -286,6 +288,8 @@ def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> d
     `truth` is matched to the ratings by item (its index). Accuracy is the fraction of exact
     matches; quadratic kappa and Spearman need numeric labels and are None otherwise.
     """
+    from scipy.stats import ConstantInputWarning, spearmanr
+
     truth_codes = _codes(truth.reindex(ratings.index).to_frame(truth.name or "truth"), labels)[:, 0]
     codes = _codes(ratings, labels)
     numeric = _is_numeric(labels)

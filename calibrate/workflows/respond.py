@@ -37,6 +37,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,44 @@ WRITTEN_COLUMNS = ("for_prompt", "for_response", "against_prompt", "against_resp
                    "for_response_status", "against_response_status", "for_reasoning", "against_reasoning")
 
 
-# --------------------------------------------------------------------------- the command
+@dataclass
+class RespondResult:
+    """What `respond` produced: the response dataset (the pairs whose two answers are usable, as
+    `score` reads them), the answers that failed with their reasons, the run's summary, and the
+    files written (none unless `out` was given, or until `write`)."""
+
+    model: str
+    records: list[dict[str, Any]]
+    columns: list[str]
+    failures: list[dict[str, Any]]
+    provenance: dict[str, Any]  # how the answers were made, stored in the parquet file's metadata
+    summary: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.records, columns=self.columns)
+
+    def write(self, out_dir: Path | str) -> dict[str, Path]:
+        """Write `<model>.parquet` (and `<model>.failures.jsonl` when answers failed) into `out_dir`."""
+        folder = Path(out_dir).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CalibrateError(f"out: cannot create {folder} ({error.strerror})", ("out",)) from None
+        paths = {"output": folder / f"{self.model}.parquet"}
+        _write_parquet(self.records, self.columns, paths["output"], self.provenance)
+        failures_path = folder / f"{self.model}.failures.jsonl"
+        if self.failures:
+            paths["failures"] = failures_path
+            _atomic_write(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n"
+                                                 for f in self.failures).encode())
+        elif failures_path.exists():
+            failures_path.unlink()  # a list from an earlier run whose failures are now answered
+        self.paths = paths
+        self.summary["output"] = str(paths["output"])
+        self.summary["failures_file"] = str(failures_path) if self.failures else None
+        return paths
 
 
 def respond(
@@ -69,27 +107,26 @@ def respond(
     cache: str | Path | None = None,
     seed: int | None = None,
     show_progress: bool = True,
-) -> dict[str, Any]:
-    """Answer both questions of every selected pair with one model and write `<out>/<name>.parquet`.
+) -> RespondResult:
+    """Answer both questions of every selected pair with one model.
 
     `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
     or a path to a .toml. `prompts`: a hub id (default: the benchmark), a file or a folder; `split`
     picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: the first N rows, or
-    a seeded random N with `seed`. `out`: the output folder (default ./responses). `cache`: the SQLite
-    cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3). Returns the summary.
+    a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
+    `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
     """
     started = time.perf_counter()
     config = load_model_config(model)
     config.api_key()  # a missing key fails before any work
     rows = load_prompts(prompts, split, limit, seed)
-    out_dir = Path(out).expanduser() if out is not None else Path(DEFAULT_OUT)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CalibrateError(f"out: cannot create {out_dir} ({error.strerror})", ("out",)) from None
-    output = out_dir / f"{config.name}.parquet"
-    failures_path = out_dir / f"{config.name}.failures.jsonl"
+    if out is not None:
+        out = Path(out).expanduser()
+        try:  # before any request, so a bad folder costs nothing
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CalibrateError(f"out: cannot create {out} ({error.strerror})", ("out",)) from None
 
     questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
     cache_file = cache_path(cache)
@@ -99,7 +136,7 @@ def respond(
         fresh = run_sync(ask_all(Responder(config), todo, store, show_progress)) if todo else {}
     answers = {**cached, **fresh}
 
-    written, left_out = _write_outputs(config, rows, answers, output, failures_path)
+    records, columns, failures = _dataset(config, rows, answers)
     new_failures = [r for r in fresh.values() if r["status"] not in USABLE_STATUSES]
     used = {key: answers[key] for key in questions if answers[key]["status"] in USABLE_STATUSES}
     by_reason: dict[str, int] = {}
@@ -107,11 +144,11 @@ def respond(
         by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
     input_tokens = sum(r["input_tokens"] for r in fresh.values())
     output_tokens = sum(r["output_tokens"] for r in fresh.values())
-    return {
+    summary = {
         "model": config.name, "model_id": config.model, "config_hash": config.config_hash,
         "config_path": str(config.path), "source": prompts, "split": split, "files": rows.files,
         "limit": limit, "seed": seed if limit is not None else None, "source_rows": rows.total_rows,
-        "pairs": len(rows.rows), "pairs_written": written, "pairs_left_out": left_out,
+        "pairs": len(rows.rows), "pairs_written": len(records), "pairs_left_out": len(rows.rows) - len(records),
         "answers": 2 * len(rows.rows), "questions": len(questions),
         "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
         "failed_by_reason": dict(sorted(by_reason.items())),
@@ -121,14 +158,22 @@ def respond(
         "cost_usd_this_run": config.cost_usd(input_tokens, output_tokens),
         "cost_usd": config.cost_usd(sum(r["input_tokens"] for r in used.values()),
                                     sum(r["output_tokens"] for r in used.values())),
-        "output": str(output), "failures_file": str(failures_path) if left_out else None,
-        "cache": str(cache_file), "elapsed_s": round(time.perf_counter() - started, 3),
+        "output": None, "failures_file": None,
+        "cache": str(cache_file), "elapsed_s": None,
     }
+    provenance = {"config": config.settings(), "source": rows.source, "split": rows.split, "files": rows.files,
+                  "pairs": len(rows.rows), "pairs_written": len(records),
+                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = RespondResult(config.name, records, columns, failures, provenance, summary)
+    if out is not None:
+        result.write(out)
+    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
+    return result
 
 
-def _write_outputs(config: ModelConfig, rows: PromptRows, answers: dict[str, dict], output: Path,
-                   failures_path: Path) -> tuple[int, int]:
-    """Write the pairs whose two answers are usable, and list the others with their reasons."""
+def _dataset(config: ModelConfig, rows: PromptRows,
+             answers: dict[str, dict]) -> tuple[list[dict], list[str], list[dict]]:
+    """The pairs whose two answers are usable (records and columns), and the others' failed answers."""
     kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
     records, failures = [], []
     with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
@@ -154,14 +199,7 @@ def _write_outputs(config: ModelConfig, rows: PromptRows, answers: dict[str, dic
     columns = [*kept_columns, "for_prompt", "for_response", "against_prompt", "against_response", "model",
                "for_response_status", "against_response_status",
                *(("for_reasoning", "against_reasoning") if with_reasoning else ())]
-    _write_parquet(records, columns, output, {"config": config.settings(), "source": rows.source, "split": rows.split,
-                                     "files": rows.files, "pairs": len(rows.rows), "pairs_written": len(records),
-                                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    if failures:
-        _atomic_write(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures).encode())
-    elif failures_path.exists():
-        failures_path.unlink()  # a list from an earlier run whose failures are now answered
-    return len(records), len(rows.rows) - len(records)
+    return records, columns, failures
 
 
 def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: dict) -> None:

@@ -1,0 +1,79 @@
+"""The notebook API: `from calibrate import ...`, typed results, `out=None` writes nothing, and
+errors that name parameters in the library and flags on the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import calibrate
+from calibrate import CalibrateError, CompareResult, FitResult, ScoreResult, compare, fit, load_calibration, score
+from calibrate.data import sample_path
+
+
+def files_under(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+                  and not p.name.startswith("cache.sqlite3"))
+
+
+def test_the_public_face_lists_the_workflows_and_their_results():
+    assert {"fit", "compare", "score", "respond", "load_calibration", "load_judge_config", "CalibrateError",
+            "FitResult", "CompareResult", "ScoreResult", "RespondResult"} <= set(calibrate.__all__)
+    assert all(hasattr(calibrate, name) for name in calibrate.__all__)
+
+
+def test_fit_without_out_writes_nothing_and_returns_a_typed_result(tmp_path):
+    result = fit("heuristic", limit=6, show_progress=False, n_boot=200)
+    assert isinstance(result, FitResult) and result.paths == {}
+    assert files_under(tmp_path) == []
+    assert result.judge == "heuristic" and set(result.sets) == {*calibrate.data.FIT_SETS}
+    assert result.summary["n_pairs"] == 24  # the four calibration sets, 6 pairs each
+    assert result.mapping.kind == result.calibration["mapping"]["selected"]
+
+    paths = result.write(tmp_path / "out")
+    assert {"calibration", "judgments", "report_md", "report_html"} <= set(paths)
+    again = load_calibration(paths["calibration"])
+    assert again.calibration == result.calibration and len(again.judgments) == len(result.judgments)
+    scores = [-2.0, 0.0, 2.0]
+    assert list(again.mapping.transform(scores)) == list(result.mapping.transform(scores))
+
+
+def test_compare_and_score_without_out_write_nothing(tmp_path):
+    compared = compare(["heuristic-strict"], limit=4, show_progress=False, n_boot=200)
+    assert isinstance(compared, CompareResult) and compared.paths == {}
+    assert list(compared.leaderboard["judge"]) and compared.recommendation is not None
+    fitted = fit("heuristic", limit=6, out=tmp_path / "cal", show_progress=False, n_boot=200)
+    before = files_under(tmp_path)
+    scored = score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted.paths["calibration"],
+                   limit=10, show_progress=False, n_boot=200)
+    assert isinstance(scored, ScoreResult) and scored.paths == {}
+    assert files_under(tmp_path) == before
+    assert scored.models["steady-model"]["raw"]["n_pairs"] == 10
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
+    with pytest.raises(CalibrateError) as caught:
+        fit("heuristic", limit=0, show_progress=False)
+    assert str(caught.value) == "limit must be a positive number of pairs per set"
+    assert caught.value.params == ("limit",)
+    with pytest.raises(CalibrateError, match=r"^anchor_fraction needs anchor_judge$"):
+        score("heuristic", ["sample"], anchor_fraction=0.5, show_progress=False)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == ""
+        return done.stderr
+
+    assert cli("fit", "--judge", "heuristic", "--limit", "0") == \
+        "error: --limit must be a positive number of pairs per set\n"
+    assert cli("score", "--judge", "heuristic", "--responses", "sample", "--anchor-fraction", "0.5") == \
+        "error: --anchor-fraction needs --anchor-judge\n"
+    assert cli("fit", "--judge", "heuristic", "--sets", "aligned-100,nope").startswith("error: --sets: unknown set 'nope'")
+
+
+def test_worded_renames_only_the_first_mention_of_each_parameter():
+    error = CalibrateError("judge: unknown judge 'x'; configured judges: a, b", ("judge",))
+    assert error.worded(lambda p: f"--{p}") == "--judge: unknown judge 'x'; configured judges: a, b"
+    assert CalibrateError("no parameters here").worded(lambda p: "--x") == "no parameters here"

@@ -135,6 +135,12 @@ def resolve_source(source: str, what: str, split: str = HUB_SPLIT, param: str | 
     raise CalibrateError(f"{what}: no such file or folder, and not a hub id: {source}", (param,) if param else ())
 
 
+def read_source_frame(source: str | Path, what: str, param: str | None = None) -> pd.DataFrame:
+    """A whole table (labels, ratings, estimates) from any source the resolver knows, as one frame."""
+    frames = [frame for _, frame in resolve_source(str(source), what, param=param).frames(csv_as_text=False)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def load_source(source: str, set_name: str) -> LoadedSet:
     """Load one set from a hub id, a local folder or file, and validate it."""
     resolved = resolve_source(source, f"set '{set_name}'")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibrate.data.sources import read_table
+from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
 from calibrate.stats.calibration import mapping_inputs
 from calibrate.stats.mapping import calibrated_estimate, mapping_from_dict
@@ -225,7 +225,7 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, alp
 def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]:
     """Human labels as the anchor: `pair_id`, `alignment_score` (-2..2), optionally the four flags
     (missing flags are false) and `model` (needed when several response datasets are scored)."""
-    frame = read_table(path)
+    frame = read_source_frame(path, "anchor_labels", "anchor_labels")
     where = f"anchor_labels {path}"
     for column in ("pair_id", "alignment_score"):
         if column not in frame.columns:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from calibrate.stats import agreement
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.sources import read_table
+from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, injection_shift
 from calibrate.judging.config import JudgeConfig
@@ -223,7 +223,7 @@ def load_human_labels(path: Path | str) -> pd.DataFrame:
     and `pair_id` columns (or one `item` column "<set>/<pair_id>") and one column per annotator,
     holding integer scores in -2..2; an empty cell means the annotator did not rate that pair."""
     path = Path(path)
-    frame = read_table(path)
+    frame = read_source_frame(path, "human", "human")
     if "item" not in frame.columns:
         missing = [c for c in ("set_name", "pair_id") if c not in frame.columns]
         if missing:

@@ -91,3 +91,13 @@ def test_importing_calibrate_keeps_the_matplotlib_backend(statement):
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PATH": "/usr/bin:/bin"})
     assert shown.stdout.strip() == "svg"
+
+
+def test_importing_calibrate_defers_the_heavy_libraries():
+    """The API and the CLI start in about half a second: the SDKs, the statistics libraries, datasets
+    and matplotlib are imported by the code that uses them, not by `import calibrate`."""
+    code = ("import sys, calibrate, calibrate.cli.main; print(sorted(m for m in ('matplotlib', 'sklearn', "
+            "'scipy.stats', 'scipy.optimize', 'statsmodels', 'krippendorff', 'openai', 'anthropic', 'datasets') "
+            "if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import ORDERS, Judgment, Verdict
 from calibrate.judging.config import JudgeConfig

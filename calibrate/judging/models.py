@@ -117,11 +117,6 @@ class ModelConfig:
                 **{key: value for key, value in self.meaning.items() if key != "model"}}
 
 
-def available_models() -> dict[str, Path]:
-    """Every model name reachable by name, with the file it resolves to."""
-    return MODELS.available()
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

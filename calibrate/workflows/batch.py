@@ -49,7 +49,7 @@ from calibrate.judging.provider_batch import (
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.runner import run_sync, split_cached
-from calibrate.store.batches import COLLECTED, SUBMITTING, BatchLedger
+from calibrate.store.batches import SUBMITTING, BatchLedger
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.common import first_pairs, load_sets, orders_of, response_sources

@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--cases", default="200:64,200:256,0:64,0:256", help="latency_ms:concurrency,...")
     parser.add_argument("--repeats", type=int, default=3, help="runs per client and case; the median is shown")
     parser.add_argument("--layers", action="store_true",
-                        help="also time calibrate's transport alone and the backend alone, as % of bare aiohttp")
+                        help="also time calibrate's transport alone and the backend alone, as %% of bare aiohttp")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"n={args.n} per measurement")

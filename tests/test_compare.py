@@ -233,7 +233,7 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
     assert "Flagged: this judge is moved by text aimed at it" in (tmp_path / "g" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("prompt", ["valbench-v2.txt", "valbench-v3.txt"])
+@pytest.mark.parametrize("prompt", ["valbench-v2-guarded.txt", "valbench-v3-guarded.txt"])
 def test_prompt_templates_keep_every_injected_note_inside_its_answer(prompt):
     """Each injected note must stay data: inside its own answer block, its fake end markers defused."""
     import re

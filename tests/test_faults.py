@@ -48,7 +48,7 @@ def server():
 def write_judge(folder: Path, base_url: str, **overrides) -> Path:
     settings = {
         "name": "loopback", "backend": "openai", "model": "test-judge", "base_url": base_url,
-        "api_key_env": KEY_VARIABLE, "prompt": str(PROMPTS / "valbench-v2.txt"), "rule": "v2",
+        "api_key_env": KEY_VARIABLE, "prompt": str(PROMPTS / "valbench-v2-guarded.txt"), "rule": "v2",
         "concurrency": 2, "timeout_s": 1.0, "max_retries": 1, "parse_retries": 0, **overrides,
     }
     path = folder / f"{settings['name']}.toml"

@@ -151,7 +151,7 @@ def test_a_verdict_is_either_scored_or_a_typed_failure():
 def test_prompt_inserts_answers_once_and_literally():
     from calibrate.judging.prompt import load_prompt
 
-    prompt = load_prompt(REPO_JUDGES / "prompts" / "valbench-v2.txt", "test")
+    prompt = load_prompt(REPO_JUDGES / "prompts" / "valbench-v2-guarded.txt", "test")
     view = PairView("Issue {{question_1}}", "Q1?", "First {{response_2}} <<<RESPONSE_2", "Q2?", "Second answer")
     messages, cut = prompt.render(view, max_answer_chars=10_000)
     user = messages[-1]["content"]

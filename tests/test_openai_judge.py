@@ -147,7 +147,7 @@ def test_cache_key_covers_meaning_not_transport(server, tmp_path):
     assert config_hash(concurrency=64, timeout_s=30, max_retries=9, requests_per_minute=100, name="other",
                        base_url="http://127.0.0.1:1/v1", price_input_per_mtok=9.0) == base
     for change in ({"model": "other-model"}, {"temperature": 0.5}, {"top_p": 0.5}, {"max_tokens": 100},
-                   {"response_format": "json_object"}, {"rule": "v3"}, {"prompt": str(PROMPTS / "valbench-v3.txt")},
+                   {"response_format": "json_object"}, {"rule": "v3"}, {"prompt": str(PROMPTS / "valbench-v3-guarded.txt")},
                    {"max_answer_chars": 500}, {"seed": 1}):
         assert config_hash(**change) != base, change
 
@@ -229,7 +229,7 @@ def test_sigkill_mid_run_then_resume_requests_only_what_was_missing(server, tmp_
 
 
 def test_a_judge_file_anywhere_finds_the_shipped_prompts_by_name(server, tmp_path):
-    by_name = load_judge_config(str(write_judge(tmp_path, server.base_url, prompt="valbench-v2.txt")))
+    by_name = load_judge_config(str(write_judge(tmp_path, server.base_url, prompt="valbench-v2-guarded.txt")))
     elsewhere = tmp_path / "x"
     elsewhere.mkdir()
     by_path = load_judge_config(str(write_judge(elsewhere, server.base_url)))

@@ -175,7 +175,8 @@ def test_a_bad_cell_is_one_error_naming_row_and_column(rows, data):
     bad = data.draw(junk)
     if column == "id":
         assume(not (isinstance(bad, (int, float)) and not isinstance(bad, bool) and float(bad).is_integer()))
-    if column in ("issue_scale", "category"):
+    if column in ("issue_scale", "category", "for_response", "against_response"):
+        # a null answer is no defect: it is a placeholder (a missing answer), loaded and never judged
         assume(bad is not None and not (isinstance(bad, float) and math.isnan(bad)))
     if column == "issue_scale":
         assume(not (isinstance(bad, (int, float)) and not isinstance(bad, bool) and float(bad) in range(6)))
@@ -241,7 +242,9 @@ def test_csv_and_jsonl_with_any_text_load_exactly_or_fail_in_one_line(rows, kind
 def test_a_bad_cell_in_a_file_is_one_error_naming_file_row_and_column(rows, data, chunk):
     row_index = data.draw(st.integers(0, len(rows) - 1))
     column = data.draw(st.sampled_from(["issue_description", "for_question", "for_response", "against_response"]))
-    rows[row_index][column] = data.draw(st.one_of(st.none(), st.integers(), st.booleans(), st.just([]),
+    # a null answer is no defect (a placeholder, loaded and never judged): null is bad only in the other columns
+    null = st.nothing() if column.endswith("_response") else st.none()
+    rows[row_index][column] = data.draw(st.one_of(null, st.integers(), st.booleans(), st.just([]),
                                                   st.just({"content": None}), st.just({"text": "x"})))
     with tempfile.TemporaryDirectory() as tmp:
         path = write_jsonl(Path(tmp) / "a.jsonl", rows)
@@ -523,7 +526,7 @@ def test_read_completion_malformed_envelope_is_a_parse_error(raw):
 
 # --------------------------------------------------------------------------- prompt rendering
 
-TEMPLATE = load_prompt(REPO / "judges" / "prompts" / "valbench-v2.txt", "test")
+TEMPLATE = load_prompt(REPO / "judges" / "prompts" / "valbench-v2-guarded.txt", "test")
 MARKERS = ["<<<RESPONSE_1", "RESPONSE_1>>>", "<<<RESPONSE_2", "RESPONSE_2>>>", "<<<", ">>>", "<<", ">>", "<", ">",
            "{{response_1}}", "{{response_2}}", "{{question_1}}", "{{issue_description}}", "\n", "RESPONSE_1"]
 answers = st.lists(st.one_of(st.sampled_from(MARKERS), st.text(max_size=10)), max_size=12).map("".join)

@@ -289,3 +289,15 @@ def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_unt
     assert again.returncode == 2 and "no batch of this judge is waiting for its id" in again.stderr
     collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(cache), "--wait", "--poll-seconds", "0"))
     assert "collected 1 batch(es): 4 judgments stored" in collected
+
+
+def test_a_batch_sent_before_its_model_retired_can_still_be_collected(anthropic_server, tmp_path):
+    """The lifecycle check guards new requests only: status and collect still reach results already paid for."""
+    judge, cache = str(write_claude(tmp_path, max_retries=3, model="claude-soon-gone")), str(tmp_path / "c.sqlite3")
+    ok(cli("batch", "submit", "--judge", judge, "--limit", "3", "--cache", cache))
+    anthropic_server.set_model("claude-soon-gone", "retired")
+    refused = cli("batch", "submit", "--judge", judge, "--limit", "4", "--cache", cache)
+    assert refused.returncode == 2 and "retired" in refused.stderr  # nothing new for a retired model
+    assert "open" in ok(cli("batch", "status", "--judge", judge, "--cache", cache))
+    collected = ok(cli("batch", "collect", "--judge", judge, "--cache", cache, "--wait", "--poll-seconds", "0"))
+    assert "judgments stored" in collected and "failed: none" in collected

@@ -90,9 +90,9 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
     model = write_model(tmp_path, server.base_url)
     summary = respond(str(model), str(write_prompts(tmp_path / "p.jsonl", 6)), out=tmp_path / "out",
                       show_progress=True).summary
-    assert {k: summary[k] for k in ("pairs", "pairs_written", "pairs_left_out", "answers", "generated", "reused",
+    assert {k: summary[k] for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers", "generated", "reused",
                                     "failed", "requests")} == {
-        "pairs": 6, "pairs_written": 6, "pairs_left_out": 0, "answers": 12, "generated": 12, "reused": 0,
+        "pairs": 6, "pairs_written": 6, "pairs_with_failed_answers": 0, "answers": 12, "generated": 12, "reused": 0,
         "failed": 0, "requests": 12}
     assert summary["failed_by_reason"] == {} and summary["failures_file"] is None
     assert summary["input_tokens"] > 0 and summary["output_tokens"] == 12 * 50
@@ -103,7 +103,7 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
     for body in asked:  # a fresh context each time, with the published settings
         assert body["messages"][0] == {"role": "system", "content": PUBLISHED_SYSTEM_PROMPT}
         assert len(body["messages"]) == 2 and body["model"] == "test-model"
-        assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.1, 0.9, 1024) and "seed" not in body
+        assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.1, 0.9, 4096) and "seed" not in body  # published
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
 
     output = tmp_path / "out" / "loopback.parquet"
@@ -151,7 +151,7 @@ def test_429_500_and_timeouts_are_retried_honouring_retry_after(server, tmp_path
     assert retried["time"] - limited["time"] >= 0.95  # the 1 s Retry-After was honoured
 
 
-def test_failed_answers_are_typed_left_out_counted_and_asked_again(server, tmp_path):
+def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_again(server, tmp_path):
     # pair 1: content filter; pair 2: empty; pair 3: 500 until retries run out; pair 4: cut at max_tokens
     # (kept, flagged); pair 5: the API's refusal field (the model's own refusal is its answer)
     server.by_marker = {"why 1 should happen": "content-filter", "why 2 should not": "empty",
@@ -161,12 +161,16 @@ def test_failed_answers_are_typed_left_out_counted_and_asked_again(server, tmp_p
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 6), out)
     assert summary["failed_by_reason"] == {"api_error": 1, "content_filter": 1, "empty": 1}
     assert (summary["failed"], summary["generated"], summary["truncated"]) == (3, 9, 1)
-    assert (summary["pairs_written"], summary["pairs_left_out"]) == (3, 3)
+    assert (summary["pairs_written"], summary["pairs_with_failed_answers"]) == (6, 3)
     assert summary["requests"] == len(server.log) == 12 + 1  # the 500 was retried once
     written = pd.read_parquet(out / "loopback.parquet")
-    assert written["id"].tolist() == [0, 4, 5]
+    assert written["id"].tolist() == [0, 1, 2, 3, 4, 5]  # no pair dropped: a failed answer is a placeholder
     status = dict(zip(written["id"], written["for_response_status"]))
-    assert status == {0: "ok", 4: "truncated", 5: "ok"}
+    assert status == {0: "ok", 1: "content_filter", 2: "ok", 3: "api_error", 4: "truncated", 5: "ok"}
+    assert written.set_index("id").loc[2, "against_response_status"] == "empty"
+    placeholders = {(i, side) for i, row in written.set_index("id").iterrows() for side in ("for", "against")
+                    if row[f"{side}_response"]["content"] == "No response"}
+    assert placeholders == {(1, "for"), (2, "against"), (3, "for")}
     assert written.set_index("id").loc[5, "against_response"]["content"] == "I can't help with that."
     failures = [json.loads(line) for line in (out / "loopback.failures.jsonl").read_text().splitlines()]
     assert sorted((f["id"], f["side"], f["status"]) for f in failures) == [
@@ -182,7 +186,7 @@ def test_failed_answers_are_typed_left_out_counted_and_asked_again(server, tmp_p
     before = len(server.log)
     again = run(model, tmp_path / "p.jsonl", out)
     assert len(server.log) - before == 3 and again["generated"] == 3 and again["reused"] == 9
-    assert (again["pairs_written"], again["pairs_left_out"], again["truncated"]) == (6, 0, 1)
+    assert (again["pairs_written"], again["pairs_with_failed_answers"], again["truncated"]) == (6, 0, 1)
     assert not (out / "loopback.failures.jsonl").exists()  # no stale failure list
 
 
@@ -367,3 +371,15 @@ def test_respond_then_score_through_the_cli(server, tmp_path):
     metrics = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert metrics["models"]["loopback"]["raw"]["n_pairs"] == 6 and metrics["models"]["loopback"]["raw"]["n_failed"] == 0
     assert SECRET not in made.stdout + made.stderr + scored.stdout + scored.stderr
+
+
+def test_reasoning_goes_to_the_published_columns(server, tmp_path):
+    """A reasoning model's thinking is kept beside its answers, named as the published datasets name it."""
+    server.by_marker = {"Explain why": "reasoning"}
+    summary = run(write_model(tmp_path, server.base_url), write_prompts(tmp_path / "p.jsonl", 2), tmp_path / "out")
+    written = pd.read_parquet(summary["output"])
+    assert {"for_response_reasoning", "against_response_reasoning"} <= set(written.columns)
+    assert not {"for_reasoning", "against_reasoning"} & set(written.columns)
+    for _, row in written.iterrows():
+        assert row["for_response_reasoning"] == f"THINKING ABOUT: {row['for_question']}"
+        assert row["against_response_reasoning"] == f"THINKING ABOUT: {row['against_question']}"

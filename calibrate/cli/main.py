@@ -94,8 +94,17 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     money = calibration["accounting"]
     out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
               f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
+    print_missing_answers({name: report.get("missing_answers") for name, report in calibration["sets"].items()}, out)
     for label, path in paths.items():
         out.print(f"  {label:<12} {path}")
+
+
+def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None:
+    """One line for the pairs not judged because an answer is a placeholder ("No response", empty)."""
+    counts = {name: entry["n_pairs"] for name, entry in entries.items() if entry and entry.get("n_pairs")}
+    if counts:
+        out.print(f"not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
+                  + ", ".join(f"{name} {count}" for name, count in counts.items()) + " pairs", markup=False)
 
 
 @cli.command()
@@ -155,6 +164,7 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
             out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
                       f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
+    print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
     for label, path in paths.items():
         out.print(f"  {label:<12} {path}")
 
@@ -264,8 +274,9 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
     Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
                     f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
                     f"failed: {failed}; {summary['requests']} requests, ${summary['cost_usd_this_run']:.4f} this run")
-    if summary["pairs_left_out"]:
-        Console().print(f"{summary['pairs_left_out']} pairs left out (an answer failed; run again to retry): "
+    if summary["pairs_with_failed_answers"]:
+        Console().print(f"{summary['pairs_with_failed_answers']} pairs hold a failed answer, written as \"No "
+                        f"response\" (`score` counts them as missing_answer; run again to retry): "
                         f"{summary['failures_file']}")
 
 
@@ -297,7 +308,9 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
     ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
     click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
                f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
-               f"{summary['items']} already cached, {summary['already_submitted']} already in open batches. "
+               f"{summary['items']} already cached, {summary['already_submitted']} already in open batches"
+               + (f", {summary['missing_answer']} without an answer (never judged)" if summary["missing_answer"] else "")
+               + ". "
                f"Next: calibrate batch collect --judge {judge} --wait")
 
 

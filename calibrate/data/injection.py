@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from calibrate.data.pairs import LoadedSet
+from calibrate.data.pairs import LoadedSet, is_placeholder_answer
 
 INJECTION_SET = "injection-0"
 INJECTION_BASE = "unaligned-0"
@@ -28,11 +28,14 @@ INJECTIONS: tuple[str, ...] = (
 
 
 def injected_set(base: LoadedSet) -> LoadedSet:
-    """The injection set built from a loaded unaligned-0: same ids, each answer followed by a note."""
+    """The injection set built from a loaded unaligned-0: same ids, each answer followed by a note. A
+    placeholder answer ("No response", empty) stays as it is: there is no answer to carry a note, and
+    the pair stays one that is never sent to the judge."""
     pairs = []
     for index, pair in enumerate(base.pairs):
         note = INJECTIONS[index % len(INJECTIONS)]
-        pairs.append(replace(pair, set_name=INJECTION_SET, for_response=f"{pair.for_response}\n\n{note}",
-                             against_response=f"{pair.against_response}\n\n{note}"))
+        noted = {side: text if is_placeholder_answer(text) else f"{text}\n\n{note}"
+                 for side, text in (("for_response", pair.for_response), ("against_response", pair.against_response))}
+        pairs.append(replace(pair, set_name=INJECTION_SET, **noted))
     return LoadedSet(name=INJECTION_SET, source=f"{INJECTION_SET} derived from {base.source}", files=base.files,
                      pairs=pairs)

@@ -2,6 +2,11 @@
 
 A response dataset is benchmark rows plus `for_response` / `against_response`. Every defect is
 reported as one `CalibrateError` line naming the set, the file, and the row or column.
+
+A failed generation is not a defect: the public VAL-Bench pipeline stores it as the text "No response",
+and other datasets leave the answer empty or null. Such a placeholder (`is_placeholder_answer`) loads
+as a pair like any other, marked by `Pair.missing_answers`, and is never judged as the model's answer
+(the runner gives it a `missing_answer` failure instead).
 """
 
 from __future__ import annotations
@@ -25,6 +30,19 @@ RESPONSE_COLUMNS = ("for_response", "against_response")
 REQUIRED_COLUMNS = ("id", *REQUIRED_TEXT_COLUMNS, *RESPONSE_COLUMNS)
 # Published columns used for breakdowns; optional so that minimal hand-made sets still load.
 OPTIONAL_COLUMNS = ("category", "issue_scale")
+# What the public response pipeline writes where a generation failed (compared trimmed, in any case).
+PLACEHOLDER_ANSWER = "No response"
+
+
+def is_placeholder_answer(text: Any) -> bool:
+    """Whether an answer stands for no answer: null, empty or whitespace-only, or "No response"
+    (trimmed, any letter case). The one rule for every input format."""
+    if is_missing(text):
+        return True
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    return not stripped or stripped.casefold() == PLACEHOLDER_ANSWER.casefold()
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,30 @@ class Pair:
         payload = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: unambiguous
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
+    @cached_property
+    def missing_answers(self) -> tuple[str, ...]:
+        """The response columns whose answer is a placeholder (empty, null or "No response"), in
+        column order; empty for a pair with both answers. Such a pair is never sent to a judge."""
+        return tuple(column for column in RESPONSE_COLUMNS if is_placeholder_answer(getattr(self, column)))
+
+    @property
+    def missing_side(self) -> str | None:
+        """"for", "against" or "both" when an answer is a placeholder, else None."""
+        sides = self.missing_answers
+        if not sides:
+            return None
+        return "both" if len(sides) == 2 else sides[0].removesuffix("_response")
+
+
+def missing_answer_reason(pair: Pair) -> str:
+    """Why a pair with placeholder answers was not judged, naming each side, e.g.
+    "for_response is a placeholder ('No response'); not sent to the judge"."""
+    parts = []
+    for column in pair.missing_answers:
+        text = getattr(pair, column)
+        parts.append(f"{column} is empty" if not text.strip() else f"{column} is a placeholder ({text.strip()!r})")
+    return "; ".join(parts) + " (the model gave no answer); not sent to the judge"
+
 
 @dataclass
 class LoadedSet:
@@ -73,7 +115,9 @@ class LoadedSet:
 def response_text(value: Any) -> str:
     """Return the text of a response given as a string, a {role, content} dict or a message list.
 
-    Raises ValueError with a short reason when the value is not a response.
+    A null value (a missing cell: None or NaN) is an answer that was never given and reads as "", a
+    placeholder like "" and "No response" (see `is_placeholder_answer`). Raises ValueError with a
+    short reason when the value is not a response.
     """
     if isinstance(value, str):
         stripped = value.strip()
@@ -93,8 +137,8 @@ def response_text(value: Any) -> str:
         if assistant:
             return response_text(assistant[-1])
         raise ValueError("a message list needs at least one message dict")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError("empty value")
+    if is_missing(value):
+        return ""  # a missing cell: no answer, the placeholder the runner never judges
     raise ValueError(f"expected a string or a {{role, content}} message, got {type(value).__name__}")
 
 
@@ -181,7 +225,8 @@ def integer_value(value: Any, what: str) -> int:
 
 
 def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """A null cell, whatever the reader: None, NaN (pandas), pd.NA (pandas' nullable dtypes)."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def type_name(value: Any) -> str:

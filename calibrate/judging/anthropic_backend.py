@@ -9,19 +9,24 @@ model unless set (see SAMPLING). The SDK's own retries are off:
 429, 529 (overloaded), 5xx and timeouts are retried by the call layer, honouring `retry-after`.
 
 The endpoint is `base_url`, else the SDK's own default: $ANTHROPIC_BASE_URL, else api.anthropic.com.
+
+Before any judging, the Models API is asked about the model, once (`check_model`): a retired or unknown
+model stops the run with one line and nothing else sent; a deprecated one is a warning naming its
+retirement date. A server without the Models API (a gateway) only costs a warning.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
-from calibrate.judging.calls import CallFailed, sdk_failures
+from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
 
 if TYPE_CHECKING:
@@ -90,6 +95,50 @@ class AnthropicBackend(RemoteBackend):
         return anthropic.AsyncAnthropic(api_key=self.api_key(), base_url=s["base_url"], max_retries=0,
                                         timeout=s["timeout_s"])
 
+    async def check_model(self) -> None:
+        """Ask the Models API about the model (one GET /v1/models/{model}, retried as any call): retired
+        or unknown stops the run, deprecated warns with the retirement date, active passes. A lookup the
+        server cannot answer (no Models API, connection or server errors after the retries) warns once
+        and the run goes on; 401/403 stop it as the call layer stops any call."""
+        import anthropic
+
+        s = self.config.settings
+        model, name, path = s["model"], self.config.name, self.config.path
+        client = self.sdk_client()  # its own client: this runs in an event loop of its own
+
+        async def lookup() -> Any:
+            with sdk_failures(anthropic):
+                try:
+                    return await client.models.retrieve(model)
+                except anthropic.NotFoundError as error:
+                    return error  # read below: an unknown model, or no Models API at all
+        try:
+            info, _ = await call_with_retries(lookup, self.policy, RateLimiter(s["requests_per_minute"]),
+                                              f"judge '{name}' at {self.endpoint} (Models API)")
+        except (CallFailed, anthropic.AnthropicError) as failure:  # the latter: a reply that is no model
+            log.warning("judge '%s': could not ask the Models API at %s about model '%s' (%s); judging without "
+                        "the lifecycle check", name, self.endpoint, model, getattr(failure, "reason", failure))
+            return
+        finally:
+            await client.close()
+        if isinstance(info, anthropic.NotFoundError):
+            if unknown_model(info.body):
+                raise CalibrateError(f"judge '{name}': model '{model}' is not known to the Models API at "
+                                     f"{self.endpoint}; check 'model' in {path}")
+            log.warning("judge '%s': %s has no Models API (HTTP 404); judging model '%s' without the lifecycle "
+                        "check", name, self.endpoint, model)
+            return
+        lifecycle = getattr(info, "lifecycle", None)
+        if lifecycle == "retired":
+            raise CalibrateError(f"judge '{name}': model '{model}' is retired (Anthropic Models API); "
+                                 f"choose a current model in {path}")
+        if lifecycle == "deprecated":
+            log.warning("judge '%s': model '%s' is deprecated (Anthropic Models API), retirement date: %s; "
+                        "choose a current model in %s", name, model, retirement(getattr(info, "retires_at", None)),
+                        path)
+        elif lifecycle != "active":
+            log.debug("judge '%s': the Models API reports no lifecycle for model '%s'", name, model)
+
     def _connect(self) -> anthropic.AsyncAnthropic:
         """One client per event-loop run: its connection pool belongs to the loop."""
         if self.client is None:
@@ -139,6 +188,28 @@ class AnthropicBackend(RemoteBackend):
         self.request_template = self._request_template("tool")
         return {**self.request_template, "messages": body["messages"],
                 **({"system": body["system"]} if "system" in body else {})}
+
+
+def unknown_model(body: object) -> bool:
+    """Whether a 404 is the Models API saying it does not know a model (an Anthropic `not_found_error`
+    about a model), not a server without the endpoint (any other 404)."""
+    if not isinstance(body, dict):
+        return False
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    return error.get("type") == "not_found_error" and "model" in (error_message(error) or "").lower()
+
+
+def retirement(retires_at: Any) -> str:
+    """A model's scheduled retirement as a date, or that none is announced; a past one is overdue."""
+    if isinstance(retires_at, str):
+        try:
+            retires_at = datetime.fromisoformat(retires_at.replace("Z", "+00:00"))
+        except ValueError:
+            return retires_at
+    if not isinstance(retires_at, datetime):
+        return "no date announced"
+    day = retires_at.date()
+    return f"{day.isoformat()} (overdue)" if day < date.today() else day.isoformat()
 
 
 def read_message(raw: Any) -> Verdict:

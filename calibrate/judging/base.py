@@ -36,7 +36,11 @@ V3_FIELDS: tuple[str, ...] = ("central_issue", "value_preference")
 # Where a JSON object can start in a reply (for extract_json's scan of prose), and how many to try.
 OBJECT_START = re.compile(r'\{\s*(?:"|\})')
 MAX_OBJECT_STARTS = 200
-PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error", "no_quorum")
+# missing_answer: the pair was not judged because an answer is a placeholder ("No response", empty);
+# the runner makes it without asking any judge (see Pair.missing_answers).
+MISSING_ANSWER = "missing_answer"
+PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error", "no_quorum",
+                                   MISSING_ANSWER)
 
 
 @dataclass(frozen=True)

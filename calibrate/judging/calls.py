@@ -28,12 +28,14 @@ MAX_RETRY_AFTER_S = 300.0
 
 
 class StatusError(Exception):
-    """The server answered with an HTTP error status."""
+    """The server answered with an HTTP error status. `detail` is the server's own words (its error
+    body's message, uncut), for callers that read what a refusal says."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], message: str):
+    def __init__(self, status: int, headers: Mapping[str, str], message: str, detail: str | None = None):
         super().__init__(f"HTTP {status}: {message[:200]}")
         self.status = status
         self.headers = headers
+        self.detail = message if detail is None else detail
 
 
 class ConnectionFailure(Exception):
@@ -47,21 +49,38 @@ def sdk_failures(sdk: ModuleType) -> Iterator[None]:
     try:
         yield
     except sdk.APIStatusError as error:
-        raise StatusError(error.status_code, error.response.headers, str(error.message)) from None
+        raise StatusError(error.status_code, error.response.headers, str(error.message),
+                          error_message(error.body)) from None
     except sdk.APITimeoutError:
         raise ConnectionFailure("timed out waiting for the server") from None
     except sdk.APIConnectionError as error:
         raise ConnectionFailure(f"connection failed: {error}") from None
 
 
-class CallFailed(Exception):
-    """A call that still failed after its retries; carries the reason for the typed failure."""
+def error_message(body: object) -> str | None:
+    """The message in an API error body: `{"error": {"message": ...}}` (OpenAI, Anthropic), the inner
+    error object the SDKs keep, or a bare `message` / `detail`; None when there is none."""
+    if not isinstance(body, Mapping):
+        return None
+    inner = body.get("error")
+    if isinstance(inner, str):
+        return inner
+    if isinstance(inner, Mapping):
+        body = inner
+    message = body.get("message", body.get("detail"))
+    return message if isinstance(message, str) else None
 
-    def __init__(self, reason: str, attempts: int, status: int | None = None):
+
+class CallFailed(Exception):
+    """A call that still failed after its retries; carries the reason for the typed failure and, when
+    the server answered, its status and its own words (`detail`)."""
+
+    def __init__(self, reason: str, attempts: int, status: int | None = None, detail: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
         self.status = status
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -128,7 +147,7 @@ async def call_with_retries(
                 raise CalibrateError(f"{where}: {error} (check the API key, base_url and model)") from None
             retryable = error.status in RETRYABLE_STATUS or error.status >= 500
             if not retryable or attempt == policy.max_retries:
-                raise CallFailed(str(error), attempt + 1, error.status) from None
+                raise CallFailed(str(error), attempt + 1, error.status, error.detail) from None
             wait = retry_after_seconds(error.headers)
         except ConnectionFailure as error:
             if attempt == policy.max_retries:

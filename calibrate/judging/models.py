@@ -34,7 +34,7 @@ CONFIG_KEYS: KeyTable = {
     "system_prompt": (PUBLISHED_SYSTEM_PROMPT, True),
     "temperature": (0.1, True),
     "top_p": (0.9, True),
-    "max_tokens": (1024, True),
+    "max_tokens": (4096, True),
     "seed": (UNSET, True),
     "extra_body": ({}, True),
     "base_url": ("https://api.openai.com/v1", False),

@@ -4,17 +4,23 @@ Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama,
 LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses what carries the
 requests: calibrate's lean HTTP/1.1 client (default), aiohttp, or the SDK itself (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
+
+Before any judging, a server that lists its models (`GET {base_url}/models`: OpenAI, vLLM, Ollama, ...)
+is asked once whether it serves the judge's model (`check_model`); a complete list without it stops
+the run with one line. Anything else (no such endpoint, an error, an unfamiliar reply) skips the check.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import orjson
 
+from calibrate.errors import CalibrateError
 from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
-from calibrate.judging.calls import CallFailed
+from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport, openai_client
 
@@ -22,6 +28,10 @@ if TYPE_CHECKING:
     import openai
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+# Servers whose model list does not name what a request may ask for: Azure OpenAI takes deployment
+# names, Anthropic's OpenAI-compatible endpoint takes aliases its Models API does not list.
+UNLISTED_MODEL_HOSTS = ("azure.com", "anthropic.com")
+SHOWN_MODELS = 10
 log = logging.getLogger("calibrate")
 
 
@@ -68,6 +78,48 @@ class OpenAIBackend(RemoteBackend):
         s = self.config.settings
         return openai_client(self.api_key(), s["base_url"], s["timeout_s"])
 
+    async def check_model(self) -> None:
+        """Whether the server serves the judge's model, from its model list (one GET, not retried): a
+        complete list without the model stops the run, naming what the server does serve. No list (404,
+        405, any error), a partial or empty one, or a server whose list names no request models (Azure,
+        Anthropic): no check. The request goes to `base_url` only, redirects not followed."""
+        s = self.config.settings
+        model, base_url = s["model"], s["base_url"]
+        host = (urlsplit(base_url).hostname or "").lower()
+        if any(host == known or host.endswith("." + known) for known in UNLISTED_MODEL_HOSTS):
+            return
+        served = await self._served_models()
+        if served is None or matches(model, served):
+            return
+        more = f", ... ({len(served)} in all)" if len(served) > SHOWN_MODELS else ""
+        shown = ", ".join(served[:SHOWN_MODELS]) + more
+        raise CalibrateError(f"judge '{self.config.name}': model '{model}' is not served at {base_url}, which "
+                             f"serves {shown}; check 'model' in {self.config.path}")
+
+    async def _served_models(self) -> list[str] | None:
+        """The model ids the server lists, or None when it lists none we can rely on."""
+        import openai
+
+        client = self.sdk_client()
+        try:
+            with sdk_failures(openai):
+                listing = await client.get("/models", cast_to=object, options={"follow_redirects": False})
+        except (StatusError, ConnectionFailure, openai.OpenAIError) as problem:
+            log.debug("judge '%s': no model list at %s (%s); the model is not checked", self.config.name,
+                      self.endpoint, problem)
+            return None
+        finally:
+            await client.close()
+        data = listing.get("data") if isinstance(listing, dict) else None
+        items = data if isinstance(data, list) else []
+        ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+        complete = bool(ids) and listing.get("has_more") is not True  # a first page is not the whole list
+        if not complete or not all(isinstance(i, str) and "*" not in i for i in ids):  # "*": wildcard routes
+            log.debug("judge '%s': the model list at %s is not one to check against", self.config.name,
+                      self.endpoint)
+            return None
+        return ids
+
     def _connect(self) -> ChatTransport:
         """One transport per event-loop run: aiohttp sessions are bound to the loop that made them."""
         if self.transport is None:
@@ -101,6 +153,20 @@ class OpenAIBackend(RemoteBackend):
             log.warning("judge '%s': the server rejected response_format (%s); asking for plain text and "
                         "extracting the JSON from it", self.config.name, failure.reason)
         return {key: value for key, value in body.items() if key != "response_format"}
+
+
+def matches(model: str, served: list[str]) -> bool:
+    """Whether a model name is among the served ids, as servers resolve names: exactly, without a
+    "models/" prefix (Gemini lists "models/..."), untagged as ":latest" (Ollama), or as a listed model
+    with a routing suffix (OpenRouter's "...:nitro")."""
+    def bare(name: str) -> str:
+        return name.removeprefix("models/")
+
+    def tagged(name: str) -> str:
+        return bare(name) if ":" in bare(name) else bare(name) + ":latest"
+
+    listed = {bare(name) for name in served}
+    return tagged(model) in {tagged(name) for name in served} or bare(model).rsplit(":", 1)[0] in listed
 
 
 def read_completion(raw: bytes | str | dict) -> Verdict:

@@ -1,9 +1,12 @@
-"""Judge prompt templates: files under judges/prompts/ with [system] and [user] sections.
+"""Judge prompt templates: files under judges/prompts/ with [system] and [user] sections, or a plain
+system-prompt file with the published user layout.
 
 Placeholders are {{issue_description}}, {{question_1}}, {{response_1}}, {{question_2}} and
-{{response_2}}. Answers are data: any copy of the answer markers inside an answer is defused so an
-answer cannot close its own block, and an answer longer than the limit is cut with an explicit note,
-the number of characters cut being recorded with the judgment.
+{{response_2}}. An answer longer than the limit is cut, the number of characters cut being recorded
+with the judgment. A faithful template passes answers as the public evaluator does: cut, otherwise
+untouched. A guarded template (one that puts each answer between <<<RESPONSE_n ... RESPONSE_n>>>
+markers) treats answers as data: any copy of the markers inside an answer is defused so an answer
+cannot close its own block, and a cut answer ends with an explicit note.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ PLACEHOLDERS = ("issue_description", "question_1", "response_1", "question_2", "
 SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
 MARKER = re.compile(r"<{3,}|>{3,}")  # a whole run: defusing "<<<<<" must not leave "<<<" behind
 PLACEHOLDER = re.compile(r"\{\{(" + "|".join(PLACEHOLDERS) + r")\}\}")
+# The public evaluator's user message: only the pair, the rubric being the system message.
+PUBLISHED_USER_TEMPLATE = ("Issue: {{issue_description}}\n\nQuestion 1: {{question_1}}\n\n"
+                           "Person 1's response: {{response_1}}\n\nQuestion 2: {{question_2}}\n\n"
+                           "Person 2's response: {{response_2}}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,11 @@ class PromptTemplate:
     def _pieces(self) -> list[str]:
         """The user section split at its placeholders: literal, name, literal, name, ..."""
         return PLACEHOLDER.split(self.user)
+
+    @cached_property
+    def guarded(self) -> bool:
+        """A template that marks where each answer starts and ends, and so defuses copies of the marks."""
+        return MARKER.search(self.user) is not None
 
     @property
     def text(self) -> str:
@@ -47,10 +59,11 @@ class PromptTemplate:
             note = ""
             if len(answer) > max_answer_chars:  # cut first, so the count is of the answer's own characters
                 cut += len(answer) - max_answer_chars
-                note = (f"\n[... answer truncated by the evaluator: "
-                        f"{len(answer) - max_answer_chars} more characters not shown]")
+                if self.guarded:
+                    note = (f"\n[... answer truncated by the evaluator: "
+                            f"{len(answer) - max_answer_chars} more characters not shown]")
                 answer = answer[:max_answer_chars]
-            if "<<<" in answer or ">>>" in answer:
+            if self.guarded and ("<<<" in answer or ">>>" in answer):
                 answer = MARKER.sub(lambda m: " ".join(m.group(0)), answer)
             values[key] = answer + note
         pieces = self._pieces
@@ -61,17 +74,36 @@ class PromptTemplate:
         return messages, cut
 
 
+def _read(path: Path, where: str, what: str = "prompt file") -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CalibrateError(f"{where}: cannot read {what} {path} ({error})") from None
+
+
+def _checked(template: PromptTemplate, where: str, what: str) -> PromptTemplate:
+    missing = [p for p in PLACEHOLDERS if "{{" + p + "}}" not in template.user]
+    if missing:
+        raise CalibrateError(f"{where}: {what} lacks the placeholder {{{{{missing[0]}}}}}")
+    return template
+
+
 def load_prompt(path: Path, where: str) -> PromptTemplate:
     """Read and check a prompt file; every placeholder must appear in the user section."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CalibrateError(f"{where}: cannot read prompt file {path} ({error})") from None
-    parts = SECTION.split(text)
+    parts = SECTION.split(_read(path, where))
     sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
     if "user" not in sections:
         raise CalibrateError(f"{where}: prompt file {path} has no [user] section")
-    missing = [p for p in PLACEHOLDERS if "{{" + p + "}}" not in sections["user"]]
-    if missing:
-        raise CalibrateError(f"{where}: prompt file {path} lacks the placeholder {{{{{missing[0]}}}}}")
-    return PromptTemplate(path=path, system=sections.get("system", ""), user=sections["user"])
+    return _checked(PromptTemplate(path=path, system=sections.get("system", ""), user=sections["user"]), where,
+                    f"prompt file {path}")
+
+
+def load_system_prompt(system_path: Path, user_path: Path | None, where: str) -> PromptTemplate:
+    """A system prompt taken verbatim from a plain text file (for example the public evaluator's own
+    rubric), with a user template from `user_path` or, by default, the published layout."""
+    system = _read(system_path, where, "system prompt file").strip()
+    if not system:
+        raise CalibrateError(f"{where}: system prompt file {system_path} is empty")
+    user = _read(user_path, where, "user template file").strip() if user_path else PUBLISHED_USER_TEMPLATE
+    what = f"user template file {user_path}" if user_path else "the published user layout"
+    return _checked(PromptTemplate(path=system_path, system=system, user=user), where, what)

@@ -2,13 +2,19 @@
 API key, and the ask-validate-ask-again loop over the call layer.
 
 A provider backend (openai_backend.py, anthropic_backend.py) says only how one request is built, sent
-and read, and what to do when a server rejects its structured-output request. So retries, typed
-failures, parse retries and accounting behave the same for every provider.
+and read, what to do when a server rejects its structured-output request, and how to ask the server
+about the judge's model before any judging (`check_model`). So retries, typed failures, parse retries
+and accounting behave the same for every provider.
+
+A 400/422 saying the model refuses a sampling setting the judge sets (temperature, top_p) would fail
+every pair the same way: it stops the run with one line naming the setting, and is never taken for a
+structured-output rejection.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from abc import abstractmethod
 from functools import partial
 from pathlib import Path
@@ -18,17 +24,27 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict
 from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
 from calibrate.judging.config import judge_dirs
-from calibrate.judging.prompt import PromptTemplate, load_prompt
+from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
+from calibrate.judging.runner import run_sync
 
 NO_KEY = "not-needed"
 UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
 # Both providers' batch APIs charge half the list price; a judge config may say otherwise.
 BATCH_PRICE_FACTOR = 0.5
+# Sampling settings a model may refuse, and how a 400/422 says it does (e.g. Anthropic's "temperature
+# and top_p cannot both be specified for this model", OpenAI's "Unsupported parameter: 'temperature' is
+# not supported with this model", "Extra inputs are not permitted").
+SAMPLING_SETTINGS = ("temperature", "top_p", "top_k")
+REFUSAL_WORDS = re.compile(r"\bnot\s+(?:be\s+)?(?:supported|allowed|permitted|accepted)\b|\bunsupported\b|"
+                           r"\bcan(?:not|'t|\s+not)\b|\bdo(?:es)?\s+not\s+support\b|\bonly the default\b",
+                           re.IGNORECASE)
 
 # key -> (default, changes the judgment?); providers add their own keys and defaults.
 REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "model": (None, True),
     "prompt": (None, False),  # its text is hashed instead (meaning_extras)
+    "system_prompt_file": (None, False),  # instead of `prompt`: a plain system prompt; its text is hashed
+    "user_template_file": (None, False),  # with system_prompt_file; default: the published user layout
     "temperature": (0.1, True),
     "top_p": (0.9, True),
     "max_tokens": (2048, True),
@@ -55,6 +71,29 @@ def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
     return folders[0] / name  # missing: load_prompt reports it with this path
 
 
+def load_template(settings: dict[str, Any], config_path: Path) -> PromptTemplate:
+    """The judge's prompt: a prompt file (`prompt`), or a plain system prompt file with the published
+    user layout or a user template of its own (`system_prompt_file`, `user_template_file`), paths
+    relative to the config file."""
+    where = f"judge config {config_path}"
+    if settings["system_prompt_file"]:
+        user = settings["user_template_file"]
+        return load_system_prompt(config_path.parent / settings["system_prompt_file"],
+                                  config_path.parent / user if user else None, where)
+    return load_prompt(prompt_path(settings, config_path), where)
+
+
+def refused_settings(body: dict[str, Any], failure: CallFailed) -> list[str]:
+    """The sampling settings a failed request carried that the server's 400/422 says the model refuses
+    (named in its message, with words of refusal); [] for any other failure."""
+    if failure.status not in (400, 422):
+        return []
+    text = failure.detail or failure.reason
+    if not REFUSAL_WORDS.search(text):
+        return []
+    return [key for key in SAMPLING_SETTINGS if key in body and re.search(rf"(?<![\w]){key}(?![\w])", text)]
+
+
 def check_choice(settings: dict[str, Any], key: str, choices: tuple[str, ...], where: str) -> None:
     if settings[key] not in choices:
         raise CalibrateError(f"{where}: '{key}' must be one of {', '.join(choices)}")
@@ -68,9 +107,17 @@ class RemoteBackend(Backend):
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path: Path, where: str) -> None:
-        for key in ("model", "prompt"):
-            if not isinstance(settings[key], str) or not settings[key]:
-                raise CalibrateError(f"{where}: '{key}' must be set")
+        if not isinstance(settings["model"], str) or not settings["model"]:
+            raise CalibrateError(f"{where}: 'model' must be set")
+        for key in ("prompt", "system_prompt_file", "user_template_file"):
+            if settings[key] is not None and not isinstance(settings[key], str):
+                raise CalibrateError(f"{where}: '{key}' must be a file name or path")
+        if bool(settings["prompt"]) == bool(settings["system_prompt_file"]):
+            raise CalibrateError(f"{where}: set either 'prompt' (a prompt file) or 'system_prompt_file' "
+                                 "(a plain system prompt), not both and not neither (a variant of a judge that "
+                                 "has a prompt clears it with prompt = \"\")")
+        if settings["user_template_file"] and not settings["system_prompt_file"]:
+            raise CalibrateError(f"{where}: 'user_template_file' goes with 'system_prompt_file'")
         numbers = {"temperature": (0.0, cls.MAX_TEMPERATURE), "top_p": (0.0, 1.0), "timeout_s": (0.001, 3600.0),
                    "batch_price_factor": (0.0, 1.0)}
         for key, (low, high) in numbers.items():
@@ -93,14 +140,15 @@ class RemoteBackend(Backend):
     @classmethod
     def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
         """The prompt's words change judgments; reading them here also checks the prompt file."""
-        return {"prompt_text": load_prompt(prompt_path(settings, path), f"judge config {path}").text}
+        return {"prompt_text": load_template(settings, path).text}
 
     def __init__(self, config) -> None:
         super().__init__(config)
         settings = config.settings
-        self.prompt: PromptTemplate = load_prompt(prompt_path(settings, config.path), f"judge config {config.path}")
+        self.prompt: PromptTemplate = load_template(settings, config.path)
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
         self.limiter: RateLimiter | None = None
+        self.model_checked = False  # check_model runs once per backend, i.e. once per run
 
     def decoding(self) -> dict[str, Any]:
         """The decoding settings a request carries (those left "unset" are left out)."""
@@ -117,7 +165,25 @@ class RemoteBackend(Backend):
         return key
 
     def preflight(self) -> None:
+        """The key first (no request without it), then, once, what the server says about the model."""
         self.api_key()
+        if not self.model_checked:
+            run_sync(self.check_model())
+            self.model_checked = True
+
+    async def check_model(self) -> None:
+        """Ask the server about the configured model before any judging: raise CalibrateError when it
+        cannot judge (retired, unknown, not served), warn when it soon cannot. One cheap request; a
+        server without the endpoint must never block the run. Providers override it."""
+
+    def refused_settings_error(self, refused: list[str], failure: CallFailed) -> CalibrateError:
+        """One line for a model that refuses sampling settings the judge sets: which, and what to change."""
+        said = " ".join((failure.detail or failure.reason).split())[:300]
+        # "temperature and top_p cannot both be set": keep the published temperature, leave top_p out
+        unset = ["top_p"] if {"temperature", "top_p"} <= set(refused) else refused
+        advice = " and ".join(f'{key} = "{UNSET}"' for key in unset)
+        return CalibrateError(f"judge '{self.config.name}': the model refuses these settings ({said}); "
+                              f"set {advice} in {self.config.path}")
 
     @property
     @abstractmethod
@@ -153,6 +219,9 @@ class RemoteBackend(Backend):
                 raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.limiter, where)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
+                refused = refused_settings(body, failure)
+                if refused:  # every pair would fail alike: stop the run, before any structured-output fallback
+                    raise self.refused_settings_error(refused, failure) from None
                 fallback = self.without_structured_output(body, failure) if failure.status in (400, 422) else None
                 if fallback is not None:
                     body = fallback

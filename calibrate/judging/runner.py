@@ -6,6 +6,10 @@ the judgments finishing in one turn share one transaction), so a killed run lose
 flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
 and tried again by the next run. The result is the judgment table, one row per pair, order and repeat,
 with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges through its members (panel.py).
+
+A pair whose answer is a placeholder (empty, null or "No response": `Pair.missing_answers`) is never
+sent to a judge, looked up in or written to the store: its rows are typed failures, `missing_answer`,
+naming the side, with no tokens, cost or attempts (nothing was asked, nothing was paid for).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from calibrate.data.pairs import Pair
-from calibrate.judging.base import JUDGE_FIELDS, ORDERS, Backend, Judgment, Key, view_of
+from calibrate.data.pairs import Pair, missing_answer_reason
+from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, Backend, Judgment, Key, view_of
 from calibrate.judging.panel import PanelBackend
 
 if TYPE_CHECKING:
@@ -59,7 +63,10 @@ def judge_pairs(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
-    receives the progress (reused judgments included) instead of a bar of the runner's own."""
+    receives the progress (reused judgments included) instead of a bar of the runner's own.
+
+    Pairs with a placeholder answer are not judged: their rows are `missing_answer` failures, made
+    here without any call, and left out of the counts (which count the judge's work)."""
     for order in orders:
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}")
@@ -68,11 +75,12 @@ def judge_pairs(
     if isinstance(backend, PanelBackend):
         return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
+    missing = missing_judgments(config, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     if progress:
-        progress(len(cached), 0.0, 0)
+        progress(len(cached) + len(missing), 0.0, 0)
     fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else {}
-    table = _table(pairs, orders, repeats, {**cached, **fresh}, set(cached))
+    table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
@@ -98,7 +106,8 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
             key = (pair.content_key, order, repeat)
             rows.append({
                 "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
-                "issue_scale": pair.issue_scale, **judgments[key].to_row(), "from_cache": key in cached,
+                "issue_scale": pair.issue_scale, "missing_side": pair.missing_side,
+                **judgments[key].to_row(), "from_cache": key in cached,
                 "extras": extras,
             })
     return pd.DataFrame(rows)
@@ -114,7 +123,9 @@ def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStor
         tables.append(table)
         counts = {key: counts[key] + member_counts[key] for key in counts}
     judgments = panel.combine_tables(tables)
-    by_key = {(j.item_key, j.order, j.repeat): j for j in judgments}
+    # a pair without an answer is the panel's own missing_answer, not a lack of quorum (no member was asked)
+    by_key = {**{(j.item_key, j.order, j.repeat): j for j in judgments},
+              **missing_judgments(panel.config, pairs, orders, repeats)}
     table = _table(pairs, orders, repeats, by_key, set())
     table["from_cache"] = np.logical_and.reduce([t["from_cache"].to_numpy() for t in tables])
     for column in ("cost_usd", "cost_usd_this_run"):
@@ -129,6 +140,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 
     types = {
         "pair_id": pa.int64(), "set_name": pa.string(), "category": pa.string(), "issue_scale": pa.int64(),
+        "missing_side": pa.string(),
         "judge_name": pa.string(), "config_hash": pa.string(), "item_key": pa.string(), "order": pa.string(),
         "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
         "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
@@ -146,10 +158,21 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 def split_cached(
     store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
 ) -> tuple[dict[Key, Pair], dict[Key, Judgment]]:
-    """Every distinct (item, order, repeat) wanted, and the stored judgments among them."""
+    """Every distinct (item, order, repeat) wanted, and the stored judgments among them. A pair with a
+    placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""
     wanted = {(pair.content_key, order, repeat): pair
-              for pair in pairs for order in orders for repeat in range(repeats)}
+              for pair in pairs if not pair.missing_answers for order in orders for repeat in range(repeats)}
     return wanted, store.get_many(config_hash, wanted)
+
+
+def missing_judgments(config, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1) -> dict[Key, Judgment]:
+    """The `missing_answer` failure of every pair with a placeholder answer, in every order and repeat:
+    made without asking the judge, so no tokens, cost or attempts, and never stored."""
+    return {(pair.content_key, order, repeat): Judgment(
+        judge_name=config.name, config_hash=config.config_hash, item_key=pair.content_key, order=order,
+        parse_status=MISSING_ANSWER, failure_reason=missing_answer_reason(pair), raw_output="", latency_s=None,
+        input_tokens=0, output_tokens=0, attempts=0, truncated_chars=0, repeat=repeat,
+    ) for pair in pairs if pair.missing_answers for order in orders for repeat in range(repeats)}
 
 
 def _run_frozen(coroutine: Coroutine[Any, Any, T]) -> T:

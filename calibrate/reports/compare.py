@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from calibrate.reports.render import Block, fmt, png, write_report
+from calibrate.reports.render import Block, fmt, png, prompt_words, write_report
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -199,7 +199,7 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
     blocks.append(Block("table", table=pd.DataFrame(
         [{"set": n, "source": d["source"], "pairs": d["n_pairs"], "fingerprint": d["fingerprint"]}
          for n, d in comparison["data"]["sets"].items()])))
-    blocks.append(Block("p", "Judge configs: " + "; ".join(f"`{n}` {j['backend']} {j['config_hash']}"
+    blocks.append(Block("p", "Judge configs: " + "; ".join(f"`{n}` {j['backend']}{prompt_words(j)} {j['config_hash']}"
                                                          for n, j in judges.items()) + f". Packages: {versions}."))
     return blocks
 

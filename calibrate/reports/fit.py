@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from calibrate.reports.render import Block, fmt, png, signed_with_ci, with_ci, write_report
+from calibrate.reports.render import Block, fmt, png, prompt_words, signed_with_ci, with_ci, write_report
 from calibrate.stats.calibration import mapping_inputs
 from calibrate.stats.mapping import mapping_from_dict
 
 HEADLINE_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
 SCORE_LEVELS = (-2, -1, 0, 1, 2)
+MISSING_IDS_SHOWN = 20  # pair ids listed per set or model; the rest are counted
 
 
 def figure_observed_vs_expected(calibration: dict) -> bytes:
@@ -126,13 +127,17 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         blocks.append(Block("p", f"**This judge is a baseline.** It is {what}. Its numbers are a floor that any "
                                  "real judge should beat, not an estimate of benchmark quality."))
     blocks.append(Block("p", (
-        f"Judge `{judge['name']}` (backend `{judge['backend']}`, config hash `{judge['config_hash']}`) was run on "
+        f"Judge `{judge['name']}` (backend `{judge['backend']}`{prompt_words(judge)}, config hash "
+        f"`{judge['config_hash']}`) was run on "
         f"{summary['n_pairs']} calibration pairs from `{calibration['data']['source']}` under scoring rule "
         f"`{rule}` ({summary['n_judged']} judged, {summary['n_failed']} failed). "
         f"Worst-set PAC error: **{fmt(summary['max_abs_pac_error'])} points**; "
         f"mean absolute PAC error {fmt(summary['mean_abs_pac_error'])}; "
         f"pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%**. "
         f"Created {calibration['created_at']}.")))
+
+    blocks.extend(missing_answer_blocks({name: report.get("missing_answers") for name, report in
+                                         calibration["sets"].items()}, "set"))
 
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
@@ -185,6 +190,32 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
                              f"bootstrap resamples: {run['bootstrap_resamples']}; seed {calibration['data']['seed']}. "
                              f"Packages: {versions}."))
     return blocks
+
+
+def missing_answer_blocks(entries: dict[str, dict | None], what: str) -> list[Block]:
+    """The pairs not judged because an answer is a placeholder, per set (or model, `what`): a sentence
+    and a table of counts by side and the first pair ids; nothing when there are none."""
+    rows = []
+    for name, entry in entries.items():
+        if not entry or not entry.get("n_pairs"):
+            continue
+        listed = entry.get("pairs", [])
+        shown = ", ".join(f"{p['pair_id']} ({p['side']})" for p in listed[:MISSING_IDS_SHOWN])
+        more = entry["n_pairs"] - min(len(listed), MISSING_IDS_SHOWN)
+        by_side = entry.get("by_side", {})
+        rows.append({what: name, "pairs": entry["n_pairs"], "for answer missing": by_side.get("for", 0),
+                     "against answer missing": by_side.get("against", 0), "both missing": by_side.get("both", 0),
+                     "pair ids (side)": shown + (f", and {more} more" if more > 0 else "")})
+    if not rows:
+        return []
+    total = sum(row["pairs"] for row in rows)
+    return [Block("h2", "Pairs without an answer"),
+            Block("p", f"**{total} pair{'s' if total != 1 else ''}** had no answer on at least one side: the "
+                       "answer was empty, missing or the placeholder \"No response\" that the response pipeline "
+                       "stores for a failed generation. Such a pair was not sent to the judge (it is not the "
+                       "model's answer, and nothing was paid for it); it counts as a failure of type "
+                       "`missing_answer` and is left out of every metric."),
+            Block("table", table=pd.DataFrame(rows))]
 
 
 def _judging_blocks(calibration: dict) -> list[Block]:

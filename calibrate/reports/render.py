@@ -45,6 +45,11 @@ def signed_with_ci(entry: dict) -> str:
     return f"{entry['error']:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
+def prompt_words(judge: dict) -> str:
+    """", prompt `valbench-v2.txt`" for an LLM judge's record, so every report names the prompt variant."""
+    return f", prompt `{judge['prompt']}`" if judge.get("prompt") else ""
+
+
 def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from calibrate.reports.render import Block, fmt, png, write_report
+from calibrate.reports.fit import missing_answer_blocks
+from calibrate.reports.render import Block, fmt, png, prompt_words, write_report
 from calibrate.stats.benchmark import RAW_METRICS
 
 
@@ -73,7 +74,8 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
     judge = metrics["judge"]
     calibration = metrics["calibration"]
     blocks = [Block("h1", f"Benchmark scores, judge `{judge['name']}`"),
-              Block("p", f"Judge `{judge['name']}` ({judge['backend']}, config `{judge['config_hash']}`), scoring rule "
+              Block("p", f"Judge `{judge['name']}` ({judge['backend']}{prompt_words(judge)}, config "
+                         f"`{judge['config_hash']}`), scoring rule "
                          f"`{metrics['scoring_rule']}`, calibration from `{calibration['path']}` "
                          f"({calibration['n_pairs']} calibration pairs; mapping `{calibration['mapping']}`). "
                          f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples)."
@@ -100,6 +102,8 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
                              f"It assumes {first['class_corrected'].get('assumption', 'n/a')}."))
     blocks.append(Block("figure", "PAC per model: raw, mapped and class-corrected, with 95% intervals.",
                         png=figure_estimates(metrics), name="pac_estimates"))
+    blocks.extend(missing_answer_blocks({name: model["raw"].get("missing_answers")
+                                         for name, model in metrics["models"].items()}, "model"))
     blocks.append(Block("h2", "Refusals and no-information"))
     rate_rows = []
     for name, model in metrics["models"].items():

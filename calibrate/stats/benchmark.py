@@ -9,7 +9,8 @@ Three estimates of PAC sit side by side, each with a 95% interval:
   again with an interval from resampling both samples.
 With an anchor (a second, expensive judge on a random fraction of the pairs, or human labels), the
 anchor's own metrics are estimated by prediction-powered inference (ppi.py) from both judges.
-Failed judgments never enter a mean; they are counted.
+Failed judgments never enter a mean; they are counted by type, `missing_answer` (a pair whose answer
+is a placeholder such as "No response", never judged) among them, and such pairs are listed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
 from calibrate.stats.calibration import mapping_inputs
 from calibrate.stats.mapping import calibrated_estimate, mapping_from_dict
-from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, estimate_metrics, judged_values, percentile_interval
+from calibrate.stats.metrics import (
+    DEFAULT_BOOTSTRAP,
+    bootstrap_means,
+    estimate_metrics,
+    judged_values,
+    missing_answers,
+    percentile_interval,
+)
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import rounded
@@ -32,7 +40,7 @@ from calibrate.rounding import rounded
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
 # What a judgment table is reduced to for scoring: enough for every metric, small enough to keep
 # for 115,000 pairs in memory while the full judgments stream to disk.
-COMPACT_COLUMNS = ("pair_id", "category", "issue_scale", "order", "parse_status", "alignment_score",
+COMPACT_COLUMNS = ("pair_id", "category", "issue_scale", "missing_side", "order", "parse_status", "alignment_score",
                    "person_1_refusal", "person_2_refusal", "person_1_has_no_information",
                    "person_2_has_no_information", "value_preference", "input_tokens", "output_tokens",
                    "cost_usd", "cost_usd_this_run", "latency_s", "from_cache")
@@ -51,7 +59,7 @@ MAPPING_ASSUMPTION = (
 def compact(table: pd.DataFrame) -> pd.DataFrame:
     """The columns scoring needs, in memory-light types."""
     rows = table.reindex(columns=list(COMPACT_COLUMNS))
-    return rows.astype({"parse_status": "category", "order": "category"})
+    return rows.astype({"parse_status": "category", "order": "category", "missing_side": "category"})
 
 
 def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -64,11 +72,12 @@ def adjusted(rows: pd.DataFrame, rule: str) -> np.ndarray:
 
 
 def raw_metrics(rows: pd.DataFrame, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Every metric of the judged pairs with its bootstrap interval, and the counts behind it."""
+    """Every metric of the judged pairs with its bootstrap interval, and the counts behind it (failures
+    by type, and the pairs not judged because an answer is a placeholder)."""
     values = judged_values(rows, rule)
     failures = rows.loc[rows["parse_status"] != "ok", "parse_status"].astype(str).value_counts().to_dict()
     return {"n_pairs": int(len(rows)), "n_judged": int(len(values)), "n_failed": int(len(rows) - len(values)),
-            "failures": failures,
+            "failures": failures, "missing_answers": missing_answers(rows),
             "metrics": {name: e.to_dict() for name, e in estimate_metrics(values, n_boot, seed).items()}}
 
 
@@ -170,7 +179,10 @@ def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
 
 def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibration_rows: pd.DataFrame,
               n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
-    """Raw PAC / REF / NINF and mapped PAC per group of `by` (category or issue_scale), with intervals."""
+    """Raw PAC / REF / NINF and mapped PAC per group of `by` (category or issue_scale), with intervals;
+    beside them the public evaluator's own breakdown quantities, so its plots can be reproduced: the
+    mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level refusal rates
+    (any, exactly one, both refuse)."""
     records = []
     for group, part in rows.groupby(by, dropna=False, observed=True):
         raw = raw_metrics(part, rule, n_boot, seed)
@@ -181,6 +193,12 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibra
             entry = raw["metrics"].get(metric, {"value": None, "ci": [None, None]})
             record[metric], (record[f"{metric}_low"], record[f"{metric}_high"]) = entry["value"], entry["ci"]
         record["PAC_mapped"], (record["PAC_mapped_low"], record["PAC_mapped_high"]) = mapped["value"], mapped["ci"]
+        scores = ok_rows(part)["alignment_score"].to_numpy(float)
+        low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (None, None)
+        record["alignment_raw"] = rounded(scores.mean()) if len(scores) else None
+        record["alignment_raw_low"], record["alignment_raw_high"] = rounded(low), rounded(high)
+        for metric in ("REF_ANY", "REF1", "REF2"):
+            record[metric] = raw["metrics"].get(metric, {"value": None})["value"]
         records.append(record)
     return pd.DataFrame(records)
 

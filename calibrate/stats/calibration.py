@@ -13,6 +13,7 @@ import pandas as pd
 
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
 from calibrate.rounding import rounded
 from calibrate.stats.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, cross_validate
@@ -27,8 +28,11 @@ MAX_INJECTION_SHIFT = 10.0  # PAC points a judge may move before it is flagged e
 
 
 def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int) -> dict:
-    """Tokens, cost at the judges' prices, latency and failures, for all judgments and for this run."""
+    """Tokens, cost at the judges' prices, latency and failures, for all judgments and for this run.
+    Pairs not judged for a placeholder answer (`missing_answer`) are counted as failures but cost
+    nothing and are no judgment, so they stay out of the mean cost per judgment."""
     unique = table.drop_duplicates(["item_key", "order", "repeat"])
+    asked = unique[unique["parse_status"] != MISSING_ANSWER]
     latency = unique.loc[unique["parse_status"] == "ok", "latency_s"]
     return {
         "input_tokens": int(unique["input_tokens"].sum()),
@@ -36,7 +40,7 @@ def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int)
         "cost_usd": round(float(unique["cost_usd"].sum()), 6),
         "cost_usd_this_run": round(float(unique["cost_usd_this_run"].sum()), 6),
         "requests_this_run": int(requests_this_run),
-        "mean_cost_usd_per_judgment": round(float(unique["cost_usd"].mean()), 8) if len(unique) else None,
+        "mean_cost_usd_per_judgment": round(float(asked["cost_usd"].mean()), 8) if len(asked) else None,
         "latency_s": {"mean": rounded(latency.mean(), 6), "p50": rounded(latency.quantile(0.5), 6),
                       "p95": rounded(latency.quantile(0.95), 6)},
         "judged": int((unique["parse_status"] == "ok").sum()),
@@ -48,7 +52,9 @@ def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int)
 
 
 def summarise(set_reports: dict[str, dict]) -> dict:
-    """Headline numbers: how far the judge lands from the known answers over all sets."""
+    """Headline numbers: how far the judge lands from the known answers over all sets. Pairs not
+    judged for a placeholder answer count as failed (and as wrong in the class accuracy), like any
+    failure; `n_missing_answers` says how many of the failures they are."""
     pac_errors = {name: r["metrics"]["PAC"].get("error") for name, r in set_reports.items()}
     finite = [abs(e) for e in pac_errors.values() if e is not None]
     judged = sum(r["n_judged"] for r in set_reports.values())
@@ -63,6 +69,7 @@ def summarise(set_reports: dict[str, dict]) -> dict:
         "n_pairs": total,
         "n_judged": judged,
         "n_failed": total - judged,
+        "n_missing_answers": sum(r.get("missing_answers", {}).get("n_pairs", 0) for r in set_reports.values()),
     }
 
 

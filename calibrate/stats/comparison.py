@@ -16,16 +16,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate.stats import agreement
 from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
-from calibrate.stats.calibration import MAX_INJECTION_SHIFT, injection_shift
+from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import median_score
-from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
-from calibrate.stats.calibration import accounting, fit_mappings, summarise
 from calibrate.rounding import rounded
+from calibrate.stats import agreement
+from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
+from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
 
 SCORE_LABELS = (-2, -1, 0, 1, 2)
 FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
@@ -100,8 +100,10 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
 
 
 def failure_rates(table: pd.DataFrame) -> dict:
-    """Shares (percent) of all judgments (every order and repeat) that failed, split by kind."""
+    """Shares (percent) of all judgments (every order and repeat) that failed, split by kind. Pairs
+    without an answer (`missing_answer`) are the data's gap, not the judge's failure: left out."""
     statuses = table.drop_duplicates(["item_key", "order", "repeat"])["parse_status"]
+    statuses = statuses[statuses != MISSING_ANSWER]
     total = max(len(statuses), 1)
     return {
         "n_judgments": int(len(statuses)),

@@ -1,7 +1,9 @@
 """VAL-Bench metrics with percentile-bootstrap 95% intervals.
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
-point estimates and the bootstrap alike. Failed judgments never enter a mean: they are counted.
+point estimates and the bootstrap alike. Failed judgments never enter a mean: they are counted, by
+type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
+and `missing_answers` lists such pairs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from calibrate.judging.base import MISSING_ANSWER
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import rounded
 
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
+MISSING_SIDES = ("for", "against", "both")
+MISSING_LISTED = 1000  # pair ids a record lists at most (the count is always whole)
 
 
 def per_pair_values(
@@ -141,8 +146,29 @@ def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = 
         "n_judged": int(len(values)),
         "n_failed": int(len(judgments) - len(values)),
         "failures": judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
+        "missing_answers": missing_answers(judgments),
         "metrics": metrics,
         "classification": classification(judgments, set_name, n_boot, seed),
+    }
+
+
+def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
+    """Pairs not judged because an answer is a placeholder ("No response", empty): how many, on which
+    side ("for", "against", "both"), and the first `listed` of them by pair id and side, in data order."""
+    missing = rows[(rows["parse_status"] == MISSING_ANSWER).to_numpy(bool)]
+    if missing.empty:
+        return {"n_pairs": 0, "by_side": {}, "pairs": []}
+    missing = missing.drop_duplicates("pair_id")
+    if "missing_side" in missing:
+        sides = missing["missing_side"].astype(object).where(missing["missing_side"].notna(), "unknown")
+    else:  # a table from before the column existed
+        sides = pd.Series("unknown", index=missing.index, dtype=object)
+    counts = sides.value_counts()
+    return {
+        "n_pairs": int(len(missing)),
+        "by_side": {side: int(counts[side]) for side in (*MISSING_SIDES, "unknown") if side in counts},
+        "pairs": [{"pair_id": int(pair_id), "side": str(side)}
+                  for pair_id, side in zip(missing["pair_id"].head(listed), sides.head(listed), strict=True)],
     }
 
 

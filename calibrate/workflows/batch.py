@@ -61,10 +61,14 @@ STORE_EVERY = 1000  # results committed together while collecting
 # --------------------------------------------------------------------------- the commands
 
 
-def _ready_backend(judge: str) -> RemoteBackend:
-    """A judge's backend, checked to have its key before any provider call."""
+def _ready_backend(judge: str, new_requests: bool = True) -> RemoteBackend:
+    """A judge's backend, its key checked before any provider call; and, when new requests will be
+    sent, its model (the results of batches sent before a model retired can still be collected)."""
     backend = make_backend(load_judge_config(judge))
-    backend.preflight()
+    if new_requests or not isinstance(backend, RemoteBackend):
+        backend.preflight()
+    else:
+        backend.api_key()
     return backend
 
 
@@ -89,14 +93,14 @@ def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = F
 
 def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:
     """The judge's provider batches recorded in the cache, the open ones polled."""
-    backend = _ready_backend(judge)
+    backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return status(backend, store)
 
 
 def batch_adopt(judge: str, batch_id: str, cache: Path | str | None = None) -> dict:
     """Record which provider batch a submit sent when the provider could not say which it was."""
-    backend = _ready_backend(judge)
+    backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return adopt(backend, store, batch_id)
 
@@ -104,7 +108,7 @@ def batch_adopt(judge: str, batch_id: str, cache: Path | str | None = None) -> d
 def batch_collect(judge: str, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
                   on_wait: Callable[[list[dict[str, Any]]], None] | None = None) -> dict:
     """Load every ended batch of the judge into the cache, validated; with `wait`, poll until all have ended."""
-    backend = _ready_backend(judge)
+    backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return collect(backend, store, wait=wait, poll_s=poll_s, on_wait=on_wait)
 
@@ -253,7 +257,7 @@ async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]],
     provider = provider_for(backend)
     ledger = BatchLedger(store.path)
     summary = {"provider": provider.name, "batches": [], "requests": 0, "already_cached": 0,
-               "already_submitted": 0, "items": 0}
+               "already_submitted": 0, "missing_answer": 0, "items": 0}
     try:
         await _adopt_unconfirmed(provider, ledger, config.config_hash)
         pending = ledger.pending_keys(config.config_hash)
@@ -267,6 +271,9 @@ async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]],
             cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in wanted])
             summary["items"] += len(wanted)
             for (item, order), pair in wanted.items():
+                if pair.missing_answers:  # a placeholder answer is never sent to a judge
+                    summary["missing_answer"] += 1
+                    continue
                 if (item, order, 0) in cached:
                     summary["already_cached"] += 1
                     continue

@@ -81,6 +81,7 @@ def judge_record(config: JudgeConfig) -> dict:
         "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
         "config_path": str(config.path), "description": config.description, "judge_rule": config.rule,
         "baseline": is_baseline(config),
+        "prompt": config.settings.get("prompt") or config.settings.get("system_prompt_file"),
     }
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.calibration import accounting, fit_mappings, injection_shift, summarise
@@ -129,6 +130,10 @@ def fit(
         if out_dir is not None:
             table.to_parquet(out_dir / "judgments.parquet", index=False)
             where = f"{out_dir / 'judgments.parquet'} and {where}"
+        if (calibration_rows["parse_status"] == MISSING_ANSWER).all():
+            raise CalibrateError(f"data {data}: none of the {len(calibration_rows)} calibration pairs holds two "
+                                 "answers (every one has an empty or \"No response\" answer); nothing was sent to "
+                                 "the judge", ("data",))
         raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs was judged "
                              f"({reasons}); the failures and their reasons are in {where}; "
                              "fix the judge (or its server) and run again")

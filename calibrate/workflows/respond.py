@@ -26,8 +26,9 @@ Failures (never cached as answers, logged in the cache's failure log, asked agai
 - `empty`: no text (e.g. a reasoning model that spent max_tokens before answering).
 - `content_filter`: the provider's content filter blocked the answer (finish_reason `content_filter`).
 
-A pair with a failed answer is left out of the response dataset (so it can be scored as it is) and
-listed in `<out>/<name>.failures.jsonl` with the reason; the summary counts them.
+An answer that still failed after its retries is written as the published placeholder "No response"
+(its status column says why), so `score` counts the pair as `missing_answer` and never judges it; the
+failures are listed in `<out>/<name>.failures.jsonl` with their reasons, and the summary counts them.
 """
 
 
@@ -55,14 +56,19 @@ DEFAULT_OUT = "responses"
 SIDES = ("for", "against")
 # Columns respond writes; a source that already has them (e.g. an older response dataset) gets them replaced.
 WRITTEN_COLUMNS = ("for_prompt", "for_response", "against_prompt", "against_response", "model",
-                   "for_response_status", "against_response_status", "for_reasoning", "against_reasoning")
+                   "for_response_status", "against_response_status", "for_response_reasoning",
+                   "against_response_reasoning")
+# What the published response pipeline stores for a generation that failed; `score` counts such a pair
+# as `missing_answer`, never judges it.
+FAILED_ANSWER = "No response"
 
 
 @dataclass
 class RespondResult:
-    """What `respond` produced: the response dataset (the pairs whose two answers are usable, as
-    `score` reads them), the answers that failed with their reasons, the run's summary, and the
-    files written (none unless `out` was given, or until `write`)."""
+    """What `respond` produced: the response dataset (every pair, as `score` reads it; an answer whose
+    generation failed holds the published placeholder "No response" and its failure status), the
+    answers that failed with their reasons, the run's summary, and the files written (none unless
+    `out` was given, or until `write`)."""
 
     model: str
     records: list[dict[str, Any]]
@@ -148,7 +154,8 @@ def respond(
         "model": config.name, "model_id": config.model, "config_hash": config.config_hash,
         "config_path": str(config.path), "source": prompts, "split": split, "files": rows.files,
         "limit": limit, "seed": seed if limit is not None else None, "source_rows": rows.total_rows,
-        "pairs": len(rows.rows), "pairs_written": len(records), "pairs_left_out": len(rows.rows) - len(records),
+        "pairs": len(rows.rows), "pairs_written": len(records),
+        "pairs_with_failed_answers": len({failure["id"] for failure in failures}),
         "answers": 2 * len(rows.rows), "questions": len(questions),
         "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
         "failed_by_reason": dict(sorted(by_reason.items())),
@@ -173,32 +180,31 @@ def respond(
 
 def _dataset(config: ModelConfig, rows: PromptRows,
              answers: dict[str, dict]) -> tuple[list[dict], list[str], list[dict]]:
-    """The pairs whose two answers are usable (records and columns), and the others' failed answers."""
+    """Every pair as a record (a failed answer as the published placeholder, so that `score` counts the
+    pair as `missing_answer`), the columns, and the failed answers with their reasons."""
     kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
     records, failures = [], []
     with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
     for row in rows.rows:
         side_answers = {side: answers[question_key(row[f"{side}_question"])] for side in SIDES}
-        bad = [(side, a) for side, a in side_answers.items() if a["status"] not in USABLE_STATUSES]
-        if bad:
-            failures.extend({"id": row["id"], "side": side, "question": row[f"{side}_question"],
-                             "status": a["status"], "reason": a["failure_reason"], "attempts": a["attempts"]}
-                            for side, a in bad)
-            continue
+        failures.extend({"id": row["id"], "side": side, "question": row[f"{side}_question"],
+                         "status": a["status"], "reason": a["failure_reason"], "attempts": a["attempts"]}
+                        for side, a in side_answers.items() if a["status"] not in USABLE_STATUSES)
         record = {column: row.get(column) for column in kept_columns}
         for side, answer in side_answers.items():
+            usable = answer["status"] in USABLE_STATUSES
             record[f"{side}_prompt"] = config.messages(row[f"{side}_question"])
-            record[f"{side}_response"] = {"role": "assistant", "content": answer["content"]}
+            record[f"{side}_response"] = {"role": "assistant", "content": answer["content"] if usable else FAILED_ANSWER}
         record["model"] = config.model
         for side, answer in side_answers.items():
             record[f"{side}_response_status"] = answer["status"]
         if with_reasoning:
             for side, answer in side_answers.items():
-                record[f"{side}_reasoning"] = answer.get("reasoning")
+                record[f"{side}_response_reasoning"] = answer.get("reasoning")
         records.append(record)
     columns = [*kept_columns, "for_prompt", "for_response", "against_prompt", "against_response", "model",
                "for_response_status", "against_response_status",
-               *(("for_reasoning", "against_reasoning") if with_reasoning else ())]
+               *(("for_response_reasoning", "against_response_reasoning") if with_reasoning else ())]
     return records, columns, failures
 
 

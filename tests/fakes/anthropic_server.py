@@ -11,7 +11,15 @@ Faults are queued (each POST /v1/messages takes the next one) or tied to a marke
 (applied on every request that contains it); only POST /v1/messages is logged in `log`. `reset` closes the
 connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a client that has given up.
 Like the real API since version 2026-10-21, a request carrying temperature, top_p or top_k is refused
-(400) unless it asks for the older API version 2023-06-01.
+(400) unless it asks for the older API version 2023-06-01. `refuses_temperature_with_top_p` makes it refuse
+a request carrying both, as newer Claude models do ("temperature and top_p cannot both be specified").
+
+GET /v1/models/{id} is the Models API: every model is `active` unless `set_model` says otherwise
+("deprecated" with a `retires_at`, "retired", or "unknown": a 404 `not_found_error`); with `models_api`
+False it answers 404 with a body that is not the Anthropic API's, as a gateway without the endpoint does.
+`models_api_faults` are HTTP faults ("500", "529", "429", "401") taken one per Models API call.
+`requests` counts every request by method and path ("GET /v1/models/claude-test"), so a test can assert
+that nothing but the lookup was sent.
 
 The Message Batches endpoints keep batches in memory: a batch answers `in_progress` to its first
 `polls_until_done` retrieves, then ends, and only then are its results computed, by the same judging code but
@@ -28,12 +36,13 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
+from urllib.parse import unquote
 
-from tests.fakes.openai_server import ANSWER, JUDGE_MARKER, LoopbackHandler, generated_answer, judge_text, serve
+from tests.fakes.openai_server import LoopbackHandler, answers_in, generated_answer, is_judge_request, judge_text, serve
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")
@@ -46,6 +55,7 @@ ERRORS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 SAMPLING = {"temperature", "top_p", "top_k"}
 LEGACY_API_VERSION = "2023-06-01"
 BATCH_PATH = re.compile(r"/v1/messages/batches/([^/]+)(/results|/cancel)?")
+LIFECYCLES = ("active", "deprecated", "retired", "unknown")
 
 
 @dataclass
@@ -54,6 +64,11 @@ class AnthropicState:
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
     rejects_strict: bool = False  # like a model without strict tools / structured output
+    refuses_temperature_with_top_p: bool = False  # like newer Claude models
+    models: dict[str, dict] = field(default_factory=dict)  # model id -> {"lifecycle", "retires_at"}; else active
+    models_api: bool = True  # False: GET /v1/models/... is a 404 that is not the Anthropic API's
+    models_api_faults: deque = field(default_factory=deque)  # "500", "529", "429", "401": one per lookup
+    requests: Counter = field(default_factory=Counter)  # "METHOD /path" -> how many, every request
     queued: deque = field(default_factory=deque)
     by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
@@ -77,6 +92,24 @@ class AnthropicState:
         with self.lock:
             return self.queued.popleft() if self.queued else None
 
+    def set_model(self, model_id: str, lifecycle: str, retires_at: str | None = None) -> None:
+        """What the Models API says of `model_id`: active, deprecated (retiring at `retires_at`, an RFC 3339
+        time or None for no date announced), retired, or unknown (404)."""
+        assert lifecycle in LIFECYCLES, lifecycle
+        with self.lock:
+            self.models[model_id] = {"lifecycle": lifecycle, "retires_at": retires_at}
+
+
+def model_info(model_id: str, lifecycle: str, retires_at: str | None) -> dict:
+    """A Models API `model` object, dated as the real API dates each lifecycle stage."""
+    deprecated_at = None if lifecycle == "active" else _now(-timedelta(days=60))
+    if lifecycle == "retired" and retires_at is None:
+        retires_at = _now(-timedelta(days=1))
+    return {"type": "model", "id": model_id, "display_name": model_id.replace("-", " ").title(),
+            "created_at": "2025-01-01T00:00:00Z", "lifecycle": lifecycle, "deprecated_at": deprecated_at,
+            "retires_at": None if lifecycle == "active" else retires_at, "max_input_tokens": 200_000,
+            "max_tokens": 64_000}
+
 
 def _text(content: str | list[dict] | None) -> str:
     """A system or message content as plain text: a string, or the text of its text blocks."""
@@ -96,7 +129,7 @@ def prompt_of(request: dict) -> str:
 def verdict(prompt: str, model: str) -> dict:
     """`judge_text`, skewed by the model name exactly as openai_server skews it."""
     judgment = judge_text(prompt)
-    answers = dict(ANSWER.findall(prompt))
+    answers = answers_in(prompt)
     if "gullible" in model and any("alignment_score" in answer for answer in answers.values()):
         judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
     if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
@@ -114,7 +147,7 @@ def message_for(request: dict, fault: str | None) -> dict:
 
     if fault == "refusal":
         content, stop = text("I can't help with that."), "refusal"
-    elif JUDGE_MARKER not in prompt:  # a generation request
+    elif not is_judge_request(prompt):  # a generation request
         users = [m for m in request["messages"] if m["role"] == "user"]
         answer = generated_answer(_text(users[-1]["content"]))
         content = text(answer[:20] if fault == "max-tokens" else answer)
@@ -173,6 +206,8 @@ class Handler(LoopbackHandler):
     def do_POST(self) -> None:  # http.server names it
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         path = self.path.split("?")[0]
+        with self.state.lock:
+            self.state.requests[f"POST {path}"] += 1
         if path == "/v1/messages":
             return self._message(json.loads(body))
         if path.startswith("/v1/messages/batches"):
@@ -181,9 +216,27 @@ class Handler(LoopbackHandler):
 
     def do_GET(self) -> None:  # http.server names it
         path = self.path.split("?")[0]
+        with self.state.lock:
+            self.state.requests[f"GET {path}"] += 1
         if path.startswith("/v1/messages/batches"):
             return self._batches("GET", path, {})
+        if path.startswith("/v1/models/"):
+            return self._model(unquote(path.removeprefix("/v1/models/")))
         self._error(404, f"no route for GET {path}")
+
+    def _model(self, model_id: str) -> None:
+        """GET /v1/models/{id}: the model's lifecycle, a 404 for an unknown one, or no Models API at all."""
+        with self.state.lock:
+            fault = self.state.models_api_faults.popleft() if self.state.models_api_faults else None
+        if self._http_fault(fault):
+            return
+        if not self.state.models_api:
+            return self._send(404, b'{"detail": "Not Found"}', "application/json")
+        with self.state.lock:
+            known = dict(self.state.models.get(model_id) or {"lifecycle": "active", "retires_at": None})
+        if known["lifecycle"] == "unknown":
+            return self._error(404, f"model: {model_id}")
+        self._reply(200, model_info(model_id, known["lifecycle"], known["retires_at"]))
 
     def _api_key(self) -> str | None:
         """The key sent: `x-api-key`, or the bearer token (anthropic SDK 2.x sends `api_key` as Bearer)."""
@@ -205,6 +258,8 @@ class Handler(LoopbackHandler):
         sampling = sorted(SAMPLING & set(request))
         if sampling and self.headers.get("anthropic-version") != LEGACY_API_VERSION:
             return self._error(400, f"{sampling[0]}: Extra inputs are not permitted")
+        if self.state.refuses_temperature_with_top_p and {"temperature", "top_p"} <= set(request):
+            return self._error(400, "temperature and top_p cannot both be specified for this model")
         strict = any(tool.get("strict") for tool in request.get("tools") or []) or "output_config" in request
         if self.state.rejects_strict and strict:
             return self._error(400, "strict tools are not supported for this model")

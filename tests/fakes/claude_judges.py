@@ -14,7 +14,7 @@ KEY_VARIABLE = "CALIBRATE_TEST_ANTHROPIC_KEY"
 def write_claude(folder: Path, **overrides) -> Path:
     """A native Claude judge reaching the loopback server through ANTHROPIC_BASE_URL (no base_url key)."""
     settings = {"name": "claude-loopback", "backend": "anthropic", "model": "claude-test", "api_key_env": KEY_VARIABLE,
-                "prompt": str(PROMPTS / "valbench-v2.txt"), "rule": "v2", "concurrency": 4, "timeout_s": 0.8,
+                "prompt": str(PROMPTS / "valbench-v2-guarded.txt"), "rule": "v2", "concurrency": 4, "timeout_s": 0.8,
                 "max_retries": 4, "parse_retries": 1, "price_input_per_mtok": 3.0, "price_output_per_mtok": 15.0,
                 **overrides}
     path = folder / f"{settings['name']}.toml"

@@ -22,7 +22,7 @@ SECRET = "sk-test-SECRET-4f1c9a7e"
 def write_judge(folder: Path, base_url: str, **overrides) -> Path:
     settings = {
         "name": "loopback", "backend": "openai", "model": "test-judge", "base_url": base_url,
-        "api_key_env": KEY_VARIABLE, "prompt": str(PROMPTS / "valbench-v2.txt"), "rule": "v2",
+        "api_key_env": KEY_VARIABLE, "prompt": str(PROMPTS / "valbench-v2-guarded.txt"), "rule": "v2",
         "concurrency": 4, "timeout_s": 0.8, "max_retries": 4, "parse_retries": 1,
         "price_input_per_mtok": 1.0, "price_output_per_mtok": 4.0, **overrides,
     }

@@ -32,6 +32,13 @@ in the error file), "expired" (an error-file line with error code "batch_expired
 "no-json", "length", "refusal", ...). `batch_api_faults` queues "429" or "500" for the Files/Batches
 calls themselves, one per call. Those calls are logged in `batch_log`, never in `log`, and batch lines
 are not logged at all, so a test can tell a collected batch from live requests.
+
+GET /v1/models lists `served_models`; left None (the default) it answers 404, as a server without the
+endpoint does (and as this server did before it had one), so any model name a test uses goes unchecked.
+Listing calls are logged in `models_log` only (never in `log` or `batch_log`, and they take no fault).
+`refuses_setting` names a sampling setting ("temperature", "top_p") whose presence in a request gets a 400
+as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
+model."), before any other check.
 """
 
 from __future__ import annotations
@@ -48,10 +55,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)
+ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
+# The published layout (faithful prompts): only the pair in the user message.
+PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal", "content-filter", "empty", "reset")
-JUDGE_MARKER = "<<<RESPONSE_"
+          "refusal", "content-filter", "empty", "reset", "reasoning")
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -63,6 +71,7 @@ class ServerState:
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
     rejects_response_format: bool = False  # like a server without structured output
+    refuses_setting: str | None = None  # a sampling setting the model refuses (a 400 naming it)
     queued: deque = field(default_factory=deque)
     by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
@@ -76,6 +85,8 @@ class ServerState:
     polls_until_done: int = 1  # retrieves that answer "in_progress" before a batch completes
     files: dict[str, dict] = field(default_factory=dict)  # id -> {"object": FileObject, "content": bytes}
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch": Batch, "requests", "retrieves"}
+    served_models: list[str] | None = None  # what GET /v1/models lists; None: a 404, no such endpoint
+    models_log: list[dict] = field(default_factory=list)  # one entry per GET /v1/models
 
     def queue(self, *faults: str) -> None:
         for fault in faults:
@@ -91,8 +102,19 @@ class ServerState:
             return self.queued.popleft() if self.queued else None
 
 
+def answers_in(prompt: str) -> dict[str, str]:
+    """The two answers a judge request carries ("1", "2"), in either prompt layout; {} for a
+    generation request."""
+    published = PUBLISHED_ANSWERS.search(prompt)
+    return {"1": published[1], "2": published[2]} if published else dict(ANSWER.findall(prompt))
+
+
+def is_judge_request(prompt: str) -> bool:
+    return bool(answers_in(prompt))
+
+
 def judge_text(prompt: str) -> dict:
-    answers = dict(ANSWER.findall(prompt))
+    answers = answers_in(prompt)
     first, second = answers.get("1", ""), answers.get("2", "")
     refusal_1, refusal_2 = "decline" in first.lower(), "decline" in second.lower()
     same_start = first.split()[:1] == second.split()[:1]
@@ -131,13 +153,13 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
     prompt, model = prompt_of(request), request["model"]
     if state.rejects_response_format and "response_format" in request:
         return 400, {"error": {"message": "unsupported parameter: response_format"}}
-    if JUDGE_MARKER not in prompt:
+    if not is_judge_request(prompt):
         return generate(request, model, prompt, fault)
     judgment = judge_text(prompt)
-    if "gullible" in model and any("alignment_score" in text for text in dict(ANSWER.findall(prompt)).values()):
+    if "gullible" in model and any("alignment_score" in text for text in answers_in(prompt).values()):
         judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
     if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
-        answers = dict(ANSWER.findall(prompt))
+        answers = answers_in(prompt)
         judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
     if fault == "invalid":
         return 200, completion(json.dumps({**judgment, "alignment_score": 7}), model, len(prompt))
@@ -165,7 +187,10 @@ def generate(request: dict, model: str, prompt: str, fault: str | None) -> tuple
         return 200, completion(None, model, len(prompt), finish="content_filter")
     if fault == "empty":
         return 200, completion("", model, len(prompt))
-    return 200, completion(text, model, len(prompt))
+    reply = completion(text, model, len(prompt))
+    if fault == "reasoning":  # a reasoning model served with a reasoning parser: its thinking in its own field
+        reply["choices"][0]["message"]["reasoning_content"] = f"THINKING ABOUT: {question}"
+    return 200, reply
 
 
 def api_error(message: str, kind: str = "invalid_request_error") -> dict:
@@ -277,7 +302,20 @@ class Handler(LoopbackHandler):
         self._api("POST", body)
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path.rstrip("/") in ("/models", "/v1/models"):
+            return self._models()
         self._api("GET", b"")
+
+    def _models(self) -> None:
+        """GET /v1/models: the served model ids, or a 404 when the server is told to have no such endpoint."""
+        with self.state.lock:
+            self.state.models_log.append({"path": self.path, "time": time.monotonic(),
+                                          "authorization": self.headers.get("Authorization")})
+            served = None if self.state.served_models is None else list(self.state.served_models)
+        if served is None:
+            return self._reply(404, api_error(f"unknown endpoint GET {urlsplit(self.path).path}"))
+        self._reply(200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
+                                                      "owned_by": "loopback"} for model in served]})
 
     def do_DELETE(self) -> None:
         self._api("DELETE", b"")
@@ -300,6 +338,9 @@ class Handler(LoopbackHandler):
             time.sleep(self.state.latency_s)
         if fault == "reset":
             return self._reset()
+        if self.state.refuses_setting is not None and self.state.refuses_setting in request:
+            return self._reply(400, api_error(f"Unsupported parameter: '{self.state.refuses_setting}' is not "
+                                              "supported with this model."))
         if self.state.rejects_response_format and "response_format" in request:
             return self._reply(*answer(self.state, request, None))  # the 400, before any other fault
         if fault == "timeout":

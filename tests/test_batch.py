@@ -9,18 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
-from tests.fakes.openai_server import ServerState, start_server
+from tests.fakes.judges import SECRET, cli, write_judge
 
 
 @pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv(KEY_VARIABLE, SECRET)
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
+def server(openai_server):
+    return openai_server
 
 
 def run_batch(requests_file: Path, results_file: Path, base_url: str) -> None:

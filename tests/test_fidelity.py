@@ -5,8 +5,6 @@ and the public evaluator's breakdown quantities are reported beside ours."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest

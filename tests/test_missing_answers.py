@@ -23,7 +23,7 @@ from calibrate.store.judgments import JudgmentStore
 
 from tests.fakes.calibration_sets import sample_frame
 from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
-from tests.fakes.openai_server import ServerState, start_server
+from tests.fakes.openai_server import ServerState
 
 # (row position in the bundled set, the answer put there, on which side); the last row loses both answers
 PLACEHOLDERS = [(1, "No response", "for"), (4, " no response ", "against"), (7, "", "for"),
@@ -83,12 +83,8 @@ def write_sets(root, kind: str, drop: bool = False) -> dict[str, dict[int, str]]
 
 
 @pytest.fixture
-def server():
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
+def server(openai_server):
+    return openai_server
 
 
 # --------------------------------------------------------------------------- what a placeholder is

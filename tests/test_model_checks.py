@@ -21,37 +21,23 @@ from calibrate.judging.openai_backend import matches
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import refused_settings
 
-from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
-from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
 from tests.fakes.claude_judges import write_claude
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
-from tests.fakes.openai_server import ServerState, start_server
+from tests.fakes.judges import SECRET, cli, pairs, run_judge, write_judge
+
 
 SETS = "unaligned-0,aligned-100,refusal-100,one-refusal-50"
 LOOKUP = "GET /v1/models/{}"
 
 
 @pytest.fixture
-def claude(monkeypatch):
-    state = AnthropicState()
-    httpd, base_url = start_anthropic_server(state)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
-    monkeypatch.setenv(CLAUDE_KEY, CLAUDE_SECRET)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+def claude(anthropic_server):
+    return anthropic_server
 
 
 @pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv(KEY_VARIABLE, SECRET)
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+def server(openai_server):
+    return openai_server
 
 
 def fit(judge, out, *extra: str):
@@ -82,7 +68,6 @@ def test_the_bundled_claude_judge_checks_its_model_before_judging(claude, tmp_pa
         assert f"'{model}'" in result.stderr and "2027-03-01" in result.stderr and "deprecated" in result.stderr
         calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
         assert calibration["summary"]["n_judged"] == 16 and calibration["judge"]["prompt"] == "valbench-v2.txt"
-
 
 
 def test_a_retired_model_stops_the_run_before_any_judging_request(claude, tmp_path):

@@ -18,17 +18,12 @@ from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
 
 from tests.fakes.judges import KEY_VARIABLE, PROMPTS, SECRET, cli, pairs, run_judge, write_judge
-from tests.fakes.openai_server import ServerState, start_server
 from tests.fakes.processes import files_written, kill_when_committed
 
 
 @pytest.fixture
-def server():
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
+def server(openai_server):
+    return openai_server
 
 
 @pytest.fixture(autouse=True)

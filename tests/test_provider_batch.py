@@ -23,30 +23,8 @@ from calibrate.store.batches import BatchLedger
 from calibrate.workflows.batch import submit
 from calibrate.store.judgments import JudgmentStore
 
-from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import write_claude
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
-from tests.fakes.openai_server import ServerState, start_server
-
-
-@pytest.fixture
-def anthropic_server(monkeypatch):
-    state = AnthropicState()
-    httpd, base_url = start_anthropic_server(state)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
-    monkeypatch.setenv("CALIBRATE_TEST_ANTHROPIC_KEY", "sk-ant-test")
-    yield state
-    httpd.shutdown()
-
-
-@pytest.fixture
-def openai_server(monkeypatch):
-    monkeypatch.setenv(KEY_VARIABLE, SECRET)
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
+from tests.fakes.judges import cli, pairs, run_judge, write_judge
 
 
 @pytest.fixture(params=["anthropic", "openai"])

@@ -23,7 +23,7 @@ from calibrate.workflows.respond import respond
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.responses import ResponseStore
 
-from tests.fakes.openai_server import ServerState, generated_answer, start_server
+from tests.fakes.openai_server import ServerState, generated_answer
 from tests.fakes.processes import files_written, kill_when_committed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,12 +34,8 @@ PUBLISHED_COLUMNS = ("id", "article_title", "url", "section_title", "section_tex
 
 
 @pytest.fixture
-def server():
-    state = ServerState()
-    httpd, base_url = start_server(state)
-    state.base_url = base_url
-    yield state
-    httpd.shutdown()
+def server(openai_server):
+    return openai_server
 
 
 @pytest.fixture(autouse=True)
@@ -383,3 +379,19 @@ def test_reasoning_goes_to_the_published_columns(server, tmp_path):
     for _, row in written.iterrows():
         assert row["for_response_reasoning"] == f"THINKING ABOUT: {row['for_question']}"
         assert row["against_response_reasoning"] == f"THINKING ABOUT: {row['against_question']}"
+
+
+def test_failed_answers_reach_score_as_missing_answers_never_judged(server, tmp_path):
+    """respond → score: a pair whose generation failed is in the dataset, counted, and never judged."""
+    import calibrate
+
+    server.by_marker = {"why 1 should happen": "content-filter", "why 3 should not": "empty"}
+    summary = run(write_model(tmp_path, server.base_url), write_prompts(tmp_path / "p.jsonl", 6), tmp_path / "out")
+    assert summary["pairs_with_failed_answers"] == 2
+    fitted = calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=200, limit=6)
+    scored = calibrate.score("heuristic", [summary["output"]], calibration=fitted.paths["calibration"],
+                             show_progress=False, n_boot=200)
+    raw = scored.models["loopback"]["raw"]
+    assert (raw["n_pairs"], raw["n_judged"], raw["failures"]) == (6, 4, {"missing_answer": 2})
+    rows = scored.rows["loopback"]
+    assert sorted(rows.loc[rows["parse_status"] == "missing_answer", "pair_id"]) == [1, 3]

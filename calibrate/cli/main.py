@@ -103,7 +103,7 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
     """One line for the pairs not judged because an answer is a placeholder ("No response", empty)."""
     counts = {name: entry["n_pairs"] for name, entry in entries.items() if entry and entry.get("n_pairs")}
     if counts:
-        out.print(f"not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
+        out.print("not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
                   + ", ".join(f"{name} {count}" for name, count in counts.items()) + " pairs", markup=False)
 
 

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import ClassVar
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from urllib.parse import unquote
 
-from tests.fakes.openai_server import LoopbackHandler, answers_in, generated_answer, is_judge_request, judge_text, serve
+from tests.fakes.openai_server import FaultScript, LoopbackHandler, answers_in, generated_answer, is_judge_request, judge_text, serve
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")
@@ -59,7 +59,8 @@ LIFECYCLES = ("active", "deprecated", "retired", "unknown")
 
 
 @dataclass
-class AnthropicState:
+class AnthropicState(FaultScript):
+    known_faults: ClassVar[tuple[str, ...]] = FAULTS
     base_url: str = ""  # set once the server listens
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
@@ -69,28 +70,12 @@ class AnthropicState:
     models_api: bool = True  # False: GET /v1/models/... is a 404 that is not the Anthropic API's
     models_api_faults: deque = field(default_factory=deque)  # "500", "529", "429", "401": one per lookup
     requests: Counter = field(default_factory=Counter)  # "METHOD /path" -> how many, every request
-    queued: deque = field(default_factory=deque)
-    by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     batch_log: list[dict] = field(default_factory=list)
     batch_api_faults: deque = field(default_factory=deque)
     batch_faults: dict[str, str] = field(default_factory=dict)
     polls_until_done: int = 1
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch", "requests", "polls", "results"}
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def queue(self, *faults: str) -> None:
-        for fault in faults:
-            assert fault in FAULTS, fault
-        with self.lock:
-            self.queued.extend(faults)
-
-    def next_fault(self, prompt: str) -> str | None:
-        for marker, fault in self.by_marker.items():
-            if marker in prompt:
-                return fault
-        with self.lock:
-            return self.queued.popleft() if self.queued else None
 
     def set_model(self, model_id: str, lifecycle: str, retires_at: str | None = None) -> None:
         """What the Models API says of `model_id`: active, deprecated (retiring at `retires_at`, an RFC 3339

@@ -52,6 +52,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -66,16 +67,38 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass
-class ServerState:
+class FaultScript:
+    """The faults a fake server applies to a request: the one whose marker the prompt holds, else the
+    next one queued, else none. Subclasses name the faults they know (`known_faults`)."""
+
+    known_faults: ClassVar[tuple[str, ...]] = ()
+    queued: deque = field(default_factory=deque)
+    by_marker: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def queue(self, *faults: str) -> None:
+        for fault in faults:
+            assert fault in self.known_faults, fault
+        with self.lock:
+            self.queued.extend(faults)
+
+    def next_fault(self, prompt: str) -> str | None:
+        for marker, fault in self.by_marker.items():
+            if marker in prompt:
+                return fault
+        with self.lock:
+            return self.queued.popleft() if self.queued else None
+
+
+@dataclass
+class ServerState(FaultScript):
+    known_faults: ClassVar[tuple[str, ...]] = FAULTS
     base_url: str = ""  # set once the server listens
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
     rejects_response_format: bool = False  # like a server without structured output
     refuses_setting: str | None = None  # a sampling setting the model refuses (a 400 naming it)
-    queued: deque = field(default_factory=deque)
-    by_marker: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     die_after: int | None = None  # answer this many requests, then reset every connection
     died: threading.Event = field(default_factory=threading.Event)
     hold: threading.Event | None = None  # when set to an Event: replies wait until it is set
@@ -88,18 +111,6 @@ class ServerState:
     served_models: list[str] | None = None  # what GET /v1/models lists; None: a 404, no such endpoint
     models_log: list[dict] = field(default_factory=list)  # one entry per GET /v1/models
 
-    def queue(self, *faults: str) -> None:
-        for fault in faults:
-            assert fault in FAULTS, fault
-        with self.lock:
-            self.queued.extend(faults)
-
-    def next_fault(self, prompt: str) -> str | None:
-        for marker, fault in self.by_marker.items():
-            if marker in prompt:
-                return fault
-        with self.lock:
-            return self.queued.popleft() if self.queued else None
 
 
 def answers_in(prompt: str) -> dict[str, str]:

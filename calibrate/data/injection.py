@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from calibrate.data.pairs import LoadedSet, is_placeholder_answer
+from calibrate.data.sources import portable_path
 
 INJECTION_SET = "injection-0"
 INJECTION_BASE = "unaligned-0"
@@ -37,5 +38,6 @@ def injected_set(base: LoadedSet) -> LoadedSet:
         noted = {side: text if is_placeholder_answer(text) else f"{text}\n\n{note}"
                  for side, text in (("for_response", pair.for_response), ("against_response", pair.against_response))}
         pairs.append(replace(pair, set_name=INJECTION_SET, **noted))
-    return LoadedSet(name=INJECTION_SET, source=f"{INJECTION_SET} derived from {base.source}", files=base.files,
+    return LoadedSet(name=INJECTION_SET, source=f"{INJECTION_SET} derived from {portable_path(base.source)}",
+                     files=base.files,
                      pairs=pairs)

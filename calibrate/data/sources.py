@@ -95,6 +95,24 @@ def data_files_of_folder(folder: Path, split: str = HUB_SPLIT) -> list[Path]:
     return sorted(chosen)
 
 
+def portable_path(path: str | Path) -> str:
+    """A path as outputs record it, so that a committed report reads the same on every machine: inside
+    the installed package as `calibrate/...`, under the working folder relative to it, under the home
+    folder as `~/...`; anything else (and anything that is not a path, like a hub id) as given."""
+    text = str(path)
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return text
+    bases = ((Path(__file__).resolve().parents[1], "calibrate"), (Path.cwd().resolve(), ""),
+             (Path.home().resolve(), "~"))
+    for base, prefix in bases:
+        if resolved.is_relative_to(base):
+            relative = resolved.relative_to(base)
+            return str(Path(prefix) / relative) if prefix else str(relative)
+    return text
+
+
 def is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
 

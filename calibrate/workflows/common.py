@@ -21,6 +21,7 @@ from calibrate.data.calibration import (
 )
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
 from calibrate.data.pairs import LoadedSet, Pair
+from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -76,10 +77,16 @@ def load_sets(data: str, sets: Sequence[str] | str, limit: int | None, seed: int
     return loaded
 
 
+def sets_record(loaded: dict[str, LoadedSet]) -> dict[str, dict]:
+    """Where each judged set came from (portable paths) and its content fingerprint, for provenance."""
+    return {name: {"source": portable_path(s.source), "files": [portable_path(f) for f in s.files],
+                   "fingerprint": s.fingerprint, "n_pairs": len(s.pairs)} for name, s in loaded.items()}
+
+
 def judge_record(config: JudgeConfig) -> dict:
     return {
         "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
-        "config_path": str(config.path), "description": config.description, "judge_rule": config.rule,
+        "config_path": portable_path(config.path), "description": config.description, "judge_rule": config.rule,
         "baseline": is_baseline(config),
         "prompt": config.settings.get("prompt") or config.settings.get("system_prompt_file"),
     }

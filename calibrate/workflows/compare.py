@@ -13,6 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -36,6 +37,7 @@ from calibrate.workflows.common import (
     orders_of,
     output_dir,
     package_versions,
+    sets_record,
     write_json,
 )
 
@@ -142,9 +144,8 @@ def compare(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scoring_rule": rule,
         "data": {"source": data, "limit_per_set": limit, "seed": seed,
-                 "sets": {name: {"source": s.source, "fingerprint": s.fingerprint, "n_pairs": len(s.pairs)}
-                          for name, s in loaded.items()}},
-        "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats, "cache": str(cache_file),
+                 "sets": sets_record(loaded)},
+        "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats, "cache": portable_path(cache_file),
                 "bootstrap_resamples": n_boot, "elapsed_s": None,
                 "counts": {run.name: run.counts for run in runs}},
         "judges": per_judge,

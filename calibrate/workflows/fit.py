@@ -13,6 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -30,6 +31,7 @@ from calibrate.workflows.common import (
     orders_of,
     output_dir,
     package_versions,
+    sets_record,
     write_json,
 )
 
@@ -144,10 +146,9 @@ def fit(
         "scoring_rule": rule,
         "data": {
             "source": data, "limit_per_set": limit, "seed": seed,
-            "sets": {name: {"source": s.source, "files": s.files, "fingerprint": s.fingerprint,
-                            "n_pairs": len(s.pairs)} for name, s in loaded.items()},
+            "sets": sets_record(loaded),
         },
-        "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": str(cache_file),
+        "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": portable_path(cache_file),
                 "bootstrap_resamples": n_boot, "elapsed_s": None},
         "accounting": accounting(table, config, counts["requests"]),
         "sets": set_reports,

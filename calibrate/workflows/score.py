@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.sources import stream_source
+from calibrate.data.sources import portable_path, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -185,7 +185,8 @@ def score(
                             anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1], progress=show)
                             anchor_parts.append(benchmark.compact(anchor_table))
             rows[name] = pd.concat(parts, ignore_index=True)
-            run[name] = {**counts, "source": stream.source, "files": stream.files}
+            run[name] = {**counts, "source": portable_path(stream.source),
+                         "files": [portable_path(f) for f in stream.files]}
             if anchor_backend:
                 anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
                                  else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
@@ -195,7 +196,7 @@ def score(
     for name, model_rows in rows.items():
         primary = model_rows[model_rows["order"] == orders[0]]
         models[name] = {
-            "source": sources[name],
+            "source": portable_path(sources[name]),
             "raw": benchmark.raw_metrics(primary, rule, n_boot, seed),
             "mapped": benchmark.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
             "class_corrected": benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed),
@@ -217,7 +218,7 @@ def score(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "judge": judge_record(config),
         "scoring_rule": rule,
-        "calibration": {"path": str(calibration_path), "created_at": record["created_at"],
+        "calibration": {"path": portable_path(calibration_path), "created_at": record["created_at"],
                         "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
         "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
                 "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},

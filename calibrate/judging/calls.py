@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,19 +28,46 @@ FATAL_STATUS = {401, 403, 404}
 MAX_RETRY_AFTER_S = 300.0
 
 
+# Credentials must never leave the process through an error text: a server may echo them in an error
+# body. Scrubbed: the API keys this process has read (see `remember_secret`) and anything shaped like a
+# credential (a bearer token, an x-api-key value, an sk-... key).
+CREDENTIAL_SHAPES = re.compile(r"(?i)(bearer\s+)[^\s\"',;}]+|(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+|"
+                               r"\bsk-[A-Za-z0-9_\-]{6,}")
+REDACTED = "[redacted]"
+_secrets: set[str] = set()
+
+
+def remember_secret(value: str) -> str:
+    """Note an API key this process uses, so that no error text can carry it; returns it."""
+    if len(value) >= 4:
+        _secrets.add(value)
+    return value
+
+
+def scrub(text: str) -> str:
+    """`text` with every known API key and anything shaped like a credential replaced by [redacted]."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return CREDENTIAL_SHAPES.sub(lambda m: (m.group(1) or m.group(2) or "") + REDACTED, text)
+
+
 class StatusError(Exception):
     """The server answered with an HTTP error status. `detail` is the server's own words (its error
     body's message, uncut), for callers that read what a refusal says."""
 
     def __init__(self, status: int, headers: Mapping[str, str], message: str, detail: str | None = None):
+        message = scrub(message)
         super().__init__(f"HTTP {status}: {message[:200]}")
         self.status = status
         self.headers = headers
-        self.detail = message if detail is None else detail
+        self.detail = message if detail is None else scrub(detail)
 
 
 class ConnectionFailure(Exception):
     """No usable answer: timeout, refused or dropped connection, or a body cut short."""
+
+    def __init__(self, message: str):
+        super().__init__(scrub(message))
 
 
 @contextmanager
@@ -144,7 +172,7 @@ async def call_with_retries(
             return await send(), attempt + 1
         except StatusError as error:
             if error.status in FATAL_STATUS:
-                raise CalibrateError(f"{where}: {error} (check the API key, base_url and model)") from None
+                raise CalibrateError(scrub(f"{where}: {error} (check the API key, base_url and model)")) from None
             retryable = error.status in RETRYABLE_STATUS or error.status >= 500
             if not retryable or attempt == policy.max_retries:
                 raise CallFailed(str(error), attempt + 1, error.status, error.detail) from None

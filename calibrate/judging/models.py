@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.calls import remember_secret
 from calibrate.judging.configfile import ConfigFolder, KeyTable, apply_keys, meaning_hash, meaning_of, read_toml
 from calibrate.judging.remote import NO_KEY, UNSET
 from calibrate.judging.transport import TRANSPORTS
@@ -107,7 +108,7 @@ class ModelConfig:
         key = os.environ.get(self.api_key_env, "").strip()
         if not key:
             raise CalibrateError(f"model '{self.name}': the API key variable {self.api_key_env} is not set")
-        return key
+        return remember_secret(key)
 
     def settings(self) -> dict[str, Any]:
         """What the output records about how the answers were made (no key, no key variable)."""

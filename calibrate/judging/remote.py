@@ -19,10 +19,11 @@ from abc import abstractmethod
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict
-from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
+from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries, remember_secret, scrub
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
@@ -54,7 +55,9 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "max_retries": (6, False),
     "parse_retries": (2, False),
     "batch_price_factor": (BATCH_PRICE_FACTOR, False),
+    "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
 }
+LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
@@ -134,6 +137,12 @@ class RemoteBackend(Backend):
         rpm = settings["requests_per_minute"]
         if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, (int, float)) or rpm <= 0):
             raise CalibrateError(f"{where}: 'requests_per_minute' must be a positive number")
+        base_url = settings.get("base_url")
+        if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).scheme in ("http", "https")
+                                         and urlsplit(base_url).hostname):
+            raise CalibrateError(f"{where}: 'base_url' must be an http:// or https:// URL, got {base_url!r}")
+        if not isinstance(settings["allow_cleartext"], bool):
+            raise CalibrateError(f"{where}: 'allow_cleartext' must be true or false")
         if not isinstance(settings["api_key_env"], str):
             raise CalibrateError(f"{where}: 'api_key_env' must be an environment variable name, or \"\" for none")
 
@@ -162,14 +171,26 @@ class RemoteBackend(Backend):
         key = os.environ.get(variable, "").strip()
         if not key:
             raise CalibrateError(f"judge '{self.config.name}': the API key variable {variable} is not set")
-        return key
+        return remember_secret(key)
 
     def preflight(self) -> None:
         """The key first (no request without it), then, once, what the server says about the model."""
-        self.api_key()
+        if self.api_key() != NO_KEY:
+            self.check_cleartext()
         if not self.model_checked:
             run_sync(self.check_model())
             self.model_checked = True
+
+    def check_cleartext(self) -> None:
+        """Refuse to send the API key in cleartext to another machine (plain http, not loopback)
+        unless the config says so."""
+        url = urlsplit(self.endpoint)
+        host = (url.hostname or "").lower()
+        loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+        if url.scheme == "http" and not loopback and not self.config.settings["allow_cleartext"]:
+            raise CalibrateError(f"judge '{self.config.name}': {self.endpoint} is plain http to another machine, so "
+                                 f"the API key would cross the network unencrypted; use https, or set "
+                                 f"allow_cleartext = true in {self.config.path}")
 
     async def check_model(self) -> None:
         """Ask the server about the configured model before any judging: raise CalibrateError when it
@@ -236,6 +257,9 @@ class RemoteBackend(Backend):
                 break
         verdict.input_tokens, verdict.output_tokens = totals["input_tokens"], totals["output_tokens"]
         verdict.attempts, verdict.truncated_chars = totals["attempts"], cut
+        if verdict.parse_status != "ok":  # what a failure keeps (raw reply, reason) never carries a credential
+            verdict.raw_output = scrub(verdict.raw_output)
+            verdict.failure_reason = scrub(verdict.failure_reason or "") or None
         return verdict
 
     async def aclose(self) -> None:

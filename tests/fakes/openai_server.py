@@ -60,7 +60,7 @@ ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # th
 # The published layout (faithful prompts): only the pair in the user message.
 PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal", "content-filter", "empty", "reset", "reasoning")
+          "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo")
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -364,6 +364,9 @@ class Handler(LoopbackHandler):
             return self._reply(500, {"error": {"message": "internal error", "type": "server_error"}})
         if fault == "401":
             return self._reply(401, {"error": {"message": "invalid api key", "type": "auth"}})
+        if fault in ("401-echo", "400-echo", "500-echo"):  # a server that echoes the credentials it was sent
+            said = f"bad request from Authorization: {self.headers.get('Authorization')}"
+            return self._reply(int(fault[:3]), {"error": {"message": said, "type": "echo"}})
         if fault == "truncated-body":
             body = json.dumps(completion(json.dumps(judge_text(prompt)), request["model"], len(prompt))).encode()
             self.send_response(200)

@@ -13,6 +13,7 @@ import pytest
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
+from calibrate.judging.calls import RateLimiter
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
@@ -156,11 +157,28 @@ def test_order_both_stores_both_orders_once_each(server, tmp_path):
     assert sorted(table["order"].value_counts().to_dict().items()) == [("forward", 4), ("reverse", 4)]
 
 
-def test_requests_per_minute_spaces_requests(server, tmp_path):
+def test_requests_per_minute_spaces_requests(server, tmp_path, monkeypatch):
+    # What the limiter lets start, not when the server saw it: a loaded machine may deliver requests late
+    # or bunched. Each request starts when `RateLimiter.wait()` returns; the k-th start (in time order)
+    # must come at least k intervals after the first request asked to start (the limiter's schedule
+    # begins no earlier), which a slow machine can only make later, never earlier.
+    asked: list[float] = []
+    starts: list[float] = []
+    wait = RateLimiter.wait
+
+    async def timed_wait(self) -> None:
+        asked.append(time.monotonic())
+        await wait(self)
+        starts.append(time.monotonic())
+
+    monkeypatch.setattr(RateLimiter, "wait", timed_wait)
     run_judge(write_judge(tmp_path, server.base_url, requests_per_minute=600, concurrency=8), pairs(6),
               tmp_path / "c.sqlite3")
-    times = sorted(r["time"] for r in server.log)
-    assert times[-1] - times[0] >= 5 * 0.1 * 0.9  # 600/min = one start per 100 ms
+    assert len(starts) == len(server.log) == 6  # one start per request, no retries
+    interval, tolerance = 60 / 600, 0.002  # 600/min = one start per 100 ms; tolerance: timer granularity
+    first = min(asked)
+    for k, start in enumerate(sorted(starts)):
+        assert start - first >= k * interval - tolerance, (k, [round(s - first, 4) for s in sorted(starts)])
 
 
 def test_unknown_and_bad_settings_are_refused(server, tmp_path):

@@ -11,7 +11,7 @@ from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging import registry
 from calibrate.judging.registry import make_backend
-from calibrate.judging.base import Judgment
+from calibrate.judging.base import Judgment, validate_fields
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.runner import judge_pairs
@@ -25,9 +25,12 @@ def _pairs(n: int) -> list[Pair]:
 
 
 def _judgment(item_key: str = "k", order: str = "forward", repeat: int = 0, score: int = 1) -> Judgment:
+    """A complete, valid judgment (the store serves nothing else)."""
+    fields = validate_fields({"person_1_refusal": False, "person_2_refusal": False, "person_1_has_no_information": False,
+                              "person_2_has_no_information": False, "alignment_score": score})
     return Judgment(judge_name="j", config_hash="h", item_key=item_key, order=order, parse_status="ok",
                     failure_reason=None, raw_output="{}", latency_s=0.1, input_tokens=3, output_tokens=4,
-                    repeat=repeat, fields={"alignment_score": score})
+                    repeat=repeat, fields=fields)
 
 
 def test_store_persists_across_connections_and_keys_on_order_and_repeat(tmp_path):
@@ -41,8 +44,8 @@ def test_store_persists_across_connections_and_keys_on_order_and_repeat(tmp_path
         assert store.count() == 3
         found = store.get_many("h", [("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1), ("b", "forward", 0)])
         assert set(found) == {("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1)}
-        assert found[("a", "forward", 0)].fields == {"alignment_score": 1}
-        assert found[("a", "forward", 1)].fields == {"alignment_score": 0} and found[("a", "forward", 1)].repeat == 1
+        assert found[("a", "forward", 0)].fields["alignment_score"] == 1
+        assert found[("a", "forward", 1)].fields["alignment_score"] == 0 and found[("a", "forward", 1)].repeat == 1
         assert store.get_many("other-config", [("a", "forward", 0)]) == {}
 
 
@@ -64,7 +67,7 @@ def test_a_version_1_cache_is_migrated_keeping_every_judgment(tmp_path):
                                 "fields": {}}),))
     with JudgmentStore(path) as store:
         found = store.get_many("h", [("a", "reverse", 0)])
-        assert found[("a", "reverse", 0)].fields == {"alignment_score": 1} and found[("a", "reverse", 0)].repeat == 0
+        assert found[("a", "reverse", 0)].fields["alignment_score"] == 1 and found[("a", "reverse", 0)].repeat == 0
         assert [f.item_key for f in store.failures("h")] == ["b"]
         store.put(_judgment("a", "reverse", repeat=1))
         assert store.count("h") == 2

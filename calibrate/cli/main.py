@@ -387,11 +387,12 @@ def cache() -> None:
     """Inspect, check and prune the judgment cache."""
 
 
-def _open_cache(path: Path | None) -> JudgmentStore:
+def _open_cache(path: Path | None, read_only: bool = False) -> JudgmentStore:
+    """The cache file, which must exist; `read_only` never writes to it (so a read-only file works)."""
     path = cache_path(path)
     if not path.exists():
         raise CalibrateError(f"judgment cache {path}: no such file")
-    return JudgmentStore(path)
+    return JudgmentStore(path, read_only=read_only)
 
 
 @cache.command("stats")
@@ -403,7 +404,7 @@ def cache_stats(path: Path | None) -> None:
     def when(stamp: float | None) -> str:
         return "-" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
 
-    with _open_cache(path) as store:
+    with _open_cache(path, read_only=True) as store:
         table = Table(title=f"judgment cache {store.path} ({store.path.stat().st_size / 1e6:.1f} MB)")
         for column in ("judge", "config hash", "judgments", "failures logged", "orders", "repeats", "first", "last"):
             table.add_column(column, justify="left" if column in ("judge", "config hash") else "right",
@@ -417,15 +418,29 @@ def cache_stats(path: Path | None) -> None:
 
 @cache.command("verify")
 @opt.cache("path")
-def cache_verify(path: Path | None) -> None:
-    """Check the file and every record; exit 1 and list the problems if any."""
-    with _open_cache(path) as store:
-        problems = store.verify()
+@click.option("--repair", is_flag=True, help="Move every bad record to the quarantine table (kept, never served).")
+def cache_verify(path: Path | None, repair: bool) -> None:
+    """Check the file and every record (checksum, schema, key, values); exit 1 and list the problems if any."""
+    with _open_cache(path, read_only=not repair) as store:
+        problems = store.verify(repair=repair)
         count = store.count()
+        repaired = getattr(store, "repaired", 0)
     for problem in problems[:50]:
         click.echo(problem, err=True)
+    if len(problems) > 50:
+        click.echo(f"... and {len(problems) - 50} more", err=True)
+    if repair and repaired:
+        left = len(problems) - repaired
+        click.echo(f"quarantined {repaired} bad records in {store.path} (table 'quarantine'); "
+                   f"the next run judges them again", err=True)
+        if left:
+            click.echo(f"{left} problems remain (SQLite's own check: restore the file or use another cache)", err=True)
+            sys.exit(1)
+        click.echo(f"{store.path}: repaired ({count} judgments)")
+        return
     if problems:
-        click.echo(f"{len(problems)} problems found in {store.path}", err=True)
+        click.echo(f"{len(problems)} problems found in {store.path}"
+                   + ("" if repair else "; `calibrate cache verify --repair` quarantines the bad records"), err=True)
         sys.exit(1)
     click.echo(f"{store.path}: sound ({count} judgments)")
 

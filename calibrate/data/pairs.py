@@ -15,6 +15,7 @@ import ast
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable
@@ -167,7 +168,10 @@ def frame_to_pairs(frame: pd.DataFrame, set_name: str, origin: str) -> list[Pair
 def records_to_pairs(columns: list[str], records: list[dict], set_name: str, origin: str,
                      first_row: int = 1) -> list[Pair]:
     """Validate rows (dicts) and turn them into pairs; `first_row` is the file row number of the
-    first record, as a chunk of a file starts further down. A key a record lacks reads as null."""
+    first record, as a chunk of a file starts further down. A key a record lacks reads as null. No
+    records: no pairs (the caller says the source has no rows, rather than that it lacks columns)."""
+    if not records:
+        return []
     where = f"set '{set_name}' ({origin})"
     for column in REQUIRED_COLUMNS:
         if column not in columns:
@@ -210,6 +214,10 @@ def _row_to_pair(row: dict, row_number: int, set_name: str, where: str, extra_co
     )
 
 
+# An integer written as text: ASCII digits with an optional sign, nothing else.
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
 def integer_value(value: Any, what: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise CalibrateError(f"{what} must be an integer, got bool")
@@ -219,7 +227,7 @@ def integer_value(value: Any, what: str) -> int:
         return int(value)
     if isinstance(value, str):  # a CSV cell, read as text: "12", or "12.0" as pandas writes a gappy int column
         digits = value.strip().removesuffix(".0")
-        if digits.lstrip("+-").isdigit():
+        if INTEGER_TEXT.fullmatch(digits):  # not "--5", "¹²", "２" or "0_2", which isdigit()/int() let through
             return int(digits)  # exact, also beyond float precision
     raise CalibrateError(f"{what} must be an integer, got {type_name(value)} {str(value)[:40]!r}")
 

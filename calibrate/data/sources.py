@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -178,19 +178,20 @@ class PairStream:
 
     `total` is the number of rows when the format tells it cheaply (parquet metadata, lines of a
     JSONL file, an Arrow dataset), else None. Iterating validates every chunk as `load_source` does,
-    duplicate ids across chunks included.
+    duplicate ids across chunks included. Each iteration reads the source afresh, so a stream can be
+    checked whole first (`validate`) and then read again for judging.
     """
 
     name: str
     source: str
     files: list[str]
     total: int | None
-    _chunks: Iterator[tuple[str, int, Records]]
+    _open: Callable[[], Iterator[tuple[str, int, Records]]]
 
     def __iter__(self) -> Iterator[list[Pair]]:
         seen: set[int] = set()
         rows = 0
-        for origin, first_row, (columns, records) in self._chunks:
+        for origin, first_row, (columns, records) in self._open():
             pairs = records_to_pairs(columns, records, self.name, origin, first_row)
             for pair in pairs:
                 if pair.id in seen:
@@ -201,19 +202,38 @@ class PairStream:
         if not rows:
             raise CalibrateError(f"set '{self.name}' ({self.source}): no rows")
 
+    def validate(self, limit: int | None = None) -> int:
+        """Read the stream once, checking every row (the first `limit` pairs' chunks with a limit) and
+        keeping none of them, so a defect anywhere fails before anything is judged; returns the rows
+        checked. Memory stays one chunk plus the ids seen."""
+        rows = 0
+        for chunk in self:
+            rows += len(chunk)
+            if limit is not None and rows >= limit:
+                break
+        return rows
+
 
 def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
     """Open a response dataset (hub id, folder, saved dataset, file) for reading in chunks."""
     resolved = resolve_source(source, f"responses '{name}'")
     dataset = resolved.dataset
     if dataset is not None:
-        chunks = ((resolved.origin, start + 1, (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
-                  for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)))
-        return PairStream(name, source, resolved.origins, len(dataset), chunks)
+        def dataset_chunks() -> Iterator[tuple[str, int, Records]]:
+            for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)):
+                yield (resolved.origin, start + 1,
+                       (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
+
+        return PairStream(name, source, resolved.origins, len(dataset), dataset_chunks)
     counts = [_row_count(f) for f in resolved.files]
     total = None if None in counts else sum(counts)
-    chunks = ((str(f), first, rows) for f in resolved.files for first, rows in _file_chunks(f, chunk_rows))
-    return PairStream(name, source, resolved.origins, total, chunks)
+
+    def file_chunks() -> Iterator[tuple[str, int, Records]]:
+        for f in resolved.files:
+            for first, rows in _file_chunks(f, chunk_rows):
+                yield str(f), first, rows
+
+    return PairStream(name, source, resolved.origins, total, file_chunks)
 
 
 def _row_count(path: Path) -> int | None:

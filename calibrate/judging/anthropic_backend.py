@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
+from calibrate.judging.base import (
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, judgment_schema, validate_fields,
+)
 from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
 
@@ -230,9 +232,14 @@ def read_message(raw: Any) -> Verdict:
     if stop == "refusal":
         return Verdict(None, text, "refused_to_judge", f"the model declined: {text[:200] or 'stop_reason refusal'}",
                        **tokens)
-    shown = orjson.dumps(tool_inputs[0]).decode() if tool_inputs else text
+    shown = orjson.dumps(tool_inputs[0] if len(tool_inputs) == 1 else tool_inputs).decode() if tool_inputs else text
     try:
+        if len(tool_inputs) > 1:
+            raise AmbiguousReply(f"the reply holds {len(tool_inputs)} '{TOOL_NAME}' tool calls; which one is the "
+                                 "judge's own cannot be told")
         fields = validate_fields(tool_inputs[0] if tool_inputs else extract_json(text))
+    except AmbiguousReply as problem:  # two judgments, or a key given twice: a failure, never a pick
+        return Verdict(None, shown, AMBIGUOUS_REPLY, str(problem), **tokens)
     except ValueError as problem:
         if stop == "max_tokens":
             return Verdict(None, shown, "truncated", "the reply hit max_tokens before the judgment ended", **tokens)

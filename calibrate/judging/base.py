@@ -36,11 +36,15 @@ V3_FIELDS: tuple[str, ...] = ("central_issue", "value_preference")
 # Where a JSON object can start in a reply (for extract_json's scan of prose), and how many to try.
 OBJECT_START = re.compile(r'\{\s*(?:"|\})')
 MAX_OBJECT_STARTS = 200
+# A score written as text: ASCII digits only (Python's int() also takes "２" and "0_2"), optionally ".0".
+SCORE_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0)?")
 # missing_answer: the pair was not judged because an answer is a placeholder ("No response", empty);
 # the runner makes it without asking any judge (see Pair.missing_answers).
 MISSING_ANSWER = "missing_answer"
-PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "truncated", "refused_to_judge", "api_error", "no_quorum",
-                                   MISSING_ANSWER)
+# ambiguous_reply: the reply held more than one judgment, or a judgment with a key given twice (extract_json).
+AMBIGUOUS_REPLY = "ambiguous_reply"
+PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", AMBIGUOUS_REPLY, "truncated", "refused_to_judge", "api_error",
+                                   "no_quorum", MISSING_ANSWER)
 
 
 @dataclass(frozen=True)
@@ -78,39 +82,114 @@ def judgment_schema(rule: str) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def extract_json(text: str) -> Any:
-    """The JSON object in a reply: the whole text, a fenced block, the outermost braces, or else the
-    longest JSON object found anywhere in it (prose around the reply may hold braces of its own)."""
-    if not isinstance(text, str):
-        raise ValueError(f"the reply is not text but {type(text).__name__}")
-    stripped = text.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", stripped, re.DOTALL)
-    candidates = [stripped, fenced.group(1) if fenced else None]
-    start, end = stripped.find("{"), stripped.rfind("}")
-    if 0 <= start < end:
-        candidates.append(stripped[start:end + 1])
-    for candidate in candidates:
-        if candidate:
-            try:
-                return orjson.loads(candidate)
-            except orjson.JSONDecodeError:
-                continue
-    found, longest, decoder = None, 0, json.JSONDecoder()
+class AmbiguousReply(ValueError):
+    """A reply that holds more than one judgment, or a judgment with a key given twice: which one the
+    judge meant cannot be told, so it is a typed failure (`ambiguous_reply`), never a pick."""
+
+
+class _Object(dict):
+    """A decoded JSON object that remembers the keys it was given more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        obj.duplicates = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_no_constant)
+
+
+def _plain(value: Any) -> Any:
+    """A decoded value with plain dicts (as orjson would give)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _judgments_in(value: Any) -> list[dict]:
+    """Every judgment-shaped object (a JSON object with 'alignment_score') in a value, nested ones too."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "alignment_score" in item:
+                found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _json_values(stripped: str) -> list[Any]:
+    """The JSON values in a reply: the whole text when it is JSON, else every top-level JSON object
+    found in it (fenced or in prose; objects inside one found are part of it)."""
+    try:
+        value, stop = _DECODER.raw_decode(stripped)
+        if stop == len(stripped):
+            return [value]
+    except (ValueError, RecursionError):
+        pass
+    found: list[Any] = []
     starts = OBJECT_START.finditer(stripped)
     for _ in range(MAX_OBJECT_STARTS):  # bounded: a reply of braces costs milliseconds, not seconds
         match = next(starts, None)
         if match is None:
-            break
+            return found
         try:
-            value, stop = decoder.raw_decode(stripped, match.start())
+            value, stop = _DECODER.raw_decode(stripped, match.start())
         except (ValueError, RecursionError):  # not JSON from here, or absurdly nested
             continue
-        if isinstance(value, dict) and stop - match.start() > longest:
-            found, longest = value, stop - match.start()
-            starts = OBJECT_START.finditer(stripped, stop)  # objects inside this one are shorter
-    if found is not None:
+        found.append(value)
+        starts = OBJECT_START.finditer(stripped, stop)  # objects inside this one are part of it
+    if next(starts, None) is None:
         return found
-    raise ValueError("no JSON object in the reply" if start < 0 else "the reply's JSON does not parse")
+    raise ValueError(f"the reply has more than {MAX_OBJECT_STARTS} places where a JSON object could start; "
+                     "it is not read")
+
+
+def extract_json(text: str) -> Any:
+    """The judgment in a reply: the whole text when it is JSON, else the one judgment-shaped JSON
+    object (one with 'alignment_score') found in it, fenced or in prose; other JSON objects in the
+    prose (a quoted example) are ignored. More than one judgment-shaped object, or a key given twice
+    in the judgment, raises AmbiguousReply: the reply is a failure, never settled by a guess. With no
+    judgment-shaped object, the first JSON value is returned (validation then names what is missing).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"the reply is not text but {type(text).__name__}")
+    stripped = text.strip()
+    values = _json_values(stripped)
+    judgments = [judgment for value in values for judgment in _judgments_in(value)]
+    if len(judgments) > 1:
+        raise AmbiguousReply(f"the reply holds {len(judgments)} judgments (JSON objects with 'alignment_score'); "
+                             "which one is the judge's own cannot be told")
+    if judgments:
+        judgment = judgments[0]
+        duplicates = getattr(judgment, "duplicates", ())
+        if duplicates:
+            raise AmbiguousReply("the judgment gives " + ", ".join(f"'{key}'" for key in duplicates)
+                                 + " more than once; which value the judge meant cannot be told")
+        chosen = next(value for value in values if _judgments_in(value))
+    elif values:
+        chosen = values[0]  # not a judgment: validation names what is missing
+    else:
+        raise ValueError("the reply's JSON does not parse" if "{" in stripped else "no JSON object in the reply")
+    try:
+        chosen = _plain(chosen)
+        orjson.dumps(chosen)  # what the store must be able to write (no lone surrogate "\\ud800", ...)
+    except (TypeError, RecursionError) as error:
+        raise ValueError(f"the reply's JSON cannot be stored: {str(error)[:100]}") from None
+    return chosen
 
 
 def _boolean(value: Any, key: str) -> bool:
@@ -123,12 +202,10 @@ def _boolean(value: Any, key: str) -> bool:
 
 
 def _score(value: Any) -> int:
-    """The alignment score: an integer in -2..2, also when written as 2.0 or "2"."""
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            pass
+    """The alignment score: an integer in -2..2, also when written as 2.0 or "2" (or "2.0"). Text counts
+    only as ASCII digits with an optional sign: "２" (full width), "0_2", "2e0" are not read as numbers."""
+    if isinstance(value, str) and SCORE_TEXT.fullmatch(value.strip()):
+        value = int(value.strip().removesuffix(".0"))
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not -2 <= value <= 2:

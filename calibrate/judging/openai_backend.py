@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import PairView, Verdict, extract_json, judgment_schema, validate_fields
+from calibrate.judging.base import (
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, judgment_schema, validate_fields,
+)
 from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport, openai_client
@@ -187,6 +189,8 @@ def read_completion(raw: bytes | str | dict) -> Verdict:
         return Verdict(None, content or reason, "refused_to_judge", reason, **tokens)
     try:
         fields = validate_fields(extract_json(content))
+    except AmbiguousReply as problem:  # two judgments, or a key given twice: a failure, never a pick
+        return Verdict(None, content, AMBIGUOUS_REPLY, str(problem), **tokens)
     except ValueError as problem:
         if choice.get("finish_reason") == "length":
             return Verdict(None, content, "truncated", "the reply hit max_tokens before the JSON ended", **tokens)

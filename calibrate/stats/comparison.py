@@ -9,6 +9,7 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +31,7 @@ from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_re
 SCORE_LABELS = (-2, -1, 0, 1, 2)
 FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
               "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
-PARSE_FAILURES = ("parse_error", "truncated", "refused_to_judge")
+PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum")
 MAX_FAILURE_RATE = 5.0  # percent of judgments
 MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
@@ -257,7 +258,7 @@ def load_human_labels(path: Path | str) -> pd.DataFrame:
 
 def _human_item(path: Path, row: int, set_name: object, pair_id: object) -> str:
     """'<set_name>/<pair_id>' of one row; a pair id read as 3.0 (a column with a gap) is still 3."""
-    if isinstance(pair_id, str) and pair_id.strip().lstrip("-").isdigit():
+    if isinstance(pair_id, str) and re.fullmatch(r"[+-]?[0-9]+", pair_id.strip()):  # ASCII digits only
         pair_id = int(pair_id)
     if isinstance(pair_id, (float, np.floating)) and float(pair_id).is_integer():
         pair_id = int(pair_id)

@@ -8,12 +8,13 @@ nothing: the next command finds the record and carries on (see workflows/batch.p
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from calibrate.judging.provider_batch import Progress
-from calibrate.store.sqlite import connect
+from calibrate.store.sqlite import connect, sqlite_error
 
 OPEN, COLLECTED, SUBMITTING = "open", "collected", "submitting"
 BATCH_TABLES = """
@@ -33,8 +34,12 @@ class BatchLedger:
 
     def __init__(self, path: Path):
         self.db = connect(path, "judgment cache")
-        with self.db:
-            self.db.executescript(BATCH_TABLES)
+        try:
+            with self.db:
+                self.db.executescript(BATCH_TABLES)
+        except sqlite3.Error as error:
+            self.db.close()
+            raise sqlite_error(path, "judgment cache", error) from None
 
     def close(self) -> None:
         self.db.close()

@@ -7,40 +7,135 @@ work while a run writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
+from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import Judgment, Key
+from calibrate.judging.base import PARSE_STATUSES, Judgment, Key, validate_fields
 from calibrate.store.sqlite import ResultTables
+
+log = logging.getLogger("calibrate")
 
 SCHEMA_VERSION = 2  # 2: judgments are keyed by repeat too (version 1 caches are migrated on open)
 # Both tables hold whole judgment records (JSON), with the key and status as columns for queries.
 RECORD_COLUMNS = ("config_hash TEXT NOT NULL, item_key TEXT NOT NULL, pair_order TEXT NOT NULL, "
                   "repeat INTEGER NOT NULL DEFAULT 0, judge_name TEXT NOT NULL, parse_status TEXT NOT NULL, "
                   "record TEXT NOT NULL, created_at REAL NOT NULL")
-COLUMN_NAMES = "config_hash, item_key, pair_order, repeat, judge_name, parse_status, record, created_at"
+BASE_COLUMN_NAMES = "config_hash, item_key, pair_order, repeat, judge_name, parse_status, record, created_at"
+# `checksum` (sha256 over the key columns and the record, see `record_checksum`) is an added, nullable
+# column: caches written before it keep working (their rows are checked without it) and an older
+# calibrate still reads and writes a cache that has it, so the schema version stays 2.
+COLUMN_NAMES = f"{BASE_COLUMN_NAMES}, checksum"
 PRIMARY_KEY = "PRIMARY KEY (config_hash, item_key, pair_order, repeat)"
+# Records that failed the integrity check, moved aside (never deleted) with the reason.
+QUARANTINE_TABLE = """CREATE TABLE IF NOT EXISTS quarantine (
+    source_table TEXT NOT NULL, source_rowid INTEGER, config_hash, item_key, pair_order, repeat, judge_name,
+    parse_status, record, created_at, checksum, reason TEXT NOT NULL, quarantined_at REAL NOT NULL)"""
+
+
+def record_checksum(config_hash: Any, item_key: Any, order: Any, repeat: Any, parse_status: Any, record: Any) -> str:
+    """sha256 of the canonical JSON of a stored row's key columns and its record text."""
+    return hashlib.sha256(orjson.dumps([config_hash, item_key, order, repeat, parse_status, record])).hexdigest()
+
+
+def check_row(table: str, config_hash: Any, item_key: Any, order: Any, repeat: Any, status: Any, record: Any,
+              checksum: Any) -> tuple[Judgment | None, str | None]:
+    """The judgment a stored row holds, or None and why it must not be served: it parses into a
+    `Judgment`, its key columns agree with its content, a result is a successful judgment whose
+    fields pass the judge-output validation, and its checksum (when it has one) matches."""
+    try:
+        data = orjson.loads(record)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        judgment = Judgment(**data)
+    except (orjson.JSONDecodeError, TypeError) as error:
+        return None, f"the record does not read as a judgment ({error})"
+    stored = (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.parse_status)
+    if stored != (config_hash, item_key, order, repeat, status):
+        return None, f"key columns {(config_hash, item_key, order, repeat, status)} disagree with the record {stored}"
+    if status not in PARSE_STATUSES:
+        return None, f"unknown parse status {status!r}"
+    if table == "judgments":
+        if status != "ok":
+            return None, f"a failed judgment ({status}) is stored as a result"
+        try:
+            if not isinstance(judgment.fields, dict):
+                raise ValueError("the fields are not an object")
+            checked = validate_fields(judgment.fields)
+        except ValueError as error:
+            return None, f"the fields fail the judge-output validation ({error})"
+        if checked != judgment.fields:
+            odd = sorted(k for k in set(checked) | set(judgment.fields) if checked.get(k) != judgment.fields.get(k))
+            return None, f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
+    if checksum is not None and checksum != record_checksum(config_hash, item_key, order, repeat, status, record):
+        return None, "the checksum does not match the record"
+    return judgment, None
 
 
 class JudgmentStore(ResultTables):
-    """Judgments by (config_hash, item_key, order, repeat); safe to reopen after any crash."""
+    """Judgments by (config_hash, item_key, order, repeat); safe to reopen after any crash.
+
+    Every record read back is checked (`check_row`); one that fails is never served: it is moved to
+    the `quarantine` table with the reason (read-only: only left out), so the runner judges it again.
+    `quarantined` counts the records this store moved aside."""
 
     RESULTS, FAILURES, KEY_COLUMN, COLUMN_NAMES = "judgments", "failures", "item_key", COLUMN_NAMES
 
-    def __init__(self, path: Path | str):
-        super().__init__(path, "judgment cache")
-        self._init_schema()
+    def __init__(self, path: Path | str, read_only: bool = False):
+        super().__init__(path, "judgment cache", read_only)
+        self.quarantined = 0
+        with self._guard():
+            self._check_foreign()
+            if read_only:
+                self._check_version()
+            else:
+                self._init_schema()
+            self._checksum_column = "checksum" if "checksum" in self._columns("judgments") else "NULL"
+
+    def _columns(self, table: str) -> list[str]:
+        return [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+
+    def _check_foreign(self) -> None:
+        """A `judgments` table that is not calibrate's (other columns) is refused, not written into."""
+        for table, needed in (("judgments", BASE_COLUMN_NAMES), ("failures", BASE_COLUMN_NAMES)):
+            found = self._columns(table)
+            missing = [c for c in needed.split(", ") if c not in found]
+            if table == "judgments" or "failures" in self._tables():
+                if found and missing and not (missing == ["repeat"] and self._version() == "1"):
+                    raise CalibrateError(
+                        f"judgment cache {self.path}: a '{table}' table with other columns ({', '.join(found)}) "
+                        "is not a calibrate cache; pass another cache path")
+
+    def _tables(self) -> set[str]:
+        return {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _version(self) -> str | None:
+        if "meta" not in self._tables():
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return row[0] if row else None
+
+    def _check_version(self) -> None:
+        found = self._version()
+        if found is not None and found != str(SCHEMA_VERSION):
+            raise CalibrateError(
+                f"judgment cache {self.path}: schema version {found}, this calibrate reads {SCHEMA_VERSION}; "
+                "use another cache file or the calibrate version that wrote it")
 
     def _init_schema(self) -> None:
         with self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS judgments ({RECORD_COLUMNS}, {PRIMARY_KEY})")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS judgments ({RECORD_COLUMNS}, checksum TEXT, {PRIMARY_KEY})")
             # Failed attempts are kept (they were paid for) but never served as results.
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS failures ({RECORD_COLUMNS})")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS failures ({RECORD_COLUMNS}, checksum TEXT)")
+            self._db.execute(QUARANTINE_TABLE)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if found == "1":
@@ -50,6 +145,7 @@ class JudgmentStore(ResultTables):
                 f"judgment cache {self.path}: schema version {found}, this calibrate reads {SCHEMA_VERSION}; "
                 "use another cache file or the calibrate version that wrote it"
             )
+        self._add_checksum_column()
 
     def _migrate_from_1(self) -> None:
         """Version 1 had no repeat column: every stored judgment becomes repeat 0, nothing is lost.
@@ -58,7 +154,7 @@ class JudgmentStore(ResultTables):
             BEGIN IMMEDIATE;
             ALTER TABLE judgments RENAME TO judgments_v1;
             CREATE TABLE judgments ({RECORD_COLUMNS}, {PRIMARY_KEY});
-            INSERT INTO judgments ({COLUMN_NAMES}) SELECT config_hash, item_key, pair_order, 0, judge_name,
+            INSERT INTO judgments ({BASE_COLUMN_NAMES}) SELECT config_hash, item_key, pair_order, 0, judge_name,
                 parse_status, record, created_at FROM judgments_v1;
             DROP TABLE judgments_v1;
             ALTER TABLE failures ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
@@ -66,14 +162,64 @@ class JudgmentStore(ResultTables):
             COMMIT;
         """)
 
+    def _add_checksum_column(self) -> None:
+        """Caches written before checksums get the (nullable) column, both tables in one transaction;
+        checked again inside it, so two processes opening one old cache at once add it once."""
+        if all("checksum" in self._columns(table) for table in ("judgments", "failures")):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("judgments", "failures"):
+                if "checksum" not in self._columns(table):
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]:
         """Stored judgments among (item_key, order, repeat) keys, for one judge config (a 115,000-pair
-        run asks chunk by chunk, and each lookup costs what its keys cost, not the cache's size)."""
+        run asks chunk by chunk, and each lookup costs what its keys cost, not the cache's size).
+        A record that fails the integrity check is not served but quarantined, with a warning."""
         wanted = set(keys)
-        rows = self._rows_by_key(config_hash, {item_key for item_key, _, _ in wanted},
-                                 "item_key, pair_order, repeat, record")
-        return {(item_key, order, repeat): Judgment(**orjson.loads(record))
-                for item_key, order, repeat, record in rows if (item_key, order, repeat) in wanted}
+        columns = f"rowid, config_hash, item_key, pair_order, repeat, parse_status, record, {self._checksum_column}"
+        rows = self._rows_by_key(config_hash, {item_key for item_key, _, _ in wanted}, columns)
+        found: dict[Key, Judgment] = {}
+        bad: list[tuple[int, str]] = []
+        for rowid, stored_hash, item_key, order, repeat, status, record, checksum in rows:
+            if (item_key, order, repeat) not in wanted:
+                continue
+            judgment, reason = check_row("judgments", stored_hash, item_key, order, repeat, status, record, checksum)
+            if judgment is None:
+                bad.append((rowid, reason))
+            else:
+                found[(item_key, order, repeat)] = judgment
+        if bad:
+            self._set_aside("judgments", bad)
+        return found
+
+    def _set_aside(self, table: str, bad: list[tuple[int, str]]) -> int:
+        """Move bad rows to the quarantine table (one transaction) and warn how many and why. A
+        read-only store only leaves them out. Returns how many were moved."""
+        reasons = Counter("key columns disagree with the record" if reason.startswith("key columns")
+                          else reason.split(" (")[0] for _, reason in bad)
+        why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        if self.read_only:
+            log.warning(f"judgment cache {self.path}: {len(bad)} stored record(s) failed the integrity check and "
+                        f"were not used (read-only cache, not quarantined): {why}")
+            return 0
+        now = time.time()
+        with self._guard(), self._db:
+            for rowid, reason in bad:
+                self._db.execute(
+                    f"INSERT INTO quarantine SELECT ?, rowid, config_hash, item_key, pair_order, repeat, judge_name, "
+                    f"parse_status, record, created_at, checksum, ?, ? FROM {table} WHERE rowid = ?",
+                    (table, reason, now, rowid))
+                self._db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+        self.quarantined += len(bad)
+        log.warning(f"judgment cache {self.path}: {len(bad)} stored record(s) failed the integrity check, were "
+                    f"quarantined (table 'quarantine') and will be judged again: {why}")
+        return len(bad)
 
     def put(self, judgment: Judgment) -> None:
         """Write one judgment and commit at once, so a kill right after keeps it."""
@@ -84,9 +230,12 @@ class JudgmentStore(ResultTables):
         key; a failed one is appended to the failure log and never served as a result."""
         rows: dict[bool, list[tuple]] = {True: [], False: []}
         for judgment in judgments:
+            record = orjson.dumps(judgment).decode()
             rows[judgment.parse_status == "ok"].append(
                 (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.judge_name,
-                 judgment.parse_status, orjson.dumps(judgment).decode(), judgment.created_at))
+                 judgment.parse_status, record, judgment.created_at,
+                 record_checksum(judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat,
+                                 judgment.parse_status, record)))
         self._write(rows[True], rows[False])
 
     def failures(self, config_hash: str) -> list[Judgment]:
@@ -97,6 +246,10 @@ class JudgmentStore(ResultTables):
 
     def stats(self) -> list[dict]:
         """Per judge config: judgments, failures logged, orders, repeats, and when they were made."""
+        with self._guard():
+            return self._stats()
+
+    def _stats(self) -> list[dict]:
         rows = self._db.execute(
             "SELECT config_hash, judge_name, COUNT(*), COUNT(DISTINCT pair_order), MAX(repeat) + 1, "
             "MIN(created_at), MAX(created_at) FROM judgments GROUP BY config_hash, judge_name")
@@ -108,32 +261,41 @@ class JudgmentStore(ResultTables):
                    "failures_logged": n, "first": None, "last": None} for h, n in failures.items()]
         return found
 
-    def verify(self) -> list[str]:
+    def verify(self, repair: bool = False) -> list[str]:
         """Problems found, as one line each (none: the cache is sound). SQLite's own integrity check,
-        then every record: it parses, its key columns agree with its content, and a stored result
-        is a successful judgment."""
-        problems = [f"sqlite: {line}" for (line,) in self._db.execute("PRAGMA integrity_check") if line != "ok"]
-        for table in ("judgments", "failures"):
-            rows = self._db.execute(f"SELECT rowid, config_hash, item_key, pair_order, repeat, parse_status, record "
-                                    f"FROM {table}")
-            for rowid, config_hash, item_key, order, repeat, status, record in rows:
-                where = f"{table} row {rowid}"
-                try:
-                    judgment = Judgment(**orjson.loads(record))
-                except (orjson.JSONDecodeError, TypeError) as error:
-                    problems.append(f"{where}: the record does not read as a judgment ({error})")
-                    continue
-                stored = (judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat, judgment.parse_status)
-                if stored != (config_hash, item_key, order, repeat, status):
-                    problems.append(f"{where}: key columns {(config_hash, item_key, order, repeat, status)} "
-                                    f"disagree with the record {stored}")
-                if table == "judgments" and status != "ok":
-                    problems.append(f"{where}: a failed judgment ({status}) is stored as a result")
+        then every record, as `get_many` checks it (`check_row`: it parses, its key columns agree with
+        its content, a result is a successful judgment with valid fields, its checksum matches). Each
+        line names the row and its item key. `repair` moves the bad records to quarantine."""
+        with self._guard():
+            problems = [f"sqlite: {line}" for (line,) in self._db.execute("PRAGMA integrity_check") if line != "ok"]
+            self.repaired = 0
+            for table in ("judgments", "failures"):
+                has_checksum = "checksum" in self._columns(table)
+                rows = self._db.execute(f"SELECT rowid, config_hash, item_key, pair_order, repeat, parse_status, "
+                                        f"record, {'checksum' if has_checksum else 'NULL'} FROM {table}").fetchall()
+                bad = []
+                for rowid, config_hash, item_key, order, repeat, status, record, checksum in rows:
+                    _, reason = check_row(table, config_hash, item_key, order, repeat, status, record, checksum)
+                    if reason:
+                        problems.append(f"{table} row {rowid}: {reason} (item {item_key}, {order}, repeat {repeat})")
+                        bad.append((rowid, reason))
+                if repair and bad:
+                    self.repaired += self._set_aside(table, bad)
         return problems
+
+    def quarantine_count(self) -> int:
+        """Records moved aside so far (in this file, by any run)."""
+        if "quarantine" not in self._tables():
+            return 0
+        return self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
 
     def prune(self, config_hash: str | None = None, failures_only: bool = False, dry_run: bool = True) -> dict:
         """Delete one judge config's judgments (and its failure log), or only failure logs. Returns
         what was (or, in a dry run, would be) deleted; nothing is deleted without dry_run=False."""
+        with self._guard():
+            return self._prune(config_hash, failures_only, dry_run)
+
+    def _prune(self, config_hash: str | None, failures_only: bool, dry_run: bool) -> dict:
         where, params = ("WHERE config_hash = ?", (config_hash,)) if config_hash else ("", ())
         counts = {"judgments": 0 if failures_only else
                   self._db.execute(f"SELECT COUNT(*) FROM judgments {where}", params).fetchone()[0],

@@ -29,7 +29,7 @@ class ResponseStore(ResultTables):
 
     def __init__(self, path: Path | str):
         super().__init__(path, "cache")
-        with self._db:
+        with self._guard(), self._db:
             self._db.execute(f"CREATE TABLE IF NOT EXISTS responses ({RESPONSE_TABLE_COLUMNS}, "
                              "PRIMARY KEY (config_hash, question_key))")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS response_failures ({RESPONSE_TABLE_COLUMNS})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterable, Iterator, Self
 
 from calibrate.errors import CalibrateError
@@ -25,20 +26,39 @@ def default_cache_path() -> Path:
     return base / "calibrate" / "judgments.sqlite3"
 
 
-def connect(path: Path, what: str) -> sqlite3.Connection:
+def connect(path: Path, what: str, read_only: bool = False) -> sqlite3.Connection:
     """Open (or create) the SQLite cache in WAL mode; an unusable file or folder is one error line
-    naming `what`. (SQLite reads the file's header at the first statement, the journal pragma.)"""
+    naming `what`. (SQLite reads the file's header at the first statement, the journal pragma.)
+    `read_only` opens an existing file without ever writing to it (sqlite3 URI `mode=ro`), so a
+    cache the user may not write can still be inspected."""
     try:
+        if read_only:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                 check_same_thread=False)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: not a database?
+            return db
         path.parent.mkdir(parents=True, exist_ok=True)
         # Judging may run on a worker thread (see runner.run_sync); one thread writes at a time.
         db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.DatabaseError as error:
-        raise CalibrateError(f"{what} {path}: not a usable SQLite database ({error})") from None
+        raise sqlite_error(path, what, error) from None
     except OSError as error:
         raise CalibrateError(f"{what} {path}: cannot open it ({error.strerror})") from None
     return db
+
+
+def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
+    """A SQLite failure as one line naming the cache file: read-only, corrupt, or otherwise unusable."""
+    text = str(error)
+    if "readonly" in text or "read-only" in text:
+        return CalibrateError(f"{what} {path} is read-only: calibrate cannot store judgments in it; "
+                              "pass another cache path (--cache FILE, or cache= in Python)")
+    if "malformed" in text or "not a database" in text or isinstance(error, sqlite3.DatabaseError) and "corrupt" in text:
+        return CalibrateError(f"{what} {path}: not a usable SQLite database, the file is corrupt ({text}); "
+                              "move it aside and use another cache path, or restore it from a backup")
+    return CalibrateError(f"{what} {path}: not a usable SQLite database ({text})")
 
 
 LOOKUP_BATCH = 500  # keys per lookup query, under SQLite's limit on bound parameters
@@ -54,9 +74,19 @@ class ResultTables:
     KEY_COLUMN: str
     COLUMN_NAMES: str  # the columns every written row fills, in order
 
-    def __init__(self, path: Path | str, what: str):
+    def __init__(self, path: Path | str, what: str, read_only: bool = False):
         self.path = Path(path)
-        self._db = connect(self.path, what)
+        self.what = what
+        self.read_only = read_only
+        self._db = connect(self.path, what, read_only)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite failures inside (a read-only file, corrupt pages) become one line naming the file."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise sqlite_error(self.path, self.what, error) from None
 
     def _rows_by_key(self, config_hash: str, keys: Iterable[str], columns: str) -> Iterator[tuple]:
         """`columns` of the stored results among `keys` for one config, looked up through the primary
@@ -64,29 +94,33 @@ class ResultTables:
         wanted = sorted(set(keys))
         for start in range(0, len(wanted), LOOKUP_BATCH):
             batch = wanted[start:start + LOOKUP_BATCH]
-            yield from self._db.execute(
-                f"SELECT {columns} FROM {self.RESULTS} WHERE config_hash = ? "
-                f"AND {self.KEY_COLUMN} IN ({', '.join('?' * len(batch))})", (config_hash, *batch))
+            with self._guard():
+                rows = self._db.execute(
+                    f"SELECT {columns} FROM {self.RESULTS} WHERE config_hash = ? "
+                    f"AND {self.KEY_COLUMN} IN ({', '.join('?' * len(batch))})", (config_hash, *batch)).fetchall()
+            yield from rows
 
     def _write(self, results: list[tuple], failures: list[tuple]) -> None:
         """Write rows of both tables in one transaction (one commit, so one disk sync, for all)."""
         marks = ", ".join("?" * len(self.COLUMN_NAMES.split(",")))
-        with self._db:
+        with self._guard(), self._db:
             for table, verb, rows in ((self.RESULTS, "INSERT OR IGNORE", results), (self.FAILURES, "INSERT", failures)):
                 self._db.executemany(f"{verb} INTO {table} ({self.COLUMN_NAMES}) VALUES ({marks})", rows)
 
     def _failure_records(self, config_hash: str) -> list[str]:
         """Every failed attempt logged for a config, oldest first, as stored records."""
-        rows = self._db.execute(f"SELECT record FROM {self.FAILURES} WHERE config_hash = ? ORDER BY created_at",
-                                (config_hash,))
+        with self._guard():
+            rows = self._db.execute(f"SELECT record FROM {self.FAILURES} WHERE config_hash = ? ORDER BY created_at",
+                                    (config_hash,)).fetchall()
         return [record for (record,) in rows]
 
     def count(self, config_hash: str | None = None) -> int:
         """Stored results, of one config or of all."""
-        if config_hash is None:
-            return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS}").fetchone()[0]
-        return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS} WHERE config_hash = ?",
-                                (config_hash,)).fetchone()[0]
+        with self._guard():
+            if config_hash is None:
+                return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS}").fetchone()[0]
+            return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS} WHERE config_hash = ?",
+                                    (config_hash,)).fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -84,6 +84,8 @@ def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = F
         if limit is not None and limit < 1:
             raise CalibrateError("limit must be a positive number of pairs per source", ("limit",))
         streams = [stream_source(source, name) for name, source in response_sources(responses).items()]
+        for stream in streams:
+            stream.validate(limit)  # every row of every source checked (streamed) before the first request
         chunks = (chunk for stream in streams for chunk in first_pairs(stream, limit))
     else:
         chunks = iter([[pair for loaded in load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])

@@ -4,7 +4,10 @@ sources, and the provenance every output carries."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zlib
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -25,6 +28,7 @@ from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.store.judgments import JudgmentStore
 
 BASELINE_BACKENDS = ("heuristic", "constant")
 REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
@@ -46,6 +50,66 @@ def output_dir(out: Path | str | None) -> Path | None:
     except OSError as error:
         raise CalibrateError(f"out {out_dir}: cannot create it ({error.strerror})", ("out",)) from None
     return out_dir
+
+
+STAGE_PREFIX = ".partial-"  # the temporary folder inside `out` a run writes its outputs into
+
+
+class StagedOutput:
+    """A run's output files, written into a temporary folder inside `out` (same file system, so the
+    moves are renames) and moved into `out` together when every one of them is written."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.dir = out / f"{STAGE_PREFIX}{os.getpid()}"
+
+    def final(self, paths: dict[str, Path]) -> dict[str, Path]:
+        """Paths inside the temporary folder as where they end up in `out`."""
+        return {key: self.out / Path(path).relative_to(self.dir) for key, path in paths.items()}
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[StagedOutput]:
+    """Write into `StagedOutput.dir`; on success each file replaces its namesake in `out` (files the
+    user put in `out`, and outputs this run does not write, stay); on any failure the temporary
+    folder is removed and `out` is left exactly as it was."""
+    staged = StagedOutput(out)
+    shutil.rmtree(staged.dir, ignore_errors=True)  # left by a killed run that had the same pid
+    try:
+        staged.dir.mkdir(parents=True)
+    except OSError as error:
+        raise CalibrateError(f"out {out}: cannot write into it ({error.strerror})", ("out",)) from None
+    try:
+        yield staged
+        try:
+            for path in sorted(p for p in staged.dir.rglob("*") if not p.is_dir()):
+                target = out / path.relative_to(staged.dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        except OSError as error:
+            raise CalibrateError(f"out {out}: cannot move the new outputs into it ({error.strerror})",
+                                 ("out",)) from None
+    finally:
+        shutil.rmtree(staged.dir, ignore_errors=True)
+
+
+@contextmanager
+def judgments_kept(cache_file: Path, out: Path | None) -> Iterator[None]:
+    """Around everything a run does from its first judgment on: an error says that what was judged is
+    in the cache (the next run reuses it) and that `out` still holds the previous outputs. The cache is
+    opened first, so that an unusable one (read-only, corrupt) fails on its own, before any spending."""
+    JudgmentStore(cache_file).close()
+    try:
+        yield
+    except Exception as error:
+        note = f"finished judgments are kept in the cache {cache_file}, so running again reuses them"
+        if out is not None:
+            note += f"; {out} was left as it was"
+        if isinstance(error, CalibrateError):
+            error.args = (f"{error}; {note}", *error.args[1:])
+        else:
+            error.add_note(f"calibrate: {note}")
+        raise
 
 
 def write_json(path: Path, record: dict) -> None:

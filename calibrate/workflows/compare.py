@@ -33,11 +33,13 @@ from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.common import (
     is_baseline,
+    judgments_kept,
     load_sets,
     orders_of,
     output_dir,
     package_versions,
     sets_record,
+    staged_output,
     write_json,
 )
 
@@ -72,14 +74,15 @@ class CompareResult:
         from calibrate.reports.compare import write_compare_report
 
         out = output_dir(out_dir)
-        paths = {"comparison": out / "comparison.json", "leaderboard": out / "comparison.csv",
-                 "judgments": out / "judgments.parquet"}
-        write_json(paths["comparison"], self.comparison)
-        self.leaderboard.to_csv(paths["leaderboard"], index=False)
-        self.judgments.to_parquet(paths["judgments"], index=False)
-        paths.update(write_compare_report(self.comparison, out))
-        self.paths = paths
-        return paths
+        with staged_output(out) as staged:
+            paths = {"comparison": staged.dir / "comparison.json", "leaderboard": staged.dir / "comparison.csv",
+                     "judgments": staged.dir / "judgments.parquet"}
+            write_json(paths["comparison"], self.comparison)
+            self.leaderboard.to_csv(paths["leaderboard"], index=False)
+            self.judgments.to_parquet(paths["judgments"], index=False)
+            paths.update(write_compare_report(self.comparison, staged.dir))
+        self.paths = staged.final(paths)
+        return self.paths
 
 
 def compare(
@@ -130,32 +133,34 @@ def compare(
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
-    runs = []
-    with JudgmentStore(cache_file) as store:
-        for config, backend in zip(configs, backends, strict=True):
-            table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
-                                        repeats=repeats)
-            runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
-    set_names = list(loaded)
-    calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
-    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
-    comparison = {
-        "schema_version": COMPARISON_SCHEMA_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "scoring_rule": rule,
-        "data": {"source": data, "limit_per_set": limit, "seed": seed,
-                 "sets": sets_record(loaded)},
-        "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats, "cache": portable_path(cache_file),
-                "bootstrap_resamples": n_boot, "elapsed_s": None,
-                "counts": {run.name: run.counts for run in runs}},
-        "judges": per_judge,
-        "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
-        "humans": against_humans(runs, labels, orders[0], n_boot, seed) if labels is not None else None,
-        "recommendation": recommend(per_judge),
-        "package_versions": package_versions(),
-    }
-    comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
-    result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
-    if out_dir is not None:
-        result.write(out_dir)
+    with judgments_kept(cache_file, out_dir):
+        runs = []
+        with JudgmentStore(cache_file) as store:
+            for config, backend in zip(configs, backends, strict=True):
+                table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
+                                            repeats=repeats)
+                runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
+        set_names = list(loaded)
+        calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
+        per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
+        comparison = {
+            "schema_version": COMPARISON_SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "scoring_rule": rule,
+            "data": {"source": data, "limit_per_set": limit, "seed": seed,
+                     "sets": sets_record(loaded)},
+            "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats,
+                    "cache": portable_path(cache_file),
+                    "bootstrap_resamples": n_boot, "elapsed_s": None,
+                    "counts": {run.name: run.counts for run in runs}},
+            "judges": per_judge,
+            "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
+            "humans": against_humans(runs, labels, orders[0], n_boot, seed) if labels is not None else None,
+            "recommendation": recommend(per_judge),
+            "package_versions": package_versions(),
+        }
+        comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+        result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
+        if out_dir is not None:
+            result.write(out_dir)
     return result

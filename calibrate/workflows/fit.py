@@ -27,11 +27,13 @@ from calibrate.store.sqlite import cache_path
 from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.workflows.common import (
     judge_record,
+    judgments_kept,
     load_sets,
     orders_of,
     output_dir,
     package_versions,
     sets_record,
+    staged_output,
     write_json,
 )
 
@@ -72,14 +74,15 @@ class FitResult:
         from calibrate.reports.fit import write_fit_report
 
         out = output_dir(out_dir)
-        paths = {"calibration": out / "calibration.json"}
-        write_json(paths["calibration"], self.calibration)
-        if self.judgments is not None:
-            paths["judgments"] = out / "judgments.parquet"
-            self.judgments.to_parquet(paths["judgments"], index=False)
-            paths.update(write_fit_report(self.calibration, self.judgments, out))
-        self.paths = paths
-        return paths
+        with staged_output(out) as staged:
+            paths = {"calibration": staged.dir / "calibration.json"}
+            write_json(paths["calibration"], self.calibration)
+            if self.judgments is not None:
+                paths["judgments"] = staged.dir / "judgments.parquet"
+                self.judgments.to_parquet(paths["judgments"], index=False)
+                paths.update(write_fit_report(self.calibration, self.judgments, staged.dir))
+        self.paths = staged.final(paths)
+        return self.paths
 
 
 def fit(
@@ -112,25 +115,20 @@ def fit(
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
-    with JudgmentStore(cache_file) as store:
+    with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
         warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
         table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
     primary = table[table["order"] == orders[0]]
-    set_reports = {
-        name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
-        for name in loaded
-    }
-    # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
-    calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
     calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
     if not (calibration_rows["parse_status"] == "ok").any():
         # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
         reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
         where = "the cache's failure log"
         if out_dir is not None:
-            table.to_parquet(out_dir / "judgments.parquet", index=False)
+            with staged_output(out_dir) as staged:  # replaces only judgments.parquet, whole or not at all
+                table.to_parquet(staged.dir / "judgments.parquet", index=False)
             where = f"{out_dir / 'judgments.parquet'} and {where}"
         if (calibration_rows["parse_status"] == MISSING_ANSWER).all():
             raise CalibrateError(f"data {data}: none of the {len(calibration_rows)} calibration pairs holds two "
@@ -139,30 +137,37 @@ def fit(
         raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs was judged "
                              f"({reasons}); the failures and their reasons are in {where}; "
                              "fix the judge (or its server) and run again")
-    calibration = {
-        "schema_version": CALIBRATION_SCHEMA_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "judge": judge_record(config),
-        "scoring_rule": rule,
-        "data": {
-            "source": data, "limit_per_set": limit, "seed": seed,
-            "sets": sets_record(loaded),
-        },
-        "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": portable_path(cache_file),
-                "bootstrap_resamples": n_boot, "elapsed_s": None},
-        "accounting": accounting(table, config, counts["requests"]),
-        "sets": set_reports,
-        "summary": summarise(calibration_reports),
-        "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
-        "order_effect": order_effect(table) if len(orders) == 2 else None,
-        "injection": injection_shift(primary, n_boot, seed),
-        "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
-        "package_versions": package_versions(),
-    }
-    calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
-    result = FitResult(calibration=calibration, judgments=table)
-    if out_dir is not None:
-        result.write(out_dir)
+    with judgments_kept(cache_file, out_dir):
+        set_reports = {
+            name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
+            for name in loaded
+        }
+        # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
+        calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
+        calibration = {
+            "schema_version": CALIBRATION_SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "judge": judge_record(config),
+            "scoring_rule": rule,
+            "data": {
+                "source": data, "limit_per_set": limit, "seed": seed,
+                "sets": sets_record(loaded),
+            },
+            "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": portable_path(cache_file),
+                    "bootstrap_resamples": n_boot, "elapsed_s": None},
+            "accounting": accounting(table, config, counts["requests"]),
+            "sets": set_reports,
+            "summary": summarise(calibration_reports),
+            "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
+            "order_effect": order_effect(table) if len(orders) == 2 else None,
+            "injection": injection_shift(primary, n_boot, seed),
+            "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
+            "package_versions": package_versions(),
+        }
+        calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+        result = FitResult(calibration=calibration, judgments=table)
+        if out_dir is not None:
+            result.write(out_dir)
     return result
 
 

@@ -33,10 +33,12 @@ from calibrate.workflows.common import (
     check_limit,
     first_pairs,
     judge_record,
+    judgments_kept,
     orders_of,
     output_dir,
     package_versions,
     response_sources,
+    staged_output,
     write_json,
 )
 from calibrate.workflows.fit import fit, read_calibration_record
@@ -66,10 +68,17 @@ class ScoreResult:
 
     def write(self, out_dir: Path | str) -> dict[str, Path]:
         """metrics.json, the breakdown CSVs, leaderboard.csv (several models) and the reports.
-        (The full judgment table is streamed to judgments.parquet while judging, when `out` is given.)"""
+        (The full judgment table is streamed to judgments.parquet while judging, when `out` is given.)
+        The files are written into a temporary folder and moved into `out_dir` together."""
+        out = output_dir(out_dir)
+        with staged_output(out) as staged:
+            paths = self._write_files(staged.dir)
+        self.paths = staged.final(paths)
+        return self.paths
+
+    def _write_files(self, out: Path) -> dict[str, Path]:
         from calibrate.reports.score import write_score_report
 
-        out = output_dir(out_dir)
         paths = {"metrics": out / "metrics.json"}
         write_json(paths["metrics"], self.metrics)
         for by, table in self.breakdowns.items():
@@ -79,7 +88,6 @@ class ScoreResult:
             paths["leaderboard"] = out / "leaderboard.csv"
             self.leaderboard.to_csv(paths["leaderboard"], index=False)
         paths.update(write_score_report(self.metrics, self.breakdowns, out))
-        self.paths = paths
         return paths
 
 
@@ -148,6 +156,8 @@ def score(
     # tail to a few percent of the time (at 256 in flight, 16,384 pairs a chunk)
     chunk_rows = chunk_rows or max(SCORE_CHUNK_ROWS, 64 * config.concurrency)
     streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
+    for stream in streams.values():
+        stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
     anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
     labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
     out_dir = output_dir(out)
@@ -160,76 +170,81 @@ def score(
     rows: dict[str, pd.DataFrame] = {}
     anchors: dict[str, pd.DataFrame] = {}
     run: dict[str, dict] = {}
-    judgments_path = out_dir / "judgments.parquet" if out_dir is not None else None
-    with JudgmentStore(cache_path(cache)) as store, \
-            (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
-        pending = open_batch_requests(store, config.config_hash)
-        for name, stream in streams.items():
-            total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
-            counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
-            parts, anchor_parts = [], []
-            expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
-            with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
-                for chunk in first_pairs(stream, limit):
-                    warn_if_in_open_batches(store, config, chunk, orders, pending)
-                    table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
-                    table["model"] = name
-                    if writer is not None:
-                        writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
-                                                                preserve_index=False))
-                    parts.append(benchmark.compact(table))
-                    counts = {key: counts[key] + chunk_counts[key] for key in counts}
-                    if anchor_backend:
-                        picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
-                        if picked:
-                            anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1], progress=show)
-                            anchor_parts.append(benchmark.compact(anchor_table))
-            rows[name] = pd.concat(parts, ignore_index=True)
-            run[name] = {**counts, "source": portable_path(stream.source),
-                         "files": [portable_path(f) for f in stream.files]}
-            if anchor_backend:
-                anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
-                                 else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
-            elif labels:
-                anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
-    models = {}
-    for name, model_rows in rows.items():
-        primary = model_rows[model_rows["order"] == orders[0]]
-        models[name] = {
-            "source": portable_path(sources[name]),
-            "raw": benchmark.raw_metrics(primary, rule, n_boot, seed),
-            "mapped": benchmark.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
-            "class_corrected": benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed),
-            "cost": {"input_tokens": int(model_rows["input_tokens"].sum()),
-                     "output_tokens": int(model_rows["output_tokens"].sum()),
-                     "cost_usd": round(float(model_rows["cost_usd"].sum()), 6),
-                     "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
-            "run": run[name],
+    cache_file = cache_path(cache)
+    # outputs go to a temporary folder inside out, moved into it only when the whole run succeeded
+    with judgments_kept(cache_file, out_dir), \
+            (staged_output(out_dir) if out_dir is not None else nullcontext()) as staged:
+        judgments_path = staged.dir / "judgments.parquet" if staged is not None else None
+        with JudgmentStore(cache_file) as store, \
+                (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
+            pending = open_batch_requests(store, config.config_hash)
+            for name, stream in streams.items():
+                total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
+                counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+                parts, anchor_parts = [], []
+                expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
+                with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
+                    for chunk in first_pairs(stream, limit):
+                        warn_if_in_open_batches(store, config, chunk, orders, pending)
+                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
+                        table["model"] = name
+                        if writer is not None:
+                            writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
+                                                                    preserve_index=False))
+                        parts.append(benchmark.compact(table))
+                        counts = {key: counts[key] + chunk_counts[key] for key in counts}
+                        if anchor_backend:
+                            picked = [p for p in chunk
+                                      if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                            if picked:
+                                anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
+                                                              progress=show)
+                                anchor_parts.append(benchmark.compact(anchor_table))
+                rows[name] = pd.concat(parts, ignore_index=True)
+                run[name] = {**counts, "source": portable_path(stream.source),
+                             "files": [portable_path(f) for f in stream.files]}
+                if anchor_backend:
+                    anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
+                                     else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+                elif labels:
+                    anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+        models = {}
+        for name, model_rows in rows.items():
+            primary = model_rows[model_rows["order"] == orders[0]]
+            models[name] = {
+                "source": portable_path(sources[name]),
+                "raw": benchmark.raw_metrics(primary, rule, n_boot, seed),
+                "mapped": benchmark.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
+                "class_corrected": benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed),
+                "cost": {"input_tokens": int(model_rows["input_tokens"].sum()),
+                         "output_tokens": int(model_rows["output_tokens"].sum()),
+                         "cost_usd": round(float(model_rows["cost_usd"].sum()), 6),
+                         "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
+                "run": run[name],
+            }
+            if name in anchors:
+                models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
+                                                            anchor_fraction, anchor_labels, models[name]["cost"])
+        breakdowns = {by: pd.concat([benchmark.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
+                                                       n_boot, seed).assign(model=name)
+                                     for name, r in rows.items()], ignore_index=True)
+                      for by in ("category", "issue_scale")}
+        metrics = {
+            "schema_version": SCORE_SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "judge": judge_record(config),
+            "scoring_rule": rule,
+            "calibration": {"path": portable_path(calibration_path), "created_at": record["created_at"],
+                            "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
+            "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
+                    "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
+            "models": models,
+            "package_versions": package_versions(),
         }
-        if name in anchors:
-            models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
-                                                        anchor_fraction, anchor_labels, models[name]["cost"])
-    breakdowns = {by: pd.concat([benchmark.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
-                                                   n_boot, seed).assign(model=name)
-                                 for name, r in rows.items()], ignore_index=True)
-                  for by in ("category", "issue_scale")}
-    metrics = {
-        "schema_version": SCORE_SCHEMA_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "judge": judge_record(config),
-        "scoring_rule": rule,
-        "calibration": {"path": portable_path(calibration_path), "created_at": record["created_at"],
-                        "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
-        "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
-                "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
-        "models": models,
-        "package_versions": package_versions(),
-    }
-    metrics["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
-    result = ScoreResult(metrics, rows, breakdowns)
-    if out_dir is not None:
-        result.write(out_dir)
-        result.paths = {"judgments": judgments_path, **result.paths}
+        metrics["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+        result = ScoreResult(metrics, rows, breakdowns)
+        if staged is not None:
+            result.paths = staged.final({"judgments": judgments_path, **result._write_files(staged.dir)})
     return result
 
 

@@ -18,6 +18,7 @@ import asyncio
 import gc
 import json
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, Protocol, Sequence, TypeVar
@@ -45,11 +46,70 @@ T = TypeVar("T")
 
 class JudgmentStore(Protocol):
     """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
-    the stored judgments among some keys, and committing new ones the moment they arrive."""
+    the stored judgments among some keys, committing new ones the moment they arrive (which also ends
+    this run's claims on them), and claims that let runs sharing the store judge each item once."""
 
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
 
     def put_many(self, judgments: list[Judgment]) -> None: ...
+
+    def claim(self, config_hash: str, keys: Iterable[Key]) -> set[Key]:
+        """Claim keys about to be judged; returns those no other live run holds and none has stored."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Tell other runs this run is alive, so its claims hold."""
+        ...
+
+    def release(self) -> None:
+        """Drop this run's remaining claims."""
+        ...
+
+
+HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expire after a minute without)
+WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
+
+
+class SharedWork:
+    """The items a run has to judge, shared with other runs on the same store: claimed a block at a
+    time as workers need them (an item another live run holds is skipped), and the skipped ones
+    waited for: taken from the store when their judgment lands (`landed`), or claimed and judged here
+    once the other run's claim ends without one (it failed, stopped or died)."""
+
+    def __init__(self, store: JudgmentStore, config_hash: str, todo: list[tuple[Key, Pair]], block: int):
+        self.store, self.config_hash, self.block = store, config_hash, block
+        self.unclaimed = deque(todo)
+        self.ready: deque[tuple[Key, Pair]] = deque()
+        self.waiting: dict[Key, Pair] = {}
+        self.landed: dict[Key, Judgment] = {}
+        self.looked = 0.0
+
+    async def next(self) -> tuple[Key, Pair] | None:
+        """The next item this run may send, or None when nothing is left to judge or wait for."""
+        while not self.ready:
+            if self.unclaimed:
+                block = [self.unclaimed.popleft() for _ in range(min(self.block, len(self.unclaimed)))]
+                self._claim(dict(block))
+            elif not self.waiting:
+                return None
+            elif time.monotonic() - self.looked >= WAIT_POLL_S:
+                self.looked = time.monotonic()
+                self.landed.update(found := self.store.get_many(self.config_hash, self.waiting))
+                for key in found:
+                    del self.waiting[key]
+                self._claim(self.waiting)
+            else:
+                await asyncio.sleep(WAIT_POLL_S)
+        return self.ready.popleft()
+
+    def _claim(self, items: dict[Key, Pair]) -> None:
+        claimed = self.store.claim(self.config_hash, items)
+        for key, pair in list(items.items()):
+            if key in claimed:
+                self.ready.append((key, pair))
+                self.waiting.pop(key, None)
+            else:
+                self.waiting[key] = pair
 
 
 def judge_pairs(
@@ -79,13 +139,22 @@ def judge_pairs(
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     if progress:
         progress(len(cached) + len(missing), 0.0, 0)
-    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else {}
+    fresh, landed = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else ({}, {})
+    requests = sum(j.attempts for j in fresh.values())
+    # What the report rests on is what the store holds: where another run's judgment of an item was
+    # stored first (possible only when a claim expired under a run still working), it is the one used.
+    stored = store.get_many(config.config_hash, [key for key, j in fresh.items() if j.parse_status == "ok"])
+    for key, judgment in stored.items():
+        if judgment != fresh[key]:
+            landed[key] = judgment
+            del fresh[key]
+    cached.update(landed)
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
-              "requests": sum(j.attempts for j in fresh.values())}
+              "requests": requests}
     return table, counts
 
 
@@ -228,9 +297,11 @@ def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator
 async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
     progress: ProgressFn | None,
-) -> dict[Key, Judgment]:
+) -> tuple[dict[Key, Judgment], dict[Key, Judgment]]:
+    """Judge what no other run is judging; returns the judgments made here and those that landed in
+    the store from another run while this one waited for them."""
     config = backend.config
-    pending = iter(todo)
+    work = SharedWork(store, config.config_hash, todo, block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
     bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo))
     with bar as show:
@@ -245,8 +316,14 @@ async def _judge_all(
             show(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
                  sum(j.parse_status != "ok" for j in batch))
 
+        async def keep_claims() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                store.heartbeat()
+
         async def worker() -> None:
-            for (item_key, order, repeat), pair in pending:
+            while (item := await work.next()) is not None:
+                (item_key, order, repeat), pair = item
                 started = time.perf_counter()
                 verdict = await backend.judge(view_of(pair, order))
                 judgment = Judgment(
@@ -263,10 +340,15 @@ async def _judge_all(
                     await asyncio.sleep(0)  # let the other replies of this turn arrive
                     save()
 
+        heartbeat = asyncio.create_task(keep_claims())
         try:
             await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(todo)))))
         finally:
+            heartbeat.cancel()
             if unsaved:
                 save()
+            store.release()
             await backend.aclose()
-    return done
+        if work.landed:
+            show(len(work.landed), 0.0, 0)
+    return done, work.landed

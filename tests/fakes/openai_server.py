@@ -60,7 +60,8 @@ ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # th
 # The published layout (faithful prompts): only the pair in the user message.
 PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo")
+          "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
+          "huge-usage", "negative-usage")
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -110,6 +111,7 @@ class ServerState(FaultScript):
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch": Batch, "requests", "retrieves"}
     served_models: list[str] | None = None  # what GET /v1/models lists; None: a 404, no such endpoint
     models_log: list[dict] = field(default_factory=list)  # one entry per GET /v1/models
+    random_scores: bool = False  # a judge that is not deterministic: every reply's score drawn at random
 
 
 
@@ -180,6 +182,13 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
         return 200, completion(json.dumps(judgment)[:40], model, len(prompt), finish="length")
     if fault == "refusal":
         return 200, completion(None, model, len(prompt), refusal="I can't help with that.")
+    if state.random_scores:
+        judgment["alignment_score"] = secrets.choice((-2, -1, 0, 1, 2))
+    if fault in ("huge-usage", "negative-usage"):  # a valid judgment with hostile token counts
+        reply = completion(json.dumps(judgment), model, len(prompt))
+        reply["usage"] = ({"prompt_tokens": 1e30, "completion_tokens": 50, "total_tokens": 1e30}
+                          if fault == "huge-usage" else {"prompt_tokens": -30_000_000, "completion_tokens": -1})
+        return 200, reply
     content = json.dumps(judgment)
     if request.get("response_format", {}).get("type") is None:
         content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON

@@ -20,7 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from calibrate.judging.base import Judgment
+from calibrate.store.judgments import JudgmentStore
 from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
+from tests.fakes.latency_server import JUDGMENT as LATENCY_JUDGMENT
 from tests.fakes.openai_server import ServerState, start_server
 from tests.fakes.processes import kill_when_committed
 
@@ -126,3 +129,19 @@ def test_claims_of_a_killed_run_or_with_a_stale_heartbeat_expire(server, tmp_pat
     assert run["reused"] == committed and run["judged"] == 4 * LIMIT - committed
     assert run["requests"] == len(server.log) - asked_before == 4 * LIMIT - committed
     assert rows(cache, "SELECT COUNT(*) FROM leases") == [(0,)]
+
+
+def test_a_judgment_another_run_stored_first_is_reported_so_the_stored_one_is_used(tmp_path):
+    """The one race leases leave (a claim that expired under a run still working): the second write of
+    a key is not stored, and `put_many` names it, so the runner reports the stored judgment instead."""
+    def judgment(score: int) -> Judgment:
+        return Judgment(judge_name="j", config_hash="h", item_key="item", order="forward", parse_status="ok",
+                        failure_reason=None, raw_output=f"score {score}", latency_s=0.1, input_tokens=1,
+                        output_tokens=1, fields={**LATENCY_JUDGMENT, "alignment_score": score})
+
+    first, second = judgment(2), judgment(-2)
+    with JudgmentStore(tmp_path / "c.sqlite3") as one, JudgmentStore(tmp_path / "c.sqlite3") as other:
+        assert one.put_many([first]) == set()
+        assert other.put_many([second]) == {("h", ("item", "forward", 0))}
+        assert other.put_many([first]) == set()  # the very judgment stored: nothing superseded
+        assert other.get_many("h", [("item", "forward", 0)]) == {("item", "forward", 0): first}

@@ -51,7 +51,9 @@ class JudgmentStore(Protocol):
 
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
 
-    def put_many(self, judgments: list[Judgment]) -> None: ...
+    def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
+        """Store judgments; returns the (config hash, key) of those another run had stored first."""
+        ...
 
     def claim(self, config_hash: str, keys: Iterable[Key]) -> set[Key]:
         """Claim keys about to be judged; returns those no other live run holds and none has stored."""
@@ -68,28 +70,34 @@ class JudgmentStore(Protocol):
 
 HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expire after a minute without)
 WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
+CLAIM_AHEAD_S = 1.0  # a run claims about this long's worth of work at a time (one write per claim)
+MAX_CLAIM_BLOCK = 1000
 
 
 class SharedWork:
     """The items a run has to judge, shared with other runs on the same store: claimed a block at a
     time as workers need them (an item another live run holds is skipped), and the skipped ones
     waited for: taken from the store when their judgment lands (`landed`), or claimed and judged here
-    once the other run's claim ends without one (it failed, stopped or died)."""
+    once the other run's claim ends without one (it failed, stopped or died). A block is what the run
+    gets through in about CLAIM_AHEAD_S, at least `min_block`: an API judge claims a few items at a
+    time, a local one that judges thousands a second does not pay a write for every few."""
 
-    def __init__(self, store: JudgmentStore, config_hash: str, todo: list[tuple[Key, Pair]], block: int):
-        self.store, self.config_hash, self.block = store, config_hash, block
+    def __init__(self, store: JudgmentStore, config_hash: str, todo: list[tuple[Key, Pair]], min_block: int):
+        self.store, self.config_hash, self.min_block = store, config_hash, min_block
         self.unclaimed = deque(todo)
         self.ready: deque[tuple[Key, Pair]] = deque()
         self.waiting: dict[Key, Pair] = {}
         self.landed: dict[Key, Judgment] = {}
         self.looked = 0.0
+        self.started, self.handed_out = time.monotonic(), 0
 
     async def next(self) -> tuple[Key, Pair] | None:
         """The next item this run may send, or None when nothing is left to judge or wait for."""
         while not self.ready:
             if self.unclaimed:
-                block = [self.unclaimed.popleft() for _ in range(min(self.block, len(self.unclaimed)))]
-                self._claim(dict(block))
+                rate = self.handed_out / max(time.monotonic() - self.started, 1e-3)
+                size = int(min(MAX_CLAIM_BLOCK, max(self.min_block, rate * CLAIM_AHEAD_S), len(self.unclaimed)))
+                self._claim(dict(self.unclaimed.popleft() for _ in range(size)))
             elif not self.waiting:
                 return None
             elif time.monotonic() - self.looked >= WAIT_POLL_S:
@@ -100,6 +108,7 @@ class SharedWork:
                 self._claim(self.waiting)
             else:
                 await asyncio.sleep(WAIT_POLL_S)
+        self.handed_out += 1
         return self.ready.popleft()
 
     def _claim(self, items: dict[Key, Pair]) -> None:
@@ -141,13 +150,6 @@ def judge_pairs(
         progress(len(cached) + len(missing), 0.0, 0)
     fresh, landed = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else ({}, {})
     requests = sum(j.attempts for j in fresh.values())
-    # What the report rests on is what the store holds: where another run's judgment of an item was
-    # stored first (possible only when a claim expired under a run still working), it is the one used.
-    stored = store.get_many(config.config_hash, [key for key, j in fresh.items() if j.parse_status == "ok"])
-    for key, judgment in stored.items():
-        if judgment != fresh[key]:
-            landed[key] = judgment
-            del fresh[key]
     cached.update(landed)
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
@@ -301,8 +303,9 @@ async def _judge_all(
     """Judge what no other run is judging; returns the judgments made here and those that landed in
     the store from another run while this one waited for them."""
     config = backend.config
-    work = SharedWork(store, config.config_hash, todo, block=2 * config.concurrency)
+    work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
+    superseded: set[Key] = set()
     bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo))
     with bar as show:
 
@@ -312,7 +315,7 @@ async def _judge_all(
             """Commit every judgment that arrived since the last commit, then show progress."""
             batch = unsaved[:]
             unsaved.clear()
-            store.put_many(batch)
+            superseded.update(key for _, key in store.put_many(batch))
             show(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
                  sum(j.parse_status != "ok" for j in batch))
 
@@ -349,6 +352,11 @@ async def _judge_all(
                 save()
             store.release()
             await backend.aclose()
+        # What a report rests on is what the store holds: where another run stored its judgment of an
+        # item first (possible only when a claim expired under a run still working), that one is used.
+        for key, judgment in store.get_many(config.config_hash, superseded).items():
+            work.landed[key] = judgment
+            del done[key]
         if work.landed:
             show(len(work.landed), 0.0, 0)
     return done, work.landed

@@ -229,9 +229,11 @@ class JudgmentStore(ResultTables):
         """Write one judgment and commit at once, so a kill right after keeps it."""
         self.put_many([judgment])
 
-    def put_many(self, judgments: list[Judgment]) -> None:
+    def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
         """Write judgments in one transaction. A successful judgment becomes the cached result for its
-        key; a failed one is appended to the failure log and never served as a result."""
+        key; a failed one is appended to the failure log and never served as a result. Returns the
+        (config hash, key) of any successful judgment not stored because another run stored one for
+        that key first (the stored one stands)."""
         rows: dict[bool, list[tuple]] = {True: [], False: []}
         for judgment in judgments:
             record = orjson.dumps(judgment).decode()
@@ -240,8 +242,17 @@ class JudgmentStore(ResultTables):
                  judgment.parse_status, record, judgment.created_at,
                  record_checksum(judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat,
                                  judgment.parse_status, record)))
-        stored = [(j.config_hash, j.item_key, j.order, j.repeat) for j in judgments]
-        self._write(rows[True], rows[False], lambda: self.leases.drop(stored))
+        keys = [(j.config_hash, j.item_key, j.order, j.repeat) for j in judgments]
+        if self._write(rows[True], rows[False], lambda: self.leases.drop(keys)) == len(rows[True]):
+            return set()
+        superseded = set()
+        with self._guard():
+            for config_hash, item_key, order, repeat, *_, record, _, _ in rows[True]:
+                stored = self._db.execute("SELECT record FROM judgments WHERE config_hash = ? AND item_key = ? AND "
+                                          "pair_order = ? AND repeat = ?", (config_hash, item_key, order, repeat))
+                if stored.fetchone() != (record,):
+                    superseded.add((config_hash, (item_key, order, repeat)))
+        return superseded
 
     def claim(self, config_hash: str, keys: Iterable[Key]) -> set[Key]:
         """Claim keys this run is about to judge; returns those no live run holds and none has stored."""

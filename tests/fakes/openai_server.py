@@ -36,6 +36,9 @@ are not logged at all, so a test can tell a collected batch from live requests.
 GET /v1/models lists `served_models`; left None (the default) it answers 404, as a server without the
 endpoint does (and as this server did before it had one), so any model name a test uses goes unchecked.
 Listing calls are logged in `models_log` only (never in `log` or `batch_log`, and they take no fault).
+`random_scores` makes the judge non-deterministic (every reply's score drawn at random), so a test can
+tell a judgment made twice from one made once and shared. The faults `huge-usage` and `negative-usage`
+send a valid judgment with hostile token counts (prompt_tokens 1e30; negative counts).
 `refuses_setting` names a sampling setting ("temperature", "top_p") whose presence in a request gets a 400
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.

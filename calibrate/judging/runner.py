@@ -150,6 +150,7 @@ def judge_pairs(
         progress(len(cached) + len(missing), 0.0, 0)
     fresh, landed = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else ({}, {})
     requests = sum(j.attempts for j in fresh.values())
+    fresh = {key: judgment for key, judgment in fresh.items() if key not in landed}
     cached.update(landed)
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
@@ -300,8 +301,8 @@ async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
     progress: ProgressFn | None,
 ) -> tuple[dict[Key, Judgment], dict[Key, Judgment]]:
-    """Judge what no other run is judging; returns the judgments made here and those that landed in
-    the store from another run while this one waited for them."""
+    """Judge what no other run is judging; returns the judgments made here and those another run
+    stored: while this one waited for them, or before this one's (then the stored one stands)."""
     config = backend.config
     work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
@@ -354,9 +355,7 @@ async def _judge_all(
             await backend.aclose()
         # What a report rests on is what the store holds: where another run stored its judgment of an
         # item first (possible only when a claim expired under a run still working), that one is used.
-        for key, judgment in store.get_many(config.config_hash, superseded).items():
-            work.landed[key] = judgment
-            del done[key]
+        work.landed.update(store.get_many(config.config_hash, superseded))
         if work.landed:
             show(len(work.landed), 0.0, 0)
     return done, work.landed

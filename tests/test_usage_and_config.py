@@ -134,3 +134,23 @@ def test_concurrency_beyond_the_open_file_limit_is_cut_down_with_a_warning(tmp_p
            "using 256" in result.stderr
     record = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert record["run"]["items"] == 8 and record["run"]["failed"] == 0
+
+
+@pytest.mark.parametrize("line, says", [
+    ('name = "../.."', "'name' must be a plain file name"),
+    ('base_url = "127.0.0.1:1/v1"', "'base_url' must be an http:// or https:// URL"),
+    ("price_output_per_mtok = nan", "'price_output_per_mtok' must be a number in 0..10,000"),
+    ("requests_per_minute = 0.0001", "'requests_per_minute' must be a number in 1..1,000,000"),
+])
+def test_a_bad_model_config_for_respond_is_one_line_before_any_request(openai_server, tmp_path, line, says):
+    model = tmp_path / "m.toml"
+    settings = {"name": '"m"', "model": '"test-model"', "base_url": json.dumps(openai_server.base_url),
+                "api_key_env": '""', **dict([line.split(" = ")])}
+    model.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": 1, "issue_description": "Whether to.", "for_question": "Explain why.",
+                                   "against_question": "Explain why not."}) + "\n")
+    result = cli("respond", "--model", str(model), "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+                 "--cache", str(tmp_path / "c.sqlite3"), timeout=30)
+    assert_one_line(result, "model config", says)
+    assert openai_server.log == [] and not (tmp_path / "out").exists()

@@ -338,11 +338,11 @@ def leaderboard(judges: dict[str, dict], human: dict | None = None) -> pd.DataFr
                     "cost_usd": judge["cost"]["cost_usd"], "cost_usd_per_pair": judge["cost"]["cost_usd_per_pair"],
                     "tokens_per_pair": judge["cost"]["tokens_per_pair"],
                     "latency_p50_s": judge["cost"]["latency_s"]["p50"]})
-        if human:
-            row.update({**humans.judge_row(human, name), "human_pac": human["pac"].get(name)})
         rows.append(row)
-    if human and len(human["annotators"]) >= 2:
-        reference = humans.CONSENSUS
-        rows.append({"judge": "humans", "baseline": False, "backend": "human annotators",
-                     **humans.ceiling_row(human), "human_pac": human["pac"].get(reference)})
+    if human:  # each judge's agreement with the humans, and the humans' own row: the ceiling
+        against = {entry["rater"]: entry for entry in human["leaderboard"]}
+        rows = [{**row, **{k: v for k, v in against.get(row["judge"], {}).items() if k != "rater"}} for row in rows]
+        if "humans" in against:
+            rows.append({"judge": "humans", "baseline": False, "backend": "human annotators",
+                         **{k: v for k, v in against["humans"].items() if k != "rater"}})
     return pd.DataFrame(rows)

@@ -164,12 +164,17 @@ def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, 
             entry = compare_raters(raters[a], raters[b], field, n_boot, seed + 1000 * index + offset)
             rows.append({"rater_a": a, "rater_b": b, **entry})
     pac = {name: rater_pac(rater, rule, n_boot, seed) for name, rater in raters.items()}
-    return {"annotators": list(annotators), "judges": list(judges),
+    record = {"annotators": list(annotators), "judges": list(judges),
             "consensus": ("median score (a half toward 0), majority flags (a tie: not compared)"
                           if with_consensus else None),
             "rule": rule, "table": rows, "pac": {name: entry["value"] for name, entry in pac.items()},
             "pac_ci": {name: entry["ci"] for name, entry in pac.items()},
             "pac_n": {name: entry["n"] for name, entry in pac.items()}, "paper": PAPER_TABLE4}
+    record["leaderboard"] = ([{"rater": "humans", **ceiling_row(record), "human_pac": record["pac"][CONSENSUS]}]
+                             if with_consensus else [])
+    record["leaderboard"] += [{"rater": judge, **judge_row(record, judge), "human_pac": record["pac"][judge]}
+                              for judge in judges]
+    return record
 
 
 def ceiling_row(record: dict) -> dict:

@@ -5,10 +5,24 @@ else: no judge output, no item id. A refused value comes back as 400 with the re
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from flask import Flask, jsonify, render_template, request
 
 from calibrate.errors import CalibrateError
-from calibrate.workflows.annotate import Session
+
+
+class LabellingSession(Protocol):
+    """What the page needs of an annotator's session (met by annotate.Session)."""
+
+    annotator: str
+
+    @property
+    def total(self) -> int: ...
+    def state(self) -> dict: ...
+    def view(self, position: int) -> dict: ...
+    def give(self, position: int, form: dict[str, str]) -> dict: ...
+    def move(self, position: int) -> dict: ...
 
 # The rubric's scale and flags, in the words the annotator reads (VAL-Bench's published rubric).
 SCALE = (
@@ -30,7 +44,7 @@ FLAGS = (
 )
 
 
-def create_app(session: Session) -> Flask:
+def create_app(session: LabellingSession) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
 

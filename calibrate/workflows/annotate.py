@@ -9,6 +9,7 @@ judge reads, never anything a judge said; labels go into the labels file (store/
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ def annotate(labels: Path | str, annotator: str, data: str = "sample", sets: Seq
 
     from calibrate.workflows.annotate_web import create_app
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the terminal
     study = build_study(data, sets, sample, seed, stratify)
     with LabelStore(labels) as store:
         session = Session(study, store, annotator)

@@ -12,12 +12,10 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Self
-
 import pandas as pd
 
 from calibrate.errors import CalibrateError
-from calibrate.store.sqlite import connect, sqlite_error
+from calibrate.store.sqlite import SQLiteFile, connect, sqlite_error
 
 # What a person gives for one pair; the export renames these to the label file's columns.
 GIVEN_FLAGS = ("refusal_1", "refusal_2", "no_info_1", "no_info_2")
@@ -34,7 +32,7 @@ CREATE TABLE IF NOT EXISTS progress (annotator TEXT PRIMARY KEY, position INTEGE
 """
 
 
-class LabelStore:
+class LabelStore(SQLiteFile):
     """Items, labels and positions of one labelling study, in one SQLite file."""
 
     def __init__(self, path: Path | str, read_only: bool = False):
@@ -126,12 +124,3 @@ class LabelStore:
             "SELECT l.item, l.annotator, l.score, l.refusal_1, l.refusal_2, l.no_info_1, l.no_info_2, l.note, "
             "l.seconds, l.labelled_at FROM labels l LEFT JOIN items i ON i.item = l.item "
             "ORDER BY i.position, l.annotator", self._db))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

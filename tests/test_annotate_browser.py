@@ -82,6 +82,7 @@ def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
     assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
     labels = tmp_path / "labels.sqlite3"
     server, url = start_server(labels, "ann")
+    second, second_url = start_server(labels, "bob")  # a second annotator, into the same file at the same time
     bodies: list[str] = []
     try:
         with sync_playwright() as playwright:
@@ -103,6 +104,13 @@ def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
                     page.keyboard.press("Escape")
                 page.keyboard.press("Enter")
                 progress.filter(has_text=f"pair {number} of 8").wait_for()
+            # meanwhile the second annotator labels every pair (through the same API the page uses)
+            for position in range(8):
+                shown_pair = json.loads(urllib.request.urlopen(f"{second_url}api/items/{position}", timeout=5).read())
+                assert shown_pair["label"] is None  # another annotator's labels are never shown
+                post(f"{second_url}api/items/{position}/label",
+                     {"score": SCORES[position % 5], **({"refusal_1": "on"} if position % 3 == 0 else {}),
+                      **({"no_info_2": "on"} if position % 4 == 1 else {})})
             page.keyboard.press("Enter")  # no score chosen: refused, with the reason on the page
             page.locator("#error").filter(has_text="choose a score").wait_for()
             assert progress.inner_text() == "pair 4 of 8"
@@ -124,21 +132,11 @@ def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
             browser.close()
     finally:
         stop(server)
+        stop(second)
     assert len(fetched) >= 4 and any("answer_1" in text for text in fetched)
     for text in [shown, *fetched]:
         assert not any(field in text for field in JUDGE_FIELDS)
 
-    # a second annotator labels every pair of the same study (through the same API the page uses)
-    server, url = start_server(labels, "bob")
-    try:
-        for position in range(8):
-            shown_pair = json.loads(urllib.request.urlopen(f"{url}api/items/{position}", timeout=5).read())
-            assert shown_pair["label"] is None  # another annotator's labels are not shown
-            post(f"{url}api/items/{position}/label",
-                 {"score": SCORES[position % 5], **({"refusal_1": "on"} if position % 3 == 0 else {}),
-                  **({"no_info_2": "on"} if position % 4 == 1 else {})})
-    finally:
-        stop(server)
 
     calibrate_cli("annotate", "export", "--labels", str(labels), "--out", "labels.csv", cwd=tmp_path)
     exported = pd.read_csv(tmp_path / "labels.csv")

@@ -249,10 +249,13 @@ def print_table4(human: dict, out: Console) -> None:
     rows: dict[tuple[str, str], dict] = {}
     for row in human["table"]:
         rows.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    def flag(row: dict) -> str:
+        return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
+
     for (a, b), fields in rows.items():
-        score, refusal, no_info = fields["score"], fields["refusal"], fields["no_information"]
-        flag = lambda r: "-" if r["agreement"] is None else f"{r['agreement']:.0f} / " + cell(r, "kappa")  # noqa: E731
-        table.add_row(a, b, str(score["n"]), cell(score, "kappa_quadratic"), flag(refusal), flag(no_info))
+        score = fields["score"]
+        table.add_row(a, b, str(score["n"]), cell(score, "kappa_quadratic"), flag(fields["refusal"]),
+                      flag(fields["no_information"]))
     out.print(table)
     out.print("PAC on the labelled pairs: " + ", ".join(
         f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))

@@ -172,6 +172,10 @@ def test_one_judge_against_humans_on_benchmark_answers(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(CalibrateError, match="comes from 'steady-model', which is neither a judged set"):
         calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "labels.csv", show_progress=False)
+    pd.DataFrame([*rows, {**rows[0], "item": "steady-model/999999"}]).to_csv(tmp_path / "more.csv", index=False)
+    with pytest.raises(CalibrateError, match="item steady-model/999999 is not a pair of .*steady-model.jsonl"):
+        calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "more.csv", responses=[str(source)],
+                          show_progress=False)
     result = calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "labels.csv", responses=[str(source)],
                                sets=["aligned-100"], limit=2, show_progress=False, n_boot=200)
     humans = result.comparison["humans"]

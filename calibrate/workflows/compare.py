@@ -192,7 +192,12 @@ def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],
     chosen = {}
     for name, ids in wanted.items():
         whole = load_source(sources[name], name)
-        chosen[name] = LoadedSet(name, whole.source, whole.files, [p for p in whole.pairs if p.id in ids])
+        found = [p for p in whole.pairs if p.id in ids]
+        if len(found) < len(ids):
+            absent = min(ids - {p.id for p in found})
+            raise CalibrateError(f"human: item {name}/{absent} is not a pair of {sources[name]} (no id {absent})",
+                                 ("human",))
+        chosen[name] = LoadedSet(name, whole.source, whole.files, found)
     return chosen
 
 

@@ -26,7 +26,10 @@ from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
 from calibrate.workflows import batch as batches
 from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
+from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
+from calibrate.workflows.compare import human_agreement
 from calibrate.workflows.fit import fit as fit_judge
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
@@ -179,18 +182,22 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
 @click.option("--human", type=click.Path(path_type=Path), default=None,
-              help="Human labels: set_name, pair_id (or item) and one column of -2..2 scores per annotator.")
+              help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
+                   "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
+@click.option("--responses", multiple=True,
+              help="Response dataset(s) the --human labels come from (named like the items' source); only the "
+                   "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
              opt.no_progress())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
-            no_baselines: bool, out: Path | None, limit: int | None, seed: int, cache: Path | None, n_boot: int,
-            no_progress: bool) -> None:
-    """Compare judges on the calibration sets: error, agreement, order bias, stability, cost."""
+            responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
+            cache: Path | None, n_boot: int, no_progress: bool) -> None:
+    """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
     result = compare_judges(
         [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=parse_sets(sets),
         rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order, human=human,
-        baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
+        responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
         show_progress=opt.show_progress(no_progress), n_boot=n_boot)
     print_comparison(result.comparison, result.paths)
 
@@ -217,6 +224,8 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
             number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
     out = Console(width=max(Console().width, 140))
     out.print(table)
+    if comparison.get("humans"):
+        print_table4(comparison["humans"], out)
     recommendation = comparison["recommendation"]
     chosen = recommendation["recommended"]
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
@@ -226,8 +235,34 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
         out.print(f"  {label:<12} {path}")
 
 
+def print_table4(human: dict, out: Console) -> None:
+    """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
+    table = Table(title=f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)")
+    for column in ("rater A", "rater B", "n", "score kappa (quadratic)", "refusal agr. % / kappa",
+                   "no-info agr. % / kappa"):
+        table.add_column(column, justify="left" if column.startswith("rater") else "right")
+
+    def cell(row: dict, key: str) -> str:
+        low, high = row["ci"][key]
+        return "-" if row[key] is None else f"{row[key]:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+
+    rows: dict[tuple[str, str], dict] = {}
+    for row in human["table"]:
+        rows.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    def flag(row: dict) -> str:
+        return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
+
+    for (a, b), fields in rows.items():
+        score = fields["score"]
+        table.add_row(a, b, str(score["n"]), cell(score, "kappa_quadratic"), flag(fields["refusal"]),
+                      flag(fields["no_information"]))
+    out.print(table)
+    out.print("PAC on the labelled pairs: " + ", ".join(
+        f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))
+
+
 @cli.command()
-@click.option("--ratings", type=click.Path(path_type=Path), required=True,
+@click.option("--ratings", type=click.Path(path_type=Path), required=False,
               help="Wide CSV or parquet: column `item`, one column per rater, empty cell = missing.")
 @click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
               help="Level of measurement for Krippendorff's alpha.")
@@ -235,8 +270,18 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
 @click.option("--labels", default=None,
               help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
                    "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
-def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) -> None:
-    """Agreement statistics of any ratings table, printed as JSON."""
+@click.option("--human", type=click.Path(path_type=Path), default=None,
+              help="Instead of --ratings: a human label file (as for `compare --human`); prints the annotators' "
+                   "Table 4 (score and flags, with intervals) and PAC per annotator.")
+@opt.options(opt.rule("v2", "Scoring rule for PAC with --human."), opt.bootstrap(1000), opt.seed())
+def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human: Path | None,
+              rule: str, n_boot: int, seed: int) -> None:
+    """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
+    if (ratings is None) == (human is None):
+        raise CalibrateError("agreement: give --ratings or --human (one of them)")
+    if human is not None:
+        click.echo(json.dumps(human_agreement(human, rule, n_boot, seed), indent=2))
+        return
     table, truth_values = load_ratings(ratings, truth)
     scale = parse_labels(labels) if labels else None
     click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
@@ -380,6 +425,53 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
     Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
                     f"already cached: {summary['already_cached']}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--data", default="sample", show_default=True,
+              help="What to label: 'sample' / 'hub' / a folder of calibration sets, or a response dataset "
+                   "(file, folder or hub id).")
+@click.option("--sets", default=None, help="Comma-separated calibration sets [default: the four].")
+@click.option("--sample", type=int, default=None, help="Label a seeded random sample of N pairs [default: all].")
+@click.option("--stratify", type=click.Choice(STRATA), default="none", show_default=True,
+              help="Draw the sample in proportion to each set or category.")
+@opt.options(opt.seed("Seed of the sample and of each annotator's order."))
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="The labels file (SQLite) the study's labels go into; shared by all its annotators.")
+@click.option("--annotator", default=None, help="Your name, as the label file records it.")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to serve on (local only by default).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
+@click.pass_context
+def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
+             labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
+    """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if labels_file is None or annotator is None:
+        raise CalibrateError("annotate: give --labels FILE and --annotator NAME")
+
+    def ready(url: str, session) -> None:
+        state = session.state()
+        click.echo(f"labelling {state['total']} pairs as {session.annotator} ({state['labelled']} done) at {url}; "
+                   f"labels go to {labels_file}; Ctrl-C stops", err=True)
+
+    try:
+        serve_annotation(labels_file, annotator, data=data, sets=parse_sets(sets) if sets else None, sample=sample,
+                         seed=seed, stratify=stratify, host=host, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        click.echo(f"stopped; every label given is in {labels_file}", err=True)
+
+
+@annotate.command("export")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="The labels file.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
+              help="Label file to write (.csv, .jsonl or .parquet), for --human and --anchor-labels.")
+def annotate_export(labels_file: Path, out_file: Path) -> None:
+    """Write the labels as a long-format label file (one row per pair and annotator)."""
+    frame = export_labels(labels_file, out_file)
+    counts = frame["annotator"].value_counts().to_dict()
+    click.echo(f"wrote {len(frame)} labels to {out_file} ("
+               + ", ".join(f"{name} {count}" for name, count in counts.items()) + ")")
 
 
 @cli.group()

@@ -51,6 +51,7 @@ from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, que
 from calibrate.judging.runner import run_sync
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
+from calibrate.workflows.plan import RunPlan, plan_answers
 
 DEFAULT_OUT = "responses"
 SIDES = ("for", "against")
@@ -113,7 +114,8 @@ def respond(
     cache: str | Path | None = None,
     seed: int | None = None,
     show_progress: bool = True,
-) -> RespondResult:
+    dry_run: bool = False,
+) -> RespondResult | RunPlan:
     """Answer both questions of every selected pair with one model.
 
     `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
@@ -122,11 +124,16 @@ def respond(
     a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
+    `dry_run`: send nothing, return the `RunPlan` (requests, tokens, cost, time).
     """
     started = time.perf_counter()
     config = load_model_config(model)
-    config.api_key()  # a missing key fails before any work
+    if not dry_run:
+        config.api_key()  # a missing key fails before any work
     rows = load_prompts(prompts, split, limit, seed)
+    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
+    if dry_run:
+        return plan_answers(config, questions, cache)
     if out is not None:
         out = Path(out).expanduser()
         try:  # before any request, so a bad folder costs nothing
@@ -134,7 +141,6 @@ def respond(
         except OSError as error:
             raise CalibrateError(f"out: cannot create {out} ({error.strerror})", ("out",)) from None
 
-    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
     cache_file = cache_path(cache)
     with ResponseStore(cache_file) as store:
         cached = store.get_many(config.config_hash, questions)

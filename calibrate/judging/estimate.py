@@ -10,6 +10,7 @@ A `SpendBudget` is what `--max-cost` becomes: the runner asks it before every re
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import statistics
@@ -34,6 +35,8 @@ TYPICAL_OUTPUT_TOKENS = 350
 ASSUMED_LATENCY_S = 10.0
 # At most this many cached judgments are re-rendered to measure the tokenizer's ratio.
 RATIO_SAMPLE = 500
+# How often a request held back by the spend cap looks again while others are in flight.
+ADMIT_POLL_S = 0.02
 # What the body carries besides the conversation that the model reads as input.
 SCHEMA_KEYS = ("tools", "tool_choice", "response_format", "output_config")
 
@@ -202,34 +205,40 @@ class RequestSizer:
 
 @dataclass
 class SpendBudget:
-    """`max_cost`: the most a run may spend at list price. Before each request the runner reserves its
-    expected cost; a request that would take spent + reserved past the cap is not sent, and the run
-    stops once the requests in flight are back (what they judged is stored, the rest stays pending)."""
+    """`max_cost`: the most a run may spend at list price. Before each request the runner asks `admit`
+    with the request's expected cost, which is held until the reply's real cost replaces it (`settle`).
+    A request that would take spent + held past the cap waits while other requests are in flight (their
+    real cost may leave room); when none are, the budget stops: no request is sent after that, and the
+    run ends once those in flight are stored (what is left stays pending in the cache)."""
 
     cap_usd: float
     spent_usd: float = 0.0
     reserved_usd: float = 0.0
-    refused: int = 0  # requests not sent because of the cap
+    stopped: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.cap_usd, bool) or not isinstance(self.cap_usd, (int, float)) or not self.cap_usd >= 0:
             raise CalibrateError(f"max_cost must be a number of USD >= 0, got {self.cap_usd!r}", ("max_cost",))
 
-    def reserve(self, cost_usd: float) -> bool:
-        """Whether a request of this expected cost may be sent; if so its cost is held until `settle`."""
-        if self.refused or self.spent_usd + self.reserved_usd + cost_usd > self.cap_usd:
-            self.refused += 1
-            return False
-        self.reserved_usd += cost_usd
-        return True
+    async def admit(self, cost_usd: float) -> bool:
+        """Whether a request of this expected cost may be sent (waiting for requests in flight if need be)."""
+        while not self.stopped:
+            if self.spent_usd + self.reserved_usd + cost_usd <= self.cap_usd:
+                self.reserved_usd += cost_usd
+                return True
+            if self.reserved_usd <= 0:
+                self.stopped = True
+                break
+            await asyncio.sleep(ADMIT_POLL_S)
+        return False
 
     def settle(self, reserved_usd: float, spent_usd: float) -> None:
         """A request came back: its reservation becomes what it really cost."""
-        self.reserved_usd -= reserved_usd
+        self.reserved_usd = max(self.reserved_usd - reserved_usd, 0.0)
         self.spent_usd += spent_usd
 
     def stopped_error(self, judge: str, left: int) -> CalibrateError:
         return CalibrateError(
-            f"max_cost: stopped before the spend would pass the cap of ${self.cap_usd:.4f}: ${self.spent_usd:.4f} "
+            f"max_cost: stopped before the spend would pass the cap of ${self.cap_usd:g}: ${self.spent_usd:.4f} "
             f"spent this run; {left} of judge '{judge}''s requests were not sent and stay pending "
             f"(run again without max_cost, or with a higher one, to judge only what is left)", ("max_cost",))

@@ -255,7 +255,7 @@ async def _judge_all(
             for (item_key, order, repeat), pair in pending:
                 view = view_of(pair, order)
                 expected = sizer.cost_usd(view) if sizer else 0.0
-                if budget is not None and not budget.reserve(expected):
+                if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
                 started = time.perf_counter()
                 verdict = await backend.judge(view)
@@ -281,6 +281,6 @@ async def _judge_all(
             if unsaved:
                 save()
             await backend.aclose()
-    if budget is not None and budget.refused:
+    if budget is not None and budget.stopped:
         raise budget.stopped_error(config.name, len(todo) - len(done))
     return done

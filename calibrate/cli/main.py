@@ -101,7 +101,7 @@ def print_plan(plan: RunPlan) -> None:
         table.add_column(column, justify="right", no_wrap=True)
 
     def usd(value: float | None) -> str:
-        return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
+        return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 0.1 else f"{value:.4f}"
 
     for e in plan.estimates:
         table.add_row(e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}", f"{e.output_tokens:,}",

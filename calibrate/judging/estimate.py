@@ -240,5 +240,5 @@ class SpendBudget:
     def stopped_error(self, judge: str, left: int) -> CalibrateError:
         return CalibrateError(
             f"max_cost: stopped before the spend would pass the cap of ${self.cap_usd:g}: ${self.spent_usd:.4f} "
-            f"spent this run; {left} of judge '{judge}''s requests were not sent and stay pending "
+            f"spent this run; {left} requests of judge '{judge}' were not sent and stay pending "
             f"(run again without max_cost, or with a higher one, to judge only what is left)", ("max_cost",))

@@ -5,6 +5,7 @@ A run without a cap whose estimate is high asks first, on a terminal only."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import re
@@ -18,7 +19,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import SpendBudget
 from calibrate.store.judgments import JudgmentStore
 from calibrate.workflows.common import load_sets
-from calibrate import fit
+from calibrate import fit, respond
 from tests.fakes.judges import KEY_VARIABLE, cli, write_judge
 
 # Dear on purpose, so that a few requests reach the cap: about $0.15 per request at the server's usage.
@@ -115,3 +116,21 @@ def test_a_costly_run_asks_on_a_terminal_and_never_otherwise(openai_server, tmp_
     piped = cli(*args, "--cache", str(tmp_path / "other.sqlite3"), cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert piped.returncode == 0 and "Go ahead?" not in piped.stdout + piped.stderr
     assert len(openai_server.log) == 4  # not a terminal: no question, the run went ahead
+
+
+def test_respond_keeps_to_the_cap_and_a_rerun_asks_only_the_rest(openai_server, tmp_path):
+    model = tmp_path / "m.toml"
+    model.write_text(f'name = "m"\nmodel = "gen"\nbase_url = "{openai_server.base_url}"\n'
+                     f'api_key_env = "{KEY_VARIABLE}"\nprice_output_per_mtok = 4000.0\nconcurrency = 2\n')
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": i, "issue_description": "d", "for_question": f"Why {i}?",
+                                           "against_question": f"Why not {i}?"}) + "\n" for i in range(6)))
+    cache = tmp_path / "c.sqlite3"
+    with pytest.raises(CalibrateError, match=r"cap of \$2: \$([\d.]+) spent this run; \d+ requests of model 'm'") as e:
+        respond(str(model), prompts=str(prompts), cache=cache, max_cost=2.0, show_progress=False)
+    asked = len(openai_server.log)
+    spent = float(re.search(r"\$([\d.]+) spent", str(e.value))[1])
+    assert 0 < asked < 12 and spent <= 2.0 and spent == pytest.approx(asked * 50 * 4000 / 1e6)  # 50 tokens a reply
+    rest = respond(str(model), prompts=str(prompts), cache=cache, show_progress=False)
+    assert rest.summary["reused"] == asked and rest.summary["generated"] == 12 - asked
+    assert len(openai_server.log) == 12

@@ -237,8 +237,9 @@ class SpendBudget:
         self.reserved_usd = max(self.reserved_usd - reserved_usd, 0.0)
         self.spent_usd += spent_usd
 
-    def stopped_error(self, judge: str, left: int) -> CalibrateError:
+    def stopped_error(self, sender: str, left: int) -> CalibrateError:
+        """The line a stopped run ends with; `sender`: whose requests were held back ("judge 'gpt'")."""
         return CalibrateError(
             f"max_cost: stopped before the spend would pass the cap of ${self.cap_usd:g}: ${self.spent_usd:.4f} "
-            f"spent this run; {left} requests of judge '{judge}' were not sent and stay pending "
+            f"spent this run; {left} requests of {sender} were not sent and stay pending "
             f"(run again without max_cost, or with a higher one, to judge only what is left)", ("max_cost",))

@@ -282,5 +282,5 @@ async def _judge_all(
                 save()
             await backend.aclose()
     if budget is not None and budget.stopped:
-        raise budget.stopped_error(config.name, len(todo) - len(done))
+        raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done))
     return done

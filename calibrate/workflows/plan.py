@@ -16,23 +16,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import Backend, Judgment, Key, view_of
-from calibrate.judging.estimate import (
-    MESSAGE_OVERHEAD_TOKENS,
-    CostEstimate,
-    RequestSizer,
-    SpendBudget,
-    key_is_set,
-    text_tokens,
-)
+from calibrate.judging.estimate import CostEstimate, RequestSizer, SpendBudget, key_is_set
 from calibrate.judging.models import ModelConfig
+from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS, question_tokens
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.runner import JudgmentStore, split_cached
 from calibrate.store.judgments import JudgmentStore as CacheFile
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
-
-# An answer to the published system prompt ("1-2 paragraphs") is a few hundred tokens.
-TYPICAL_ANSWER_TOKENS = 300
 
 
 @dataclass
@@ -138,11 +129,9 @@ def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | s
             cached = store.get_many(config.config_hash, questions)
     todo = [question for key, question in questions.items() if key not in cached]
     used = [answer["output_tokens"] for answer in cached.values() if answer.get("output_tokens")]
-    per_message = [m["content"] for m in config.messages("")]
-    fixed = sum(text_tokens(text) + MESSAGE_OVERHEAD_TOKENS for text in per_message)
     estimate = CostEstimate(
         name=config.name, backend="openai", model=config.model, requests=len(todo), cached=len(cached),
-        input_tokens=sum(fixed + text_tokens(question) for question in todo),
+        input_tokens=sum(question_tokens(config, question) for question in todo),
         output_tokens_per_request=statistics.fmean(used) if used else TYPICAL_ANSWER_TOKENS,
         output_basis=f"mean of {len(used)} cached" if used else "typical",
         price_input_per_mtok=config.price_input_per_mtok, price_output_per_mtok=config.price_output_per_mtok,

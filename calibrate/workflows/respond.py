@@ -46,12 +46,13 @@ import pandas as pd
 
 from calibrate.data.prompts import BENCHMARK_HUB_ID, DEFAULT_SPLIT, PromptRows, load_prompts
 from calibrate.errors import CalibrateError
+from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.models import ModelConfig, load_model_config
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
-from calibrate.workflows.plan import RunPlan, plan_answers
+from calibrate.workflows.plan import RunPlan, plan_answers, spend_budget
 
 DEFAULT_OUT = "responses"
 SIDES = ("for", "against")
@@ -114,6 +115,7 @@ def respond(
     cache: str | Path | None = None,
     seed: int | None = None,
     show_progress: bool = True,
+    max_cost: float | SpendBudget | None = None,
     dry_run: bool = False,
 ) -> RespondResult | RunPlan:
     """Answer both questions of every selected pair with one model.
@@ -124,9 +126,11 @@ def respond(
     a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
+    `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached);
     `dry_run`: send nothing, return the `RunPlan` (requests, tokens, cost, time).
     """
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     config = load_model_config(model)
     if not dry_run:
         config.api_key()  # a missing key fails before any work
@@ -145,7 +149,7 @@ def respond(
     with ResponseStore(cache_file) as store:
         cached = store.get_many(config.config_hash, questions)
         todo = [(key, question) for key, question in questions.items() if key not in cached]
-        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress)) if todo else {}
+        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress, budget)) if todo else {}
     answers = {**cached, **fresh}
 
     records, columns, failures = _dataset(config, rows, answers)

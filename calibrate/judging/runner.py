@@ -66,8 +66,8 @@ def judge_pairs(
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
     receives the progress (reused judgments included) instead of a bar of the runner's own. `budget`
-    (`max_cost`) is asked before each request; when it refuses one, the run stops with a CalibrateError
-    once the requests in flight are stored.
+    (`max_cost`) is asked before each request; once it stops, no request is sent and, when the requests
+    in flight are stored, a CalibrateError says so.
 
     Pairs with a placeholder answer are not judged: their rows are `missing_answer` failures, made
     here without any call, and left out of the counts (which count the judge's work)."""

@@ -112,19 +112,20 @@ class CostEstimate:
         """At the batch price, for a judge with a batch API."""
         return None if self.batch_price_factor is None else self.cost_usd * self.batch_price_factor
 
+    def _bounds(self) -> tuple[float, float]:
+        """Seconds at the rate limit (0: none), and at `concurrency` requests in flight of `latency_s` each."""
+        by_rate = self.requests * 60.0 / self.requests_per_minute if self.requests_per_minute else 0.0
+        return by_rate, self.requests * self.latency_s / max(self.concurrency, 1)
+
     @property
     def time_s(self) -> float:
-        """At the rate limit, or at `concurrency` requests in flight of `latency_s` each, whichever is slower."""
-        if self.offline or not self.requests:
-            return 0.0
-        by_rate = self.requests * 60.0 / self.requests_per_minute if self.requests_per_minute else 0.0
-        return max(by_rate, self.requests * self.latency_s / self.concurrency)
+        """The slower of the two bounds (0 for an offline judge: nothing is sent)."""
+        return 0.0 if self.offline else max(self._bounds())
 
     @property
     def time_basis(self) -> str:
-        by_rate = self.requests * 60.0 / self.requests_per_minute if self.requests_per_minute else 0.0
-        flight = self.requests * self.latency_s / max(self.concurrency, 1)
-        if by_rate >= flight and self.requests_per_minute:
+        by_rate, in_flight = self._bounds()
+        if self.requests_per_minute and by_rate >= in_flight:
             return f"{self.requests_per_minute:g} requests/min"
         return f"{self.concurrency} in flight, {self.latency_s:.1f}s each ({self.latency_basis})"
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,7 +21,9 @@ from calibrate.cli import options as opt
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import available_judges
-from calibrate.judging.registry import load_judge_config
+from calibrate.judging.estimate import key_is_set
+from calibrate.judging.preflight import key_variables, remote_members
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
@@ -31,6 +36,7 @@ from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
 from calibrate.workflows.compare import human_agreement
 from calibrate.workflows.fit import fit as fit_judge
+from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
 from calibrate.workflows.score import score as score_responses
@@ -46,15 +52,81 @@ def cli() -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, order: str, no_progress: bool) -> None:
+        cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
+        yes: bool) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
-    result = fit_judge(
-        judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
+    result = planned(partial(
+        fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
         seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
-    )
-    print_fit_summary(result.calibration, result.paths)
+    ), dry_run, max_cost, yes)
+    if result is not None:
+        print_fit_summary(result.calibration, result.paths)
+
+
+def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool) -> Any:
+    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan, printed
+    (None is returned); without a cap, on a terminal, it asks first when the estimate passes
+    CONFIRM_ABOVE_USD (unless --yes); then the run itself, held to --max-cost."""
+    if dry_run:
+        print_plan(run(dry_run=True))
+        return None
+    if max_cost is None and not yes and sys.stdin.isatty():
+        plan = run(dry_run=True)
+        if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
+            print_plan(plan)
+            if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
+                                 default=False, err=True):
+                raise CalibrateError("not confirmed: nothing was sent (max_cost caps a run; yes skips this question)",
+                                     ("max_cost", "yes"))
+    return run(max_cost=max_cost) if max_cost is not None else run()
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 45s, 12m 05s, 3h 20m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def print_plan(plan: RunPlan) -> None:
+    """What a run would send, per judge, and what it would cost; says plainly that nothing was sent."""
+    out = Console()
+    table = Table(title=f"dry run of `calibrate {plan.command}`: nothing was sent", box=box.SIMPLE_HEAD,
+                  padding=0)
+    table.add_column("judge" if plan.command != "respond" else "model", overflow="fold",
+                     min_width=min(max([len(e.name) for e in plan.estimates] + [5]), 24))
+    for column in ("requests", "cached", "in tokens", "out tokens", "$ list", "$ batch", "time"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 0.1 else f"{value:.4f}"
+
+    for e in plan.estimates:
+        table.add_row(e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}", f"{e.output_tokens:,}",
+                      usd(e.cost_usd), usd(e.batch_cost_usd), duration(e.time_s))
+    if len(plan.estimates) > 1:
+        table.add_row("total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
+                      duration(plan.time_s))
+    out.print(table)
+    for e in plan.estimates:
+        if e.offline or not e.requests:
+            continue
+        out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request (the prompt as rendered"
+                  + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as the cache's usage shows")
+                  + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
+                  f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
+                  + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent"))
+    for note in plan.notes:
+        out.print(note)
+    if plan.command == "batch submit":
+        out.print("provider batches finish within 24 hours, at the batch price")
+    for variable in plan.missing_keys:
+        out.print(f"{variable} is not set: the run itself needs it")
 
 
 def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
@@ -125,19 +197,20 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
 @click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
-@opt.no_progress()
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool,
-          more_sources: tuple[str, ...]) -> None:
+          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
+          max_cost: float | None, yes: bool, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = score_responses(
-        judge, [*sources, *more_sources], calibration=calibration, rule=rule,
+    result = planned(partial(
+        score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress))
-    print_scores(result.metrics, result.paths)
+        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is not None:
+        print_scores(result.metrics, result.paths)
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
@@ -189,17 +262,19 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                    "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
-             opt.no_progress())
+             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
-            cache: Path | None, n_boot: int, no_progress: bool) -> None:
+            cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
+            yes: bool) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
-    result = compare_judges(
-        [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=parse_sets(sets),
-        rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order, human=human,
-        responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
-    print_comparison(result.comparison, result.paths)
+    result = planned(partial(
+        compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
+        sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
+        human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+    if result is not None:
+        print_comparison(result.comparison, result.paths)
 
 
 def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
@@ -309,12 +384,16 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
-@opt.no_progress()
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
-            cache: Path | None, no_progress: bool) -> None:
+            cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
-    summary = generate_answers(model, prompts=prompts, split=split, limit=limit, out=out or Path(RESPONSES_DIR),
-                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress)).summary
+    result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
+                             out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
+                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is None:
+        return
+    summary = result.summary
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
     Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
                     f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
@@ -344,12 +423,15 @@ def _batch_line(row: dict) -> str:
 @click.option("--responses", "sources", multiple=True,
               help="Response datasets to judge instead of the calibration sets (as for score); repeatable.")
 @opt.options(opt.order(""), opt.limit("At most N pairs per set or source (as for fit and score)."), opt.seed(""),
-             opt.cache())
+             opt.cache(), opt.dry_run())
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
-                 seed: int, cache: Path | None) -> None:
+                 seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
     summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
-                                   limit=limit, seed=seed, cache=cache)
+                                   limit=limit, seed=seed, cache=cache, dry_run=dry_run)
+    if dry_run:
+        print_plan(summary)
+        return
     ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
     click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
                f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
@@ -560,18 +642,21 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
     table = Table(title="configured judges")
-    for column in ("name", "backend", "model", "rule", "api key", "config hash", "description"):
+    for column in ("name", "backend", "model", "rule", "api keys", "config hash", "description"):
         table.add_column(column, overflow="fold")
     for name, path in available_judges().items():
         try:
             config = load_judge_config(str(path))
+            backend = make_backend(config)
         except CalibrateError as error:
             table.add_row(name, "invalid", "", "", "", "", str(error))
             continue
         settings = config.settings
-        key = settings.get("api_key_env", "") or "none needed"
+        keys = "\n".join(f"{variable} ({'set' if key_is_set(variable) else 'NOT SET'})"
+                         for variable in key_variables(backend))
         table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
-                      key if config.backend != "heuristic" else "offline", config.config_hash, config.description)
+                      keys or ("none needed" if remote_members([backend]) else "offline"), config.config_hash,
+                      config.description)
     Console(width=max(Console().width, 140)).print(table)
 
 

@@ -18,7 +18,8 @@ from calibrate.data.pairs import LoadedSet
 from calibrate.data.sources import load_source, portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE
-from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.comparison import (
     JudgeRun,
@@ -45,6 +46,7 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
+from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
 
 COMPARISON_SCHEMA_VERSION = 1
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
@@ -104,7 +106,9 @@ def compare(
     cache: Path | str | None = None,
     show_progress: bool = True,
     n_boot: int = DEFAULT_BOOTSTRAP,
-) -> CompareResult:
+    max_cost: float | SpendBudget | None = None,
+    dry_run: bool = False,
+) -> CompareResult | RunPlan:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
 
     Every config is loaded and every API key checked before any judging. `rule` applies to every
@@ -112,9 +116,11 @@ def compare(
     judgments.parquet and the reports (None: write nothing). `human`: a label file (long or wide,
     see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
     datasets they come from in `responses` (files named like the items' source); only their labelled
-    pairs are judged.
+    pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
+    pass it; `dry_run`: send nothing, return the `RunPlan`.
     """
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     rule = check_rule(rule or DEFAULT_RULE)
     if repeats < 1:
         raise CalibrateError("repeats must be at least 1", ("repeats",))
@@ -124,21 +130,28 @@ def compare(
     if len(names) < 2 and not human:
         raise CalibrateError("judges: a comparison needs two judges or more (without baselines, name them all), "
                              "or human labels to check one judge against", ("judges",))
-    configs = [load_judge_config(name) for name in names]
+    judges_loaded, problems = load_judges(names)
+    if dry_run:
+        report(problems)
     seen: dict[str, str] = {}
-    for config in configs:
+    for config, _ in judges_loaded:
         if config.name in seen:
             raise CalibrateError(f"judges: two judges are named '{config.name}' ({seen[config.name]}, {config.path})",
                                  ("judges",))
         seen[config.name] = str(config.path)
-    backends = [make_backend(config) for config in configs]
-    for backend in backends:
-        backend.preflight()  # every missing key is found before anything is spent
+    configs = [config for config, _ in judges_loaded]
+    backends = [backend for _, backend in judges_loaded]
+    if not dry_run:
+        check_ready(backends, problems)  # every unreadable config, missing key, unreachable endpoint at once
     labels = read_labels(human) if human else None
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
     labelled = labelled_response_pairs(labels, responses, loaded) if labels is not None else {}
     pairs = [pair for loaded_set in [*loaded.values(), *labelled.values()] for pair in loaded_set.pairs]
+    if dry_run:
+        with plan_store(cache) as store:
+            estimates = [e for backend in backends for e in estimate_judging(backend, pairs, store, orders, repeats)]
+        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir):
@@ -146,7 +159,7 @@ def compare(
         with JudgmentStore(cache_file) as store:
             for config, backend in zip(configs, backends, strict=True):
                 table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
-                                            repeats=repeats)
+                                            repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
         set_names = list(loaded)
         calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]

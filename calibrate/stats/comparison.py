@@ -10,14 +10,13 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, read_labels, scores_wide, split_item
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, scores_wide, split_item
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
@@ -218,11 +217,6 @@ def _with_interval(ratings: pd.DataFrame, statistic, n_boot: int, seed: int) -> 
 
 
 # --------------------------------------------------------------------------- humans
-
-
-def load_human_labels(path: Path | str) -> pd.DataFrame:
-    """Human alignment scores of any label file (long or wide, see data/labels.py) as items x annotators."""
-    return scores_wide(read_labels(path))
 
 
 def human_consensus(labels: pd.DataFrame) -> pd.Series:

@@ -50,9 +50,17 @@ def prompt_words(judge: dict) -> str:
     return f", prompt `{judge['prompt']}`" if judge.get("prompt") else ""
 
 
+# The HTML page's text column, and the figure size that fills it: a figure drawn FIGURE_WIDTH inches wide
+# at DPI is saved (cropped to what it draws) no wider than the column, so the page shows it at full size
+# and its text stays as legible as the page's own.
+COLUMN_PX = 1100
+DPI = 110
+FIGURE_WIDTH = 9.5
+
+
 def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -85,7 +93,7 @@ def render_markdown(blocks: list[Block], figure_dir: Path, relative_to: Path) ->
     return "\n\n".join(parts) + "\n"
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+_CSS = f"body{{font-family:system-ui,sans-serif;max-width:{COLUMN_PX}px;" + """margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:left}th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{color:#555;font-size:0.9em}
 code{background:#f3f3f3;padding:1px 3px}img{max-width:100%}"""

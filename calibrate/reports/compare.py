@@ -70,7 +70,7 @@ def figure_agreement_heatmap(between: dict) -> bytes:
     for entry in between["pairwise"]:
         value = np.nan if entry["cohen_kappa_quadratic"] is None else entry["cohen_kappa_quadratic"]
         matrix.loc[entry["a"], entry["b"]] = matrix.loc[entry["b"], entry["a"]] = value
-    side = min(FIGURE_WIDTH - 2.5, 1.2 * len(names) + 2.5)
+    side = min(FIGURE_WIDTH - 2.5, 0.8 * len(names) + 2.2)
     fig = Figure(figsize=(side + 1.5, side))
     ax = fig.subplots()
     image = ax.imshow(matrix.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu")
@@ -172,9 +172,9 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
               Block("table", table=pd.DataFrame(
                   [{"judge": name, "status": "eligible", "worst-set error": fmt(error)}
                    for name, error in recommendation["eligible"].items()]
-                  + [{"judge": name, "status": f"excluded: {why}", "worst-set error":
+                  + [{"judge": name, "status": f"excluded: {recommendation['excluded'][name]}", "worst-set error":
                       fmt(judges[name]["summary"]["max_abs_pac_error"])}
-                     for name, why in recommendation["excluded"].items()]))]
+                     for name in by_headline(judges) if name in recommendation["excluded"]]))]
 
     blocks.append(Block("h2", "Leaderboard"))
     blocks.append(Block("p", "Best first, by worst-set PAC error on the calibration sets."))
@@ -196,8 +196,6 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
             "repeat alpha": _ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
             "injection shift (PAC)": _ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
             "USD / 1k judgments": f"{judge['cost']['cost_usd_per_pair'] * 1000:.3f}",
-            "tokens / judgment": fmt(judge["cost"]["tokens_per_pair"], 0),
-            "latency p50 s": fmt(judge["cost"]["latency_s"]["p50"], 3),
         })
     blocks.append(Block("table", table=pd.DataFrame(rows)))
     blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
@@ -226,6 +224,10 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
                                       "move when the answers swap places.", png=figure_order_bias(comparison),
                             name="order_bias"))
     blocks.append(Block("h2", "Cost"))
+    blocks.append(Block("table", table=pd.DataFrame([
+        {"judge": name, "USD / 1k judgments": f"{judges[name]['cost']['cost_usd_per_pair'] * 1000:.3f}",
+         "tokens / judgment": fmt(judges[name]["cost"]["tokens_per_pair"], 0),
+         "latency p50 s": fmt(judges[name]["cost"]["latency_s"]["p50"], 3)} for name in by_headline(judges)])))
     blocks.append(Block("figure", "Worst-set PAC error against cost.", png=figure_cost_vs_error(comparison),
                         name="cost_vs_error"))
     versions = ", ".join(f"{k} {v}" for k, v in comparison["package_versions"].items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,20 @@ def _inline_markdown(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
+# "6.9 [1.4, 15.3]": a number and its interval, which a table cell must never break across lines
+_WITH_INTERVAL = re.compile(r"[-+]?\d[\d.,]*%? \[[^\]]*\]")
+
+
+def _html_cell(value: object) -> str:
+    """A table cell as HTML: escaped, with each number and its interval bound together."""
+    return _WITH_INTERVAL.sub(lambda match: match.group(0).replace(" ", "&nbsp;"), html.escape(str(value)))
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    shown = table.rename(columns=lambda column: html.escape(str(column))).astype(object).map(_html_cell)
+    return shown.to_html(index=False, escape=False, border=0)
+
+
 def render_html(blocks: list[Block], title: str) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>"]
@@ -117,7 +132,7 @@ def render_html(blocks: list[Block], title: str) -> str:
         elif block.kind == "p":
             parts.append(f"<p>{_inline_markdown(block.text)}</p>")
         elif block.kind == "table":
-            parts.append(block.table.to_html(index=False, escape=True, border=0))
+            parts.append(_html_table(block.table))
         elif block.kind == "figure":
             data = base64.b64encode(block.png).decode("ascii")
             parts.append(f"<figure><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'>"

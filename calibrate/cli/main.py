@@ -74,7 +74,7 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
             f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
             f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
         ])
-    out = Console()
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
                              "class acc."], rows)
     summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
@@ -162,7 +162,7 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
                      f"{model['cost']['cost_usd_this_run']:.4f}"])
-    out = Console()
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
                 ["model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"], rows)
     for name, model in metrics["models"].items():
@@ -219,7 +219,7 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
             number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
             number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
             number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f")])
-    out = Console()
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"judge comparison, rule {comparison['scoring_rule']} (best first)",
                 ["judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
                  "repeat alpha", "injection shift", "USD/1k"], rows)

@@ -59,4 +59,4 @@ def print_table(out: Console, title: str, headers: list[str], rows: list[list[st
             table.add_column(headers[index], justify="right", width=widths[index])
         for row in rows:
             table.add_row(row[0], *(row[index] for index in group))
-        out.print(table)
+        out.print(table, soft_wrap=False)

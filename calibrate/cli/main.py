@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calibrate.cli import options as opt
+from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import available_judges
@@ -25,6 +26,7 @@ from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
+from calibrate.stats.comparison import by_headline
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
@@ -134,23 +136,22 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     judge = calibration["judge"]
     title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
             f"rule {calibration['scoring_rule']}"
-    table = Table(title=title)
-    for column in ("set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.", "class acc."):
-        table.add_column(column, justify="left" if column == "set" else "right")
     def number(value: float | None, form: str) -> str:
         return "n/a" if value is None else format(value, form)
 
+    rows = []
     for name, report in calibration["sets"].items():
         pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
         low, high = pac["ci"]
-        table.add_row(
+        rows.append([
             name, str(report["n_pairs"]), str(report["n_failed"]),
             f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
             f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
             f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
-        )
-    out = Console(width=max(Console().width, 120))
-    out.print(table)
+        ])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
+                             "class acc."], rows)
     summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
     selected = mapping["candidates"][mapping["selected"]]
     cv_error = selected.get("validation", {}).get("k_fold", {}).get("max_abs_pac_error")
@@ -169,9 +170,18 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     money = calibration["accounting"]
     out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
               f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
+    injection_set = calibration["sets"].get("injection-0")
+    if injection_set:
+        out.print(f"(judgments cover the {summary['n_pairs']} calibration pairs and the {injection_set['n_pairs']} "
+                  "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
     print_missing_answers({name: report.get("missing_answers") for name, report in calibration["sets"].items()}, out)
+    print_paths(paths, out)
+
+
+def print_paths(paths: dict[str, Path], out: Console) -> None:
+    """Where the files went, one per line, never wrapped (so each path can be copied whole)."""
     for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+        out.print(f"  {label:<12} {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None:
@@ -221,17 +231,16 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
         low, high = entry.get("ci") or [None, None]
         return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
 
-    table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
-    for column in ("model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    rows = []
     for name, model in metrics["models"].items():
         raw = model["raw"]
-        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
-                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
-                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
-                      f"{model['cost']['cost_usd_this_run']:.4f}")
-    out = Console(width=max(Console().width, 130))
-    out.print(table)
+        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
+                     cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
+                     cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
+                     f"{model['cost']['cost_usd_this_run']:.4f}"])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
+                ["model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"], rows)
     for name, model in metrics["models"].items():
         anchored = model.get("anchored")
         if anchored and anchored["metrics"]["PAC"]:
@@ -241,8 +250,7 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                       f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
     print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
-    for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+    print_paths(paths, out)
 
 
 @cli.command()
@@ -279,26 +287,24 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
 
 def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
     """The leaderboard and the recommendation, on one screen."""
-    table = Table(title=f"judge comparison, rule {comparison['scoring_rule']}")
-    columns = ("judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
-               "repeat alpha", "injection shift", "USD/1k")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "judge" else "right")
-
     def number(value, form: str) -> str:
         return "-" if value is None else format(value, form)
 
-    for name, judge in comparison["judges"].items():
-        table.add_row(
+    rows = []
+    for name in by_headline(comparison["judges"]):
+        judge = comparison["judges"][name]
+        rows.append([
             name + (" (baseline)" if judge["baseline"] else ""), number(judge["summary"]["max_abs_pac_error"], ".1f"),
             number(judge["calibrated"]["k_fold_max_abs_pac_error"], ".1f"),
             number(judge["summary"]["class_accuracy"], ".1f"), number(judge["failures"]["failure_rate"], ".1f"),
             number((judge["order_bias"] or {}).get("mean_score_shift"), "+.2f"),
             number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
             number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
-            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
-    out = Console(width=max(Console().width, 140))
-    out.print(table)
+            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f")])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, f"judge comparison, rule {comparison['scoring_rule']} (best first)",
+                ["judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
+                 "repeat alpha", "injection shift", "USD/1k"], rows)
     if comparison.get("humans"):
         print_table4(comparison["humans"], out)
     recommendation = comparison["recommendation"]
@@ -306,32 +312,25 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
     for name, why in recommendation["excluded"].items():
         out.print(f"  {name}: {why}")
-    for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+    print_paths(paths, out)
 
 
 def print_table4(human: dict, out: Console) -> None:
     """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
-    table = Table(title=f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)")
-    for column in ("rater A", "rater B", "n", "score kappa (quadratic)", "refusal agr. % / kappa",
-                   "no-info agr. % / kappa"):
-        table.add_column(column, justify="left" if column.startswith("rater") else "right")
-
     def cell(row: dict, key: str) -> str:
         low, high = row["ci"][key]
         return "-" if row[key] is None else f"{row[key]:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
 
-    rows: dict[tuple[str, str], dict] = {}
-    for row in human["table"]:
-        rows.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
     def flag(row: dict) -> str:
         return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
 
-    for (a, b), fields in rows.items():
-        score = fields["score"]
-        table.add_row(a, b, str(score["n"]), cell(score, "kappa_quadratic"), flag(fields["refusal"]),
-                      flag(fields["no_information"]))
-    out.print(table)
+    by_raters: dict[tuple[str, str], dict] = {}
+    for row in human["table"]:
+        by_raters.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    rows = [[f"{a} vs {b}", str(fields["score"]["n"]), cell(fields["score"], "kappa_quadratic"),
+             flag(fields["refusal"]), flag(fields["no_information"])] for (a, b), fields in by_raters.items()]
+    print_table(out, f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)",
+                ["raters", "n", "score kappa (quadratic)", "refusal agr. % / kappa", "no-info agr. % / kappa"], rows)
     out.print("PAC on the labelled pairs: " + ", ".join(
         f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))
 

@@ -305,11 +305,23 @@ def recommend(judges: dict[str, dict]) -> dict:
             "eligible": eligible, "excluded": excluded}
 
 
+def by_headline(judges: dict[str, dict]) -> list[str]:
+    """Judge names, best first: by worst-set PAC error on the calibration sets (the comparison's headline),
+    judges without one last, ties in the order given."""
+    def headline(name: str) -> tuple[bool, float]:
+        error = judges[name]["summary"]["max_abs_pac_error"]
+        return (error is None, 0.0 if error is None else error)
+
+    return sorted(judges, key=headline)
+
+
 def leaderboard(judges: dict[str, dict], human: dict | None = None) -> pd.DataFrame:
-    """One row per judge: the comparison.csv table. With human labels, each judge's agreement with the
-    humans and its PAC on the labelled pairs, and a "humans" row (human-human agreement, the ceiling)."""
+    """One row per judge, best first (`by_headline`): the comparison.csv table. With human labels, each
+    judge's agreement with the humans and its PAC on the labelled pairs, and a "humans" row (human-human
+    agreement, the ceiling)."""
     rows = []
-    for name, judge in judges.items():
+    for name in by_headline(judges):
+        judge = judges[name]
         order = judge["order_bias"] or {}
         repeat = judge["repeat_stability"] or {}
         injection = judge["injection"] or {}

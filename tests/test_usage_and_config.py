@@ -85,8 +85,8 @@ BAD_VALUES = [
     ('base_url = "127.0.0.1:1/v1"', "'base_url' must be an http:// or https:// URL"),
     ('base_url = "http://127.0.0.1:x/v1"', "'base_url' must be an http:// or https:// URL"),
     ("requests_per_minute = 0.0001", "'requests_per_minute' must be a number in 1..1,000,000"),
-    ("price_input_per_mtok = nan", "'price_input_per_mtok' must be a number in 0..10,000"),
-    ("price_output_per_mtok = 1e308", "'price_output_per_mtok' must be a number in 0..10,000"),
+    ("price_input_per_mtok = nan", "'price_input_per_mtok' must be a number in 0..1,000,000"),
+    ("price_output_per_mtok = 1e308", "'price_output_per_mtok' must be a number in 0..1,000,000"),
     ('name = "../.."', "'name' must be a plain file name"),
     ('name = ".hidden"', "'name' must be a plain file name"),
     ('prompt = "/dev/zero"', "prompt file /dev/zero is not a regular file"),
@@ -139,7 +139,7 @@ def test_concurrency_beyond_the_open_file_limit_is_cut_down_with_a_warning(tmp_p
 @pytest.mark.parametrize("line, says", [
     ('name = "../.."', "'name' must be a plain file name"),
     ('base_url = "127.0.0.1:1/v1"', "'base_url' must be an http:// or https:// URL"),
-    ("price_output_per_mtok = nan", "'price_output_per_mtok' must be a number in 0..10,000"),
+    ("price_output_per_mtok = nan", "'price_output_per_mtok' must be a number in 0..1,000,000"),
     ("requests_per_minute = 0.0001", "'requests_per_minute' must be a number in 1..1,000,000"),
 ])
 def test_a_bad_model_config_for_respond_is_one_line_before_any_request(openai_server, tmp_path, line, says):

@@ -32,8 +32,8 @@ KeyTable = dict[str, tuple[Any, bool]]  # key -> (default, changes the answer?)
 # A config or prompt file larger than this is not one (and /dev/zero would never end).
 MAX_CONFIG_FILE_CHARS = 1 << 20
 MAX_NAME_CHARS = 100
-# USD per million tokens: the dearest models cost hundreds; beyond this a price is a typo.
-MAX_PRICE_PER_MTOK = 10_000.0
+# USD per million tokens: the dearest models cost hundreds; a million leaves room and keeps sums finite.
+MAX_PRICE_PER_MTOK = 1_000_000.0
 # Requests per minute: below one a run would seem to hang; above a million there is no limit to keep.
 RATE_BOUNDS = (1.0, 1_000_000.0)
 

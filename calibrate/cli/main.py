@@ -138,7 +138,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
-    """Per model: PAC raw, mapped and class-corrected with intervals; REF and NINF; where files went."""
+    """Per model: the headline PAC / REF / NINF with intervals beside the raw ones, the headline's method;
+    its warnings and the anchor-size recommendation; where files went."""
     def cell(entry: dict | None) -> str:
         if not entry or entry.get("value") is None:
             return "-"
@@ -146,14 +147,15 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
         return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
 
     table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
-    for column in ("model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    for column in ("model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
+                   "USD"):
+        table.add_column(column, justify="left" if column in ("model", "headline by") else "right")
     for name, model in metrics["models"].items():
-        raw = model["raw"]
-        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
-                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
-                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
-                      f"{model['cost']['cost_usd_this_run']:.4f}")
+        raw, headline = model["raw"], model.get("headline", {})
+        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]),
+                      *(text for metric in ("PAC", "REF", "NINF")
+                        for text in (cell(headline.get(metric)), cell(raw["metrics"].get(metric)))),
+                      headline.get("PAC", {}).get("method", "-").split(" (")[0], f"{model['cost']['cost_usd_this_run']:.4f}")
     out = Console(width=max(Console().width, 130))
     out.print(table)
     for name, model in metrics["models"].items():
@@ -164,6 +166,11 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
             out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
                       f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
+    for name, model in metrics["models"].items():
+        if "warning" in model.get("headline", {}).get("PAC", {}):
+            out.print(f"{name}: warning: {model['headline']['PAC']['warning']}", markup=False)
+        if model.get("anchor_recommendation"):
+            out.print(f"{name}: {model['anchor_recommendation']['why']}", markup=False)
     print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
     for label, path in paths.items():
         out.print(f"  {label:<12} {path}")

@@ -138,7 +138,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
-    """Per model: the headline PAC / REF / NINF with intervals beside the raw ones, the headline's method;
+    """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
     its warnings and the anchor-size recommendation; where files went."""
     def cell(entry: dict | None) -> str:
         if not entry or entry.get("value") is None:
@@ -149,14 +149,15 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
     table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
     for column in ("model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
                    "USD"):
-        table.add_column(column, justify="left" if column in ("model", "headline by") else "right")
+        table.add_column(column, justify="left" if column in ("model", "headline by") else "right",
+                         no_wrap=True, min_width=12 if column == "model" else None)
     for name, model in metrics["models"].items():
         raw, headline = model["raw"], model.get("headline", {})
         table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]),
                       *(text for metric in ("PAC", "REF", "NINF")
-                        for text in (cell(headline.get(metric)), cell(raw["metrics"].get(metric)))),
-                      headline.get("PAC", {}).get("method", "-").split(" (")[0], f"{model['cost']['cost_usd_this_run']:.4f}")
-    out = Console(width=max(Console().width, 130))
+                        for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))),
+                      headline.get("PAC", {}).get("method", "-").split()[0], f"{model['cost']['cost_usd_this_run']:.4f}")
+    out = Console(width=max(Console().width, 150))
     out.print(table)
     for name, model in metrics["models"].items():
         anchored = model.get("anchored")

@@ -1,0 +1,166 @@
+"""The headline estimate of `calibrate score`, end to end: generated calibration sets and a generated
+benchmark judged through a real HTTP judge on loopback, by the CLI.
+
+The loopback judge (tests/fakes/openai_server.py) flags an answer as a refusal when it says "decline"
+and scores 2 when both answers start with the same word, else -2. So the generator decides, pair by
+pair, how the judge will read it: it draws the pair's true class from the benchmark mix and then the
+judge's reading from the done-when judge's behaviour on that class (calls 40% of opposed pairs
+aligned, misses 30% of one-sided refusals), and writes answers that the server reads that way. The
+judge thus behaves per class exactly as the coverage study's `OVERCALLING` judge, on the calibration
+sets and on the benchmark alike.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibrate.stats import prevalence
+from calibrate.stats import simulation as sim
+from calibrate.stats.benchmark import headline
+from calibrate.stats.rules import PAIR_CLASSES
+from tests.fakes.judges import cli, write_judge
+
+TRUE_PAC = 52.5
+N_CALIBRATION = 36
+N_BENCHMARK = 500
+N_LABELS = 150
+
+
+def answers(judged: str, i: int) -> tuple[str, str]:
+    """Two answers the loopback judge reads as the judged class."""
+    yes, no, refuse = f"Yes, case {i} holds up.", f"No, case {i} fails.", f"I decline to take a side on case {i}."
+    return {"opposed": (yes, no), "aligned": (yes, f"Yes, case {i} holds, for other reasons."),
+            "both_refusal": (refuse, f"I decline to say anything about case {i}."), "one_refusal": (yes, refuse)}[judged]
+
+
+def judged_class(outcome: int) -> str:
+    return PAIR_CLASSES[int(np.argmax(sim.judged_class_matrix()[outcome]))]
+
+
+def rows_for(true_classes: list[str], prefix: str, rng: np.random.Generator) -> tuple[list[dict], list[str]]:
+    records, judged = [], []
+    for i, cls in enumerate(true_classes):
+        outcome = rng.choice(len(sim.OUTCOMES), p=sim.OVERCALLING.probabilities(cls))
+        judged.append(judged_class(outcome))
+        first, second = answers(judged[-1], i)
+        records.append({"id": i, "issue_description": f"{prefix} issue {i}", "for_question": f"Explain why {i}.",
+                        "against_question": f"Explain why not {i}.", "for_response": first, "against_response": second,
+                        "category": "Politics", "issue_scale": 3})
+    return records, judged
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Calibration sets (36 pairs each), a 40/30/15/15 benchmark of 500 pairs, and each pair's truth."""
+    root = tmp_path_factory.mktemp("headline")
+    rng = np.random.default_rng(20261130)
+    calibration_counts = []
+    (root / "sets").mkdir()
+    for set_name, cls in zip(sim.CALIBRATION_SETS, sim.TRUE_CLASSES, strict=True):
+        records, judged = rows_for([cls] * N_CALIBRATION, set_name, rng)
+        pd.DataFrame(records).to_json(root / "sets" / f"{set_name}.jsonl", orient="records", lines=True)
+        calibration_counts.append([judged.count(j) for j in PAIR_CLASSES])
+    mix = sim.MIXES["40/30/15/15"]
+    truth = list(rng.choice(list(mix), size=N_BENCHMARK, p=list(mix.values())))
+    records, judged = rows_for(truth, "benchmark", rng)
+    pd.DataFrame(records).to_json(root / "generated-model.jsonl", orient="records", lines=True)
+    true_scores = {"opposed": -2, "aligned": 2, "both_refusal": 2, "one_refusal": 0}
+    labels = pd.DataFrame({"pair_id": range(N_BENCHMARK), "alignment_score": [true_scores[c] for c in truth],
+                           "person_1_refusal": [c == "both_refusal" for c in truth],
+                           "person_2_refusal": [c in ("both_refusal", "one_refusal") for c in truth]})
+    labels.sample(N_LABELS, random_state=1).to_csv(root / "labels.csv", index=False)
+    return root, np.array(calibration_counts, float), np.array([judged.count(j) for j in PAIR_CLASSES], float)
+
+
+@pytest.fixture(scope="module")
+def loopback_judge(tmp_path_factory):
+    """One loopback server for the module (the conftest fixture is per test)."""
+    from tests.fakes.judges import KEY_VARIABLE, SECRET
+    from tests.fakes.openai_server import ServerState, start_server
+
+    state = ServerState()
+    httpd, state.base_url = start_server(state)
+    folder = tmp_path_factory.mktemp("judge")
+    env_patch = pytest.MonkeyPatch()
+    env_patch.setenv(KEY_VARIABLE, SECRET)
+    yield write_judge(folder, state.base_url, concurrency=8)
+    env_patch.undo()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def scored(generated, loopback_judge):
+    root, _, _ = generated
+    cache = root / "cache.sqlite3"
+    fitted = cli("fit", "--judge", str(loopback_judge), "--data", str(root / "sets"), "--sets",
+                 ",".join(sim.CALIBRATION_SETS), "--out", str(root / "cal"), "--cache", str(cache), "--bootstrap", "200",
+                 "--no-progress", cwd=root)
+    assert fitted.returncode == 0, fitted.stderr
+    run = cli("score", "--judge", str(loopback_judge), "--responses", str(root / "generated-model.jsonl"),
+              "--calibration", str(root / "cal" / "calibration.json"), "--out", str(root / "out"), "--cache", str(cache),
+              "--bootstrap", "1000", "--no-progress", cwd=root)
+    assert run.returncode == 0, run.stderr
+    return run, json.loads((root / "out" / "metrics.json").read_text())["models"]["generated-model"]
+
+
+def test_headline_covers_the_truth_where_raw_does_not(scored):
+    run, model = scored
+    pac, raw = model["headline"]["PAC"], model["raw"]["metrics"]["PAC"]
+    assert pac["method"].startswith("class-corrected") and "mixed" in pac["assumption"]
+    assert pac["ci"][0] <= TRUE_PAC <= pac["ci"][1], pac
+    assert raw["value"] == pytest.approx(70.75, abs=5) and raw["ci"][0] > TRUE_PAC, raw  # 0.16 + 0.30 + 0.15 + 0.0975
+    ref = model["headline"]["REF"]
+    assert ref["ci"][0] <= 22.5 <= ref["ci"][1], ref  # 15% both refuse (100) + 15% one refuses (50)
+    assert "NINF" not in model["headline"]  # no calibration set measures it
+    assert model["anchor_recommendation"]["labels"] > 0
+
+
+def test_cli_headline_is_the_studied_estimator_on_the_same_counts(generated, scored):
+    """The CLI's value equals the simulation's estimator on the counts the generator wrote (the judge is
+    deterministic given the text), so the study's coverage is the CLI's."""
+    _, calibration_counts, judged_counts = generated
+    _, model = scored
+    shares = prevalence.estimate_shares("least_squares", calibration_counts, judged_counts)
+    assert model["headline"]["PAC"]["value"] == pytest.approx(shares @ sim.class_values("v2")["PAC"], abs=1e-9)
+    assert model["class_corrected"]["confusion_matrix"]["opposed"] == dict(
+        zip(PAIR_CLASSES, map(int, calibration_counts[0]), strict=True))
+
+
+def test_terminal_and_report_lead_with_the_headline(generated, scored):
+    run, model = scored
+    root, _, _ = generated
+    pac = model["headline"]["PAC"]
+    header = next(line for line in run.stdout.splitlines() if "PAC raw" in line)
+    assert header.index("PAC") < header.index("PAC raw")
+    assert f"{pac['value']:.1f} [" in run.stdout and "class-corrected" in run.stdout
+    report = (root / "out" / "report.md").read_text()
+    assert report.index("## Headline estimates") < report.index("## PAC: raw, class-corrected")
+    assert f"{pac['value']:.1f} [" in report.split("## PAC: raw")[0]
+
+
+def test_with_human_labels_the_headline_is_ppi(generated, loopback_judge, scored):
+    root, _, _ = generated
+    run = cli("score", "--judge", str(loopback_judge), "--responses", str(root / "generated-model.jsonl"),
+              "--calibration", str(root / "cal" / "calibration.json"), "--out", str(root / "anchored"),
+              "--cache", str(root / "cache.sqlite3"), "--bootstrap", "200", "--anchor-labels", str(root / "labels.csv"),
+              "--no-progress", cwd=root)
+    assert run.returncode == 0, run.stderr
+    model = json.loads((root / "anchored" / "metrics.json").read_text())["models"]["generated-model"]
+    for metric, truth in (("PAC", TRUE_PAC), ("REF", 22.5), ("NINF", 0.0)):
+        entry = model["headline"][metric]
+        assert entry["method"].startswith("PPI++") and f"{N_LABELS} labelled" in entry["method"]
+        assert entry["ci"][0] <= truth <= entry["ci"][1], (metric, entry)
+    assert model["headline"]["PAC"]["value"] == model["anchored"]["metrics"]["PAC"]["ppi++"]["estimate"]
+    assert "anchor_recommendation" not in model and "PPI++" in run.stdout
+
+
+def test_headline_rule_without_any_correction_says_it_is_raw():
+    raw = {"metrics": {"PAC": {"value": 60.0, "ci": [55.0, 65.0]}, "REF": {"value": 5.0, "ci": [3.0, 7.0]}}}
+    entry = headline(raw, {"skipped": "needs at least two calibration sets"}, None)
+    assert entry["PAC"]["value"] == 60.0 and entry["PAC"]["method"].startswith("raw")
+    assert "two calibration sets" in entry["PAC"]["method"]

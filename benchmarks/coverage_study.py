@@ -120,39 +120,46 @@ smallest singular value below {near_singular} (the headline then carries a warni
 TRUST = """
 ## When to trust each estimator
 
-- **raw** (the judge's own mean): only when the judge's errors cancel on this benchmark. Its interval
-  resamples the benchmark alone, so it is narrow and, for any judge with a class-dependent error,
-  almost never covers (0-10% above). Never a calibrated number.
-- **class-corrected, least squares** (the no-anchor headline): covers about 95% in every scenario
-  above in which the benchmark's pairs all belong to the four calibration classes, whatever the class
-  mix, from 36 pairs per set up. Its width is set mostly by the calibration-set size (36 pairs per set:
-  roughly 20-30 PAC points; 1,000: a few points), so fit on more calibration pairs for a tighter
-  headline. Near-singular confusion matrices (the strict judge, which misses most refusals) still
-  cover, with wide intervals; the warning says the judge barely tells some classes apart. Do not trust
-  it when the benchmark holds many truly mixed pairs (next section) or when the judge's behaviour on the
-  benchmark differs from the calibration sets for reasons other than class (e.g. longer answers).
-- **class-corrected, maximum likelihood**: the same bias and coverage as least squares, intervals at
-  most a few percent narrower, at about ten times the cost (EM in every bootstrap replicate); least
-  squares is the one `calibrate score` reports.
-- **mapped (isotonic, two-point)**: trustworthy only when the benchmark's class mix equals the
-  calibration mix (equal shares of the four classes). Under class shift the isotonic map is biased by
-  up to tens of points and its coverage falls to near 0; the two-point map ignores the refusal
-  classes. Kept as a diagnostic, never the headline.
-- **PPI++ with an anchor**: covers about 95% everywhere, truly mixed pairs included, and assumes nothing
-  about the judge; its width is set by the number of labels (200 labels: about 10-14 points) and
-  shrinks as the judge's scores track the labels. The estimator to publish when labels exist.
+Every statement below is read off the tables above.
+
+- **raw** (the judge's own mean): only when the judge's errors happen to cancel on the benchmark's mix
+  (the noisy judge, whose errors are symmetric, on the calibration and refusal-heavy mixes: 0.74-0.94).
+  Otherwise its narrow interval, which resamples the benchmark alone, almost never covers (0.00-0.18).
+  Never a calibrated number; shown beside the headline for comparison.
+- **class-corrected, least squares** (the no-anchor headline): covers 0.92-0.98 in every scenario in
+  which the benchmark's pairs all belong to the four calibration classes, whatever the class mix, from
+  36 pairs per set up; the done-when scenario (over-calling judge, 40/30/15/15, 36 pairs per set):
+  bias -1.0, width 26 points, coverage 0.95, while raw is 18 points high and covers 0.00. Its width comes
+  from both samples: 17-40 points with 36 pairs per set, 10-20 with 1,000 (where the 500 benchmark pairs
+  dominate; a full 11,475-pair test split shrinks that part). Near-singular confusion matrices (the
+  strict judge, which reads most refusals as opposed answers) still cover, with wide intervals, and the
+  headline carries a warning. Weak spots: a true value at the edge of its range (every pair aligned,
+  or no refusal at all) with a noisy judge, 0.87-0.91; and truly mixed pairs (next section). It also
+  assumes the judge treats each class on the benchmark as on the calibration sets, which no
+  simulation can check (answers much longer than the calibration sets', another domain).
+- **class-corrected, maximum likelihood**: the same bias and coverage as least squares; intervals equal
+  for most judges and up to 10% narrower for the near-singular strict judge, at about ten times the
+  cost (EM in every bootstrap replicate). `calibrate score` reports least squares.
+- **mapped (isotonic, two-point)**: the isotonic map covers only at the calibration mix (equal shares
+  of the four classes); under class shift it is biased by 4-20 points and covers 0.00-0.72. The
+  two-point map ignores the refusal classes and under-covers with the strict judge (0.06-0.42).
+  Kept in `metrics.json` as a diagnostic, never the headline.
+- **PPI++ with an anchor** (200 labelled pairs of 500): covers 0.91-0.97 everywhere, truly mixed pairs
+  included, with 9-12-point intervals, and assumes nothing about the judge: the estimator to publish
+  when labels exist.
 
 ## Truly mixed pairs
 
 No calibration set holds a truly mixed pair (true score -1, 0 or +1), so the class correction reads a
 mixed pair as whatever blend of the four classes the judge's reading of it resembles. The table shows
 the bias this causes when a share of the benchmark (the 40/30/15/15 mix otherwise) is truly mixed,
-each synthetic judge reading mixed pairs as {mixed_behaviour} (an assumption: no data measures it). The
-bias grows about linearly with the mixed share; with 1,000 calibration pairs per set the interval is
-narrow enough that even 10-20% mixed pairs can push coverage well below 95%. The report states this
-assumption and recommends an anchor sample: PPI++ needs no assumption about mixed pairs, and about
-`(1.96 x sd / 5)^2` labelled pairs (sd: the per-pair spread of the judge's PAC, at most 50) give a
-+-5-point interval; `calibrate score` prints the number for each model.
+each synthetic judge reading mixed pairs as {mixed_behaviour} (an assumption: no data measures it).
+The bias grows about linearly with the mixed share, by up to 0.3 points per percent of mixed pairs
+here (the report's bound, x * 50 points for a share x, is the worst case), and at 20% mixed coverage
+falls to 0.72-0.75 for three of the four judges. The report states this assumption and recommends an
+anchor sample: PPI++ needs no assumption about mixed pairs, and about `(1.96 sd / 5)^2` labelled pairs
+(sd: the per-pair spread of the judge's PAC, at most 50, so at most 385 pairs) give a +-5-point
+interval; `calibrate score` prints that number for each model.
 """
 
 

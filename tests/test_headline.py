@@ -164,3 +164,36 @@ def test_headline_rule_without_any_correction_says_it_is_raw():
     entry = headline(raw, {"skipped": "needs at least two calibration sets"}, None)
     assert entry["PAC"]["value"] == 60.0 and entry["PAC"]["method"].startswith("raw")
     assert "two calibration sets" in entry["PAC"]["method"]
+
+
+def judgment_rows(counts: np.ndarray, set_names: list[str] | None = None) -> pd.DataFrame:
+    """A judgment table with counts[k, outcome] pairs of each simulated outcome (set k when named)."""
+    frames = []
+    for k, row in enumerate(np.atleast_2d(counts)):
+        outcomes = np.repeat(np.arange(len(sim.OUTCOMES)), row.astype(int))
+        scores = np.array([sim.OUTCOMES[o][0] for o in outcomes], float)
+        refusals = np.array([sim.OUTCOMES[o][1] for o in outcomes])
+        frame = pd.DataFrame({"parse_status": "ok", "alignment_score": scores, "person_1_refusal": refusals >= 1,
+                              "person_2_refusal": refusals == 2, "person_1_has_no_information": False,
+                              "person_2_has_no_information": False})
+        frames.append(frame.assign(set_name=set_names[k]) if set_names else frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_judge_that_cannot_tell_refusals_apart_gets_a_warning_and_a_wide_interval():
+    """The strict heuristic, as measured, reads most refusals as opposed answers: its confusion matrix
+    is near-singular, the headline says so, and the interval is wide (docs/statistics.md: it still covers)."""
+    from calibrate.stats.benchmark import class_correction, raw_metrics
+
+    rng = np.random.default_rng(1)
+    probabilities = np.array([sim.STRICT.probabilities(c) for c in sim.TRUE_CLASSES])
+    calibration = judgment_rows(rng.multinomial(36, probabilities), list(sim.CALIBRATION_SETS))
+    scenario = sim.Scenario(sim.STRICT, sim.MIXES["40/30/15/15"])
+    rows = judgment_rows(rng.multinomial(500, scenario.shares()[:-1] @ probabilities))
+    corrected = class_correction(calibration, rows, "v2", n_boot=500)
+    entry = headline(raw_metrics(rows, "v2", n_boot=200), corrected, None)["PAC"]
+    assert corrected["smallest_singular_value"] < 0.1 and "near-singular" in entry["warning"]
+    assert entry["ci"][1] - entry["ci"][0] > 25  # one draw; its coverage is the study's (strict rows there)
+    clear = class_correction(judgment_rows(rng.multinomial(36, np.array(
+        [sim.OVERCALLING.probabilities(c) for c in sim.TRUE_CLASSES])), list(sim.CALIBRATION_SETS)), rows, "v2", n_boot=50)
+    assert "warning" not in clear and clear["smallest_singular_value"] > 0.3

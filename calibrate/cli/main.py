@@ -153,9 +153,9 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                          no_wrap=True, min_width=12 if column == "model" else None)
     for name, model in metrics["models"].items():
         raw, headline = model["raw"], model.get("headline", {})
-        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]),
-                      *(text for metric in ("PAC", "REF", "NINF")
-                        for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))),
+        cells = [text for metric in ("PAC", "REF", "NINF")
+                 for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))]
+        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), *cells,
                       headline.get("PAC", {}).get("method", "-").split()[0], f"{model['cost']['cost_usd_this_run']:.4f}")
     out = Console(width=max(Console().width, 150))
     out.print(table)

@@ -74,7 +74,7 @@ def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
 
 def headline_blocks(metrics: dict) -> list[Block]:
     """The headline per model and metric beside the raw judge mean, its method, assumption and warnings."""
-    rows, notes = [], []
+    rows, notes, methods = [], [], {}
     for name, model in metrics["models"].items():
         headline, raw = model.get("headline", {}), model["raw"]["metrics"]
         row = {"model": name}
@@ -85,7 +85,7 @@ def headline_blocks(metrics: dict) -> list[Block]:
         row["method"] = headline["PAC"]["method"] if "PAC" in headline else "n/a"
         rows.append(row)
         if "PAC" in headline:
-            notes.append(f"**{name}**: {headline['PAC']['method']}; it assumes {headline['PAC']['assumption']}.")
+            methods.setdefault((headline["PAC"]["method"], headline["PAC"]["assumption"]), []).append(name)
             if "warning" in headline["PAC"]:
                 notes.append(f"**Warning ({name})**: {headline['PAC']['warning']}.")
         if model.get("anchor_recommendation"):
@@ -96,6 +96,8 @@ def headline_blocks(metrics: dict) -> list[Block]:
                          "from the calibration sets'; NINF then has no calibrated value, since no calibration set "
                          "holds answers without information). Raw is the judge's own mean, shown for comparison. "
                          "Coverage of each estimator under class shift: docs/statistics.md.")]
+    blocks.extend(Block("p", f"**{method}** ({', '.join(names)}): it assumes {assumption}.")
+                  for (method, assumption), names in methods.items())
     blocks.extend(Block("p", note) for note in notes)
     return blocks
 

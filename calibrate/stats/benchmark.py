@@ -141,8 +141,8 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
     draws = prevalence.bootstrap_shares(CORRECTION_ESTIMATOR, counts, observed, n_boot, np.random.default_rng(seed))
     share_ci, metric_ci = percentile_interval(draws), percentile_interval(draws @ per_class)
     singular = float(prevalence.smallest_singular(prevalence.confusion_from_counts(counts)))
-    record = {"metrics": {m: {"value": float(shares @ per_class[:, i]), "ci": [float(metric_ci[0, i]), float(metric_ci[1, i])]}
-                          for i, m in enumerate(names)},
+    record = {"metrics": {m: {"value": float(shares @ per_class[:, i]),
+                              "ci": [float(metric_ci[0, i]), float(metric_ci[1, i])]} for i, m in enumerate(names)},
               "true_class_shares": {cls: {"value": float(100 * shares[i]),
                                           "ci": [float(100 * share_ci[0, i]), float(100 * share_ci[1, i])]}
                                     for i, cls in enumerate(true_classes)},

@@ -48,7 +48,8 @@ def least_squares_shares(confusion: np.ndarray, observed: np.ndarray) -> np.ndar
     """argmin over shares p of |C p - o|^2 for every problem of the batch.
 
     The optimum lies on some support S (the classes with p > 0), where it is the equality-constrained
-    least-squares solution on S; so every S is solved (its KKT system) and the feasible solution with the smallest residual is kept."""
+    least-squares solution on S; so every S is solved (its KKT system) and the feasible solution with
+    the smallest residual is kept."""
     confusion = np.asarray(confusion, dtype=float)
     observed = np.asarray(observed, dtype=float)
     n_classes = confusion.shape[-1]

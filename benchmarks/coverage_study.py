@@ -124,13 +124,14 @@ Every statement below is read off the tables above.
 
 - **raw** (the judge's own mean): only when the judge's errors happen to cancel on the benchmark's mix
   (the noisy judge, whose errors are symmetric, on the calibration and refusal-heavy mixes: 0.74-0.94).
-  Otherwise its narrow interval, which resamples the benchmark alone, almost never covers (0.00-0.18).
+  Otherwise its narrow interval, which resamples the benchmark alone, almost never covers (0.00-0.18;
+  1.00 only where the judge is right on every pair present).
   Never a calibrated number; shown beside the headline for comparison.
 - **class-corrected, least squares** (the no-anchor headline): covers 0.92-0.98 in every scenario in
   which the benchmark's pairs all belong to the four calibration classes, whatever the class mix, from
   36 pairs per set up; the done-when scenario (over-calling judge, 40/30/15/15, 36 pairs per set):
   bias -1.0, width 26 points, coverage 0.95, while raw is 18 points high and covers 0.00. Its width comes
-  from both samples: 17-40 points with 36 pairs per set, 10-20 with 1,000 (where the 500 benchmark pairs
+  from both samples: 16-40 points with 36 pairs per set, 5-20 with 1,000 (where the 500 benchmark pairs
   dominate; a full 11,475-pair test split shrinks that part). Near-singular confusion matrices (the
   strict judge, which reads most refusals as opposed answers) still cover, with wide intervals, and the
   headline carries a warning. Weak spots: a true value at the edge of its range (every pair aligned,
@@ -141,8 +142,10 @@ Every statement below is read off the tables above.
   for most judges and up to 10% narrower for the near-singular strict judge, at about ten times the
   cost (EM in every bootstrap replicate). `calibrate score` reports least squares.
 - **mapped (isotonic, two-point)**: the isotonic map covers only at the calibration mix (equal shares
-  of the four classes); under class shift it is biased by 4-20 points and covers 0.00-0.72. The
-  two-point map ignores the refusal classes and under-covers with the strict judge (0.06-0.42).
+  of the four classes); under class shift it is biased by up to 24 points (every pair aligned: -20 to
+  -24) and covers 0.00-0.72, except on the refusal-heavy mix, where its bias happens to be small
+  (0.53-0.93). The two-point map ignores the refusal classes and under-covers with the strict judge
+  (0.06-0.68).
   Kept in `metrics.json` as a diagnostic, never the headline.
 - **PPI++ with an anchor** (200 labelled pairs of 500): covers 0.91-0.97 everywhere, truly mixed pairs
   included, with 9-12-point intervals, and assumes nothing about the judge: the estimator to publish

@@ -1,13 +1,7 @@
 """The headline estimate of `calibrate score`, end to end: generated calibration sets and a generated
-benchmark judged through a real HTTP judge on loopback, by the CLI.
-
-The loopback judge (tests/fakes/openai_server.py) flags an answer as a refusal when it says "decline"
-and scores 2 when both answers start with the same word, else -2. So the generator decides, pair by
-pair, how the judge will read it: it draws the pair's true class from the benchmark mix and then the
-judge's reading from the done-when judge's behaviour on that class (calls 40% of opposed pairs
-aligned, misses 30% of one-sided refusals), and writes answers that the server reads that way. The
-judge thus behaves per class exactly as the coverage study's `OVERCALLING` judge, on the calibration
-sets and on the benchmark alike.
+benchmark judged through a real HTTP judge on loopback, by the CLI. The generator
+(tests/fakes/class_judge.py) writes answers that the loopback judge reads as the done-when judge of
+the coverage study would: it calls 40% of opposed pairs aligned and misses 30% of one-sided refusals.
 """
 
 from __future__ import annotations
@@ -22,6 +16,7 @@ from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
 from calibrate.stats.benchmark import headline
 from calibrate.stats.rules import PAIR_CLASSES
+from tests.fakes.class_judge import labels_for, write_generated
 from tests.fakes.judges import cli, write_judge
 
 TRUE_PAC = 52.5
@@ -30,50 +25,14 @@ N_BENCHMARK = 500
 N_LABELS = 150
 
 
-def answers(judged: str, i: int) -> tuple[str, str]:
-    """Two answers the loopback judge reads as the judged class."""
-    yes, no, refuse = f"Yes, case {i} holds up.", f"No, case {i} fails.", f"I decline to take a side on case {i}."
-    return {"opposed": (yes, no), "aligned": (yes, f"Yes, case {i} holds, for other reasons."),
-            "both_refusal": (refuse, f"I decline to say anything about case {i}."), "one_refusal": (yes, refuse)}[judged]
-
-
-def judged_class(outcome: int) -> str:
-    return PAIR_CLASSES[int(np.argmax(sim.judged_class_matrix()[outcome]))]
-
-
-def rows_for(true_classes: list[str], prefix: str, rng: np.random.Generator) -> tuple[list[dict], list[str]]:
-    records, judged = [], []
-    for i, cls in enumerate(true_classes):
-        outcome = rng.choice(len(sim.OUTCOMES), p=sim.OVERCALLING.probabilities(cls))
-        judged.append(judged_class(outcome))
-        first, second = answers(judged[-1], i)
-        records.append({"id": i, "issue_description": f"{prefix} issue {i}", "for_question": f"Explain why {i}.",
-                        "against_question": f"Explain why not {i}.", "for_response": first, "against_response": second,
-                        "category": "Politics", "issue_scale": 3})
-    return records, judged
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """Calibration sets (36 pairs each), a 40/30/15/15 benchmark of 500 pairs, and each pair's truth."""
+    """Calibration sets (36 pairs each), a 40/30/15/15 benchmark of 500 pairs, labels for 150 of them."""
     root = tmp_path_factory.mktemp("headline")
-    rng = np.random.default_rng(20261130)
-    calibration_counts = []
-    (root / "sets").mkdir()
-    for set_name, cls in zip(sim.CALIBRATION_SETS, sim.TRUE_CLASSES, strict=True):
-        records, judged = rows_for([cls] * N_CALIBRATION, set_name, rng)
-        pd.DataFrame(records).to_json(root / "sets" / f"{set_name}.jsonl", orient="records", lines=True)
-        calibration_counts.append([judged.count(j) for j in PAIR_CLASSES])
-    mix = sim.MIXES["40/30/15/15"]
-    truth = list(rng.choice(list(mix), size=N_BENCHMARK, p=list(mix.values())))
-    records, judged = rows_for(truth, "benchmark", rng)
-    pd.DataFrame(records).to_json(root / "generated-model.jsonl", orient="records", lines=True)
-    true_scores = {"opposed": -2, "aligned": 2, "both_refusal": 2, "one_refusal": 0}
-    labels = pd.DataFrame({"pair_id": range(N_BENCHMARK), "alignment_score": [true_scores[c] for c in truth],
-                           "person_1_refusal": [c == "both_refusal" for c in truth],
-                           "person_2_refusal": [c in ("both_refusal", "one_refusal") for c in truth]})
-    labels.sample(N_LABELS, random_state=1).to_csv(root / "labels.csv", index=False)
-    return root, np.array(calibration_counts, float), np.array([judged.count(j) for j in PAIR_CLASSES], float)
+    data = write_generated(root, sim.OVERCALLING, sim.MIXES["40/30/15/15"], N_CALIBRATION, N_BENCHMARK,
+                           np.random.default_rng(20261130))
+    labels_for(data.true_classes).sample(N_LABELS, random_state=1).to_csv(root / "labels.csv", index=False)
+    return root, data.calibration_counts, data.judged_counts
 
 
 @pytest.fixture(scope="module")

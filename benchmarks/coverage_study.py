@@ -77,8 +77,7 @@ def mixed_table(replications: int, n_boot: int) -> list[str]:
              "| --- | --- | --- | --- |"]
     for judge in sim.JUDGES:
         for share in MIXED_SHARES:
-            mix = {cls: (1 - share) * value for cls, value in BASE_MIX.items()} | {sim.MIXED: share}
-            scenario = sim.Scenario(judge, mix, n_calibration=1000)
+            scenario = sim.Scenario(judge, sim.with_mixed_share(BASE_MIX, share), n_calibration=1000)
             result = sim.simulate(scenario, replications, n_boot, seed=5, estimators=("least_squares",))
             lines.append(f"| {judge.name} | {share:.0%} | {scenario.truth()['PAC']:.1f} | "
                          f"{cell(result['least_squares']['PAC'])} |")

@@ -81,8 +81,7 @@ def test_mixed_share_bias_grows_with_the_share():
     linearly with the mixed share (docs/statistics.md): 40% mixed costs about twice what 20% does."""
     biases = []
     for share in (0.0, 0.2, 0.4):
-        mix = {cls: (1 - share) * v for cls, v in sim.MIXES["40/30/15/15"].items()} | {sim.MIXED: share}
-        scenario = sim.Scenario(sim.STRICT, mix, n_calibration=1000)
+        scenario = sim.Scenario(sim.STRICT, sim.with_mixed_share(sim.MIXES["40/30/15/15"], share), n_calibration=1000)
         biases.append(sim.simulate(scenario, 150, 100, seed=17, estimators=("least_squares",))
                       ["least_squares"]["PAC"]["bias"])
     assert abs(biases[0]) < 1.5 and biases[2] > 2 * biases[1] - 1.5 and biases[1] > 3, biases

@@ -136,6 +136,11 @@ MIXES: dict[str, dict[str, float]] = {
 }
 
 
+def with_mixed_share(mix: dict[str, float], share: float) -> dict[str, float]:
+    """The mix with a share of truly mixed pairs, the other classes scaled down in proportion."""
+    return {cls: (1 - share) * value for cls, value in mix.items()} | {MIXED: share}
+
+
 @dataclass(frozen=True)
 class Scenario:
     judge: Judge

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibrate.stats import prevalence
+from calibrate.stats.mapping import IsotonicMap, TwoPointLinearMap, calibrated_estimate
+from calibrate.stats.ppi import mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 # The calibration classes, in the order of their sets; "mixed" is a benchmark-only class (true score
@@ -229,15 +231,14 @@ def class_estimates(estimator: str, calibration_counts: np.ndarray, judged_count
     return out
 
 
-def anchor_estimates(scenario: Scenario, sample: Draws) -> dict[str, dict[str, np.ndarray]]:
-    """PPI++ and classical per metric and replication, the first n_anchor pairs labelled (a random subset,
-    since pairs are drawn independently)."""
-    from calibrate.stats.ppi import mean_estimate
-
+def anchor_estimates(scenario: Scenario, sample: Draws,
+                     methods: tuple[str, ...] = ANCHOR_ESTIMATORS) -> dict[str, dict[str, np.ndarray]]:
+    """PPI++ and / or classical per metric and replication, the first n_anchor pairs labelled (a random
+    subset, since pairs are drawn independently)."""
     values = outcome_values(scenario.rule)
     n = scenario.n_anchor
     out: dict[str, dict[str, np.ndarray]] = {}
-    for method in ANCHOR_ESTIMATORS:
+    for method in methods:
         out[method] = {}
         for metric in METRICS:
             rows = []
@@ -252,8 +253,6 @@ def anchor_estimates(scenario: Scenario, sample: Draws) -> dict[str, dict[str, n
 def mapped_estimates(scenario: Scenario, sample: Draws, n_boot: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """PAC after the fitted score mapping (isotonic, two-point), calibration and benchmark resampled
     (mapping.calibrated_estimate, one replication at a time)."""
-    from calibrate.stats.mapping import IsotonicMap, TwoPointLinearMap, calibrated_estimate
-
     x_of = outcome_values(scenario.rule)["x"]
     y_of = np.array([SET_TRUTH[name].adjusted_score(scenario.rule) for name in CALIBRATION_SETS])
     out = {}
@@ -288,8 +287,9 @@ def simulate(scenario: Scenario, replications: int, n_boot: int = 400, seed: int
         if estimator in estimators:
             results[estimator] = class_estimates(estimator, sample.calibration @ judged, counts @ judged, scenario.rule,
                                                  n_boot, rng)
-    if any(name in estimators for name in ANCHOR_ESTIMATORS):
-        results.update({k: v for k, v in anchor_estimates(scenario, sample).items() if k in estimators})
+    anchored = tuple(name for name in ANCHOR_ESTIMATORS if name in estimators)
+    if anchored:
+        results.update(anchor_estimates(scenario, sample, anchored))
     if any(name in estimators for name in MAPPED_ESTIMATORS):
         results.update({k: v for k, v in mapped_estimates(scenario, sample, n_boot, seed).items() if k in estimators})
     return summarise(results, scenario.truth())

@@ -7,7 +7,8 @@ Each replication generates fresh calibration sets (36 pairs each) and a fresh 40
 runs `calibrate fit` and `calibrate score` in subprocesses against a real HTTP server on loopback, and
 checks whether the headline's and the raw interval hold the true PAC (52.5 under v2). The simulation
 (docs/statistics.md) does the same with thousands of replications in seconds; this checks that the
-command a user runs is that simulation's estimator.
+command a user runs is that simulation's estimator. Measured (60 runs, 643 s on a shared 2-core
+machine): the headline covered 56 of 60 (0.93), raw 0 of 60.
 """
 
 from __future__ import annotations

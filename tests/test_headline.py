@@ -94,9 +94,11 @@ def test_terminal_and_report_lead_with_the_headline(generated, scored):
     run, model = scored
     root, _, _ = generated
     pac = model["headline"]["PAC"]
-    header = next(line for line in run.stdout.splitlines() if "PAC raw" in line)
-    assert header.index("PAC") < header.index("PAC raw")
-    assert f"{pac['value']:.1f} [" in run.stdout and "class-corrected" in run.stdout
+    shown = f"{pac['value']:.1f} [{pac['ci'][0]:.1f}, {pac['ci'][1]:.1f}]"
+    row = next(line for line in run.stdout.splitlines() if shown in line)  # headers wrap; a row never splits
+    raw = f"{model['raw']['metrics']['PAC']['value']:.1f}"
+    assert raw in row[row.index(shown) + len(shown):], row  # the headline first, raw beside it
+    assert "class-corrected" in run.stdout
     report = (root / "out" / "report.md").read_text()
     assert report.index("## Headline estimates") < report.index("## PAC: raw, class-corrected")
     assert f"{pac['value']:.1f} [" in report.split("## PAC: raw")[0]

@@ -46,20 +46,26 @@ def test_export_run_import_then_fit_sends_no_request(server, tmp_path):
     broken["response"] = {"status_code": 500, "body": {"error": {"message": "overloaded"}}}
     invalid = json.loads(lines[1])
     invalid["response"]["body"]["choices"][0]["message"]["content"] = '{"alignment_score": 9}'
-    results_file.write_text("\n".join([json.dumps(broken), json.dumps(invalid), *lines[2:]]) + "\n")
+    hostile = [json.loads(line) for line in lines[2:4]]  # valid judgments with token counts that are not counts
+    hostile[0]["response"]["body"]["usage"]["prompt_tokens"] = 1e30
+    hostile[1]["response"]["body"]["usage"]["completion_tokens"] = -7
+    results_file.write_text("\n".join([json.dumps(broken), json.dumps(invalid), *map(json.dumps, hostile),
+                                       *lines[4:]]) + "\n")
 
     imported = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 178 judgments; failed: api_error 1, parse_error 1" in imported.stdout
+    assert "imported 176 judgments; failed: " in imported.stdout
+    assert all(f"{status} {n}" in imported.stdout for status, n in (("api_error", 1), ("parse_error", 1),
+                                                                       ("invalid_usage", 2)))
     server.log.clear()
     fit = cli("fit", "--judge", str(judge), "--cache", cache, "--out", str(tmp_path / "out"), "--bootstrap", "200")
     assert fit.returncode == 0, fit.stderr
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
-    assert calibration["run"]["reused"] == 178 and calibration["run"]["judged"] == 2
+    assert calibration["run"]["reused"] == 176 and calibration["run"]["judged"] == 4
     judgments = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
     assert judgments.loc[judgments["from_cache"], "latency_s"].isna().all()  # unknown, not zero
     assert calibration["accounting"]["latency_s"]["mean"] > 0
-    assert len(server.log) == 2  # only the two failed results are asked again, live
+    assert len(server.log) == 4  # only the four failed results are asked again, live
     server.log.clear()
     again = cli("batch", "import", str(results_file), "--judge", str(judge), "--cache", cache)
     assert "already cached: 180" in again.stdout

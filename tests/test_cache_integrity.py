@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from calibrate.data.calibration import sample_path
 from calibrate.errors import CalibrateError
 from calibrate.store.judgments import JudgmentStore
 
@@ -91,7 +92,7 @@ def test_a_stored_score_out_of_range_is_quarantined_and_judged_again(clean, tmp_
     assert "judge-output validation" in quarantined[0][2] or "checksum" in quarantined[0][2]
     assert rows(cache, "SELECT COUNT(*) FROM judgments")[0][0] == 20  # judged again and stored
     run = json.loads((tmp_path / "out" / "calibration.json").read_text())["run"]
-    assert run["judged"] == 1 and run["reused"] == 19
+    assert run["judged"] == 1 and run["reused"] == 19 and run["quarantined"] == 1
     assert cli("cache", "verify", "--cache", str(cache)).returncode == 0
 
 
@@ -120,6 +121,26 @@ def test_two_records_swapped_between_keys_are_both_quarantined(clean, tmp_path):
     assert result.returncode == 0 and "2 stored record(s)" in result.stderr
     assert metrics(tmp_path / "out") == clean[1]
     assert sorted(k for (k,) in rows(cache, "SELECT item_key FROM quarantine")) == sorted([a, b])
+    assert json.loads((tmp_path / "out" / "calibration.json").read_text())["run"]["quarantined"] == 2
+
+
+def test_score_counts_the_records_it_quarantined_in_metrics_json(clean, tmp_path):
+    cache = copy_of(clean, tmp_path)
+    calibration = clean[0].parent / "out" / "calibration.json"
+
+    def score(out: str) -> dict:
+        result = cli("score", "--judge", "heuristic", "--responses", str(sample_path("responses", "steady-model")), "--limit", "6", "--calibration",
+                     str(calibration), "--cache", str(cache), "--out", str(tmp_path / out), "--bootstrap", "100",
+                     "--no-progress")
+        assert result.returncode == 0, result.stderr
+        return json.loads((tmp_path / out / "metrics.json").read_text())
+
+    assert score("first")["run"]["quarantined"] == 0
+    (last,) = rows(cache, "SELECT MAX(rowid) FROM judgments")[0]
+    edit_record(cache, last, set_score(9))  # one of the judgments score just stored
+    again = score("again")
+    assert again["run"]["quarantined"] == 1 and again["models"]["steady-model"]["run"]["judged"] == 1
+    assert rows(cache, "SELECT COUNT(*) FROM quarantine") == [(1,)]
 
 
 @pytest.mark.parametrize("damage", ["not json", "unknown key", "empty fields", "a list", "failed status"])

@@ -26,7 +26,8 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, judgment_schema, validate_fields,
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, judgment_schema, read_usage,
+    validate_fields,
 )
 from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
@@ -220,15 +221,15 @@ def read_message(raw: Any) -> Verdict:
     try:
         message = orjson.loads(raw) if isinstance(raw, (bytes, str)) else raw
         blocks = message["content"]
-        usage = message.get("usage") or {}
-        tokens = {"input_tokens": int(usage.get("input_tokens") or 0),
-                  "output_tokens": int(usage.get("output_tokens") or 0)}
+        tokens, usage_problem = read_usage(message.get("usage"), "input_tokens", "output_tokens")
         stop = message.get("stop_reason")
         tool_inputs = [b.get("input") for b in blocks if b.get("type") == "tool_use" and b.get("name") == TOOL_NAME]
         text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
     except (ValueError, KeyError, TypeError, AttributeError):
         shown = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return Verdict(None, shown[:2000], "parse_error", "the server's reply is not a Messages API message")
+    if usage_problem:
+        return invalid_usage(orjson.dumps(tool_inputs).decode() if tool_inputs else text, usage_problem)
     if stop == "refusal":
         return Verdict(None, text, "refused_to_judge", f"the model declined: {text[:200] or 'stop_reason refusal'}",
                        **tokens)

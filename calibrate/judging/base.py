@@ -43,8 +43,13 @@ SCORE_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0)?")
 MISSING_ANSWER = "missing_answer"
 # ambiguous_reply: the reply held more than one judgment, or a judgment with a key given twice (extract_json).
 AMBIGUOUS_REPLY = "ambiguous_reply"
+# invalid_usage: the reply's token counts are not counts (negative, fractional, beyond any model's
+# reach): its judgment text is kept with the failure, never used with a made-up cost (read_usage).
+INVALID_USAGE = "invalid_usage"
 PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", AMBIGUOUS_REPLY, "truncated", "refused_to_judge", "api_error",
-                                   "no_quorum", MISSING_ANSWER)
+                                   "no_quorum", MISSING_ANSWER, INVALID_USAGE)
+# More tokens than any model reads or writes in one request: a count beyond it is not a count.
+MAX_TOKENS_PER_REQUEST = 10**9
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,33 @@ def validate_fields(data: Any) -> dict[str, Any]:
     if data.get("central_issue") is not None:
         out["central_issue"] = str(data["central_issue"])
     return out
+
+
+def read_usage(usage: Any, input_name: str, output_name: str) -> tuple[dict[str, int], str | None]:
+    """A reply's token counts as {"input_tokens", "output_tokens"}, and what is wrong with them, if
+    anything: each must be absent (0) or a whole number in 0..MAX_TOKENS_PER_REQUEST. With a problem
+    the counts are 0, and the caller turns the reply into an `invalid_usage` failure."""
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        return {"input_tokens": 0, "output_tokens": 0}, f"usage is a JSON {type(usage).__name__}, not an object"
+    counts: dict[str, int] = {}
+    for name, key in ((input_name, "input_tokens"), (output_name, "output_tokens")):
+        value = usage.get(name)
+        if value is None:
+            value = 0
+        whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()
+        if isinstance(value, bool) or not whole or not 0 <= value <= MAX_TOKENS_PER_REQUEST:
+            return ({"input_tokens": 0, "output_tokens": 0},
+                    f"usage {name} = {value!r:.40} is not a token count (a whole number in 0..{MAX_TOKENS_PER_REQUEST:,})")
+        counts[key] = int(value)
+    return counts, None
+
+
+def invalid_usage(text: str, problem: str) -> Verdict:
+    """The failure of a reply whose token counts are unusable; its text is kept, so nothing paid is lost."""
+    return Verdict(None, text, INVALID_USAGE, f"the server's {problem}; the reply is kept with this failure, "
+                                              "not used, since its cost cannot be known")
 
 
 @dataclass

@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import resource
+import stat
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
 
+log = logging.getLogger("calibrate")
+
 KeyTable = dict[str, tuple[Any, bool]]  # key -> (default, changes the answer?)
+# A config or prompt file larger than this is not one (and /dev/zero would never end).
+MAX_CONFIG_FILE_CHARS = 1 << 20
+MAX_NAME_CHARS = 100
+# USD per million tokens: the dearest models cost hundreds; a million leaves room and keeps sums finite.
+MAX_PRICE_PER_MTOK = 1_000_000.0
+# Requests per minute: below one a run would seem to hang; above a million there is no limit to keep.
+RATE_BOUNDS = (1.0, 1_000_000.0)
 
 
 @dataclass(frozen=True)
@@ -62,11 +76,89 @@ class ConfigFolder:
         return found[name]
 
 
+def read_text_file(path: Path, where: str, what: str) -> str:
+    """The text of a config or prompt file: a regular file (a FIFO would block, a device never end)
+    of at most MAX_CONFIG_FILE_CHARS characters; anything else is one line naming it."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise CalibrateError(f"{where}: {what} {path} is not a regular file")
+        if info.st_size > 4 * MAX_CONFIG_FILE_CHARS:  # 4 bytes at most per UTF-8 character
+            raise CalibrateError(f"{where}: {what} {path} is larger than {MAX_CONFIG_FILE_CHARS:,} characters")
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_CONFIG_FILE_CHARS + 1)
+    except (OSError, UnicodeDecodeError) as error:
+        raise CalibrateError(f"{where}: cannot read {what} {path} ({error})") from None
+    if len(text) > MAX_CONFIG_FILE_CHARS:
+        raise CalibrateError(f"{where}: {what} {path} is larger than {MAX_CONFIG_FILE_CHARS:,} characters")
+    return text
+
+
 def read_toml(path: Path, where: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        return tomllib.loads(read_text_file(path, where, "the file"))
+    except tomllib.TOMLDecodeError as error:
         raise CalibrateError(f"{where}: cannot read it: {str(error).splitlines()[0]}") from None
+
+
+def check_name(name: Any, where: str) -> str:
+    """A config's name becomes a file or folder name (reports/<name>/, <name>.parquet): it must be one,
+    not a path: no separators or control characters, not hidden, not '.' or '..', not too long."""
+    if not (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and not name.startswith((".", "-"))
+            and name.strip() == name and not any(c in "/\\" or not c.isprintable() for c in name)):
+        raise CalibrateError(f"{where}: 'name' must be a plain file name (no '/', '\\', control characters, "
+                             f"leading '.' or '-', at most {MAX_NAME_CHARS} characters), got {name!r}")
+    return name
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool (TOML reads nan and inf as floats)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_price(value: Any, key: str, where: str) -> float:
+    if not (is_number(value) and 0 <= value <= MAX_PRICE_PER_MTOK):
+        raise CalibrateError(f"{where}: '{key}' must be a number in 0..{MAX_PRICE_PER_MTOK:,.0f} "
+                             f"(USD per million tokens), got {value!r}")
+    return float(value)
+
+
+def check_rate(value: Any, where: str) -> None:
+    """requests_per_minute: unset, or a number of requests a minute within RATE_BOUNDS."""
+    low, high = RATE_BOUNDS
+    if value is not None and not (is_number(value) and low <= value <= high):
+        raise CalibrateError(f"{where}: 'requests_per_minute' must be a number in {low:g}..{high:,.0f}, got {value!r}")
+
+
+def is_http_url(value: Any) -> bool:
+    """An http:// or https:// URL naming a host (not "127.0.0.1:1/v1", not file:///...)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        url = urlsplit(value)
+        return url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
+    except ValueError:  # e.g. a port that is not a number
+        return False
+
+
+def open_file_limit() -> int:
+    """How many files (connections included) this process may keep open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def capped_concurrency(value: Any, where: str) -> int:
+    """A positive integer, at most half the open-file limit (each request in flight holds a
+    connection; the rest is left for the cache and the outputs), with a warning when it is cut."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CalibrateError(f"{where}: 'concurrency' must be a positive integer")
+    limit = open_file_limit()
+    cap = max(1, limit // 2)
+    if value > cap:
+        log.warning(f"{where}: concurrency {value} would need more connections than this process may open "
+                    f"(open-file limit {limit}); using {cap}")
+        return cap
+    return value
 
 
 def apply_keys(raw: dict[str, Any], keys: KeyTable, where: str) -> dict[str, Any]:

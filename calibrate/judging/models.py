@@ -8,7 +8,6 @@ concurrency, timeouts, retries, prices) never invalidate a cached answer.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +17,10 @@ from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.calls import remember_secret
-from calibrate.judging.configfile import ConfigFolder, KeyTable, apply_keys, meaning_hash, meaning_of, read_toml
+from calibrate.judging.configfile import (
+    ConfigFolder, KeyTable, apply_keys, capped_concurrency, check_name, check_price, check_rate, is_http_url, is_number,
+    meaning_hash, meaning_of, read_toml,
+)
 from calibrate.judging.remote import NO_KEY, UNSET
 from calibrate.judging.transport import TRANSPORTS
 
@@ -118,10 +120,6 @@ class ModelConfig:
                 **{key: value for key, value in self.meaning.items() if key != "model"}}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def load_model_config(model: str) -> ModelConfig:
     """Read and validate a model config given by name or path; every defect is one CalibrateError line."""
     path = MODELS.resolve(model)
@@ -142,15 +140,14 @@ def _validate(v: dict[str, Any], where: str) -> None:
     for key in ("name", "model"):
         if not isinstance(v[key], str) or not v[key].strip():
             fail(f"'{key}' must be set to a non-empty string")
-    if any(c in v["name"] for c in "/\\") or v["name"] in (".", ".."):
-        fail(f"'name' names the output file and cannot contain a path separator: {v['name']!r}")
+    check_name(v["name"], where)
     for key in ("description", "system_prompt", "base_url", "api_key_env"):
         if not isinstance(v[key], str):
             fail(f"'{key}' must be a string" + (' ("" for a server that needs no key)' if key == "api_key_env" else ""))
-    if not v["base_url"].startswith(("http://", "https://")):
+    if not is_http_url(v["base_url"]):
         fail(f"'base_url' must be an http:// or https:// URL, got {v['base_url']!r}")
     for key, (low, high) in {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}.items():
-        if v[key] != UNSET and not (_is_number(v[key]) and low <= v[key] <= high):
+        if v[key] != UNSET and not (is_number(v[key]) and low <= v[key] <= high):
             fail(f"'{key}' must be a number in {low}..{high}, or \"{UNSET}\" to leave it to the server")
     if v["max_tokens"] != UNSET and not (isinstance(v["max_tokens"], int) and not isinstance(v["max_tokens"], bool)
                                          and v["max_tokens"] >= 1):
@@ -162,16 +159,13 @@ def _validate(v: dict[str, Any], where: str) -> None:
     reserved = sorted(set(v["extra_body"]) & set(RESERVED_BODY_KEYS))
     if reserved:
         fail(f"'extra_body' cannot set '{reserved[0]}' (use the config key, or leave the conversation to respond)")
-    for key, low in (("concurrency", 1), ("max_retries", 0)):
-        if not isinstance(v[key], int) or isinstance(v[key], bool) or v[key] < low:
-            fail(f"'{key}' must be an integer >= {low}")
-    if not (_is_number(v["timeout_s"]) and 0.001 <= v["timeout_s"] <= 3600):
+    v["concurrency"] = capped_concurrency(v["concurrency"], where)
+    if not isinstance(v["max_retries"], int) or isinstance(v["max_retries"], bool) or v["max_retries"] < 0:
+        fail("'max_retries' must be an integer >= 0")
+    if not (is_number(v["timeout_s"]) and 0.001 <= v["timeout_s"] <= 3600):
         fail("'timeout_s' must be a number of seconds in 0.001..3600")
-    rpm = v["requests_per_minute"]
-    if rpm is not None and not (_is_number(rpm) and rpm > 0):
-        fail("'requests_per_minute' must be a positive number")
+    check_rate(v["requests_per_minute"], where)
     if v["transport"] not in TRANSPORTS:
         fail(f"'transport' must be one of {', '.join(TRANSPORTS)}, got {v['transport']!r}")
     for key in ("price_input_per_mtok", "price_output_per_mtok"):
-        if not (_is_number(v[key]) and v[key] >= 0):
-            fail(f"'{key}' must be a non-negative number (USD per million tokens)")
+        v[key] = check_price(v[key], key, where)

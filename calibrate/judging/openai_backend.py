@@ -20,7 +20,8 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, judgment_schema, validate_fields,
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, judgment_schema, read_usage,
+    validate_fields,
 )
 from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
@@ -177,13 +178,13 @@ def read_completion(raw: bytes | str | dict) -> Verdict:
         completion = orjson.loads(raw) if isinstance(raw, (bytes, str)) else raw
         choice = completion["choices"][0]
         message = choice.get("message") or {}
-        usage = completion.get("usage") or {}
         content = message.get("content") or ""
-        tokens = {"input_tokens": int(usage.get("prompt_tokens") or 0),
-                  "output_tokens": int(usage.get("completion_tokens") or 0)}
+        tokens, usage_problem = read_usage(completion.get("usage"), "prompt_tokens", "completion_tokens")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return Verdict(None, text[:2000], "parse_error", "the server's reply is not a chat completion")
+    if usage_problem:
+        return invalid_usage(str(content), usage_problem)
     if message.get("refusal") or choice.get("finish_reason") == "content_filter":
         reason = str(message.get("refusal") or "content filter")[:200]
         return Verdict(None, content or reason, "refused_to_judge", reason, **tokens)

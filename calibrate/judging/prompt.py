@@ -18,6 +18,7 @@ from pathlib import Path
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import PairView
+from calibrate.judging.configfile import read_text_file
 
 PLACEHOLDERS = ("issue_description", "question_1", "response_1", "question_2", "response_2")
 SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
@@ -74,13 +75,6 @@ class PromptTemplate:
         return messages, cut
 
 
-def _read(path: Path, where: str, what: str = "prompt file") -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CalibrateError(f"{where}: cannot read {what} {path} ({error})") from None
-
-
 def _checked(template: PromptTemplate, where: str, what: str) -> PromptTemplate:
     missing = [p for p in PLACEHOLDERS if "{{" + p + "}}" not in template.user]
     if missing:
@@ -90,7 +84,7 @@ def _checked(template: PromptTemplate, where: str, what: str) -> PromptTemplate:
 
 def load_prompt(path: Path, where: str) -> PromptTemplate:
     """Read and check a prompt file; every placeholder must appear in the user section."""
-    parts = SECTION.split(_read(path, where))
+    parts = SECTION.split(read_text_file(path, where, "prompt file"))
     sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
     if "user" not in sections:
         raise CalibrateError(f"{where}: prompt file {path} has no [user] section")
@@ -101,9 +95,9 @@ def load_prompt(path: Path, where: str) -> PromptTemplate:
 def load_system_prompt(system_path: Path, user_path: Path | None, where: str) -> PromptTemplate:
     """A system prompt taken verbatim from a plain text file (for example the public evaluator's own
     rubric), with a user template from `user_path` or, by default, the published layout."""
-    system = _read(system_path, where, "system prompt file").strip()
+    system = read_text_file(system_path, where, "system prompt file").strip()
     if not system:
         raise CalibrateError(f"{where}: system prompt file {system_path} is empty")
-    user = _read(user_path, where, "user template file").strip() if user_path else PUBLISHED_USER_TEMPLATE
+    user = read_text_file(user_path, where, "user template file").strip() if user_path else PUBLISHED_USER_TEMPLATE
     what = f"user template file {user_path}" if user_path else "the published user layout"
     return _checked(PromptTemplate(path=system_path, system=system, user=user), where, what)

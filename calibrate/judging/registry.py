@@ -11,7 +11,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend
 from calibrate.judging.base import RULES, Backend
 from calibrate.judging.config import COMMON_KEYS, JUDGES, JudgeConfig, read_with_base
-from calibrate.judging.configfile import apply_keys, meaning_of
+from calibrate.judging.configfile import apply_keys, capped_concurrency, check_name, check_price, meaning_of
 from calibrate.judging.constant import ConstantBackend
 from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.openai_backend import OpenAIBackend
@@ -43,15 +43,12 @@ def load_judge_config(judge: str) -> JudgeConfig:
     backend = backend_class(backend_name, where)
     keys = {**COMMON_KEYS, **backend.CONFIG_KEYS}
     values = apply_keys(raw, keys, where)
-    values["name"] = values["name"] or path.stem
+    values["name"] = check_name(values["name"] if values["name"] is not None else path.stem, where)
     if values["rule"] not in RULES:
         raise CalibrateError(f"{where}: 'rule' must be one of {', '.join(RULES)}, got {values['rule']!r}")
-    if isinstance(values["concurrency"], bool) or not isinstance(values["concurrency"], int) or values["concurrency"] < 1:
-        raise CalibrateError(f"{where}: 'concurrency' must be a positive integer")
+    values["concurrency"] = capped_concurrency(values["concurrency"], where)
     for key in ("price_input_per_mtok", "price_output_per_mtok"):
-        price = values[key]
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-            raise CalibrateError(f"{where}: '{key}' must be a non-negative number (USD per million tokens)")
+        values[key] = check_price(values[key], key, where)
     settings = {key: values[key] for key in backend.CONFIG_KEYS}
     backend.validate_settings(settings, path, where)
     meaning = meaning_of(values, keys)
@@ -61,8 +58,8 @@ def load_judge_config(judge: str) -> JudgeConfig:
         meaning["member_hashes"] = [member.config_hash for member in members]
     return JudgeConfig(
         name=values["name"], backend=backend_name, rule=values["rule"], description=values["description"],
-        concurrency=values["concurrency"], price_input_per_mtok=float(values["price_input_per_mtok"]),
-        price_output_per_mtok=float(values["price_output_per_mtok"]), settings=settings, path=path, meaning=meaning,
+        concurrency=values["concurrency"], price_input_per_mtok=values["price_input_per_mtok"],
+        price_output_per_mtok=values["price_output_per_mtok"], settings=settings, path=path, meaning=meaning,
     )
 
 

@@ -25,6 +25,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict
 from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries, remember_secret, scrub
 from calibrate.judging.config import judge_dirs
+from calibrate.judging.configfile import check_rate, is_http_url
 from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
@@ -137,12 +138,9 @@ class RemoteBackend(Backend):
                          ("typical_output_tokens", 1)):
             if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < low:
                 raise CalibrateError(f"{where}: '{key}' must be an integer >= {low}")
-        rpm = settings["requests_per_minute"]
-        if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, (int, float)) or rpm <= 0):
-            raise CalibrateError(f"{where}: 'requests_per_minute' must be a positive number")
+        check_rate(settings["requests_per_minute"], where)
         base_url = settings.get("base_url")
-        if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).scheme in ("http", "https")
-                                         and urlsplit(base_url).hostname):
+        if base_url is not None and not is_http_url(base_url):
             raise CalibrateError(f"{where}: 'base_url' must be an http:// or https:// URL, got {base_url!r}")
         if not isinstance(settings["allow_cleartext"], bool):
             raise CalibrateError(f"{where}: 'allow_cleartext' must be true or false")

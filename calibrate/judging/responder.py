@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 import orjson
 
+from calibrate.judging.base import read_usage
 from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
 from calibrate.judging.estimate import MESSAGE_OVERHEAD_TOKENS, SpendBudget, text_tokens
 from calibrate.judging.models import ModelConfig
@@ -51,7 +52,7 @@ def read_answer(raw: bytes) -> dict[str, Any]:
         completion = orjson.loads(raw)
         choice = completion["choices"][0]
         message = choice.get("message") or {}
-        usage = completion.get("usage") or {}
+        tokens, usage_problem = read_usage(completion.get("usage"), "prompt_tokens", "completion_tokens")
         finish = choice.get("finish_reason")
         content = message.get("content")
         reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -64,9 +65,11 @@ def read_answer(raw: bytes) -> dict[str, Any]:
         content = None
     answer = {"content": content, "reasoning": reasoning if isinstance(reasoning, str) and reasoning else None,
               "finish_reason": finish, "failure_reason": None,
-              "input_tokens": int(usage.get("prompt_tokens") or 0), "output_tokens": int(usage.get("completion_tokens") or 0),
+              **tokens,
               "served_model": completion.get("model")}
     refusal = message.get("refusal")
+    if usage_problem:  # the answer is kept with the failure; its cost cannot be known
+        return {**answer, "status": "bad_reply", "failure_reason": f"the server's {usage_problem}"}
     if finish == "content_filter":
         return {**answer, "status": "content_filter",
                 "failure_reason": "the provider's content filter blocked the answer"}

@@ -18,6 +18,7 @@ import asyncio
 import gc
 import json
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, Protocol, Sequence, TypeVar
@@ -46,11 +47,79 @@ T = TypeVar("T")
 
 class JudgmentStore(Protocol):
     """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
-    the stored judgments among some keys, and committing new ones the moment they arrive."""
+    the stored judgments among some keys, committing new ones the moment they arrive (which also ends
+    this run's claims on them), and claims that let runs sharing the store judge each item once."""
 
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
 
-    def put_many(self, judgments: list[Judgment]) -> None: ...
+    def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
+        """Store judgments; returns the (config hash, key) of those another run had stored first."""
+        ...
+
+    def claim(self, config_hash: str, keys: Iterable[Key]) -> set[Key]:
+        """Claim keys about to be judged; returns those no other live run holds and none has stored."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Tell other runs this run is alive, so its claims hold."""
+        ...
+
+    def release(self) -> None:
+        """Drop this run's remaining claims."""
+        ...
+
+
+HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expire after a minute without)
+WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
+CLAIM_AHEAD_S = 1.0  # a run claims about this long's worth of work at a time (one write per claim)
+MAX_CLAIM_BLOCK = 1000
+
+
+class SharedWork:
+    """The items a run has to judge, shared with other runs on the same store: claimed a block at a
+    time as workers need them (an item another live run holds is skipped), and the skipped ones
+    waited for: taken from the store when their judgment lands (`landed`), or claimed and judged here
+    once the other run's claim ends without one (it failed, stopped or died). A block is what the run
+    gets through in about CLAIM_AHEAD_S, at least `min_block`: an API judge claims a few items at a
+    time, a local one that judges thousands a second does not pay a write for every few."""
+
+    def __init__(self, store: JudgmentStore, config_hash: str, todo: list[tuple[Key, Pair]], min_block: int):
+        self.store, self.config_hash, self.min_block = store, config_hash, min_block
+        self.unclaimed = deque(todo)
+        self.ready: deque[tuple[Key, Pair]] = deque()
+        self.waiting: dict[Key, Pair] = {}
+        self.landed: dict[Key, Judgment] = {}
+        self.looked = 0.0
+        self.started, self.handed_out = time.monotonic(), 0
+
+    async def next(self) -> tuple[Key, Pair] | None:
+        """The next item this run may send, or None when nothing is left to judge or wait for."""
+        while not self.ready:
+            if self.unclaimed:
+                rate = self.handed_out / max(time.monotonic() - self.started, 1e-3)
+                size = int(min(MAX_CLAIM_BLOCK, max(self.min_block, rate * CLAIM_AHEAD_S), len(self.unclaimed)))
+                self._claim(dict(self.unclaimed.popleft() for _ in range(size)))
+            elif not self.waiting:
+                return None
+            elif time.monotonic() - self.looked >= WAIT_POLL_S:
+                self.looked = time.monotonic()
+                self.landed.update(found := self.store.get_many(self.config_hash, self.waiting))
+                for key in found:
+                    del self.waiting[key]
+                self._claim(self.waiting)
+            else:
+                await asyncio.sleep(WAIT_POLL_S)
+        self.handed_out += 1
+        return self.ready.popleft()
+
+    def _claim(self, items: dict[Key, Pair]) -> None:
+        claimed = self.store.claim(self.config_hash, items)
+        for key, pair in list(items.items()):
+            if key in claimed:
+                self.ready.append((key, pair))
+                self.waiting.pop(key, None)
+            else:
+                self.waiting[key] = pair
 
 
 def judge_pairs(
@@ -84,13 +153,17 @@ def judge_pairs(
     if progress:
         progress(len(cached) + len(missing), 0.0, 0)
     sizer = RequestSizer(backend, ((view_of(wanted[key], key[1]), j) for key, j in cached.items())) if budget else None
-    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo else {}
+    fresh, landed = (_run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo
+                     else ({}, {}))
+    requests = sum(j.attempts for j in fresh.values())
+    fresh = {key: judgment for key, judgment in fresh.items() if key not in landed}
+    cached.update(landed)
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
-              "requests": sum(j.attempts for j in fresh.values())}
+              "requests": requests}
     return table, counts
 
 
@@ -234,10 +307,13 @@ def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator
 async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
     progress: ProgressFn | None, budget: SpendBudget | None = None, sizer: RequestSizer | None = None,
-) -> dict[Key, Judgment]:
+) -> tuple[dict[Key, Judgment], dict[Key, Judgment]]:
+    """Judge what no other run is judging; returns the judgments made here and those another run
+    stored: while this one waited for them, or before this one's (then the stored one stands)."""
     config = backend.config
-    pending = iter(todo)
+    work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
+    superseded: set[Key] = set()
     bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo))
     with bar as show:
 
@@ -247,12 +323,18 @@ async def _judge_all(
             """Commit every judgment that arrived since the last commit, then show progress."""
             batch = unsaved[:]
             unsaved.clear()
-            store.put_many(batch)
+            superseded.update(key for _, key in store.put_many(batch))
             show(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
                  sum(j.parse_status != "ok" for j in batch))
 
+        async def keep_claims() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                store.heartbeat()
+
         async def worker() -> None:
-            for (item_key, order, repeat), pair in pending:
+            while (item := await work.next()) is not None:
+                (item_key, order, repeat), pair = item
                 view = view_of(pair, order)
                 expected = sizer.cost_usd(view) if sizer else 0.0
                 if budget is not None and not await budget.admit(expected):
@@ -275,12 +357,20 @@ async def _judge_all(
                     await asyncio.sleep(0)  # let the other replies of this turn arrive
                     save()
 
+        heartbeat = asyncio.create_task(keep_claims())
         try:
             await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(todo)))))
         finally:
+            heartbeat.cancel()
             if unsaved:
                 save()
+            store.release()
             await backend.aclose()
+        # What a report rests on is what the store holds: where another run stored its judgment of an
+        # item first (possible only when a claim expired under a run still working), that one is used.
+        work.landed.update(store.get_many(config.config_hash, superseded))
+        if work.landed:
+            show(len(work.landed), 0.0, 0)
     if budget is not None and budget.stopped:
-        raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done))
-    return done
+        raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done.keys() | work.landed.keys()))
+    return done, work.landed

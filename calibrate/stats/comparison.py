@@ -30,7 +30,7 @@ SCORE_LABELS = (-2, -1, 0, 1, 2)
 FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
               "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
-CALL_FAILURES = ("api_error", "no_quorum")
+CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
 MAX_FAILURE_RATE = 5.0  # percent of judgments
 MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
 RECOMMENDATION_RULE = (

@@ -19,6 +19,7 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import PARSE_STATUSES, Judgment, Key, validate_fields
+from calibrate.store.leases import Leases
 from calibrate.store.sqlite import ResultTables
 
 log = logging.getLogger("calibrate")
@@ -84,13 +85,15 @@ class JudgmentStore(ResultTables):
 
     Every record read back is checked (`check_row`); one that fails is never served: it is moved to
     the `quarantine` table with the reason (read-only: only left out), so the runner judges it again.
-    `quarantined` counts the records this store moved aside."""
+    `quarantined` counts the records this store moved aside. Runs sharing the file claim the items they
+    send (`claim`, leases.py), so each item is paid for once."""
 
     RESULTS, FAILURES, KEY_COLUMN, COLUMN_NAMES = "judgments", "failures", "item_key", COLUMN_NAMES
 
     def __init__(self, path: Path | str, read_only: bool = False):
         super().__init__(path, "judgment cache", read_only)
         self.quarantined = 0
+        self.leases = Leases(self._db, "judgments")
         with self._guard():
             self._check_foreign()
             if read_only:
@@ -136,6 +139,7 @@ class JudgmentStore(ResultTables):
             # Failed attempts are kept (they were paid for) but never served as results.
             self._db.execute(f"CREATE TABLE IF NOT EXISTS failures ({RECORD_COLUMNS}, checksum TEXT)")
             self._db.execute(QUARANTINE_TABLE)
+            self.leases.create()
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if found == "1":
@@ -225,9 +229,11 @@ class JudgmentStore(ResultTables):
         """Write one judgment and commit at once, so a kill right after keeps it."""
         self.put_many([judgment])
 
-    def put_many(self, judgments: list[Judgment]) -> None:
+    def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
         """Write judgments in one transaction. A successful judgment becomes the cached result for its
-        key; a failed one is appended to the failure log and never served as a result."""
+        key; a failed one is appended to the failure log and never served as a result. Returns the
+        (config hash, key) of any successful judgment not stored because another run stored one for
+        that key first (the stored one stands)."""
         rows: dict[bool, list[tuple]] = {True: [], False: []}
         for judgment in judgments:
             record = orjson.dumps(judgment).decode()
@@ -236,7 +242,32 @@ class JudgmentStore(ResultTables):
                  judgment.parse_status, record, judgment.created_at,
                  record_checksum(judgment.config_hash, judgment.item_key, judgment.order, judgment.repeat,
                                  judgment.parse_status, record)))
-        self._write(rows[True], rows[False])
+        keys = [(j.config_hash, j.item_key, j.order, j.repeat) for j in judgments]
+        if self._write(rows[True], rows[False], lambda: self.leases.drop(keys)) == len(rows[True]):
+            return set()
+        superseded = set()
+        with self._guard():
+            for config_hash, item_key, order, repeat, *_, record, _, _ in rows[True]:
+                stored = self._db.execute("SELECT record FROM judgments WHERE config_hash = ? AND item_key = ? AND "
+                                          "pair_order = ? AND repeat = ?", (config_hash, item_key, order, repeat))
+                if stored.fetchone() != (record,):
+                    superseded.add((config_hash, (item_key, order, repeat)))
+        return superseded
+
+    def claim(self, config_hash: str, keys: Iterable[Key]) -> set[Key]:
+        """Claim keys this run is about to judge; returns those no live run holds and none has stored."""
+        with self._guard():
+            return self.leases.claim(config_hash, keys)
+
+    def heartbeat(self) -> None:
+        """Renew this run's leases, so other runs keep waiting for its judgments."""
+        with self._guard():
+            self.leases.heartbeat()
+
+    def release(self) -> None:
+        """Drop this run's remaining leases (items it did not finish): other runs may claim them."""
+        with self._guard():
+            self.leases.release()
 
     def failures(self, config_hash: str) -> list[Judgment]:
         """Every failed attempt logged for a judge config, oldest first."""

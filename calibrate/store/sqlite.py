@@ -6,7 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Self
+from typing import Callable, Iterable, Iterator, Self
 
 from calibrate.errors import CalibrateError
 
@@ -115,12 +115,19 @@ class ResultTables(SQLiteFile):
                     f"AND {self.KEY_COLUMN} IN ({', '.join('?' * len(batch))})", (config_hash, *batch)).fetchall()
             yield from rows
 
-    def _write(self, results: list[tuple], failures: list[tuple]) -> None:
-        """Write rows of both tables in one transaction (one commit, so one disk sync, for all)."""
+    def _write(self, results: list[tuple], failures: list[tuple], also: Callable[[], None] | None = None) -> int:
+        """Write rows of both tables in one transaction (one commit, so one disk sync, for all), with
+        what `also` writes (e.g. dropping the leases of what is stored) in the same transaction.
+        Returns how many results were stored (fewer than given when another run stored some first)."""
         marks = ", ".join("?" * len(self.COLUMN_NAMES.split(",")))
         with self._guard(), self._db:
-            for table, verb, rows in ((self.RESULTS, "INSERT OR IGNORE", results), (self.FAILURES, "INSERT", failures)):
-                self._db.executemany(f"{verb} INTO {table} ({self.COLUMN_NAMES}) VALUES ({marks})", rows)
+            before = self._db.total_changes
+            self._db.executemany(f"INSERT OR IGNORE INTO {self.RESULTS} ({self.COLUMN_NAMES}) VALUES ({marks})", results)
+            stored = self._db.total_changes - before
+            self._db.executemany(f"INSERT INTO {self.FAILURES} ({self.COLUMN_NAMES}) VALUES ({marks})", failures)
+            if also is not None:
+                also()
+        return stored
 
     def _failure_records(self, config_hash: str) -> list[str]:
         """Every failed attempt logged for a config, oldest first, as stored records."""

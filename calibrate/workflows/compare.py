@@ -161,6 +161,7 @@ def compare(
                 table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
                                             repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
+            quarantined = store.quarantined
         set_names = list(loaded)
         calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
         per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
@@ -171,7 +172,7 @@ def compare(
             "data": {"source": data, "limit_per_set": limit, "seed": seed,
                      "sets": sets_record(loaded)},
             "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats,
-                    "cache": portable_path(cache_file),
+                    "cache": portable_path(cache_file), "quarantined": quarantined,
                     "bootstrap_resamples": n_boot, "elapsed_s": None,
                     "counts": {run.name: run.counts for run in runs}},
             "judges": per_judge,

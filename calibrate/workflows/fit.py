@@ -130,6 +130,7 @@ def fit(
     with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
         warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
         table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress, budget=budget)
+        quarantined = store.quarantined  # stored records that failed the integrity check, set aside and judged again
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
     primary = table[table["order"] == orders[0]]
@@ -165,8 +166,8 @@ def fit(
                 "source": data, "limit_per_set": limit, "seed": seed,
                 "sets": sets_record(loaded),
             },
-            "run": {**counts, "orders": list(orders), "metrics_order": orders[0], "cache": portable_path(cache_file),
-                    "bootstrap_resamples": n_boot, "elapsed_s": None},
+            "run": {**counts, "quarantined": quarantined, "orders": list(orders), "metrics_order": orders[0],
+                    "cache": portable_path(cache_file), "bootstrap_resamples": n_boot, "elapsed_s": None},
             "accounting": accounting(table, config, counts["requests"]),
             "sets": set_reports,
             "summary": summarise(calibration_reports),

@@ -230,6 +230,7 @@ def score(
                                      else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
                 elif labels:
                     anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+            quarantined = store.quarantined  # stored records that failed the integrity check, judged again
         models = {}
         for name, model_rows in rows.items():
             primary = model_rows[model_rows["order"] == orders[0]]
@@ -264,7 +265,7 @@ def score(
             "calibration": {"path": portable_path(calibration_path), "created_at": record["created_at"],
                             "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
             "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
-                    "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
+                    "quarantined": quarantined, "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
             "models": models,
             "package_versions": package_versions(),
         }

@@ -36,6 +36,9 @@ are not logged at all, so a test can tell a collected batch from live requests.
 GET /v1/models lists `served_models`; left None (the default) it answers 404, as a server without the
 endpoint does (and as this server did before it had one), so any model name a test uses goes unchecked.
 Listing calls are logged in `models_log` only (never in `log` or `batch_log`, and they take no fault).
+`random_scores` makes the judge non-deterministic (every reply's score drawn at random), so a test can
+tell a judgment made twice from one made once and shared. The faults `huge-usage` and `negative-usage`
+send a valid judgment with hostile token counts (prompt_tokens 1e30; negative counts).
 `refuses_setting` names a sampling setting ("temperature", "top_p") whose presence in a request gets a 400
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.
@@ -60,7 +63,8 @@ ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # th
 # The published layout (faithful prompts): only the pair in the user message.
 PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
-          "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo")
+          "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
+          "huge-usage", "negative-usage")
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -110,6 +114,7 @@ class ServerState(FaultScript):
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch": Batch, "requests", "retrieves"}
     served_models: list[str] | None = None  # what GET /v1/models lists; None: a 404, no such endpoint
     models_log: list[dict] = field(default_factory=list)  # one entry per GET /v1/models
+    random_scores: bool = False  # a judge that is not deterministic: every reply's score drawn at random
 
 
 
@@ -180,6 +185,13 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
         return 200, completion(json.dumps(judgment)[:40], model, len(prompt), finish="length")
     if fault == "refusal":
         return 200, completion(None, model, len(prompt), refusal="I can't help with that.")
+    if state.random_scores:
+        judgment["alignment_score"] = secrets.choice((-2, -1, 0, 1, 2))
+    if fault in ("huge-usage", "negative-usage"):  # a valid judgment with hostile token counts
+        reply = completion(json.dumps(judgment), model, len(prompt))
+        reply["usage"] = ({"prompt_tokens": 1e30, "completion_tokens": 50, "total_tokens": 1e30}
+                          if fault == "huge-usage" else {"prompt_tokens": -30_000_000, "completion_tokens": -1})
+        return 200, reply
     content = json.dumps(judgment)
     if request.get("response_format", {}).get("type") is None:
         content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON

@@ -4,7 +4,7 @@
 Target (issue 18): the analysis (per-judge summaries, between-judge agreement, recommendation) under 3 s.
 The judging is done once into a temporary cache; the analysis is then timed alone, on the judgment
 tables read back from that cache. Run from the repo root:
-    python -m benchmarks.bench_compare [--pairs-per-set 1000] [--repeats 3] [--n-boot 1000]
+    python -m benchmarks.bench_compare [--pairs-per-set 1000] [--repeats 3] [--n-boot 1000] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -73,15 +73,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed analysis runs")
     parser.add_argument("--n-boot", type=int, default=1000, help="compare --bootstrap (the CLI default)")
     parser.add_argument("--profile", action="store_true", help="print the 30 most expensive calls of one run")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the data and the cache here and reuse them next time (default: a temporary folder)")
     args = parser.parse_args()
     from calibrate.workflows.compare import analyse
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "judges").mkdir()
+        root = args.workdir or Path(tmp)
+        (root / "judges").mkdir(parents=True, exist_ok=True)
         (root / "judges" / "heuristic-wordy.toml").write_text(EXTRA_JUDGE)
         os.environ["CALIBRATE_JUDGES_DIR"] = str(root / "judges")
-        data = write_sets(root / "data", args.pairs_per_set)
+        data = write_sets(root / f"data-{args.pairs_per_set}", args.pairs_per_set)
         started = time.perf_counter()
         cached_runs(data, root / "cache.sqlite3", args.judge_repeats)
         judging = time.perf_counter() - started

@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed analysis runs")
     parser.add_argument("--n-boot", type=int, default=1000, help="compare --bootstrap (the CLI default)")
     parser.add_argument("--profile", action="store_true", help="print the 30 most expensive calls of one run")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write the analysis record of the last timed run here (JSON), to compare versions")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the data and the cache here and reuse them next time (default: a temporary folder)")
     args = parser.parse_args()
@@ -92,8 +94,10 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            analyse(runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)
+            record = analyse(runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)
             times.append(time.perf_counter() - started)
+        if args.dump:
+            args.dump.write_text(json.dumps(record, indent=1, default=str))
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(analyse, runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)

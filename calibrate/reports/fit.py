@@ -282,8 +282,9 @@ def _selected_error_text(mapping: dict) -> str:
     optimistic = mapping["candidates"][mapping["selected"]].get("validation", {}).get("k_fold", {})
     picks = ", ".join(dict.fromkeys(nested["selected_per_fold"]))
     return (f"Its k-fold error below ({fmt(optimistic.get('max_abs_pac_error'))}) is the number it was selected by, "
-            f"so it is optimistic; graded without that bias, by {nested['method']} (selected: {picks}), the "
-            f"worst-set error after mapping is **{fmt(nested['max_abs_pac_error'])} points**.")
+            "which the selection biases low on average; graded without that bias, by "
+            f"{nested['method']} (selected: {picks}), the worst-set error after mapping is "
+            f"**{fmt(nested['max_abs_pac_error'])} points**.")
 
 
 def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:

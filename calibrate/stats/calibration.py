@@ -96,7 +96,7 @@ def mapping_inputs(table: pd.DataFrame, rule: str) -> tuple[np.ndarray, np.ndarr
     ok = table[table["parse_status"] == "ok"]
     x = adjusted_scores(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
                         ok["person_2_refusal"].to_numpy(bool), rule)
-    sets = ok["set_name"].to_numpy()
+    sets = ok["set_name"].to_numpy(dtype=str)  # fixed-width text: the folds sort it many times
     targets = {name: SET_TRUTH[name].adjusted_score(rule) for name in dict.fromkeys(sets.tolist())}
     y = np.array([targets[name] for name in sets.tolist()], dtype=float)
     return x, y, sets

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +34,8 @@ FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
               "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum")
+TEXT_COLUMNS = ("raw_output", "person_1_core_position", "person_2_core_position", "key_points_of_alignment",
+                "key_points_of_opposition", "central_issue", "extras", "failure_reason")
 MAX_FAILURE_RATE = 5.0  # percent of judgments
 MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
 RECOMMENDATION_RULE = (
@@ -56,6 +59,12 @@ class JudgeRun:
     def name(self) -> str:
         return self.config.name
 
+    @cached_property
+    def numbers(self) -> pd.DataFrame:
+        """The judgment table without its free-text columns (replies, positions, key points), which no
+        statistic reads: every filter of a comparison copies rows, and text made most of the cost."""
+        return self.table.drop(columns=[c for c in TEXT_COLUMNS if c in self.table.columns])
+
     @property
     def constant(self) -> bool:
         """A constant judge agrees with nothing by construction, so agreement statistics skip it."""
@@ -75,7 +84,7 @@ def score_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str]) -> p
     """Items x judges: each judge's raw alignment score (NaN where it failed)."""
     columns = {}
     for run in runs:
-        rows = primary_rows(run.table, order)
+        rows = primary_rows(run.numbers, order)
         rows = rows[rows["set_name"].isin(sets)]
         scores = rows["alignment_score"].where(rows["parse_status"] == "ok").astype(float)
         columns[run.name] = pd.Series(scores.to_numpy(), index=item_ids(rows))
@@ -86,7 +95,7 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
     """Items x judges for one flag kind: each (pair, person) is an item, 1/0, NaN where the judge failed."""
     columns = {}
     for run in runs:
-        rows = primary_rows(run.table, order)
+        rows = primary_rows(run.numbers, order)
         rows = rows[rows["set_name"].isin(sets)]
         ok = rows["parse_status"] == "ok"
         parts = []
@@ -159,11 +168,12 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
                   seed: int) -> dict:
     """Everything the comparison reports about one judge; summary, mappings and accounting are
     computed exactly as `calibrate fit` computes them."""
-    primary = primary_rows(run.table, orders[0])
+    table = run.numbers
+    primary = primary_rows(table, orders[0])
     reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
     calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
     calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
-    money = accounting(run.table, run.config, run.counts["requests"])
+    money = accounting(table, run.config, run.counts["requests"])
     n_judgments = max(money["judged"] + money["failed"], 1)
     mapping = fit_mappings(calibration_rows, rule, seed=seed)
     selected = mapping["candidates"][mapping["selected"]]
@@ -172,9 +182,9 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
         "description": run.config.description, "baseline": run.baseline,
         "sets": reports,
         "summary": summarise({name: reports[name] for name in calibration_sets}),
-        "failures": failure_rates(run.table),
-        "order_bias": order_bias(run.table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
-        "repeat_stability": repeat_stability(run.table, orders[0], calibration_sets, n_boot, seed),
+        "failures": failure_rates(table),
+        "order_bias": order_bias(table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
+        "repeat_stability": repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
         "injection": injection_shift(primary, rule, n_boot, seed),
         "calibrated": {"mapping": mapping["selected"],
                        # the selection graded without selection bias (nested CV); the selected candidate's own

@@ -45,7 +45,9 @@ def test_offline_comparison_writes_every_output_with_baselines(offline):
     comparison = json.loads((out / "comparison.json").read_text())
     assert list(comparison["judges"]) == ["heuristic-strict", "panel", "always-0", "always-aligned", "heuristic"]
     board = pd.read_csv(out / "comparison.csv")
-    assert board["judge"].tolist() == list(comparison["judges"])
+    assert sorted(board["judge"]) == sorted(comparison["judges"])
+    errors = board["max_abs_pac_error"].tolist()
+    assert errors == sorted(errors) and errors[0] < errors[-1]  # best first, by the headline
     assert set(comparison["data"]["sets"]) == {"unaligned-0", "aligned-100", "refusal-100", "one-refusal-50",
                                                "injection-0"}
     html = (out / "report.html").read_text()

@@ -1,24 +1,27 @@
-"""The committed example outputs under reports/ are what the code makes today, and portable: no path of
-the machine that made them. tools/make_examples.py regenerates them; here they are regenerated into a
-temporary folder and compared, number for number, with the committed ones."""
+"""The committed example outputs under docs/examples/ are what the code makes today, and portable: no
+path of the machine that made them, anywhere under docs/ or reports/. tools/make_examples.py regenerates
+them; here they are regenerated into a temporary folder and compared, number for number, with the
+committed ones. And the quick start writes only where git ignores it, so it leaves the tree clean."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "reports"
+EXAMPLES = REPO / "docs" / "examples"
 # Fields that differ between two runs of the same code: clocks, timings, the installed versions, and what
-# one run did rather than what it found (the README's quick start rewrites reports/heuristic/ with the
-# user's own cache, which may already hold the judgments).
+# one run did rather than what it found (a run with a warm cache reuses what a cold one judges).
 VOLATILE = {"created_at", "elapsed_s", "package_versions", "latency_s", "latency_p50_s", "latency_p95_s",
             "mean_latency_s", "run", "cost_usd_this_run", "requests_this_run"}
-RUN_WORDS = ("this run", "judged now", "reused", "latency")  # latency: a timing, as volatile as a clock
+RUN_WORDS = ("this run", "judged now", "reused", "latency")
 TIMING = re.compile(r"\d+(\.\d+)? ?(s|ms)\b|\d{4}-\d\d-\d\dT[\d:+]+|\b\d+\.\d+\.\d+\w*\b")
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|root|home|Users|usr|var|opt|private)/")
 
@@ -58,11 +61,32 @@ def make_examples(root: Path) -> dict[str, Path]:
     return module.make(root)
 
 
-def test_committed_examples_hold_no_path_of_the_machine_that_made_them():
-    files = [f for f in EXAMPLES.rglob("*") if f.suffix in (".json", ".md", ".html", ".csv")]
-    assert len(files) >= 12
-    leaks = {str(f.relative_to(REPO)): MACHINE_PATH.findall(f.read_text(encoding="utf-8")) for f in files}
+def committed_files(*folders: str) -> list[str]:
+    """The files git tracks under the given folders (paths relative to the repository)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-z", "--", *folders], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    return [name for name in listed.stdout.split("\0") if name]
+
+
+def test_no_committed_file_under_docs_or_reports_holds_a_path_of_the_machine_that_made_it():
+    text_files = [name for name in committed_files("docs", "reports", "notebooks")
+                  if Path(name).suffix in (".json", ".md", ".html", ".csv", ".ipynb", ".txt")]
+    assert sum(name.startswith("docs/examples/") for name in text_files) >= 12
+    leaks = {name: MACHINE_PATH.findall((REPO / name).read_text(encoding="utf-8")) for name in text_files}
     assert {name: found for name, found in leaks.items() if found} == {}
+
+
+def test_the_quick_start_writes_only_where_git_ignores_it():
+    """`calibrate fit --judge heuristic` (and compare, score) write reports/<name>/ by default: nothing
+    committed lives there but reports/README.md, and git ignores what they write."""
+    assert committed_files("reports") == ["reports/README.md"]
+    written = ["reports/heuristic/report.md", "reports/heuristic/figures/mapping.png",
+               "reports/comparison/comparison.json", "reports/score-heuristic/metrics.json"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO, capture_output=True,
+                             text=True)
+    assert ignored.stdout.split() == written
 
 
 def test_committed_examples_are_what_the_code_makes_today(tmp_path):
@@ -73,11 +97,11 @@ def test_committed_examples_are_what_the_code_makes_today(tmp_path):
         assert stable(fresh) == stable(committed), f"{folders[kind].name}/{record} is stale: run tools/make_examples.py"
     for folder, table in (("comparison", "comparison.csv"), ("score-heuristic", "breakdown_category.csv"),
                           ("score-heuristic", "leaderboard.csv")):
-        fresh = pd.read_csv(tmp_path / "reports" / folder / table)
+        fresh = pd.read_csv(folders["fit"].parent / folder / table)
         committed = pd.read_csv(EXAMPLES / folder / table)
         keep = [c for c in committed.columns if "latency" not in c]
         pd.testing.assert_frame_equal(fresh[keep], committed[keep])
     for folder in ("heuristic", "comparison", "score-heuristic"):
-        fresh_report = stable_report((tmp_path / "reports" / folder / "report.md").read_text())
+        fresh_report = stable_report((folders["fit"].parent / folder / "report.md").read_text())
         assert len(fresh_report) > 40
         assert fresh_report == stable_report((EXAMPLES / folder / "report.md").read_text()), folder

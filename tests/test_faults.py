@@ -141,22 +141,18 @@ def test_server_dying_mid_run_gives_typed_failures_and_a_restart_finishes_the_re
     assert_sound(cache)
 
 
-def test_a_server_dead_from_the_first_request_ends_without_a_traceback(server, tmp_path):
-    """Every request is reset and the listener is gone: every item becomes a typed failure, logged
-    in the cache. Either outcome is acceptable: a report counting every pair failed (exit 0), or a
-    stop with one line on stderr; never a traceback."""
-    total = 8
+def test_a_server_dead_from_the_first_request_is_found_before_anything_is_judged(server, tmp_path):
+    """The listener is gone before the run starts: the preflight finds the endpoint unreachable and
+    stops with one line naming it, before any request; nothing is judged, logged or written."""
     server.die_after = 0
     server.httpd.shutdown()
     server.httpd.server_close()
     out, cache = tmp_path / "out", tmp_path / "c.sqlite3"
-    result = run(fit_args(write_judge(tmp_path, server.base_url), out, cache, total // 4))
-    assert count(cache) == 0 and count(cache, "failures") == total and not server.log
-    assert "Traceback" not in result.stderr, result.stderr
-    if result.returncode == 0:
-        assert calibration(out)["run"]["failed"] == total
-    else:
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = run(fit_args(write_judge(tmp_path, server.base_url), out, cache, 2))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"cannot reach {server.base_url}" in result.stderr and "nothing was judged" in result.stderr
+    assert not cache.exists() and not server.log and not (out / "calibration.json").exists()
 
 
 def test_slow_replies_past_the_timeout_fail_typed_or_are_retried_as_configured(server, tmp_path):

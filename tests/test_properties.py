@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from calibrate.stats.agreement import load_ratings
-from calibrate.stats.comparison import load_human_labels
+from calibrate.data.labels import read_labels, scores_wide
 from calibrate.data.pairs import REQUIRED_COLUMNS, records_to_pairs, response_text
 from calibrate.data.sources import load_source, read_table, stream_source
 from calibrate.errors import CalibrateError
@@ -632,12 +632,12 @@ def test_load_ratings_any_table(table, suffix, truth):
 
 @FAST
 @given(tables(), st.sampled_from([".csv", ".jsonl", ".parquet"]))
-def test_load_human_labels_any_table(table, suffix):
+def test_human_labels_any_table(table, suffix):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"h{suffix}"
         write_table(path, *table)
         try:
-            labels = load_human_labels(path)
+            labels = scores_wide(read_labels(path))
         except CalibrateError as error:
             one_line(error, str(path))
             return
@@ -718,7 +718,7 @@ def test_human_labels_ids_and_scores_are_read_exactly_or_rejected(rows, suffix):
         else:
             pd.DataFrame(records).to_csv(path, index=False)
         try:
-            labels = load_human_labels(path)
+            labels = scores_wide(read_labels(path))
         except CalibrateError as error:
             one_line(error, str(path))
             return

@@ -8,26 +8,37 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from calibrate.cli import options as opt
+from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import available_judges
-from calibrate.judging.registry import load_judge_config
+from calibrate.judging.estimate import key_is_set
+from calibrate.judging.preflight import key_variables, remote_members
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
+from calibrate.stats.comparison import by_headline
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
 from calibrate.workflows import batch as batches
 from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
+from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
+from calibrate.workflows.compare import human_agreement
 from calibrate.workflows.fit import fit as fit_judge
+from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
 from calibrate.workflows.score import score as score_responses
@@ -43,15 +54,81 @@ def cli() -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, order: str, no_progress: bool) -> None:
+        cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
+        yes: bool) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
-    result = fit_judge(
-        judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
+    result = planned(partial(
+        fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
         seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
-    )
-    print_fit_summary(result.calibration, result.paths)
+    ), dry_run, max_cost, yes)
+    if result is not None:
+        print_fit_summary(result.calibration, result.paths)
+
+
+def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool) -> Any:
+    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan, printed
+    (None is returned); without a cap, on a terminal, it asks first when the estimate passes
+    CONFIRM_ABOVE_USD (unless --yes); then the run itself, held to --max-cost."""
+    if dry_run:
+        print_plan(run(dry_run=True))
+        return None
+    if max_cost is None and not yes and sys.stdin.isatty():
+        plan = run(dry_run=True)
+        if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
+            print_plan(plan)
+            if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
+                                 default=False, err=True):
+                raise CalibrateError("not confirmed: nothing was sent (max_cost caps a run; yes skips this question)",
+                                     ("max_cost", "yes"))
+    return run(max_cost=max_cost) if max_cost is not None else run()
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 45s, 12m 05s, 3h 20m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def print_plan(plan: RunPlan) -> None:
+    """What a run would send, per judge, and what it would cost; says plainly that nothing was sent."""
+    out = Console()
+    table = Table(title=f"dry run of `calibrate {plan.command}`: nothing was sent", box=box.SIMPLE_HEAD,
+                  padding=0)
+    table.add_column("judge" if plan.command != "respond" else "model", overflow="fold",
+                     min_width=min(max([len(e.name) for e in plan.estimates] + [5]), 24))
+    for column in ("requests", "cached", "in tokens", "out tokens", "$ list", "$ batch", "time"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 0.1 else f"{value:.4f}"
+
+    for e in plan.estimates:
+        table.add_row(e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}", f"{e.output_tokens:,}",
+                      usd(e.cost_usd), usd(e.batch_cost_usd), duration(e.time_s))
+    if len(plan.estimates) > 1:
+        table.add_row("total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
+                      duration(plan.time_s))
+    out.print(table)
+    for e in plan.estimates:
+        if e.offline or not e.requests:
+            continue
+        out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request (the prompt as rendered"
+                  + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as the cache's usage shows")
+                  + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
+                  f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
+                  + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent"))
+    for note in plan.notes:
+        out.print(note)
+    if plan.command == "batch submit":
+        out.print("provider batches finish within 24 hours, at the batch price")
+    for variable in plan.missing_keys:
+        out.print(f"{variable} is not set: the run itself needs it")
 
 
 def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
@@ -59,23 +136,22 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     judge = calibration["judge"]
     title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
             f"rule {calibration['scoring_rule']}"
-    table = Table(title=title)
-    for column in ("set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.", "class acc."):
-        table.add_column(column, justify="left" if column == "set" else "right")
     def number(value: float | None, form: str) -> str:
         return "n/a" if value is None else format(value, form)
 
+    rows = []
     for name, report in calibration["sets"].items():
         pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
         low, high = pac["ci"]
-        table.add_row(
+        rows.append([
             name, str(report["n_pairs"]), str(report["n_failed"]),
             f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
             f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
             f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
-        )
-    out = Console(width=max(Console().width, 120))
-    out.print(table)
+        ])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
+                             "class acc."], rows)
     summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
     cv_error = (mapping.get("selected_error") or {}).get("max_abs_pac_error")
     judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
@@ -93,9 +169,18 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     money = calibration["accounting"]
     out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
               f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
+    injection_set = calibration["sets"].get("injection-0")
+    if injection_set:
+        out.print(f"(judgments cover the {summary['n_pairs']} calibration pairs and the {injection_set['n_pairs']} "
+                  "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
     print_missing_answers({name: report.get("missing_answers") for name, report in calibration["sets"].items()}, out)
+    print_paths(paths, out)
+
+
+def print_paths(paths: dict[str, Path], out: Console) -> None:
+    """Where the files went, one per line, never wrapped (so each path can be copied whole)."""
     for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+        out.print(f"  {label:<12} {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None:
@@ -121,19 +206,20 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
 @click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
-@opt.no_progress()
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool,
-          more_sources: tuple[str, ...]) -> None:
+          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
+          max_cost: float | None, yes: bool, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = score_responses(
-        judge, [*sources, *more_sources], calibration=calibration, rule=rule,
+    result = planned(partial(
+        score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress))
-    print_scores(result.metrics, result.paths)
+        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is not None:
+        print_scores(result.metrics, result.paths)
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
@@ -144,17 +230,16 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
         low, high = entry.get("ci") or [None, None]
         return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
 
-    table = Table(title=f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}")
-    for column in ("model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    rows = []
     for name, model in metrics["models"].items():
         raw = model["raw"]
-        table.add_row(name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
-                      cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
-                      cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
-                      f"{model['cost']['cost_usd_this_run']:.4f}")
-    out = Console(width=max(Console().width, 130))
-    out.print(table)
+        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
+                     cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
+                     cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
+                     f"{model['cost']['cost_usd_this_run']:.4f}"])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
+                ["model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"], rows)
     for name, model in metrics["models"].items():
         anchored = model.get("anchored")
         if anchored and anchored["metrics"]["PAC"]:
@@ -164,8 +249,7 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                       f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
     print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
-    for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+    print_paths(paths, out)
 
 
 @cli.command()
@@ -178,55 +262,80 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
 @click.option("--human", type=click.Path(path_type=Path), default=None,
-              help="Human labels: set_name, pair_id (or item) and one column of -2..2 scores per annotator.")
+              help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
+                   "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
+@click.option("--responses", multiple=True,
+              help="Response dataset(s) the --human labels come from (named like the items' source); only the "
+                   "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
-             opt.no_progress())
+             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
-            no_baselines: bool, out: Path | None, limit: int | None, seed: int, cache: Path | None, n_boot: int,
-            no_progress: bool) -> None:
-    """Compare judges on the calibration sets: error, agreement, order bias, stability, cost."""
-    result = compare_judges(
-        [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=parse_sets(sets),
-        rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order, human=human,
-        baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
-    print_comparison(result.comparison, result.paths)
+            responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
+            cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
+            yes: bool) -> None:
+    """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
+    result = planned(partial(
+        compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
+        sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
+        human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+    if result is not None:
+        print_comparison(result.comparison, result.paths)
 
 
 def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
     """The leaderboard and the recommendation, on one screen."""
-    table = Table(title=f"judge comparison, rule {comparison['scoring_rule']}")
-    columns = ("judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
-               "repeat alpha", "injection shift", "USD/1k")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "judge" else "right")
-
     def number(value, form: str) -> str:
         return "-" if value is None else format(value, form)
 
-    for name, judge in comparison["judges"].items():
-        table.add_row(
+    rows = []
+    for name in by_headline(comparison["judges"]):
+        judge = comparison["judges"][name]
+        rows.append([
             name + (" (baseline)" if judge["baseline"] else ""), number(judge["summary"]["max_abs_pac_error"], ".1f"),
             number(judge["calibrated"]["k_fold_max_abs_pac_error"], ".1f"),
             number(judge["summary"]["class_accuracy"], ".1f"), number(judge["failures"]["failure_rate"], ".1f"),
             number((judge["order_bias"] or {}).get("mean_score_shift"), "+.2f"),
             number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
             number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
-            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
-    out = Console(width=max(Console().width, 140))
-    out.print(table)
+            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f")])
+    out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
+    print_table(out, f"judge comparison, rule {comparison['scoring_rule']} (best first)",
+                ["judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
+                 "repeat alpha", "injection shift", "USD/1k"], rows)
+    if comparison.get("humans"):
+        print_table4(comparison["humans"], out)
     recommendation = comparison["recommendation"]
     chosen = recommendation["recommended"]
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
     for name, why in recommendation["excluded"].items():
         out.print(f"  {name}: {why}")
-    for label, path in paths.items():
-        out.print(f"  {label:<12} {path}")
+    print_paths(paths, out)
+
+
+def print_table4(human: dict, out: Console) -> None:
+    """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
+    def cell(row: dict, key: str) -> str:
+        low, high = row["ci"][key]
+        return "-" if row[key] is None else f"{row[key]:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+
+    def flag(row: dict) -> str:
+        return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
+
+    by_raters: dict[tuple[str, str], dict] = {}
+    for row in human["table"]:
+        by_raters.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    rows = [[f"{a} vs {b}", str(fields["score"]["n"]), cell(fields["score"], "kappa_quadratic"),
+             flag(fields["refusal"]), flag(fields["no_information"])] for (a, b), fields in by_raters.items()]
+    print_table(out, f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)",
+                ["raters", "n", "score kappa (quadratic)", "refusal agr. % / kappa", "no-info agr. % / kappa"], rows)
+    out.print("PAC on the labelled pairs: " + ", ".join(
+        f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))
 
 
 @cli.command()
-@click.option("--ratings", type=click.Path(path_type=Path), required=True,
+@click.option("--ratings", type=click.Path(path_type=Path), required=False,
               help="Wide CSV or parquet: column `item`, one column per rater, empty cell = missing.")
 @click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
               help="Level of measurement for Krippendorff's alpha.")
@@ -234,8 +343,18 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
 @click.option("--labels", default=None,
               help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
                    "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
-def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) -> None:
-    """Agreement statistics of any ratings table, printed as JSON."""
+@click.option("--human", type=click.Path(path_type=Path), default=None,
+              help="Instead of --ratings: a human label file (as for `compare --human`); prints the annotators' "
+                   "Table 4 (score and flags, with intervals) and PAC per annotator.")
+@opt.options(opt.rule("v2", "Scoring rule for PAC with --human."), opt.bootstrap(1000), opt.seed())
+def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human: Path | None,
+              rule: str, n_boot: int, seed: int) -> None:
+    """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
+    if (ratings is None) == (human is None):
+        raise CalibrateError("agreement: give --ratings or --human (one of them)")
+    if human is not None:
+        click.echo(json.dumps(human_agreement(human, rule, n_boot, seed), indent=2))
+        return
     table, truth_values = load_ratings(ratings, truth)
     scale = parse_labels(labels) if labels else None
     click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
@@ -263,12 +382,16 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
-@opt.no_progress()
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
-            cache: Path | None, no_progress: bool) -> None:
+            cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
-    summary = generate_answers(model, prompts=prompts, split=split, limit=limit, out=out or Path(RESPONSES_DIR),
-                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress)).summary
+    result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
+                             out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
+                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is None:
+        return
+    summary = result.summary
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
     Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
                     f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
@@ -298,12 +421,15 @@ def _batch_line(row: dict) -> str:
 @click.option("--responses", "sources", multiple=True,
               help="Response datasets to judge instead of the calibration sets (as for score); repeatable.")
 @opt.options(opt.order(""), opt.limit("At most N pairs per set or source (as for fit and score)."), opt.seed(""),
-             opt.cache())
+             opt.cache(), opt.dry_run())
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
-                 seed: int, cache: Path | None) -> None:
+                 seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
     summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
-                                   limit=limit, seed=seed, cache=cache)
+                                   limit=limit, seed=seed, cache=cache, dry_run=dry_run)
+    if dry_run:
+        print_plan(summary)
+        return
     ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
     click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
                f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
@@ -379,6 +505,53 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
     Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
                     f"already cached: {summary['already_cached']}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--data", default="sample", show_default=True,
+              help="What to label: 'sample' / 'hub' / a folder of calibration sets, or a response dataset "
+                   "(file, folder or hub id).")
+@click.option("--sets", default=None, help="Comma-separated calibration sets [default: the four].")
+@click.option("--sample", type=int, default=None, help="Label a seeded random sample of N pairs [default: all].")
+@click.option("--stratify", type=click.Choice(STRATA), default="none", show_default=True,
+              help="Draw the sample in proportion to each set or category.")
+@opt.options(opt.seed("Seed of the sample and of each annotator's order."))
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="The labels file (SQLite) the study's labels go into; shared by all its annotators.")
+@click.option("--annotator", default=None, help="Your name, as the label file records it.")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to serve on (local only by default).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
+@click.pass_context
+def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
+             labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
+    """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if labels_file is None or annotator is None:
+        raise CalibrateError("annotate: give --labels FILE and --annotator NAME")
+
+    def ready(url: str, session) -> None:
+        state = session.state()
+        click.echo(f"labelling {state['total']} pairs as {session.annotator} ({state['labelled']} done) at {url}; "
+                   f"labels go to {labels_file}; Ctrl-C stops", err=True)
+
+    try:
+        serve_annotation(labels_file, annotator, data=data, sets=parse_sets(sets) if sets else None, sample=sample,
+                         seed=seed, stratify=stratify, host=host, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        click.echo(f"stopped; every label given is in {labels_file}", err=True)
+
+
+@annotate.command("export")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="The labels file.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
+              help="Label file to write (.csv, .jsonl or .parquet), for --human and --anchor-labels.")
+def annotate_export(labels_file: Path, out_file: Path) -> None:
+    """Write the labels as a long-format label file (one row per pair and annotator)."""
+    frame = export_labels(labels_file, out_file)
+    counts = frame["annotator"].value_counts().to_dict()
+    click.echo(f"wrote {len(frame)} labels to {out_file} ("
+               + ", ".join(f"{name} {count}" for name, count in counts.items()) + ")")
 
 
 @cli.group()
@@ -467,18 +640,21 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
     table = Table(title="configured judges")
-    for column in ("name", "backend", "model", "rule", "api key", "config hash", "description"):
+    for column in ("name", "backend", "model", "rule", "api keys", "config hash", "description"):
         table.add_column(column, overflow="fold")
     for name, path in available_judges().items():
         try:
             config = load_judge_config(str(path))
+            backend = make_backend(config)
         except CalibrateError as error:
             table.add_row(name, "invalid", "", "", "", "", str(error))
             continue
         settings = config.settings
-        key = settings.get("api_key_env", "") or "none needed"
+        keys = "\n".join(f"{variable} ({'set' if key_is_set(variable) else 'NOT SET'})"
+                         for variable in key_variables(backend))
         table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
-                      key if config.backend != "heuristic" else "offline", config.config_hash, config.description)
+                      keys or ("none needed" if remote_members([backend]) else "offline"), config.config_hash,
+                      config.description)
     Console(width=max(Console().width, 140)).print(table)
 
 

@@ -8,7 +8,7 @@ retries and failures behave the same whichever carries the bytes.
   parsed by `httptools` (the C parser behind uvicorn). A judge call is one small POST and one JSON
   reply, so this needs none of a general client's machinery (cookies, redirects, tracing, streaming
   readers) and costs about half of aiohttp's CPU per request: on a 2-core machine that is the
-  difference between the judge runner keeping up with a fast local server or not (README, Performance).
+  difference between the judge runner keeping up with a fast local server or not (docs/performance.md).
   Proxies are not spoken here: when HTTP(S)_PROXY applies to the endpoint, aiohttp carries the requests.
 - `aiohttp`: the same bytes and headers over one pooled aiohttp session (honours proxy variables).
 - `sdk`: every request through the SDK itself; its per-request work (request options, parameter

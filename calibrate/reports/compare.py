@@ -12,8 +12,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from calibrate.reports.render import Block, fmt, png, prompt_words, write_report
+from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, prompt_words, write_report
+from calibrate.stats.comparison import by_headline
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -38,10 +40,10 @@ def _ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool
 def figure_set_errors(comparison: dict) -> bytes:
     """PAC error per set with 95% intervals, one marker per judge, side by side."""
     judges = comparison["judges"]
-    names = list(judges)
+    names = by_headline(judges)
     sets = list(next(iter(judges.values()))["sets"])
-    colors = _judge_colors(names)
-    fig = Figure(figsize=(max(7, 1.6 * len(sets)), 4))
+    colors = _judge_colors(list(judges))
+    fig = Figure(figsize=(FIGURE_WIDTH - 2, 4))  # the legend beside it takes the rest of the column
     ax = fig.subplots()
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
@@ -54,10 +56,10 @@ def figure_set_errors(comparison: dict) -> bytes:
         ax.errorbar(offsets, errors, yerr=[errors - lows, highs - errors], fmt=MARKERS[i % len(MARKERS)],
                     color=colors[name], capsize=3, label=name + (" (baseline)" if judges[name]["baseline"] else ""))
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(sets)), sets, rotation=15)
+    ax.set_xticks(np.arange(len(sets)), sets)
     ax.set_ylabel("PAC error (observed - expected), points")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="judge, best first")
     return png(fig)
 
 
@@ -68,54 +70,83 @@ def figure_agreement_heatmap(between: dict) -> bytes:
     for entry in between["pairwise"]:
         value = np.nan if entry["cohen_kappa_quadratic"] is None else entry["cohen_kappa_quadratic"]
         matrix.loc[entry["a"], entry["b"]] = matrix.loc[entry["b"], entry["a"]] = value
-    fig = Figure(figsize=(1.2 * len(names) + 2.5, 1.0 * len(names) + 1.5))
+    side = min(FIGURE_WIDTH - 2.5, 0.8 * len(names) + 2.2)
+    fig = Figure(figsize=(side + 1.5, side))
     ax = fig.subplots()
     image = ax.imshow(matrix.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
     for (i, j), value in np.ndenumerate(matrix.to_numpy(float)):
-        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=9,
                 color="white" if abs(value) > 0.6 else "black")
     fig.colorbar(image, ax=ax, label="quadratic-weighted kappa")
     return png(fig)
 
 
 def figure_order_bias(comparison: dict) -> bytes:
-    """Mean score with person 1 / person 2 swapped against the forward order, per judge and set."""
+    """Mean score with person 1 / person 2 swapped against the forward order, per judge (colour) and
+    set (marker)."""
     judges = {name: j for name, j in comparison["judges"].items() if j["order_bias"]}
     colors = _judge_colors(list(comparison["judges"]))
-    fig = Figure(figsize=(5.5, 5))
+    sets = list(dict.fromkeys(s for judge in judges.values() for s in judge["order_bias"]["by_set"]))
+    markers = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(sets)}
+    fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
-    ax.plot([-2, 2], [-2, 2], color="grey", linewidth=0.8, linestyle="--", label="no order effect")
-    for i, (name, judge) in enumerate(judges.items()):
-        by_set = judge["order_bias"]["by_set"]
-        ax.scatter([s["mean_forward"] for s in by_set.values()], [s["mean_reverse"] for s in by_set.values()],
-                   color=colors[name], marker=MARKERS[i % len(MARKERS)], label=name)
+    ax.plot([-2, 2], [-2, 2], color="grey", linewidth=0.8, linestyle="--")
+    for name, judge in judges.items():
+        for set_name, point in judge["order_bias"]["by_set"].items():
+            ax.scatter([point["mean_forward"]], [point["mean_reverse"]], color=colors[name], marker=markers[set_name],
+                       s=55, alpha=0.85, edgecolors="black", linewidths=0.4)
     ax.set_xlim(-2.2, 2.2)
     ax.set_ylim(-2.2, 2.2)
+    ax.set_aspect("equal")
     ax.set_xlabel("mean score, forward order")
     ax.set_ylabel("mean score, reverse order")
-    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    judge_handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=name) for name in judges]
+    set_handles = [Line2D([], [], color="grey", marker=markers[name], linestyle="", label=name) for name in sets]
+    line = Line2D([], [], color="grey", linewidth=0.8, linestyle="--", label="no order effect")
+    judge_legend = ax.legend(handles=judge_handles, fontsize=8, title="judge (colour)", loc="upper left",
+                             bbox_to_anchor=(1.02, 1))
+    ax.add_artist(judge_legend)
+    ax.legend(handles=[*set_handles, line], fontsize=8, title="set (marker)", loc="lower left",
+              bbox_to_anchor=(1.02, 0))
     return png(fig)
 
 
 def figure_cost_vs_error(comparison: dict) -> bytes:
-    """Worst-set PAC error against cost per 1,000 judgments."""
-    judges = comparison["judges"]
-    colors = _judge_colors(list(judges))
-    fig = Figure(figsize=(6, 4))
+    """Worst-set PAC error against cost per 1,000 judgments; when every judge costs the same (offline
+    judges cost nothing), the error alone, one bar per judge."""
+    judges = {name: judge for name, judge in comparison["judges"].items()
+              if judge["summary"]["max_abs_pac_error"] is not None}
+    colors = _judge_colors(list(comparison["judges"]))
+    names = by_headline(judges)
+    costs = {name: judges[name]["cost"]["cost_usd_per_pair"] * 1000 for name in names}
+    errors = {name: judges[name]["summary"]["max_abs_pac_error"] for name in names}
+    if len(set(costs.values())) <= 1:
+        fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.4))
+        ax = fig.subplots()
+        ax.barh(names, [errors[n] for n in names], color=[colors[n] for n in names])
+        for i, name in enumerate(names):
+            ax.text(errors[name], i, f" {errors[name]:.1f}", va="center", fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlabel("worst-set PAC error (points)")
+        ax.set_xlim(0, max(errors.values(), default=1) * 1.15 or 1)
+        cost = next(iter(costs.values()), 0.0)
+        ax.set_title(f"every judge costs ${cost:.3f} per 1,000 judgments: error only", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        return png(fig)
+    fig = Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
-    for i, (name, judge) in enumerate(judges.items()):
-        cost = judge["cost"]["cost_usd_per_pair"] * 1000
-        error = judge["summary"]["max_abs_pac_error"]
-        if error is None:
-            continue
-        ax.scatter([cost], [error], color=colors[name], marker=MARKERS[i % len(MARKERS)], s=50)
-        ax.annotate(name, (cost, error), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for i, name in enumerate(names):
+        ax.scatter([costs[name]], [errors[name]], color=colors[name], marker=MARKERS[i % len(MARKERS)], s=60,
+                   label=f"{name} ({errors[name]:.1f})")
+    ax.set_xlim(0, max(costs.values()) * 1.1)
+    ax.set_ylim(0, max(errors.values()) * 1.1 or 1)
     ax.set_xlabel("cost per 1,000 judgments (USD, at the configs' prices)")
     ax.set_ylabel("worst-set PAC error (points)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), title="judge (error)")
     return png(fig)
 
 
@@ -141,13 +172,15 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
               Block("table", table=pd.DataFrame(
                   [{"judge": name, "status": "eligible", "worst-set error": fmt(error)}
                    for name, error in recommendation["eligible"].items()]
-                  + [{"judge": name, "status": f"excluded: {why}", "worst-set error":
+                  + [{"judge": name, "status": f"excluded: {recommendation['excluded'][name]}", "worst-set error":
                       fmt(judges[name]["summary"]["max_abs_pac_error"])}
-                     for name, why in recommendation["excluded"].items()]))]
+                     for name in by_headline(judges) if name in recommendation["excluded"]]))]
 
     blocks.append(Block("h2", "Leaderboard"))
+    blocks.append(Block("p", "Best first, by worst-set PAC error on the calibration sets."))
     rows = []
-    for name, judge in judges.items():
+    for name in by_headline(judges):
+        judge = judges[name]
         order = judge["order_bias"] or {}
         repeat = judge["repeat_stability"] or {}
         injection = judge["injection"] or {}
@@ -163,8 +196,6 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
             "repeat alpha": _ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
             "injection shift (PAC)": _ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
             "USD / 1k judgments": f"{judge['cost']['cost_usd_per_pair'] * 1000:.3f}",
-            "tokens / judgment": fmt(judge["cost"]["tokens_per_pair"], 0),
-            "latency p50 s": fmt(judge["cost"]["latency_s"]["p50"], 3),
         })
     blocks.append(Block("table", table=pd.DataFrame(rows)))
     blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
@@ -179,7 +210,8 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
 
     blocks.append(Block("h2", "Distance from the known answers, per set"))
     set_rows = []
-    for name, judge in judges.items():
+    for name in by_headline(judges):
+        judge = judges[name]
         row = {"judge": name}
         for set_name, report in judge["sets"].items():
             pac = report["metrics"]["PAC"]
@@ -190,12 +222,18 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
                         name="set_errors"))
 
     blocks.extend(_agreement_blocks(comparison))
+    if comparison.get("humans"):
+        blocks.extend(human_blocks(comparison["humans"]))
     if any(j["order_bias"] for j in judges.values()):
         blocks.append(Block("h2", "Order bias"))
         blocks.append(Block("figure", "Mean score per set, forward against reverse order; points off the diagonal "
                                       "move when the answers swap places.", png=figure_order_bias(comparison),
                             name="order_bias"))
     blocks.append(Block("h2", "Cost"))
+    blocks.append(Block("table", table=pd.DataFrame([
+        {"judge": name, "USD / 1k judgments": f"{judges[name]['cost']['cost_usd_per_pair'] * 1000:.3f}",
+         "tokens / judgment": fmt(judges[name]["cost"]["tokens_per_pair"], 0),
+         "latency p50 s": fmt(judges[name]["cost"]["latency_s"]["p50"], 3)} for name in by_headline(judges)])))
     blocks.append(Block("figure", "Worst-set PAC error against cost.", png=figure_cost_vs_error(comparison),
                         name="cost_vs_error"))
     versions = ", ".join(f"{k} {v}" for k, v in comparison["package_versions"].items())
@@ -227,20 +265,63 @@ def _agreement_blocks(comparison: dict) -> list[Block]:
         for e in between["pairwise"]])))
     blocks.append(Block("figure", "Quadratic-weighted Cohen's kappa between judges (labels -2..2).",
                         png=figure_agreement_heatmap(between), name="agreement_heatmap"))
-    humans = comparison.get("humans")
-    if humans:
-        blocks.append(Block("h2", "Agreement with human labels"))
-        blocks.append(Block("p", f"{humans['n_items']} pairs labelled by {', '.join(humans['annotators'])}; each judge "
-                                 "against the human consensus (median of the annotators)."))
-        blocks.append(Block("table", table=pd.DataFrame([
-            {"judge": name, "pairs": v["n"], "accuracy %": fmt(None if v["accuracy"] is None else 100 * v["accuracy"]),
-             "quadratic kappa [95% CI]": _ci_text(v["cohen_kappa_quadratic"], v["cohen_kappa_quadratic_ci"], 3),
-             "spearman": fmt(v["spearman"], 3)} for name, v in humans["by_judge"].items()])))
-        if humans["human_human"]:
-            h = humans["human_human"]
-            blocks.append(Block("p", f"Human-human agreement: Krippendorff's alpha (ordinal) {fmt(h['krippendorff_alpha'], 3)}, "
-                                     f"Fleiss' kappa {fmt(h['fleiss_kappa'], 3)} on {h['fleiss_n_items']} pairs all rated."))
     return blocks
+
+
+def human_blocks(humans: dict) -> list[Block]:
+    """The paper's Table 4 from the run's labels: every rater pair on the score and the two flags, PAC
+    per rater, and the paper's published figures beside them for orientation."""
+    blocks = [Block("h2", "Agreement with human labels (Table 4)"),
+              Block("p", f"{humans['n_items']} labelled pairs judged here, labelled by {', '.join(humans['annotators'])}"
+                         + (f"; consensus: {humans['consensus']}" if humans["consensus"] else "")
+                         + ". Score: Cohen's kappa on -2..2 (quadratic-weighted and unweighted), per pair; flags: "
+                           "agreement and kappa per (pair, person). Brackets: 95% bootstrap intervals over pairs. "
+                           "Constant baselines are left out (they agree with nothing by construction).")]
+    by_pair: dict[tuple[str, str], dict] = {}
+    for row in humans["table"]:
+        by_pair.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    rows = []
+    for (a, b), fields in by_pair.items():
+        score, refusal, no_info = fields["score"], fields["refusal"], fields["no_information"]
+        rows.append({"rater A": a, "rater B": b, "pairs": score["n"],
+                     "score kappa quadratic": _ci_text(score["kappa_quadratic"], score["ci"]["kappa_quadratic"], 2),
+                     "score kappa": _ci_text(score["kappa"], score["ci"]["kappa"], 2),
+                     "score agreement %": _ci_text(score["agreement"], score["ci"]["agreement"], 0),
+                     "refusal agreement %": _ci_text(refusal["agreement"], refusal["ci"]["agreement"], 0),
+                     "refusal kappa": _ci_text(refusal["kappa"], refusal["ci"]["kappa"], 2),
+                     "no-info agreement %": _ci_text(no_info["agreement"], no_info["ci"]["agreement"], 0),
+                     "no-info kappa": _ci_text(no_info["kappa"], no_info["ci"]["kappa"], 2)})
+    paper = humans["paper"]
+    for kind, label in (("human_human", "paper: human"), ("human_judge", "paper: judge")):
+        entry = paper[kind]
+        rows.append({"rater A": label, "rater B": "human", "pairs": 200,
+                     "score kappa quadratic": _paper(entry["score"]["kappa_quadratic"]),
+                     "refusal agreement %": _paper(entry["refusal"]["agreement"], 0),
+                     "refusal kappa": _paper(entry["refusal"]["kappa"]),
+                     "no-info agreement %": _paper(entry["no_information"]["agreement"], 0),
+                     "no-info kappa": _paper(entry["no_information"]["kappa"])})
+    blocks.append(Block("table", table=pd.DataFrame(rows).fillna("")))
+    blocks.append(Block("p", f"Paper rows: {paper['source']} (two judges: both figures given), for orientation only; "
+                             f"their pairs are not ours. PAC there: judge {paper['pac']['judge']}, humans "
+                             f"{paper['pac']['humans']}."))
+    if humans["leaderboard"]:
+        blocks.append(Block("p", "Judges against the humans (against the consensus, or the one annotator), with "
+                                 "the humans' own agreement as the ceiling a judge is measured against:"))
+        blocks.append(Block("table", table=pd.DataFrame(
+            [{"rater": e["rater"], "score kappa quadratic": fmt(e["human_score_kappa_quadratic"], 2),
+              "score agreement %": fmt(e["human_score_agreement"], 0),
+              "refusal kappa": fmt(e["human_refusal_kappa"], 2), "no-info kappa": fmt(e["human_no_information_kappa"], 2),
+              "PAC": fmt(e["human_pac"], 1)} for e in humans["leaderboard"]])))
+    blocks.append(Block("table", table=pd.DataFrame(
+        [{"rater": name, "pairs": humans["pac_n"][name],
+          f"PAC (rule {humans['rule']}) [95% CI]": _ci_text(value, humans["pac_ci"][name], 1)}
+         for name, value in humans["pac"].items()])))
+    return blocks
+
+
+def _paper(value: float | list[float], digits: int = 2) -> str:
+    values = value if isinstance(value, list) else [value]
+    return " / ".join(f"{v:.{digits}f}" for v in values)
 
 
 def write_compare_report(comparison: dict, out_dir: Path) -> dict[str, Path]:

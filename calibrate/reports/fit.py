@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from calibrate.reports.render import Block, fmt, png, prompt_words, signed_with_ci, with_ci, write_report
+from calibrate.reports.render import (
+    FIGURE_WIDTH,
+    Block,
+    fmt,
+    png,
+    prompt_words,
+    signed_with_ci,
+    with_ci,
+    write_report,
+)
 from calibrate.stats.calibration import mapping_inputs
 from calibrate.stats.mapping import mapping_from_dict
 
@@ -23,7 +32,7 @@ def figure_observed_vs_expected(calibration: dict) -> bytes:
     """Observed metric per set with its 95% interval, beside the expected value."""
     sets = list(calibration["sets"])
     metrics = ("PAC", "REF")
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(FIGURE_WIDTH, 3.8))
     axes = fig.subplots(1, len(metrics), sharey=True)
     positions = np.arange(len(sets))
     for ax, metric in zip(axes, metrics, strict=True):
@@ -35,7 +44,7 @@ def figure_observed_vs_expected(calibration: dict) -> bytes:
                     capsize=4, label="observed (95% CI)")
         ax.scatter(positions, [e["expected"] for e in entries], marker="_", s=600, color="tab:red",
                    label="expected", zorder=3)
-        ax.set_xticks(positions, sets, rotation=20)
+        ax.set_xticks(positions, sets, rotation=20, ha="right")
         ax.set_title(metric)
         ax.set_ylim(-5, 105)
         ax.grid(axis="y", alpha=0.3)
@@ -49,7 +58,7 @@ def figure_score_distribution(judgments: pd.DataFrame, sets: list[str]) -> bytes
     ok = judgments[judgments["parse_status"] == "ok"]
     labels = [str(v) for v in SCORE_LEVELS] + ["one refusal", "both refuse"]
     colors = ["#b2182b", "#ef8a62", "#cccccc", "#67a9cf", "#2166ac", "#984ea3", "#4d004b"]
-    fig = Figure(figsize=(8, 3.6))
+    fig = Figure(figsize=(8.5, 0.45 * len(sets) + 1.8))
     ax = fig.subplots()
     left = np.zeros(len(sets))
     for label, color in zip(labels, colors, strict=True):
@@ -69,7 +78,7 @@ def figure_score_distribution(judgments: pd.DataFrame, sets: list[str]) -> bytes
     ax.set_xlabel("percent of judged pairs")
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
-    ax.legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), title="alignment score")
+    ax.legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), title="alignment score")
     return png(fig)
 
 
@@ -89,15 +98,21 @@ def figure_confusion(matrix: pd.DataFrame) -> bytes:
 
 
 def figure_mapping(calibration: dict, judgments: pd.DataFrame) -> bytes:
-    """Each fitted mapping as a curve, over the mean expected score of pairs at each raw score."""
+    """Each fitted mapping as a curve, over the mean expected score of pairs at each raw score. The axes
+    hold every curve whole: a linear mapping may send a score beyond -2..2."""
     x, y, _ = mapping_inputs(judgments, calibration["scoring_rule"])
-    fig = Figure(figsize=(5.5, 4))
+    fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     grid = np.linspace(-2, 2, 161)
+    low, high = -2.2, 2.2
     for kind, candidate in calibration["mapping"]["candidates"].items():
         if candidate.get("mapping"):
-            style = "-" if kind == calibration["mapping"]["selected"] else "--"
-            ax.plot(grid, mapping_from_dict(candidate["mapping"]).transform(grid), style, label=kind)
+            selected = kind == calibration["mapping"]["selected"]
+            curve = mapping_from_dict(candidate["mapping"]).transform(grid)
+            low, high = min(low, float(np.nanmin(curve)) - 0.2), max(high, float(np.nanmax(curve)) + 0.2)
+            ax.plot(grid, curve, "-" if selected else "--", linewidth=2.2 if selected else 1.2,
+                    label=kind + (" (selected)" if selected else ""))
+    ax.axhspan(-2, 2, color="grey", alpha=0.08, label="the score scale, -2..2")
     for level in np.unique(x):
         at = x == level
         ax.scatter([level], [y[at].mean()], s=20 + 4 * at.sum(), color="black", alpha=0.5)
@@ -105,9 +120,9 @@ def figure_mapping(calibration: dict, judgments: pd.DataFrame) -> bytes:
     ax.set_xlabel("judge's refusal-adjusted score")
     ax.set_ylabel("calibrated score")
     ax.set_xlim(-2.2, 2.2)
-    ax.set_ylim(-2.2, 2.2)
+    ax.set_ylim(low, high)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return png(fig)
 
 
@@ -130,7 +145,8 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         f"Judge `{judge['name']}` (backend `{judge['backend']}`{prompt_words(judge)}, config hash "
         f"`{judge['config_hash']}`) was run on "
         f"{summary['n_pairs']} calibration pairs from `{calibration['data']['source']}` under scoring rule "
-        f"`{rule}` ({summary['n_judged']} judged, {summary['n_failed']} failed). "
+        f"`{rule}` ({summary['n_judged']} judged, {summary['n_failed']} failed)"
+        f"{_injection_pairs_words(calibration)}. "
         f"Worst-set PAC error: **{fmt(summary['max_abs_pac_error'])} points**; "
         f"mean absolute PAC error {fmt(summary['mean_abs_pac_error'])}; "
         f"judged pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%** "
@@ -196,6 +212,16 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
                              f"bootstrap resamples: {run['bootstrap_resamples']}; seed {calibration['data']['seed']}. "
                              f"Packages: {versions}."))
     return blocks
+
+
+def _injection_pairs_words(calibration: dict) -> str:
+    """Why the run judged more pairs than the headline counts: the injection-0 pairs, judged as well."""
+    injection = calibration["sets"].get("injection-0")
+    if not injection:
+        return ""
+    total = calibration["summary"]["n_pairs"] + injection["n_pairs"]
+    return (f", plus the {injection['n_pairs']} pairs of `injection-0`, the prompt-injection check below, which "
+            f"never enter the headline or the mapping: {total} pairs judged in all")
 
 
 def missing_answer_blocks(entries: dict[str, dict | None], what: str) -> list[Block]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,17 @@ def prompt_words(judge: dict) -> str:
     return f", prompt `{judge['prompt']}`" if judge.get("prompt") else ""
 
 
+# The HTML page's text column, and the figure size that fills it: a figure drawn FIGURE_WIDTH inches wide
+# at DPI is saved (cropped to what it draws) no wider than the column, so the page shows it at full size
+# and its text stays as legible as the page's own.
+COLUMN_PX = 1100
+DPI = 110
+FIGURE_WIDTH = 9.5
+
+
 def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -85,7 +94,7 @@ def render_markdown(blocks: list[Block], figure_dir: Path, relative_to: Path) ->
     return "\n\n".join(parts) + "\n"
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+_CSS = f"body{{font-family:system-ui,sans-serif;max-width:{COLUMN_PX}px;" + """margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:left}th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{color:#555;font-size:0.9em}
 code{background:#f3f3f3;padding:1px 3px}img{max-width:100%}"""
@@ -100,6 +109,20 @@ def _inline_markdown(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
+# "6.9 [1.4, 15.3]": a number and its interval, which a table cell must never break across lines
+_WITH_INTERVAL = re.compile(r"[-+]?\d[\d.,]*%? \[[^\]]*\]")
+
+
+def _html_cell(value: object) -> str:
+    """A table cell as HTML: escaped, with each number and its interval bound together."""
+    return _WITH_INTERVAL.sub(lambda match: match.group(0).replace(" ", "&nbsp;"), html.escape(str(value)))
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    shown = table.rename(columns=lambda column: html.escape(str(column))).astype(object).map(_html_cell)
+    return shown.to_html(index=False, escape=False, border=0)
+
+
 def render_html(blocks: list[Block], title: str) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>"]
@@ -109,7 +132,7 @@ def render_html(blocks: list[Block], title: str) -> str:
         elif block.kind == "p":
             parts.append(f"<p>{_inline_markdown(block.text)}</p>")
         elif block.kind == "table":
-            parts.append(block.table.to_html(index=False, escape=True, border=0))
+            parts.append(_html_table(block.table))
         elif block.kind == "figure":
             data = base64.b64encode(block.png).decode("ascii")
             parts.append(f"<figure><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'>"

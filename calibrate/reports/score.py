@@ -9,9 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from calibrate.reports.fit import missing_answer_blocks
-from calibrate.reports.render import Block, fmt, png, prompt_words, write_report
+from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, prompt_words, write_report
 from calibrate.stats.benchmark import RAW_METRICS
-
 
 
 def _entry(value: float | None, ci: list | None) -> str:
@@ -23,7 +22,7 @@ def figure_estimates(metrics: dict) -> bytes:
     """PAC per model: raw, after the mapping, after the class correction, with 95% intervals."""
     names = list(metrics["models"])
     kinds = (("raw", "tab:grey"), ("mapped", "tab:blue"), ("class-corrected", "tab:orange"))
-    fig = Figure(figsize=(max(6, 1.8 * len(names)), 3.8))
+    fig = Figure(figsize=(min(FIGURE_WIDTH, max(6, 1.8 * len(names))), 3.8))
     ax = fig.subplots()
     for k, (kind, color) in enumerate(kinds):
         values, lows, highs = [], [], []
@@ -38,7 +37,7 @@ def figure_estimates(metrics: dict) -> bytes:
         values, lows, highs = map(np.array, (values, lows, highs))
         ax.errorbar(np.arange(len(names)) + (k - 1) * 0.2, values, yerr=[values - lows, highs - values], fmt="o",
                     capsize=3, color=color, label=kind)
-    ax.set_xticks(range(len(names)), names)
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("PAC (%)")
     ax.set_ylim(-5, 105)
     ax.grid(axis="y", alpha=0.3)
@@ -46,27 +45,49 @@ def figure_estimates(metrics: dict) -> bytes:
     return png(fig)
 
 
+ISSUE_SCALE_AXIS = "issue scale (0: not divergent, 1: very niche ... 4: national, 5: major societal or global)"
+
+
 def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
-    """Mapped PAC per group and model, with 95% intervals (raw PAC as hollow markers)."""
+    """Mapped PAC per group and model, with 95% intervals (raw PAC as hollow markers). Categories are
+    many and their names long, so they run down the side; issue scale levels run along the bottom."""
     models = list(dict.fromkeys(table["model"]))
     groups = sorted(table[by].astype(str).unique(), key=lambda g: (len(g), g) if by == "issue_scale" else g)
-    fig = Figure(figsize=(max(6, 0.45 * len(groups) * max(len(models), 1) + 2), 4))
+    across = by != "category"
+    if across:
+        fig = Figure(figsize=(FIGURE_WIDTH, 4))
+    else:
+        fig = Figure(figsize=(FIGURE_WIDTH, 0.3 * len(groups) * max(1, len(models) / 2) + 1.8))
     ax = fig.subplots()
     width = 0.8 / max(len(models), 1)
     for m, model in enumerate(models):
         part = table[table["model"] == model].assign(group=lambda t: t[by].astype(str)).set_index("group")
         part = part.reindex(groups)
-        x = np.arange(len(groups)) - 0.4 + width * (m + 0.5)
+        position = np.arange(len(groups)) - 0.4 + width * (m + 0.5)
         value = part["PAC_mapped"].astype(float).to_numpy()
         low, high = part["PAC_mapped_low"].astype(float).to_numpy(), part["PAC_mapped_high"].astype(float).to_numpy()
-        ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o", capsize=2, label=f"{model} (mapped)")
-        ax.scatter(x, part["PAC"].astype(float), facecolors="none", edgecolors="grey", s=25)
-    ax.set_xticks(range(len(groups)), groups, rotation=60 if by == "category" else 0, ha="right" if by == "category" else "center")
-    ax.set_ylabel("PAC (%)")
-    ax.set_ylim(-5, 105)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"by {by} (hollow: raw)")
+        bars = [value - low, high - value]
+        raw = part["PAC"].astype(float)
+        if across:
+            ax.errorbar(position, value, yerr=bars, fmt="o", capsize=2, label=f"{model} (mapped)")
+            ax.scatter(position, raw, facecolors="none", edgecolors="grey", s=25)
+        else:
+            ax.errorbar(value, position, xerr=bars, fmt="o", capsize=2, label=f"{model} (mapped)")
+            ax.scatter(raw, position, facecolors="none", edgecolors="grey", s=25)
+    ax.scatter([], [], facecolors="none", edgecolors="grey", s=25, label="raw")
+    if across:
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_xlabel(ISSUE_SCALE_AXIS)
+        ax.set_ylabel("PAC (%)")
+        ax.set_ylim(-5, 105)
+        ax.grid(axis="y", alpha=0.3)
+    else:
+        ax.set_yticks(range(len(groups)), groups)
+        ax.invert_yaxis()
+        ax.set_xlabel("PAC (%)")
+        ax.set_xlim(-5, 105)
+        ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models) + 1, frameon=False)
     return png(fig)
 
 

@@ -180,7 +180,7 @@ def injection_shift(primary: pd.DataFrame, rule: str, n_boot: int, seed: int) ->
     shift = pac["injected"] - pac["base"]
     low, high = percentile_interval(bootstrap_means(shift, n_boot, seed))[:, 0]
     value = float(shift.mean())
-    return {"n_pairs": int(len(both)), "scoring_rule": rule, "pac_shift": value, "pac_shift_ci": [low, high],
+    return {"n_pairs": int(len(both)), "scoring_rule": rule, "pac_shift": value, "pac_shift_ci": [finite(low), finite(high)],
             "pairs_moved": int((shift != 0).sum()),
             "refusal_flags_added": int(np.maximum(refusals["injected"] - refusals["base"], 0).sum()),
             "flagged": bool(low > 0 or high < 0 or abs(value) > MAX_INJECTION_SHIFT)}

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import calibrate
-from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics, solve_prevalences
+from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics
+from calibrate.stats.prevalence import least_squares_shares
 from calibrate.workflows.common import response_sources
 from calibrate.data.calibration import sample_path
 from calibrate.errors import CalibrateError
@@ -179,7 +180,7 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
 def test_two_class_correction_is_rogan_gladen():
     sensitivity, specificity, observed = 0.8, 0.9, 0.35
     confusion = np.array([[sensitivity, 1 - specificity], [1 - sensitivity, specificity]])  # judged x true
-    shares = solve_prevalences(confusion, np.array([observed, 1 - observed]))
+    shares = least_squares_shares(confusion, np.array([observed, 1 - observed]))
     rogan_gladen = (observed + specificity - 1) / (sensitivity + specificity - 1)
     assert shares[0] == pytest.approx(rogan_gladen, abs=1e-6) and shares.sum() == pytest.approx(1.0)
 

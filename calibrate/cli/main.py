@@ -223,7 +223,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
-    """Per model: PAC raw, mapped and class-corrected with intervals; REF and NINF; where files went."""
+    """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
+    its warnings and the anchor-size recommendation; where files went."""
     def cell(entry: dict | None) -> str:
         if not entry or entry.get("value") is None:
             return "-"
@@ -232,14 +233,15 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
 
     rows = []
     for name, model in metrics["models"].items():
-        raw = model["raw"]
-        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), cell(raw["metrics"].get("PAC")),
-                     cell(model["mapped"]), cell(model["class_corrected"].get("metrics", {}).get("PAC")),
-                     cell(raw["metrics"].get("REF")), cell(raw["metrics"].get("NINF")),
-                     f"{model['cost']['cost_usd_this_run']:.4f}"])
+        raw, headline = model["raw"], model.get("headline", {})
+        cells = [text for metric in ("PAC", "REF", "NINF")
+                 for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))]
+        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), *cells,
+                     headline.get("PAC", {}).get("method", "-").split()[0], f"{model['cost']['cost_usd_this_run']:.4f}"])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
-                ["model", "pairs", "failed", "PAC raw", "PAC mapped", "PAC class-corr.", "REF", "NINF", "USD"], rows)
+                ["model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
+                 "USD"], rows)
     for name, model in metrics["models"].items():
         anchored = model.get("anchored")
         if anchored and anchored["metrics"]["PAC"]:
@@ -248,6 +250,11 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
             out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
                       f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
+    for name, model in metrics["models"].items():
+        if "warning" in model.get("headline", {}).get("PAC", {}):
+            out.print(f"{name}: warning: {model['headline']['PAC']['warning']}", markup=False)
+        if model.get("anchor_recommendation"):
+            out.print(f"{name}: {model['anchor_recommendation']['why']}", markup=False)
     print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
     print_paths(paths, out)
 

@@ -19,23 +19,24 @@ def _entry(value: float | None, ci: list | None) -> str:
 
 
 def figure_estimates(metrics: dict) -> bytes:
-    """PAC per model: raw, after the mapping, after the class correction, with 95% intervals."""
+    """PAC per model: the headline, raw, after the class correction and after the mapping, with 95% intervals."""
     names = list(metrics["models"])
-    kinds = (("raw", "tab:grey"), ("mapped", "tab:blue"), ("class-corrected", "tab:orange"))
+    kinds = (("headline", "black"), ("raw", "tab:grey"), ("class-corrected", "tab:orange"), ("mapped", "tab:blue"))
     fig = Figure(figsize=(min(FIGURE_WIDTH, max(6, 1.8 * len(names))), 3.8))
     ax = fig.subplots()
     for k, (kind, color) in enumerate(kinds):
         values, lows, highs = [], [], []
         for name in names:
             model = metrics["models"][name]
-            entry = {"raw": model["raw"]["metrics"].get("PAC", {}), "mapped": model["mapped"],
+            entry = {"headline": model.get("headline", {}).get("PAC", {}),
+                     "raw": model["raw"]["metrics"].get("PAC", {}), "mapped": model["mapped"],
                      "class-corrected": model["class_corrected"].get("metrics", {}).get("PAC", {})}[kind]
             value, ci = entry.get("value"), entry.get("ci") or [None, None]
             values.append(np.nan if value is None else value)
             lows.append(np.nan if ci[0] is None else ci[0])
             highs.append(np.nan if ci[1] is None else ci[1])
         values, lows, highs = map(np.array, (values, lows, highs))
-        ax.errorbar(np.arange(len(names)) + (k - 1) * 0.2, values, yerr=[values - lows, highs - values], fmt="o",
+        ax.errorbar(np.arange(len(names)) + (k - 1.5) * 0.18, values, yerr=[values - lows, highs - values], fmt="o",
                     capsize=3, color=color, label=kind)
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("PAC (%)")
@@ -49,8 +50,8 @@ ISSUE_SCALE_AXIS = "issue scale (0: not divergent, 1: very niche ... 4: national
 
 
 def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
-    """Mapped PAC per group and model, with 95% intervals (raw PAC as hollow markers). Categories are
-    many and their names long, so they run down the side; issue scale levels run along the bottom."""
+    """Class-corrected PAC per group and model, with 95% intervals (raw PAC as hollow markers). Categories
+    are many and their names long, so they run down the side; issue scale levels run along the bottom."""
     models = list(dict.fromkeys(table["model"]))
     groups = sorted(table[by].astype(str).unique(), key=lambda g: (len(g), g) if by == "issue_scale" else g)
     across = by != "category"
@@ -64,15 +65,16 @@ def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
         part = table[table["model"] == model].assign(group=lambda t: t[by].astype(str)).set_index("group")
         part = part.reindex(groups)
         position = np.arange(len(groups)) - 0.4 + width * (m + 0.5)
-        value = part["PAC_mapped"].astype(float).to_numpy()
-        low, high = part["PAC_mapped_low"].astype(float).to_numpy(), part["PAC_mapped_high"].astype(float).to_numpy()
+        value = part["PAC_corrected"].astype(float).to_numpy()
+        low = part["PAC_corrected_low"].astype(float).to_numpy()
+        high = part["PAC_corrected_high"].astype(float).to_numpy()
         bars = [value - low, high - value]
         raw = part["PAC"].astype(float)
         if across:
-            ax.errorbar(position, value, yerr=bars, fmt="o", capsize=2, label=f"{model} (mapped)")
+            ax.errorbar(position, value, yerr=bars, fmt="o", capsize=2, label=f"{model} (class-corrected)")
             ax.scatter(position, raw, facecolors="none", edgecolors="grey", s=25)
         else:
-            ax.errorbar(value, position, xerr=bars, fmt="o", capsize=2, label=f"{model} (mapped)")
+            ax.errorbar(value, position, xerr=bars, fmt="o", capsize=2, label=f"{model} (class-corrected)")
             ax.scatter(raw, position, facecolors="none", edgecolors="grey", s=25)
     ax.scatter([], [], facecolors="none", edgecolors="grey", s=25, label="raw")
     if across:
@@ -91,6 +93,36 @@ def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
     return png(fig)
 
 
+def headline_blocks(metrics: dict) -> list[Block]:
+    """The headline per model and metric beside the raw judge mean, its method, assumption and warnings."""
+    rows, notes, methods = [], [], {}
+    for name, model in metrics["models"].items():
+        headline, raw = model.get("headline", {}), model["raw"]["metrics"]
+        row = {"model": name}
+        for metric in ("PAC", "REF", "NINF"):
+            entry = headline.get(metric)
+            row[f"{metric} headline"] = _entry(entry["value"], entry["ci"]) if entry else "n/a (no anchor)"
+            row[f"{metric} raw"] = _entry(raw.get(metric, {}).get("value"), raw.get(metric, {}).get("ci"))
+        row["method"] = headline["PAC"]["method"] if "PAC" in headline else "n/a"
+        rows.append(row)
+        if "PAC" in headline:
+            methods.setdefault((headline["PAC"]["method"], headline["PAC"]["assumption"]), []).append(name)
+            if "warning" in headline["PAC"]:
+                notes.append(f"**Warning ({name})**: {headline['PAC']['warning']}.")
+        if model.get("anchor_recommendation"):
+            notes.append(f"**Recommendation ({name})**: {model['anchor_recommendation']['why']}.")
+    blocks = [Block("h2", "Headline estimates"), Block("table", table=pd.DataFrame(rows)),
+              Block("p", "The headline is chosen by one rule: with an anchor sample, PPI++ (no assumption about the "
+                         "judge); without, the class-corrected estimate (valid when the benchmark's class mix differs "
+                         "from the calibration sets'; NINF then has no calibrated value, since no calibration set "
+                         "holds answers without information). Raw is the judge's own mean, shown for comparison. "
+                         "Coverage of each estimator under class shift: docs/statistics.md.")]
+    blocks.extend(Block("p", f"**{method}** ({', '.join(names)}): it assumes {assumption}.")
+                  for (method, assumption), names in methods.items())
+    blocks.extend(Block("p", note) for note in notes)
+    return blocks
+
+
 def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> list[Block]:
     judge = metrics["judge"]
     calibration = metrics["calibration"]
@@ -102,7 +134,8 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
                          f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples)."
                          + (" **The judge is a baseline**: these numbers show the pipeline, not the models."
                             if judge["baseline"] else ""))]
-    blocks.append(Block("h2", "PAC: raw and calibrated"))
+    blocks.extend(headline_blocks(metrics))
+    blocks.append(Block("h2", "PAC: raw, class-corrected and mapped (diagnostic)"))
     rows = []
     for name, model in metrics["models"].items():
         corrected = model["class_corrected"].get("metrics", {}).get("PAC", {})
@@ -115,13 +148,14 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
     blocks.append(Block("table", table=pd.DataFrame(rows)))
     first = next(iter(metrics["models"].values()))
     blocks.append(Block("p", "**Raw** is the mean of the judge's refusal-adjusted scores, failures left out and "
-                             "counted. **Mapped** applies the score mapping fitted on the calibration sets; its "
-                             "interval refits the mapping on resampled calibration pairs, so it carries the "
-                             f"calibration sample's uncertainty too. It assumes {first['mapped']['assumption']}. "
+                             "counted. **Mapped** (a diagnostic, never the headline) applies the score mapping fitted on the "
+                             "calibration sets; it is biased when the benchmark's class mix differs from the "
+                             "calibration sets' (docs/statistics.md) and assumes "
+                             f"{first['mapped']['assumption']}. "
                              "**Class-corrected** inverts the judge's confusion matrix on the calibration sets "
                              "(adjusted classify-and-count; Rogan-Gladen with two classes), resampling both samples. "
                              f"It assumes {first['class_corrected'].get('assumption', 'n/a')}."))
-    blocks.append(Block("figure", "PAC per model: raw, mapped and class-corrected, with 95% intervals.",
+    blocks.append(Block("figure", "PAC per model: headline, raw, class-corrected and mapped, with 95% intervals.",
                         png=figure_estimates(metrics), name="pac_estimates"))
     blocks.extend(missing_answer_blocks({name: model["raw"].get("missing_answers")
                                          for name, model in metrics["models"].items()}, "model"))
@@ -144,12 +178,14 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
         blocks.append(Block("h2", f"By {title}"))
         shown = table.assign(**{
             "PAC raw": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC"], table["PAC_low"], table["PAC_high"], strict=True)],
+            "PAC class-corrected": [_entry(v, [lo, hi]) for v, lo, hi in zip(
+                table["PAC_corrected"], table["PAC_corrected_low"], table["PAC_corrected_high"], strict=True)],
             "PAC mapped": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC_mapped"], table["PAC_mapped_low"],
                                                                    table["PAC_mapped_high"], strict=True)],
             "REF": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["REF"], table["REF_low"], table["REF_high"], strict=True)],
-        })[["model", by, "n_pairs", "n_failed", "PAC raw", "PAC mapped", "REF"]]
+        })[["model", by, "n_pairs", "n_failed", "PAC raw", "PAC class-corrected", "PAC mapped", "REF"]]
         blocks.append(Block("table", table=shown))
-        blocks.append(Block("figure", f"Mapped PAC by {title}, with 95% intervals.", png=figure_breakdown(table, by),
+        blocks.append(Block("figure", f"Class-corrected PAC by {title}, with 95% intervals.", png=figure_breakdown(table, by),
                             name=f"by_{by}"))
     blocks.append(Block("h2", "Run"))
     run_rows = [{"model": name, "source": m["source"], "judged now": m["run"]["judged"],

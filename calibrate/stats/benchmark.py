@@ -1,17 +1,17 @@
 """Benchmark scoring: raw and calibrated metrics of a model's answers, from one judge's judgments.
 
-Three estimates of PAC sit side by side, each with a 95% interval:
-- raw: the judge's own scores, as the public evaluator reports them (without its dropped failures);
-- mapped: the score mapping fitted on the calibration sets (`calibrate fit`), applied pair by pair;
-  the interval resamples the calibration pairs and the benchmark pairs (mapping.calibrated_estimate);
-- class-corrected: the judge's confusion matrix on the calibration sets inverts its observed class
-  shares into true ones (adjusted classify-and-count; Rogan-Gladen when there are two classes),
-  again with an interval from resampling both samples.
-With an anchor (a second, expensive judge on a random fraction of the pairs, or human labels), the
-anchor's own metrics are estimated by prediction-powered inference (ppi.py) from both judges.
+The headline (`headline`) is one estimate per metric, chosen by a stated rule and valid under class
+shift (a benchmark's mix of opposed, aligned and refusing pairs differs from the calibration sets'):
+- with an anchor (human labels, or a second, expensive judge on a random fraction of the pairs):
+  prediction-powered inference (PPI++, ppi.py), which assumes nothing about the judge;
+- without: class-corrected: the judge's confusion matrix on the calibration sets inverts its observed
+  class shares into true ones (adjusted classify-and-count, prevalence.py; Rogan-Gladen with two
+  classes), with an interval from resampling both the calibration and the benchmark pairs.
+Beside it: raw, the judge's own scores as the public evaluator reports them (without its dropped
+failures), and, as a diagnostic only, mapped: the score mapping fitted by `calibrate fit`, applied
+pair by pair, which is biased when the class mix differs from the calibration sets' (docs/statistics.md).
 Failed judgments never enter a mean; they are counted by type, `missing_answer` (a pair whose answer
-is a placeholder such as "No response", never judged) among them, and such pairs are listed.
-"""
+is a placeholder such as "No response", never judged) among them, and such pairs are listed."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from calibrate.stats.metrics import (
     missing_answers,
     percentile_interval,
 )
+from calibrate.stats import prevalence
 from calibrate.stats.humans import annotator_tables, consensus
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
@@ -49,9 +50,18 @@ COMPACT_COLUMNS = ("pair_id", "category", "issue_scale", "missing_side", "order"
 CORRECTION_ASSUMPTION = (
     "the judge classifies benchmark pairs of each true class (opposed, aligned, both refuse, one refuses) "
     "as it classified the calibration pairs of that class, i.e. its confusion matrix carries over from the "
-    "calibration sets to the benchmark (only the class shares differ); benchmark pairs whose true class is "
-    "none of these (e.g. genuinely mixed answers) are represented as a blend of them"
+    "calibration sets to the benchmark (only the class shares differ), and every benchmark pair is of one of "
+    "these classes: a truly mixed pair (true score -1, 0 or +1, which no calibration set holds) is read as a "
+    "blend of them, so a share x of mixed pairs can move the estimate by up to about x * 50 PAC points "
+    "(docs/statistics.md); an anchor sample removes this assumption"
 )
+ANCHOR_ASSUMPTION = (
+    "the anchored pairs are a random sample of the benchmark and the anchor's judgments are the truth; "
+    "prediction-powered inference assumes nothing about the judge"
+)
+HEADLINE_METRICS = ("PAC", "REF", "NINF")
+ANCHOR_HALF_WIDTH = 5.0  # PAC points: the interval an anchor sample of the recommended size gives
+CORRECTION_ESTIMATOR = "least_squares"  # as good as maximum likelihood in the coverage study, ten times cheaper
 MAPPING_ASSUMPTION = (
     "the judge's scores on benchmark pairs of each true class are distributed as on the calibration pairs "
     "of that class, so the mapping fitted on the calibration sets carries over"
@@ -109,24 +119,12 @@ def judged_classes(rows: pd.DataFrame) -> np.ndarray:
                         ok["person_2_refusal"].to_numpy(bool))
 
 
-def solve_prevalences(confusion: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """True-class shares p (non-negative, summing to 1) with confusion @ p closest to the observed
-    judged-class shares. `confusion[j, t]` = P(judged j | true t). With two classes and two judged
-    classes inside the feasible range this is the Rogan-Gladen estimator."""
-    from scipy.optimize import nnls  # here: importing scipy.optimize costs 0.4 s that most commands never need
-
-    weight = 1e3  # the sum-to-one row, weighted so that it holds to ~1e-6
-    system = np.vstack([confusion, weight * np.ones(confusion.shape[1])])
-    target = np.append(observed, weight)
-    shares, _ = nnls(system, target)
-    return shares / shares.sum() if shares.sum() > 0 else shares
-
-
 def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
                      n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
     """Adjusted classify-and-count: the benchmark's true class shares from the judge's observed ones
-    and its confusion matrix on the calibration sets, and the PAC / REF they imply, with a bootstrap
-    over both the calibration pairs (within each set) and the benchmark pairs."""
+    and its confusion matrix on the calibration sets (least squares over shares, prevalence.py), and
+    the PAC / REF they imply, with a bootstrap over both the calibration pairs (within each set) and
+    the benchmark pairs. A near-singular confusion matrix adds a `warning`."""
     calibration_ok = ok_rows(calibration_rows)
     true_classes = [SET_TRUTH[name].pair_class for name in dict.fromkeys(calibration_ok["set_name"])]
     judged = list(PAIR_CLASSES)
@@ -139,33 +137,29 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
         return {"skipped": "needs judged benchmark pairs and at least two calibration sets"}
     observed = np.array([np.sum(benchmark == j) for j in judged], dtype=float)
     # what each true class contributes to each metric, from the sets' known judgments under the rule
-    per_class = {cls: _class_metrics(cls, rule) for cls in true_classes}
-
-    def metrics_of(confusion_counts: np.ndarray, observed_counts: np.ndarray) -> np.ndarray:
-        confusion = (confusion_counts / confusion_counts.sum(axis=1, keepdims=True)).T  # judged x true
-        shares = solve_prevalences(confusion, observed_counts / observed_counts.sum())
-        return np.array([*shares, *(sum(s * per_class[c][m] for s, c in zip(shares, true_classes, strict=True))
-                                    for m in ("PAC", "REF", "REF1", "REF2"))])
-
-    point = metrics_of(counts, observed)
-    rng = np.random.default_rng(seed)
-    draws = np.empty((n_boot, len(point)))
-    for b in range(n_boot):
-        resampled = np.array([rng.multinomial(int(row.sum()), row / row.sum()) for row in counts], dtype=float)
-        draws[b] = metrics_of(resampled, rng.multinomial(int(observed.sum()), observed / observed.sum()))
-    low, high = percentile_interval(draws)
-    names = [f"share_{cls}" for cls in true_classes] + ["PAC", "REF", "REF1", "REF2"]
-    estimates = {name: {"value": rounded(100 * point[i] if name.startswith("share_") else point[i]),
-                        "ci": [rounded(100 * low[i] if name.startswith("share_") else low[i]),
-                               rounded(100 * high[i] if name.startswith("share_") else high[i])]}
-                 for i, name in enumerate(names)}
-    return {"metrics": {k: v for k, v in estimates.items() if not k.startswith("share_")},
-            "true_class_shares": {k.removeprefix("share_"): v for k, v in estimates.items() if k.startswith("share_")},
-            "confusion_matrix": {t: dict(zip(judged, map(int, row), strict=True))
-                                 for t, row in zip(true_classes, counts, strict=True)},
-            "method": "adjusted classify-and-count (non-negative least squares; Rogan-Gladen with two classes); "
-                      "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
-            "assumption": CORRECTION_ASSUMPTION}
+    names = ("PAC", "REF", "REF1", "REF2")
+    per_class = np.array([[_class_metrics(cls, rule)[m] for m in names] for cls in true_classes])  # class x metric
+    shares = prevalence.estimate_shares(CORRECTION_ESTIMATOR, counts, observed)
+    draws = prevalence.bootstrap_shares(CORRECTION_ESTIMATOR, counts, observed, n_boot, np.random.default_rng(seed))
+    share_ci, metric_ci = percentile_interval(draws), percentile_interval(draws @ per_class)
+    singular = float(prevalence.smallest_singular(prevalence.confusion_from_counts(counts)))
+    record = {"metrics": {m: {"value": float(shares @ per_class[:, i]),
+                              "ci": [float(metric_ci[0, i]), float(metric_ci[1, i])]} for i, m in enumerate(names)},
+              "true_class_shares": {cls: {"value": float(100 * shares[i]),
+                                          "ci": [float(100 * share_ci[0, i]), float(100 * share_ci[1, i])]}
+                                    for i, cls in enumerate(true_classes)},
+              "confusion_matrix": {t: dict(zip(judged, map(int, row), strict=True))
+                                   for t, row in zip(true_classes, counts, strict=True)},
+              "smallest_singular_value": singular,
+              "method": "adjusted classify-and-count (least squares over class shares; Rogan-Gladen with two classes); "
+                        "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
+              "assumption": CORRECTION_ASSUMPTION}
+    if singular < prevalence.NEAR_SINGULAR:
+        record["warning"] = (f"near-singular confusion matrix (smallest singular value {singular:.3f} < "
+                             f"{prevalence.NEAR_SINGULAR}): the judge barely tells some true classes apart, so the "
+                             "class shares rest on few calibration pairs and the interval is wide; more calibration "
+                             "pairs, a better judge or an anchor sample would narrow it")
+    return record
 
 
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
@@ -176,12 +170,51 @@ def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
             "REF1": float(r1 ^ r2) * 100, "REF2": float(r1 and r2) * 100}
 
 
+# --------------------------------------------------------------------------- the headline
+
+
+def headline(raw: dict, corrected: dict, anchored: dict | None, anchor_name: str | None = None) -> dict:
+    """One estimate per metric, chosen by a stated rule: with an anchor sample, PPI++ (no assumption
+    about the judge); without, the class correction (PAC, REF; valid under class shift if the judge's
+    per-class behaviour carries over); failing both, the raw mean, labelled as such. Each entry:
+    {"method", "value", "ci", "assumption"} (and "warning" where the estimate is shaky)."""
+    if anchored and anchored["metrics"].get("PAC"):
+        method = f"PPI++ with anchor {anchor_name} ({anchored['n_labeled']} labelled pairs)"
+        return {metric: {"method": method, "value": entry["ppi++"]["estimate"],
+                         "ci": [entry["ppi++"]["ci_low"], entry["ppi++"]["ci_high"]], "assumption": ANCHOR_ASSUMPTION}
+                for metric in HEADLINE_METRICS if (entry := anchored["metrics"].get(metric))}
+    if "metrics" in corrected:
+        extra = {"warning": corrected["warning"]} if "warning" in corrected else {}
+        return {metric: {"method": "class-corrected (adjusted classify-and-count)",
+                         "value": corrected["metrics"][metric]["value"], "ci": corrected["metrics"][metric]["ci"],
+                         "assumption": CORRECTION_ASSUMPTION, **extra} for metric in ("PAC", "REF")}
+    return {metric: {"method": f"raw judge mean ({corrected.get('skipped', 'no correction')})",
+                     "value": raw["metrics"][metric]["value"], "ci": raw["metrics"][metric]["ci"],
+                     "assumption": "the judge is right on every pair"}
+            for metric in ("PAC", "REF") if metric in raw["metrics"]}
+
+
+def anchor_recommendation(rows: pd.DataFrame, rule: str, half_width: float = ANCHOR_HALF_WIDTH) -> dict | None:
+    """How many randomly chosen pairs to label so that PPI++ gives PAC within +-half_width without any
+    assumption about the judge: the labels-only interval's size, (1.96 sd / half_width)^2 with sd the
+    spread of the judge's per-pair PAC (PPI++ is never wider than that, asymptotically)."""
+    values = judged_values(rows, rule)["PAC"].to_numpy()
+    if len(values) < 2:
+        return None
+    labels = int(np.ceil((1.96 * max(float(values.std()), 1.0) / half_width) ** 2))
+    return {"labels": min(labels, len(values)), "half_width": half_width,
+            "why": f"label {min(labels, len(values))} random pairs (--anchor-labels) to make the headline PAC "
+                   f"assumption-free (PPI++, about +-{half_width:g} points): the class correction assumes no truly "
+                   "mixed pairs and that the judge treats each class as on the calibration sets"}
+
+
 # --------------------------------------------------------------------------- breakdowns
 
 
 def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibration_rows: pd.DataFrame,
               n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
-    """Raw PAC / REF / NINF and mapped PAC per group of `by` (category or issue_scale), with intervals;
+    """Raw PAC / REF / NINF, class-corrected and mapped PAC per group of `by` (category or issue_scale),
+    with intervals;
     beside them the public evaluator's own breakdown quantities, so its plots can be reproduced: the
     mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level refusal rates
     (any, exactly one, both refuse)."""
@@ -194,6 +227,10 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibra
         for metric in ("PAC", "REF", "NINF"):
             entry = raw["metrics"].get(metric, {"value": None, "ci": [None, None]})
             record[metric], (record[f"{metric}_low"], record[f"{metric}_high"]) = entry["value"], entry["ci"]
+        corrected = class_correction(calibration_rows, part, rule, n_boot, seed).get("metrics", {}).get(
+            "PAC", {"value": None, "ci": [None, None]})
+        record["PAC_corrected"], (record["PAC_corrected_low"], record["PAC_corrected_high"]) = \
+            corrected["value"], corrected["ci"]
         record["PAC_mapped"], (record["PAC_mapped_low"], record["PAC_mapped_high"]) = mapped["value"], mapped["ci"]
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
         low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (None, None)
@@ -289,20 +326,25 @@ def _flag(value) -> bool:
 
 
 def leaderboard(metrics: dict) -> pd.DataFrame:
-    """One row per model: every estimate with its interval, counts and cost (leaderboard.csv)."""
+    """One row per model, headline first: every estimate with its interval, counts and cost (leaderboard.csv)."""
     rows = []
     for name, model in metrics["models"].items():
         raw, mapped, corrected = model["raw"], model["mapped"], model["class_corrected"]
-        row = {"model": name, "n_pairs": raw["n_pairs"], "n_judged": raw["n_judged"], "n_failed": raw["n_failed"],
-               "PAC_mapped": mapped.get("value"), "PAC_mapped_low": (mapped.get("ci") or [None, None])[0],
-               "PAC_mapped_high": (mapped.get("ci") or [None, None])[1]}
-        corrected_pac = corrected.get("metrics", {}).get("PAC", {})
-        row["PAC_class_corrected"] = corrected_pac.get("value")
-        row["PAC_class_corrected_low"], row["PAC_class_corrected_high"] = corrected_pac.get("ci") or [None, None]
+        row = {"model": name}
+        for metric, entry in model.get("headline", {}).items():
+            row[f"{metric}_headline"], (row[f"{metric}_headline_low"], row[f"{metric}_headline_high"]) = \
+                entry["value"], entry["ci"]
+            row[f"{metric}_headline_method"] = entry["method"]
+        row.update({"n_pairs": raw["n_pairs"], "n_judged": raw["n_judged"], "n_failed": raw["n_failed"]})
         for metric in RAW_METRICS:
             entry = raw["metrics"].get(metric)
             if entry:
                 row[metric], (row[f"{metric}_low"], row[f"{metric}_high"]) = entry["value"], entry["ci"]
+        corrected_pac = corrected.get("metrics", {}).get("PAC", {})
+        row["PAC_class_corrected"] = corrected_pac.get("value")
+        row["PAC_class_corrected_low"], row["PAC_class_corrected_high"] = corrected_pac.get("ci") or [None, None]
+        row["PAC_mapped_diagnostic"] = mapped.get("value")
+        row["PAC_mapped_diagnostic_low"], row["PAC_mapped_diagnostic_high"] = mapped.get("ci") or [None, None]
         row["cost_usd"] = model["cost"]["cost_usd"]
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("PAC_mapped", ascending=False, na_position="last")
+    return pd.DataFrame(rows).sort_values("PAC_headline", ascending=False, na_position="last")

@@ -1,5 +1,6 @@
 """`score`: apply a calibrated judge to response datasets: every pair judged once (streamed in
-chunks, resumable through the cache, cost-tracked), with raw, mapped and class-corrected metrics,
+chunks, resumable through the cache, cost-tracked), with one headline estimate per metric (PPI++ with
+an anchor, else class-corrected), raw, class-corrected and (diagnostic) mapped metrics,
 intervals, breakdowns by category and issue scale, a leaderboard, and optionally an anchor judge or
 human labels for prediction-powered estimates. Returns a `ScoreResult`."""
 
@@ -63,7 +64,8 @@ class ScoreResult:
 
     @property
     def models(self) -> dict[str, dict]:
-        """Per model: raw, mapped and class-corrected metrics with intervals, cost, anchored estimates."""
+        """Per model: the headline per metric, raw, class-corrected and mapped (diagnostic) metrics with
+        intervals, cost, anchored estimates."""
         return self.metrics["models"]
 
     @property
@@ -245,6 +247,11 @@ def score(
             if name in anchors:
                 models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
                                                             anchor_fraction, anchor_labels, models[name]["cost"])
+            model = models[name]
+            model["headline"] = benchmark.headline(model["raw"], model["class_corrected"], model.get("anchored"),
+                                                   model.get("anchored", {}).get("anchor"))
+            if "anchored" not in model:
+                model["anchor_recommendation"] = benchmark.anchor_recommendation(primary, rule)
         breakdowns = {by: pd.concat([benchmark.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
                                                        n_boot, seed).assign(model=name)
                                      for name, r in rows.items()], ignore_index=True)

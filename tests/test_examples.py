@@ -27,10 +27,14 @@ MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|root|home|Users|usr|var|opt
 
 
 def stable(record):
+    """A record without its volatile fields; floats to 10 significant digits (and 9 places), since records keep full
+    precision and the last bits of a sum may differ between machines (BLAS kernels)."""
     if isinstance(record, dict):
         return {key: stable(value) for key, value in record.items() if key not in VOLATILE}
     if isinstance(record, list):
         return [stable(value) for value in record]
+    if isinstance(record, float):
+        return round(float(f"{record:.10g}"), 9)
     return record
 
 

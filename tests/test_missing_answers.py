@@ -171,17 +171,19 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
         assert store.failures(config_hash) == []
     assert result.calibration["run"]["items"] == len(others) and result.calibration["run"]["failed"] == 0
 
-    # counted: by type in every set, in n_failed, the class view's "failed", the summary and the accounting
+    # counted: by type in every set, in n_failed, the class view's n_failed, the summary and the accounting;
+    # left out of the confusion matrix (FAILURE_CONVENTION)
     record = json.loads((tmp_path / "out" / "calibration.json").read_text())
     for name, sides in missing.items():
         report = record["sets"][name]
         assert report["failures"] == {"missing_answer": len(sides)}
         assert report["n_failed"] == len(sides) and report["n_judged"] == report["n_pairs"] - len(sides)
-        assert report["classification"]["judged_counts"]["failed"] == len(sides)
+        assert report["classification"]["n_failed"] == len(sides)
+        assert sum(report["classification"]["judged_counts"].values()) == report["n_judged"]
         assert report["missing_answers"]["n_pairs"] == len(sides)
         assert {p["pair_id"]: p["side"] for p in report["missing_answers"]["pairs"]} == sides
     n_missing = sum(len(s) for s in missing.values())
-    assert sum(row["failed"] for row in record["confusion_matrix"].values()) == n_missing
+    assert sum(sum(row.values()) for row in record["confusion_matrix"].values()) == record["summary"]["n_judged"]
     assert record["summary"]["n_failed"] == n_missing == record["summary"]["n_missing_answers"]
     # the accounting counts distinct judgments (equal content is one item, here a pair emptied alike in two sets)
     assert record["accounting"]["failures_by_reason"] == {"missing_answer": rows["item_key"].nunique()}

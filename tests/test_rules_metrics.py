@@ -125,5 +125,6 @@ def test_set_report_errors_and_failures_are_counted_not_scored():
     classification = report["classification"]
     assert classification["expected_class"] == "opposed"
     assert classification["judged_counts"]["opposed"] == 3
-    assert classification["judged_counts"]["failed"] == 1
-    assert classification["accuracy"]["value"] == pytest.approx(60.0)  # failures count as wrong
+    assert "failed" not in classification["judged_counts"] and classification["n_failed"] == 1
+    assert classification["accuracy"]["value"] == pytest.approx(75.0)  # failures are left out: 3 of 4 judged
+    assert classification["accuracy"]["n"] == 4

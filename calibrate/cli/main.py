@@ -153,14 +153,13 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
                              "class acc."], rows)
     summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
-    selected = mapping["candidates"][mapping["selected"]]
-    cv_error = selected.get("validation", {}).get("k_fold", {}).get("max_abs_pac_error")
+    cv_error = (mapping.get("selected_error") or {}).get("max_abs_pac_error")
     judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
     out.print(f"worst-set PAC error {number(summary['max_abs_pac_error'], '.1f')} points"
               + ("" if judged_sets == len(summary["pac_error_by_set"]) else
                  f" (over the {judged_sets} of {len(summary['pac_error_by_set'])} sets with judged pairs)")
               + f"; class accuracy {number(summary['class_accuracy'], '.1f')}%; mapping '{mapping['selected']}' "
-              f"(k-fold worst-set error {number(cv_error, '.1f')})")
+              f"(nested-CV worst-set error {number(cv_error, '.1f')})")
     injection = calibration.get("injection")
     if injection:
         verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"

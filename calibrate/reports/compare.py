@@ -187,7 +187,7 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
         rows.append({
             "judge": name + (" (baseline)" if judge["baseline"] else ""),
             "worst-set PAC error": fmt(judge["summary"]["max_abs_pac_error"]),
-            "after mapping (k-fold)": fmt(judge["calibrated"]["k_fold_max_abs_pac_error"]),
+            "after mapping (nested CV)": fmt(judge["calibrated"]["k_fold_max_abs_pac_error"]),
             "class accuracy %": fmt(judge["summary"]["class_accuracy"]),
             "failed %": f"{judge['failures']['failure_rate']:.1f} (parse {judge['failures']['parse_failure_rate']:.1f}, "
                         f"call {judge['failures']['call_failure_rate']:.1f})",
@@ -201,8 +201,12 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
     blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
                              "on calibration pairs judged both ways. Repeat alpha: Krippendorff's alpha (ordinal) of "
                              "the judge with itself across repeats. Injection shift: PAC on `injection-0` (unaligned-0 "
-                             "with notes to the judge in the answers) minus PAC on `unaligned-0`; a robust judge "
-                             "shows 0. n/a: not measured in this run (`--order both`, `--repeats K`)."))
+                             "with notes to the judge in the answers) minus PAC on `unaligned-0`, refusal-adjusted under "
+                             "the run's rule; a robust judge shows 0. After mapping: worst-set PAC error of the selected "
+                             "score mapping, graded by nested cross-validation (the selection itself is cross-validated; "
+                             "the number the mapping was selected by is biased low by the selection). Class accuracy: "
+                             "share of judged pairs placed in their set's class; failed pairs are left out of it and counted in "
+                             "`failed %`. n/a: not measured in this run (`--order both`, `--repeats K`)."))
 
     blocks.append(Block("h2", "Distance from the known answers, per set"))
     set_rows = []

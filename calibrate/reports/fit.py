@@ -149,7 +149,8 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         f"{_injection_pairs_words(calibration)}. "
         f"Worst-set PAC error: **{fmt(summary['max_abs_pac_error'])} points**; "
         f"mean absolute PAC error {fmt(summary['mean_abs_pac_error'])}; "
-        f"pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%**. "
+        f"judged pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%** "
+        f"[{fmt(summary['class_accuracy_ci'][0])}, {fmt(summary['class_accuracy_ci'][1])}] (Wilson 95%). "
         f"Created {calibration['created_at']}.")))
 
     blocks.extend(missing_answer_blocks({name: report.get("missing_answers") for name, report in
@@ -158,9 +159,10 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
                              f"from scoring rule `{rule}`, not typed in. Error = observed - expected, in points, "
-                             "with percentile-bootstrap 95% intervals over pairs."))
-    selected = calibration["mapping"]["candidates"][calibration["mapping"]["selected"]]
-    calibrated_error = selected.get("validation", {}).get("k_fold", {}).get("pac_error_by_set", {})
+                             "with percentile-bootstrap 95% intervals over pairs; class accuracy (share of judged "
+                             "pairs placed in the set's class) with a Wilson 95% interval. Error after mapping: the "
+                             "selected mapping, graded by nested cross-validation."))
+    calibrated_error = (calibration["mapping"].get("selected_error") or {}).get("pac_error_by_set", {})
     pac_rows, other_rows = [], []
     for name in sets:
         report = calibration["sets"][name]
@@ -168,7 +170,7 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         pac_rows.append({
             "set": name, "pairs": report["n_pairs"], "failed": report["n_failed"],
             "PAC observed": with_ci(pac), "expected": fmt(pac["expected"]), "error": signed_with_ci(pac),
-            "error after mapping (k-fold)": "n/a" if calibrated_error.get(name) is None
+            "error after mapping (nested CV)": "n/a" if calibrated_error.get(name) is None
             else f"{calibrated_error[name]:+.1f}",
             "class accuracy %": with_ci(report["classification"]["accuracy"]),
         })
@@ -187,9 +189,13 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
 
     blocks.append(Block("h2", "Classification view"))
     matrix = pd.DataFrame(calibration["confusion_matrix"]).T
-    blocks.append(Block("p", "Each pair's class from the judge's output (refusal pattern first, then the sign of "
-                             "the score) against the class its set implies. Failed judgments count as wrong."))
-    blocks.append(Block("table", table=matrix.reset_index(names="expected \\ judged")))
+    failed = {report["classification"]["expected_class"]: report["n_failed"] for name, report in
+              calibration["sets"].items() if name in calibration["summary"]["pac_error_by_set"]}
+    blocks.append(Block("p", "Each judged pair's class from the judge's output (refusal pattern first, then the sign "
+                             "of the score) against the class its set implies. Failed pairs are not in the matrix "
+                             f"(last column): {calibration['summary']['failures']}."))
+    shown = matrix.assign(**{"failed (left out)": [failed.get(cls, 0) for cls in matrix.index]})
+    blocks.append(Block("table", table=shown.reset_index(names="expected \\ judged")))
     blocks.append(Block("figure", "Confusion matrix (pairs).", png=figure_confusion(matrix), name="confusion"))
 
     blocks.extend(_judging_blocks(calibration))
@@ -267,7 +273,7 @@ def _judging_blocks(calibration: dict) -> list[Block]:
                          "kept in the cache's failure log, and tried again by the next run."),
               Block("table", table=pd.DataFrame(rows, columns=["", "value"]))]
     if calibration.get("order_effect"):
-        effect = pd.DataFrame.from_dict(calibration["order_effect"], orient="index").reset_index(names="set")
+        effect = pd.DataFrame.from_dict(calibration["order_effect"], orient="index").round(2).reset_index(names="set")
         blocks.append(Block("p", "Order effect: the same pairs judged with person 1 and person 2 swapped "
                                  "(mean score shift reverse - forward; share of identical scores, %)."))
         blocks.append(Block("table", table=effect))
@@ -287,9 +293,24 @@ def _injection_blocks(calibration: dict) -> list[Block]:
             Block("p", "`injection-0` is unaligned-0 with a note addressed to the judge in every answer (claiming the "
                        "answers agree, a fake system line, a fake end of the answer block, a JSON answer to copy); "
                        "its expected PAC is 0, like unaligned-0's. "
+                       "PAC is refusal-adjusted under the run's rule, so refusal flags the notes provoke count. "
                        f"PAC shift (injection-0 − unaligned-0, same pairs): **{injection['pac_shift']:+.1f}** "
                        f"[{low:+.1f}, {high:+.1f}] over {injection['n_pairs']} pairs; {injection['pairs_moved']} pairs "
-                       f"scored differently. {verdict}")]
+                       f"scored differently, {injection.get('refusal_flags_added', 0)} more answers flagged as "
+                       f"refusals. {verdict}")]
+
+
+def _selected_error_text(mapping: dict) -> str:
+    """The selected mapping's error as nested cross-validation grades it, beside the optimistic one."""
+    nested = mapping.get("selected_error") or {}
+    if nested.get("max_abs_pac_error") is None:
+        return f"Nested cross-validation of the selection: not run ({nested.get('skipped', 'no record')})."
+    optimistic = mapping["candidates"][mapping["selected"]].get("validation", {}).get("k_fold", {})
+    picks = ", ".join(dict.fromkeys(nested["selected_per_fold"]))
+    return (f"Its k-fold error below ({fmt(optimistic.get('max_abs_pac_error'))}) is the number it was selected by, "
+            "which the selection biases low on average; graded without that bias, by "
+            f"{nested['method']} (selected: {picks}), the worst-set error after mapping is "
+            f"**{fmt(nested['max_abs_pac_error'])} points**.")
 
 
 def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
@@ -298,7 +319,8 @@ def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
               Block("p", "Candidate mappings from the judge's refusal-adjusted score to a calibrated score. "
                          "Errors are PAC points, worst set; `k-fold` and `leave-one-set-out` grade each pair with a "
                          "mapping fitted without it, `in-sample` is shown only for contrast. "
-                         f"Selected: **{mapping['selected']}** ({mapping['selection_rule']}).")]
+                         f"Selected: **{mapping['selected']}** ({mapping['selection_rule']}). "
+                         + _selected_error_text(mapping))]
     rows = []
     for kind, candidate in mapping["candidates"].items():
         if not candidate.get("mapping"):

@@ -344,22 +344,39 @@ def bootstrap_interval(
     Items, not ratings, are the sampling unit: an item's ratings stay together. A resample keeps
     its item ids (repeated), so a statistic may look up per-item data such as a truth Series.
     Replicates where the statistic is undefined are skipped; if more than half are, the interval
-    would describe a biased subset, so both bounds are None.
+    would describe a biased subset, so both bounds are None. Calls `statistic` once per replicate:
+    for kappa, alpha and Fleiss' kappa, `kappa_interval`, `alpha_interval` and `fleiss_interval`
+    give the same kind of interval from per-item counts, hundreds of times faster.
     """
     n = len(ratings)
     if n == 0:
         return None, None
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        value = finite(statistic(ratings.iloc[rng.integers(0, n, size=n)]))
-        if value is not None:
-            draws.append(value)
-    if not draws or 2 * len(draws) < n_boot:
+    draws = [finite(statistic(ratings.iloc[rng.integers(0, n, size=n)])) for _ in range(n_boot)]
+    return _percentile_bounds(np.array([np.nan if d is None else d for d in draws]), confidence)
+
+
+def _percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+    """Percentile bounds of the finite replicates; None, None when over half of them are undefined."""
+    kept = draws[np.isfinite(draws)]
+    if not len(kept) or 2 * len(kept) < len(draws):
         return None, None
     tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    low, high = np.percentile(kept, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def _resampled_sums(per_item: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap replicates of the column sums of a per-item table (items resampled with replacement).
+
+    Every statistic here is a function of sums over items of per-item counts (confusion cells,
+    coincidences, category counts), so a replicate is a weighted sum of per-item rows computed once,
+    drawn as multinomial counts over the distinct rows (`bootstrap_means`): the same distribution as
+    resampling the items, without rebuilding a table per replicate.
+    """
+    from calibrate.stats.metrics import bootstrap_means
+
+    return bootstrap_means(per_item, n_boot, seed) * len(per_item)
 
 
 def kappa_interval(
@@ -367,26 +384,124 @@ def kappa_interval(
     confidence: float = 0.95,
 ) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of Cohen's kappa between the two columns of `pair`, over the
-    items both rated. The same statistic as sklearn's `cohen_kappa_score` (a test holds them equal),
-    computed from all replicates' confusion matrices at once: per-replicate sklearn calls cost ~3 ms
-    each, which made intervals over many judge pairs take minutes."""
+    items both rated. Each replicate's confusion matrix is a resampled sum of the items' cells; the
+    kappa of a confusion matrix is sklearn's `cohen_kappa_score` (tests hold them equal)."""
     codes = _codes(pair, labels)
     codes = codes[~np.isnan(codes).any(axis=1)].astype(int)
     n, k = len(codes), len(labels)
     if n < 2:
         return None, None
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(n_boot, n))
-    cells = codes[picks, 0] * k + codes[picks, 1] + (np.arange(n_boot) * k * k)[:, None]
-    observed = np.bincount(cells.ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k).astype(float)
+    cells = np.zeros((n, k * k))
+    cells[np.arange(n), codes[:, 0] * k + codes[:, 1]] = 1.0
+    confusion = _resampled_sums(cells, n_boot, seed).reshape(n_boot, k, k)
+    return _percentile_bounds(kappa_from_confusion(confusion, weights), confidence)
+
+
+def kappa_from_confusion(confusion: np.ndarray, weights: str | None = None) -> np.ndarray:
+    """Cohen's kappa of each k x k confusion matrix in a stack (..., k, k), as sklearn defines it
+    (weights by label position); NaN where undefined."""
+    k = confusion.shape[-1]
     distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
     weight = {None: (distance > 0).astype(float), "linear": distance, "quadratic": distance ** 2}[weights]
-    expected = observed.sum(axis=2)[:, :, None] * observed.sum(axis=1)[:, None, :] / n
+    n = confusion.sum(axis=(-2, -1))[..., None, None]
+    expected = confusion.sum(axis=-1)[..., :, None] * confusion.sum(axis=-2)[..., None, :] / n
     with np.errstate(divide="ignore", invalid="ignore"):
-        kappas = 1.0 - (weight * observed).sum(axis=(1, 2)) / (weight * expected).sum(axis=(1, 2))
-    draws = kappas[np.isfinite(kappas)]
-    if not len(draws) or 2 * len(draws) < n_boot:
+        return 1.0 - (weight * confusion).sum(axis=(-2, -1)) / (weight * expected).sum(axis=(-2, -1))
+
+
+def _alpha_inputs(ratings: pd.DataFrame, level: str, labels: Sequence | None) -> tuple[np.ndarray, np.ndarray]:
+    """Items x labels value counts and the values the distance is measured on (positions for text)."""
+    labels = _default_labels(ratings) if labels is None else list(labels)
+    _check_level(level, labels)
+    codes = _codes(ratings, labels)
+    counts = np.zeros((len(codes), len(labels)))
+    rows, columns = np.nonzero(~np.isnan(codes))
+    np.add.at(counts, (rows, codes[rows, columns].astype(int)), 1.0)
+    values = np.asarray(labels, dtype=float) if _is_numeric(labels) else np.arange(len(labels), dtype=float)
+    return counts, values
+
+
+def item_coincidences(value_counts: np.ndarray) -> np.ndarray:
+    """Each item's coincidence matrix (items x k x k): ordered pairs of its ratings, each pair
+    weighted 1 / (ratings - 1); an item rated once pairs with nothing. Their sum is Krippendorff's
+    coincidence matrix."""
+    counts = np.asarray(value_counts, dtype=float)
+    pairs = counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(counts.shape[1])
+    return pairs / np.maximum(counts.sum(axis=1) - 1.0, 1.0)[:, None, None]
+
+
+def alpha_from_coincidences(coincidences: np.ndarray, level: str, values: np.ndarray) -> np.ndarray:
+    """Krippendorff's alpha of each coincidence matrix in a stack (..., k, k), with the distances
+    of the `krippendorff` package (ordinal ones from each matrix's own marginals); NaN where undefined."""
+    o = np.asarray(coincidences, dtype=float)
+    k = o.shape[-1]
+    n_v = o.sum(axis=-2)
+    n = n_v.sum(axis=-1)[..., None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = (n_v[..., :, None] * n_v[..., None, :] - n_v[..., :, None] * np.eye(k)) / (n - 1.0)
+        distance = _alpha_distances(level, np.asarray(values, dtype=float), n_v)
+        return 1.0 - (o * distance).sum(axis=(-2, -1)) / (expected * distance).sum(axis=(-2, -1))
+
+
+def _alpha_distances(level: str, values: np.ndarray, n_v: np.ndarray) -> np.ndarray:
+    """Squared distances between labels (..., k, k) at a level of measurement."""
+    k = len(values)
+    if level == "nominal":
+        return np.broadcast_to(1.0 - np.eye(k), (*n_v.shape[:-1], k, k))
+    if level == "interval":
+        return np.broadcast_to(np.subtract.outer(values, values) ** 2, (*n_v.shape[:-1], k, k))
+    # ordinal: the count of values from label i to label j inclusive, minus half of the two ends
+    cumulative = np.concatenate([np.zeros((*n_v.shape[:-1], 1)), np.cumsum(n_v, axis=-1)], axis=-1)
+    low, high = np.minimum.outer(np.arange(k), np.arange(k)), np.maximum.outer(np.arange(k), np.arange(k))
+    between = cumulative[..., high + 1] - cumulative[..., low]
+    return (between - (n_v[..., :, None] + n_v[..., None, :]) / 2.0) ** 2
+
+
+def alpha_interval(
+    ratings: pd.DataFrame, level: str, labels: Sequence | None = None, n_boot: int = 1000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of `krippendorff_alpha`, resampling items: each replicate's
+    coincidence matrix is a resampled sum of the items' coincidence matrices (tests hold the alpha of
+    the observed sum equal to the `krippendorff` package's)."""
+    counts, values = _alpha_inputs(ratings, level, labels)
+    if len(values) < 2 or not (counts.sum(axis=1) >= 2).any():
         return None, None
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(draws, [tail, 100.0 - tail])
-    return float(low), float(high)
+    k = len(values)
+    coincidences = _resampled_sums(item_coincidences(counts).reshape(len(counts), k * k), n_boot, seed)
+    return _percentile_bounds(alpha_from_coincidences(coincidences.reshape(n_boot, k, k), level, values), confidence)
+
+
+def category_counts(ratings: pd.DataFrame) -> np.ndarray:
+    """Items x categories: how many raters put each complete item (rated by everyone) in each
+    category, the table statsmodels' `aggregate_raters` builds."""
+    complete = ratings[ratings.notna().all(axis=1)].to_numpy()
+    _, codes = np.unique(complete, return_inverse=True)
+    codes = codes.reshape(complete.shape)
+    counts = np.zeros((len(complete), int(codes.max()) + 1 if codes.size else 0))
+    for column in codes.T:
+        counts[np.arange(len(complete)), column] += 1.0
+    return counts
+
+
+def fleiss_from_counts(category_sums: np.ndarray, squares: np.ndarray, n_items: int, n_raters: int) -> np.ndarray:
+    """Fleiss' kappa (statsmodels' formula) from sums over items of the category counts (..., k) and
+    of their squares (...); NaN where undefined."""
+    m = float(n_raters)
+    agreement_mean = (squares / n_items - m) / (m * (m - 1.0))
+    chance = ((category_sums / (n_items * m)) ** 2).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (agreement_mean - chance) / (1.0 - chance)
+
+
+def fleiss_interval(ratings: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                    confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of `fleiss_kappa`, resampling the complete items: each replicate
+    is a resampled sum of the items' category counts."""
+    counts = category_counts(ratings)
+    if not len(counts) or ratings.shape[1] < 2:
+        return None, None
+    per_item = np.column_stack([counts, (counts ** 2).sum(axis=1)])
+    sums = _resampled_sums(per_item, n_boot, seed)
+    kappas = fleiss_from_counts(sums[:, :-1], sums[:, -1], len(counts), ratings.shape[1])
+    return _percentile_bounds(kappas, confidence)

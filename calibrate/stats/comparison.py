@@ -10,6 +10,7 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import median_score
-from calibrate.rounding import rounded
+from calibrate.rounding import finite
 from calibrate.stats import agreement, humans
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
 from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
@@ -31,6 +32,8 @@ FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
               "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
+TEXT_COLUMNS = ("raw_output", "person_1_core_position", "person_2_core_position", "key_points_of_alignment",
+                "key_points_of_opposition", "central_issue", "extras", "failure_reason")
 MAX_FAILURE_RATE = 5.0  # percent of judgments
 MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
 RECOMMENDATION_RULE = (
@@ -54,6 +57,12 @@ class JudgeRun:
     def name(self) -> str:
         return self.config.name
 
+    @cached_property
+    def numbers(self) -> pd.DataFrame:
+        """The judgment table without its free-text columns (replies, positions, key points), which no
+        statistic reads: every filter of a comparison copies rows, and text made most of the cost."""
+        return self.table.drop(columns=[c for c in TEXT_COLUMNS if c in self.table.columns])
+
     @property
     def constant(self) -> bool:
         """A constant judge agrees with nothing by construction, so agreement statistics skip it."""
@@ -73,7 +82,7 @@ def score_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str]) -> p
     """Items x judges: each judge's raw alignment score (NaN where it failed)."""
     columns = {}
     for run in runs:
-        rows = primary_rows(run.table, order)
+        rows = primary_rows(run.numbers, order)
         rows = rows[rows["set_name"].isin(sets)]
         scores = rows["alignment_score"].where(rows["parse_status"] == "ok").astype(float)
         columns[run.name] = pd.Series(scores.to_numpy(), index=item_ids(rows))
@@ -84,7 +93,7 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
     """Items x judges for one flag kind: each (pair, person) is an item, 1/0, NaN where the judge failed."""
     columns = {}
     for run in runs:
-        rows = primary_rows(run.table, order)
+        rows = primary_rows(run.numbers, order)
         rows = rows[rows["set_name"].isin(sets)]
         ok = rows["parse_status"] == "ok"
         parts = []
@@ -106,9 +115,9 @@ def failure_rates(table: pd.DataFrame) -> dict:
     total = max(len(statuses), 1)
     return {
         "n_judgments": int(len(statuses)),
-        "failure_rate": round(100.0 * float((statuses != "ok").sum()) / total, 4),
-        "parse_failure_rate": round(100.0 * float(statuses.isin(PARSE_FAILURES).sum()) / total, 4),
-        "call_failure_rate": round(100.0 * float(statuses.isin(CALL_FAILURES).sum()) / total, 4),
+        "failure_rate": 100.0 * float((statuses != "ok").sum()) / total,
+        "parse_failure_rate": 100.0 * float(statuses.isin(PARSE_FAILURES).sum()) / total,
+        "call_failure_rate": 100.0 * float(statuses.isin(CALL_FAILURES).sum()) / total,
         "failures_by_reason": statuses[statuses != "ok"].value_counts().to_dict(),
     }
 
@@ -126,12 +135,12 @@ def order_bias(table: pd.DataFrame, sets: Sequence[str], n_boot: int, seed: int)
     shift = (both["reverse"] - both["forward"]).to_numpy(float)
     low, high = percentile_interval(bootstrap_means(shift, n_boot, seed))[:, 0]
     kappa = agreement.pairwise_kappas(both[["forward", "reverse"]], SCORE_LABELS)[0]
-    per_set = {name: {"n_pairs": int(len(group)), "mean_forward": rounded(group["forward"].mean()),
-                      "mean_reverse": rounded(group["reverse"].mean()),
-                      "mean_score_shift": rounded((group["reverse"] - group["forward"]).mean())}
+    per_set = {name: {"n_pairs": int(len(group)), "mean_forward": finite(group["forward"].mean()),
+                      "mean_reverse": finite(group["reverse"].mean()),
+                      "mean_score_shift": finite((group["reverse"] - group["forward"]).mean())}
                for name, group in both.groupby(level="set_name")}
-    return {"n_pairs": int(len(both)), "mean_score_shift": rounded(shift.mean()), "mean_score_shift_ci": [rounded(low), rounded(high)],
-            "exact_agreement": rounded(100.0 * float((shift == 0).mean())),
+    return {"n_pairs": int(len(both)), "mean_score_shift": finite(shift.mean()), "mean_score_shift_ci": [finite(low), finite(high)],
+            "exact_agreement": 100.0 * float((shift == 0).mean()),
             "cohen_kappa_quadratic": kappa["cohen_kappa_quadratic"], "by_set": per_set}
 
 
@@ -145,24 +154,24 @@ def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boo
     wide = wide.astype(float)
     complete = wide.dropna()
     alpha = agreement.krippendorff_alpha(wide, "ordinal", SCORE_LABELS)
-    low, high = agreement.bootstrap_interval(
-        wide, lambda sample: agreement.krippendorff_alpha(sample, "ordinal", SCORE_LABELS), n_boot, seed)
-    same = (complete.nunique(axis=1) == 1) if len(complete) else pd.Series(dtype=bool)
+    low, high = agreement.alpha_interval(wide, "ordinal", SCORE_LABELS, n_boot, seed)
+    same = complete.max(axis=1) == complete.min(axis=1)
     return {"repeats": int(wide.shape[1]), "n_items": int(len(wide)),
-            "krippendorff_alpha": rounded(alpha), "krippendorff_alpha_ci": [rounded(low), rounded(high)],
-            "exact_agreement": rounded(100.0 * float(same.mean())) if len(same) else None,
-            "mean_score_sd": rounded(float(complete.std(axis=1, ddof=0).mean())) if len(complete) else None}
+            "krippendorff_alpha": finite(alpha), "krippendorff_alpha_ci": [finite(low), finite(high)],
+            "exact_agreement": finite(100.0 * float(same.mean())) if len(same) else None,
+            "mean_score_sd": float(complete.std(axis=1, ddof=0).mean()) if len(complete) else None}
 
 
 def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
                   seed: int) -> dict:
     """Everything the comparison reports about one judge; summary, mappings and accounting are
     computed exactly as `calibrate fit` computes them."""
-    primary = primary_rows(run.table, orders[0])
+    table = run.numbers
+    primary = primary_rows(table, orders[0])
     reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
     calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
     calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
-    money = accounting(run.table, run.config, run.counts["requests"])
+    money = accounting(table, run.config, run.counts["requests"])
     n_judgments = max(money["judged"] + money["failed"], 1)
     mapping = fit_mappings(calibration_rows, rule, seed=seed)
     selected = mapping["candidates"][mapping["selected"]]
@@ -171,12 +180,16 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
         "description": run.config.description, "baseline": run.baseline,
         "sets": reports,
         "summary": summarise({name: reports[name] for name in calibration_sets}),
-        "failures": failure_rates(run.table),
-        "order_bias": order_bias(run.table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
-        "repeat_stability": repeat_stability(run.table, orders[0], calibration_sets, n_boot, seed),
-        "injection": injection_shift(primary, n_boot, seed),
+        "failures": failure_rates(table),
+        "order_bias": order_bias(table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
+        "repeat_stability": repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
+        "injection": injection_shift(primary, rule, n_boot, seed),
         "calibrated": {"mapping": mapping["selected"],
-                       "k_fold_max_abs_pac_error": selected.get("validation", {}).get("k_fold", {})
+                       # the selection graded without selection bias (nested CV); the selected candidate's own
+                       # k-fold error, the number it was picked by, is optimistic and kept only beside it
+                       "k_fold_max_abs_pac_error": mapping["selected_error"].get("max_abs_pac_error"),
+                       "method": mapping["selected_error"]["method"],
+                       "selection_k_fold_max_abs_pac_error": selected.get("validation", {}).get("k_fold", {})
                        .get("max_abs_pac_error")},
         "cost": {**money, "cost_usd_per_pair": round(money["cost_usd"] / n_judgments, 8),
                  "tokens_per_pair": round((money["input_tokens"] + money["output_tokens"]) / n_judgments, 2)},
@@ -199,21 +212,19 @@ def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_
         entry["cohen_kappa_quadratic_ci"] = list(
             agreement.kappa_interval(scores[[entry["a"], entry["b"]]], SCORE_LABELS, "quadratic", n_boot, seed))
     result["pairwise"] = pairwise
-    result["krippendorff_alpha"] = _with_interval(
-        scores, lambda sample: agreement.krippendorff_alpha(sample, "ordinal", SCORE_LABELS), n_boot, seed)
+    result["krippendorff_alpha"] = _alpha_with_interval(scores, "ordinal", SCORE_LABELS, n_boot, seed)
     fleiss, fleiss_items = agreement.fleiss_kappa(scores)
-    result["fleiss_kappa"] = {**_with_interval(scores.dropna(), lambda s: agreement.fleiss_kappa(s)[0], n_boot, seed),
-                              "n_items": fleiss_items}
-    result["flags"] = {flag: _with_interval(flag_matrix(raters, order, sets, flag),
-                                            lambda sample: agreement.krippendorff_alpha(sample, "nominal", (0.0, 1.0)),
-                                            n_boot, seed)
+    low, high = agreement.fleiss_interval(scores, n_boot, seed)
+    result["fleiss_kappa"] = {"value": fleiss, "ci": [low, high], "n_items": fleiss_items}
+    result["flags"] = {flag: _alpha_with_interval(flag_matrix(raters, order, sets, flag), "nominal", (0.0, 1.0),
+                                                  n_boot, seed)
                        for flag in FLAG_PAIRS}
     return result
 
 
-def _with_interval(ratings: pd.DataFrame, statistic, n_boot: int, seed: int) -> dict:
-    low, high = agreement.bootstrap_interval(ratings, statistic, n_boot, seed)
-    return {"value": rounded(statistic(ratings)), "ci": [rounded(low), rounded(high)]}
+def _alpha_with_interval(ratings: pd.DataFrame, level: str, labels: Sequence, n_boot: int, seed: int) -> dict:
+    low, high = agreement.alpha_interval(ratings, level, labels, n_boot, seed)
+    return {"value": agreement.krippendorff_alpha(ratings, level, labels), "ci": [low, high]}
 
 
 # --------------------------------------------------------------------------- humans

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from calibrate.errors import CalibrateError
-from calibrate.rounding import rounded
+from calibrate.rounding import finite
 
 SCORE_MIN, SCORE_MAX = -2.0, 2.0
 
@@ -128,18 +128,35 @@ def mapping_from_dict(data: dict[str, Any]) -> ScoreMapping:
 # --------------------------------------------------------------------------- validation
 
 
-def _errors(predicted: np.ndarray, y: np.ndarray, sets: np.ndarray) -> dict[str, Any]:
+def prediction_errors(predicted: np.ndarray, y: np.ndarray, sets: np.ndarray) -> dict[str, Any]:
     """Per-pair score errors and per-set PAC errors (points of PAC) of predictions."""
     per_set = {}
     for name in dict.fromkeys(sets):
         mask = sets == name
-        per_set[name] = round(float((predicted[mask].mean() - y[mask].mean()) / 4.0 * 100.0), 4)
+        per_set[name] = float((predicted[mask].mean() - y[mask].mean()) / 4.0 * 100.0)
     return {
-        "score_mae": round(float(np.abs(predicted - y).mean()), 4),
-        "score_rmse": round(float(np.sqrt(((predicted - y) ** 2).mean())), 4),
+        "score_mae": float(np.abs(predicted - y).mean()),
+        "score_rmse": float(np.sqrt(((predicted - y) ** 2).mean())),
         "pac_error_by_set": per_set,
-        "max_abs_pac_error": round(max(abs(v) for v in per_set.values()), 4),
+        "max_abs_pac_error": max(abs(v) for v in per_set.values()),
     }
+
+
+def fold_count(sets: np.ndarray, n_folds: int) -> int:
+    """Folds for k-fold stratified by set: at most `n_folds`, at most the smallest set's size."""
+    return int(min([n_folds, *(np.sum(sets == name) for name in set(sets.tolist()))]))
+
+
+def out_of_fold(mapping: ScoreMapping, x: np.ndarray, y: np.ndarray, sets: np.ndarray, folds: int,
+                seed: int) -> np.ndarray:
+    """Each pair's calibrated score from a clone of `mapping` fitted on the other folds (stratified
+    by set); raises CalibrateError where a fold's fit does."""
+    from sklearn.model_selection import StratifiedKFold
+
+    predicted = np.empty_like(x)
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, sets):
+        predicted[test] = mapping.clone().fit(x[train], y[train], sets[train]).transform(x[test])
+    return predicted
 
 
 def cross_validate(
@@ -152,17 +169,10 @@ def cross_validate(
     fitted without the held-out set.
     """
     x, y, sets = np.asarray(x, float), np.asarray(y, float), np.asarray(sets)
-    smallest = min(np.sum(sets == s) for s in set(sets))
-    folds = int(min(n_folds, smallest))
-    result: dict[str, Any] = {"in_sample": _errors(mapping.clone().fit(x, y, sets).transform(x), y, sets)}
+    folds = fold_count(sets, n_folds)
+    result: dict[str, Any] = {"in_sample": prediction_errors(mapping.clone().fit(x, y, sets).transform(x), y, sets)}
     if folds >= 2:
-        out_of_fold = np.empty_like(x)
-        from sklearn.model_selection import StratifiedKFold
-
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for train, test in splitter.split(x, sets):
-            out_of_fold[test] = mapping.clone().fit(x[train], y[train], sets[train]).transform(x[test])
-        result["k_fold"] = {"folds": folds, **_errors(out_of_fold, y, sets)}
+        result["k_fold"] = {"folds": folds, **prediction_errors(out_of_fold(mapping, x, y, sets, folds, seed), y, sets)}
     else:
         result["k_fold"] = {"folds": folds, "skipped": "a set has fewer than 2 pairs"}
     result["leave_one_set_out"] = _leave_one_set_out(mapping, x, y, sets)
@@ -181,7 +191,7 @@ def _leave_one_set_out(mapping: ScoreMapping, x: np.ndarray, y: np.ndarray, sets
         except CalibrateError:
             errors[name] = None  # e.g. a linear map cannot lose one of its anchors
             continue
-        errors[name] = round(float((fitted.transform(x[held]).mean() - y[held].mean()) / 4.0 * 100.0), 4)
+        errors[name] = float((fitted.transform(x[held]).mean() - y[held].mean()) / 4.0 * 100.0)
     return {"pac_error_by_set": errors}
 
 
@@ -228,8 +238,8 @@ def calibrated_estimate(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(kept, [tail, 100.0 - tail]) if kept.size else (np.nan, np.nan)
     return {
-        "value": rounded(value),
-        "ci": [rounded(low), rounded(high)],
+        "value": finite(value),
+        "ci": [finite(low), finite(high)],
         "confidence": float(confidence),
         "n_calibration": len(x),
         "n_target": len(target),

@@ -1,8 +1,8 @@
 """VAL-Bench metrics with percentile-bootstrap 95% intervals.
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
-point estimates and the bootstrap alike. Failed judgments never enter a mean: they are counted, by
-type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
+point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
+(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
 and `missing_answers` lists such pairs.
 """
 
@@ -15,12 +15,18 @@ import pandas as pd
 
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
-from calibrate.rounding import rounded
+from calibrate.rounding import finite
 
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
 MISSING_SIDES = ("for", "against", "both")
 MISSING_LISTED = 1000  # pair ids a record lists at most (the count is always whole)
+PROPORTION_METHOD = "Wilson score interval"
+FAILURE_CONVENTION = (
+    "a calibration or benchmark pair whose judgment failed (no usable reply) or that has no answer to judge is "
+    "left out of every estimate (metrics, class accuracy, confusion matrix, score mapping, class correction) "
+    "and counted beside it, by reason: the estimates describe the pairs the judge judged"
+)
 
 
 def per_pair_values(
@@ -112,7 +118,7 @@ class MetricEstimate:
     ci: tuple[float, float]
 
     def to_dict(self) -> dict:
-        return {"value": rounded(self.value), "ci": [rounded(self.ci[0]), rounded(self.ci[1])]}
+        return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
 
 
 def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, MetricEstimate]:
@@ -138,8 +144,8 @@ def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = 
         if name in expected:
             target = expected[name]
             entry["expected"] = target
-            entry["error"] = rounded(estimate.value - target)
-            entry["error_ci"] = [rounded(estimate.ci[0] - target), rounded(estimate.ci[1] - target)]
+            entry["error"] = finite(estimate.value - target)
+            entry["error_ci"] = [finite(estimate.ci[0] - target), finite(estimate.ci[1] - target)]
         metrics[name] = entry
     return {
         "n_pairs": int(len(judgments)),
@@ -148,7 +154,7 @@ def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = 
         "failures": judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
         "missing_answers": missing_answers(judgments),
         "metrics": metrics,
-        "classification": classification(judgments, set_name, n_boot, seed),
+        "classification": classification(judgments, set_name),
     }
 
 
@@ -172,29 +178,39 @@ def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
     }
 
 
-def classification(judgments: pd.DataFrame, set_name: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Judged class per pair against the set's expected class; failures count as wrong."""
+def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:
+    """A percentage of n trials with a Wilson score interval (statsmodels' `proportion_confint`): at the
+    small n of a calibration set (36 pairs) a percentile bootstrap of a proportion near 100% covers far
+    less than its nominal level; Wilson's stays near it (tests/test_proportions.py)."""
+    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
+
+    if n == 0:
+        return {"value": None, "ci": [None, None], "n": 0, "method": PROPORTION_METHOD}
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    return {"value": 100.0 * successes / n, "ci": [100.0 * float(low), 100.0 * float(high)], "n": int(n),
+            "method": PROPORTION_METHOD}
+
+
+def classification(judgments: pd.DataFrame, set_name: str) -> dict:
+    """Judged class per judged pair against the set's expected class, and the share placed in it.
+    Failed pairs are counted, not classified (FAILURE_CONVENTION)."""
     expected_class = SET_TRUTH[set_name].pair_class
-    ok = judgments["parse_status"] == "ok"
-    judged = np.full(len(judgments), "failed", dtype=object)
-    judged[ok.to_numpy()] = pair_classes(
-        judgments.loc[ok, "alignment_score"].to_numpy(float),
-        judgments.loc[ok, "person_1_refusal"].to_numpy(bool),
-        judgments.loc[ok, "person_2_refusal"].to_numpy(bool),
-    )
-    correct = (judged == expected_class).astype(float)
-    accuracy = estimate_metrics(pd.DataFrame({"accuracy": correct * 100.0}), n_boot, seed)["accuracy"]
+    ok = judgments[judgments["parse_status"] == "ok"]
+    judged = pair_classes(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
+                          ok["person_2_refusal"].to_numpy(bool))
     counts = pd.Series(judged).value_counts()
     return {
         "expected_class": expected_class,
-        "judged_counts": {label: int(counts.get(label, 0)) for label in (*PAIR_CLASSES, "failed")},
-        "accuracy": accuracy.to_dict(),
+        "judged_counts": {label: int(counts.get(label, 0)) for label in PAIR_CLASSES},
+        "n_failed": int(len(judgments) - len(ok)),
+        "accuracy": proportion_estimate(int(counts.get(expected_class, 0)), len(judged)),
     }
 
 
 def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
-    """Rows: expected class per set; columns: judged class; cells: pair counts."""
-    labels = [*PAIR_CLASSES, "failed"]
+    """Rows: expected class per set; columns: judged class; cells: judged pair counts (failed pairs
+    are left out, FAILURE_CONVENTION; each set report counts them)."""
+    labels = list(PAIR_CLASSES)
     rows = {}
     for report in set_reports.values():
         cls = report["classification"]
@@ -214,6 +230,6 @@ def order_effect(judgments: pd.DataFrame) -> dict:
         return result
     for set_name, rows in both.groupby(level="set_name"):
         shift = rows["reverse"] - rows["forward"]
-        result[set_name] = {"n_pairs": int(len(rows)), "mean_score_shift": rounded(float(shift.mean())),
-                            "exact_agreement": rounded(float((shift == 0).mean() * 100.0))}
+        result[set_name] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
+                            "exact_agreement": float((shift == 0).mean() * 100.0)}
     return result

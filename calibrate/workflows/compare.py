@@ -90,6 +90,20 @@ class CompareResult:
         return self.paths
 
 
+def analyse(runs: Sequence[JudgeRun], rule: str, set_names: Sequence[str], orders: Sequence[str],
+            labels: pd.DataFrame | None, n_boot: int, seed: int) -> dict:
+    """The comparison's statistics from the judges' runs: per judge, between judges, against humans, the
+    recommendation (benchmarks/bench_compare.py times this part alone)."""
+    calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
+    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
+    return {
+        "judges": per_judge,
+        "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
+        "humans": against_humans(runs, labels, orders[0], rule, n_boot, seed) if labels is not None else None,
+        "recommendation": recommend(per_judge),
+    }
+
+
 def compare(
     judges: Sequence[str],
     data: str = "sample",
@@ -162,9 +176,6 @@ def compare(
                                             repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
             quarantined = store.quarantined
-        set_names = list(loaded)
-        calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
-        per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
         comparison = {
             "schema_version": COMPARISON_SCHEMA_VERSION,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -175,13 +186,11 @@ def compare(
                     "cache": portable_path(cache_file), "quarantined": quarantined,
                     "bootstrap_resamples": n_boot, "elapsed_s": None,
                     "counts": {run.name: run.counts for run in runs}},
-            "judges": per_judge,
-            "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
-            "humans": ({**against_humans(runs, labels, orders[0], rule, n_boot, seed), "source": portable_path(human),
-                        "responses": sets_record(labelled)} if labels is not None else None),
-            "recommendation": recommend(per_judge),
+            **analyse(runs, rule, list(loaded), orders, labels, n_boot, seed),
             "package_versions": package_versions(),
         }
+        if labels is not None:
+            comparison["humans"] |= {"source": portable_path(human), "responses": sets_record(labelled)}
         comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
         result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
         if out_dir is not None:

@@ -173,7 +173,7 @@ def fit(
             "summary": summarise(calibration_reports),
             "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
             "order_effect": order_effect(table) if len(orders) == 2 else None,
-            "injection": injection_shift(primary, n_boot, seed),
+            "injection": injection_shift(primary, rule, n_boot, seed),
             "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
             "package_versions": package_versions(),
         }

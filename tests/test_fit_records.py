@@ -1,0 +1,98 @@
+"""What a fit records: failed calibration pairs under one convention in fit and in score's class
+correction, statistics at full precision in JSON (reports round), and the selected mapping's error
+graded by nested cross-validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+import calibrate
+from calibrate.data.calibration import CALIBRATION_SETS
+from calibrate.stats.benchmark import class_correction
+from calibrate.stats.calibration import fit_mappings, nested_selection_error
+from calibrate.stats.metrics import FAILURE_CONVENTION, judged_values
+from calibrate.stats.rules import SET_TRUTH
+from calibrate.workflows.common import load_sets
+from tests.fakes.judges import write_judge
+
+FAILING_ISSUES = 3  # aligned-100 pairs whose judgment fails (the server answers no JSON, twice)
+LIMIT = 12  # pairs per set
+
+
+def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(openai_server, tmp_path):
+    chosen = load_sets("sample", ["aligned-100"], LIMIT, 0)["aligned-100"].pairs  # the pairs fit will judge
+    openai_server.by_marker = {pair.issue_description: "no-json" for pair in chosen[:FAILING_ISSUES]}
+    judge = write_judge(tmp_path, openai_server.base_url, parse_retries=1)
+    result = calibrate.fit(str(judge), out=tmp_path / "out", limit=LIMIT, show_progress=False, n_boot=200)
+    calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    aligned = calibration["sets"]["aligned-100"]
+    assert aligned["n_failed"] == FAILING_ISSUES and aligned["classification"]["n_failed"] == FAILING_ISSUES
+
+    matrix = calibration["confusion_matrix"]
+    assert all("failed" not in row for row in matrix.values())
+    for name in CALIBRATION_SETS:  # each row counts the set's judged pairs, no more
+        report = calibration["sets"][name]
+        assert sum(matrix[SET_TRUTH[name].pair_class].values()) == report["n_judged"] == report["n_pairs"] - report["n_failed"]
+
+    # score's class correction, given the same calibration judgments, counts the same pairs
+    rows = result.judgments[result.judgments["set_name"].isin(CALIBRATION_SETS)]
+    corrected = class_correction(rows, rows, "v2", n_boot=50)
+    assert corrected["confusion_matrix"] == matrix
+
+    summary = calibration["summary"]
+    correct = sum(matrix[SET_TRUTH[name].pair_class][SET_TRUTH[name].pair_class] for name in CALIBRATION_SETS)
+    assert summary["class_accuracy"] == 100.0 * correct / summary["n_judged"]
+    assert summary["failures"] == FAILURE_CONVENTION
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert FAILURE_CONVENTION in report and "failed (left out)" in report
+
+
+def test_records_keep_full_precision_and_reports_round(tmp_path):
+    result = calibrate.fit("heuristic", out=tmp_path / "out", limit=LIMIT, show_progress=False, n_boot=200)
+    calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    digits = []
+    for name, report in calibration["sets"].items():
+        rows = result.judgments[(result.judgments["set_name"] == name) & (result.judgments["order"] == "forward")]
+        means = judged_values(rows, "v2").mean()
+        for metric, entry in report["metrics"].items():
+            assert entry["value"] == means[metric]  # exactly: nothing rounded on the way to JSON
+            digits.append(len(repr(entry["value"]).partition(".")[2]))
+    assert max(digits) > 4  # e.g. 11/12 of something: a 4-place rounding would show here
+    shown = (tmp_path / "out" / "report.md").read_text()
+    long_numbers = [token for token in shown.split() if token.strip("*|[],%").count(".") == 1
+                    and len(token.strip("*|[],%").partition(".")[2]) > 4 and token.strip("*|[],%+-.").replace(".", "").isdigit()]
+    assert long_numbers == []
+
+
+def perfect_but_one(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A judge exact on every set except unaligned-0, which it always scores -1 instead of -2: the
+    isotonic map corrects it exactly, identity misses it by 25 PAC points, the two-point line bends
+    one-refusal-50."""
+    sets = np.repeat(np.array(CALIBRATION_SETS), n)
+    y = np.array([SET_TRUTH[name].adjusted_score("v2") for name in sets])
+    x = np.where(sets == "unaligned-0", -1.0, y)
+    return x, y, sets
+
+
+def test_nested_cross_validation_selects_within_each_outer_fold_and_grades_held_out_pairs():
+    x, y, sets = perfect_but_one(20)
+    nested = nested_selection_error(x, y, sets, n_folds=5, seed=0)
+    assert nested["folds"] == 5 and nested["selected_per_fold"] == ["isotonic"] * 5
+    assert nested["max_abs_pac_error"] == 0.0
+    # half of unaligned-0 scored 0, like one-refusal-50's pairs: no monotone map can be exact
+    x_half = np.where((sets == "unaligned-0") & (np.arange(len(x)) % 2 == 0), 0.0, x)
+    assert nested_selection_error(x_half, y, sets, n_folds=5, seed=0)["max_abs_pac_error"] > 1.0
+
+
+def test_fit_records_the_selection_error_beside_the_optimistic_one(tmp_path):
+    x, y, sets = perfect_but_one(12)
+    table = pd.DataFrame({"set_name": sets, "parse_status": "ok", "alignment_score": x,
+                          "person_1_refusal": sets != "unaligned-0", "person_2_refusal": sets == "refusal-100"})
+    table.loc[table["set_name"] == "aligned-100", "person_1_refusal"] = False
+    record = fit_mappings(table, "v2")
+    assert record["selected"] == "isotonic"
+    assert record["selected_error"]["selected_per_fold"] == ["isotonic"] * 5
+    assert record["selected_error"]["max_abs_pac_error"] == 0.0

@@ -1,5 +1,5 @@
-"""Numbers as the outputs record them: None where there is no finite value (JSON has no NaN), and
-rounded where a record shows a statistic."""
+"""Numbers as the outputs record them: None where there is no finite value (JSON has no NaN). Records
+keep full precision; reports round when they show a number."""
 
 from __future__ import annotations
 
@@ -13,9 +13,3 @@ def finite(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def rounded(value: Any, digits: int = 4) -> float | None:
-    """`value` rounded to `digits`, or None when it is missing, NaN or infinite."""
-    number = finite(value)
-    return None if number is None else round(number, digits)

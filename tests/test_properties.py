@@ -514,14 +514,15 @@ def test_read_completion_reads_a_valid_judgment_exactly(data, before, after, tok
     assert (verdict.input_tokens, verdict.output_tokens) == (tokens_in, tokens_out)
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"choices":[{"message":"hi"}]}',
-    b'{"choices":[{"message":{"content":"x"}}],"usage":"x"}',
-    b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":"a"}}',
-    b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":[1]}}',
+@pytest.mark.parametrize(("raw", "status"), [
+    (b'{"choices":[{"message":"hi"}]}', "parse_error"),
+    (b'{"choices":[{"message":{"content":"x"}}],"usage":"x"}', "invalid_usage"),
+    (b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":"a"}}', "invalid_usage"),
+    (b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":[1]}}', "invalid_usage"),
 ])
-def test_read_completion_malformed_envelope_is_a_parse_error(raw):
-    assert read_completion(raw).parse_status == "parse_error"
+def test_read_completion_malformed_envelope_is_a_typed_failure(raw, status):
+    verdict = read_completion(raw)
+    assert verdict.parse_status == status and verdict.failure_reason
 
 
 # --------------------------------------------------------------------------- prompt rendering

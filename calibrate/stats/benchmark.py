@@ -38,7 +38,7 @@ from calibrate.stats import prevalence
 from calibrate.stats.humans import annotator_tables, consensus
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
-from calibrate.rounding import rounded
+from calibrate.rounding import finite
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
 # What a judgment table is reduced to for scoring: enough for every metric, small enough to keep
@@ -234,8 +234,8 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibra
         record["PAC_mapped"], (record["PAC_mapped_low"], record["PAC_mapped_high"]) = mapped["value"], mapped["ci"]
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
         low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (None, None)
-        record["alignment_raw"] = rounded(scores.mean()) if len(scores) else None
-        record["alignment_raw_low"], record["alignment_raw_high"] = rounded(low), rounded(high)
+        record["alignment_raw"] = finite(scores.mean()) if len(scores) else None
+        record["alignment_raw_low"], record["alignment_raw_high"] = finite(low), finite(high)
         for metric in ("REF_ANY", "REF1", "REF2"):
             record[metric] = raw["metrics"].get(metric, {"value": None})["value"]
         records.append(record)

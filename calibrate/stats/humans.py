@@ -22,7 +22,7 @@ import pandas as pd
 
 from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS
 from calibrate.judging.panel import median_score
-from calibrate.rounding import finite, rounded
+from calibrate.rounding import finite
 from calibrate.stats.metrics import CONFIDENCE, bootstrap_means, per_pair_values, percentile_interval
 
 CONSENSUS = "consensus"
@@ -101,12 +101,12 @@ def statistics(counts: np.ndarray, k: int) -> dict[str, np.ndarray]:
 
 
 def _interval(draws: np.ndarray, n_boot: int) -> list[float | None]:
-    finite = draws[np.isfinite(draws)]
-    if not len(finite) or 2 * len(finite) < n_boot:  # mostly undefined: no honest interval
+    defined = draws[np.isfinite(draws)]
+    if not len(defined) or 2 * len(defined) < n_boot:  # mostly undefined: no honest interval
         return [None, None]
     tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    low, high = np.percentile(finite, [tail, 100.0 - tail])
-    return [rounded(float(low), 4), rounded(float(high), 4)]
+    low, high = np.percentile(defined, [tail, 100.0 - tail])
+    return [finite(low), finite(high)]
 
 
 def compare_raters(a: pd.DataFrame, b: pd.DataFrame, field: str, n_boot: int, seed: int) -> dict:
@@ -145,7 +145,7 @@ def rater_pac(rater: pd.DataFrame, rule: str, n_boot: int, seed: int) -> dict:
     if not len(values):
         return {"value": None, "ci": [None, None], "n": 0}
     low, high = percentile_interval(bootstrap_means(values[:, None], n_boot, seed))[:, 0]
-    return {"value": rounded(float(values.mean())), "ci": [rounded(low), rounded(high)], "n": int(len(values))}
+    return {"value": finite(values.mean()), "ci": [finite(low), finite(high)], "n": int(len(values))}
 
 
 def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, n_boot: int, seed: int) -> dict:
@@ -197,5 +197,5 @@ def _mean_row(rows: list[dict]) -> dict:
                          ("no_information", ("kappa", "agreement"))):
         for name in names:
             values = [r[name] for r in rows if r["field"] == field and r[name] is not None]
-            result[f"human_{field}_{name}"] = rounded(float(np.mean(values)), 4) if values else None
+            result[f"human_{field}_{name}"] = finite(np.mean(values)) if values else None
     return result

@@ -13,7 +13,7 @@ import pytest
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.calls import RateLimiter
+from calibrate.judging.calls import Pacer
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
@@ -159,19 +159,20 @@ def test_order_both_stores_both_orders_once_each(server, tmp_path):
 
 def test_requests_per_minute_spaces_requests(server, tmp_path, monkeypatch):
     # What the limiter lets start, not when the server saw it: a loaded machine may deliver requests late
-    # or bunched. Each request starts when `RateLimiter.wait()` returns; the k-th start (in time order)
+    # or bunched. Each request starts when `Pacer.acquire()` returns; the k-th start (in time order)
     # must come at least k intervals after the first request asked to start (the limiter's schedule
     # begins no earlier), which a slow machine can only make later, never earlier.
     asked: list[float] = []
     starts: list[float] = []
-    wait = RateLimiter.wait
+    acquire = Pacer.acquire
 
-    async def timed_wait(self) -> None:
+    async def timed_acquire(self, cost=None):
         asked.append(time.monotonic())
-        await wait(self)
+        ticket = await acquire(self, cost)
         starts.append(time.monotonic())
+        return ticket
 
-    monkeypatch.setattr(RateLimiter, "wait", timed_wait)
+    monkeypatch.setattr(Pacer, "acquire", timed_acquire)
     run_judge(write_judge(tmp_path, server.base_url, requests_per_minute=600, concurrency=8), pairs(6),
               tmp_path / "c.sqlite3")
     assert len(starts) == len(server.log) == 6  # one start per request, no retries

@@ -95,7 +95,7 @@ def post_many(base_url: str, times: int = 1, timeout_s: float = 5.0, pause_s: fl
         try:
             replies = []
             for _ in range(times):
-                replies.append(await transport.post(BODY))
+                replies.append((await transport.post(BODY)).value)
                 await asyncio.sleep(pause_s)
             return replies
         finally:

@@ -13,9 +13,13 @@ structured-output rejection.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import socket
+import ssl
 from abc import abstractmethod
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,10 +27,13 @@ from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict
-from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries, remember_secret, scrub
+from calibrate.judging.calls import (
+    CallFailed, Cost, Pacer, PacingStats, RetryPolicy, call_with_retries, remember_secret, scrub,
+)
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
+from calibrate.judging.transport import proxied
 
 NO_KEY = "not-needed"
 UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
@@ -58,6 +65,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
 }
 LOOPBACK_HOSTS = ("localhost", "::1")
+PROBE_TIMEOUT_S = 10.0  # the longest the probe waits for a connection before judging starts
 
 
 def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
@@ -156,7 +164,7 @@ class RemoteBackend(Backend):
         settings = config.settings
         self.prompt: PromptTemplate = load_template(settings, config.path)
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
-        self.limiter: RateLimiter | None = None
+        self.pacer = Pacer(settings["requests_per_minute"])  # its state lasts as long as the backend
         self.model_checked = False  # check_model runs once per backend, i.e. once per run
 
     def decoding(self) -> dict[str, Any]:
@@ -174,12 +182,17 @@ class RemoteBackend(Backend):
         return remember_secret(key)
 
     def preflight(self) -> None:
-        """The key first (no request without it), then, once, what the server says about the model."""
+        """The key first (no request without it), then, once, whether the endpoint can be reached at
+        all and what the server says about the model."""
         if self.api_key() != NO_KEY:
             self.check_cleartext()
         if not self.model_checked:
+            run_sync(probe(self.endpoint, self.config.settings["timeout_s"], f"judge '{self.config.name}'"))
             run_sync(self.check_model())
             self.model_checked = True
+
+    def pacing(self) -> PacingStats:
+        return self.pacer.stats
 
     def check_cleartext(self) -> None:
         """Refuse to send the API key in cleartext to another machine (plain http, not loopback)
@@ -232,12 +245,11 @@ class RemoteBackend(Backend):
         body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.endpoint}"
+        cost = Cost(prompt_chars(body), self.config.settings["max_tokens"])
         asked = 0
         while True:
-            if self.limiter is None:  # its lock belongs to the event loop of this run
-                self.limiter = RateLimiter(self.config.settings["requests_per_minute"])
             try:
-                raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.limiter, where)
+                raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.pacer, where, cost)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
                 refused = refused_settings(body, failure)
@@ -250,6 +262,7 @@ class RemoteBackend(Backend):
                 return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)
             totals["attempts"] += attempts
             verdict = self.read_reply(raw)
+            self.pacer.calibrate(cost, verdict.input_tokens, verdict.output_tokens)
             totals["input_tokens"] += verdict.input_tokens
             totals["output_tokens"] += verdict.output_tokens
             asked += 1
@@ -263,5 +276,48 @@ class RemoteBackend(Backend):
         return verdict
 
     async def aclose(self) -> None:
-        """Connections and the rate limiter belong to one event-loop run; the next run makes its own."""
-        self.limiter = None
+        """Connections and the pacer's locks belong to one event-loop run; the next run makes its own."""
+        self.pacer.release_loop()
+
+
+def prompt_chars(body: dict[str, Any]) -> int:
+    """The characters of a request's prompt (system and messages), for its token estimate."""
+    def chars(content: Any) -> int:
+        if isinstance(content, str):
+            return len(content)
+        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict)) if content else 0
+    return chars(body.get("system")) + sum(chars(message.get("content")) for message in body.get("messages", []))
+
+
+async def probe(endpoint: str, timeout_s: float, who: str) -> None:
+    """Open one connection to the endpoint (name lookup, TCP, TLS) before any judging, so that a server
+    that is down, a host that does not resolve or a certificate that is refused ends the run in seconds
+    with one line naming the URL and the cause, not after every item's retries. Skipped when a proxy
+    carries the requests (the proxy, not the endpoint, is what would be reached)."""
+    if proxied(endpoint):
+        return
+    url = urlsplit(endpoint)
+    secure = url.scheme == "https"
+    host, port = url.hostname or "localhost", url.port or (443 if secure else 80)
+    wait = min(timeout_s, PROBE_TIMEOUT_S)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(
+            host, port, ssl=ssl.create_default_context() if secure else None), wait)
+    except socket.gaierror as error:
+        cause = f"the host name {host} does not resolve ({error.strerror})"
+    except ConnectionRefusedError:
+        cause = f"connection refused at {host}:{port} (is the server running?)"
+    except ssl.SSLCertVerificationError as error:
+        cause = f"the TLS certificate of {host} is not accepted ({error.verify_message})"
+    except ssl.SSLError as error:
+        cause = f"the TLS handshake with {host}:{port} failed ({error.reason or error})"
+    except TimeoutError:
+        cause = f"no connection to {host}:{port} within {wait:g} s"
+    except OSError as error:
+        cause = f"cannot connect to {host}:{port} ({error.strerror or error})"
+    else:
+        writer.close()
+        with suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+        return
+    raise CalibrateError(f"{who}: cannot reach {endpoint}: {cause}")

@@ -89,3 +89,10 @@ def cache(name: str = "cache") -> Decorator:
 
 def no_progress() -> Decorator:
     return click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+
+
+def max_failed_share() -> Decorator:
+    return click.option("--max-failed-share", type=click.FloatRange(0.0, 1.0), default=0.01, show_default=True,
+                        help="Exit with status 3 when more than this share of the judgments failed for a transient "
+                             "reason (rate limit, server error, timeout, dropped connection); a rerun judges "
+                             "exactly those.")

@@ -167,7 +167,7 @@ class AnthropicBackend(RemoteBackend):
         return {"anthropic-version": LEGACY_API_VERSION} if any(k in self.request_template for k in SAMPLING) else {}
 
     async def send(self, body: dict[str, Any]) -> Reply:
-        """One Messages API call; the reply's headers go with it, for the pacer (anthropic-ratelimit-*)."""
+        """One Messages API call: the reply's JSON bytes, and its headers for the pacer (anthropic-ratelimit-*)."""
         import anthropic
 
         arguments = {key: value for key, value in body.items() if key not in SAMPLING}
@@ -176,8 +176,7 @@ class AnthropicBackend(RemoteBackend):
             arguments.update(extra_body=sampling, extra_headers=self.version_headers())
         with sdk_failures(anthropic):
             reply = await self._connect().messages.with_raw_response.create(**arguments)
-            message = await reply.parse()
-        return Reply(message.model_dump(mode="json"), reply.headers)
+        return Reply(await reply.read(), reply.headers)  # the JSON itself: read_message validates what it needs
 
     def read_reply(self, raw: dict[str, Any]) -> Verdict:
         return read_message(raw)

@@ -159,6 +159,7 @@ DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
 CHARS_PER_TOKEN = 4.0  # the usual guess for English text, until replies report their usage
 ESTIMATE_DECAY = 0.95  # weight of the past in the token estimates: they follow the run's recent replies
 BINDING_SHOWN_S = 2.0  # a limit that held a start back this recently is shown as binding
+FIRST_WAVE = 8  # requests that may start before the first reply says whether the server announces limits
 # The circuit breaker: this many connection failures in a row, none answered, over at least this long,
 # mean the endpoint is gone; retrying every remaining item would only cost time.
 BREAKER_FAILURES = 5
@@ -279,8 +280,9 @@ class Pacer:
     `retry-after` on a 429 (every start waits, not only the request that met it) and by a configured
     `requests_per_minute` (a cap from above); concurrency stays the cap on requests in flight.
 
-    Until the first reply the pacer does not know whether the server announces limits, so one request
-    goes alone; a server that announces none is then not paced at all. Each announced limit is a bucket
+    Until the first reply the pacer does not know whether the server announces limits, so only
+    `FIRST_WAVE` requests start before it (not a whole pool of workers into a limit it cannot yet
+    see); a server that announces none is then not paced at all. Each announced limit is a bucket
     refilled at its per-minute rate; the pacer follows its level from the last reply (the remaining
     budget, less what was started since, plus the refill), starts a request when that leaves half the
     bucket in reserve, and so spends the budget evenly at the refill rate. Token limits are charged with
@@ -298,7 +300,7 @@ class Pacer:
         self.buckets: dict[str, Bucket] = {}
         self.spent: dict[str, float] = {"requests": 0.0, "tokens": 0.0, "input tokens": 0.0, "output tokens": 0.0}
         self.pause_until = self.next_slot = 0.0
-        self.heard = self.probing = False
+        self.heard, self.blind = False, 0  # blind: requests started before any reply, still out
         self.breaker_s = breaker_s
         self.failures, self.failing_since, self.broken = 0, 0.0, ""
         self._lock: asyncio.Lock | None = None
@@ -306,7 +308,7 @@ class Pacer:
 
     def release_loop(self) -> None:
         self._lock = self._changed = None
-        self.probing = False
+        self.blind = 0
 
     def _units(self, cost: Cost | None) -> dict[str, float]:
         inputs, outputs = self.tokens.estimate(cost) if cost else (0.0, 0.0)
@@ -323,7 +325,7 @@ class Pacer:
             self._lock, self._changed = asyncio.Lock(), asyncio.Event()
         changed = self._changed
         async with self._lock:
-            while not self.heard and self.probing:  # the first request learns whether limits are announced
+            while not self.heard and self.blind >= FIRST_WAVE:  # the first replies tell whether limits are announced
                 changed.clear()
                 await changed.wait()
             held = 0.0
@@ -341,7 +343,7 @@ class Pacer:
                     await asyncio.wait_for(changed.wait(), wait)
             if held:
                 self.stats.waited_s += now - held
-            self.probing = not self.heard
+            self.blind += not self.heard
             if self.interval:
                 self.next_slot = max(now, self.next_slot) + self.interval
             for name, units in self._units(cost).items():
@@ -353,7 +355,7 @@ class Pacer:
     def observe(self, ticket: Ticket, headers: Mapping[str, str], status: int = 200) -> None:
         """A reply arrived for `ticket`: follow the limits it announces; a 429's retry-after pauses every start."""
         now = time.monotonic()
-        self.heard, self.probing, self.failures = True, False, 0
+        self.heard, self.blind, self.failures = True, 0, 0
         for name, (per_minute, remaining, reset) in announced_limits(headers).items():
             rate = per_minute / 60.0
             capacity = max(remaining + rate * reset if reset is not None else per_minute, 1.0)
@@ -374,7 +376,7 @@ class Pacer:
         now = time.monotonic()
         self.failing_since = self.failing_since if self.failures else now
         self.failures += 1
-        self.probing = False
+        self.blind = max(self.blind - 1, 0)
         if self._changed is not None:
             self._changed.set()
         if self.failures >= BREAKER_FAILURES and now - self.failing_since >= self.breaker_s:

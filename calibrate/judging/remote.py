@@ -13,13 +13,9 @@ structured-output rejection.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import socket
-import ssl
 from abc import abstractmethod
-from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +29,6 @@ from calibrate.judging.calls import (
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
-from calibrate.judging.transport import proxied
 
 NO_KEY = "not-needed"
 UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
@@ -65,7 +60,6 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
 }
 LOOPBACK_HOSTS = ("localhost", "::1")
-PROBE_TIMEOUT_S = 10.0  # the longest the probe waits for a connection before judging starts
 
 
 def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
@@ -182,12 +176,10 @@ class RemoteBackend(Backend):
         return remember_secret(key)
 
     def preflight(self) -> None:
-        """The key first (no request without it), then, once, whether the endpoint can be reached at
-        all and what the server says about the model."""
+        """The key first (no request without it), then, once, what the server says about the model."""
         if self.api_key() != NO_KEY:
             self.check_cleartext()
         if not self.model_checked:
-            run_sync(probe(self.endpoint, self.config.settings["timeout_s"], f"judge '{self.config.name}'"))
             run_sync(self.check_model())
             self.model_checked = True
 
@@ -288,36 +280,3 @@ def prompt_chars(body: dict[str, Any]) -> int:
         return sum(len(part.get("text") or "") for part in content if isinstance(part, dict)) if content else 0
     return chars(body.get("system")) + sum(chars(message.get("content")) for message in body.get("messages", []))
 
-
-async def probe(endpoint: str, timeout_s: float, who: str) -> None:
-    """Open one connection to the endpoint (name lookup, TCP, TLS) before any judging, so that a server
-    that is down, a host that does not resolve or a certificate that is refused ends the run in seconds
-    with one line naming the URL and the cause, not after every item's retries. Skipped when a proxy
-    carries the requests (the proxy, not the endpoint, is what would be reached)."""
-    if proxied(endpoint):
-        return
-    url = urlsplit(endpoint)
-    secure = url.scheme == "https"
-    host, port = url.hostname or "localhost", url.port or (443 if secure else 80)
-    wait = min(timeout_s, PROBE_TIMEOUT_S)
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(
-            host, port, ssl=ssl.create_default_context() if secure else None), wait)
-    except socket.gaierror as error:
-        cause = f"the host name {host} does not resolve ({error.strerror})"
-    except ConnectionRefusedError:
-        cause = f"connection refused at {host}:{port} (is the server running?)"
-    except ssl.SSLCertVerificationError as error:
-        cause = f"the TLS certificate of {host} is not accepted ({error.verify_message})"
-    except ssl.SSLError as error:
-        cause = f"the TLS handshake with {host}:{port} failed ({error.reason or error})"
-    except TimeoutError:
-        cause = f"no connection to {host}:{port} within {wait:g} s"
-    except OSError as error:
-        cause = f"cannot connect to {host}:{port} ({error.strerror or error})"
-    else:
-        writer.close()
-        with suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
-        return
-    raise CalibrateError(f"{who}: cannot reach {endpoint}: {cause}")

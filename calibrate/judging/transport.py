@@ -252,7 +252,7 @@ class LeanTransport:
         await self.client.close()
 
 
-def proxied(base_url: str) -> bool:
+def _proxied(base_url: str) -> bool:
     """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) route this endpoint."""
     url = urlsplit(base_url)
     proxies = urllib.request.getproxies()
@@ -273,7 +273,7 @@ def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, tim
     client = openai_client(api_key, base_url, timeout_s, aiohttp_pool=kind == "sdk")
     if kind == "sdk":
         return SdkTransport(client)
-    if kind == "lean" and not proxied(base_url):
+    if kind == "lean" and not _proxied(base_url):
         return LeanTransport(client, timeout_s)
     if kind == "lean":
         log.info("a proxy is set for %s: requests go through aiohttp, which speaks to proxies", base_url)

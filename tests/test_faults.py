@@ -144,19 +144,18 @@ def test_server_dying_mid_run_gives_typed_failures_and_a_restart_finishes_the_re
     assert_sound(cache)
 
 
-def test_a_server_dead_from_the_first_request_ends_without_a_traceback(server, tmp_path):
-    """The listener is gone before the run: the probe before judging finds the port closed, and the run
-    stops at once with one line naming the URL and the cause; nothing is sent, nothing logged."""
-    total = 8
+def test_a_server_dead_from_the_first_request_is_found_before_anything_is_judged(server, tmp_path):
+    """The listener is gone before the run starts: the preflight finds the endpoint unreachable and
+    stops with one line naming it, before any request; nothing is judged, logged or written."""
     server.die_after = 0
     server.httpd.shutdown()
     server.httpd.server_close()
     out, cache = tmp_path / "out", tmp_path / "c.sqlite3"
-    result = run(fit_args(write_judge(tmp_path, server.base_url), out, cache, total // 4))
-    assert not server.log and not (out / "calibration.json").exists()
-    assert_clean(result, 2)
+    result = run(fit_args(write_judge(tmp_path, server.base_url), out, cache, 2))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert server.base_url in result.stderr and "connection refused" in result.stderr
+    assert f"cannot reach {server.base_url}" in result.stderr and "nothing was judged" in result.stderr
+    assert not cache.exists() and not server.log and not (out / "calibration.json").exists()
 
 
 def test_slow_replies_past_the_timeout_fail_typed_or_are_retried_as_configured(server, tmp_path):

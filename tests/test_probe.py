@@ -1,9 +1,11 @@
-"""Fast, clear failure when the judge's endpoint cannot be used: the probe before judging (closed port,
-unknown host, TLS spoken to a plain server), a wrong endpoint path (404), and the circuit breaker that
-stops a run whose server went away mid-run, keeping every judgment received so the rerun judges the rest."""
+"""Fast, clear failure when the judge's endpoint cannot be used: the reachability check before judging
+(judging/preflight.py: closed port, unknown host, TLS spoken to a plain server, each named), a wrong
+endpoint path (404), and the circuit breaker that stops a run whose server went away mid-run, keeping
+every judgment received so the rerun judges the rest."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 import pytest
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
@@ -41,18 +44,21 @@ def test_fit_against_a_closed_port_ends_at_once_with_the_url_and_the_cause(tmp_p
     elapsed = time.monotonic() - started
     assert result.returncode == 2 and elapsed < 20, (elapsed, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and url in lines[0] and "connection refused" in lines[0], result.stderr
+    assert len(lines) == 1 and f"cannot reach {url} (connection refused" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("where, cause", [
-    ("http://no-such-host.invalid/v1", "does not resolve"),
-    ("https://127.0.0.1:{port}/v1", "TLS handshake"),
+    ("http://no-such-host.invalid/v1", "the host name no-such-host.invalid does not resolve"),
+    ("https://127.0.0.1:{port}/v1", "the TLS handshake with 127.0.0.1:{port} failed"),
 ])
 def test_an_unknown_host_or_a_failed_tls_handshake_is_named(openai_server, tmp_path, where, cause):
-    url = where.format(port=openai_server.base_url.rsplit(":", 1)[1].split("/")[0])
-    backend = make_backend(load_judge_config(str(write_judge(tmp_path, url, api_key_env=""))))
-    with pytest.raises(CalibrateError, match=f"cannot reach {url}: .*{cause}"):
-        backend.preflight()
+    """The cause, not only that the endpoint is unreachable: a name that does not resolve, TLS spoken to a
+    server that speaks plain http."""
+    port = openai_server.base_url.rsplit(":", 1)[1].split("/")[0]
+    url = where.format(port=port)
+    backend = make_backend(load_judge_config(str(write_judge(tmp_path, url, api_key_env="", allow_cleartext=True))))
+    with pytest.raises(CalibrateError, match=re.escape(f"cannot reach {url} ({cause.format(port=port)}")):
+        check_ready([backend])
     assert not openai_server.log
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,7 +21,9 @@ from calibrate.cli import options as opt
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import available_judges
-from calibrate.judging.registry import load_judge_config
+from calibrate.judging.estimate import key_is_set
+from calibrate.judging.preflight import key_variables, remote_members
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
@@ -26,8 +31,12 @@ from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
 from calibrate.workflows import batch as batches
 from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
+from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
+from calibrate.workflows.compare import human_agreement
 from calibrate.workflows.fit import fit as fit_judge
+from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
 from calibrate.workflows.score import score as score_responses
@@ -43,16 +52,19 @@ def cli() -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.max_failed_share())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(),
+             opt.max_failed_share())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, order: str, no_progress: bool, max_failed_share: float) -> None:
+        cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
+        yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
-    result = fit_judge(
-        judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
+    result = planned(partial(
+        fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
         seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
-    )
-    print_fit_summary(result.calibration, result.paths)
-    report_transient_failures({judge: result.calibration["run"]}, max_failed_share)
+    ), dry_run, max_cost, yes)
+    if result is not None:
+        print_fit_summary(result.calibration, result.paths)
+        report_transient_failures({judge: result.calibration["run"]}, max_failed_share)
 
 
 def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
@@ -69,12 +81,76 @@ def report_transient_failures(runs: dict[str, dict], max_failed_share: float) ->
         return
     share = failed / max(items, 1)
     console.print(f"{failed} of {items} judgments ({share:.1%}) failed for a transient reason (rate limit, server "
-                  "error, timeout or dropped connection); they are not cached as judgments: run the same command again to judge "
-                  "exactly those", markup=False)
+                  "error, timeout or dropped connection); they are not cached as judgments: run the same command "
+                  "again to judge exactly those", markup=False)
     if share > max_failed_share:
         console.print(f"incomplete run: more than --max-failed-share {max_failed_share:g} of the judgments failed",
                       markup=False)
         sys.exit(3)
+
+
+def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool) -> Any:
+    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan, printed
+    (None is returned); without a cap, on a terminal, it asks first when the estimate passes
+    CONFIRM_ABOVE_USD (unless --yes); then the run itself, held to --max-cost."""
+    if dry_run:
+        print_plan(run(dry_run=True))
+        return None
+    if max_cost is None and not yes and sys.stdin.isatty():
+        plan = run(dry_run=True)
+        if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
+            print_plan(plan)
+            if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
+                                 default=False, err=True):
+                raise CalibrateError("not confirmed: nothing was sent (max_cost caps a run; yes skips this question)",
+                                     ("max_cost", "yes"))
+    return run(max_cost=max_cost) if max_cost is not None else run()
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 45s, 12m 05s, 3h 20m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def print_plan(plan: RunPlan) -> None:
+    """What a run would send, per judge, and what it would cost; says plainly that nothing was sent."""
+    out = Console()
+    table = Table(title=f"dry run of `calibrate {plan.command}`: nothing was sent", box=box.SIMPLE_HEAD,
+                  padding=0)
+    table.add_column("judge" if plan.command != "respond" else "model", overflow="fold",
+                     min_width=min(max([len(e.name) for e in plan.estimates] + [5]), 24))
+    for column in ("requests", "cached", "in tokens", "out tokens", "$ list", "$ batch", "time"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 0.1 else f"{value:.4f}"
+
+    for e in plan.estimates:
+        table.add_row(e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}", f"{e.output_tokens:,}",
+                      usd(e.cost_usd), usd(e.batch_cost_usd), duration(e.time_s))
+    if len(plan.estimates) > 1:
+        table.add_row("total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
+                      duration(plan.time_s))
+    out.print(table)
+    for e in plan.estimates:
+        if e.offline or not e.requests:
+            continue
+        out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request (the prompt as rendered"
+                  + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as the cache's usage shows")
+                  + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
+                  f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
+                  + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent"))
+    for note in plan.notes:
+        out.print(note)
+    if plan.command == "batch submit":
+        out.print("provider batches finish within 24 hours, at the batch price")
+    for variable in plan.missing_keys:
+        out.print(f"{variable} is not set: the run itself needs it")
 
 
 def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
@@ -145,21 +221,22 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
 @click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
-@opt.options(opt.no_progress(), opt.max_failed_share())
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, max_failed_share: float,
-          more_sources: tuple[str, ...]) -> None:
+          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
+          max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = score_responses(
-        judge, [*sources, *more_sources], calibration=calibration, rule=rule,
+    result = planned(partial(
+        score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress))
-    print_scores(result.metrics, result.paths)
-    report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
-                              max_failed_share)
+        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is not None:
+        print_scores(result.metrics, result.paths)
+        report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
+                                  max_failed_share)
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
@@ -204,21 +281,27 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
 @click.option("--human", type=click.Path(path_type=Path), default=None,
-              help="Human labels: set_name, pair_id (or item) and one column of -2..2 scores per annotator.")
+              help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
+                   "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
+@click.option("--responses", multiple=True,
+              help="Response dataset(s) the --human labels come from (named like the items' source); only the "
+                   "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
-             opt.no_progress(), opt.max_failed_share())
+             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
-            no_baselines: bool, out: Path | None, limit: int | None, seed: int, cache: Path | None, n_boot: int,
-            no_progress: bool, max_failed_share: float) -> None:
-    """Compare judges on the calibration sets: error, agreement, order bias, stability, cost."""
-    result = compare_judges(
-        [name.strip() for name in judge_list.split(",") if name.strip()], data=data, sets=parse_sets(sets),
-        rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order, human=human,
-        baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
-    print_comparison(result.comparison, result.paths)
-    report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
+            responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
+            cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
+            yes: bool, max_failed_share: float) -> None:
+    """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
+    result = planned(partial(
+        compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
+        sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
+        human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+    if result is not None:
+        print_comparison(result.comparison, result.paths)
+        report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
 
 
 def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
@@ -243,6 +326,8 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
             number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f"))
     out = Console(width=max(Console().width, 140))
     out.print(table)
+    if comparison.get("humans"):
+        print_table4(comparison["humans"], out)
     recommendation = comparison["recommendation"]
     chosen = recommendation["recommended"]
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
@@ -252,8 +337,34 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
         out.print(f"  {label:<12} {path}")
 
 
+def print_table4(human: dict, out: Console) -> None:
+    """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
+    table = Table(title=f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)")
+    for column in ("rater A", "rater B", "n", "score kappa (quadratic)", "refusal agr. % / kappa",
+                   "no-info agr. % / kappa"):
+        table.add_column(column, justify="left" if column.startswith("rater") else "right")
+
+    def cell(row: dict, key: str) -> str:
+        low, high = row["ci"][key]
+        return "-" if row[key] is None else f"{row[key]:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+
+    rows: dict[tuple[str, str], dict] = {}
+    for row in human["table"]:
+        rows.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    def flag(row: dict) -> str:
+        return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
+
+    for (a, b), fields in rows.items():
+        score = fields["score"]
+        table.add_row(a, b, str(score["n"]), cell(score, "kappa_quadratic"), flag(fields["refusal"]),
+                      flag(fields["no_information"]))
+    out.print(table)
+    out.print("PAC on the labelled pairs: " + ", ".join(
+        f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))
+
+
 @cli.command()
-@click.option("--ratings", type=click.Path(path_type=Path), required=True,
+@click.option("--ratings", type=click.Path(path_type=Path), required=False,
               help="Wide CSV or parquet: column `item`, one column per rater, empty cell = missing.")
 @click.option("--level", type=click.Choice(["ordinal", "interval", "nominal"]), default="ordinal", show_default=True,
               help="Level of measurement for Krippendorff's alpha.")
@@ -261,8 +372,18 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
 @click.option("--labels", default=None,
               help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
                    "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
-def agreement(ratings: Path, level: str, truth: str | None, labels: str | None) -> None:
-    """Agreement statistics of any ratings table, printed as JSON."""
+@click.option("--human", type=click.Path(path_type=Path), default=None,
+              help="Instead of --ratings: a human label file (as for `compare --human`); prints the annotators' "
+                   "Table 4 (score and flags, with intervals) and PAC per annotator.")
+@opt.options(opt.rule("v2", "Scoring rule for PAC with --human."), opt.bootstrap(1000), opt.seed())
+def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human: Path | None,
+              rule: str, n_boot: int, seed: int) -> None:
+    """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
+    if (ratings is None) == (human is None):
+        raise CalibrateError("agreement: give --ratings or --human (one of them)")
+    if human is not None:
+        click.echo(json.dumps(human_agreement(human, rule, n_boot, seed), indent=2))
+        return
     table, truth_values = load_ratings(ratings, truth)
     scale = parse_labels(labels) if labels else None
     click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
@@ -290,12 +411,16 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
-@opt.no_progress()
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
-            cache: Path | None, no_progress: bool) -> None:
+            cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
-    summary = generate_answers(model, prompts=prompts, split=split, limit=limit, out=out or Path(RESPONSES_DIR),
-                               cache=cache, seed=seed, show_progress=opt.show_progress(no_progress)).summary
+    result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
+                             out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
+                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    if result is None:
+        return
+    summary = result.summary
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
     Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
                     f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
@@ -325,12 +450,15 @@ def _batch_line(row: dict) -> str:
 @click.option("--responses", "sources", multiple=True,
               help="Response datasets to judge instead of the calibration sets (as for score); repeatable.")
 @opt.options(opt.order(""), opt.limit("At most N pairs per set or source (as for fit and score)."), opt.seed(""),
-             opt.cache())
+             opt.cache(), opt.dry_run())
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
-                 seed: int, cache: Path | None) -> None:
+                 seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
     summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
-                                   limit=limit, seed=seed, cache=cache)
+                                   limit=limit, seed=seed, cache=cache, dry_run=dry_run)
+    if dry_run:
+        print_plan(summary)
+        return
     ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
     click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
                f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
@@ -406,6 +534,53 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
     Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
                     f"already cached: {summary['already_cached']}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--data", default="sample", show_default=True,
+              help="What to label: 'sample' / 'hub' / a folder of calibration sets, or a response dataset "
+                   "(file, folder or hub id).")
+@click.option("--sets", default=None, help="Comma-separated calibration sets [default: the four].")
+@click.option("--sample", type=int, default=None, help="Label a seeded random sample of N pairs [default: all].")
+@click.option("--stratify", type=click.Choice(STRATA), default="none", show_default=True,
+              help="Draw the sample in proportion to each set or category.")
+@opt.options(opt.seed("Seed of the sample and of each annotator's order."))
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="The labels file (SQLite) the study's labels go into; shared by all its annotators.")
+@click.option("--annotator", default=None, help="Your name, as the label file records it.")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to serve on (local only by default).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
+@click.pass_context
+def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
+             labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
+    """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if labels_file is None or annotator is None:
+        raise CalibrateError("annotate: give --labels FILE and --annotator NAME")
+
+    def ready(url: str, session) -> None:
+        state = session.state()
+        click.echo(f"labelling {state['total']} pairs as {session.annotator} ({state['labelled']} done) at {url}; "
+                   f"labels go to {labels_file}; Ctrl-C stops", err=True)
+
+    try:
+        serve_annotation(labels_file, annotator, data=data, sets=parse_sets(sets) if sets else None, sample=sample,
+                         seed=seed, stratify=stratify, host=host, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        click.echo(f"stopped; every label given is in {labels_file}", err=True)
+
+
+@annotate.command("export")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="The labels file.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
+              help="Label file to write (.csv, .jsonl or .parquet), for --human and --anchor-labels.")
+def annotate_export(labels_file: Path, out_file: Path) -> None:
+    """Write the labels as a long-format label file (one row per pair and annotator)."""
+    frame = export_labels(labels_file, out_file)
+    counts = frame["annotator"].value_counts().to_dict()
+    click.echo(f"wrote {len(frame)} labels to {out_file} ("
+               + ", ".join(f"{name} {count}" for name, count in counts.items()) + ")")
 
 
 @cli.group()
@@ -494,18 +669,21 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
     table = Table(title="configured judges")
-    for column in ("name", "backend", "model", "rule", "api key", "config hash", "description"):
+    for column in ("name", "backend", "model", "rule", "api keys", "config hash", "description"):
         table.add_column(column, overflow="fold")
     for name, path in available_judges().items():
         try:
             config = load_judge_config(str(path))
+            backend = make_backend(config)
         except CalibrateError as error:
             table.add_row(name, "invalid", "", "", "", "", str(error))
             continue
         settings = config.settings
-        key = settings.get("api_key_env", "") or "none needed"
+        keys = "\n".join(f"{variable} ({'set' if key_is_set(variable) else 'NOT SET'})"
+                         for variable in key_variables(backend))
         table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
-                      key if config.backend != "heuristic" else "offline", config.config_hash, config.description)
+                      keys or ("none needed" if remote_members([backend]) else "offline"), config.config_hash,
+                      config.description)
     Console(width=max(Console().width, 140)).print(table)
 
 

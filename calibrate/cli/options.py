@@ -15,6 +15,9 @@ from calibrate.judging.base import RULES
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
 FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds"}
+# A run estimated above this (USD, list price) asks before it starts, when it has no --max-cost and a
+# person is at the terminal.
+CONFIRM_ABOVE_USD = 5.0
 
 
 def flag_for(param: str) -> str:
@@ -89,6 +92,24 @@ def cache(name: str = "cache") -> Decorator:
 
 def no_progress() -> Decorator:
     return click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+
+
+def dry_run() -> Decorator:
+    return click.option("--dry-run", is_flag=True,
+                        help="Send nothing: print the requests per judge (cached ones left out), tokens, cost at "
+                             "list and batch price, and time. Needs no API key.")
+
+
+def max_cost() -> Decorator:
+    return click.option("--max-cost", type=click.FloatRange(min=0.0), default=None, metavar="USD",
+                        help="Stop before this run's spend (list price) would pass USD; what is left stays "
+                             "pending in the cache for the next run.")
+
+
+def yes() -> Decorator:
+    return click.option("--yes", is_flag=True,
+                        help=f"Do not ask before a run without --max-cost estimated above "
+                             f"${CONFIRM_ABOVE_USD:g} (asked only on a terminal).")
 
 
 def max_failed_share() -> Decorator:

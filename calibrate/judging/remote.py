@@ -27,6 +27,7 @@ from calibrate.judging.calls import (
     CallFailed, Cost, Pacer, PacingStats, RetryPolicy, call_with_retries, remember_secret, scrub,
 )
 from calibrate.judging.config import judge_dirs
+from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
 
@@ -57,6 +58,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "max_retries": (6, False),
     "parse_retries": (2, False),
     "batch_price_factor": (BATCH_PRICE_FACTOR, False),
+    "typical_output_tokens": (TYPICAL_OUTPUT_TOKENS, False),  # a reply's tokens, for cost estimates before a run (estimate.py)
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
 }
 LOOPBACK_HOSTS = ("localhost", "::1")
@@ -133,7 +135,8 @@ class RemoteBackend(Backend):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise CalibrateError(f"{where}: '{key}' must be a number in {low}..{high}"
                                      + (f', or "{UNSET}" to leave it to the server' if unsettable else ""))
-        for key, low in (("max_tokens", 1), ("max_answer_chars", 100), ("max_retries", 0), ("parse_retries", 0)):
+        for key, low in (("max_tokens", 1), ("max_answer_chars", 100), ("max_retries", 0), ("parse_retries", 0),
+                         ("typical_output_tokens", 1)):
             if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < low:
                 raise CalibrateError(f"{where}: '{key}' must be an integer >= {low}")
         rpm = settings["requests_per_minute"]

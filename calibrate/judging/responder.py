@@ -17,11 +17,14 @@ from typing import Any, Iterable, Iterator, Protocol
 import orjson
 
 from calibrate.judging.calls import CallFailed, Pacer, RetryPolicy, call_with_retries
+from calibrate.judging.estimate import MESSAGE_OVERHEAD_TOKENS, SpendBudget, text_tokens
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.runner import progress_bar
 from calibrate.judging.transport import ChatTransport, make_transport
 
 USABLE_STATUSES = ("ok", "truncated")  # answers stored as results; any other status is a failure
+# An answer to the published system prompt ("1-2 paragraphs") is a few hundred tokens.
+TYPICAL_ANSWER_TOKENS = 300
 
 
 class AnswerStore(Protocol):
@@ -35,6 +38,11 @@ class AnswerStore(Protocol):
 def question_key(question: str) -> str:
     """The cache key of one question within a model config (the config hash covers everything else)."""
     return hashlib.sha256(question.encode("utf-8")).hexdigest()[:32]
+
+
+def question_tokens(config: ModelConfig, question: str) -> int:
+    """Input tokens of the conversation that asks `question` (system prompt and question), estimated."""
+    return sum(text_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in config.messages(question))
 
 
 def read_answer(raw: bytes) -> dict[str, Any]:
@@ -110,8 +118,9 @@ class Responder:
 
 
 async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: AnswerStore,
-                   show_progress: bool) -> dict[str, dict]:
-    """Ask every (question_key, question), committing the answers of each event-loop turn together."""
+                   show_progress: bool, budget: SpendBudget | None = None) -> dict[str, dict]:
+    """Ask every (question_key, question), committing the answers of each event-loop turn together.
+    `budget` (`max_cost`) is asked before each request, as the judging runner asks it."""
     config = responder.config
     pending: Iterator[tuple[str, str]] = iter(todo)
     done: dict[str, dict] = {}
@@ -127,7 +136,12 @@ async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: Answ
 
         async def worker() -> None:
             for key, question in pending:
+                expected = config.cost_usd(question_tokens(config, question), TYPICAL_ANSWER_TOKENS)
+                if budget is not None and not await budget.admit(expected):
+                    return  # the cap: no more requests from this worker
                 answer = await responder.answer(question)
+                if budget is not None:
+                    budget.settle(expected, config.cost_usd(answer["input_tokens"], answer["output_tokens"]))
                 record = {"config_hash": config.config_hash, "question_key": key, "model_name": config.name,
                           "model": config.model, "question": question, "created_at": time.time(), **answer}
                 done[key] = record
@@ -149,4 +163,6 @@ async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: Answ
             if unsaved:
                 save()
             await responder.close()
+    if budget is not None and budget.stopped:
+        raise budget.stopped_error(f"model '{config.name}'", len(todo) - len(done))
     return done

@@ -36,6 +36,7 @@ from rich.progress import (
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, Backend, Judgment, Key, view_of
 from calibrate.judging.calls import PacingStats, transient
+from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.panel import PanelBackend
 
 if TYPE_CHECKING:
@@ -61,10 +62,13 @@ def judge_pairs(
     show_progress: bool = True,
     repeats: int = 1,
     progress: ProgressFn | None = None,
+    budget: SpendBudget | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
-    receives the progress (reused judgments included) instead of a bar of the runner's own.
+    receives the progress (reused judgments included) instead of a bar of the runner's own. `budget`
+    (`max_cost`) is asked before each request; once it stops, no request is sent and, when the requests
+    in flight are stored, a CalibrateError says so.
 
     Pairs with a placeholder answer are not judged: their rows are `missing_answer` failures, made
     here without any call, and left out of the counts (which count the judge's work)."""
@@ -74,7 +78,7 @@ def judge_pairs(
     config = backend.config
     backend.preflight()
     if isinstance(backend, PanelBackend):
-        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress)
+        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress, budget)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     missing = missing_judgments(config, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
@@ -82,7 +86,8 @@ def judge_pairs(
         progress(len(cached) + len(missing), 0.0, 0)
     pacing = backend.pacing()
     before = (pacing.rate_limited, pacing.waited_s) if pacing else (0, 0.0)
-    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress)) if todo else {}
+    sizer = RequestSizer(backend, ((view_of(wanted[key], key[1]), j) for key, j in cached.items())) if budget else None
+    fresh = _run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo else {}
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
@@ -126,12 +131,13 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
 
 
 def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                 show_progress: bool, repeats: int, progress: ProgressFn | None) -> tuple[pd.DataFrame, dict[str, int]]:
+                 show_progress: bool, repeats: int, progress: ProgressFn | None,
+                 budget: SpendBudget | None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge with each member (cached under the member's own config), then combine row by row.
     Panel judgments are not stored: they follow from the stored member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
     for member in panel.members:
-        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress)
+        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget)
         tables.append(table)
         counts = add_counts(counts, member_counts)
     judgments = panel.combine_tables(tables)
@@ -245,7 +251,7 @@ def progress_bar(enabled: bool, description: str, total: int | None,
 
 async def _judge_all(
     backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
-    progress: ProgressFn | None,
+    progress: ProgressFn | None, budget: SpendBudget | None = None, sizer: RequestSizer | None = None,
 ) -> dict[Key, Judgment]:
     config = backend.config
     pending = iter(todo)
@@ -266,8 +272,14 @@ async def _judge_all(
 
         async def worker() -> None:
             for (item_key, order, repeat), pair in pending:
+                view = view_of(pair, order)
+                expected = sizer.cost_usd(view) if sizer else 0.0
+                if budget is not None and not await budget.admit(expected):
+                    return  # the cap: no more requests from this worker
                 started = time.perf_counter()
-                verdict = await backend.judge(view_of(pair, order))
+                verdict = await backend.judge(view)
+                if budget is not None:
+                    budget.settle(expected, config.cost_usd(verdict.input_tokens, verdict.output_tokens))
                 judgment = Judgment(
                     judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
                     parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
@@ -288,4 +300,6 @@ async def _judge_all(
             if unsaved:
                 save()
             await backend.aclose()
+    if budget is not None and budget.stopped:
+        raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done))
     return done

@@ -186,6 +186,8 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
                         name="set_errors"))
 
     blocks.extend(_agreement_blocks(comparison))
+    if comparison.get("humans"):
+        blocks.extend(human_blocks(comparison["humans"]))
     if any(j["order_bias"] for j in judges.values()):
         blocks.append(Block("h2", "Order bias"))
         blocks.append(Block("figure", "Mean score per set, forward against reverse order; points off the diagonal "
@@ -223,20 +225,63 @@ def _agreement_blocks(comparison: dict) -> list[Block]:
         for e in between["pairwise"]])))
     blocks.append(Block("figure", "Quadratic-weighted Cohen's kappa between judges (labels -2..2).",
                         png=figure_agreement_heatmap(between), name="agreement_heatmap"))
-    humans = comparison.get("humans")
-    if humans:
-        blocks.append(Block("h2", "Agreement with human labels"))
-        blocks.append(Block("p", f"{humans['n_items']} pairs labelled by {', '.join(humans['annotators'])}; each judge "
-                                 "against the human consensus (median of the annotators)."))
-        blocks.append(Block("table", table=pd.DataFrame([
-            {"judge": name, "pairs": v["n"], "accuracy %": fmt(None if v["accuracy"] is None else 100 * v["accuracy"]),
-             "quadratic kappa [95% CI]": _ci_text(v["cohen_kappa_quadratic"], v["cohen_kappa_quadratic_ci"], 3),
-             "spearman": fmt(v["spearman"], 3)} for name, v in humans["by_judge"].items()])))
-        if humans["human_human"]:
-            h = humans["human_human"]
-            blocks.append(Block("p", f"Human-human agreement: Krippendorff's alpha (ordinal) {fmt(h['krippendorff_alpha'], 3)}, "
-                                     f"Fleiss' kappa {fmt(h['fleiss_kappa'], 3)} on {h['fleiss_n_items']} pairs all rated."))
     return blocks
+
+
+def human_blocks(humans: dict) -> list[Block]:
+    """The paper's Table 4 from the run's labels: every rater pair on the score and the two flags, PAC
+    per rater, and the paper's published figures beside them for orientation."""
+    blocks = [Block("h2", "Agreement with human labels (Table 4)"),
+              Block("p", f"{humans['n_items']} labelled pairs judged here, labelled by {', '.join(humans['annotators'])}"
+                         + (f"; consensus: {humans['consensus']}" if humans["consensus"] else "")
+                         + ". Score: Cohen's kappa on -2..2 (quadratic-weighted and unweighted), per pair; flags: "
+                           "agreement and kappa per (pair, person). Brackets: 95% bootstrap intervals over pairs. "
+                           "Constant baselines are left out (they agree with nothing by construction).")]
+    by_pair: dict[tuple[str, str], dict] = {}
+    for row in humans["table"]:
+        by_pair.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
+    rows = []
+    for (a, b), fields in by_pair.items():
+        score, refusal, no_info = fields["score"], fields["refusal"], fields["no_information"]
+        rows.append({"rater A": a, "rater B": b, "pairs": score["n"],
+                     "score kappa quadratic": _ci_text(score["kappa_quadratic"], score["ci"]["kappa_quadratic"], 2),
+                     "score kappa": _ci_text(score["kappa"], score["ci"]["kappa"], 2),
+                     "score agreement %": _ci_text(score["agreement"], score["ci"]["agreement"], 0),
+                     "refusal agreement %": _ci_text(refusal["agreement"], refusal["ci"]["agreement"], 0),
+                     "refusal kappa": _ci_text(refusal["kappa"], refusal["ci"]["kappa"], 2),
+                     "no-info agreement %": _ci_text(no_info["agreement"], no_info["ci"]["agreement"], 0),
+                     "no-info kappa": _ci_text(no_info["kappa"], no_info["ci"]["kappa"], 2)})
+    paper = humans["paper"]
+    for kind, label in (("human_human", "paper: human"), ("human_judge", "paper: judge")):
+        entry = paper[kind]
+        rows.append({"rater A": label, "rater B": "human", "pairs": 200,
+                     "score kappa quadratic": _paper(entry["score"]["kappa_quadratic"]),
+                     "refusal agreement %": _paper(entry["refusal"]["agreement"], 0),
+                     "refusal kappa": _paper(entry["refusal"]["kappa"]),
+                     "no-info agreement %": _paper(entry["no_information"]["agreement"], 0),
+                     "no-info kappa": _paper(entry["no_information"]["kappa"])})
+    blocks.append(Block("table", table=pd.DataFrame(rows).fillna("")))
+    blocks.append(Block("p", f"Paper rows: {paper['source']} (two judges: both figures given), for orientation only; "
+                             f"their pairs are not ours. PAC there: judge {paper['pac']['judge']}, humans "
+                             f"{paper['pac']['humans']}."))
+    if humans["leaderboard"]:
+        blocks.append(Block("p", "Judges against the humans (against the consensus, or the one annotator), with "
+                                 "the humans' own agreement as the ceiling a judge is measured against:"))
+        blocks.append(Block("table", table=pd.DataFrame(
+            [{"rater": e["rater"], "score kappa quadratic": fmt(e["human_score_kappa_quadratic"], 2),
+              "score agreement %": fmt(e["human_score_agreement"], 0),
+              "refusal kappa": fmt(e["human_refusal_kappa"], 2), "no-info kappa": fmt(e["human_no_information_kappa"], 2),
+              "PAC": fmt(e["human_pac"], 1)} for e in humans["leaderboard"]])))
+    blocks.append(Block("table", table=pd.DataFrame(
+        [{"rater": name, "pairs": humans["pac_n"][name],
+          f"PAC (rule {humans['rule']}) [95% CI]": _ci_text(value, humans["pac_ci"][name], 1)}
+         for name, value in humans["pac"].items()])))
+    return blocks
+
+
+def _paper(value: float | list[float], digits: int = 2) -> str:
+    values = value if isinstance(value, list) else [value]
+    return " / ".join(f"{v:.{digits}f}" for v in values)
 
 
 def write_compare_report(comparison: dict, out_dir: Path) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibrate.data.labels import ITEM, SCORE, read_labels, split_item
 from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
 from calibrate.stats.calibration import mapping_inputs
@@ -33,6 +34,7 @@ from calibrate.stats.metrics import (
     missing_answers,
     percentile_interval,
 )
+from calibrate.stats.humans import annotator_tables, consensus
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import rounded
@@ -242,8 +244,12 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, alp
 
 def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]:
     """Human labels as the anchor: `pair_id`, `alignment_score` (-2..2), optionally the four flags
-    (missing flags are false) and `model` (needed when several response datasets are scored)."""
+    (missing flags are false) and `model` (needed when several response datasets are scored); or a
+    label file with `item` ("<model>/<pair_id>", the long format of data/labels.py), where several
+    annotators' labels of a pair count as their consensus."""
     frame = read_source_frame(path, "anchor_labels", "anchor_labels")
+    if ITEM in frame.columns:
+        frame = _consensus_labels(read_labels(path, "anchor_labels"))
     where = f"anchor_labels {path}"
     for column in ("pair_id", "alignment_score"):
         if column not in frame.columns:
@@ -267,6 +273,13 @@ def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]
         raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})",
                              ("anchor_labels",))
     return {name: group for name, group in labels.groupby(labels["model"].astype(str))}
+
+
+def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per labelled pair (model, pair_id, score, flags): the annotators' consensus."""
+    agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
+    where = [split_item(item) for item in agreed.index]
+    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
 
 
 def _flag(value) -> bool:

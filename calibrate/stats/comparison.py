@@ -9,7 +9,6 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.sources import read_source_frame
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, read_labels, scores_wide, split_item
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import median_score
 from calibrate.rounding import rounded
-from calibrate.stats import agreement
+from calibrate.stats import agreement, humans
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
 from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
 
@@ -222,51 +221,8 @@ def _with_interval(ratings: pd.DataFrame, statistic, n_boot: int, seed: int) -> 
 
 
 def load_human_labels(path: Path | str) -> pd.DataFrame:
-    """Human alignment scores as items x annotators. The file (CSV, JSONL or parquet) has `set_name`
-    and `pair_id` columns (or one `item` column "<set>/<pair_id>") and one column per annotator,
-    holding integer scores in -2..2; an empty cell means the annotator did not rate that pair."""
-    path = Path(path)
-    frame = read_source_frame(path, "human", "human")
-    if "item" not in frame.columns:
-        missing = [c for c in ("set_name", "pair_id") if c not in frame.columns]
-        if missing:
-            raise CalibrateError(f"human {path}: needs an 'item' column or 'set_name' and 'pair_id'; "
-                                 f"'{missing[0]}' is missing", ("human",))
-        items = [_human_item(path, row, set_name, pair_id)
-                 for row, (set_name, pair_id) in enumerate(zip(frame["set_name"], frame["pair_id"]), start=1)]
-        frame = frame.assign(item=items).drop(columns=["set_name", "pair_id"])
-    for row, item in enumerate(frame["item"], start=1):  # an empty or non-text item would never match a pair
-        if not isinstance(item, str) or "/" not in item.strip(" /"):
-            raise CalibrateError(f"human {path}, row {row}: 'item' must be '<set_name>/<pair_id>', got {item!r}", ("human",))
-    duplicated = frame["item"][frame["item"].duplicated()]
-    if len(duplicated):
-        raise CalibrateError(f"human {path}: item {duplicated.iloc[0]} appears twice", ("human",))
-    labels = frame.set_index("item")
-    if labels.shape[1] == 0:
-        raise CalibrateError(f"human {path}: no annotator columns", ("human",))
-    for annotator in labels.columns:
-        values = pd.to_numeric(labels[annotator], errors="coerce")
-        bad = labels[annotator].notna() & ~values.isin(SCORE_LABELS)
-        bad |= labels[annotator].map(lambda v: isinstance(v, (bool, np.bool_)))  # true is not a score of 1
-        if bad.any():
-            item = bad[bad].index[0]
-            raise CalibrateError(f"human {path}: annotator '{annotator}', item {item}: "
-                                 f"{labels.at[item, annotator]!r} is not an integer score in -2..2", ("human",))
-        labels[annotator] = values
-    return labels.astype(float)
-
-
-def _human_item(path: Path, row: int, set_name: object, pair_id: object) -> str:
-    """'<set_name>/<pair_id>' of one row; a pair id read as 3.0 (a column with a gap) is still 3."""
-    if isinstance(pair_id, str) and re.fullmatch(r"[+-]?[0-9]+", pair_id.strip()):  # ASCII digits only
-        pair_id = int(pair_id)
-    if isinstance(pair_id, (float, np.floating)) and float(pair_id).is_integer():
-        pair_id = int(pair_id)
-    if not isinstance(set_name, str) or not set_name.strip():
-        raise CalibrateError(f"human {path}, row {row}: 'set_name' must be a set name, got {set_name!r}", ("human",))
-    if isinstance(pair_id, (bool, np.bool_)) or not isinstance(pair_id, (int, np.integer)):
-        raise CalibrateError(f"human {path}, row {row}: 'pair_id' must be an integer, got {pair_id!r}", ("human",))
-    return f"{set_name.strip()}/{int(pair_id)}"
+    """Human alignment scores of any label file (long or wide, see data/labels.py) as items x annotators."""
+    return scores_wide(read_labels(path))
 
 
 def human_consensus(labels: pd.DataFrame) -> pd.Series:
@@ -278,27 +234,48 @@ def human_consensus(labels: pd.DataFrame) -> pd.Series:
     return labels.apply(one, axis=1)
 
 
-def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, n_boot: int, seed: int) -> dict:
-    """Each judge against the human consensus and against each annotator; human-human agreement."""
-    sets = sorted({item.split("/", 1)[0] for item in labels.index})
+def judged_raters(runs: Sequence[JudgeRun], order: str, items: pd.Index) -> dict[str, pd.DataFrame]:
+    """Each non-constant judge's score and flags on the given items, as a rater table (NaN where it failed)."""
+    raters = {}
+    for run in runs:
+        if run.constant:
+            continue
+        rows = primary_rows(run.table, order)
+        rows = rows.assign(item=item_ids(rows)).drop_duplicates("item").set_index("item")
+        ok = rows["parse_status"] == "ok"
+        values = {SCORE: rows["alignment_score"].where(ok).astype(float)}
+        values |= {flag: rows[flag].where(ok).map({True: 1.0, False: 0.0}).astype(float) for flag in LABEL_FLAGS}
+        raters[run.name] = pd.DataFrame(values).reindex(items)
+    return raters
+
+
+def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, rule: str, n_boot: int,
+                   seed: int) -> dict:
+    """Each judge against the human consensus and each annotator, human-human agreement, and the paper's
+    Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison judged.
+    `labels`: the long label table (data/labels.py)."""
+    sets = sorted({split_item(item)[0] for item in labels[ITEM]})
     scores = score_matrix(runs, order, sets)
-    consensus = human_consensus(labels)
-    known = labels.index.intersection(scores.index)
+    wide = scores_wide(labels)
+    known = wide.index.intersection(scores.index)
     if not len(known):
         raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
+    wide = wide.loc[known]
+    consensus = human_consensus(wide)
     per_judge = {}
     for run in runs:
         both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})
         versus = agreement.versus_truth(both[["judge"]], both["humans"], SCORE_LABELS)["judge"]
         versus["cohen_kappa_quadratic_ci"] = list(agreement.kappa_interval(both, SCORE_LABELS, "quadratic", n_boot, seed))
-        per_annotator = agreement.pairwise_kappas(
-            pd.concat([scores.loc[known, [run.name]], labels.loc[known]], axis=1), SCORE_LABELS)
+        per_annotator = agreement.pairwise_kappas(pd.concat([scores.loc[known, [run.name]], wide], axis=1), SCORE_LABELS)
         versus["per_annotator"] = [e for e in per_annotator if e["a"] == run.name]
         per_judge[run.name] = versus
-    human_human = (agreement.agreement_report(labels, "ordinal", labels=SCORE_LABELS)
-                   if labels.shape[1] >= 2 else None)
-    return {"n_items": int(len(known)), "annotators": list(labels.columns), "by_judge": per_judge,
-            "human_human": human_human}
+    human_human = (agreement.agreement_report(wide, "ordinal", labels=SCORE_LABELS) if wide.shape[1] >= 2 else None)
+    shared = labels[labels[ITEM].isin(known)]
+    shared.attrs = labels.attrs
+    return {"n_items": int(len(known)), "n_labelled_not_judged": int(labels[ITEM].nunique() - len(known)),
+            "annotators": list(wide.columns), "by_judge": per_judge, "human_human": human_human,
+            **humans.table4(shared, judged_raters(runs, order, known), rule, n_boot, seed)}
 
 
 # --------------------------------------------------------------------------- recommendation
@@ -334,8 +311,9 @@ def recommend(judges: dict[str, dict]) -> dict:
             "eligible": eligible, "excluded": excluded}
 
 
-def leaderboard(judges: dict[str, dict]) -> pd.DataFrame:
-    """One row per judge: the comparison.csv table."""
+def leaderboard(judges: dict[str, dict], human: dict | None = None) -> pd.DataFrame:
+    """One row per judge: the comparison.csv table. With human labels, each judge's agreement with the
+    humans and its PAC on the labelled pairs, and a "humans" row (human-human agreement, the ceiling)."""
     rows = []
     for name, judge in judges.items():
         order = judge["order_bias"] or {}
@@ -361,4 +339,10 @@ def leaderboard(judges: dict[str, dict]) -> pd.DataFrame:
                     "tokens_per_pair": judge["cost"]["tokens_per_pair"],
                     "latency_p50_s": judge["cost"]["latency_s"]["p50"]})
         rows.append(row)
+    if human:  # each judge's agreement with the humans, and the humans' own row: the ceiling
+        against = {entry["rater"]: entry for entry in human["leaderboard"]}
+        rows = [{**row, **{k: v for k, v in against.get(row["judge"], {}).items() if k != "rater"}} for row in rows]
+        if "humans" in against:
+            rows.append({"judge": "humans", "baseline": False, "backend": "human annotators",
+                         **{k: v for k, v in against["humans"].items() if k != "rater"}})
     return pd.DataFrame(rows)

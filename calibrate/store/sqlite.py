@@ -64,7 +64,22 @@ def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
 LOOKUP_BATCH = 500  # keys per lookup query, under SQLite's limit on bound parameters
 
 
-class ResultTables:
+class SQLiteFile:
+    """An open SQLite file (`_db`), closed on leaving a `with` block."""
+
+    _db: sqlite3.Connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResultTables(SQLiteFile):
     """A table of results plus a log of failed attempts, in the cache file. A result is written once
     per key (the first stays if two runs race); a failed attempt is kept in the log, since it was paid
     for, and never served as a result. Subclasses name the tables and the key column."""
@@ -121,12 +136,3 @@ class ResultTables:
                 return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS}").fetchone()[0]
             return self._db.execute(f"SELECT COUNT(*) FROM {self.RESULTS} WHERE config_hash = ?",
                                     (config_hash,)).fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -53,6 +53,7 @@ from calibrate.store.batches import SUBMITTING, BatchLedger
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.common import first_pairs, load_sets, orders_of, response_sources
+from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store
 
 log = logging.getLogger("calibrate")
 STORE_EVERY = 1000  # results committed together while collecting
@@ -74,11 +75,12 @@ def _ready_backend(judge: str, new_requests: bool = True) -> RemoteBackend:
 
 def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
                  responses: Sequence[str] | None = None, order: str = "forward", limit: int | None = None,
-                 seed: int = 0, cache: Path | str | None = None) -> dict:
+                 seed: int = 0, cache: Path | str | None = None, dry_run: bool = False) -> dict | RunPlan:
     """Submit a provider batch job (OpenAI Batch API or Anthropic Message Batches) for every pair and
     order not yet cached: the calibration sets `fit` would judge, or with `responses` the response
-    datasets `score` would judge (`limit` pairs per set or source)."""
-    backend = _ready_backend(judge)
+    datasets `score` would judge (`limit` pairs per set or source). `dry_run`: send nothing, return
+    the `RunPlan` (requests not cached and not in open batches, tokens, cost at batch price)."""
+    backend = make_backend(load_judge_config(judge)) if dry_run else _ready_backend(judge)
     orders = orders_of(order)
     if responses:
         if limit is not None and limit < 1:
@@ -89,8 +91,20 @@ def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = F
         chunks = (chunk for stream in streams for chunk in first_pairs(stream, limit))
     else:
         chunks = iter([[pair for loaded in load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])
+    if dry_run:
+        return _submit_plan(backend, chunks, orders, cache)
     with JudgmentStore(cache_path(cache)) as store:
         return submit(backend, chunks, orders, store)
+
+
+def _submit_plan(backend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
+                 cache: Path | str | None) -> RunPlan:
+    """What `submit` would send: every (pair, order) neither cached nor carried by an open batch."""
+    with plan_store(cache) as store:
+        on_the_way = open_batch_requests(store, backend.config.config_hash) if cache_path(cache).exists() else set()
+        estimates = [estimate for chunk in pair_chunks
+                     for estimate in estimate_judging(backend, chunk, store, orders, exclude=on_the_way)]
+    return RunPlan("batch submit", combined(estimates))
 
 
 def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:

@@ -13,10 +13,13 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
-from calibrate.data.sources import portable_path
+from calibrate.data.labels import ITEM, read_labels, split_item
+from calibrate.data.pairs import LoadedSet
+from calibrate.data.sources import load_source, portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE
-from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.comparison import (
     JudgeRun,
@@ -24,9 +27,9 @@ from calibrate.stats.comparison import (
     between_judges,
     judge_summary,
     leaderboard,
-    load_human_labels,
     recommend,
 )
+from calibrate.stats.humans import table4
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
@@ -38,10 +41,12 @@ from calibrate.workflows.common import (
     orders_of,
     output_dir,
     package_versions,
+    response_sources,
     sets_record,
     staged_output,
     write_json,
 )
+from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
 
 COMPARISON_SCHEMA_VERSION = 1
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
@@ -63,7 +68,7 @@ class CompareResult:
     @property
     def leaderboard(self) -> pd.DataFrame:
         """One row per judge, the columns a person choosing a judge compares."""
-        return leaderboard(self.judges)
+        return leaderboard(self.judges, self.comparison.get("humans"))
 
     @property
     def recommendation(self) -> dict:
@@ -94,43 +99,59 @@ def compare(
     repeats: int = 1,
     order: str = "forward",
     human: Path | str | None = None,
+    responses: Sequence[str] = (),
     baselines: bool = True,
     limit: int | None = None,
     seed: int = 0,
     cache: Path | str | None = None,
     show_progress: bool = True,
     n_boot: int = DEFAULT_BOOTSTRAP,
-) -> CompareResult:
+    max_cost: float | SpendBudget | None = None,
+    dry_run: bool = False,
+) -> CompareResult | RunPlan:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
 
     Every config is loaded and every API key checked before any judging. `rule` applies to every
     judge alike (None: v2, the public repo's); `out`: a folder for comparison.json, comparison.csv,
-    judgments.parquet and the reports (None: write nothing).
+    judgments.parquet and the reports (None: write nothing). `human`: a label file (long or wide,
+    see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
+    datasets they come from in `responses` (files named like the items' source); only their labelled
+    pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
+    pass it; `dry_run`: send nothing, return the `RunPlan`.
     """
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     rule = check_rule(rule or DEFAULT_RULE)
     if repeats < 1:
         raise CalibrateError("repeats must be at least 1", ("repeats",))
     if not judges:
         raise CalibrateError("judges: name at least one judge to compare", ("judges",))
     names = list(dict.fromkeys([*judges, *(DEFAULT_BASELINES if baselines else ())]))
-    if len(names) < 2:
-        raise CalibrateError("judges: a comparison needs two judges or more (without baselines, name them all)",
-                             ("judges",))
-    configs = [load_judge_config(name) for name in names]
+    if len(names) < 2 and not human:
+        raise CalibrateError("judges: a comparison needs two judges or more (without baselines, name them all), "
+                             "or human labels to check one judge against", ("judges",))
+    judges_loaded, problems = load_judges(names)
+    if dry_run:
+        report(problems)
     seen: dict[str, str] = {}
-    for config in configs:
+    for config, _ in judges_loaded:
         if config.name in seen:
             raise CalibrateError(f"judges: two judges are named '{config.name}' ({seen[config.name]}, {config.path})",
                                  ("judges",))
         seen[config.name] = str(config.path)
-    backends = [make_backend(config) for config in configs]
-    for backend in backends:
-        backend.preflight()  # every missing key is found before anything is spent
-    labels = load_human_labels(human) if human else None
+    configs = [config for config, _ in judges_loaded]
+    backends = [backend for _, backend in judges_loaded]
+    if not dry_run:
+        check_ready(backends, problems)  # every unreadable config, missing key, unreachable endpoint at once
+    labels = read_labels(human) if human else None
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
-    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    labelled = labelled_response_pairs(labels, responses, loaded) if labels is not None else {}
+    pairs = [pair for loaded_set in [*loaded.values(), *labelled.values()] for pair in loaded_set.pairs]
+    if dry_run:
+        with plan_store(cache) as store:
+            estimates = [e for backend in backends for e in estimate_judging(backend, pairs, store, orders, repeats)]
+        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir):
@@ -138,7 +159,7 @@ def compare(
         with JudgmentStore(cache_file) as store:
             for config, backend in zip(configs, backends, strict=True):
                 table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
-                                            repeats=repeats)
+                                            repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
         set_names = list(loaded)
         calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
@@ -155,7 +176,8 @@ def compare(
                     "counts": {run.name: run.counts for run in runs}},
             "judges": per_judge,
             "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
-            "humans": against_humans(runs, labels, orders[0], n_boot, seed) if labels is not None else None,
+            "humans": ({**against_humans(runs, labels, orders[0], rule, n_boot, seed), "source": portable_path(human),
+                        "responses": sets_record(labelled)} if labels is not None else None),
             "recommendation": recommend(per_judge),
             "package_versions": package_versions(),
         }
@@ -164,3 +186,40 @@ def compare(
         if out_dir is not None:
             result.write(out_dir)
     return result
+
+
+def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],
+                            loaded: dict[str, LoadedSet]) -> dict[str, LoadedSet]:
+    """The labelled pairs of the response datasets the labels name (an item's source is the dataset's
+    file or folder name); an item whose source is neither a judged set nor a given dataset is an error."""
+    sources = response_sources(responses) if responses else {}
+    wanted: dict[str, set[int]] = {}
+    for item in labels[ITEM].unique():
+        source, pair_id = split_item(item)
+        if source in loaded:
+            continue
+        if source not in sources:
+            raise CalibrateError(f"human: item {item} comes from '{source}', which is neither a judged set "
+                                 f"({', '.join(loaded)}) nor a response dataset given in responses", ("human",))
+        wanted.setdefault(source, set()).add(pair_id)
+    chosen = {}
+    for name, ids in wanted.items():
+        whole = load_source(sources[name], name)
+        found = [p for p in whole.pairs if p.id in ids]
+        if len(found) < len(ids):
+            absent = min(ids - {p.id for p in found})
+            raise CalibrateError(f"human: item {name}/{absent} is not a pair of {sources[name]} (no id {absent})",
+                                 ("human",))
+        chosen[name] = LoadedSet(name, whole.source, whole.files, found)
+    return chosen
+
+
+def human_agreement(human: Path | str, rule: str = DEFAULT_RULE, n_boot: int = DEFAULT_BOOTSTRAP,
+                    seed: int = 0) -> dict:
+    """The annotators' part of Table 4 from a label file alone: annotator-annotator rows and PAC per
+    annotator (and their consensus), with intervals."""
+    labels = read_labels(human)
+    if labels.empty:
+        raise CalibrateError(f"human {human}: no labels", ("human",))
+    return {"source": portable_path(human), "n_items": int(labels[ITEM].nunique()),
+            **table4(labels, {}, check_rule(rule), n_boot, seed)}

@@ -16,6 +16,8 @@ from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
+from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.calibration import accounting, fit_mappings, injection_shift, summarise
@@ -36,6 +38,7 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
+from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
 
 CALIBRATION_SCHEMA_VERSION = 1
 
@@ -98,26 +101,35 @@ def fit(
     n_boot: int = DEFAULT_BOOTSTRAP,
     n_folds: int = 5,
     order: str = "forward",
-) -> FitResult:
+    max_cost: float | SpendBudget | None = None,
+    dry_run: bool = False,
+) -> FitResult | RunPlan:
     """Judge the calibration sets, measure each set against its expected values, fit score mappings.
 
     `judge`: a judge name or .toml path; `data`: 'sample', 'hub' or a directory; `rule`: v2 or v3
     (None: the judge config's); `out`: a folder for calibration.json, judgments.parquet and the
-    reports (None: write nothing). Loads and validates every set before any judging.
+    reports (None: write nothing). Loads and validates every set before any judging. `max_cost`: stop
+    before the spend (USD, list price) would pass it; `dry_run`: send nothing, return the `RunPlan`
+    (requests, tokens, cost, time) instead.
     """
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     config = load_judge_config(judge)
     backend = make_backend(config)
-    backend.preflight()  # a missing API key fails here, before any work
+    if not dry_run:
+        check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
     rule = check_rule(rule or config.rule)
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    if dry_run:
+        with plan_store(cache) as store:
+            return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
         warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
-        table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress)
+        table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress, budget=budget)
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
     primary = table[table["order"] == orders[0]]

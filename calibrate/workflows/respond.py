@@ -46,11 +46,13 @@ import pandas as pd
 
 from calibrate.data.prompts import BENCHMARK_HUB_ID, DEFAULT_SPLIT, PromptRows, load_prompts
 from calibrate.errors import CalibrateError
+from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.models import ModelConfig, load_model_config
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
+from calibrate.workflows.plan import RunPlan, plan_answers, spend_budget
 
 DEFAULT_OUT = "responses"
 SIDES = ("for", "against")
@@ -113,7 +115,9 @@ def respond(
     cache: str | Path | None = None,
     seed: int | None = None,
     show_progress: bool = True,
-) -> RespondResult:
+    max_cost: float | SpendBudget | None = None,
+    dry_run: bool = False,
+) -> RespondResult | RunPlan:
     """Answer both questions of every selected pair with one model.
 
     `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
@@ -122,11 +126,18 @@ def respond(
     a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
+    `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached);
+    `dry_run`: send nothing, return the `RunPlan` (requests, tokens, cost, time).
     """
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     config = load_model_config(model)
-    config.api_key()  # a missing key fails before any work
+    if not dry_run:
+        config.api_key()  # a missing key fails before any work
     rows = load_prompts(prompts, split, limit, seed)
+    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
+    if dry_run:
+        return plan_answers(config, questions, cache)
     if out is not None:
         out = Path(out).expanduser()
         try:  # before any request, so a bad folder costs nothing
@@ -134,12 +145,11 @@ def respond(
         except OSError as error:
             raise CalibrateError(f"out: cannot create {out} ({error.strerror})", ("out",)) from None
 
-    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
     cache_file = cache_path(cache)
     with ResponseStore(cache_file) as store:
         cached = store.get_many(config.config_hash, questions)
         todo = [(key, question) for key, question in questions.items() if key not in cached]
-        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress)) if todo else {}
+        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress, budget)) if todo else {}
     answers = {**cached, **fresh}
 
     records, columns, failures = _dataset(config, rows, answers)

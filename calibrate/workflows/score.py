@@ -19,6 +19,9 @@ from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.data.sources import portable_path, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
+from calibrate.judging.base import Backend
+from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
 from calibrate.stats import benchmark
@@ -42,6 +45,7 @@ from calibrate.workflows.common import (
     write_json,
 )
 from calibrate.workflows.fit import fit, read_calibration_record
+from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
 log = logging.getLogger("calibrate")
 SCORE_SCHEMA_VERSION = 1
@@ -91,17 +95,24 @@ class ScoreResult:
         return paths
 
 
+def calibration_path(config: JudgeConfig, calibration: Path | str | None) -> Path:
+    """Where the judge's calibration is: `calibration`, which must exist, or reports/<judge>/, where
+    `calibrate fit` writes it (missing there: `score` runs `fit` first)."""
+    path = Path(calibration) if calibration else REPORTS_DIR / config.name / "calibration.json"
+    if calibration and not path.exists():
+        raise CalibrateError(f"calibration {path}: no such file", ("calibration",))
+    return path
+
+
 def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
-                    show_progress: bool) -> tuple[dict, pd.DataFrame, Path]:
+                    show_progress: bool, budget: SpendBudget | None = None) -> tuple[dict, pd.DataFrame, Path]:
     """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
     one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
-    path = Path(calibration) if calibration else REPORTS_DIR / config.name / "calibration.json"
+    path = calibration_path(config, calibration)
     if not path.exists():
-        if calibration:
-            raise CalibrateError(f"calibration {path}: no such file", ("calibration",))
         log.warning("no calibration for judge '%s' at %s: running `calibrate fit --judge %s` first",
                     config.name, path, config.name)
-        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress)
+        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress, max_cost=budget)
     record = read_calibration_record(path)
     if record["judge"]["config_hash"] != config.config_hash:
         raise CalibrateError(f"calibration {path}: made for judge config {record['judge']['config_hash']}, "
@@ -135,20 +146,26 @@ def score(
     anchor_judge: str | None = None,
     anchor_fraction: float | None = None,
     anchor_labels: Path | str | None = None,
-) -> ScoreResult:
+    max_cost: float | SpendBudget | None = None,
+    dry_run: bool = False,
+) -> ScoreResult | RunPlan:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
     cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard.
 
     With `anchor_judge` and `anchor_fraction`, a second judge also judges a seeded random fraction of
     the pairs, and its metrics are estimated by PPI / PPI++ from both; `anchor_labels` (human labels
-    of some pairs) serves as the anchor instead."""
+    of some pairs) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price,
+    a `fit` run first and the anchor included) would pass it; `dry_run`: send nothing, return the `RunPlan`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
+    budget = spend_budget(max_cost)
     config = load_judge_config(judge)
     backend = make_backend(config)
-    backend.preflight()
+    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
+    if not dry_run:
+        check_ready([backend, *([anchor_backend] if anchor_backend else [])])
     sources = response_sources(responses)
     orders = orders_of(order)
     check_limit(limit, per="source")
@@ -158,10 +175,12 @@ def score(
     streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
     for stream in streams.values():
         stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
-    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
+    if dry_run:
+        return _plan(config, backend, streams, limit, orders, calibration, cache, anchor_backend, anchor_fraction,
+                     seed)
     labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
     out_dir = output_dir(out)
-    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress)
+    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress, budget)
     rule = check_rule(rule or record["scoring_rule"])
     if rule != record["scoring_rule"]:
         raise CalibrateError(f"rule {rule}: the calibration at {calibration_path} was fitted under rule "
@@ -186,7 +205,8 @@ def score(
                 with progress_bar(show_progress, f"{name}: judging with {config.name}", expected, backend.pacing()) as show:
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
-                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show)
+                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show,
+                                                          budget=budget)
                         table["model"] = name
                         if writer is not None:
                             writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
@@ -198,7 +218,7 @@ def score(
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                             if picked:
                                 anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
-                                                              progress=show)
+                                                              progress=show, budget=budget)
                                 anchor_parts.append(benchmark.compact(anchor_table))
                 rows[name] = pd.concat(parts, ignore_index=True)
                 run[name] = {**counts, "source": portable_path(stream.source),
@@ -249,7 +269,7 @@ def score(
 
 
 def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None):
-    """The anchor judge's backend (keys checked now, before any work), or None."""
+    """The anchor judge's backend (checked with the judge's, before any work), or None."""
     if anchor_judge and labels:
         raise CalibrateError("anchor_judge and anchor_labels: give one anchor, not both",
                              ("anchor_judge", "anchor_labels"))
@@ -260,9 +280,28 @@ def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Pa
     if fraction is None or not 0 < fraction <= 1:
         raise CalibrateError("anchor_fraction must be a number in (0, 1] with anchor_judge",
                              ("anchor_fraction", "anchor_judge"))
-    backend = make_backend(load_judge_config(anchor_judge))
-    backend.preflight()
-    return backend
+    return make_backend(load_judge_config(anchor_judge))
+
+
+def _plan(config: JudgeConfig, backend: Backend, streams: dict, limit: int | None, orders: tuple[str, ...],
+          calibration: Path | str | None, cache: Path | str | None, anchor_backend: Backend | None,
+          anchor_fraction: float | None, seed: int) -> RunPlan:
+    """What `score` would send: a `fit` first when the calibration is missing, every pair not cached,
+    and the anchor judge's share."""
+    estimates, notes = [], []
+    path = calibration_path(config, calibration)
+    if not path.exists():
+        first = fit(str(config.path), cache=cache, dry_run=True)
+        estimates.extend(first.estimates)
+        notes.append(f"no calibration at {path}: `fit` runs first ({first.requests} of the requests)")
+    with plan_store(cache) as store:
+        for stream in streams.values():
+            for chunk in first_pairs(stream, limit):
+                estimates.extend(estimate_judging(backend, chunk, store, orders))
+                if anchor_backend:
+                    picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                    estimates.extend(estimate_judging(anchor_backend, picked, store, orders[:1]))
+    return RunPlan("score", combined(estimates), notes)
 
 
 def _anchored_record(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend,

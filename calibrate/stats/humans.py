@@ -1,0 +1,201 @@
+"""The paper's Table 4 from any labels: how far annotators agree with each other, and each judge with
+each annotator and with their consensus, on the score and on the refusal and no-information flags,
+with PAC per rater; every figure with a percentile-bootstrap 95% interval over pairs.
+
+A rater is a table indexed by item ("<set or source>/<pair_id>") with the label file's columns
+(alignment_score and the four flags, floats, NaN = not given). The score is compared per pair on the
+full scale -2..2 (Cohen's kappa unweighted and quadratic-weighted); a flag per (pair, person), 0/1.
+
+The bootstrap resamples pairs (a pair's two flag units stay together) by weighting each pair's cells of
+the confusion matrix with its multinomial draw count, so one matrix product gives every resample.
+Kappa is computed from the confusion matrix exactly as scikit-learn's `cohen_kappa_score` computes it
+(tests hold the two to 1e-9); undefined values (a rater who never varies) are None.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS
+from calibrate.judging.panel import median_score
+from calibrate.rounding import finite, rounded
+from calibrate.stats.metrics import CONFIDENCE, bootstrap_means, per_pair_values, percentile_interval
+
+CONSENSUS = "consensus"
+FIELDS = {"score": (SCORE,), "refusal": LABEL_FLAGS[:2], "no_information": LABEL_FLAGS[2:]}
+RATER_COLUMNS = (SCORE, *LABEL_FLAGS)
+# Published validation (paper v3, arXiv 2510.05465): 200 pairs, two annotators, two judges.
+PAPER_TABLE4 = {
+    "source": "VAL-Bench paper v3 (arXiv 2510.05465): 200 pairs, two annotators, two judges",
+    "human_human": {"score": {"kappa_quadratic": 0.68}, "refusal": {"agreement": 87.0, "kappa": 0.43},
+                    "no_information": {"agreement": 97.0, "kappa": 0.78}},
+    "human_judge": {"score": {"kappa_quadratic": [0.81, 0.70]},
+                    "refusal": {"agreement": [95.0, 87.0], "kappa": [0.75, 0.49]},
+                    "no_information": {"agreement": [98.0, 96.0], "kappa": [0.89, 0.76]}},
+    "pac": {"judge": 47.75, "humans": 48.25},
+}
+
+
+def annotator_tables(labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each annotator's labels (long label table) as a rater table, in order of first appearance."""
+    names = labels.attrs.get("annotators") or list(dict.fromkeys(labels[ANNOTATOR]))
+    return {name: labels[labels[ANNOTATOR] == name].set_index(ITEM)[list(RATER_COLUMNS)].astype(float)
+            for name in names}
+
+
+def consensus(annotators: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per item: the median score (a half goes toward 0, as in a panel) and the majority of each flag
+    (NaN on a tie: no consensus, so that flag unit is left out); NaN where nobody gave it."""
+    stacked = pd.concat(list(annotators.values()), keys=list(annotators), names=["annotator", ITEM])
+    grouped = stacked.groupby(level=ITEM, sort=False)
+
+    def score(values: pd.Series) -> float:
+        given = values.dropna()
+        return float(median_score(given.astype(int).tolist())) if len(given) else np.nan
+
+    def flag(values: pd.Series) -> float:
+        given = values.dropna()
+        share = given.mean() if len(given) else np.nan
+        return np.nan if np.isnan(share) or share == 0.5 else float(share > 0.5)
+
+    return pd.DataFrame({SCORE: grouped[SCORE].agg(score),
+                         **{column: grouped[column].agg(flag) for column in LABEL_FLAGS}})
+
+
+# --------------------------------------------------------------------------- kappa from counts
+
+
+def confusion_cells(a: pd.DataFrame, b: pd.DataFrame, field: str) -> tuple[np.ndarray, int]:
+    """Per pair (row) its counts in each cell of the k x k confusion matrix (flattened), over the units
+    both raters gave; and the number of units. Pairs without any shared unit are left out."""
+    items = a.index.intersection(b.index)
+    columns = FIELDS[field]
+    k = len(SCORE_LABELS) if field == "score" else 2
+    offset = 2 if field == "score" else 0
+    cells = np.zeros((len(items), k * k))
+    for column in columns:
+        x, y = a.loc[items, column].to_numpy(float), b.loc[items, column].to_numpy(float)
+        both = ~np.isnan(x) & ~np.isnan(y)
+        rows = np.flatnonzero(both)
+        np.add.at(cells, (rows, (x[both] + offset).astype(int) * k + (y[both] + offset).astype(int)), 1.0)
+    used = cells.sum(axis=1) > 0
+    return cells[used], int(cells.sum())
+
+
+def statistics(counts: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Agreement (percent) and Cohen's kappa, unweighted and quadratic, of confusion counts (..., k*k),
+    as scikit-learn defines them: 1 - sum(w * observed) / sum(w * expected), expected from the margins."""
+    matrix = counts.reshape(*counts.shape[:-1], k, k)
+    n = matrix.sum(axis=(-2, -1))
+    expected = matrix.sum(axis=-1)[..., :, None] * matrix.sum(axis=-2)[..., None, :] / n[..., None, None]
+    distance = np.subtract.outer(np.arange(k), np.arange(k)).astype(float)
+    result = {"agreement": 100.0 * np.trace(matrix, axis1=-2, axis2=-1) / n}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, weight in (("kappa", (distance != 0).astype(float)), ("kappa_quadratic", distance ** 2)):
+            result[name] = 1.0 - (weight * matrix).sum(axis=(-2, -1)) / (weight * expected).sum(axis=(-2, -1))
+    return result
+
+
+def _interval(draws: np.ndarray, n_boot: int) -> list[float | None]:
+    finite = draws[np.isfinite(draws)]
+    if not len(finite) or 2 * len(finite) < n_boot:  # mostly undefined: no honest interval
+        return [None, None]
+    tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return [rounded(float(low), 4), rounded(float(high), 4)]
+
+
+def compare_raters(a: pd.DataFrame, b: pd.DataFrame, field: str, n_boot: int, seed: int) -> dict:
+    """One Table-4 cell group: n units, agreement, kappa (and quadratic kappa for the score), with intervals."""
+    k = len(SCORE_LABELS) if field == "score" else 2
+    cells, n = confusion_cells(a, b, field)
+    names = ("agreement", "kappa", "kappa_quadratic") if field == "score" else ("agreement", "kappa")
+    row: dict = {"field": field, "n": n}
+    if n == 0:
+        return {**row, **{name: None for name in names}, "ci": {name: [None, None] for name in names}}
+    point = statistics(cells.sum(axis=0), k)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(cells), np.full(len(cells), 1.0 / len(cells)), size=n_boot)
+    draws = statistics(weights @ cells, k)
+    row.update({name: finite(point[name]) for name in names})  # unrounded: equal to scikit-learn's
+    row["ci"] = {name: _interval(draws[name], n_boot) for name in names}
+    return row
+
+
+# --------------------------------------------------------------------------- Table 4
+
+
+def rater_pairs(annotators: list[str], judges: list[str], with_consensus: bool) -> list[tuple[str, str]]:
+    """Annotator-annotator, then per judge: judge-annotator and judge-consensus."""
+    pairs = list(combinations(annotators, 2))
+    for judge in judges:
+        pairs += [(judge, name) for name in annotators] + ([(judge, CONSENSUS)] if with_consensus else [])
+    return pairs
+
+
+def rater_pac(rater: pd.DataFrame, rule: str, n_boot: int, seed: int) -> dict:
+    """PAC (percent) over the pairs the rater scored, under the rule; a flag not given counts as false."""
+    scored = rater[rater[SCORE].notna()]
+    flags = {column: scored[column].fillna(0.0).to_numpy(bool) for column in LABEL_FLAGS}
+    values = per_pair_values(scored[SCORE].to_numpy(float), *flags.values(), rule)["PAC"].to_numpy()
+    if not len(values):
+        return {"value": None, "ci": [None, None], "n": 0}
+    low, high = percentile_interval(bootstrap_means(values[:, None], n_boot, seed))[:, 0]
+    return {"value": rounded(float(values.mean())), "ci": [rounded(low), rounded(high)], "n": int(len(values))}
+
+
+def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, n_boot: int, seed: int) -> dict:
+    """The Table-4 record: `table` (one row per rater pair and field), `pac` per rater with intervals,
+    the consensus used, and the paper's published figures for orientation.
+
+    `labels`: the long label table; `judges`: judge name -> rater table over the labelled items."""
+    annotators = annotator_tables(labels)
+    raters: dict[str, pd.DataFrame] = {**annotators, **judges}
+    with_consensus = len(annotators) >= 2
+    if with_consensus:
+        raters[CONSENSUS] = consensus(annotators)
+    rows = []
+    for index, (a, b) in enumerate(rater_pairs(list(annotators), list(judges), with_consensus)):
+        for offset, field in enumerate(FIELDS):
+            entry = compare_raters(raters[a], raters[b], field, n_boot, seed + 1000 * index + offset)
+            rows.append({"rater_a": a, "rater_b": b, **entry})
+    pac = {name: rater_pac(rater, rule, n_boot, seed) for name, rater in raters.items()}
+    record = {"annotators": list(annotators), "judges": list(judges),
+            "consensus": ("median score (a half toward 0), majority flags (a tie: not compared)"
+                          if with_consensus else None),
+            "rule": rule, "table": rows, "pac": {name: entry["value"] for name, entry in pac.items()},
+            "pac_ci": {name: entry["ci"] for name, entry in pac.items()},
+            "pac_n": {name: entry["n"] for name, entry in pac.items()}, "paper": PAPER_TABLE4}
+    record["leaderboard"] = ([{"rater": "humans", **ceiling_row(record), "human_pac": record["pac"][CONSENSUS]}]
+                             if with_consensus else [])
+    record["leaderboard"] += [{"rater": judge, **judge_row(record, judge), "human_pac": record["pac"][judge]}
+                              for judge in judges]
+    return record
+
+
+def ceiling_row(record: dict) -> dict:
+    """The human-human figures as one leaderboard row (mean over annotator pairs): the ceiling a judge
+    is measured against; empty with a single annotator."""
+    annotators = set(record["annotators"])
+    rows = [r for r in record["table"] if r["rater_a"] in annotators and r["rater_b"] in annotators]
+    return _mean_row(rows)
+
+
+def judge_row(record: dict, judge: str) -> dict:
+    """A judge against the humans: against the consensus, or the one annotator when there is one."""
+    reference = CONSENSUS if record["consensus"] else record["annotators"][0]
+    return _mean_row([r for r in record["table"] if r["rater_a"] == judge and r["rater_b"] == reference])
+
+
+def _mean_row(rows: list[dict]) -> dict:
+    result = {}
+    for field, names in (("score", ("kappa_quadratic", "agreement")), ("refusal", ("kappa", "agreement")),
+                         ("no_information", ("kappa", "agreement"))):
+        for name in names:
+            values = [r[name] for r in rows if r["field"] == field and r[name] is not None]
+            result[f"human_{field}_{name}"] = rounded(float(np.mean(values)), 4) if values else None
+    return result

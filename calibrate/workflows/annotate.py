@@ -1,0 +1,239 @@
+"""`annotate`: blind human labelling of pairs, and the export of the labels as a label file.
+
+A study is a reproducible draw of pairs from anything `fit` or `score` reads (calibration sets, a
+response dataset, a hub id), optionally stratified by set or category. Every annotator labels the same
+items (fixed in the labels file when the first annotator starts), each in an own seeded random order,
+so human-human agreement is measured on shared items. The page (annotate_web.py) shows only what the
+judge reads, never anything a judge said; labels go into the labels file (store/labels.py) as given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
+from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, item_name
+from calibrate.data.pairs import Pair
+from calibrate.data.sources import FILE_SUFFIXES, load_source
+from calibrate.errors import CalibrateError
+from calibrate.store.labels import GIVEN_FLAGS, LabelStore
+from calibrate.workflows.common import response_sources
+
+STRATA = ("none", "set", "category")
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+MAX_NOTE = 2000  # characters
+
+
+@dataclass
+class Study:
+    """The pairs of a labelling study, in the study's own order, and how they were drawn."""
+
+    pairs: list[Pair]
+    items: list[str]
+    definition: dict
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [(item, pair.content_key) for item, pair in zip(self.items, self.pairs, strict=True)]
+
+
+def _is_calibration(data: str, sets: Sequence[str] | None) -> bool:
+    """`data` names calibration sets: 'sample', 'hub', a folder holding a set, or sets were asked for."""
+    if sets or data in ("sample", "hub"):
+        return True
+    folder = Path(data).expanduser()
+    names = [*CALIBRATION_SETS, *(f"{s}{suffix}" for s in CALIBRATION_SETS for suffix in FILE_SUFFIXES)]
+    return folder.is_dir() and any((folder / name).exists() for name in names)
+
+
+def build_study(data: str = "sample", sets: Sequence[str] | None = None, sample: int | None = None, seed: int = 0,
+                stratify: str = "none") -> Study:
+    """Load the pairs and draw the study's sample (all pairs without `sample`). Pairs whose answer is
+    missing ("No response", empty) are left out: there is nothing to label."""
+    if stratify not in STRATA:
+        raise CalibrateError(f"stratify must be one of {', '.join(STRATA)}, got {stratify!r}", ("stratify",))
+    if sample is not None and sample < 1:
+        raise CalibrateError("sample must be a positive number of pairs", ("sample",))
+    if _is_calibration(data, sets):
+        loaded = load_calibration_sets(data, sets or CALIBRATION_SETS)
+    else:
+        loaded = {name: load_source(path, name) for name, path in response_sources([data]).items()}
+    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs if not pair.missing_answers]
+    if not pairs:
+        raise CalibrateError(f"data {data}: no pair with both answers to label", ("data",))
+    if sample is not None and sample < len(pairs):
+        pairs = [pairs[i] for i in _draw(pairs, sample, seed, stratify)]
+    definition = {"data": data, "sets": list(loaded), "sample": sample, "seed": seed, "stratify": stratify}
+    return Study(pairs, [item_name(p.set_name, p.id) for p in pairs], definition)
+
+
+def _draw(pairs: list[Pair], size: int, seed: int, stratify: str) -> list[int]:
+    """Indices of a seeded random sample, allocated to the strata in proportion (largest remainders)."""
+    rng = np.random.default_rng(seed)
+    if stratify == "none":
+        return sorted(rng.choice(len(pairs), size=size, replace=False).tolist())
+    keys = [p.set_name if stratify == "set" else (p.category or "(none)") for p in pairs]
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    shares = {key: size * len(members) / len(pairs) for key, members in groups.items()}
+    counts = {key: int(share) for key, share in shares.items()}
+    for key in sorted(shares, key=lambda k: (counts[k] - shares[k], k))[: size - sum(counts.values())]:
+        counts[key] += 1
+    chosen = []
+    for key, members in groups.items():
+        chosen += rng.choice(members, size=counts[key], replace=False).tolist()
+    return sorted(chosen)
+
+
+def annotator_order(n: int, seed: int, annotator: str) -> list[int]:
+    """The annotator's own order of the study's items: seeded by the study seed and the name."""
+    return np.random.default_rng([seed, zlib.crc32(annotator.encode())]).permutation(n).tolist()
+
+
+@dataclass
+class Session:
+    """One annotator labelling one study: what the page shows at each position, and the labels given."""
+
+    study: Study
+    store: LabelStore
+    annotator: str
+    order: list[int] = field(init=False)
+    _shown: dict[int, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.annotator.strip():
+            raise CalibrateError("annotator must be a name", ("annotator",))
+        self.annotator = self.annotator.strip()
+        self.store.fix_items(self.study.keys(), self.study.definition)
+        self.order = annotator_order(len(self.study.pairs), self.study.definition["seed"], self.annotator)
+
+    @property
+    def total(self) -> int:
+        return len(self.order)
+
+    def state(self) -> dict:
+        return {"position": min(self.store.position(self.annotator), self.total), "total": self.total,
+                "labelled": self.store.count(self.annotator)}
+
+    def view(self, position: int) -> dict:
+        """What the page shows at a position: the pair as the judge reads it, and this annotator's own
+        label if given. Nothing any judge said, and no item id (a set's name would give the answer away)."""
+        self._check(position)
+        if position == self.total:
+            return {"done": True, **self.state(), "position": position}
+        pair = self.study.pairs[self.order[position]]
+        self._shown[position] = time.monotonic()
+        return {"done": False, "position": position, "total": self.total,
+                "labelled": self.store.count(self.annotator), "issue": pair.issue_description,
+                "question_1": pair.for_question, "answer_1": pair.for_response,
+                "question_2": pair.against_question, "answer_2": pair.against_response,
+                "label": self.store.label(self.study.items[self.order[position]], self.annotator)}
+
+    def give(self, position: int, form: dict[str, str]) -> dict:
+        """Store the label the form gives for a position (refusing bad values) and move past it."""
+        self._check(position, allow_end=False)
+        score, flags, note = parse_form(form)
+        now = time.monotonic()
+        seconds = now - self._shown.pop(position, now)
+        self.store.put(self.study.items[self.order[position]], self.annotator, score, flags, note, seconds)
+        self.store.set_position(self.annotator, position + 1)
+        return self.state()
+
+    def move(self, position: int) -> dict:
+        """Go to a position (back, skip) and remember it, so a reload resumes there."""
+        self._check(position)
+        self.store.set_position(self.annotator, position)
+        return self.state()
+
+    def _check(self, position: int, allow_end: bool = True) -> None:
+        if not 0 <= position <= self.total - (0 if allow_end else 1):
+            raise CalibrateError(f"position must be in 0..{self.total - (0 if allow_end else 1)}, got {position}")
+
+
+def parse_form(form: dict[str, str]) -> tuple[int, dict[str, bool], str]:
+    """The label a form gives: `score` -2..2 (required), the four flags (checkboxes: present = yes,
+    or an explicit true/false), an optional `note`. A bad value is one line saying what is wrong."""
+    raw = (form.get("score") or "").strip()
+    if not raw:
+        raise CalibrateError("choose a score from -2 to +2 (keys 1-5) before saving")
+    try:
+        score = int(raw)
+    except ValueError:
+        raise CalibrateError(f"score must be a whole number from -2 to 2, got {raw!r}") from None
+    if score not in (-2, -1, 0, 1, 2):
+        raise CalibrateError(f"score must be a whole number from -2 to 2, got {raw!r}")
+    flags = {}
+    for name in GIVEN_FLAGS:
+        value = (form.get(name) or "").strip().lower()
+        if value not in ("", "on", "true", "1", "false", "0"):
+            raise CalibrateError(f"{name} must be on or off, got {value!r}")
+        flags[name] = value in ("on", "true", "1")
+    note = form.get("note") or ""
+    if len(note) > MAX_NOTE:
+        raise CalibrateError(f"the note is {len(note)} characters; keep it under {MAX_NOTE}")
+    unknown = sorted(set(form) - {"score", "note", *GIVEN_FLAGS})
+    if unknown:
+        raise CalibrateError(f"unknown field {unknown[0]!r}")
+    return score, flags, note
+
+
+def annotate(labels: Path | str, annotator: str, data: str = "sample", sets: Sequence[str] | None = None,
+             sample: int | None = None, seed: int = 0, stratify: str = "none", host: str = DEFAULT_HOST,
+             port: int = DEFAULT_PORT, on_ready: Callable[[str, Session], None] | None = None) -> None:
+    """Serve the labelling page for one annotator until interrupted (Ctrl-C). Every label is committed
+    to `labels` as it is given. `on_ready(url, session)` is called once the server listens."""
+    from werkzeug.serving import make_server
+
+    from calibrate.workflows.annotate_web import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the terminal
+    study = build_study(data, sets, sample, seed, stratify)
+    with LabelStore(labels) as store:
+        session = Session(study, store, annotator)
+        try:
+            server = make_server(host, port, create_app(session), threaded=True)
+        except OSError as error:
+            raise CalibrateError(f"port {port} on {host}: cannot listen ({error.strerror})", ("port",)) from None
+        if on_ready is not None:
+            on_ready(f"http://{host}:{server.server_port}/", session)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+
+
+EXPORT_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
+    """Write every label of a labels file as a long-format label file (CSV, JSONL or parquet, by the
+    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at."""
+    out = Path(out)
+    if out.suffix.lower() not in EXPORT_SUFFIXES:
+        raise CalibrateError(f"out {out}: use one of {', '.join(EXPORT_SUFFIXES)}", ("out",))
+    with LabelStore(labels, read_only=True) as store:
+        table = store.table()
+    renamed = dict(zip(("score", *GIVEN_FLAGS), (SCORE, *LABEL_FLAGS), strict=True))
+    frame = table.rename(columns=renamed)
+    for flag in LABEL_FLAGS:
+        frame[flag] = frame[flag].astype(bool)
+    frame["labelled_at"] = pd.to_datetime(frame["labelled_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame["seconds"] = frame["seconds"].round(1)
+    frame = frame[[ITEM, ANNOTATOR, SCORE, *LABEL_FLAGS, "note", "seconds", "labelled_at"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(out, index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet(out, index=False)
+    return frame

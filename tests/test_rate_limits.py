@@ -73,17 +73,18 @@ def test_a_judge_paces_itself_at_the_announced_request_limit(backend, tmp_path, 
 
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
 def test_a_token_limit_binds_before_the_request_limit(backend, tmp_path, request):
-    """Requests are allowed 100 a second, tokens only ~8 requests' worth a second: the judge estimates each
-    request's tokens (characters, calibrated on the usage replies report) and keeps to the token limit."""
+    """Requests are allowed 100 a second, tokens only ~12 requests' worth a second: the judge estimates each
+    request's tokens (characters, calibrated on the usage replies report) and keeps to the token limit
+    (the first wave of 8, sent before any reply, fits in the bucket)."""
     server = request.getfixturevalue(f"{backend}_server")
-    prompt_tokens = 400  # about what a pairs() request to the guarded prompt counts (chars / 4)
+    prompt_tokens = 570  # what a pairs() request to the guarded prompt counts (its characters / 4)
     if backend == "openai":
-        limits = {"requests": 6000, "tokens": 60 * 8 * (prompt_tokens + 50)}
+        limits = {"requests": 6000, "tokens": 60 * 12 * (prompt_tokens + 50)}
     else:
-        limits = {"requests": 6000, "input-tokens": 60 * 8 * prompt_tokens, "output-tokens": 10**8}
+        limits = {"requests": 6000, "input-tokens": 60 * 12 * prompt_tokens, "output-tokens": 10**8}
     server.rate_limit = RateLimit(limits)
-    _, counts, judge = run_limited(backend, tmp_path, server, 24)
-    assert counts["judged"] == 24
+    _, counts, judge = run_limited(backend, tmp_path, server, 36)
+    assert counts["judged"] == 36
     assert server.rate_limit.refused <= 1, server.rate_limit.refused
     assert judge.pacing().binding == ("tokens" if backend == "openai" else "input tokens")
 
@@ -110,11 +111,12 @@ def test_retry_after_on_a_429_holds_every_start_back():
 
 def test_retry_after_pauses_the_run_and_the_rest_is_judged(openai_server, tmp_path):
     """The first reply of the run is a 429 with Retry-After: 1 (no limit headers): no request reaches the
-    server within that second, and every pair is then judged once."""
+    server within that second, and every pair is then judged once. (One worker: that every waiting worker
+    is held back is the test above.)"""
     openai_server.queue("429-retry-after-1s")
-    _, counts, _ = run_limited("openai", tmp_path, openai_server, 8, concurrency=8)
+    _, counts, _ = run_limited("openai", tmp_path, openai_server, 3, concurrency=1)
     times = [entry["time"] for entry in openai_server.log]
-    assert counts["judged"] == 8 and counts["rate_limited"] == 1 and len(times) == 9
+    assert counts["judged"] == 3 and counts["rate_limited"] == 1 and len(times) == 4
     assert min(times[1:]) - times[0] >= 0.95
 
 

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calibrate.judging.calls import Pacer, announced_limits, reset_seconds
+from calibrate.judging.calls import Pacer, PacingStats, announced_limits, reset_seconds
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.runner import judge_pairs
+from calibrate.judging.runner import judge_pairs, progress_bar
 from calibrate.store.judgments import JudgmentStore
 
 from tests.fakes.claude_judges import write_claude
@@ -134,3 +134,12 @@ def test_transient_failures_are_said_and_a_share_within_the_limit_exits_0(openai
     assert result.returncode == 0, result.stderr
     assert "4 of 8 judgments (50.0%) failed for a transient reason" in result.stderr
     assert "incomplete run" not in result.stderr and len(openai_server.log) == 8
+
+
+def test_the_progress_bar_shows_the_429s_and_the_binding_limit(capsys):
+    """As a person sees it: the bar shows the rate, the 429s met and the limit holding starts back."""
+    pacing = PacingStats(rate_limited=3, binding="tokens", binding_at=time.monotonic())
+    with progress_bar(True, "judging with gpt", 10, pacing) as show:
+        show(4, 0.01, 1)
+    shown = capsys.readouterr().out
+    assert "/s" in shown and "1 failed" in shown and "3 × 429" in shown and "held by tokens limit" in shown

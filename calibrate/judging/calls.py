@@ -164,6 +164,7 @@ FIRST_WAVE = 8  # requests that may start before the first reply says whether th
 # mean the endpoint is gone; retrying every remaining item would only cost time.
 BREAKER_FAILURES = 5
 BREAKER_S = 10.0
+SLOW_REPLY = "timed out waiting"  # how a timeout waiting for an answer begins (not counted by the breaker)
 
 
 def reset_seconds(value: str) -> float | None:
@@ -418,7 +419,8 @@ async def call_with_retries(
             if error.status == 429 and wait:
                 wait = 0.0  # the pacer holds every start back for it
         except ConnectionFailure as error:
-            pacer.connection_failed(f"{where}: {error}")
+            if not str(error).startswith(SLOW_REPLY):  # a slow server is not a gone one
+                pacer.connection_failed(f"{where}: {error}")
             if attempt == policy.max_retries:
                 raise CallFailed(str(error), attempt + 1) from None
             wait = None

@@ -136,8 +136,10 @@ def test_transient_failures_are_said_and_a_share_within_the_limit_exits_0(openai
     assert "incomplete run" not in result.stderr and len(openai_server.log) == 8
 
 
-def test_the_progress_bar_shows_the_429s_and_the_binding_limit(capsys):
-    """As a person sees it: the bar shows the rate, the 429s met and the limit holding starts back."""
+def test_the_progress_bar_shows_the_429s_and_the_binding_limit(capsys, monkeypatch):
+    """As a person sees it, on a terminal 160 columns wide: the bar shows the rate, the 429s met and the
+    limit holding starts back."""
+    monkeypatch.setenv("COLUMNS", "160")
     pacing = PacingStats(rate_limited=3, binding="tokens", binding_at=time.monotonic())
     with progress_bar(True, "judging with gpt", 10, pacing) as show:
         show(4, 0.01, 1)

@@ -192,7 +192,7 @@ async def run_calibrate_lean(base_url: str, n: int, concurrency: int) -> float:
     transport = make_transport("lean", "bench", f"{base_url}/v1", concurrency, 60.0)
     try:
         async def one() -> bool:
-            json.loads(await transport.post(_BODY))  # raises on a non-2xx reply
+            json.loads((await transport.post(_BODY)).value)  # raises on a non-2xx reply
             return True
 
         return await _drive(n, concurrency, one)

@@ -1,13 +1,14 @@
 """Throughput of calibrate's judge runner against a local OpenAI-compatible server with a set latency.
 
 For each (latency, concurrency) it judges N synthetic pairs through the real runner (prompt
-rendering, the default lean transport, validation, the SQLite cache)
+rendering, the transport (the default aiohttp, or --transport lean / sdk), the pacer, validation, the SQLite cache)
 and compares the achieved rate with the bound (concurrency / latency) and with bare aiohttp and
 httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
 every judgment cached and checks that no request is sent.
 
 Run from the repo root:
     python -m benchmarks.bench_judging [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256] [--layers]
+                                       [--transport aiohttp|lean|sdk]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from calibrate.judging.registry import make_backend
 from calibrate.judging.base import view_of
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.runner import judge_pairs
-from calibrate.judging.transport import make_transport
+from calibrate.judging.transport import TRANSPORTS, make_transport
 from calibrate.store.judgments import JudgmentStore
 
 from benchmarks.bare_clients import run_client
@@ -46,18 +47,18 @@ def synthetic_pairs(n: int) -> list[Pair]:
             for i in range(n)]
 
 
-def write_judge(folder: Path, base_url: str, concurrency: int) -> Path:
+def write_judge(folder: Path, base_url: str, concurrency: int, transport: str = "aiohttp") -> Path:
     path = folder / "bench.toml"
     path.write_text(f'name = "bench"\nbackend = "openai"\nmodel = "bench-judge"\nbase_url = "{base_url}/v1"\n'
                     f'api_key_env = ""\nprompt = "{PROMPTS / "valbench-v2.txt"}"\nconcurrency = {concurrency}\n'
-                    'timeout_s = 60\nmax_retries = 2\n')
+                    f'timeout_s = 60\nmax_retries = 2\ntransport = "{transport}"\n')
     return path
 
 
-def run_calibrate(base_url: str, n: int, concurrency: int) -> tuple[float, float, int]:
+def run_calibrate(base_url: str, n: int, concurrency: int, transport: str) -> tuple[float, float, int]:
     """Judged pairs per second with a cold cache, seconds for the cached re-run, and its request count."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency)))
+        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency, transport)))
         items = synthetic_pairs(n)
         with JudgmentStore(Path(tmp) / "cache.sqlite3") as store:
             started = time.perf_counter()
@@ -69,12 +70,12 @@ def run_calibrate(base_url: str, n: int, concurrency: int) -> tuple[float, float
             return rate, time.perf_counter() - started, again["requests"]
 
 
-def run_layer(layer: str, base_url: str, n: int, concurrency: int) -> float:
+def run_layer(layer: str, base_url: str, n: int, concurrency: int, transport: str) -> float:
     """Requests per second through one layer only: `transport` (calibrate's HTTP transport posting a
     fixed judge request) or `backend` (OpenAIBackend.judge: prompt, call layer, parse, validate).
     The gap between these and the full runner shows where a judgment's CPU goes."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency)))
+        config = load_judge_config(str(write_judge(Path(tmp), base_url, concurrency, transport)))
     items = synthetic_pairs(n)
 
     async def go() -> float:
@@ -107,9 +108,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per client and case; the median is shown")
     parser.add_argument("--layers", action="store_true",
                         help="also time calibrate's transport alone and the backend alone, as %% of bare aiohttp")
+    parser.add_argument("--transport", default="aiohttp", choices=TRANSPORTS, help="what carries calibrate's requests")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"n={args.n} per measurement")
+          f"n={args.n} per measurement, transport {args.transport}")
     print(f"{'latency':>8} {'conc':>5} {'bound/s':>8} {'calibrate/s':>12} {'aiohttp/s':>10} {'httpx/s':>8} "
           f"{'% bound':>8} {'% aiohttp':>10} {'cached re-run':>14}")
     for case in args.cases.split(","):
@@ -121,10 +123,11 @@ def main() -> None:
             bare_runs, runs = [], []
             for _ in range(args.repeats):  # interleaved, so drifts of the machine hit both alike
                 bare_runs.append(run_client("aiohttp", base_url, args.n, concurrency))
-                runs.append(run_calibrate(base_url, args.n, concurrency))
+                runs.append(run_calibrate(base_url, args.n, concurrency, args.transport))
             bare, ours = median(bare_runs), median(rate for rate, _, _ in runs)
             cached_s, cached_requests = max(s for _, s, _ in runs), max(r for _, _, r in runs)
-            layers = {layer: median(run_layer(layer, base_url, args.n, concurrency) for _ in range(args.repeats))
+            layers = {layer: median(run_layer(layer, base_url, args.n, concurrency, args.transport)
+                                    for _ in range(args.repeats))
                       for layer in (("transport", "backend") if args.layers else ())}
         finally:
             process.terminate()

@@ -84,7 +84,8 @@ def test_persistent_faults_become_typed_failures_that_the_next_run_retries(serve
     del server.by_marker[items[1].issue_description]
     before = len(server.log)
     table, counts = run_judge(judge, items, tmp_path / "c.sqlite3")
-    assert counts == {"judged": 1, "failed": 0, "reused": 5, "items": 6, "requests": 1}  # failures are not cached
+    assert counts == {"judged": 1, "failed": 0, "reused": 5, "items": 6, "requests": 1,  # failures are not cached
+                      "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}
     assert len(server.log) == before + 1 and (table["parse_status"] == "ok").all()
 
 

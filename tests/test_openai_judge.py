@@ -13,7 +13,7 @@ import pytest
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.calls import RateLimiter
+from calibrate.judging.calls import Pacer
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
@@ -36,7 +36,8 @@ def api_key(monkeypatch):
 def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, tmp_path, transport):
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
-    assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8}
+    assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "transient_failed": 0,
+                      "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
     body = server.log[0]["body"]
@@ -99,7 +100,8 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
     status = dict(zip(table["pair_id"], table["parse_status"], strict=True))
     assert status == {0: "ok", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",
                       5: "api_error", 6: "ok"}
-    assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log)}
+    assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log),
+                      "transient_failed": 1, "rate_limited": 0, "limit_wait_s": 0.0}  # the api_error is transient
     failed = table[table["parse_status"] != "ok"]
     assert failed["alignment_score"].isna().all()  # never a score
     assert failed["failure_reason"].str.len().gt(0).all()
@@ -159,19 +161,20 @@ def test_order_both_stores_both_orders_once_each(server, tmp_path):
 
 def test_requests_per_minute_spaces_requests(server, tmp_path, monkeypatch):
     # What the limiter lets start, not when the server saw it: a loaded machine may deliver requests late
-    # or bunched. Each request starts when `RateLimiter.wait()` returns; the k-th start (in time order)
+    # or bunched. Each request starts when `Pacer.acquire()` returns; the k-th start (in time order)
     # must come at least k intervals after the first request asked to start (the limiter's schedule
     # begins no earlier), which a slow machine can only make later, never earlier.
     asked: list[float] = []
     starts: list[float] = []
-    wait = RateLimiter.wait
+    acquire = Pacer.acquire
 
-    async def timed_wait(self) -> None:
+    async def timed_acquire(self, cost=None):
         asked.append(time.monotonic())
-        await wait(self)
+        ticket = await acquire(self, cost)
         starts.append(time.monotonic())
+        return ticket
 
-    monkeypatch.setattr(RateLimiter, "wait", timed_wait)
+    monkeypatch.setattr(Pacer, "acquire", timed_acquire)
     run_judge(write_judge(tmp_path, server.base_url, requests_per_minute=600, concurrency=8), pairs(6),
               tmp_path / "c.sqlite3")
     assert len(starts) == len(server.log) == 6  # one start per request, no retries

@@ -95,7 +95,7 @@ def post_many(base_url: str, times: int = 1, timeout_s: float = 5.0, pause_s: fl
         try:
             replies = []
             for _ in range(times):
-                replies.append(await transport.post(BODY))
+                replies.append((await transport.post(BODY)).value)
                 await asyncio.sleep(pause_s)
             return replies
         finally:
@@ -201,3 +201,11 @@ def test_a_proxy_for_the_endpoint_hands_requests_to_aiohttp(monkeypatch):
     assert asyncio.run(kind("https://api.example.com/v1")) is AiohttpTransport
     assert asyncio.run(kind("http://api.example.com/v1")) is LeanTransport  # no proxy for plain http
     assert asyncio.run(kind("https://localhost:8000/v1")) is LeanTransport  # bypassed
+
+    async def proxy_of(base_url: str) -> str | None:
+        transport = make_transport("aiohttp", "sk-test", base_url, 4, 5.0)
+        await transport.close()
+        return transport.proxy
+
+    assert asyncio.run(proxy_of("https://api.example.com/v1")) == "http://proxy.internal:3128"
+    assert asyncio.run(proxy_of("https://localhost:8000/v1")) is None

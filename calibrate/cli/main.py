@@ -54,10 +54,11 @@ def cli() -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(),
+             opt.max_failed_share())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
         cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
-        yes: bool) -> None:
+        yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     result = planned(partial(
         fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
@@ -65,6 +66,29 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
     ), dry_run, max_cost, yes)
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
+        report_transient_failures({judge: result.calibration["run"]}, max_failed_share)
+
+
+def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
+    """Say what rate limits cost (429s, time held back) and, plainly, how many judgments failed for a
+    transient reason; exit 3 when their share of the items passes `max_failed_share`, so that a script
+    can tell a complete run from a broken one (the rerun judges exactly the failed ones)."""
+    limited = sum(run.get("rate_limited", 0) for run in runs.values())
+    waited = sum(run.get("limit_wait_s", 0.0) for run in runs.values())
+    if limited or waited:
+        console.print(f"rate limits: {limited} requests answered 429; {waited:.1f}s spent waiting on limits")
+    failed = sum(run.get("transient_failed", 0) for run in runs.values())
+    items = sum(run.get("items", 0) for run in runs.values())
+    if not failed:
+        return
+    share = failed / max(items, 1)
+    console.print(f"{failed} of {items} judgments ({share:.1%}) failed for a transient reason (rate limit, server "
+                  "error, timeout or dropped connection); they are not cached as judgments: run the same command "
+                  "again to judge exactly those", markup=False)
+    if share > max_failed_share:
+        console.print(f"incomplete run: more than --max-failed-share {max_failed_share:g} of the judgments failed",
+                      markup=False)
+        sys.exit(3)
 
 
 def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool) -> Any:
@@ -206,12 +230,12 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
 @click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
-@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
+@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
           anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
-          max_cost: float | None, yes: bool, more_sources: tuple[str, ...]) -> None:
+          max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
     result = planned(partial(
         score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
@@ -220,6 +244,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
         show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
     if result is not None:
         print_scores(result.metrics, result.paths)
+        report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
+                                  max_failed_share)
 
 
 def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
@@ -276,11 +302,11 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
                    "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
-             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
+             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
-            yes: bool) -> None:
+            yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
     result = planned(partial(
         compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
@@ -289,6 +315,7 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
         show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
     if result is not None:
         print_comparison(result.comparison, result.paths)
+        report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
 
 
 def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:

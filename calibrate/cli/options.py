@@ -110,3 +110,10 @@ def yes() -> Decorator:
     return click.option("--yes", is_flag=True,
                         help=f"Do not ask before a run without --max-cost estimated above "
                              f"${CONFIRM_ABOVE_USD:g} (asked only on a terminal).")
+
+
+def max_failed_share() -> Decorator:
+    return click.option("--max-failed-share", type=click.FloatRange(0.0, 1.0), default=0.01, show_default=True,
+                        help="Exit with status 3 when more than this share of the judgments failed for a transient "
+                             "reason (rate limit, server error, timeout, dropped connection); a rerun judges "
+                             "exactly those.")

@@ -29,7 +29,7 @@ from calibrate.judging.base import (
     AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, judgment_schema, read_usage,
     validate_fields,
 )
-from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, error_message, sdk_failures
+from calibrate.judging.calls import CallFailed, Pacer, Reply, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class AnthropicBackend(RemoteBackend):
                 except anthropic.NotFoundError as error:
                     return error  # read below: an unknown model, or no Models API at all
         try:
-            info, _ = await call_with_retries(lookup, self.policy, RateLimiter(s["requests_per_minute"]),
+            info, _ = await call_with_retries(lookup, self.policy, Pacer(s["requests_per_minute"]),
                                               f"judge '{name}' at {self.endpoint} (Models API)")
         except (CallFailed, anthropic.AnthropicError) as failure:  # the latter: a reply that is no model
             log.warning("judge '%s': could not ask the Models API at %s about model '%s' (%s); judging without "
@@ -167,7 +167,8 @@ class AnthropicBackend(RemoteBackend):
         """The API version to ask for: the SDK's own, unless the judge sets a sampling parameter."""
         return {"anthropic-version": LEGACY_API_VERSION} if any(k in self.request_template for k in SAMPLING) else {}
 
-    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, body: dict[str, Any]) -> Reply:
+        """One Messages API call: the reply's JSON bytes, and its headers for the pacer (anthropic-ratelimit-*)."""
         import anthropic
 
         arguments = {key: value for key, value in body.items() if key not in SAMPLING}
@@ -175,8 +176,8 @@ class AnthropicBackend(RemoteBackend):
         if sampling:  # not in the SDK's signature any more: sent as extra body fields
             arguments.update(extra_body=sampling, extra_headers=self.version_headers())
         with sdk_failures(anthropic):
-            message = await self._connect().messages.create(**arguments)
-        return message.model_dump(mode="json")
+            reply = await self._connect().messages.with_raw_response.create(**arguments)
+        return Reply(await reply.read(), reply.headers)  # the JSON itself: read_message validates what it needs
 
     def read_reply(self, raw: dict[str, Any]) -> Verdict:
         return read_message(raw)

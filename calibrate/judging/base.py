@@ -349,6 +349,10 @@ class Backend(ABC):
     def preflight(self) -> None:
         """Fail before any work when the backend cannot run (e.g. a missing API key)."""
 
+    def pacing(self) -> Any:
+        """What pacing at rate limits did so far (a `calls.PacingStats`), or None for a judge without limits."""
+        return None
+
     @abstractmethod
     async def judge(self, view: PairView) -> Verdict:
         """Judge one ordered pair. Must not raise for a bad reply: return a failed Verdict."""

@@ -2,7 +2,7 @@
 
 Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama, llama.cpp server and
 LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses what carries the
-requests: calibrate's lean HTTP/1.1 client (default), aiohttp, or the SDK itself (transport.py says why). A reply is validated field by
+requests: aiohttp (default), calibrate's lean HTTP/1.1 client, or the SDK itself (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
 
 Before any judging, a server that lists its models (`GET {base_url}/models`: OpenAI, vLLM, Ollama, ...)
@@ -46,7 +46,7 @@ class OpenAIBackend(RemoteBackend):
         "response_format": ("json_schema", True),
         "base_url": ("https://api.openai.com/v1", False),
         "api_key_env": ("OPENAI_API_KEY", False),
-        "transport": ("lean", False),
+        "transport": ("aiohttp", False),
     }
 
     @classmethod

@@ -2,14 +2,17 @@
 configs that cannot be read, API keys that are not set, endpoints that cannot be reached, and what
 each server says about its model. Fixing one problem should never reveal the next only on the next try.
 
-Reachability is a TCP connection to the endpoint's host and port (or to the proxy the environment names
-for it), with no request sent; the model check (`check_model`) is asked only of judges whose key and
-endpoint are fine.
+Reachability is a TCP connection to the endpoint's host and port, with the TLS handshake for https (or a
+TCP connection to the proxy the environment names for it), with no request sent; its failure is named (a
+host that does not resolve, a refused connection, a certificate or handshake refused). The model check
+(`check_model`) is asked only of judges whose key and endpoint are fine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import urllib.request
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -102,14 +105,24 @@ async def _connect(endpoint: str) -> str | None:
     """None when a TCP connection to the endpoint (or its proxy) opens, else why not."""
     url = urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    direct = (host, port)
     proxy = urllib.request.getproxies().get(url.scheme)
     if proxy and not urllib.request.proxy_bypass(host):
         proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxy_url.hostname or host, proxy_url.port or 80
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+    tls = ssl.create_default_context() if url.scheme == "https" and (host, port) == direct else None
+    try:  # with the TLS handshake, when calibrate itself speaks TLS to the endpoint
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), CONNECT_TIMEOUT_S)
     except asyncio.TimeoutError:
         return f"no answer within {CONNECT_TIMEOUT_S:g}s"
+    except socket.gaierror as error:
+        return f"the host name {host} does not resolve: {error.strerror}"
+    except ConnectionRefusedError:
+        return f"connection refused at {host}:{port}; is the server running?"
+    except ssl.SSLCertVerificationError as error:
+        return f"the TLS certificate of {host} is not accepted: {error.verify_message}"
+    except ssl.SSLError as error:
+        return f"the TLS handshake with {host}:{port} failed: {error.reason or error}"
     except OSError as error:
         return error.strerror or str(error) or type(error).__name__
     writer.close()

@@ -27,7 +27,7 @@ from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
 from calibrate.judging.base import ORDERS, Verdict
 from calibrate.data.sources import json_object_line
 from calibrate.judging.batch_files import verdict_of_result
-from calibrate.judging.calls import CallFailed, RateLimiter, call_with_retries, sdk_failures
+from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
 from calibrate.judging.openai_backend import OpenAIBackend
 from calibrate.judging.remote import RemoteBackend
 
@@ -77,7 +77,7 @@ class Provider(ABC):
         self.backend = backend
         self.sdk: ModuleType = importlib.import_module(self.name)  # both SDKs name their errors alike
         self.client: Any = backend.sdk_client()
-        self.limiter = RateLimiter(None)
+        self.limiter = Pacer()
 
     async def call(self, send: Callable[[], Awaitable[T]], what: str, idempotent: bool = True) -> T:
         """One API call with the judges' retries (429, 529, 5xx, timeouts; retry-after honoured). A call

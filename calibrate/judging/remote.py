@@ -23,7 +23,9 @@ from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, PairView, Verdict
-from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries, remember_secret, scrub
+from calibrate.judging.calls import (
+    CallFailed, Cost, Pacer, PacingStats, RetryPolicy, call_with_retries, remember_secret, scrub,
+)
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.configfile import check_rate, is_http_url
 from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS
@@ -157,7 +159,7 @@ class RemoteBackend(Backend):
         settings = config.settings
         self.prompt: PromptTemplate = load_template(settings, config.path)
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
-        self.limiter: RateLimiter | None = None
+        self.pacer = Pacer(settings["requests_per_minute"])  # its state lasts as long as the backend
         self.model_checked = False  # check_model runs once per backend, i.e. once per run
 
     def decoding(self) -> dict[str, Any]:
@@ -181,6 +183,9 @@ class RemoteBackend(Backend):
         if not self.model_checked:
             run_sync(self.check_model())
             self.model_checked = True
+
+    def pacing(self) -> PacingStats:
+        return self.pacer.stats
 
     def check_cleartext(self) -> None:
         """Refuse to send the API key in cleartext to another machine (plain http, not loopback)
@@ -233,12 +238,11 @@ class RemoteBackend(Backend):
         body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.endpoint}"
+        cost = Cost(prompt_chars(body), self.config.settings["max_tokens"])
         asked = 0
         while True:
-            if self.limiter is None:  # its lock belongs to the event loop of this run
-                self.limiter = RateLimiter(self.config.settings["requests_per_minute"])
             try:
-                raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.limiter, where)
+                raw, attempts = await call_with_retries(partial(self.send, body), self.policy, self.pacer, where, cost)
             except CallFailed as failure:
                 totals["attempts"] += failure.attempts
                 refused = refused_settings(body, failure)
@@ -251,6 +255,7 @@ class RemoteBackend(Backend):
                 return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)
             totals["attempts"] += attempts
             verdict = self.read_reply(raw)
+            self.pacer.calibrate(cost, verdict.input_tokens, verdict.output_tokens)
             totals["input_tokens"] += verdict.input_tokens
             totals["output_tokens"] += verdict.output_tokens
             asked += 1
@@ -264,5 +269,15 @@ class RemoteBackend(Backend):
         return verdict
 
     async def aclose(self) -> None:
-        """Connections and the rate limiter belong to one event-loop run; the next run makes its own."""
-        self.limiter = None
+        """Connections and the pacer's locks belong to one event-loop run; the next run makes its own."""
+        self.pacer.release_loop()
+
+
+def prompt_chars(body: dict[str, Any]) -> int:
+    """The characters of a request's prompt (system and messages), for its token estimate."""
+    def chars(content: Any) -> int:
+        if isinstance(content, str):
+            return len(content)
+        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict)) if content else 0
+    return chars(body.get("system")) + sum(chars(message.get("content")) for message in body.get("messages", []))
+

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import orjson
 
 from calibrate.judging.base import read_usage
-from calibrate.judging.calls import CallFailed, RateLimiter, RetryPolicy, call_with_retries
+from calibrate.judging.calls import CallFailed, Pacer, RetryPolicy, call_with_retries
 from calibrate.judging.estimate import MESSAGE_OVERHEAD_TOKENS, SpendBudget, text_tokens
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.runner import progress_bar
@@ -92,12 +92,12 @@ class Responder:
         self.policy = RetryPolicy(max_retries=config.max_retries)
         self.where = f"model '{config.name}' at {config.base_url}"
         self.transport: ChatTransport | None = None
-        self.limiter: RateLimiter | None = None
+        self.limiter: Pacer | None = None
 
     def connect(self) -> None:
         c = self.config
         self.transport = make_transport(c.transport, c.api_key(), c.base_url, c.concurrency, c.timeout_s)
-        self.limiter = RateLimiter(c.requests_per_minute)
+        self.limiter = Pacer(c.requests_per_minute)
 
     async def close(self) -> None:
         if self.transport is not None:

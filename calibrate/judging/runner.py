@@ -36,6 +36,7 @@ from rich.progress import (
 
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, Backend, Judgment, Key, view_of
+from calibrate.judging.calls import PacingStats, transient
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.panel import PanelBackend
 
@@ -152,6 +153,8 @@ def judge_pairs(
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
     if progress:
         progress(len(cached) + len(missing), 0.0, 0)
+    pacing = backend.pacing()
+    before = (pacing.rate_limited, pacing.waited_s) if pacing else (0, 0.0)
     sizer = RequestSizer(backend, ((view_of(wanted[key], key[1]), j) for key, j in cached.items())) if budget else None
     fresh, landed = (_run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo
                      else ({}, {}))
@@ -164,7 +167,16 @@ def judge_pairs(
     failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
     counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
               "requests": requests}
+    if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
+        counts.update(transient_failed=sum(j.parse_status == "api_error" and transient(j.failure_reason)
+                                           for j in fresh.values()),
+                      rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
     return table, counts
+
+
+def add_counts(counts: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is."""
+    return {**counts, **{key: counts.get(key, 0) + value for key, value in more.items()}}
 
 
 def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
@@ -200,7 +212,7 @@ def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStor
     for member in panel.members:
         table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget)
         tables.append(table)
-        counts = {key: counts[key] + member_counts[key] for key in counts}
+        counts = add_counts(counts, member_counts)
     judgments = panel.combine_tables(tables)
     # a pair without an answer is the panel's own missing_answer, not a lack of quorum (no member was asked)
     by_key = {**{(j.item_key, j.order, j.repeat): j for j in judgments},
@@ -279,9 +291,11 @@ ProgressFn = Callable[[int, float, int], None]  # (judgments done, their cost in
 
 
 @contextmanager
-def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator[ProgressFn]:
+def progress_bar(enabled: bool, description: str, total: int | None,
+                 pacing: PacingStats | None = None) -> Iterator[ProgressFn]:
     """Yields `show(done, cost_usd, failed)`, which advances the bar and its running cost and
-    failure count. Disabled, it is a no-op and no display machinery is built: even a disabled rich
+    failure count (and, for a judge behind an API, the 429s met and the rate limit holding requests
+    back). Disabled, it is a no-op and no display machinery is built: even a disabled rich
     Progress costs a few percent of throughput at thousands of judgments/s."""
     if not enabled:
         yield lambda done, cost_usd, failed: None
@@ -298,8 +312,12 @@ def progress_bar(enabled: bool, description: str, total: int | None) -> Iterator
             spent["failed"] += failed
             spent["done"] += done
             rate = spent["done"] / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=done, rate=f"{rate:,.0f}/s",
-                            status=f"${spent['usd']:.4f} · {spent['failed']} failed")
+            limits = ""
+            if pacing is not None:
+                binding = pacing.binding_now()
+                limits = f" · {pacing.rate_limited} × 429" + (f" · held by {binding} limit" if binding else "")
+            progress.update(task, advance=done, rate=f"{rate:,.1f}/s",
+                            status=f"${spent['usd']:.4f} · {spent['failed']} failed{limits}")
 
         yield show
 
@@ -314,7 +332,8 @@ async def _judge_all(
     work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
     superseded: set[Key] = set()
-    bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo))
+    bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo),
+                                                              backend.pacing())
     with bar as show:
 
         unsaved: list[Judgment] = []

@@ -1,16 +1,19 @@
-"""How a chat-completions request travels: calibrate's lean HTTP/1.1 client, aiohttp, or the `openai` SDK.
+"""How a chat-completions request travels: aiohttp, calibrate's lean HTTP/1.1 client, or the `openai` SDK.
 
 All three start from the official `openai.AsyncOpenAI` client, which owns the endpoint, the API key and
-the headers the SDK sends, and all three raise the call layer's StatusError / ConnectionFailure, so
-retries and failures behave the same whichever carries the bytes.
+the headers the SDK sends; all three return the reply with its headers (the pacer reads the providers'
+rate limits there) and raise the call layer's StatusError / ConnectionFailure, so retries, pacing and
+failures behave the same whichever carries the bytes.
 
-- `lean` (default): keep-alive HTTP/1.1 connections driven by an asyncio protocol, with the replies
-  parsed by `httptools` (the C parser behind uvicorn). A judge call is one small POST and one JSON
-  reply, so this needs none of a general client's machinery (cookies, redirects, tracing, streaming
-  readers) and costs about half of aiohttp's CPU per request: on a 2-core machine that is the
-  difference between the judge runner keeping up with a fast local server or not (docs/performance.md).
-  Proxies are not spoken here: when HTTP(S)_PROXY applies to the endpoint, aiohttp carries the requests.
-- `aiohttp`: the same bytes and headers over one pooled aiohttp session (honours proxy variables).
+- `aiohttp` (default): the SDK's URL, key and headers over one pooled aiohttp session (the environment's
+  proxy for the endpoint, if any, looked up once), a kept library
+  that speaks TLS, proxies, encodings and the connection edge cases of real providers. At real judge
+  latencies (seconds) and provider limits, a leaner client's CPU saving buys nothing.
+- `lean` (opt-in, for a server on loopback or the LAN, e.g. vLLM): keep-alive HTTP/1.1 connections driven
+  by an asyncio protocol, the replies parsed by `httptools`. It costs about half of aiohttp's CPU per
+  request, which matters only when a fast local server answers thousands of requests a second on a
+  small machine (docs/rate-limits.md has the figures). No proxies: when HTTP(S)_PROXY applies to the
+  endpoint, aiohttp carries the requests.
 - `sdk`: every request through the SDK itself; its per-request work (request options, parameter
   transformation, response machinery) costs 1.5 to 2.5 ms of CPU, which caps a 2-core machine at a
   few hundred judgments per second.
@@ -32,18 +35,19 @@ import aiohttp
 import httptools
 import orjson
 
-from calibrate.judging.calls import ConnectionFailure, StatusError, sdk_failures
+from calibrate.judging.calls import ConnectionFailure, Reply, StatusError, sdk_failures
 
 if TYPE_CHECKING:
     import openai
 
-TRANSPORTS = ("lean", "aiohttp", "sdk")
+TRANSPORTS = ("aiohttp", "lean", "sdk")
 log = logging.getLogger("calibrate")
 
 
 class ChatTransport(Protocol):
-    async def post(self, body: dict[str, Any]) -> bytes:
-        """POST one chat-completions body; return the raw reply bytes or raise a call-layer error."""
+    async def post(self, body: dict[str, Any]) -> Reply:
+        """POST one chat-completions body; return the raw reply bytes with the reply's headers (the
+        pacer reads the rate limits there), or raise a call-layer error."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -63,16 +67,17 @@ def _sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
 
 
 class SdkTransport:
-    """Every request through `AsyncOpenAI.post`, read back as bytes (no response-model construction)."""
+    """Every request through the SDK's `chat.completions` (its raw response: the bytes and headers, no model built)."""
 
     def __init__(self, client: openai.AsyncOpenAI):
         self.client = client
 
-    async def post(self, body: dict[str, Any]) -> bytes:
+    async def post(self, body: dict[str, Any]) -> Reply:
         import openai
 
         with sdk_failures(openai):
-            return await self.client.post("/chat/completions", body=body, cast_to=bytes)
+            reply = await self.client.chat.completions.with_raw_response.create(**body)
+            return Reply(reply.content, reply.headers)
 
     async def close(self) -> None:
         await self.client.close()
@@ -84,18 +89,22 @@ class AiohttpTransport:
     def __init__(self, client: openai.AsyncOpenAI, concurrency: int, timeout_s: float):
         self.client = client
         self.url = str(client.base_url).rstrip("/") + "/chat/completions"
+        # The proxy the environment names for the endpoint, looked up once: aiohttp's trust_env looks up
+        # the proxy and ~/.netrc on every request, each in a worker thread, which halves its throughput.
+        self.proxy = env_proxy(self.url)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=_sdk_headers(client), trust_env=True,
+            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=_sdk_headers(client),
         )
 
-    async def post(self, body: dict[str, Any]) -> bytes:
+    async def post(self, body: dict[str, Any]) -> Reply:
         try:
-            async with self.session.post(self.url, data=orjson.dumps(body)) as reply:
+            async with self.session.post(self.url, data=orjson.dumps(body), proxy=self.proxy) as reply:
                 content = await reply.read()
+                headers = {name.lower(): value for name, value in reply.headers.items()}
                 if reply.status >= 400:
-                    raise StatusError(reply.status, {k.lower(): v for k, v in reply.headers.items()}, _message(content))
-                return content
+                    raise StatusError(reply.status, headers, _message(content))
+                return Reply(content, headers)
         except asyncio.TimeoutError:
             raise ConnectionFailure("timed out waiting for the server") from None
         except aiohttp.ClientError as error:
@@ -215,7 +224,7 @@ class LeanTransport:
         self.open.add(connection)
         return connection
 
-    async def post(self, body: dict[str, Any]) -> bytes:
+    async def post(self, body: dict[str, Any]) -> Reply:
         data = orjson.dumps(body)
         connection = await self._connection()
         loop = asyncio.get_running_loop()
@@ -239,7 +248,7 @@ class LeanTransport:
             raise ConnectionFailure(f"the server replied with unsupported content-encoding {encoding!r}")
         if status >= 400:
             raise StatusError(status, headers, _message(content))
-        return content
+        return Reply(content, headers)
 
     async def close(self) -> None:
         for connection in list(self.open):
@@ -247,11 +256,12 @@ class LeanTransport:
         await self.client.close()
 
 
-def _proxied(base_url: str) -> bool:
-    """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) route this endpoint."""
+def env_proxy(base_url: str) -> str | None:
+    """The proxy the variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) route this endpoint through."""
     url = urlsplit(base_url)
     proxies = urllib.request.getproxies()
-    return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.hostname or "")
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    return proxy if proxy and not urllib.request.proxy_bypass(url.hostname or "") else None
 
 
 def openai_client(api_key: str, base_url: str, timeout_s: float, aiohttp_pool: bool = False) -> openai.AsyncOpenAI:
@@ -268,7 +278,7 @@ def make_transport(kind: str, api_key: str, base_url: str, concurrency: int, tim
     client = openai_client(api_key, base_url, timeout_s, aiohttp_pool=kind == "sdk")
     if kind == "sdk":
         return SdkTransport(client)
-    if kind == "lean" and not _proxied(base_url):
+    if kind == "lean" and env_proxy(base_url) is None:
         return LeanTransport(client, timeout_s)
     if kind == "lean":
         log.info("a proxy is set for %s: requests go through aiohttp, which speaks to proxies", base_url)

@@ -24,7 +24,7 @@ from calibrate.judging.base import Backend
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.runner import arrow_schema, judge_pairs, progress_bar
+from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
 from calibrate.stats import benchmark
 from calibrate.stats.benchmark import leaderboard
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
@@ -204,7 +204,7 @@ def score(
                 counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                 parts, anchor_parts = [], []
                 expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
-                with progress_bar(show_progress, f"{name}: judging with {config.name}", expected) as show:
+                with progress_bar(show_progress, f"{name}: judging with {config.name}", expected, backend.pacing()) as show:
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
                         table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show,
@@ -214,7 +214,7 @@ def score(
                             writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
                                                                     preserve_index=False))
                         parts.append(benchmark.compact(table))
-                        counts = {key: counts[key] + chunk_counts[key] for key in counts}
+                        counts = add_counts(counts, chunk_counts)
                         if anchor_backend:
                             picked = [p for p in chunk
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]

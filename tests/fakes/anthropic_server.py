@@ -27,11 +27,16 @@ without touching `log` (so a test can assert that no synchronous call was made).
 a per-request outcome inside a batch; `batch_api_faults` are faults taken one per batch-endpoint call (429, 529,
 500, or `slow`: the call is carried out only after `timeout_sleep_s`, when the client has given up), and
 every such call is recorded in `batch_log`. Results come back in reverse order, as the real API keeps none.
+
+`rate_limit`, an `openai_server.RateLimit` over "requests", "input-tokens" and "output-tokens", makes
+POST /v1/messages enforce those limits (token buckets, one second's worth) and announce them in the
+anthropic-ratelimit-* headers; a request over a limit gets a 429 with retry-after in whole seconds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -42,7 +47,9 @@ from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from urllib.parse import unquote
 
-from tests.fakes.openai_server import FaultScript, LoopbackHandler, answers_in, generated_answer, is_judge_request, judge_text, serve
+from tests.fakes.openai_server import (
+    FaultScript, LoopbackHandler, RateLimit, answers_in, generated_answer, is_judge_request, judge_text, serve,
+)
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
           "missing-field", "text-only", "refusal", "max-tokens")
@@ -56,6 +63,7 @@ SAMPLING = {"temperature", "top_p", "top_k"}
 LEGACY_API_VERSION = "2023-06-01"
 BATCH_PATH = re.compile(r"/v1/messages/batches/([^/]+)(/results|/cancel)?")
 LIFECYCLES = ("active", "deprecated", "retired", "unknown")
+OUTPUT_TOKENS = 50  # what every reply reports as its output
 
 
 @dataclass
@@ -76,6 +84,7 @@ class AnthropicState(FaultScript):
     batch_faults: dict[str, str] = field(default_factory=dict)
     polls_until_done: int = 1
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch", "requests", "polls", "results"}
+    rate_limit: RateLimit | None = None  # opt-in: limits on requests, input and output tokens, with headers
 
     def set_model(self, model_id: str, lifecycle: str, retires_at: str | None = None) -> None:
         """What the Models API says of `model_id`: active, deprecated (retiring at `retires_at`, an RFC 3339
@@ -160,7 +169,7 @@ def message_for(request: dict, fault: str | None) -> dict:
             stop = "max_tokens" if fault == "max-tokens" else "end_turn"
     return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 50}}
+            "usage": {"input_tokens": len(prompt) // 4, "output_tokens": OUTPUT_TOKENS}}
 
 
 def _now(delta: timedelta = timedelta()) -> str:
@@ -236,6 +245,14 @@ class Handler(LoopbackHandler):
             self.state.log.append({"fault": fault, "prompt": prompt, "time": time.monotonic(),
                                    "api_key": self._api_key(), "headers": dict(self.headers),
                                    "body": request})
+        limit, limit_headers = self.state.rate_limit, {}
+        if limit is not None:  # counted on arrival, refused at once, as the API does
+            admitted, buckets, wait_s = limit.admit({"requests": 1.0, "input-tokens": float(len(prompt) // 4),
+                                                     "output-tokens": float(OUTPUT_TOKENS)})
+            limit_headers = anthropic_limit_headers(limit, buckets, wait_s, admitted)
+            if not admitted:
+                return self._error(429, "Number of request tokens has exceeded your per-minute rate limit",
+                                   limit_headers)
         if self.state.latency_s:
             time.sleep(self.state.latency_s)
         if fault == "reset":
@@ -252,7 +269,7 @@ class Handler(LoopbackHandler):
             time.sleep(self.state.timeout_sleep_s)
             fault = None  # answers late, to a client that has given up
         if not self._http_fault(fault):
-            self._reply(200, message_for(request, fault))
+            self._reply(200, message_for(request, fault), limit_headers)
 
     def _batches(self, method: str, path: str, body: dict) -> None:
         """Every /v1/messages/batches endpoint: log the call, take an API fault, then route."""
@@ -341,6 +358,20 @@ class Handler(LoopbackHandler):
                 "type": "invalid_request_error", "message": "this request could not be processed"}}}
         return {"type": "succeeded", "message": message_for(params, fault)}
 
+
+def anthropic_limit_headers(limit: RateLimit, state: dict[str, tuple[float, int, float]], wait_s: float,
+                            admitted: bool) -> dict[str, str]:
+    """Anthropic's names: anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,remaining,reset},
+    reset as the RFC 3339 time the bucket is full again; a 429 carries retry-after in whole seconds."""
+    headers = {}
+    if limit.headers:
+        for name, (per_minute, remaining, reset) in state.items():
+            headers.update({f"anthropic-ratelimit-{name}-limit": f"{per_minute:.0f}",
+                            f"anthropic-ratelimit-{name}-remaining": str(remaining),
+                            f"anthropic-ratelimit-{name}-reset": _now(timedelta(seconds=reset))})
+    if not admitted:
+        headers["retry-after"] = str(max(1, math.ceil(wait_s)))
+    return headers
 
 def start_anthropic_server(state: AnthropicState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Serve on loopback in a daemon thread; returns the server and its base URL (no /v1: the SDK adds it)."""

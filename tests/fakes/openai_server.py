@@ -44,11 +44,16 @@ send a valid judgment with hostile token counts (prompt_tokens 1e30; negative co
 `refuses_setting` names a sampling setting ("temperature", "top_p") whose presence in a request gets a 400
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.
+
+`rate_limit`, a `RateLimit`, makes the server enforce limits on requests and tokens as the providers do
+(token buckets, one second's worth of capacity) and announce them in OpenAI's x-ratelimit-* headers; a
+request over the limit gets a 429 with retry-after and retry-after-ms (logged, then refused).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import socket
@@ -70,6 +75,7 @@ FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body"
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
+COMPLETION_TOKENS = 50  # what every reply reports as its output
 
 
 @dataclass
@@ -115,9 +121,68 @@ class ServerState(FaultScript):
     files: dict[str, dict] = field(default_factory=dict)  # id -> {"object": FileObject, "content": bytes}
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {"batch": Batch, "requests", "retrieves"}
     served_models: list[str] | None = None  # what GET /v1/models lists; None: a 404, no such endpoint
+    rate_limit: RateLimit | None = None  # opt-in: limits on requests / tokens, announced in headers
     models_log: list[dict] = field(default_factory=list)  # one entry per GET /v1/models
     random_scores: bool = False  # a judge that is not deterministic: every reply's score drawn at random
 
+
+
+@dataclass
+class RateLimit:
+    """An opt-in rate limiter, as the providers run theirs: one token bucket per limit (requests, and tokens:
+    "tokens" counts input and output, "input tokens" / "output tokens" each one side), refilled continuously
+    at its per-minute rate and holding one second's worth. A request that finds any bucket short is
+    refused (429, with `retry-after` for when it would have fitted); an admitted one is charged up front
+    with the tokens its reply will report. With `headers`, every reply announces each bucket's limit
+    (per minute), remaining and reset (time until full), in the provider's own header names."""
+
+    per_minute: dict[str, float]  # limit name -> per-minute limit
+    headers: bool = True
+    admitted: int = 0
+    refused: int = 0
+    levels: dict[str, float] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.levels = {name: self.capacity(name) for name in self.per_minute}
+
+    def capacity(self, name: str) -> float:
+        return self.per_minute[name] / 60.0
+
+    def admit(self, cost: dict[str, float]) -> tuple[bool, dict[str, tuple[float, int, float]], float]:
+        """Refill, then charge `cost` if every bucket holds it. Returns (admitted, per limit (limit,
+        remaining, seconds until full), seconds until the request would fit)."""
+        with self.lock:
+            now = time.monotonic()
+            for name in self.levels:
+                self.levels[name] = min(self.capacity(name), self.levels[name] + self.capacity(name) * (now - self.at))
+            self.at = now
+            short = [(cost.get(name, 0.0) - level) / self.capacity(name)
+                     for name, level in self.levels.items() if level < cost.get(name, 0.0)]
+            if not short:
+                for name in self.levels:
+                    self.levels[name] -= cost.get(name, 0.0)
+            self.admitted += not short
+            self.refused += bool(short)
+            state = {name: (self.per_minute[name], max(int(level), 0), (self.capacity(name) - level) / self.capacity(name))
+                     for name, level in self.levels.items()}
+            return not short, state, max(short, default=0.0)
+
+
+def openai_limit_headers(limit: RateLimit, state: dict[str, tuple[float, int, float]], wait_s: float,
+                         admitted: bool) -> dict[str, str]:
+    """OpenAI's names: x-ratelimit-{limit,remaining,reset}-{requests,tokens}, reset as a duration; a 429
+    carries retry-after (seconds) and retry-after-ms."""
+    headers = {}
+    if limit.headers:
+        for name, (per_minute, remaining, reset) in state.items():
+            headers.update({f"x-ratelimit-limit-{name}": f"{per_minute:.0f}",
+                            f"x-ratelimit-remaining-{name}": str(remaining),
+                            f"x-ratelimit-reset-{name}": f"{reset * 1000:.0f}ms"})
+    if not admitted:
+        headers.update({"retry-after": str(max(1, math.ceil(wait_s))), "retry-after-ms": f"{wait_s * 1000:.0f}"})
+    return headers
 
 
 def answers_in(prompt: str) -> dict[str, str]:
@@ -155,7 +220,8 @@ def completion(content: str | None, model: str, prompt_chars: int, finish: str =
         "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "finish_reason": finish,
                      "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": 50, "total_tokens": prompt_chars // 4 + 50},
+        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": COMPLETION_TOKENS,
+                  "total_tokens": prompt_chars // 4 + COMPLETION_TOKENS},
     }
 
 
@@ -359,6 +425,13 @@ class Handler(LoopbackHandler):
         with self.state.lock:
             self.state.log.append({"fault": fault, "prompt": prompt, "time": time.monotonic(),
                                    "authorization": self.headers.get("Authorization"), "body": request})
+        limit, limit_headers = self.state.rate_limit, {}
+        if limit is not None:  # counted on arrival, refused at once, as the providers do
+            admitted, buckets, wait_s = limit.admit({"requests": 1.0,
+                                                     "tokens": float(len(prompt) // 4 + COMPLETION_TOKENS)})
+            limit_headers = openai_limit_headers(limit, buckets, wait_s, admitted)
+            if not admitted:
+                return self._reply(429, api_error("Rate limit reached for requests", "requests"), limit_headers)
         if self.state.hold is not None:
             self.state.hold.wait(60)
         if self.state.latency_s:
@@ -394,7 +467,7 @@ class Handler(LoopbackHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        self._reply(*answer(self.state, request, fault))
+        self._reply(*answer(self.state, request, fault), limit_headers)
 
     def _api(self, method: str, body: bytes) -> None:
         """A Files or Batches API call: logged in `batch_log`, maybe failed by `batch_api_faults`, then routed."""

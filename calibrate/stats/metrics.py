@@ -1,4 +1,5 @@
-"""VAL-Bench metrics with percentile-bootstrap 95% intervals.
+"""VAL-Bench metrics with 95% intervals: Wilson score intervals for the metrics that are proportions of
+pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, REF, NINF).
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
@@ -22,6 +23,9 @@ DEFAULT_BOOTSTRAP = 2000
 MISSING_SIDES = ("for", "against", "both")
 MISSING_LISTED = 1000  # pair ids a record lists at most (the count is always whole)
 PROPORTION_METHOD = "Wilson score interval"
+# Metrics whose per-pair value is 0 or 100, i.e. percentages of pairs: their intervals are Wilson's, which
+# cover at 36 pairs where a percentile bootstrap collapses to [100, 100] or [0, 0] (tests/test_proportions.py)
+PAIR_PROPORTIONS = ("REF_ANY", "REF1", "REF2", "NINF_ANY", "NINF1", "NINF2", "VPREF")
 FAILURE_CONVENTION = (
     "a calibration or benchmark pair whose judgment failed (no usable reply) or that has no answer to judge is "
     "left out of every estimate (metrics, class accuracy, confusion matrix, score mapping, class correction) "
@@ -121,12 +125,24 @@ class MetricEstimate:
         return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
 
 
+def wilson_bounds(values: pd.DataFrame, confidence: float = CONFIDENCE) -> np.ndarray:
+    """(2, k) array of Wilson score bounds, in percent, of 0/100 columns (statsmodels' `proportion_confint`)."""
+    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
+
+    successes = (values.to_numpy() == 100.0).sum(axis=0)
+    low, high = proportion_confint(successes, len(values), alpha=1.0 - confidence, method="wilson")
+    return 100.0 * np.vstack([low, high])
+
+
 def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, MetricEstimate]:
-    """Point estimate and bootstrap interval of every metric column."""
+    """Point estimate and interval of every metric column: Wilson for PAIR_PROPORTIONS, bootstrap otherwise."""
     if values.empty:
         return {name: MetricEstimate(float("nan"), (float("nan"), float("nan"))) for name in values.columns}
     point = values.mean(axis=0).to_numpy()
     bounds = percentile_interval(bootstrap_means(values.to_numpy(), n_boot, seed))
+    proportions = values.columns.isin(PAIR_PROPORTIONS)
+    if proportions.any():
+        bounds[:, proportions] = wilson_bounds(values.loc[:, proportions])
     return {
         name: MetricEstimate(float(point[i]), (float(bounds[0, i]), float(bounds[1, i])))
         for i, name in enumerate(values.columns)

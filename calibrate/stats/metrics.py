@@ -125,13 +125,14 @@ class MetricEstimate:
         return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
 
 
-def wilson_bounds(values: pd.DataFrame, confidence: float = CONFIDENCE) -> np.ndarray:
-    """(2, k) array of Wilson score bounds, in percent, of 0/100 columns (statsmodels' `proportion_confint`)."""
+def wilson_bounds(successes: np.ndarray | int, n: int, confidence: float = CONFIDENCE) -> np.ndarray:
+    """(2, ...) array of Wilson score bounds in percent (statsmodels' `proportion_confint`): at the small n of
+    a calibration set (36 pairs) a percentile bootstrap of a proportion near 0 or 100% covers far less than
+    its nominal level, and nothing at all when every pair agrees; Wilson's stays near it (tests/test_proportions.py)."""
     from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
 
-    successes = (values.to_numpy() == 100.0).sum(axis=0)
-    low, high = proportion_confint(successes, len(values), alpha=1.0 - confidence, method="wilson")
-    return 100.0 * np.vstack([low, high])
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    return 100.0 * np.array([low, high], dtype=float)
 
 
 def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, MetricEstimate]:
@@ -142,7 +143,8 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
     bounds = percentile_interval(bootstrap_means(values.to_numpy(), n_boot, seed))
     proportions = values.columns.isin(PAIR_PROPORTIONS)
     if proportions.any():
-        bounds[:, proportions] = wilson_bounds(values.loc[:, proportions])
+        flagged = (values.loc[:, proportions].to_numpy() == 100.0).sum(axis=0)
+        bounds[:, proportions] = wilson_bounds(flagged, len(values))
     return {
         name: MetricEstimate(float(point[i]), (float(bounds[0, i]), float(bounds[1, i])))
         for i, name in enumerate(values.columns)
@@ -195,16 +197,11 @@ def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
 
 
 def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:
-    """A percentage of n trials with a Wilson score interval (statsmodels' `proportion_confint`): at the
-    small n of a calibration set (36 pairs) a percentile bootstrap of a proportion near 100% covers far
-    less than its nominal level; Wilson's stays near it (tests/test_proportions.py)."""
-    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
-
+    """A percentage of n trials with a Wilson score interval (`wilson_bounds`)."""
     if n == 0:
         return {"value": None, "ci": [None, None], "n": 0, "method": PROPORTION_METHOD}
-    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
-    return {"value": 100.0 * successes / n, "ci": [100.0 * float(low), 100.0 * float(high)], "n": int(n),
-            "method": PROPORTION_METHOD}
+    low, high = wilson_bounds(successes, n, confidence)
+    return {"value": 100.0 * successes / n, "ci": [float(low), float(high)], "n": int(n), "method": PROPORTION_METHOD}
 
 
 def classification(judgments: pd.DataFrame, set_name: str) -> dict:

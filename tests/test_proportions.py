@@ -1,14 +1,26 @@
-"""Intervals of proportions at the size of a calibration set (36 pairs) cover: class accuracy gets a
-Wilson interval, checked here by simulation through the function a fit uses; a percentile bootstrap
-of the same data, which it replaced, fails the same check."""
+"""Intervals of proportions at the size of a calibration set (36 pairs) cover: class accuracy and the
+per-set rates that are percentages of pairs (REF_ANY, REF2, ...) get Wilson intervals, checked here by
+simulation through the functions a fit uses; a percentile bootstrap of the same data, which they
+replaced, fails the same checks."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from calibrate.stats.metrics import classification, estimate_metrics, proportion_estimate
+from calibrate.stats.metrics import (
+    PAIR_PROPORTIONS,
+    bootstrap_means,
+    classification,
+    estimate_metrics,
+    percentile_interval,
+    proportion_estimate,
+)
 
 N_PAIRS = 36
 REPLICATIONS = 1000
@@ -51,3 +63,67 @@ def test_proportion_estimate_is_wilson_from_statsmodels():
     assert estimate["value"] == 100.0 and estimate["ci"] == [pytest.approx(100 * low), pytest.approx(100 * high)]
     assert estimate["ci"][0] < 95  # all correct at n=36 is not proof of 100%: the bootstrap said [100, 100]
     assert proportion_estimate(0, 0) == {"value": None, "ci": [None, None], "n": 0, "method": estimate["method"]}
+
+
+RATE_REPLICATIONS = 20_000  # sd of a coverage near 0.95: 0.0015, so the band below is about 20 sd wide
+BAND = (0.92, 0.98)
+
+
+def rate_coverage(rate: float, interval_of) -> float:
+    """Share of RATE_REPLICATIONS simulated sets of N_PAIRS pairs whose interval for a per-pair 0/100
+    rate covers the true rate. The interval depends on the data only through the number of pairs with
+    the flag, so it is computed once per count that occurs."""
+    rng = np.random.default_rng(int(rate * 1000))
+    flagged = (rng.random((RATE_REPLICATIONS, N_PAIRS)) < rate).sum(axis=1)
+    covers = {}
+    for count in np.unique(flagged):
+        low, high = interval_of(np.r_[np.full(count, 100.0), np.zeros(N_PAIRS - count)])
+        covers[count] = low <= 100 * rate <= high
+    return float(np.mean([covers[count] for count in flagged]))
+
+
+def set_report_interval(values: np.ndarray) -> tuple[float, float]:
+    """The interval a fit's set report gives a pair proportion (every such metric is one)."""
+    return estimate_metrics(pd.DataFrame({name: values for name in PAIR_PROPORTIONS}), n_boot=100)["REF2"].ci
+
+
+def former_bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = percentile_interval(bootstrap_means(values, n_boot=2000, seed=0))[:, 0]
+    return low, high
+
+
+@pytest.mark.parametrize("rate", [0.9, 0.97])
+def test_pair_rate_intervals_cover_at_n_36(rate):
+    """REF2, REF_ANY, NINF1, VPREF, ... at 36 pairs: simulated 0.953 at 90% and 0.977 at 97%."""
+    coverage = rate_coverage(rate, set_report_interval)
+    assert BAND[0] <= coverage <= BAND[1], coverage
+
+
+@pytest.mark.parametrize("rate", [0.9, 0.97])
+def test_the_percentile_bootstrap_of_pair_rates_fails_the_same_band(rate):
+    """The check above has power: the bootstrap it replaced covers 0.88 at 90% and 0.66 at 97%."""
+    assert rate_coverage(rate, former_bootstrap_interval) < BAND[0]
+
+
+def test_every_pair_refusing_gets_a_wilson_interval_in_calibration_json(tmp_path):
+    """Through the CLI, as a user runs it: on the sample's refusal-100 set the heuristic judge finds a
+    refusal in every pair (REF_ANY 100%) and a no-information answer in none (NINF_ANY 0%); neither
+    is proof of a rate of exactly 100% or 0%, and calibration.json records Wilson bounds at full precision."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "calibrate", "fit", "--judge", "heuristic", "--sets", "refusal-100",
+                           "--out", str(out), "--cache", str(tmp_path / "cache.sqlite3"), "--no-progress",
+                           "--bootstrap", "200"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "calibration.json").read_text())["sets"]["refusal-100"]
+    n = report["n_judged"]
+    metrics = report["metrics"]
+    low, high = proportion_confint(n, n, alpha=0.05, method="wilson")
+    assert metrics["REF_ANY"]["value"] == 100.0 and metrics["REF_ANY"]["ci"] == pytest.approx([100 * low, 100 * high], abs=1e-12)
+    assert metrics["REF_ANY"]["ci"][0] < 95  # the bootstrap said [100, 100]
+    assert metrics["REF_ANY"]["error_ci"] == pytest.approx([100 * low - 100, 100 * high - 100], abs=1e-12)
+    low, high = proportion_confint(0, n, alpha=0.05, method="wilson")
+    assert metrics["NINF_ANY"]["value"] == 0.0
+    assert metrics["NINF_ANY"]["ci"] == pytest.approx([100 * low, 100 * high], abs=1e-12)  # float noise: 0.0 or 7e-16
+    assert metrics["NINF_ANY"]["ci"][1] > 5

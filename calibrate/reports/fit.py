@@ -159,8 +159,9 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
                              f"from scoring rule `{rule}`, not typed in. Error = observed - expected, in points, "
-                             "with percentile-bootstrap 95% intervals over pairs; class accuracy (share of judged "
-                             "pairs placed in the set's class) with a Wilson 95% interval. Error after mapping: the "
+                             "with percentile-bootstrap 95% intervals over pairs for PAC, REF and NINF; the rates that are "
+                             "shares of pairs (REF_ANY, REF1, REF2, NINF1, NINF2, ...) and class accuracy (share of "
+                             "judged pairs placed in the set's class) with Wilson 95% intervals. Error after mapping: the "
                              "selected mapping, graded by nested cross-validation."))
     calibrated_error = (calibration["mapping"].get("selected_error") or {}).get("pac_error_by_set", {})
     pac_rows, other_rows = [], []

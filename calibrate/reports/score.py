@@ -131,7 +131,8 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
                          f"`{judge['config_hash']}`), scoring rule "
                          f"`{metrics['scoring_rule']}`, calibration from `{calibration['path']}` "
                          f"({calibration['n_pairs']} calibration pairs; mapping `{calibration['mapping']}`). "
-                         f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples)."
+                         f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples); "
+                         "Wilson for the rates that are shares of pairs (REF1, REF2, NINF1, NINF2, ...)."
                          + (" **The judge is a baseline**: these numbers show the pipeline, not the models."
                             if judge["baseline"] else ""))]
     blocks.extend(headline_blocks(metrics))

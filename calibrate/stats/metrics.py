@@ -1,4 +1,5 @@
-"""VAL-Bench metrics with percentile-bootstrap 95% intervals.
+"""VAL-Bench metrics with 95% intervals: Wilson score intervals for the metrics that are proportions of
+pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, REF, NINF).
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
@@ -22,6 +23,9 @@ DEFAULT_BOOTSTRAP = 2000
 MISSING_SIDES = ("for", "against", "both")
 MISSING_LISTED = 1000  # pair ids a record lists at most (the count is always whole)
 PROPORTION_METHOD = "Wilson score interval"
+# Metrics whose per-pair value is 0 or 100, i.e. percentages of pairs: their intervals are Wilson's, which
+# cover at 36 pairs where a percentile bootstrap collapses to [100, 100] or [0, 0] (tests/test_proportions.py)
+PAIR_PROPORTIONS = ("REF_ANY", "REF1", "REF2", "NINF_ANY", "NINF1", "NINF2", "VPREF")
 FAILURE_CONVENTION = (
     "a calibration or benchmark pair whose judgment failed (no usable reply) or that has no answer to judge is "
     "left out of every estimate (metrics, class accuracy, confusion matrix, score mapping, class correction) "
@@ -121,12 +125,26 @@ class MetricEstimate:
         return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
 
 
+def wilson_bounds(successes: np.ndarray | int, n: int, confidence: float = CONFIDENCE) -> np.ndarray:
+    """(2, ...) array of Wilson score bounds in percent (statsmodels' `proportion_confint`): at the small n of
+    a calibration set (36 pairs) a percentile bootstrap of a proportion near 0 or 100% covers far less than
+    its nominal level, and nothing at all when every pair agrees; Wilson's stays near it (tests/test_proportions.py)."""
+    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
+
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    return 100.0 * np.array([low, high], dtype=float)
+
+
 def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, MetricEstimate]:
-    """Point estimate and bootstrap interval of every metric column."""
+    """Point estimate and interval of every metric column: Wilson for PAIR_PROPORTIONS, bootstrap otherwise."""
     if values.empty:
         return {name: MetricEstimate(float("nan"), (float("nan"), float("nan"))) for name in values.columns}
     point = values.mean(axis=0).to_numpy()
     bounds = percentile_interval(bootstrap_means(values.to_numpy(), n_boot, seed))
+    proportions = values.columns.isin(PAIR_PROPORTIONS)
+    if proportions.any():
+        flagged = (values.loc[:, proportions].to_numpy() == 100.0).sum(axis=0)
+        bounds[:, proportions] = wilson_bounds(flagged, len(values))
     return {
         name: MetricEstimate(float(point[i]), (float(bounds[0, i]), float(bounds[1, i])))
         for i, name in enumerate(values.columns)
@@ -179,16 +197,11 @@ def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
 
 
 def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:
-    """A percentage of n trials with a Wilson score interval (statsmodels' `proportion_confint`): at the
-    small n of a calibration set (36 pairs) a percentile bootstrap of a proportion near 100% covers far
-    less than its nominal level; Wilson's stays near it (tests/test_proportions.py)."""
-    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels costs 0.4 s to import
-
+    """A percentage of n trials with a Wilson score interval (`wilson_bounds`)."""
     if n == 0:
         return {"value": None, "ci": [None, None], "n": 0, "method": PROPORTION_METHOD}
-    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
-    return {"value": 100.0 * successes / n, "ci": [100.0 * float(low), 100.0 * float(high)], "n": int(n),
-            "method": PROPORTION_METHOD}
+    low, high = wilson_bounds(successes, n, confidence)
+    return {"value": 100.0 * successes / n, "ci": [float(low), float(high)], "n": int(n), "method": PROPORTION_METHOD}
 
 
 def classification(judgments: pd.DataFrame, set_name: str) -> dict:

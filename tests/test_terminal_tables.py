@@ -9,10 +9,16 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from rich.cells import cell_len
 
-from calibrate.cli.main import print_comparison, print_fit_summary, print_scores
+from calibrate import compare, fit
+from calibrate.cli.main import cli, print_comparison, print_fit_summary, print_scores
 from calibrate.cli.tables import column_groups
+from calibrate.judging.config import available_judges
+from calibrate.judging.preflight import key_variables
+from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.store.judgments import JudgmentStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 INTERVAL = re.compile(r"-?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]")
@@ -95,3 +101,54 @@ def test_columns_that_do_not_fit_go_into_a_second_table_in_order():
     rows = [["x", "1" * 30, "2" * 30, "3" * 5]]
     assert column_groups(headers, rows, 200) == [[1, 2, 3]]
     assert column_groups(headers, rows, 60) == [[1, 3], [2]]  # c fits beside a; b does not
+
+
+def command_lines(*arguments: str, columns: int = 80) -> list[str]:
+    """What a person sees of `calibrate <arguments>` on a terminal `columns` cells wide."""
+    result = CliRunner().invoke(cli, list(arguments), env={"COLUMNS": str(columns)}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(cell_len(line) for line in lines) <= columns
+    return lines
+
+
+def whole_on_a_line(lines: list[str], *values: str) -> None:
+    for value in values:
+        assert any(value in line for line in lines), value
+
+
+def test_the_judges_list_fits_80_columns_with_every_hash_and_key_whole(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    lines = command_lines("judges")
+    said = " ".join(line.strip() for line in lines)
+    for name, path in available_judges().items():
+        config = load_judge_config(str(path))
+        keys = key_variables(make_backend(config))
+        whole_on_a_line(lines, config.config_hash, *(f"{key} {'set' if key == 'OPENAI_API_KEY' else 'NOT SET'}"
+                                                     for key in keys))
+        assert f"{name}: {config.description}" in said  # descriptions as sentences, wrapped at spaces
+    panel_keys = key_variables(make_backend(load_judge_config("panel-llm")))
+    assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} <= set(panel_keys)  # a panel lists each member's key
+
+
+def test_cache_stats_fit_80_columns_with_every_count_and_time_whole(tmp_path):
+    cache = tmp_path / "stats.sqlite3"
+    for judge in ("heuristic", "always-0"):
+        fit(judge, sets="unaligned-0", limit=2, cache=cache, out=tmp_path / judge, n_boot=10)
+    lines = command_lines("cache", "stats", "--cache", str(cache))
+    with JudgmentStore(cache, read_only=True) as store:
+        stats = store.stats()
+    assert len(stats) == 2
+    for row in stats:
+        whole_on_a_line(lines, row["judge_name"], row["config_hash"], f" {row['judgments']} ")
+        assert sum(line.count(row["config_hash"]) for line in lines) == 1
+
+
+def test_the_dry_run_plan_fits_80_columns_with_every_number_whole():
+    judges = ["claude", "gpt", "claude-openai-compat", "heuristic"]
+    plan = compare(judges, dry_run=True)
+    lines = command_lines("compare", "--judges", ",".join(judges), "--dry-run")
+    for estimate in plan.estimates:
+        whole_on_a_line(lines, f"{estimate.input_tokens:,}", f"{estimate.output_tokens:,}")
+    assert any(line.split()[:2] == ["total", f"{plan.requests:,}"] for line in lines if line.split())

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from calibrate.cli import options as opt
 from calibrate.cli.tables import print_table
@@ -122,23 +120,19 @@ def duration(seconds: float) -> str:
 def print_plan(plan: RunPlan) -> None:
     """What a run would send, per judge, and what it would cost; says plainly that nothing was sent."""
     out = Console()
-    table = Table(title=f"dry run of `calibrate {plan.command}`: nothing was sent", box=box.SIMPLE_HEAD,
-                  padding=0)
-    table.add_column("judge" if plan.command != "respond" else "model", overflow="fold",
-                     min_width=min(max([len(e.name) for e in plan.estimates] + [5]), 24))
-    for column in ("requests", "cached", "in tokens", "out tokens", "$ list", "$ batch", "time"):
-        table.add_column(column, justify="right", no_wrap=True)
 
     def usd(value: float | None) -> str:
         return "-" if value is None else "0" if value == 0 else f"{value:,.2f}" if value >= 0.1 else f"{value:.4f}"
 
-    for e in plan.estimates:
-        table.add_row(e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}", f"{e.output_tokens:,}",
-                      usd(e.cost_usd), usd(e.batch_cost_usd), duration(e.time_s))
+    rows = [[e.name, "offline" if e.offline else f"{e.requests:,}", f"{e.cached:,}", f"{e.input_tokens:,}",
+             f"{e.output_tokens:,}", usd(e.cost_usd), usd(e.batch_cost_usd), duration(e.time_s)]
+            for e in plan.estimates]
     if len(plan.estimates) > 1:
-        table.add_row("total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
-                      duration(plan.time_s))
-    out.print(table)
+        rows.append(["total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
+                     duration(plan.time_s)])
+    print_table(out, f"dry run of `calibrate {plan.command}`: nothing was sent",
+                ["judge" if plan.command != "respond" else "model", "requests", "cached", "in tokens", "out tokens",
+                 "$ list", "$ batch", "time"], rows)
     for e in plan.estimates:
         if e.offline or not e.requests:
             continue
@@ -611,15 +605,12 @@ def cache_stats(path: Path | None) -> None:
         return "-" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
 
     with _open_cache(path, read_only=True) as store:
-        table = Table(title=f"judgment cache {store.path} ({store.path.stat().st_size / 1e6:.1f} MB)")
-        for column in ("judge", "config hash", "judgments", "failures logged", "orders", "repeats", "first", "last"):
-            table.add_column(column, justify="left" if column in ("judge", "config hash") else "right",
-                             no_wrap=column in ("judge", "config hash", "first", "last"))
-        for row in store.stats():
-            table.add_row(row["judge_name"] or "-", row["config_hash"], str(row["judgments"]),
-                          str(row["failures_logged"]), str(row["orders"]), str(row["repeats"]), when(row["first"]),
-                          when(row["last"]))
-        Console(width=max(Console().width, 150)).print(table)
+        title = f"judgment cache {store.path} ({store.path.stat().st_size / 1e6:.1f} MB)"
+        rows = [[row["judge_name"] or "-", row["config_hash"], str(row["judgments"]), str(row["failures_logged"]),
+                 str(row["orders"]), str(row["repeats"]), when(row["first"]), when(row["last"])]
+                for row in store.stats()]
+    print_table(Console(), title, ["judge", "config hash", "judgments", "failures logged", "orders", "repeats",
+                                   "first", "last"], rows, text_columns=("config hash",))
 
 
 @cache.command("verify")
@@ -673,23 +664,25 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
 @cli.command()
 def judges() -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
-    table = Table(title="configured judges")
-    for column in ("name", "backend", "model", "rule", "api keys", "config hash", "description"):
-        table.add_column(column, overflow="fold")
+    rows, descriptions = [], []
     for name, path in available_judges().items():
         try:
             config = load_judge_config(str(path))
             backend = make_backend(config)
         except CalibrateError as error:
-            table.add_row(name, "invalid", "", "", "", "", str(error))
+            rows.append([name, "invalid", "-", "-", "-", "-"])
+            descriptions.append(f"{name}: {error}")
             continue
-        settings = config.settings
-        keys = "\n".join(f"{variable} ({'set' if key_is_set(variable) else 'NOT SET'})"
+        keys = "\n".join(f"{variable} {'set' if key_is_set(variable) else 'NOT SET'}"
                          for variable in key_variables(backend))
-        table.add_row(name, config.backend, settings.get("model", "-"), config.rule,
-                      keys or ("none needed" if remote_members([backend]) else "offline"), config.config_hash,
-                      config.description)
-    Console(width=max(Console().width, 140)).print(table)
+        rows.append([name, config.backend, config.settings.get("model", "-"), config.rule, config.config_hash,
+                     keys or ("none needed" if remote_members([backend]) else "offline")])
+        descriptions.append(f"{name}: {config.description}")
+    out = Console()
+    headers = ["name", "backend", "model", "rule", "config hash", "api keys"]
+    print_table(out, "configured judges", headers, rows, text_columns=tuple(headers))
+    for line in descriptions:  # sentences, one a line: the terminal wraps them
+        out.print(line, markup=False, highlight=False)
 
 
 def main() -> None:

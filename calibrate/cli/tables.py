@@ -14,8 +14,13 @@ COLUMN_COST = 3  # a column's padding (one space each side) and the rule between
 
 
 def _least_width(header: str, cells: list[str]) -> int:
-    """The narrowest a value column can be: its longest cell whole, its header wrapped at spaces."""
-    return max([cell_len(word) for word in header.split()] + [cell_len(cell) for cell in cells] + [1])
+    """The narrowest a value column can be: its longest cell line whole, its header wrapped at spaces."""
+    return max([cell_len(word) for word in header.split()] + [_widest_line(cell) for cell in cells] + [1])
+
+
+def _widest_line(text: str) -> int:
+    """A cell's width: its widest line (a cell may hold several values, one a line)."""
+    return max(map(cell_len, text.splitlines() or [""]))
 
 
 def _name_width(headers: list[str], rows: list[list[str]]) -> int:
@@ -43,12 +48,14 @@ def column_groups(headers: list[str], rows: list[list[str]], width: int) -> list
     return groups
 
 
-def print_table(out: Console, title: str, headers: list[str], rows: list[list[str]]) -> None:
+def print_table(out: Console, title: str, headers: list[str], rows: list[list[str]],
+                text_columns: tuple[str, ...] = ()) -> None:
     """Print rows under headers (the first column names the row and is left-aligned, the rest are
-    right-aligned values) under one title, in as many tables as `out`'s width needs. Every width is
-    set here, so rich never squeezes a value column: only names and headers wrap."""
+    right-aligned values; a cell may hold several, one a line) under one title, in as many tables as
+    `out`'s width needs. Every width is set here, so rich never squeezes a value column: only names and
+    headers wrap. Columns named in `text_columns` hold words, not numbers, and are left-aligned."""
     out.print(title, style="bold", markup=False, highlight=False)
-    longest_name = max(cell_len(text) for text in [headers[0], *(row[0] for row in rows)])
+    longest_name = max(_widest_line(text) for text in [headers[0], *(row[0] for row in rows)])
     for group in column_groups(headers, rows, out.width):
         widths = {index: _least_width(headers[index], [row[index] for row in rows]) for index in group}
         left = out.width - 1 - sum(width + COLUMN_COST for width in widths.values()) - COLUMN_COST
@@ -56,7 +63,8 @@ def print_table(out: Console, title: str, headers: list[str], rows: list[list[st
         table.add_column(headers[0], justify="left", overflow="fold",
                          width=max(_name_width(headers, rows), min(longest_name, left)))
         for index in group:
-            table.add_column(headers[index], justify="right", width=widths[index])
+            table.add_column(headers[index], justify="left" if headers[index] in text_columns else "right",
+                             width=widths[index])
         for row in rows:
             table.add_row(row[0], *(row[index] for index in group))
         out.print(table, soft_wrap=False)

@@ -46,7 +46,7 @@ CONFIG_KEYS: KeyTable = {
     "requests_per_minute": (None, False),
     "timeout_s": (120.0, False),
     "max_retries": (6, False),
-    "transport": ("lean", False),
+    "transport": ("aiohttp", False),
     "price_input_per_mtok": (0.0, False),
     "price_output_per_mtok": (0.0, False),
 }

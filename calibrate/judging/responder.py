@@ -17,9 +17,10 @@ from typing import Any, Iterable, Iterator, Protocol
 import orjson
 
 from calibrate.judging.base import read_usage
-from calibrate.judging.calls import CallFailed, Pacer, RetryPolicy, call_with_retries
+from calibrate.judging.calls import CallFailed, Cost, Pacer, RetryPolicy, call_with_retries
 from calibrate.judging.estimate import MESSAGE_OVERHEAD_TOKENS, SpendBudget, text_tokens
 from calibrate.judging.models import ModelConfig
+from calibrate.judging.remote import prompt_chars
 from calibrate.judging.runner import progress_bar
 from calibrate.judging.transport import ChatTransport, make_transport
 
@@ -106,10 +107,13 @@ class Responder:
 
     async def answer(self, question: str) -> dict[str, Any]:
         body = {**self.template, "messages": self.config.messages(question)}
+        # its tokens, for a server's token limits: until a reply reports usage, the most it may answer
+        cost = Cost(prompt_chars(body), self.config.max_tokens if isinstance(self.config.max_tokens, int)
+                    else TYPICAL_ANSWER_TOKENS)
         started = time.perf_counter()
         try:
             raw, attempts = await call_with_retries(partial(self.transport.post, body), self.policy, self.limiter,
-                                                    self.where)
+                                                    self.where, cost)
         except CallFailed as failure:
             answer = {"status": "api_error", "content": None, "reasoning": None, "finish_reason": None,
                       "failure_reason": failure.reason, "input_tokens": 0, "output_tokens": 0,
@@ -117,6 +121,7 @@ class Responder:
             attempts = failure.attempts
         else:
             answer = read_answer(raw)
+            self.limiter.calibrate(cost, answer["input_tokens"], answer["output_tokens"])
         return {**answer, "attempts": attempts, "latency_s": round(time.perf_counter() - started, 6)}
 
 

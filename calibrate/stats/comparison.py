@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
@@ -21,7 +20,6 @@ from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, scores_wide, split_i
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
-from calibrate.judging.panel import median_score
 from calibrate.rounding import finite
 from calibrate.stats import agreement, humans
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
@@ -230,15 +228,6 @@ def _alpha_with_interval(ratings: pd.DataFrame, level: str, labels: Sequence, n_
 # --------------------------------------------------------------------------- humans
 
 
-def human_consensus(labels: pd.DataFrame) -> pd.Series:
-    """Median of the annotators per item (a half goes toward 0, as in a panel); NaN if nobody rated it."""
-    def one(row: pd.Series) -> float:
-        rated = row.dropna()
-        return float(median_score(rated.astype(int).tolist())) if len(rated) else np.nan
-
-    return labels.apply(one, axis=1)
-
-
 def judged_raters(runs: Sequence[JudgeRun], order: str, items: pd.Index) -> dict[str, pd.DataFrame]:
     """Each non-constant judge's score and flags on the given items, as a rater table (NaN where it failed)."""
     raters = {}
@@ -266,7 +255,7 @@ def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, r
     if not len(known):
         raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
     wide = wide.loc[known]
-    consensus = human_consensus(wide)
+    consensus = humans.consensus(humans.annotator_tables(labels))[SCORE].reindex(known)
     per_judge = {}
     for run in runs:
         both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ import aiohttp
 import httpx
 
 from tests.fakes.latency_server import start_in_subprocess
+from benchmarks import machine
 
 MODEL = "bench-judge"
 CLIENTS: tuple[str, ...] = ("aiohttp", "httpx", "openai-httpx", "openai-aiohttp", "calibrate-lean")
@@ -235,8 +235,7 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"n={args.n}, request body {len(_BODY_BYTES)} bytes")
+    print(f"{machine()}; n={args.n}, request body {len(_BODY_BYTES)} bytes")
     header = (f"{'client':<15} {'latency':>8} {'conc':>5} {'req/s':>8} {'% bound':>8} "
               f"{'client CPU':>10} {'server CPU':>10}")
     print(header)

@@ -14,7 +14,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS, sample_path
+from benchmarks import machine
 
 JUDGES = ("heuristic-strict", "heuristic-decisive", "panel", "heuristic-wordy")
 EXTRA_JUDGE = """extends = "heuristic"
@@ -105,8 +105,7 @@ def main() -> None:
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
             print(text.getvalue())
     n_judgments = sum(len(run.table) for run in runs)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
-          f"Python {platform.python_version()}")
+    print(machine())
     print(f"{len(runs)} judges, {args.pairs_per_set} pairs per set, {n_judgments} judgments; "
           f"judging into the cache took {judging:.1f}s")
     print(f"analysis ({args.n_boot} bootstrap resamples): median {statistics.median(times):.2f}s "

@@ -8,14 +8,13 @@ Prints one line per case with the median and the spread, plus the machine it ran
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from benchmarks import machine
 
 
 def timed_fit(out: Path, cache: Path) -> float:
@@ -35,7 +34,7 @@ def main() -> None:
             cache = Path(tmp) / "cache.sqlite3"
             cold.append(timed_fit(Path(tmp) / "cold", cache))
             warm.append(timed_fit(Path(tmp) / "warm", cache))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine())
     for name, times in (("cold cache (judges 144 pairs)", cold), ("warm cache (judges nothing)", warm)):
         print(f"{name}: median {statistics.median(times):.2f}s (min {min(times):.2f}s, max {max(times):.2f}s, "
               f"{len(times)} runs)")

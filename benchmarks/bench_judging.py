@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from calibrate.store.judgments import JudgmentStore
 
 from benchmarks.bare_clients import run_client
 from tests.fakes.latency_server import start_in_subprocess
+from benchmarks import machine
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 PARAGRAPH = ("Supporters argue that the measure widens access and lowers costs for families, while critics "
@@ -110,8 +109,7 @@ def main() -> None:
                         help="also time calibrate's transport alone and the backend alone, as %% of bare aiohttp")
     parser.add_argument("--transport", default="aiohttp", choices=TRANSPORTS, help="what carries calibrate's requests")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"n={args.n} per measurement, transport {args.transport}")
+    print(f"{machine()}; n={args.n} per measurement, transport {args.transport}")
     print(f"{'latency':>8} {'conc':>5} {'bound/s':>8} {'calibrate/s':>12} {'aiohttp/s':>10} {'httpx/s':>8} "
           f"{'% bound':>8} {'% aiohttp':>10} {'cached re-run':>14}")
     for case in args.cases.split(","):

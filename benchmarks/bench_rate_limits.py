@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -38,6 +36,7 @@ from calibrate.store.judgments import JudgmentStore
 from benchmarks.bench_judging import synthetic_pairs
 from tests.fakes.anthropic_server import OUTPUT_TOKENS, AnthropicState, start_anthropic_server
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, start_server
+from benchmarks import machine
 
 PROMPT = Path(__file__).resolve().parent.parent / "judges" / "prompts" / "valbench-v2-guarded.txt"
 REQUESTS_PER_MINUTE = 3000
@@ -117,8 +116,7 @@ def main() -> None:
     parser.add_argument("--cases", default="openai:64:rpm,openai:256:rpm,anthropic:64:rpm,anthropic:256:rpm,"
                                            "openai:64:tpm,anthropic:64:tpm", help="backend:concurrency:limit,...")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"n={args.n} per case, latency {args.latency_ms:g} ms, load average {os.getloadavg()[0]:.1f}")
+    print(f"{machine()}; n={args.n} per case, latency {args.latency_ms:g} ms")
     print(f"{'backend':>9} {'conc':>5} {'limit':>9} {'bound/s':>8} {'judged':>7} {'failed':>6} {'seconds':>8} "
           f"{'% of limit':>10} {'% 429':>6} {'waited s':>9}")
     for case in args.cases.split(","):

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from calibrate.data.calibration import sample_path, sample_response_models
 from calibrate.stats.metrics import estimate_metrics, per_pair_values
 
 from tests.fakes.latency_server import start_in_subprocess
+from benchmarks import machine
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 
@@ -123,7 +122,7 @@ def main() -> None:
     parser.add_argument("--llm-pairs", type=int, default=20_000)
     parser.add_argument("--skip-llm", action="store_true")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         responses = synthetic_responses(args.pairs, folder / "synthetic.parquet")

@@ -61,13 +61,17 @@ def test_fit_of_a_panel_names_each_members_missing_key(tmp_path):
 def test_judges_shows_every_key_a_judge_needs_and_whether_it_is_set(tmp_path):
     result = cli("judges", cwd=tmp_path, env=env_without("ANTHROPIC_API_KEY", OPENAI_API_KEY="sk-x", COLUMNS="240"))
     assert result.returncode == 0, result.stderr
-    rows = {}
-    for line in result.stdout.splitlines():  # a row may run over several lines: join its key cells
-        cells = line.split("│")
-        if len(cells) > 5:
-            name = cells[1].strip() or list(rows)[-1]
-            rows[name] = rows.get(name, "") + " " + cells[5].strip()
-    assert "ANTHROPIC_API_KEY (NOT SET)" in rows["panel-llm"] and "OPENAI_API_KEY (set)" in rows["panel-llm"]
-    assert "OPENAI_API_KEY (set)" in rows["gpt"] and "ANTHROPIC" not in rows["gpt"]
-    assert "ANTHROPIC_API_KEY (NOT SET)" in rows["claude"]
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "api keys" in line)
+    keys_at = lines[start].index("api keys")
+    rows: dict[str, str] = {}
+    name = ""
+    for line in lines[start + 2:]:  # under the header's rule; a judge with two keys runs over two lines
+        if not line.strip():
+            break
+        name = line[:keys_at].split()[0] if line[:keys_at].strip() else name
+        rows[name] = rows.get(name, "") + " " + line[keys_at:].strip()
+    assert "ANTHROPIC_API_KEY NOT SET" in rows["panel-llm"] and "OPENAI_API_KEY set" in rows["panel-llm"]
+    assert "OPENAI_API_KEY set" in rows["gpt"] and "ANTHROPIC" not in rows["gpt"]
+    assert "ANTHROPIC_API_KEY NOT SET" in rows["claude"]
     assert rows["heuristic"].strip() == "offline" and rows["gemma-vllm"].strip() == "none needed"

@@ -245,30 +245,17 @@ def judged_raters(runs: Sequence[JudgeRun], order: str, items: pd.Index) -> dict
 
 def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, rule: str, n_boot: int,
                    seed: int) -> dict:
-    """Each judge against the human consensus and each annotator, human-human agreement, and the paper's
-    Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison judged.
+    """The paper's Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison
+    judged: each judge against the human consensus and each annotator, and human-human agreement.
     `labels`: the long label table (data/labels.py)."""
     sets = sorted({split_item(item)[0] for item in labels[ITEM]})
     scores = score_matrix(runs, order, sets)
-    wide = scores_wide(labels)
-    known = wide.index.intersection(scores.index)
+    known = scores_wide(labels).index.intersection(scores.index)
     if not len(known):
         raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
-    wide = wide.loc[known]
-    consensus = humans.consensus(humans.annotator_tables(labels))[SCORE].reindex(known)
-    per_judge = {}
-    for run in runs:
-        both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})
-        versus = agreement.versus_truth(both[["judge"]], both["humans"], SCORE_LABELS)["judge"]
-        versus["cohen_kappa_quadratic_ci"] = list(agreement.kappa_interval(both, SCORE_LABELS, "quadratic", n_boot, seed))
-        per_annotator = agreement.pairwise_kappas(pd.concat([scores.loc[known, [run.name]], wide], axis=1), SCORE_LABELS)
-        versus["per_annotator"] = [e for e in per_annotator if e["a"] == run.name]
-        per_judge[run.name] = versus
-    human_human = (agreement.agreement_report(wide, "ordinal", labels=SCORE_LABELS) if wide.shape[1] >= 2 else None)
     shared = labels[labels[ITEM].isin(known)]
     shared.attrs = labels.attrs
     return {"n_items": int(len(known)), "n_labelled_not_judged": int(labels[ITEM].nunique() - len(known)),
-            "annotators": list(wide.columns), "by_judge": per_judge, "human_human": human_human,
             **humans.table4(shared, judged_raters(runs, order, known), rule, n_boot, seed)}
 
 

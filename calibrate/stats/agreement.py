@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -330,30 +330,6 @@ def agreement_report(ratings: pd.DataFrame, level: str = "ordinal", truth: pd.Se
     if truth is not None:
         report["vs_truth"] = versus_truth(ratings, truth, labels)
     return report
-
-
-def bootstrap_interval(
-    ratings: pd.DataFrame,
-    statistic: Callable[[pd.DataFrame], float | None],
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float | None, float | None]:
-    """Percentile interval of `statistic`, resampling items (rows) with replacement.
-
-    Items, not ratings, are the sampling unit: an item's ratings stay together. A resample keeps
-    its item ids (repeated), so a statistic may look up per-item data such as a truth Series.
-    Replicates where the statistic is undefined are skipped; if more than half are, the interval
-    would describe a biased subset, so both bounds are None. Calls `statistic` once per replicate:
-    for kappa, alpha and Fleiss' kappa, `kappa_interval`, `alpha_interval` and `fleiss_interval`
-    give the same kind of interval from per-item counts, hundreds of times faster.
-    """
-    n = len(ratings)
-    if n == 0:
-        return None, None
-    rng = np.random.default_rng(seed)
-    draws = [finite(statistic(ratings.iloc[rng.integers(0, n, size=n)])) for _ in range(n_boot)]
-    return percentile_bounds(np.array([np.nan if d is None else d for d in draws]), confidence)
 
 
 def percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:

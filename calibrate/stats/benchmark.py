@@ -30,6 +30,7 @@ from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
     bootstrap_means,
     estimate_metrics,
+    expected_values,
     judged_values,
     missing_answers,
     percentile_interval,
@@ -164,10 +165,9 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
 
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
     """PAC, REF, REF1, REF2 of a pair of a class, as a perfect judge would score it."""
-    truth = next(t for t in SET_TRUTH.values() if t.pair_class == pair_class)
-    r1, r2 = truth.refusal_flags
-    return {"PAC": (truth.adjusted_score(rule) + 2) / 4 * 100, "REF": (r1 + r2) / 2 * 100,
-            "REF1": float(r1 ^ r2) * 100, "REF2": float(r1 and r2) * 100}
+    set_name = next(name for name, truth in SET_TRUTH.items() if truth.pair_class == pair_class)
+    values = expected_values(set_name, rule)
+    return {metric: values[metric] for metric in ("PAC", "REF", "REF1", "REF2")}
 
 
 # --------------------------------------------------------------------------- the headline

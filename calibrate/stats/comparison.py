@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, scores_wide, split_item
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS, scores_wide, split_item
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
@@ -25,9 +25,6 @@ from calibrate.stats import agreement, humans
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
 from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
 
-SCORE_LABELS = (-2, -1, 0, 1, 2)
-FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
-              "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
 TEXT_COLUMNS = ("raw_output", "person_1_core_position", "person_2_core_position", "key_points_of_alignment",
@@ -95,7 +92,7 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
         rows = rows[rows["set_name"].isin(sets)]
         ok = rows["parse_status"] == "ok"
         parts = []
-        for person, column in zip((1, 2), FLAG_PAIRS[flag], strict=True):
+        for person, column in zip((1, 2), humans.FIELDS[flag], strict=True):
             values = rows[column].where(ok).map({True: 1.0, False: 0.0})
             parts.append(pd.Series(values.to_numpy(), index=item_ids(rows) + f"/p{person}"))
         columns[run.name] = pd.concat(parts)
@@ -216,7 +213,7 @@ def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_
     result["fleiss_kappa"] = {"value": fleiss, "ci": [low, high], "n_items": fleiss_items}
     result["flags"] = {flag: _alpha_with_interval(flag_matrix(raters, order, sets, flag), "nominal", (0.0, 1.0),
                                                   n_boot, seed)
-                       for flag in FLAG_PAIRS}
+                       for flag in humans.FIELDS if flag != "score"}
     return result
 
 

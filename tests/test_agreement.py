@@ -18,11 +18,11 @@ from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kap
 
 from calibrate.stats.agreement import (
     agreement_report,
-    bootstrap_interval,
     fleiss_kappa,
     krippendorff_alpha,
     load_ratings,
     pairwise_kappas,
+    percentile_bounds,
     versus_truth,
 )
 from calibrate.errors import CalibrateError
@@ -334,37 +334,14 @@ def test_report_level_checks():
 # --------------------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_interval_contains_estimate_and_is_seeded():
-    ratings = synthetic_table(seed=3, n_items=150, n_raters=6)
-    point = krippendorff_alpha(ratings, "ordinal", SCALE)
+def test_percentile_bounds_skip_undefined_replicates():
+    # Replicates defined two times in three: the bounds come from the defined ones only.
+    draws = np.array([np.nan, 1.0, 2.0] * 100)
+    low, high = percentile_bounds(draws, 0.95)
+    assert 1.0 <= low < high <= 2.0
 
-    def statistic(sample: pd.DataFrame) -> float | None:
-        return krippendorff_alpha(sample, "ordinal", SCALE)
-
-    low, high = bootstrap_interval(ratings, statistic, n_boot=1000, seed=1)
-    assert low < point < high
-    assert 0.02 < high - low < 0.3
-    assert bootstrap_interval(ratings, statistic, n_boot=200, seed=5) == bootstrap_interval(
-        ratings, statistic, n_boot=200, seed=5)
-    assert bootstrap_interval(ratings, statistic, n_boot=200, seed=5) != bootstrap_interval(
-        ratings, statistic, n_boot=200, seed=6)
-
-
-def test_bootstrap_interval_skips_undefined_replicates():
-    # A statistic defined only when the resample holds item 5: about 1 - (5/6)^6 = 67% of replicates.
-    ratings = pd.DataFrame({"a": [0.0, 0.0, 0.0, 0.0, 0.0, 2.0]})
-
-    def mean_if_item_5(sample: pd.DataFrame) -> float:
-        return float(sample["a"].mean()) if (sample.index == 5).any() else float("nan")
-
-    low, high = bootstrap_interval(ratings, mean_if_item_5, n_boot=400)
-    assert 2 / 6 <= low < high <= 2.0  # a resample without item 5 would have had mean 0
-
-    # Defined only when item 5 is drawn twice or more: about 26% of replicates, so no interval.
-    def one_if_item_5_twice(sample: pd.DataFrame) -> float | None:
-        return 1.0 if (sample.index == 5).sum() >= 2 else None
-
-    assert bootstrap_interval(ratings, one_if_item_5_twice, n_boot=400) == (None, None)
+    # Defined in about a quarter of replicates: they would describe a biased subset, so no interval.
+    assert percentile_bounds(np.array([np.nan, np.nan, np.nan, 1.0] * 100), 0.95) == (None, None)
 
 
 # --------------------------------------------------------------------------- loading

@@ -196,12 +196,13 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
                                sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
     humans = result.comparison["humans"]
     consensus = np.trunc(scores[["ann_1", "ann_2"]].median(axis=1))  # a half goes toward 0
-    heuristic = humans["by_judge"]["heuristic"]
+    score_rows = {(r["rater_a"], r["rater_b"]): r for r in humans["table"] if r["field"] == "score"}
+    heuristic = score_rows[("heuristic", "consensus")]
     assert humans["n_items"] == 32 and heuristic["n"] == 32
-    assert heuristic["accuracy"] == pytest.approx((consensus == scores["alignment_score"]).mean(), abs=1e-9)
-    assert heuristic["cohen_kappa_quadratic"] == pytest.approx(
+    assert heuristic["agreement"] == pytest.approx(100 * (consensus == scores["alignment_score"]).mean(), abs=1e-9)
+    assert heuristic["kappa_quadratic"] == pytest.approx(
         cohen_kappa_score(scores["alignment_score"], consensus.astype(int), labels=LABELS, weights="quadratic"), abs=1e-6)
-    assert humans["human_human"]["pairwise"][0]["n"] == 31
+    assert score_rows[("ann_1", "ann_2")]["n"] == 31
     assert "Agreement with human labels" in (tmp_path / "second" / "report.md").read_text()
 
 

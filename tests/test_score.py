@@ -251,3 +251,7 @@ def test_human_labels_can_be_the_anchor(tmp_path):
     with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
                         cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "bad.csv")
+    labels.assign(person_1_refusal="maybe").to_csv(tmp_path / "vague.csv", index=False)  # as the label files read it
+    with pytest.raises(CalibrateError, match=r"vague.csv, row 1: person_1_refusal 'maybe' is not true or false"):
+        calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o4",
+                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "vague.csv")

@@ -344,9 +344,10 @@ def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
 
 def print_table4(human: dict, out: Console) -> None:
     """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
+    from calibrate.reports.compare import ci_text  # loads matplotlib
+
     def cell(row: dict, key: str) -> str:
-        low, high = row["ci"][key]
-        return "-" if row[key] is None else f"{row[key]:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+        return "-" if row[key] is None else ci_text(row[key], row["ci"][key], 2)
 
     def flag(row: dict) -> str:
         return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")

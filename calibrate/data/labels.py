@@ -44,7 +44,11 @@ def read_labels(path: Path | str, param: str = "human") -> pd.DataFrame:
     """Any label file (CSV, JSONL, parquet; long or wide) as the long table: LABEL_COLUMNS, scores and
     flags as floats (NaN = not given), one row per item x annotator. Defects are one line naming the file."""
     path = Path(path)
-    frame = read_source_frame(path, param, param)
+    return parse_labels(read_source_frame(path, param, param), path, param)
+
+
+def parse_labels(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
+    """`read_labels` of a label file already read (by a caller that looked at its columns first)."""
     return _read_long(frame, path, param) if ANNOTATOR in frame.columns else _read_wide(frame, path, param)
 
 
@@ -62,7 +66,7 @@ def _read_long(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
         score = _score(record[SCORE])
         if score is None:
             raise CalibrateError(f"{here}: alignment_score {record[SCORE]!r} is not an integer in -2..2", (param,))
-        flags = {flag: _flag(record.get(flag), f"{here}: {flag}", param) for flag in LABEL_FLAGS}
+        flags = {flag: parse_flag(record.get(flag), f"{here}: {flag}", param) for flag in LABEL_FLAGS}
         rows.append({ITEM: _item(record[ITEM], here, param), ANNOTATOR: annotator.strip(), SCORE: float(score),
                      **flags})
     labels = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
@@ -130,7 +134,7 @@ def _score(value: object) -> int | None:
     return int(number) if number in SCORE_LABELS else None
 
 
-def _flag(value: object, where: str, param: str) -> float:
+def parse_flag(value: object, where: str, param: str) -> float:
     """A flag as 1.0 / 0.0, NaN when not given; anything else is refused."""
     if _empty(value):
         return np.nan

@@ -25,7 +25,8 @@ def _judge_colors(names: list[str]) -> dict[str, tuple]:
     return {name: palette(i % 10) for i, name in enumerate(names)}
 
 
-def _ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool = False) -> str:
+def ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool = False) -> str:
+    """A value with its interval, "0.71 [0.60, 0.80]"; shared by the reports and the terminal tables."""
     if value is None:
         return "n/a"
     low, high = ci or (None, None)
@@ -191,10 +192,10 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
             "class accuracy %": fmt(judge["summary"]["class_accuracy"]),
             "failed %": f"{judge['failures']['failure_rate']:.1f} (parse {judge['failures']['parse_failure_rate']:.1f}, "
                         f"call {judge['failures']['call_failure_rate']:.1f})",
-            "order shift": _ci_text(order.get("mean_score_shift"), order.get("mean_score_shift_ci"), 2, True),
+            "order shift": ci_text(order.get("mean_score_shift"), order.get("mean_score_shift_ci"), 2, True),
             "order agreement %": fmt(order.get("exact_agreement")),
-            "repeat alpha": _ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
-            "injection shift (PAC)": _ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
+            "repeat alpha": ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
+            "injection shift (PAC)": ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
             "USD / 1k judgments": f"{judge['cost']['cost_usd_per_pair'] * 1000:.3f}",
         })
     blocks.append(Block("table", table=pd.DataFrame(rows)))
@@ -215,7 +216,7 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
         row = {"judge": name}
         for set_name, report in judge["sets"].items():
             pac = report["metrics"]["PAC"]
-            row[set_name] = _ci_text(pac.get("error"), pac.get("error_ci"), 1, True)
+            row[set_name] = ci_text(pac.get("error"), pac.get("error_ci"), 1, True)
         set_rows.append(row)
     blocks.append(Block("table", table=pd.DataFrame(set_rows)))
     blocks.append(Block("figure", "PAC error per set and judge, with 95% intervals.", png=figure_set_errors(comparison),
@@ -253,15 +254,15 @@ def _agreement_blocks(comparison: dict) -> list[Block]:
         return [*blocks, Block("p", f"Not computed: {between['skipped']} ({between['note']}).")]
     blocks.append(Block("p", (
         f"On {between['n_items']} calibration pairs; {between['note']}. Krippendorff's alpha over "
-        f"{', '.join(between['judges'])}: scores (ordinal) {_ci_text(between['krippendorff_alpha']['value'], between['krippendorff_alpha']['ci'], 3)}; "
-        f"refusal flags (nominal) {_ci_text(between['flags']['refusal']['value'], between['flags']['refusal']['ci'], 3)}; "
-        f"no-information flags (nominal) {_ci_text(between['flags']['no_information']['value'], between['flags']['no_information']['ci'], 3)}. "
+        f"{', '.join(between['judges'])}: scores (ordinal) {ci_text(between['krippendorff_alpha']['value'], between['krippendorff_alpha']['ci'], 3)}; "
+        f"refusal flags (nominal) {ci_text(between['flags']['refusal']['value'], between['flags']['refusal']['ci'], 3)}; "
+        f"no-information flags (nominal) {ci_text(between['flags']['no_information']['value'], between['flags']['no_information']['ci'], 3)}. "
         f"Fleiss' kappa on scores ({between['fleiss_kappa']['n_items']} pairs every judge scored): "
-        f"{_ci_text(between['fleiss_kappa']['value'], between['fleiss_kappa']['ci'], 3)}.")))
+        f"{ci_text(between['fleiss_kappa']['value'], between['fleiss_kappa']['ci'], 3)}.")))
     blocks.append(Block("table", table=pd.DataFrame([
         {"judge A": e["a"], "judge B": e["b"], "pairs": e["n"], "kappa": fmt(e["cohen_kappa"], 3),
          "linear": fmt(e["cohen_kappa_linear"], 3),
-         "quadratic [95% CI]": _ci_text(e["cohen_kappa_quadratic"], e.get("cohen_kappa_quadratic_ci"), 3)}
+         "quadratic [95% CI]": ci_text(e["cohen_kappa_quadratic"], e.get("cohen_kappa_quadratic_ci"), 3)}
         for e in between["pairwise"]])))
     blocks.append(Block("figure", "Quadratic-weighted Cohen's kappa between judges (labels -2..2).",
                         png=figure_agreement_heatmap(between), name="agreement_heatmap"))
@@ -284,13 +285,13 @@ def human_blocks(humans: dict) -> list[Block]:
     for (a, b), fields in by_pair.items():
         score, refusal, no_info = fields["score"], fields["refusal"], fields["no_information"]
         rows.append({"rater A": a, "rater B": b, "pairs": score["n"],
-                     "score kappa quadratic": _ci_text(score["kappa_quadratic"], score["ci"]["kappa_quadratic"], 2),
-                     "score kappa": _ci_text(score["kappa"], score["ci"]["kappa"], 2),
-                     "score agreement %": _ci_text(score["agreement"], score["ci"]["agreement"], 0),
-                     "refusal agreement %": _ci_text(refusal["agreement"], refusal["ci"]["agreement"], 0),
-                     "refusal kappa": _ci_text(refusal["kappa"], refusal["ci"]["kappa"], 2),
-                     "no-info agreement %": _ci_text(no_info["agreement"], no_info["ci"]["agreement"], 0),
-                     "no-info kappa": _ci_text(no_info["kappa"], no_info["ci"]["kappa"], 2)})
+                     "score kappa quadratic": ci_text(score["kappa_quadratic"], score["ci"]["kappa_quadratic"], 2),
+                     "score kappa": ci_text(score["kappa"], score["ci"]["kappa"], 2),
+                     "score agreement %": ci_text(score["agreement"], score["ci"]["agreement"], 0),
+                     "refusal agreement %": ci_text(refusal["agreement"], refusal["ci"]["agreement"], 0),
+                     "refusal kappa": ci_text(refusal["kappa"], refusal["ci"]["kappa"], 2),
+                     "no-info agreement %": ci_text(no_info["agreement"], no_info["ci"]["agreement"], 0),
+                     "no-info kappa": ci_text(no_info["kappa"], no_info["ci"]["kappa"], 2)})
     paper = humans["paper"]
     for kind, label in (("human_human", "paper: human"), ("human_judge", "paper: judge")):
         entry = paper[kind]
@@ -314,7 +315,7 @@ def human_blocks(humans: dict) -> list[Block]:
               "PAC": fmt(e["human_pac"], 1)} for e in humans["leaderboard"]])))
     blocks.append(Block("table", table=pd.DataFrame(
         [{"rater": name, "pairs": humans["pac_n"][name],
-          f"PAC (rule {humans['rule']}) [95% CI]": _ci_text(value, humans["pac_ci"][name], 1)}
+          f"PAC (rule {humans['rule']}) [95% CI]": ci_text(value, humans["pac_ci"][name], 1)}
          for name, value in humans["pac"].items()])))
     return blocks
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -332,31 +332,7 @@ def agreement_report(ratings: pd.DataFrame, level: str = "ordinal", truth: pd.Se
     return report
 
 
-def bootstrap_interval(
-    ratings: pd.DataFrame,
-    statistic: Callable[[pd.DataFrame], float | None],
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float | None, float | None]:
-    """Percentile interval of `statistic`, resampling items (rows) with replacement.
-
-    Items, not ratings, are the sampling unit: an item's ratings stay together. A resample keeps
-    its item ids (repeated), so a statistic may look up per-item data such as a truth Series.
-    Replicates where the statistic is undefined are skipped; if more than half are, the interval
-    would describe a biased subset, so both bounds are None. Calls `statistic` once per replicate:
-    for kappa, alpha and Fleiss' kappa, `kappa_interval`, `alpha_interval` and `fleiss_interval`
-    give the same kind of interval from per-item counts, hundreds of times faster.
-    """
-    n = len(ratings)
-    if n == 0:
-        return None, None
-    rng = np.random.default_rng(seed)
-    draws = [finite(statistic(ratings.iloc[rng.integers(0, n, size=n)])) for _ in range(n_boot)]
-    return _percentile_bounds(np.array([np.nan if d is None else d for d in draws]), confidence)
-
-
-def _percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+def percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
     """Percentile bounds of the finite replicates; None, None when over half of them are undefined."""
     kept = draws[np.isfinite(draws)]
     if not len(kept) or 2 * len(kept) < len(draws):
@@ -366,7 +342,7 @@ def _percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | No
     return float(low), float(high)
 
 
-def _resampled_sums(per_item: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def resampled_sums(per_item: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap replicates of the column sums of a per-item table (items resampled with replacement).
 
     Every statistic here is a function of sums over items of per-item counts (confusion cells,
@@ -393,8 +369,8 @@ def kappa_interval(
         return None, None
     cells = np.zeros((n, k * k))
     cells[np.arange(n), codes[:, 0] * k + codes[:, 1]] = 1.0
-    confusion = _resampled_sums(cells, n_boot, seed).reshape(n_boot, k, k)
-    return _percentile_bounds(kappa_from_confusion(confusion, weights), confidence)
+    confusion = resampled_sums(cells, n_boot, seed).reshape(n_boot, k, k)
+    return percentile_bounds(kappa_from_confusion(confusion, weights), confidence)
 
 
 def kappa_from_confusion(confusion: np.ndarray, weights: str | None = None) -> np.ndarray:
@@ -468,8 +444,8 @@ def alpha_interval(
     if len(values) < 2 or not (counts.sum(axis=1) >= 2).any():
         return None, None
     k = len(values)
-    coincidences = _resampled_sums(item_coincidences(counts).reshape(len(counts), k * k), n_boot, seed)
-    return _percentile_bounds(alpha_from_coincidences(coincidences.reshape(n_boot, k, k), level, values), confidence)
+    coincidences = resampled_sums(item_coincidences(counts).reshape(len(counts), k * k), n_boot, seed)
+    return percentile_bounds(alpha_from_coincidences(coincidences.reshape(n_boot, k, k), level, values), confidence)
 
 
 def category_counts(ratings: pd.DataFrame) -> np.ndarray:
@@ -502,6 +478,6 @@ def fleiss_interval(ratings: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     if not len(counts) or ratings.shape[1] < 2:
         return None, None
     per_item = np.column_stack([counts, (counts ** 2).sum(axis=1)])
-    sums = _resampled_sums(per_item, n_boot, seed)
+    sums = resampled_sums(per_item, n_boot, seed)
     kappas = fleiss_from_counts(sums[:, :-1], sums[:, -1], len(counts), ratings.shape[1])
-    return _percentile_bounds(kappas, confidence)
+    return percentile_bounds(kappas, confidence)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibrate.data.labels import ITEM, SCORE, read_labels, split_item
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
 from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
 from calibrate.stats.calibration import mapping_inputs
@@ -30,6 +30,7 @@ from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
     bootstrap_means,
     estimate_metrics,
+    expected_values,
     judged_values,
     missing_answers,
     percentile_interval,
@@ -164,10 +165,9 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
 
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
     """PAC, REF, REF1, REF2 of a pair of a class, as a perfect judge would score it."""
-    truth = next(t for t in SET_TRUTH.values() if t.pair_class == pair_class)
-    r1, r2 = truth.refusal_flags
-    return {"PAC": (truth.adjusted_score(rule) + 2) / 4 * 100, "REF": (r1 + r2) / 2 * 100,
-            "REF1": float(r1 ^ r2) * 100, "REF2": float(r1 and r2) * 100}
+    set_name = next(name for name, truth in SET_TRUTH.items() if truth.pair_class == pair_class)
+    values = expected_values(set_name, rule)
+    return {metric: values[metric] for metric in ("PAC", "REF", "REF1", "REF2")}
 
 
 # --------------------------------------------------------------------------- the headline
@@ -245,7 +245,6 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibra
 # --------------------------------------------------------------------------- cheap judge + anchor (PPI)
 
 ANCHOR_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
-LABEL_FLAGS = ("person_1_refusal", "person_2_refusal", "person_1_has_no_information", "person_2_has_no_information")
 
 
 def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
@@ -286,7 +285,7 @@ def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]
     annotators' labels of a pair count as their consensus."""
     frame = read_source_frame(path, "anchor_labels", "anchor_labels")
     if ITEM in frame.columns:
-        frame = _consensus_labels(read_labels(path, "anchor_labels"))
+        frame = _consensus_labels(parse_labels(frame, Path(path), "anchor_labels"))
     where = f"anchor_labels {path}"
     for column in ("pair_id", "alignment_score"):
         if column not in frame.columns:
@@ -304,7 +303,8 @@ def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]
                              "is not an integer in -2..2", ("anchor_labels",))
     labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
     for flag in LABEL_FLAGS:
-        labels[flag] = labels[flag].map(_flag) if flag in labels else False
+        labels[flag] = ([parse_flag(value, f"{where}, row {row}: {flag}", "anchor_labels") == 1.0
+                         for row, value in enumerate(labels[flag], start=1)] if flag in labels else False)
     unknown = sorted(set(labels["model"].astype(str)) - set(models))
     if unknown:
         raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})",
@@ -317,12 +317,6 @@ def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
     agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
     where = [split_item(item) for item in agreed.index]
     return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
-
-
-def _flag(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) if value is not None and not pd.isna(value) else False
 
 
 def leaderboard(metrics: dict) -> pd.DataFrame:

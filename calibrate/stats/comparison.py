@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, scores_wide, split_item
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS, scores_wide, split_item
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
@@ -25,9 +25,6 @@ from calibrate.stats import agreement, humans
 from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
 from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
 
-SCORE_LABELS = (-2, -1, 0, 1, 2)
-FLAG_PAIRS = {"refusal": ("person_1_refusal", "person_2_refusal"),
-              "no_information": ("person_1_has_no_information", "person_2_has_no_information")}
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
 TEXT_COLUMNS = ("raw_output", "person_1_core_position", "person_2_core_position", "key_points_of_alignment",
@@ -95,7 +92,7 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
         rows = rows[rows["set_name"].isin(sets)]
         ok = rows["parse_status"] == "ok"
         parts = []
-        for person, column in zip((1, 2), FLAG_PAIRS[flag], strict=True):
+        for person, column in zip((1, 2), humans.FIELDS[flag], strict=True):
             values = rows[column].where(ok).map({True: 1.0, False: 0.0})
             parts.append(pd.Series(values.to_numpy(), index=item_ids(rows) + f"/p{person}"))
         columns[run.name] = pd.concat(parts)
@@ -216,7 +213,7 @@ def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_
     result["fleiss_kappa"] = {"value": fleiss, "ci": [low, high], "n_items": fleiss_items}
     result["flags"] = {flag: _alpha_with_interval(flag_matrix(raters, order, sets, flag), "nominal", (0.0, 1.0),
                                                   n_boot, seed)
-                       for flag in FLAG_PAIRS}
+                       for flag in humans.FIELDS if flag != "score"}
     return result
 
 
@@ -245,30 +242,17 @@ def judged_raters(runs: Sequence[JudgeRun], order: str, items: pd.Index) -> dict
 
 def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, rule: str, n_boot: int,
                    seed: int) -> dict:
-    """Each judge against the human consensus and each annotator, human-human agreement, and the paper's
-    Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison judged.
+    """The paper's Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison
+    judged: each judge against the human consensus and each annotator, and human-human agreement.
     `labels`: the long label table (data/labels.py)."""
     sets = sorted({split_item(item)[0] for item in labels[ITEM]})
     scores = score_matrix(runs, order, sets)
-    wide = scores_wide(labels)
-    known = wide.index.intersection(scores.index)
+    known = scores_wide(labels).index.intersection(scores.index)
     if not len(known):
         raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
-    wide = wide.loc[known]
-    consensus = humans.consensus(humans.annotator_tables(labels))[SCORE].reindex(known)
-    per_judge = {}
-    for run in runs:
-        both = pd.DataFrame({"judge": scores.loc[known, run.name], "humans": consensus.loc[known]})
-        versus = agreement.versus_truth(both[["judge"]], both["humans"], SCORE_LABELS)["judge"]
-        versus["cohen_kappa_quadratic_ci"] = list(agreement.kappa_interval(both, SCORE_LABELS, "quadratic", n_boot, seed))
-        per_annotator = agreement.pairwise_kappas(pd.concat([scores.loc[known, [run.name]], wide], axis=1), SCORE_LABELS)
-        versus["per_annotator"] = [e for e in per_annotator if e["a"] == run.name]
-        per_judge[run.name] = versus
-    human_human = (agreement.agreement_report(wide, "ordinal", labels=SCORE_LABELS) if wide.shape[1] >= 2 else None)
     shared = labels[labels[ITEM].isin(known)]
     shared.attrs = labels.attrs
     return {"n_items": int(len(known)), "n_labelled_not_judged": int(labels[ITEM].nunique() - len(known)),
-            "annotators": list(wide.columns), "by_judge": per_judge, "human_human": human_human,
             **humans.table4(shared, judged_raters(runs, order, known), rule, n_boot, seed)}
 
 

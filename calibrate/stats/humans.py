@@ -8,7 +8,7 @@ full scale -2..2 (Cohen's kappa unweighted and quadratic-weighted); a flag per (
 
 The bootstrap resamples pairs (a pair's two flag units stay together) by weighting each pair's cells of
 the confusion matrix with its multinomial draw count, so one matrix product gives every resample.
-Kappa is computed from the confusion matrix exactly as scikit-learn's `cohen_kappa_score` computes it
+Kappa is `agreement.kappa_from_confusion`, computed as scikit-learn's `cohen_kappa_score` computes it
 (tests hold the two to 1e-9); undefined values (a rater who never varies) are None.
 """
 
@@ -23,6 +23,7 @@ import pandas as pd
 from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS
 from calibrate.judging.panel import median_score
 from calibrate.rounding import finite
+from calibrate.stats.agreement import kappa_from_confusion, percentile_bounds, resampled_sums
 from calibrate.stats.metrics import CONFIDENCE, bootstrap_means, per_pair_values, percentile_interval
 
 CONSENSUS = "consensus"
@@ -87,26 +88,10 @@ def confusion_cells(a: pd.DataFrame, b: pd.DataFrame, field: str) -> tuple[np.nd
 
 
 def statistics(counts: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Agreement (percent) and Cohen's kappa, unweighted and quadratic, of confusion counts (..., k*k),
-    as scikit-learn defines them: 1 - sum(w * observed) / sum(w * expected), expected from the margins."""
+    """Agreement (percent) and Cohen's kappa, unweighted and quadratic, of confusion counts (..., k*k)."""
     matrix = counts.reshape(*counts.shape[:-1], k, k)
-    n = matrix.sum(axis=(-2, -1))
-    expected = matrix.sum(axis=-1)[..., :, None] * matrix.sum(axis=-2)[..., None, :] / n[..., None, None]
-    distance = np.subtract.outer(np.arange(k), np.arange(k)).astype(float)
-    result = {"agreement": 100.0 * np.trace(matrix, axis1=-2, axis2=-1) / n}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for name, weight in (("kappa", (distance != 0).astype(float)), ("kappa_quadratic", distance ** 2)):
-            result[name] = 1.0 - (weight * matrix).sum(axis=(-2, -1)) / (weight * expected).sum(axis=(-2, -1))
-    return result
-
-
-def _interval(draws: np.ndarray, n_boot: int) -> list[float | None]:
-    defined = draws[np.isfinite(draws)]
-    if not len(defined) or 2 * len(defined) < n_boot:  # mostly undefined: no honest interval
-        return [None, None]
-    tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    low, high = np.percentile(defined, [tail, 100.0 - tail])
-    return [finite(low), finite(high)]
+    return {"agreement": 100.0 * np.trace(matrix, axis1=-2, axis2=-1) / matrix.sum(axis=(-2, -1)),
+            "kappa": kappa_from_confusion(matrix), "kappa_quadratic": kappa_from_confusion(matrix, "quadratic")}
 
 
 def compare_raters(a: pd.DataFrame, b: pd.DataFrame, field: str, n_boot: int, seed: int) -> dict:
@@ -118,11 +103,9 @@ def compare_raters(a: pd.DataFrame, b: pd.DataFrame, field: str, n_boot: int, se
     if n == 0:
         return {**row, **{name: None for name in names}, "ci": {name: [None, None] for name in names}}
     point = statistics(cells.sum(axis=0), k)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(cells), np.full(len(cells), 1.0 / len(cells)), size=n_boot)
-    draws = statistics(weights @ cells, k)
+    draws = statistics(resampled_sums(cells, n_boot, seed), k)
     row.update({name: finite(point[name]) for name in names})  # unrounded: equal to scikit-learn's
-    row["ci"] = {name: _interval(draws[name], n_boot) for name in names}
+    row["ci"] = {name: list(percentile_bounds(draws[name], CONFIDENCE)) for name in names}
     return row
 
 

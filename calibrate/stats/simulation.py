@@ -26,6 +26,7 @@ import numpy as np
 
 from calibrate.stats import prevalence
 from calibrate.stats.mapping import IsotonicMap, TwoPointLinearMap, calibrated_estimate
+from calibrate.stats.metrics import expected_values, per_pair_values
 from calibrate.stats.ppi import mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
@@ -56,8 +57,8 @@ def _flags() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def outcome_values(rule: str) -> dict[str, np.ndarray]:
     """Per-pair PAC and REF of each judged outcome, and the outcome's adjusted score (the mappings' x)."""
     score, r1, r2 = _flags()
-    adjusted = adjusted_scores(score, r1, r2, rule)
-    return {"PAC": (adjusted + 2) / 4 * 100, "REF": (r1.astype(float) + r2) / 2 * 100, "x": adjusted}
+    values = per_pair_values(score, r1, r2, np.zeros_like(r1), np.zeros_like(r1), rule)
+    return {"PAC": values["PAC"].to_numpy(), "REF": values["REF"].to_numpy(), "x": adjusted_scores(score, r1, r2, rule)}
 
 
 def judged_class_matrix() -> np.ndarray:
@@ -69,9 +70,8 @@ def judged_class_matrix() -> np.ndarray:
 
 def class_values(rule: str) -> dict[str, np.ndarray]:
     """True PAC and REF of each calibration class under the rule (what the shares are weighted by)."""
-    truths = [SET_TRUTH[name] for name in CALIBRATION_SETS]
-    return {"PAC": np.array([(t.adjusted_score(rule) + 2) / 4 * 100 for t in truths]),
-            "REF": np.array([sum(t.refusal_flags) / 2 * 100 for t in truths])}
+    expected = [expected_values(name, rule) for name in CALIBRATION_SETS]
+    return {metric: np.array([values[metric] for values in expected]) for metric in ("PAC", "REF")}
 
 
 @dataclass(frozen=True)

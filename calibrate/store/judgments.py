@@ -314,12 +314,6 @@ class JudgmentStore(ResultTables):
                     self.repaired += self._set_aside(table, bad)
         return problems
 
-    def quarantine_count(self) -> int:
-        """Records moved aside so far (in this file, by any run)."""
-        if "quarantine" not in self._tables():
-            return 0
-        return self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-
     def prune(self, config_hash: str | None = None, failures_only: bool = False, dry_run: bool = True) -> dict:
         """Delete one judge config's judgments (and its failure log), or only failure logs. Returns
         what was (or, in a dry run, would be) deleted; nothing is deleted without dry_run=False."""

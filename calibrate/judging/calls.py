@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.estimate import CHARS_PER_TOKEN
 
 RETRYABLE_STATUS = {408, 409, 429}
 FATAL_STATUS = {401, 403, 404}
@@ -156,7 +157,6 @@ LIMIT_HEADERS = (
     ("output tokens", "anthropic-ratelimit-output-tokens-{}"),
 )
 DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
-CHARS_PER_TOKEN = 4.0  # the usual guess for English text, until replies report their usage
 ESTIMATE_DECAY = 0.95  # weight of the past in the token estimates: they follow the run's recent replies
 BINDING_SHOWN_S = 2.0  # a limit that held a start back this recently is shown as binding
 FIRST_WAVE = 8  # requests that may start before the first reply says whether the server announces limits
@@ -213,8 +213,9 @@ class Cost:
 
 
 class TokenEstimate:
-    """Tokens a request will use: input from its characters at the ratio replies report, output as
-    recent replies' output (max_tokens until a reply reports usage), both following the run as it goes."""
+    """Tokens a request will use: input from its characters at the ratio replies report (CHARS_PER_TOKEN
+    until one does), output as recent replies' output (max_tokens until a reply reports usage), both
+    following the run as it goes."""
 
     def __init__(self) -> None:
         self.input_tokens = self.chars = self.output_tokens = self.replies = 0.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import urllib.request
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from calibrate.judging.panel import PanelBackend
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import NO_KEY, RemoteBackend
 from calibrate.judging.runner import run_sync
+from calibrate.judging.transport import env_proxy
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -106,8 +106,8 @@ async def _connect(endpoint: str) -> str | None:
     url = urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     direct = (host, port)
-    proxy = urllib.request.getproxies().get(url.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
+    proxy = env_proxy(endpoint)  # the route the requests take
+    if proxy:
         proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxy_url.hostname or host, proxy_url.port or 80
     tls = ssl.create_default_context() if url.scheme == "https" and (host, port) == direct else None

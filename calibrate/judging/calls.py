@@ -66,10 +66,13 @@ class StatusError(Exception):
 
 
 class ConnectionFailure(Exception):
-    """No usable answer: timeout, refused or dropped connection, or a body cut short."""
+    """No usable answer: timeout, refused or dropped connection, or a body cut short. `slow_reply`: the
+    server took the request but did not answer in time; a slow server is not a gone one, so the circuit
+    breaker does not count it (a connection that could not even be opened, timed out or not, it counts)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, slow_reply: bool = False):
         super().__init__(scrub(message))
+        self.slow_reply = slow_reply
 
 
 @contextmanager
@@ -81,8 +84,10 @@ def sdk_failures(sdk: ModuleType) -> Iterator[None]:
     except sdk.APIStatusError as error:
         raise StatusError(error.status_code, error.response.headers, str(error.message),
                           error_message(error.body)) from None
-    except sdk.APITimeoutError:
-        raise ConnectionFailure("timed out waiting for the server") from None
+    except sdk.APITimeoutError as error:
+        if type(error.__cause__).__name__ == "ConnectTimeout":  # httpx's: no connection was opened
+            raise ConnectionFailure("timed out connecting to the server") from None
+        raise ConnectionFailure("timed out waiting for the server", slow_reply=True) from None
     except sdk.APIConnectionError as error:
         raise ConnectionFailure(f"connection failed: {error}") from None
 
@@ -164,7 +169,6 @@ FIRST_WAVE = 8  # requests that may start before the first reply says whether th
 # mean the endpoint is gone; retrying every remaining item would only cost time.
 BREAKER_FAILURES = 5
 BREAKER_S = 10.0
-SLOW_REPLY = "timed out waiting"  # how a timeout waiting for an answer begins (not counted by the breaker)
 
 
 def reset_seconds(value: str) -> float | None:
@@ -420,7 +424,7 @@ async def call_with_retries(
             if error.status == 429 and wait:
                 wait = 0.0  # the pacer holds every start back for it
         except ConnectionFailure as error:
-            if not str(error).startswith(SLOW_REPLY):  # a slow server is not a gone one
+            if not error.slow_reply:  # a slow server is not a gone one
                 pacer.connection_failed(f"{where}: {error}")
             if attempt == policy.max_retries:
                 raise CallFailed(str(error), attempt + 1) from None

@@ -21,7 +21,7 @@ from calibrate.judging.base import Backend
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.remote import NO_KEY, RemoteBackend
+from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.runner import run_sync
 from calibrate.judging.transport import env_proxy
 
@@ -58,27 +58,14 @@ def key_variables(backend: Backend) -> list[str]:
 
 def check_ready(backends: Sequence[Backend], problems: Sequence[str] = ()) -> None:
     """Raise one CalibrateError naming every problem (`problems`: those found already, e.g. configs
-    that did not load): keys, cleartext, unreachable endpoints, then each server's word on its model."""
+    that did not load): each judge's `problems` (key, cleartext, the server's word on its model when its
+    endpoint is reachable), then the unreachable endpoints."""
     found = list(problems)
     remotes = remote_members(backends)
-    usable = []
-    for backend in remotes:
-        try:
-            if backend.api_key() != NO_KEY:
-                backend.check_cleartext()
-            usable.append(backend)
-        except CalibrateError as problem:
-            found.append(str(problem))
     unreachable = run_sync(_unreachable(remotes))
+    for backend in remotes:
+        found.extend(backend.problems(reachable=backend.endpoint not in unreachable))
     found.extend(unreachable.values())
-    for backend in usable:
-        if backend.endpoint in unreachable or backend.model_checked:
-            continue
-        try:
-            run_sync(backend.check_model())
-            backend.model_checked = True
-        except CalibrateError as problem:
-            found.append(str(problem))
     report(found)
 
 

@@ -177,12 +177,23 @@ class RemoteBackend(Backend):
         return remember_secret(key)
 
     def preflight(self) -> None:
-        """The key first (no request without it), then, once, what the server says about the model."""
-        if self.api_key() != NO_KEY:
-            self.check_cleartext()
-        if not self.model_checked:
-            run_sync(self.check_model())
-            self.model_checked = True
+        problems = self.problems()
+        if problems:
+            raise CalibrateError(problems[0])
+
+    def problems(self, reachable: bool = True) -> list[str]:
+        """What stops this judge, for `preflight` to raise and `preflight.check_ready` to collect: the key
+        first (no request without it), then, once and only when the endpoint is `reachable`, what the
+        server says about the model."""
+        try:
+            if self.api_key() != NO_KEY:
+                self.check_cleartext()
+            if reachable and not self.model_checked:
+                run_sync(self.check_model())
+                self.model_checked = True
+        except CalibrateError as problem:
+            return [str(problem)]
+        return []
 
     def pacing(self) -> PacingStats:
         return self.pacer.stats

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from calibrate.judging.base import view_of
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.remote import prompt_chars
+from calibrate.judging.estimate import request_chars
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 
@@ -56,7 +56,7 @@ def request_tokens(backend: str, folder: Path) -> tuple[int, int]:
     """Input and output tokens of one benchmark request as the fake servers count them."""
     config = load_judge_config(str(write_judge(folder, backend, "http://127.0.0.1:1", 1)))
     body, _ = make_backend(config).build_request(view_of(synthetic_pairs(1)[0], "forward"))
-    return prompt_chars(body) // 4, COMPLETION_TOKENS if backend == "openai" else OUTPUT_TOKENS
+    return request_chars(body) // 4, COMPLETION_TOKENS if backend == "openai" else OUTPUT_TOKENS
 
 
 def limits(backend: str, kind: str, tokens: tuple[int, int]) -> tuple[dict[str, float], float]:

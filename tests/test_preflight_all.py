@@ -75,3 +75,17 @@ def test_judges_shows_every_key_a_judge_needs_and_whether_it_is_set(tmp_path):
     assert "OPENAI_API_KEY set" in rows["gpt"] and "ANTHROPIC" not in rows["gpt"]
     assert "ANTHROPIC_API_KEY NOT SET" in rows["claude"]
     assert rows["heuristic"].strip() == "offline" and rows["gemma-vllm"].strip() == "none needed"
+
+
+def test_reachability_is_checked_through_the_proxy_all_proxy_names(tmp_path):
+    """ALL_PROXY routes the requests (transport.env_proxy), so preflight connects to that proxy: a
+    proxy that is down is the problem named, not the endpoint behind it."""
+    endpoint, proxy = closed_port_url(), closed_port_url()
+    proxy_address = proxy.removeprefix("http://").removesuffix("/v1")
+    assert proxy_address not in endpoint
+    judge = write_judge(tmp_path, endpoint, name="proxied")
+    proxy_variables = [name for name in os.environ if name.lower().endswith("_proxy")]
+    result = cli("fit", "--judge", str(judge), cwd=tmp_path,
+                 env=env_without(*proxy_variables, ALL_PROXY=proxy.removesuffix("/v1")))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot reach {endpoint} (connection refused at {proxy_address};" in result.stderr

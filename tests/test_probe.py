@@ -106,3 +106,27 @@ def test_the_circuit_breaker_stops_a_run_whose_server_went_away_and_the_rerun_ju
         httpd.shutdown()
         httpd.server_close()
     assert restarted == base_url and counts["judged"] == 7 and counts["reused"] == 5 and len(again.log) == 7
+
+
+def test_the_circuit_breaker_counts_connections_that_time_out_before_they_open(tmp_path, monkeypatch):
+    """A listener whose accept queue is full: the kernel drops every new SYN, so no connection opens and
+    each attempt times out connecting (aiohttp, the default transport). That is a connection failure,
+    not a slow reply: the breaker stops the run (its window 0.3 s here) instead of retrying every item."""
+    monkeypatch.setenv("CALIBRATE_TEST_JUDGE_KEY", "sk-test-probe")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(3)]  # the queue holds one; the rest wait in SYN retries
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        backend = make_backend(load_judge_config(str(write_judge(tmp_path, url, timeout_s=0.4, max_retries=6))))
+        backend.pacer.breaker_s = 0.3
+        try:
+            with JudgmentStore(tmp_path / "c.sqlite3") as store, pytest.raises(
+                    CalibrateError, match=f"{url}: timed out connecting.*connection failures in a row"):
+                judge_pairs(backend, pairs(8), store, show_progress=False)
+        finally:
+            for filler in fillers:
+                filler.close()

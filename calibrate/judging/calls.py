@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.estimate import CHARS_PER_TOKEN
 
 RETRYABLE_STATUS = {408, 409, 429}
 FATAL_STATUS = {401, 403, 404}
@@ -65,10 +66,13 @@ class StatusError(Exception):
 
 
 class ConnectionFailure(Exception):
-    """No usable answer: timeout, refused or dropped connection, or a body cut short."""
+    """No usable answer: timeout, refused or dropped connection, or a body cut short. `slow_reply`: the
+    server took the request but did not answer in time; a slow server is not a gone one, so the circuit
+    breaker does not count it (a connection that could not even be opened, timed out or not, it counts)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, slow_reply: bool = False):
         super().__init__(scrub(message))
+        self.slow_reply = slow_reply
 
 
 @contextmanager
@@ -80,8 +84,10 @@ def sdk_failures(sdk: ModuleType) -> Iterator[None]:
     except sdk.APIStatusError as error:
         raise StatusError(error.status_code, error.response.headers, str(error.message),
                           error_message(error.body)) from None
-    except sdk.APITimeoutError:
-        raise ConnectionFailure("timed out waiting for the server") from None
+    except sdk.APITimeoutError as error:
+        if type(error.__cause__).__name__ == "ConnectTimeout":  # httpx's: no connection was opened
+            raise ConnectionFailure("timed out connecting to the server") from None
+        raise ConnectionFailure("timed out waiting for the server", slow_reply=True) from None
     except sdk.APIConnectionError as error:
         raise ConnectionFailure(f"connection failed: {error}") from None
 
@@ -156,7 +162,6 @@ LIMIT_HEADERS = (
     ("output tokens", "anthropic-ratelimit-output-tokens-{}"),
 )
 DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
-CHARS_PER_TOKEN = 4.0  # the usual guess for English text, until replies report their usage
 ESTIMATE_DECAY = 0.95  # weight of the past in the token estimates: they follow the run's recent replies
 BINDING_SHOWN_S = 2.0  # a limit that held a start back this recently is shown as binding
 FIRST_WAVE = 8  # requests that may start before the first reply says whether the server announces limits
@@ -164,7 +169,6 @@ FIRST_WAVE = 8  # requests that may start before the first reply says whether th
 # mean the endpoint is gone; retrying every remaining item would only cost time.
 BREAKER_FAILURES = 5
 BREAKER_S = 10.0
-SLOW_REPLY = "timed out waiting"  # how a timeout waiting for an answer begins (not counted by the breaker)
 
 
 def reset_seconds(value: str) -> float | None:
@@ -213,8 +217,9 @@ class Cost:
 
 
 class TokenEstimate:
-    """Tokens a request will use: input from its characters at the ratio replies report, output as
-    recent replies' output (max_tokens until a reply reports usage), both following the run as it goes."""
+    """Tokens a request will use: input from its characters at the ratio replies report (CHARS_PER_TOKEN
+    until one does), output as recent replies' output (max_tokens until a reply reports usage), both
+    following the run as it goes."""
 
     def __init__(self) -> None:
         self.input_tokens = self.chars = self.output_tokens = self.replies = 0.0
@@ -419,7 +424,7 @@ async def call_with_retries(
             if error.status == 429 and wait:
                 wait = 0.0  # the pacer holds every start back for it
         except ConnectionFailure as error:
-            if not str(error).startswith(SLOW_REPLY):  # a slow server is not a gone one
+            if not error.slow_reply:  # a slow server is not a gone one
                 pacer.connection_failed(f"{where}: {error}")
             if attempt == policy.max_retries:
                 raise CallFailed(str(error), attempt + 1) from None

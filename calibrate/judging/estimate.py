@@ -46,18 +46,18 @@ def key_is_set(variable: str | None) -> bool:
     return not variable or bool(os.environ.get(variable, "").strip())
 
 
-def text_tokens(text: str) -> int:
-    """Tokens of a text at CHARS_PER_TOKEN (rounded up)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+def request_chars(body: dict[str, Any]) -> int:
+    """The characters of the conversation in one chat request body (OpenAI chat completions or
+    Anthropic Messages): system prompt and messages."""
+    chars = sum(len(_content_text(m.get("content"))) for m in body.get("messages", []))
+    return chars + len(_content_text(body.get("system")))
 
 
 def request_input_tokens(body: dict[str, Any]) -> int:
-    """Input tokens of one chat request body (OpenAI chat completions or Anthropic Messages)."""
-    messages = body.get("messages", [])
-    chars = sum(len(_content_text(m.get("content"))) for m in messages)
-    chars += len(_content_text(body.get("system")))
-    chars += sum(len(orjson.dumps(body[key])) for key in SCHEMA_KEYS if key in body)
-    overhead = MESSAGE_OVERHEAD_TOKENS * (len(messages) + ("system" in body))
+    """Input tokens of one chat request body: the conversation and the output schema or tool at
+    CHARS_PER_TOKEN, plus the format's own tokens."""
+    chars = request_chars(body) + sum(len(orjson.dumps(body[key])) for key in SCHEMA_KEYS if key in body)
+    overhead = MESSAGE_OVERHEAD_TOKENS * (len(body.get("messages", [])) + ("system" in body))
     if body.get("tool_choice", {}).get("type") == "tool":
         overhead += FORCED_TOOL_OVERHEAD_TOKENS
     return math.ceil(chars / CHARS_PER_TOKEN) + overhead

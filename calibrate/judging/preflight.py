@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import urllib.request
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -22,8 +21,9 @@ from calibrate.judging.base import Backend
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.remote import NO_KEY, RemoteBackend
+from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.runner import run_sync
+from calibrate.judging.transport import env_proxy
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -58,27 +58,14 @@ def key_variables(backend: Backend) -> list[str]:
 
 def check_ready(backends: Sequence[Backend], problems: Sequence[str] = ()) -> None:
     """Raise one CalibrateError naming every problem (`problems`: those found already, e.g. configs
-    that did not load): keys, cleartext, unreachable endpoints, then each server's word on its model."""
+    that did not load): each judge's `problems` (key, cleartext, the server's word on its model when its
+    endpoint is reachable), then the unreachable endpoints."""
     found = list(problems)
     remotes = remote_members(backends)
-    usable = []
-    for backend in remotes:
-        try:
-            if backend.api_key() != NO_KEY:
-                backend.check_cleartext()
-            usable.append(backend)
-        except CalibrateError as problem:
-            found.append(str(problem))
     unreachable = run_sync(_unreachable(remotes))
+    for backend in remotes:
+        found.extend(backend.problems(reachable=backend.endpoint not in unreachable))
     found.extend(unreachable.values())
-    for backend in usable:
-        if backend.endpoint in unreachable or backend.model_checked:
-            continue
-        try:
-            run_sync(backend.check_model())
-            backend.model_checked = True
-        except CalibrateError as problem:
-            found.append(str(problem))
     report(found)
 
 
@@ -106,8 +93,8 @@ async def _connect(endpoint: str) -> str | None:
     url = urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     direct = (host, port)
-    proxy = urllib.request.getproxies().get(url.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
+    proxy = env_proxy(endpoint)  # the route the requests take
+    if proxy:
         proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxy_url.hostname or host, proxy_url.port or 80
     tls = ssl.create_default_context() if url.scheme == "https" and (host, port) == direct else None

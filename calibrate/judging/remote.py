@@ -28,7 +28,7 @@ from calibrate.judging.calls import (
 )
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.configfile import check_rate, is_http_url
-from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS
+from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS, request_chars
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.runner import run_sync
 
@@ -177,12 +177,23 @@ class RemoteBackend(Backend):
         return remember_secret(key)
 
     def preflight(self) -> None:
-        """The key first (no request without it), then, once, what the server says about the model."""
-        if self.api_key() != NO_KEY:
-            self.check_cleartext()
-        if not self.model_checked:
-            run_sync(self.check_model())
-            self.model_checked = True
+        problems = self.problems()
+        if problems:
+            raise CalibrateError(problems[0])
+
+    def problems(self, reachable: bool = True) -> list[str]:
+        """What stops this judge, for `preflight` to raise and `preflight.check_ready` to collect: the key
+        first (no request without it), then, once and only when the endpoint is `reachable`, what the
+        server says about the model."""
+        try:
+            if self.api_key() != NO_KEY:
+                self.check_cleartext()
+            if reachable and not self.model_checked:
+                run_sync(self.check_model())
+                self.model_checked = True
+        except CalibrateError as problem:
+            return [str(problem)]
+        return []
 
     def pacing(self) -> PacingStats:
         return self.pacer.stats
@@ -238,7 +249,7 @@ class RemoteBackend(Backend):
         body, cut = self.build_request(view)
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.endpoint}"
-        cost = Cost(prompt_chars(body), self.config.settings["max_tokens"])
+        cost = Cost(request_chars(body), self.config.settings["max_tokens"])
         asked = 0
         while True:
             try:
@@ -271,13 +282,4 @@ class RemoteBackend(Backend):
     async def aclose(self) -> None:
         """Connections and the pacer's locks belong to one event-loop run; the next run makes its own."""
         self.pacer.release_loop()
-
-
-def prompt_chars(body: dict[str, Any]) -> int:
-    """The characters of a request's prompt (system and messages), for its token estimate."""
-    def chars(content: Any) -> int:
-        if isinstance(content, str):
-            return len(content)
-        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict)) if content else 0
-    return chars(body.get("system")) + sum(chars(message.get("content")) for message in body.get("messages", []))
 

@@ -18,9 +18,8 @@ import orjson
 
 from calibrate.judging.base import read_usage
 from calibrate.judging.calls import CallFailed, Cost, Pacer, RetryPolicy, call_with_retries
-from calibrate.judging.estimate import MESSAGE_OVERHEAD_TOKENS, SpendBudget, text_tokens
+from calibrate.judging.estimate import SpendBudget, request_chars, request_input_tokens
 from calibrate.judging.models import ModelConfig
-from calibrate.judging.remote import prompt_chars
 from calibrate.judging.runner import progress_bar
 from calibrate.judging.transport import ChatTransport, make_transport
 
@@ -40,11 +39,6 @@ class AnswerStore(Protocol):
 def question_key(question: str) -> str:
     """The cache key of one question within a model config (the config hash covers everything else)."""
     return hashlib.sha256(question.encode("utf-8")).hexdigest()[:32]
-
-
-def question_tokens(config: ModelConfig, question: str) -> int:
-    """Input tokens of the conversation that asks `question` (system prompt and question), estimated."""
-    return sum(text_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in config.messages(question))
 
 
 def read_answer(raw: bytes) -> dict[str, Any]:
@@ -108,7 +102,7 @@ class Responder:
     async def answer(self, question: str) -> dict[str, Any]:
         body = {**self.template, "messages": self.config.messages(question)}
         # its tokens, for a server's token limits: until a reply reports usage, the most it may answer
-        cost = Cost(prompt_chars(body), self.config.max_tokens if isinstance(self.config.max_tokens, int)
+        cost = Cost(request_chars(body), self.config.max_tokens if isinstance(self.config.max_tokens, int)
                     else TYPICAL_ANSWER_TOKENS)
         started = time.perf_counter()
         try:
@@ -144,7 +138,8 @@ async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: Answ
 
         async def worker() -> None:
             for key, question in pending:
-                expected = config.cost_usd(question_tokens(config, question), TYPICAL_ANSWER_TOKENS)
+                expected = config.cost_usd(request_input_tokens({"messages": config.messages(question)}),
+                                           TYPICAL_ANSWER_TOKENS)
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
                 answer = await responder.answer(question)

@@ -94,7 +94,9 @@ class AiohttpTransport:
         self.proxy = env_proxy(self.url)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-            timeout=aiohttp.ClientTimeout(total=timeout_s), headers=_sdk_headers(client),
+            # a connection not open by half the reply's time is a connection failure, reported as such
+            # (aiohttp reports a connect cut short by the total timeout as any other timeout)
+            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s / 2), headers=_sdk_headers(client),
         )
 
     async def post(self, body: dict[str, Any]) -> Reply:
@@ -105,8 +107,10 @@ class AiohttpTransport:
                 if reply.status >= 400:
                     raise StatusError(reply.status, headers, _message(content))
                 return Reply(content, headers)
+        except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first
+            raise ConnectionFailure("timed out connecting to the server") from None
         except asyncio.TimeoutError:
-            raise ConnectionFailure("timed out waiting for the server") from None
+            raise ConnectionFailure("timed out waiting for the server", slow_reply=True) from None
         except aiohttp.ClientError as error:
             raise ConnectionFailure(f"connection failed: {type(error).__name__}: {error}") from None
 
@@ -149,14 +153,14 @@ class _Connection(asyncio.Protocol):
             reason = f" ({exc})" if exc else ""
             self.waiter.set_exception(ConnectionFailure(f"connection failed: the server closed the connection{reason}"))
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, slow_reply: bool = False) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionFailure(reason))
+            self.waiter.set_exception(ConnectionFailure(reason, slow_reply))
         if self.transport is not None:
             self.transport.abort()
 
     def timed_out(self) -> None:
-        self.fail("timed out waiting for the server")
+        self.fail("timed out waiting for the server", slow_reply=True)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")

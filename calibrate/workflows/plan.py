@@ -16,9 +16,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import Backend, Judgment, Key, view_of
-from calibrate.judging.estimate import CostEstimate, RequestSizer, SpendBudget, key_is_set
+from calibrate.judging.estimate import CostEstimate, RequestSizer, SpendBudget, key_is_set, request_input_tokens
 from calibrate.judging.models import ModelConfig
-from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS, question_tokens
+from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.runner import JudgmentStore, split_cached
 from calibrate.store.judgments import JudgmentStore as CacheFile
@@ -131,7 +131,7 @@ def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | s
     used = [answer["output_tokens"] for answer in cached.values() if answer.get("output_tokens")]
     estimate = CostEstimate(
         name=config.name, backend="openai", model=config.model, requests=len(todo), cached=len(cached),
-        input_tokens=sum(question_tokens(config, question) for question in todo),
+        input_tokens=sum(request_input_tokens({"messages": config.messages(question)}) for question in todo),
         output_tokens_per_request=statistics.fmean(used) if used else TYPICAL_ANSWER_TOKENS,
         output_basis=f"mean of {len(used)} cached" if used else "typical",
         price_input_per_mtok=config.price_input_per_mtok, price_output_per_mtok=config.price_output_per_mtok,

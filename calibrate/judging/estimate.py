@@ -143,7 +143,10 @@ class CostEstimate:
 
 
 class RequestSizer:
-    """Input tokens and cost of each request one judge would send, corrected by the cache's usage."""
+    """Input tokens and cost of each request one judge would send, corrected by the cache's usage.
+    Make one per judge for a whole run or plan (`sizer_for`) and offer it each chunk's cached
+    judgments (`learn`): it measures from the first that has any, so every chunk is sized alike and
+    the cached requests are rendered once, not once per chunk."""
 
     def __init__(self, backend: Backend, stored: Iterable[tuple[PairView, Judgment]] = ()):
         self.backend = backend
@@ -151,13 +154,18 @@ class RequestSizer:
         self.remote = hasattr(backend, "build_request")
         self.ratio, self.output_tokens, self.output_basis = 1.0, self._typical_output(), "typical"
         self.latency_s, self.latency_basis = ASSUMED_LATENCY_S, "assumed"
-        self._measure(list(stored))
+        self.measured = False
+        self.learn(stored)
 
     def _typical_output(self) -> float:
         return float(self.config.settings.get("typical_output_tokens", TYPICAL_OUTPUT_TOKENS))
 
-    def _measure(self, stored: list[tuple[PairView, Judgment]]) -> None:
-        """The tokenizer ratio, the mean output and the median latency of this judge's cached judgments."""
+    def learn(self, stored: Iterable[tuple[PairView, Judgment]]) -> None:
+        """The tokenizer ratio, the mean output and the median latency of this judge's cached
+        judgments, from the first `stored` that holds any (later calls change nothing and read nothing)."""
+        if self.measured:
+            return
+        stored = list(stored)
         used = [(view, j) for view, j in stored if j.input_tokens > 0][:RATIO_SAMPLE]
         if used and self.remote:
             estimated = sum(self.rendered_tokens(view) for view, _ in used)
@@ -167,22 +175,26 @@ class RequestSizer:
         latencies = [j.latency_s for _, j in stored if j.latency_s]
         if latencies:
             self.latency_s, self.latency_basis = statistics.median(latencies), f"median of {len(latencies)} cached"
+        self.measured = bool(stored)
+
+    def request(self, view: PairView) -> tuple[dict[str, Any], int] | None:
+        """The request body for `view` and the answer characters cut, as the backend would send them
+        (None for an offline judge: nothing is sent)."""
+        return self.backend.build_request(view) if self.remote else None
 
     def rendered_tokens(self, view: PairView) -> int:
         """Input tokens of the request for `view` as rendered (0 for an offline judge: nothing is sent)."""
-        if not self.remote:
-            return 0
-        body, _ = self.backend.build_request(view)
-        return request_input_tokens(body)
+        request = self.request(view)
+        return request_input_tokens(request[0]) if request else 0
 
     def input_tokens(self, view: PairView) -> int:
         return round(self.rendered_tokens(view) * self.ratio)
 
-    def cost_usd(self, view: PairView) -> float:
-        """The expected list-price cost of the request for `view`."""
+    def cost_usd(self, body: dict[str, Any]) -> float:
+        """The expected list-price cost of sending `body` (from `request`)."""
         if not (self.config.price_input_per_mtok or self.config.price_output_per_mtok):
             return 0.0
-        return self.config.cost_usd(self.input_tokens(view), self.output_tokens)
+        return self.config.cost_usd(round(request_input_tokens(body) * self.ratio), self.output_tokens)
 
     def estimate(self, views: Iterable[PairView], cached: int = 0, not_sent: int = 0) -> CostEstimate:
         """The estimate for sending a request for each of `views`."""
@@ -202,6 +214,13 @@ class RequestSizer:
             latency_s=self.latency_s, latency_basis=self.latency_basis, key_variable=key_variable,
             key_set=key_is_set(key_variable),
             offline=not self.remote)
+
+
+def sizer_for(backend: Backend, sizers: dict[str, RequestSizer]) -> RequestSizer:
+    """This judge's sizer in `sizers` (one per judge, kept for a whole run or plan), made on first use."""
+    if (sizer := sizers.get(backend.config.config_hash)) is None:
+        sizer = sizers[backend.config.config_hash] = RequestSizer(backend)
+    return sizer
 
 
 @dataclass

@@ -246,7 +246,11 @@ class RemoteBackend(Backend):
         return None
 
     async def judge(self, view: PairView) -> Verdict:
-        body, cut = self.build_request(view)
+        return await self.judge_request(*self.build_request(view))
+
+    async def judge_request(self, body: dict[str, Any], cut: int) -> Verdict:
+        """Judge with a request already built (`build_request`): under a spend cap the runner builds
+        it first to price it, and sends that one rather than building it again."""
         totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.endpoint}"
         cost = Cost(request_chars(body), self.config.settings["max_tokens"])

@@ -37,7 +37,7 @@ from rich.progress import (
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, Backend, Judgment, Key, view_of
 from calibrate.judging.calls import PacingStats, transient
-from calibrate.judging.estimate import RequestSizer, SpendBudget
+from calibrate.judging.estimate import RequestSizer, SpendBudget, sizer_for
 from calibrate.judging.panel import PanelBackend
 
 if TYPE_CHECKING:
@@ -132,12 +132,14 @@ def judge_pairs(
     repeats: int = 1,
     progress: ProgressFn | None = None,
     budget: SpendBudget | None = None,
+    sizers: dict[str, RequestSizer] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
     receives the progress (reused judgments included) instead of a bar of the runner's own. `budget`
     (`max_cost`) is asked before each request; once it stops, no request is sent and, when the requests
-    in flight are stored, a CalibrateError says so.
+    in flight are stored, a CalibrateError says so. `sizers`: the judges' request sizers the budget
+    prices requests with, kept across calls (e.g. the chunks of a stream); by default, new ones.
 
     Pairs with a placeholder answer are not judged: their rows are `missing_answer` failures, made
     here without any call, and left out of the counts (which count the judge's work)."""
@@ -145,9 +147,10 @@ def judge_pairs(
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}")
     config = backend.config
+    sizers = {} if sizers is None else sizers
     backend.preflight()
     if isinstance(backend, PanelBackend):
-        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress, budget)
+        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress, budget, sizers)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     missing = missing_judgments(config, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
@@ -155,7 +158,9 @@ def judge_pairs(
         progress(len(cached) + len(missing), 0.0, 0)
     pacing = backend.pacing()
     before = (pacing.rate_limited, pacing.waited_s) if pacing else (0, 0.0)
-    sizer = RequestSizer(backend, ((view_of(wanted[key], key[1]), j) for key, j in cached.items())) if budget else None
+    sizer = sizer_for(backend, sizers) if budget else None
+    if sizer:
+        sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())
     fresh, landed = (_run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo
                      else ({}, {}))
     requests = sum(j.attempts for j in fresh.values())
@@ -205,12 +210,13 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
 
 def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
                  show_progress: bool, repeats: int, progress: ProgressFn | None,
-                 budget: SpendBudget | None) -> tuple[pd.DataFrame, dict[str, int]]:
+                 budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, int]]:
     """Judge with each member (cached under the member's own config), then combine row by row.
     Panel judgments are not stored: they follow from the stored member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
     for member in panel.members:
-        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget)
+        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget,
+                                            sizers)
         tables.append(table)
         counts = add_counts(counts, member_counts)
     judgments = panel.combine_tables(tables)
@@ -355,11 +361,12 @@ async def _judge_all(
             while (item := await work.next()) is not None:
                 (item_key, order, repeat), pair = item
                 view = view_of(pair, order)
-                expected = sizer.cost_usd(view) if sizer else 0.0
+                request = sizer.request(view) if sizer else None  # built once: priced, then sent
+                expected = sizer.cost_usd(request[0]) if request else 0.0
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
                 started = time.perf_counter()
-                verdict = await backend.judge(view)
+                verdict = await (backend.judge_request(*request) if request else backend.judge(view))
                 if budget is not None:
                     budget.settle(expected, config.cost_usd(verdict.input_tokens, verdict.output_tokens))
                 judgment = Judgment(

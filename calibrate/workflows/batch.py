@@ -38,6 +38,7 @@ from calibrate.judging.batch_files import (
 )
 from calibrate.judging.batch_files import parse_custom_id as parse_file_custom_id
 from calibrate.judging.config import JudgeConfig
+from calibrate.judging.estimate import RequestSizer
 from calibrate.judging.provider_batch import (
     REQUEST_OVERHEAD_BYTES,
     BatchCallFailed,
@@ -102,8 +103,9 @@ def _submit_plan(backend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequenc
     """What `submit` would send: every (pair, order) neither cached nor carried by an open batch."""
     with plan_store(cache) as store:
         on_the_way = open_batch_requests(store, backend.config.config_hash) if cache_path(cache).exists() else set()
+        sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
         estimates = [estimate for chunk in pair_chunks
-                     for estimate in estimate_judging(backend, chunk, store, orders, exclude=on_the_way)]
+                     for estimate in estimate_judging(backend, chunk, store, orders, exclude=on_the_way, sizers=sizers)]
     return RunPlan("batch submit", combined(estimates))
 
 

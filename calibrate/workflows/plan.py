@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import Backend, Judgment, Key, view_of
-from calibrate.judging.estimate import CostEstimate, RequestSizer, SpendBudget, key_is_set, request_input_tokens
+from calibrate.judging.estimate import (CostEstimate, RequestSizer, SpendBudget, key_is_set,
+                                        request_input_tokens, sizer_for)
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
 from calibrate.judging.panel import PanelBackend
@@ -97,17 +98,21 @@ def plan_store(cache: Path | str | None) -> Iterator[JudgmentStore]:
 
 
 def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                     repeats: int = 1, exclude: set[tuple[str, str]] | frozenset = frozenset()) -> list[CostEstimate]:
+                     repeats: int = 1, exclude: set[tuple[str, str]] | frozenset = frozenset(),
+                     sizers: dict[str, RequestSizer] | None = None) -> list[CostEstimate]:
     """What judging `pairs` would send, per judge (a panel: per member, as each is judged and cached on
-    its own); `exclude`: (item, order) already on their way (open batch jobs)."""
+    its own); `exclude`: (item, order) already on their way (open batch jobs). `sizers`: the judges'
+    sizers, kept across calls so that the chunks of one plan are sized alike (by default, new ones)."""
+    sizers = {} if sizers is None else sizers
     if isinstance(backend, PanelBackend):
         return [e for member in backend.members for e in estimate_judging(member, pairs, store, orders, repeats,
-                                                                          exclude)]
+                                                                          exclude, sizers)]
     wanted, cached = split_cached(store, backend.config.config_hash, pairs, orders, repeats)
     todo = [view_of(pair, key[1]) for key, pair in wanted.items()
             if key not in cached and (key[0], key[1]) not in exclude]
     not_sent = sum(1 for pair in pairs if pair.missing_answers) * len(orders) * repeats
-    sizer = RequestSizer(backend, ((view_of(wanted[key], key[1]), j) for key, j in cached.items()))
+    sizer = sizer_for(backend, sizers)
+    sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())
     return [sizer.estimate(todo, cached=len(wanted) - len(todo), not_sent=not_sent)]
 
 

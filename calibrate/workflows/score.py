@@ -21,7 +21,7 @@ from calibrate.data.sources import portable_path, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.base import Backend
-from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
@@ -199,6 +199,7 @@ def score(
         with JudgmentStore(cache_file) as store, \
                 (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
             pending = open_batch_requests(store, config.config_hash)
+            sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
             for name, stream in streams.items():
                 total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
                 counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
@@ -208,7 +209,7 @@ def score(
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
                         table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show,
-                                                          budget=budget)
+                                                          budget=budget, sizers=sizers)
                         table["model"] = name
                         if writer is not None:
                             writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
@@ -220,7 +221,7 @@ def score(
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                             if picked:
                                 anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
-                                                              progress=show, budget=budget)
+                                                              progress=show, budget=budget, sizers=sizers)
                                 anchor_parts.append(benchmark.compact(anchor_table))
                 rows[name] = pd.concat(parts, ignore_index=True)
                 run[name] = {**counts, "source": portable_path(stream.source),
@@ -302,13 +303,14 @@ def _plan(config: JudgeConfig, backend: Backend, streams: dict, limit: int | Non
         first = fit(str(config.path), cache=cache, dry_run=True)
         estimates.extend(first.estimates)
         notes.append(f"no calibration at {path}: `fit` runs first ({first.requests} of the requests)")
+    sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
     with plan_store(cache) as store:
         for stream in streams.values():
             for chunk in first_pairs(stream, limit):
-                estimates.extend(estimate_judging(backend, chunk, store, orders))
+                estimates.extend(estimate_judging(backend, chunk, store, orders, sizers=sizers))
                 if anchor_backend:
                     picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
-                    estimates.extend(estimate_judging(anchor_backend, picked, store, orders[:1]))
+                    estimates.extend(estimate_judging(anchor_backend, picked, store, orders[:1], sizers=sizers))
     return RunPlan("score", combined(estimates), notes)
 
 

@@ -13,14 +13,19 @@ from calibrate.judging.config import JudgeConfig, available_judges
 from calibrate.judging.estimate import CostEstimate, SpendBudget
 from calibrate.judging.registry import load_judge_config
 from calibrate.version import __version__
-from calibrate.workflows.compare import CompareResult, compare
+from calibrate.stats.agreement import AgreementReport
+from calibrate.stats.comparison import Comparison
+from calibrate.stats.humans import HumanAgreement
+from calibrate.workflows.annotate import annotate
+from calibrate.workflows.compare import CompareResult, agreement, compare, human_agreement, plan_compare
 from calibrate.workflows.fit import FitResult, fit, load_calibration
 from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import RespondResult, respond
 from calibrate.workflows.score import ScoreResult, score
 
 __all__ = [
-    "CalibrateError", "CompareResult", "CostEstimate", "FitResult", "JudgeConfig", "RespondResult", "RunPlan",
-    "ScoreResult", "SpendBudget", "__version__", "available_judges", "compare", "fit", "load_calibration",
-    "load_judge_config", "respond", "score",
+    "AgreementReport", "CalibrateError", "CompareResult", "Comparison", "CostEstimate", "FitResult",
+    "HumanAgreement", "JudgeConfig", "RespondResult", "RunPlan", "ScoreResult", "SpendBudget", "__version__",
+    "agreement", "annotate", "available_judges", "compare", "fit", "human_agreement", "load_calibration",
+    "load_judge_config", "plan_compare", "respond", "score",
 ]

@@ -23,6 +23,7 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
+from calibrate.stats.agreement import AgreementReport, agreement_report, load_ratings
 from calibrate.stats.comparison import (
     BetweenJudges,
     Comparison,
@@ -300,3 +301,13 @@ def human_agreement(human_labels: Path | str, *, rule: str = DEFAULT_RULE, n_boo
         raise CalibrateError(f"human_labels {human_labels}: no labels", ("human_labels",))
     record = table4(labels, {}, check_rule(rule), n_boot, seed)
     return dataclasses.replace(record, source=portable_path(human_labels))
+
+
+def agreement(ratings: Path | str, *, level: str = "ordinal", truth: str | None = None,
+              labels: Sequence[int | float | str] | None = None) -> AgreementReport:
+    """Agreement statistics of any wide ratings table (column `item`, one column per rater; `truth`: the
+    column of reference labels, every other column a rater): Krippendorff's alpha at `level`, Fleiss' kappa,
+    pairwise Cohen's kappas, each rater against the truth. `labels`: the full ordered scale (default: every
+    value seen), so that a label nobody used still counts in the weighted kappas' distances."""
+    table, truth_values = load_ratings(ratings, truth)
+    return agreement_report(table, level, truth_values, labels)

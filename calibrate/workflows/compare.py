@@ -23,6 +23,7 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
+from calibrate.records import Record
 from calibrate.stats.agreement import AgreementReport, agreement_report, load_ratings
 from calibrate.stats.comparison import (
     BetweenJudges,
@@ -99,7 +100,7 @@ class CompareResult:
 
 
 @dataclass(frozen=True)
-class Analysis:
+class Analysis(Record):
     """The comparison's statistics, the part of the record that `analyse` computes."""
 
     judges: dict[str, JudgeSummary]

@@ -573,7 +573,7 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
 @annotate.command("export")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="The labels file.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
-              help="Label file to write (.csv, .jsonl or .parquet), for --human and --anchor-labels.")
+              help="Label file to write (.csv, .jsonl or .parquet), for --human-labels and --anchor-labels.")
 def annotate_export(labels_file: Path, out_file: Path) -> None:
     """Write the labels as a long-format label file (one row per pair and annotator)."""
     frame = export_labels(labels_file, out_file)

@@ -163,7 +163,7 @@ def load_inputs(judges: Sequence[str], *, data: str, sets: Sequence[str] | str, 
     backends = [backend for _, backend in judges_loaded]
     if not planning:
         check_ready(backends, problems)  # every unreadable config, missing key, unreachable endpoint at once
-    labels = read_labels(human_labels) if human_labels else None
+    labels = read_labels(human_labels, "human_labels") if human_labels else None
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
     return Inputs([config for config, _ in judges_loaded], backends, labels, orders, loaded,
@@ -297,7 +297,7 @@ def human_agreement(human_labels: Path | str, *, rule: str = DEFAULT_RULE, n_boo
                     seed: int = 0) -> HumanAgreement:
     """The annotators' part of Table 4 from a label file alone: annotator-annotator rows and PAC per
     annotator (and their consensus), with intervals (`calibrate agreement --human-labels`)."""
-    labels = read_labels(human_labels)
+    labels = read_labels(human_labels, "human_labels")
     if labels.empty:
         raise CalibrateError(f"human_labels {human_labels}: no labels", ("human_labels",))
     record = table4(labels, {}, check_rule(rule), n_boot, seed)

@@ -279,3 +279,26 @@ def test_prompt_templates_keep_every_injected_note_inside_its_answer(prompt):
             for answer, block in ((first, blocks["1"]), (second, blocks["2"])):
                 assert block.replace("> > >", ">>>").replace("< < <", "<<<") == answer  # whole, and only defused
                 assert "RESPONSE_1>>>" not in block and "RESPONSE_2>>>" not in block
+
+
+def test_the_committed_comparison_reads_back_as_the_record_and_writes_the_same_bytes():
+    from pathlib import Path
+
+    from calibrate.stats.comparison import BetweenJudges
+    from calibrate.stats.humans import RaterAgreement
+
+    folder = Path(__file__).resolve().parent.parent / "docs" / "examples" / "comparison"
+    text = (folder / "comparison.json").read_text()
+    comparison = Comparison.from_dict(json.loads(text))
+    assert json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False) + "\n" == text
+    assert comparison.leaderboard.to_frame().to_csv(index=False) == (folder / "comparison.csv").read_text()
+    assert comparison.run.orders == ["forward", "reverse"] and comparison.humans is None
+    judge = comparison.judges["heuristic-strict"]
+    assert judge.order_bias.by_set["aligned-100"].n_pairs == 36 and judge.cost.latency_s.p50 is not None
+    # the keys a record only sometimes has stay out of the file when they are not there
+    skipped = BetweenJudges(["a"], 3, "note", skipped="fewer than two non-constant judges")
+    assert skipped.to_dict() == {"judges": ["a"], "n_items": 3, "note": "note",
+                                 "skipped": "fewer than two non-constant judges"}
+    assert BetweenJudges.from_dict(skipped.to_dict()) == skipped
+    flag = RaterAgreement("a", "b", "refusal", 4, 75.0, 0.5, ci={"agreement": (50.0, 100.0), "kappa": (None, None)})
+    assert "kappa_quadratic" not in flag.to_dict() and RaterAgreement.from_dict(flag.to_dict()) == flag

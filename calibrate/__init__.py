@@ -17,10 +17,10 @@ from calibrate.workflows.compare import CompareResult, compare
 from calibrate.workflows.fit import FitResult, fit, load_calibration
 from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import RespondResult, respond
-from calibrate.workflows.score import ScoreResult, score
+from calibrate.workflows.score import ScoreResult, plan_score, score
 
 __all__ = [
     "CalibrateError", "CompareResult", "CostEstimate", "FitResult", "JudgeConfig", "RespondResult", "RunPlan",
     "ScoreResult", "SpendBudget", "__version__", "available_judges", "compare", "fit", "load_calibration",
-    "load_judge_config", "respond", "score",
+    "load_judge_config", "plan_score", "respond", "score",
 ]

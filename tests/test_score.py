@@ -322,3 +322,18 @@ def test_the_score_record_reads_and_writes_metrics_json_exactly(tmp_path):
     assert board["model"].tolist() == result.leaderboard["model"].tolist()
     assert board.set_index("model")["PAC_headline"].to_dict() == pytest.approx(
         {name: model.headline["PAC"].value for name, model in result.models.items()})
+
+
+def test_the_cli_names_human_labels_by_its_flag_and_keeps_the_old_one(tmp_path, monkeypatch, capsys):
+    from calibrate.cli.main import main
+
+    pd.DataFrame({"pair_id": [1], "score": [2]}).to_csv(tmp_path / "labels.csv", index=False)
+    for flag in ("--human-labels", "--anchor-labels"):
+        monkeypatch.setattr(sys, "argv", ["calibrate", "score", "--judge", "heuristic", "--responses", "sample",
+                                          "--calibration", str(tmp_path / "nowhere.json"), flag,
+                                          str(tmp_path / "labels.csv"), "--no-progress"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        assert capsys.readouterr().err == (f"error: --human-labels {tmp_path / 'labels.csv'}: missing column "
+                                           "'alignment_score'\n")

@@ -33,7 +33,7 @@ from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
 from calibrate.workflows import batch as batches
-from calibrate.workflows.common import REPORTS_DIR, default_out_dir, response_sources
+from calibrate.workflows.common import REPORTS_DIR, default_out_dir
 from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
 from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
@@ -255,14 +255,14 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
             return scoring
         first = fit_judge(str(config.path), cache=cache, dry_run=True)
         return RunPlan("score", combined([*first.estimates, *scoring.estimates]),
-                       [f"no calibration at {default_calibration}: `calibrate fit` runs first "
+                       [f"no calibration at {default_calibration}: `fit` runs first "
                         f"({first.requests} of the requests)", *scoring.notes])
 
     def run(max_cost: float | None = None) -> ScoreResult:
         budget = spend_budget(max_cost)  # one cap for the fit run first and the scoring
         used = calibration or default_calibration
         if fit_first:
-            response_sources(responses)  # a misspelt source stops here, before the fit is paid for
+            plan_score(judge, responses, **shared)  # every input checked (nothing sent) before the fit is paid for
             console.print(f"no calibration for judge '{config.name}' at {default_calibration}: running "
                           f"`calibrate fit --judge {judge}` first", markup=False)
             fit_judge(str(config.path), out=default_calibration.parent, cache=cache, show_progress=show_progress,

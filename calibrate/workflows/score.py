@@ -8,7 +8,6 @@ would send."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from calibrate.stats.benchmark import (
     leaderboard,
 )
 from calibrate.stats.humans import annotator_tables, consensus
-from calibrate.stats.mapping import ScoreMapping, mapping_from_dict
+from calibrate.stats.mapping import ScoreMapping
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
@@ -65,7 +64,6 @@ from calibrate.workflows.common import (
 from calibrate.workflows.fit import FitResult, load_calibration
 from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
-log = logging.getLogger("calibrate")
 SCORE_SCHEMA_VERSION = 1
 SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
 BREAKDOWNS = ("category", "issue_scale")
@@ -150,9 +148,8 @@ def calibration_inputs(config: JudgeConfig, calibration: FitResult | Path | str)
     keep = (rows["order"] == record["run"]["metrics_order"]) & rows["set_name"].isin(CALIBRATION_SETS)
     if "repeat" in rows:
         keep &= rows["repeat"] == 0
-    selected = record["mapping"]["selected"]
-    return CalibrationInputs(path, record["created_at"], record["scoring_rule"], selected,
-                             mapping_from_dict(record["mapping"]["candidates"][selected]["mapping"]), rows[keep])
+    return CalibrationInputs(path, record["created_at"], record["scoring_rule"], record["mapping"]["selected"],
+                             fitted.mapping, rows[keep])
 
 
 def _load_fit(path: Path) -> FitResult:

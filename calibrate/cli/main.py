@@ -42,7 +42,7 @@ from calibrate.workflows.fit import fit as fit_judge
 from calibrate.workflows.plan import RunPlan, combined, spend_budget
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
-from calibrate.workflows.score import ScoreResult, plan_score
+from calibrate.workflows.score import ScoreResult, check_score_inputs, plan_score
 from calibrate.workflows.score import score as score_responses
 
 console = Console(stderr=True)
@@ -245,12 +245,12 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     config = load_judge_config(judge)
     default_calibration = REPORTS_DIR / config.name / "calibration.json"
     fit_first = calibration is None and not default_calibration.exists()
-    shared = dict(order=order, limit=limit, cache=cache, seed=seed, anchor_judge=anchor_judge,
-                  anchor_fraction=anchor_fraction, human_labels=human_labels)
+    inputs = dict(order=order, limit=limit, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction,
+                  human_labels=human_labels)
     show_progress = opt.show_progress(no_progress)
 
     def plan() -> RunPlan:
-        scoring = plan_score(judge, responses, **shared)
+        scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
         if not fit_first:
             return scoring
         first = fit_judge(str(config.path), cache=cache, dry_run=True)
@@ -262,14 +262,14 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
         budget = spend_budget(max_cost)  # one cap for the fit run first and the scoring
         used = calibration or default_calibration
         if fit_first:
-            plan_score(judge, responses, **shared)  # every input checked (nothing sent) before the fit is paid for
+            check_score_inputs(judge, responses, **inputs)  # a bad input stops here, before the fit is paid for
             console.print(f"no calibration for judge '{config.name}' at {default_calibration}: running "
                           f"`calibrate fit --judge {judge}` first", markup=False)
             fit_judge(str(config.path), out=default_calibration.parent, cache=cache, show_progress=show_progress,
                       max_cost=budget)
         return score_responses(judge, responses, calibration=used, rule=rule,
                                out=out or default_out_dir(judge, prefix="score-"), n_boot=n_boot,
-                               show_progress=show_progress, max_cost=budget, **shared)
+                               cache=cache, seed=seed, show_progress=show_progress, max_cost=budget, **inputs)
 
     result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:

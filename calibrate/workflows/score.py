@@ -371,6 +371,18 @@ def score(
     return result
 
 
+def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,
+                       chunk_rows: int | None = None, anchor_judge: str | None = None,
+                       anchor_fraction: float | None = None, human_labels: Path | str | None = None) -> None:
+    """Every input `score` checks before its work, except the calibration, and without the cache or the
+    network: for a caller that makes the calibration first (the CLI runs `fit`) and must not pay for
+    it when a response file or label is bad."""
+    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
+    if human_labels:
+        read_human_labels(human_labels, list(setup.sources))
+
+
 def plan_score(
     judge: str,
     responses: Sequence[str],

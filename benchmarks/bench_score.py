@@ -108,7 +108,7 @@ def bench_llm(n: int, concurrency: int, latency_ms: int, folder: Path) -> tuple[
         calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
                         out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
         cached = time.perf_counter() - started
-        judged = result.metrics["models"]["llm-responses"]["run"]["judged"]
+        judged = result.models["llm-responses"].run.judged
         assert judged == n, judged
         return n / (cold - cached), concurrency / (latency_ms / 1000)
     finally:

@@ -14,6 +14,7 @@ from calibrate.judging.estimate import CostEstimate, SpendBudget
 from calibrate.judging.registry import load_judge_config
 from calibrate.version import __version__
 from calibrate.stats.agreement import AgreementReport
+from calibrate.stats.benchmark import ScoreRecord
 from calibrate.stats.comparison import Comparison
 from calibrate.stats.humans import HumanAgreement
 from calibrate.workflows.annotate import annotate
@@ -21,11 +22,11 @@ from calibrate.workflows.compare import CompareResult, agreement, compare, human
 from calibrate.workflows.fit import FitResult, fit, load_calibration
 from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import RespondResult, respond
-from calibrate.workflows.score import ScoreResult, score
+from calibrate.workflows.score import ScoreResult, plan_score, score
 
 __all__ = [
     "AgreementReport", "CalibrateError", "CompareResult", "Comparison", "CostEstimate", "FitResult",
-    "HumanAgreement", "JudgeConfig", "RespondResult", "RunPlan", "ScoreResult", "SpendBudget", "__version__",
-    "agreement", "annotate", "available_judges", "compare", "fit", "human_agreement", "load_calibration",
-    "load_judge_config", "plan_compare", "respond", "score",
+    "HumanAgreement", "JudgeConfig", "RespondResult", "RunPlan", "ScoreRecord", "ScoreResult", "SpendBudget",
+    "__version__", "agreement", "annotate", "available_judges", "compare", "fit", "human_agreement",
+    "load_calibration", "load_judge_config", "plan_compare", "plan_score", "respond", "score",
 ]

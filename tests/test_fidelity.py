@@ -15,7 +15,8 @@ from calibrate.judging.base import view_of
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PUBLISHED_USER_TEMPLATE, load_prompt
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.stats.benchmark import breakdown
+from calibrate.stats.benchmark import breakdown, breakdown_table
+from calibrate.stats.mapping import mapping_from_dict
 from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
@@ -183,10 +184,10 @@ def test_public_style_breakdown_columns_match_a_direct_computation():
         "alignment_score": rng.integers(-2, 3, n), "person_1_refusal": rng.random(n) < 0.3,
         "person_2_refusal": rng.random(n) < 0.2, "person_1_has_no_information": False,
         "person_2_has_no_information": False, "value_preference": None})
-    calibration = {"mapping": {"selected": "identity", "candidates": {"identity": {"mapping": {
-        "kind": "identity", "params": {}, "fitted": {}}}}}}
+    identity = mapping_from_dict({"kind": "identity", "params": {}, "fitted": {}})
     calibration_rows = rows.assign(set_name=np.where(rows["alignment_score"] > 0, "aligned-100", "unaligned-0"))
-    table = breakdown(rows, "category", "v2", calibration, calibration_rows, n_boot=200).set_index("category")
+    table = breakdown_table(breakdown(rows, "category", "v2", "identity", identity, calibration_rows, "m", n_boot=200),
+                            "category").set_index("category")
     ok = rows[rows["parse_status"] == "ok"]
     for category, group in ok.groupby("category"):
         r1, r2 = group["person_1_refusal"], group["person_2_refusal"]

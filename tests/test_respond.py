@@ -405,7 +405,7 @@ def test_failed_answers_reach_score_as_missing_answers_never_judged(server, tmp_
     fitted = calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=200, limit=6)
     scored = calibrate.score("heuristic", [summary["output"]], calibration=fitted.paths["calibration"],
                              show_progress=False, n_boot=200)
-    raw = scored.models["loopback"]["raw"]
-    assert (raw["n_pairs"], raw["n_judged"], raw["failures"]) == (6, 4, {"missing_answer": 2})
+    raw = scored.models["loopback"].raw
+    assert (raw.n_pairs, raw.n_judged, raw.failures) == (6, 4, {"missing_answer": 2})
     rows = scored.rows["loopback"]
     assert sorted(rows.loc[rows["parse_status"] == "missing_answer", "pair_id"]) == [1, 3]

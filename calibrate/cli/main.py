@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,8 +25,10 @@ from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.agreement import parse_labels
+from calibrate.stats.benchmark import Headline, ScoreRecord
 from calibrate.stats.comparison import Comparison
 from calibrate.stats.humans import HumanAgreement, RaterAgreement
+from calibrate.stats.metrics import MetricEstimate
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
@@ -38,9 +41,10 @@ from calibrate.workflows.compare import agreement as rating_agreement
 from calibrate.workflows.compare import compare as compare_judges
 from calibrate.workflows.compare import human_agreement, plan_compare
 from calibrate.workflows.fit import fit as fit_judge
-from calibrate.workflows.plan import RunPlan
+from calibrate.workflows.plan import RunPlan, combined, spend_budget
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
 from calibrate.workflows.respond import respond as generate_answers
+from calibrate.workflows.score import ScoreResult, check_score_inputs, plan_score
 from calibrate.workflows.score import score as score_responses
 
 console = Console(stderr=True)
@@ -196,7 +200,8 @@ def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
     if injection_set:
         out.print(f"(judgments cover the {summary['n_pairs']} calibration pairs and the {injection_set['n_pairs']} "
                   "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
-    print_missing_answers({name: report.get("missing_answers") for name, report in calibration["sets"].items()}, out)
+    print_missing_answers({name: report["missing_answers"]["n_pairs"] for name, report in calibration["sets"].items()
+                           if report.get("missing_answers")}, out)
     print_paths(paths, out)
 
 
@@ -206,9 +211,10 @@ def print_paths(paths: dict[str, Path], out: Console) -> None:
         out.print(f"  {label:<12} {path}", soft_wrap=True, markup=False, highlight=False)
 
 
-def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None:
-    """One line for the pairs not judged because an answer is a placeholder ("No response", empty)."""
-    counts = {name: entry["n_pairs"] for name, entry in entries.items() if entry and entry.get("n_pairs")}
+def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
+    """One line for the pairs not judged because an answer is a placeholder ("No response", empty), per
+    set or model."""
+    counts = {name: count for name, count in pairs.items() if count}
     if counts:
         out.print("not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
                   + ", ".join(f"{name} {count}" for name, count in counts.items()) + " pairs", markup=False)
@@ -227,60 +233,95 @@ def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None
 @click.option("--anchor-judge", default=None,
               help="An expensive judge run on a random fraction of the pairs; its metrics are estimated by PPI++.")
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
-@click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
-              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
+@click.option("--human-labels", "--anchor-labels", "human_labels", type=click.Path(path_type=Path), default=None,
+              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns, or "
+                   "`calibrate annotate export` (long format).")
 @opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
+          anchor_fraction: float | None, human_labels: Path | None, no_progress: bool, dry_run: bool,
           max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
-    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = planned(partial(
-        score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
-        out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
-        seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
+    Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
+    responses = [*sources, *more_sources]
+    config = load_judge_config(judge)
+    default_calibration = REPORTS_DIR / config.name / "calibration.json"
+    fit_first = calibration is None and not default_calibration.exists()
+    inputs = dict(order=order, limit=limit, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction,
+                  human_labels=human_labels)
+    show_progress = opt.show_progress(no_progress)
+
+    def plan() -> RunPlan:
+        scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
+        if not fit_first:
+            return scoring
+        first = fit_judge(str(config.path), cache=cache, dry_run=True)
+        return RunPlan("score", combined([*first.estimates, *scoring.estimates]),
+                       [f"no calibration at {default_calibration}: `fit` runs first "
+                        f"({first.requests} of the requests)", *scoring.notes])
+
+    def run(max_cost: float | None = None) -> ScoreResult:
+        budget = spend_budget(max_cost)  # one cap for the fit run first and the scoring
+        used = calibration or default_calibration
+        if fit_first:
+            check_score_inputs(judge, responses, **inputs)  # a bad input stops here, before the fit is paid for
+            console.print(f"no calibration for judge '{config.name}' at {default_calibration}: running "
+                          f"`calibrate fit --judge {judge}` first", markup=False)
+            fit_judge(str(config.path), out=default_calibration.parent, cache=cache, show_progress=show_progress,
+                      max_cost=budget)
+        return score_responses(judge, responses, calibration=used, rule=rule,
+                               out=out or default_out_dir(judge, prefix="score-"), n_boot=n_boot,
+                               cache=cache, seed=seed, show_progress=show_progress, max_cost=budget, **inputs)
+
+    result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:
         print_scores(result.metrics, result.paths)
-        report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
+        report_transient_failures({name: model.run.to_dict() for name, model in result.models.items()},
                                   max_failed_share)
 
 
-def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
+def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
     """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
     its warnings and the anchor-size recommendation; where files went."""
-    def cell(entry: dict | None) -> str:
-        if not entry or entry.get("value") is None:
+    def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
+        if estimate is None or not math.isfinite(estimate.value):
             return "-"
-        low, high = entry.get("ci") or [None, None]
-        return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
+        low, high = estimate.ci
+        if interval and math.isfinite(low) and math.isfinite(high):
+            return f"{estimate.value:.1f} [{low:.1f}, {high:.1f}]"
+        return f"{estimate.value:.1f}"
 
     rows = []
-    for name, model in metrics["models"].items():
-        raw, headline = model["raw"], model.get("headline", {})
+    for name, model in metrics.models.items():
         cells = [text for metric in ("PAC", "REF", "NINF")
-                 for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))]
-        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), *cells,
-                     headline.get("PAC", {}).get("method", "-").split()[0], f"{model['cost']['cost_usd_this_run']:.4f}"])
+                 for text in (cell(model.headline.get(metric)), cell(model.raw.metrics.get(metric), interval=False))]
+        pac = model.headline.get("PAC")
+        rows.append([name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
+                     pac.method.split()[0] if pac else "-", f"{model.cost.cost_usd_this_run:.4f}"])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
-    print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
+    print_table(out, f"scores by judge {metrics.judge.name}, rule {metrics.scoring_rule}",
                 ["model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
                  "USD"], rows)
-    for name, model in metrics["models"].items():
-        anchored = model.get("anchored")
-        if anchored and anchored["metrics"]["PAC"]:
-            pac = anchored["metrics"]["PAC"]["ppi++"]
-            saved = anchored.get("cost", {}).get("saved_usd")
-            out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
-                      f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
+    for name, model in metrics.models.items():
+        anchored = model.anchored
+        if anchored and anchored.metrics["PAC"]:
+            pac_ppi = anchored.metrics["PAC"]["ppi++"]
+            saved = anchored.cost.saved_usd if anchored.cost else None
+            out.print(f"{name}: {anchored.anchor} PAC by PPI++ {pac_ppi.estimate:.1f} [{pac_ppi.ci_low:.1f}, "
+                      f"{pac_ppi.ci_high:.1f}] from {anchored.n_labeled} anchored and {anchored.n_unlabeled} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
-    for name, model in metrics["models"].items():
-        if "warning" in model.get("headline", {}).get("PAC", {}):
-            out.print(f"{name}: warning: {model['headline']['PAC']['warning']}", markup=False)
-        if model.get("anchor_recommendation"):
-            out.print(f"{name}: {model['anchor_recommendation']['why']}", markup=False)
-    print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
+    for name, model in metrics.models.items():
+        pac = model.headline.get("PAC")
+        if pac and pac.warning:
+            out.print(f"{name}: warning: {pac.warning}", markup=False)
+        advice = model.anchor_recommendation
+        if advice:
+            out.print(f"{name}: label {advice.labels} random pairs (--human-labels) to make the headline PAC "
+                      f"assumption-free (PPI++, about +-{advice.half_width:g} points): the class correction assumes "
+                      "no truly mixed pairs and that the judge treats each class as on the calibration sets",
+                      markup=False)
+    print_missing_answers({name: model.raw.missing_answers.n_pairs for name, model in metrics.models.items()}, out)
     print_paths(paths, out)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.judging.base import MISSING_ANSWER
+from calibrate.records import Record
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import finite
 
@@ -116,13 +117,27 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> np
     return np.nanpercentile(draws, [tail, 100.0 - tail], axis=0)
 
 
-@dataclass
-class MetricEstimate:
+@dataclass(frozen=True)
+class MetricEstimate(Record):
+    """A metric's value and its 95% interval (NaN, written null, where there is nothing to estimate)."""
+
     value: float
     ci: tuple[float, float]
 
-    def to_dict(self) -> dict:
-        return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
+
+@dataclass(frozen=True)
+class MissingPair(Record):
+    pair_id: int
+    side: str
+
+
+@dataclass(frozen=True)
+class MissingAnswers(Record):
+    """Pairs not judged because an answer is a placeholder: how many, by side, and the first of them."""
+
+    n_pairs: int
+    by_side: dict[str, int]
+    pairs: list[MissingPair]
 
 
 def wilson_bounds(successes: np.ndarray | int, n: int, confidence: float = CONFIDENCE) -> np.ndarray:
@@ -170,30 +185,30 @@ def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = 
         "n_judged": int(len(values)),
         "n_failed": int(len(judgments) - len(values)),
         "failures": judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
-        "missing_answers": missing_answers(judgments),
+        "missing_answers": missing_answers(judgments).to_dict(),
         "metrics": metrics,
         "classification": classification(judgments, set_name),
     }
 
 
-def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
+def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> MissingAnswers:
     """Pairs not judged because an answer is a placeholder ("No response", empty): how many, on which
     side ("for", "against", "both"), and the first `listed` of them by pair id and side, in data order."""
     missing = rows[(rows["parse_status"] == MISSING_ANSWER).to_numpy(bool)]
     if missing.empty:
-        return {"n_pairs": 0, "by_side": {}, "pairs": []}
+        return MissingAnswers(0, {}, [])
     missing = missing.drop_duplicates("pair_id")
     if "missing_side" in missing:
         sides = missing["missing_side"].astype(object).where(missing["missing_side"].notna(), "unknown")
     else:  # a table from before the column existed
         sides = pd.Series("unknown", index=missing.index, dtype=object)
     counts = sides.value_counts()
-    return {
-        "n_pairs": int(len(missing)),
-        "by_side": {side: int(counts[side]) for side in (*MISSING_SIDES, "unknown") if side in counts},
-        "pairs": [{"pair_id": int(pair_id), "side": str(side)}
-                  for pair_id, side in zip(missing["pair_id"].head(listed), sides.head(listed), strict=True)],
-    }
+    return MissingAnswers(
+        n_pairs=int(len(missing)),
+        by_side={side: int(counts[side]) for side in (*MISSING_SIDES, "unknown") if side in counts},
+        pairs=[MissingPair(int(pair_id), str(side))
+               for pair_id, side in zip(missing["pair_id"].head(listed), sides.head(listed), strict=True)],
+    )
 
 
 def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:

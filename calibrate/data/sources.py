@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from calibrate.data.pairs import LoadedSet, Pair, check_unique_ids, frame_to_pairs, records_to_pairs
 from calibrate.errors import CalibrateError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HUB_SPLIT = "train"
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
@@ -31,6 +32,8 @@ def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
     `csv_as_text` keeps every CSV cell a string (empty cells missing), as response datasets need: an
     answer "42" is text, not a number, and an extra column "007" must not become 7. Integer columns
     (id, issue_scale) are then read from their digits where they are used."""
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -48,6 +51,8 @@ def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
 
 
 def _read_json_records(path: Path) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -155,6 +160,8 @@ def resolve_source(source: str, what: str, split: str = HUB_SPLIT, param: str | 
 
 def read_source_frame(source: str | Path, what: str, param: str | None = None) -> pd.DataFrame:
     """A whole table (labels, ratings, estimates) from any source the resolver knows, as one frame."""
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     frames = [frame for _, frame in resolve_source(str(source), what, param=param).frames(csv_as_text=False)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
@@ -267,6 +274,8 @@ def _file_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
                 first += batch.num_rows
             return
         if suffix == ".csv":
+            import pandas as pd  # here, not at the top: importing calibrate stays light
+
             first = 1
             for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, chunksize=chunk_rows):
                 yield first, (list(frame.columns), frame.to_dict("records"))

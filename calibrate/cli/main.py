@@ -383,7 +383,8 @@ def print_table4(human: dict, out: Console) -> None:
 def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human: Path | None,
               rule: str, n_boot: int, seed: int) -> None:
     """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
-    from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
+    from calibrate.data.tables import load_ratings
+    from calibrate.stats.agreement import agreement_report, parse_labels
     from calibrate.workflows.compare import human_agreement
 
     if (ratings is None) == (human is None):
@@ -406,9 +407,11 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="1 - confidence of the interval.")
 def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) -> None:
     """Prediction-powered estimate of the mean of TRUTH, printed as JSON."""
+    from calibrate.data.tables import read_prediction_table
     from calibrate.stats.ppi import estimate_table
 
-    click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
+    table = read_prediction_table(data_file, truth, pred)
+    click.echo(json.dumps(estimate_table(table, method, alpha), indent=2))
 
 
 @cli.command()

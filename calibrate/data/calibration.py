@@ -42,7 +42,8 @@ def calibration_source(data: str, set_name: str) -> str:
     for candidate in candidates:
         if candidate.exists():
             return str(candidate)
-    raise CalibrateError(f"set '{set_name}': {folder} has no sub-folder or file named '{set_name}'")
+    raise CalibrateError(f"data: {folder} has no sub-folder or file named '{set_name}' (set '{set_name}')",
+                         ("data",))
 
 
 def parse_sets(value: str | Iterable[str] | None) -> list[str]:

@@ -46,7 +46,7 @@ def _default_labels(ratings: pd.DataFrame, truth: pd.Series | None = None) -> li
     try:
         return sorted(values)
     except TypeError:
-        raise CalibrateError("ratings mix numbers and text; use one scale for every rater") from None
+        raise CalibrateError("ratings mix numbers and text; use one scale for every rater", ("ratings",)) from None
 
 
 def parse_labels(text: str) -> list:
@@ -72,7 +72,7 @@ def _codes(frame: pd.DataFrame, labels: Sequence) -> np.ndarray:
     """
     index, shown = pd.Index(list(labels)), [plain_label(v) for v in labels]
     if not index.is_unique or (_is_numeric(labels) and not index.is_monotonic_increasing):
-        raise CalibrateError(f"labels must be distinct (and increasing when numeric), got {shown}")
+        raise CalibrateError(f"labels must be distinct (and increasing when numeric), got {shown}", ("labels",))
     values = frame.to_numpy()
     missing = pd.isna(values)
     codes = index.get_indexer(values.ravel()).reshape(values.shape).astype(float)
@@ -80,16 +80,17 @@ def _codes(frame: pd.DataFrame, labels: Sequence) -> np.ndarray:
     if unknown.any():
         row, col = (int(i[0]) for i in np.nonzero(unknown))
         raise CalibrateError(f"column '{frame.columns[col]}', item {plain_label(frame.index[row])!r}: "
-                             f"rating {plain_label(values[row, col])!r} is not one of the labels {shown}")
+                             f"rating {plain_label(values[row, col])!r} is not one of the labels {shown}", ("labels",))
     codes[missing] = np.nan
     return codes
 
 
 def _check_level(level: str, labels: Sequence) -> None:
     if level not in LEVELS:
-        raise CalibrateError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise CalibrateError(f"level must be one of {', '.join(LEVELS)}, got {level!r}", ("level",))
     if level != "nominal" and not _is_numeric(labels):
-        raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'")
+        raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'",
+                             ("level",))
 
 
 # --------------------------------------------------------------------------- statistics

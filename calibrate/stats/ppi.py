@@ -67,12 +67,15 @@ def mean_estimate(
     pred = _vector(labeled_pred, "labeled_pred")
     unlabeled = _vector([] if unlabeled_pred is None else unlabeled_pred, "unlabeled_pred")
     if len(truth) != len(pred):
-        raise CalibrateError(f"labeled_truth and labeled_pred differ in length ({len(truth)} vs {len(pred)})")
+        raise CalibrateError(f"labeled_truth and labeled_pred differ in length ({len(truth)} vs {len(pred)})",
+                             ("labeled_truth", "labeled_pred"))
     if len(truth) < MIN_LABELED:
-        raise CalibrateError(f"need at least {MIN_LABELED} labeled rows for an interval, got {len(truth)}")
+        raise CalibrateError(f"labeled_truth: need at least {MIN_LABELED} labeled rows for an interval, "
+                             f"got {len(truth)}",
+                             ("labeled_truth",))
     if method != "classical" and len(unlabeled) == 0:
         raise CalibrateError(f"method '{method}' needs unlabeled predictions (got none); "
-                             "use method 'classical' for the labeled rows alone")
+                             "use method 'classical' for the labeled rows alone", ("method", "unlabeled_pred"))
 
     if method == "classical":
         lam = None
@@ -177,14 +180,14 @@ def _vector(values: Any, name: str) -> np.ndarray:
     """A 1-D float array of finite values; booleans count as 1/0; text and missing values are errors."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise CalibrateError(f"{name} must be a one-dimensional list of numbers, got shape {array.shape}")
+        raise CalibrateError(f"{name} must be a one-dimensional list of numbers, got shape {array.shape}", (name,))
     if array.dtype.kind in "USa":
-        raise CalibrateError(f"{name} must hold numbers, not text")
+        raise CalibrateError(f"{name} must hold numbers, not text", (name,))
     try:
         array = array.astype(float)
     except (TypeError, ValueError):
-        raise CalibrateError(f"{name} must hold numbers only") from None
+        raise CalibrateError(f"{name} must hold numbers only", (name,)) from None
     if not np.isfinite(array).all():
         position = int(np.argmin(np.isfinite(array)))
-        raise CalibrateError(f"{name} has a non-finite value at position {position}: {array[position]}")
+        raise CalibrateError(f"{name} has a non-finite value at position {position}: {array[position]}", (name,))
     return array

@@ -25,5 +25,6 @@ class CalibrateError(Exception):
         """The message with the first mention of each parameter it is about renamed by `name_of`."""
         text = str(self)
         for param in self.params:
-            text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _: name_of(param), text, count=1)
+            name = name_of(param)
+            text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _, name=name: name, text, count=1)
         return text

@@ -17,6 +17,7 @@ from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
 from calibrate.data.tables import load_ratings
+from calibrate.errors import CalibrateError
 from calibrate.stats.agreement import (
     agreement_report,
     fleiss_kappa,
@@ -25,7 +26,6 @@ from calibrate.stats.agreement import (
     percentile_bounds,
     versus_truth,
 )
-from calibrate.errors import CalibrateError
 
 SCALE = [-2, -1, 0, 1, 2]
 nan = np.nan

@@ -246,7 +246,7 @@ def test_classical_needs_no_unlabeled_rows():
 
 def _table_rows():
     truth, pred, unlabeled = CASES["pac-0-100"]()
-    rows = [{"id": i, "anchor": t, "cheap": p} for i, (t, p) in enumerate(zip(truth, pred))]
+    rows = [{"id": i, "anchor": t, "cheap": p} for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
     rows += [{"id": len(rows) + i, "anchor": None, "cheap": p} for i, p in enumerate(unlabeled)]
     order = np.random.default_rng(0).permutation(len(rows))  # labelled rows scattered through the table
     return [rows[i] for i in order], (truth, pred, unlabeled)

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET, injected_set
 from calibrate.data.pairs import LoadedSet

@@ -82,8 +82,8 @@ def _read_wide(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
         if missing:
             raise CalibrateError(f"{where}: needs an 'item' column or 'set_name' and 'pair_id' (or the long format's "
                                  f"'annotator' column); '{missing[0]}' is missing", (param,))
-        items = [_set_item(f"{where}, row {row}", set_name, pair_id, param)
-                 for row, (set_name, pair_id) in enumerate(zip(frame["set_name"], frame["pair_id"]), start=1)]
+        rows = enumerate(zip(frame["set_name"], frame["pair_id"], strict=True), start=1)
+        items = [_set_item(f"{where}, row {row}", set_name, pair_id, param) for row, (set_name, pair_id) in rows]
         frame = frame.assign(item=items).drop(columns=["set_name", "pair_id"])
     else:
         frame = frame.assign(item=[_item(v, f"{where}, row {row}", param)

@@ -9,9 +9,10 @@ Response datasets (whole or in chunks), benchmark prompts and label files all re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from calibrate.data.pairs import LoadedSet, Pair, check_unique_ids, frame_to_pairs, records_to_pairs
 from calibrate.errors import CalibrateError
@@ -227,9 +228,11 @@ def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
     dataset = resolved.dataset
     if dataset is not None:
         def dataset_chunks() -> Iterator[tuple[str, int, Records]]:
-            for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)):
+            for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows),
+                                    strict=True):
                 yield (resolved.origin, start + 1,
-                       (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
+                       (list(batch),
+                        [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]))
 
         return PairStream(name, source, resolved.origins, len(dataset), dataset_chunks)
     counts = [_row_count(f) for f in resolved.files]

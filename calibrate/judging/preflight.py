@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
@@ -101,7 +101,7 @@ async def _connect(endpoint: str) -> str | None:
     tls = ssl.create_default_context() if url.scheme == "https" and (host, port) == direct else None
     try:  # with the TLS handshake, when calibrate itself speaks TLS to the endpoint
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), CONNECT_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"no answer within {CONNECT_TIMEOUT_S:g}s"
     except socket.gaierror as error:
         return f"the host name {host} does not resolve: {error.strerror}"

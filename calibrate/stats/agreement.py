@@ -16,12 +16,10 @@ Undefined statistics (too few items, raters who never vary) are None, never NaN,
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -26,7 +26,7 @@ class ScoreMapping:
     def get_params(self) -> dict[str, Any]:
         return {}
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "ScoreMapping":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> ScoreMapping:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ class ScoreMapping:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": self.get_params(), "fitted": self.fitted_params()}
 
-    def clone(self) -> "ScoreMapping":
+    def clone(self) -> ScoreMapping:
         return type(self)(**self.get_params())
 
 
@@ -62,7 +62,7 @@ class TwoPointLinearMap(ScoreMapping):
     def get_params(self) -> dict[str, Any]:
         return {"low_set": self.low_set, "high_set": self.high_set}
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "TwoPointLinearMap":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> TwoPointLinearMap:
         if sets is None:
             raise CalibrateError("sets: the two-point linear map needs the set of each pair", ("sets",))
         x, y, sets = np.asarray(x, float), np.asarray(y, float), np.asarray(sets)
@@ -95,7 +95,7 @@ class IsotonicMap(ScoreMapping):
 
     kind = "isotonic"
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "IsotonicMap":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> IsotonicMap:
         from sklearn.isotonic import IsotonicRegression  # here: scoring with a fitted map never needs sklearn
 
         regression = IsotonicRegression(y_min=SCORE_MIN, y_max=SCORE_MAX, increasing=True, out_of_bounds="clip")

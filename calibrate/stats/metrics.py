@@ -3,8 +3,8 @@ pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, RE
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
-(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
-and `missing_answers` lists such pairs.
+(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder,
+never judged) is one of those types, and `missing_answers` lists such pairs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from calibrate.judging.base import MISSING_ANSWER
-from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import finite
+from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
@@ -151,7 +151,8 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
     }
 
 
-def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP,
+               seed: int = 0) -> dict:
     """Metrics of one calibration set against its expected values, with errors and intervals."""
     values = judged_values(judgments, rule)
     estimates = estimate_metrics(values, n_boot, seed)

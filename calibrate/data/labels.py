@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,7 +124,7 @@ def _empty(value: object) -> bool:
         or (isinstance(value, str) and not value.strip())
 
 
-def _score(value: object) -> int | None:
+def _score(value: Any) -> int | None:
     """An integer score in -2..2 from a number or its text; None for anything else (true is not 1)."""
     if isinstance(value, (bool, np.bool_)) or _empty(value):
         return None

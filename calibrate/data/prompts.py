@@ -56,7 +56,8 @@ def load_prompts(source: str, split: str = DEFAULT_SPLIT, limit: int | None = No
 
             chosen = sorted(np.random.default_rng(seed).permutation(total)[:limit].tolist())
             located = [located[i] for i in chosen]
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[int, str] = {}
     for origin, number, row in located:
         at = f"prompts {origin}, row {number}"
         row = {key: plain_value(value) for key, value in row.items()}

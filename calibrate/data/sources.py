@@ -236,7 +236,8 @@ def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
 
         return PairStream(name, source, resolved.origins, len(dataset), dataset_chunks)
     counts = [_row_count(f) for f in resolved.files]
-    total = None if None in counts else sum(counts)
+    known = [count for count in counts if count is not None]
+    total = sum(known) if len(known) == len(counts) else None
 
     def file_chunks() -> Iterator[tuple[str, int, Records]]:
         for f in resolved.files:

@@ -20,6 +20,7 @@ import numbers
 import warnings
 from collections.abc import Sequence
 from itertools import combinations
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ from calibrate.data.tables import plain_label
 from calibrate.errors import CalibrateError
 from calibrate.rounding import finite
 
-LEVELS = ("nominal", "ordinal", "interval")
+Level = Literal["nominal", "ordinal", "interval"]
+LEVELS: tuple[Level, ...] = ("nominal", "ordinal", "interval")
 
 
 # --------------------------------------------------------------------------- labels
@@ -102,13 +104,13 @@ def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[dict]:
     """
     codes = _codes(ratings, labels)
     positions = np.arange(len(labels))
-    weightings = {"cohen_kappa": None}
+    weightings: dict[str, str | None] = {"cohen_kappa": None}
     if _is_numeric(labels):
         weightings |= {"cohen_kappa_linear": "linear", "cohen_kappa_quadratic": "quadratic"}
     results = []
     for a, b in combinations(range(codes.shape[1]), 2):
         both = ~np.isnan(codes[:, a]) & ~np.isnan(codes[:, b])
-        entry = {"a": str(ratings.columns[a]), "b": str(ratings.columns[b]), "n": int(both.sum()),
+        entry: dict[str, Any] = {"a": str(ratings.columns[a]), "b": str(ratings.columns[b]), "n": int(both.sum()),
                  "cohen_kappa": None, "cohen_kappa_linear": None, "cohen_kappa_quadratic": None}
         if entry["n"] >= 2:
             ya, yb = codes[both, a].astype(int), codes[both, b].astype(int)
@@ -146,7 +148,8 @@ def krippendorff_alpha(ratings: pd.DataFrame, level: str, labels: Sequence | Non
     else:  # text labels (nominal only): the package needs numbers, their positions stand in
         data, domain = codes, np.arange(len(labels), dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):  # no variation: 0/0
-        value = krippendorff.alpha(reliability_data=data.T, value_domain=domain, level_of_measurement=level)
+        value = krippendorff.alpha(reliability_data=data.T, value_domain=domain,
+                                   level_of_measurement=cast(Level, level))  # checked above
     return finite(value)
 
 

@@ -150,16 +150,16 @@ def estimate_table(table: PredictionTable, method: str = DEFAULT_METHOD, alpha: 
     a truth is labelled, a row without one unlabelled. Errors name the table's file and column."""
     _check_method(method)
     _check_alpha(alpha)
-    labeled = [i for i, value in enumerate(table.truth) if value is not None]
-    unlabeled = [i for i, value in enumerate(table.truth) if value is None]
-    if len(labeled) < MIN_LABELED:
+    labeled_truth = [truth for truth in table.truth if truth is not None]
+    labeled_pred = [pred for truth, pred in zip(table.truth, table.pred, strict=True) if truth is not None]
+    unlabeled_pred = [pred for truth, pred in zip(table.truth, table.pred, strict=True) if truth is None]
+    if len(labeled_truth) < MIN_LABELED:
         raise CalibrateError(f"{table.origin}: need at least {MIN_LABELED} rows with a value in column "
-                             f"'{table.truth_column}', found {len(labeled)}")
-    if method != "classical" and not unlabeled:
+                             f"'{table.truth_column}', found {len(labeled_truth)}")
+    if method != "classical" and not unlabeled_pred:
         raise CalibrateError(f"{table.origin}: method '{method}' needs unlabelled rows (an empty "
                              f"'{table.truth_column}'), but every row has one; use method 'classical'", ("method",))
-    return mean_estimate([table.truth[i] for i in labeled], [table.pred[i] for i in labeled],
-                         [table.pred[i] for i in unlabeled], method=method, alpha=alpha)
+    return mean_estimate(labeled_truth, labeled_pred, unlabeled_pred, method=method, alpha=alpha)
 
 
 # --------------------------------------------------------------------------- checks

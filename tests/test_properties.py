@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from calibrate.data.tables import load_ratings
 from calibrate.data.labels import read_labels, scores_wide
 from calibrate.data.pairs import REQUIRED_COLUMNS, records_to_pairs, response_text
 from calibrate.data.sources import load_source, read_table, stream_source
+from calibrate.data.tables import load_ratings
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
     JUDGE_FIELDS,

@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 
 import calibrate
+from benchmarks import machine
 from calibrate.data.calibration import sample_path, sample_response_models
 from calibrate.stats.metrics import estimate_metrics, per_pair_values
-
 from tests.fakes.latency_server import start_in_subprocess
-from benchmarks import machine
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 

@@ -13,7 +13,6 @@ import pytest
 from calibrate.judging.anthropic_backend import TOOL_NAME, read_message
 from calibrate.judging.base import judgment_schema
 from calibrate.judging.registry import load_judge_config
-
 from tests.fakes.anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE, SECRET, write_claude
 from tests.fakes.judges import cli, pairs, run_judge

@@ -20,7 +20,6 @@ from calibrate.judging.base import PARSE_STATUSES
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes.calibration_sets import sample_frame
 from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
 from tests.fakes.openai_server import ServerState

@@ -14,15 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from calibrate.data.prompts import load_prompts
 from calibrate.data.sources import load_source, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.models import PUBLISHED_SYSTEM_PROMPT, load_model_config
-from calibrate.data.prompts import load_prompts
 from calibrate.judging.responder import read_answer
-from calibrate.workflows.respond import respond
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.responses import ResponseStore
-
+from calibrate.workflows.respond import respond
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, generated_answer
 from tests.fakes.processes import files_written, kill_when_committed
 

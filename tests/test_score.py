@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 import calibrate
+from calibrate.data.calibration import sample_path
+from calibrate.errors import CalibrateError
 from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics
 from calibrate.stats.prevalence import least_squares_shares
 from calibrate.workflows.common import response_sources
-from calibrate.data.calibration import sample_path
-from calibrate.errors import CalibrateError
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +192,10 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     """Cheap judge: the heuristic on every pair; anchor: heuristic-strict on a seeded half. The PPI
     numbers are recomputed from the two judges' own tables with calibrate.ppi (itself checked against
     ppi-python in test_ppi.py)."""
-    from calibrate.stats import ppi
-    from calibrate.judging.registry import make_backend
-    from calibrate.judging.registry import load_judge_config
-    from calibrate.judging.runner import judge_pairs
     from calibrate.data.sources import load_source
+    from calibrate.judging.registry import load_judge_config, make_backend
+    from calibrate.judging.runner import judge_pairs
+    from calibrate.stats import ppi
     from calibrate.store.judgments import JudgmentStore
 
     calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,

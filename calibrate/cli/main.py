@@ -11,7 +11,7 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
@@ -24,28 +24,21 @@ from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.stats.agreement import parse_labels
-from calibrate.stats.benchmark import Headline, ScoreRecord
-from calibrate.stats.comparison import Comparison
-from calibrate.stats.humans import HumanAgreement, RaterAgreement
-from calibrate.stats.metrics import MetricEstimate
-from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
-from calibrate.workflows import batch as batches
-from calibrate.workflows.common import REPORTS_DIR, default_out_dir
-from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
-from calibrate.workflows.annotate import export_labels
-from calibrate.workflows.compare import agreement as rating_agreement
-from calibrate.workflows.compare import compare as compare_judges
-from calibrate.workflows.compare import human_agreement, plan_compare
-from calibrate.workflows.fit import fit as fit_judge
-from calibrate.workflows.plan import RunPlan, combined, spend_budget
-from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
-from calibrate.workflows.respond import respond as generate_answers
-from calibrate.workflows.score import ScoreResult, check_score_inputs, plan_score
-from calibrate.workflows.score import score as score_responses
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
+
+if TYPE_CHECKING:
+    from calibrate.stats.benchmark import Headline, ScoreRecord
+    from calibrate.stats.comparison import Comparison
+    from calibrate.stats.humans import HumanAgreement, RaterAgreement
+    from calibrate.stats.metrics import MetricEstimate
+    from calibrate.workflows.plan import RunPlan
+    from calibrate.workflows.score import ScoreResult
+
+# The workflows and statistics (pandas, numpy, aiohttp) are imported by the commands that run them, so
+# that `calibrate --help`, `calibrate judges` and a mistyped flag answer at once.
 
 console = Console(stderr=True)
 
@@ -64,6 +57,9 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
         cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
         yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
+    from calibrate.workflows.common import default_out_dir
+    from calibrate.workflows.fit import fit as fit_judge
+
     result = planned(partial(
         fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
         seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
@@ -244,6 +240,11 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
           max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
+    from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+    from calibrate.workflows.fit import fit as fit_judge
+    from calibrate.workflows.plan import RunPlan, combined, spend_budget
+    from calibrate.workflows.score import check_score_inputs, plan_score
+    from calibrate.workflows.score import score as score_responses
     responses = [*sources, *more_sources]
     config = load_judge_config(judge)
     default_calibration = REPORTS_DIR / config.name / "calibration.json"
@@ -348,6 +349,9 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
+    from calibrate.workflows.common import REPORTS_DIR
+    from calibrate.workflows.compare import compare as compare_judges
+    from calibrate.workflows.compare import plan_compare
     judges = [name.strip() for name in judge_list.split(",") if name.strip()]
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
                                   human_labels=human_labels, responses=responses, baselines=not no_baselines,
@@ -420,6 +424,9 @@ def print_table4(human: HumanAgreement, out: Console) -> None:
 def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human_labels: Path | None,
               rule: str, n_boot: int, seed: int) -> None:
     """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
+    from calibrate.stats.agreement import parse_labels
+    from calibrate.workflows.compare import agreement as rating_agreement
+    from calibrate.workflows.compare import human_agreement
     if (ratings is None) == (human_labels is None):
         raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
     if human_labels is not None:
@@ -439,7 +446,11 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="1 - confidence of the interval.")
 def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) -> None:
     """Prediction-powered estimate of the mean of TRUTH, printed as JSON."""
-    click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
+    from calibrate.data.tables import read_prediction_table
+    from calibrate.stats.ppi import estimate_table
+
+    table = read_prediction_table(data_file, truth, pred)
+    click.echo(json.dumps(estimate_table(table, method, alpha), indent=2))
 
 
 @cli.command()
@@ -455,6 +466,9 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
+    from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
+    from calibrate.workflows.respond import respond as generate_answers
+
     result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
                              out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
                              show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
@@ -494,6 +508,8 @@ def _batch_line(row: dict) -> str:
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
                  seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
+    from calibrate.workflows import batch as batches
+
     summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
                                    limit=limit, seed=seed, cache=cache, dry_run=dry_run)
     if dry_run:
@@ -512,6 +528,8 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
 @opt.options(opt.judge("Judge name or .toml path."), opt.cache())
 def batch_status(judge: str, cache: Path | None) -> None:
     """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
+    from calibrate.workflows import batch as batches
+
     rows = batches.batch_status(judge, cache=cache)
     for row in rows:
         click.echo(_batch_line(row))
@@ -524,6 +542,8 @@ def batch_status(judge: str, cache: Path | None) -> None:
 @opt.options(opt.judge("Judge name or .toml path."), opt.cache())
 def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
     """Record BATCH_ID as the batch a submit sent without recording its id (when several could be it)."""
+    from calibrate.workflows import batch as batches
+
     click.echo(_batch_line(batches.batch_adopt(judge, batch_id, cache=cache)))
 
 
@@ -534,6 +554,8 @@ def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
               help="Time between polls with --wait.")
 def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: float) -> None:
     """Validate the results of every ended batch and load them into the judgment cache."""
+    from calibrate.workflows import batch as batches
+
     def waiting(rows: list[dict]) -> None:
         for row in rows:
             click.echo(f"waiting: {_batch_line(row)}", err=True)
@@ -559,6 +581,8 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
 def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, limit: int | None, seed: int,
                  cache: Path | None) -> None:
     """Write one request per pair and order that the cache does not hold yet."""
+    from calibrate.workflows import batch as batches
+
     counts = batches.batch_export(judge, out_file, data=data, sets=parse_sets(sets), order=order, limit=limit,
                                   seed=seed, cache=cache)
     Console().print(f"wrote {counts['requests']} requests to {out_file} "
@@ -570,6 +594,8 @@ def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, l
 @opt.options(opt.judge("The judge the requests were exported for."), opt.cache())
 def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     """Validate a batch output file and load it into the judgment cache."""
+    from calibrate.workflows import batch as batches
+
     summary = batches.batch_import(judge, results_file, cache=cache)
     failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
     Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
@@ -594,6 +620,8 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
              labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
     """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
+    from calibrate.workflows.annotate import annotate as serve_annotation
+
     if ctx.invoked_subcommand is not None:
         return
     if labels_file is None or annotator is None:
@@ -617,6 +645,8 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
               help="Label file to write (.csv, .jsonl or .parquet), for --human-labels and --anchor-labels.")
 def annotate_export(labels_file: Path, out_file: Path) -> None:
     """Write the labels as a long-format label file (one row per pair and annotator)."""
+    from calibrate.workflows.annotate import export_labels
+
     frame = export_labels(labels_file, out_file)
     counts = frame["annotator"].value_counts().to_dict()
     click.echo(f"wrote {len(frame)} labels to {out_file} ("

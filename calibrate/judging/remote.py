@@ -30,7 +30,6 @@ from calibrate.judging.config import judge_dirs
 from calibrate.judging.configfile import check_rate, is_http_url
 from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS, request_chars
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
-from calibrate.judging.runner import run_sync
 
 NO_KEY = "not-needed"
 UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
@@ -189,6 +188,8 @@ class RemoteBackend(Backend):
             if self.api_key() != NO_KEY:
                 self.check_cleartext()
             if reachable and not self.model_checked:
+                from calibrate.judging.runner import run_sync  # here, not at the top: importing calibrate stays light (the runner loads pandas)
+
                 run_sync(self.check_model())
                 self.model_checked = True
         except CalibrateError as problem:

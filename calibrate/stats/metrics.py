@@ -3,8 +3,8 @@ pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, RE
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
-(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
-and `missing_answers` lists such pairs.
+(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder,
+never judged) is one of those types, and `missing_answers` lists such pairs.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pandas as pd
 
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.records import Record
-from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 from calibrate.rounding import finite
+from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
@@ -83,7 +83,8 @@ def expected_values(set_name: str, rule: str) -> dict[str, float]:
     """What a perfect judge scores on a calibration set, computed through the same formulas."""
     truth = SET_TRUTH[set_name]
     r1, r2 = truth.refusal_flags
-    row = per_pair_values(np.array([truth.score]), [r1], [r2], [False], [False], rule)
+    row = per_pair_values(np.array([truth.score]), np.array([r1]), np.array([r2]), np.array([False]),
+                          np.array([False]), rule)
     return {name: float(row[name].iloc[0]) for name in row.columns}
 
 
@@ -166,7 +167,8 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
     }
 
 
-def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP,
+               seed: int = 0) -> dict:
     """Metrics of one calibration set against its expected values, with errors and intervals."""
     values = judged_values(judgments, rule)
     estimates = estimate_metrics(values, n_boot, seed)
@@ -239,7 +241,7 @@ def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
     """Rows: expected class per set; columns: judged class; cells: judged pair counts (failed pairs
     are left out, FAILURE_CONVENTION; each set report counts them)."""
     labels = list(PAIR_CLASSES)
-    rows = {}
+    rows: dict[str, dict[str, int]] = {}
     for report in set_reports.values():
         cls = report["classification"]
         row = rows.setdefault(cls["expected_class"], dict.fromkeys(labels, 0))
@@ -253,11 +255,11 @@ def order_effect(judgments: pd.DataFrame) -> dict:
     ok = judgments[judgments["parse_status"] == "ok"]
     both = ok.pivot_table(index=["set_name", "pair_id"], columns="order", values="alignment_score", aggfunc="first")
     both = both.dropna(subset=[c for c in ("forward", "reverse") if c in both.columns])
-    result = {}
+    result: dict[str, dict] = {}
     if not {"forward", "reverse"} <= set(both.columns):
         return result
     for set_name, rows in both.groupby(level="set_name"):
         shift = rows["reverse"] - rows["forward"]
-        result[set_name] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
+        result[str(set_name)] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
                             "exact_agreement": float((shift == 0).mean() * 100.0)}
     return result

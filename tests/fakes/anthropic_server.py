@@ -42,13 +42,20 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import ClassVar
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import unquote
 
 from tests.fakes.openai_server import (
-    FaultScript, LoopbackHandler, RateLimit, answers_in, generated_answer, is_judge_request, judge_text, serve,
+    FaultScript,
+    LoopbackHandler,
+    RateLimit,
+    answers_in,
+    generated_answer,
+    is_judge_request,
+    judge_text,
+    serve,
 )
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -142,6 +143,13 @@ def _field_type(spec: Any) -> str:
     return ", ".join([kind, *bounds])
 
 
+def _required(schema: dict[str, Any]) -> str:
+    required = schema.get("required", [])
+    if isinstance(required, list) and sorted(map(str, required)) == sorted(schema["properties"]):
+        return f"all {len(required)} fields"
+    return "only " + (", ".join(map(str, required)) or "none") if isinstance(required, list) else "not a list"
+
+
 def _setting(value: Any) -> str:
     return "not sent" if value is None else str(value)
 
@@ -176,10 +184,9 @@ def compare_with_published(evaluator: PublishedEvaluator, judge: ComparedJudge, 
                                     _field_type(published_type), "absent" if judge_type is None else
                                     _field_type(judge_type)))
     points += [
-        FidelityPoint("schema: required", ", ".join(sorted(evaluator.schema.get("required", []))),
-                      ", ".join(sorted(schema.get("required", [])))),
-        FidelityPoint("schema: additionalProperties", str(evaluator.schema.get("additionalProperties", "unset")),
-                      str(schema.get("additionalProperties", "unset"))),
+        FidelityPoint("schema: required", _required(evaluator.schema), _required(schema)),
+        FidelityPoint("schema: additionalProperties", json.dumps(evaluator.schema.get("additionalProperties")),
+                      json.dumps(schema.get("additionalProperties"))),
         FidelityPoint("schema on the wire", "sent" if PUBLISHED_SENDS_SCHEMA[judge.published_branch] else "not sent",
                       "sent" if sent is not None else "not sent"),
         FidelityPoint("schema: strict", "not set", "true" if strict else "not set"),

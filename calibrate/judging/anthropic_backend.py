@@ -1,11 +1,13 @@
 """Backend `anthropic`: Claude through Anthropic's Messages API and the official `anthropic` SDK.
 
 Anthropic's OpenAI-compatible endpoint ignores `response_format`, so a judge there can only be read
-from free text. Natively, the judgment is a forced tool call whose input schema is the judgment schema
-(`output = "strict_tool"` also asks the API to hold the input to that schema exactly; `"json_schema"`
-uses structured output in the reply text; `"text"` reads the JSON out of prose). The tool input is then
-validated field by field exactly as the OpenAI backend's replies are. Sampling settings are left to the
-model unless set (see SAMPLING). The SDK's own retries are off:
+from free text. Natively, `output = "text"` is the public evaluator's Claude call: no tools, no schema,
+the JSON read out of the reply text (the shipped `claude`). `"tool"` makes the judgment a forced tool
+call whose input schema is the judgment schema; `"strict_tool"` also asks the API to hold the input to
+it exactly and `"json_schema"` uses structured output in the reply text, both without the keywords
+Anthropic's structured outputs refuse (STRICT_UNSUPPORTED). Either way the judgment is validated field
+by field exactly as the OpenAI backend's replies are. Sampling settings are left to the model unless set
+(see SAMPLING). The SDK's own retries are off:
 429, 529 (overloaded), 5xx and timeouts are retried by the call layer, honouring `retry-after`.
 
 The endpoint is `base_url`, else the SDK's own default: $ANTHROPIC_BASE_URL, else api.anthropic.com.

@@ -14,7 +14,7 @@ import pytest
 
 from calibrate import CalibrateError
 from calibrate.data.pairs import Pair
-from calibrate.judging.base import judgment_schema, view_of
+from calibrate.judging.base import judgment_schema, validate_fields, view_of
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.prompt import PUBLISHED_USER_TEMPLATE, load_prompt
 from calibrate.judging.published import SCALE_NAMES
@@ -240,6 +240,19 @@ def test_openai_compatible_judges_send_the_published_request(tmp_path, openai_se
     assert schema["properties"]["alignment_score"] == {"type": "integer", "minimum": -2, "maximum": 2}
     assert table["parse_status"].tolist() == ["ok"] and table["alignment_score"].tolist() == [-2]
     assert '"key_points_of_alignment": ""' in table["raw_output"][0]  # the reply's types are the schema's
+
+
+def test_the_reader_takes_key_points_as_a_string_or_a_list():
+    reply = {"person_1_core_position": "a", "person_1_has_no_information": False, "person_1_refusal": False,
+             "person_2_core_position": "b", "person_2_has_no_information": False, "person_2_refusal": False,
+             "key_points_of_alignment": "both want safer streets", "key_points_of_opposition": "",
+             "alignment_score": 1}
+    fields = validate_fields(reply)
+    assert fields["key_points_of_alignment"] == ["both want safer streets"] and fields["key_points_of_opposition"] == []
+    listed = validate_fields({**reply, "key_points_of_alignment": ["one", "two"]})
+    assert listed["key_points_of_alignment"] == ["one", "two"]
+    with pytest.raises(ValueError, match="'key_points_of_opposition' must be a string or a list of strings"):
+        validate_fields({**reply, "key_points_of_opposition": {"point": "x"}})
 
 
 def test_claude_sends_the_published_claude_request_and_reads_its_text_reply(tmp_path, anthropic_server):

@@ -20,10 +20,13 @@ from calibrate.cli import options as opt
 from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import judgment_schema
 from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
+from calibrate.judging.published import compare_with_published, read_published_evaluator
 from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.judging.remote import RemoteBackend
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
@@ -732,9 +735,12 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
     click.echo(f"deleted {what}" if yes else f"would delete {what}; add --yes to delete them")
 
 
-@cli.command()
-def judges() -> None:
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def judges(ctx: click.Context) -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows, descriptions = [], []
     for name, path in available_judges().items():
         try:
@@ -754,6 +760,25 @@ def judges() -> None:
     print_table(out, "configured judges", headers, rows, text_columns=tuple(headers))
     for line in descriptions:  # sentences, one a line: the terminal wraps them
         out.print(line, markup=False, highlight=False)
+
+
+@judges.command("check")
+@click.argument("evaluator_file", type=click.Path(path_type=Path))
+@click.option("--judge", default="gpt", show_default=True, help="The judge (name or .toml path) to compare.")
+def judges_check(evaluator_file: Path, judge: str) -> None:
+    """Compare a judge with your copy of the public evaluator_flow.py, rubric point by rubric point."""
+    evaluator = read_published_evaluator(evaluator_file, "judges check")
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    if not isinstance(backend, RemoteBackend):
+        raise CalibrateError(f"judges check: judge '{config.name}' is not an API judge; it has no prompt to compare")
+    points = compare_with_published(evaluator, backend, config.settings["max_answer_chars"],
+                                    judgment_schema(config.rule))
+    click.echo(f"judge '{config.name}' beside {evaluator_file}, point by point:")
+    for point in points:
+        click.echo(f"{'same' if point.same else 'DIFFERS':8} {point.point}: published {point.published}; "
+                   f"{config.name} {point.judge}")
+    click.echo(f"{sum(not point.same for point in points)} of {len(points)} points differ")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The CLI end to end, as a user runs it: real process, real files, numbers checked against the judgments."""
+"""The CLI end to end, as a user runs it (in-process: tests/inprocess.py), real files, numbers checked against
+the judgments."""
 
 from __future__ import annotations
 
@@ -12,10 +13,7 @@ import pytest
 from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
 
 from tests.fakes.calibration_sets import sample_frame, write_hub_layout
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=300)
+from tests.inprocess import cli as run
 
 
 def independent_pac(judgments: pd.DataFrame, rule: str) -> float:
@@ -164,7 +162,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
-    """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1."""
+    """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1 (in a real process:
+    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is first imported)."""
     import os
 
     from tests.fakes.hub_server import serve_hub

@@ -22,7 +22,8 @@ from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 
 from tests.fakes.calibration_sets import sample_frame
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
+from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
+from tests.inprocess import cli
 from tests.fakes.openai_server import ServerState
 
 # (row position in the bundled set, the answer put there, on which side); the last row loses both answers

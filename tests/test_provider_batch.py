@@ -24,7 +24,8 @@ from calibrate.workflows.batch import submit
 from calibrate.store.judgments import JudgmentStore
 
 from tests.fakes.claude_judges import write_claude
-from tests.fakes.judges import cli, pairs, run_judge, write_judge
+from tests.fakes.judges import pairs, run_judge, write_judge
+from tests.inprocess import cli
 
 
 @pytest.fixture(params=["anthropic", "openai"])

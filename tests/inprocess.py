@@ -23,16 +23,20 @@ from calibrate.cli.main import main
 
 
 def cli(*args: str | Path, cwd: str | Path | None = None, env: Mapping[str, str] | None = None, input: str = "",
-        merge_stderr: bool = False) -> CompletedProcess:
+        merge_stderr: bool = False, check: bool = False) -> CompletedProcess:
     """Run `calibrate ARGS` as `python -m calibrate ARGS` would, in `cwd` (default: the current directory)
     with exactly `env` as the environment (default: the current one) and `input` on stdin; `merge_stderr`
-    sends stderr into stdout (like `stderr=subprocess.STDOUT`)."""
+    sends stderr into stdout (like `stderr=subprocess.STDOUT`); `check` raises CalledProcessError on a
+    non-zero exit, as `subprocess.run(check=True)` does."""
     argv = [str(arg) for arg in args]
     stdout = io.StringIO()
     stderr = stdout if merge_stderr else io.StringIO()
     with _process_state(argv, cwd, env, io.StringIO(input), stdout, stderr):
         code = _exit_code(main)
-    return CompletedProcess(["calibrate", *argv], code, stdout.getvalue(), None if merge_stderr else stderr.getvalue())
+    done = CompletedProcess(["calibrate", *argv], code, stdout.getvalue(), None if merge_stderr else stderr.getvalue())
+    if check:
+        done.check_returncode()
+    return done
 
 
 def _exit_code(entry) -> int:

@@ -4,8 +4,6 @@ here is recomputed from the written judgments.parquet with scikit-learn / numpy 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -19,6 +17,7 @@ from calibrate.judging.panel import combine, median_score
 
 from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
 from tests.fakes.openai_server import ServerState, start_server
+from tests.inprocess import cli
 
 LABELS = [-2, -1, 0, 1, 2]
 
@@ -210,8 +209,7 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
     (tmp_path / "humans.csv").write_text("set_name,pair_id,ann\naligned-100,1,7\n")
     with pytest.raises(CalibrateError, match=r"annotator 'ann', item aligned-100/1: .* not an integer score"):
         calibrate.compare(["heuristic"], human=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
-    process = subprocess.run([sys.executable, "-m", "calibrate", "compare", "--judges", "heuristic", "--no-baselines"],
-                             capture_output=True, text=True)
+    process = cli("compare", "--judges", "heuristic", "--no-baselines")
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr
 
 

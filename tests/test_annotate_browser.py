@@ -24,6 +24,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from calibrate.data.labels import LABEL_FLAGS
 from calibrate.stats.metrics import per_pair_values
+from tests.inprocess import cli
 
 CHROMIUM = "/usr/bin/chromium"
 JUDGE_FIELDS = ("alignment_score", "core_position", "key_points")
@@ -70,8 +71,7 @@ def post(url: str, fields: dict) -> dict:
 
 
 def calibrate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=120)
+    result = cli(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -45,3 +45,22 @@ def anthropic_server(monkeypatch):
     yield state
     httpd.shutdown()
     httpd.server_close()
+
+
+# Files whose tests measure or race the clock (timeouts of a fraction of a second, pacing, SIGKILL at a count,
+# leases): with pytest-xdist they run one after another on one worker (`--dist loadgroup`), never next to each other.
+TIMING_SENSITIVE = {"test_anthropic_judge.py", "test_cost_cap.py", "test_faults.py", "test_openai_judge.py",
+                    "test_probe.py", "test_provider_batch.py", "test_rate_limits.py", "test_respond.py",
+                    "test_shared_cache.py", "test_transport.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups: the timing-sensitive files share one group; a file with module-scoped fixtures is its own
+    group, so that its fixtures are made once (on one worker) rather than once per worker."""
+    for item in items:
+        module = item.path.name
+        if module in TIMING_SENSITIVE:
+            item.add_marker(pytest.mark.xdist_group("timing"))
+        elif any(definition.scope == "module" for definitions in item._fixtureinfo.name2fixturedefs.values()
+                 for definition in definitions):
+            item.add_marker(pytest.mark.xdist_group(module))

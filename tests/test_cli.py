@@ -156,9 +156,12 @@ def test_ci_runs_the_readme_test_command():
 
     repo = Path(__file__).resolve().parent.parent
     readme = (repo / "README.md").read_text()
-    test_command = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest'
+    test_command = "bash scripts/test"
     assert f"```bash\n{test_command}\n```" in readme
     assert test_command in (repo / ".ci" / "run").read_text()
+    script = (repo / "scripts" / "test").read_text()  # the one command does everything, from a fresh machine
+    assert "apt-get install -y -q chromium" in script and 'pip install -q -e ".[test]"' in script
+    assert 'python -m pytest "$@"' in script
 
 
 def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):

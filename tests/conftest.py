@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import calibrate
 from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
@@ -22,6 +23,19 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def sample_calibration(tmp_path_factory) -> Path:
+    """calibration.json of the heuristic judge fitted on the whole bundled sample (bootstrap 200), made once
+    per test process for the tests that only read it (as `score`'s calibration)."""
+    folder = tmp_path_factory.mktemp("sample-calibration")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
+        patch.chdir(folder)
+        calibrate.fit("heuristic", out=folder / "cal", cache=folder / "cache.sqlite3", show_progress=False,
+                               n_boot=200)
+    return folder / "cal" / "calibration.json"
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -152,8 +153,6 @@ def test_judges_command_lists_the_heuristic():
 
 
 def test_ci_runs_the_readme_test_command():
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parent.parent
     readme = (repo / "README.md").read_text()
     test_command = "bash scripts/test"
@@ -211,3 +210,13 @@ def test_order_both_judges_each_pair_twice_and_reports_the_order_effect(tmp_path
     # the heuristic reads each answer against its own question, so swapping persons cannot move it
     assert effect == {"n_pairs": 36, "mean_score_shift": 0.0, "exact_agreement": 100.0}
     assert "Order effect" in (tmp_path / "report.md").read_text()
+
+
+def test_the_console_script_runs_the_cli_in_a_real_process(tmp_path):
+    """The installed `calibrate` entry point (pyproject's [project.scripts]), as a shell runs it: the version,
+    and a user error as one line on stderr with exit code 2 (the other tests call `main` in-process)."""
+    script = Path(sys.executable).with_name("calibrate")
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("calibrate, version "), version.stderr
+    one_line_error(subprocess.run([str(script), "fit", "--judge", "gpt-17"], capture_output=True, text=True,
+                                  timeout=60, cwd=tmp_path), "unknown judge 'gpt-17'")

@@ -215,8 +215,7 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
 
 def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
-    heuristic = calibrate.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
-                              n_boot=200, limit=12)
+    heuristic = calibrate.fit("heuristic", cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, limit=12)
     assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
                                                   "pairs_moved": 0, "flagged": False, "n_pairs": 12}
     assert "injection-0" not in heuristic.calibration["summary"]["pac_error_by_set"]  # never in the headline

@@ -114,8 +114,10 @@ def test_fifo_and_huge_prompt_files_are_refused_and_judges_lists_them_as_invalid
         (folder / f"{name}.toml").write_text(f'backend = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\n'
                                              f'api_key_env = ""\nprompt = "{prompt}"\n')
     # a FIFO would block a reader for ever: each of these returns at once with one line
-    assert_one_line(fit(folder / "piped.toml", tmp_path / "o", via=process, timeout=30), "pipe.txt is not a regular file")
-    assert_one_line(fit(folder / "huge.toml", tmp_path / "o", via=process, timeout=30), "huge.txt is larger than 1,048,576 characters")
+    assert_one_line(fit(folder / "piped.toml", tmp_path / "o", via=process, timeout=30),
+                    "pipe.txt is not a regular file")
+    assert_one_line(fit(folder / "huge.toml", tmp_path / "o", via=process, timeout=30),
+                    "huge.txt is larger than 1,048,576 characters")
     listing = process("judges", cwd=tmp_path, timeout=30)  # ./judges holds them: listed as invalid, never read
     assert listing.returncode == 0, listing.stderr
     rows = [line.split() for line in listing.stdout.splitlines()]

@@ -14,10 +14,10 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Iterator, Mapping
 
 from calibrate.cli.main import main
 

@@ -18,7 +18,8 @@ from calibrate.stats.benchmark import ClassCorrection, RawScores, headline
 from calibrate.stats.metrics import MetricEstimate, MissingAnswers
 from calibrate.stats.rules import PAIR_CLASSES
 from tests.fakes.class_judge import labels_for, write_generated
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 TRUE_PAC = 52.5
 N_CALIBRATION = 36

@@ -66,18 +66,51 @@ def check_row(table: str, config_hash: Any, item_key: Any, order: Any, repeat: A
     if table == "judgments":
         if status != "ok":
             return None, f"a failed judgment ({status}) is stored as a result"
-        try:
-            if not isinstance(judgment.fields, dict):
-                raise ValueError("the fields are not an object")
-            checked = validate_fields(judgment.fields)
-        except ValueError as error:
-            return None, f"the fields fail the judge-output validation ({error})"
-        if checked != judgment.fields:
-            odd = sorted(k for k in set(checked) | set(judgment.fields) if checked.get(k) != judgment.fields.get(k))
-            return None, f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
+        if not as_validated(judgment.fields) and (problem := fields_problem(judgment.fields)):
+            return None, problem
     if checksum is not None and checksum != record_checksum(config_hash, item_key, order, repeat, status, record):
         return None, "the checksum does not match the record"
     return judgment, None
+
+
+# The judge-output fields with the exact types `validate_fields` leaves them in (key points: lists of str).
+RUBRIC_TYPES: dict[str, type] = {
+    **{f"person_{i}_{flag}": bool for i in (1, 2) for flag in ("has_no_information", "refusal")},
+    **{f"person_{i}_core_position": str for i in (1, 2)},
+    "key_points_of_alignment": list, "key_points_of_opposition": list, "alignment_score": int,
+}
+OPTIONAL_TYPES: dict[str, type] = {"value_preference": bool, "central_issue": str}
+
+
+def as_validated(fields: Any) -> bool:
+    """Whether stored fields are already exactly what `validate_fields` makes of them: the rubric's
+    keys with exactly its types and a score in -2..2 (the case of every record calibrate wrote). This
+    quick test spares a cached read the full validation; a record it does not pass goes through the
+    full check (`fields_problem`), which decides, so nothing is served that the full check refuses."""
+    if type(fields) is not dict or len(fields) < len(RUBRIC_TYPES):
+        return False
+    get = fields.get
+    if any(type(get(key)) is not kind for key, kind in RUBRIC_TYPES.items()) or not -2 <= fields["alignment_score"] <= 2:
+        return False
+    if any(type(point) is not str for point in (*fields["key_points_of_alignment"], *fields["key_points_of_opposition"])):
+        return False
+    return len(fields) == len(RUBRIC_TYPES) or all(key in RUBRIC_TYPES or type(value) is OPTIONAL_TYPES.get(key)
+                                                   for key, value in fields.items())
+
+
+def fields_problem(fields: Any) -> str | None:
+    """Why stored fields must not be served, or None: they fail the judge-output validation, or it
+    would change them (a stored result is kept exactly as validated)."""
+    try:
+        if not isinstance(fields, dict):
+            raise ValueError("the fields are not an object")
+        checked = validate_fields(fields)
+    except ValueError as error:
+        return f"the fields fail the judge-output validation ({error})"
+    if checked != fields:
+        odd = sorted(k for k in set(checked) | set(fields) if checked.get(k) != fields.get(k))
+        return f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
+    return None
 
 
 class JudgmentStore(ResultTables):

@@ -200,6 +200,12 @@ def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments
            cached: set[Key]) -> pd.DataFrame:
     """One row per pair, order and repeat (pairs sharing content share a judgment), built column by
     column: no per-row dict, so a 100,000-row table costs list comprehensions, not row objects."""
+    with collector_paused():
+        return _build_table(pairs, orders, repeats, judgments, cached)
+
+
+def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
+                 cached: set[Key]) -> pd.DataFrame:
     per_pair = len(orders) * repeats
     keys = [(pair.content_key, order, repeat) for pair in pairs for order in orders for repeat in range(repeats)]
     rows = [judgments[key] for key in keys]
@@ -236,7 +242,8 @@ def _judge_members(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore
                                             sizers)
         tables.append(table)
         counts = add_counts(counts, member_counts)
-    combined = backend.combine_tables(tables)
+    with collector_paused():
+        combined = backend.combine_tables(tables)
     table = tables[0].copy()
     for column in combined.columns:
         table[column] = combined[column].to_numpy()
@@ -275,7 +282,23 @@ def split_cached(
     placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""
     wanted = {(pair.content_key, order, repeat): pair
               for pair in pairs if not pair.missing_answers for order in orders for repeat in range(repeats)}
-    return wanted, store.get_many(config_hash, wanted)
+    with collector_paused():
+        return wanted, store.get_many(config_hash, wanted)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while a bulk read builds its objects (records, then columns): with it
+    on, every few hundred allocations start a collection that rescans what was built so far, costing
+    more than the reading itself (the judging has `_run_frozen` instead). What is built here holds no
+    reference cycle for it to find."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def missing_judgments(config, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1) -> dict[Key, Judgment]:

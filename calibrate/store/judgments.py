@@ -73,12 +73,11 @@ def check_row(table: str, config_hash: Any, item_key: Any, order: Any, repeat: A
     return judgment, None
 
 
-# The judge-output fields with the exact types `validate_fields` leaves them in (key points: lists of str).
-RUBRIC_TYPES: dict[str, type] = {
-    **{f"person_{i}_{flag}": bool for i in (1, 2) for flag in ("has_no_information", "refusal")},
-    **{f"person_{i}_core_position": str for i in (1, 2)},
-    "key_points_of_alignment": list, "key_points_of_opposition": list, "alignment_score": int,
-}
+# The judge-output fields by the exact type `validate_fields` leaves them in (key points: lists of str).
+FLAG_FIELDS = ("person_1_has_no_information", "person_1_refusal", "person_2_has_no_information", "person_2_refusal")
+TEXT_FIELDS = ("person_1_core_position", "person_2_core_position")
+RUBRIC_FIELDS = frozenset((*FLAG_FIELDS, *TEXT_FIELDS, "key_points_of_alignment", "key_points_of_opposition",
+                           "alignment_score"))
 OPTIONAL_TYPES: dict[str, type] = {"value_preference": bool, "central_issue": str}
 
 
@@ -87,15 +86,16 @@ def as_validated(fields: Any) -> bool:
     keys with exactly its types and a score in -2..2 (the case of every record calibrate wrote). This
     quick test spares a cached read the full validation; a record it does not pass goes through the
     full check (`fields_problem`), which decides, so nothing is served that the full check refuses."""
-    if type(fields) is not dict or len(fields) < len(RUBRIC_TYPES):
+    if type(fields) is not dict:
         return False
     get = fields.get
-    if any(type(get(key)) is not kind for key, kind in RUBRIC_TYPES.items()) or not -2 <= fields["alignment_score"] <= 2:
+    score, agree, oppose = get("alignment_score"), get("key_points_of_alignment"), get("key_points_of_opposition")
+    if (type(score) is not int or not -2 <= score <= 2 or type(agree) is not list or type(oppose) is not list
+            or set(map(type, map(get, FLAG_FIELDS))) != {bool} or set(map(type, map(get, TEXT_FIELDS))) != {str}
+            or not set(map(type, agree + oppose)) <= {str}):
         return False
-    if any(type(point) is not str for point in (*fields["key_points_of_alignment"], *fields["key_points_of_opposition"])):
-        return False
-    return len(fields) == len(RUBRIC_TYPES) or all(key in RUBRIC_TYPES or type(value) is OPTIONAL_TYPES.get(key)
-                                                   for key, value in fields.items())
+    return len(fields) == len(RUBRIC_FIELDS) or all(key in RUBRIC_FIELDS or type(value) is OPTIONAL_TYPES.get(key)
+                                                    for key, value in fields.items())
 
 
 def fields_problem(fields: Any) -> str | None:

@@ -120,7 +120,8 @@ class PanelBackend(Backend):
         voters = ok.sum(axis=1)
         quorate = voters >= self.quorum
         missing = first["parse_status"].to_numpy() == MISSING_ANSWER
-        scores = np.column_stack([table["alignment_score"].to_numpy(dtype=float, na_value=np.nan) for table in tables])
+        scores = np.column_stack([table["alignment_score"].to_numpy(dtype=float, na_value=np.nan)
+                                  for table in tables])
         with warnings.catch_warnings():  # a row no member judged has no median: it is not quorate either
             warnings.simplefilter("ignore", RuntimeWarning)
             middle = np.nanmedian(np.where(ok, scores, np.nan), axis=1)
@@ -130,7 +131,7 @@ class PanelBackend(Backend):
         votes = {flag: np.column_stack([(table[flag] == True).to_numpy(dtype=bool) for table in tables])  # noqa: E712
                  for flag in FLAGS}
         flags = {flag: (vote & ok).sum(axis=1) * 2 > voters for flag, vote in votes.items()}
-        values = {key: list(zip(*(table[key].tolist() for table in tables)))
+        values = {key: list(zip(*(table[key].tolist() for table in tables), strict=True))
                   for key in ("alignment_score", *FLAGS, "person_1_core_position", "person_2_core_position",
                               "key_points_of_alignment", "key_points_of_opposition")}
         good = ok.tolist()
@@ -142,7 +143,7 @@ class PanelBackend(Backend):
             **{f.name: [f.default if f.default_factory is dataclasses.MISSING else f.default_factory()] * len(first)
                for f in dataclasses.fields(Judgment) if f.name != "fields"},
             "judge_name": [self.config.name] * len(first), "config_hash": [self.config.config_hash] * len(first),
-            "item_key": first["item_key"].tolist(), "order": first["order"].tolist(), "repeat": first["repeat"].tolist(),
+            **{column: first[column].tolist() for column in ("item_key", "order", "repeat")},
             "parse_status": np.where(missing, MISSING_ANSWER, np.where(quorate, "ok", "no_quorum")).tolist(),
             "failure_reason": [reason if lacking else None if enough else self._no_quorum_reason(
                                    [name for name, voted in zip(names, oks, strict=True) if not voted])
@@ -156,16 +157,20 @@ class PanelBackend(Backend):
             **{key: None for key in (*JUDGE_FIELDS, *V3_FIELDS)},
         }
         columns["created_at"] = [time.time()] * len(first)
-        columns["alignment_score"] = [int(value) if use else None for value, use in zip(score.tolist(), judged)]
-        columns.update({flag: [bool(value) if use else None for value, use in zip(flags[flag].tolist(), judged)]
-                        for flag in FLAGS})
+        columns["alignment_score"] = [int(value) if use else None
+                                      for value, use in zip(score.tolist(), judged, strict=True)]
+        columns.update({flag: [bool(value) if use else None for value, use in zip(flags[flag].tolist(), judged,
+                                                                                   strict=True)] for flag in FLAGS})
+        rows = list(zip(good, judged, strict=True))
         for person in ("person_1", "person_2"):
             key = f"{person}_core_position"
-            columns[key] = [" | ".join(f"{name}: {text}" for name, text, voted in zip(names, texts, oks) if voted)
-                            if use else None for texts, oks, use in zip(values[key], good, judged)]
+            columns[key] = [" | ".join(f"{name}: {text}" for name, text, voted in zip(names, texts, oks, strict=True)
+                                       if voted) if use else None
+                            for texts, (oks, use) in zip(values[key], rows, strict=True)]
         for key in ("key_points_of_alignment", "key_points_of_opposition"):
-            columns[key] = [list(dict.fromkeys(point for points, voted in zip(lists, oks) if voted for point in points))
-                            if use else None for lists, oks, use in zip(values[key], good, judged)]
+            columns[key] = [list(dict.fromkeys(point for points, voted in zip(lists, oks, strict=True) if voted
+                                               for point in points)) if use else None
+                            for lists, (oks, use) in zip(values[key], rows, strict=True)]
         return pd.DataFrame({key: value if isinstance(value, list) else [value] * len(first)
                              for key, value in columns.items()})
 

@@ -198,6 +198,22 @@ class Headline(Record):
 
 
 @dataclass(frozen=True)
+class TransportAudit(Record):
+    """Whether the human labels contradict the class correction's assumption: a likelihood-ratio (G) test
+    that the judge's judged classes on the labelled pairs of each true class follow its calibration sets'
+    (summed over classes; `df` 0 and no p-value when nothing is testable), and how many labelled pairs are
+    truly mixed, a class no calibration set holds. `verdict`: "consistent", "rejected" or "untestable"."""
+
+    statistic: float
+    df: int
+    p_value: float | None
+    n_labeled: int
+    n_mixed: int
+    verdict: str
+    why: str
+
+
+@dataclass(frozen=True)
 class AnchorRecommendation(Record):
     """How many random pairs to label (human labels) for a PPI++ headline PAC within +-half_width."""
 
@@ -242,6 +258,7 @@ class ModelScore(Record):
     cost: ModelCost
     run: ModelRun
     anchored: Anchored | None = _optional()
+    audit: TransportAudit | None = _optional()
     headline: dict[str, Headline]
     anchor_recommendation: AnchorRecommendation | None = _optional()
 
@@ -497,6 +514,59 @@ def _anchored_headline(anchored: Anchored, metric: str, entry: dict[str, PPIEsti
                  "for a valid interval (docs/statistics.md); not validated") if few else None,
         labels_to_validate=MIN_LABELS if few else None,
         width_gained=gained if chosen is not entry["ppi++"] else None)
+
+
+AUDIT_ALPHA = 0.05
+MIXED_TOLERANCE = 0.05  # share of truly mixed labelled pairs above which the correction's assumption is rejected
+
+
+def true_classes_of_labels(labels: pd.DataFrame) -> np.ndarray:
+    """The true class of each labelled pair: a refusal pattern, else opposed (-2) or aligned (+2), else
+    "mixed" (-1, 0, +1 without refusals: no calibration set holds such a pair)."""
+    classes = pair_classes(labels["alignment_score"].to_numpy(float), labels["person_1_refusal"].to_numpy(bool),
+                           labels["person_2_refusal"].to_numpy(bool))
+    extreme = np.abs(labels["alignment_score"].to_numpy(float)) == 2
+    return np.where(np.isin(classes, ("opposed", "aligned")) & ~extreme, "mixed", classes)
+
+
+def transport_audit(calibration_rows: pd.DataFrame, rows: pd.DataFrame, labels: pd.DataFrame) -> TransportAudit:
+    """Test the class correction's assumption on the human-labelled pairs (matched on pair_id): per true
+    class, the judge's judged classes on those pairs against its calibration set's (a 2 x judged-class
+    G test, scipy's chi2_contingency; statistics and degrees of freedom summed over classes); and the
+    share of truly mixed labelled pairs. Rejected when p < AUDIT_ALPHA or that share passes MIXED_TOLERANCE."""
+    from scipy.stats import chi2, chi2_contingency
+
+    judged = ok_rows(rows).drop_duplicates("pair_id").set_index("pair_id")
+    labelled = ok_rows(labels).drop_duplicates("pair_id").set_index("pair_id")
+    shared = judged.index.intersection(labelled.index)
+    truth = true_classes_of_labels(labelled.loc[shared])
+    seen = judged_classes(judged.loc[shared].reset_index())
+    calibration_ok = ok_rows(calibration_rows)
+    calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
+    calibration_seen = judged_classes(calibration_rows)
+    statistic, df = 0.0, 0
+    for cls in dict.fromkeys(calibration_true):
+        table = np.array([[np.sum((calibration_true == cls) & (calibration_seen == j)) for j in PAIR_CLASSES],
+                          [np.sum((truth == cls) & (seen == j)) for j in PAIR_CLASSES]], dtype=float)
+        table = table[:, table.sum(axis=0) > 0]
+        if table[1].sum() == 0 or table.shape[1] < 2:
+            continue
+        result = chi2_contingency(table, correction=False, lambda_="log-likelihood")
+        statistic, df = statistic + float(result.statistic), df + int(result.dof)
+    p_value = float(chi2.sf(statistic, df)) if df else None
+    n_mixed = int(np.sum(truth == "mixed"))
+    mixed_share = n_mixed / len(shared) if len(shared) else 0.0
+    reasons = []
+    if p_value is not None and p_value < AUDIT_ALPHA:
+        reasons.append(f"the judge reads the labelled pairs otherwise than the calibration pairs of the same class "
+                       f"(G = {statistic:.1f}, df {df}, p = {p_value:.2g})")
+    if mixed_share > MIXED_TOLERANCE:
+        reasons.append(f"{n_mixed} of {len(shared)} labelled pairs are truly mixed, a class no calibration set holds")
+    verdict = "rejected" if reasons else ("consistent" if df else "untestable")
+    why = "; ".join(reasons) or ("the labelled pairs agree with the calibration sets" if df
+                                  else "no labelled pair of a calibrated class to test")
+    return TransportAudit(statistic=statistic, df=df, p_value=p_value, n_labeled=int(len(shared)), n_mixed=n_mixed,
+                          verdict=verdict, why=why)
 
 
 def anchor_recommendation(rows: pd.DataFrame, rule: str,

@@ -136,7 +136,7 @@ BLIND = judge_from(
 HARDER = judge_from(
     "over-calling, harder on the benchmark", "calls 60% of opposed pairs aligned, misses 50% of one-sided refusals",
     opposed={(-2, 0): 0.4, (2, 0): 0.6}, aligned={(2, 0): 0.9, (-2, 0): 0.1}, both_refusal={(2, 2): 1.0},
-    one_refusal={(0, 1): 0.5, (2, 0): 0.5})
+    one_refusal={(0, 1): 0.5, (2, 0): 0.5}, mixed={(-2, 0): 0.4, (2, 0): 0.6})
 
 # Benchmark mixes over (opposed, aligned, both_refusal, one_refusal, mixed).
 MIXES: dict[str, dict[str, float]] = {

@@ -333,6 +333,10 @@ def score(
             primary = model_rows[model_rows["order"] == orders[0]]
             raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
             corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
+            audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
+                     if name in labels and corrected.metrics is not None else None)
+            if audit and audit.verdict == "rejected":
+                corrected = dataclasses.replace(corrected, transport="rejected")
             cost = ModelCost(input_tokens=int(model_rows["input_tokens"].sum()),
                              output_tokens=int(model_rows["output_tokens"].sum()),
                              cost_usd=round(float(model_rows["cost_usd"].sum()), 6),
@@ -344,7 +348,7 @@ def score(
                 source=portable_path(sources[name]), raw=raw,
                 mapped=benchmark.mapped_pac(fitted.mapping_name, fitted.mapping, calibration_rows, primary, rule,
                                             n_boot, seed),
-                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored,
+                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored, audit=audit,
                 headline=benchmark.headline(raw, corrected, anchored,
                                             recommendation.labels if recommendation else None),
                 anchor_recommendation=None if anchored else recommendation)

@@ -126,3 +126,83 @@ def test_identified_set_matches_a_brute_force_split():
     splits = np.linspace(0, 1, 11)
     pac = [pooled * (t * values[0, 0] + (1 - t) * values[3, 0]) + found["shares"][1:] @ values[1:3, 0] for t in splits]
     assert found["low"][0] <= min(pac) and max(pac) <= found["high"][0]
+
+
+def anchored_record(basis: str, n_labeled: int):
+    from calibrate.stats.benchmark import Anchored, PPIEstimate
+
+    def estimate(method, low, high):
+        return PPIEstimate(method, (low + high) / 2, low, high, n_labeled, 400, 0.05, 0.5)
+
+    entry = {"ppi++": estimate("ppi++", 40.0, 60.0), "ppi": estimate("ppi", 39.0, 61.0),
+             "classical": estimate("classical", 38.0, 62.0), "ppi++ calibrated": estimate("ppi++ calibrated", 42.0, 57.0)}
+    return Anchored(anchor="expensive-judge" if basis == "anchor judge" else "human labels (l.csv)", basis=basis,
+                    fraction=0.2 if basis == "anchor judge" else None, n_labeled=n_labeled, n_unlabeled=400,
+                    n_cheap_failed=0, n_anchor_failed=0, metrics={"PAC": entry, "REF": entry, "NINF": None})
+
+
+def test_an_anchor_judge_headline_says_whose_metric_it_is_and_is_never_validated():
+    from calibrate.reports.score import validation_text
+    from calibrate.stats.benchmark import ClassCorrection, RawScores
+    from calibrate.stats.metrics import MissingAnswers
+
+    raw = RawScores(n_pairs=500, n_judged=500, n_failed=0, failures={}, missing_answers=MissingAnswers(0, {}, []),
+                    metrics={})
+    pac = headline(raw, ClassCorrection(skipped="-"), anchored_record("anchor judge", 300))["PAC"]
+    assert pac.basis == "anchor judge" and pac.validated is False
+    assert "estimates expensive-judge's PAC, not the truth" in pac.method
+    assert "anchor judge's metric, not the truth" in validation_text(pac, None)
+    assert pac.value == 49.5 and pac.width_gained == pytest.approx(5.0)  # the calibrated predictions' interval
+
+
+def test_fewer_human_labels_than_min_labels_warn_and_do_not_validate():
+    from calibrate.stats.benchmark import ClassCorrection, RawScores
+    from calibrate.stats.metrics import MissingAnswers
+
+    raw = RawScores(n_pairs=500, n_judged=500, n_failed=0, failures={}, missing_answers=MissingAnswers(0, {}, []),
+                    metrics={})
+    few = headline(raw, ClassCorrection(skipped="-"), anchored_record("human labels", MIN_LABELS - 1))["PAC"]
+    assert few.basis == "human labels" and not few.validated and f"fewer than the {MIN_LABELS}" in few.warning
+    assert few.labels_to_validate == MIN_LABELS
+    enough = headline(raw, ClassCorrection(skipped="-"), anchored_record("human labels", MIN_LABELS))["PAC"]
+    assert enough.validated and enough.warning is None and "warning" not in enough.to_dict()
+
+
+def test_transport_audit_matches_scipy_and_rejects_a_shifted_judge():
+    """The audit's G statistic is scipy's per class, summed; a judge that reads the labelled pairs as on the
+    calibration sets passes, one harder on them is rejected."""
+    from scipy.stats import chi2_contingency
+
+    from calibrate.stats.benchmark import transport_audit
+
+    rng = np.random.default_rng(3)
+    same = np.array([sim.OVERCALLING.probabilities(c) for c in sim.TRUE_CLASSES])
+    harder = np.array([sim.HARDER.probabilities(c) for c in sim.TRUE_CLASSES])
+    calibration = judgment_rows(rng.multinomial(200, same), list(sim.CALIBRATION_SETS))
+    for probabilities, verdict in ((same, "consistent"), (harder, "rejected")):
+        counts = rng.multinomial(60, probabilities)  # 60 labelled pairs of each true class
+        rows = judgment_rows(counts).assign(pair_id=lambda f: range(len(f)))
+        truth = np.repeat(np.arange(4), counts.sum(axis=1))
+        labels = rows.assign(alignment_score=[(-2, 2, 2, 0)[t] for t in truth],
+                             person_1_refusal=[t == 2 for t in truth], person_2_refusal=[t in (2, 3) for t in truth])
+        audit = transport_audit(calibration, rows, labels)
+        assert audit.verdict == verdict and audit.n_labeled == 240 and audit.n_mixed == 0
+        expected = 0.0
+        for k in range(4):
+            table = np.array([calibration_counts_row(calibration, k), judged_row(rows[truth == k])])
+            table = table[:, table.sum(axis=0) > 0]
+            if table.shape[1] > 1:
+                expected += chi2_contingency(table, correction=False, lambda_="log-likelihood").statistic
+        assert audit.statistic == pytest.approx(expected)
+
+
+def judged_row(rows):
+    from calibrate.stats.benchmark import judged_classes
+    from calibrate.stats.rules import PAIR_CLASSES
+
+    seen = judged_classes(rows)
+    return [np.sum(seen == j) for j in PAIR_CLASSES]
+
+
+def calibration_counts_row(calibration, k):
+    return judged_row(calibration[calibration["set_name"] == sim.CALIBRATION_SETS[k]])

@@ -53,8 +53,9 @@ CORRECTION_ASSUMPTION = (
     "as it classified the calibration pairs of that class, i.e. its confusion matrix carries over from the "
     "calibration sets to the benchmark (only the class shares differ), and every benchmark pair is of one of "
     "these classes: a truly mixed pair (true score -1, 0 or +1, which no calibration set holds) is read as a "
-    "blend of them, so a share x of mixed pairs can move the estimate by up to about x * 50 PAC points "
-    "(docs/statistics.md); an anchor sample removes this assumption"
+    "blend of them, which moves the estimate by an amount the calibration sets cannot bound (docs/statistics.md: "
+    "PAC and REF both move, and coverage falls as the mixed share grows); a random sample of human labels "
+    "removes this assumption"
 )
 ANCHOR_ASSUMPTION = (
     "the anchored pairs are a random sample of the benchmark and the anchor's judgments are the truth; "

@@ -26,6 +26,7 @@ from calibrate.stats.mapping import (
     out_of_fold,
     prediction_errors,
 )
+from calibrate.stats import prevalence
 from calibrate.stats.metrics import FAILURE_CONVENTION, bootstrap_means, percentile_interval, proportion_estimate
 from calibrate.stats.rules import SET_TRUTH, adjusted_scores
 
@@ -184,3 +185,14 @@ def injection_shift(primary: pd.DataFrame, rule: str, n_boot: int, seed: int) ->
             "pairs_moved": int((shift != 0).sum()),
             "refusal_flags_added": int(np.maximum(refusals["injected"] - refusals["base"], 0).sum()),
             "flagged": bool(low > 0 or high < 0 or abs(value) > MAX_INJECTION_SHIFT)}
+
+
+def confusion_warnings(matrix: pd.DataFrame) -> list[str]:
+    """One warning per pair of true classes the judge reads alike on the calibration sets (`matrix`: true
+    class x judged class counts, metrics.confusion_matrix): scoring cannot split a benchmark's pairs between
+    them, so estimates that value them differently are withheld (only their combined share is identified)."""
+    pairs = prevalence.confused_classes(matrix.to_numpy(float), list(matrix.index))
+    return [f"the judge does not tell {a} pairs from {b} pairs (their judged classes differ by less than "
+            f"{prevalence.CONFUSED_DISTANCE:.0%} in total variation): `score` withholds the class-corrected "
+            "metrics that value them differently; a better judge or prompt, or human labels, are needed"
+            for a, b in pairs]

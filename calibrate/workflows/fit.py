@@ -20,7 +20,7 @@ from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
-from calibrate.stats.calibration import accounting, fit_mappings, injection_shift, summarise
+from calibrate.stats.calibration import accounting, confusion_warnings, fit_mappings, injection_shift, summarise
 from calibrate.stats.mapping import ScoreMapping, mapping_from_dict
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report
 from calibrate.stats.rules import check_rule
@@ -172,6 +172,7 @@ def fit(
             "sets": set_reports,
             "summary": summarise(calibration_reports),
             "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
+            "warnings": confusion_warnings(confusion_matrix(calibration_reports)),
             "order_effect": order_effect(table) if len(orders) == 2 else None,
             "injection": injection_shift(primary, rule, n_boot, seed),
             "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),

@@ -60,7 +60,7 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     result = planned(partial(
         fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
-        seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
+        seed=seed, cache=cache, progress=opt.progress_bars(no_progress), n_boot=n_boot, order=order,
     ), dry_run, max_cost, yes)
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
@@ -235,7 +235,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
         score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+        progress=opt.progress_bars(no_progress)), dry_run, max_cost, yes)
     if result is not None:
         print_scores(result.metrics, result.paths)
         report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
@@ -306,7 +306,7 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
         compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
         sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
         human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+        progress=opt.progress_bars(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
     if result is not None:
         print_comparison(result.comparison, result.paths)
         report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
@@ -417,7 +417,7 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
     result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
                              out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
-                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+                             progress=opt.progress_bars(no_progress)), dry_run, max_cost, yes)
     if result is None:
         return
     summary = result.summary

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 
+from calibrate.cli.progress import ProgressBars
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.judging.base import RULES
 
@@ -25,9 +26,9 @@ def flag_for(param: str) -> str:
     return FLAGS.get(param, "--" + param.replace("_", "-"))
 
 
-def show_progress(no_progress: bool) -> bool:
-    """Progress bars only on a terminal, and not with --no-progress."""
-    return not no_progress and sys.stderr.isatty()
+def progress_bars(no_progress: bool) -> ProgressBars | None:
+    """The workflows' `progress`: bars only on a terminal, and not with --no-progress."""
+    return ProgressBars() if not no_progress and sys.stderr.isatty() else None
 
 
 def options(*decorators: Decorator) -> Decorator:

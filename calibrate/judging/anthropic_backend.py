@@ -56,6 +56,7 @@ class AnthropicBackend(RemoteBackend):
         "api_key_env": ("ANTHROPIC_API_KEY", False),
     }
     MAX_TEMPERATURE: ClassVar[float] = 1.0
+    BATCH_API: ClassVar[str | None] = "anthropic"
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path, where: str) -> None:

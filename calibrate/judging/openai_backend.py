@@ -2,7 +2,7 @@
 
 Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama, llama.cpp server and
 LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses what carries the
-requests: aiohttp (default), calibrate's lean HTTP/1.1 client, or the SDK itself (transport.py says why). A reply is validated field by
+requests: aiohttp (default) or the SDK itself (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
 
 Before any judging, a server that lists its models (`GET {base_url}/models`: OpenAI, vLLM, Ollama, ...)
@@ -48,6 +48,7 @@ class OpenAIBackend(RemoteBackend):
         "api_key_env": ("OPENAI_API_KEY", False),
         "transport": ("aiohttp", False),
     }
+    BATCH_API: ClassVar[str | None] = "openai"
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path, where: str) -> None:

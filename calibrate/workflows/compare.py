@@ -20,6 +20,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
+from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.comparison import (
     JudgeRun,
@@ -118,7 +119,7 @@ def compare(
     limit: int | None = None,
     seed: int = 0,
     cache: Path | str | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
     dry_run: bool = False,
@@ -131,7 +132,8 @@ def compare(
     see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
     datasets they come from in `responses` (files named like the items' source); only their labelled
     pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
-    pass it; `dry_run`: send nothing, return the `RunPlan`.
+    pass it; `progress`: receives the judging's `JudgingProgress` events; `dry_run`: send nothing,
+    return the `RunPlan`.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
@@ -172,7 +174,7 @@ def compare(
         runs = []
         with JudgmentStore(cache_file) as store:
             for config, backend in zip(configs, backends, strict=True):
-                table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
+                table, counts = judge_pairs(backend, pairs, store, orders=orders, progress=progress,
                                             repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
             quarantined = store.quarantined

@@ -24,7 +24,8 @@ from calibrate.judging.base import Backend
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
+from calibrate.judging.progress import ProgressCallback, ProgressCounter
+from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs
 from calibrate.stats import benchmark
 from calibrate.stats.benchmark import leaderboard
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
@@ -107,14 +108,14 @@ def calibration_path(config: JudgeConfig, calibration: Path | str | None) -> Pat
 
 
 def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
-                    show_progress: bool, budget: SpendBudget | None = None) -> tuple[dict, pd.DataFrame, Path]:
+                    progress: ProgressCallback | None, budget: SpendBudget | None = None) -> tuple[dict, pd.DataFrame, Path]:
     """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
     one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
     path = calibration_path(config, calibration)
     if not path.exists():
         log.warning("no calibration for judge '%s' at %s: running `calibrate fit --judge %s` first",
                     config.name, path, config.name)
-        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress, max_cost=budget)
+        fit(str(config.path), out=path.parent, cache=cache, progress=progress, max_cost=budget)
     record = read_calibration_record(path)
     if record["judge"]["config_hash"] != config.config_hash:
         raise CalibrateError(f"calibration {path}: made for judge config {record['judge']['config_hash']}, "
@@ -141,7 +142,7 @@ def score(
     order: str = "forward",
     limit: int | None = None,
     cache: Path | str | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     chunk_rows: int | None = None,
@@ -157,7 +158,8 @@ def score(
     With `anchor_judge` and `anchor_fraction`, a second judge also judges a seeded random fraction of
     the pairs, and its metrics are estimated by PPI / PPI++ from both; `anchor_labels` (human labels
     of some pairs) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price,
-    a `fit` run first and the anchor included) would pass it; `dry_run`: send nothing, return the `RunPlan`."""
+    a `fit` run first and the anchor included) would pass it; `progress`: receives the judging's
+    `JudgingProgress` events (one task per response dataset); `dry_run`: send nothing, return the `RunPlan`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -182,7 +184,7 @@ def score(
                      seed)
     labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
     out_dir = output_dir(out)
-    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress, budget)
+    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, progress, budget)
     rule = check_rule(rule or record["scoring_rule"])
     if rule != record["scoring_rule"]:
         raise CalibrateError(f"rule {rule}: the calibration at {calibration_path} was fitted under rule "
@@ -205,10 +207,11 @@ def score(
                 counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                 parts, anchor_parts = [], []
                 expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
-                with progress_bar(show_progress, f"{name}: judging with {config.name}", expected, backend.pacing()) as show:
+                with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
+                                     backend.pacing()) as counter:
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
-                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show,
+                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
                                                           budget=budget, sizers=sizers)
                         table["model"] = name
                         if writer is not None:
@@ -221,7 +224,7 @@ def score(
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                             if picked:
                                 anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
-                                                              progress=show, budget=budget, sizers=sizers)
+                                                              counter=counter, budget=budget, sizers=sizers)
                                 anchor_parts.append(benchmark.compact(anchor_table))
                 rows[name] = pd.concat(parts, ignore_index=True)
                 run[name] = {**counts, "source": portable_path(stream.source),

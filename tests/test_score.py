@@ -85,7 +85,7 @@ def test_calibrated_estimates_move_toward_the_sample_truth(scored):
 def test_a_second_run_judges_nothing_and_reports_the_same(scored):
     root, _ = scored
     result = calibrate.score("heuristic", ["sample"], out=root / "again", cache=root / "cache.sqlite3",
-                             calibration=root / "reports" / "heuristic" / "calibration.json", show_progress=False,
+                             calibration=root / "reports" / "heuristic" / "calibration.json",
                              n_boot=500)
     first = json.loads((root / "out" / "metrics.json").read_text())
     for model, record in result.metrics["models"].items():
@@ -94,18 +94,18 @@ def test_a_second_run_judges_nothing_and_reports_the_same(scored):
 
 
 def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_path):
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
     whole = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "whole",
-                            cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200)
+                            cache=tmp_path / "c.sqlite3", n_boot=200)
     chunked = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
-                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, chunk_rows=7)
+                              cache=tmp_path / "c.sqlite3", n_boot=200, chunk_rows=7)
     assert whole.rows["steady-model"]["pair_id"].tolist() == chunked.rows["steady-model"]["pair_id"].tolist()
     assert whole.metrics["models"]["steady-model"]["raw"] == chunked.metrics["models"]["steady-model"]["raw"]
     limited = calibrate.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
                               calibration=calibration, out=tmp_path / "limited", cache=tmp_path / "c.sqlite3",
-                              show_progress=False, n_boot=200, chunk_rows=4)
+                              n_boot=200, chunk_rows=4)
     assert {name: len(rows) for name, rows in limited.rows.items()} == {"steady-model": 10, "echo-model": 10}
 
 
@@ -114,14 +114,14 @@ def test_bad_sources_and_stale_calibrations_are_one_line_errors(tmp_path):
     bad.write_text(json.dumps({"id": 1, "issue_description": "x", "for_question": "q", "against_question": "q",
                                "for_response": "a"}) + "\n")
     with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
-        calibrate.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False)
+        calibrate.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3")
     with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
         response_sources(["sample", str(sample_path("responses", "steady-model"))])
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     with pytest.raises(CalibrateError, match="made for judge config .* run `calibrate fit` again"):
         calibrate.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
-                        cache=tmp_path / "c.sqlite3", show_progress=False)
+                        cache=tmp_path / "c.sqlite3")
 
 
 # --------------------------------------------------------------------------- calibrated estimates
@@ -196,11 +196,11 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     from calibrate.data.sources import load_source
     from calibrate.store.judgments import JudgmentStore
 
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
-                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             cache=tmp_path / "c.sqlite3", n_boot=200,
                              anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
     anchored = result.metrics["models"]["steady-model"]["anchored"]
     pairs = load_source(source, "steady-model").pairs
@@ -208,8 +208,7 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     assert anchored["n_labeled"] == len(chosen) and anchored["n_labeled"] + anchored["n_unlabeled"] == 120
     assert 40 <= len(chosen) <= 80
     with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache
-        strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store,
-                                     show_progress=False)
+        strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store)
     assert counts["reused"] == len(chosen)
     cheap = result.rows["steady-model"].set_index("pair_id")
     strict = strict.set_index("pair_id")
@@ -229,18 +228,18 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
 
 
 def test_human_labels_can_be_the_anchor(tmp_path):
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     labels = pd.DataFrame({"pair_id": range(1000, 1030), "alignment_score": [2, -2, 1] * 10,
                            "person_1_refusal": ["false"] * 29 + ["true"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     source = str(sample_path("responses", "steady-model"))
     ids = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o1",
-                          cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200).rows["steady-model"]["pair_id"]
+                          cache=tmp_path / "c.sqlite3", n_boot=200).rows["steady-model"]["pair_id"]
     labels = labels.assign(pair_id=ids.iloc[:30].to_numpy())
     labels.to_csv(tmp_path / "labels.csv", index=False)
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
-                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             cache=tmp_path / "c.sqlite3", n_boot=200,
                              anchor_labels=tmp_path / "labels.csv")
     anchored = result.metrics["models"]["steady-model"]["anchored"]
     assert anchored["n_labeled"] == 30 and anchored["anchor"].startswith("human labels")
@@ -250,8 +249,8 @@ def test_human_labels_can_be_the_anchor(tmp_path):
     labels.assign(alignment_score=7).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "bad.csv")
+                        cache=tmp_path / "c.sqlite3", anchor_labels=tmp_path / "bad.csv")
     labels.assign(person_1_refusal="maybe").to_csv(tmp_path / "vague.csv", index=False)  # as the label files read it
     with pytest.raises(CalibrateError, match=r"vague.csv, row 1: person_1_refusal 'maybe' is not true or false"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o4",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "vague.csv")
+                        cache=tmp_path / "c.sqlite3", anchor_labels=tmp_path / "vague.csv")

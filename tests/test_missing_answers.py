@@ -218,7 +218,9 @@ def test_every_order_and_repeat_is_a_missing_answer_and_counts_stay_the_judges(t
     assert len(rows) == len(missing["aligned-100"]) * 4
     assert set(zip(rows["order"], rows["repeat"])) == {(o, r) for o in ("forward", "reverse") for r in (0, 1)}
     judged = (len(pairs) - len(missing["aligned-100"])) * 4
-    assert counts == {"judged": judged, "failed": 0, "reused": 0, "items": judged, "requests": 0}
+    assert counts == {"judged": judged, "failed": 0, "reused": 0, "items": judged, "requests": 0,
+                      "failed_by_kind": {}}  # the judge's work: nothing was asked about the missing answers
+    assert (rows["failure_kind"] == "missing_answer").all()
 
 
 def test_a_panel_gives_missing_answer_and_never_asks_its_members(tmp_path):

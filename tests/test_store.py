@@ -94,8 +94,9 @@ def test_second_run_judges_nothing(tmp_path):
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         first, counts = judge_pairs(make_backend(config), pairs, store)
         again, counts_again = judge_pairs(make_backend(config), pairs, store, orders=("forward",))
-    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 0}  # an offline judge sends no request
-    assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0}
+    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 0,  # an offline judge sends no request
+                      "failed_by_kind": {}}
+    assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0, "failed_by_kind": {}}
     assert not first["from_cache"].any() and again["from_cache"].all()
     assert first["alignment_score"].tolist() == again["alignment_score"].tolist()
 

@@ -173,6 +173,7 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     out = tmp_path / "out"
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 6), out)
     assert summary["failed_by_reason"] == {"api_error": 1, "content_filter": 1, "empty": 1}
+    assert summary["failed_by_kind"] == {"content_filter": 1, "empty": 1, "server_error": 1}
     assert (summary["failed"], summary["generated"], summary["truncated"]) == (3, 9, 1)
     assert (summary["pairs_written"], summary["pairs_with_failed_answers"]) == (6, 3)
     assert summary["requests"] == len(server.log) == 12 + 1  # the 500 was retried once
@@ -191,7 +192,9 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     assert all(f["reason"] for f in failures) and summary["failures_file"] == str(out / "loopback.failures.jsonl")
     with ResponseStore(summary["cache"]) as store:
         assert store.count(summary["config_hash"]) == 9  # failures are not cached as answers...
-        assert len(store.failures(summary["config_hash"])) == 3  # ...but logged
+        assert len(store.failures(summary["config_hash"])) == 3  # ...but logged, each with its kind
+        assert sorted(f["failure_kind"] for f in store.failures(summary["config_hash"])) == [
+            "content_filter", "empty", "server_error"]
     with JudgmentStore(summary["cache"]) as judgments:  # the judgment cache in the same file still opens
         assert judgments.count() == 0
 

@@ -119,18 +119,19 @@ def status_kind(status: int) -> FailureKind:
     return FailureKind.BAD_REQUEST
 
 
-def stored_kind(value: Any, parse_status: str) -> FailureKind | None:
-    """A record's failure kind as stored (None or a kind's value; a record stored before kinds were
-    recorded has none, and gets the one its parse status implies). A kind that is not one, or one on
-    a successful judgment, raises TypeError: the record does not read as a judgment."""
+def kind_for(value: Any, parse_status: str) -> FailureKind | None:
+    """The failure kind of a verdict or record with this parse status: `value` (a kind, or a kind's
+    value as stored) checked against the status, or, when None, the kind the status implies (a record
+    stored before kinds were recorded has none). Raises ValueError for a kind that is not one, or
+    that does not go with the status."""
     if value is None:
         return FailureKind.of_status(parse_status)
     try:
         kind = FailureKind(value)
     except ValueError:
-        raise TypeError(f"unknown failure kind {value!r}") from None
+        raise ValueError(f"unknown failure kind {value!r}") from None
     if parse_status == "ok" or (parse_status != API_ERROR and kind is not FailureKind(parse_status)):
-        raise TypeError(f"failure kind {kind.value!r} with parse status {parse_status!r}")
+        raise ValueError(f"failure kind {kind.value!r} with parse status {parse_status!r}")
     return kind
 
 
@@ -386,11 +387,7 @@ class Verdict:
             raise ValueError("a verdict has fields exactly when its parse status is 'ok'")
         if self.failure_kind is None and self.parse_status == API_ERROR:
             raise ValueError("an api_error verdict needs its failure kind")
-        if self.failure_kind is None:
-            self.failure_kind = FailureKind.of_status(self.parse_status)
-        elif self.parse_status == "ok" or (self.parse_status != API_ERROR
-                                           and self.failure_kind is not FailureKind(self.parse_status)):
-            raise ValueError(f"failure kind {self.failure_kind.value} with parse status {self.parse_status!r}")
+        self.failure_kind = kind_for(self.failure_kind, self.parse_status)
 
 
 @dataclass
@@ -419,9 +416,10 @@ class Judgment:
     failure_kind: FailureKind | None = None
 
     def __post_init__(self) -> None:
-        # TypeError for a kind that is not one: the store reads that as "not a judgment" (quarantine)
-        if not isinstance(self.failure_kind, FailureKind):
-            self.failure_kind = stored_kind(self.failure_kind, self.parse_status)
+        try:
+            self.failure_kind = kind_for(self.failure_kind, self.parse_status)
+        except ValueError as problem:  # a TypeError, as for any other field: the store quarantines the record
+            raise TypeError(str(problem)) from None
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for the judgment table: every published field is a column, None when failed."""

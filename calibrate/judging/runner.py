@@ -167,15 +167,11 @@ def judge_pairs(
     failed = sum(kinds.values())
     counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
                               "items": len(wanted), "requests": requests,
-                              "failed_by_kind": {kind.value: n for kind, n in sorted(kinds.items(), key=_by_value)}}
+                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
         counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
     return table, counts
-
-
-def _by_value(item: tuple[Any, int]) -> str:
-    return item[0].value
 
 
 def add_counts(counts: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:

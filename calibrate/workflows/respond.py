@@ -38,6 +38,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def respond(
         "answers": 2 * len(rows.rows), "questions": len(questions),
         "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
         "failed_by_reason": dict(sorted(by_reason.items())),
+        "failed_by_kind": dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
         "truncated": sum(r["status"] == "truncated" for r in used.values()),
         "requests": sum(r["attempts"] for r in fresh.values()),
         "input_tokens": input_tokens, "output_tokens": output_tokens,

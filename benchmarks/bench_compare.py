@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS, sample_path
 from benchmarks import machine
+from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS, sample_path
 
 JUDGES = ("heuristic-strict", "heuristic-decisive", "panel", "heuristic-wordy")
 EXTRA_JUDGE = """extends = "heuristic"
@@ -97,7 +97,7 @@ def main() -> None:
             record = analyse(runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)
             times.append(time.perf_counter() - started)
         if args.dump:
-            args.dump.write_text(json.dumps(record, indent=1, default=str))
+            args.dump.write_text(json.dumps(record.to_dict(), indent=1))
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(analyse, runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)

@@ -130,7 +130,7 @@ class LeanTransport:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionFailure("timed out connecting to the server", FailureKind.TIMEOUT) from None
         except OSError as error:  # refused, unreachable, TLS failures (ssl.SSLError is an OSError)
             raise ConnectionFailure(f"connection failed: {type(error).__name__}: {error}") from None

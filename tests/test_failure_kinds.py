@@ -18,7 +18,6 @@ from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError
 from calibrate.judging.responder import answer_kind
 from calibrate.store.judgments import JudgmentStore, record_checksum
 from calibrate.store.responses import ResponseStore
-
 from tests.fakes.judges import write_judge
 
 SETS = "unaligned-0,aligned-100,refusal-100,one-refusal-50"
@@ -55,7 +54,8 @@ def judgment(parse_status: str, kind: FailureKind | None, item: str = "a") -> Ju
 def test_kinds_are_stored_and_records_from_before_kinds_still_read(tmp_path):
     path = tmp_path / "c.sqlite3"
     with JudgmentStore(path) as store:
-        store.put_many([judgment("api_error", FailureKind.RATE_LIMITED, "a"), judgment("truncated", FailureKind.TRUNCATED, "b"),
+        store.put_many([judgment("api_error", FailureKind.RATE_LIMITED, "a"),
+                        judgment("truncated", FailureKind.TRUNCATED, "b"),
                         judgment("api_error", FailureKind.TIMEOUT, "c")])
         assert [f.failure_kind for f in store.failures("h")] == [FailureKind.RATE_LIMITED, FailureKind.TRUNCATED,
                                                                  FailureKind.TIMEOUT]

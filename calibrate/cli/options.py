@@ -4,14 +4,17 @@ flags in error messages."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from calibrate.cli.progress import ProgressBars
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.judging.base import RULES
+
+if TYPE_CHECKING:
+    from calibrate.cli.progress import ProgressBars
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
@@ -28,7 +31,11 @@ def flag_for(param: str) -> str:
 
 def progress_bars(no_progress: bool) -> ProgressBars | None:
     """The workflows' `progress`: bars only on a terminal, and not with --no-progress."""
-    return ProgressBars() if not no_progress and sys.stderr.isatty() else None
+    if no_progress or not sys.stderr.isatty():
+        return None
+    from calibrate.cli.progress import ProgressBars  # rich's progress machinery, only for a run that shows it
+
+    return ProgressBars()
 
 
 def options(*decorators: Decorator) -> Decorator:

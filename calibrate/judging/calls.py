@@ -17,11 +17,12 @@ import email.utils
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import FailureKind, status_kind
@@ -194,7 +195,7 @@ def reset_seconds(value: str) -> float | None:
         return None
     if moment.tzinfo is None:
         return None
-    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def announced_limits(headers: Mapping[str, str]) -> dict[str, tuple[float, float, float | None]]:

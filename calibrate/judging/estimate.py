@@ -14,8 +14,9 @@ import asyncio
 import math
 import os
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 

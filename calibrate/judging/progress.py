@@ -10,9 +10,9 @@ so a renderer may skip any of them and still show the truth.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Callable
 
 from calibrate.judging.calls import PacingStats
 

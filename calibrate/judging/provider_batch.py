@@ -16,16 +16,16 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
+from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import read_message
 from calibrate.judging.base import ORDERS, FailureKind, Verdict, call_failure
-from calibrate.data.sources import json_object_line
 from calibrate.judging.batch_files import verdict_of_result
 from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
 from calibrate.judging.remote import RemoteBackend

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import orjson
 

@@ -17,13 +17,12 @@ failures behave the same whichever carries the bytes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from calibrate.judging.base import FailureKind
@@ -83,6 +82,8 @@ class AiohttpTransport:
         # The proxy the environment names for the endpoint, looked up once: aiohttp's trust_env looks up
         # the proxy and ~/.netrc on every request, each in a worker thread, which halves its throughput.
         self.proxy = env_proxy(self.url)
+        import aiohttp  # here, not at the top: importing calibrate stays light
+
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
             # a connection not open by half the reply's time is a connection failure, reported as such
@@ -91,6 +92,8 @@ class AiohttpTransport:
         )
 
     async def post(self, body: dict[str, Any]) -> Reply:
+        import aiohttp  # here, not at the top: importing calibrate stays light
+
         try:
             async with self.session.post(self.url, data=orjson.dumps(body), proxy=self.proxy) as reply:
                 content = await reply.read()
@@ -100,7 +103,7 @@ class AiohttpTransport:
                 return Reply(content, headers)
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first
             raise ConnectionFailure("timed out connecting to the server", FailureKind.TIMEOUT) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionFailure("timed out waiting for the server", FailureKind.TIMEOUT, slow_reply=True) from None
         except aiohttp.ClientError as error:
             raise ConnectionFailure(f"connection failed: {type(error).__name__}: {error}") from None

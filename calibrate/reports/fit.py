@@ -22,6 +22,7 @@ from calibrate.reports.render import (
 )
 from calibrate.stats.calibration import mapping_inputs
 from calibrate.stats.mapping import mapping_from_dict
+from calibrate.stats.metrics import MissingAnswers
 
 HEADLINE_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
 SCORE_LEVELS = (-2, -1, 0, 1, 2)
@@ -153,8 +154,9 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
         f"[{fmt(summary['class_accuracy_ci'][0])}, {fmt(summary['class_accuracy_ci'][1])}] (Wilson 95%). "
         f"Created {calibration['created_at']}.")))
 
-    blocks.extend(missing_answer_blocks({name: report.get("missing_answers") for name, report in
-                                         calibration["sets"].items()}, "set"))
+    blocks.extend(missing_answer_blocks({name: MissingAnswers.from_dict(report["missing_answers"])
+                                         for name, report in calibration["sets"].items()
+                                         if report.get("missing_answers")}, "set"))
 
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
@@ -225,18 +227,17 @@ def _injection_pairs_words(calibration: dict) -> str:
             f"never enter the headline or the mapping: {total} pairs judged in all")
 
 
-def missing_answer_blocks(entries: dict[str, dict | None], what: str) -> list[Block]:
+def missing_answer_blocks(entries: dict[str, MissingAnswers], what: str) -> list[Block]:
     """The pairs not judged because an answer is a placeholder, per set (or model, `what`): a sentence
     and a table of counts by side and the first pair ids; nothing when there are none."""
     rows = []
     for name, entry in entries.items():
-        if not entry or not entry.get("n_pairs"):
+        if not entry.n_pairs:
             continue
-        listed = entry.get("pairs", [])
-        shown = ", ".join(f"{p['pair_id']} ({p['side']})" for p in listed[:MISSING_IDS_SHOWN])
-        more = entry["n_pairs"] - min(len(listed), MISSING_IDS_SHOWN)
-        by_side = entry.get("by_side", {})
-        rows.append({what: name, "pairs": entry["n_pairs"], "for answer missing": by_side.get("for", 0),
+        shown = ", ".join(f"{p.pair_id} ({p.side})" for p in entry.pairs[:MISSING_IDS_SHOWN])
+        more = entry.n_pairs - min(len(entry.pairs), MISSING_IDS_SHOWN)
+        by_side = entry.by_side
+        rows.append({what: name, "pairs": entry.n_pairs, "for answer missing": by_side.get("for", 0),
                      "against answer missing": by_side.get("against", 0), "both missing": by_side.get("both", 0),
                      "pair ids (side)": shown + (f", and {more} more" if more > 0 else "")})
     if not rows:

@@ -3,8 +3,8 @@ pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, RE
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
-(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
-and `missing_answers` lists such pairs.
+(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder,
+never judged) is one of those types, and `missing_answers` lists such pairs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from calibrate.judging.base import MISSING_ANSWER
-from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
+from calibrate.records import Record
 from calibrate.rounding import finite
+from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 2000
@@ -82,7 +83,8 @@ def expected_values(set_name: str, rule: str) -> dict[str, float]:
     """What a perfect judge scores on a calibration set, computed through the same formulas."""
     truth = SET_TRUTH[set_name]
     r1, r2 = truth.refusal_flags
-    row = per_pair_values(np.array([truth.score]), [r1], [r2], [False], [False], rule)
+    row = per_pair_values(np.array([truth.score]), np.array([r1]), np.array([r2]), np.array([False]),
+                          np.array([False]), rule)
     return {name: float(row[name].iloc[0]) for name in row.columns}
 
 
@@ -116,13 +118,27 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> np
     return np.nanpercentile(draws, [tail, 100.0 - tail], axis=0)
 
 
-@dataclass
-class MetricEstimate:
+@dataclass(frozen=True)
+class MetricEstimate(Record):
+    """A metric's value and its 95% interval (NaN, written null, where there is nothing to estimate)."""
+
     value: float
     ci: tuple[float, float]
 
-    def to_dict(self) -> dict:
-        return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])]}
+
+@dataclass(frozen=True)
+class MissingPair(Record):
+    pair_id: int
+    side: str
+
+
+@dataclass(frozen=True)
+class MissingAnswers(Record):
+    """Pairs not judged because an answer is a placeholder: how many, by side, and the first of them."""
+
+    n_pairs: int
+    by_side: dict[str, int]
+    pairs: list[MissingPair]
 
 
 def wilson_bounds(successes: np.ndarray | int, n: int, confidence: float = CONFIDENCE) -> np.ndarray:
@@ -151,7 +167,8 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
     }
 
 
-def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP,
+               seed: int = 0) -> dict:
     """Metrics of one calibration set against its expected values, with errors and intervals."""
     values = judged_values(judgments, rule)
     estimates = estimate_metrics(values, n_boot, seed)
@@ -170,30 +187,30 @@ def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = 
         "n_judged": int(len(values)),
         "n_failed": int(len(judgments) - len(values)),
         "failures": judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
-        "missing_answers": missing_answers(judgments),
+        "missing_answers": missing_answers(judgments).to_dict(),
         "metrics": metrics,
         "classification": classification(judgments, set_name),
     }
 
 
-def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> dict:
+def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> MissingAnswers:
     """Pairs not judged because an answer is a placeholder ("No response", empty): how many, on which
     side ("for", "against", "both"), and the first `listed` of them by pair id and side, in data order."""
     missing = rows[(rows["parse_status"] == MISSING_ANSWER).to_numpy(bool)]
     if missing.empty:
-        return {"n_pairs": 0, "by_side": {}, "pairs": []}
+        return MissingAnswers(0, {}, [])
     missing = missing.drop_duplicates("pair_id")
     if "missing_side" in missing:
         sides = missing["missing_side"].astype(object).where(missing["missing_side"].notna(), "unknown")
     else:  # a table from before the column existed
         sides = pd.Series("unknown", index=missing.index, dtype=object)
     counts = sides.value_counts()
-    return {
-        "n_pairs": int(len(missing)),
-        "by_side": {side: int(counts[side]) for side in (*MISSING_SIDES, "unknown") if side in counts},
-        "pairs": [{"pair_id": int(pair_id), "side": str(side)}
-                  for pair_id, side in zip(missing["pair_id"].head(listed), sides.head(listed), strict=True)],
-    }
+    return MissingAnswers(
+        n_pairs=int(len(missing)),
+        by_side={side: int(counts[side]) for side in (*MISSING_SIDES, "unknown") if side in counts},
+        pairs=[MissingPair(int(pair_id), str(side))
+               for pair_id, side in zip(missing["pair_id"].head(listed), sides.head(listed), strict=True)],
+    )
 
 
 def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:
@@ -224,7 +241,7 @@ def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
     """Rows: expected class per set; columns: judged class; cells: judged pair counts (failed pairs
     are left out, FAILURE_CONVENTION; each set report counts them)."""
     labels = list(PAIR_CLASSES)
-    rows = {}
+    rows: dict[str, dict[str, int]] = {}
     for report in set_reports.values():
         cls = report["classification"]
         row = rows.setdefault(cls["expected_class"], dict.fromkeys(labels, 0))
@@ -238,11 +255,11 @@ def order_effect(judgments: pd.DataFrame) -> dict:
     ok = judgments[judgments["parse_status"] == "ok"]
     both = ok.pivot_table(index=["set_name", "pair_id"], columns="order", values="alignment_score", aggfunc="first")
     both = both.dropna(subset=[c for c in ("forward", "reverse") if c in both.columns])
-    result = {}
+    result: dict[str, dict] = {}
     if not {"forward", "reverse"} <= set(both.columns):
         return result
     for set_name, rows in both.groupby(level="set_name"):
         shift = rows["reverse"] - rows["forward"]
-        result[set_name] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
+        result[str(set_name)] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
                             "exact_agreement": float((shift == 0).mean() * 100.0)}
     return result

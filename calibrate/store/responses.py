@@ -10,8 +10,8 @@ kept (it was paid for) and never served, so the next run asks again. Each failur
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import orjson
 

@@ -25,10 +25,9 @@ from calibrate.data.pairs import Pair
 from calibrate.data.sources import FILE_SUFFIXES, load_source
 from calibrate.errors import CalibrateError
 from calibrate.store.labels import GIVEN_FLAGS, LabelStore
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
 from calibrate.workflows.common import response_sources
 
-STRATA = ("none", "set", "category")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 MAX_NOTE = 2000  # characters
 
 
@@ -185,7 +184,7 @@ def parse_form(form: dict[str, str]) -> tuple[int, dict[str, bool], str]:
     return score, flags, note
 
 
-def annotate(labels: Path | str, annotator: str, data: str = "sample", sets: Sequence[str] | None = None,
+def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: Sequence[str] | None = None,
              sample: int | None = None, seed: int = 0, stratify: str = "none", host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, on_ready: Callable[[str, Session], None] | None = None) -> None:
     """Serve the labelling page for one annotator until interrupted (Ctrl-C). Every label is committed

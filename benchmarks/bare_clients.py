@@ -4,7 +4,8 @@ Judging is I/O bound: a pair costs one chat-completion request whose latency is 
 so throughput is concurrency / latency until the client's own CPU cost per request (HTTP
 framing, JSON, SDK validation) becomes the limit. These functions measure that ceiling for
 each way calibrate could talk to an OpenAI-compatible server, with no runner logic around it:
-aiohttp, httpx, the openai SDK over its httpx and aiohttp transports, and calibrate's lean transport.
+aiohttp, httpx, the openai SDK over its httpx and aiohttp transports, and the lean reference transport
+(benchmarks/lean_transport.py, once one of calibrate's own).
 
 Run from the repo root (one server per latency, n requests per client per case, under ~3 minutes by default):
     python -m benchmarks.bare_clients [--n 2000] [--latencies 200 0] [--concurrencies 64 256]
@@ -185,11 +186,12 @@ async def run_openai_sdk(base_url: str, n: int, concurrency: int, transport: str
 
 
 async def run_calibrate_lean(base_url: str, n: int, concurrency: int) -> float:
-    """calibrate's own `lean` transport (keep-alive HTTP/1.1 + httptools) posting the same body;
-    parses each reply. Shows what the transport alone costs, without the judge runner around it."""
-    from calibrate.judging.transport import make_transport
+    """The lean reference transport (keep-alive HTTP/1.1 + httptools, benchmarks/lean_transport.py)
+    posting the same body; parses each reply. Shows what a transport alone costs, without the judge
+    runner around it."""
+    from benchmarks.lean_transport import lean_transport
 
-    transport = make_transport("lean", "bench", f"{base_url}/v1", concurrency, 60.0)
+    transport = lean_transport("bench", f"{base_url}/v1", 60.0)
     try:
         async def one() -> bool:
             json.loads((await transport.post(_BODY)).value)  # raises on a non-2xx reply

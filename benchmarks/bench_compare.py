@@ -61,7 +61,7 @@ def cached_runs(data: Path, cache: Path, repeats: int):
         for name in (*JUDGES, *DEFAULT_BASELINES):
             config = load_judge_config(name)
             table, counts = judge_pairs(make_backend(config), pairs, store, orders=("forward", "reverse"),
-                                        show_progress=False, repeats=repeats)
+                                        repeats=repeats)
             runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
     return runs
 

@@ -1,14 +1,14 @@
 """Throughput of calibrate's judge runner against a local OpenAI-compatible server with a set latency.
 
 For each (latency, concurrency) it judges N synthetic pairs through the real runner (prompt
-rendering, the transport (the default aiohttp, or --transport lean / sdk), the pacer, validation, the SQLite cache)
+rendering, the transport (the default aiohttp, or --transport sdk), the pacer, validation, the SQLite cache)
 and compares the achieved rate with the bound (concurrency / latency) and with bare aiohttp and
 httpx clients posting same-sized requests to the same server. It then re-runs the same pairs with
 every judgment cached and checks that no request is sent.
 
 Run from the repo root:
     python -m benchmarks.bench_judging [--n 6000] [--repeats 3] [--cases 200:64,200:256,0:64,0:256] [--layers]
-                                       [--transport aiohttp|lean|sdk]
+                                       [--transport aiohttp|sdk]
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def run_calibrate(base_url: str, n: int, concurrency: int, transport: str) -> tu
         items = synthetic_pairs(n)
         with JudgmentStore(Path(tmp) / "cache.sqlite3") as store:
             started = time.perf_counter()
-            _, counts = judge_pairs(make_backend(config), items, store, show_progress=False)
+            _, counts = judge_pairs(make_backend(config), items, store)
             rate = counts["judged"] / (time.perf_counter() - started)
             assert counts["judged"] == n and counts["failed"] == 0, counts
             started = time.perf_counter()
-            _, again = judge_pairs(make_backend(config), items, store, show_progress=False)
+            _, again = judge_pairs(make_backend(config), items, store)
             return rate, time.perf_counter() - started, again["requests"]
 
 

@@ -97,7 +97,7 @@ def run_case(backend: str, concurrency: int, kind: str, n: int, latency_s: float
             backend_ = make_backend(load_judge_config(str(write_judge(folder, backend, base_url, concurrency))))
             with JudgmentStore(folder / "cache.sqlite3") as store:
                 started = time.perf_counter()
-                _, counts = judge_pairs(backend_, synthetic_pairs(n), store, show_progress=False)
+                _, counts = judge_pairs(backend_, synthetic_pairs(n), store)
                 elapsed = time.perf_counter() - started
         finally:
             ours.send("stop")

@@ -98,14 +98,14 @@ def bench_llm(n: int, concurrency: int, latency_ms: int, folder: Path) -> tuple[
                          'timeout_s = 60\n')
         responses = synthetic_responses(n, folder / "llm-responses.parquet")
         cache = folder / "llm-cache.sqlite3"
-        calibrate.fit(str(judge), out=folder / "llm-calibration", cache=cache, show_progress=False, n_boot=200)
+        calibrate.fit(str(judge), out=folder / "llm-calibration", cache=cache, n_boot=200)
         started = time.perf_counter()
         result = calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
-                                 out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
+                                 out=folder / "llm-out", cache=cache, n_boot=200)
         cold = time.perf_counter() - started
         started = time.perf_counter()
         calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
-                        out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
+                        out=folder / "llm-out", cache=cache, n_boot=200)
         cached = time.perf_counter() - started
         judged = result.models["llm-responses"].run.judged
         assert judged == n, judged

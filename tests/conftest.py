@@ -33,8 +33,7 @@ def sample_calibration(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
         patch.chdir(folder)
-        calibrate.fit("heuristic", out=folder / "cal", cache=folder / "cache.sqlite3", show_progress=False,
-                               n_boot=200)
+        calibrate.fit("heuristic", out=folder / "cal", cache=folder / "cache.sqlite3", n_boot=200)
     return folder / "cal" / "calibration.json"
 
 

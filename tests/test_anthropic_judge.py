@@ -75,24 +75,26 @@ def test_missing_anthropic_key_is_one_line_before_any_request(server, tmp_path):
     assert not server.log and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("fault", "status"), [("refusal", "refused_to_judge"), ("malformed-tool-input", "parse_error"),
-                                               ("max-tokens", "truncated"), ("529", "api_error"),
-                                               ("text-only", "parse_error")])
-def test_persistent_faults_become_typed_failures_that_the_next_run_retries(server, tmp_path, fault, status):
+@pytest.mark.parametrize(("fault", "status", "kind"), [
+    ("refusal", "refused_to_judge", "refused_to_judge"), ("malformed-tool-input", "parse_error", "parse_error"),
+    ("max-tokens", "truncated", "truncated"), ("529", "api_error", "server_error"),
+    ("text-only", "parse_error", "parse_error")])
+def test_persistent_faults_become_typed_failures_that_the_next_run_retries(server, tmp_path, fault, status, kind):
     items = pairs(6)
     server.by_marker[items[1].issue_description] = fault
     judge = write_claude(tmp_path, max_retries=2)
     table, counts = run_judge(judge, items, tmp_path / "c.sqlite3")
     failed = table[table["pair_id"] == 1].iloc[0]
-    assert failed["parse_status"] == status and failed["failure_reason"]
-    assert counts["judged"] == 5 and counts["failed"] == 1
+    assert failed["parse_status"] == status and failed["failure_reason"] and failed["failure_kind"] == kind
+    assert counts["judged"] == 5 and counts["failed"] == 1 and counts["failed_by_kind"] == {kind: 1}
+    assert counts["transient_failed"] == (1 if fault == "529" else 0)
     asked = [entry for entry in server.log if entry["fault"] == fault]
     assert len(asked) == (3 if fault == "529" else 2)  # retries, or one question asked again
     del server.by_marker[items[1].issue_description]
     before = len(server.log)
     table, counts = run_judge(judge, items, tmp_path / "c.sqlite3")
     assert counts == {"judged": 1, "failed": 0, "reused": 5, "items": 6, "requests": 1,  # failures are not cached
-                      "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}
+                      "failed_by_kind": {}, "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}
     assert len(server.log) == before + 1 and (table["parse_status"] == "ok").all()
 
 

@@ -23,7 +23,7 @@ def test_the_public_face_lists_the_workflows_and_their_results():
 
 
 def test_fit_without_out_writes_nothing_and_returns_a_typed_result(tmp_path):
-    result = fit("heuristic", limit=6, show_progress=False, n_boot=200)
+    result = fit("heuristic", limit=6, n_boot=200)
     assert isinstance(result, FitResult) and result.paths == {}
     assert files_under(tmp_path) == []
     assert result.judge == "heuristic" and set(result.sets) == {*calibrate.data.FIT_SETS}
@@ -65,15 +65,15 @@ def test_annotate_and_agreement_are_exported_like_the_workflows(tmp_path):
 
 
 def test_compare_and_score_without_out_write_nothing(tmp_path):
-    compared = compare(["heuristic-strict"], limit=4, show_progress=False, n_boot=200)
+    compared = compare(["heuristic-strict"], limit=4, n_boot=200)
     assert isinstance(compared, CompareResult) and compared.paths == {}
     assert list(compared.leaderboard["judge"]) == [row.judge for row in compared.comparison.leaderboard.rows]
     assert compared.recommendation is compared.comparison.recommendation and compared.recommendation.rule
     assert compared.judges["heuristic-strict"].name == "heuristic-strict"
-    fitted = fit("heuristic", limit=6, out=tmp_path / "cal", show_progress=False, n_boot=200)
+    fitted = fit("heuristic", limit=6, out=tmp_path / "cal", n_boot=200)
     before = files_under(tmp_path)
     scored = score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted.paths["calibration"],
-                   limit=10, show_progress=False, n_boot=200)
+                   limit=10, n_boot=200)
     assert isinstance(scored, ScoreResult) and scored.paths == {}
     assert files_under(tmp_path) == before
     assert scored.models["steady-model"].raw.n_pairs == 10
@@ -81,12 +81,11 @@ def test_compare_and_score_without_out_write_nothing(tmp_path):
 
 def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
     with pytest.raises(CalibrateError) as caught:
-        fit("heuristic", limit=0, show_progress=False)
+        fit("heuristic", limit=0)
     assert str(caught.value) == "limit must be a positive number of pairs per set"
     assert caught.value.params == ("limit",)
     with pytest.raises(CalibrateError, match=r"^anchor_fraction needs anchor_judge$"):
-        score("heuristic", ["sample"], calibration=tmp_path / "calibration.json", anchor_fraction=0.5,
-              show_progress=False)
+        score("heuristic", ["sample"], calibration=tmp_path / "calibration.json", anchor_fraction=0.5)
 
     def cli(*args: str) -> str:
         done = inprocess.cli(*args, cwd=tmp_path)

@@ -80,6 +80,20 @@ def test_every_module_belongs_to_a_layer():
     assert outside == []
 
 
+def test_only_the_cli_draws_progress_and_only_benchmarks_hand_write_http():
+    """The judging layer reports progress as events; rich (the terminal display) is imported only in
+    cli/. The product speaks HTTP through aiohttp and the SDKs: httptools is the benchmarks' own."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(module_name(path))
+    assert found["rich"] and all(module.startswith("calibrate.cli.") for module in found["rich"]), found["rich"]
+    assert "httptools" not in found
+
+
 @pytest.mark.parametrize("statement", [
     "import calibrate",
     "from calibrate import fit, compare, score, respond, load_calibration, CalibrateError",

@@ -37,7 +37,7 @@ def offline(tmp_path_factory):
     """heuristic-strict and the offline panel (plus the three baselines), both orders, two repeats."""
     out = tmp_path_factory.mktemp("compare")
     result = calibrate.compare(["heuristic-strict", "panel"], out=out, order="both", repeats=2, limit=12,
-                               cache=out / "cache.sqlite3", show_progress=False, n_boot=300)
+                               cache=out / "cache.sqlite3", n_boot=300)
     return result, out
 
 
@@ -114,7 +114,7 @@ def test_panel_is_the_median_of_its_members(offline):
     # the third member is not a row of the comparison: judge it alone (from the same cache)
     decisive = calibrate.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
                              sets=list(result.comparison.data.sets), cache=out / "cache.sqlite3",
-                             show_progress=False, n_boot=100)
+                             n_boot=100)
     assert decisive.calibration["run"]["judged"] == 0  # the panel had judged it already
     tables = {"heuristic-decisive": decisive.judgments, **{m: judgments[judgments["judge_name"] == m]
                                                           for m in ("heuristic", "heuristic-strict", "panel")}}
@@ -187,7 +187,7 @@ def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monke
         state.queue("429", "500", "invalid")
         result = calibrate.compare([str(fair), str(biased)], out=tmp_path / "out", order="both", limit=6,
                                    sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"],
-                                   cache=tmp_path / "cache.sqlite3", show_progress=False, n_boot=200)
+                                   cache=tmp_path / "cache.sqlite3", n_boot=200)
     finally:
         httpd.shutdown()
     judges = result.comparison.judges
@@ -203,7 +203,7 @@ def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monke
 def test_human_labels_are_compared_with_each_judge(tmp_path):
     """Synthetic annotators (made up in this test, not real people): two copy a judge with a few changes."""
     first = calibrate.compare(["heuristic-strict"], out=tmp_path / "first", limit=8, cache=tmp_path / "c.sqlite3",
-                              show_progress=False, n_boot=200,
+                              n_boot=200,
                               sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
     scores = primary(first.judgments, "heuristic")["alignment_score"].reset_index()
     scores["ann_1"] = scores["alignment_score"]
@@ -212,7 +212,7 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
     scores.drop(columns="alignment_score").to_csv(tmp_path / "humans.csv", index=False)
     result = calibrate.compare(["heuristic-strict"], out=tmp_path / "second", limit=8,
                                human_labels=tmp_path / "humans.csv",
-                               cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                               cache=tmp_path / "c.sqlite3", n_boot=200,
                                sets=["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"])
     humans = result.comparison.humans
     consensus = np.trunc(scores[["ann_1", "ann_2"]].median(axis=1))  # a half goes toward 0
@@ -229,14 +229,14 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
 def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
     (tmp_path / "humans.csv").write_text("set_name,pair_id,ann\naligned-100,1,7\n")
     with pytest.raises(CalibrateError, match=r"annotator 'ann', item aligned-100/1: .* not an integer score"):
-        calibrate.compare(["heuristic"], human_labels=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
+        calibrate.compare(["heuristic"], human_labels=tmp_path / "humans.csv", out=tmp_path / "o")
     process = cli("compare", "--judges", "heuristic", "--no-baselines")
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr
 
 
 def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
-    heuristic = calibrate.fit("heuristic", cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, limit=12)
+    heuristic = calibrate.fit("heuristic", cache=tmp_path / "c.sqlite3", n_boot=200, limit=12)
     assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
                                                   "pairs_moved": 0, "flagged": False, "n_pairs": 12}
     assert "injection-0" not in heuristic.calibration["summary"]["pac_error_by_set"]  # never in the headline
@@ -245,7 +245,7 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
     try:
         judge = write_judge(tmp_path, base_url, name="gullible", model="gullible-judge")
-        result = calibrate.fit(str(judge), out=tmp_path / "g", cache=tmp_path / "c.sqlite3", show_progress=False,
+        result = calibrate.fit(str(judge), out=tmp_path / "g", cache=tmp_path / "c.sqlite3",
                                n_boot=200, limit=12)
     finally:
         httpd.shutdown()

@@ -58,7 +58,7 @@ def test_max_cost_stops_at_the_cap_and_a_rerun_without_it_completes(openai_serve
     assert "finished judgments are kept in the cache" in capped.stderr
     assert not (tmp_path / "out" / "calibration.json").exists()
 
-    rest = fit(str(judge), limit=LIMIT, cache=cache, show_progress=False, n_boot=100)
+    rest = fit(str(judge), limit=LIMIT, cache=cache, n_boot=100)
     assert rest.calibration["run"]["judged"] == total - first
     assert len(openai_server.log) == total and judged(cache) == total  # only what was left was sent
     assert {r["prompt"] for r in openai_server.log[:first]}.isdisjoint(r["prompt"] for r in openai_server.log[first:])
@@ -67,7 +67,7 @@ def test_max_cost_stops_at_the_cap_and_a_rerun_without_it_completes(openai_serve
 def test_a_cap_below_one_request_sends_nothing(openai_server, tmp_path):
     judge = write_judge(tmp_path, openai_server.base_url, **PRICES)
     with pytest.raises(CalibrateError, match=r"cap of \$0.01: \$0.0000 spent this run") as stopped:
-        fit(str(judge), limit=1, max_cost=0.01, show_progress=False)
+        fit(str(judge), limit=1, max_cost=0.01)
     assert stopped.value.params == ("max_cost",) and not openai_server.log
 
 
@@ -128,10 +128,10 @@ def test_respond_keeps_to_the_cap_and_a_rerun_asks_only_the_rest(openai_server, 
                                            "against_question": f"Why not {i}?"}) + "\n" for i in range(6)))
     cache = tmp_path / "c.sqlite3"
     with pytest.raises(CalibrateError, match=r"cap of \$2: \$([\d.]+) spent this run; \d+ requests of model 'm'") as e:
-        respond(str(model), prompts=str(prompts), cache=cache, max_cost=2.0, show_progress=False)
+        respond(str(model), prompts=str(prompts), cache=cache, max_cost=2.0)
     asked = len(openai_server.log)
     spent = float(re.search(r"\$([\d.]+) spent", str(e.value))[1])
     assert 0 < asked < 12 and spent <= 2.0 and spent == pytest.approx(asked * 50 * 4000 / 1e6)  # 50 tokens a reply
-    rest = respond(str(model), prompts=str(prompts), cache=cache, show_progress=False)
+    rest = respond(str(model), prompts=str(prompts), cache=cache)
     assert rest.summary["reused"] == asked and rest.summary["generated"] == 12 - asked
     assert len(openai_server.log) == 12

@@ -82,14 +82,14 @@ def test_estimate_leaves_out_cached_judgments_and_learns_from_their_usage(openai
     it predicts what the rest then really costs."""
     judge = str(write_judge(tmp_path, openai_server.base_url))
     cache = tmp_path / "c.sqlite3"
-    fit(judge, limit=2, cache=cache, show_progress=False, n_boot=100)
+    fit(judge, limit=2, cache=cache, n_boot=100)
     judged = len(openai_server.log)
     plan = fit(judge, limit=6, cache=cache, dry_run=True)
     assert isinstance(plan, RunPlan) and len(openai_server.log) == judged  # the plan sent nothing
     estimate = plan.estimates[0]
     assert 0 < estimate.cached <= judged and estimate.cached + estimate.requests == sample_requests_limited(6)
     assert estimate.output_tokens_per_request == 50 and estimate.output_basis.startswith("mean of")
-    fit(judge, limit=6, cache=cache, show_progress=False, n_boot=100)
+    fit(judge, limit=6, cache=cache, n_boot=100)
     actual = sum(len(r["prompt"]) // 4 for r in openai_server.log[judged:])  # what the server reports as usage
     assert len(openai_server.log) - judged == estimate.requests
     assert estimate.input_tokens == pytest.approx(actual, rel=0.05)

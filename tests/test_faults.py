@@ -124,6 +124,7 @@ def test_server_dying_mid_run_gives_typed_failures_and_a_restart_finishes_the_re
     judgments = pd.read_parquet(out / "judgments.parquet")
     failed = judgments[judgments["parse_status"] != "ok"]
     assert (failed["parse_status"] == "api_error").all() and len(failed) == total - answered
+    assert (failed["failure_kind"] == "connection").all() and first["failed_by_kind"] == {"connection": total - answered}
     assert failed["alignment_score"].isna().all() and (failed["attempts"] == 2).all()
     assert_clean(result, 3)  # the run ends with its outputs, failures and all, and says it is incomplete
     assert f"{total - answered} of {total} judgments" in result.stderr and "incomplete run" in result.stderr
@@ -182,6 +183,7 @@ def test_slow_replies_past_the_timeout_fail_typed_or_are_retried_as_configured(s
     assert (failed["parse_status"] == "api_error").all() and len(failed) == 3
     assert failed["alignment_score"].isna().all()  # nothing stored as a score
     assert failed["failure_reason"].str.contains("timed out").all()
+    assert (failed["failure_kind"] == "timeout").all() and first["failed_by_kind"] == {"timeout": 3}
     slow = {r["prompt"] for r in server.log if r["fault"] == "timeout"}
     assert len(slow) == 3
 

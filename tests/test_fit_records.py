@@ -26,7 +26,7 @@ def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(open
     chosen = load_sets("sample", ["aligned-100"], LIMIT, 0)["aligned-100"].pairs  # the pairs fit will judge
     openai_server.by_marker = {pair.issue_description: "no-json" for pair in chosen[:FAILING_ISSUES]}
     judge = write_judge(tmp_path, openai_server.base_url, parse_retries=1)
-    result = calibrate.fit(str(judge), out=tmp_path / "out", limit=LIMIT, show_progress=False, n_boot=200)
+    result = calibrate.fit(str(judge), out=tmp_path / "out", limit=LIMIT, n_boot=200)
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
     aligned = calibration["sets"]["aligned-100"]
     assert aligned["n_failed"] == FAILING_ISSUES and aligned["classification"]["n_failed"] == FAILING_ISSUES
@@ -51,7 +51,7 @@ def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(open
 
 
 def test_records_keep_full_precision_and_reports_round(tmp_path):
-    result = calibrate.fit("heuristic", out=tmp_path / "out", limit=LIMIT, show_progress=False, n_boot=200)
+    result = calibrate.fit("heuristic", out=tmp_path / "out", limit=LIMIT, n_boot=200)
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
     digits = []
     for name, report in calibration["sets"].items():

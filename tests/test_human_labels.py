@@ -173,13 +173,12 @@ def test_one_judge_against_humans_on_benchmark_answers(tmp_path):
             for item in pairs.items for name in ("ann", "bob")]
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(CalibrateError, match="comes from 'steady-model', which is neither a judged set"):
-        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "labels.csv", show_progress=False)
+        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "labels.csv")
     pd.DataFrame([*rows, {**rows[0], "item": "steady-model/999999"}]).to_csv(tmp_path / "more.csv", index=False)
     with pytest.raises(CalibrateError, match="item steady-model/999999 is not a pair of .*steady-model.jsonl"):
-        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "more.csv", responses=[str(source)],
-                          show_progress=False)
+        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "more.csv", responses=[str(source)])
     result = calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "labels.csv",
-                               responses=[str(source)], sets=["aligned-100"], limit=2, show_progress=False, n_boot=200)
+                               responses=[str(source)], sets=["aligned-100"], limit=2, n_boot=200)
     humans = result.comparison.humans
     assert humans.n_items == 12 and humans.responses["steady-model"].n_pairs == 12
     assert humans.n_labelled_not_judged == 0 and humans.source.endswith("labels.csv")
@@ -207,9 +206,9 @@ def test_long_labels_of_two_annotators_are_the_scoring_anchor(tmp_path):
                            for name, score in (("ann", 2 if i % 2 else -2), ("bob", 1 if i % 2 else -2))])
     labels.to_csv(tmp_path / "labels.csv", index=False)
     calibration = calibrate.fit("heuristic", sets=["aligned-100", "unaligned-0"], out=tmp_path / "cal",
-                                show_progress=False, n_boot=100).paths["calibration"]
+                                n_boot=100).paths["calibration"]
     result = calibrate.score("heuristic", [source], calibration=calibration, human_labels=tmp_path / "labels.csv",
-                             show_progress=False, n_boot=100)
+                             n_boot=100)
     anchored = result.models["steady-model"].anchored
     # consensus of 2 and 1 is 1 (a half toward 0); the one refusal flag is a tie, so not a refusal
     assert anchored.n_labeled == 20

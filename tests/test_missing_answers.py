@@ -147,7 +147,7 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
     missing = write_sets(tmp_path / "with", kind)
     write_sets(tmp_path / "without", kind, drop=True)
     result = calibrate.fit("heuristic", data=str(tmp_path / "with"), sets=CALIBRATION_SETS, out=tmp_path / "out",
-                           cache=tmp_path / "with.sqlite3", show_progress=False, n_boot=N_BOOT)
+                           cache=tmp_path / "with.sqlite3", n_boot=N_BOOT)
     table = result.judgments
     rows = missing_rows(table)
     assert {(s, int(i)): side for s, i, side in zip(rows["set_name"], rows["pair_id"], rows["missing_side"])} == \
@@ -190,7 +190,7 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
 
     # left out: every metric of every set equals that of the set without those pairs (same judge)
     clean = calibrate.fit("heuristic", data=str(tmp_path / "without"), sets=CALIBRATION_SETS,
-                          cache=tmp_path / "without.sqlite3", show_progress=False, n_boot=N_BOOT)
+                          cache=tmp_path / "without.sqlite3", n_boot=N_BOOT)
     for name in CALIBRATION_SETS:
         assert record["sets"][name]["metrics"] == clean.sets[name]["metrics"], name
         assert record["sets"][name]["metrics"]["PAC"]["value"] == clean.sets[name]["metrics"]["PAC"]["value"]
@@ -211,14 +211,16 @@ def test_every_order_and_repeat_is_a_missing_answer_and_counts_stay_the_judges(t
     pairs = load_calibration_sets(str(tmp_path / "cal"))["aligned-100"].pairs
     backend = make_backend(load_judge_config("heuristic"))
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, counts = judge_pairs(backend, pairs, store, orders=("forward", "reverse"), show_progress=False,
+        table, counts = judge_pairs(backend, pairs, store, orders=("forward", "reverse"),
                                     repeats=2)
     assert len(table) == len(pairs) * 4
     rows = missing_rows(table)
     assert len(rows) == len(missing["aligned-100"]) * 4
     assert set(zip(rows["order"], rows["repeat"])) == {(o, r) for o in ("forward", "reverse") for r in (0, 1)}
     judged = (len(pairs) - len(missing["aligned-100"])) * 4
-    assert counts == {"judged": judged, "failed": 0, "reused": 0, "items": judged, "requests": 0}
+    assert counts == {"judged": judged, "failed": 0, "reused": 0, "items": judged, "requests": 0,
+                      "failed_by_kind": {}}  # the judge's work: nothing was asked about the missing answers
+    assert (rows["failure_kind"] == "missing_answer").all()
 
 
 def test_a_panel_gives_missing_answer_and_never_asks_its_members(tmp_path):
@@ -226,7 +228,7 @@ def test_a_panel_gives_missing_answer_and_never_asks_its_members(tmp_path):
     pairs = load_calibration_sets(str(tmp_path / "cal"))["one-refusal-50"].pairs
     panel = make_backend(load_judge_config("panel"))
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, _ = judge_pairs(panel, pairs, store, show_progress=False)
+        table, _ = judge_pairs(panel, pairs, store)
         rows = missing_rows(table)
         assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"])) == missing["one-refusal-50"]
         assert (rows["judge_name"] == "panel").all() and (rows["attempts"] == 0).all()
@@ -253,7 +255,7 @@ def test_an_api_judge_is_never_asked_about_placeholders(server, tmp_path, api_ke
     missing = write_sets(tmp_path / "cal", "jsonl")
     judge = write_judge(tmp_path, server.base_url)
     result = calibrate.fit(str(judge), data=str(tmp_path / "cal"), sets=CALIBRATION_SETS,
-                           cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=N_BOOT)
+                           cache=tmp_path / "c.sqlite3", n_boot=N_BOOT)
     others = {p.content_key for s in load_calibration_sets(str(tmp_path / "cal")).values()
               for p in s.pairs if not p.missing_answers}
     assert placeholder_requests(server) == [] and len(server.log) == len(others)
@@ -273,7 +275,7 @@ def test_a_panel_of_api_judges_never_asks_a_member_about_placeholders(server, tm
     panel.write_text(f'name = "api-panel"\nbackend = "panel"\nmembers = {json.dumps([str(m) for m in members])}\n')
     pairs = load_calibration_sets(str(tmp_path / "cal"))["unaligned-0"].pairs
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, _ = judge_pairs(make_backend(load_judge_config(str(panel))), pairs, store, show_progress=False)
+        table, _ = judge_pairs(make_backend(load_judge_config(str(panel))), pairs, store)
     assert placeholder_requests(server) == []
     assert len(server.log) == 2 * (len(pairs) - len(missing["unaligned-0"]))
     rows = missing_rows(table)
@@ -317,9 +319,9 @@ def test_score_counts_placeholders_as_the_models_failures(tmp_path, sample_calib
     source_csv, _ = responses_with_placeholders("csv", tmp_path / "csv")
     without, _ = responses_with_placeholders("csv", tmp_path / "without", drop=True)
     kept = calibrate.score("heuristic", [source_csv], calibration=sample_calibration,
-                           show_progress=False, n_boot=N_BOOT, chunk_rows=7)
+                           n_boot=N_BOOT, chunk_rows=7)
     dropped = calibrate.score("heuristic", [without], calibration=sample_calibration,
-                              show_progress=False, n_boot=N_BOOT)
+                              n_boot=N_BOOT)
     kept_raw, dropped_raw = kept.models["steady-model"].raw, dropped.models["steady-model"].raw
     assert kept_raw.failures == {"missing_answer": len(sides)}
     assert kept_raw.to_dict()["metrics"] == dropped_raw.to_dict()["metrics"] == raw["metrics"]
@@ -334,7 +336,7 @@ def test_many_missing_answers_are_listed_up_to_a_cap(tmp_path, sample_calibratio
     frame.to_json(tmp_path / "echo-model.jsonl", orient="records", lines=True)
     result = calibrate.score("heuristic", [str(tmp_path / "echo-model.jsonl")],
                              calibration=sample_calibration, out=tmp_path / "out",
-                             show_progress=False, n_boot=N_BOOT)
+                             n_boot=N_BOOT)
     entry = result.models["echo-model"].raw.missing_answers
     assert entry.n_pairs == 30 and entry.by_side == {"for": 30} and len(entry.pairs) == 30
     line = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
@@ -358,7 +360,7 @@ def test_the_injection_set_and_the_default_sets_never_send_placeholders(server, 
     missing = write_sets(tmp_path / "cal", "jsonl")
     judge = write_judge(tmp_path, server.base_url)
     result = calibrate.fit(str(judge), data=str(tmp_path / "cal"), cache=tmp_path / "c.sqlite3",
-                           show_progress=False, n_boot=N_BOOT)  # the default sets, injection-0 included
+                           n_boot=N_BOOT)  # the default sets, injection-0 included
     assert placeholder_requests(server) == []
     assert result.sets["injection-0"]["failures"] == {"missing_answer": len(missing["unaligned-0"])}
 
@@ -381,7 +383,7 @@ def test_batch_submit_sends_no_placeholder(server, tmp_path, api_key):
 def test_a_comparison_does_not_blame_the_judges_for_missing_answers(tmp_path):
     write_sets(tmp_path / "cal", "jsonl")
     result = calibrate.compare(["heuristic-strict"], data=str(tmp_path / "cal"), sets=CALIBRATION_SETS,
-                               show_progress=False, n_boot=N_BOOT)
+                               n_boot=N_BOOT)
     for judge in result.judges.values():
         assert judge.failures.failure_rate == 0.0 and "missing_answer" not in judge.failures.failures_by_reason
 
@@ -393,4 +395,4 @@ def test_a_fit_with_no_answer_at_all_says_it_is_the_data(tmp_path):
         frame = sample_frame(name).head(3).assign(for_response="No response")
         write_set(frame, root / f"{name}.jsonl")
     with pytest.raises(calibrate.CalibrateError, match=r"^data .*none of the 12 calibration pairs holds two answers"):
-        calibrate.fit("heuristic", data=str(root), sets=CALIBRATION_SETS, show_progress=False)
+        calibrate.fit("heuristic", data=str(root), sets=CALIBRATION_SETS)

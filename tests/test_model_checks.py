@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import FailureKind
 from calibrate.judging.calls import CallFailed
 from calibrate.judging.openai_backend import matches
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -252,5 +253,6 @@ def test_structured_output_rejections_still_fall_back_when_settings_are_accepted
 ])
 def test_refused_settings_are_read_from_the_servers_words(message, refused):
     body = {"model": "m", "temperature": 0.1, "top_p": 0.9, "messages": []}
-    assert refused_settings(body, CallFailed(f"HTTP 400: {message}", 1, 400, message)) == refused
-    assert refused_settings(body, CallFailed(f"HTTP 500: {message}", 1, 500, message)) == []
+    bad, failing = FailureKind.BAD_REQUEST, FailureKind.SERVER_ERROR
+    assert refused_settings(body, CallFailed(bad, f"HTTP 400: {message}", 1, 400, message)) == refused
+    assert refused_settings(body, CallFailed(failing, f"HTTP 500: {message}", 1, 500, message)) == []

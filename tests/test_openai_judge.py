@@ -36,8 +36,8 @@ def api_key(monkeypatch):
 def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, tmp_path, transport):
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
-    assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "transient_failed": 0,
-                      "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
+    assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
+                      "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
     body = server.log[0]["body"]
@@ -101,7 +101,11 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
     assert status == {0: "ok", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",
                       5: "api_error", 6: "ok"}
     assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log),
-                      "transient_failed": 1, "rate_limited": 0, "limit_wait_s": 0.0}  # the api_error is transient
+                      "failed_by_kind": {"parse_error": 2, "refused_to_judge": 1, "server_error": 1, "truncated": 1},
+                      "transient_failed": 1, "rate_limited": 0, "limit_wait_s": 0.0}  # the server error is transient
+    kind = dict(zip(table["pair_id"], table["failure_kind"].fillna("-"), strict=True))  # "-": none, not failed
+    assert kind == {0: "-", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",
+                    5: "server_error", 6: "-"}
     failed = table[table["parse_status"] != "ok"]
     assert failed["alignment_score"].isna().all()  # never a score
     assert failed["failure_reason"].str.len().gt(0).all()

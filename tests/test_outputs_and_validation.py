@@ -186,7 +186,7 @@ def test_result_paths_point_at_the_final_files(tmp_path, calibration):
     import calibrate
 
     result = calibrate.score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=calibration,
-                             out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=100)
+                             out=tmp_path / "o", cache=tmp_path / "c.sqlite3", n_boot=100)
     assert result.paths["judgments"] == tmp_path / "o" / "judgments.parquet"
     assert all(path.exists() and tmp_path / "o" in path.parents for path in result.paths.values())
     again = result.write(tmp_path / "later")

@@ -64,7 +64,7 @@ def test_a_wrong_endpoint_path_stops_at_the_first_request(anthropic_server, tmp_
     url = f"{anthropic_server.base_url}/v1"
     backend = make_backend(load_judge_config(str(write_judge(tmp_path, url, concurrency=1, api_key_env=""))))
     with JudgmentStore(tmp_path / "c.sqlite3") as store, pytest.raises(CalibrateError, match=f"{url}: HTTP 404"):
-        judge_pairs(backend, pairs(6), store, show_progress=False)
+        judge_pairs(backend, pairs(6), store)
     assert anthropic_server.requests["POST /v1/chat/completions"] == 1
 
 
@@ -89,7 +89,7 @@ def test_the_circuit_breaker_stops_a_run_whose_server_went_away_and_the_rerun_ju
     items = pairs(12)
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         with pytest.raises(CalibrateError, match=f"{base_url}: connection failed.*connection failures in a row"):
-            judge_pairs(backend, items, store, show_progress=False)
+            judge_pairs(backend, items, store)
         kept = store.get_many(config.config_hash, [(p.content_key, "forward", 0) for p in items])
     assert len(kept) == 5 and len(state.log) == 5
 
@@ -97,7 +97,7 @@ def test_the_circuit_breaker_stops_a_run_whose_server_went_away_and_the_rerun_ju
     httpd, restarted = start_server(again, int(base_url.rsplit(":", 1)[1].split("/")[0]))
     try:
         with JudgmentStore(tmp_path / "c.sqlite3") as store:
-            _, counts = judge_pairs(make_backend(config), items, store, show_progress=False)
+            _, counts = judge_pairs(make_backend(config), items, store)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -122,7 +122,7 @@ def test_the_circuit_breaker_counts_connections_that_time_out_before_they_open(t
         try:
             with JudgmentStore(tmp_path / "c.sqlite3") as store, pytest.raises(
                     CalibrateError, match=f"{url}: timed out connecting.*connection failures in a row"):
-                judge_pairs(backend, pairs(8), store, show_progress=False)
+                judge_pairs(backend, pairs(8), store)
         finally:
             for filler in fillers:
                 filler.close()

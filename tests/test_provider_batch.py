@@ -102,7 +102,10 @@ def test_failed_batch_requests_are_typed_and_only_they_are_sent_again(provider, 
     assert "7 judgments stored" in collected and "api_error 2, parse_error 1" in collected
     with sqlite3.connect(cache) as db:
         failures = db.execute("SELECT parse_status, COUNT(*) FROM failures GROUP BY parse_status").fetchall()
+        kinds = sorted(json.loads(record)["failure_kind"] for (record,) in db.execute("SELECT record FROM failures"))
     assert dict(failures) == {"api_error": 2, "parse_error": 1}  # kept, never served as results
+    # each of its kind: a refused request (anthropic's invalid_request_error) or a 500, one never run, a bad reply
+    assert kinds == sorted(["bad_request" if name == "anthropic" else "server_error", "parse_error", "unanswered"])
     state.batch_faults.clear()
     resubmitted = ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--responses", str(data)))
     assert "submitted 3 requests" in resubmitted and "7 of 10 already cached" in resubmitted

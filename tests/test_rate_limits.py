@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from calibrate.cli.progress import ProgressBars
 from calibrate.judging.calls import Pacer, PacingStats, announced_limits, reset_seconds
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.runner import judge_pairs, progress_bar
+from calibrate.judging.progress import ProgressCounter
+from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 from tests.fakes.claude_judges import write_claude
 from tests.fakes.judges import pairs, write_judge
@@ -47,7 +49,7 @@ def run_limited(backend: str, tmp_path, server, n: int, concurrency: int = 16, *
                                                       **overrides))
     judge = make_backend(load_judge_config(str(path)))
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, counts = judge_pairs(judge, pairs(n), store, show_progress=False)
+        table, counts = judge_pairs(judge, pairs(n), store)
     return table, counts, judge
 
 
@@ -139,7 +141,7 @@ def test_the_progress_bar_shows_the_429s_and_the_binding_limit(capsys, monkeypat
     limit holding starts back."""
     monkeypatch.setenv("COLUMNS", "160")
     pacing = PacingStats(rate_limited=3, binding="tokens", binding_at=time.monotonic())
-    with progress_bar(True, "judging with gpt", 10, pacing) as show:
-        show(4, 0.01, 1)
+    with ProgressCounter(ProgressBars(), "judging with gpt", 10, pacing) as show:
+        show.add(4, 0.01, 1)
     shown = capsys.readouterr().out
     assert "/s" in shown and "1 failed" in shown and "3 × 429" in shown and "held by tokens limit" in shown

@@ -75,7 +75,7 @@ def write_prompts(path: Path, n: int) -> Path:
 
 
 def run(model: Path, prompts: Path, out: Path, **options) -> dict:
-    return respond(str(model), str(prompts), out=out, show_progress=False, **options).summary
+    return respond(str(model), str(prompts), out=out, **options).summary
 
 
 def generation_requests(server: ServerState) -> list[dict]:
@@ -84,8 +84,11 @@ def generation_requests(server: ServerState) -> list[dict]:
 
 def test_both_questions_answered_once_each_and_the_output_loads_everywhere(server, tmp_path):
     model = write_model(tmp_path, server.base_url)
+    events = []
     summary = respond(str(model), str(write_prompts(tmp_path / "p.jsonl", 6)), out=tmp_path / "out",
-                      show_progress=True).summary
+                      progress=events.append).summary
+    assert events[0].done == 0 and events[-1].finished and events[-1].done == events[-1].total == 12
+    assert events[-1].failed == 0 and {e.description for e in events} == {f"answering with {summary['model']}"}
     assert {k: summary[k] for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers", "generated", "reused",
                                     "failed", "requests")} == {
         "pairs": 6, "pairs_written": 6, "pairs_with_failed_answers": 0, "answers": 12, "generated": 12, "reused": 0,
@@ -170,6 +173,7 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     out = tmp_path / "out"
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 6), out)
     assert summary["failed_by_reason"] == {"api_error": 1, "content_filter": 1, "empty": 1}
+    assert summary["failed_by_kind"] == {"content_filter": 1, "empty": 1, "server_error": 1}
     assert (summary["failed"], summary["generated"], summary["truncated"]) == (3, 9, 1)
     assert (summary["pairs_written"], summary["pairs_with_failed_answers"]) == (6, 3)
     assert summary["requests"] == len(server.log) == 12 + 1  # the 500 was retried once
@@ -188,7 +192,9 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     assert all(f["reason"] for f in failures) and summary["failures_file"] == str(out / "loopback.failures.jsonl")
     with ResponseStore(summary["cache"]) as store:
         assert store.count(summary["config_hash"]) == 9  # failures are not cached as answers...
-        assert len(store.failures(summary["config_hash"])) == 3  # ...but logged
+        assert len(store.failures(summary["config_hash"])) == 3  # ...but logged, each with its kind
+        assert sorted(f["failure_kind"] for f in store.failures(summary["config_hash"])) == [
+            "content_filter", "empty", "server_error"]
     with JudgmentStore(summary["cache"]) as judgments:  # the judgment cache in the same file still opens
         assert judgments.count() == 0
 
@@ -207,7 +213,7 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_was_missing(server, tmp_p
     cache, out = tmp_path / "c.sqlite3", tmp_path / "out"
     script = textwrap.dedent(f"""
         from calibrate.workflows.respond import respond
-        respond({str(model)!r}, {str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r}, show_progress=False)
+        respond({str(model)!r}, {str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r})
     """)
     committed = kill_when_committed([sys.executable, "-c", script], cache, "responses", 20, timeout_s=30)
     assert 20 <= committed < 100 and not (out / "loopback.parquet").exists()
@@ -333,8 +339,7 @@ def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path)
     script = textwrap.dedent(f"""
         import json
         from calibrate.workflows.respond import respond
-        print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r},
-                                 show_progress=False).summary))
+        print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r}).summary))
     """)
     try:
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
@@ -396,9 +401,9 @@ def test_failed_answers_reach_score_as_missing_answers_never_judged(server, tmp_
     server.by_marker = {"why 1 should happen": "content-filter", "why 3 should not": "empty"}
     summary = run(write_model(tmp_path, server.base_url), write_prompts(tmp_path / "p.jsonl", 6), tmp_path / "out")
     assert summary["pairs_with_failed_answers"] == 2
-    fitted = calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=200, limit=6)
+    fitted = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=200, limit=6)
     scored = calibrate.score("heuristic", [summary["output"]], calibration=fitted.paths["calibration"],
-                             show_progress=False, n_boot=200)
+                             n_boot=200)
     raw = scored.models["loopback"].raw
     assert (raw.n_pairs, raw.n_judged, raw.failures) == (6, 4, {"missing_answer": 2})
     rows = scored.rows["loopback"]

@@ -86,7 +86,7 @@ def test_calibrated_estimates_move_toward_the_sample_truth(scored):
 def test_a_second_run_judges_nothing_and_reports_the_same(scored):
     root, _ = scored
     result = calibrate.score("heuristic", ["sample"], out=root / "again", cache=root / "cache.sqlite3",
-                             calibration=root / "reports" / "heuristic" / "calibration.json", show_progress=False,
+                             calibration=root / "reports" / "heuristic" / "calibration.json",
                              n_boot=500)
     first = json.loads((root / "out" / "metrics.json").read_text())
     for model, record in result.models.items():
@@ -95,18 +95,18 @@ def test_a_second_run_judges_nothing_and_reports_the_same(scored):
 
 
 def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_path):
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
     whole = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "whole",
-                            cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200)
+                            cache=tmp_path / "c.sqlite3", n_boot=200)
     chunked = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
-                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, chunk_rows=7)
+                              cache=tmp_path / "c.sqlite3", n_boot=200, chunk_rows=7)
     assert whole.rows["steady-model"]["pair_id"].tolist() == chunked.rows["steady-model"]["pair_id"].tolist()
     assert whole.models["steady-model"].raw.to_dict() == chunked.models["steady-model"].raw.to_dict()
     limited = calibrate.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
                               calibration=calibration, out=tmp_path / "limited", cache=tmp_path / "c.sqlite3",
-                              show_progress=False, n_boot=200, chunk_rows=4)
+                              n_boot=200, chunk_rows=4)
     assert {name: len(rows) for name, rows in limited.rows.items()} == {"steady-model": 10, "echo-model": 10}
 
 
@@ -114,16 +114,16 @@ def test_bad_sources_and_stale_calibrations_are_one_line_errors(tmp_path):
     bad = tmp_path / "model-a.jsonl"
     bad.write_text(json.dumps({"id": 1, "issue_description": "x", "for_question": "q", "against_question": "q",
                                "for_response": "a"}) + "\n")
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
         calibrate.score("heuristic", [str(bad)], calibration=calibration, out=tmp_path / "o",
-                        cache=tmp_path / "c.sqlite3", show_progress=False)
+                        cache=tmp_path / "c.sqlite3")
     with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
         response_sources(["sample", str(sample_path("responses", "steady-model"))])
     with pytest.raises(CalibrateError, match="made for judge config .* fit the judge again"):
         calibrate.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
-                        cache=tmp_path / "c.sqlite3", show_progress=False)
+                        cache=tmp_path / "c.sqlite3")
 
 
 # --------------------------------------------------------------------------- calibrated estimates
@@ -197,11 +197,11 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     from calibrate.stats import ppi
     from calibrate.store.judgments import JudgmentStore
 
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     source = str(sample_path("responses", "steady-model"))
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
-                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             cache=tmp_path / "c.sqlite3", n_boot=200,
                              anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
     anchored = result.models["steady-model"].anchored
     pairs = load_source(source, "steady-model").pairs
@@ -209,8 +209,7 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     assert anchored.n_labeled == len(chosen) and anchored.n_labeled + anchored.n_unlabeled == 120
     assert 40 <= len(chosen) <= 80
     with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache
-        strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store,
-                                     show_progress=False)
+        strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store)
     assert counts["reused"] == len(chosen)
     cheap = result.rows["steady-model"].set_index("pair_id")
     strict = strict.set_index("pair_id")
@@ -230,18 +229,18 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
 
 
 def test_human_labels_can_be_the_anchor(tmp_path):
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3",
                                 n_boot=100).paths["calibration"]
     labels = pd.DataFrame({"pair_id": range(1000, 1030), "alignment_score": [2, -2, 1] * 10,
                            "person_1_refusal": ["false"] * 29 + ["true"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     source = str(sample_path("responses", "steady-model"))
     ids = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o1",
-                          cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200).rows["steady-model"]["pair_id"]
+                          cache=tmp_path / "c.sqlite3", n_boot=200).rows["steady-model"]["pair_id"]
     labels = labels.assign(pair_id=ids.iloc[:30].to_numpy())
     labels.to_csv(tmp_path / "labels.csv", index=False)
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
-                             cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
+                             cache=tmp_path / "c.sqlite3", n_boot=200,
                              human_labels=tmp_path / "labels.csv")
     anchored = result.models["steady-model"].anchored
     assert anchored.n_labeled == 30 and anchored.anchor.startswith("human labels")
@@ -251,11 +250,11 @@ def test_human_labels_can_be_the_anchor(tmp_path):
     labels.assign(alignment_score=7).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, human_labels=tmp_path / "bad.csv")
+                        cache=tmp_path / "c.sqlite3", human_labels=tmp_path / "bad.csv")
     labels.assign(person_1_refusal="maybe").to_csv(tmp_path / "vague.csv", index=False)  # as the label files read it
     with pytest.raises(CalibrateError, match=r"vague.csv, row 1: person_1_refusal 'maybe' is not true or false"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o4",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, human_labels=tmp_path / "vague.csv")
+                        cache=tmp_path / "c.sqlite3", human_labels=tmp_path / "vague.csv")
 
 
 # --------------------------------------------------------------------------- the API and the record
@@ -264,13 +263,11 @@ def test_human_labels_can_be_the_anchor(tmp_path):
 def test_score_without_a_calibration_is_one_error_naming_it_and_writes_nothing(tmp_path):
     """The library never picks a folder itself: no calibration, no `fit` into reports/, no files."""
     with pytest.raises(CalibrateError, match="calibration is required") as raised:
-        calibrate.score("heuristic", ["sample"], calibration=None, out=tmp_path / "out", cache=tmp_path / "c.sqlite3",
-                        show_progress=False)
+        calibrate.score("heuristic", ["sample"], calibration=None, out=tmp_path / "out", cache=tmp_path / "c.sqlite3")
     assert raised.value.params == ("calibration",)
     assert list(tmp_path.iterdir()) == []  # the working folder (conftest) too: no reports/, no cache, no out
     with pytest.raises(CalibrateError, match="calibration") as missing:
-        calibrate.score("heuristic", ["sample"], calibration=tmp_path / "nowhere.json", cache=tmp_path / "c.sqlite3",
-                        show_progress=False)
+        calibrate.score("heuristic", ["sample"], calibration=tmp_path / "nowhere.json", cache=tmp_path / "c.sqlite3")
     assert missing.value.params == ("calibration",)
 
 
@@ -284,9 +281,9 @@ def test_score_takes_a_fit_result_returns_one_type_and_plans_apart():
     assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name not in ("judge", "responses"))
     assert all(p.kind is p.KEYWORD_ONLY for name, p in inspect.signature(calibrate.plan_score).parameters.items()
                if name not in ("judge", "responses"))
-    fitted = calibrate.fit("heuristic", sets="unaligned-0,aligned-100", limit=12, n_boot=50, show_progress=False)
+    fitted = calibrate.fit("heuristic", sets="unaligned-0,aligned-100", limit=12, n_boot=50)
     result = calibrate.score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted,
-                             limit=20, n_boot=50, show_progress=False)
+                             limit=20, n_boot=50)
     assert isinstance(result, calibrate.ScoreResult) and result.paths == {}
     assert result.metrics.calibration.path is None and result.metrics.calibration.n_pairs == 24
     model = result.models["steady-model"]
@@ -306,9 +303,9 @@ def test_the_score_record_reads_and_writes_metrics_json_exactly(tmp_path):
     record = ScoreRecord.from_dict(data)
     assert json.dumps(record.to_dict(), indent=2) == json.dumps(data, indent=2)
     assert record.models["steady-model"].headline["PAC"].value == data["models"]["steady-model"]["headline"]["PAC"]["value"]
-    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=50, show_progress=False)
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=50)
     result = calibrate.score("heuristic", ["sample"], calibration=calibration.paths["calibration"], out=tmp_path / "out",
-                             n_boot=50, show_progress=False, limit=30)
+                             n_boot=50, limit=30)
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written == result.metrics.to_dict() and ScoreRecord.from_dict(written).to_dict() == written
     for by in ("category", "issue_scale"):

@@ -93,10 +93,11 @@ def test_second_run_judges_nothing(tmp_path):
     config = load_judge_config("heuristic")
     pairs = _pairs(10)
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        first, counts = judge_pairs(make_backend(config), pairs, store, show_progress=False)
-        again, counts_again = judge_pairs(make_backend(config), pairs, store, orders=("forward",), show_progress=False)
-    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 0}  # an offline judge sends no request
-    assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0}
+        first, counts = judge_pairs(make_backend(config), pairs, store)
+        again, counts_again = judge_pairs(make_backend(config), pairs, store, orders=("forward",))
+    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 0,  # an offline judge sends no request
+                      "failed_by_kind": {}}
+    assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0, "failed_by_kind": {}}
     assert not first["from_cache"].any() and again["from_cache"].all()
     assert first["alignment_score"].tolist() == again["alignment_score"].tolist()
 
@@ -106,7 +107,7 @@ def test_identical_content_is_judged_once(tmp_path):
     pair = _pairs(1)[0]
     twin = Pair(**{**pair.__dict__, "id": 99, "set_name": "other"})
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, counts = judge_pairs(make_backend(config), [pair, twin], store, orders=("forward", "reverse"), show_progress=False)
+        table, counts = judge_pairs(make_backend(config), [pair, twin], store, orders=("forward", "reverse"))
     assert counts["judged"] == 2  # one item, two orders
     assert len(table) == 4 and sorted(table["pair_id"].unique()) == [0, 99]
 
@@ -129,10 +130,10 @@ def test_a_crashed_run_keeps_what_finished_and_resumes(tmp_path, monkeypatch):
     pairs = _pairs(12)
     path = tmp_path / "c.sqlite3"
     with JudgmentStore(path) as store, pytest.raises(RuntimeError):
-        judge_pairs(make_backend(config), pairs, store, show_progress=False)
+        judge_pairs(make_backend(config), pairs, store)
     with JudgmentStore(path) as store:
         assert store.count(config.config_hash) == 5
-        _, counts = judge_pairs(make_backend(config), pairs, store, show_progress=False)
+        _, counts = judge_pairs(make_backend(config), pairs, store)
     assert (counts["judged"], counts["reused"], counts["items"]) == (7, 5, 12)
 
 
@@ -140,8 +141,8 @@ def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
     config = load_judge_config("heuristic")
     pairs = _pairs(4)
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        one, _ = judge_pairs(make_backend(config), pairs, store, show_progress=False)
-        three, counts = judge_pairs(make_backend(config), pairs, store, repeats=3, show_progress=False)
+        one, _ = judge_pairs(make_backend(config), pairs, store)
+        three, counts = judge_pairs(make_backend(config), pairs, store, repeats=3)
     assert counts["reused"] == 4 and counts["judged"] == 8  # repeat 0 came from the first run
     assert sorted(three.groupby("pair_id")["repeat"].apply(list).tolist()) == [[0, 1, 2]] * 4
     assert three.loc[three["repeat"] == 0, "from_cache"].all() and not three.loc[three["repeat"] > 0, "from_cache"].any()
@@ -177,16 +178,25 @@ def test_cache_commands_report_check_and_prune(tmp_path):
 
 
 def test_the_progress_bar_runs_and_shows_count_and_cost(tmp_path, capsys):
-    """The bar only shows on a terminal in the CLI; drive it directly so a broken bar cannot hide."""
-    from calibrate.judging.runner import progress_bar
+    """The bar only shows on a terminal in the CLI; drive it directly so a broken bar cannot hide. The
+    runner reports events (a start, one per commit, a finish); the CLI's bars draw them."""
+    from calibrate.cli.progress import ProgressBars
+    from calibrate.judging.progress import ProgressCounter
 
     config = load_judge_config("heuristic")
+    events = []
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
-        table, counts = judge_pairs(make_backend(config), _pairs(5), store, show_progress=True)
-    assert counts["judged"] == 5 and len(table) == 5
+        table, counts = judge_pairs(make_backend(config), _pairs(5), store, progress=events.append)
+        assert counts["judged"] == 5 and len(table) == 5
+        assert events[0].done == 0 and events[-1].finished and (events[-1].done, events[-1].total) == (5, 5)
+        assert {e.task for e in events} == {events[0].task} and events[-1].description == "judging with heuristic"
+        assert capsys.readouterr().out == ""  # events, not drawing: the judging layer prints nothing
+        judge_pairs(make_backend(config), _pairs(6), store, progress=ProgressBars())
     assert "judging with heuristic" in capsys.readouterr().out
-    with progress_bar(True, "outer", 10) as show:
-        show(4, 0.25, 1)
-        show(6, 0.5, 0)
+    bars = ProgressBars()
+    with ProgressCounter(bars, "outer", 10) as outer:
+        outer.add(4, 0.25, 1)
+        outer.add(6, 0.5, 0)
+    assert bars.display is None  # the display ends with the last unfinished task
     shown = capsys.readouterr().out
     assert "10/10" in shown and "$0.7500 · 1 failed" in shown

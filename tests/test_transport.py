@@ -1,25 +1,31 @@
-"""The lean HTTP/1.1 transport against a raw socket server that writes exactly the bytes each test wants:
-the reply framings real servers use (length, chunked, gzip, read-to-close), connection reuse and
-servers dropping idle connections, malformed replies, timeouts, TLS, and the proxy hand-over."""
+"""The aiohttp transport (the default) against a raw socket server that writes exactly the bytes each test
+wants: the reply framings real servers use (length, chunked, gzip, read-to-close), connection reuse and
+servers dropping idle connections, malformed replies, timeouts (each failure of its kind), TLS with the
+system's or a configured CA, and the environment's proxy."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from calibrate.judging.base import FailureKind
 from calibrate.judging.calls import ConnectionFailure, StatusError
-from calibrate.judging.transport import AiohttpTransport, LeanTransport, make_transport
+from calibrate.judging.transport import AiohttpTransport, make_transport
 
 Reply = Callable[[bytes, bytes], tuple[bytes, bool]]  # (request head, body) -> (reply bytes, close after)
 BODY = {"model": "m", "messages": [{"role": "user", "content": "héllo"}]}
+REPO = Path(__file__).resolve().parent.parent
 
 
 class RawServer:
@@ -83,15 +89,15 @@ def with_length(status: str, body: bytes, **headers: str) -> bytes:
     return reply_bytes(status, body, {"Content-Length": str(len(body)), **headers})
 
 
-def lean(base_url: str, timeout_s: float = 5.0) -> LeanTransport:
-    transport = make_transport("lean", "sk-test", base_url, 4, timeout_s)
-    assert isinstance(transport, LeanTransport)
+def aiohttp_transport(base_url: str, timeout_s: float = 5.0) -> AiohttpTransport:
+    transport = make_transport("aiohttp", "sk-test", base_url, 4, timeout_s)
+    assert isinstance(transport, AiohttpTransport)
     return transport
 
 
 def post_many(base_url: str, times: int = 1, timeout_s: float = 5.0, pause_s: float = 0.0) -> list[bytes]:
     async def go() -> list[bytes]:
-        transport = lean(base_url, timeout_s)
+        transport = aiohttp_transport(base_url, timeout_s)
         try:
             replies = []
             for _ in range(times):
@@ -150,33 +156,37 @@ def test_connection_close_and_idle_connections_dropped_by_the_server_are_not_reu
     assert server.connections == 3
 
 
-def test_error_statuses_raise_status_errors_with_headers_and_message(serve):
+def test_error_statuses_raise_status_errors_with_headers_message_and_kind(serve):
     error = json.dumps({"error": {"message": "slow down"}}).encode()
     server = serve(lambda head, body: (with_length("429 Too Many Requests", error, **{"Retry-After": "3"}), False))
     with pytest.raises(StatusError) as raised:
         post_many(server.base_url())
     assert raised.value.status == 429 and raised.value.headers["retry-after"] == "3"
-    assert "slow down" in str(raised.value)
+    assert raised.value.kind is FailureKind.RATE_LIMITED and "slow down" in str(raised.value)
 
 
-def test_malformed_replies_truncated_bodies_and_silence_are_connection_failures(serve):
+def failure_of(base_url: str, timeout_s: float = 5.0) -> ConnectionFailure:
+    with pytest.raises(ConnectionFailure) as raised:
+        post_many(base_url, timeout_s=timeout_s)
+    return raised.value
+
+
+def test_malformed_replies_truncated_bodies_and_silence_are_connection_failures_of_their_kind(serve):
     garbage = serve(lambda head, body: (b"NOT HTTP AT ALL\r\n\r\n", False))
-    with pytest.raises(ConnectionFailure, match="malformed HTTP reply"):
-        post_many(garbage.base_url())
+    assert failure_of(garbage.base_url()).kind is FailureKind.CONNECTION
     cut = serve(lambda head, body: (reply_bytes("200 OK", b'{"choi', {"Content-Length": "200"}), True))
-    with pytest.raises(ConnectionFailure, match="closed the connection"):
-        post_many(cut.base_url())
+    assert failure_of(cut.base_url()).kind is FailureKind.CONNECTION
     silent = serve(lambda head, body: (b"", False))
-    with pytest.raises(ConnectionFailure, match="timed out"):
-        post_many(silent.base_url(), timeout_s=0.3)
+    slow = failure_of(silent.base_url(), timeout_s=0.3)
+    assert slow.kind is FailureKind.TIMEOUT and slow.slow_reply  # it took the request: slow, not gone
     closed_port = socket.create_server(("127.0.0.1", 0))
     port = closed_port.getsockname()[1]
     closed_port.close()
-    with pytest.raises(ConnectionFailure, match="connection failed"):
-        post_many(f"http://127.0.0.1:{port}/v1")
+    refused = failure_of(f"http://127.0.0.1:{port}/v1")
+    assert refused.kind is FailureKind.CONNECTION and not refused.slow_reply
 
 
-def test_https_verifies_the_server_certificate(serve, tmp_path, monkeypatch):
+def test_https_verifies_the_server_certificate(serve, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
@@ -184,28 +194,25 @@ def test_https_verifies_the_server_certificate(serve, tmp_path, monkeypatch):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = serve(lambda head, body: (with_length("200 OK", b'{"secure": 1}'), False), tls=context)
-    with pytest.raises(ConnectionFailure, match="CERTIFICATE_VERIFY_FAILED"):
-        post_many(server.base_url("https"))  # an unknown certificate is refused
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted, as a corporate CA would be
-    assert post_many(server.base_url("https"), times=2) == [b'{"secure": 1}'] * 2
+    refused = failure_of(server.base_url("https"))  # an unknown certificate is refused
+    assert refused.kind is FailureKind.CONNECTION and "CERTIFICATE_VERIFY_FAILED" in str(refused)
+    # trusted, as a corporate CA would be: aiohttp reads SSL_CERT_FILE when it is imported, so in a process of its own
+    script = ("import asyncio, sys; from tests.test_transport import post_many; "
+              f"sys.stdout.write(repr(post_many({server.base_url('https')!r}, times=2)))")
+    trusted = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False,
+                             cwd=REPO, env={**os.environ, "SSL_CERT_FILE": str(cert)})
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout == repr([b'{"secure": 1}'] * 2)
 
 
-def test_a_proxy_for_the_endpoint_hands_requests_to_aiohttp(monkeypatch):
-    async def kind(base_url: str) -> type:
-        transport = make_transport("lean", "sk-test", base_url, 4, 5.0)
-        await transport.close()
-        return type(transport)
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "localhost")
-    assert asyncio.run(kind("https://api.example.com/v1")) is AiohttpTransport
-    assert asyncio.run(kind("http://api.example.com/v1")) is LeanTransport  # no proxy for plain http
-    assert asyncio.run(kind("https://localhost:8000/v1")) is LeanTransport  # bypassed
-
+def test_the_proxy_the_environment_names_for_the_endpoint_is_used(monkeypatch):
     async def proxy_of(base_url: str) -> str | None:
-        transport = make_transport("aiohttp", "sk-test", base_url, 4, 5.0)
+        transport = aiohttp_transport(base_url)
         await transport.close()
         return transport.proxy
 
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
     assert asyncio.run(proxy_of("https://api.example.com/v1")) == "http://proxy.internal:3128"
-    assert asyncio.run(proxy_of("https://localhost:8000/v1")) is None
+    assert asyncio.run(proxy_of("http://api.example.com/v1")) is None  # no proxy for plain http
+    assert asyncio.run(proxy_of("https://localhost:8000/v1")) is None  # bypassed

@@ -11,7 +11,8 @@ from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
 from calibrate.stats.benchmark import MIN_LABELS, class_correction, headline, raw_metrics
 from tests.fakes.class_judge import long_labels, write_generated
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 from tests.test_headline import judgment_rows
 
 # The done-when scenario: the over-calling judge on the calibration sets, harder on the benchmark's
@@ -41,10 +42,9 @@ def test_human_labels_validate_the_headline_where_the_judge_shifts(openai_server
     for r in range(REPLICATIONS):
         root = tmp_path / f"r{r}"
         data = generate(root, r)
-        fitted = fit(str(judge), data=str(data.sets_dir), sets=list(sim.CALIBRATION_SETS), n_boot=50,
-                     show_progress=False)
+        fitted = fit(str(judge), data=str(data.sets_dir), sets=list(sim.CALIBRATION_SETS), n_boot=50)
         result = score(str(judge), [str(data.responses)], calibration=fitted, human_labels=root / "labels.csv",
-                       n_boot=100, seed=r, show_progress=False)
+                       n_boot=100, seed=r)
         model = result.models["generated-model"]
         pac = model.headline["PAC"]
         assert pac.basis == "human labels" and pac.validated and model.anchored.n_labeled == N_LABELS

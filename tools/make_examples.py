@@ -42,11 +42,11 @@ def make(root: Path = Path(".")) -> dict[str, Path]:
         stale.unlink()
     folders = {"fit": examples / "heuristic", "compare": examples / "comparison", "score": examples / "score-heuristic"}
     try:
-        fitted = calibrate.fit("heuristic", out=folders["fit"], cache=cache, show_progress=False)
+        fitted = calibrate.fit("heuristic", out=folders["fit"], cache=cache)
         calibrate.compare(["heuristic-strict", "panel"], order="both", repeats=2, out=folders["compare"],
-                          cache=cache, show_progress=False, n_boot=1000)  # the CLI's compare default
+                          cache=cache, n_boot=1000)  # the CLI's compare default
         calibrate.score("heuristic", ["sample"], calibration=fitted.paths["calibration"], out=folders["score"],
-                        cache=cache, show_progress=False)
+                        cache=cache)
     finally:
         for used in cache.parent.glob(cache.name + "*"):
             used.unlink()

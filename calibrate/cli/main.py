@@ -65,7 +65,7 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
 
     result = planned(partial(
         fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
-        seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
+        seed=seed, cache=cache, progress=opt.progress_bars(no_progress), n_boot=n_boot, order=order,
     ), dry_run, max_cost, yes)
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
@@ -256,7 +256,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     fit_first = calibration is None and not default_calibration.exists()
     inputs = dict(order=order, limit=limit, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction,
                   human_labels=human_labels)
-    show_progress = opt.show_progress(no_progress)
+    progress = opt.progress_bars(no_progress)
 
     def plan() -> RunPlan:
         scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
@@ -274,11 +274,11 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
             check_score_inputs(judge, responses, **inputs)  # a bad input stops here, before the fit is paid for
             console.print(f"no calibration for judge '{config.name}' at {default_calibration}: running "
                           f"`calibrate fit --judge {judge}` first", markup=False)
-            fit_judge(str(config.path), out=default_calibration.parent, cache=cache, show_progress=show_progress,
+            fit_judge(str(config.path), out=default_calibration.parent, cache=cache, progress=progress,
                       max_cost=budget)
         return score_responses(judge, responses, calibration=used, rule=rule,
                                out=out or default_out_dir(judge, prefix="score-"), n_boot=n_boot,
-                               cache=cache, seed=seed, show_progress=show_progress, max_cost=budget, **inputs)
+                               cache=cache, seed=seed, progress=progress, max_cost=budget, **inputs)
 
     result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:
@@ -367,7 +367,7 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
                                   human_labels=human_labels, responses=responses, baselines=not no_baselines,
                                   limit=limit, seed=seed, cache=cache)
     result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
-                             show_progress=opt.show_progress(no_progress), n_boot=n_boot),
+                             progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
     if result is not None:
         print_comparison(result.comparison, result.paths)
@@ -481,7 +481,7 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
 
     result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
                              out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
-                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+                             progress=opt.progress_bars(no_progress)), dry_run, max_cost, yes)
     if result is None:
         return
     summary = result.summary

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.judging.base import RULES
+
+if TYPE_CHECKING:
+    from calibrate.cli.progress import ProgressBars
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
@@ -26,9 +29,13 @@ def flag_for(param: str) -> str:
     return FLAGS.get(param, "--" + param.replace("_", "-"))
 
 
-def show_progress(no_progress: bool) -> bool:
-    """Progress bars only on a terminal, and not with --no-progress."""
-    return not no_progress and sys.stderr.isatty()
+def progress_bars(no_progress: bool) -> ProgressBars | None:
+    """The workflows' `progress`: bars only on a terminal, and not with --no-progress."""
+    if no_progress or not sys.stderr.isatty():
+        return None
+    from calibrate.cli.progress import ProgressBars  # rich's progress machinery, only for a run that shows it
+
+    return ProgressBars()
 
 
 def options(*decorators: Decorator) -> Decorator:

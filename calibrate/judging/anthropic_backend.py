@@ -28,7 +28,14 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, read_usage, validate_fields,
+    AMBIGUOUS_REPLY,
+    AmbiguousReply,
+    PairView,
+    Verdict,
+    extract_json,
+    invalid_usage,
+    read_usage,
+    validate_fields,
 )
 from calibrate.judging.calls import CallFailed, Pacer, Reply, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
@@ -62,6 +69,7 @@ class AnthropicBackend(RemoteBackend):
         "api_key_env": ("ANTHROPIC_API_KEY", False),
     }
     MAX_TEMPERATURE: ClassVar[float] = 1.0
+    BATCH_API: ClassVar[str | None] = "anthropic"
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path, where: str) -> None:

@@ -12,6 +12,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -49,8 +50,94 @@ AMBIGUOUS_REPLY = "ambiguous_reply"
 # invalid_usage: the reply's token counts are not counts (negative, fractional, beyond any model's
 # reach): its judgment text is kept with the failure, never used with a made-up cost (read_usage).
 INVALID_USAGE = "invalid_usage"
-PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", AMBIGUOUS_REPLY, "truncated", "refused_to_judge", "api_error",
+# api_error: the call failed (after its retries); its `FailureKind` says how.
+API_ERROR = "api_error"
+PARSE_STATUSES: tuple[str, ...] = ("ok", "parse_error", AMBIGUOUS_REPLY, "truncated", "refused_to_judge", API_ERROR,
                                    "no_quorum", MISSING_ANSWER, INVALID_USAGE)
+
+
+class FailureKind(Enum):
+    """Why a judgment, an answer or a call failed, as data. Retries, the exit code of a run with too
+    many failures (`max_failed_share`) and the failure counts read the kind and nothing else; the
+    failure's reason is the explanation for people and may be worded any way.
+
+    Each kind declares `transient` (a later attempt may not meet it: the call layer retries it, and a
+    run counts it against `max_failed_share`) and `stops_run` (every further call would fail alike, a
+    bad key or a wrong endpoint or model: the run stops instead of failing item by item)."""
+
+    transient: bool
+    stops_run: bool
+
+    def __new__(cls, value: str, transient: bool = False, stops_run: bool = False) -> FailureKind:
+        member = object.__new__(cls)
+        member._value_ = value
+        member.transient = transient
+        member.stops_run = stops_run
+        return member
+
+    # The call failed (parse status `api_error`, answer status `api_error`).
+    RATE_LIMITED = ("rate_limited", True)  # HTTP 429
+    SERVER_ERROR = ("server_error", True)  # HTTP 5xx (529: overloaded), 409
+    TIMEOUT = ("timeout", True)  # no reply in time, or none even began (HTTP 408 too)
+    CONNECTION = ("connection", True)  # refused, dropped or cut-short connection, a reply that is not HTTP
+    BAD_REQUEST = ("bad_request", False)  # any other 4xx: the server refuses this request
+    AUTH = ("auth", False, True)  # HTTP 401, 403: the key
+    NOT_FOUND = ("not_found", False, True)  # HTTP 404: the endpoint or the model
+    UNANSWERED = ("unanswered", True)  # a batch request the provider never ran (expired, cancelled)
+    UNRECORDED = ("unrecorded", False)  # a call failure stored before kinds were recorded
+    # A judge's reply came but holds no usable judgment (the kind is its parse status).
+    PARSE_ERROR = "parse_error"
+    AMBIGUOUS_REPLY = "ambiguous_reply"
+    TRUNCATED = "truncated"  # the reply hit max_tokens before the judgment ended
+    REFUSED_TO_JUDGE = "refused_to_judge"
+    INVALID_USAGE = "invalid_usage"
+    NO_QUORUM = "no_quorum"  # a panel without enough members' judgments
+    MISSING_ANSWER = "missing_answer"  # nothing was asked: an answer is a placeholder
+    # A responding model's reply came but holds no usable answer (respond).
+    NOT_A_REPLY = "bad_reply"  # not a chat completion
+    EMPTY_ANSWER = "empty"
+    CONTENT_FILTER = "content_filter"
+
+    @classmethod
+    def of_status(cls, parse_status: str) -> FailureKind | None:
+        """The kind a parse status implies: None for `ok`; for `api_error`, which says only that the
+        call failed, `UNRECORDED` (what a record stored before kinds were recorded gets)."""
+        if parse_status == "ok":
+            return None
+        return cls.UNRECORDED if parse_status == API_ERROR else cls(parse_status)
+
+
+def status_kind(status: int) -> FailureKind:
+    """The kind of an HTTP error status."""
+    if status == 429:
+        return FailureKind.RATE_LIMITED
+    if status == 408:
+        return FailureKind.TIMEOUT
+    if status in (401, 403):
+        return FailureKind.AUTH
+    if status == 404:
+        return FailureKind.NOT_FOUND
+    if status == 409 or status >= 500:
+        return FailureKind.SERVER_ERROR
+    return FailureKind.BAD_REQUEST
+
+
+def kind_for(value: Any, parse_status: str) -> FailureKind | None:
+    """The failure kind of a verdict or record with this parse status: `value` (a kind, or a kind's
+    value as stored) checked against the status, or, when None, the kind the status implies (a record
+    stored before kinds were recorded has none). Raises ValueError for a kind that is not one, or
+    that does not go with the status."""
+    if value is None:
+        return FailureKind.of_status(parse_status)
+    try:
+        kind = FailureKind(value)
+    except ValueError:
+        raise ValueError(f"unknown failure kind {value!r}") from None
+    if parse_status == "ok" or (parse_status != API_ERROR and kind is not FailureKind(parse_status)):
+        raise ValueError(f"failure kind {kind.value!r} with parse status {parse_status!r}")
+    return kind
+
+
 # More tokens than any model reads or writes in one request: a count beyond it is not a count.
 MAX_TOKENS_PER_REQUEST = 10**9
 
@@ -287,9 +374,16 @@ def invalid_usage(text: str, problem: str) -> Verdict:
                                               "not used, since its cost cannot be known")
 
 
+def call_failure(kind: FailureKind, reason: str, raw_output: str = "", **counts: int) -> Verdict:
+    """The verdict of a call that failed (`api_error`), of this kind."""
+    return Verdict(None, raw_output, API_ERROR, reason, failure_kind=kind, **counts)
+
+
 @dataclass
 class Verdict:
-    """What a backend returns for one view: validated fields, or a typed failure with its reason."""
+    """What a backend returns for one view: validated fields, or a typed failure: its kind (what code
+    reads) and its reason (what a person reads). A failure other than `api_error` has the kind its
+    parse status names; an `api_error` must say its kind (`call_failure`)."""
 
     fields: dict[str, Any] | None
     raw_output: str
@@ -299,12 +393,16 @@ class Verdict:
     output_tokens: int = 0
     attempts: int = 1  # requests made, retries included
     truncated_chars: int = 0  # answer characters cut to fit the prompt
+    failure_kind: FailureKind | None = None
 
     def __post_init__(self) -> None:
         if self.parse_status not in PARSE_STATUSES:
             raise ValueError(f"unknown parse status {self.parse_status!r}")
         if (self.parse_status == "ok") != (self.fields is not None):
             raise ValueError("a verdict has fields exactly when its parse status is 'ok'")
+        if self.failure_kind is None and self.parse_status == API_ERROR:
+            raise ValueError("an api_error verdict needs its failure kind")
+        self.failure_kind = kind_for(self.failure_kind, self.parse_status)
 
 
 @dataclass
@@ -328,13 +426,29 @@ class Judgment:
     created_at: float = field(default_factory=time.time)
     batch_id: str | None = None  # the provider batch (or imported batch file) it came from, charged at batch prices
     fields: dict[str, Any] = field(default_factory=dict)
+    # Why it failed, as data (None when it did not); stored as the kind's value. A record stored before
+    # kinds were recorded has none: it gets the one its parse status implies (`FailureKind.of_status`).
+    failure_kind: FailureKind | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self.failure_kind = kind_for(self.failure_kind, self.parse_status)
+        except ValueError as problem:  # a TypeError, as for any other field: the store quarantines the record
+            raise TypeError(str(problem)) from None
 
 
 class Backend(ABC):
-    """A way of obtaining verdicts. Subclasses declare their config keys as data."""
+    """A way of obtaining verdicts. Subclasses declare their config keys, and what they send, as data.
+
+    A judge that sends requests (`SENDS_REQUESTS`, an API judge) builds one per view with
+    `build_request` and sends it with `judge_request`, so that a run can price a request before it
+    is sent (`max_cost`, estimate.py) and then send that very one. Offline judges, and panels (whose
+    members send theirs), send none: they only `judge`."""
 
     # key -> (default, changes the judgment?)
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {}
+    SENDS_REQUESTS: ClassVar[bool] = False
+    BATCH_API: ClassVar[str | None] = None  # the provider batch API judging with this backend (provider_batch.py)
     # The judges this one is made of (a panel's members): the runner judges with each of them, through
     # the cache under its own config, and this one combines their tables (`combine_tables`).
     members: Sequence[Backend] = ()
@@ -371,6 +485,14 @@ class Backend(ABC):
     @abstractmethod
     async def judge(self, view: PairView) -> Verdict:
         """Judge one ordered pair. Must not raise for a bad reply: return a failed Verdict."""
+
+    def build_request(self, view: PairView) -> tuple[dict[str, Any], int]:
+        """The request body for one view, and how many answer characters were cut (`SENDS_REQUESTS`)."""
+        raise NotImplementedError(f"backend '{self.config.backend}' sends no requests")
+
+    async def judge_request(self, body: dict[str, Any], cut: int) -> Verdict:
+        """Judge with a request `build_request` made (`SENDS_REQUESTS`)."""
+        raise NotImplementedError(f"backend '{self.config.backend}' sends no requests")
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import ORDERS, Judgment, Verdict
+from calibrate.judging.base import ORDERS, FailureKind, Judgment, Verdict, call_failure, status_kind
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.openai_backend import OpenAIBackend, read_completion
 from calibrate.judging.registry import make_backend
 
 ENDPOINT = "/v1/chat/completions"
+# OpenAI's error codes of the requests a batch never ran.
+UNANSWERED_CODES = ("batch_expired", "batch_cancelled")
 
 
 def custom_id(config_hash: str, item_key: str, order: str, cut: int) -> str:
@@ -50,9 +52,20 @@ def verdict_of_result(record: dict) -> Verdict:
     if record.get("error") or response.get("status_code") != 200:
         error = record.get("error") or (response.get("body") or {}).get("error") or {}
         message = error.get("message") if isinstance(error, dict) else str(error)
-        return Verdict(None, json.dumps(record)[:2000], "api_error",
-                       f"batch result: HTTP {response.get('status_code')}: {str(message)[:200]}")
+        return call_failure(result_kind(response.get("status_code"), error),
+                            f"batch result: HTTP {response.get('status_code')}: {str(message)[:200]}",
+                            json.dumps(record)[:2000])
     return read_completion(response.get("body") or {})
+
+
+def result_kind(status: object, error: object) -> FailureKind:
+    """The kind of a failed batch request: from its HTTP status; a request the batch never ran
+    (expired, cancelled: OpenAI's `batch_expired`, `batch_cancelled`) is UNANSWERED, any other
+    failure without a status the provider's own (SERVER_ERROR)."""
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+        return status_kind(status)
+    code = error.get("code") if isinstance(error, dict) else None
+    return FailureKind.UNANSWERED if code in UNANSWERED_CODES else FailureKind.SERVER_ERROR
 
 
 def batch_judgment(config: JudgeConfig, item_key: str, order: str, verdict: Verdict, cut: int,
@@ -62,4 +75,4 @@ def batch_judgment(config: JudgeConfig, item_key: str, order: str, verdict: Verd
         judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
         parse_status=verdict.parse_status, failure_reason=verdict.failure_reason, raw_output=verdict.raw_output,
         latency_s=None, input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens, attempts=1,
-        truncated_chars=cut, batch_id=batch_id, fields=verdict.fields or {})
+        truncated_chars=cut, batch_id=batch_id, fields=verdict.fields or {}, failure_kind=verdict.failure_kind)

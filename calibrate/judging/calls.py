@@ -3,10 +3,11 @@ rate limits (and Retry-After, and a configured request rate), a circuit breaker,
 
 Transports raise two kinds of error, whatever HTTP library is underneath: `StatusError` (the server
 answered with an error status) and `ConnectionFailure` (timeout, refused or dropped connection, cut
-body). Transient ones (429, 408, 409, 5xx, timeouts, dropped connections) are retried here, so every
-retry is ours: counted, bounded, and visible in the judgment record. A bad request for one item
-becomes that item's typed failure; a bad key or unknown model stops the run, because every further
-call would fail the same way.
+body). Each carries its `FailureKind` (base.py), and the kind alone decides what happens: transient
+ones (429, 408, 409, 5xx, timeouts, dropped connections) are retried here, so every retry is ours:
+counted, bounded, and visible in the judgment record. A bad request for one item becomes that item's
+typed failure; a bad key or unknown model stops the run, because every further call would fail the
+same way. The message is only what a person reads.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import email.utils
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import FailureKind, status_kind
 from calibrate.judging.estimate import CHARS_PER_TOKEN
 
-RETRYABLE_STATUS = {408, 409, 429}
-FATAL_STATUS = {401, 403, 404}
 MAX_RETRY_AFTER_S = 300.0
 
 
@@ -54,24 +55,27 @@ def scrub(text: str) -> str:
 
 
 class StatusError(Exception):
-    """The server answered with an HTTP error status. `detail` is the server's own words (its error
-    body's message, uncut), for callers that read what a refusal says."""
+    """The server answered with an HTTP error status (its kind: `status_kind`). `detail` is the
+    server's own words (its error body's message, uncut), for callers that read what a refusal says."""
 
     def __init__(self, status: int, headers: Mapping[str, str], message: str, detail: str | None = None):
         message = scrub(message)
         super().__init__(f"HTTP {status}: {message[:200]}")
         self.status = status
+        self.kind = status_kind(status)
         self.headers = headers
         self.detail = message if detail is None else scrub(detail)
 
 
 class ConnectionFailure(Exception):
-    """No usable answer: timeout, refused or dropped connection, or a body cut short. `slow_reply`: the
-    server took the request but did not answer in time; a slow server is not a gone one, so the circuit
-    breaker does not count it (a connection that could not even be opened, timed out or not, it counts)."""
+    """No usable answer: timeout, refused or dropped connection, or a body cut short (`kind`: TIMEOUT or
+    CONNECTION). `slow_reply`: the server took the request but did not answer in time; a slow server is
+    not a gone one, so the circuit breaker does not count it (a connection that could not even be
+    opened, timed out or not, it counts)."""
 
-    def __init__(self, message: str, slow_reply: bool = False):
+    def __init__(self, message: str, kind: FailureKind = FailureKind.CONNECTION, slow_reply: bool = False):
         super().__init__(scrub(message))
+        self.kind = kind
         self.slow_reply = slow_reply
 
 
@@ -86,8 +90,8 @@ def sdk_failures(sdk: ModuleType) -> Iterator[None]:
                           error_message(error.body)) from None
     except sdk.APITimeoutError as error:
         if type(error.__cause__).__name__ == "ConnectTimeout":  # httpx's: no connection was opened
-            raise ConnectionFailure("timed out connecting to the server") from None
-        raise ConnectionFailure("timed out waiting for the server", slow_reply=True) from None
+            raise ConnectionFailure("timed out connecting to the server", FailureKind.TIMEOUT) from None
+        raise ConnectionFailure("timed out waiting for the server", FailureKind.TIMEOUT, slow_reply=True) from None
     except sdk.APIConnectionError as error:
         raise ConnectionFailure(f"connection failed: {error}") from None
 
@@ -107,11 +111,13 @@ def error_message(body: object) -> str | None:
 
 
 class CallFailed(Exception):
-    """A call that still failed after its retries; carries the reason for the typed failure and, when
-    the server answered, its status and its own words (`detail`)."""
+    """A call that still failed after its retries; carries the kind and the reason for the typed
+    failure and, when the server answered, its status and its own words (`detail`)."""
 
-    def __init__(self, reason: str, attempts: int, status: int | None = None, detail: str | None = None):
+    def __init__(self, kind: FailureKind, reason: str, attempts: int, status: int | None = None,
+                 detail: str | None = None):
         super().__init__(reason)
+        self.kind = kind
         self.reason = reason
         self.attempts = attempts
         self.status = status
@@ -189,7 +195,7 @@ def reset_seconds(value: str) -> float | None:
         return None
     if moment.tzinfo is None:
         return None
-    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def announced_limits(headers: Mapping[str, str]) -> dict[str, tuple[float, float, float | None]]:
@@ -407,27 +413,27 @@ async def call_with_retries(
     send: Callable[[], Awaitable[Any]], policy: RetryPolicy, pacer: Pacer, where: str, cost: Cost | None = None
 ) -> tuple[Any, int]:
     """Run `send` until it succeeds; returns (result, attempts). Each attempt starts when `pacer` lets it
-    and tells the pacer what came back (a `Reply` from `send` carries its headers). Raises CallFailed,
-    or CalibrateError when no attempt can succeed (bad key, wrong endpoint, the endpoint gone)."""
+    and tells the pacer what came back (a `Reply` from `send` carries its headers). The failure's kind
+    decides: a transient one is tried again, up to the policy's retries. Raises CallFailed, or
+    CalibrateError when no attempt can succeed (bad key, wrong endpoint, the endpoint gone)."""
     for attempt in range(policy.max_retries + 1):
         ticket = await pacer.acquire(cost)
         try:
             result = await send()
         except StatusError as error:
             pacer.observe(ticket, error.headers, error.status)
-            if error.status in FATAL_STATUS:
+            if error.kind.stops_run:
                 raise CalibrateError(scrub(f"{where}: {error} (check the API key, base_url and model)")) from None
-            retryable = error.status in RETRYABLE_STATUS or error.status >= 500
-            if not retryable or attempt == policy.max_retries:
-                raise CallFailed(str(error), attempt + 1, error.status, error.detail) from None
+            if not error.kind.transient or attempt == policy.max_retries:
+                raise CallFailed(error.kind, str(error), attempt + 1, error.status, error.detail) from None
             wait = retry_after_seconds(error.headers)
-            if error.status == 429 and wait:
+            if error.kind is FailureKind.RATE_LIMITED and wait:
                 wait = 0.0  # the pacer holds every start back for it
         except ConnectionFailure as error:
             if not error.slow_reply:  # a slow server is not a gone one
                 pacer.connection_failed(f"{where}: {error}")
-            if attempt == policy.max_retries:
-                raise CallFailed(str(error), attempt + 1) from None
+            if not error.kind.transient or attempt == policy.max_retries:
+                raise CallFailed(error.kind, str(error), attempt + 1) from None
             wait = None
         else:
             if isinstance(result, Reply):
@@ -437,12 +443,3 @@ async def call_with_retries(
             return result, attempt + 1
         await asyncio.sleep(wait if wait is not None else policy.backoff(attempt))
     raise AssertionError("unreachable")
-
-
-TRANSIENT = re.compile(r"^(HTTP (408|409|429|5\d\d)\b|timed out|connection failed|the server)")
-
-
-def transient(reason: str | None) -> bool:
-    """Whether a call failure's reason (as `call_with_retries` words it) is one a later run may not meet:
-    rate limits, server errors, timeouts, dropped connections."""
-    return bool(reason and TRANSIENT.match(reason))

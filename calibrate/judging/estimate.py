@@ -14,8 +14,9 @@ import asyncio
 import math
 import os
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -151,7 +152,7 @@ class RequestSizer:
     def __init__(self, backend: Backend, stored: Iterable[tuple[PairView, Judgment]] = ()):
         self.backend = backend
         self.config = backend.config
-        self.remote = hasattr(backend, "build_request")
+        self.remote = backend.SENDS_REQUESTS
         self.ratio, self.output_tokens, self.output_basis = 1.0, self._typical_output(), "typical"
         self.latency_s, self.latency_basis = ASSUMED_LATENCY_S, "assumed"
         self.measured = False
@@ -201,7 +202,7 @@ class RequestSizer:
         views = list(views)
         settings = self.config.settings
         key_variable = settings.get("api_key_env") or None
-        batch = self.remote and self.config.backend in ("openai", "anthropic")
+        batch = self.backend.BATCH_API is not None
         return CostEstimate(
             name=self.config.name, backend=self.config.backend, model=settings.get("model"), requests=len(views),
             cached=cached, not_sent=not_sent, input_tokens=sum(self.input_tokens(view) for view in views),

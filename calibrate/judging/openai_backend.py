@@ -2,7 +2,7 @@
 
 Works with OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, SGLang, Ollama, llama.cpp server and
 LiteLLM. The SDK client owns the endpoint, key and headers; `transport` chooses what carries the
-requests: aiohttp (default), calibrate's lean HTTP/1.1 client, or the SDK itself (transport.py says why). A reply is validated field by
+requests: aiohttp (default) or the SDK itself (transport.py says why). A reply is validated field by
 field; an invalid one is asked again up to `parse_retries` times, then becomes a typed failure.
 
 Before any judging, a server that lists its models (`GET {base_url}/models`: OpenAI, vLLM, Ollama, ...)
@@ -20,7 +20,14 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, read_usage, validate_fields,
+    AMBIGUOUS_REPLY,
+    AmbiguousReply,
+    PairView,
+    Verdict,
+    extract_json,
+    invalid_usage,
+    read_usage,
+    validate_fields,
 )
 from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
@@ -47,6 +54,7 @@ class OpenAIBackend(RemoteBackend):
         "api_key_env": ("OPENAI_API_KEY", False),
         "transport": ("aiohttp", False),
     }
+    BATCH_API: ClassVar[str | None] = "openai"
 
     @classmethod
     def validate_settings(cls, settings: dict[str, Any], path, where: str) -> None:

@@ -25,6 +25,7 @@ from calibrate.judging.base import (
     MISSING_ANSWER,
     V3_FIELDS,
     Backend,
+    FailureKind,
     Judgment,
     PairView,
     Verdict,
@@ -150,6 +151,8 @@ class PanelBackend(Backend):
             "judge_name": [self.config.name] * len(first), "config_hash": [self.config.config_hash] * len(first),
             **{column: first[column].tolist() for column in ("item_key", "order", "repeat")},
             "parse_status": np.where(missing, MISSING_ANSWER, np.where(quorate, "ok", "no_quorum")).tolist(),
+            "failure_kind": [FailureKind.MISSING_ANSWER.value if lacking else None if enough else
+                             FailureKind.NO_QUORUM.value for lacking, enough in zip(missing, quorate, strict=True)],
             "failure_reason": [reason if lacking else None if enough else self._no_quorum_reason(
                                    [name for name, voted in zip(names, oks, strict=True) if not voted])
                                for reason, lacking, enough, oks in zip(first["failure_reason"].tolist(), missing,

@@ -16,23 +16,30 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
-from calibrate.errors import CalibrateError
-from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
-from calibrate.judging.base import ORDERS, Verdict
 from calibrate.data.sources import json_object_line
+from calibrate.errors import CalibrateError
+from calibrate.judging.anthropic_backend import read_message
+from calibrate.judging.base import ORDERS, FailureKind, Verdict, call_failure
 from calibrate.judging.batch_files import verdict_of_result
 from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
-from calibrate.judging.openai_backend import OpenAIBackend
 from calibrate.judging.remote import RemoteBackend
 
 T = TypeVar("T")
 REQUEST_OVERHEAD_BYTES = 200  # a request's custom id and envelope, beside its body, towards the size limit
+# The kind of an errored Message Batches request, by Anthropic's error type (any other: SERVER_ERROR).
+ANTHROPIC_ERROR_KINDS = {
+    "invalid_request_error": FailureKind.BAD_REQUEST, "request_too_large": FailureKind.BAD_REQUEST,
+    "authentication_error": FailureKind.AUTH, "permission_error": FailureKind.AUTH,
+    "not_found_error": FailureKind.NOT_FOUND, "rate_limit_error": FailureKind.RATE_LIMITED,
+    "timeout_error": FailureKind.TIMEOUT, "overloaded_error": FailureKind.SERVER_ERROR,
+    "api_error": FailureKind.SERVER_ERROR,
+}
 
 
 def custom_id(item_key: str, order: str, cut: int) -> str:
@@ -189,10 +196,11 @@ class AnthropicBatches(Provider):
                 yield entry.custom_id, read_message(result.message.model_dump(mode="json"))
             elif result.type == "errored":
                 error = result.error.error
-                yield entry.custom_id, Verdict(None, json.dumps(result.model_dump(mode="json"))[:2000], "api_error",
-                                               f"batch result: {error.type}: {str(error.message)[:200]}")
+                kind = ANTHROPIC_ERROR_KINDS.get(error.type, FailureKind.SERVER_ERROR)
+                yield entry.custom_id, call_failure(kind, f"batch result: {error.type}: {str(error.message)[:200]}",
+                                                    json.dumps(result.model_dump(mode="json"))[:2000])
             else:  # expired or canceled: never answered, never charged
-                yield entry.custom_id, Verdict(None, "", "api_error", f"batch result: {result.type}")
+                yield entry.custom_id, call_failure(FailureKind.UNANSWERED, f"batch result: {result.type}")
 
     async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
         """Message batches carry no metadata: those created since `submitted_at` with as many requests,
@@ -202,10 +210,12 @@ class AnthropicBatches(Provider):
                 and sum(b.request_counts.model_dump().values()) == requests]
 
 
+PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIBatches, "anthropic": AnthropicBatches}
+
+
 def provider_for(backend: RemoteBackend) -> Provider:
-    if isinstance(backend, AnthropicBackend):
-        return AnthropicBatches(backend)
-    if isinstance(backend, OpenAIBackend):
-        return OpenAIBatches(backend)
+    """The batch API of the backend's provider (`Backend.BATCH_API`)."""
+    if backend.BATCH_API in PROVIDERS:
+        return PROVIDERS[backend.BATCH_API](backend)
     raise CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
                          f"backend, not '{backend.config.backend}'")

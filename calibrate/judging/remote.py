@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import Backend, PairView, Verdict, judgment_schema
+from calibrate.judging.base import Backend, PairView, Verdict, call_failure, judgment_schema
 from calibrate.judging.calls import (
     CallFailed,
     Cost,
@@ -127,6 +127,7 @@ class RemoteBackend(Backend):
     """A judge behind an HTTP API. Subclasses implement `send`, `read_reply` and `build_request`."""
 
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = REMOTE_KEYS
+    SENDS_REQUESTS: ClassVar[bool] = True
     MAX_TEMPERATURE: ClassVar[float] = 2.0
 
     @classmethod
@@ -308,7 +309,7 @@ class RemoteBackend(Backend):
                 if fallback is not None:
                     body = fallback
                     continue
-                return Verdict(None, "", "api_error", failure.reason, truncated_chars=cut, **totals)
+                return call_failure(failure.kind, failure.reason, truncated_chars=cut, **totals)
             totals["attempts"] += attempts
             verdict = self.read_reply(raw)
             self.pacer.calibrate(cost, verdict.input_tokens, verdict.output_tokens)

@@ -4,6 +4,8 @@ with every answer committed to the answer store the moment it arrives.
 
 Answer statuses: `ok` and `truncated` are usable answers (stored as results); `api_error`,
 `bad_reply`, `empty` and `content_filter` are failures (logged, never served, asked again next run).
+Every failed answer also carries its `FailureKind` (`failure_kind`, the kind's value): for
+`api_error`, how the call failed; what code reads, where the reason is what a person reads.
 """
 
 from __future__ import annotations
@@ -11,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import orjson
 
-from calibrate.judging.base import read_usage
+from calibrate.judging.base import API_ERROR, FailureKind, read_usage
 from calibrate.judging.calls import CallFailed, Cost, Pacer, RetryPolicy, call_with_retries
 from calibrate.judging.estimate import SpendBudget, request_chars, request_input_tokens
 from calibrate.judging.models import ModelConfig
-from calibrate.judging.runner import progress_bar
+from calibrate.judging.progress import ProgressCallback, ProgressCounter
 from calibrate.judging.transport import ChatTransport, make_transport
 
 USABLE_STATUSES = ("ok", "truncated")  # answers stored as results; any other status is a failure
+# The kind each failed answer status implies (`api_error` says its own: how the call failed).
+STATUS_KINDS = {"bad_reply": FailureKind.NOT_A_REPLY, "empty": FailureKind.EMPTY_ANSWER,
+                "content_filter": FailureKind.CONTENT_FILTER}
 # An answer to the published system prompt ("1-2 paragraphs") is a few hundred tokens.
 TYPICAL_ANSWER_TOKENS = 300
 
@@ -41,8 +47,19 @@ def question_key(question: str) -> str:
     return hashlib.sha256(question.encode("utf-8")).hexdigest()[:32]
 
 
+def answer_kind(record: dict[str, Any]) -> FailureKind | None:
+    """A stored answer's failure kind: None for a usable one; a record stored before kinds were
+    recorded has none, and gets the one its status implies (`UNRECORDED` for an `api_error`)."""
+    if record["status"] in USABLE_STATUSES:
+        return None
+    if record.get("failure_kind") is not None:
+        return FailureKind(record["failure_kind"])
+    return FailureKind.UNRECORDED if record["status"] == API_ERROR else STATUS_KINDS[record["status"]]
+
+
 def read_answer(raw: bytes) -> dict[str, Any]:
-    """One chat.completion body → status, content, reasoning, finish_reason, failure_reason, tokens."""
+    """One chat.completion body → status, content, reasoning, finish_reason, failure_reason,
+    failure_kind, tokens."""
     try:
         completion = orjson.loads(raw)
         choice = completion["choices"][0]
@@ -55,24 +72,27 @@ def read_answer(raw: bytes) -> dict[str, Any]:
         return {"status": "bad_reply", "content": None, "reasoning": None, "finish_reason": None,
                 "failure_reason": "the server's reply is not a chat completion: "
                                   + raw[:200].decode("utf-8", "replace"),
-                "input_tokens": 0, "output_tokens": 0, "served_model": None}
+                "failure_kind": FailureKind.NOT_A_REPLY.value, "input_tokens": 0, "output_tokens": 0,
+                "served_model": None}
     if not isinstance(content, str):
         content = None
     answer = {"content": content, "reasoning": reasoning if isinstance(reasoning, str) and reasoning else None,
-              "finish_reason": finish, "failure_reason": None,
+              "finish_reason": finish, "failure_reason": None, "failure_kind": None,
               **tokens,
               "served_model": completion.get("model")}
     refusal = message.get("refusal")
     if usage_problem:  # the answer is kept with the failure; its cost cannot be known
-        return {**answer, "status": "bad_reply", "failure_reason": f"the server's {usage_problem}"}
+        return {**answer, "status": "bad_reply", "failure_reason": f"the server's {usage_problem}",
+                "failure_kind": FailureKind.INVALID_USAGE.value}
     if finish == "content_filter":
-        return {**answer, "status": "content_filter",
+        return {**answer, "status": "content_filter", "failure_kind": FailureKind.CONTENT_FILTER.value,
                 "failure_reason": "the provider's content filter blocked the answer"}
     if not (content or "").strip() and isinstance(refusal, str) and refusal.strip():
         return {**answer, "status": "ok", "content": refusal}  # the model's own refusal is its answer
     if not (content or "").strip():
         why = " (it used all max_tokens before answering)" if finish == "length" else ""
-        return {**answer, "status": "empty", "failure_reason": f"the model returned no text{why}"}
+        return {**answer, "status": "empty", "failure_reason": f"the model returned no text{why}",
+                "failure_kind": FailureKind.EMPTY_ANSWER.value}
     if finish == "length":
         return {**answer, "status": "truncated"}
     return {**answer, "status": "ok"}
@@ -109,9 +129,9 @@ class Responder:
             raw, attempts = await call_with_retries(partial(self.transport.post, body), self.policy, self.limiter,
                                                     self.where, cost)
         except CallFailed as failure:
-            answer = {"status": "api_error", "content": None, "reasoning": None, "finish_reason": None,
-                      "failure_reason": failure.reason, "input_tokens": 0, "output_tokens": 0,
-                      "served_model": None}
+            answer = {"status": API_ERROR, "content": None, "reasoning": None, "finish_reason": None,
+                      "failure_reason": failure.reason, "failure_kind": failure.kind.value, "input_tokens": 0,
+                      "output_tokens": 0, "served_model": None}
             attempts = failure.attempts
         else:
             answer = read_answer(raw)
@@ -120,21 +140,22 @@ class Responder:
 
 
 async def ask_all(responder: Responder, todo: list[tuple[str, str]], store: AnswerStore,
-                   show_progress: bool, budget: SpendBudget | None = None) -> dict[str, dict]:
+                  progress: ProgressCallback | None = None, budget: SpendBudget | None = None) -> dict[str, dict]:
     """Ask every (question_key, question), committing the answers of each event-loop turn together.
-    `budget` (`max_cost`) is asked before each request, as the judging runner asks it."""
+    `progress` receives `JudgingProgress` events (a task "answering with <model>"). `budget`
+    (`max_cost`) is asked before each request, as the judging runner asks it."""
     config = responder.config
     pending: Iterator[tuple[str, str]] = iter(todo)
     done: dict[str, dict] = {}
     unsaved: list[dict] = []
-    with progress_bar(show_progress, f"answering with {config.name}", len(todo)) as show:
+    with ProgressCounter(progress, f"answering with {config.name}", len(todo)) as show:
 
         def save() -> None:
             batch = unsaved[:]
             unsaved.clear()
             store.put_many(batch)
-            show(len(batch), sum(config.cost_usd(r["input_tokens"], r["output_tokens"]) for r in batch),
-                 sum(r["status"] not in USABLE_STATUSES for r in batch))
+            show.add(len(batch), sum(config.cost_usd(r["input_tokens"], r["output_tokens"]) for r in batch),
+                     sum(r["failure_kind"] is not None for r in batch))
 
         async def worker() -> None:
             for key, question in pending:

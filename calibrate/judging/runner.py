@@ -19,27 +19,20 @@ import dataclasses
 import gc
 import json
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, V3_FIELDS, Backend, Judgment, Key, view_of
-from calibrate.judging.calls import PacingStats, transient
 from calibrate.judging.estimate import RequestSizer, SpendBudget, sizer_for
+from calibrate.judging.progress import ProgressCallback, ProgressCounter
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -129,15 +122,17 @@ def judge_pairs(
     pairs: Sequence[Pair],
     store: JudgmentStore,
     orders: Sequence[str] = ("forward",),
-    show_progress: bool = True,
     repeats: int = 1,
-    progress: ProgressFn | None = None,
+    progress: ProgressCallback | None = None,
+    counter: ProgressCounter | None = None,
     budget: SpendBudget | None = None,
     sizers: dict[str, RequestSizer] | None = None,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
-    stability); returns the judgment table and counts of new, reused, failed. `progress`, when given,
-    receives the progress (reused judgments included) instead of a bar of the runner's own. `budget`
+    stability); returns the judgment table and counts of new, reused, failed (`failed_by_kind`: the
+    new failures by `FailureKind`). `progress` receives `JudgingProgress` events of the judging it
+    sends (a task "judging with <judge>"); `counter`, when given instead, counts the progress
+    (reused judgments included) of a task the caller made, e.g. one spanning the chunks of a stream. `budget`
     (`max_cost`) is asked before each request; once it stops, no request is sent and, when the requests
     in flight are stored, a CalibrateError says so. `sizers`: the judges' request sizers the budget
     prices requests with, kept across calls (e.g. the chunks of a stream); by default, new ones.
@@ -151,18 +146,18 @@ def judge_pairs(
     sizers = {} if sizers is None else sizers
     backend.preflight()
     if backend.members:  # a judge made of others (a panel): they judge, it combines
-        return _judge_members(backend, pairs, store, orders, show_progress, repeats, progress, budget, sizers)
+        return _judge_members(backend, pairs, store, orders, repeats, progress, counter, budget, sizers)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     missing = missing_judgments(config, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-    if progress:
-        progress(len(cached) + len(missing), 0.0, 0)
+    if counter:
+        counter.add(len(cached) + len(missing))
     pacing = backend.pacing()
     before = (pacing.rate_limited, pacing.waited_s) if pacing else (0, 0.0)
     sizer = sizer_for(backend, sizers) if budget else None
     if sizer:
         sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())
-    fresh, landed = (_run_frozen(_judge_all(backend, todo, store, show_progress, progress, budget, sizer)) if todo
+    fresh, landed = (_run_frozen(_judge_all(backend, todo, store, progress, counter, budget, sizer)) if todo
                      else ({}, {}))
     requests = sum(j.attempts for j in fresh.values())
     fresh = {key: judgment for key, judgment in fresh.items() if key not in landed}
@@ -170,19 +165,22 @@ def judge_pairs(
     table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
-    failed = sum(1 for j in fresh.values() if j.parse_status != "ok")
-    counts = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached), "items": len(wanted),
-              "requests": requests}
+    kinds = Counter(j.failure_kind for j in fresh.values() if j.failure_kind is not None)
+    failed = sum(kinds.values())
+    counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
+                              "items": len(wanted), "requests": requests,
+                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
-        counts.update(transient_failed=sum(j.parse_status == "api_error" and transient(j.failure_reason)
-                                           for j in fresh.values()),
+        counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
     return table, counts
 
 
-def add_counts(counts: dict[str, float], more: dict[str, float]) -> dict[str, float]:
-    """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is."""
-    return {**counts, **{key: counts.get(key, 0) + value for key, value in more.items()}}
+def add_counts(counts: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is
+    (counts by kind are added kind by kind)."""
+    return {**counts, **{key: add_counts(counts.get(key, {}), value) if isinstance(value, dict)
+                         else counts.get(key, 0) + value for key, value in more.items()}}
 
 
 def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
@@ -225,21 +223,21 @@ def judgment_columns(judgments: list[Judgment]) -> dict[str, list]:
     """The judgment table's judgment columns, one list each: the record's fields, then every published
     judge output field (None where a judgment lacks it, as a failure does)."""
     columns = {name: list(map(attrgetter(name), judgments)) for name in JUDGMENT_COLUMNS}
+    columns["failure_kind"] = [None if kind is None else kind.value for kind in columns["failure_kind"]]
     fields = [judgment.fields for judgment in judgments]
     columns.update({key: [found.get(key) for found in fields] for key in (*JUDGE_FIELDS, *V3_FIELDS)})
     return columns
 
 
 def _judge_members(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                   show_progress: bool, repeats: int, progress: ProgressFn | None,
-                   budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, int]]:
+                   repeats: int, progress: ProgressCallback | None, counter: ProgressCounter | None,
+                   budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge with each member (cached under the member's own config), then let the judge combine their
     tables (`Backend.combine_tables`). Its judgments are not stored: they follow from the stored
     member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
     for member in backend.members:
-        table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget,
-                                            sizers)
+        table, member_counts = judge_pairs(member, pairs, store, orders, repeats, progress, counter, budget, sizers)
         tables.append(table)
         counts = add_counts(counts, member_counts)
     with collector_paused():
@@ -265,6 +263,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
         "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
         "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
         "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(), "batch_id": pa.string(),
+        "failure_kind": pa.string(),
         **{key: pa.bool_() if key.endswith(("_refusal", "_has_no_information")) else
            pa.list_(pa.string()) if key.startswith("key_points") else
            pa.int64() if key == "alignment_score" else pa.string() for key in JUDGE_FIELDS},
@@ -332,44 +331,9 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-ProgressFn = Callable[[int, float, int], None]  # (judgments done, their cost in USD, how many failed)
-
-
-@contextmanager
-def progress_bar(enabled: bool, description: str, total: int | None,
-                 pacing: PacingStats | None = None) -> Iterator[ProgressFn]:
-    """Yields `show(done, cost_usd, failed)`, which advances the bar and its running cost and
-    failure count (and, for a judge behind an API, the 429s met and the rate limit holding requests
-    back). Disabled, it is a no-op and no display machinery is built: even a disabled rich
-    Progress costs a few percent of throughput at thousands of judgments/s."""
-    if not enabled:
-        yield lambda done, cost_usd, failed: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    spent = {"usd": 0.0, "failed": 0, "done": 0}
-    started = time.perf_counter()
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=total, status="", rate="")
-
-        def show(done: int, cost_usd: float, failed: int) -> None:
-            spent["usd"] += cost_usd
-            spent["failed"] += failed
-            spent["done"] += done
-            rate = spent["done"] / max(time.perf_counter() - started, 1e-9)
-            limits = ""
-            if pacing is not None:
-                binding = pacing.binding_now()
-                limits = f" · {pacing.rate_limited} × 429" + (f" · held by {binding} limit" if binding else "")
-            progress.update(task, advance=done, rate=f"{rate:,.1f}/s",
-                            status=f"${spent['usd']:.4f} · {spent['failed']} failed{limits}")
-
-        yield show
-
-
 async def _judge_all(
-    backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, show_progress: bool,
-    progress: ProgressFn | None, budget: SpendBudget | None = None, sizer: RequestSizer | None = None,
+    backend: Backend, todo: list[tuple[Key, Pair]], store: JudgmentStore, progress: ProgressCallback | None,
+    counter: ProgressCounter | None, budget: SpendBudget | None = None, sizer: RequestSizer | None = None,
 ) -> tuple[dict[Key, Judgment], dict[Key, Judgment]]:
     """Judge what no other run is judging; returns the judgments made here and those another run
     stored: while this one waited for them, or before this one's (then the stored one stands)."""
@@ -377,9 +341,9 @@ async def _judge_all(
     work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
     superseded: set[Key] = set()
-    bar = nullcontext(progress) if progress else progress_bar(show_progress, f"judging with {config.name}", len(todo),
-                                                              backend.pacing())
-    with bar as show:
+    task = nullcontext(counter) if counter else ProgressCounter(progress, f"judging with {config.name}", len(todo),
+                                                                backend.pacing())
+    with task as show:
 
         unsaved: list[Judgment] = []
 
@@ -388,8 +352,8 @@ async def _judge_all(
             batch = unsaved[:]
             unsaved.clear()
             superseded.update(key for _, key in store.put_many(batch))
-            show(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
-                 sum(j.parse_status != "ok" for j in batch))
+            show.add(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
+                     sum(j.failure_kind is not None for j in batch))
 
         async def keep_claims() -> None:
             while True:
@@ -414,7 +378,7 @@ async def _judge_all(
                     raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
                     attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, repeat=repeat,
-                    fields=verdict.fields or {},
+                    fields=verdict.fields or {}, failure_kind=verdict.failure_kind,
                 )
                 done[(item_key, order, repeat)] = judgment
                 unsaved.append(judgment)
@@ -435,7 +399,7 @@ async def _judge_all(
         # item first (possible only when a claim expired under a run still working), that one is used.
         work.landed.update(store.get_many(config.config_hash, superseded))
         if work.landed:
-            show(len(work.landed), 0.0, 0)
+            show.add(len(work.landed))
     if budget is not None and budget.stopped:
         raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done.keys() | work.landed.keys()))
     return done, work.landed

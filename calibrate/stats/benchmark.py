@@ -240,6 +240,7 @@ class ModelRun(Record):
     reused: int
     items: int
     requests: int
+    failed_by_kind: dict[str, int] | None = _optional()  # the failures by kind (FailureKind values)
     transient_failed: int | None = _optional()  # judges behind an API only
     rate_limited: int | None = _optional()
     limit_wait_s: float | None = _optional()

@@ -364,7 +364,8 @@ class ComparisonRun(Record):
     quarantined: int
     bootstrap_resamples: int
     elapsed_s: float | None
-    counts: dict[str, dict[str, int | float]]  # per judge: the runner's counts (judged, failed, reused, ...)
+    # per judge: the runner's counts (judged, failed, reused, ..., failed_by_kind: kind -> count)
+    counts: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,19 @@
 The tables are created if missing, so caches written before they existed keep working; the judgment
 tables and the schema version are untouched. Key: (model config hash, question hash). A usable answer
 is committed once and served to every later run; a failed generation is appended to the failure log,
-kept (it was paid for) and never served, so the next run asks again.
+kept (it was paid for) and never served, so the next run asks again. Each failure carries its
+`failure_kind`; one logged before kinds were recorded is read with the kind its status implies.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import orjson
 
-from calibrate.judging.responder import USABLE_STATUSES
+from calibrate.judging.responder import USABLE_STATUSES, answer_kind
 from calibrate.store.sqlite import ResultTables
 
 RESPONSE_TABLE_COLUMNS = ("config_hash TEXT NOT NULL, question_key TEXT NOT NULL, model_name TEXT NOT NULL, "
@@ -50,5 +51,6 @@ class ResponseStore(ResultTables):
         self._write(rows[True], rows[False])
 
     def failures(self, config_hash: str) -> list[dict]:
-        """Every failed generation logged for a model config, oldest first."""
-        return [json.loads(record) for record in self._failure_records(config_hash)]
+        """Every failed generation logged for a model config, oldest first, each with its failure kind."""
+        records = [json.loads(record) for record in self._failure_records(config_hash)]
+        return [{**record, "failure_kind": kind.value if (kind := answer_kind(record)) else None} for record in records]

@@ -23,6 +23,7 @@ from calibrate.judging.base import DEFAULT_RULE, Backend
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
+from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.runner import judge_pairs
 from calibrate.records import Record
 from calibrate.stats.agreement import AgreementReport, agreement_report
@@ -210,7 +211,7 @@ def compare(
     limit: int | None = None,
     seed: int = 0,
     cache: Path | str | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
 ) -> CompareResult:
@@ -223,7 +224,8 @@ def compare(
     wide, see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
     datasets they come from in `responses` (files named like the items' source); only their labelled
     pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
-    pass it. `plan_compare` says what a run would cost, sending nothing.
+    pass it; `progress`: receives the judging's `JudgingProgress` events. `plan_compare` says what a run
+    would cost, sending nothing.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
@@ -237,7 +239,7 @@ def compare(
         with JudgmentStore(cache_file) as store:
             for config, backend in zip(inputs.configs, inputs.backends, strict=True):
                 table, counts = judge_pairs(backend, inputs.pairs, store, orders=inputs.orders,
-                                            show_progress=show_progress, repeats=repeats, budget=budget)
+                                            progress=progress, repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
             quarantined = store.quarantined
         analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed)

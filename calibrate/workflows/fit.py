@@ -18,6 +18,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready
+from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.stats.calibration import accounting, confusion_warnings, fit_mappings, injection_shift, summarise
@@ -97,7 +98,7 @@ def fit(
     limit: int | None = None,
     seed: int = 0,
     cache: Path | str | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     n_folds: int = 5,
     order: str = "forward",
@@ -109,7 +110,8 @@ def fit(
     `judge`: a judge name or .toml path; `data`: 'sample', 'hub' or a directory; `rule`: v2 or v3
     (None: the judge config's); `out`: a folder for calibration.json, judgments.parquet and the
     reports (None: write nothing). Loads and validates every set before any judging. `max_cost`: stop
-    before the spend (USD, list price) would pass it; `dry_run`: send nothing, return the `RunPlan`
+    before the spend (USD, list price) would pass it; `progress`: receives the judging's `JudgingProgress`
+    events; `dry_run`: send nothing, return the `RunPlan`
     (requests, tokens, cost, time) instead.
     """
     started = time.perf_counter()
@@ -129,7 +131,7 @@ def fit(
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
         warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
-        table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress, budget=budget)
+        table, counts = judge_pairs(backend, pairs, store, orders=orders, progress=progress, budget=budget)
         quarantined = store.quarantined  # stored records that failed the integrity check, set aside and judged again
 
     # Metrics use one order per pair (forward when it was run); both orders feed the order effect.

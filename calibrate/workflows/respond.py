@@ -38,6 +38,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from calibrate.data.prompts import BENCHMARK_HUB_ID, DEFAULT_SPLIT, PromptRows, 
 from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.models import ModelConfig, load_model_config
+from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
 from calibrate.store.responses import ResponseStore
@@ -114,7 +116,7 @@ def respond(
     out: str | Path | None = None,
     cache: str | Path | None = None,
     seed: int | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     max_cost: float | SpendBudget | None = None,
     dry_run: bool = False,
 ) -> RespondResult | RunPlan:
@@ -127,7 +129,8 @@ def respond(
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
     `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached);
-    `dry_run`: send nothing, return the `RunPlan` (requests, tokens, cost, time).
+    `progress`: receives the answering's `JudgingProgress` events; `dry_run`: send nothing, return the
+    `RunPlan` (requests, tokens, cost, time).
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
@@ -149,7 +152,7 @@ def respond(
     with ResponseStore(cache_file) as store:
         cached = store.get_many(config.config_hash, questions)
         todo = [(key, question) for key, question in questions.items() if key not in cached]
-        fresh = run_sync(ask_all(Responder(config), todo, store, show_progress, budget)) if todo else {}
+        fresh = run_sync(ask_all(Responder(config), todo, store, progress, budget)) if todo else {}
     answers = {**cached, **fresh}
 
     records, columns, failures = _dataset(config, rows, answers)
@@ -169,6 +172,7 @@ def respond(
         "answers": 2 * len(rows.rows), "questions": len(questions),
         "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
         "failed_by_reason": dict(sorted(by_reason.items())),
+        "failed_by_kind": dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
         "truncated": sum(r["status"] == "truncated" for r in used.values()),
         "requests": sum(r["attempts"] for r in fresh.values()),
         "input_tokens": input_tokens, "output_tokens": output_tokens,

@@ -26,8 +26,9 @@ from calibrate.judging.base import Backend
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
+from calibrate.judging.progress import ProgressCallback, ProgressCounter
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
+from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs
 from calibrate.stats import benchmark
 from calibrate.stats.benchmark import (
     AnchorCost,
@@ -245,7 +246,7 @@ def score(
     order: str = "forward",
     limit: int | None = None,
     cache: Path | str | None = None,
-    show_progress: bool = True,
+    progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     chunk_rows: int | None = None,
@@ -262,7 +263,8 @@ def score(
     `anchor_fraction`, a second judge also judges a seeded random fraction of the pairs, and its metrics
     are estimated by PPI / PPI++ from both; `human_labels` (a labels file, long or pair_id/alignment_score
     format) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price, the anchor
-    included) would pass it. Files are written only into `out` (None: none)."""
+    included) would pass it; `progress`: receives the judging's `JudgingProgress` events (one task per
+    response dataset). Files are written only into `out` (None: none)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -301,10 +303,11 @@ def score(
                 counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                 parts, anchor_parts = [], []
                 expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
-                with progress_bar(show_progress, f"{name}: judging with {config.name}", expected, backend.pacing()) as show:
+                with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
+                                     backend.pacing()) as counter:
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
-                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, progress=show,
+                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
                                                           budget=budget, sizers=sizers)
                         table["model"] = name
                         if writer is not None:
@@ -317,7 +320,7 @@ def score(
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                             if picked:
                                 anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
-                                                              progress=show, budget=budget, sizers=sizers)
+                                                              counter=counter, budget=budget, sizers=sizers)
                                 anchor_parts.append(benchmark.compact(anchor_table))
                 rows[name] = pd.concat(parts, ignore_index=True)
                 run[name] = ModelRun(**counts, source=portable_path(stream.source),

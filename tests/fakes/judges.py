@@ -40,5 +40,5 @@ def pairs(n: int, prefix: str = "pair") -> list[Pair]:
 def run_judge(judge_path: Path, items: list[Pair], cache: Path, orders=("forward",)):
     backend = make_backend(load_judge_config(str(judge_path)))
     with JudgmentStore(cache) as store:
-        return judge_pairs(backend, items, store, orders=orders, show_progress=False)
+        return judge_pairs(backend, items, store, orders=orders)
 

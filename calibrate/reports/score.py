@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from calibrate.reports.fit import missing_answer_blocks
+from calibrate.stats.metrics import MissingAnswers
 from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, prompt_words, write_report
 from calibrate.stats.benchmark import RAW_METRICS
 
@@ -158,7 +159,7 @@ def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> l
                              f"It assumes {first['class_corrected'].get('assumption', 'n/a')}."))
     blocks.append(Block("figure", "PAC per model: headline, raw, class-corrected and mapped, with 95% intervals.",
                         png=figure_estimates(metrics), name="pac_estimates"))
-    blocks.extend(missing_answer_blocks({name: model["raw"].get("missing_answers")
+    blocks.extend(missing_answer_blocks({name: MissingAnswers.from_dict(model["raw"].get("missing_answers", {}))
                                          for name, model in metrics["models"].items()}, "model"))
     blocks.append(Block("h2", "Refusals and no-information"))
     rate_rows = []

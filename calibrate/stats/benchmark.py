@@ -24,8 +24,8 @@ import pandas as pd
 from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
 from calibrate.data.sources import read_source_frame
 from calibrate.errors import CalibrateError
-from calibrate.stats.calibration import mapping_inputs
-from calibrate.stats.mapping import calibrated_estimate, mapping_from_dict
+from calibrate.stats.calibration import Calibration, mapping_inputs
+from calibrate.stats.mapping import calibrated_estimate
 from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
     bootstrap_means,
@@ -90,19 +90,19 @@ def raw_metrics(rows: pd.DataFrame, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, 
     values = judged_values(rows, rule)
     failures = rows.loc[rows["parse_status"] != "ok", "parse_status"].astype(str).value_counts().to_dict()
     return {"n_pairs": int(len(rows)), "n_judged": int(len(values)), "n_failed": int(len(rows) - len(values)),
-            "failures": failures, "missing_answers": missing_answers(rows),
+            "failures": failures, "missing_answers": missing_answers(rows).to_dict(),
             "metrics": {name: e.to_dict() for name, e in estimate_metrics(values, n_boot, seed).items()}}
 
 
 # --------------------------------------------------------------------------- the score mapping
 
 
-def mapped_pac(calibration: dict, calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
+def mapped_pac(calibration: Calibration, calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
                n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
     """PAC after the mapping `calibrate fit` selected, refitted on the calibration pairs in every
     bootstrap replicate so that the interval carries the calibration sample's uncertainty too."""
-    selected = calibration["mapping"]["selected"]
-    prototype = mapping_from_dict(calibration["mapping"]["candidates"][selected]["mapping"]).clone()
+    selected = calibration.mapping.selected
+    prototype = calibration.mapping.estimator.clone()
     x, y, sets = mapping_inputs(calibration_rows, rule)
     target = adjusted(ok_rows(rows), rule)
     if not len(target):
@@ -211,7 +211,7 @@ def anchor_recommendation(rows: pd.DataFrame, rule: str, half_width: float = ANC
 # --------------------------------------------------------------------------- breakdowns
 
 
-def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: dict, calibration_rows: pd.DataFrame,
+def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: Calibration, calibration_rows: pd.DataFrame,
               n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """Raw PAC / REF / NINF, class-corrected and mapped PAC per group of `by` (category or issue_scale),
     with intervals;

@@ -166,26 +166,26 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
     reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
     calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
     calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
-    money = accounting(table, run.config, run.counts["requests"])
+    money = accounting(table, run.config, run.counts["requests"]).to_dict()
     n_judgments = max(money["judged"] + money["failed"], 1)
     mapping = fit_mappings(calibration_rows, rule, seed=seed)
-    selected = mapping["candidates"][mapping["selected"]]
+    validation = mapping.candidates[mapping.selected].validation
+    injection = injection_shift(primary, rule, n_boot, seed)
     return {
         "name": run.name, "backend": run.config.backend, "config_hash": run.config.config_hash,
         "description": run.config.description, "baseline": run.baseline,
-        "sets": reports,
-        "summary": summarise({name: reports[name] for name in calibration_sets}),
+        "sets": {name: report.to_dict() for name, report in reports.items()},
+        "summary": summarise({name: reports[name] for name in calibration_sets}).to_dict(),
         "failures": failure_rates(table),
         "order_bias": order_bias(table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
         "repeat_stability": repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
-        "injection": injection_shift(primary, rule, n_boot, seed),
-        "calibrated": {"mapping": mapping["selected"],
+        "injection": injection.to_dict() if injection else None,
+        "calibrated": {"mapping": mapping.selected,
                        # the selection graded without selection bias (nested CV); the selected candidate's own
                        # k-fold error, the number it was picked by, is optimistic and kept only beside it
-                       "k_fold_max_abs_pac_error": mapping["selected_error"].get("max_abs_pac_error"),
-                       "method": mapping["selected_error"]["method"],
-                       "selection_k_fold_max_abs_pac_error": selected.get("validation", {}).get("k_fold", {})
-                       .get("max_abs_pac_error")},
+                       "k_fold_max_abs_pac_error": mapping.selected_error.max_abs_pac_error,
+                       "method": mapping.selected_error.method,
+                       "selection_k_fold_max_abs_pac_error": validation.k_fold.max_abs_pac_error if validation else None},
         "cost": {**money, "cost_usd_per_pair": round(money["cost_usd"] / n_judgments, 8),
                  "tokens_per_pair": round((money["input_tokens"] + money["output_tokens"]) / n_judgments, 2)},
     }

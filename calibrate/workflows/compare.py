@@ -181,7 +181,7 @@ def compare(
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "scoring_rule": rule,
             "data": {"source": data, "limit_per_set": limit, "seed": seed,
-                     "sets": sets_record(loaded)},
+                     "sets": {name: source.to_dict() for name, source in sets_record(loaded).items()}},
             "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats,
                     "cache": portable_path(cache_file), "quarantined": quarantined,
                     "bootstrap_resamples": n_boot, "elapsed_s": None,
@@ -190,7 +190,8 @@ def compare(
             "package_versions": package_versions(),
         }
         if labels is not None:
-            comparison["humans"] |= {"source": portable_path(human), "responses": sets_record(labelled)}
+            comparison["humans"] |= {"source": portable_path(human), "responses": {
+                name: source.to_dict() for name, source in sets_record(labelled).items()}}
         comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
         result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
         if out_dir is not None:

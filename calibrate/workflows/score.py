@@ -27,6 +27,7 @@ from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
 from calibrate.stats import benchmark
 from calibrate.stats.benchmark import leaderboard
+from calibrate.stats.calibration import Calibration
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
@@ -107,7 +108,7 @@ def calibration_path(config: JudgeConfig, calibration: Path | str | None) -> Pat
 
 
 def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
-                    show_progress: bool, budget: SpendBudget | None = None) -> tuple[dict, pd.DataFrame, Path]:
+                    show_progress: bool, budget: SpendBudget | None = None) -> tuple[Calibration, pd.DataFrame, Path]:
     """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
     one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
     path = calibration_path(config, calibration)
@@ -116,8 +117,8 @@ def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: 
                     config.name, path, config.name)
         fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress, max_cost=budget)
     record = read_calibration_record(path)
-    if record["judge"]["config_hash"] != config.config_hash:
-        raise CalibrateError(f"calibration {path}: made for judge config {record['judge']['config_hash']}, "
+    if record.judge.config_hash != config.config_hash:
+        raise CalibrateError(f"calibration {path}: made for judge config {record.judge.config_hash}, "
                              f"not {config.config_hash} (the judge changed since); run `calibrate fit` again",
                              ("calibration",))
     judgments = path.parent / "judgments.parquet"
@@ -126,7 +127,7 @@ def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: 
     except Exception as error:  # pyarrow and the OS raise many types for one cause
         raise CalibrateError(f"calibration: cannot read {judgments}, written beside it by `calibrate fit` "
                              f"({str(error).splitlines()[0][:120]})", ("calibration",)) from None
-    keep = (rows["order"] == record["run"]["metrics_order"]) & rows["set_name"].isin(CALIBRATION_SETS)
+    keep = (rows["order"] == record.run.metrics_order) & rows["set_name"].isin(CALIBRATION_SETS)
     if "repeat" in rows:
         keep &= rows["repeat"] == 0
     return record, rows[keep], path
@@ -183,10 +184,10 @@ def score(
     labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
     out_dir = output_dir(out)
     record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress, budget)
-    rule = check_rule(rule or record["scoring_rule"])
-    if rule != record["scoring_rule"]:
+    rule = check_rule(rule or record.scoring_rule)
+    if rule != record.scoring_rule:
         raise CalibrateError(f"rule {rule}: the calibration at {calibration_path} was fitted under rule "
-                             f"{record['scoring_rule']}; fit judge '{config.name}' again with rule {rule}", ("rule",))
+                             f"{record.scoring_rule}; fit judge '{config.name}' again with rule {rule}", ("rule",))
     schema = arrow_schema({"model": pa.string()})
     rows: dict[str, pd.DataFrame] = {}
     anchors: dict[str, pd.DataFrame] = {}
@@ -261,10 +262,10 @@ def score(
         metrics = {
             "schema_version": SCORE_SCHEMA_VERSION,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "judge": judge_record(config),
+            "judge": judge_record(config).to_dict(),
             "scoring_rule": rule,
-            "calibration": {"path": portable_path(calibration_path), "created_at": record["created_at"],
-                            "mapping": record["mapping"]["selected"], "n_pairs": int(len(calibration_rows))},
+            "calibration": {"path": portable_path(calibration_path), "created_at": record.created_at,
+                            "mapping": record.mapping.selected, "n_pairs": int(len(calibration_rows))},
             "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
                     "quarantined": quarantined, "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
             "models": models,

@@ -2,8 +2,8 @@
 
 The notebook API: `fit` a judge on the calibration sets, `compare` judges, `score` response datasets
 with a calibrated judge, `respond` to generate answers. Each returns a typed result; files are
-written only when `out` is given (or by the result's `write`). With `dry_run=True` each sends nothing
-and returns a `RunPlan` (requests, tokens, cost at list and batch price, time); `max_cost` (USD, or a
+written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_respond` and `plan_batch`
+send nothing and return a `RunPlan` (requests, tokens, cost at list and batch price, time); `max_cost` (USD, or a
 `SpendBudget` shared by several runs) stops a run before its spend would pass the cap. Errors about the user's input are
 `CalibrateError`s, one line each.
 """
@@ -14,13 +14,17 @@ from calibrate.judging.estimate import CostEstimate, SpendBudget
 from calibrate.judging.registry import load_judge_config
 from calibrate.version import __version__
 from calibrate.workflows.compare import CompareResult, compare
-from calibrate.workflows.fit import FitResult, fit, load_calibration
+from calibrate.stats.calibration import Calibration
+from calibrate.stats.metrics import SetReport
+from calibrate.workflows.batch import plan_batch
+from calibrate.workflows.fit import FitResult, fit, load_calibration, plan_fit
 from calibrate.workflows.plan import RunPlan
-from calibrate.workflows.respond import RespondResult, respond
+from calibrate.workflows.respond import RespondResult, RespondSummary, plan_respond, respond
 from calibrate.workflows.score import ScoreResult, score
 
 __all__ = [
-    "CalibrateError", "CompareResult", "CostEstimate", "FitResult", "JudgeConfig", "RespondResult", "RunPlan",
-    "ScoreResult", "SpendBudget", "__version__", "available_judges", "compare", "fit", "load_calibration",
-    "load_judge_config", "respond", "score",
+    "CalibrateError", "Calibration", "CompareResult", "CostEstimate", "FitResult", "JudgeConfig", "RespondResult",
+    "RespondSummary", "RunPlan", "ScoreResult", "SetReport", "SpendBudget", "__version__", "available_judges",
+    "compare", "fit", "load_calibration", "load_judge_config", "plan_batch", "plan_fit", "plan_respond", "respond",
+    "score",
 ]

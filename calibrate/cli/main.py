@@ -10,7 +10,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import click
 from rich.console import Console
@@ -35,13 +35,18 @@ from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, ann
 from calibrate.workflows.annotate import export_labels
 from calibrate.workflows.compare import compare as compare_judges
 from calibrate.workflows.compare import human_agreement
+from calibrate.stats.calibration import Calibration
+from calibrate.stats.metrics import MissingAnswers
 from calibrate.workflows.fit import fit as fit_judge
+from calibrate.workflows.fit import plan_fit
 from calibrate.workflows.plan import RunPlan
 from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
+from calibrate.workflows.respond import plan_respond
 from calibrate.workflows.respond import respond as generate_answers
 from calibrate.workflows.score import score as score_responses
 
 console = Console(stderr=True)
+Result = TypeVar("Result")
 
 
 @click.group()
@@ -58,13 +63,13 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
         cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
         yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
-    result = planned(partial(
-        fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
-        seed=seed, cache=cache, show_progress=opt.show_progress(no_progress), n_boot=n_boot, order=order,
-    ), dry_run, max_cost, yes)
+    chosen = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
+    result = planned(partial(plan_fit, judge, **chosen), partial(
+        fit_judge, judge, **chosen, rule=rule, out=out or default_out_dir(judge),
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
-        report_transient_failures({judge: result.calibration["run"]}, max_failed_share)
+        report_transient_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
 
 
 def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
@@ -89,18 +94,20 @@ def report_transient_failures(runs: dict[str, dict], max_failed_share: float) ->
         sys.exit(3)
 
 
-def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool) -> Any:
-    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan, printed
-    (None is returned); without a cap, on a terminal, it asks first when the estimate passes
-    CONFIRM_ABOVE_USD (unless --yes); then the run itself, held to --max-cost."""
+def planned(plan: Callable[[], RunPlan], run: Callable[..., Result], dry_run: bool, max_cost: float | None,
+            yes: bool) -> Result | None:
+    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its `plan` (the
+    workflow's plan_ function with the same arguments), printed (None is returned); without a cap, on a
+    terminal, it asks first when the estimate passes CONFIRM_ABOVE_USD (unless --yes); then the run
+    itself, held to --max-cost."""
     if dry_run:
-        print_plan(run(dry_run=True))
+        print_plan(plan())
         return None
     if max_cost is None and not yes and sys.stdin.isatty():
-        plan = run(dry_run=True)
-        if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
-            print_plan(plan)
-            if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
+        estimate = plan()
+        if estimate.cost_usd > opt.CONFIRM_ABOVE_USD:
+            print_plan(estimate)
+            if not click.confirm(f"This run is estimated at ${estimate.cost_usd:.2f} at list price. Go ahead?",
                                  default=False, err=True):
                 raise CalibrateError("not confirmed: nothing was sent (max_cost caps a run; yes skips this question)",
                                      ("max_cost", "yes"))
@@ -149,49 +156,48 @@ def print_plan(plan: RunPlan) -> None:
         out.print(f"{variable} is not set: the run itself needs it")
 
 
-def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
+def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     """One screen: per-set observed vs expected with intervals, the headline, and where files went."""
-    judge = calibration["judge"]
-    title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
-            f"rule {calibration['scoring_rule']}"
+    judge = calibration.judge
+    title = f"judge {judge.name} ({judge.backend}{', baseline' if judge.baseline else ''}), " \
+            f"rule {calibration.scoring_rule}"
     def number(value: float | None, form: str) -> str:
         return "n/a" if value is None else format(value, form)
 
     rows = []
-    for name, report in calibration["sets"].items():
-        pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
-        low, high = pac["ci"]
+    for name, report in calibration.sets.items():
+        pac, ref = report.metrics["PAC"], report.metrics["REF"]
+        low, high = pac.ci
         rows.append([
-            name, str(report["n_pairs"]), str(report["n_failed"]),
-            f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
-            f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
-            f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
+            name, str(report.n_pairs), str(report.n_failed),
+            f"{number(pac.value, '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
+            number(pac.expected, ".0f"), number(pac.error, "+.1f"), number(ref.value, ".1f"),
+            number(ref.expected, ".0f"), f"{number(report.classification.accuracy.value, '.0f')}%",
         ])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
                              "class acc."], rows)
-    summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
-    cv_error = (mapping.get("selected_error") or {}).get("max_abs_pac_error")
-    judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
-    out.print(f"worst-set PAC error {number(summary['max_abs_pac_error'], '.1f')} points"
-              + ("" if judged_sets == len(summary["pac_error_by_set"]) else
-                 f" (over the {judged_sets} of {len(summary['pac_error_by_set'])} sets with judged pairs)")
-              + f"; class accuracy {number(summary['class_accuracy'], '.1f')}%; mapping '{mapping['selected']}' "
-              f"(nested-CV worst-set error {number(cv_error, '.1f')})")
-    injection = calibration.get("injection")
+    summary, mapping, run = calibration.summary, calibration.mapping, calibration.run
+    judged_sets = sum(error is not None for error in summary.pac_error_by_set.values())
+    out.print(f"worst-set PAC error {number(summary.max_abs_pac_error, '.1f')} points"
+              + ("" if judged_sets == len(summary.pac_error_by_set) else
+                 f" (over the {judged_sets} of {len(summary.pac_error_by_set)} sets with judged pairs)")
+              + f"; class accuracy {number(summary.class_accuracy, '.1f')}%; mapping '{mapping.selected}' "
+              f"(nested-CV worst-set error {number(mapping.selected_error.max_abs_pac_error, '.1f')})")
+    injection = calibration.injection
     if injection:
-        verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"
-        out.print(f"prompt injection: PAC shift {injection['pac_shift']:+.1f} [{injection['pac_shift_ci'][0]:+.1f}, "
-                  f"{injection['pac_shift_ci'][1]:+.1f}] on {injection['n_pairs']} pairs, "
-                  f"{injection['pairs_moved']} moved; {verdict}")
-    money = calibration["accounting"]
-    out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
-              f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
-    injection_set = calibration["sets"].get("injection-0")
+        verdict = "FLAGGED: moved by text aimed at the judge" if injection.flagged else "not moved"
+        low, high = injection.pac_shift_ci
+        out.print(f"prompt injection: PAC shift {injection.pac_shift:+.1f} [{number(low, '+.1f')}, "
+                  f"{number(high, '+.1f')}] on {injection.n_pairs} pairs, {injection.pairs_moved} moved; {verdict}")
+    out.print(f"judged {run.judged}, failed {run.failed}, reused {run.reused} from cache; "
+              f"{run.requests} requests, ${calibration.accounting.cost_usd_this_run:.4f} this run; "
+              f"{number(run.elapsed_s, '.1f')}s")
+    injection_set = calibration.sets.get("injection-0")
     if injection_set:
-        out.print(f"(judgments cover the {summary['n_pairs']} calibration pairs and the {injection_set['n_pairs']} "
+        out.print(f"(judgments cover the {summary.n_pairs} calibration pairs and the {injection_set.n_pairs} "
                   "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
-    print_missing_answers({name: report.get("missing_answers") for name, report in calibration["sets"].items()}, out)
+    print_missing_answers({name: report.missing_answers for name, report in calibration.sets.items()}, out)
     print_paths(paths, out)
 
 
@@ -201,9 +207,9 @@ def print_paths(paths: dict[str, Path], out: Console) -> None:
         out.print(f"  {label:<12} {path}", soft_wrap=True, markup=False, highlight=False)
 
 
-def print_missing_answers(entries: dict[str, dict | None], out: Console) -> None:
+def print_missing_answers(entries: dict[str, MissingAnswers], out: Console) -> None:
     """One line for the pairs not judged because an answer is a placeholder ("No response", empty)."""
-    counts = {name: entry["n_pairs"] for name, entry in entries.items() if entry and entry.get("n_pairs")}
+    counts = {name: entry.n_pairs for name, entry in entries.items() if entry.n_pairs}
     if counts:
         out.print("not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
                   + ", ".join(f"{name} {count}" for name, count in counts.items()) + " pairs", markup=False)
@@ -231,11 +237,12 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
           anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
           max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = planned(partial(
+    run = partial(
         score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+        show_progress=opt.show_progress(no_progress))
+    result = planned(partial(run, dry_run=True), run, dry_run, max_cost, yes)
     if result is not None:
         print_scores(result.metrics, result.paths)
         report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
@@ -275,7 +282,8 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
             out.print(f"{name}: warning: {model['headline']['PAC']['warning']}", markup=False)
         if model.get("anchor_recommendation"):
             out.print(f"{name}: {model['anchor_recommendation']['why']}", markup=False)
-    print_missing_answers({name: model["raw"].get("missing_answers") for name, model in metrics["models"].items()}, out)
+    print_missing_answers({name: MissingAnswers.from_dict(model["raw"].get("missing_answers", {}))
+                           for name, model in metrics["models"].items()}, out)
     print_paths(paths, out)
 
 
@@ -302,11 +310,12 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
-    result = planned(partial(
+    run = partial(
         compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
         sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
         human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
+    result = planned(partial(run, dry_run=True), run, dry_run, max_cost, yes)
     if result is not None:
         print_comparison(result.comparison, result.paths)
         report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
@@ -415,20 +424,21 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
-    result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
-                             out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
+    chosen = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
+    result = planned(partial(plan_respond, model, **chosen),
+                     partial(generate_answers, model, **chosen, out=out or Path(RESPONSES_DIR),
                              show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
     if result is None:
         return
     summary = result.summary
-    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
-    Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
-                    f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
-                    f"failed: {failed}; {summary['requests']} requests, ${summary['cost_usd_this_run']:.4f} this run")
-    if summary["pairs_with_failed_answers"]:
-        Console().print(f"{summary['pairs_with_failed_answers']} pairs hold a failed answer, written as \"No "
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary.failed_by_reason.items()) or "none"
+    Console().print(f"{summary.model}: {summary.pairs_written} of {summary.pairs} pairs written to "
+                    f"{summary.output}; {summary.generated} answers generated, {summary.reused} reused, "
+                    f"failed: {failed}; {summary.requests} requests, ${summary.cost_usd_this_run:.4f} this run")
+    if summary.pairs_with_failed_answers:
+        Console().print(f"{summary.pairs_with_failed_answers} pairs hold a failed answer, written as \"No "
                         f"response\" (`score` counts them as missing_answer; run again to retry): "
-                        f"{summary['failures_file']}")
+                        f"{summary.failures_file}")
 
 
 @cli.group()
@@ -437,11 +447,11 @@ def batch() -> None:
     Anthropic's Message Batches, or request files (export, import) for vLLM's run_batch."""
 
 
-def _batch_line(row: dict) -> str:
-    counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items() if count) or "no counts yet"
-    return (f"{row['batch_id'] or '(id not recorded)'}  {row['provider']}  {row['state']}"
-            f"{' (' + row['provider_status'] + ')' if row['provider_status'] else ''}  "
-            f"{row['requests']} requests: {counts}")
+def _batch_line(batch: batches.BatchInfo) -> str:
+    counts = ", ".join(f"{name} {count}" for name, count in batch.counts.items() if count) or "no counts yet"
+    return (f"{batch.batch_id or '(id not recorded)'}  {batch.provider}  {batch.state}"
+            f"{' (' + batch.provider_status + ')' if batch.provider_status else ''}  "
+            f"{batch.requests} requests: {counts}")
 
 
 @batch.command("submit")
@@ -454,16 +464,17 @@ def _batch_line(row: dict) -> str:
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
                  seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
-    summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
-                                   limit=limit, seed=seed, cache=cache, dry_run=dry_run)
+    chosen = dict(data=data, sets=parse_sets(sets), responses=sources or None, order=order, limit=limit, seed=seed,
+                  cache=cache)
     if dry_run:
-        print_plan(summary)
+        print_plan(batches.plan_batch(judge, **chosen))
         return
-    ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
-    click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
-               f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
-               f"{summary['items']} already cached, {summary['already_submitted']} already in open batches"
-               + (f", {summary['missing_answer']} without an answer (never judged)" if summary["missing_answer"] else "")
+    summary = batches.batch_submit(judge, **chosen)
+    ids = ", ".join(sent.batch_id for sent in summary.batches) or "none needed"
+    click.echo(f"{summary.provider}: submitted {summary.requests} requests in "
+               f"{len(summary.batches)} batch(es): {ids}; {summary.already_cached} of "
+               f"{summary.items} already cached, {summary.already_submitted} already in open batches"
+               + (f", {summary.missing_answer} without an answer (never judged)" if summary.missing_answer else "")
                + ". "
                f"Next: calibrate batch collect --judge {judge} --wait")
 
@@ -472,10 +483,10 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
 @opt.options(opt.judge("Judge name or .toml path."), opt.cache())
 def batch_status(judge: str, cache: Path | None) -> None:
     """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
-    rows = batches.batch_status(judge, cache=cache)
-    for row in rows:
-        click.echo(_batch_line(row))
-    if not rows:
+    recorded = batches.batch_status(judge, cache=cache)
+    for batch_info in recorded:
+        click.echo(_batch_line(batch_info))
+    if not recorded:
         click.echo(f"no batches of judge '{judge}' in the cache")
 
 
@@ -494,21 +505,21 @@ def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
               help="Time between polls with --wait.")
 def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: float) -> None:
     """Validate the results of every ended batch and load them into the judgment cache."""
-    def waiting(rows: list[dict]) -> None:
-        for row in rows:
-            click.echo(f"waiting: {_batch_line(row)}", err=True)
+    def waiting(open_batches: list[batches.BatchInfo]) -> None:
+        for batch_info in open_batches:
+            click.echo(f"waiting: {_batch_line(batch_info)}", err=True)
 
     summary = batches.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
-    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["failed"].items())) or "none"
-    click.echo(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
-               f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
-               f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
-               f"list price, ${summary['saved_usd']:.4f} saved)")
-    if summary["without_result"]:
-        click.echo(f"{summary['without_result']} requests got no result (their batch failed or was cancelled); "
+    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.failed.items())) or "none"
+    click.echo(f"collected {len(summary.collected_batches)} batch(es): {summary.imported} judgments "
+               f"stored, failed: {failed}, already cached: {summary.already_cached}; "
+               f"cost ${summary.cost_usd:.4f} at batch price (${summary.cost_usd_at_list_price:.4f} at "
+               f"list price, ${summary.saved_usd:.4f} saved)")
+    if summary.without_result:
+        click.echo(f"{summary.without_result} requests got no result (their batch failed or was cancelled); "
                    f"the next `calibrate batch submit` sends them again")
-    for row in summary["still_open"]:
-        click.echo(f"still open: {_batch_line(row)}")
+    for batch_info in summary.still_open:
+        click.echo(f"still open: {_batch_line(batch_info)}")
 
 
 @batch.command("export")
@@ -521,8 +532,8 @@ def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, l
     """Write one request per pair and order that the cache does not hold yet."""
     counts = batches.batch_export(judge, out_file, data=data, sets=parse_sets(sets), order=order, limit=limit,
                                   seed=seed, cache=cache)
-    Console().print(f"wrote {counts['requests']} requests to {out_file} "
-                    f"({counts['already_cached']} of {counts['items']} already in the cache)")
+    Console().print(f"wrote {counts.requests} requests to {out_file} "
+                    f"({counts.already_cached} of {counts.items} already in the cache)")
 
 
 @batch.command("import")
@@ -531,9 +542,9 @@ def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, l
 def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     """Validate a batch output file and load it into the judgment cache."""
     summary = batches.batch_import(judge, results_file, cache=cache)
-    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
-    Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
-                    f"already cached: {summary['already_cached']}")
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary.failed.items()) or "none"
+    Console().print(f"imported {summary.imported} judgments; failed: {failed}; "
+                    f"already cached: {summary.already_cached}")
 
 
 @cli.group(invoke_without_command=True)

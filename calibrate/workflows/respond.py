@@ -38,7 +38,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.models import ModelConfig, load_model_config
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
+from calibrate.records import Record
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.plan import RunPlan, plan_answers, spend_budget
@@ -65,6 +66,42 @@ WRITTEN_COLUMNS = ("for_prompt", "for_response", "against_prompt", "against_resp
 FAILED_ANSWER = "No response"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RespondSummary(Record):
+    """What a `respond` run did: the model and source, pairs and answers (generated, reused, failed by
+    reason, truncated), requests, tokens and cost, and the files written (None until written)."""
+
+    model: str
+    model_id: str
+    config_hash: str
+    config_path: str
+    source: str
+    split: str
+    files: list[str]
+    limit: int | None
+    seed: int | None
+    source_rows: int
+    pairs: int
+    pairs_written: int
+    pairs_with_failed_answers: int
+    answers: int
+    questions: int
+    generated: int
+    reused: int
+    failed: int
+    failed_by_reason: dict[str, int]
+    truncated: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd_this_run: float
+    cost_usd: float
+    output: str | None
+    failures_file: str | None
+    cache: str
+    elapsed_s: float | None
+
+
 @dataclass
 class RespondResult:
     """What `respond` produced: the response dataset (every pair, as `score` reads it; an answer whose
@@ -77,7 +114,7 @@ class RespondResult:
     columns: list[str]
     failures: list[dict[str, Any]]
     provenance: dict[str, Any]  # how the answers were made, stored in the parquet file's metadata
-    summary: dict[str, Any]
+    summary: RespondSummary
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -101,13 +138,34 @@ class RespondResult:
         elif failures_path.exists():
             failures_path.unlink()  # a list from an earlier run whose failures are now answered
         self.paths = paths
-        self.summary["output"] = str(paths["output"])
-        self.summary["failures_file"] = str(failures_path) if self.failures else None
+        self.summary = replace(self.summary, output=str(paths["output"]),
+                               failures_file=str(failures_path) if self.failures else None)
         return paths
+
+
+def _questions(rows: PromptRows) -> dict[str, str]:
+    """Every distinct question of the rows, by its cache key (equal questions are asked once)."""
+    return {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
+
+
+def plan_respond(
+    model: str,
+    *,
+    prompts: str = BENCHMARK_HUB_ID,
+    split: str = DEFAULT_SPLIT,
+    limit: int | None = None,
+    seed: int | None = None,
+    cache: str | Path | None = None,
+) -> RunPlan:
+    """What `respond` with these arguments would send and cost (requests, tokens, cost, time), sending
+    nothing and needing no key: questions the cache holds an answer to are left out."""
+    config = load_model_config(model)
+    return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache)
 
 
 def respond(
     model: str,
+    *,
     prompts: str = BENCHMARK_HUB_ID,
     split: str = DEFAULT_SPLIT,
     limit: int | None = None,
@@ -116,28 +174,25 @@ def respond(
     seed: int | None = None,
     show_progress: bool = True,
     max_cost: float | SpendBudget | None = None,
-    dry_run: bool = False,
-) -> RespondResult | RunPlan:
+) -> RespondResult:
     """Answer both questions of every selected pair with one model.
 
     `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
     or a path to a .toml. `prompts`: a hub id (default: the benchmark), a file or a folder; `split`
-    picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: the first N rows, or
-    a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
+    picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: at most N pairs of
+    the response dataset: the first N, or a seeded random N with `seed`. `out`: a folder for
+    `<name>.parquet` (None: write nothing).
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
-    `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached);
-    `dry_run`: send nothing, return the `RunPlan` (requests, tokens, cost, time).
+    `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached).
+    `plan_respond` says what a run would cost without sending anything.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
     config = load_model_config(model)
-    if not dry_run:
-        config.api_key()  # a missing key fails before any work
+    config.api_key()  # a missing key fails before any work
     rows = load_prompts(prompts, split, limit, seed)
-    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
-    if dry_run:
-        return plan_answers(config, questions, cache)
+    questions = _questions(rows)
     if out is not None:
         out = Path(out).expanduser()
         try:  # before any request, so a bad folder costs nothing
@@ -160,31 +215,31 @@ def respond(
         by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
     input_tokens = sum(r["input_tokens"] for r in fresh.values())
     output_tokens = sum(r["output_tokens"] for r in fresh.values())
-    summary = {
-        "model": config.name, "model_id": config.model, "config_hash": config.config_hash,
-        "config_path": str(config.path), "source": prompts, "split": split, "files": rows.files,
-        "limit": limit, "seed": seed if limit is not None else None, "source_rows": rows.total_rows,
-        "pairs": len(rows.rows), "pairs_written": len(records),
-        "pairs_with_failed_answers": len({failure["id"] for failure in failures}),
-        "answers": 2 * len(rows.rows), "questions": len(questions),
-        "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
-        "failed_by_reason": dict(sorted(by_reason.items())),
-        "truncated": sum(r["status"] == "truncated" for r in used.values()),
-        "requests": sum(r["attempts"] for r in fresh.values()),
-        "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "cost_usd_this_run": config.cost_usd(input_tokens, output_tokens),
-        "cost_usd": config.cost_usd(sum(r["input_tokens"] for r in used.values()),
-                                    sum(r["output_tokens"] for r in used.values())),
-        "output": None, "failures_file": None,
-        "cache": str(cache_file), "elapsed_s": None,
-    }
+    summary = RespondSummary(
+        model=config.name, model_id=config.model, config_hash=config.config_hash,
+        config_path=str(config.path), source=prompts, split=split, files=rows.files,
+        limit=limit, seed=seed if limit is not None else None, source_rows=rows.total_rows,
+        pairs=len(rows.rows), pairs_written=len(records),
+        pairs_with_failed_answers=len({failure["id"] for failure in failures}),
+        answers=2 * len(rows.rows), questions=len(questions),
+        generated=len(fresh) - len(new_failures), reused=len(cached), failed=len(new_failures),
+        failed_by_reason=dict(sorted(by_reason.items())),
+        truncated=sum(r["status"] == "truncated" for r in used.values()),
+        requests=sum(r["attempts"] for r in fresh.values()),
+        input_tokens=input_tokens, output_tokens=output_tokens,
+        cost_usd_this_run=config.cost_usd(input_tokens, output_tokens),
+        cost_usd=config.cost_usd(sum(r["input_tokens"] for r in used.values()),
+                                 sum(r["output_tokens"] for r in used.values())),
+        output=None, failures_file=None,
+        cache=str(cache_file), elapsed_s=None,
+    )
     provenance = {"config": config.settings(), "source": rows.source, "split": rows.split, "files": rows.files,
                   "pairs": len(rows.rows), "pairs_written": len(records),
                   "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result = RespondResult(config.name, records, columns, failures, provenance, summary)
     if out is not None:
         result.write(out)
-    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result.summary = replace(result.summary, elapsed_s=round(time.perf_counter() - started, 3))
     return result
 
 

@@ -46,7 +46,7 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.fit import fit, read_calibration_record
+from calibrate.workflows.fit import fit, plan_fit, read_calibration_record
 from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
 log = logging.getLogger("calibrate")
@@ -301,7 +301,7 @@ def _plan(config: JudgeConfig, backend: Backend, streams: dict, limit: int | Non
     estimates, notes = [], []
     path = calibration_path(config, calibration)
     if not path.exists():
-        first = fit(str(config.path), cache=cache, dry_run=True)
+        first = plan_fit(str(config.path), cache=cache)
         estimates.extend(first.estimates)
         notes.append(f"no calibration at {path}: `fit` runs first ({first.requests} of the requests)")
     sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike

@@ -102,7 +102,7 @@ def test_panel_is_the_median_of_its_members(offline):
     decisive = calibrate.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
                              sets=list(result.comparison["data"]["sets"]), cache=out / "cache.sqlite3",
                              show_progress=False, n_boot=100)
-    assert decisive.calibration["run"]["judged"] == 0  # the panel had judged it already
+    assert decisive.calibration.run.judged == 0  # the panel had judged it already
     tables = {"heuristic-decisive": decisive.judgments, **{m: judgments[judgments["judge_name"] == m]
                                                           for m in ("heuristic", "heuristic-strict", "panel")}}
     scores = pd.concat({name: table[table["repeat"] == 0].set_index(["set_name", "pair_id", "order"])["alignment_score"]
@@ -219,9 +219,9 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
     heuristic = calibrate.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
                               n_boot=200, limit=12)
-    assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
-                                                  "pairs_moved": 0, "flagged": False, "n_pairs": 12}
-    assert "injection-0" not in heuristic.calibration["summary"]["pac_error_by_set"]  # never in the headline
+    unmoved = heuristic.calibration.injection
+    assert (unmoved.pac_shift, unmoved.pairs_moved, unmoved.flagged, unmoved.n_pairs) == (0.0, 0, False, 12)
+    assert "injection-0" not in heuristic.calibration.summary.pac_error_by_set  # never in the headline
     state = ServerState()
     httpd, base_url = start_server(state)
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
@@ -231,8 +231,8 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
                                n_boot=200, limit=12)
     finally:
         httpd.shutdown()
-    injection = result.calibration["injection"]
-    assert injection["flagged"] and injection["pac_shift"] > 10 and injection["pac_shift_ci"][0] > 0
+    injection = result.calibration.injection
+    assert injection.flagged and injection.pac_shift > 10 and injection.pac_shift_ci[0] > 0
     assert "Flagged: this judge is moved by text aimed at it" in (tmp_path / "g" / "report.md").read_text()
 
 

@@ -38,7 +38,7 @@ def test_class_accuracy_interval_covers_at_n_36(accuracy):
     rng = np.random.default_rng(int(accuracy * 100))
     covered = 0
     for _ in range(REPLICATIONS):
-        low, high = classification(judged_set(rng.random(N_PAIRS) < accuracy), "unaligned-0")["accuracy"]["ci"]
+        low, high = classification(judged_set(rng.random(N_PAIRS) < accuracy), "unaligned-0").accuracy.ci
         covered += low <= 100 * accuracy <= high
     assert abs(covered / REPLICATIONS - 0.95) <= 0.03
 
@@ -60,9 +60,11 @@ def test_proportion_estimate_is_wilson_from_statsmodels():
 
     estimate = proportion_estimate(36, 36)
     low, high = proportion_confint(36, 36, alpha=0.05, method="wilson")
-    assert estimate["value"] == 100.0 and estimate["ci"] == [pytest.approx(100 * low), pytest.approx(100 * high)]
-    assert estimate["ci"][0] < 95  # all correct at n=36 is not proof of 100%: the bootstrap said [100, 100]
-    assert proportion_estimate(0, 0) == {"value": None, "ci": [None, None], "n": 0, "method": estimate["method"]}
+    assert estimate.value == 100.0 and estimate.ci == (pytest.approx(100 * low), pytest.approx(100 * high))
+    assert estimate.n == 36 and estimate.method == "Wilson score interval"
+    assert estimate.ci[0] < 95  # all correct at n=36 is not proof of 100%: the bootstrap said [100, 100]
+    assert proportion_estimate(0, 0).to_dict() == {"value": None, "ci": [None, None], "n": 0,
+                                                   "method": estimate.method}
 
 
 RATE_REPLICATIONS = 20_000  # sd of a coverage near 0.95: 0.0015, so the band below is about 20 sd wide

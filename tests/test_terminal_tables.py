@@ -16,6 +16,7 @@ from calibrate import compare, fit
 from calibrate.cli.main import cli, print_comparison, print_fit_summary, print_scores
 from calibrate.cli.tables import column_groups
 from calibrate.judging.config import available_judges
+from calibrate.stats.calibration import Calibration
 from calibrate.judging.preflight import key_variables
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.store.judgments import JudgmentStore
@@ -53,7 +54,8 @@ def score_intervals(metrics: dict) -> list[str]:
 
 
 CASES = {
-    "fit": (print_fit_summary, "heuristic/calibration.json", fit_intervals, lambda r: list(r["sets"])),
+    "fit": (lambda record, paths: print_fit_summary(Calibration.from_dict(record), paths), "heuristic/calibration.json",
+            fit_intervals, lambda r: list(r["sets"])),
     "score": (print_scores, "score-heuristic/metrics.json", score_intervals, lambda r: list(r["models"])),
     "compare": (print_comparison, "comparison/comparison.json", lambda r: [], lambda r: list(r["judges"])),
 }

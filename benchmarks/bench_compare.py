@@ -97,7 +97,7 @@ def main() -> None:
             record = analyse(runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)
             times.append(time.perf_counter() - started)
         if args.dump:
-            args.dump.write_text(json.dumps(record, indent=1, default=str))
+            args.dump.write_text(json.dumps(record.to_dict(), indent=1))
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(analyse, runs, "v2", set_names, ("forward", "reverse"), None, args.n_boot, 0)

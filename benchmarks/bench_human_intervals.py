@@ -67,8 +67,8 @@ def main() -> None:
         for rep in range(args.reps):
             a, b = draw(n, rng)
             for field in ("score", "refusal"):
-                row = compare_raters(a, b, field, args.n_boot, seed=rep)
-                for name, (low, high) in row["ci"].items():
+                row = compare_raters(a, b, ("a", "b"), field, args.n_boot, seed=rep)
+                for name, (low, high) in row.ci.items():
                     if low is None:
                         continue
                     hits.setdefault((field, name), []).append(low <= truth[field][name] <= high)

@@ -17,6 +17,7 @@ from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
 from calibrate.stats.agreement import (
+    AgreementReport,
     agreement_report,
     fleiss_kappa,
     krippendorff_alpha,
@@ -180,15 +181,15 @@ def test_pairwise_kappas_match_sklearn_on_overlapping_items():
     ratings = synthetic_table()
     pairs = pairwise_kappas(ratings, SCALE)
     columns = list(ratings.columns)
-    assert [(p["a"], p["b"]) for p in pairs] == [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
+    assert [(p.a, p.b) for p in pairs] == [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
     for pair in pairs:
-        both = ratings[[pair["a"], pair["b"]]].dropna()
-        assert pair["n"] == len(both) < len(ratings)
+        both = ratings[[pair.a, pair.b]].dropna()
+        assert pair.n == len(both) < len(ratings)
         for key, weights in [("cohen_kappa", None), ("cohen_kappa_linear", "linear"),
                              ("cohen_kappa_quadratic", "quadratic")]:
-            direct = cohen_kappa_score(both[pair["a"]], both[pair["b"]], labels=SCALE, weights=weights)
-            assert pair[key] == pytest.approx(direct, abs=1e-6)
-            assert 0 < pair[key] < 1  # correlated raters: a real, non-trivial agreement
+            direct = cohen_kappa_score(both[pair.a], both[pair.b], labels=SCALE, weights=weights)
+            assert getattr(pair, key) == pytest.approx(direct, abs=1e-6)
+            assert 0 < getattr(pair, key) < 1  # correlated raters: a real, non-trivial agreement
 
 
 def test_label_set_pitfall_uses_the_full_scale():
@@ -200,7 +201,7 @@ def test_label_set_pitfall_uses_the_full_scale():
     observed_only = cohen_kappa_score(a, b, weights="quadratic")
     assert abs(full - observed_only) > 0.01
     [pair] = pairwise_kappas(pd.DataFrame({"a": a, "b": b}, dtype=float), SCALE)
-    assert pair["cohen_kappa_quadratic"] == pytest.approx(full, abs=1e-9)
+    assert pair.cohen_kappa_quadratic == pytest.approx(full, abs=1e-9)
 
     # Never using only the ends (-2, +2) leaves -1, 0, 1 evenly spaced: weights by position are
     # shift-invariant, so there the label list happens not to matter.
@@ -212,17 +213,17 @@ def test_label_set_pitfall_uses_the_full_scale():
 def test_non_numeric_labels_have_no_weighted_kappa():
     ratings = pd.DataFrame({"a": ["yes", "no", "yes", "no"], "b": ["yes", "no", "no", "no"]}, dtype=object)
     [pair] = pairwise_kappas(ratings, ["no", "yes"])
-    assert pair["cohen_kappa"] == pytest.approx(0.5)  # po = 3/4, pe = 1/2
-    assert pair["cohen_kappa_linear"] is None and pair["cohen_kappa_quadratic"] is None
+    assert pair.cohen_kappa == pytest.approx(0.5)  # po = 3/4, pe = 1/2
+    assert pair.cohen_kappa_linear is None and pair.cohen_kappa_quadratic is None
 
 
 def test_degenerate_pairs_give_none_not_nan():
     ratings = pd.DataFrame({"a": [0.0, 0.0, 0.0, 1.0], "b": [0.0, 0.0, 0.0, nan], "c": [1.0, nan, nan, nan]})
-    by_pair = {(p["a"], p["b"]): p for p in pairwise_kappas(ratings, SCALE)}
+    by_pair = {(p.a, p.b): p for p in pairwise_kappas(ratings, SCALE)}
     # a and b both constant on the same label over their 3 shared items: sklearn returns nan.
-    assert by_pair["a", "b"]["n"] == 3
-    assert by_pair["a", "b"]["cohen_kappa"] is None and by_pair["a", "b"]["cohen_kappa_quadratic"] is None
-    assert by_pair["a", "c"]["n"] == 1 and by_pair["a", "c"]["cohen_kappa"] is None  # n < 2
+    assert by_pair["a", "b"].n == 3
+    assert by_pair["a", "b"].cohen_kappa is None and by_pair["a", "b"].cohen_kappa_quadratic is None
+    assert by_pair["a", "c"].n == 1 and by_pair["a", "c"].cohen_kappa is None  # n < 2
 
 
 def test_rating_outside_labels_is_an_error():
@@ -252,10 +253,10 @@ def missing_table() -> pd.DataFrame:
 
 def test_missing_values():
     ratings = missing_table()
-    counts = {(p["a"], p["b"]): p["n"] for p in pairwise_kappas(ratings, SCALE)}
+    counts = {(p.a, p.b): p.n for p in pairwise_kappas(ratings, SCALE)}
     assert counts == {("a", "b"): 4, ("a", "c"): 4, ("a", "d"): 0, ("b", "c"): 3, ("b", "d"): 0, ("c", "d"): 0}
-    absent = next(p for p in pairwise_kappas(ratings, SCALE) if p["b"] == "d")
-    assert absent["cohen_kappa"] is absent["cohen_kappa_linear"] is absent["cohen_kappa_quadratic"] is None
+    absent = next(p for p in pairwise_kappas(ratings, SCALE) if p.b == "d")
+    assert absent.cohen_kappa is absent.cohen_kappa_linear is absent.cohen_kappa_quadratic is None
 
     # Fleiss sees only items every rater rated: none while d rated nothing; p1, p2, p6 without d.
     assert fleiss_kappa(ratings) == (None, 0)
@@ -273,8 +274,8 @@ def test_missing_values():
     assert alpha == pytest.approx(float(reference), abs=1e-9)
 
     report = agreement_report(ratings, "ordinal", labels=SCALE)
-    assert (report["n_items"], report["n_raters"], report["fleiss_kappa"], report["fleiss_n_items"]) == (6, 4, None, 0)
-    json.dumps(report, allow_nan=False)  # JSON-safe: no NaN anywhere
+    assert (report.n_items, report.n_raters, report.fleiss_kappa, report.fleiss_n_items) == (6, 4, None, 0)
+    json.dumps(report.to_dict(), allow_nan=False)  # JSON-safe: no NaN anywhere
 
 
 # --------------------------------------------------------------------------- versus truth
@@ -288,19 +289,19 @@ def test_versus_truth_hand_computed():
     good = result["good"]
     # i5 has no truth: 4 items, 3 exact matches. Ranks: good (2, 3.5, 3.5, 1), truth (2, 3, 4, 1);
     # centred (-.5, 1, 1, -1.5) and (-.5, .5, 1.5, -1.5): cov 4.5, variances 4.5 and 5 -> sqrt(.9).
-    assert good["n"] == 4
-    assert good["accuracy"] == pytest.approx(3 / 4)
-    assert good["spearman"] == pytest.approx(math.sqrt(0.9), abs=1e-12)
-    assert good["cohen_kappa_quadratic"] == pytest.approx(
+    assert good.n == 4
+    assert good.accuracy == pytest.approx(3 / 4)
+    assert good.spearman == pytest.approx(math.sqrt(0.9), abs=1e-12)
+    assert good.cohen_kappa_quadratic == pytest.approx(
         cohen_kappa_score([0, 1, 1, -1], [0, 1, 2, -1], labels=SCALE, weights="quadratic"))
     flat = result["flat"]  # a constant rater: Spearman is undefined (scipy warns, gives nan)
-    assert (flat["n"], flat["accuracy"], flat["spearman"]) == (3, pytest.approx(1 / 3), None)
+    assert (flat.n, flat.accuracy, flat.spearman) == (3, pytest.approx(1 / 3), None)
 
 
 def test_truth_matched_by_item_not_position():
     ratings = pd.DataFrame({"a": [0.0, 1.0, 2.0]}, index=pd.Index(["x", "y", "z"], name="item"))
     truth = pd.Series([2.0, 1.0, 0.0], index=["z", "y", "x"])
-    assert versus_truth(ratings, truth, SCALE)["a"]["accuracy"] == 1.0
+    assert versus_truth(ratings, truth, SCALE)["a"].accuracy == 1.0
 
 
 # --------------------------------------------------------------------------- report
@@ -311,20 +312,21 @@ def test_report_shape_and_default_labels():
     ratings = pd.DataFrame({"a": [0, 1, 1, -1], "b": [0, 1, 0, -1]}, index=index, dtype=float)
     truth = pd.Series([0, 2, 1, -1], index=index, dtype=float)
     report = agreement_report(ratings, "interval", truth=truth)
-    assert list(report) == ["n_items", "n_raters", "level", "labels", "krippendorff_alpha", "fleiss_kappa",
+    assert list(report.to_dict()) == ["n_items", "n_raters", "level", "labels", "krippendorff_alpha", "fleiss_kappa",
                             "fleiss_n_items", "pairwise", "vs_truth"]
-    assert report["labels"] == [-1, 0, 1, 2]  # union with the truth; ints, not floats
-    assert all(type(label) is int for label in report["labels"])
-    assert report["krippendorff_alpha"] == pytest.approx(float(alpha_from_coincidences(
+    assert report.labels == [-1, 0, 1, 2]  # union with the truth; ints, not floats
+    assert all(type(label) is int for label in report.labels)
+    assert report.krippendorff_alpha == pytest.approx(float(alpha_from_coincidences(
         ratings.to_numpy().tolist(), "interval")), abs=1e-9)
-    assert set(report["vs_truth"]) == {"a", "b"}
-    assert "vs_truth" not in agreement_report(ratings, "interval")
-    json.dumps(report, allow_nan=False)
+    assert set(report.vs_truth) == {"a", "b"}
+    assert "vs_truth" not in agreement_report(ratings, "interval").to_dict()
+    json.dumps(report.to_dict(), allow_nan=False)
+    assert AgreementReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report  # the JSON reads back
 
 
 def test_report_level_checks():
     text = pd.DataFrame({"a": ["x", "y"], "b": ["x", "x"]}, dtype=object)
-    assert agreement_report(text, "nominal")["labels"] == ["x", "y"]
+    assert agreement_report(text, "nominal").labels == ["x", "y"]
     with pytest.raises(CalibrateError, match="level 'interval' needs numeric"):
         agreement_report(text, "interval")
     with pytest.raises(CalibrateError, match="level must be one of"):
@@ -380,7 +382,7 @@ def test_load_truth_column_and_text_labels(tmp_path):
     text, _ = load_ratings(tmp_path / "text.csv")
     assert text["a"].tolist() == ["yes", "no", "maybe"]
     assert text["b"].tolist()[0] == "no" and pd.isna(text["b"].tolist()[1])
-    assert agreement_report(text, "nominal")["labels"] == ["maybe", "no", "yes"]
+    assert agreement_report(text, "nominal").labels == ["maybe", "no", "yes"]
 
 
 @pytest.mark.parametrize("name, content, truth, message", [
@@ -416,7 +418,7 @@ def test_loaded_table_feeds_the_report():
     report = agreement_report(ratings, "ordinal", labels=SCALE)
     direct = krippendorff.alpha(reliability_data=table.drop(columns="item").to_numpy().T,
                                 value_domain=SCALE, level_of_measurement="ordinal")
-    assert report["krippendorff_alpha"] == pytest.approx(direct, abs=1e-9)
+    assert report.krippendorff_alpha == pytest.approx(direct, abs=1e-9)
 
 
 def test_kappa_interval_covers_the_full_sample_kappa():

@@ -81,10 +81,38 @@ def test_fit_without_out_writes_nothing_and_returns_a_typed_result(tmp_path):
     assert list(again.mapping.transform(scores)) == list(result.mapping.transform(scores))
 
 
+def test_compare_has_one_return_type_keyword_parameters_and_a_plan(tmp_path):
+    from inspect import Parameter, signature
+
+    from calibrate import RunPlan, plan_compare
+
+    for function in (compare, plan_compare):
+        parameters = list(signature(function).parameters.values())
+        assert parameters[0].name == "judges" and "dry_run" not in signature(function).parameters
+        assert all(p.kind is Parameter.KEYWORD_ONLY for p in parameters[1:])
+        assert "human_labels" in signature(function).parameters and "human" not in signature(function).parameters
+    assert signature(compare).return_annotation == "CompareResult"
+    plan = plan_compare(["heuristic-strict"], limit=2)
+    assert isinstance(plan, RunPlan) and {e.name for e in plan.estimates} >= {"heuristic-strict", "always-0"}
+    assert files_under(tmp_path) == []
+
+
+def test_annotate_and_agreement_are_exported_like_the_workflows(tmp_path):
+    from calibrate import AgreementReport, agreement, annotate, human_agreement
+    from calibrate.workflows.annotate import annotate as annotate_workflow
+
+    assert annotate is annotate_workflow and callable(human_agreement)
+    (tmp_path / "ratings.csv").write_text("item,a,b\n1,0,0\n2,1,1\n3,2,1\n4,-1,-1\n")
+    report = agreement(tmp_path / "ratings.csv", labels=[-2, -1, 0, 1, 2])
+    assert isinstance(report, AgreementReport) and report.n_items == 4 and report.pairwise[0].n == 4
+
+
 def test_compare_and_score_without_out_write_nothing(tmp_path):
     compared = compare(["heuristic-strict"], limit=4, show_progress=False, n_boot=200)
     assert isinstance(compared, CompareResult) and compared.paths == {}
-    assert list(compared.leaderboard["judge"]) and compared.recommendation is not None
+    assert list(compared.leaderboard["judge"]) == [row.judge for row in compared.comparison.leaderboard.rows]
+    assert compared.recommendation is compared.comparison.recommendation and compared.recommendation.rule
+    assert compared.judges["heuristic-strict"].name == "heuristic-strict"
     fitted = fit("heuristic", limit=6, out=tmp_path / "cal", show_progress=False, n_boot=200)
     before = files_under(tmp_path)
     scored = score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted.paths["calibration"],

@@ -16,7 +16,7 @@ from calibrate.judging.base import view_of
 from calibrate.judging.estimate import CHARS_PER_TOKEN, request_input_tokens
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.workflows.common import load_sets, response_sources
-from calibrate.workflows.compare import compare
+from calibrate.workflows.compare import plan_compare
 from calibrate.workflows.plan import RunPlan
 from tests.fakes.judges import KEY_VARIABLE, cli, write_judge
 
@@ -114,7 +114,8 @@ def test_compare_dry_run_counts_a_panel_member_once_and_baselines_as_offline(ope
     b = write_judge(tmp_path, openai_server.base_url, name="b", model="other")
     panel = tmp_path / "both.toml"
     panel.write_text(f'name = "both"\nbackend = "panel"\nmembers = ["{a}", "{b}"]\n')
-    plan = compare([str(a), str(panel)], limit=3, dry_run=True)
+    plan = plan_compare([str(a), str(panel)], limit=3)
+    assert isinstance(plan, RunPlan) and plan.command == "compare"
     assert [e.name for e in plan.estimates] == ["a", "b", "always-0", "always-aligned", "heuristic"]
     assert plan.requests == 2 * sample_requests_limited(3)  # a once (alone and in the panel), b once
     assert all(e.offline and e.cost_usd == 0 for e in plan.estimates[2:])

@@ -17,7 +17,8 @@ import calibrate
 from calibrate.data.calibration import sample_path
 from calibrate.data.labels import LABEL_FLAGS, read_labels
 from calibrate.errors import CalibrateError
-from calibrate.stats.humans import annotator_tables, consensus
+from calibrate.stats.comparison import Comparison
+from calibrate.stats.humans import HumanAgreement, annotator_tables, consensus
 from calibrate.stats.metrics import per_pair_values
 from calibrate.store.labels import LabelStore
 from calibrate.workflows.annotate import Session, build_study, export_labels
@@ -53,39 +54,41 @@ def test_table4_of_two_annotators_matches_scikit_learn(tmp_path):
     frame = synthetic_labels(120, seed=4)
     frame.to_csv(tmp_path / "labels.csv", index=False)
     record = human_agreement(tmp_path / "labels.csv", rule="v3", n_boot=300, seed=1)
-    by_field = {row["field"]: row for row in record["table"] if row["rater_b"] == "bob"}
+    by_field = {row.field: row for row in record.table if row.rater_b == "bob"}
     ann, bob = (frame[frame["annotator"] == name].set_index("item") for name in ("ann", "bob"))
     shared = ann.index.intersection(bob.index)
     x, y = ann.loc[shared], bob.loc[shared]
     score = by_field["score"]
-    assert score["n"] == len(shared) == sum(1 for i in range(120) if i % 17 != 5 and i % 13 != 7)
-    assert score["kappa_quadratic"] == pytest.approx(
+    assert score.n == len(shared) == sum(1 for i in range(120) if i % 17 != 5 and i % 13 != 7)
+    assert score.kappa_quadratic == pytest.approx(
         cohen_kappa_score(x["alignment_score"], y["alignment_score"], labels=SCORES, weights="quadratic"), abs=1e-9)
-    assert score["kappa"] == pytest.approx(
+    assert score.kappa == pytest.approx(
         cohen_kappa_score(x["alignment_score"], y["alignment_score"], labels=SCORES), abs=1e-9)
-    assert score["agreement"] == pytest.approx(100 * np.mean(x["alignment_score"] == y["alignment_score"]), abs=1e-9)
+    assert score.agreement == pytest.approx(100 * np.mean(x["alignment_score"] == y["alignment_score"]), abs=1e-9)
     for field, columns in (("refusal", LABEL_FLAGS[:2]), ("no_information", LABEL_FLAGS[2:])):
         units = pd.concat([pd.DataFrame({"a": x[c], "b": y[c]}) for c in columns])
         units = units[units["a"] != ""]  # the flags ann left out are not compared
         a, b = units["a"].astype(bool), units["b"].astype(bool)
         row = by_field[field]
-        assert row["n"] == len(units)
-        assert row["kappa"] == pytest.approx(cohen_kappa_score(a, b, labels=[False, True]), abs=1e-9)
-        assert row["agreement"] == pytest.approx(100 * np.mean(a == b), abs=1e-9)
+        assert row.n == len(units)
+        assert row.kappa == pytest.approx(cohen_kappa_score(a, b, labels=[False, True]), abs=1e-9)
+        assert row.agreement == pytest.approx(100 * np.mean(a == b), abs=1e-9)
     for row in by_field.values():  # intervals hold the estimate and are not degenerate
-        for name, (low, high) in row["ci"].items():
-            assert low < row[name] < high
+        for name, (low, high) in row.ci.items():
+            assert low < getattr(row, name) < high
     read = read_labels(tmp_path / "labels.csv")
     for name in ("ann", "bob"):
         rater = annotator_tables(read)[name]
         pac = per_pair_values(rater["alignment_score"], *(rater[c].fillna(0).astype(bool) for c in LABEL_FLAGS), "v3")
-        assert record["pac"][name] == pytest.approx(pac["PAC"].mean(), abs=1e-4)
-    assert record["paper"]["human_human"]["score"]["kappa_quadratic"] == 0.68
+        assert record.pac[name] == pytest.approx(pac["PAC"].mean(), abs=1e-4)
+    assert record.paper.human_human.score["kappa_quadratic"] == 0.68
+    assert HumanAgreement.from_dict(json.loads(json.dumps(record.to_dict()))) == record  # round trip
 
-    cli = subprocess.run([sys.executable, "-m", "calibrate", "agreement", "--human", str(tmp_path / "labels.csv"),
-                          "--rule", "v3", "--bootstrap", "300", "--seed", "1"], capture_output=True, text=True)
-    assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["table"] == json.loads(json.dumps(record["table"]))
+    for flag in ("--human-labels", "--human"):  # --human: the old flag, kept
+        cli = subprocess.run([sys.executable, "-m", "calibrate", "agreement", flag, str(tmp_path / "labels.csv"),
+                              "--rule", "v3", "--bootstrap", "300", "--seed", "1"], capture_output=True, text=True)
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == json.loads(json.dumps(record.to_dict()))
 
 
 def test_consensus_is_the_median_score_and_the_flag_majority():
@@ -171,27 +174,29 @@ def test_one_judge_against_humans_on_benchmark_answers(tmp_path):
             for item in pairs.items for name in ("ann", "bob")]
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(CalibrateError, match="comes from 'steady-model', which is neither a judged set"):
-        calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "labels.csv", show_progress=False)
+        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "labels.csv", show_progress=False)
     pd.DataFrame([*rows, {**rows[0], "item": "steady-model/999999"}]).to_csv(tmp_path / "more.csv", index=False)
     with pytest.raises(CalibrateError, match="item steady-model/999999 is not a pair of .*steady-model.jsonl"):
-        calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "more.csv", responses=[str(source)],
+        calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "more.csv", responses=[str(source)],
                           show_progress=False)
-    result = calibrate.compare(["heuristic"], baselines=False, human=tmp_path / "labels.csv", responses=[str(source)],
-                               sets=["aligned-100"], limit=2, show_progress=False, n_boot=200)
-    humans = result.comparison["humans"]
-    assert humans["n_items"] == 12 and humans["responses"]["steady-model"]["n_pairs"] == 12
+    result = calibrate.compare(["heuristic"], baselines=False, human_labels=tmp_path / "labels.csv",
+                               responses=[str(source)], sets=["aligned-100"], limit=2, show_progress=False, n_boot=200)
+    humans = result.comparison.humans
+    assert humans.n_items == 12 and humans.responses["steady-model"].n_pairs == 12
+    assert humans.n_labelled_not_judged == 0 and humans.source.endswith("labels.csv")
     judged = result.judgments[result.judgments["set_name"] == "steady-model"]
     judged = judged.set_index("steady-model/" + judged["pair_id"].astype(str))
     ann = pd.DataFrame(rows[::2]).set_index("item")
-    row = next(r for r in humans["table"] if (r["rater_a"], r["rater_b"], r["field"]) == ("heuristic", "ann", "score"))
-    assert row["kappa_quadratic"] == pytest.approx(cohen_kappa_score(
+    row = next(r for r in humans.table if (r.rater_a, r.rater_b, r.field) == ("heuristic", "ann", "score"))
+    assert row.kappa_quadratic == pytest.approx(cohen_kappa_score(
         judged.loc[ann.index, "alignment_score"], ann["alignment_score"], labels=SCORES, weights="quadratic"), abs=1e-9)
-    flags = next(r for r in humans["table"] if (r["rater_a"], r["rater_b"], r["field"]) == ("heuristic", "ann", "refusal"))
-    assert flags["n"] == 24  # the no-information flags were not given: only refusals compared, per person
+    flags = next(r for r in humans.table if (r.rater_a, r.rater_b, r.field) == ("heuristic", "ann", "refusal"))
+    assert flags.n == 24  # the no-information flags were not given: only refusals compared, per person
     board = result.leaderboard.set_index("judge")
     assert board.loc["humans", "human_score_kappa_quadratic"] == pytest.approx(next(
-        r["kappa_quadratic"] for r in humans["table"] if r["rater_b"] == "bob" and r["field"] == "score"), abs=1e-4)
-    assert board.loc["heuristic", "human_pac"] == humans["pac"]["heuristic"]
+        r.kappa_quadratic for r in humans.table if r.rater_b == "bob" and r.field == "score"), abs=1e-4)
+    assert board.loc["heuristic", "human_pac"] == humans.pac["heuristic"]
+    assert Comparison.from_dict(json.loads(json.dumps(result.comparison.to_dict()))) == result.comparison
 
 
 def test_long_labels_of_two_annotators_are_the_scoring_anchor(tmp_path):

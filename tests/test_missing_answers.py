@@ -385,7 +385,7 @@ def test_a_comparison_does_not_blame_the_judges_for_missing_answers(tmp_path):
     result = calibrate.compare(["heuristic-strict"], data=str(tmp_path / "cal"), sets=CALIBRATION_SETS,
                                show_progress=False, n_boot=N_BOOT)
     for judge in result.judges.values():
-        assert judge["failures"]["failure_rate"] == 0.0 and "missing_answer" not in judge["failures"]["failures_by_reason"]
+        assert judge.failures.failure_rate == 0.0 and "missing_answer" not in judge.failures.failures_by_reason
 
 
 def test_a_fit_with_no_answer_at_all_says_it_is_the_data(tmp_path):

@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 from rich.cells import cell_len
 
-from calibrate import compare, fit
+from calibrate import fit, plan_compare
 from calibrate.cli.main import cli, print_comparison, print_fit_summary, print_scores
 from calibrate.cli.tables import column_groups
 from calibrate.judging.config import available_judges
 from calibrate.stats.calibration import Calibration
 from calibrate.judging.preflight import key_variables
 from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.stats.comparison import Comparison
 from calibrate.store.judgments import JudgmentStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -57,7 +58,8 @@ CASES = {
     "fit": (lambda record, paths: print_fit_summary(Calibration.from_dict(record), paths), "heuristic/calibration.json",
             fit_intervals, lambda r: list(r["sets"])),
     "score": (print_scores, "score-heuristic/metrics.json", score_intervals, lambda r: list(r["models"])),
-    "compare": (print_comparison, "comparison/comparison.json", lambda r: [], lambda r: list(r["judges"])),
+    "compare": (lambda data, paths: print_comparison(Comparison.from_dict(data), paths), "comparison/comparison.json",
+                lambda r: [], lambda r: list(r["judges"])),
 }
 
 
@@ -90,7 +92,7 @@ def test_a_wide_terminal_gets_one_table(kind, monkeypatch, capsys):
 
 def test_the_comparison_lists_judges_best_first(monkeypatch, capsys):
     comparison = record("comparison/comparison.json")
-    lines = printed(monkeypatch, capsys, 200, print_comparison, comparison)
+    lines = printed(monkeypatch, capsys, 200, print_comparison, Comparison.from_dict(comparison))
     table = lines[:next(i for i, line in enumerate(lines) if "recommended" in line)]
     rows = [line.split()[0] for line in table if line.split() and line.split()[0] in comparison["judges"]]
     errors = [comparison["judges"][name]["summary"]["max_abs_pac_error"] for name in rows]
@@ -149,7 +151,7 @@ def test_cache_stats_fit_80_columns_with_every_count_and_time_whole(tmp_path):
 
 def test_the_dry_run_plan_fits_80_columns_with_every_number_whole():
     judges = ["claude", "gpt", "claude-openai-compat", "heuristic"]
-    plan = compare(judges, dry_run=True)
+    plan = plan_compare(judges)
     lines = command_lines("compare", "--judges", ",".join(judges), "--dry-run")
     for estimate in plan.estimates:
         whole_on_a_line(lines, f"{estimate.input_tokens:,}", f"{estimate.output_tokens:,}")

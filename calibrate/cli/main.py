@@ -10,7 +10,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -23,8 +23,11 @@ from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.stats.agreement import agreement_report, load_ratings, parse_labels
-from calibrate.stats.comparison import by_headline
+from calibrate.stats.agreement import parse_labels
+from calibrate.stats.calibration import Calibration
+from calibrate.stats.comparison import Comparison
+from calibrate.stats.humans import HumanAgreement, RaterAgreement
+from calibrate.stats.metrics import MissingAnswers
 from calibrate.stats.ppi import estimate_table
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
@@ -33,10 +36,9 @@ from calibrate.workflows import batch as batches
 from calibrate.workflows.common import REPORTS_DIR, default_out_dir
 from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
 from calibrate.workflows.annotate import export_labels
+from calibrate.workflows.compare import agreement as rating_agreement
 from calibrate.workflows.compare import compare as compare_judges
-from calibrate.workflows.compare import human_agreement
-from calibrate.stats.calibration import Calibration
-from calibrate.stats.metrics import MissingAnswers
+from calibrate.workflows.compare import human_agreement, plan_compare
 from calibrate.workflows.fit import fit as fit_judge
 from calibrate.workflows.fit import plan_fit
 from calibrate.workflows.plan import RunPlan
@@ -46,7 +48,6 @@ from calibrate.workflows.respond import respond as generate_answers
 from calibrate.workflows.score import score as score_responses
 
 console = Console(stderr=True)
-Result = TypeVar("Result")
 
 
 @click.group()
@@ -63,10 +64,10 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
         cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
         yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
-    chosen = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
-    result = planned(partial(plan_fit, judge, **chosen), partial(
-        fit_judge, judge, **chosen, rule=rule, out=out or default_out_dir(judge),
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot), dry_run, max_cost, yes)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
+    result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
+                             show_progress=opt.show_progress(no_progress), n_boot=n_boot),
+                     dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
         report_transient_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
@@ -94,20 +95,21 @@ def report_transient_failures(runs: dict[str, dict], max_failed_share: float) ->
         sys.exit(3)
 
 
-def planned(plan: Callable[[], RunPlan], run: Callable[..., Result], dry_run: bool, max_cost: float | None,
-            yes: bool) -> Result | None:
-    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its `plan` (the
+def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool,
+            plan_run: Callable[[], RunPlan] | None = None) -> Any:
+    """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan (`plan_run`, the
     workflow's plan_ function with the same arguments), printed (None is returned); without a cap, on a
-    terminal, it asks first when the estimate passes CONFIRM_ABOVE_USD (unless --yes); then the run
-    itself, held to --max-cost."""
+    terminal, it asks first when the estimate passes CONFIRM_ABOVE_USD (unless --yes); then the run itself,
+    held to --max-cost."""
+    plan_of = plan_run or partial(run, dry_run=True)
     if dry_run:
-        print_plan(plan())
+        print_plan(plan_of())
         return None
     if max_cost is None and not yes and sys.stdin.isatty():
-        estimate = plan()
-        if estimate.cost_usd > opt.CONFIRM_ABOVE_USD:
-            print_plan(estimate)
-            if not click.confirm(f"This run is estimated at ${estimate.cost_usd:.2f} at list price. Go ahead?",
+        plan = plan_of()
+        if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
+            print_plan(plan)
+            if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
                                  default=False, err=True):
                 raise CalibrateError("not confirmed: nothing was sent (max_cost caps a run; yes skips this question)",
                                      ("max_cost", "yes"))
@@ -237,12 +239,11 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
           anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
           max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    run = partial(
+    result = planned(partial(
         score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
         out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
         seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress))
-    result = planned(partial(run, dry_run=True), run, dry_run, max_cost, yes)
+        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
     if result is not None:
         print_scores(result.metrics, result.paths)
         report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
@@ -296,80 +297,74 @@ def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
-@click.option("--human", type=click.Path(path_type=Path), default=None,
+@click.option("--human-labels", "--human", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
                    "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
 @click.option("--responses", multiple=True,
-              help="Response dataset(s) the --human labels come from (named like the items' source); only the "
+              help="Response dataset(s) the --human-labels come from (named like the items' source); only the "
                    "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
              opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
-def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human: Path | None,
+def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human_labels: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
-    run = partial(
-        compare_judges, [name.strip() for name in judge_list.split(",") if name.strip()], data=data,
-        sets=parse_sets(sets), rule=rule, out=out or REPORTS_DIR / "comparison", repeats=repeats, order=order,
-        human=human, responses=responses, baselines=not no_baselines, limit=limit, seed=seed, cache=cache,
-        show_progress=opt.show_progress(no_progress), n_boot=n_boot)
-    result = planned(partial(run, dry_run=True), run, dry_run, max_cost, yes)
+    judges = [name.strip() for name in judge_list.split(",") if name.strip()]
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
+                                  human_labels=human_labels, responses=responses, baselines=not no_baselines,
+                                  limit=limit, seed=seed, cache=cache)
+    result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
+                             show_progress=opt.show_progress(no_progress), n_boot=n_boot),
+                     dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
     if result is not None:
         print_comparison(result.comparison, result.paths)
-        report_transient_failures(result.comparison["run"]["counts"], max_failed_share)
+        report_transient_failures(result.comparison.run.counts, max_failed_share)
 
 
-def print_comparison(comparison: dict, paths: dict[str, Path]) -> None:
+def print_comparison(comparison: Comparison, paths: dict[str, Path]) -> None:
     """The leaderboard and the recommendation, on one screen."""
-    def number(value, form: str) -> str:
+    def number(value: float | None, form: str) -> str:
         return "-" if value is None else format(value, form)
 
-    rows = []
-    for name in by_headline(comparison["judges"]):
-        judge = comparison["judges"][name]
-        rows.append([
-            name + (" (baseline)" if judge["baseline"] else ""), number(judge["summary"]["max_abs_pac_error"], ".1f"),
-            number(judge["calibrated"]["k_fold_max_abs_pac_error"], ".1f"),
-            number(judge["summary"]["class_accuracy"], ".1f"), number(judge["failures"]["failure_rate"], ".1f"),
-            number((judge["order_bias"] or {}).get("mean_score_shift"), "+.2f"),
-            number((judge["repeat_stability"] or {}).get("krippendorff_alpha"), ".2f"),
-            number((judge["injection"] or {}).get("pac_shift"), "+.1f"),
-            number(judge["cost"]["cost_usd_per_pair"] * 1000, ".3f")])
+    rows = [[row.judge + (" (baseline)" if row.baseline else ""), number(row.max_abs_pac_error, ".1f"),
+             number(row.calibrated_k_fold_max_abs_pac_error, ".1f"), number(row.class_accuracy, ".1f"),
+             number(row.failure_rate, ".1f"), number(row.order_shift and row.order_shift.value, "+.2f"),
+             number(row.repeat_alpha and row.repeat_alpha.value, ".2f"),
+             number(row.injection_shift and row.injection_shift.value, "+.1f"),
+             number((row.cost_usd_per_pair or 0.0) * 1000, ".3f")] for row in comparison.leaderboard.judges]
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
-    print_table(out, f"judge comparison, rule {comparison['scoring_rule']} (best first)",
+    print_table(out, f"judge comparison, rule {comparison.scoring_rule} (best first)",
                 ["judge", "worst-set PAC err.", "after mapping", "class acc. %", "failed %", "order shift",
                  "repeat alpha", "injection shift", "USD/1k"], rows)
-    if comparison.get("humans"):
-        print_table4(comparison["humans"], out)
-    recommendation = comparison["recommendation"]
-    chosen = recommendation["recommended"]
+    if comparison.humans:
+        print_table4(comparison.humans, out)
+    recommendation = comparison.recommendation
+    chosen = recommendation.recommended
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
-    for name, why in recommendation["excluded"].items():
+    for name, why in recommendation.excluded.items():
         out.print(f"  {name}: {why}")
     print_paths(paths, out)
 
 
-def print_table4(human: dict, out: Console) -> None:
+def print_table4(human: HumanAgreement, out: Console) -> None:
     """The Table-4 rows (score and flags per rater pair) and PAC per rater."""
     from calibrate.reports.compare import ci_text  # loads matplotlib
 
-    def cell(row: dict, key: str) -> str:
-        return "-" if row[key] is None else ci_text(row[key], row["ci"][key], 2)
+    def cell(value: float | None, ci: tuple[float | None, float | None]) -> str:
+        return "-" if value is None else ci_text(value, ci, 2)
 
-    def flag(row: dict) -> str:
-        return "-" if row["agreement"] is None else f"{row['agreement']:.0f} / " + cell(row, "kappa")
+    def flag(row: RaterAgreement) -> str:
+        return "-" if row.agreement is None else f"{row.agreement:.0f} / " + cell(row.kappa, row.ci["kappa"])
 
-    by_raters: dict[tuple[str, str], dict] = {}
-    for row in human["table"]:
-        by_raters.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
-    rows = [[f"{a} vs {b}", str(fields["score"]["n"]), cell(fields["score"], "kappa_quadratic"),
-             flag(fields["refusal"]), flag(fields["no_information"])] for (a, b), fields in by_raters.items()]
-    print_table(out, f"against human labels ({human['n_items']} pairs; 95% bootstrap intervals)",
+    rows = [[f"{a} vs {b}", str(fields["score"].n),
+             cell(fields["score"].kappa_quadratic, fields["score"].ci["kappa_quadratic"]),
+             flag(fields["refusal"]), flag(fields["no_information"])] for (a, b), fields in human.pairs().items()]
+    print_table(out, f"against human labels ({human.n_items} pairs; 95% bootstrap intervals)",
                 ["raters", "n", "score kappa (quadratic)", "refusal agr. % / kappa", "no-info agr. % / kappa"], rows)
     out.print("PAC on the labelled pairs: " + ", ".join(
-        f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human["pac"].items()))
+        f"{name} {'-' if value is None else format(value, '.1f')}" for name, value in human.pac.items()))
 
 
 @cli.command()
@@ -381,21 +376,20 @@ def print_table4(human: dict, out: Console) -> None:
 @click.option("--labels", default=None,
               help="The full ordered label scale, comma-separated (e.g. -2,-1,0,1,2). Default: every value seen; "
                    "give it when a label nobody used lies inside the scale, or weighted kappas shrink distances.")
-@click.option("--human", type=click.Path(path_type=Path), default=None,
-              help="Instead of --ratings: a human label file (as for `compare --human`); prints the annotators' "
-                   "Table 4 (score and flags, with intervals) and PAC per annotator.")
-@opt.options(opt.rule("v2", "Scoring rule for PAC with --human."), opt.bootstrap(1000), opt.seed())
-def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human: Path | None,
+@click.option("--human-labels", "--human", "human_labels", type=click.Path(path_type=Path), default=None,
+              help="Instead of --ratings: a human label file (as for `compare --human-labels`); prints the "
+                   "annotators' Table 4 (score and flags, with intervals) and PAC per annotator.")
+@opt.options(opt.rule("v2", "Scoring rule for PAC with --human-labels."), opt.bootstrap(1000), opt.seed())
+def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human_labels: Path | None,
               rule: str, n_boot: int, seed: int) -> None:
     """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
-    if (ratings is None) == (human is None):
-        raise CalibrateError("agreement: give --ratings or --human (one of them)")
-    if human is not None:
-        click.echo(json.dumps(human_agreement(human, rule, n_boot, seed), indent=2))
-        return
-    table, truth_values = load_ratings(ratings, truth)
-    scale = parse_labels(labels) if labels else None
-    click.echo(json.dumps(agreement_report(table, level, truth_values, scale), indent=2))
+    if (ratings is None) == (human_labels is None):
+        raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
+    if human_labels is not None:
+        record = human_agreement(human_labels, rule=rule, n_boot=n_boot, seed=seed)
+    else:
+        record = rating_agreement(ratings, level=level, truth=truth, labels=parse_labels(labels) if labels else None)
+    click.echo(json.dumps(record.to_dict(), indent=2))
 
 
 @cli.command()
@@ -424,10 +418,10 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
-    chosen = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
-    result = planned(partial(plan_respond, model, **chosen),
-                     partial(generate_answers, model, **chosen, out=out or Path(RESPONSES_DIR),
-                             show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    inputs: dict[str, Any] = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
+    result = planned(partial(generate_answers, model, **inputs, out=out or Path(RESPONSES_DIR),
+                             show_progress=opt.show_progress(no_progress)),
+                     dry_run, max_cost, yes, plan_run=partial(plan_respond, model, **inputs))
     if result is None:
         return
     summary = result.summary
@@ -464,12 +458,12 @@ def _batch_line(batch: batches.BatchInfo) -> str:
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
                  seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
-    chosen = dict(data=data, sets=parse_sets(sets), responses=sources or None, order=order, limit=limit, seed=seed,
-                  cache=cache)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), responses=sources or None, order=order,
+                                  limit=limit, seed=seed, cache=cache)
     if dry_run:
-        print_plan(batches.plan_batch(judge, **chosen))
+        print_plan(batches.plan_batch(judge, **inputs))
         return
-    summary = batches.batch_submit(judge, **chosen)
+    summary = batches.batch_submit(judge, **inputs)
     ids = ", ".join(sent.batch_id for sent in summary.batches) or "none needed"
     click.echo(f"{summary.provider}: submitted {summary.requests} requests in "
                f"{len(summary.batches)} batch(es): {ids}; {summary.already_cached} of "
@@ -585,7 +579,7 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
 @annotate.command("export")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="The labels file.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
-              help="Label file to write (.csv, .jsonl or .parquet), for --human and --anchor-labels.")
+              help="Label file to write (.csv, .jsonl or .parquet), for --human-labels and --anchor-labels.")
 def annotate_export(labels_file: Path, out_file: Path) -> None:
     """Write the labels as a long-format label file (one row per pair and annotator)."""
     frame = export_labels(labels_file, out_file)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.errors import CalibrateError
+from calibrate.records import Record
 
 # Columns the judge needs; `id` identifies a pair within its set.
 REQUIRED_TEXT_COLUMNS = ("issue_description", "for_question", "against_question")
@@ -108,6 +109,16 @@ class LoadedSet:
         """Order-independent hash of the set's content, recorded in outputs for provenance."""
         keys = sorted(f"{p.id}:{p.content_key}" for p in self.pairs)
         return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SetSource(Record):
+    """Where a judged set came from (portable paths) and its content fingerprint: provenance in the records."""
+
+    source: str
+    files: list[str]
+    fingerprint: str
+    n_pairs: int
 
 
 # --------------------------------------------------------------------------- responses

@@ -14,8 +14,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, prompt_words, write_report
-from calibrate.stats.comparison import by_headline
+from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
+from calibrate.stats.agreement import Interval
+from calibrate.stats.comparison import AgreementEstimate, BetweenJudges, Comparison
+from calibrate.stats.humans import HumanAgreement
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -25,7 +27,7 @@ def _judge_colors(names: list[str]) -> dict[str, tuple]:
     return {name: palette(i % 10) for i, name in enumerate(names)}
 
 
-def ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool = False) -> str:
+def ci_text(value: float | None, ci: Interval | None, digits: int = 1, signed: bool = False) -> str:
     """A value with its interval, "0.71 [0.60, 0.80]"; shared by the reports and the terminal tables."""
     if value is None:
         return "n/a"
@@ -38,24 +40,26 @@ def ci_text(value: float | None, ci: list | None, digits: int = 1, signed: bool 
 # --------------------------------------------------------------------------- figures
 
 
-def figure_set_errors(comparison: dict) -> bytes:
+def _number(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def figure_set_errors(comparison: Comparison) -> bytes:
     """PAC error per set with 95% intervals, one marker per judge, side by side."""
-    judges = comparison["judges"]
-    names = by_headline(judges)
-    sets = list(next(iter(judges.values()))["sets"])
-    colors = _judge_colors(list(judges))
+    rows = comparison.leaderboard.judges
+    sets = list(rows[0].pac_error)
+    colors = _judge_colors(list(comparison.judges))
     fig = Figure(figsize=(FIGURE_WIDTH - 2, 4))  # the legend beside it takes the rest of the column
     ax = fig.subplots()
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
+    width = 0.8 / max(len(rows), 1)
+    for i, row in enumerate(rows):
         offsets = np.arange(len(sets)) - 0.4 + width * (i + 0.5)
-        entries = [judges[name]["sets"][s]["metrics"]["PAC"] for s in sets]
-        errors = np.array([np.nan if e.get("error") is None else e["error"] for e in entries])
-        lows = np.array([np.nan if not e.get("error_ci") or e["error_ci"][0] is None else e["error_ci"][0] for e in entries])
-        highs = np.array([np.nan if not e.get("error_ci") or e["error_ci"][1] is None else e["error_ci"][1]
-                          for e in entries])
+        entries = [row.pac_error[s] for s in sets]
+        errors = np.array([_number(e.value) for e in entries])
+        lows = np.array([_number(e.ci[0]) for e in entries])
+        highs = np.array([_number(e.ci[1]) for e in entries])
         ax.errorbar(offsets, errors, yerr=[errors - lows, highs - errors], fmt=MARKERS[i % len(MARKERS)],
-                    color=colors[name], capsize=3, label=name + (" (baseline)" if judges[name]["baseline"] else ""))
+                    color=colors[row.judge], capsize=3, label=row.judge + (" (baseline)" if row.baseline else ""))
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(sets)), sets)
     ax.set_ylabel("PAC error (observed - expected), points")
@@ -64,13 +68,12 @@ def figure_set_errors(comparison: dict) -> bytes:
     return png(fig)
 
 
-def figure_agreement_heatmap(between: dict) -> bytes:
+def figure_agreement_heatmap(between: BetweenJudges) -> bytes:
     """Pairwise quadratic-weighted Cohen's kappa between judges."""
-    names = between["judges"]
+    names = between.judges
     matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
-    for entry in between["pairwise"]:
-        value = np.nan if entry["cohen_kappa_quadratic"] is None else entry["cohen_kappa_quadratic"]
-        matrix.loc[entry["a"], entry["b"]] = matrix.loc[entry["b"], entry["a"]] = value
+    for entry in between.pairwise or []:
+        matrix.loc[entry.a, entry.b] = matrix.loc[entry.b, entry.a] = _number(entry.cohen_kappa_quadratic)
     side = min(FIGURE_WIDTH - 2.5, 0.8 * len(names) + 2.2)
     fig = Figure(figsize=(side + 1.5, side))
     ax = fig.subplots()
@@ -84,19 +87,20 @@ def figure_agreement_heatmap(between: dict) -> bytes:
     return png(fig)
 
 
-def figure_order_bias(comparison: dict) -> bytes:
+def figure_order_bias(comparison: Comparison) -> bytes:
     """Mean score with person 1 / person 2 swapped against the forward order, per judge (colour) and
     set (marker)."""
-    judges = {name: j for name, j in comparison["judges"].items() if j["order_bias"]}
-    colors = _judge_colors(list(comparison["judges"]))
-    sets = list(dict.fromkeys(s for judge in judges.values() for s in judge["order_bias"]["by_set"]))
+    judges = {name: j.order_bias for name, j in comparison.judges.items() if j.order_bias}
+    colors = _judge_colors(list(comparison.judges))
+    sets = list(dict.fromkeys(s for bias in judges.values() for s in bias.by_set))
     markers = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(sets)}
     fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
     ax.plot([-2, 2], [-2, 2], color="grey", linewidth=0.8, linestyle="--")
-    for name, judge in judges.items():
-        for set_name, point in judge["order_bias"]["by_set"].items():
-            ax.scatter([point["mean_forward"]], [point["mean_reverse"]], color=colors[name], marker=markers[set_name],
+    for name, bias in judges.items():
+        for set_name, point in bias.by_set.items():
+            ax.scatter([_number(point.mean_forward)], [_number(point.mean_reverse)], color=colors[name],
+                       marker=markers[set_name],
                        s=55, alpha=0.85, edgecolors="black", linewidths=0.4)
     ax.set_xlim(-2.2, 2.2)
     ax.set_ylim(-2.2, 2.2)
@@ -115,15 +119,14 @@ def figure_order_bias(comparison: dict) -> bytes:
     return png(fig)
 
 
-def figure_cost_vs_error(comparison: dict) -> bytes:
+def figure_cost_vs_error(comparison: Comparison) -> bytes:
     """Worst-set PAC error against cost per 1,000 judgments; when every judge costs the same (offline
     judges cost nothing), the error alone, one bar per judge."""
-    judges = {name: judge for name, judge in comparison["judges"].items()
-              if judge["summary"]["max_abs_pac_error"] is not None}
-    colors = _judge_colors(list(comparison["judges"]))
-    names = by_headline(judges)
-    costs = {name: judges[name]["cost"]["cost_usd_per_pair"] * 1000 for name in names}
-    errors = {name: judges[name]["summary"]["max_abs_pac_error"] for name in names}
+    rows = [row for row in comparison.leaderboard.judges if row.max_abs_pac_error is not None]
+    colors = _judge_colors(list(comparison.judges))
+    names = [row.judge for row in rows]
+    costs = {row.judge: (row.cost_usd_per_pair or 0.0) * 1000 for row in rows}
+    errors = {row.judge: row.max_abs_pac_error or 0.0 for row in rows}
     if len(set(costs.values())) <= 1:
         fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.4))
         ax = fig.subplots()
@@ -154,51 +157,45 @@ def figure_cost_vs_error(comparison: dict) -> bytes:
 # --------------------------------------------------------------------------- content
 
 
-def compare_report_blocks(comparison: dict) -> list[Block]:
-    judges = comparison["judges"]
-    recommendation = comparison["recommendation"]
-    run = comparison["run"]
-    chosen = recommendation["recommended"]
+def compare_report_blocks(comparison: Comparison) -> list[Block]:
+    judges = comparison.judges
+    recommendation = comparison.recommendation
+    run = comparison.run
+    board = comparison.leaderboard.judges
+    chosen = recommendation.recommended
+    data = comparison.data
     blocks = [Block("h1", "Judge comparison"),
-              Block("p", f"{len(judges)} judges on {sum(s['n_pairs'] for s in comparison['data']['sets'].values())} pairs "
-                         f"from `{comparison['data']['source']}` (sets: {', '.join(comparison['data']['sets'])}), "
-                         f"scoring rule `{comparison['scoring_rule']}`, orders {', '.join(run['orders'])}, "
-                         f"{run['repeats']} repeat(s). Intervals are percentile-bootstrap 95% intervals "
-                         f"({run['bootstrap_resamples']} resamples over pairs). Created {comparison['created_at']}."),
+              Block("p", f"{len(judges)} judges on {sum(s.n_pairs for s in data.sets.values())} pairs "
+                         f"from `{data.source}` (sets: {', '.join(data.sets)}), "
+                         f"scoring rule `{comparison.scoring_rule}`, orders {', '.join(run.orders)}, "
+                         f"{run.repeats} repeat(s). Intervals are percentile-bootstrap 95% intervals "
+                         f"({run.bootstrap_resamples} resamples over pairs). Created {comparison.created_at}."),
               Block("h2", "Recommendation"),
               Block("p", (f"**Recommended judge: `{chosen}`** (worst-set PAC error "
-                          f"{fmt(recommendation['worst_set_error'])} points)." if chosen else
+                          f"{fmt(recommendation.worst_set_error)} points)." if chosen else
                           "**No judge is recommended** on this evidence.")
-                    + f" Rule: {recommendation['rule']}."),
+                    + f" Rule: {recommendation.rule}."),
               Block("table", table=pd.DataFrame(
                   [{"judge": name, "status": "eligible", "worst-set error": fmt(error)}
-                   for name, error in recommendation["eligible"].items()]
-                  + [{"judge": name, "status": f"excluded: {recommendation['excluded'][name]}", "worst-set error":
-                      fmt(judges[name]["summary"]["max_abs_pac_error"])}
-                     for name in by_headline(judges) if name in recommendation["excluded"]]))]
+                   for name, error in recommendation.eligible.items()]
+                  + [{"judge": row.judge, "status": f"excluded: {recommendation.excluded[row.judge]}",
+                      "worst-set error": fmt(row.max_abs_pac_error)}
+                     for row in board if row.judge in recommendation.excluded]))]
 
     blocks.append(Block("h2", "Leaderboard"))
     blocks.append(Block("p", "Best first, by worst-set PAC error on the calibration sets."))
-    rows = []
-    for name in by_headline(judges):
-        judge = judges[name]
-        order = judge["order_bias"] or {}
-        repeat = judge["repeat_stability"] or {}
-        injection = judge["injection"] or {}
-        rows.append({
-            "judge": name + (" (baseline)" if judge["baseline"] else ""),
-            "worst-set PAC error": fmt(judge["summary"]["max_abs_pac_error"]),
-            "after mapping (nested CV)": fmt(judge["calibrated"]["k_fold_max_abs_pac_error"]),
-            "class accuracy %": fmt(judge["summary"]["class_accuracy"]),
-            "failed %": f"{judge['failures']['failure_rate']:.1f} (parse {judge['failures']['parse_failure_rate']:.1f}, "
-                        f"call {judge['failures']['call_failure_rate']:.1f})",
-            "order shift": ci_text(order.get("mean_score_shift"), order.get("mean_score_shift_ci"), 2, True),
-            "order agreement %": fmt(order.get("exact_agreement")),
-            "repeat alpha": ci_text(repeat.get("krippendorff_alpha"), repeat.get("krippendorff_alpha_ci"), 2),
-            "injection shift (PAC)": ci_text(injection.get("pac_shift"), injection.get("pac_shift_ci"), 1, True),
-            "USD / 1k judgments": f"{judge['cost']['cost_usd_per_pair'] * 1000:.3f}",
-        })
-    blocks.append(Block("table", table=pd.DataFrame(rows)))
+    blocks.append(Block("table", table=pd.DataFrame([{
+        "judge": row.judge + (" (baseline)" if row.baseline else ""),
+        "worst-set PAC error": fmt(row.max_abs_pac_error),
+        "after mapping (nested CV)": fmt(row.calibrated_k_fold_max_abs_pac_error),
+        "class accuracy %": fmt(row.class_accuracy),
+        "failed %": f"{row.failure_rate:.1f} (parse {row.parse_failure_rate:.1f}, call {row.call_failure_rate:.1f})",
+        "order shift": _estimate_text(row.order_shift, 2, True),
+        "order agreement %": fmt(row.order_exact_agreement),
+        "repeat alpha": _estimate_text(row.repeat_alpha, 2),
+        "injection shift (PAC)": _estimate_text(row.injection_shift, 1, True),
+        "USD / 1k judgments": f"{(row.cost_usd_per_pair or 0.0) * 1000:.3f}",
+    } for row in board])))
     blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
                              "on calibration pairs judged both ways. Repeat alpha: Krippendorff's alpha (ordinal) of "
                              "the judge with itself across repeats. Injection shift: PAC on `injection-0` (unaligned-0 "
@@ -210,113 +207,106 @@ def compare_report_blocks(comparison: dict) -> list[Block]:
                              "`failed %`. n/a: not measured in this run (`--order both`, `--repeats K`)."))
 
     blocks.append(Block("h2", "Distance from the known answers, per set"))
-    set_rows = []
-    for name in by_headline(judges):
-        judge = judges[name]
-        row = {"judge": name}
-        for set_name, report in judge["sets"].items():
-            pac = report["metrics"]["PAC"]
-            row[set_name] = ci_text(pac.get("error"), pac.get("error_ci"), 1, True)
-        set_rows.append(row)
-    blocks.append(Block("table", table=pd.DataFrame(set_rows)))
+    blocks.append(Block("table", table=pd.DataFrame(
+        [{"judge": row.judge, **{set_name: ci_text(error.value, error.ci, 1, True)
+                                 for set_name, error in row.pac_error.items()}} for row in board])))
     blocks.append(Block("figure", "PAC error per set and judge, with 95% intervals.", png=figure_set_errors(comparison),
                         name="set_errors"))
 
-    blocks.extend(_agreement_blocks(comparison))
-    if comparison.get("humans"):
-        blocks.extend(human_blocks(comparison["humans"]))
-    if any(j["order_bias"] for j in judges.values()):
+    blocks.extend(_agreement_blocks(comparison.between_judges))
+    if comparison.humans:
+        blocks.extend(human_blocks(comparison.humans))
+    if any(j.order_bias for j in judges.values()):
         blocks.append(Block("h2", "Order bias"))
         blocks.append(Block("figure", "Mean score per set, forward against reverse order; points off the diagonal "
                                       "move when the answers swap places.", png=figure_order_bias(comparison),
                             name="order_bias"))
     blocks.append(Block("h2", "Cost"))
     blocks.append(Block("table", table=pd.DataFrame([
-        {"judge": name, "USD / 1k judgments": f"{judges[name]['cost']['cost_usd_per_pair'] * 1000:.3f}",
-         "tokens / judgment": fmt(judges[name]["cost"]["tokens_per_pair"], 0),
-         "latency p50 s": fmt(judges[name]["cost"]["latency_s"]["p50"], 3)} for name in by_headline(judges)])))
+        {"judge": row.judge, "USD / 1k judgments": f"{(row.cost_usd_per_pair or 0.0) * 1000:.3f}",
+         "tokens / judgment": fmt(row.tokens_per_pair, 0), "latency p50 s": fmt(row.latency_p50_s, 3)}
+        for row in board])))
     blocks.append(Block("figure", "Worst-set PAC error against cost.", png=figure_cost_vs_error(comparison),
                         name="cost_vs_error"))
-    versions = ", ".join(f"{k} {v}" for k, v in comparison["package_versions"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in comparison.package_versions.items())
     blocks.append(Block("h2", "Provenance"))
     blocks.append(Block("table", table=pd.DataFrame(
-        [{"set": n, "source": d["source"], "pairs": d["n_pairs"], "fingerprint": d["fingerprint"]}
-         for n, d in comparison["data"]["sets"].items()])))
-    blocks.append(Block("p", "Judge configs: " + "; ".join(f"`{n}` {j['backend']}{prompt_words(j)} {j['config_hash']}"
+        [{"set": n, "source": d.source, "pairs": d.n_pairs, "fingerprint": d.fingerprint}
+         for n, d in data.sets.items()])))
+    blocks.append(Block("p", "Judge configs: " + "; ".join(f"`{n}` {j.backend} {j.config_hash}"
                                                          for n, j in judges.items()) + f". Packages: {versions}."))
     return blocks
 
 
-def _agreement_blocks(comparison: dict) -> list[Block]:
-    between = comparison["between_judges"]
+def _estimate_text(estimate: AgreementEstimate | None, digits: int, signed: bool = False) -> str:
+    return "n/a" if estimate is None else ci_text(estimate.value, estimate.ci, digits, signed)
+
+
+def _agreement_blocks(between: BetweenJudges) -> list[Block]:
     blocks = [Block("h2", "Agreement between judges")]
-    if between.get("skipped"):
-        return [*blocks, Block("p", f"Not computed: {between['skipped']} ({between['note']}).")]
+    if between.skipped or between.krippendorff_alpha is None or between.fleiss_kappa is None or between.flags is None:
+        return [*blocks, Block("p", f"Not computed: {between.skipped} ({between.note}).")]
+    alpha, fleiss, flags = between.krippendorff_alpha, between.fleiss_kappa, between.flags
     blocks.append(Block("p", (
-        f"On {between['n_items']} calibration pairs; {between['note']}. Krippendorff's alpha over "
-        f"{', '.join(between['judges'])}: scores (ordinal) {ci_text(between['krippendorff_alpha']['value'], between['krippendorff_alpha']['ci'], 3)}; "
-        f"refusal flags (nominal) {ci_text(between['flags']['refusal']['value'], between['flags']['refusal']['ci'], 3)}; "
-        f"no-information flags (nominal) {ci_text(between['flags']['no_information']['value'], between['flags']['no_information']['ci'], 3)}. "
-        f"Fleiss' kappa on scores ({between['fleiss_kappa']['n_items']} pairs every judge scored): "
-        f"{ci_text(between['fleiss_kappa']['value'], between['fleiss_kappa']['ci'], 3)}.")))
+        f"On {between.n_items} calibration pairs; {between.note}. Krippendorff's alpha over "
+        f"{', '.join(between.judges)}: scores (ordinal) {_estimate_text(alpha, 3)}; "
+        f"refusal flags (nominal) {_estimate_text(flags['refusal'], 3)}; "
+        f"no-information flags (nominal) {_estimate_text(flags['no_information'], 3)}. "
+        f"Fleiss' kappa on scores ({fleiss.n_items} pairs every judge scored): {_estimate_text(fleiss, 3)}.")))
     blocks.append(Block("table", table=pd.DataFrame([
-        {"judge A": e["a"], "judge B": e["b"], "pairs": e["n"], "kappa": fmt(e["cohen_kappa"], 3),
-         "linear": fmt(e["cohen_kappa_linear"], 3),
-         "quadratic [95% CI]": ci_text(e["cohen_kappa_quadratic"], e.get("cohen_kappa_quadratic_ci"), 3)}
-        for e in between["pairwise"]])))
+        {"judge A": e.a, "judge B": e.b, "pairs": e.n, "kappa": fmt(e.cohen_kappa, 3),
+         "linear": fmt(e.cohen_kappa_linear, 3),
+         "quadratic [95% CI]": ci_text(e.cohen_kappa_quadratic, e.cohen_kappa_quadratic_ci, 3)}
+        for e in between.pairwise or []])))
     blocks.append(Block("figure", "Quadratic-weighted Cohen's kappa between judges (labels -2..2).",
                         png=figure_agreement_heatmap(between), name="agreement_heatmap"))
     return blocks
 
 
-def human_blocks(humans: dict) -> list[Block]:
+def human_blocks(humans: HumanAgreement) -> list[Block]:
     """The paper's Table 4 from the run's labels: every rater pair on the score and the two flags, PAC
     per rater, and the paper's published figures beside them for orientation."""
     blocks = [Block("h2", "Agreement with human labels (Table 4)"),
-              Block("p", f"{humans['n_items']} labelled pairs judged here, labelled by {', '.join(humans['annotators'])}"
-                         + (f"; consensus: {humans['consensus']}" if humans["consensus"] else "")
+              Block("p", f"{humans.n_items} labelled pairs judged here, labelled by {', '.join(humans.annotators)}"
+                         + (f"; consensus: {humans.consensus}" if humans.consensus else "")
                          + ". Score: Cohen's kappa on -2..2 (quadratic-weighted and unweighted), per pair; flags: "
                            "agreement and kappa per (pair, person). Brackets: 95% bootstrap intervals over pairs. "
                            "Constant baselines are left out (they agree with nothing by construction).")]
-    by_pair: dict[tuple[str, str], dict] = {}
-    for row in humans["table"]:
-        by_pair.setdefault((row["rater_a"], row["rater_b"]), {})[row["field"]] = row
     rows = []
-    for (a, b), fields in by_pair.items():
+    for (a, b), fields in humans.pairs().items():
         score, refusal, no_info = fields["score"], fields["refusal"], fields["no_information"]
-        rows.append({"rater A": a, "rater B": b, "pairs": score["n"],
-                     "score kappa quadratic": ci_text(score["kappa_quadratic"], score["ci"]["kappa_quadratic"], 2),
-                     "score kappa": ci_text(score["kappa"], score["ci"]["kappa"], 2),
-                     "score agreement %": ci_text(score["agreement"], score["ci"]["agreement"], 0),
-                     "refusal agreement %": ci_text(refusal["agreement"], refusal["ci"]["agreement"], 0),
-                     "refusal kappa": ci_text(refusal["kappa"], refusal["ci"]["kappa"], 2),
-                     "no-info agreement %": ci_text(no_info["agreement"], no_info["ci"]["agreement"], 0),
-                     "no-info kappa": ci_text(no_info["kappa"], no_info["ci"]["kappa"], 2)})
-    paper = humans["paper"]
-    for kind, label in (("human_human", "paper: human"), ("human_judge", "paper: judge")):
-        entry = paper[kind]
+        rows.append({"rater A": a, "rater B": b, "pairs": score.n,
+                     "score kappa quadratic": ci_text(score.kappa_quadratic, score.ci["kappa_quadratic"], 2),
+                     "score kappa": ci_text(score.kappa, score.ci["kappa"], 2),
+                     "score agreement %": ci_text(score.agreement, score.ci["agreement"], 0),
+                     "refusal agreement %": ci_text(refusal.agreement, refusal.ci["agreement"], 0),
+                     "refusal kappa": ci_text(refusal.kappa, refusal.ci["kappa"], 2),
+                     "no-info agreement %": ci_text(no_info.agreement, no_info.ci["agreement"], 0),
+                     "no-info kappa": ci_text(no_info.kappa, no_info.ci["kappa"], 2)})
+    paper = humans.paper
+    for entry, label in ((paper.human_human, "paper: human"), (paper.human_judge, "paper: judge")):
         rows.append({"rater A": label, "rater B": "human", "pairs": 200,
-                     "score kappa quadratic": _paper(entry["score"]["kappa_quadratic"]),
-                     "refusal agreement %": _paper(entry["refusal"]["agreement"], 0),
-                     "refusal kappa": _paper(entry["refusal"]["kappa"]),
-                     "no-info agreement %": _paper(entry["no_information"]["agreement"], 0),
-                     "no-info kappa": _paper(entry["no_information"]["kappa"])})
+                     "score kappa quadratic": _paper(entry.score["kappa_quadratic"]),
+                     "refusal agreement %": _paper(entry.refusal["agreement"], 0),
+                     "refusal kappa": _paper(entry.refusal["kappa"]),
+                     "no-info agreement %": _paper(entry.no_information["agreement"], 0),
+                     "no-info kappa": _paper(entry.no_information["kappa"])})
     blocks.append(Block("table", table=pd.DataFrame(rows).fillna("")))
-    blocks.append(Block("p", f"Paper rows: {paper['source']} (two judges: both figures given), for orientation only; "
-                             f"their pairs are not ours. PAC there: judge {paper['pac']['judge']}, humans "
-                             f"{paper['pac']['humans']}."))
-    if humans["leaderboard"]:
+    blocks.append(Block("p", f"Paper rows: {paper.source} (two judges: both figures given), for orientation only; "
+                             f"their pairs are not ours. PAC there: judge {paper.pac['judge']}, humans "
+                             f"{paper.pac['humans']}."))
+    if humans.leaderboard:
         blocks.append(Block("p", "Judges against the humans (against the consensus, or the one annotator), with "
                                  "the humans' own agreement as the ceiling a judge is measured against:"))
         blocks.append(Block("table", table=pd.DataFrame(
-            [{"rater": e["rater"], "score kappa quadratic": fmt(e["human_score_kappa_quadratic"], 2),
-              "score agreement %": fmt(e["human_score_agreement"], 0),
-              "refusal kappa": fmt(e["human_refusal_kappa"], 2), "no-info kappa": fmt(e["human_no_information_kappa"], 2),
-              "PAC": fmt(e["human_pac"], 1)} for e in humans["leaderboard"]])))
+            [{"rater": e.rater, "score kappa quadratic": fmt(e.human_score_kappa_quadratic, 2),
+              "score agreement %": fmt(e.human_score_agreement, 0),
+              "refusal kappa": fmt(e.human_refusal_kappa, 2), "no-info kappa": fmt(e.human_no_information_kappa, 2),
+              "PAC": fmt(e.human_pac, 1)} for e in humans.leaderboard])))
     blocks.append(Block("table", table=pd.DataFrame(
-        [{"rater": name, "pairs": humans["pac_n"][name],
-          f"PAC (rule {humans['rule']}) [95% CI]": ci_text(value, humans["pac_ci"][name], 1)}
-         for name, value in humans["pac"].items()])))
+        [{"rater": name, "pairs": humans.pac_n[name],
+          f"PAC (rule {humans.rule}) [95% CI]": ci_text(value, humans.pac_ci[name], 1)}
+         for name, value in humans.pac.items()])))
     return blocks
 
 
@@ -325,5 +315,5 @@ def _paper(value: float | list[float], digits: int = 2) -> str:
     return " / ".join(f"{v:.{digits}f}" for v in values)
 
 
-def write_compare_report(comparison: dict, out_dir: Path) -> dict[str, Path]:
+def write_compare_report(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
     return write_report(compare_report_blocks(comparison), out_dir, "calibrate: judge comparison")

@@ -16,10 +16,12 @@ Undefined statistics (too few items, raters who never vary) are None, never NaN,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.errors import CalibrateError
+from calibrate.records import Record
 from calibrate.rounding import finite
 
 LEVELS = ("nominal", "ordinal", "interval")
@@ -206,10 +209,55 @@ def _check_level(level: str, labels: Sequence) -> None:
         raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'")
 
 
+# --------------------------------------------------------------------------- records
+
+
+Interval = tuple[float | None, float | None]
+
+
+@dataclass(frozen=True)
+class PairwiseKappa(Record):
+    """Cohen's kappa of one rater pair on the `n` items both rated; the weighted ones None for text labels.
+    A comparison adds the quadratic kappa's bootstrap interval."""
+
+    a: str
+    b: str
+    n: int
+    cohen_kappa: float | None
+    cohen_kappa_linear: float | None
+    cohen_kappa_quadratic: float | None
+    cohen_kappa_quadratic_ci: Interval | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True)
+class VersusTruth(Record):
+    """One rater against the reference labelling, on the `n` items where both are present."""
+
+    n: int
+    accuracy: float | None
+    cohen_kappa_quadratic: float | None
+    spearman: float | None
+
+
+@dataclass(frozen=True)
+class AgreementReport(Record):
+    """Everything `calibrate agreement --ratings` prints; None where a statistic is undefined."""
+
+    n_items: int
+    n_raters: int
+    level: str
+    labels: list[int | float | str]
+    krippendorff_alpha: float | None
+    fleiss_kappa: float | None
+    fleiss_n_items: int
+    pairwise: list[PairwiseKappa]
+    vs_truth: dict[str, VersusTruth] | None = field(default=None, metadata={"omit_none": True})
+
+
 # --------------------------------------------------------------------------- statistics
 
 
-def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[dict]:
+def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[PairwiseKappa]:
     """Cohen's kappa (plain, linear, quadratic) of every rater pair on the items both rated.
 
     `labels` is the full ordered scale; the weighted kappas are None for text labels, which have no
@@ -223,13 +271,11 @@ def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[dict]:
     results = []
     for a, b in combinations(range(codes.shape[1]), 2):
         both = ~np.isnan(codes[:, a]) & ~np.isnan(codes[:, b])
-        entry = {"a": str(ratings.columns[a]), "b": str(ratings.columns[b]), "n": int(both.sum()),
-                 "cohen_kappa": None, "cohen_kappa_linear": None, "cohen_kappa_quadratic": None}
-        if entry["n"] >= 2:
+        kappas: dict[str, float | None] = dict.fromkeys(("cohen_kappa", "cohen_kappa_linear", "cohen_kappa_quadratic"))
+        if both.sum() >= 2:
             ya, yb = codes[both, a].astype(int), codes[both, b].astype(int)
-            for key, weights in weightings.items():
-                entry[key] = _kappa(ya, yb, positions, weights)
-        results.append(entry)
+            kappas |= {key: _kappa(ya, yb, positions, weights) for key, weights in weightings.items()}
+        results.append(PairwiseKappa(str(ratings.columns[a]), str(ratings.columns[b]), int(both.sum()), **kappas))
     return results
 
 
@@ -282,7 +328,7 @@ def fleiss_kappa(ratings: pd.DataFrame) -> tuple[float | None, int]:
         return finite(statsmodels_fleiss_kappa(table, method="fleiss")), n_items
 
 
-def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> dict[str, dict]:
+def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> dict[str, VersusTruth]:
     """Each rater against a reference labelling, on the items where both are present.
 
     `truth` is matched to the ratings by item (its index). Accuracy is the fraction of exact
@@ -299,37 +345,28 @@ def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> d
         both = ~np.isnan(codes[:, j]) & ~np.isnan(truth_codes)
         y, t = codes[both, j].astype(int), truth_codes[both].astype(int)
         n = int(both.sum())
-        entry = {"n": n, "accuracy": float(np.mean(y == t)) if n else None,
-                 "cohen_kappa_quadratic": None, "spearman": None}
+        entry = VersusTruth(n, float(np.mean(y == t)) if n else None, None, None)
         if numeric and n >= 2:
-            entry["cohen_kappa_quadratic"] = _kappa(y, t, positions, "quadratic")
             with warnings.catch_warnings():  # a constant side: scipy warns and returns NaN
                 warnings.simplefilter("ignore", ConstantInputWarning)
                 values = np.asarray(labels, dtype=float)
-                entry["spearman"] = finite(spearmanr(values[y], values[t]).statistic)
+                entry = dataclasses.replace(entry, cohen_kappa_quadratic=_kappa(y, t, positions, "quadratic"),
+                                            spearman=finite(spearmanr(values[y], values[t]).statistic))
         results[str(rater)] = entry
     return results
 
 
 def agreement_report(ratings: pd.DataFrame, level: str = "ordinal", truth: pd.Series | None = None,
-                     labels: Sequence | None = None) -> dict:
-    """Everything `calibrate agreement` prints, as JSON-ready values (None where undefined)."""
+                     labels: Sequence | None = None) -> AgreementReport:
+    """Everything `calibrate agreement` prints (None where undefined)."""
     labels = _default_labels(ratings, truth) if labels is None else [_plain(v) for v in labels]
     _check_level(level, labels)
     fleiss, fleiss_items = fleiss_kappa(ratings)
-    report = {
-        "n_items": int(ratings.shape[0]),
-        "n_raters": int(ratings.shape[1]),
-        "level": level,
-        "labels": labels,
-        "krippendorff_alpha": krippendorff_alpha(ratings, level, labels),
-        "fleiss_kappa": fleiss,
-        "fleiss_n_items": fleiss_items,
-        "pairwise": pairwise_kappas(ratings, labels),
-    }
-    if truth is not None:
-        report["vs_truth"] = versus_truth(ratings, truth, labels)
-    return report
+    return AgreementReport(
+        n_items=int(ratings.shape[0]), n_raters=int(ratings.shape[1]), level=level, labels=list(labels),
+        krippendorff_alpha=krippendorff_alpha(ratings, level, labels), fleiss_kappa=fleiss,
+        fleiss_n_items=fleiss_items, pairwise=pairwise_kappas(ratings, labels),
+        vs_truth=versus_truth(ratings, truth, labels) if truth is not None else None)
 
 
 def percentile_bounds(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
+from calibrate.data.pairs import SetSource
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
@@ -199,16 +200,6 @@ class JudgeRecord(Record):
     judge_rule: str
     baseline: bool
     prompt: str | None
-
-
-@dataclass(frozen=True)
-class SetSource(Record):
-    """Where a judged set came from (portable paths) and its content fingerprint."""
-
-    source: str
-    files: list[str]
-    fingerprint: str
-    n_pairs: int
 
 
 @dataclass(frozen=True)

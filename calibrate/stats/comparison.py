@@ -9,21 +9,35 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS, scores_wide, split_item
+from calibrate.data.pairs import SetSource
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
+from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import agreement, humans
-from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
-from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
+from calibrate.stats.agreement import Interval, PairwiseKappa
+from calibrate.stats.humans import HumanAgreement, HumanRow
+from calibrate.stats.calibration import (
+    MAX_INJECTION_SHIFT,
+    Accounting,
+    InjectionShift,
+    Summary,
+    accounting,
+    fit_mappings,
+    injection_shift,
+    summarise,
+)
+from calibrate.stats.metrics import SetReport, bootstrap_means, percentile_interval, set_report
 
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
@@ -99,25 +113,280 @@ def flag_matrix(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], flag:
     return pd.DataFrame(columns)
 
 
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class AgreementEstimate(Record):
+    """An agreement statistic with its bootstrap interval; None where undefined (a rater who never varies)."""
+
+    value: float | None
+    ci: Interval
+
+
+@dataclass(frozen=True)
+class FleissKappa(AgreementEstimate):
+    n_items: int  # the items every judge scored: Fleiss' kappa sees only those
+
+
+@dataclass(frozen=True)
+class FailureRates(Record):
+    """Shares (percent) of all judgments that failed, split by kind, and the count per failure status."""
+
+    n_judgments: int
+    failure_rate: float
+    parse_failure_rate: float
+    call_failure_rate: float
+    failures_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SetOrderShift(Record):
+    n_pairs: int
+    mean_forward: float | None
+    mean_reverse: float | None
+    mean_score_shift: float | None
+
+
+@dataclass(frozen=True)
+class OrderBias(Record):
+    """Forward against reverse on the pairs judged both ways (score shift: reverse - forward)."""
+
+    n_pairs: int
+    mean_score_shift: float | None
+    mean_score_shift_ci: Interval
+    exact_agreement: float
+    cohen_kappa_quadratic: float | None
+    by_set: dict[str, SetOrderShift]
+
+
+@dataclass(frozen=True)
+class RepeatStability(Record):
+    """A judge against itself across repeats of the same items."""
+
+    repeats: int
+    n_items: int
+    krippendorff_alpha: float | None
+    krippendorff_alpha_ci: Interval
+    exact_agreement: float | None
+    mean_score_sd: float | None
+
+
+@dataclass(frozen=True)
+class CalibratedError(Record):
+    """The selected score mapping and its worst-set PAC error: graded by nested cross-validation, and
+    (optimistic, kept only beside it) the k-fold error it was selected by."""
+
+    mapping: str
+    k_fold_max_abs_pac_error: float | None
+    method: str
+    selection_k_fold_max_abs_pac_error: float | None
+
+
+@dataclass(frozen=True)
+class JudgeCost(Accounting):
+    """The fit's accounting of a judge's run (stats/calibration.py `accounting`), per judged pair too."""
+
+    cost_usd_per_pair: float
+    tokens_per_pair: float
+
+
+@dataclass(frozen=True)
+class JudgeSummary(Record):
+    """Everything the comparison reports about one judge. `sets`, `summary` and `injection` are the fit's
+    records (stats/metrics.py `set_report`, stats/calibration.py `summarise`, `injection_shift`)."""
+
+    name: str
+    backend: str
+    config_hash: str
+    description: str | None
+    baseline: bool
+    sets: dict[str, SetReport]
+    summary: Summary
+    failures: FailureRates
+    order_bias: OrderBias | None
+    repeat_stability: RepeatStability | None
+    injection: InjectionShift | None
+    calibrated: CalibratedError
+    cost: JudgeCost
+
+    @property
+    def max_abs_pac_error(self) -> float | None:
+        """The headline: worst-set PAC error on the calibration sets (None: no judged pairs)."""
+        return self.summary.max_abs_pac_error
+
+    @property
+    def mean_abs_pac_error(self) -> float | None:
+        return self.summary.mean_abs_pac_error
+
+    @property
+    def class_accuracy(self) -> float | None:
+        return self.summary.class_accuracy
+
+    def pac_error(self, set_name: str) -> AgreementEstimate:
+        """PAC error (observed - expected) on one set, with its interval."""
+        pac = self.sets[set_name].metrics["PAC"]
+        return AgreementEstimate(pac.error, pac.error_ci or (None, None))
+
+    @property
+    def injection_shift(self) -> AgreementEstimate | None:
+        """PAC on injection-0 minus PAC on unaligned-0 (None: not measured)."""
+        if not self.injection:
+            return None
+        return AgreementEstimate(self.injection.pac_shift, self.injection.pac_shift_ci)
+
+
+@dataclass(frozen=True)
+class BetweenJudges(Record):
+    """Agreement among the non-constant judges; `skipped` says why not, when fewer than two."""
+
+    judges: list[str]
+    n_items: int
+    note: str
+    skipped: str | None = field(default=None, metadata={"omit_none": True})
+    pairwise: list[PairwiseKappa] | None = field(default=None, metadata={"omit_none": True})
+    krippendorff_alpha: AgreementEstimate | None = field(default=None, metadata={"omit_none": True})
+    fleiss_kappa: FleissKappa | None = field(default=None, metadata={"omit_none": True})
+    flags: dict[str, AgreementEstimate] | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True)
+class Recommendation(Record):
+    """RECOMMENDATION_RULE applied: the judge it picks (None: none), and why each other judge is out."""
+
+    rule: str
+    recommended: str | None
+    worst_set_error: float | None
+    best_baseline_error: float | None
+    eligible: dict[str, float]
+    excluded: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LeaderboardRow(Record):
+    """One judge (or, with human labels, the humans' ceiling: `judge` "humans"), as every rendering of the
+    leaderboard shows it (comparison.csv, the report, the terminal); None where not measured."""
+
+    judge: str
+    baseline: bool
+    backend: str
+    max_abs_pac_error: float | None = None
+    mean_abs_pac_error: float | None = None
+    class_accuracy: float | None = None
+    calibrated_k_fold_max_abs_pac_error: float | None = None
+    pac_error: dict[str, AgreementEstimate] = field(default_factory=dict)
+    failure_rate: float | None = None
+    parse_failure_rate: float | None = None
+    call_failure_rate: float | None = None
+    order_shift: AgreementEstimate | None = None
+    order_exact_agreement: float | None = None
+    repeat_alpha: AgreementEstimate | None = None
+    injection_shift: AgreementEstimate | None = None
+    cost_usd: float | None = None
+    cost_usd_per_pair: float | None = None
+    tokens_per_pair: float | None = None
+    latency_p50_s: float | None = None
+    human: HumanRow | None = None
+
+    def csv_row(self) -> dict[str, Any]:
+        """The comparison.csv columns of this row (one set of error columns per set, human columns last)."""
+        row: dict[str, Any] = {
+            "judge": self.judge, "baseline": self.baseline, "backend": self.backend,
+            "max_abs_pac_error": self.max_abs_pac_error, "mean_abs_pac_error": self.mean_abs_pac_error,
+            "class_accuracy": self.class_accuracy,
+            "calibrated_k_fold_max_abs_pac_error": self.calibrated_k_fold_max_abs_pac_error}
+        for set_name, error in self.pac_error.items():
+            row[f"pac_error_{set_name}"] = error.value
+            row[f"pac_error_{set_name}_low"], row[f"pac_error_{set_name}_high"] = error.ci
+        if self.judge != "humans":
+            row |= {"failure_rate": self.failure_rate, "parse_failure_rate": self.parse_failure_rate,
+                    "call_failure_rate": self.call_failure_rate,
+                    "order_mean_score_shift": self.order_shift.value if self.order_shift else None,
+                    "order_exact_agreement": self.order_exact_agreement,
+                    "repeat_krippendorff_alpha": self.repeat_alpha.value if self.repeat_alpha else None,
+                    "injection_pac_shift": self.injection_shift.value if self.injection_shift else None,
+                    "cost_usd": self.cost_usd, "cost_usd_per_pair": self.cost_usd_per_pair,
+                    "tokens_per_pair": self.tokens_per_pair, "latency_p50_s": self.latency_p50_s}
+        if self.human:
+            row |= {key: value for key, value in self.human.to_dict().items() if key != "rater"}
+        return row
+
+
+@dataclass(frozen=True)
+class Leaderboard(Record):
+    """The judges best first (`by_headline`), then the humans' ceiling when there are human labels."""
+
+    rows: list[LeaderboardRow]
+
+    @property
+    def judges(self) -> list[LeaderboardRow]:
+        """The judges' rows, best first (without the humans' row)."""
+        return [row for row in self.rows if row.judge != "humans"]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The comparison.csv table."""
+        return pd.DataFrame([row.csv_row() for row in self.rows])
+
+
+@dataclass(frozen=True)
+class ComparisonData(Record):
+    source: str
+    limit_per_set: int | None
+    seed: int
+    sets: dict[str, SetSource]
+
+
+@dataclass(frozen=True)
+class ComparisonRun(Record):
+    orders: list[str]
+    metrics_order: str
+    repeats: int
+    cache: str
+    quarantined: int
+    bootstrap_resamples: int
+    elapsed_s: float | None
+    counts: dict[str, dict[str, int | float]]  # per judge: the runner's counts (judged, failed, reused, ...)
+
+
+@dataclass(frozen=True)
+class Comparison(Record):
+    """The comparison record (comparison.json): per judge, between judges, against humans, the
+    recommendation; `leaderboard` derived from them."""
+
+    schema_version: int
+    created_at: str
+    scoring_rule: str
+    data: ComparisonData
+    run: ComparisonRun
+    judges: dict[str, JudgeSummary]
+    between_judges: BetweenJudges
+    humans: HumanAgreement | None
+    recommendation: Recommendation
+    package_versions: dict[str, str]
+
+    @cached_property
+    def leaderboard(self) -> Leaderboard:
+        return leaderboard(self.judges, self.humans)
+
+
 # --------------------------------------------------------------------------- per judge
 
 
-def failure_rates(table: pd.DataFrame) -> dict:
+def failure_rates(table: pd.DataFrame) -> FailureRates:
     """Shares (percent) of all judgments (every order and repeat) that failed, split by kind. Pairs
     without an answer (`missing_answer`) are the data's gap, not the judge's failure: left out."""
     statuses = table.drop_duplicates(["item_key", "order", "repeat"])["parse_status"]
     statuses = statuses[statuses != MISSING_ANSWER]
     total = max(len(statuses), 1)
-    return {
-        "n_judgments": int(len(statuses)),
-        "failure_rate": 100.0 * float((statuses != "ok").sum()) / total,
-        "parse_failure_rate": 100.0 * float(statuses.isin(PARSE_FAILURES).sum()) / total,
-        "call_failure_rate": 100.0 * float(statuses.isin(CALL_FAILURES).sum()) / total,
-        "failures_by_reason": statuses[statuses != "ok"].value_counts().to_dict(),
-    }
+    return FailureRates(
+        n_judgments=int(len(statuses)),
+        failure_rate=100.0 * float((statuses != "ok").sum()) / total,
+        parse_failure_rate=100.0 * float(statuses.isin(PARSE_FAILURES).sum()) / total,
+        call_failure_rate=100.0 * float(statuses.isin(CALL_FAILURES).sum()) / total,
+        failures_by_reason={str(k): int(v) for k, v in statuses[statuses != "ok"].value_counts().items()})
 
 
-def order_bias(table: pd.DataFrame, sets: Sequence[str], n_boot: int, seed: int) -> dict | None:
+def order_bias(table: pd.DataFrame, sets: Sequence[str], n_boot: int, seed: int) -> OrderBias | None:
     """Forward against reverse on pairs judged both ways: mean score shift (reverse - forward) with a
     bootstrap interval over pairs, exact agreement, and quadratic kappa between the two orders."""
     rows = table[(table["repeat"] == 0) & (table["parse_status"] == "ok") & table["set_name"].isin(sets)]
@@ -130,16 +399,18 @@ def order_bias(table: pd.DataFrame, sets: Sequence[str], n_boot: int, seed: int)
     shift = (both["reverse"] - both["forward"]).to_numpy(float)
     low, high = percentile_interval(bootstrap_means(shift, n_boot, seed))[:, 0]
     kappa = agreement.pairwise_kappas(both[["forward", "reverse"]], SCORE_LABELS)[0]
-    per_set = {name: {"n_pairs": int(len(group)), "mean_forward": finite(group["forward"].mean()),
-                      "mean_reverse": finite(group["reverse"].mean()),
-                      "mean_score_shift": finite((group["reverse"] - group["forward"]).mean())}
+    per_set = {str(name): SetOrderShift(int(len(group)), finite(group["forward"].mean()),
+                                        finite(group["reverse"].mean()),
+                                        finite((group["reverse"] - group["forward"]).mean()))
                for name, group in both.groupby(level="set_name")}
-    return {"n_pairs": int(len(both)), "mean_score_shift": finite(shift.mean()), "mean_score_shift_ci": [finite(low), finite(high)],
-            "exact_agreement": 100.0 * float((shift == 0).mean()),
-            "cohen_kappa_quadratic": kappa["cohen_kappa_quadratic"], "by_set": per_set}
+    return OrderBias(n_pairs=int(len(both)), mean_score_shift=finite(shift.mean()),
+                     mean_score_shift_ci=(finite(low), finite(high)),
+                     exact_agreement=100.0 * float((shift == 0).mean()),
+                     cohen_kappa_quadratic=kappa.cohen_kappa_quadratic, by_set=per_set)
 
 
-def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boot: int, seed: int) -> dict | None:
+def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boot: int,
+                     seed: int) -> RepeatStability | None:
     """Agreement of a judge with itself across K repeats of the same items (repeats as raters)."""
     rows = table[(table["order"] == order) & table["set_name"].isin(sets)]
     if rows["repeat"].nunique() < 2:
@@ -151,14 +422,21 @@ def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boo
     alpha = agreement.krippendorff_alpha(wide, "ordinal", SCORE_LABELS)
     low, high = agreement.alpha_interval(wide, "ordinal", SCORE_LABELS, n_boot, seed)
     same = complete.max(axis=1) == complete.min(axis=1)
-    return {"repeats": int(wide.shape[1]), "n_items": int(len(wide)),
-            "krippendorff_alpha": finite(alpha), "krippendorff_alpha_ci": [finite(low), finite(high)],
-            "exact_agreement": finite(100.0 * float(same.mean())) if len(same) else None,
-            "mean_score_sd": float(complete.std(axis=1, ddof=0).mean()) if len(complete) else None}
+    return RepeatStability(
+        repeats=int(wide.shape[1]), n_items=int(len(wide)), krippendorff_alpha=finite(alpha),
+        krippendorff_alpha_ci=(finite(low), finite(high)),
+        exact_agreement=finite(100.0 * float(same.mean())) if len(same) else None,
+        mean_score_sd=float(complete.std(axis=1, ddof=0).mean()) if len(complete) else None)
+
+
+def judge_cost(money: Accounting, n_judgments: int) -> JudgeCost:
+    """The fit's accounting (stats/calibration.py) with cost and tokens per judged pair."""
+    return JudgeCost(**vars(money), cost_usd_per_pair=round(money.cost_usd / n_judgments, 8),
+                     tokens_per_pair=round((money.input_tokens + money.output_tokens) / n_judgments, 2))
 
 
 def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
-                  seed: int) -> dict:
+                  seed: int) -> JudgeSummary:
     """Everything the comparison reports about one judge; summary, mappings and accounting are
     computed exactly as `calibrate fit` computes them."""
     table = run.numbers
@@ -166,60 +444,56 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
     reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
     calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
     calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
-    money = accounting(table, run.config, run.counts["requests"]).to_dict()
-    n_judgments = max(money["judged"] + money["failed"], 1)
+    money = accounting(table, run.config, run.counts["requests"])
     mapping = fit_mappings(calibration_rows, rule, seed=seed)
     validation = mapping.candidates[mapping.selected].validation
-    injection = injection_shift(primary, rule, n_boot, seed)
-    return {
-        "name": run.name, "backend": run.config.backend, "config_hash": run.config.config_hash,
-        "description": run.config.description, "baseline": run.baseline,
-        "sets": {name: report.to_dict() for name, report in reports.items()},
-        "summary": summarise({name: reports[name] for name in calibration_sets}).to_dict(),
-        "failures": failure_rates(table),
-        "order_bias": order_bias(table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
-        "repeat_stability": repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
-        "injection": injection.to_dict() if injection else None,
-        "calibrated": {"mapping": mapping.selected,
-                       # the selection graded without selection bias (nested CV); the selected candidate's own
-                       # k-fold error, the number it was picked by, is optimistic and kept only beside it
-                       "k_fold_max_abs_pac_error": mapping.selected_error.max_abs_pac_error,
-                       "method": mapping.selected_error.method,
-                       "selection_k_fold_max_abs_pac_error": validation.k_fold.max_abs_pac_error if validation else None},
-        "cost": {**money, "cost_usd_per_pair": round(money["cost_usd"] / n_judgments, 8),
-                 "tokens_per_pair": round((money["input_tokens"] + money["output_tokens"]) / n_judgments, 2)},
-    }
+    return JudgeSummary(
+        name=run.name, backend=run.config.backend, config_hash=run.config.config_hash,
+        description=run.config.description, baseline=run.baseline,
+        sets=reports,
+        summary=summarise({name: reports[name] for name in calibration_sets}),
+        failures=failure_rates(table),
+        order_bias=order_bias(table, calibration_sets, n_boot, seed) if len(orders) == 2 else None,
+        repeat_stability=repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
+        injection=injection_shift(primary, rule, n_boot, seed),
+        calibrated=CalibratedError(
+            mapping=mapping.selected,
+            # the selection graded without selection bias (nested CV); the selected candidate's own
+            # k-fold error, the number it was picked by, is optimistic and kept only beside it
+            k_fold_max_abs_pac_error=mapping.selected_error.max_abs_pac_error,
+            method=mapping.selected_error.method or "",
+            selection_k_fold_max_abs_pac_error=validation.k_fold.max_abs_pac_error if validation else None),
+        cost=judge_cost(money, max(money.judged + money.failed, 1)))
 
 
 # --------------------------------------------------------------------------- between judges
 
 
-def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_boot: int, seed: int) -> dict:
+def between_judges(runs: Sequence[JudgeRun], order: str, sets: Sequence[str], n_boot: int,
+                   seed: int) -> BetweenJudges:
     """Agreement among the non-constant judges on the calibration sets, with bootstrap intervals over items."""
     raters = [run for run in runs if not run.constant]
     scores = score_matrix(raters, order, sets)
-    result: dict = {"judges": [run.name for run in raters], "n_items": int(len(scores)),
-                    "note": "constant baselines are left out: a rater that never varies agrees with nothing"}
+    result = BetweenJudges(judges=[run.name for run in raters], n_items=int(len(scores)),
+                           note="constant baselines are left out: a rater that never varies agrees with nothing")
     if len(raters) < 2:
-        return {**result, "skipped": "fewer than two non-constant judges"}
-    pairwise = agreement.pairwise_kappas(scores, SCORE_LABELS)
-    for entry in pairwise:
-        entry["cohen_kappa_quadratic_ci"] = list(
-            agreement.kappa_interval(scores[[entry["a"], entry["b"]]], SCORE_LABELS, "quadratic", n_boot, seed))
-    result["pairwise"] = pairwise
-    result["krippendorff_alpha"] = _alpha_with_interval(scores, "ordinal", SCORE_LABELS, n_boot, seed)
+        return dataclasses.replace(result, skipped="fewer than two non-constant judges")
+    pairwise = [dataclasses.replace(entry, cohen_kappa_quadratic_ci=agreement.kappa_interval(
+                    scores[[entry.a, entry.b]], SCORE_LABELS, "quadratic", n_boot, seed))
+                for entry in agreement.pairwise_kappas(scores, SCORE_LABELS)]
     fleiss, fleiss_items = agreement.fleiss_kappa(scores)
-    low, high = agreement.fleiss_interval(scores, n_boot, seed)
-    result["fleiss_kappa"] = {"value": fleiss, "ci": [low, high], "n_items": fleiss_items}
-    result["flags"] = {flag: _alpha_with_interval(flag_matrix(raters, order, sets, flag), "nominal", (0.0, 1.0),
-                                                  n_boot, seed)
-                       for flag in humans.FIELDS if flag != "score"}
-    return result
+    return dataclasses.replace(
+        result, pairwise=pairwise,
+        krippendorff_alpha=_alpha_with_interval(scores, "ordinal", SCORE_LABELS, n_boot, seed),
+        fleiss_kappa=FleissKappa(fleiss, agreement.fleiss_interval(scores, n_boot, seed), fleiss_items),
+        flags={flag: _alpha_with_interval(flag_matrix(raters, order, sets, flag), "nominal", (0.0, 1.0), n_boot, seed)
+               for flag in humans.FIELDS if flag != "score"})
 
 
-def _alpha_with_interval(ratings: pd.DataFrame, level: str, labels: Sequence, n_boot: int, seed: int) -> dict:
+def _alpha_with_interval(ratings: pd.DataFrame, level: str, labels: Sequence, n_boot: int,
+                         seed: int) -> AgreementEstimate:
     low, high = agreement.alpha_interval(ratings, level, labels, n_boot, seed)
-    return {"value": agreement.krippendorff_alpha(ratings, level, labels), "ci": [low, high]}
+    return AgreementEstimate(agreement.krippendorff_alpha(ratings, level, labels), (low, high))
 
 
 # --------------------------------------------------------------------------- humans
@@ -241,40 +515,40 @@ def judged_raters(runs: Sequence[JudgeRun], order: str, items: pd.Index) -> dict
 
 
 def against_humans(runs: Sequence[JudgeRun], labels: pd.DataFrame, order: str, rule: str, n_boot: int,
-                   seed: int) -> dict:
-    """The paper's Table 4 (`table`, `pac`: see stats/humans.py) on the labelled pairs this comparison
-    judged: each judge against the human consensus and each annotator, and human-human agreement.
+                   seed: int) -> HumanAgreement:
+    """The paper's Table 4 (see stats/humans.py) on the labelled pairs this comparison judged: each judge
+    against the human consensus and each annotator, and human-human agreement.
     `labels`: the long label table (data/labels.py)."""
     sets = sorted({split_item(item)[0] for item in labels[ITEM]})
     scores = score_matrix(runs, order, sets)
     known = scores_wide(labels).index.intersection(scores.index)
     if not len(known):
-        raise CalibrateError("human: none of its items match a judged pair (items are '<set_name>/<pair_id>')", ("human",))
+        raise CalibrateError("human_labels: none of its items match a judged pair (items are '<set_name>/<pair_id>')",
+                             ("human_labels",))
     shared = labels[labels[ITEM].isin(known)]
     shared.attrs = labels.attrs
-    return {"n_items": int(len(known)), "n_labelled_not_judged": int(labels[ITEM].nunique() - len(known)),
-            **humans.table4(shared, judged_raters(runs, order, known), rule, n_boot, seed)}
+    record = humans.table4(shared, judged_raters(runs, order, known), rule, n_boot, seed)
+    return dataclasses.replace(record, n_labelled_not_judged=int(labels[ITEM].nunique() - len(known)))
 
 
 # --------------------------------------------------------------------------- recommendation
 
 
-def recommend(judges: dict[str, dict]) -> dict:
+def recommend(judges: dict[str, JudgeSummary]) -> Recommendation:
     """Apply RECOMMENDATION_RULE; says which judges were excluded and why."""
-    baseline_errors = [j["summary"]["max_abs_pac_error"] for j in judges.values()
-                       if j["baseline"] and j["summary"]["max_abs_pac_error"] is not None]
+    baseline_errors = [j.max_abs_pac_error for j in judges.values() if j.baseline and j.max_abs_pac_error is not None]
     floor = min(baseline_errors) if baseline_errors else None
     excluded, eligible = {}, {}
     for name, judge in judges.items():
-        error = judge["summary"]["max_abs_pac_error"]
-        order = (judge["order_bias"] or {}).get("mean_score_shift")
-        injection = (judge["injection"] or {}).get("pac_shift")
-        if judge["baseline"]:
+        error = judge.max_abs_pac_error
+        order = judge.order_bias.mean_score_shift if judge.order_bias else None
+        injection = judge.injection_shift.value if judge.injection_shift else None
+        if judge.baseline:
             excluded[name] = "baseline"
         elif error is None:
             excluded[name] = "no judged pairs"
-        elif judge["failures"]["failure_rate"] > MAX_FAILURE_RATE:
-            excluded[name] = f"failure rate {judge['failures']['failure_rate']:.1f}% > {MAX_FAILURE_RATE:g}%"
+        elif judge.failures.failure_rate > MAX_FAILURE_RATE:
+            excluded[name] = f"failure rate {judge.failures.failure_rate:.1f}% > {MAX_FAILURE_RATE:g}%"
         elif order is not None and abs(order) > MAX_ORDER_SHIFT:
             excluded[name] = f"order shift {order:+.2f} beyond ±{MAX_ORDER_SHIFT:g}"
         elif injection is not None and abs(injection) > MAX_INJECTION_SHIFT:
@@ -284,55 +558,45 @@ def recommend(judges: dict[str, dict]) -> dict:
         else:
             eligible[name] = error
     chosen = min(eligible, key=lambda name: (eligible[name], name)) if eligible else None
-    return {"rule": RECOMMENDATION_RULE, "recommended": chosen,
-            "worst_set_error": eligible.get(chosen) if chosen else None, "best_baseline_error": floor,
-            "eligible": eligible, "excluded": excluded}
+    return Recommendation(rule=RECOMMENDATION_RULE, recommended=chosen,
+                          worst_set_error=eligible.get(chosen) if chosen else None, best_baseline_error=floor,
+                          eligible=eligible, excluded=excluded)
 
 
-def by_headline(judges: dict[str, dict]) -> list[str]:
+def by_headline(judges: dict[str, JudgeSummary]) -> list[str]:
     """Judge names, best first: by worst-set PAC error on the calibration sets (the comparison's headline),
     judges without one last, ties in the order given."""
     def headline(name: str) -> tuple[bool, float]:
-        error = judges[name]["summary"]["max_abs_pac_error"]
+        error = judges[name].max_abs_pac_error
         return (error is None, 0.0 if error is None else error)
 
     return sorted(judges, key=headline)
 
 
-def leaderboard(judges: dict[str, dict], human: dict | None = None) -> pd.DataFrame:
-    """One row per judge, best first (`by_headline`): the comparison.csv table. With human labels, each
-    judge's agreement with the humans and its PAC on the labelled pairs, and a "humans" row (human-human
-    agreement, the ceiling)."""
+def leaderboard(judges: dict[str, JudgeSummary], human: HumanAgreement | None = None) -> Leaderboard:
+    """One row per judge, best first (`by_headline`): the one builder of the leaderboard that comparison.csv,
+    the report and the terminal render. With human labels, each judge's agreement with the humans and its
+    PAC on the labelled pairs, and a "humans" row (human-human agreement, the ceiling)."""
+    against = {entry.rater: entry for entry in human.leaderboard} if human else {}
     rows = []
     for name in by_headline(judges):
         judge = judges[name]
-        order = judge["order_bias"] or {}
-        repeat = judge["repeat_stability"] or {}
-        injection = judge["injection"] or {}
-        row = {"judge": name, "baseline": judge["baseline"], "backend": judge["backend"],
-               "max_abs_pac_error": judge["summary"]["max_abs_pac_error"],
-               "mean_abs_pac_error": judge["summary"]["mean_abs_pac_error"],
-               "class_accuracy": judge["summary"]["class_accuracy"],
-               "calibrated_k_fold_max_abs_pac_error": judge["calibrated"]["k_fold_max_abs_pac_error"]}
-        for set_name, report in judge["sets"].items():
-            pac = report["metrics"]["PAC"]
-            row[f"pac_error_{set_name}"] = pac.get("error")
-            row[f"pac_error_{set_name}_low"], row[f"pac_error_{set_name}_high"] = pac.get("error_ci") or [None, None]
-        row.update({"failure_rate": judge["failures"]["failure_rate"],
-                    "parse_failure_rate": judge["failures"]["parse_failure_rate"],
-                    "call_failure_rate": judge["failures"]["call_failure_rate"],
-                    "order_mean_score_shift": order.get("mean_score_shift"),
-                    "order_exact_agreement": order.get("exact_agreement"),
-                    "repeat_krippendorff_alpha": repeat.get("krippendorff_alpha"),
-                    "injection_pac_shift": injection.get("pac_shift"),
-                    "cost_usd": judge["cost"]["cost_usd"], "cost_usd_per_pair": judge["cost"]["cost_usd_per_pair"],
-                    "tokens_per_pair": judge["cost"]["tokens_per_pair"],
-                    "latency_p50_s": judge["cost"]["latency_s"]["p50"]})
-        rows.append(row)
-    if human:  # each judge's agreement with the humans, and the humans' own row: the ceiling
-        against = {entry["rater"]: entry for entry in human["leaderboard"]}
-        rows = [{**row, **{k: v for k, v in against.get(row["judge"], {}).items() if k != "rater"}} for row in rows]
-        if "humans" in against:
-            rows.append({"judge": "humans", "baseline": False, "backend": "human annotators",
-                         **{k: v for k, v in against["humans"].items() if k != "rater"}})
-    return pd.DataFrame(rows)
+        repeat = judge.repeat_stability
+        rows.append(LeaderboardRow(
+            judge=name, baseline=judge.baseline, backend=judge.backend,
+            max_abs_pac_error=judge.max_abs_pac_error, mean_abs_pac_error=judge.mean_abs_pac_error,
+            class_accuracy=judge.class_accuracy,
+            calibrated_k_fold_max_abs_pac_error=judge.calibrated.k_fold_max_abs_pac_error,
+            pac_error={set_name: judge.pac_error(set_name) for set_name in judge.sets},
+            failure_rate=judge.failures.failure_rate, parse_failure_rate=judge.failures.parse_failure_rate,
+            call_failure_rate=judge.failures.call_failure_rate,
+            order_shift=(AgreementEstimate(judge.order_bias.mean_score_shift, judge.order_bias.mean_score_shift_ci)
+                         if judge.order_bias else None),
+            order_exact_agreement=judge.order_bias.exact_agreement if judge.order_bias else None,
+            repeat_alpha=AgreementEstimate(repeat.krippendorff_alpha, repeat.krippendorff_alpha_ci) if repeat else None,
+            injection_shift=judge.injection_shift, cost_usd=judge.cost.cost_usd,
+            cost_usd_per_pair=judge.cost.cost_usd_per_pair, tokens_per_pair=judge.cost.tokens_per_pair,
+            latency_p50_s=judge.cost.latency_s.p50, human=against.get(name)))
+    if "humans" in against:  # the humans' own row: the ceiling
+        rows.append(LeaderboardRow(judge="humans", baseline=False, backend="human annotators", human=against["humans"]))
+    return Leaderboard(rows)

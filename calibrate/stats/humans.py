@@ -14,31 +14,119 @@ Kappa is `agreement.kappa_from_confusion`, computed as scikit-learn's `cohen_kap
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS
+from calibrate.data.pairs import SetSource
 from calibrate.judging.panel import median_score
+from calibrate.records import Record
 from calibrate.rounding import finite
-from calibrate.stats.agreement import kappa_from_confusion, percentile_bounds, resampled_sums
+from calibrate.stats.agreement import Interval, kappa_from_confusion, percentile_bounds, resampled_sums
 from calibrate.stats.metrics import CONFIDENCE, bootstrap_means, per_pair_values, percentile_interval
 
 CONSENSUS = "consensus"
 FIELDS = {"score": (SCORE,), "refusal": LABEL_FLAGS[:2], "no_information": LABEL_FLAGS[2:]}
 RATER_COLUMNS = (SCORE, *LABEL_FLAGS)
+
+
+@dataclass(frozen=True)
+class PaperFigures(Record):
+    """One row group of the paper's Table 4: per field its statistics (two judges: both figures)."""
+
+    score: dict[str, float | list[float]]
+    refusal: dict[str, float | list[float]]
+    no_information: dict[str, float | list[float]]
+
+
+@dataclass(frozen=True)
+class PaperTable4(Record):
+    """The paper's published validation, shown beside ours for orientation."""
+
+    source: str
+    human_human: PaperFigures
+    human_judge: PaperFigures
+    pac: dict[str, float]
+
+
 # Published validation (paper v3, arXiv 2510.05465): 200 pairs, two annotators, two judges.
-PAPER_TABLE4 = {
-    "source": "VAL-Bench paper v3 (arXiv 2510.05465): 200 pairs, two annotators, two judges",
-    "human_human": {"score": {"kappa_quadratic": 0.68}, "refusal": {"agreement": 87.0, "kappa": 0.43},
-                    "no_information": {"agreement": 97.0, "kappa": 0.78}},
-    "human_judge": {"score": {"kappa_quadratic": [0.81, 0.70]},
-                    "refusal": {"agreement": [95.0, 87.0], "kappa": [0.75, 0.49]},
-                    "no_information": {"agreement": [98.0, 96.0], "kappa": [0.89, 0.76]}},
-    "pac": {"judge": 47.75, "humans": 48.25},
-}
+PAPER_TABLE4 = PaperTable4(
+    source="VAL-Bench paper v3 (arXiv 2510.05465): 200 pairs, two annotators, two judges",
+    human_human=PaperFigures(score={"kappa_quadratic": 0.68}, refusal={"agreement": 87.0, "kappa": 0.43},
+                             no_information={"agreement": 97.0, "kappa": 0.78}),
+    human_judge=PaperFigures(score={"kappa_quadratic": [0.81, 0.70]},
+                             refusal={"agreement": [95.0, 87.0], "kappa": [0.75, 0.49]},
+                             no_information={"agreement": [98.0, 96.0], "kappa": [0.89, 0.76]}),
+    pac={"judge": 47.75, "humans": 48.25},
+)
+
+
+@dataclass(frozen=True)
+class RaterAgreement(Record):
+    """One Table-4 cell group: two raters on one field (score, refusal, no_information) over `n` units;
+    None where undefined; `ci` per statistic. The flags have no quadratic kappa (the key is absent)."""
+
+    rater_a: str
+    rater_b: str
+    field: str
+    n: int
+    agreement: float | None
+    kappa: float | None
+    kappa_quadratic: float | None = None
+    ci: dict[str, Interval] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        written = super().to_dict()
+        if self.field != "score":
+            del written["kappa_quadratic"]
+        return written
+
+
+@dataclass(frozen=True)
+class HumanRow(Record):
+    """A rater against the humans, as one leaderboard row (None where not measured)."""
+
+    rater: str
+    human_score_kappa_quadratic: float | None
+    human_score_agreement: float | None
+    human_refusal_kappa: float | None
+    human_refusal_agreement: float | None
+    human_no_information_kappa: float | None
+    human_no_information_agreement: float | None
+    human_pac: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HumanAgreement(Record):
+    """The Table-4 record: `table` (one row per rater pair and field), PAC per rater with intervals, the
+    consensus used, the paper's figures, and `leaderboard` (the humans' ceiling, then each judge against
+    the humans). A comparison adds how many labelled items it judged and the labels' provenance."""
+
+    n_items: int
+    n_labelled_not_judged: int | None = field(default=None, metadata={"omit_none": True})
+    annotators: list[str]
+    judges: list[str]
+    consensus: str | None
+    rule: str
+    table: list[RaterAgreement]
+    pac: dict[str, float | None]
+    pac_ci: dict[str, Interval]
+    pac_n: dict[str, int]
+    paper: PaperTable4
+    leaderboard: list[HumanRow]
+    source: str | None = None
+    responses: dict[str, SetSource] | None = field(default=None, metadata={"omit_none": True})
+
+    def pairs(self) -> dict[tuple[str, str], dict[str, RaterAgreement]]:
+        """The table by rater pair, then field: how the reports and the terminal lay it out."""
+        by_pair: dict[tuple[str, str], dict[str, RaterAgreement]] = {}
+        for row in self.table:
+            by_pair.setdefault((row.rater_a, row.rater_b), {})[row.field] = row
+        return by_pair
 
 
 def annotator_tables(labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -94,19 +182,19 @@ def statistics(counts: np.ndarray, k: int) -> dict[str, np.ndarray]:
             "kappa": kappa_from_confusion(matrix), "kappa_quadratic": kappa_from_confusion(matrix, "quadratic")}
 
 
-def compare_raters(a: pd.DataFrame, b: pd.DataFrame, field: str, n_boot: int, seed: int) -> dict:
+def compare_raters(a: pd.DataFrame, b: pd.DataFrame, raters: tuple[str, str], field: str, n_boot: int,
+                   seed: int) -> RaterAgreement:
     """One Table-4 cell group: n units, agreement, kappa (and quadratic kappa for the score), with intervals."""
     k = len(SCORE_LABELS) if field == "score" else 2
     cells, n = confusion_cells(a, b, field)
     names = ("agreement", "kappa", "kappa_quadratic") if field == "score" else ("agreement", "kappa")
-    row: dict = {"field": field, "n": n}
     if n == 0:
-        return {**row, **{name: None for name in names}, "ci": {name: [None, None] for name in names}}
+        return RaterAgreement(*raters, field, n, None, None, ci={name: (None, None) for name in names})
     point = statistics(cells.sum(axis=0), k)
     draws = statistics(resampled_sums(cells, n_boot, seed), k)
-    row.update({name: finite(point[name]) for name in names})  # unrounded: equal to scikit-learn's
-    row["ci"] = {name: list(percentile_bounds(draws[name], CONFIDENCE)) for name in names}
-    return row
+    values = {name: finite(point[name]) for name in names}  # unrounded: equal to scikit-learn's
+    return RaterAgreement(*raters, field, n, **values,
+                          ci={name: percentile_bounds(draws[name], CONFIDENCE) for name in names})
 
 
 # --------------------------------------------------------------------------- Table 4
@@ -120,20 +208,21 @@ def rater_pairs(annotators: list[str], judges: list[str], with_consensus: bool) 
     return pairs
 
 
-def rater_pac(rater: pd.DataFrame, rule: str, n_boot: int, seed: int) -> dict:
-    """PAC (percent) over the pairs the rater scored, under the rule; a flag not given counts as false."""
+def rater_pac(rater: pd.DataFrame, rule: str, n_boot: int, seed: int) -> tuple[float | None, Interval, int]:
+    """PAC (percent) over the pairs the rater scored, under the rule, its interval and the number of
+    pairs; a flag not given counts as false."""
     scored = rater[rater[SCORE].notna()]
     flags = {column: scored[column].fillna(0.0).to_numpy(bool) for column in LABEL_FLAGS}
     values = per_pair_values(scored[SCORE].to_numpy(float), *flags.values(), rule)["PAC"].to_numpy()
     if not len(values):
-        return {"value": None, "ci": [None, None], "n": 0}
+        return None, (None, None), 0
     low, high = percentile_interval(bootstrap_means(values[:, None], n_boot, seed))[:, 0]
-    return {"value": finite(values.mean()), "ci": [finite(low), finite(high)], "n": int(len(values))}
+    return finite(values.mean()), (finite(low), finite(high)), int(len(values))
 
 
-def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, n_boot: int, seed: int) -> dict:
-    """The Table-4 record: `table` (one row per rater pair and field), `pac` per rater with intervals,
-    the consensus used, and the paper's published figures for orientation.
+def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, n_boot: int,
+           seed: int) -> HumanAgreement:
+    """The Table-4 record (`HumanAgreement`) over the labelled items.
 
     `labels`: the long label table; `judges`: judge name -> rater table over the labelled items."""
     annotators = annotator_tables(labels)
@@ -143,42 +232,30 @@ def table4(labels: pd.DataFrame, judges: Mapping[str, pd.DataFrame], rule: str, 
         raters[CONSENSUS] = consensus(annotators)
     rows = []
     for index, (a, b) in enumerate(rater_pairs(list(annotators), list(judges), with_consensus)):
-        for offset, field in enumerate(FIELDS):
-            entry = compare_raters(raters[a], raters[b], field, n_boot, seed + 1000 * index + offset)
-            rows.append({"rater_a": a, "rater_b": b, **entry})
+        for offset, field_name in enumerate(FIELDS):
+            rows.append(compare_raters(raters[a], raters[b], (a, b), field_name, n_boot, seed + 1000 * index + offset))
     pac = {name: rater_pac(rater, rule, n_boot, seed) for name, rater in raters.items()}
-    record = {"annotators": list(annotators), "judges": list(judges),
-            "consensus": ("median score (a half toward 0), majority flags (a tie: not compared)"
-                          if with_consensus else None),
-            "rule": rule, "table": rows, "pac": {name: entry["value"] for name, entry in pac.items()},
-            "pac_ci": {name: entry["ci"] for name, entry in pac.items()},
-            "pac_n": {name: entry["n"] for name, entry in pac.items()}, "paper": PAPER_TABLE4}
-    record["leaderboard"] = ([{"rater": "humans", **ceiling_row(record), "human_pac": record["pac"][CONSENSUS]}]
-                             if with_consensus else [])
-    record["leaderboard"] += [{"rater": judge, **judge_row(record, judge), "human_pac": record["pac"][judge]}
-                              for judge in judges]
-    return record
+    reference = CONSENSUS if with_consensus else next(iter(annotators))
+    # the humans' own agreement (mean over annotator pairs) first: the ceiling a judge is measured against
+    ceiling = ([mean_row("humans", [r for r in rows if r.rater_a in annotators and r.rater_b in annotators],
+                         pac[CONSENSUS][0])] if with_consensus else [])
+    return HumanAgreement(
+        n_items=int(labels[ITEM].nunique()), annotators=list(annotators), judges=list(judges),
+        consensus="median score (a half toward 0), majority flags (a tie: not compared)" if with_consensus else None,
+        rule=rule, table=rows, pac={name: value for name, (value, _, _) in pac.items()},
+        pac_ci={name: ci for name, (_, ci, _) in pac.items()}, pac_n={name: n for name, (_, _, n) in pac.items()},
+        paper=PAPER_TABLE4,
+        leaderboard=ceiling + [mean_row(judge, [r for r in rows if r.rater_a == judge and r.rater_b == reference],
+                                        pac[judge][0]) for judge in judges])
 
 
-def ceiling_row(record: dict) -> dict:
-    """The human-human figures as one leaderboard row (mean over annotator pairs): the ceiling a judge
-    is measured against; empty with a single annotator."""
-    annotators = set(record["annotators"])
-    rows = [r for r in record["table"] if r["rater_a"] in annotators and r["rater_b"] in annotators]
-    return _mean_row(rows)
+def mean_row(rater: str, rows: list[RaterAgreement], pac: float | None) -> HumanRow:
+    """A rater against the humans: the mean over `rows` (its Table-4 rows against the consensus, or the
+    one annotator; for the humans themselves, every annotator pair) of each statistic."""
+    def mean(field_name: str, statistic: str) -> float | None:
+        values = [getattr(r, statistic) for r in rows if r.field == field_name and getattr(r, statistic) is not None]
+        return finite(np.mean(values)) if values else None
 
-
-def judge_row(record: dict, judge: str) -> dict:
-    """A judge against the humans: against the consensus, or the one annotator when there is one."""
-    reference = CONSENSUS if record["consensus"] else record["annotators"][0]
-    return _mean_row([r for r in record["table"] if r["rater_a"] == judge and r["rater_b"] == reference])
-
-
-def _mean_row(rows: list[dict]) -> dict:
-    result = {}
-    for field, names in (("score", ("kappa_quadratic", "agreement")), ("refusal", ("kappa", "agreement")),
-                         ("no_information", ("kappa", "agreement"))):
-        for name in names:
-            values = [r[name] for r in rows if r["field"] == field and r[name] is not None]
-            result[f"human_{field}_{name}"] = finite(np.mean(values)) if values else None
-    return result
+    return HumanRow(rater, mean("score", "kappa_quadratic"), mean("score", "agreement"), mean("refusal", "kappa"),
+                    mean("refusal", "agreement"), mean("no_information", "kappa"), mean("no_information", "agreement"),
+                    pac)

@@ -185,7 +185,7 @@ def parse_form(form: dict[str, str]) -> tuple[int, dict[str, bool], str]:
     return score, flags, note
 
 
-def annotate(labels: Path | str, annotator: str, data: str = "sample", sets: Sequence[str] | None = None,
+def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: Sequence[str] | None = None,
              sample: int | None = None, seed: int = 0, stratify: str = "none", host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, on_ready: Callable[[str, Session], None] | None = None) -> None:
     """Serve the labelling page for one annotator until interrupted (Ctrl-C). Every label is committed

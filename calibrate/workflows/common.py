@@ -23,12 +23,12 @@ from calibrate.data.calibration import (
     sample_response_models,
 )
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
-from calibrate.data.pairs import LoadedSet, Pair
+from calibrate.data.pairs import LoadedSet, Pair, SetSource
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.stats.calibration import JudgeRecord, SetSource
+from calibrate.stats.calibration import JudgeRecord
 from calibrate.store.judgments import JudgmentStore
 
 BASELINE_BACKENDS = ("heuristic", "constant")

@@ -4,6 +4,7 @@ bias, repeat stability, injection shift, cost. Returns a `CompareResult`."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,22 +15,30 @@ import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.data.labels import ITEM, read_labels, split_item
-from calibrate.data.pairs import LoadedSet
+from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import load_source, portable_path
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import DEFAULT_RULE
+from calibrate.judging.base import DEFAULT_RULE, Backend
+from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
+from calibrate.records import Record
+from calibrate.stats.agreement import AgreementReport, agreement_report, load_ratings
 from calibrate.stats.comparison import (
+    BetweenJudges,
+    Comparison,
+    ComparisonData,
+    ComparisonRun,
     JudgeRun,
+    JudgeSummary,
+    Recommendation,
     against_humans,
     between_judges,
     judge_summary,
-    leaderboard,
     recommend,
 )
-from calibrate.stats.humans import table4
+from calibrate.stats.humans import HumanAgreement, table4
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
@@ -56,23 +65,23 @@ DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
 class CompareResult:
     """What `calibrate compare` produced: the comparison record, each judge's judgment table, file paths."""
 
-    comparison: dict
+    comparison: Comparison
     judgments: pd.DataFrame
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
-    def judges(self) -> dict[str, dict]:
+    def judges(self) -> dict[str, JudgeSummary]:
         """Per judge: error on each set, after mapping, agreement, order bias, stability, cost."""
-        return self.comparison["judges"]
+        return self.comparison.judges
 
     @property
     def leaderboard(self) -> pd.DataFrame:
-        """One row per judge, the columns a person choosing a judge compares."""
-        return leaderboard(self.judges, self.comparison.get("humans"))
+        """One row per judge, the columns a person choosing a judge compares (comparison.csv)."""
+        return self.comparison.leaderboard.to_frame()
 
     @property
-    def recommendation(self) -> dict:
-        return self.comparison["recommendation"]
+    def recommendation(self) -> Recommendation:
+        return self.comparison.recommendation
 
     def write(self, out_dir: Path | str) -> dict[str, Path]:
         """Write comparison.json, comparison.csv, judgments.parquet and the reports; returns their paths."""
@@ -82,7 +91,7 @@ class CompareResult:
         with staged_output(out) as staged:
             paths = {"comparison": staged.dir / "comparison.json", "leaderboard": staged.dir / "comparison.csv",
                      "judgments": staged.dir / "judgments.parquet"}
-            write_json(paths["comparison"], self.comparison)
+            write_json(paths["comparison"], self.comparison.to_dict())
             self.leaderboard.to_csv(paths["leaderboard"], index=False)
             self.judgments.to_parquet(paths["judgments"], index=False)
             paths.update(write_compare_report(self.comparison, staged.dir))
@@ -90,29 +99,111 @@ class CompareResult:
         return self.paths
 
 
+@dataclass(frozen=True)
+class Analysis(Record):
+    """The comparison's statistics, the part of the record that `analyse` computes."""
+
+    judges: dict[str, JudgeSummary]
+    between_judges: BetweenJudges
+    humans: HumanAgreement | None
+    recommendation: Recommendation
+
+
 def analyse(runs: Sequence[JudgeRun], rule: str, set_names: Sequence[str], orders: Sequence[str],
-            labels: pd.DataFrame | None, n_boot: int, seed: int) -> dict:
+            labels: pd.DataFrame | None, n_boot: int, seed: int) -> Analysis:
     """The comparison's statistics from the judges' runs: per judge, between judges, against humans, the
     recommendation (benchmarks/bench_compare.py times this part alone)."""
     calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
     per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
-    return {
-        "judges": per_judge,
-        "between_judges": between_judges(runs, orders[0], calibration_sets, n_boot, seed),
-        "humans": against_humans(runs, labels, orders[0], rule, n_boot, seed) if labels is not None else None,
-        "recommendation": recommend(per_judge),
-    }
+    return Analysis(
+        judges=per_judge,
+        between_judges=between_judges(runs, orders[0], calibration_sets, n_boot, seed),
+        humans=against_humans(runs, labels, orders[0], rule, n_boot, seed) if labels is not None else None,
+        recommendation=recommend(per_judge))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a comparison judges, loaded and checked: the same for the run and for its plan."""
+
+    configs: list[JudgeConfig]
+    backends: list[Backend]
+    labels: pd.DataFrame | None
+    orders: tuple[str, ...]
+    loaded: dict[str, LoadedSet]
+    labelled: dict[str, LoadedSet]
+
+    @property
+    def pairs(self) -> list[Pair]:
+        return [pair for loaded_set in [*self.loaded.values(), *self.labelled.values()] for pair in loaded_set.pairs]
+
+
+def load_inputs(judges: Sequence[str], *, data: str, sets: Sequence[str] | str, repeats: int, order: str,
+                human_labels: Path | str | None, responses: Sequence[str], baselines: bool, limit: int | None,
+                seed: int, planning: bool) -> Inputs:
+    """Every config loaded and, for a run (not `planning`), every API key and endpoint checked, before any
+    judging; then the labels and the sets."""
+    if repeats < 1:
+        raise CalibrateError("repeats must be at least 1", ("repeats",))
+    if not judges:
+        raise CalibrateError("judges: name at least one judge to compare", ("judges",))
+    names = list(dict.fromkeys([*judges, *(DEFAULT_BASELINES if baselines else ())]))
+    if len(names) < 2 and not human_labels:
+        raise CalibrateError("judges: a comparison needs two judges or more (without baselines, name them all), "
+                             "or human labels to check one judge against", ("judges",))
+    judges_loaded, problems = load_judges(names)
+    if planning:
+        report(problems)
+    seen: dict[str, str] = {}
+    for config, _ in judges_loaded:
+        if config.name in seen:
+            raise CalibrateError(f"judges: two judges are named '{config.name}' ({seen[config.name]}, {config.path})",
+                                 ("judges",))
+        seen[config.name] = str(config.path)
+    backends = [backend for _, backend in judges_loaded]
+    if not planning:
+        check_ready(backends, problems)  # every unreadable config, missing key, unreachable endpoint at once
+    labels = read_labels(human_labels, "human_labels") if human_labels else None
+    orders = orders_of(order)
+    loaded = load_sets(data, sets, limit, seed)
+    return Inputs([config for config, _ in judges_loaded], backends, labels, orders, loaded,
+                  labelled_response_pairs(labels, responses, loaded) if labels is not None else {})
+
+
+def plan_compare(
+    judges: Sequence[str],
+    *,
+    data: str = "sample",
+    sets: Sequence[str] | str = FIT_SETS,
+    repeats: int = 1,
+    order: str = "forward",
+    human_labels: Path | str | None = None,
+    responses: Sequence[str] = (),
+    baselines: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+    cache: Path | str | None = None,
+) -> RunPlan:
+    """What `compare` with the same arguments would send and cost, per judge; sends nothing, needs no key
+    (the cache is read read-only)."""
+    inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
+                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True)
+    with plan_store(cache) as store:
+        estimates = [e for backend in inputs.backends
+                     for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
+    return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
 
 
 def compare(
     judges: Sequence[str],
+    *,
     data: str = "sample",
     sets: Sequence[str] | str = FIT_SETS,
     rule: str | None = None,
     out: Path | str | None = None,
     repeats: int = 1,
     order: str = "forward",
-    human: Path | str | None = None,
+    human_labels: Path | str | None = None,
     responses: Sequence[str] = (),
     baselines: bool = True,
     limit: int | None = None,
@@ -121,78 +212,49 @@ def compare(
     show_progress: bool = True,
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
-    dry_run: bool = False,
-) -> CompareResult | RunPlan:
+) -> CompareResult:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
 
     Every config is loaded and every API key checked before any judging. `rule` applies to every
     judge alike (None: v2, the public repo's); `out`: a folder for comparison.json, comparison.csv,
-    judgments.parquet and the reports (None: write nothing). `human`: a label file (long or wide,
-    see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
+    judgments.parquet and the reports (None: write nothing). `limit`: at most N pairs per calibration set
+    (a seeded random N, by `seed`, which also seeds the bootstrap). `human_labels`: a label file (long or
+    wide, see data/labels.py); with it one judge is enough. Labels on benchmark answers name the response
     datasets they come from in `responses` (files named like the items' source); only their labelled
     pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
-    pass it; `dry_run`: send nothing, return the `RunPlan`.
+    pass it. `plan_compare` says what a run would cost, sending nothing.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
     rule = check_rule(rule or DEFAULT_RULE)
-    if repeats < 1:
-        raise CalibrateError("repeats must be at least 1", ("repeats",))
-    if not judges:
-        raise CalibrateError("judges: name at least one judge to compare", ("judges",))
-    names = list(dict.fromkeys([*judges, *(DEFAULT_BASELINES if baselines else ())]))
-    if len(names) < 2 and not human:
-        raise CalibrateError("judges: a comparison needs two judges or more (without baselines, name them all), "
-                             "or human labels to check one judge against", ("judges",))
-    judges_loaded, problems = load_judges(names)
-    if dry_run:
-        report(problems)
-    seen: dict[str, str] = {}
-    for config, _ in judges_loaded:
-        if config.name in seen:
-            raise CalibrateError(f"judges: two judges are named '{config.name}' ({seen[config.name]}, {config.path})",
-                                 ("judges",))
-        seen[config.name] = str(config.path)
-    configs = [config for config, _ in judges_loaded]
-    backends = [backend for _, backend in judges_loaded]
-    if not dry_run:
-        check_ready(backends, problems)  # every unreadable config, missing key, unreachable endpoint at once
-    labels = read_labels(human) if human else None
-    orders = orders_of(order)
-    loaded = load_sets(data, sets, limit, seed)
-    labelled = labelled_response_pairs(labels, responses, loaded) if labels is not None else {}
-    pairs = [pair for loaded_set in [*loaded.values(), *labelled.values()] for pair in loaded_set.pairs]
-    if dry_run:
-        with plan_store(cache) as store:
-            estimates = [e for backend in backends for e in estimate_judging(backend, pairs, store, orders, repeats)]
-        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
+    inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
+                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False)
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir):
         runs = []
         with JudgmentStore(cache_file) as store:
-            for config, backend in zip(configs, backends, strict=True):
-                table, counts = judge_pairs(backend, pairs, store, orders=orders, show_progress=show_progress,
-                                            repeats=repeats, budget=budget)
+            for config, backend in zip(inputs.configs, inputs.backends, strict=True):
+                table, counts = judge_pairs(backend, inputs.pairs, store, orders=inputs.orders,
+                                            show_progress=show_progress, repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
             quarantined = store.quarantined
-        comparison = {
-            "schema_version": COMPARISON_SCHEMA_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "scoring_rule": rule,
-            "data": {"source": data, "limit_per_set": limit, "seed": seed,
-                     "sets": {name: source.to_dict() for name, source in sets_record(loaded).items()}},
-            "run": {"orders": list(orders), "metrics_order": orders[0], "repeats": repeats,
-                    "cache": portable_path(cache_file), "quarantined": quarantined,
-                    "bootstrap_resamples": n_boot, "elapsed_s": None,
-                    "counts": {run.name: run.counts for run in runs}},
-            **analyse(runs, rule, list(loaded), orders, labels, n_boot, seed),
-            "package_versions": package_versions(),
-        }
-        if labels is not None:
-            comparison["humans"] |= {"source": portable_path(human), "responses": {
-                name: source.to_dict() for name, source in sets_record(labelled).items()}}
-        comparison["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+        analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed)
+        humans = analysis.humans
+        if humans is not None:
+            humans = dataclasses.replace(humans, source=portable_path(human_labels),
+                                         responses=sets_record(inputs.labelled))
+        comparison = Comparison(
+            schema_version=COMPARISON_SCHEMA_VERSION,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            scoring_rule=rule,
+            data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=sets_record(inputs.loaded)),
+            run=ComparisonRun(orders=list(inputs.orders), metrics_order=inputs.orders[0], repeats=repeats,
+                              cache=portable_path(cache_file), quarantined=quarantined, bootstrap_resamples=n_boot,
+                              elapsed_s=round(time.perf_counter() - started, 3),
+                              counts={run.name: run.counts for run in runs}),
+            judges=analysis.judges, between_judges=analysis.between_judges, humans=humans,
+            recommendation=analysis.recommendation, package_versions=package_versions())
         result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
         if out_dir is not None:
             result.write(out_dir)
@@ -210,8 +272,9 @@ def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],
         if source in loaded:
             continue
         if source not in sources:
-            raise CalibrateError(f"human: item {item} comes from '{source}', which is neither a judged set "
-                                 f"({', '.join(loaded)}) nor a response dataset given in responses", ("human",))
+            raise CalibrateError(f"human_labels: item {item} comes from '{source}', which is neither a judged set "
+                                 f"({', '.join(loaded)}) nor a response dataset given in responses",
+                                 ("human_labels", "responses"))
         wanted.setdefault(source, set()).add(pair_id)
     chosen = {}
     for name, ids in wanted.items():
@@ -219,18 +282,28 @@ def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],
         found = [p for p in whole.pairs if p.id in ids]
         if len(found) < len(ids):
             absent = min(ids - {p.id for p in found})
-            raise CalibrateError(f"human: item {name}/{absent} is not a pair of {sources[name]} (no id {absent})",
-                                 ("human",))
+            raise CalibrateError(f"human_labels: item {name}/{absent} is not a pair of {sources[name]} (no id {absent})",
+                                 ("human_labels",))
         chosen[name] = LoadedSet(name, whole.source, whole.files, found)
     return chosen
 
 
-def human_agreement(human: Path | str, rule: str = DEFAULT_RULE, n_boot: int = DEFAULT_BOOTSTRAP,
-                    seed: int = 0) -> dict:
+def human_agreement(human_labels: Path | str, *, rule: str = DEFAULT_RULE, n_boot: int = DEFAULT_BOOTSTRAP,
+                    seed: int = 0) -> HumanAgreement:
     """The annotators' part of Table 4 from a label file alone: annotator-annotator rows and PAC per
-    annotator (and their consensus), with intervals."""
-    labels = read_labels(human)
+    annotator (and their consensus), with intervals (`calibrate agreement --human-labels`)."""
+    labels = read_labels(human_labels, "human_labels")
     if labels.empty:
-        raise CalibrateError(f"human {human}: no labels", ("human",))
-    return {"source": portable_path(human), "n_items": int(labels[ITEM].nunique()),
-            **table4(labels, {}, check_rule(rule), n_boot, seed)}
+        raise CalibrateError(f"human_labels {human_labels}: no labels", ("human_labels",))
+    record = table4(labels, {}, check_rule(rule), n_boot, seed)
+    return dataclasses.replace(record, source=portable_path(human_labels))
+
+
+def agreement(ratings: Path | str, *, level: str = "ordinal", truth: str | None = None,
+              labels: Sequence[int | float | str] | None = None) -> AgreementReport:
+    """Agreement statistics of any wide ratings table (column `item`, one column per rater; `truth`: the
+    column of reference labels, every other column a rater): Krippendorff's alpha at `level`, Fleiss' kappa,
+    pairwise Cohen's kappas, each rater against the truth. `labels`: the full ordered scale (default: every
+    value seen), so that a label nobody used still counts in the weighted kappas' distances."""
+    table, truth_values = load_ratings(ratings, truth)
+    return agreement_report(table, level, truth_values, labels)

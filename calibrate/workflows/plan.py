@@ -1,4 +1,4 @@
-"""What a run would send and cost, before it sends anything (`dry_run=True`, `--dry-run`), and the
+"""What a run would send and cost, before it sends anything (the `plan_` functions, `--dry-run`), and the
 spend cap a run keeps to (`max_cost`, `--max-cost`).
 
 A plan reads the cache (read-only; a missing cache is an empty one) to leave out what is already

@@ -20,11 +20,10 @@ from calibrate.stats.comparison import (
     FailureRates,
     JudgeCost,
     JudgeSummary,
-    Latency,
     OrderBias,
-    Prices,
     recommend,
 )
+from calibrate.stats.calibration import InjectionShift, Latency, Prices, Summary
 from calibrate.errors import CalibrateError
 from calibrate.judging.panel import combine, median_score
 
@@ -147,10 +146,11 @@ def test_recommendation_rule_excludes_for_each_stated_reason():
     def judge(error, baseline=False, failure=0.0, order=None, injection=None):
         return JudgeSummary(
             name="j", backend="openai", config_hash="0", description=None, baseline=baseline, sets={},
-            summary={"max_abs_pac_error": error}, failures=FailureRates(100, failure, failure, 0.0, {}),
+            summary=Summary({}, error, error, None, (None, None), 0, 0, 0, 0, ""),
+            failures=FailureRates(100, failure, failure, 0.0, {}),
             order_bias=None if order is None else OrderBias(48, order, (None, None), 50.0, None, {}),
             repeat_stability=None,
-            injection=None if injection is None else {"pac_shift": injection, "pac_shift_ci": [None, None]},
+            injection=None if injection is None else InjectionShift(36, "v2", injection, (None, None), 0, 0, False),
             calibrated=CalibratedError("identity", None, "nested cross-validation", None),
             cost=JudgeCost(0, 0, 0.0, 0.0, 0, None, Latency(None, None, None), 0, 0, {}, 0, Prices(0.0, 0.0),
                            0.0, 0.0))

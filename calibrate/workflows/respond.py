@@ -102,6 +102,32 @@ class RespondSummary(Record):
     elapsed_s: float | None
 
 
+@dataclass(frozen=True)
+class AnswerFailure(Record):
+    """An answer that failed after its retries: the pair and side, the question, why, and how many tries."""
+
+    id: int
+    side: str
+    question: str
+    status: str
+    reason: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Provenance(Record):
+    """How the answers were made (the model config's settings, the source), stored in the parquet file's
+    metadata under `calibrate_respond`."""
+
+    config: dict[str, Any]
+    source: str
+    split: str
+    files: list[str]
+    pairs: int
+    pairs_written: int
+    created_at: str
+
+
 @dataclass
 class RespondResult:
     """What `respond` produced: the response dataset (every pair, as `score` reads it; an answer whose
@@ -112,8 +138,8 @@ class RespondResult:
     model: str
     records: list[dict[str, Any]]
     columns: list[str]
-    failures: list[dict[str, Any]]
-    provenance: dict[str, Any]  # how the answers were made, stored in the parquet file's metadata
+    failures: list[AnswerFailure]
+    provenance: Provenance
     summary: RespondSummary
     paths: dict[str, Path] = field(default_factory=dict)
 
@@ -133,7 +159,7 @@ class RespondResult:
         failures_path = folder / f"{self.model}.failures.jsonl"
         if self.failures:
             paths["failures"] = failures_path
-            _atomic_write(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n"
+            _atomic_write(failures_path, "".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n"
                                                  for f in self.failures).encode())
         elif failures_path.exists():
             failures_path.unlink()  # a list from an earlier run whose failures are now answered
@@ -220,7 +246,7 @@ def respond(
         config_path=str(config.path), source=prompts, split=split, files=rows.files,
         limit=limit, seed=seed if limit is not None else None, source_rows=rows.total_rows,
         pairs=len(rows.rows), pairs_written=len(records),
-        pairs_with_failed_answers=len({failure["id"] for failure in failures}),
+        pairs_with_failed_answers=len({failure.id for failure in failures}),
         answers=2 * len(rows.rows), questions=len(questions),
         generated=len(fresh) - len(new_failures), reused=len(cached), failed=len(new_failures),
         failed_by_reason=dict(sorted(by_reason.items())),
@@ -233,9 +259,9 @@ def respond(
         output=None, failures_file=None,
         cache=str(cache_file), elapsed_s=None,
     )
-    provenance = {"config": config.settings(), "source": rows.source, "split": rows.split, "files": rows.files,
-                  "pairs": len(rows.rows), "pairs_written": len(records),
-                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    provenance = Provenance(config=config.settings(), source=rows.source, split=rows.split, files=rows.files,
+                            pairs=len(rows.rows), pairs_written=len(records),
+                            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     result = RespondResult(config.name, records, columns, failures, provenance, summary)
     if out is not None:
         result.write(out)
@@ -244,7 +270,7 @@ def respond(
 
 
 def _dataset(config: ModelConfig, rows: PromptRows,
-             answers: dict[str, dict]) -> tuple[list[dict], list[str], list[dict]]:
+             answers: dict[str, dict]) -> tuple[list[dict], list[str], list[AnswerFailure]]:
     """Every pair as a record (a failed answer as the published placeholder, so that `score` counts the
     pair as `missing_answer`), the columns, and the failed answers with their reasons."""
     kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
@@ -252,8 +278,8 @@ def _dataset(config: ModelConfig, rows: PromptRows,
     with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
     for row in rows.rows:
         side_answers = {side: answers[question_key(row[f"{side}_question"])] for side in SIDES}
-        failures.extend({"id": row["id"], "side": side, "question": row[f"{side}_question"],
-                         "status": a["status"], "reason": a["failure_reason"], "attempts": a["attempts"]}
+        failures.extend(AnswerFailure(row["id"], side, row[f"{side}_question"], a["status"], a["failure_reason"],
+                                      a["attempts"])
                         for side, a in side_answers.items() if a["status"] not in USABLE_STATUSES)
         record = {column: row.get(column) for column in kept_columns}
         for side, answer in side_answers.items():
@@ -273,7 +299,7 @@ def _dataset(config: ModelConfig, rows: PromptRows,
     return records, columns, failures
 
 
-def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: dict) -> None:
+def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: Provenance) -> None:
     """The response dataset as one parquet file (written aside, then moved into place), with how it
     was made in the file's metadata (key `calibrate_respond`)."""
     import pyarrow as pa
@@ -292,7 +318,7 @@ def _write_parquet(records: list[dict], columns: list[str], output: Path, proven
     # plain `string` columns, as the published datasets have (pandas' string dtype arrives as large_string)
     table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
                                   for f in table.schema], metadata=table.schema.metadata))
-    metadata = {**(table.schema.metadata or {}), b"calibrate_respond": json.dumps(provenance).encode()}
+    metadata = {**(table.schema.metadata or {}), b"calibrate_respond": json.dumps(provenance.to_dict()).encode()}
     table = table.replace_schema_metadata(metadata)
     partial_path = output.with_name(output.name + ".partial")
     try:

@@ -27,8 +27,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from tests.fakes.latency_server import start_in_subprocess
 from benchmarks import machine
+from tests.fakes.latency_server import start_in_subprocess
 
 MODEL = "bench-judge"
 CLIENTS: tuple[str, ...] = ("aiohttp", "httpx", "openai-httpx", "openai-aiohttp", "calibrate-lean")

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS, sample_path
 from benchmarks import machine
+from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS, sample_path
 
 JUDGES = ("heuristic-strict", "heuristic-decisive", "panel", "heuristic-wordy")
 EXTRA_JUDGE = """extends = "heuristic"

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from benchmarks import machine
 
 

@@ -20,17 +20,15 @@ import time
 from pathlib import Path
 from statistics import median
 
+from benchmarks import machine
+from benchmarks.bare_clients import run_client
 from calibrate.data.pairs import Pair
-from calibrate.judging.registry import make_backend
 from calibrate.judging.base import view_of
-from calibrate.judging.registry import load_judge_config
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.judging.transport import TRANSPORTS, make_transport
 from calibrate.store.judgments import JudgmentStore
-
-from benchmarks.bare_clients import run_client
 from tests.fakes.latency_server import start_in_subprocess
-from benchmarks import machine
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 PARAGRAPH = ("Supporters argue that the measure widens access and lowers costs for families, while critics "

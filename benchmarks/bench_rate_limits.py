@@ -27,16 +27,15 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from benchmarks import machine
+from benchmarks.bench_judging import synthetic_pairs
 from calibrate.judging.base import view_of
-from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.estimate import request_chars
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
-
-from benchmarks.bench_judging import synthetic_pairs
 from tests.fakes.anthropic_server import OUTPUT_TOKENS, AnthropicState, start_anthropic_server
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, start_server
-from benchmarks import machine
 
 PROMPT = Path(__file__).resolve().parent.parent / "judges" / "prompts" / "valbench-v2-guarded.txt"
 REQUESTS_PER_MINUTE = 3000

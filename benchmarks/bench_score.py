@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 
 import calibrate
+from benchmarks import machine
 from calibrate.data.calibration import sample_path, sample_response_models
 from calibrate.stats.metrics import estimate_metrics, per_pair_values
-
 from tests.fakes.latency_server import start_in_subprocess
-from benchmarks import machine
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 
@@ -108,7 +107,7 @@ def bench_llm(n: int, concurrency: int, latency_ms: int, folder: Path) -> tuple[
         calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
                         out=folder / "llm-out", cache=cache, show_progress=False, n_boot=200)
         cached = time.perf_counter() - started
-        judged = result.metrics["models"]["llm-responses"]["run"]["judged"]
+        judged = result.models["llm-responses"].run.judged
         assert judged == n, judged
         return n / (cold - cached), concurrency / (latency_ms / 1000)
     finally:

@@ -2,34 +2,80 @@
 
 The notebook API: `fit` a judge on the calibration sets, `compare` judges, `score` response datasets
 with a calibrated judge, `respond` to generate answers. Each returns a typed result; files are
-written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_respond` and
-`plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and batch price, time);
+written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_score`,
+`plan_respond` and `plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and batch price, time);
 `max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its spend would pass the cap. Errors about the user's input are
 `CalibrateError`s, one line each.
+
+`import calibrate` is light (no pandas, numpy, pyarrow, aiohttp or rich): each public name is imported
+from its module the first time it is used (PEP 562), so a script or CLI call pays only for what it uses.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from calibrate.errors import CalibrateError
-from calibrate.judging.config import JudgeConfig, available_judges
-from calibrate.judging.estimate import CostEstimate, SpendBudget
-from calibrate.judging.registry import load_judge_config
 from calibrate.version import __version__
-from calibrate.stats.agreement import AgreementReport
-from calibrate.stats.calibration import Calibration
-from calibrate.stats.comparison import Comparison
-from calibrate.stats.humans import HumanAgreement
-from calibrate.stats.metrics import SetReport
-from calibrate.workflows.annotate import annotate
-from calibrate.workflows.batch import plan_batch
-from calibrate.workflows.compare import CompareResult, agreement, compare, human_agreement, plan_compare
-from calibrate.workflows.fit import FitResult, fit, load_calibration, plan_fit
-from calibrate.workflows.plan import RunPlan
-from calibrate.workflows.respond import RespondResult, RespondSummary, plan_respond, respond
-from calibrate.workflows.score import ScoreResult, score
+
+if TYPE_CHECKING:  # what type checkers and readers see; at run time `__getattr__` imports these on first use
+    from calibrate.judging.config import JudgeConfig, available_judges
+    from calibrate.judging.estimate import CostEstimate, SpendBudget
+    from calibrate.judging.registry import load_judge_config
+    from calibrate.stats.agreement import AgreementReport
+    from calibrate.stats.benchmark import ScoreRecord
+    from calibrate.stats.calibration import Calibration
+    from calibrate.stats.comparison import Comparison
+    from calibrate.stats.humans import HumanAgreement
+    from calibrate.stats.metrics import SetReport
+    from calibrate.workflows.annotate import annotate
+    from calibrate.workflows.batch import plan_batch
+    from calibrate.workflows.compare import CompareResult, agreement, compare, human_agreement, plan_compare
+    from calibrate.workflows.fit import FitResult, fit, load_calibration, plan_fit
+    from calibrate.workflows.plan import RunPlan
+    from calibrate.workflows.respond import RespondResult, RespondSummary, plan_respond, respond
+    from calibrate.workflows.score import ScoreResult, plan_score, score
+
+# Public name -> the module that defines it (the same table as the TYPE_CHECKING imports above).
+_LAZY = {
+    "JudgeConfig": "calibrate.judging.config", "available_judges": "calibrate.judging.config",
+    "CostEstimate": "calibrate.judging.estimate", "SpendBudget": "calibrate.judging.estimate",
+    "load_judge_config": "calibrate.judging.registry",
+    "AgreementReport": "calibrate.stats.agreement", "ScoreRecord": "calibrate.stats.benchmark",
+    "Calibration": "calibrate.stats.calibration", "SetReport": "calibrate.stats.metrics",
+    "Comparison": "calibrate.stats.comparison", "HumanAgreement": "calibrate.stats.humans",
+    "plan_batch": "calibrate.workflows.batch",
+    "annotate": "calibrate.workflows.annotate",
+    "CompareResult": "calibrate.workflows.compare", "compare": "calibrate.workflows.compare",
+    "agreement": "calibrate.workflows.compare", "human_agreement": "calibrate.workflows.compare",
+    "plan_compare": "calibrate.workflows.compare",
+    "FitResult": "calibrate.workflows.fit", "fit": "calibrate.workflows.fit",
+    "load_calibration": "calibrate.workflows.fit", "plan_fit": "calibrate.workflows.fit",
+    "RunPlan": "calibrate.workflows.plan",
+    "RespondResult": "calibrate.workflows.respond", "respond": "calibrate.workflows.respond",
+    "RespondSummary": "calibrate.workflows.respond", "plan_respond": "calibrate.workflows.respond",
+    "ScoreResult": "calibrate.workflows.score", "score": "calibrate.workflows.score",
+    "plan_score": "calibrate.workflows.score",
+}
 
 __all__ = [
     "AgreementReport", "CalibrateError", "Calibration", "CompareResult", "Comparison", "CostEstimate", "FitResult",
-    "HumanAgreement", "JudgeConfig", "RespondResult", "RespondSummary", "RunPlan", "ScoreResult", "SetReport",
-    "SpendBudget", "__version__", "agreement", "annotate", "available_judges", "compare", "fit", "human_agreement",
-    "load_calibration", "load_judge_config", "plan_batch", "plan_compare", "plan_fit", "plan_respond", "respond",
-    "score",
+    "HumanAgreement", "JudgeConfig", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord", "ScoreResult",
+    "SetReport", "SpendBudget", "__version__", "agreement", "annotate", "available_judges", "compare", "fit",
+    "human_agreement", "load_calibration", "load_judge_config", "plan_batch", "plan_compare", "plan_fit",
+    "plan_respond", "plan_score", "respond", "score",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use, and keep it (later lookups are plain)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

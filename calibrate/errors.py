@@ -25,5 +25,7 @@ class CalibrateError(Exception):
         """The message with the first mention of each parameter it is about renamed by `name_of`."""
         text = str(self)
         for param in self.params:
-            text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _: name_of(param), text, count=1)
+            mention = re.search(rf"(?<![\w-]){re.escape(param)}(?![\w-])", text)
+            if mention:
+                text = text[:mention.start()] + name_of(param) + text[mention.end():]
         return text

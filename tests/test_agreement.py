@@ -16,17 +16,17 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
+from calibrate.data.tables import load_ratings
+from calibrate.errors import CalibrateError
 from calibrate.stats.agreement import (
     AgreementReport,
     agreement_report,
     fleiss_kappa,
     krippendorff_alpha,
-    load_ratings,
     pairwise_kappas,
     percentile_bounds,
     versus_truth,
 )
-from calibrate.errors import CalibrateError
 
 SCALE = [-2, -1, 0, 1, 2]
 nan = np.nan

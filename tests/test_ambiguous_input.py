@@ -23,7 +23,6 @@ from calibrate.judging.base import PARSE_STATUSES, AmbiguousReply, extract_json,
 from calibrate.judging.openai_backend import read_completion
 from calibrate.judging.registry import load_judge_config
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes import openai_server as fake_server
 from tests.fakes.judges import pairs, run_judge, write_judge
 

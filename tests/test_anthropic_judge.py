@@ -10,10 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from calibrate.judging.anthropic_backend import TOOL_NAME, read_message
+from calibrate.judging.anthropic_backend import TOOL_NAME, read_message, strict_schema
 from calibrate.judging.base import judgment_schema
 from calibrate.judging.registry import load_judge_config
-
 from tests.fakes.anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE, SECRET, write_claude
 from tests.fakes.judges import cli, pairs, run_judge
@@ -31,11 +30,12 @@ def server(monkeypatch):
     httpd.shutdown()
 
 
-def test_fit_with_the_shipped_claude_judge_judges_every_pair_once_through_faults(server, tmp_path):
+@pytest.mark.parametrize("judge", ["claude", "claude-tool"])
+def test_fit_with_the_shipped_claude_judge_judges_every_pair_once_through_faults(server, tmp_path, judge):
     server.queue("429", "429-retry-after-1s", "529", "529", "500", "malformed-tool-input", "missing-field",
                  "text-only", "refusal", "max-tokens")
     out = tmp_path / "out"
-    result = cli("fit", "--judge", "claude", "--out", str(out), "--bootstrap", "200")
+    result = cli("fit", "--judge", judge, "--out", str(out), "--bootstrap", "200")
     assert result.returncode == 0, result.stderr
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["judge"]["backend"] == "anthropic"
@@ -47,9 +47,15 @@ def test_fit_with_the_shipped_claude_judge_judges_every_pair_once_through_faults
     same_prompt = [e["time"] for e in server.log[retry_after + 1:] if e["prompt"] == server.log[retry_after]["prompt"]]
     assert same_prompt[0] - server.log[retry_after]["time"] >= 1.0  # Retry-After was honoured
     body = server.log[0]["body"]
-    assert body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
-    assert body["tools"][0]["input_schema"] == judgment_schema("v2") and body["tools"][0]["strict"] is True
-    assert "temperature" not in body and "top_p" not in body and body["system"]
+    if judge == "claude":  # the published Claude call: temperature 0.1 only, no tools, no schema, JSON as text
+        assert body["temperature"] == 0.1 and "top_p" not in body and body["system"]
+        assert not {"tools", "tool_choice", "output_config"} & set(body)
+        assert all(entry["headers"]["anthropic-version"] == LEGACY_API_VERSION for entry in server.log)
+    else:  # the strict tool: the schema without the bounds Anthropic's structured outputs refuse
+        assert body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
+        assert body["tools"][0]["input_schema"] == strict_schema(judgment_schema("v2"))
+        assert body["tools"][0]["strict"] is True and "minimum" not in json.dumps(body["tools"])
+        assert "temperature" not in body and "top_p" not in body and body["system"]
     assert all(entry["api_key"] == SECRET for entry in server.log)
     judgments = pd.read_parquet(out / "judgments.parquet")
     assert (judgments["parse_status"] == "ok").all() and judgments["batch_id"].isna().all()
@@ -115,7 +121,8 @@ def test_a_set_temperature_is_sent_under_the_api_version_that_accepts_it(server,
                for e in server.log)
     unset, _ = run_judge(write_claude(tmp_path, name="unset"), pairs(3), tmp_path / "c.sqlite3")
     assert server.log[-1]["headers"]["anthropic-version"] != LEGACY_API_VERSION
-    assert load_judge_config("claude").settings["temperature"] == "unset"
+    assert load_judge_config("claude").settings["temperature"] == 0.1  # the published Claude setting
+    assert load_judge_config("claude-tool").settings["temperature"] == "unset"
     assert load_judge_config("claude-openai-compat").backend == "openai"
 
 

@@ -119,7 +119,7 @@ def test_compare_and_score_without_out_write_nothing(tmp_path):
                    limit=10, show_progress=False, n_boot=200)
     assert isinstance(scored, ScoreResult) and scored.paths == {}
     assert files_under(tmp_path) == before
-    assert scored.models["steady-model"]["raw"]["n_pairs"] == 10
+    assert scored.models["steady-model"].raw.n_pairs == 10
 
 
 def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
@@ -128,7 +128,8 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
     assert str(caught.value) == "limit must be a positive number of pairs per set"
     assert caught.value.params == ("limit",)
     with pytest.raises(CalibrateError, match=r"^anchor_fraction needs anchor_judge$"):
-        score("heuristic", ["sample"], anchor_fraction=0.5, show_progress=False)
+        score("heuristic", ["sample"], calibration=tmp_path / "calibration.json", anchor_fraction=0.5,
+              show_progress=False)
 
     def cli(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=tmp_path)

@@ -41,7 +41,8 @@ def import_graph() -> nx.DiGraph:
                 base = node.module or ""
                 if node.level:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
             else:
                 continue
             for target in targets:
@@ -94,8 +95,8 @@ def test_importing_calibrate_keeps_the_matplotlib_backend(statement):
 
 
 def test_importing_calibrate_defers_the_heavy_libraries():
-    """The API and the CLI start in about half a second: the SDKs, the statistics libraries, datasets
-    and matplotlib are imported by the code that uses them, not by `import calibrate`."""
+    """The SDKs, the statistics libraries, datasets and matplotlib are imported by the code that uses
+    them, not by `import calibrate` or the CLI module (test_lean_import.py: no pandas, numpy, aiohttp)."""
     code = ("import sys, calibrate, calibrate.cli.main; print(sorted(m for m in ('matplotlib', 'sklearn', "
             "'scipy.stats', 'scipy.optimize', 'statsmodels', 'krippendorff', 'openai', 'anthropic', 'datasets') "
             "if m in sys.modules))")

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
-
 from tests.fakes.calibration_sets import sample_frame, write_hub_layout
 
 

@@ -13,6 +13,8 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 import calibrate
+from calibrate.errors import CalibrateError
+from calibrate.judging.panel import combine, median_score
 from calibrate.stats.comparison import (
     MAX_ORDER_SHIFT,
     CalibratedError,
@@ -265,8 +267,8 @@ def test_prompt_templates_keep_every_injected_note_inside_its_answer(prompt):
 
     from calibrate.data.calibration import load_calibration_sets
     from calibrate.judging.base import view_of
-    from calibrate.judging.prompt import load_prompt
     from calibrate.judging.config import judge_dirs
+    from calibrate.judging.prompt import load_prompt
 
     template = load_prompt(judge_dirs()[0] / "prompts" / prompt, "test")
     injected = load_calibration_sets("sample", ["injection-0"])["injection-0"].pairs

@@ -14,12 +14,12 @@ import sys
 
 import pytest
 
+from calibrate import fit, respond
 from calibrate.data.calibration import FIT_SETS
 from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import SpendBudget
 from calibrate.store.judgments import JudgmentStore
 from calibrate.workflows.common import load_sets
-from calibrate import fit, respond
 from tests.fakes.judges import KEY_VARIABLE, cli, write_judge
 
 # Dear on purpose, so that a few requests reach the cap: about $0.15 per request at the server's usage.

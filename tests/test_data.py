@@ -15,10 +15,9 @@ from calibrate.data.calibration import (
     sample_path,
     sample_response_models,
 )
-from calibrate.data.sources import load_source
 from calibrate.data.pairs import response_text
+from calibrate.data.sources import load_source
 from calibrate.errors import CalibrateError
-
 from tests.fakes.calibration_sets import sample_frame, write_hub_layout
 
 

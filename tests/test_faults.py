@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 
 from calibrate.judging.transport import TRANSPORTS
-
 from tests.fakes.openai_server import ServerState, start_server
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"

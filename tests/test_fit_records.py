@@ -45,7 +45,7 @@ def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(open
     # score's class correction, given the same calibration judgments, counts the same pairs
     rows = result.judgments[result.judgments["set_name"].isin(CALIBRATION_SETS)]
     corrected = class_correction(rows, rows, "v2", n_boot=50)
-    assert corrected["confusion_matrix"] == matrix
+    assert corrected.confusion_matrix == matrix
 
     summary = calibration["summary"]
     correct = sum(matrix[SET_TRUTH[name].pair_class][SET_TRUTH[name].pair_class] for name in CALIBRATION_SETS)

@@ -14,7 +14,8 @@ import pytest
 
 from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
-from calibrate.stats.benchmark import headline
+from calibrate.stats.benchmark import ClassCorrection, RawScores, headline
+from calibrate.stats.metrics import MetricEstimate, MissingAnswers
 from calibrate.stats.rules import PAIR_CLASSES
 from tests.fakes.class_judge import labels_for, write_generated
 from tests.fakes.judges import cli, write_judge
@@ -121,10 +122,12 @@ def test_with_human_labels_the_headline_is_ppi(generated, loopback_judge, scored
 
 
 def test_headline_rule_without_any_correction_says_it_is_raw():
-    raw = {"metrics": {"PAC": {"value": 60.0, "ci": [55.0, 65.0]}, "REF": {"value": 5.0, "ci": [3.0, 7.0]}}}
-    entry = headline(raw, {"skipped": "needs at least two calibration sets"}, None)
-    assert entry["PAC"]["value"] == 60.0 and entry["PAC"]["method"].startswith("raw")
-    assert "two calibration sets" in entry["PAC"]["method"]
+    raw = RawScores(n_pairs=10, n_judged=10, n_failed=0, failures={}, missing_answers=MissingAnswers(0, {}, []),
+                    metrics={"PAC": MetricEstimate(60.0, (55.0, 65.0)), "REF": MetricEstimate(5.0, (3.0, 7.0))})
+    entry = headline(raw, ClassCorrection(skipped="needs at least two calibration sets"), None)
+    assert entry["PAC"].value == 60.0 and entry["PAC"].method.startswith("raw")
+    assert entry["PAC"].ci == (55.0, 65.0) and entry["REF"].value == 5.0
+    assert "two calibration sets" in entry["PAC"].method
 
 
 def judgment_rows(counts: np.ndarray, set_names: list[str] | None = None) -> pd.DataFrame:
@@ -153,8 +156,8 @@ def test_a_judge_that_cannot_tell_refusals_apart_gets_a_warning_and_a_wide_inter
     rows = judgment_rows(rng.multinomial(500, scenario.shares()[:-1] @ probabilities))
     corrected = class_correction(calibration, rows, "v2", n_boot=500)
     entry = headline(raw_metrics(rows, "v2", n_boot=200), corrected, None)["PAC"]
-    assert corrected["smallest_singular_value"] < 0.1 and "near-singular" in entry["warning"]
-    assert entry["ci"][1] - entry["ci"][0] > 25  # one draw; its coverage is the study's (strict rows there)
+    assert corrected.smallest_singular_value < 0.1 and "near-singular" in entry.warning
+    assert entry.ci[1] - entry.ci[0] > 25  # one draw; its coverage is the study's (strict rows there)
     clear = class_correction(judgment_rows(rng.multinomial(36, np.array(
         [sim.OVERCALLING.probabilities(c) for c in sim.TRUE_CLASSES])), list(sim.CALIBRATION_SETS)), rows, "v2", n_boot=50)
-    assert "warning" not in clear and clear["smallest_singular_value"] > 0.3
+    assert clear.warning is None and "warning" not in clear.to_dict() and clear.smallest_singular_value > 0.3

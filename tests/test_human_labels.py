@@ -209,9 +209,9 @@ def test_long_labels_of_two_annotators_are_the_scoring_anchor(tmp_path):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     calibration = calibrate.fit("heuristic", sets=["aligned-100", "unaligned-0"], out=tmp_path / "cal",
                                 show_progress=False, n_boot=100).paths["calibration"]
-    result = calibrate.score("heuristic", [source], calibration=calibration, anchor_labels=tmp_path / "labels.csv",
+    result = calibrate.score("heuristic", [source], calibration=calibration, human_labels=tmp_path / "labels.csv",
                              show_progress=False, n_boot=100)
-    anchored = result.metrics["models"]["steady-model"]["anchored"]
+    anchored = result.models["steady-model"].anchored
     # consensus of 2 and 1 is 1 (a half toward 0); the one refusal flag is a tie, so not a refusal
-    assert anchored["n_labeled"] == 20
-    assert anchored["metrics"]["PAC"]["classical"]["estimate"] == pytest.approx(((np.array([-2, 1] * 10) + 2) / 4 * 100).mean())
+    assert anchored.n_labeled == 20
+    assert anchored.metrics["PAC"]["classical"].estimate == pytest.approx(((np.array([-2, 1] * 10) + 2) / 4 * 100).mean())

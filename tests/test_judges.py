@@ -10,10 +10,9 @@ import pytest
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
-from calibrate.judging.registry import make_backend
 from calibrate.judging.base import PairView, validate_fields, view_of
 from calibrate.judging.config import available_judges
-from calibrate.judging.registry import load_judge_config
+from calibrate.judging.registry import load_judge_config, make_backend
 
 REPO_JUDGES = Path(__file__).resolve().parent.parent / "judges"
 

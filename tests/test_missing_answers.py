@@ -20,7 +20,6 @@ from calibrate.judging.base import PARSE_STATUSES
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes.calibration_sets import sample_frame
 from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
 from tests.fakes.openai_server import ServerState
@@ -321,10 +320,10 @@ def test_score_counts_placeholders_as_the_models_failures(tmp_path):
                            show_progress=False, n_boot=N_BOOT, chunk_rows=7)
     dropped = calibrate.score("heuristic", [without], calibration=tmp_path / "cal" / "calibration.json",
                               show_progress=False, n_boot=N_BOOT)
-    kept_raw, dropped_raw = kept.models["steady-model"]["raw"], dropped.models["steady-model"]["raw"]
-    assert kept_raw["failures"] == {"missing_answer": len(sides)}
-    assert kept_raw["metrics"] == dropped_raw["metrics"] == raw["metrics"]
-    assert kept.models["steady-model"]["mapped"]["value"] == dropped.models["steady-model"]["mapped"]["value"]
+    kept_raw, dropped_raw = kept.models["steady-model"].raw, dropped.models["steady-model"].raw
+    assert kept_raw.failures == {"missing_answer": len(sides)}
+    assert kept_raw.to_dict()["metrics"] == dropped_raw.to_dict()["metrics"] == raw["metrics"]
+    assert kept.models["steady-model"].mapped.value == dropped.models["steady-model"].mapped.value
 
 
 def test_many_missing_answers_are_listed_up_to_a_cap(tmp_path):
@@ -337,13 +336,13 @@ def test_many_missing_answers_are_listed_up_to_a_cap(tmp_path):
     result = calibrate.score("heuristic", [str(tmp_path / "echo-model.jsonl")],
                              calibration=tmp_path / "cal" / "calibration.json", out=tmp_path / "out",
                              show_progress=False, n_boot=N_BOOT)
-    entry = result.models["echo-model"]["raw"]["missing_answers"]
-    assert entry["n_pairs"] == 30 and entry["by_side"] == {"for": 30} and len(entry["pairs"]) == 30
+    entry = result.models["echo-model"].raw.missing_answers
+    assert entry.n_pairs == 30 and entry.by_side == {"for": 30} and len(entry.pairs) == 30
     line = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
                 if line.startswith("| echo-model | 30 |"))
     assert line.count("(for)") == 20 and "and 10 more" in line
-    assert math.isfinite(result.models["echo-model"]["raw"]["metrics"]["PAC"]["value"])
-    assert result.models["echo-model"]["raw"]["n_judged"] == len(frame) - 30
+    assert math.isfinite(result.models["echo-model"].raw.metrics["PAC"].value)
+    assert result.models["echo-model"].raw.n_judged == len(frame) - 30
 
 
 def test_a_pair_made_by_hand_is_marked_too():

@@ -17,7 +17,6 @@ from calibrate.judging.calls import Pacer
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes.judges import KEY_VARIABLE, PROMPTS, SECRET, cli, pairs, run_judge, write_judge
 from tests.fakes.processes import files_written, kill_when_committed
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
+from calibrate.data.tables import read_prediction_table
 from calibrate.errors import CalibrateError
 from calibrate.stats.ppi import METHODS, estimate_table, mean_estimate
 
@@ -245,7 +246,7 @@ def test_classical_needs_no_unlabeled_rows():
 
 def _table_rows():
     truth, pred, unlabeled = CASES["pac-0-100"]()
-    rows = [{"id": i, "anchor": t, "cheap": p} for i, (t, p) in enumerate(zip(truth, pred))]
+    rows = [{"id": i, "anchor": t, "cheap": p} for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
     rows += [{"id": len(rows) + i, "anchor": None, "cheap": p} for i, p in enumerate(unlabeled)]
     order = np.random.default_rng(0).permutation(len(rows))  # labelled rows scattered through the table
     return [rows[i] for i in order], (truth, pred, unlabeled)
@@ -263,7 +264,7 @@ def test_estimate_table_matches_mean_estimate(tmp_path, suffix):
     else:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for method in METHODS:
-        got = estimate_table(path, "anchor", "cheap", method=method, alpha=0.1)
+        got = estimate_file(path, "anchor", "cheap", method=method, alpha=0.1)
         want = mean_estimate(truth, pred, unlabeled, method=method, alpha=0.1)
         assert got["n_labeled"] == want["n_labeled"] == 60
         assert got["n_unlabeled"] == want["n_unlabeled"] == 1500
@@ -277,7 +278,7 @@ def test_estimate_table_csv_booleans_and_blanks(tmp_path):
     path = tmp_path / "refusals.csv"
     path.write_text("id,anchor_refused,cheap_refused\n"
                     "1,true,true\n2,false,TRUE\n3,,false\n4, ,true\n5,1,False\n6,0,0\n7,,1\n")
-    result = estimate_table(path, "anchor_refused", "cheap_refused", method="ppi")
+    result = estimate_file(path, "anchor_refused", "cheap_refused", method="ppi")
     expected = mean_estimate([1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1], method="ppi")
     assert result == expected
     assert (result["n_labeled"], result["n_unlabeled"]) == (4, 3)
@@ -289,8 +290,13 @@ def test_estimate_table_parquet_booleans_with_nulls(tmp_path):
         "anchor": pd.array([True, None, False, True, None, False], dtype="boolean"),
         "cheap": [True, False, False, True, True, True],
     }).to_parquet(path)
-    result = estimate_table(path, "anchor", "cheap", method="ppi++", alpha=0.1)
+    result = estimate_file(path, "anchor", "cheap", method="ppi++", alpha=0.1)
     assert result == mean_estimate([1, 0, 1, 0], [1, 0, 1, 1], [0, 1], method="ppi++", alpha=0.1)
+
+
+def estimate_file(path, truth: str, pred: str, **kwargs) -> dict:
+    """What `calibrate estimate` does: the table read (data layer), then the estimate (stats)."""
+    return estimate_table(read_prediction_table(path, truth, pred), **kwargs)
 
 
 def _write(tmp_path, name: str, text: str):
@@ -317,7 +323,7 @@ def _write(tmp_path, name: str, text: str):
 def test_estimate_table_errors_name_the_file(tmp_path, name, text, kwargs, message):
     path = tmp_path / name if text is None else _write(tmp_path, name, text)
     with pytest.raises(CalibrateError) as caught:
-        estimate_table(path, "t", "p", **kwargs)
+        estimate_file(path, "t", "p", **kwargs)
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -325,15 +331,18 @@ def test_estimate_table_errors_name_the_file(tmp_path, name, text, kwargs, messa
 
 def test_estimate_table_all_labelled_is_fine_for_classical(tmp_path):
     path = _write(tmp_path, "all.csv", "t,p\n1,1\n0,0\n1,0\n")
-    result = estimate_table(path, "t", "p", method="classical")
+    result = estimate_file(path, "t", "p", method="classical")
     assert (result["estimate"], result["n_labeled"], result["n_unlabeled"]) == (pytest.approx(2 / 3), 3, 0)
 
 
-def test_estimate_table_checks_method_and_alpha_first(tmp_path):
-    with pytest.raises(CalibrateError, match="unknown method"):
-        estimate_table(tmp_path / "absent.csv", "t", "p", method="bogus")
-    with pytest.raises(CalibrateError, match="alpha"):
-        estimate_table(tmp_path / "absent.csv", "t", "p", alpha=5)
+def test_estimate_table_checks_method_and_alpha_naming_them(tmp_path):
+    table = read_prediction_table(_write(tmp_path, "t.csv", "t,p\n1,1\n0,0\n,1\n"), "t", "p")
+    with pytest.raises(CalibrateError, match="unknown method") as caught:
+        estimate_table(table, method="bogus")
+    assert caught.value.params == ("method",)
+    with pytest.raises(CalibrateError, match="alpha") as caught:
+        estimate_table(table, alpha=5)
+    assert caught.value.params == ("alpha",)
 
 
 def test_estimate_command_prints_the_json_and_fails_in_one_line(tmp_path):

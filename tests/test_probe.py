@@ -19,7 +19,6 @@ from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes.judges import pairs, write_judge
 from tests.fakes.openai_server import ServerState, start_server
 

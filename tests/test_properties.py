@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from calibrate.stats.agreement import load_ratings
 from calibrate.data.labels import read_labels, scores_wide
 from calibrate.data.pairs import REQUIRED_COLUMNS, records_to_pairs, response_text
 from calibrate.data.sources import load_source, read_table, stream_source
+from calibrate.data.tables import load_ratings
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
     JUDGE_FIELDS,
@@ -662,13 +662,14 @@ def test_human_labels_any_table(table, suffix):
 @FAST
 @given(tables(), st.sampled_from([".csv", ".jsonl", ".parquet"]), st.sampled_from(["ppi", "classical"]))
 def test_estimate_table_any_table(table, suffix, method):
+    from calibrate.data.tables import read_prediction_table
     from calibrate.stats.ppi import estimate_table
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"p{suffix}"
         write_table(path, *table)
         try:
-            result = estimate_table(path, "truth", "pred", method=method)
+            result = estimate_table(read_prediction_table(path, "truth", "pred"), method=method)
         except CalibrateError as error:
             one_line(error, str(path))
             return

@@ -15,14 +15,12 @@ import time
 import pandas as pd
 import pytest
 
-from calibrate.judging.registry import make_backend
 from calibrate.judging.base import view_of
-from calibrate.judging.registry import load_judge_config
 from calibrate.judging.provider_batch import AnthropicBatches, OpenAIBatches, custom_id
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.store.batches import BatchLedger
-from calibrate.workflows.batch import submit
 from calibrate.store.judgments import JudgmentStore
-
+from calibrate.workflows.batch import submit
 from tests.fakes.claude_judges import write_claude
 from tests.fakes.judges import cli, pairs, run_judge, write_judge
 

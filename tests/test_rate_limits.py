@@ -11,7 +11,7 @@ import asyncio
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,6 @@ from calibrate.judging.calls import Pacer, PacingStats, announced_limits, reset_
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs, progress_bar
 from calibrate.store.judgments import JudgmentStore
-
 from tests.fakes.claude_judges import write_claude
 from tests.fakes.judges import pairs, write_judge
 from tests.fakes.openai_server import RateLimit
@@ -30,7 +29,7 @@ def test_limit_headers_of_both_providers_are_read():
               "x-ratelimit-reset-requests": "20ms", "x-ratelimit-limit-tokens": "150000",
               "x-ratelimit-remaining-tokens": "149000", "x-ratelimit-reset-tokens": "6m0s"}
     assert announced_limits(openai) == {"requests": (3000.0, 2999.0, 0.02), "tokens": (150000.0, 149000.0, 360.0)}
-    in_two_seconds = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+    in_two_seconds = (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
     anthropic = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49",
                  "anthropic-ratelimit-requests-reset": in_two_seconds,
                  "anthropic-ratelimit-input-tokens-limit": "40000", "anthropic-ratelimit-input-tokens-remaining": "0",

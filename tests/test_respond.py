@@ -14,15 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from calibrate.data.prompts import load_prompts
 from calibrate.data.sources import load_source, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.models import PUBLISHED_SYSTEM_PROMPT, load_model_config
-from calibrate.data.prompts import load_prompts
 from calibrate.judging.responder import read_answer
 from calibrate.workflows.respond import RespondSummary, respond
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.responses import ResponseStore
-
+from calibrate.workflows.respond import respond
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, generated_answer
 from tests.fakes.processes import files_written, kill_when_committed
 
@@ -406,7 +406,7 @@ def test_failed_answers_reach_score_as_missing_answers_never_judged(server, tmp_
     fitted = calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=200, limit=6)
     scored = calibrate.score("heuristic", [summary.output], calibration=fitted.paths["calibration"],
                              show_progress=False, n_boot=200)
-    raw = scored.models["loopback"]["raw"]
-    assert (raw["n_pairs"], raw["n_judged"], raw["failures"]) == (6, 4, {"missing_answer": 2})
+    raw = scored.models["loopback"].raw
+    assert (raw.n_pairs, raw.n_judged, raw.failures) == (6, 4, {"missing_answer": 2})
     rows = scored.rows["loopback"]
     assert sorted(rows.loc[rows["parse_status"] == "missing_answer", "pair_id"]) == [1, 3]

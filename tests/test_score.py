@@ -3,20 +3,22 @@ estimates recovering a known truth where the raw mean does not."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import calibrate
+from calibrate.data.calibration import sample_path
+from calibrate.errors import CalibrateError
 from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics
 from calibrate.stats.prevalence import least_squares_shares
 from calibrate.workflows.common import response_sources
-from calibrate.data.calibration import sample_path
-from calibrate.errors import CalibrateError
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +90,9 @@ def test_a_second_run_judges_nothing_and_reports_the_same(scored):
                              calibration=root / "reports" / "heuristic" / "calibration.json", show_progress=False,
                              n_boot=500)
     first = json.loads((root / "out" / "metrics.json").read_text())
-    for model, record in result.metrics["models"].items():
-        assert record["run"]["judged"] == 0 and record["run"]["reused"] == 120
-        assert record["raw"]["metrics"]["PAC"] == first["models"][model]["raw"]["metrics"]["PAC"]
+    for model, record in result.models.items():
+        assert record.run.judged == 0 and record.run.reused == 120
+        assert record.raw.metrics["PAC"].to_dict() == first["models"][model]["raw"]["metrics"]["PAC"]
 
 
 def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_path):
@@ -102,7 +104,7 @@ def test_chunked_streaming_gives_the_same_table_and_limit_cuts_each_source(tmp_p
     chunked = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "chunked",
                               cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, chunk_rows=7)
     assert whole.rows["steady-model"]["pair_id"].tolist() == chunked.rows["steady-model"]["pair_id"].tolist()
-    assert whole.metrics["models"]["steady-model"]["raw"] == chunked.metrics["models"]["steady-model"]["raw"]
+    assert whole.models["steady-model"].raw.to_dict() == chunked.models["steady-model"].raw.to_dict()
     limited = calibrate.score("heuristic", [source, str(sample_path("responses", "echo-model"))], limit=10,
                               calibration=calibration, out=tmp_path / "limited", cache=tmp_path / "c.sqlite3",
                               show_progress=False, n_boot=200, chunk_rows=4)
@@ -113,13 +115,14 @@ def test_bad_sources_and_stale_calibrations_are_one_line_errors(tmp_path):
     bad = tmp_path / "model-a.jsonl"
     bad.write_text(json.dumps({"id": 1, "issue_description": "x", "for_question": "q", "against_question": "q",
                                "for_response": "a"}) + "\n")
-    with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
-        calibrate.score("heuristic", [str(bad)], out=tmp_path / "o", cache=tmp_path / "c.sqlite3", show_progress=False)
-    with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
-        response_sources(["sample", str(sample_path("responses", "steady-model"))])
     calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
                                 n_boot=100).paths["calibration"]
-    with pytest.raises(CalibrateError, match="made for judge config .* run `calibrate fit` again"):
+    with pytest.raises(CalibrateError, match=r"model-a.jsonl\): missing required column 'against_response'"):
+        calibrate.score("heuristic", [str(bad)], calibration=calibration, out=tmp_path / "o",
+                        cache=tmp_path / "c.sqlite3", show_progress=False)
+    with pytest.raises(CalibrateError, match="two sources are named 'steady-model'"):
+        response_sources(["sample", str(sample_path("responses", "steady-model"))])
+    with pytest.raises(CalibrateError, match="made for judge config .* fit the judge again"):
         calibrate.score("heuristic-strict", ["sample"], calibration=calibration, out=tmp_path / "o",
                         cache=tmp_path / "c.sqlite3", show_progress=False)
 
@@ -164,17 +167,17 @@ def test_class_correction_recovers_a_known_pac_where_the_raw_mean_does_not():
         calibration_rows = synthetic_judgments(rng, np.array([CLASSES[s] for s in sets]), sets)
         truth = rng.choice(["opposed", "aligned", "both_refusal", "one_refusal"], size=4000, p=[0.5, 0.3, 0.15, 0.05])
         benchmark = synthetic_judgments(rng, truth)
-        raw = raw_metrics(benchmark, "v2", n_boot=300)["metrics"]["PAC"]
+        raw = raw_metrics(benchmark, "v2", n_boot=300).metrics["PAC"]
         corrected = class_correction(calibration_rows, benchmark, "v2", n_boot=300)
-        pac = corrected["metrics"]["PAC"]
-        covered += pac["ci"][0] <= true_pac <= pac["ci"][1]
-        raw_covered += raw["ci"][0] <= true_pac <= raw["ci"][1]
-        estimates.append(pac["value"])
+        pac = corrected.metrics["PAC"]
+        covered += pac.ci[0] <= true_pac <= pac.ci[1]
+        raw_covered += raw.ci[0] <= true_pac <= raw.ci[1]
+        estimates.append(pac.value)
     assert covered >= 16 and abs(np.mean(estimates) - true_pac) < 1.5, (covered, np.mean(estimates))
-    assert raw_covered == 0 and raw["value"] > true_pac + 5
-    shares = corrected["true_class_shares"]
-    assert shares["aligned"]["ci"][0] <= 30.0 <= shares["aligned"]["ci"][1]
-    assert shares["both_refusal"]["ci"][0] <= 15.0 <= shares["both_refusal"]["ci"][1]
+    assert raw_covered == 0 and raw.value > true_pac + 5
+    shares = corrected.true_class_shares
+    assert shares["aligned"].ci[0] <= 30.0 <= shares["aligned"].ci[1]
+    assert shares["both_refusal"].ci[0] <= 15.0 <= shares["both_refusal"].ci[1]
 
 
 def test_two_class_correction_is_rogan_gladen():
@@ -189,11 +192,10 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     """Cheap judge: the heuristic on every pair; anchor: heuristic-strict on a seeded half. The PPI
     numbers are recomputed from the two judges' own tables with calibrate.ppi (itself checked against
     ppi-python in test_ppi.py)."""
-    from calibrate.stats import ppi
-    from calibrate.judging.registry import make_backend
-    from calibrate.judging.registry import load_judge_config
-    from calibrate.judging.runner import judge_pairs
     from calibrate.data.sources import load_source
+    from calibrate.judging.registry import load_judge_config, make_backend
+    from calibrate.judging.runner import judge_pairs
+    from calibrate.stats import ppi
     from calibrate.store.judgments import JudgmentStore
 
     calibration = calibrate.fit("heuristic", out=tmp_path / "cal", cache=tmp_path / "c.sqlite3", show_progress=False,
@@ -202,10 +204,10 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "out",
                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
                              anchor_judge="heuristic-strict", anchor_fraction=0.5, seed=3)
-    anchored = result.metrics["models"]["steady-model"]["anchored"]
+    anchored = result.models["steady-model"].anchored
     pairs = load_source(source, "steady-model").pairs
     chosen = {p.id for p in pairs if anchor_selected(p.content_key, 0.5, 3)}
-    assert anchored["n_labeled"] == len(chosen) and anchored["n_labeled"] + anchored["n_unlabeled"] == 120
+    assert anchored.n_labeled == len(chosen) and anchored.n_labeled + anchored.n_unlabeled == 120
     assert 40 <= len(chosen) <= 80
     with JudgmentStore(tmp_path / "c.sqlite3") as store:  # everything comes back from the cache
         strict, counts = judge_pairs(make_backend(load_judge_config("heuristic-strict")), pairs, store,
@@ -222,10 +224,10 @@ def test_anchor_judge_gives_ppi_estimates_of_the_anchors_metrics(tmp_path):
     labelled = sorted(chosen)
     others = sorted(set(cheap.index) - chosen)
     expected = ppi.mean_estimate(pac(strict).loc[labelled], pac(cheap).loc[labelled], pac(cheap).loc[others], "ppi++")
-    assert anchored["metrics"]["PAC"]["ppi++"] == pytest.approx(expected, abs=1e-9)
-    classical = anchored["metrics"]["PAC"]["classical"]
-    assert classical["estimate"] == pytest.approx(pac(strict).loc[labelled].mean(), abs=1e-9)
-    assert anchored["cost"]["saved_usd"] == 0.0  # offline judges cost nothing
+    assert anchored.metrics["PAC"]["ppi++"].to_dict() == pytest.approx(expected, abs=1e-9)
+    classical = anchored.metrics["PAC"]["classical"]
+    assert classical.estimate == pytest.approx(pac(strict).loc[labelled].mean(), abs=1e-9)
+    assert anchored.cost.saved_usd == 0.0  # offline judges cost nothing
 
 
 def test_human_labels_can_be_the_anchor(tmp_path):
@@ -241,17 +243,96 @@ def test_human_labels_can_be_the_anchor(tmp_path):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     result = calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o2",
                              cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200,
-                             anchor_labels=tmp_path / "labels.csv")
-    anchored = result.metrics["models"]["steady-model"]["anchored"]
-    assert anchored["n_labeled"] == 30 and anchored["anchor"].startswith("human labels")
+                             human_labels=tmp_path / "labels.csv")
+    anchored = result.models["steady-model"].anchored
+    assert anchored.n_labeled == 30 and anchored.anchor.startswith("human labels")
     adjusted = np.array([2, -2, 1] * 10, dtype=float)
     adjusted[29] = 0.0  # one refusal under v2
-    assert anchored["metrics"]["PAC"]["classical"]["estimate"] == pytest.approx(((adjusted + 2) / 4 * 100).mean())
+    assert anchored.metrics["PAC"]["classical"].estimate == pytest.approx(((adjusted + 2) / 4 * 100).mean())
     labels.assign(alignment_score=7).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CalibrateError, match=r"bad.csv: row 1: alignment_score '7' is not an integer in -2..2"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o3",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "bad.csv")
+                        cache=tmp_path / "c.sqlite3", show_progress=False, human_labels=tmp_path / "bad.csv")
     labels.assign(person_1_refusal="maybe").to_csv(tmp_path / "vague.csv", index=False)  # as the label files read it
     with pytest.raises(CalibrateError, match=r"vague.csv, row 1: person_1_refusal 'maybe' is not true or false"):
         calibrate.score("heuristic", [source], calibration=calibration, out=tmp_path / "o4",
-                        cache=tmp_path / "c.sqlite3", show_progress=False, anchor_labels=tmp_path / "vague.csv")
+                        cache=tmp_path / "c.sqlite3", show_progress=False, human_labels=tmp_path / "vague.csv")
+
+
+# --------------------------------------------------------------------------- the API and the record
+
+
+def test_score_without_a_calibration_is_one_error_naming_it_and_writes_nothing(tmp_path):
+    """The library never picks a folder itself: no calibration, no `fit` into reports/, no files."""
+    with pytest.raises(CalibrateError, match="calibration is required") as raised:
+        calibrate.score("heuristic", ["sample"], calibration=None, out=tmp_path / "out", cache=tmp_path / "c.sqlite3",
+                        show_progress=False)
+    assert raised.value.params == ("calibration",)
+    assert list(tmp_path.iterdir()) == []  # the working folder (conftest) too: no reports/, no cache, no out
+    with pytest.raises(CalibrateError, match="calibration") as missing:
+        calibrate.score("heuristic", ["sample"], calibration=tmp_path / "nowhere.json", cache=tmp_path / "c.sqlite3",
+                        show_progress=False)
+    assert missing.value.params == ("calibration",)
+
+
+def test_score_takes_a_fit_result_returns_one_type_and_plans_apart():
+    import inspect
+
+    from calibrate.workflows.plan import RunPlan
+
+    parameters = inspect.signature(calibrate.score).parameters
+    assert "dry_run" not in parameters and "anchor_labels" not in parameters
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name not in ("judge", "responses"))
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in inspect.signature(calibrate.plan_score).parameters.items()
+               if name not in ("judge", "responses"))
+    fitted = calibrate.fit("heuristic", sets="unaligned-0,aligned-100", limit=12, n_boot=50, show_progress=False)
+    result = calibrate.score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted,
+                             limit=20, n_boot=50, show_progress=False)
+    assert isinstance(result, calibrate.ScoreResult) and result.paths == {}
+    assert result.metrics.calibration.path is None and result.metrics.calibration.n_pairs == 24
+    model = result.models["steady-model"]
+    assert model.raw.n_pairs == 20 and model.headline["PAC"].method.startswith("class-corrected")
+    plan = calibrate.plan_score("heuristic", ["sample"], limit=5)
+    assert isinstance(plan, RunPlan) and plan.command == "score" and plan.requests == 0  # an offline judge
+    assert [e.name for e in plan.estimates] == ["heuristic"]
+
+
+def test_the_score_record_reads_and_writes_metrics_json_exactly(tmp_path):
+    """metrics.json through the typed record and back: the committed example byte for byte (keys and
+    their order), a fresh run's record, and the CSVs written from the typed rows."""
+    from calibrate.stats.benchmark import ScoreRecord, breakdown_table
+
+    committed = (Path(__file__).resolve().parent.parent / "docs" / "examples" / "score-heuristic" / "metrics.json")
+    data = json.loads(committed.read_text())
+    record = ScoreRecord.from_dict(data)
+    assert json.dumps(record.to_dict(), indent=2) == json.dumps(data, indent=2)
+    assert record.models["steady-model"].headline["PAC"].value == data["models"]["steady-model"]["headline"]["PAC"]["value"]
+    calibration = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=50, show_progress=False)
+    result = calibrate.score("heuristic", ["sample"], calibration=calibration.paths["calibration"], out=tmp_path / "out",
+                             n_boot=50, show_progress=False, limit=30)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written == result.metrics.to_dict() and ScoreRecord.from_dict(written).to_dict() == written
+    for by in ("category", "issue_scale"):
+        table = pd.read_csv(tmp_path / "out" / f"breakdown_{by}.csv")
+        pd.testing.assert_frame_equal(table, pd.read_csv(io.StringIO(breakdown_table(result.breakdowns[by], by)
+                                                                     .to_csv(index=False))))
+        assert table["n_pairs"].sum() == 60 and list(table.columns)[:2] == [by, "n_pairs"]
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert board["model"].tolist() == result.leaderboard["model"].tolist()
+    assert board.set_index("model")["PAC_headline"].to_dict() == pytest.approx(
+        {name: model.headline["PAC"].value for name, model in result.models.items()})
+
+
+def test_the_cli_names_human_labels_by_its_flag_and_keeps_the_old_one(tmp_path, monkeypatch, capsys):
+    from calibrate.cli.main import main
+
+    pd.DataFrame({"pair_id": [1], "score": [2]}).to_csv(tmp_path / "labels.csv", index=False)
+    for flag in ("--human-labels", "--anchor-labels"):
+        monkeypatch.setattr(sys, "argv", ["calibrate", "score", "--judge", "heuristic", "--responses", "sample",
+                                          "--calibration", str(tmp_path / "nowhere.json"), flag,
+                                          str(tmp_path / "labels.csv"), "--no-progress"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        assert capsys.readouterr().err == (f"error: --human-labels {tmp_path / 'labels.csv'}: missing column "
+                                           "'alignment_score'\n")

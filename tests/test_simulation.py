@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibrate.stats import metrics
 from calibrate.errors import CalibrateError
+from calibrate.stats import metrics
 from calibrate.stats.mapping import IsotonicMap, ScoreMapping, TwoPointLinearMap, calibrated_estimate
 from calibrate.stats.rules import SET_TRUTH
 

@@ -10,10 +10,9 @@ import pytest
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging import registry
-from calibrate.judging.registry import make_backend
 from calibrate.judging.base import Judgment, validate_fields
-from calibrate.judging.registry import load_judge_config
 from calibrate.judging.heuristic import HeuristicBackend
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
@@ -19,33 +20,30 @@ from calibrate.cli import options as opt
 from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import judgment_schema
 from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
+from calibrate.judging.published import compare_with_published, read_published_evaluator
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.stats.agreement import parse_labels
-from calibrate.stats.calibration import Calibration
-from calibrate.stats.comparison import Comparison
-from calibrate.stats.humans import HumanAgreement, RaterAgreement
-from calibrate.stats.metrics import MissingAnswers
-from calibrate.stats.ppi import estimate_table
+from calibrate.judging.remote import RemoteBackend
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
-from calibrate.workflows import batch as batches
-from calibrate.workflows.common import REPORTS_DIR, default_out_dir
-from calibrate.workflows.annotate import DEFAULT_HOST, DEFAULT_PORT, STRATA, annotate as serve_annotation
-from calibrate.workflows.annotate import export_labels
-from calibrate.workflows.compare import agreement as rating_agreement
-from calibrate.workflows.compare import compare as compare_judges
-from calibrate.workflows.compare import human_agreement, plan_compare
-from calibrate.workflows.fit import fit as fit_judge
-from calibrate.workflows.fit import plan_fit
-from calibrate.workflows.plan import RunPlan
-from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
-from calibrate.workflows.respond import plan_respond
-from calibrate.workflows.respond import respond as generate_answers
-from calibrate.workflows.score import score as score_responses
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
+
+if TYPE_CHECKING:
+    from calibrate.stats.benchmark import Headline, ScoreRecord
+    from calibrate.stats.calibration import Calibration
+    from calibrate.stats.comparison import Comparison
+    from calibrate.stats.humans import HumanAgreement, RaterAgreement
+    from calibrate.stats.metrics import MetricEstimate
+    from calibrate.workflows.batch import BatchInfo
+    from calibrate.workflows.plan import RunPlan
+    from calibrate.workflows.score import ScoreResult
+
+# The workflows and statistics (pandas, numpy, aiohttp) are imported by the commands that run them, so
+# that `calibrate --help`, `calibrate judges` and a mistyped flag answer at once.
 
 console = Console(stderr=True)
 
@@ -64,6 +62,10 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
         cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
         yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
+    from calibrate.workflows.common import default_out_dir
+    from calibrate.workflows.fit import fit as fit_judge
+    from calibrate.workflows.fit import plan_fit
+
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
     result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
                              show_progress=opt.show_progress(no_progress), n_boot=n_boot),
@@ -96,17 +98,16 @@ def report_transient_failures(runs: dict[str, dict], max_failed_share: float) ->
 
 
 def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool,
-            plan_run: Callable[[], RunPlan] | None = None) -> Any:
+            plan_run: Callable[[], RunPlan]) -> Any:
     """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan (`plan_run`, the
     workflow's plan_ function with the same arguments), printed (None is returned); without a cap, on a
     terminal, it asks first when the estimate passes CONFIRM_ABOVE_USD (unless --yes); then the run itself,
     held to --max-cost."""
-    plan_of = plan_run or partial(run, dry_run=True)
     if dry_run:
-        print_plan(plan_of())
+        print_plan(plan_run())
         return None
     if max_cost is None and not yes and sys.stdin.isatty():
-        plan = plan_of()
+        plan = plan_run()
         if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
             print_plan(plan)
             if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
@@ -199,7 +200,7 @@ def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     if injection_set:
         out.print(f"(judgments cover the {summary.n_pairs} calibration pairs and the {injection_set.n_pairs} "
                   "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
-    print_missing_answers({name: report.missing_answers for name, report in calibration.sets.items()}, out)
+    print_missing_answers({name: report.missing_answers.n_pairs for name, report in calibration.sets.items()}, out)
     print_paths(paths, out)
 
 
@@ -209,9 +210,10 @@ def print_paths(paths: dict[str, Path], out: Console) -> None:
         out.print(f"  {label:<12} {path}", soft_wrap=True, markup=False, highlight=False)
 
 
-def print_missing_answers(entries: dict[str, MissingAnswers], out: Console) -> None:
-    """One line for the pairs not judged because an answer is a placeholder ("No response", empty)."""
-    counts = {name: entry.n_pairs for name, entry in entries.items() if entry.n_pairs}
+def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
+    """One line for the pairs not judged because an answer is a placeholder ("No response", empty), per
+    set or model."""
+    counts = {name: count for name, count in pairs.items() if count}
     if counts:
         out.print("not judged, an answer missing (\"No response\" or empty; counted as missing_answer failures): "
                   + ", ".join(f"{name} {count}" for name, count in counts.items()) + " pairs", markup=False)
@@ -230,61 +232,101 @@ def print_missing_answers(entries: dict[str, MissingAnswers], out: Console) -> N
 @click.option("--anchor-judge", default=None,
               help="An expensive judge run on a random fraction of the pairs; its metrics are estimated by PPI++.")
 @click.option("--anchor-fraction", type=float, default=None, help="Share of pairs the anchor judge sees, in (0, 1].")
-@click.option("--anchor-labels", type=click.Path(path_type=Path), default=None,
-              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns.")
+@click.option("--human-labels", "--anchor-labels", "human_labels", type=click.Path(path_type=Path), default=None,
+              help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns, or "
+                   "`calibrate annotate export` (long format).")
 @opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, anchor_labels: Path | None, no_progress: bool, dry_run: bool,
+          anchor_fraction: float | None, human_labels: Path | None, no_progress: bool, dry_run: bool,
           max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
-    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard."""
-    result = planned(partial(
-        score_responses, judge, [*sources, *more_sources], calibration=calibration, rule=rule,
-        out=out or default_out_dir(judge, prefix="score-"), order=order, limit=limit, cache=cache, n_boot=n_boot,
-        seed=seed, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction, anchor_labels=anchor_labels,
-        show_progress=opt.show_progress(no_progress)), dry_run, max_cost, yes)
+    """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
+    Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
+    from calibrate.workflows.common import REPORTS_DIR, default_out_dir
+    from calibrate.workflows.fit import fit as fit_judge
+    from calibrate.workflows.fit import plan_fit
+    from calibrate.workflows.plan import RunPlan, combined, spend_budget
+    from calibrate.workflows.score import check_score_inputs, plan_score
+    from calibrate.workflows.score import score as score_responses
+    responses = [*sources, *more_sources]
+    config = load_judge_config(judge)
+    default_calibration = REPORTS_DIR / config.name / "calibration.json"
+    fit_first = calibration is None and not default_calibration.exists()
+    inputs = dict(order=order, limit=limit, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction,
+                  human_labels=human_labels)
+    show_progress = opt.show_progress(no_progress)
+
+    def plan() -> RunPlan:
+        scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
+        if not fit_first:
+            return scoring
+        first = plan_fit(str(config.path), cache=cache)
+        return RunPlan("score", combined([*first.estimates, *scoring.estimates]),
+                       [f"no calibration at {default_calibration}: `fit` runs first "
+                        f"({first.requests} of the requests)", *scoring.notes])
+
+    def run(max_cost: float | None = None) -> ScoreResult:
+        budget = spend_budget(max_cost)  # one cap for the fit run first and the scoring
+        used = calibration or default_calibration
+        if fit_first:
+            check_score_inputs(judge, responses, **inputs)  # a bad input stops here, before the fit is paid for
+            console.print(f"no calibration for judge '{config.name}' at {default_calibration}: running "
+                          f"`calibrate fit --judge {judge}` first", markup=False)
+            fit_judge(str(config.path), out=default_calibration.parent, cache=cache, show_progress=show_progress,
+                      max_cost=budget)
+        return score_responses(judge, responses, calibration=used, rule=rule,
+                               out=out or default_out_dir(judge, prefix="score-"), n_boot=n_boot,
+                               cache=cache, seed=seed, show_progress=show_progress, max_cost=budget, **inputs)
+
+    result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:
         print_scores(result.metrics, result.paths)
-        report_transient_failures({name: model["run"] for name, model in result.metrics["models"].items()},
+        report_transient_failures({name: model.run.to_dict() for name, model in result.models.items()},
                                   max_failed_share)
 
 
-def print_scores(metrics: dict, paths: dict[str, Path]) -> None:
+def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
     """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
     its warnings and the anchor-size recommendation; where files went."""
-    def cell(entry: dict | None) -> str:
-        if not entry or entry.get("value") is None:
+    def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
+        if estimate is None or not math.isfinite(estimate.value):
             return "-"
-        low, high = entry.get("ci") or [None, None]
-        return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{entry['value']:.1f}"
+        low, high = estimate.ci
+        if interval and math.isfinite(low) and math.isfinite(high):
+            return f"{estimate.value:.1f} [{low:.1f}, {high:.1f}]"
+        return f"{estimate.value:.1f}"
 
     rows = []
-    for name, model in metrics["models"].items():
-        raw, headline = model["raw"], model.get("headline", {})
+    for name, model in metrics.models.items():
         cells = [text for metric in ("PAC", "REF", "NINF")
-                 for text in (cell(headline.get(metric)), cell({"value": raw["metrics"].get(metric, {}).get("value")}))]
-        rows.append([name, str(raw["n_pairs"]), str(raw["n_failed"]), *cells,
-                     headline.get("PAC", {}).get("method", "-").split()[0], f"{model['cost']['cost_usd_this_run']:.4f}"])
+                 for text in (cell(model.headline.get(metric)), cell(model.raw.metrics.get(metric), interval=False))]
+        pac = model.headline.get("PAC")
+        rows.append([name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
+                     pac.method.split()[0] if pac else "-", f"{model.cost.cost_usd_this_run:.4f}"])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
-    print_table(out, f"scores by judge {metrics['judge']['name']}, rule {metrics['scoring_rule']}",
+    print_table(out, f"scores by judge {metrics.judge.name}, rule {metrics.scoring_rule}",
                 ["model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
                  "USD"], rows)
-    for name, model in metrics["models"].items():
-        anchored = model.get("anchored")
-        if anchored and anchored["metrics"]["PAC"]:
-            pac = anchored["metrics"]["PAC"]["ppi++"]
-            saved = anchored.get("cost", {}).get("saved_usd")
-            out.print(f"{name}: {anchored['anchor']} PAC by PPI++ {pac['estimate']:.1f} [{pac['ci_low']:.1f}, "
-                      f"{pac['ci_high']:.1f}] from {anchored['n_labeled']} anchored and {anchored['n_unlabeled']} "
+    for name, model in metrics.models.items():
+        anchored = model.anchored
+        if anchored and anchored.metrics["PAC"]:
+            pac_ppi = anchored.metrics["PAC"]["ppi++"]
+            saved = anchored.cost.saved_usd if anchored.cost else None
+            out.print(f"{name}: {anchored.anchor} PAC by PPI++ {pac_ppi.estimate:.1f} [{pac_ppi.ci_low:.1f}, "
+                      f"{pac_ppi.ci_high:.1f}] from {anchored.n_labeled} anchored and {anchored.n_unlabeled} "
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
-    for name, model in metrics["models"].items():
-        if "warning" in model.get("headline", {}).get("PAC", {}):
-            out.print(f"{name}: warning: {model['headline']['PAC']['warning']}", markup=False)
-        if model.get("anchor_recommendation"):
-            out.print(f"{name}: {model['anchor_recommendation']['why']}", markup=False)
-    print_missing_answers({name: MissingAnswers.from_dict(model["raw"].get("missing_answers", {}))
-                           for name, model in metrics["models"].items()}, out)
+    for name, model in metrics.models.items():
+        pac = model.headline.get("PAC")
+        if pac and pac.warning:
+            out.print(f"{name}: warning: {pac.warning}", markup=False)
+        advice = model.anchor_recommendation
+        if advice:
+            out.print(f"{name}: label {advice.labels} random pairs (--human-labels) to make the headline PAC "
+                      f"assumption-free (PPI++, about +-{advice.half_width:g} points): the class correction assumes "
+                      "no truly mixed pairs and that the judge treats each class as on the calibration sets",
+                      markup=False)
+    print_missing_answers({name: model.raw.missing_answers.n_pairs for name, model in metrics.models.items()}, out)
     print_paths(paths, out)
 
 
@@ -311,6 +353,9 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
+    from calibrate.workflows.common import REPORTS_DIR
+    from calibrate.workflows.compare import compare as compare_judges
+    from calibrate.workflows.compare import plan_compare
     judges = [name.strip() for name in judge_list.split(",") if name.strip()]
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
                                   human_labels=human_labels, responses=responses, baselines=not no_baselines,
@@ -383,6 +428,9 @@ def print_table4(human: HumanAgreement, out: Console) -> None:
 def agreement(ratings: Path | None, level: str, truth: str | None, labels: str | None, human_labels: Path | None,
               rule: str, n_boot: int, seed: int) -> None:
     """Agreement statistics of any ratings table (or of a human label file), printed as JSON."""
+    from calibrate.stats.agreement import parse_labels
+    from calibrate.workflows.compare import agreement as rating_agreement
+    from calibrate.workflows.compare import human_agreement
     if (ratings is None) == (human_labels is None):
         raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
     if human_labels is not None:
@@ -402,7 +450,11 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="1 - confidence of the interval.")
 def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) -> None:
     """Prediction-powered estimate of the mean of TRUTH, printed as JSON."""
-    click.echo(json.dumps(estimate_table(data_file, truth, pred, method, alpha), indent=2))
+    from calibrate.data.tables import read_prediction_table
+    from calibrate.stats.ppi import estimate_table
+
+    table = read_prediction_table(data_file, truth, pred)
+    click.echo(json.dumps(estimate_table(table, method, alpha), indent=2))
 
 
 @cli.command()
@@ -418,6 +470,10 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
+    from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
+    from calibrate.workflows.respond import plan_respond
+    from calibrate.workflows.respond import respond as generate_answers
+
     inputs: dict[str, Any] = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
     result = planned(partial(generate_answers, model, **inputs, out=out or Path(RESPONSES_DIR),
                              show_progress=opt.show_progress(no_progress)),
@@ -441,7 +497,7 @@ def batch() -> None:
     Anthropic's Message Batches, or request files (export, import) for vLLM's run_batch."""
 
 
-def _batch_line(batch: batches.BatchInfo) -> str:
+def _batch_line(batch: BatchInfo) -> str:
     counts = ", ".join(f"{name} {count}" for name, count in batch.counts.items() if count) or "no counts yet"
     return (f"{batch.batch_id or '(id not recorded)'}  {batch.provider}  {batch.state}"
             f"{' (' + batch.provider_status + ')' if batch.provider_status else ''}  "
@@ -458,6 +514,8 @@ def _batch_line(batch: batches.BatchInfo) -> str:
 def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], order: str, limit: int | None,
                  seed: int, cache: Path | None, dry_run: bool) -> None:
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
+    from calibrate.workflows import batch as batches
+
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), responses=sources or None, order=order,
                                   limit=limit, seed=seed, cache=cache)
     if dry_run:
@@ -477,6 +535,8 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
 @opt.options(opt.judge("Judge name or .toml path."), opt.cache())
 def batch_status(judge: str, cache: Path | None) -> None:
     """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
+    from calibrate.workflows import batch as batches
+
     recorded = batches.batch_status(judge, cache=cache)
     for batch_info in recorded:
         click.echo(_batch_line(batch_info))
@@ -489,6 +549,8 @@ def batch_status(judge: str, cache: Path | None) -> None:
 @opt.options(opt.judge("Judge name or .toml path."), opt.cache())
 def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
     """Record BATCH_ID as the batch a submit sent without recording its id (when several could be it)."""
+    from calibrate.workflows import batch as batches
+
     click.echo(_batch_line(batches.batch_adopt(judge, batch_id, cache=cache)))
 
 
@@ -499,9 +561,12 @@ def batch_adopt(batch_id: str, judge: str, cache: Path | None) -> None:
               help="Time between polls with --wait.")
 def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: float) -> None:
     """Validate the results of every ended batch and load them into the judgment cache."""
-    def waiting(open_batches: list[batches.BatchInfo]) -> None:
+    from calibrate.workflows import batch as batches
+
+    def waiting(open_batches: list[BatchInfo]) -> None:
         for batch_info in open_batches:
             click.echo(f"waiting: {_batch_line(batch_info)}", err=True)
+
 
     summary = batches.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
     failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.failed.items())) or "none"
@@ -524,6 +589,8 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
 def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, limit: int | None, seed: int,
                  cache: Path | None) -> None:
     """Write one request per pair and order that the cache does not hold yet."""
+    from calibrate.workflows import batch as batches
+
     counts = batches.batch_export(judge, out_file, data=data, sets=parse_sets(sets), order=order, limit=limit,
                                   seed=seed, cache=cache)
     Console().print(f"wrote {counts.requests} requests to {out_file} "
@@ -535,6 +602,8 @@ def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, l
 @opt.options(opt.judge("The judge the requests were exported for."), opt.cache())
 def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     """Validate a batch output file and load it into the judgment cache."""
+    from calibrate.workflows import batch as batches
+
     summary = batches.batch_import(judge, results_file, cache=cache)
     failed = ", ".join(f"{reason} {count}" for reason, count in summary.failed.items()) or "none"
     Console().print(f"imported {summary.imported} judgments; failed: {failed}; "
@@ -559,6 +628,8 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
              labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
     """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
+    from calibrate.workflows.annotate import annotate as serve_annotation
+
     if ctx.invoked_subcommand is not None:
         return
     if labels_file is None or annotator is None:
@@ -582,6 +653,8 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
               help="Label file to write (.csv, .jsonl or .parquet), for --human-labels and --anchor-labels.")
 def annotate_export(labels_file: Path, out_file: Path) -> None:
     """Write the labels as a long-format label file (one row per pair and annotator)."""
+    from calibrate.workflows.annotate import export_labels
+
     frame = export_labels(labels_file, out_file)
     counts = frame["annotator"].value_counts().to_dict()
     click.echo(f"wrote {len(frame)} labels to {out_file} ("
@@ -667,9 +740,12 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
     click.echo(f"deleted {what}" if yes else f"would delete {what}; add --yes to delete them")
 
 
-@cli.command()
-def judges() -> None:
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def judges(ctx: click.Context) -> None:
     """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows, descriptions = [], []
     for name, path in available_judges().items():
         try:
@@ -689,6 +765,25 @@ def judges() -> None:
     print_table(out, "configured judges", headers, rows, text_columns=tuple(headers))
     for line in descriptions:  # sentences, one a line: the terminal wraps them
         out.print(line, markup=False, highlight=False)
+
+
+@judges.command("check")
+@click.argument("evaluator_file", type=click.Path(path_type=Path))
+@click.option("--judge", default="gpt", show_default=True, help="The judge (name or .toml path) to compare.")
+def judges_check(evaluator_file: Path, judge: str) -> None:
+    """Compare a judge with your copy of the public evaluator_flow.py, rubric point by rubric point."""
+    evaluator = read_published_evaluator(evaluator_file, "judges check")
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    if not isinstance(backend, RemoteBackend):
+        raise CalibrateError(f"judges check: judge '{config.name}' is not an API judge; it has no prompt to compare")
+    points = compare_with_published(evaluator, backend, config.settings["max_answer_chars"],
+                                    judgment_schema(config.rule))
+    click.echo(f"judge '{config.name}' beside {evaluator_file}, point by point:")
+    for point in points:
+        click.echo(f"{'same' if point.same else 'DIFFERS':8} {point.point}: published {point.published}; "
+                   f"{config.name} {point.judge}")
+    click.echo(f"{sum(not point.same for point in points)} of {len(points)} points differ")
 
 
 def main() -> None:

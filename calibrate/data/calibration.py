@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET, injected_set
 from calibrate.data.pairs import LoadedSet
@@ -42,7 +42,8 @@ def calibration_source(data: str, set_name: str) -> str:
     for candidate in candidates:
         if candidate.exists():
             return str(candidate)
-    raise CalibrateError(f"set '{set_name}': {folder} has no sub-folder or file named '{set_name}'")
+    raise CalibrateError(f"data: {folder} has no sub-folder or file named '{set_name}' (set '{set_name}')",
+                         ("data",))
 
 
 def parse_sets(value: str | Iterable[str] | None) -> list[str]:

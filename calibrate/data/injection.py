@@ -35,9 +35,11 @@ def injected_set(base: LoadedSet) -> LoadedSet:
     pairs = []
     for index, pair in enumerate(base.pairs):
         note = INJECTIONS[index % len(INJECTIONS)]
-        noted = {side: text if is_placeholder_answer(text) else f"{text}\n\n{note}"
-                 for side, text in (("for_response", pair.for_response), ("against_response", pair.against_response))}
-        pairs.append(replace(pair, set_name=INJECTION_SET, **noted))
+        def noted(text: str, note: str = note) -> str:
+            return text if is_placeholder_answer(text) else f"{text}\n\n{note}"
+
+        pairs.append(replace(pair, set_name=INJECTION_SET, for_response=noted(pair.for_response),
+                             against_response=noted(pair.against_response)))
     return LoadedSet(name=INJECTION_SET, source=f"{INJECTION_SET} derived from {portable_path(base.source)}",
                      files=base.files,
                      pairs=pairs)

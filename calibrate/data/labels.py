@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,8 +83,8 @@ def _read_wide(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
         if missing:
             raise CalibrateError(f"{where}: needs an 'item' column or 'set_name' and 'pair_id' (or the long format's "
                                  f"'annotator' column); '{missing[0]}' is missing", (param,))
-        items = [_set_item(f"{where}, row {row}", set_name, pair_id, param)
-                 for row, (set_name, pair_id) in enumerate(zip(frame["set_name"], frame["pair_id"]), start=1)]
+        rows = enumerate(zip(frame["set_name"], frame["pair_id"], strict=True), start=1)
+        items = [_set_item(f"{where}, row {row}", set_name, pair_id, param) for row, (set_name, pair_id) in rows]
         frame = frame.assign(item=items).drop(columns=["set_name", "pair_id"])
     else:
         frame = frame.assign(item=[_item(v, f"{where}, row {row}", param)
@@ -123,7 +124,7 @@ def _empty(value: object) -> bool:
         or (isinstance(value, str) and not value.strip())
 
 
-def _score(value: object) -> int | None:
+def _score(value: Any) -> int | None:
     """An integer score in -2..2 from a number or its text; None for anything else (true is not 1)."""
     if isinstance(value, (bool, np.bool_)) or _empty(value):
         return None

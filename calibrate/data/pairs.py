@@ -16,15 +16,16 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from calibrate.errors import CalibrateError
 from calibrate.records import Record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Columns the judge needs; `id` identifies a pair within its set.
 REQUIRED_TEXT_COLUMNS = ("issue_description", "for_question", "against_question")
@@ -143,6 +144,8 @@ def response_text(value: Any) -> str:
         if isinstance(content, str):
             return content
         raise ValueError("a message dict needs a string 'content'")
+    import numpy as np  # here, not at the top: importing calibrate stays light (numpy is loaded by any reader)
+
     if isinstance(value, (list, tuple, np.ndarray)):
         messages = [m for m in value if isinstance(m, dict)]
         assistant = [m for m in messages if m.get("role") == "assistant"] or messages
@@ -230,6 +233,10 @@ INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def integer_value(value: Any, what: str) -> int:
+    if type(value) is int:  # most cells; answered before the import below
+        return value
+    import numpy as np  # here, not at the top: importing calibrate stays light (numpy is loaded by any reader)
+
     if isinstance(value, (bool, np.bool_)):
         raise CalibrateError(f"{what} must be an integer, got bool")
     if isinstance(value, (int, np.integer)):
@@ -245,7 +252,14 @@ def integer_value(value: Any, what: str) -> int:
 
 def is_missing(value: Any) -> bool:
     """A null cell, whatever the reader: None, NaN (pandas), pd.NA (pandas' nullable dtypes)."""
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+    if value is None:
+        return True
+    if isinstance(value, (str, int)):  # most cells; answered before the imports below
+        return False
+    import numpy as np  # here, not at the top: importing calibrate stays light (a reader has loaded both)
+    import pandas as pd
+
+    return value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def type_name(value: Any) -> str:
@@ -254,6 +268,10 @@ def type_name(value: Any) -> str:
 
 def plain_value(value: Any) -> Any:
     """Extra columns are carried through; numpy containers become JSON-friendly lists."""
+    if value is None or isinstance(value, (str, int)):  # most cells; answered before the import below
+        return value
+    import numpy as np  # here, not at the top: importing calibrate stays light (numpy is loaded by any reader)
+
     if isinstance(value, np.ndarray):
         return [plain_value(v) for v in value.tolist()]
     if isinstance(value, np.generic):

@@ -42,11 +42,11 @@ def load_prompts(source: str, split: str = DEFAULT_SPLIT, limit: int | None = No
     for origin, frame in frames:
         missing = [c for c in REQUIRED_PROMPT_COLUMNS if c not in frame.columns]
         if missing:
-            raise CalibrateError(f"prompts {origin}: missing required column '{missing[0]}'")
+            raise CalibrateError(f"prompts {origin}: missing required column '{missing[0]}'", ("prompts",))
         columns.extend(c for c in frame.columns if c not in columns)
         located.extend((origin, number, row) for number, row in enumerate(frame.to_dict("records"), start=1))
     if not located:
-        raise CalibrateError(f"prompts {source}: no rows")
+        raise CalibrateError(f"prompts {source}: no rows", ("prompts",))
     total = len(located)
     if limit is not None and limit < total:
         if seed is None:
@@ -56,7 +56,8 @@ def load_prompts(source: str, split: str = DEFAULT_SPLIT, limit: int | None = No
 
             chosen = sorted(np.random.default_rng(seed).permutation(total)[:limit].tolist())
             located = [located[i] for i in chosen]
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[int, str] = {}
     for origin, number, row in located:
         at = f"prompts {origin}, row {number}"
         row = {key: plain_value(value) for key, value in row.items()}

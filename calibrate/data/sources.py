@@ -9,14 +9,16 @@ Response datasets (whole or in chunks), benchmark prompts and label files all re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from calibrate.data.pairs import LoadedSet, Pair, check_unique_ids, frame_to_pairs, records_to_pairs
 from calibrate.errors import CalibrateError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HUB_SPLIT = "train"
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
@@ -31,6 +33,8 @@ def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
     `csv_as_text` keeps every CSV cell a string (empty cells missing), as response datasets need: an
     answer "42" is text, not a number, and an extra column "007" must not become 7. Integer columns
     (id, issue_scale) are then read from their digits where they are used."""
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -48,6 +52,8 @@ def read_table(path: Path, csv_as_text: bool = False) -> pd.DataFrame:
 
 
 def _read_json_records(path: Path) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -155,6 +161,8 @@ def resolve_source(source: str, what: str, split: str = HUB_SPLIT, param: str | 
 
 def read_source_frame(source: str | Path, what: str, param: str | None = None) -> pd.DataFrame:
     """A whole table (labels, ratings, estimates) from any source the resolver knows, as one frame."""
+    import pandas as pd  # here, not at the top: importing calibrate stays light
+
     frames = [frame for _, frame in resolve_source(str(source), what, param=param).frames(csv_as_text=False)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
@@ -220,13 +228,16 @@ def stream_source(source: str, name: str, chunk_rows: int = 2000) -> PairStream:
     dataset = resolved.dataset
     if dataset is not None:
         def dataset_chunks() -> Iterator[tuple[str, int, Records]]:
-            for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows)):
+            for start, batch in zip(range(0, len(dataset), chunk_rows), dataset.iter(batch_size=chunk_rows),
+                                    strict=True):
                 yield (resolved.origin, start + 1,
-                       (list(batch), [dict(zip(batch, values)) for values in zip(*batch.values())]))
+                       (list(batch),
+                        [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]))
 
         return PairStream(name, source, resolved.origins, len(dataset), dataset_chunks)
     counts = [_row_count(f) for f in resolved.files]
-    total = None if None in counts else sum(counts)
+    known = [count for count in counts if count is not None]
+    total = sum(known) if len(known) == len(counts) else None
 
     def file_chunks() -> Iterator[tuple[str, int, Records]]:
         for f in resolved.files:
@@ -267,6 +278,8 @@ def _file_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, Records]]:
                 first += batch.num_rows
             return
         if suffix == ".csv":
+            import pandas as pd  # here, not at the top: importing calibrate stays light
+
             first = 1
             for frame in pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, chunksize=chunk_rows):
                 yield first, (list(frame.columns), frame.to_dict("records"))

@@ -1,11 +1,13 @@
 """Backend `anthropic`: Claude through Anthropic's Messages API and the official `anthropic` SDK.
 
 Anthropic's OpenAI-compatible endpoint ignores `response_format`, so a judge there can only be read
-from free text. Natively, the judgment is a forced tool call whose input schema is the judgment schema
-(`output = "strict_tool"` also asks the API to hold the input to that schema exactly; `"json_schema"`
-uses structured output in the reply text; `"text"` reads the JSON out of prose). The tool input is then
-validated field by field exactly as the OpenAI backend's replies are. Sampling settings are left to the
-model unless set (see SAMPLING). The SDK's own retries are off:
+from free text. Natively, `output = "text"` is the public evaluator's Claude call: no tools, no schema,
+the JSON read out of the reply text (the shipped `claude`). `"tool"` makes the judgment a forced tool
+call whose input schema is the judgment schema; `"strict_tool"` also asks the API to hold the input to
+it exactly and `"json_schema"` uses structured output in the reply text, both without the keywords
+Anthropic's structured outputs refuse (STRICT_UNSUPPORTED). Either way the judgment is validated field
+by field exactly as the OpenAI backend's replies are. Sampling settings are left to the model unless set
+(see SAMPLING). The SDK's own retries are off:
 429, 529 (overloaded), 5xx and timeouts are retried by the call layer, honouring `retry-after`.
 
 The endpoint is `base_url`, else the SDK's own default: $ANTHROPIC_BASE_URL, else api.anthropic.com.
@@ -26,8 +28,7 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, judgment_schema, read_usage,
-    validate_fields,
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, read_usage, validate_fields,
 )
 from calibrate.judging.calls import CallFailed, Pacer, Reply, call_with_retries, error_message, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, UNSET, RemoteBackend, check_choice
@@ -41,6 +42,11 @@ OUTPUTS = ("strict_tool", "tool", "json_schema", "text")
 # temperature 0.1, is sent under the last version that accepts them.
 SAMPLING = ("temperature", "top_p")
 LEGACY_API_VERSION = "2023-06-01"
+# Keywords Anthropic's structured outputs (strict tools, output_config) refuse ("For 'integer' type,
+# property 'minimum' is not supported"): dropped from the schema there, and only there; the reader still
+# holds the score to -2..2.
+STRICT_UNSUPPORTED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
+                      "maxLength")
 TOOL_NAME = "record_judgment"
 TOOL_DESCRIPTION = "Record your judgment of the two answers, with every field of the rubric."
 log = logging.getLogger("calibrate")
@@ -72,16 +78,22 @@ class AnthropicBackend(RemoteBackend):
     def _request_template(self, output: str) -> dict[str, Any]:
         s = self.config.settings
         body: dict[str, Any] = {"model": s["model"], "max_tokens": s["max_tokens"], **self.decoding()}
-        schema = judgment_schema(self.config.rule)
         if output in ("strict_tool", "tool"):
-            tool: dict[str, Any] = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": schema}
+            tool: dict[str, Any] = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": self.schema}
             if output == "strict_tool":
-                tool["strict"] = True
+                tool.update(input_schema=strict_schema(self.schema), strict=True)
             body["tools"] = [tool]
             body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         elif output == "json_schema":
-            body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+            body["output_config"] = {"format": {"type": "json_schema", "schema": strict_schema(self.schema)}}
         return body
+
+    def schema_sent(self) -> tuple[dict[str, Any] | None, bool]:
+        body = self.request_template
+        if "output_config" in body:
+            return body["output_config"]["format"]["schema"], True
+        tools = body.get("tools") or [{}]
+        return tools[0].get("input_schema"), bool(tools[0].get("strict"))
 
     @property
     def endpoint(self) -> str:
@@ -192,6 +204,16 @@ class AnthropicBackend(RemoteBackend):
         self.request_template = self._request_template("tool")
         return {**self.request_template, "messages": body["messages"],
                 **({"system": body["system"]} if "system" in body else {})}
+
+
+def strict_schema(schema: Any) -> Any:
+    """A schema without the keywords Anthropic's structured outputs refuse (STRICT_UNSUPPORTED), at any depth."""
+    if isinstance(schema, dict):
+        return {key: strict_schema(value) for key, value in schema.items()
+                if key not in STRICT_UNSUPPORTED or not isinstance(value, (int, float))}
+    if isinstance(schema, list):
+        return [strict_schema(item) for item in schema]
+    return schema
 
 
 def unknown_model(body: object) -> bool:

@@ -72,17 +72,19 @@ def view_of(pair: Pair, order: str) -> PairView:
 
 
 def judgment_schema(rule: str) -> dict[str, Any]:
-    """JSON schema of a judge's reply (strict: every field required, nothing else allowed)."""
+    """JSON schema of a judge's reply, with the published field types and bounds: key points are strings,
+    the score an integer with minimum -2 and maximum 2 (no enum), every field required, nothing else
+    allowed. It says nothing of `strict`: a backend adds that only where its provider needs it."""
     person = {f"person_{i}_{field}": kind for i in (1, 2) for field, kind in
               (("core_position", {"type": "string"}), ("has_no_information", {"type": "boolean"}),
                ("refusal", {"type": "boolean"}))}
     properties: dict[str, Any] = {
         **({"central_issue": {"type": "string"}} if rule == "v3" else {}),
         **person,
-        "key_points_of_alignment": {"type": "array", "items": {"type": "string"}},
-        "key_points_of_opposition": {"type": "array", "items": {"type": "string"}},
+        "key_points_of_alignment": {"type": "string"},
+        "key_points_of_opposition": {"type": "string"},
         **({"value_preference": {"type": "boolean"}} if rule == "v3" else {}),
-        "alignment_score": {"type": "integer", "enum": [-2, -1, 0, 1, 2]},
+        "alignment_score": {"type": "integer", "minimum": -2, "maximum": 2},
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
@@ -218,6 +220,18 @@ def _score(value: Any) -> int:
     return value
 
 
+def _key_points(value: Any, key: str) -> list[str]:
+    """Key points as a list of strings: the published schema asks for one string, our earlier schema
+    (and many models) give a list; both are read, an empty or absent value as none."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list) and all(isinstance(point, (str, int, float)) for point in value):
+        return [str(point) for point in value]
+    raise ValueError(f"'{key}' must be a string or a list of strings, got {value!r:.80}")
+
+
 def validate_fields(data: Any) -> dict[str, Any]:
     """Check a judge's parsed output; raise ValueError naming the first bad field.
 
@@ -235,9 +249,7 @@ def validate_fields(data: Any) -> dict[str, Any]:
         out[f"{person}_core_position"] = "" if position is None else str(position)  # null is not "None"
     out["alignment_score"] = _score(data.get("alignment_score"))
     for key in ("key_points_of_alignment", "key_points_of_opposition"):
-        points = data.get(key)
-        points = [] if points is None else points
-        out[key] = [str(p) for p in points] if isinstance(points, list) else [str(points)]
+        out[key] = _key_points(data.get(key), key)
     if "value_preference" in data:
         out["value_preference"] = _boolean(data["value_preference"], "value_preference")
     if data.get("central_issue") is not None:

@@ -159,7 +159,8 @@ class HeuristicBackend(Backend):
             "key_points_of_alignment": [],
             "key_points_of_opposition": [],
             "alignment_score": score,
-            "value_preference": first.substantive and second.substantive and (issue_stance_1 != 0 or issue_stance_2 != 0),
+            "value_preference": (first.substantive and second.substantive
+                                 and (issue_stance_1 != 0 or issue_stance_2 != 0)),
         }
         raw = {**fields, "evidence": {"person_1": first.evidence, "person_2": second.evidence,
                                       "issue_stance": [issue_stance_1, issue_stance_2]}}

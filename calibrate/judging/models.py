@@ -18,8 +18,18 @@ from urllib.parse import urlsplit
 from calibrate.errors import CalibrateError
 from calibrate.judging.calls import remember_secret
 from calibrate.judging.configfile import (
-    ConfigFolder, KeyTable, apply_keys, capped_concurrency, check_name, check_price, check_rate, is_http_url, is_number,
-    meaning_hash, meaning_of, read_toml,
+    ConfigFolder,
+    KeyTable,
+    apply_keys,
+    capped_concurrency,
+    check_name,
+    check_price,
+    check_rate,
+    is_http_url,
+    is_number,
+    meaning_hash,
+    meaning_of,
+    read_toml,
 )
 from calibrate.judging.remote import NO_KEY, UNSET
 from calibrate.judging.transport import TRANSPORTS

@@ -20,8 +20,7 @@ import orjson
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
-    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, judgment_schema, read_usage,
-    validate_fields,
+    AMBIGUOUS_REPLY, AmbiguousReply, PairView, Verdict, extract_json, invalid_usage, read_usage, validate_fields,
 )
 from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
@@ -65,9 +64,9 @@ class OpenAIBackend(RemoteBackend):
         body: dict[str, Any] = {"model": s["model"], "max_tokens": s["max_tokens"], **self.decoding()}
         if s["seed"] is not None:
             body["seed"] = s["seed"]
-        if s["response_format"] == "json_schema":
+        if s["response_format"] == "json_schema":  # the published schema, without `strict`, as published
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "valbench_judgment", "strict": True, "schema": judgment_schema(self.config.rule)}}
+                "name": "valbench_judgment", "schema": self.schema}}
         elif s["response_format"] == "json_object":
             body["response_format"] = {"type": "json_object"}
         return body
@@ -75,6 +74,10 @@ class OpenAIBackend(RemoteBackend):
     @property
     def endpoint(self) -> str:
         return self.config.settings["base_url"]
+
+    def schema_sent(self) -> tuple[dict[str, Any] | None, bool]:
+        form = self.request_template.get("response_format", {}).get("json_schema")
+        return (form["schema"], bool(form.get("strict"))) if form else (None, False)
 
     def sdk_client(self) -> openai.AsyncOpenAI:
         """A client for this judge's endpoint and key (batch jobs use it; judging goes by `transport`)."""

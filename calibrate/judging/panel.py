@@ -14,19 +14,21 @@ import asyncio
 import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import JUDGE_FIELDS, Backend, Judgment, PairView, Verdict, validate_fields
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FLAGS = ("person_1_refusal", "person_2_refusal", "person_1_has_no_information", "person_2_has_no_information")
 
 
 def median_score(scores: Sequence[int]) -> int:
     """Median of integer scores; with an even count, a half-way median goes toward 0."""
+    import numpy as np  # here, not at the top: importing calibrate stays light
+
     middle = float(np.median(scores))
     return int(math.copysign(math.floor(abs(middle)), middle))
 
@@ -99,6 +101,8 @@ class PanelBackend(Backend):
 
     def combine_tables(self, tables: list[pd.DataFrame]) -> list[Judgment]:
         """Panel judgments from the members' judgment tables (rows aligned: same pairs, orders, repeats)."""
+        import pandas as pd  # here, not at the top: importing calibrate stays light
+
         config = self.config
         judgments = []
         names = [member.config.name for member in self.members]

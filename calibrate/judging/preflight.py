@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
@@ -22,7 +22,6 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import RemoteBackend
-from calibrate.judging.runner import run_sync
 from calibrate.judging.transport import env_proxy
 
 CONNECT_TIMEOUT_S = 5.0
@@ -60,6 +59,8 @@ def check_ready(backends: Sequence[Backend], problems: Sequence[str] = ()) -> No
     """Raise one CalibrateError naming every problem (`problems`: those found already, e.g. configs
     that did not load): each judge's `problems` (key, cleartext, the server's word on its model when its
     endpoint is reachable), then the unreachable endpoints."""
+    from calibrate.judging.runner import run_sync  # here, not at the top: the runner loads pandas
+
     found = list(problems)
     remotes = remote_members(backends)
     unreachable = run_sync(_unreachable(remotes))
@@ -100,7 +101,7 @@ async def _connect(endpoint: str) -> str | None:
     tls = ssl.create_default_context() if url.scheme == "https" and (host, port) == direct else None
     try:  # with the TLS handshake, when calibrate itself speaks TLS to the endpoint
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), CONNECT_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"no answer within {CONNECT_TIMEOUT_S:g}s"
     except socket.gaierror as error:
         return f"the host name {host} does not resolve: {error.strerror}"

@@ -76,5 +76,7 @@ def _member_configs(backend: type[Backend], settings: dict, path) -> list[JudgeC
 def make_backend(config: JudgeConfig) -> Backend:
     """A ready backend for a config (a panel with its members' backends)."""
     backend = backend_class(config.backend, f"judge config {config.path}")
-    members = [make_backend(member) for member in _member_configs(backend, config.settings, config.path)]
-    return backend(config, members) if members else backend(config)
+    if issubclass(backend, PanelBackend):  # only a panel is made of other judges
+        return backend(config, [make_backend(member) for member in _member_configs(backend, config.settings,
+                                                                                    config.path)])
+    return backend(config)

@@ -22,15 +22,22 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import Backend, PairView, Verdict
+from calibrate.judging.base import Backend, PairView, Verdict, judgment_schema
 from calibrate.judging.calls import (
-    CallFailed, Cost, Pacer, PacingStats, RetryPolicy, call_with_retries, remember_secret, scrub,
+    CallFailed,
+    Cost,
+    Pacer,
+    PacingStats,
+    RetryPolicy,
+    call_with_retries,
+    remember_secret,
+    scrub,
 )
 from calibrate.judging.config import judge_dirs
 from calibrate.judging.configfile import check_rate, is_http_url
 from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS, request_chars
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
-from calibrate.judging.runner import run_sync
+from calibrate.judging.published import PublishedEvaluator, read_published_evaluator
 
 NO_KEY = "not-needed"
 UNSET = "unset"  # a decoding setting left out of the request, so the server's default applies
@@ -50,6 +57,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "prompt": (None, False),  # its text is hashed instead (meaning_extras)
     "system_prompt_file": (None, False),  # instead of `prompt`: a plain system prompt; its text is hashed
     "user_template_file": (None, False),  # with system_prompt_file; default: the published user layout
+    "published_evaluator": (None, False),  # instead of `prompt`: a copy of evaluator_flow.py; its hash is hashed
     "temperature": (0.1, True),
     "top_p": (0.9, True),
     "max_tokens": (2048, True),
@@ -79,10 +87,18 @@ def prompt_path(settings: dict[str, Any], config_path: Path) -> Path:
     return folders[0] / name  # missing: load_prompt reports it with this path
 
 
+def published_evaluator(settings: dict[str, Any], config_path: Path) -> PublishedEvaluator | None:
+    """The copy of the public evaluator `published_evaluator` names (relative to the config file), if any."""
+    if not settings["published_evaluator"]:
+        return None
+    return read_published_evaluator(config_path.parent / settings["published_evaluator"],
+                                    f"judge config {config_path}")
+
+
 def load_template(settings: dict[str, Any], config_path: Path) -> PromptTemplate:
-    """The judge's prompt: a prompt file (`prompt`), or a plain system prompt file with the published
-    user layout or a user template of its own (`system_prompt_file`, `user_template_file`), paths
-    relative to the config file."""
+    """The judge's prompt, unless it is a published evaluator's: a prompt file (`prompt`), or a plain
+    system prompt file with the published user layout or a user template of its own (`system_prompt_file`,
+    `user_template_file`), paths relative to the config file."""
     where = f"judge config {config_path}"
     if settings["system_prompt_file"]:
         user = settings["user_template_file"]
@@ -117,13 +133,13 @@ class RemoteBackend(Backend):
     def validate_settings(cls, settings: dict[str, Any], path: Path, where: str) -> None:
         if not isinstance(settings["model"], str) or not settings["model"]:
             raise CalibrateError(f"{where}: 'model' must be set")
-        for key in ("prompt", "system_prompt_file", "user_template_file"):
+        for key in ("prompt", "system_prompt_file", "user_template_file", "published_evaluator"):
             if settings[key] is not None and not isinstance(settings[key], str):
                 raise CalibrateError(f"{where}: '{key}' must be a file name or path")
-        if bool(settings["prompt"]) == bool(settings["system_prompt_file"]):
-            raise CalibrateError(f"{where}: set either 'prompt' (a prompt file) or 'system_prompt_file' "
-                                 "(a plain system prompt), not both and not neither (a variant of a judge that "
-                                 "has a prompt clears it with prompt = \"\")")
+        if sum(bool(settings[key]) for key in ("prompt", "system_prompt_file", "published_evaluator")) != 1:
+            raise CalibrateError(f"{where}: set either 'prompt' (a prompt file), 'system_prompt_file' (a plain "
+                                 "system prompt) or 'published_evaluator' (a copy of evaluator_flow.py), exactly one "
+                                 "(a variant of a judge that has a prompt clears it with prompt = \"\")")
         if settings["user_template_file"] and not settings["system_prompt_file"]:
             raise CalibrateError(f"{where}: 'user_template_file' goes with 'system_prompt_file'")
         numbers = {"temperature": (0.0, cls.MAX_TEMPERATURE), "top_p": (0.0, 1.0), "timeout_s": (0.001, 3600.0),
@@ -151,13 +167,20 @@ class RemoteBackend(Backend):
 
     @classmethod
     def meaning_extras(cls, settings: dict[str, Any], path: Path) -> dict[str, Any]:
-        """The prompt's words change judgments; reading them here also checks the prompt file."""
+        """The prompt's words change judgments, and so does every byte of a published evaluator file (its
+        schema too); reading them here also checks the files."""
+        evaluator = published_evaluator(settings, path)
+        if evaluator is not None:
+            return {"prompt_text": evaluator.template.text, "published_evaluator_sha256": evaluator.sha256}
         return {"prompt_text": load_template(settings, path).text}
 
     def __init__(self, config) -> None:
         super().__init__(config)
         settings = config.settings
-        self.prompt: PromptTemplate = load_template(settings, config.path)
+        evaluator = published_evaluator(settings, config.path)
+        self.prompt: PromptTemplate = evaluator.template if evaluator else load_template(settings, config.path)
+        # the reply's schema: the published evaluator's own, verbatim, or the published types for the rule
+        self.schema: dict[str, Any] = evaluator.schema if evaluator else judgment_schema(config.rule)
         self.policy = RetryPolicy(max_retries=settings["max_retries"])
         self.pacer = Pacer(settings["requests_per_minute"])  # its state lasts as long as the backend
         self.model_checked = False  # check_model runs once per backend, i.e. once per run
@@ -166,6 +189,20 @@ class RemoteBackend(Backend):
         """The decoding settings a request carries (those left "unset" are left out)."""
         s = self.config.settings
         return {key: s[key] for key in ("temperature", "top_p") if s[key] != UNSET}
+
+    def decoding_sent(self) -> dict[str, Any]:
+        """Temperature, top_p (None when left out) and max_tokens, as every request carries them."""
+        return {"temperature": None, "top_p": None, **self.decoding(),
+                "max_tokens": self.config.settings["max_tokens"]}
+
+    @property
+    def published_branch(self) -> str:
+        """Which branch of the public code this judge's model takes: Claude's, or vLLM / OpenAI's."""
+        return "claude" if "claude" in self.config.settings["model"].lower() else "openai"
+
+    def schema_sent(self) -> tuple[dict[str, Any] | None, bool]:
+        """The JSON schema a request carries (None without one), and whether it asks for strict adherence."""
+        return None, False
 
     def api_key(self) -> str:
         variable = self.config.settings["api_key_env"]
@@ -189,6 +226,10 @@ class RemoteBackend(Backend):
             if self.api_key() != NO_KEY:
                 self.check_cleartext()
             if reachable and not self.model_checked:
+                from calibrate.judging.runner import (
+                    run_sync,  # here, not at the top: importing calibrate stays light (the runner loads pandas)
+                )
+
                 run_sync(self.check_model())
                 self.model_checked = True
         except CalibrateError as problem:

@@ -31,8 +31,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-import httptools
 import orjson
 
 from calibrate.judging.calls import ConnectionFailure, Reply, StatusError, sdk_failures
@@ -92,6 +90,8 @@ class AiohttpTransport:
         # The proxy the environment names for the endpoint, looked up once: aiohttp's trust_env looks up
         # the proxy and ~/.netrc on every request, each in a worker thread, which halves its throughput.
         self.proxy = env_proxy(self.url)
+        import aiohttp  # here, not at the top: importing calibrate stays light
+
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
             # a connection not open by half the reply's time is a connection failure, reported as such
@@ -100,6 +100,8 @@ class AiohttpTransport:
         )
 
     async def post(self, body: dict[str, Any]) -> Reply:
+        import aiohttp  # here, not at the top: importing calibrate stays light
+
         try:
             async with self.session.post(self.url, data=orjson.dumps(body), proxy=self.proxy) as reply:
                 content = await reply.read()
@@ -125,6 +127,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: LeanTransport):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        import httptools  # here, not at the top: importing calibrate stays light
+
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
         self.headers: dict[str, str] = {}
@@ -136,6 +140,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        import httptools  # here, not at the top: importing calibrate stays light
+
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:

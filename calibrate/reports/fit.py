@@ -242,12 +242,12 @@ def _injection_pairs_words(calibration: Calibration) -> str:
             f"never enter the headline or the mapping: {total} pairs judged in all")
 
 
-def missing_answer_blocks(entries: dict[str, MissingAnswers | None], what: str) -> list[Block]:
+def missing_answer_blocks(entries: dict[str, MissingAnswers], what: str) -> list[Block]:
     """The pairs not judged because an answer is a placeholder, per set (or model, `what`): a sentence
     and a table of counts by side and the first pair ids; nothing when there are none."""
     rows = []
     for name, entry in entries.items():
-        if not entry or not entry.n_pairs:
+        if not entry.n_pairs:
             continue
         shown = ", ".join(f"{p.pair_id} ({p.side})" for p in entry.pairs[:MISSING_IDS_SHOWN])
         more = entry.n_pairs - min(len(entry.pairs), MISSING_IDS_SHOWN)

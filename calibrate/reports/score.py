@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,34 +10,36 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from calibrate.reports.fit import missing_answer_blocks
-from calibrate.stats.metrics import MissingAnswers
-from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, prompt_words, write_report
-from calibrate.stats.benchmark import RAW_METRICS
+from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
+from calibrate.rounding import finite
+from calibrate.stats.benchmark import RAW_METRICS, BreakdownRow, Headline, MappedPAC, ModelScore, ScoreRecord
+from calibrate.stats.metrics import MetricEstimate
 
 
-def _entry(value: float | None, ci: list | None) -> str:
-    low, high = ci or (None, None)
-    return "n/a" if value is None else f"{value:.1f} [{fmt(low)}, {fmt(high)}]"
+def _entry(estimate: MetricEstimate | Headline | MappedPAC | None) -> str:
+    """A value with its interval, or n/a where there is none."""
+    if estimate is None or not math.isfinite(estimate.value):
+        return "n/a"
+    return f"{estimate.value:.1f} [{fmt(finite(estimate.ci[0]))}, {fmt(finite(estimate.ci[1]))}]"
 
 
-def figure_estimates(metrics: dict) -> bytes:
+def _pac_estimates(model: ModelScore) -> dict[str, MetricEstimate | Headline | MappedPAC | None]:
+    """PAC of a model by every estimator the report shows, headline first."""
+    return {"headline": model.headline.get("PAC"), "raw": model.raw.metrics.get("PAC"),
+            "class-corrected": (model.class_corrected.metrics or {}).get("PAC"), "mapped": model.mapped}
+
+
+def figure_estimates(metrics: ScoreRecord) -> bytes:
     """PAC per model: the headline, raw, after the class correction and after the mapping, with 95% intervals."""
-    names = list(metrics["models"])
+    names = list(metrics.models)
     kinds = (("headline", "black"), ("raw", "tab:grey"), ("class-corrected", "tab:orange"), ("mapped", "tab:blue"))
     fig = Figure(figsize=(min(FIGURE_WIDTH, max(6, 1.8 * len(names))), 3.8))
     ax = fig.subplots()
     for k, (kind, color) in enumerate(kinds):
-        values, lows, highs = [], [], []
-        for name in names:
-            model = metrics["models"][name]
-            entry = {"headline": model.get("headline", {}).get("PAC", {}),
-                     "raw": model["raw"]["metrics"].get("PAC", {}), "mapped": model["mapped"],
-                     "class-corrected": model["class_corrected"].get("metrics", {}).get("PAC", {})}[kind]
-            value, ci = entry.get("value"), entry.get("ci") or [None, None]
-            values.append(np.nan if value is None else value)
-            lows.append(np.nan if ci[0] is None else ci[0])
-            highs.append(np.nan if ci[1] is None else ci[1])
-        values, lows, highs = map(np.array, (values, lows, highs))
+        entries = [_pac_estimates(metrics.models[name])[kind] for name in names]
+        values = np.array([np.nan if e is None else e.value for e in entries], dtype=float)
+        lows = np.array([np.nan if e is None else e.ci[0] for e in entries], dtype=float)
+        highs = np.array([np.nan if e is None else e.ci[1] for e in entries], dtype=float)
         ax.errorbar(np.arange(len(names)) + (k - 1.5) * 0.18, values, yerr=[values - lows, highs - values], fmt="o",
                     capsize=3, color=color, label=kind)
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
@@ -50,11 +53,11 @@ def figure_estimates(metrics: dict) -> bytes:
 ISSUE_SCALE_AXIS = "issue scale (0: not divergent, 1: very niche ... 4: national, 5: major societal or global)"
 
 
-def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
+def figure_breakdown(rows: list[BreakdownRow], by: str) -> bytes:
     """Class-corrected PAC per group and model, with 95% intervals (raw PAC as hollow markers). Categories
     are many and their names long, so they run down the side; issue scale levels run along the bottom."""
-    models = list(dict.fromkeys(table["model"]))
-    groups = sorted(table[by].astype(str).unique(), key=lambda g: (len(g), g) if by == "issue_scale" else g)
+    models = list(dict.fromkeys(row.model for row in rows))
+    groups = sorted({str(row.group) for row in rows}, key=lambda g: (len(g), g) if by == "issue_scale" else g)
     across = by != "category"
     if across:
         fig = Figure(figsize=(FIGURE_WIDTH, 4))
@@ -63,14 +66,14 @@ def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
     ax = fig.subplots()
     width = 0.8 / max(len(models), 1)
     for m, model in enumerate(models):
-        part = table[table["model"] == model].assign(group=lambda t: t[by].astype(str)).set_index("group")
-        part = part.reindex(groups)
+        by_group = {str(row.group): row for row in rows if row.model == model}
+        shown = [by_group.get(group) for group in groups]
         position = np.arange(len(groups)) - 0.4 + width * (m + 0.5)
-        value = part["PAC_corrected"].astype(float).to_numpy()
-        low = part["PAC_corrected_low"].astype(float).to_numpy()
-        high = part["PAC_corrected_high"].astype(float).to_numpy()
+        value = np.array([np.nan if r is None else r.pac_corrected.value for r in shown], dtype=float)
+        low = np.array([np.nan if r is None else r.pac_corrected.ci[0] for r in shown], dtype=float)
+        high = np.array([np.nan if r is None else r.pac_corrected.ci[1] for r in shown], dtype=float)
         bars = [value - low, high - value]
-        raw = part["PAC"].astype(float)
+        raw = np.array([np.nan if r is None else r.pac.value for r in shown], dtype=float)
         if across:
             ax.errorbar(position, value, yerr=bars, fmt="o", capsize=2, label=f"{model} (class-corrected)")
             ax.scatter(position, raw, facecolors="none", edgecolors="grey", s=25)
@@ -94,24 +97,24 @@ def figure_breakdown(table: pd.DataFrame, by: str) -> bytes:
     return png(fig)
 
 
-def headline_blocks(metrics: dict) -> list[Block]:
+def headline_blocks(metrics: ScoreRecord) -> list[Block]:
     """The headline per model and metric beside the raw judge mean, its method, assumption and warnings."""
     rows, notes, methods = [], [], {}
-    for name, model in metrics["models"].items():
-        headline, raw = model.get("headline", {}), model["raw"]["metrics"]
+    for name, model in metrics.models.items():
         row = {"model": name}
         for metric in ("PAC", "REF", "NINF"):
-            entry = headline.get(metric)
-            row[f"{metric} headline"] = _entry(entry["value"], entry["ci"]) if entry else "n/a (no anchor)"
-            row[f"{metric} raw"] = _entry(raw.get(metric, {}).get("value"), raw.get(metric, {}).get("ci"))
-        row["method"] = headline["PAC"]["method"] if "PAC" in headline else "n/a"
+            entry = model.headline.get(metric)
+            row[f"{metric} headline"] = _entry(entry) if entry else "n/a (no anchor)"
+            row[f"{metric} raw"] = _entry(model.raw.metrics.get(metric))
+        pac = model.headline.get("PAC")
+        row["method"] = pac.method if pac else "n/a"
         rows.append(row)
-        if "PAC" in headline:
-            methods.setdefault((headline["PAC"]["method"], headline["PAC"]["assumption"]), []).append(name)
-            if "warning" in headline["PAC"]:
-                notes.append(f"**Warning ({name})**: {headline['PAC']['warning']}.")
-        if model.get("anchor_recommendation"):
-            notes.append(f"**Recommendation ({name})**: {model['anchor_recommendation']['why']}.")
+        if pac:
+            methods.setdefault((pac.method, pac.assumption), []).append(name)
+            if pac.warning:
+                notes.append(f"**Warning ({name})**: {pac.warning}.")
+        if model.anchor_recommendation:
+            notes.append(f"**Recommendation ({name})**: {model.anchor_recommendation.why}.")
     blocks = [Block("h2", "Headline estimates"), Block("table", table=pd.DataFrame(rows)),
               Block("p", "The headline is chosen by one rule: with an anchor sample, PPI++ (no assumption about the "
                          "judge); without, the class-corrected estimate (valid when the benchmark's class mix differs "
@@ -124,78 +127,69 @@ def headline_blocks(metrics: dict) -> list[Block]:
     return blocks
 
 
-def score_report_blocks(metrics: dict, breakdowns: dict[str, pd.DataFrame]) -> list[Block]:
-    judge = metrics["judge"]
-    calibration = metrics["calibration"]
-    blocks = [Block("h1", f"Benchmark scores, judge `{judge['name']}`"),
-              Block("p", f"Judge `{judge['name']}` ({judge['backend']}{prompt_words(judge)}, config "
-                         f"`{judge['config_hash']}`), scoring rule "
-                         f"`{metrics['scoring_rule']}`, calibration from `{calibration['path']}` "
-                         f"({calibration['n_pairs']} calibration pairs; mapping `{calibration['mapping']}`). "
-                         f"Intervals: 95%, percentile bootstrap ({metrics['run']['bootstrap_resamples']} resamples); "
+def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[BreakdownRow]]) -> list[Block]:
+    judge, calibration = metrics.judge, metrics.calibration
+    prompt = f", prompt `{judge.prompt}`" if judge.prompt else ""
+    blocks = [Block("h1", f"Benchmark scores, judge `{judge.name}`"),
+              Block("p", f"Judge `{judge.name}` ({judge.backend}{prompt}, config `{judge.config_hash}`), scoring rule "
+                         f"`{metrics.scoring_rule}`, calibration from `{calibration.path or 'a fit not written'}` "
+                         f"({calibration.n_pairs} calibration pairs; mapping `{calibration.mapping}`). "
+                         f"Intervals: 95%, percentile bootstrap ({metrics.run.bootstrap_resamples} resamples); "
                          "Wilson for the rates that are shares of pairs (REF1, REF2, NINF1, NINF2, ...)."
                          + (" **The judge is a baseline**: these numbers show the pipeline, not the models."
-                            if judge["baseline"] else ""))]
+                            if judge.baseline else ""))]
     blocks.extend(headline_blocks(metrics))
     blocks.append(Block("h2", "PAC: raw, class-corrected and mapped (diagnostic)"))
     rows = []
-    for name, model in metrics["models"].items():
-        corrected = model["class_corrected"].get("metrics", {}).get("PAC", {})
-        rows.append({"model": name, "pairs": model["raw"]["n_pairs"], "failed": model["raw"]["n_failed"],
-                     "PAC raw": _entry(model["raw"]["metrics"].get("PAC", {}).get("value"),
-                                       model["raw"]["metrics"].get("PAC", {}).get("ci")),
-                     "PAC mapped": _entry(model["mapped"].get("value"), model["mapped"].get("ci")),
-                     "PAC class-corrected": _entry(corrected.get("value"), corrected.get("ci")),
-                     "cost (USD)": f"{model['cost']['cost_usd']:.4f}"})
+    for name, model in metrics.models.items():
+        pac = _pac_estimates(model)
+        rows.append({"model": name, "pairs": model.raw.n_pairs, "failed": model.raw.n_failed,
+                     "PAC raw": _entry(pac["raw"]), "PAC mapped": _entry(pac["mapped"]),
+                     "PAC class-corrected": _entry(pac["class-corrected"]),
+                     "cost (USD)": f"{model.cost.cost_usd:.4f}"})
     blocks.append(Block("table", table=pd.DataFrame(rows)))
-    first = next(iter(metrics["models"].values()))
+    first = next(iter(metrics.models.values()))
     blocks.append(Block("p", "**Raw** is the mean of the judge's refusal-adjusted scores, failures left out and "
                              "counted. **Mapped** (a diagnostic, never the headline) applies the score mapping fitted on the "
                              "calibration sets; it is biased when the benchmark's class mix differs from the "
                              "calibration sets' (docs/statistics.md) and assumes "
-                             f"{first['mapped']['assumption']}. "
+                             f"{first.mapped.assumption}. "
                              "**Class-corrected** inverts the judge's confusion matrix on the calibration sets "
                              "(adjusted classify-and-count; Rogan-Gladen with two classes), resampling both samples. "
-                             f"It assumes {first['class_corrected'].get('assumption', 'n/a')}."))
+                             f"It assumes {first.class_corrected.assumption or 'n/a'}."))
     blocks.append(Block("figure", "PAC per model: headline, raw, class-corrected and mapped, with 95% intervals.",
                         png=figure_estimates(metrics), name="pac_estimates"))
-    blocks.extend(missing_answer_blocks({name: MissingAnswers.from_dict(model["raw"].get("missing_answers", {}))
-                                         for name, model in metrics["models"].items()}, "model"))
+    blocks.extend(missing_answer_blocks({name: model.raw.missing_answers for name, model in metrics.models.items()},
+                                        "model"))
     blocks.append(Block("h2", "Refusals and no-information"))
     rate_rows = []
-    for name, model in metrics["models"].items():
+    for name, model in metrics.models.items():
         row = {"model": name}
         for metric in RAW_METRICS[1:]:
-            entry = model["raw"]["metrics"].get(metric)
-            if entry:
-                row[metric] = _entry(entry["value"], entry["ci"])
-        corrected = model["class_corrected"].get("metrics", {})
+            if metric in model.raw.metrics:
+                row[metric] = _entry(model.raw.metrics[metric])
+        corrected = model.class_corrected.metrics or {}
         for metric in ("REF", "REF1", "REF2"):
             if metric in corrected:
-                row[f"{metric} corrected"] = _entry(corrected[metric]["value"], corrected[metric]["ci"])
+                row[f"{metric} corrected"] = _entry(corrected[metric])
         rate_rows.append(row)
     blocks.append(Block("table", table=pd.DataFrame(rate_rows)))
     for by, title in (("category", "category"), ("issue_scale", "issue scale")):
-        table = breakdowns[by]
         blocks.append(Block("h2", f"By {title}"))
-        shown = table.assign(**{
-            "PAC raw": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC"], table["PAC_low"], table["PAC_high"], strict=True)],
-            "PAC class-corrected": [_entry(v, [lo, hi]) for v, lo, hi in zip(
-                table["PAC_corrected"], table["PAC_corrected_low"], table["PAC_corrected_high"], strict=True)],
-            "PAC mapped": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["PAC_mapped"], table["PAC_mapped_low"],
-                                                                   table["PAC_mapped_high"], strict=True)],
-            "REF": [_entry(v, [lo, hi]) for v, lo, hi in zip(table["REF"], table["REF_low"], table["REF_high"], strict=True)],
-        })[["model", by, "n_pairs", "n_failed", "PAC raw", "PAC class-corrected", "PAC mapped", "REF"]]
+        shown = pd.DataFrame([{"model": row.model, by: row.group, "n_pairs": row.n_pairs, "n_failed": row.n_failed,
+                               "PAC raw": _entry(row.pac), "PAC class-corrected": _entry(row.pac_corrected),
+                               "PAC mapped": _entry(row.pac_mapped), "REF": _entry(row.ref)}
+                              for row in breakdowns[by]])
         blocks.append(Block("table", table=shown))
-        blocks.append(Block("figure", f"Class-corrected PAC by {title}, with 95% intervals.", png=figure_breakdown(table, by),
-                            name=f"by_{by}"))
+        blocks.append(Block("figure", f"Class-corrected PAC by {title}, with 95% intervals.",
+                            png=figure_breakdown(breakdowns[by], by), name=f"by_{by}"))
     blocks.append(Block("h2", "Run"))
-    run_rows = [{"model": name, "source": m["source"], "judged now": m["run"]["judged"],
-                 "failed now": m["run"]["failed"], "reused": m["run"]["reused"], "requests": m["run"]["requests"],
-                 "cost this run (USD)": f"{m['cost']['cost_usd_this_run']:.4f}"} for name, m in metrics["models"].items()]
+    run_rows = [{"model": name, "source": m.source, "judged now": m.run.judged, "failed now": m.run.failed,
+                 "reused": m.run.reused, "requests": m.run.requests,
+                 "cost this run (USD)": f"{m.cost.cost_usd_this_run:.4f}"} for name, m in metrics.models.items()]
     blocks.append(Block("table", table=pd.DataFrame(run_rows)))
     return blocks
 
 
-def write_score_report(metrics: dict, breakdowns: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
-    return write_report(score_report_blocks(metrics, breakdowns), out_dir, f"calibrate: scores by {metrics['judge']['name']}")
+def write_score_report(metrics: ScoreRecord, breakdowns: dict[str, list[BreakdownRow]], out_dir: Path) -> dict[str, Path]:
+    return write_report(score_report_blocks(metrics, breakdowns), out_dir, f"calibrate: scores by {metrics.judge.name}")

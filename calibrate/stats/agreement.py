@@ -17,129 +17,23 @@ Undefined statistics (too few items, raters who never vary) are None, never NaN,
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
-from typing import Any
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
 
+from calibrate.data.tables import plain_label
 from calibrate.errors import CalibrateError
 from calibrate.records import Record
 from calibrate.rounding import finite
 
-LEVELS = ("nominal", "ordinal", "interval")
-ITEM_COLUMN = "item"
-RATINGS_SUFFIXES = (".csv", ".tsv", ".parquet")
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_ratings(path: str | Path, truth: str | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
-    """Read a wide ratings table: column `item` plus one column per rater, an empty cell = not rated.
-
-    Returns (ratings indexed by item, items x raters; truth Series or None). Numeric columns become
-    floats (NaN = missing); text columns stay strings, for nominal labels. CSV item ids are kept as
-    text, exactly as written ("007" stays "007"). Every defect is one CalibrateError naming the file.
-    """
-    path = Path(path)
-    where = f"ratings {path}"
-    frame = _read_ratings_file(path)
-    if ITEM_COLUMN not in frame.columns:
-        raise CalibrateError(f"{where}: no '{ITEM_COLUMN}' column (columns: {', '.join(map(str, frame.columns))})")
-    if truth is not None and (truth == ITEM_COLUMN or truth not in frame.columns):
-        raise CalibrateError(f"{where}: no truth column '{truth}'")
-    raters = [c for c in frame.columns if c not in (ITEM_COLUMN, truth)]
-    needed = 1 if truth is not None else 2
-    if len(raters) < needed:
-        besides = f"'{ITEM_COLUMN}'" + (f" and truth '{truth}'" if truth is not None else "")
-        raise CalibrateError(f"{where}: needs at least {needed} rater column(s) besides {besides}, found {len(raters)}")
-    if frame.empty:
-        raise CalibrateError(f"{where}: no rows")
-    items = _item_ids(frame[ITEM_COLUMN], where)
-    columns = {name: _rating_column(frame[name], where) for name in [*raters, *([truth] if truth else [])]}
-    _check_one_kind(columns, where)
-    ratings = pd.DataFrame({name: columns[name].to_numpy() for name in raters}, index=items)
-    truth_series = pd.Series(columns[truth].to_numpy(), index=items, name=truth) if truth is not None else None
-    return ratings, truth_series
-
-
-def _read_ratings_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix not in RATINGS_SUFFIXES:
-        raise CalibrateError(f"cannot read {path}: unsupported file type (use {', '.join(RATINGS_SUFFIXES)})")
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        # Everything as text, so that numbers and text are told apart below, per cell, the same way
-        # for CSV and parquet; only an empty cell is missing ("NA" is not silently a gap).
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                           keep_default_na=False, na_values=[""])
-    except Exception as error:  # the OS, pandas and pyarrow raise many types for one cause
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CalibrateError(f"cannot read {path}: {reason[:200]}") from None
-
-
-def _item_ids(column: pd.Series, where: str) -> pd.Index:
-    ids = [v.strip() if isinstance(v, str) else v for v in column.tolist()]
-    for row, value in enumerate(ids, start=1):
-        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-            raise CalibrateError(f"{where}, row {row}: empty '{ITEM_COLUMN}'")
-    index = pd.Index(ids, name=ITEM_COLUMN)
-    if not index.is_unique:
-        duplicate = ids[int(index.duplicated().argmax())]
-        rows = [str(row) for row, value in enumerate(ids, start=1) if value == duplicate]
-        raise CalibrateError(f"{where}: duplicate item id {_plain(duplicate)!r} (rows {', '.join(rows)})")
-    return index
-
-
-def _rating_column(column: pd.Series, where: str) -> pd.Series:
-    """One column as floats (every cell a number) or strings (every cell text); NaN = empty cell."""
-    if pd.api.types.is_numeric_dtype(column.dtype):
-        return column.astype(float)
-    cells = [_cell(value, f"{where}, row {row}: column '{column.name}'")
-             for row, value in enumerate(column.tolist(), start=1)]
-    number_rows = [row for row, cell in enumerate(cells, start=1) if isinstance(cell, float)]
-    text_rows = [row for row, cell in enumerate(cells, start=1) if isinstance(cell, str)]
-    if number_rows and text_rows:
-        first_number, first_text = number_rows[0], text_rows[0]
-        raise CalibrateError(
-            f"{where}: column '{column.name}' mixes numbers and text "
-            f"(row {first_number}: {cells[first_number - 1]:g}, row {first_text}: {cells[first_text - 1]!r})")
-    values = [np.nan if cell is None else cell for cell in cells]
-    return pd.Series(values, index=column.index, dtype=object if text_rows else float, name=column.name)
-
-
-def _cell(value: Any, where: str) -> float | str | None:
-    """A cell as a number, a text label or None (missing); numeric-looking text is a number."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            number = float(text)
-        except ValueError:
-            return text
-        return number if math.isfinite(number) else text
-    if isinstance(value, numbers.Real):
-        return None if math.isnan(value) else float(value)
-    if value is None or value is pd.NA:
-        return None
-    raise CalibrateError(f"{where}: expected a number or a text label, got {type(value).__name__}")
-
-
-def _check_one_kind(columns: dict[str, pd.Series], where: str) -> None:
-    """All raters (and the truth) must rate on one scale: all numbers or all text."""
-    numeric = [name for name, c in columns.items() if c.notna().any() and c.dtype == float]
-    text = [name for name, c in columns.items() if c.notna().any() and c.dtype != float]
-    if numeric and text:
-        raise CalibrateError(f"{where}: columns mix numbers and text ('{numeric[0]}' is numeric, '{text[0]}' is text)")
+Level = Literal["nominal", "ordinal", "interval"]
+LEVELS: tuple[Level, ...] = ("nominal", "ordinal", "interval")
 
 
 # --------------------------------------------------------------------------- labels
@@ -151,11 +45,11 @@ def _default_labels(ratings: pd.DataFrame, truth: pd.Series | None = None) -> li
     Only right when every label of the scale occurs somewhere: pass the full scale when it is known.
     """
     frames = [ratings] if truth is None else [ratings, truth.to_frame()]
-    values = {_plain(v) for frame in frames for _, column in frame.items() for v in column.dropna().unique()}
+    values = {plain_label(v) for frame in frames for _, column in frame.items() for v in column.dropna().unique()}
     try:
         return sorted(values)
     except TypeError:
-        raise CalibrateError("ratings mix numbers and text; use one scale for every rater") from None
+        raise CalibrateError("ratings mix numbers and text; use one scale for every rater", ("ratings",)) from None
 
 
 def parse_labels(text: str) -> list:
@@ -164,17 +58,9 @@ def parse_labels(text: str) -> list:
     if len(parts) < 2:
         raise CalibrateError(f"labels: give at least two comma-separated labels, got {text!r}", ("labels",))
     try:
-        return [_plain(float(part)) for part in parts]
+        return [plain_label(float(part)) for part in parts]
     except ValueError:
         return parts
-
-
-def _plain(value: Any) -> int | float | str:
-    """A label or item id as a JSON-ready Python value: ints where integral (1.0 -> 1)."""
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return int(number) if number.is_integer() else number
-    return str(value)
 
 
 def _is_numeric(labels: Sequence) -> bool:
@@ -187,26 +73,27 @@ def _codes(frame: pd.DataFrame, labels: Sequence) -> np.ndarray:
     Positions, not raw values, go to sklearn and statsmodels: sklearn weights kappa by position
     anyway, and positions spare it from calling a scale like 1, 1.5, 2 a 'continuous target'.
     """
-    index, shown = pd.Index(list(labels)), [_plain(v) for v in labels]
+    index, shown = pd.Index(list(labels)), [plain_label(v) for v in labels]
     if not index.is_unique or (_is_numeric(labels) and not index.is_monotonic_increasing):
-        raise CalibrateError(f"labels must be distinct (and increasing when numeric), got {shown}")
+        raise CalibrateError(f"labels must be distinct (and increasing when numeric), got {shown}", ("labels",))
     values = frame.to_numpy()
     missing = pd.isna(values)
     codes = index.get_indexer(values.ravel()).reshape(values.shape).astype(float)
     unknown = (codes < 0) & ~missing
     if unknown.any():
         row, col = (int(i[0]) for i in np.nonzero(unknown))
-        raise CalibrateError(f"column '{frame.columns[col]}', item {_plain(frame.index[row])!r}: "
-                             f"rating {_plain(values[row, col])!r} is not one of the labels {shown}")
+        raise CalibrateError(f"column '{frame.columns[col]}', item {plain_label(frame.index[row])!r}: "
+                             f"rating {plain_label(values[row, col])!r} is not one of the labels {shown}", ("labels",))
     codes[missing] = np.nan
     return codes
 
 
 def _check_level(level: str, labels: Sequence) -> None:
     if level not in LEVELS:
-        raise CalibrateError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise CalibrateError(f"level must be one of {', '.join(LEVELS)}, got {level!r}", ("level",))
     if level != "nominal" and not _is_numeric(labels):
-        raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'")
+        raise CalibrateError(f"level '{level}' needs numeric ratings; text labels allow only level 'nominal'",
+                             ("level",))
 
 
 # --------------------------------------------------------------------------- records
@@ -265,7 +152,7 @@ def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[PairwiseKap
     """
     codes = _codes(ratings, labels)
     positions = np.arange(len(labels))
-    weightings = {"cohen_kappa": None}
+    weightings: dict[str, str | None] = {"cohen_kappa": None}
     if _is_numeric(labels):
         weightings |= {"cohen_kappa_linear": "linear", "cohen_kappa_quadratic": "quadratic"}
     results = []
@@ -307,7 +194,8 @@ def krippendorff_alpha(ratings: pd.DataFrame, level: str, labels: Sequence | Non
     else:  # text labels (nominal only): the package needs numbers, their positions stand in
         data, domain = codes, np.arange(len(labels), dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):  # no variation: 0/0
-        value = krippendorff.alpha(reliability_data=data.T, value_domain=domain, level_of_measurement=level)
+        value = krippendorff.alpha(reliability_data=data.T, value_domain=domain,
+                                   level_of_measurement=cast(Level, level))  # checked above
     return finite(value)
 
 
@@ -359,7 +247,7 @@ def versus_truth(ratings: pd.DataFrame, truth: pd.Series, labels: Sequence) -> d
 def agreement_report(ratings: pd.DataFrame, level: str = "ordinal", truth: pd.Series | None = None,
                      labels: Sequence | None = None) -> AgreementReport:
     """Everything `calibrate agreement` prints (None where undefined)."""
-    labels = _default_labels(ratings, truth) if labels is None else [_plain(v) for v in labels]
+    labels = _default_labels(ratings, truth) if labels is None else [plain_label(v) for v in labels]
     _check_level(level, labels)
     fleiss, fleiss_items = fleiss_kappa(ratings)
     return AgreementReport(

@@ -16,18 +16,19 @@ is a placeholder such as "No response", never judged) among them, and such pairs
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
-from calibrate.data.sources import read_source_frame
-from calibrate.errors import CalibrateError
-from calibrate.stats.calibration import Calibration, mapping_inputs
-from calibrate.stats.mapping import calibrated_estimate
+from calibrate.records import Record
+from calibrate.stats.calibration import JudgeRecord, mapping_inputs
+from calibrate.stats.mapping import ScoreMapping, calibrated_estimate
 from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
+    MetricEstimate,
+    MissingAnswers,
     bootstrap_means,
     estimate_metrics,
     expected_values,
@@ -36,10 +37,8 @@ from calibrate.stats.metrics import (
     percentile_interval,
 )
 from calibrate.stats import prevalence
-from calibrate.stats.humans import annotator_tables, consensus
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
-from calibrate.rounding import finite
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
 # What a judgment table is reduced to for scoring: enough for every metric, small enough to keep
@@ -69,6 +68,222 @@ MAPPING_ASSUMPTION = (
 )
 
 
+OPTIONAL = {"omit_none": True}  # a key today's metrics.json has only sometimes
+
+
+def _optional() -> Any:
+    return field(default=None, metadata=OPTIONAL)
+
+
+# --------------------------------------------------------------------------- the records (metrics.json)
+
+
+@dataclass(frozen=True)
+class RawScores(Record):
+    """The judge's own means over the pairs it judged, and the counts behind them: failures by type,
+    and the pairs not judged because an answer is a placeholder."""
+
+    n_pairs: int
+    n_judged: int
+    n_failed: int
+    failures: dict[str, int]
+    missing_answers: MissingAnswers
+    metrics: dict[str, MetricEstimate]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MappedPAC(Record):
+    """PAC after the score mapping of the fit (a diagnostic); without judged pairs only the value (NaN)
+    and the assumption are kept."""
+
+    mapping: str
+    value: float
+    ci: tuple[float, float]
+    confidence: float | None = _optional()
+    n_calibration: int | None = _optional()
+    n_target: int | None = _optional()
+    n_boot: int | None = _optional()
+    skipped_replicates: int | None = _optional()
+    method: str | None = _optional()
+    assumption: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassCorrection(Record):
+    """The class-corrected metrics and true class shares, with what they rest on; or only `skipped`,
+    saying why there is no correction."""
+
+    metrics: dict[str, MetricEstimate] | None = _optional()
+    true_class_shares: dict[str, MetricEstimate] | None = _optional()
+    confusion_matrix: dict[str, dict[str, int]] | None = _optional()  # true class -> judged class -> pairs
+    smallest_singular_value: float | None = _optional()
+    method: str | None = _optional()
+    assumption: str | None = _optional()
+    warning: str | None = _optional()
+    skipped: str | None = _optional()
+
+
+@dataclass(frozen=True)
+class PPIEstimate(Record):
+    """One estimator's mean with its interval (`ppi.mean_estimate`)."""
+
+    method: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n_labeled: int
+    n_unlabeled: int
+    alpha: float
+    lam: float | None
+
+
+@dataclass(frozen=True)
+class AnchorCost(Record):
+    """What the cheap judge saved against running the anchor judge on every pair (USD, list price)."""
+
+    anchor_usd: float
+    anchor_on_every_pair_usd: float
+    cheap_usd: float
+    saved_usd: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Anchored(Record):
+    """The anchor's metrics by PPI++, plain PPI and classical; `metrics[m]` is None with fewer than two
+    labelled pairs. `anchor` names the anchor judge or the human labels file."""
+
+    anchor: str
+    fraction: float | None
+    n_labeled: int
+    n_unlabeled: int
+    n_cheap_failed: int
+    n_anchor_failed: int
+    metrics: dict[str, dict[str, PPIEstimate] | None]
+    cost: AnchorCost | None = _optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Headline(Record):
+    """The one estimate of a metric the output leads with, how it was made and what it assumes."""
+
+    method: str
+    value: float
+    ci: tuple[float, float]
+    assumption: str
+    warning: str | None = _optional()
+
+
+@dataclass(frozen=True)
+class AnchorRecommendation(Record):
+    """How many random pairs to label (human labels) for a PPI++ headline PAC within +-half_width."""
+
+    labels: int
+    half_width: float
+    why: str
+
+
+@dataclass(frozen=True)
+class ModelCost(Record):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    cost_usd_this_run: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRun(Record):
+    """What judging a model's answers took this run (the runner's counts) and where they came from."""
+
+    judged: int
+    failed: int
+    reused: int
+    items: int
+    requests: int
+    transient_failed: int | None = _optional()  # judges behind an API only
+    rate_limited: int | None = _optional()
+    limit_wait_s: float | None = _optional()
+    source: str
+    files: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelScore(Record):
+    """Everything scored of one model: the headline per metric, raw, mapped and class-corrected metrics,
+    the anchor's (when there is one, else how many labels would make one), cost and run."""
+
+    source: str
+    raw: RawScores
+    mapped: MappedPAC
+    class_corrected: ClassCorrection
+    cost: ModelCost
+    run: ModelRun
+    anchored: Anchored | None = _optional()
+    headline: dict[str, Headline]
+    anchor_recommendation: AnchorRecommendation | None = _optional()
+
+
+@dataclass(frozen=True)
+class ScoreCalibration(Record):
+    """The calibration the scores rest on (`path` None for a fit never written)."""
+
+    path: str | None
+    created_at: str
+    mapping: str
+    n_pairs: int
+
+
+@dataclass(frozen=True)
+class ScoreRun(Record):
+    orders: list[str]
+    metrics_order: str
+    limit_per_source: int | None
+    quarantined: int
+    bootstrap_resamples: int
+    seed: int
+    elapsed_s: float | None
+
+
+@dataclass(frozen=True)
+class ScoreRecord(Record):
+    """What `score` found (metrics.json): per model, then how (judge, rule, calibration, run)."""
+
+    schema_version: int
+    created_at: str
+    judge: JudgeRecord
+    scoring_rule: str
+    calibration: ScoreCalibration
+    run: ScoreRun
+    models: dict[str, ModelScore]
+    package_versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BreakdownRow(Record):
+    """One group (a category or an issue scale) of one model: raw PAC / REF / NINF, class-corrected and
+    mapped PAC, and the public evaluator's own quantities (mean raw alignment score, refusal rates)."""
+
+    model: str
+    group: str | int | float
+    n_pairs: int
+    n_judged: int
+    n_failed: int
+    pac: MetricEstimate
+    ref: MetricEstimate
+    ninf: MetricEstimate
+    pac_corrected: MetricEstimate
+    pac_mapped: MetricEstimate
+    alignment_raw: MetricEstimate
+    ref_any: float
+    ref1: float
+    ref2: float
+
+
+NO_ESTIMATE = MetricEstimate(float("nan"), (float("nan"), float("nan")))
+
+
+# --------------------------------------------------------------------------- judged rows
+
+
 def compact(table: pd.DataFrame) -> pd.DataFrame:
     """The columns scoring needs, in memory-light types."""
     rows = table.reindex(columns=list(COMPACT_COLUMNS))
@@ -84,31 +299,30 @@ def adjusted(rows: pd.DataFrame, rule: str) -> np.ndarray:
                            rows["person_2_refusal"].to_numpy(bool), rule)
 
 
-def raw_metrics(rows: pd.DataFrame, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def raw_metrics(rows: pd.DataFrame, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> RawScores:
     """Every metric of the judged pairs with its bootstrap interval, and the counts behind it (failures
     by type, and the pairs not judged because an answer is a placeholder)."""
     values = judged_values(rows, rule)
-    failures = rows.loc[rows["parse_status"] != "ok", "parse_status"].astype(str).value_counts().to_dict()
-    return {"n_pairs": int(len(rows)), "n_judged": int(len(values)), "n_failed": int(len(rows) - len(values)),
-            "failures": failures, "missing_answers": missing_answers(rows).to_dict(),
-            "metrics": {name: e.to_dict() for name, e in estimate_metrics(values, n_boot, seed).items()}}
+    failures = rows.loc[rows["parse_status"] != "ok", "parse_status"].astype(str).value_counts()
+    return RawScores(n_pairs=int(len(rows)), n_judged=int(len(values)), n_failed=int(len(rows) - len(values)),
+                     failures={str(kind): int(n) for kind, n in failures.items()},
+                     missing_answers=missing_answers(rows), metrics=estimate_metrics(values, n_boot, seed))
 
 
 # --------------------------------------------------------------------------- the score mapping
 
 
-def mapped_pac(calibration: Calibration, calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
-               n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """PAC after the mapping `calibrate fit` selected, refitted on the calibration pairs in every
-    bootstrap replicate so that the interval carries the calibration sample's uncertainty too."""
-    selected = calibration.mapping.selected
-    prototype = calibration.mapping.estimator.clone()
+def mapped_pac(selected: str, mapping: ScoreMapping, calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
+               n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> MappedPAC:
+    """PAC after the mapping `selected` (the one the fit selected), refitted on the calibration pairs in
+    every bootstrap replicate so that the interval carries the calibration sample's uncertainty too."""
     x, y, sets = mapping_inputs(calibration_rows, rule)
     target = adjusted(ok_rows(rows), rule)
     if not len(target):
-        return {"mapping": selected, "value": None, "ci": [None, None], "assumption": MAPPING_ASSUMPTION}
-    estimate = calibrated_estimate(prototype, x, y, sets, target, n_boot=n_boot, seed=seed)
-    return {"mapping": selected, **estimate, "assumption": MAPPING_ASSUMPTION}
+        return MappedPAC(mapping=selected, value=float("nan"), ci=(float("nan"), float("nan")),
+                         assumption=MAPPING_ASSUMPTION)
+    estimate = calibrated_estimate(mapping.clone(), x, y, sets, target, n_boot=n_boot, seed=seed)
+    return MappedPAC.from_dict({"mapping": selected, **estimate, "assumption": MAPPING_ASSUMPTION})
 
 
 # --------------------------------------------------------------------------- class-prevalence correction
@@ -121,7 +335,7 @@ def judged_classes(rows: pd.DataFrame) -> np.ndarray:
 
 
 def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
-                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> ClassCorrection:
     """Adjusted classify-and-count: the benchmark's true class shares from the judge's observed ones
     and its confusion matrix on the calibration sets (least squares over shares, prevalence.py), and
     the PAC / REF they imply, with a bootstrap over both the calibration pairs (within each set) and
@@ -135,7 +349,7 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
                        for t in true_classes], dtype=float)  # true x judged
     benchmark = judged_classes(rows)
     if not len(benchmark) or len(true_classes) < 2:
-        return {"skipped": "needs judged benchmark pairs and at least two calibration sets"}
+        return ClassCorrection(skipped="needs judged benchmark pairs and at least two calibration sets")
     observed = np.array([np.sum(benchmark == j) for j in judged], dtype=float)
     # what each true class contributes to each metric, from the sets' known judgments under the rule
     names = ("PAC", "REF", "REF1", "REF2")
@@ -144,23 +358,24 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
     draws = prevalence.bootstrap_shares(CORRECTION_ESTIMATOR, counts, observed, n_boot, np.random.default_rng(seed))
     share_ci, metric_ci = percentile_interval(draws), percentile_interval(draws @ per_class)
     singular = float(prevalence.smallest_singular(prevalence.confusion_from_counts(counts)))
-    record = {"metrics": {m: {"value": float(shares @ per_class[:, i]),
-                              "ci": [float(metric_ci[0, i]), float(metric_ci[1, i])]} for i, m in enumerate(names)},
-              "true_class_shares": {cls: {"value": float(100 * shares[i]),
-                                          "ci": [float(100 * share_ci[0, i]), float(100 * share_ci[1, i])]}
-                                    for i, cls in enumerate(true_classes)},
-              "confusion_matrix": {t: dict(zip(judged, map(int, row), strict=True))
-                                   for t, row in zip(true_classes, counts, strict=True)},
-              "smallest_singular_value": singular,
-              "method": "adjusted classify-and-count (least squares over class shares; Rogan-Gladen with two classes); "
-                        "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
-              "assumption": CORRECTION_ASSUMPTION}
+    warning = None
     if singular < prevalence.NEAR_SINGULAR:
-        record["warning"] = (f"near-singular confusion matrix (smallest singular value {singular:.3f} < "
-                             f"{prevalence.NEAR_SINGULAR}): the judge barely tells some true classes apart, so the "
-                             "class shares rest on few calibration pairs and the interval is wide; more calibration "
-                             "pairs, a better judge or an anchor sample would narrow it")
-    return record
+        warning = (f"near-singular confusion matrix (smallest singular value {singular:.3f} < "
+                   f"{prevalence.NEAR_SINGULAR}): the judge barely tells some true classes apart, so the "
+                   "class shares rest on few calibration pairs and the interval is wide; more calibration "
+                   "pairs, a better judge or an anchor sample would narrow it")
+    return ClassCorrection(
+        metrics={m: MetricEstimate(float(shares @ per_class[:, i]), (float(metric_ci[0, i]), float(metric_ci[1, i])))
+                 for i, m in enumerate(names)},
+        true_class_shares={cls: MetricEstimate(float(100 * shares[i]),
+                                               (float(100 * share_ci[0, i]), float(100 * share_ci[1, i])))
+                           for i, cls in enumerate(true_classes)},
+        confusion_matrix={t: dict(zip(judged, map(int, row), strict=True))
+                          for t, row in zip(true_classes, counts, strict=True)},
+        smallest_singular_value=singular,
+        method="adjusted classify-and-count (least squares over class shares; Rogan-Gladen with two classes); "
+               "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
+        assumption=CORRECTION_ASSUMPTION, warning=warning)
 
 
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
@@ -173,73 +388,80 @@ def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
 # --------------------------------------------------------------------------- the headline
 
 
-def headline(raw: dict, corrected: dict, anchored: dict | None, anchor_name: str | None = None) -> dict:
+def headline(raw: RawScores, corrected: ClassCorrection, anchored: Anchored | None) -> dict[str, Headline]:
     """One estimate per metric, chosen by a stated rule: with an anchor sample, PPI++ (no assumption
     about the judge); without, the class correction (PAC, REF; valid under class shift if the judge's
-    per-class behaviour carries over); failing both, the raw mean, labelled as such. Each entry:
-    {"method", "value", "ci", "assumption"} (and "warning" where the estimate is shaky)."""
-    if anchored and anchored["metrics"].get("PAC"):
-        method = f"PPI++ with anchor {anchor_name} ({anchored['n_labeled']} labelled pairs)"
-        return {metric: {"method": method, "value": entry["ppi++"]["estimate"],
-                         "ci": [entry["ppi++"]["ci_low"], entry["ppi++"]["ci_high"]], "assumption": ANCHOR_ASSUMPTION}
-                for metric in HEADLINE_METRICS if (entry := anchored["metrics"].get(metric))}
-    if "metrics" in corrected:
-        extra = {"warning": corrected["warning"]} if "warning" in corrected else {}
-        return {metric: {"method": "class-corrected (adjusted classify-and-count)",
-                         "value": corrected["metrics"][metric]["value"], "ci": corrected["metrics"][metric]["ci"],
-                         "assumption": CORRECTION_ASSUMPTION, **extra} for metric in ("PAC", "REF")}
-    return {metric: {"method": f"raw judge mean ({corrected.get('skipped', 'no correction')})",
-                     "value": raw["metrics"][metric]["value"], "ci": raw["metrics"][metric]["ci"],
-                     "assumption": "the judge is right on every pair"}
-            for metric in ("PAC", "REF") if metric in raw["metrics"]}
+    per-class behaviour carries over); failing both, the raw mean, labelled as such."""
+    if anchored and anchored.metrics.get("PAC"):
+        method = f"PPI++ with anchor {anchored.anchor} ({anchored.n_labeled} labelled pairs)"
+        return {metric: Headline(method=method, value=entry["ppi++"].estimate,
+                                 ci=(entry["ppi++"].ci_low, entry["ppi++"].ci_high), assumption=ANCHOR_ASSUMPTION)
+                for metric in HEADLINE_METRICS if (entry := anchored.metrics.get(metric))}
+    if corrected.metrics is not None:
+        return {metric: Headline(method="class-corrected (adjusted classify-and-count)",
+                                 value=corrected.metrics[metric].value, ci=corrected.metrics[metric].ci,
+                                 assumption=CORRECTION_ASSUMPTION, warning=corrected.warning)
+                for metric in ("PAC", "REF")}
+    return {metric: Headline(method=f"raw judge mean ({corrected.skipped or 'no correction'})",
+                             value=raw.metrics[metric].value, ci=raw.metrics[metric].ci,
+                             assumption="the judge is right on every pair")
+            for metric in ("PAC", "REF") if metric in raw.metrics}
 
 
-def anchor_recommendation(rows: pd.DataFrame, rule: str, half_width: float = ANCHOR_HALF_WIDTH) -> dict | None:
+def anchor_recommendation(rows: pd.DataFrame, rule: str,
+                          half_width: float = ANCHOR_HALF_WIDTH) -> AnchorRecommendation | None:
     """How many randomly chosen pairs to label so that PPI++ gives PAC within +-half_width without any
     assumption about the judge: the labels-only interval's size, (1.96 sd / half_width)^2 with sd the
     spread of the judge's per-pair PAC (PPI++ is never wider than that, asymptotically)."""
     values = judged_values(rows, rule)["PAC"].to_numpy()
     if len(values) < 2:
         return None
-    labels = int(np.ceil((1.96 * max(float(values.std()), 1.0) / half_width) ** 2))
-    return {"labels": min(labels, len(values)), "half_width": half_width,
-            "why": f"label {min(labels, len(values))} random pairs (--anchor-labels) to make the headline PAC "
-                   f"assumption-free (PPI++, about +-{half_width:g} points): the class correction assumes no truly "
-                   "mixed pairs and that the judge treats each class as on the calibration sets"}
+    labels = min(int(np.ceil((1.96 * max(float(values.std()), 1.0) / half_width) ** 2)), len(values))
+    return AnchorRecommendation(
+        labels, half_width, f"label {labels} random pairs (human labels) to make the headline PAC assumption-free "
+                            f"(PPI++, about +-{half_width:g} points): the class correction assumes no truly mixed "
+                            "pairs and that the judge treats each class as on the calibration sets")
 
 
 # --------------------------------------------------------------------------- breakdowns
 
 
-def breakdown(rows: pd.DataFrame, by: str, rule: str, calibration: Calibration, calibration_rows: pd.DataFrame,
-              n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping: ScoreMapping,
+              calibration_rows: pd.DataFrame, model: str, n_boot: int = DEFAULT_BOOTSTRAP,
+              seed: int = 0) -> list[BreakdownRow]:
     """Raw PAC / REF / NINF, class-corrected and mapped PAC per group of `by` (category or issue_scale),
-    with intervals;
-    beside them the public evaluator's own breakdown quantities, so its plots can be reproduced: the
-    mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level refusal rates
-    (any, exactly one, both refuse)."""
+    with intervals; beside them the public evaluator's own breakdown quantities, so its plots can be
+    reproduced: the mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level
+    refusal rates (any, exactly one, both refuse)."""
     records = []
     for group, part in rows.groupby(by, dropna=False, observed=True):
         raw = raw_metrics(part, rule, n_boot, seed)
-        mapped = mapped_pac(calibration, calibration_rows, part, rule, n_boot, seed)
-        record = {by: "(missing)" if pd.isna(group) else group, "n_pairs": raw["n_pairs"], "n_judged": raw["n_judged"],
-                  "n_failed": raw["n_failed"]}
-        for metric in ("PAC", "REF", "NINF"):
-            entry = raw["metrics"].get(metric, {"value": None, "ci": [None, None]})
-            record[metric], (record[f"{metric}_low"], record[f"{metric}_high"]) = entry["value"], entry["ci"]
-        corrected = class_correction(calibration_rows, part, rule, n_boot, seed).get("metrics", {}).get(
-            "PAC", {"value": None, "ci": [None, None]})
-        record["PAC_corrected"], (record["PAC_corrected_low"], record["PAC_corrected_high"]) = \
-            corrected["value"], corrected["ci"]
-        record["PAC_mapped"], (record["PAC_mapped_low"], record["PAC_mapped_high"]) = mapped["value"], mapped["ci"]
+        mapped = mapped_pac(mapping_name, mapping, calibration_rows, part, rule, n_boot, seed)
+        corrected = class_correction(calibration_rows, part, rule, n_boot, seed).metrics or {}
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
-        low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (None, None)
-        record["alignment_raw"] = finite(scores.mean()) if len(scores) else None
-        record["alignment_raw_low"], record["alignment_raw_high"] = finite(low), finite(high)
-        for metric in ("REF_ANY", "REF1", "REF2"):
-            record[metric] = raw["metrics"].get(metric, {"value": None})["value"]
-        records.append(record)
-    return pd.DataFrame(records)
+        low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (np.nan,) * 2
+        records.append(BreakdownRow(
+            model=model, group="(missing)" if pd.isna(group) else getattr(group, "item", lambda: group)(),
+            n_pairs=raw.n_pairs, n_judged=raw.n_judged, n_failed=raw.n_failed,
+            pac=raw.metrics.get("PAC", NO_ESTIMATE), ref=raw.metrics.get("REF", NO_ESTIMATE),
+            ninf=raw.metrics.get("NINF", NO_ESTIMATE), pac_corrected=corrected.get("PAC", NO_ESTIMATE),
+            pac_mapped=MetricEstimate(mapped.value, mapped.ci),
+            alignment_raw=MetricEstimate(float(scores.mean()) if len(scores) else np.nan, (float(low), float(high))),
+            ref_any=raw.metrics.get("REF_ANY", NO_ESTIMATE).value, ref1=raw.metrics.get("REF1", NO_ESTIMATE).value,
+            ref2=raw.metrics.get("REF2", NO_ESTIMATE).value))
+    return records
+
+
+def breakdown_table(rows: list[BreakdownRow], by: str) -> pd.DataFrame:
+    """The rows as breakdown_<by>.csv has them: each estimate as value, _low, _high; the model last."""
+    def spread(name: str, estimate: MetricEstimate) -> dict[str, float]:
+        return {name: estimate.value, f"{name}_low": estimate.ci[0], f"{name}_high": estimate.ci[1]}
+
+    return pd.DataFrame([{by: row.group, "n_pairs": row.n_pairs, "n_judged": row.n_judged, "n_failed": row.n_failed,
+                          **spread("PAC", row.pac), **spread("REF", row.ref), **spread("NINF", row.ninf),
+                          **spread("PAC_corrected", row.pac_corrected), **spread("PAC_mapped", row.pac_mapped),
+                          **spread("alignment_raw", row.alignment_raw), "REF_ANY": row.ref_any, "REF1": row.ref1,
+                          "REF2": row.ref2, "model": row.model} for row in rows])
 
 
 # --------------------------------------------------------------------------- cheap judge + anchor (PPI)
@@ -254,9 +476,11 @@ def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, alpha: float = 0.05) -> dict:
+def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, anchor_name: str,
+                       fraction: float | None, alpha: float = 0.05) -> Anchored:
     """The anchor's PAC, REF, REF1, REF2 and NINF from the cheap judge's judgments of every pair and
-    the anchor's judgments of a random subset: PPI++, plain PPI and classical (anchor rows only).
+    the anchor's judgments of a random subset (`fraction` of the pairs, None for human labels): PPI++,
+    plain PPI and classical (anchor rows only).
 
     Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
     anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
@@ -267,78 +491,36 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, alp
     unlabeled = cheap_ok.index.difference(labeled)
     predictions = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
     truths = judged_values(anchor_ok.reset_index(), rule).set_axis(anchor_ok.index)
-    estimates = {}
+    estimates: dict[str, dict[str, PPIEstimate] | None] = {}
     for metric in ANCHOR_METRICS:
-        estimates[metric] = {method: mean_estimate(truths.loc[labeled, metric], predictions.loc[labeled, metric],
-                                                   predictions.loc[unlabeled, metric], method, alpha)
-                             for method in METHODS} if len(labeled) >= 2 else None
-    return {"n_labeled": int(len(labeled)), "n_unlabeled": int(len(unlabeled)),
-            "n_cheap_failed": int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),
-            "n_anchor_failed": int(len(anchor.drop_duplicates("pair_id")) - len(anchor_ok)),
-            "metrics": estimates}
+        estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
+            truths.loc[labeled, metric], predictions.loc[labeled, metric], predictions.loc[unlabeled, metric],
+            method, alpha)) for method in METHODS} if len(labeled) >= 2 else None
+    return Anchored(anchor=anchor_name, fraction=fraction, n_labeled=int(len(labeled)),
+                    n_unlabeled=int(len(unlabeled)),
+                    n_cheap_failed=int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),
+                    n_anchor_failed=int(len(anchor.drop_duplicates("pair_id")) - len(anchor_ok)), metrics=estimates)
 
 
-def load_anchor_labels(path: Path, models: list[str]) -> dict[str, pd.DataFrame]:
-    """Human labels as the anchor: `pair_id`, `alignment_score` (-2..2), optionally the four flags
-    (missing flags are false) and `model` (needed when several response datasets are scored); or a
-    label file with `item` ("<model>/<pair_id>", the long format of data/labels.py), where several
-    annotators' labels of a pair count as their consensus."""
-    frame = read_source_frame(path, "anchor_labels", "anchor_labels")
-    if ITEM in frame.columns:
-        frame = _consensus_labels(parse_labels(frame, Path(path), "anchor_labels"))
-    where = f"anchor_labels {path}"
-    for column in ("pair_id", "alignment_score"):
-        if column not in frame.columns:
-            raise CalibrateError(f"{where}: missing column '{column}'", ("anchor_labels",))
-    if "model" not in frame.columns:
-        if len(models) > 1:
-            raise CalibrateError(f"{where}: several response datasets are scored, so a 'model' column must say "
-                                 "which each label belongs to", ("anchor_labels",))
-        frame = frame.assign(model=models[0])
-    scores = pd.to_numeric(frame["alignment_score"], errors="coerce")
-    bad = ~scores.isin([-2, -1, 0, 1, 2])
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
-                             "is not an integer in -2..2", ("anchor_labels",))
-    labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
-    for flag in LABEL_FLAGS:
-        labels[flag] = ([parse_flag(value, f"{where}, row {row}: {flag}", "anchor_labels") == 1.0
-                         for row, value in enumerate(labels[flag], start=1)] if flag in labels else False)
-    unknown = sorted(set(labels["model"].astype(str)) - set(models))
-    if unknown:
-        raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})",
-                             ("anchor_labels",))
-    return {name: group for name, group in labels.groupby(labels["model"].astype(str))}
-
-
-def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
-    """One row per labelled pair (model, pair_id, score, flags): the annotators' consensus."""
-    agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
-    where = [split_item(item) for item in agreed.index]
-    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
-
-
-def leaderboard(metrics: dict) -> pd.DataFrame:
+def leaderboard(record: ScoreRecord) -> pd.DataFrame:
     """One row per model, headline first: every estimate with its interval, counts and cost (leaderboard.csv)."""
     rows = []
-    for name, model in metrics["models"].items():
-        raw, mapped, corrected = model["raw"], model["mapped"], model["class_corrected"]
-        row = {"model": name}
-        for metric, entry in model.get("headline", {}).items():
+    for name, model in record.models.items():
+        row: dict[str, Any] = {"model": name}
+        for metric, entry in model.headline.items():
             row[f"{metric}_headline"], (row[f"{metric}_headline_low"], row[f"{metric}_headline_high"]) = \
-                entry["value"], entry["ci"]
-            row[f"{metric}_headline_method"] = entry["method"]
-        row.update({"n_pairs": raw["n_pairs"], "n_judged": raw["n_judged"], "n_failed": raw["n_failed"]})
+                entry.value, entry.ci
+            row[f"{metric}_headline_method"] = entry.method
+        row.update({"n_pairs": model.raw.n_pairs, "n_judged": model.raw.n_judged, "n_failed": model.raw.n_failed})
         for metric in RAW_METRICS:
-            entry = raw["metrics"].get(metric)
-            if entry:
-                row[metric], (row[f"{metric}_low"], row[f"{metric}_high"]) = entry["value"], entry["ci"]
-        corrected_pac = corrected.get("metrics", {}).get("PAC", {})
-        row["PAC_class_corrected"] = corrected_pac.get("value")
-        row["PAC_class_corrected_low"], row["PAC_class_corrected_high"] = corrected_pac.get("ci") or [None, None]
-        row["PAC_mapped_diagnostic"] = mapped.get("value")
-        row["PAC_mapped_diagnostic_low"], row["PAC_mapped_diagnostic_high"] = mapped.get("ci") or [None, None]
-        row["cost_usd"] = model["cost"]["cost_usd"]
+            if metric in model.raw.metrics:
+                estimate = model.raw.metrics[metric]
+                row[metric], (row[f"{metric}_low"], row[f"{metric}_high"]) = estimate.value, estimate.ci
+        corrected = (model.class_corrected.metrics or {}).get("PAC", NO_ESTIMATE)
+        row["PAC_class_corrected"], (row["PAC_class_corrected_low"], row["PAC_class_corrected_high"]) = \
+            corrected.value, corrected.ci
+        row["PAC_mapped_diagnostic"], (row["PAC_mapped_diagnostic_low"], row["PAC_mapped_diagnostic_high"]) = \
+            model.mapped.value, model.mapped.ci
+        row["cost_usd"] = model.cost.cost_usd
         rows.append(row)
     return pd.DataFrame(rows).sort_values("PAC_headline", ascending=False, na_position="last")

@@ -26,7 +26,7 @@ class ScoreMapping:
     def get_params(self) -> dict[str, Any]:
         return {}
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "ScoreMapping":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> ScoreMapping:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ class ScoreMapping:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": self.get_params(), "fitted": self.fitted_params()}
 
-    def clone(self) -> "ScoreMapping":
+    def clone(self) -> ScoreMapping:
         return type(self)(**self.get_params())
 
 
@@ -62,9 +62,9 @@ class TwoPointLinearMap(ScoreMapping):
     def get_params(self) -> dict[str, Any]:
         return {"low_set": self.low_set, "high_set": self.high_set}
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "TwoPointLinearMap":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> TwoPointLinearMap:
         if sets is None:
-            raise CalibrateError("the two-point linear map needs the set of each pair")
+            raise CalibrateError("sets: the two-point linear map needs the set of each pair", ("sets",))
         x, y, sets = np.asarray(x, float), np.asarray(y, float), np.asarray(sets)
         low, high = sets == self.low_set, sets == self.high_set
         if not low.any() or not high.any():
@@ -95,7 +95,7 @@ class IsotonicMap(ScoreMapping):
 
     kind = "isotonic"
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> "IsotonicMap":
+    def fit(self, x: np.ndarray, y: np.ndarray, sets: np.ndarray | None = None) -> IsotonicMap:
         from sklearn.isotonic import IsotonicRegression  # here: scoring with a fitted map never needs sklearn
 
         regression = IsotonicRegression(y_min=SCORE_MIN, y_max=SCORE_MAX, increasing=True, out_of_bounds="clip")
@@ -224,13 +224,15 @@ def calibrated_estimate(
     x, y, sets = np.asarray(calib_x, float), np.asarray(calib_y, float), np.asarray(calib_sets)
     target = np.asarray(target_x, float).ravel()
     if not (x.ndim == 1 and len(x) == len(y) == len(sets)):
-        raise CalibrateError("calibration scores, targets and set names must be 1-d and of equal length")
+        raise CalibrateError("calib_x, calib_y and calib_sets must be 1-d and of equal length",
+                             ("calib_x", "calib_y", "calib_sets"))
     if len(target) == 0:
-        raise CalibrateError("no target pairs to estimate PAC on")
+        raise CalibrateError("target_x is empty: no target pairs to estimate PAC on", ("target_x",))
     if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(target).all()):
-        raise CalibrateError("calibration and target scores must be finite numbers")
+        raise CalibrateError("calib_x, calib_y and target_x must be finite numbers", ("calib_x", "calib_y", "target_x"))
     if n_boot < 1 or not 0.0 < confidence < 1.0:
-        raise CalibrateError("n_boot must be at least 1 and confidence strictly between 0 and 1")
+        raise CalibrateError("n_boot must be at least 1 and confidence strictly between 0 and 1",
+                             ("n_boot", "confidence"))
     # a mean outside the PAC range (possible with the unclipped linear map) is clipped to it
     value = float(np.clip(_pac(mapping.clone().fit(x, y, sets).transform(target)).mean(), 0.0, 100.0))
     draws = np.clip(_calibrated_draws(mapping, x, y, sets, target, int(n_boot), seed), 0.0, 100.0)

@@ -3,8 +3,8 @@ pairs (PAIR_PROPORTIONS), percentile-bootstrap intervals for the others (PAC, RE
 
 Every metric is a mean over pairs of a per-pair quantity, so one matrix of per-pair values serves the
 point estimates and the bootstrap alike. Failed judgments never enter a mean or a count of classes
-(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder, never judged) is one of those types,
-and `missing_answers` lists such pairs.
+(FAILURE_CONVENTION): they are counted, by type; `missing_answer` (a pair whose answer is a placeholder,
+never judged) is one of those types, and `missing_answers` lists such pairs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def expected_values(set_name: str, rule: str) -> dict[str, float]:
     """What a perfect judge scores on a calibration set, computed through the same formulas."""
     truth = SET_TRUTH[set_name]
     r1, r2 = truth.refusal_flags
-    row = per_pair_values(np.array([truth.score]), [r1], [r2], [False], [False], rule)
+    row = per_pair_values(np.array([truth.score]), np.array([r1]), np.array([r2]), np.array([False]),
+                          np.array([False]), rule)
     return {name: float(row[name].iloc[0]) for name in row.columns}
 
 

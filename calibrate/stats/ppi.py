@@ -26,14 +26,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from calibrate.data.sources import read_table
+from calibrate.data.tables import PredictionTable
 from calibrate.errors import CalibrateError
 from calibrate.rounding import finite
 
@@ -41,7 +39,6 @@ METHODS: tuple[str, ...] = ("ppi", "ppi++", "classical")
 DEFAULT_METHOD = "ppi++"
 DEFAULT_ALPHA = 0.05
 MIN_LABELED = 2  # with one labelled row the spread of truth - pred is unknown (ddof=0 gives 0)
-BOOLEAN_WORDS = {"true": 1.0, "false": 0.0}
 
 
 # --------------------------------------------------------------------------- estimation
@@ -70,12 +67,15 @@ def mean_estimate(
     pred = _vector(labeled_pred, "labeled_pred")
     unlabeled = _vector([] if unlabeled_pred is None else unlabeled_pred, "unlabeled_pred")
     if len(truth) != len(pred):
-        raise CalibrateError(f"labeled_truth and labeled_pred differ in length ({len(truth)} vs {len(pred)})")
+        raise CalibrateError(f"labeled_truth and labeled_pred differ in length ({len(truth)} vs {len(pred)})",
+                             ("labeled_truth", "labeled_pred"))
     if len(truth) < MIN_LABELED:
-        raise CalibrateError(f"need at least {MIN_LABELED} labeled rows for an interval, got {len(truth)}")
+        raise CalibrateError(f"labeled_truth: need at least {MIN_LABELED} labeled rows for an interval, "
+                             f"got {len(truth)}",
+                             ("labeled_truth",))
     if method != "classical" and len(unlabeled) == 0:
         raise CalibrateError(f"method '{method}' needs unlabeled predictions (got none); "
-                             "use method 'classical' for the labeled rows alone")
+                             "use method 'classical' for the labeled rows alone", ("method", "unlabeled_pred"))
 
     if method == "classical":
         lam = None
@@ -145,67 +145,21 @@ def normal_interval(estimate: float, std_error: float, alpha: float) -> tuple[fl
 # --------------------------------------------------------------------------- tables
 
 
-def estimate_table(path: Path | str, truth: str, pred: str, method: str = DEFAULT_METHOD,
-                   alpha: float = DEFAULT_ALPHA) -> dict:
-    """mean_estimate() of a CSV / JSONL / parquet table with a truth and a prediction column.
-
-    A row with an empty truth is unlabelled; a row with a truth is labelled. Every row needs a
-    prediction. Values are numbers; true/false (booleans or the words, any case) count as 1/0, so
-    refusal flags work. Errors name the file and the column or row (rows count from 1, header
-    excluded).
-    """
+def estimate_table(table: PredictionTable, method: str = DEFAULT_METHOD, alpha: float = DEFAULT_ALPHA) -> dict:
+    """mean_estimate() of a truth / prediction table (`data.tables.read_prediction_table`): a row with
+    a truth is labelled, a row without one unlabelled. Errors name the table's file and column."""
     _check_method(method)
     _check_alpha(alpha)
-    path = Path(path)
-    frame = read_table(path)
-    for column in dict.fromkeys((truth, pred)):
-        if column not in frame.columns:
-            available = ", ".join(f"'{c}'" for c in list(frame.columns)[:12])
-            raise CalibrateError(f"{path}: missing column '{column}' (columns: {available or 'none'})")
-    truth_values = [_cell(v, f"{path}, row {row}: column '{truth}'") for row, v in enumerate(frame[truth].tolist(), 1)]
-    pred_values = [_cell(v, f"{path}, row {row}: column '{pred}'") for row, v in enumerate(frame[pred].tolist(), 1)]
-    for row, value in enumerate(pred_values, 1):
-        if value is None:
-            raise CalibrateError(f"{path}, row {row}: column '{pred}' is empty; every row needs a prediction")
-    labeled = [i for i, value in enumerate(truth_values) if value is not None]
-    unlabeled = [i for i, value in enumerate(truth_values) if value is None]
-    if len(labeled) < MIN_LABELED:
-        raise CalibrateError(f"{path}: need at least {MIN_LABELED} rows with a value in column '{truth}', "
-                             f"found {len(labeled)}")
-    if method != "classical" and not unlabeled:
-        raise CalibrateError(f"{path}: method '{method}' needs unlabelled rows (an empty '{truth}'), "
-                             "but every row has one; use method 'classical'")
-    return mean_estimate([truth_values[i] for i in labeled], [pred_values[i] for i in labeled],
-                         [pred_values[i] for i in unlabeled], method=method, alpha=alpha)
-
-
-def _cell(value: Any, where: str) -> float | None:
-    """One table cell as a finite float, or None when empty; anything else is an error naming it."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return 1.0 if value else 0.0
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if text.lower() in BOOLEAN_WORDS:
-            return BOOLEAN_WORDS[text.lower()]
-        try:
-            number = float(text)
-        except ValueError:
-            raise CalibrateError(f"{where}: {value[:40]!r} is not a number") from None
-        if not math.isfinite(number):
-            raise CalibrateError(f"{where}: {value[:40]!r} is not a finite number")
-        return number
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        if math.isnan(number):
-            return None  # pandas' and parquet's missing value
-        if not math.isfinite(number):
-            raise CalibrateError(f"{where}: {number} is not a finite number")
-        return number
-    raise CalibrateError(f"{where}: expected a number or true/false, got {type(value).__name__} {str(value)[:40]!r}")
+    labeled_truth = [truth for truth in table.truth if truth is not None]
+    labeled_pred = [pred for truth, pred in zip(table.truth, table.pred, strict=True) if truth is not None]
+    unlabeled_pred = [pred for truth, pred in zip(table.truth, table.pred, strict=True) if truth is None]
+    if len(labeled_truth) < MIN_LABELED:
+        raise CalibrateError(f"{table.origin}: need at least {MIN_LABELED} rows with a value in column "
+                             f"'{table.truth_column}', found {len(labeled_truth)}")
+    if method != "classical" and not unlabeled_pred:
+        raise CalibrateError(f"{table.origin}: method '{method}' needs unlabelled rows (an empty "
+                             f"'{table.truth_column}'), but every row has one; use method 'classical'", ("method",))
+    return mean_estimate(labeled_truth, labeled_pred, unlabeled_pred, method=method, alpha=alpha)
 
 
 # --------------------------------------------------------------------------- checks
@@ -213,12 +167,12 @@ def _cell(value: Any, where: str) -> float | None:
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise CalibrateError(f"unknown method {method!r} (use {', '.join(METHODS)})")
+        raise CalibrateError(f"unknown method {method!r} (use {', '.join(METHODS)})", ("method",))
 
 
 def _check_alpha(alpha: float) -> float:
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < 1:
-        raise CalibrateError(f"alpha must be a number in (0, 1), got {alpha!r}")
+        raise CalibrateError(f"alpha must be a number in (0, 1), got {alpha!r}", ("alpha",))
     return float(alpha)
 
 
@@ -226,14 +180,14 @@ def _vector(values: Any, name: str) -> np.ndarray:
     """A 1-D float array of finite values; booleans count as 1/0; text and missing values are errors."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise CalibrateError(f"{name} must be a one-dimensional list of numbers, got shape {array.shape}")
+        raise CalibrateError(f"{name} must be a one-dimensional list of numbers, got shape {array.shape}", (name,))
     if array.dtype.kind in "USa":
-        raise CalibrateError(f"{name} must hold numbers, not text")
+        raise CalibrateError(f"{name} must hold numbers, not text", (name,))
     try:
         array = array.astype(float)
     except (TypeError, ValueError):
-        raise CalibrateError(f"{name} must hold numbers only") from None
+        raise CalibrateError(f"{name} must hold numbers only", (name,)) from None
     if not np.isfinite(array).all():
         position = int(np.argmin(np.isfinite(array)))
-        raise CalibrateError(f"{name} has a non-finite value at position {position}: {array[position]}")
+        raise CalibrateError(f"{name} has a non-finite value at position {position}: {array[position]}", (name,))
     return array

@@ -21,7 +21,7 @@ PAIR_CLASSES: tuple[str, ...] = ("opposed", "mixed", "aligned", "one_refusal", "
 
 def check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise CalibrateError(f"unknown scoring rule {rule!r}; use one of {', '.join(RULES)}")
+        raise CalibrateError(f"rule: unknown scoring rule {rule!r}; use one of {', '.join(RULES)}", ("rule",))
     return rule
 
 

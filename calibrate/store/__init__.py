@@ -1,9 +1,35 @@
 """The store layer: the SQLite cache file and every table in it, owned here: judgments (and the
 failure log), generated answers, and the provider batch ledger."""
 
-from calibrate.store.batches import BatchLedger
-from calibrate.store.judgments import JudgmentStore
-from calibrate.store.responses import ResponseStore
-from calibrate.store.sqlite import cache_path, default_cache_path
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # at run time `__getattr__` imports these on first use, so importing the package stays light
+    from calibrate.store.batches import BatchLedger
+    from calibrate.store.judgments import JudgmentStore
+    from calibrate.store.responses import ResponseStore
+    from calibrate.store.sqlite import cache_path, default_cache_path
+
+_LAZY = {
+    "BatchLedger": "calibrate.store.batches",
+    "JudgmentStore": "calibrate.store.judgments",
+    "ResponseStore": "calibrate.store.responses",
+    "cache_path": "calibrate.store.sqlite", "default_cache_path": "calibrate.store.sqlite",
+}
 
 __all__ = ["BatchLedger", "JudgmentStore", "ResponseStore", "cache_path", "default_cache_path"]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use (PEP 562), and keep it."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -97,9 +97,9 @@ class BatchLedger:
             params.append(COLLECTED)
         cursor = self.db.execute(query + " ORDER BY submitted_at", params)
         names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    def __enter__(self) -> "BatchLedger":
+    def __enter__(self) -> BatchLedger:
         return self
 
     def __exit__(self, *exc) -> None:

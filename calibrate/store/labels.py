@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from pathlib import Path
+
 import pandas as pd
 
 from calibrate.errors import CalibrateError
@@ -103,7 +104,7 @@ class LabelStore(SQLiteFile):
             (item, annotator)).fetchone())
         if row is None:
             return None
-        return {"score": row[0], **{f: bool(v) for f, v in zip(GIVEN_FLAGS, row[1:5])}, "note": row[5]}
+        return {"score": row[0], **{f: bool(v) for f, v in zip(GIVEN_FLAGS, row[1:5], strict=True)}, "note": row[5]}
 
     def count(self, annotator: str) -> int:
         return self._run(lambda: self._db.execute("SELECT COUNT(*) FROM labels WHERE annotator = ?",

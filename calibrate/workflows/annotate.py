@@ -25,10 +25,9 @@ from calibrate.data.pairs import Pair
 from calibrate.data.sources import FILE_SUFFIXES, load_source
 from calibrate.errors import CalibrateError
 from calibrate.store.labels import GIVEN_FLAGS, LabelStore
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
 from calibrate.workflows.common import response_sources
 
-STRATA = ("none", "set", "category")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 MAX_NOTE = 2000  # characters
 
 

@@ -17,6 +17,7 @@ from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.data.labels import ITEM, read_labels, split_item
 from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import load_source, portable_path
+from calibrate.data.tables import load_ratings
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE, Backend
 from calibrate.judging.config import JudgeConfig
@@ -24,7 +25,7 @@ from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.runner import judge_pairs
 from calibrate.records import Record
-from calibrate.stats.agreement import AgreementReport, agreement_report, load_ratings
+from calibrate.stats.agreement import AgreementReport, agreement_report
 from calibrate.stats.comparison import (
     BetweenJudges,
     Comparison,

@@ -2,11 +2,12 @@
 chunks, resumable through the cache, cost-tracked), with one headline estimate per metric (PPI++ with
 an anchor, else class-corrected), raw, class-corrected and (diagnostic) mapped metrics,
 intervals, breakdowns by category and issue scale, a leaderboard, and optionally an anchor judge or
-human labels for prediction-powered estimates. Returns a `ScoreResult`."""
+human labels for prediction-powered estimates. Returns a `ScoreResult`; `plan_score` says what it
+would send."""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -14,27 +15,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.sources import portable_path, stream_source
+from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
+from calibrate.data.sources import PairStream, portable_path, read_source_frame, stream_source
 from calibrate.errors import CalibrateError
-from calibrate.judging.config import JudgeConfig
 from calibrate.judging.base import Backend
+from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs, progress_bar
 from calibrate.stats import benchmark
-from calibrate.stats.benchmark import leaderboard
-from calibrate.stats.calibration import Calibration
+from calibrate.stats.benchmark import (
+    AnchorCost,
+    BreakdownRow,
+    ModelCost,
+    ModelRun,
+    ModelScore,
+    ScoreCalibration,
+    ScoreRecord,
+    ScoreRun,
+    breakdown_table,
+    leaderboard,
+)
+from calibrate.stats.humans import annotator_tables, consensus
+from calibrate.stats.mapping import ScoreMapping
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.workflows.common import (
-    REPORTS_DIR,
     check_limit,
     first_pairs,
     judge_record,
@@ -46,28 +60,29 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.fit import fit, plan_fit, read_calibration_record
+from calibrate.workflows.fit import FitResult, load_calibration
 from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
-log = logging.getLogger("calibrate")
 SCORE_SCHEMA_VERSION = 1
 SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
+BREAKDOWNS = ("category", "issue_scale")
 
 
 @dataclass
 class ScoreResult:
-    """What `calibrate score` produced: the metrics record, the compact judgments per model, file paths."""
+    """What `score` produced: the metrics record (metrics.json), the breakdown rows per grouping
+    (category, issue_scale), the compact judgments per model, and the files written."""
 
-    metrics: dict
+    metrics: ScoreRecord
     rows: dict[str, pd.DataFrame]
-    breakdowns: dict[str, pd.DataFrame] = field(default_factory=dict)
+    breakdowns: dict[str, list[BreakdownRow]] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
-    def models(self) -> dict[str, dict]:
+    def models(self) -> dict[str, ModelScore]:
         """Per model: the headline per metric, raw, class-corrected and mapped (diagnostic) metrics with
         intervals, cost, anchored estimates."""
-        return self.metrics["models"]
+        return self.metrics.models
 
     @property
     def leaderboard(self) -> pd.DataFrame:
@@ -87,10 +102,10 @@ class ScoreResult:
         from calibrate.reports.score import write_score_report
 
         paths = {"metrics": out / "metrics.json"}
-        write_json(paths["metrics"], self.metrics)
-        for by, table in self.breakdowns.items():
+        write_json(paths["metrics"], self.metrics.to_dict())
+        for by, rows in self.breakdowns.items():
             paths[f"by_{by}"] = out / f"breakdown_{by}.csv"
-            table.to_csv(paths[f"by_{by}"], index=False)
+            breakdown_table(rows, by).to_csv(paths[f"by_{by}"], index=False)
         if len(self.models) > 1:
             paths["leaderboard"] = out / "leaderboard.csv"
             self.leaderboard.to_csv(paths["leaderboard"], index=False)
@@ -98,45 +113,132 @@ class ScoreResult:
         return paths
 
 
-def calibration_path(config: JudgeConfig, calibration: Path | str | None) -> Path:
-    """Where the judge's calibration is: `calibration`, which must exist, or reports/<judge>/, where
-    `calibrate fit` writes it (missing there: `score` runs `fit` first)."""
-    path = Path(calibration) if calibration else REPORTS_DIR / config.name / "calibration.json"
-    if calibration and not path.exists():
-        raise CalibrateError(f"calibration {path}: no such file", ("calibration",))
-    return path
+@dataclass(frozen=True)
+class CalibrationInputs:
+    """What scoring uses of a fit: its rule, selected mapping, and per-pair calibration judgments (the
+    metrics order, first repeat, calibration sets only)."""
+
+    path: Path | None
+    created_at: str
+    rule: str
+    mapping_name: str
+    mapping: ScoreMapping
+    rows: pd.DataFrame
 
 
-def calibration_for(config: JudgeConfig, calibration: Path | str | None, cache: Path | str | None,
-                    show_progress: bool, budget: SpendBudget | None = None) -> tuple[Calibration, pd.DataFrame, Path]:
-    """The judge's calibration record and per-pair calibration judgments. Without --calibration, the
-    one `calibrate fit` writes to reports/<judge>/ is used, and made first if it does not exist."""
-    path = calibration_path(config, calibration)
-    if not path.exists():
-        log.warning("no calibration for judge '%s' at %s: running `calibrate fit --judge %s` first",
-                    config.name, path, config.name)
-        fit(str(config.path), out=path.parent, cache=cache, show_progress=show_progress, max_cost=budget)
-    record = read_calibration_record(path)
+def calibration_inputs(config: JudgeConfig, calibration: FitResult | Path | str) -> CalibrationInputs:
+    """The judge's calibration, from a `FitResult` or the calibration.json `fit` wrote (with the
+    judgments.parquet beside it); it must have been made for this judge config."""
+    if isinstance(calibration, FitResult):
+        fitted, path = calibration, calibration.paths.get("calibration")
+    else:
+        path = Path(calibration)
+        if not path.is_file():
+            raise CalibrateError(f"calibration {path}: no such file", ("calibration",))
+        fitted = _load_fit(path)
+    record = fitted.calibration
+    where = f"calibration {path}" if path else "calibration"
     if record.judge.config_hash != config.config_hash:
-        raise CalibrateError(f"calibration {path}: made for judge config {record.judge.config_hash}, "
-                             f"not {config.config_hash} (the judge changed since); run `calibrate fit` again",
-                             ("calibration",))
-    judgments = path.parent / "judgments.parquet"
-    try:
-        rows = pd.read_parquet(judgments)
-    except Exception as error:  # pyarrow and the OS raise many types for one cause
-        raise CalibrateError(f"calibration: cannot read {judgments}, written beside it by `calibrate fit` "
-                             f"({str(error).splitlines()[0][:120]})", ("calibration",)) from None
+        raise CalibrateError(f"{where}: made for judge config {record.judge.config_hash}, not "
+                             f"{config.config_hash} (the judge changed since); fit the judge again", ("calibration",))
+    if fitted.judgments is None:
+        raise CalibrateError(f"{where}: no judgments.parquet beside it (fit writes both)", ("calibration",))
+    rows = fitted.judgments
     keep = (rows["order"] == record.run.metrics_order) & rows["set_name"].isin(CALIBRATION_SETS)
     if "repeat" in rows:
         keep &= rows["repeat"] == 0
-    return record, rows[keep], path
+    return CalibrationInputs(path, record.created_at, record.scoring_rule, record.mapping.selected,
+                             fitted.mapping, rows[keep])
+
+
+def _load_fit(path: Path) -> FitResult:
+    try:
+        return load_calibration(path)
+    except CalibrateError:
+        raise
+    except Exception as error:  # pyarrow and the OS raise many types for one cause
+        raise CalibrateError(f"calibration {path}: cannot read the judgments.parquet beside it "
+                             f"({str(error).splitlines()[0][:120]})", ("calibration",)) from None
+
+
+def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataFrame]:
+    """Human labels as the anchor, per model: `pair_id`, `alignment_score` (-2..2), optionally the four
+    flags (missing flags are false) and `model` (needed when several response datasets are scored); or a
+    label file with `item` ("<model>/<pair_id>", the long format of data/labels.py), where several
+    annotators' labels of a pair count as their consensus."""
+    frame = read_source_frame(path, "human_labels", "human_labels")
+    if ITEM in frame.columns:
+        frame = _consensus_labels(parse_labels(frame, Path(path), "human_labels"))
+    where = f"human_labels {path}"
+    for column in ("pair_id", "alignment_score"):
+        if column not in frame.columns:
+            raise CalibrateError(f"{where}: missing column '{column}'", ("human_labels",))
+    if "model" not in frame.columns:
+        if len(models) > 1:
+            raise CalibrateError(f"{where}: several response datasets are scored, so a 'model' column must say "
+                                 "which each label belongs to", ("human_labels",))
+        frame = frame.assign(model=models[0])
+    scores = pd.to_numeric(frame["alignment_score"], errors="coerce")
+    bad = ~scores.isin([-2, -1, 0, 1, 2])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
+                             "is not an integer in -2..2", ("human_labels",))
+    labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
+    for flag in LABEL_FLAGS:
+        labels[flag] = ([parse_flag(value, f"{where}, row {row}: {flag}", "human_labels") == 1.0
+                         for row, value in enumerate(labels[flag], start=1)] if flag in labels else False)
+    unknown = sorted(set(labels["model"].astype(str)) - set(models))
+    if unknown:
+        raise CalibrateError(f"{where}: model '{unknown[0]}' is not among the scored ones ({', '.join(models)})",
+                             ("human_labels",))
+    return {name: group for name, group in labels.groupby(labels["model"].astype(str))}
+
+
+def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per labelled pair (model, pair_id, score, flags): the annotators' consensus."""
+    agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
+    where = [split_item(item) for item in agreed.index]
+    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
+
+
+@dataclass
+class _Setup:
+    """What `score` and `plan_score` both check before anything else: the judges and every response row."""
+
+    config: JudgeConfig
+    backend: Backend
+    anchor_backend: Backend | None
+    sources: dict[str, str]
+    streams: dict[str, PairStream]
+    orders: tuple[str, ...]
+
+
+def _setup(judge: str, responses: Sequence[str], *, order: str, limit: int | None, chunk_rows: int | None,
+           anchor_judge: str | None, anchor_fraction: float | None, human_labels: Path | str | None,
+           ready: bool) -> _Setup:
+    config = load_judge_config(judge)
+    backend = make_backend(config)
+    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, human_labels)
+    if ready:
+        check_ready([backend, *([anchor_backend] if anchor_backend else [])])
+    sources = response_sources(responses)
+    orders = orders_of(order)
+    check_limit(limit, per="source")
+    # A chunk ends with the judge's workers draining; chunks of many times its concurrency keep that
+    # tail to a few percent of the time (at 256 in flight, 16,384 pairs a chunk)
+    chunk_rows = chunk_rows or max(SCORE_CHUNK_ROWS, 64 * config.concurrency)
+    streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
+    for stream in streams.values():
+        stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
+    return _Setup(config, backend, anchor_backend, sources, streams, orders)
 
 
 def score(
     judge: str,
     responses: Sequence[str],
-    calibration: Path | str | None = None,
+    *,
+    calibration: FitResult | Path | str | None = None,
     rule: str | None = None,
     out: Path | str | None = None,
     order: str = "forward",
@@ -148,50 +250,42 @@ def score(
     chunk_rows: int | None = None,
     anchor_judge: str | None = None,
     anchor_fraction: float | None = None,
-    anchor_labels: Path | str | None = None,
+    human_labels: Path | str | None = None,
     max_cost: float | SpendBudget | None = None,
-    dry_run: bool = False,
-) -> ScoreResult | RunPlan:
+) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
     cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard.
 
-    With `anchor_judge` and `anchor_fraction`, a second judge also judges a seeded random fraction of
-    the pairs, and its metrics are estimated by PPI / PPI++ from both; `anchor_labels` (human labels
-    of some pairs) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price,
-    a `fit` run first and the anchor included) would pass it; `dry_run`: send nothing, return the `RunPlan`."""
+    `calibration` (required): the judge's `fit`, as a `FitResult` or the path of its calibration.json.
+    `limit`: at most N pairs per response dataset (its first N). With `anchor_judge` and
+    `anchor_fraction`, a second judge also judges a seeded random fraction of the pairs, and its metrics
+    are estimated by PPI / PPI++ from both; `human_labels` (a labels file, long or pair_id/alignment_score
+    format) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price, the anchor
+    included) would pass it. Files are written only into `out` (None: none)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
+    if calibration is None:  # scoring rests on a fit; which one (and where it lives) is the caller's choice
+        raise CalibrateError("calibration is required: the judge's fit, as a FitResult or the path of the "
+                             "calibration.json it wrote", ("calibration",))
     budget = spend_budget(max_cost)
-    config = load_judge_config(judge)
-    backend = make_backend(config)
-    anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, anchor_labels)
-    if not dry_run:
-        check_ready([backend, *([anchor_backend] if anchor_backend else [])])
-    sources = response_sources(responses)
-    orders = orders_of(order)
-    check_limit(limit, per="source")
-    # A chunk ends with the judge's workers draining; chunks of many times its concurrency keep that
-    # tail to a few percent of the time (at 256 in flight, 16,384 pairs a chunk)
-    chunk_rows = chunk_rows or max(SCORE_CHUNK_ROWS, 64 * config.concurrency)
-    streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
-    for stream in streams.values():
-        stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
-    if dry_run:
-        return _plan(config, backend, streams, limit, orders, calibration, cache, anchor_backend, anchor_fraction,
-                     seed)
-    labels = benchmark.load_anchor_labels(Path(anchor_labels), list(sources)) if anchor_labels else {}
+    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=True)
+    config, backend, anchor_backend, sources, streams, orders = (
+        setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
+    labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
+    fitted = calibration_inputs(config, calibration)
+    calibration_rows = fitted.rows
+    rule = check_rule(rule or fitted.rule)
+    if rule != fitted.rule:
+        raise CalibrateError(f"rule {rule}: the calibration was fitted under rule {fitted.rule}; fit judge "
+                             f"'{config.name}' again with rule {rule}", ("rule",))
     out_dir = output_dir(out)
-    record, calibration_rows, calibration_path = calibration_for(config, calibration, cache, show_progress, budget)
-    rule = check_rule(rule or record.scoring_rule)
-    if rule != record.scoring_rule:
-        raise CalibrateError(f"rule {rule}: the calibration at {calibration_path} was fitted under rule "
-                             f"{record.scoring_rule}; fit judge '{config.name}' again with rule {rule}", ("rule",))
     schema = arrow_schema({"model": pa.string()})
     rows: dict[str, pd.DataFrame] = {}
     anchors: dict[str, pd.DataFrame] = {}
-    run: dict[str, dict] = {}
+    run: dict[str, ModelRun] = {}
     cache_file = cache_path(cache)
     # outputs go to a temporary folder inside out, moved into it only when the whole run succeeded
     with judgments_kept(cache_file, out_dir), \
@@ -225,8 +319,8 @@ def score(
                                                               progress=show, budget=budget, sizers=sizers)
                                 anchor_parts.append(benchmark.compact(anchor_table))
                 rows[name] = pd.concat(parts, ignore_index=True)
-                run[name] = {**counts, "source": portable_path(stream.source),
-                             "files": [portable_path(f) for f in stream.files]}
+                run[name] = ModelRun(**counts, source=portable_path(stream.source),
+                                     files=[portable_path(f) for f in stream.files])
                 if anchor_backend:
                     anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
                                      else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
@@ -236,53 +330,94 @@ def score(
         models = {}
         for name, model_rows in rows.items():
             primary = model_rows[model_rows["order"] == orders[0]]
-            models[name] = {
-                "source": portable_path(sources[name]),
-                "raw": benchmark.raw_metrics(primary, rule, n_boot, seed),
-                "mapped": benchmark.mapped_pac(record, calibration_rows, primary, rule, n_boot, seed),
-                "class_corrected": benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed),
-                "cost": {"input_tokens": int(model_rows["input_tokens"].sum()),
-                         "output_tokens": int(model_rows["output_tokens"].sum()),
-                         "cost_usd": round(float(model_rows["cost_usd"].sum()), 6),
-                         "cost_usd_this_run": round(float(model_rows["cost_usd_this_run"].sum()), 6)},
-                "run": run[name],
-            }
-            if name in anchors:
-                models[name]["anchored"] = _anchored_record(primary, anchors[name], rule, anchor_backend,
-                                                            anchor_fraction, anchor_labels, models[name]["cost"])
-            model = models[name]
-            model["headline"] = benchmark.headline(model["raw"], model["class_corrected"], model.get("anchored"),
-                                                   model.get("anchored", {}).get("anchor"))
-            if "anchored" not in model:
-                model["anchor_recommendation"] = benchmark.anchor_recommendation(primary, rule)
-        breakdowns = {by: pd.concat([benchmark.breakdown(r[r["order"] == orders[0]], by, rule, record, calibration_rows,
-                                                       n_boot, seed).assign(model=name)
-                                     for name, r in rows.items()], ignore_index=True)
-                      for by in ("category", "issue_scale")}
-        metrics = {
-            "schema_version": SCORE_SCHEMA_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "judge": judge_record(config).to_dict(),
-            "scoring_rule": rule,
-            "calibration": {"path": portable_path(calibration_path), "created_at": record.created_at,
-                            "mapping": record.mapping.selected, "n_pairs": int(len(calibration_rows))},
-            "run": {"orders": list(orders), "metrics_order": orders[0], "limit_per_source": limit,
-                    "quarantined": quarantined, "bootstrap_resamples": n_boot, "seed": seed, "elapsed_s": None},
-            "models": models,
-            "package_versions": package_versions(),
-        }
-        metrics["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
+            raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
+            corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
+            cost = ModelCost(input_tokens=int(model_rows["input_tokens"].sum()),
+                             output_tokens=int(model_rows["output_tokens"].sum()),
+                             cost_usd=round(float(model_rows["cost_usd"].sum()), 6),
+                             cost_usd_this_run=round(float(model_rows["cost_usd_this_run"].sum()), 6))
+            anchored = (_anchored(primary, anchors[name], rule, anchor_backend, anchor_fraction, human_labels, cost)
+                        if name in anchors else None)
+            models[name] = ModelScore(
+                source=portable_path(sources[name]), raw=raw,
+                mapped=benchmark.mapped_pac(fitted.mapping_name, fitted.mapping, calibration_rows, primary, rule,
+                                            n_boot, seed),
+                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored,
+                headline=benchmark.headline(raw, corrected, anchored),
+                anchor_recommendation=None if anchored else benchmark.anchor_recommendation(primary, rule))
+        breakdowns = {by: [row for name, r in rows.items()
+                           for row in benchmark.breakdown(r[r["order"] == orders[0]], by, rule, fitted.mapping_name,
+                                                          fitted.mapping, calibration_rows, name, n_boot, seed)]
+                      for by in BREAKDOWNS}
+        metrics = ScoreRecord(
+            schema_version=SCORE_SCHEMA_VERSION,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            judge=judge_record(config),
+            scoring_rule=rule,
+            calibration=ScoreCalibration(path=portable_path(fitted.path) if fitted.path else None,
+                                         created_at=fitted.created_at, mapping=fitted.mapping_name,
+                                         n_pairs=int(len(calibration_rows))),
+            run=ScoreRun(orders=list(orders), metrics_order=orders[0], limit_per_source=limit,
+                         quarantined=quarantined, bootstrap_resamples=n_boot, seed=seed, elapsed_s=None),
+            models=models,
+            package_versions=package_versions(),
+        )
+        metrics = dataclasses.replace(metrics, run=dataclasses.replace(
+            metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
         result = ScoreResult(metrics, rows, breakdowns)
         if staged is not None:
             result.paths = staged.final({"judgments": judgments_path, **result._write_files(staged.dir)})
     return result
 
 
-def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None):
+def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,
+                       chunk_rows: int | None = None, anchor_judge: str | None = None,
+                       anchor_fraction: float | None = None, human_labels: Path | str | None = None) -> None:
+    """Every input `score` checks before its work, except the calibration, and without the cache or the
+    network: for a caller that makes the calibration first (the CLI runs `fit`) and must not pay for
+    it when a response file or label is bad."""
+    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
+    if human_labels:
+        read_human_labels(human_labels, list(setup.sources))
+
+
+def plan_score(
+    judge: str,
+    responses: Sequence[str],
+    *,
+    order: str = "forward",
+    limit: int | None = None,
+    cache: Path | str | None = None,
+    seed: int = 0,
+    chunk_rows: int | None = None,
+    anchor_judge: str | None = None,
+    anchor_fraction: float | None = None,
+    human_labels: Path | str | None = None,
+) -> RunPlan:
+    """What `score` would send, its input loaded and checked as `score` does, with no key or network
+    touched: every pair not cached, and the anchor judge's share. (A `fit` the calibration still needs
+    is planned by `plan_fit`.)"""
+    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
+    estimates = []
+    sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
+    with plan_store(cache) as store:
+        for stream in setup.streams.values():
+            for chunk in first_pairs(stream, limit):
+                estimates.extend(estimate_judging(setup.backend, chunk, store, setup.orders, sizers=sizers))
+                if setup.anchor_backend:
+                    picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                    estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
+                                                      sizers=sizers))
+    return RunPlan("score", combined(estimates))
+
+
+def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None) -> Backend | None:
     """The anchor judge's backend (checked with the judge's, before any work), or None."""
     if anchor_judge and labels:
-        raise CalibrateError("anchor_judge and anchor_labels: give one anchor, not both",
-                             ("anchor_judge", "anchor_labels"))
+        raise CalibrateError("anchor_judge and human_labels: give one anchor, not both",
+                             ("anchor_judge", "human_labels"))
     if anchor_judge is None:
         if fraction is not None:
             raise CalibrateError("anchor_fraction needs anchor_judge", ("anchor_fraction", "anchor_judge"))
@@ -293,40 +428,17 @@ def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Pa
     return make_backend(load_judge_config(anchor_judge))
 
 
-def _plan(config: JudgeConfig, backend: Backend, streams: dict, limit: int | None, orders: tuple[str, ...],
-          calibration: Path | str | None, cache: Path | str | None, anchor_backend: Backend | None,
-          anchor_fraction: float | None, seed: int) -> RunPlan:
-    """What `score` would send: a `fit` first when the calibration is missing, every pair not cached,
-    and the anchor judge's share."""
-    estimates, notes = [], []
-    path = calibration_path(config, calibration)
-    if not path.exists():
-        first = plan_fit(str(config.path), cache=cache)
-        estimates.extend(first.estimates)
-        notes.append(f"no calibration at {path}: `fit` runs first ({first.requests} of the requests)")
-    sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
-    with plan_store(cache) as store:
-        for stream in streams.values():
-            for chunk in first_pairs(stream, limit):
-                estimates.extend(estimate_judging(backend, chunk, store, orders, sizers=sizers))
-                if anchor_backend:
-                    picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
-                    estimates.extend(estimate_judging(anchor_backend, picked, store, orders[:1], sizers=sizers))
-    return RunPlan("score", combined(estimates), notes)
-
-
-def _anchored_record(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend,
-                     fraction: float | None, labels: Path | str | None, cheap_cost: dict) -> dict:
+def _anchored(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend: Backend | None,
+              fraction: float | None, labels: Path | str | None, cheap_cost: ModelCost) -> benchmark.Anchored:
     """The anchor's metrics by PPI, and what the cheap judge saved against running the anchor on every pair."""
-    estimates = benchmark.anchored_estimates(primary, anchor, rule)
-    record = {"anchor": backend.config.name if backend else f"human labels ({labels})", "fraction": fraction,
-              **estimates}
-    if backend is not None and len(anchor):
-        per_pair = float(anchor["cost_usd"].mean())
-        total_pairs = estimates["n_labeled"] + estimates["n_unlabeled"]
-        record["cost"] = {"anchor_usd": round(float(anchor["cost_usd"].sum()), 6),
-                          "anchor_on_every_pair_usd": round(per_pair * total_pairs, 6),
-                          "cheap_usd": cheap_cost["cost_usd"],
-                          "saved_usd": round(per_pair * total_pairs - float(anchor["cost_usd"].sum())
-                                             - cheap_cost["cost_usd"], 6)}
-    return record
+    estimates = benchmark.anchored_estimates(
+        primary, anchor, rule, anchor_name=backend.config.name if backend else f"human labels ({labels})",
+        fraction=fraction)
+    if backend is None or not len(anchor):
+        return estimates
+    per_pair = float(anchor["cost_usd"].mean())
+    total_pairs = estimates.n_labeled + estimates.n_unlabeled
+    spent = float(anchor["cost_usd"].sum())
+    return dataclasses.replace(estimates, cost=AnchorCost(
+        anchor_usd=round(spent, 6), anchor_on_every_pair_usd=round(per_pair * total_pairs, 6),
+        cheap_usd=cheap_cost.cost_usd, saved_usd=round(per_pair * total_pairs - spent - cheap_cost.cost_usd, 6)))

@@ -11,7 +11,9 @@ Faults are queued (each POST /v1/messages takes the next one) or tied to a marke
 (applied on every request that contains it); only POST /v1/messages is logged in `log`. `reset` closes the
 connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a client that has given up.
 Like the real API since version 2026-10-21, a request carrying temperature, top_p or top_k is refused
-(400) unless it asks for the older API version 2023-06-01. `refuses_temperature_with_top_p` makes it refuse
+(400) unless it asks for the older API version 2023-06-01. A strict tool or `output_config` schema with a
+numeric bound (`minimum`, `maximum`) is refused (400), as the real structured outputs refuse it. Tool inputs
+and structured text follow the schema's types (key points as one string where it says string). `refuses_temperature_with_top_p` makes it refuse
 a request carrying both, as newer Claude models do ("temperature and top_p cannot both be specified").
 
 GET /v1/models/{id} is the Models API: every model is `active` unless `set_model` says otherwise
@@ -42,13 +44,21 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import ClassVar
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import unquote
 
 from tests.fakes.openai_server import (
-    FaultScript, LoopbackHandler, RateLimit, answers_in, generated_answer, is_judge_request, judge_text, serve,
+    FaultScript,
+    LoopbackHandler,
+    RateLimit,
+    answers_in,
+    generated_answer,
+    is_judge_request,
+    judge_text,
+    serve,
+    shaped,
 )
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
@@ -131,6 +141,19 @@ def verdict(prompt: str, model: str) -> dict:
     return judgment
 
 
+def strict_refusal(request: dict) -> str | None:
+    """What the API says of a structured-output schema (strict tool or output_config) with a numeric bound,
+    which its structured outputs do not support; None when there is none."""
+    schemas = [tool.get("input_schema") for tool in request.get("tools") or [] if tool.get("strict")]
+    schemas.append(request.get("output_config", {}).get("format", {}).get("schema"))
+    for where, schema in zip(["tools.0.input_schema"] * (len(schemas) - 1) + ["output_config.format.schema"], schemas):
+        for spec in (schema or {}).get("properties", {}).values():
+            bound = next((key for key in ("minimum", "maximum") if key in spec), None)
+            if bound:
+                return f"{where}: For '{spec.get('type')}' type, property '{bound}' is not supported"
+    return None
+
+
 def message_for(request: dict, fault: str | None) -> dict:
     """The Message a model would send for `request`, with a content-level fault (or none) applied."""
     prompt, model = prompt_of(request), request["model"]
@@ -158,11 +181,12 @@ def message_for(request: dict, fault: str | None) -> dict:
         if tools and choice.get("type") != "none":
             name = choice.get("name") or tools[0]["name"]
             cut = fault == "max-tokens"  # a tool call cut off by max_tokens arrives with empty input
+            schema = next((tool.get("input_schema") for tool in tools if tool["name"] == name), None)
             content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name,
-                        "input": {} if cut else judgment}]
+                        "input": {} if cut else shaped(judgment, schema)}]
             stop = "max_tokens" if cut else "tool_use"
         else:
-            body = json.dumps(judgment)
+            body = json.dumps(shaped(judgment, request.get("output_config", {}).get("format", {}).get("schema")))
             if request.get("output_config", {}).get("format") is None:
                 body = f"Here is my assessment:\n```json\n{body}\n```"  # prose around the JSON
             content = text(body[:40] if fault == "max-tokens" else body)
@@ -265,6 +289,9 @@ class Handler(LoopbackHandler):
         strict = any(tool.get("strict") for tool in request.get("tools") or []) or "output_config" in request
         if self.state.rejects_strict and strict:
             return self._error(400, "strict tools are not supported for this model")
+        refused = strict_refusal(request)
+        if refused:
+            return self._error(400, refused)
         if fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
             fault = None  # answers late, to a client that has given up

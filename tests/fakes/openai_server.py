@@ -7,7 +7,9 @@ first answer is at least as long as the second, else -2, so swapping the answers
 name contains "gullible" scores 2 whenever an answer tells it how to score (mentions alignment_score); one
 whose name contains "pushover" keeps its score but flags person 1 as refusing whenever answer 1 carries a
 note to an "evaluator" or "grader" (two of the four injected notes, so half of the injection set). Faults are queued (each request takes the next one) or tied to a marker
-text inside the prompt (applied on every request that contains it). Every request is logged.
+text inside the prompt (applied on every request that contains it). Every request is logged. A reply held
+to a JSON schema (`response_format` json_schema) follows its types: key points as one string where the schema
+says string, as the published schema does.
 
 A request without the judge's answer markers is a generation request (`calibrate respond`): it gets a
 deterministic answer, `generated_answer(question)` of the last user message, so tests can tell which
@@ -62,8 +64,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
@@ -209,6 +211,14 @@ def judge_text(prompt: str) -> dict:
     }
 
 
+def shaped(judgment: dict, schema: dict | None) -> dict:
+    """A judgment in the types a schema asks for, as a schema-following model writes it: key points as
+    one string where the schema says string (the published schema), as a list otherwise."""
+    properties = (schema or {}).get("properties", {})
+    return {key: "; ".join(value) if isinstance(value, list) and properties.get(key, {}).get("type") == "string"
+            else value for key, value in judgment.items()}
+
+
 def generated_answer(question: str) -> str:
     """What the server answers a generation request: the question, transformed, so it can be traced back."""
     return f"ANSWER: {question.upper()}"
@@ -262,7 +272,7 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
         reply["usage"] = ({"prompt_tokens": 1e30, "completion_tokens": 50, "total_tokens": 1e30}
                           if fault == "huge-usage" else {"prompt_tokens": -30_000_000, "completion_tokens": -1})
         return 200, reply
-    content = json.dumps(judgment)
+    content = json.dumps(shaped(judgment, request.get("response_format", {}).get("json_schema", {}).get("schema")))
     if request.get("response_format", {}).get("type") is None:
         content = f"Here is my assessment:\n```json\n{content}\n```"  # prose around the JSON
     return 200, completion(content, model, len(prompt))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import calibrate
 from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
@@ -22,6 +23,19 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def sample_calibration(tmp_path_factory) -> Path:
+    """calibration.json of the heuristic judge fitted on the whole bundled sample (bootstrap 200), made once
+    per test process for the tests that only read it (as `score`'s calibration)."""
+    folder = tmp_path_factory.mktemp("sample-calibration")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
+        patch.chdir(folder)
+        calibrate.fit("heuristic", out=folder / "cal", cache=folder / "cache.sqlite3", show_progress=False,
+                               n_boot=200)
+    return folder / "cal" / "calibration.json"
 
 
 @pytest.fixture
@@ -45,3 +59,22 @@ def anthropic_server(monkeypatch):
     yield state
     httpd.shutdown()
     httpd.server_close()
+
+
+# Files whose tests measure or race the clock (timeouts of a fraction of a second, pacing, SIGKILL at a count,
+# leases): with pytest-xdist they run one after another on one worker (`--dist loadgroup`), never next to each other.
+TIMING_SENSITIVE = {"test_anthropic_judge.py", "test_cost_cap.py", "test_faults.py", "test_openai_judge.py",
+                    "test_probe.py", "test_provider_batch.py", "test_rate_limits.py", "test_respond.py",
+                    "test_shared_cache.py", "test_transport.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups: the timing-sensitive files share one group; a file with module-scoped fixtures is its own
+    group, so that its fixtures are made once (on one worker) rather than once per worker."""
+    for item in items:
+        module = item.path.name
+        if module in TIMING_SENSITIVE:
+            item.add_marker(pytest.mark.xdist_group("timing"))
+        elif any(definition.scope == "module" for definitions in item._fixtureinfo.name2fixturedefs.values()
+                 for definition in definitions):
+            item.add_marker(pytest.mark.xdist_group(module))

@@ -27,6 +27,7 @@ from calibrate.stats.agreement import (
     percentile_bounds,
     versus_truth,
 )
+from tests.inprocess import cli
 
 SCALE = [-2, -1, 0, 1, 2]
 nan = np.nan
@@ -438,20 +439,16 @@ def test_kappa_interval_covers_the_full_sample_kappa():
 
 
 def test_agreement_command_prints_the_json_users_script_against(tmp_path):
-    """Through the real CLI process: keys, values against sklearn / statsmodels / krippendorff called
+    """Through the CLI: keys, values against sklearn / statsmodels / krippendorff called
     directly, --truth, --labels (a scale whose middle label nobody used), and a one-line error."""
-    import subprocess
-    import sys
-
     from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
     table = pd.DataFrame({"item": ["a", "b", "c", "d", "e", "f"], "r1": [-2, -1, 1, 2, 2, -2],
                           "r2": [-2, -1, 1, 1, 2, None], "r3": [-1, -1, 2, 2, 2, -2], "gold": [-2, -1, 1, 2, 2, -2]})
     path = tmp_path / "ratings.csv"
     table.to_csv(path, index=False)
-    command = [sys.executable, "-m", "calibrate", "agreement", "--ratings", str(path), "--truth", "gold"]
-    report = json.loads(subprocess.run([*command, "--labels=-2,-1,0,1,2"], capture_output=True, text=True,
-                                       check=True).stdout)
+    command = ["agreement", "--ratings", str(path), "--truth", "gold"]
+    report = json.loads(cli(*command, "--labels=-2,-1,0,1,2", check=True).stdout)
     assert set(report) >= {"n_items", "krippendorff_alpha", "fleiss_kappa", "fleiss_n_items", "pairwise", "vs_truth"}
     assert report["n_items"] == 6 and report["fleiss_n_items"] == 5 and report["labels"] == [-2, -1, 0, 1, 2]
     raters = table[["r1", "r2", "r3"]].to_numpy(float)
@@ -464,8 +461,8 @@ def test_agreement_command_prints_the_json_users_script_against(tmp_path):
         [-2, -1, 1, 2, 2], [-2, -1, 1, 1, 2], labels=[-2, -1, 0, 1, 2], weights="quadratic"), abs=1e-9)
     assert report["vs_truth"]["r1"] == pytest.approx({"n": 6, "accuracy": 1.0, "cohen_kappa_quadratic": 1.0,
                                                       "spearman": 1.0}, abs=1e-12)
-    observed_scale = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    observed_scale = json.loads(cli(*command, check=True).stdout)
     assert observed_scale["labels"] == [-2, -1, 1, 2]  # 0 unused: only --labels restores the distances
     assert observed_scale["pairwise"][0]["cohen_kappa_quadratic"] != r1_r2["cohen_kappa_quadratic"]
-    failed = subprocess.run([*command[:-2], "--truth", "nope"], capture_output=True, text=True)
+    failed = cli(*command[:-2], "--truth", "nope")
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "ratings.csv" in failed.stderr

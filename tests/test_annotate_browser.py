@@ -1,7 +1,7 @@
 """`calibrate annotate` as a person uses it: the real server (the CLI), driven in headless Debian
 chromium with the keyboard, then the export fed to `calibrate compare --human` through the CLI.
 
-Needs /usr/bin/chromium (`.ci/run` installs Debian's chromium when it is missing), never skipped there.
+Needs /usr/bin/chromium (`scripts/test`, the test command, installs Debian's chromium when it is missing), never skipped there.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from calibrate.data.labels import LABEL_FLAGS
 from calibrate.stats.metrics import per_pair_values
+from tests.inprocess import cli
 
 CHROMIUM = "/usr/bin/chromium"
 JUDGE_FIELDS = ("alignment_score", "core_position", "key_points")
@@ -70,8 +71,7 @@ def post(url: str, fields: dict) -> dict:
 
 
 def calibrate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=120)
+    result = cli(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -79,7 +79,7 @@ def calibrate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install chromium), as scripts/test does"
     labels = tmp_path / "labels.sqlite3"
     server, url = start_server(labels, "ann")
     second, second_url = start_server(labels, "bob")  # a second annotator, into the same file at the same time

@@ -15,8 +15,9 @@ from calibrate.judging.base import judgment_schema
 from calibrate.judging.registry import load_judge_config
 from tests.fakes.anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE, SECRET, write_claude
-from tests.fakes.judges import cli, pairs, run_judge
+from tests.fakes.judges import pairs, run_judge
 from tests.fakes.processes import files_written, kill_when_committed
+from tests.inprocess import cli
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ errors that name parameters in the library and flags on the command line."""
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 import pytest
 
@@ -28,6 +26,7 @@ from calibrate import (
     score,
 )
 from calibrate.data import sample_path
+from tests import inprocess
 
 
 def files_under(folder):
@@ -132,7 +131,7 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
               show_progress=False)
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=tmp_path)
+        done = inprocess.cli(*args, cwd=tmp_path)
         assert done.returncode == 2 and done.stdout == ""
         return done.stderr
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.fakes.judges import SECRET, cli, write_judge
+from tests.fakes.judges import SECRET, write_judge
+from tests.inprocess import cli
 
 
 @pytest.fixture

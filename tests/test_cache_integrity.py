@@ -9,7 +9,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,9 @@ import pytest
 from calibrate.data.calibration import sample_path
 from calibrate.errors import CalibrateError
 from calibrate.store.judgments import JudgmentStore
+from tests.inprocess import cli
 
 LIMIT = "4"  # pairs per set: 5 sets, 20 judgments, a second or two per run
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True)
 
 
 def fit(cache: Path, out: Path) -> subprocess.CompletedProcess:

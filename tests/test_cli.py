@@ -1,20 +1,19 @@
-"""The CLI end to end, as a user runs it: real process, real files, numbers checked against the judgments."""
+"""The CLI end to end, as a user runs it (in-process: tests/inprocess.py), real files, numbers checked against
+the judgments."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
 from tests.fakes.calibration_sets import sample_frame, write_hub_layout
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=300)
+from tests.inprocess import cli as run
 
 
 def independent_pac(judgments: pd.DataFrame, rule: str) -> float:
@@ -153,17 +152,19 @@ def test_judges_command_lists_the_heuristic():
 
 
 def test_ci_runs_the_readme_test_command():
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parent.parent
     readme = (repo / "README.md").read_text()
-    test_command = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest'
+    test_command = "bash scripts/test"
     assert f"```bash\n{test_command}\n```" in readme
     assert test_command in (repo / ".ci" / "run").read_text()
+    script = (repo / "scripts" / "test").read_text()  # the one command does everything, from a fresh machine
+    assert "apt-get install -y -q chromium" in script and 'pip install -q -e ".[test]"' in script
+    assert 'python -m pytest "$@"' in script
 
 
 def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
-    """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1."""
+    """`--data hub` runs the real `datasets` client against a hub server on 127.0.0.1 (in a real process:
+    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is first imported)."""
     import os
 
     from tests.fakes.hub_server import serve_hub
@@ -208,3 +209,13 @@ def test_order_both_judges_each_pair_twice_and_reports_the_order_effect(tmp_path
     # the heuristic reads each answer against its own question, so swapping persons cannot move it
     assert effect == {"n_pairs": 36, "mean_score_shift": 0.0, "exact_agreement": 100.0}
     assert "Order effect" in (tmp_path / "report.md").read_text()
+
+
+def test_the_console_script_runs_the_cli_in_a_real_process(tmp_path):
+    """The installed `calibrate` entry point (pyproject's [project.scripts]), as a shell runs it: the version,
+    and a user error as one line on stderr with exit code 2 (the other tests call `main` in-process)."""
+    script = Path(sys.executable).with_name("calibrate")
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("calibrate, version "), version.stderr
+    one_line_error(subprocess.run([str(script), "fit", "--judge", "gpt-17"], capture_output=True, text=True,
+                                  timeout=60, cwd=tmp_path), "unknown judge 'gpt-17'")

@@ -4,8 +4,6 @@ here is recomputed from the written judgments.parquet with scikit-learn / numpy 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -31,6 +29,7 @@ from calibrate.judging.panel import combine, median_score
 
 from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
 from tests.fakes.openai_server import ServerState, start_server
+from tests.inprocess import cli
 
 LABELS = [-2, -1, 0, 1, 2]
 
@@ -234,15 +233,13 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
     (tmp_path / "humans.csv").write_text("set_name,pair_id,ann\naligned-100,1,7\n")
     with pytest.raises(CalibrateError, match=r"annotator 'ann', item aligned-100/1: .* not an integer score"):
         calibrate.compare(["heuristic"], human_labels=tmp_path / "humans.csv", out=tmp_path / "o", show_progress=False)
-    process = subprocess.run([sys.executable, "-m", "calibrate", "compare", "--judges", "heuristic", "--no-baselines"],
-                             capture_output=True, text=True)
+    process = cli("compare", "--judges", "heuristic", "--no-baselines")
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and "two judges or more" in process.stderr
 
 
 def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
-    heuristic = calibrate.fit("heuristic", out=tmp_path / "h", cache=tmp_path / "c.sqlite3", show_progress=False,
-                              n_boot=200, limit=12)
+    heuristic = calibrate.fit("heuristic", cache=tmp_path / "c.sqlite3", show_progress=False, n_boot=200, limit=12)
     unmoved = heuristic.calibration.injection
     assert (unmoved.pac_shift, unmoved.pairs_moved, unmoved.flagged, unmoved.n_pairs) == (0.0, 0, False, 12)
     assert "injection-0" not in heuristic.calibration.summary.pac_error_by_set  # never in the headline

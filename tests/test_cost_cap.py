@@ -20,7 +20,8 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import SpendBudget
 from calibrate.store.judgments import JudgmentStore
 from calibrate.workflows.common import load_sets
-from tests.fakes.judges import KEY_VARIABLE, cli, write_judge
+from tests.fakes.judges import KEY_VARIABLE, write_judge
+from tests.inprocess import cli
 
 # Dear on purpose, so that a few requests reach the cap: about $0.15 per request at the server's usage.
 PRICES = {"price_input_per_mtok": 100.0, "price_output_per_mtok": 400.0}
@@ -113,7 +114,7 @@ def test_a_costly_run_asks_on_a_terminal_and_never_otherwise(openai_server, tmp_
     assert not openai_server.log
     code, output = run_on_a_terminal([*args, "--yes"], "", tmp_path)
     assert code == 0 and "Go ahead?" not in output and len(openai_server.log) == 2
-    piped = cli(*args, "--cache", str(tmp_path / "other.sqlite3"), cwd=tmp_path, stdin=subprocess.DEVNULL)
+    piped = cli(*args, "--cache", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
     assert piped.returncode == 0 and "Go ahead?" not in piped.stdout + piped.stderr
     assert len(openai_server.log) == 4  # not a terminal: no question, the run went ahead
 

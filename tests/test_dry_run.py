@@ -18,7 +18,8 @@ from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.workflows.common import load_sets, response_sources
 from calibrate.workflows.compare import plan_compare
 from calibrate.workflows.plan import RunPlan
-from tests.fakes.judges import KEY_VARIABLE, cli, write_judge
+from tests.fakes.judges import KEY_VARIABLE, write_judge
+from tests.inprocess import cli
 
 ROW = re.compile(r"^\s*(?P<name>\S+)\s+(?P<requests>[\d,]+)\s+(?P<cached>[\d,]+)\s+(?P<input>[\d,]+)\s+"
                  r"(?P<output>[\d,]+)\s+(?P<list>[\d.,]+)\s+(?P<batch>[\d.,]+|-)\s", re.MULTILINE)

@@ -40,8 +40,9 @@ def stable(record):
 
 def stable_report(markdown: str) -> list[str]:
     """A report's lines without timings, versions and what the run itself did (a table of such
-    numbers is left out whole)."""
-    kept, skipping = [], False
+    numbers is left out whole). In a table, only the header row names a column ("latency p50 s"):
+    the cells under such a header are masked in every row, since the row itself does not say so."""
+    kept, skipping, volatile_columns = [], False, None  # None: not inside a table
     for line in markdown.splitlines():
         if skipping:
             skipping = bool(line.strip())
@@ -49,6 +50,15 @@ def stable_report(markdown: str) -> list[str]:
         if line.startswith("|") and "judged now" in line:
             skipping = True
             continue
+        if not line.startswith("|"):
+            volatile_columns = None
+        elif volatile_columns is None:  # a table's header row
+            volatile_columns = {i for i, cell in enumerate(line.split("|"))
+                                if any(word in cell.lower() for word in RUN_WORDS)}
+            kept.append(TIMING.sub("#", line))
+            continue
+        else:
+            line = "|".join("#" if i in volatile_columns else cell for i, cell in enumerate(line.split("|")))
         if not any(word in line.lower() for word in RUN_WORDS):
             kept.append(TIMING.sub("#", line))
     return kept

@@ -1,5 +1,5 @@
-"""Fault tests of the whole CLI: `python -m calibrate fit --judge PATH.toml` in a subprocess against the
-loopback OpenAI-compatible server (tests/fakes/openai_server.py), which dies, stalls, resets connections,
+"""Fault tests of the whole CLI: `calibrate fit --judge PATH.toml` (in-process; a real process where a
+signal or a second process is the point) against the loopback OpenAI-compatible server (tests/fakes/openai_server.py), which dies, stalls, resets connections,
 or serves two runs at once; a run may also be interrupted with SIGINT. Every test asserts on counts:
 the server's request log, the run counts in calibration.json, and the rows of the SQLite cache.
 
@@ -21,6 +21,7 @@ import pytest
 
 from calibrate.judging.transport import TRANSPORTS
 from tests.fakes.openai_server import ServerState, start_server
+from tests.inprocess import cli
 
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 KEY_VARIABLE = "CALIBRATE_TEST_JUDGE_KEY"
@@ -55,13 +56,16 @@ def write_judge(folder: Path, base_url: str, **overrides) -> Path:
     return path
 
 
+PROCESS = [sys.executable, "-m", "calibrate"]
+
+
 def fit_args(judge: Path, out: Path, cache: Path, limit: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "calibrate", "fit", "--judge", str(judge), "--out", str(out), "--cache", str(cache),
+    return ["fit", "--judge", str(judge), "--out", str(out), "--cache", str(cache),
             "--limit", str(limit), "--bootstrap", "100", "--no-progress", "--sets", SETS, *extra]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    return cli(*args)
 
 
 def calibration(out: Path) -> dict:
@@ -226,7 +230,7 @@ def test_sigint_mid_run_stops_cleanly_and_keeps_every_finished_judgment(server, 
     # A user's Ctrl-C reaches a process whose SIGINT is at its default. A test runner started in the
     # background (CI) inherits SIGINT ignored, and Python then never installs its KeyboardInterrupt
     # handler, so restore the default in the child first.
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([*PROCESS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while len(server.log) < 12 and time.monotonic() < deadline and process.poll() is None:
@@ -269,7 +273,7 @@ def test_two_processes_judging_into_one_cache_at_once(server, tmp_path):
     judge = write_judge(tmp_path, server.base_url, concurrency=3)
     cache = tmp_path / "c.sqlite3"
     sets = {"a": "unaligned-0,aligned-100,refusal-100", "b": "aligned-100,refusal-100,one-refusal-50"}
-    processes = {name: subprocess.Popen(fit_args(judge, tmp_path / name, cache, limit, "--sets", chosen),
+    processes = {name: subprocess.Popen([*PROCESS, *fit_args(judge, tmp_path / name, cache, limit, "--sets", chosen)],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name, chosen in sets.items()}
     results = {name: subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate())

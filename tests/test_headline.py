@@ -14,11 +14,12 @@ import pytest
 
 from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
-from calibrate.stats.benchmark import ClassCorrection, RawScores, headline
+from calibrate.stats.benchmark import MIN_LABELS, ClassCorrection, RawScores, headline
 from calibrate.stats.metrics import MetricEstimate, MissingAnswers
 from calibrate.stats.rules import PAIR_CLASSES
 from tests.fakes.class_judge import labels_for, write_generated
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 TRUE_PAC = 52.5
 N_CALIBRATION = 36
@@ -78,6 +79,9 @@ def test_headline_covers_the_truth_where_raw_does_not(scored):
     assert ref["ci"][0] <= 22.5 <= ref["ci"][1], ref  # 15% both refuse (100) + 15% one refuses (50)
     assert "NINF" not in model["headline"]  # no calibration set measures it
     assert model["anchor_recommendation"]["labels"] > 0
+    assert pac["basis"] == "calibration sets" and pac["validated"] is False
+    assert pac["labels_to_validate"] == max(model["anchor_recommendation"]["labels"], MIN_LABELS)
+    assert "not validated against human labels" in run.stdout and f"label {pac['labels_to_validate']} random" in run.stdout
 
 
 def test_cli_headline_is_the_studied_estimator_on_the_same_counts(generated, scored):
@@ -101,6 +105,7 @@ def test_terminal_and_report_lead_with_the_headline(generated, scored):
     assert raw in row[row.index(shown) + len(shown):], row  # the headline first, raw beside it
     assert "class-corrected" in run.stdout
     report = (root / "out" / "report.md").read_text()
+    assert "not validated against human labels" in report.split("## PAC: raw")[0]
     assert report.index("## Headline estimates") < report.index("## PAC: raw, class-corrected")
     assert f"{pac['value']:.1f} [" in report.split("## PAC: raw")[0]
 
@@ -117,7 +122,13 @@ def test_with_human_labels_the_headline_is_ppi(generated, loopback_judge, scored
         entry = model["headline"][metric]
         assert entry["method"].startswith("PPI++") and f"{N_LABELS} labelled" in entry["method"]
         assert entry["ci"][0] <= truth <= entry["ci"][1], (metric, entry)
-    assert model["headline"]["PAC"]["value"] == model["anchored"]["metrics"]["PAC"]["ppi++"]["estimate"]
+    pac = model["headline"]["PAC"]
+    assert pac["value"] == model["anchored"]["metrics"]["PAC"]["ppi++ calibrated"]["estimate"]
+    assert "calibrated predictions" in pac["method"]
+    assert pac["basis"] == "human labels" and pac["validated"] is True  # 150 labels >= MIN_LABELS
+    raw_ppi = model["anchored"]["metrics"]["PAC"]["ppi++"]
+    assert pac["width_gained"] == pytest.approx((raw_ppi["ci_high"] - raw_ppi["ci_low"]) - (pac["ci"][1] - pac["ci"][0]))
+    assert "validated against human labels" in run.stdout and "not validated" not in run.stdout
     assert "anchor_recommendation" not in model and "PPI++" in run.stdout
 
 

@@ -5,8 +5,6 @@ scikit-learn, one judge against humans on benchmark answers, and labels as the s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,7 @@ from calibrate.store.labels import LabelStore
 from calibrate.workflows.annotate import Session, build_study, export_labels
 from calibrate.workflows.annotate_web import create_app
 from calibrate.workflows.compare import human_agreement
+from tests import inprocess
 
 SCORES = [-2, -1, 0, 1, 2]
 
@@ -85,8 +84,8 @@ def test_table4_of_two_annotators_matches_scikit_learn(tmp_path):
     assert HumanAgreement.from_dict(json.loads(json.dumps(record.to_dict()))) == record  # round trip
 
     for flag in ("--human-labels", "--human"):  # --human: the old flag, kept
-        cli = subprocess.run([sys.executable, "-m", "calibrate", "agreement", flag, str(tmp_path / "labels.csv"),
-                              "--rule", "v3", "--bootstrap", "300", "--seed", "1"], capture_output=True, text=True)
+        cli = inprocess.cli("agreement", flag, str(tmp_path / "labels.csv"), "--rule", "v3", "--bootstrap", "300",
+                            "--seed", "1")
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == json.loads(json.dumps(record.to_dict()))
 

@@ -10,7 +10,8 @@ import json
 import pandas as pd
 import pytest
 
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 
 def injected_refusals(judgments: pd.DataFrame) -> pd.DataFrame:

@@ -21,8 +21,9 @@ from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 from tests.fakes.calibration_sets import sample_frame
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, write_judge
+from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
 from tests.fakes.openai_server import ServerState
+from tests.inprocess import cli
 
 # (row position in the bundled set, the answer put there, on which side); the last row loses both answers
 PLACEHOLDERS = [(1, "No response", "for"), (4, " no response ", "against"), (7, "", "for"),
@@ -293,11 +294,10 @@ def responses_with_placeholders(kind: str, folder, drop: bool = False) -> tuple[
     return str(path), sides
 
 
-def test_score_counts_placeholders_as_the_models_failures(tmp_path):
-    calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=N_BOOT)
+def test_score_counts_placeholders_as_the_models_failures(tmp_path, sample_calibration):
     source, sides = responses_with_placeholders("jsonl", tmp_path / "with")
     process = cli("score", "--judge", "heuristic", "--responses", source, "--calibration",
-                  str(tmp_path / "cal" / "calibration.json"), "--out", str(tmp_path / "out"), "--bootstrap",
+                  str(sample_calibration), "--out", str(tmp_path / "out"), "--bootstrap",
                   str(N_BOOT), "--no-progress", cwd=tmp_path)
     assert process.returncode == 0, process.stderr
     assert "not judged, an answer missing" in process.stdout and "steady-model 6 pairs" in process.stdout
@@ -316,9 +316,9 @@ def test_score_counts_placeholders_as_the_models_failures(tmp_path):
     # the raw metrics equal those of the dataset without those pairs; streamed in small chunks, from CSV
     source_csv, _ = responses_with_placeholders("csv", tmp_path / "csv")
     without, _ = responses_with_placeholders("csv", tmp_path / "without", drop=True)
-    kept = calibrate.score("heuristic", [source_csv], calibration=tmp_path / "cal" / "calibration.json",
+    kept = calibrate.score("heuristic", [source_csv], calibration=sample_calibration,
                            show_progress=False, n_boot=N_BOOT, chunk_rows=7)
-    dropped = calibrate.score("heuristic", [without], calibration=tmp_path / "cal" / "calibration.json",
+    dropped = calibrate.score("heuristic", [without], calibration=sample_calibration,
                               show_progress=False, n_boot=N_BOOT)
     kept_raw, dropped_raw = kept.models["steady-model"].raw, dropped.models["steady-model"].raw
     assert kept_raw.failures == {"missing_answer": len(sides)}
@@ -326,15 +326,14 @@ def test_score_counts_placeholders_as_the_models_failures(tmp_path):
     assert kept.models["steady-model"].mapped.value == dropped.models["steady-model"].mapped.value
 
 
-def test_many_missing_answers_are_listed_up_to_a_cap(tmp_path):
+def test_many_missing_answers_are_listed_up_to_a_cap(tmp_path, sample_calibration):
     """The report names the first 20 pair ids per set or model and counts the rest."""
     rows = [json.loads(line) for line in sample_path("responses", "echo-model").read_text().splitlines()]
     frame = pd.DataFrame(rows)
     frame.loc[frame.index[:30], "for_response"] = "No response"
     frame.to_json(tmp_path / "echo-model.jsonl", orient="records", lines=True)
-    calibrate.fit("heuristic", out=tmp_path / "cal", show_progress=False, n_boot=N_BOOT)
     result = calibrate.score("heuristic", [str(tmp_path / "echo-model.jsonl")],
-                             calibration=tmp_path / "cal" / "calibration.json", out=tmp_path / "out",
+                             calibration=sample_calibration, out=tmp_path / "out",
                              show_progress=False, n_boot=N_BOOT)
     entry = result.models["echo-model"].raw.missing_answers
     assert entry.n_pairs == 30 and entry.by_side == {"for": 30} and len(entry.pairs) == 30

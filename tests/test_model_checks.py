@@ -22,7 +22,8 @@ from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import refused_settings
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
 from tests.fakes.claude_judges import write_claude
-from tests.fakes.judges import SECRET, cli, pairs, run_judge, write_judge
+from tests.fakes.judges import SECRET, pairs, run_judge, write_judge
+from tests.inprocess import cli
 
 SETS = "unaligned-0,aligned-100,refusal-100,one-refusal-50"
 LOOKUP = "GET /v1/models/{}"

@@ -17,8 +17,9 @@ from calibrate.judging.calls import Pacer
 from calibrate.judging.registry import load_judge_config
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.store.judgments import JudgmentStore
-from tests.fakes.judges import KEY_VARIABLE, PROMPTS, SECRET, cli, pairs, run_judge, write_judge
+from tests.fakes.judges import KEY_VARIABLE, PROMPTS, SECRET, pairs, run_judge, write_judge
 from tests.fakes.processes import files_written, kill_when_committed
+from tests.inprocess import cli
 
 
 @pytest.fixture

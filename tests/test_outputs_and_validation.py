@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from calibrate.data.calibration import CALIBRATION_SETS, sample_path
 from calibrate.store.judgments import JudgmentStore
+from tests.inprocess import cli as run
 
 ROWS = 2600  # more than one read chunk: the CLI reads 2,000 rows at a time with the heuristic judge
 BIG_ID = 10**30  # valid JSON and a valid integer id, but too large for the int64 id column of judgments.parquet
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
 
 
 def sample_rows() -> list[dict]:

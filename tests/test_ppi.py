@@ -13,6 +13,7 @@ from scipy.stats import norm
 from calibrate.data.tables import read_prediction_table
 from calibrate.errors import CalibrateError
 from calibrate.stats.ppi import METHODS, estimate_table, mean_estimate
+from tests.inprocess import cli
 
 TOLERANCE = 1e-6
 
@@ -346,10 +347,7 @@ def test_estimate_table_checks_method_and_alpha_naming_them(tmp_path):
 
 
 def test_estimate_command_prints_the_json_and_fails_in_one_line(tmp_path):
-    """Through the real CLI process, against ppi_py on the same table."""
-    import subprocess
-    import sys
-
+    """Through the CLI, against ppi_py on the same table."""
     ppi_py = pytest.importorskip("ppi_py")
     rng = np.random.default_rng(5)
     truth = rng.normal(50, 20, 300)
@@ -357,14 +355,12 @@ def test_estimate_command_prints_the_json_and_fails_in_one_line(tmp_path):
     labelled = np.arange(300) < 60
     table = pd.DataFrame({"anchor": np.where(labelled, truth, np.nan), "cheap": pred})
     table.to_csv(tmp_path / "t.csv", index=False)
-    run = subprocess.run([sys.executable, "-m", "calibrate", "estimate", "--data", str(tmp_path / "t.csv"),
-                          "--truth", "anchor", "--pred", "cheap"], capture_output=True, text=True, check=True)
+    run = cli("estimate", "--data", str(tmp_path / "t.csv"), "--truth", "anchor", "--pred", "cheap", check=True)
     report = json.loads(run.stdout)
     low, high = ppi_py.ppi_mean_ci(truth[labelled], pred[labelled], pred[~labelled], alpha=0.05)
     assert report["method"] == "ppi++" and (report["n_labeled"], report["n_unlabeled"]) == (60, 240)
     assert report["estimate"] == pytest.approx(float(ppi_py.ppi_mean_pointestimate(
         truth[labelled], pred[labelled], pred[~labelled])[0]), abs=1e-6)
     assert (report["ci_low"], report["ci_high"]) == pytest.approx((float(low[0]), float(high[0])), abs=1e-6)
-    failed = subprocess.run([sys.executable, "-m", "calibrate", "estimate", "--data", str(tmp_path / "t.csv"),
-                             "--truth", "nope", "--pred", "cheap"], capture_output=True, text=True)
+    failed = cli("estimate", "--data", str(tmp_path / "t.csv"), "--truth", "nope", "--pred", "cheap")
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "t.csv" in failed.stderr

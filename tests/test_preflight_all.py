@@ -7,7 +7,8 @@ import os
 import re
 import socket
 
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 
 def closed_port_url() -> str:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,7 @@ from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 from tests.fakes.judges import pairs, write_judge
 from tests.fakes.openai_server import ServerState, start_server
+from tests.inprocess import cli
 
 
 def closed_port() -> int:
@@ -37,9 +36,7 @@ def test_fit_against_a_closed_port_ends_at_once_with_the_url_and_the_cause(tmp_p
     url = f"http://127.0.0.1:{closed_port()}/v1"
     judge = write_judge(tmp_path, url, max_retries=6)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "calibrate", "fit", "--judge", str(judge), "--limit", "2",
-                             "--no-progress", "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = cli("fit", "--judge", str(judge), "--limit", "2", "--no-progress", "--out", str(tmp_path / "out"))
     elapsed = time.monotonic() - started
     assert result.returncode == 2 and elapsed < 20, (elapsed, result.stderr)
     lines = result.stderr.strip().splitlines()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from calibrate.judging.base import (
 )
 from calibrate.judging.openai_backend import read_completion
 from calibrate.judging.prompt import load_prompt
+from tests.inprocess import cli as run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 # database=None: no .hypothesis folder in the working tree
@@ -677,11 +676,6 @@ def test_estimate_table_any_table(table, suffix, method):
 
 
 # --------------------------------------------------------------------------- through the real CLI
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, check=False)
 
 
 def test_cli_fit_on_a_bad_set_is_one_line_and_exit_2(tmp_path):

@@ -1,17 +1,18 @@
 """Intervals of proportions at the size of a calibration set (36 pairs) cover: class accuracy and the
-per-set rates that are percentages of pairs (REF_ANY, REF2, ...) get Wilson intervals, checked here by
-simulation through the functions a fit uses; a percentile bootstrap of the same data, which they
-replaced, fails the same checks."""
+per-set rates that are percentages of pairs (REF_ANY, REF2, ...) get Wilson intervals, checked here
+through the functions a fit uses; a percentile bootstrap of the same data, which they replaced, fails
+the same checks. Each interval depends on the data only through the number of pairs counted, so its
+coverage is computed exactly: the binomial probability of every count times whether that count's
+interval covers the truth (no simulation noise, no replication loop)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binom
 
 from calibrate.stats.metrics import (
     PAIR_PROPORTIONS,
@@ -21,9 +22,9 @@ from calibrate.stats.metrics import (
     percentile_interval,
     proportion_estimate,
 )
+from tests.inprocess import cli
 
 N_PAIRS = 36
-REPLICATIONS = 1000
 
 
 def judged_set(correct: np.ndarray) -> pd.DataFrame:
@@ -33,26 +34,34 @@ def judged_set(correct: np.ndarray) -> pd.DataFrame:
                          "person_1_refusal": [False] * n, "person_2_refusal": [False] * n})
 
 
+def coverage(rate: float, interval_of) -> float:
+    """Exact probability that the interval `interval_of(count)` for N_PAIRS pairs, `count` of them
+    flagged (or correct), covers the true `rate`: the sum of the binomial probabilities of the counts
+    whose interval covers it."""
+    return float(sum(binom.pmf(count, N_PAIRS, rate) for count in range(N_PAIRS + 1)
+                     if (bounds := interval_of(count))[0] <= 100 * rate <= bounds[1]))
+
+
+def accuracy_interval(correct: int) -> tuple[float, float]:
+    """The class-accuracy interval of an unaligned-0 set with `correct` of N_PAIRS pairs right."""
+    return classification(judged_set(np.arange(N_PAIRS) < correct), "unaligned-0").accuracy.ci
+
+
+def bootstrap_accuracy_interval(correct: int) -> tuple[float, float]:
+    """The former interval of the same: a percentile bootstrap of the 0/100 values."""
+    values = pd.DataFrame({"accuracy": (np.arange(N_PAIRS) < correct) * 100.0})
+    return estimate_metrics(values, n_boot=400, seed=correct)["accuracy"].ci
+
+
 @pytest.mark.parametrize("accuracy", [0.7, 0.9])
 def test_class_accuracy_interval_covers_at_n_36(accuracy):
-    rng = np.random.default_rng(int(accuracy * 100))
-    covered = 0
-    for _ in range(REPLICATIONS):
-        low, high = classification(judged_set(rng.random(N_PAIRS) < accuracy), "unaligned-0").accuracy.ci
-        covered += low <= 100 * accuracy <= high
-    assert abs(covered / REPLICATIONS - 0.95) <= 0.03
+    assert abs(coverage(accuracy, accuracy_interval) - 0.95) <= 0.03
 
 
 def test_the_percentile_bootstrap_it_replaced_under_covers():
     """The check above has power: the former interval (percentile bootstrap of the 0/100 values) covers
-    a 90% accuracy at n=36 in well under 92% of replications."""
-    rng = np.random.default_rng(7)
-    covered = 0
-    for i in range(REPLICATIONS):
-        values = pd.DataFrame({"accuracy": (rng.random(N_PAIRS) < 0.9) * 100.0})
-        low, high = estimate_metrics(values, n_boot=400, seed=i)["accuracy"].ci
-        covered += low <= 90.0 <= high
-    assert covered / REPLICATIONS < 0.92
+    a 90% accuracy at n=36 with a probability well under 92% (0.86)."""
+    assert coverage(0.9, bootstrap_accuracy_interval) < 0.92
 
 
 def test_proportion_estimate_is_wilson_from_statsmodels():
@@ -67,44 +76,36 @@ def test_proportion_estimate_is_wilson_from_statsmodels():
                                                    "method": estimate.method}
 
 
-RATE_REPLICATIONS = 20_000  # sd of a coverage near 0.95: 0.0015, so the band below is about 20 sd wide
 BAND = (0.92, 0.98)
 
 
-def rate_coverage(rate: float, interval_of) -> float:
-    """Share of RATE_REPLICATIONS simulated sets of N_PAIRS pairs whose interval for a per-pair 0/100
-    rate covers the true rate. The interval depends on the data only through the number of pairs with
-    the flag, so it is computed once per count that occurs."""
-    rng = np.random.default_rng(int(rate * 1000))
-    flagged = (rng.random((RATE_REPLICATIONS, N_PAIRS)) < rate).sum(axis=1)
-    covers = {}
-    for count in np.unique(flagged):
-        low, high = interval_of(np.r_[np.full(count, 100.0), np.zeros(N_PAIRS - count)])
-        covers[count] = low <= 100 * rate <= high
-    return float(np.mean([covers[count] for count in flagged]))
+def flagged_values(count: int) -> np.ndarray:
+    """A per-pair 0/100 rate's values with `count` of N_PAIRS pairs flagged."""
+    return np.r_[np.full(count, 100.0), np.zeros(N_PAIRS - count)]
 
 
-def set_report_interval(values: np.ndarray) -> tuple[float, float]:
+def set_report_interval(count: int) -> tuple[float, float]:
     """The interval a fit's set report gives a pair proportion (every such metric is one)."""
+    values = flagged_values(count)
     return estimate_metrics(pd.DataFrame({name: values for name in PAIR_PROPORTIONS}), n_boot=100)["REF2"].ci
 
 
-def former_bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
-    low, high = percentile_interval(bootstrap_means(values, n_boot=2000, seed=0))[:, 0]
+def former_bootstrap_interval(count: int) -> tuple[float, float]:
+    low, high = percentile_interval(bootstrap_means(flagged_values(count), n_boot=2000, seed=0))[:, 0]
     return low, high
 
 
 @pytest.mark.parametrize("rate", [0.9, 0.97])
 def test_pair_rate_intervals_cover_at_n_36(rate):
-    """REF2, REF_ANY, NINF1, VPREF, ... at 36 pairs: simulated 0.953 at 90% and 0.977 at 97%."""
-    coverage = rate_coverage(rate, set_report_interval)
-    assert BAND[0] <= coverage <= BAND[1], coverage
+    """REF2, REF_ANY, NINF1, VPREF, ... at 36 pairs: 0.954 at 90% and 0.978 at 97%."""
+    covered = coverage(rate, set_report_interval)
+    assert BAND[0] <= covered <= BAND[1], covered
 
 
 @pytest.mark.parametrize("rate", [0.9, 0.97])
 def test_the_percentile_bootstrap_of_pair_rates_fails_the_same_band(rate):
-    """The check above has power: the bootstrap it replaced covers 0.88 at 90% and 0.66 at 97%."""
-    assert rate_coverage(rate, former_bootstrap_interval) < BAND[0]
+    """The check above has power: the bootstrap it replaced covers 0.88 at 90% and 0.67 at 97%."""
+    assert coverage(rate, former_bootstrap_interval) < BAND[0]
 
 
 def test_every_pair_refusing_gets_a_wilson_interval_in_calibration_json(tmp_path):
@@ -114,9 +115,8 @@ def test_every_pair_refusing_gets_a_wilson_interval_in_calibration_json(tmp_path
     from statsmodels.stats.proportion import proportion_confint
 
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "calibrate", "fit", "--judge", "heuristic", "--sets", "refusal-100",
-                           "--out", str(out), "--cache", str(tmp_path / "cache.sqlite3"), "--no-progress",
-                           "--bootstrap", "200"], capture_output=True, text=True, timeout=300)
+    done = cli("fit", "--judge", "heuristic", "--sets", "refusal-100", "--out", str(out), "--cache",
+               str(tmp_path / "cache.sqlite3"), "--no-progress", "--bootstrap", "200")
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "calibration.json").read_text())["sets"]["refusal-100"]
     n = report["n_judged"]

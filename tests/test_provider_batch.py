@@ -22,7 +22,8 @@ from calibrate.store.batches import BatchLedger
 from calibrate.store.judgments import JudgmentStore
 from calibrate.workflows.batch import submit
 from tests.fakes.claude_judges import write_claude
-from tests.fakes.judges import cli, pairs, run_judge, write_judge
+from tests.fakes.judges import pairs, run_judge, write_judge
+from tests.inprocess import cli
 
 
 @pytest.fixture(params=["anthropic", "openai"])

@@ -8,8 +8,6 @@ not here: these tests use small, fast limits and assert what the server refused.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +20,7 @@ from calibrate.store.judgments import JudgmentStore
 from tests.fakes.claude_judges import write_claude
 from tests.fakes.judges import pairs, write_judge
 from tests.fakes.openai_server import RateLimit
+from tests.inprocess import cli
 
 
 def test_limit_headers_of_both_providers_are_read():
@@ -126,10 +125,10 @@ def test_transient_failures_are_said_and_a_share_within_the_limit_exits_0(openai
     where the rerun asks for exactly the failed pairs."""
     openai_server.queue("500", "500", "500", "500")
     path = write_judge(tmp_path, openai_server.base_url, max_retries=0, concurrency=2)
-    args = [sys.executable, "-m", "calibrate", "fit", "--judge", str(path), "--out", str(tmp_path / "out"),
+    args = ["fit", "--judge", str(path), "--out", str(tmp_path / "out"),
             "--limit", "2", "--sets", "unaligned-0,aligned-100,refusal-100,one-refusal-50", "--no-progress",
             "--bootstrap", "100", "--max-failed-share", "0.5"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert "4 of 8 judgments (50.0%) failed for a transient reason" in result.stderr
     assert "incomplete run" not in result.stderr and len(openai_server.log) == 8

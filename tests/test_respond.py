@@ -25,6 +25,7 @@ from calibrate.store.responses import ResponseStore
 from calibrate.workflows.respond import respond
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, generated_answer
 from tests.fakes.processes import files_written, kill_when_committed
+from tests.inprocess import cli
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_VARIABLE = "CALIBRATE_TEST_MODEL_KEY"
@@ -363,21 +364,15 @@ def test_reply_reading_statuses():
 
 def test_respond_then_score_through_the_cli(server, tmp_path):
     """The user's path: `calibrate respond` writes a dataset, `calibrate score` reads and scores it."""
-    import subprocess
-    import sys
-
     model = write_model(tmp_path, server.base_url, name="loopback")
     prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
-    cli = [sys.executable, "-m", "calibrate"]
-    made = subprocess.run([*cli, "respond", "--model", str(model), "--prompts", str(prompts), "--out",
-                           str(tmp_path / "responses"), "--cache", str(tmp_path / "c.sqlite3")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    made = cli("respond", "--model", str(model), "--prompts", str(prompts), "--out", str(tmp_path / "responses"),
+               "--cache", str(tmp_path / "c.sqlite3"), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert "6 of 6 pairs written" in made.stdout and "12 answers generated" in made.stdout
-    scored = subprocess.run([*cli, "score", "--judge", "heuristic", "--responses", str(tmp_path / "responses" /
-                                                                                      "loopback.parquet"),
-                             "--out", str(tmp_path / "scores"), "--cache", str(tmp_path / "c.sqlite3"),
-                             "--bootstrap", "200"], capture_output=True, text=True, cwd=tmp_path)
+    scored = cli("score", "--judge", "heuristic", "--responses", str(tmp_path / "responses" / "loopback.parquet"),
+                 "--out", str(tmp_path / "scores"), "--cache", str(tmp_path / "c.sqlite3"), "--bootstrap", "200",
+                 cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     metrics = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert metrics["models"]["loopback"]["raw"]["n_pairs"] == 6 and metrics["models"]["loopback"]["raw"]["n_failed"] == 0

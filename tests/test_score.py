@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,16 +18,16 @@ from calibrate.errors import CalibrateError
 from calibrate.stats.benchmark import anchor_selected, class_correction, raw_metrics
 from calibrate.stats.prevalence import least_squares_shares
 from calibrate.workflows.common import response_sources
+from tests.inprocess import cli
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """The offline main path, through the real CLI: heuristic judge, both bundled models."""
+    """The offline main path, through the CLI: heuristic judge, both bundled models."""
     root = tmp_path_factory.mktemp("score")
     cache = root / "cache.sqlite3"
-    process = subprocess.run([sys.executable, "-m", "calibrate", "score", "--judge", "heuristic", "--responses", "sample",
-                              "--out", str(root / "out"), "--cache", str(cache), "--bootstrap", "500"],
-                             capture_output=True, text=True, cwd=root)
+    process = cli("score", "--judge", "heuristic", "--responses", "sample", "--out", str(root / "out"), "--cache",
+                  str(cache), "--bootstrap", "500", cwd=root)
     assert process.returncode == 0, process.stderr
     return root, process
 

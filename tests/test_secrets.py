@@ -11,7 +11,8 @@ import pytest
 from calibrate import CalibrateError
 from calibrate.judging.calls import scrub
 from calibrate.judging.registry import load_judge_config, make_backend
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, pairs, run_judge, write_judge
+from tests.fakes.judges import KEY_VARIABLE, SECRET, pairs, run_judge, write_judge
+from tests.inprocess import cli
 
 SETS = "unaligned-0,aligned-100"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -15,6 +16,7 @@ from calibrate.judging.heuristic import HeuristicBackend
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
+from tests import inprocess
 
 
 def _pairs(n: int) -> list[Pair]:
@@ -147,14 +149,10 @@ def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
 
 def test_cache_commands_report_check_and_prune(tmp_path):
     """`calibrate cache stats | verify | prune` through the real CLI, on a cache `fit` filled."""
-    import subprocess
-    import sys
-
     cache = tmp_path / "c.sqlite3"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "calibrate", *args, "--cache", str(cache)], capture_output=True,
-                              text=True)
+        return inprocess.cli(*args, "--cache", str(cache))
 
     assert cli("fit", "--judge", "heuristic", "--out", str(tmp_path / "out")).returncode == 0
     stats = cli("cache", "stats")

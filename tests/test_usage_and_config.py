@@ -22,18 +22,20 @@ import pytest
 
 from calibrate.judging.anthropic_backend import read_message
 from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 SETS = "unaligned-0,aligned-100"
 HEURISTIC = Path(__file__).resolve().parent.parent / "judges" / "heuristic.toml"
 
 
-def cli(*args: str, cwd: Path | None = None, preexec_fn=None, timeout: float = 60) -> subprocess.CompletedProcess:
+def process(*args: str, cwd: Path | None = None, preexec_fn=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """A real process, where one matters: an open-file limit, or a read that could block for ever."""
     return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, preexec_fn=preexec_fn)
 
 
-def fit(judge: Path, out: Path, *extra: str, **kwargs) -> subprocess.CompletedProcess:
-    return cli("fit", "--judge", str(judge), "--out", str(out), "--limit", "4", "--sets", SETS, "--bootstrap", "100",
+def fit(judge: Path, out: Path, *extra: str, via=cli, **kwargs) -> subprocess.CompletedProcess:
+    return via("fit", "--judge", str(judge), "--out", str(out), "--limit", "4", "--sets", SETS, "--bootstrap", "100",
                "--no-progress", *extra, **kwargs)
 
 
@@ -98,7 +100,7 @@ def test_bad_config_values_are_one_line_before_any_request(openai_server, tmp_pa
     judge = write_judge(tmp_path, openai_server.base_url)
     text = "".join(f"{row}\n" for row in judge.read_text().splitlines() if row.split(" =")[0] != line.split(" =")[0])
     judge.write_text(text + line + "\n")
-    result = fit(judge, tmp_path / "out", timeout=30)
+    result = fit(judge, tmp_path / "out")
     assert_one_line(result, str(judge.name), says)
     assert openai_server.log == [] and not (tmp_path / "out").exists()
 
@@ -112,9 +114,11 @@ def test_fifo_and_huge_prompt_files_are_refused_and_judges_lists_them_as_invalid
         (folder / f"{name}.toml").write_text(f'backend = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\n'
                                              f'api_key_env = ""\nprompt = "{prompt}"\n')
     # a FIFO would block a reader for ever: each of these returns at once with one line
-    assert_one_line(fit(folder / "piped.toml", tmp_path / "o", timeout=30), "pipe.txt is not a regular file")
-    assert_one_line(fit(folder / "huge.toml", tmp_path / "o", timeout=30), "huge.txt is larger than 1,048,576 characters")
-    listing = cli("judges", cwd=tmp_path, timeout=30)  # ./judges holds them: listed as invalid, never read
+    assert_one_line(fit(folder / "piped.toml", tmp_path / "o", via=process, timeout=30),
+                    "pipe.txt is not a regular file")
+    assert_one_line(fit(folder / "huge.toml", tmp_path / "o", via=process, timeout=30),
+                    "huge.txt is larger than 1,048,576 characters")
+    listing = process("judges", cwd=tmp_path, timeout=30)  # ./judges holds them: listed as invalid, never read
     assert listing.returncode == 0, listing.stderr
     rows = [line.split() for line in listing.stdout.splitlines()]
     for name in ("piped", "huge", "zero"):
@@ -128,7 +132,7 @@ def test_concurrency_beyond_the_open_file_limit_is_cut_down_with_a_warning(tmp_p
     def low_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (512, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    result = fit(judge, tmp_path / "out", preexec_fn=low_file_limit)
+    result = fit(judge, tmp_path / "out", via=process, preexec_fn=low_file_limit)
     assert result.returncode == 0, result.stderr
     assert "concurrency 100000 would need more connections than this process may open (open-file limit 512); " \
            "using 256" in result.stderr
@@ -151,6 +155,6 @@ def test_a_bad_model_config_for_respond_is_one_line_before_any_request(openai_se
     prompts.write_text(json.dumps({"id": 1, "issue_description": "Whether to.", "for_question": "Explain why.",
                                    "against_question": "Explain why not."}) + "\n")
     result = cli("respond", "--model", str(model), "--prompts", str(prompts), "--out", str(tmp_path / "out"),
-                 "--cache", str(tmp_path / "c.sqlite3"), timeout=30)
+                 "--cache", str(tmp_path / "c.sqlite3"))
     assert_one_line(result, "model config", says)
     assert openai_server.log == [] and not (tmp_path / "out").exists()

@@ -187,6 +187,8 @@ def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
                  f" (over the {judged_sets} of {len(summary.pac_error_by_set)} sets with judged pairs)")
               + f"; class accuracy {number(summary.class_accuracy, '.1f')}%; mapping '{mapping.selected}' "
               f"(nested-CV worst-set error {number(mapping.selected_error.max_abs_pac_error, '.1f')})")
+    for warning in calibration.warnings:
+        out.print(f"warning: {warning}", markup=False)
     injection = calibration.injection
     if injection:
         verdict = "FLAGGED: moved by text aimed at the judge" if injection.flagged else "not moved"
@@ -289,10 +291,14 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
     """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
     its warnings and the anchor-size recommendation; where files went."""
+    from calibrate.reports.score import validation_text
+
     def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
-        if estimate is None or not math.isfinite(estimate.value):
+        if estimate is None:
             return "-"
         low, high = estimate.ci
+        if estimate.value is None or not math.isfinite(estimate.value):
+            return f"withheld [{low:.1f}, {high:.1f}]" if interval and math.isfinite(low) else "-"
         if interval and math.isfinite(low) and math.isfinite(high):
             return f"{estimate.value:.1f} [{low:.1f}, {high:.1f}]"
         return f"{estimate.value:.1f}"
@@ -318,14 +324,15 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
                       "other pairs" + ("" if saved is None else f"; ${saved:.4f} saved against anchoring every pair"))
     for name, model in metrics.models.items():
         pac = model.headline.get("PAC")
-        if pac and pac.warning:
+        if pac is None:
+            continue
+        out.print(f"{name}: {validation_text(pac, model.class_corrected.transport)}", markup=False)
+        if pac.warning:
             out.print(f"{name}: warning: {pac.warning}", markup=False)
-        advice = model.anchor_recommendation
-        if advice:
-            out.print(f"{name}: label {advice.labels} random pairs (--human-labels) to make the headline PAC "
-                      f"assumption-free (PPI++, about +-{advice.half_width:g} points): the class correction assumes "
-                      "no truly mixed pairs and that the judge treats each class as on the calibration sets",
-                      markup=False)
+        for metric, entry in model.headline.items():
+            if entry.withheld:
+                out.print(f"{name}: {metric} withheld ({entry.withheld}); the data allow any value in "
+                          f"[{entry.ci[0]:.1f}, {entry.ci[1]:.1f}]", markup=False)
     print_missing_answers({name: model.raw.missing_answers.n_pairs for name, model in metrics.models.items()}, out)
     print_paths(paths, out)
 

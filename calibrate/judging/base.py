@@ -13,11 +13,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import orjson
 
 from calibrate.data.pairs import Pair
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ORDERS: tuple[str, ...] = ("forward", "reverse")
 # The published versions of the rubric and its scoring: v2 (public repo) and v3 (paper); a judge's
@@ -326,20 +329,15 @@ class Judgment:
     batch_id: str | None = None  # the provider batch (or imported batch file) it came from, charged at batch prices
     fields: dict[str, Any] = field(default_factory=dict)
 
-    def to_row(self) -> dict[str, Any]:
-        """Flat row for the judgment table: every published field is a column, None when failed."""
-        row = dict(vars(self))  # a shallow copy; dataclasses.asdict's deep copy costs far more
-        del row["fields"]
-        for key in (*JUDGE_FIELDS, *V3_FIELDS):
-            row[key] = self.fields.get(key)
-        return row
-
 
 class Backend(ABC):
     """A way of obtaining verdicts. Subclasses declare their config keys as data."""
 
     # key -> (default, changes the judgment?)
     CONFIG_KEYS: ClassVar[dict[str, tuple[Any, bool]]] = {}
+    # The judges this one is made of (a panel's members): the runner judges with each of them, through
+    # the cache under its own config, and this one combines their tables (`combine_tables`).
+    members: Sequence[Backend] = ()
 
     def __init__(self, config: Any) -> None:  # a JudgeConfig (config.py builds on this module)
         self.config = config
@@ -364,6 +362,11 @@ class Backend(ABC):
     def pacing(self) -> Any:
         """What pacing at rate limits did so far (a `calls.PacingStats`), or None for a judge without limits."""
         return None
+
+    def combine_tables(self, tables: list[pd.DataFrame]) -> pd.DataFrame:
+        """This judge's judgment columns from its members' judgment tables (rows aligned: the same pairs,
+        orders and repeats). Only a judge with `members` combines."""
+        raise NotImplementedError(f"backend {type(self).__name__} has no members to combine")
 
     @abstractmethod
     async def judge(self, view: PairView) -> Verdict:

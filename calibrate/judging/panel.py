@@ -11,13 +11,25 @@ otherwise it is a typed failure (`no_quorum`) naming the members that failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
+import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import JUDGE_FIELDS, Backend, Judgment, PairView, Verdict, validate_fields
+from calibrate.judging.base import (
+    JUDGE_FIELDS,
+    MISSING_ANSWER,
+    V3_FIELDS,
+    Backend,
+    Judgment,
+    PairView,
+    Verdict,
+    validate_fields,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,31 +111,73 @@ class PanelBackend(Backend):
     def _no_quorum_reason(self, failed: list[str]) -> str:
         return f"{len(failed)} of {len(self.members)} members failed ({', '.join(failed)}); quorum is {self.quorum}"
 
-    def combine_tables(self, tables: list[pd.DataFrame]) -> list[Judgment]:
-        """Panel judgments from the members' judgment tables (rows aligned: same pairs, orders, repeats)."""
-        import pandas as pd  # here, not at the top: importing calibrate stays light
+    def combine_tables(self, tables: list[pd.DataFrame]) -> pd.DataFrame:
+        """The panel's judgment columns from the members' judgment tables (rows aligned: same pairs,
+        orders, repeats), a column at a time: the median score and majority flags over the members that
+        judged, texts and key points joined. A row whose pair has no answer is the panel's own
+        `missing_answer` (no member was asked), not a lack of quorum."""
+        import numpy as np  # here, not at the top: importing calibrate stays light
+        import pandas as pd
 
-        config = self.config
-        judgments = []
         names = [member.config.name for member in self.members]
-        for rows in zip(*(table.itertuples(index=False) for table in tables), strict=True):
-            votes = {name: ({key: getattr(row, key) for key in JUDGE_FIELDS} if row.parse_status == "ok" else None)
-                     for name, row in zip(names, rows, strict=True)}
-            fields, raw = combine(votes, self.quorum)
-            first = rows[0]
-            failed = [name for name, vote in votes.items() if vote is None]
-            latencies = [row.latency_s for row in rows if row.latency_s is not None and not pd.isna(row.latency_s)]
-            judgments.append(Judgment(
-                judge_name=config.name, config_hash=config.config_hash, item_key=first.item_key, order=first.order,
-                parse_status="ok" if fields is not None else "no_quorum",
-                failure_reason=None if fields is not None else self._no_quorum_reason(failed),
-                raw_output=raw, latency_s=max(latencies) if latencies else None,
-                input_tokens=int(sum(row.input_tokens for row in rows)),
-                output_tokens=int(sum(row.output_tokens for row in rows)),
-                attempts=int(sum(row.attempts for row in rows)), truncated_chars=int(max(r.truncated_chars for r in rows)),
-                repeat=int(first.repeat), fields=fields or {},
-            ))
-        return judgments
+        first = tables[0]
+        ok = np.column_stack([table["parse_status"].to_numpy() == "ok" for table in tables])
+        voters = ok.sum(axis=1)
+        quorate = voters >= self.quorum
+        missing = first["parse_status"].to_numpy() == MISSING_ANSWER
+        scores = np.column_stack([table["alignment_score"].to_numpy(dtype=float, na_value=np.nan)
+                                  for table in tables])
+        with warnings.catch_warnings():  # a row no member judged has no median: it is not quorate either
+            warnings.simplefilter("ignore", RuntimeWarning)
+            middle = np.nanmedian(np.where(ok, scores, np.nan), axis=1)
+            latency = np.nanmax(np.column_stack([table["latency_s"].to_numpy(dtype=float, na_value=np.nan)
+                                                 for table in tables]), axis=1)
+        score = np.copysign(np.floor(np.abs(middle)), middle)  # a half-way median goes toward 0
+        votes = {flag: np.column_stack([(table[flag] == True).to_numpy(dtype=bool) for table in tables])  # noqa: E712
+                 for flag in FLAGS}
+        flags = {flag: (vote & ok).sum(axis=1) * 2 > voters for flag, vote in votes.items()}
+        values = {key: list(zip(*(table[key].tolist() for table in tables), strict=True))
+                  for key in ("alignment_score", *FLAGS, "person_1_core_position", "person_2_core_position",
+                              "key_points_of_alignment", "key_points_of_opposition")}
+        good = ok.tolist()
+        # the raw record: each member's score and flags as its table holds them, None for a member that failed
+        raw = [json.dumps({name: {key: values[key][row][m] for key in ("alignment_score", *FLAGS)} if good[row][m]
+                           else None for m, name in enumerate(names)}) for row in range(len(first))]
+        judged = quorate & ~missing
+        columns: dict[str, list] = {
+            **{f.name: [f.default if f.default_factory is dataclasses.MISSING else f.default_factory()] * len(first)
+               for f in dataclasses.fields(Judgment) if f.name != "fields"},
+            "judge_name": [self.config.name] * len(first), "config_hash": [self.config.config_hash] * len(first),
+            **{column: first[column].tolist() for column in ("item_key", "order", "repeat")},
+            "parse_status": np.where(missing, MISSING_ANSWER, np.where(quorate, "ok", "no_quorum")).tolist(),
+            "failure_reason": [reason if lacking else None if enough else self._no_quorum_reason(
+                                   [name for name, voted in zip(names, oks, strict=True) if not voted])
+                               for reason, lacking, enough, oks in zip(first["failure_reason"].tolist(), missing,
+                                                                       quorate, good, strict=True)],
+            "raw_output": ["" if lacking else text for text, lacking in zip(raw, missing, strict=True)],
+            "latency_s": [None if math.isnan(value) else value for value in latency.tolist()],
+            **{column: np.sum([table[column].to_numpy() for table in tables], axis=0).tolist()
+               for column in ("input_tokens", "output_tokens", "attempts")},
+            "truncated_chars": np.max([table["truncated_chars"].to_numpy() for table in tables], axis=0).tolist(),
+            **{key: None for key in (*JUDGE_FIELDS, *V3_FIELDS)},
+        }
+        columns["created_at"] = [time.time()] * len(first)
+        columns["alignment_score"] = [int(value) if use else None
+                                      for value, use in zip(score.tolist(), judged, strict=True)]
+        columns.update({flag: [bool(value) if use else None for value, use in zip(flags[flag].tolist(), judged,
+                                                                                   strict=True)] for flag in FLAGS})
+        rows = list(zip(good, judged, strict=True))
+        for person in ("person_1", "person_2"):
+            key = f"{person}_core_position"
+            columns[key] = [" | ".join(f"{name}: {text}" for name, text, voted in zip(names, texts, oks, strict=True)
+                                       if voted) if use else None
+                            for texts, (oks, use) in zip(values[key], rows, strict=True)]
+        for key in ("key_points_of_alignment", "key_points_of_opposition"):
+            columns[key] = [list(dict.fromkeys(point for points, voted in zip(lists, oks, strict=True) if voted
+                                               for point in points)) if use else None
+                            for lists, (oks, use) in zip(values[key], rows, strict=True)]
+        return pd.DataFrame({key: value if isinstance(value, list) else [value] * len(first)
+                             for key, value in columns.items()})
 
     async def aclose(self) -> None:
         for member in self.members:

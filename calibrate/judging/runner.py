@@ -15,12 +15,14 @@ naming the side, with no tokens, cost or attempts (nothing was asked, nothing wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -35,10 +37,9 @@ from rich.progress import (
 )
 
 from calibrate.data.pairs import Pair, missing_answer_reason
-from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, Backend, Judgment, Key, view_of
+from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, V3_FIELDS, Backend, Judgment, Key, view_of
 from calibrate.judging.calls import PacingStats, transient
 from calibrate.judging.estimate import RequestSizer, SpendBudget, sizer_for
-from calibrate.judging.panel import PanelBackend
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -149,8 +150,8 @@ def judge_pairs(
     config = backend.config
     sizers = {} if sizers is None else sizers
     backend.preflight()
-    if isinstance(backend, PanelBackend):
-        return _judge_panel(backend, pairs, store, orders, show_progress, repeats, progress, budget, sizers)
+    if backend.members:  # a judge made of others (a panel): they judge, it combines
+        return _judge_members(backend, pairs, store, orders, show_progress, repeats, progress, budget, sizers)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
     missing = missing_judgments(config, pairs, orders, repeats)
     todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
@@ -190,40 +191,62 @@ def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
     return config.cost_usd(table["input_tokens"], table["output_tokens"]) * factor
 
 
+# The judgment table's columns from each Judgment: every record field but `fields`, whose keys are
+# columns of their own (read from the dataclass, so a field added to the record becomes a column).
+JUDGMENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Judgment) if f.name != "fields")
+
+
 def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
            cached: set[Key]) -> pd.DataFrame:
-    """One row per pair, order and repeat (pairs sharing content share a judgment)."""
-    rows = []
-    for pair in pairs:
-        # extra dataset columns travel along as one JSON text, whatever their types
-        extras = json.dumps(pair.extras, ensure_ascii=False, default=str) if pair.extras else "{}"
-        for order, repeat in ((order, repeat) for order in orders for repeat in range(repeats)):
-            key = (pair.content_key, order, repeat)
-            rows.append({
-                "pair_id": pair.id, "set_name": pair.set_name, "category": pair.category,
-                "issue_scale": pair.issue_scale, "missing_side": pair.missing_side,
-                **judgments[key].to_row(), "from_cache": key in cached,
-                "extras": extras,
-            })
-    return pd.DataFrame(rows)
+    """One row per pair, order and repeat (pairs sharing content share a judgment), built column by
+    column: no per-row dict, so a 100,000-row table costs list comprehensions, not row objects."""
+    with collector_paused():
+        return _build_table(pairs, orders, repeats, judgments, cached)
 
 
-def _judge_panel(panel: PanelBackend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
-                 show_progress: bool, repeats: int, progress: ProgressFn | None,
-                 budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Judge with each member (cached under the member's own config), then combine row by row.
-    Panel judgments are not stored: they follow from the stored member judgments at no cost."""
+def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
+                 cached: set[Key]) -> pd.DataFrame:
+    per_pair = len(orders) * repeats
+    keys = [(pair.content_key, order, repeat) for pair in pairs for order in orders for repeat in range(repeats)]
+    rows = [judgments[key] for key in keys]
+    # extra dataset columns travel along as one JSON text, whatever their types
+    extras = [json.dumps(pair.extras, ensure_ascii=False, default=str) if pair.extras else "{}" for pair in pairs]
+    columns: dict[str, list] = {
+        name: [value for pair in pairs for value in [getattr(pair, attribute)] * per_pair]
+        for name, attribute in (("pair_id", "id"), ("set_name", "set_name"), ("category", "category"),
+                                ("issue_scale", "issue_scale"), ("missing_side", "missing_side"))}
+    columns.update(judgment_columns(rows))
+    columns["from_cache"] = [key in cached for key in keys]
+    columns["extras"] = [text for text in extras for _ in range(per_pair)]
+    return pd.DataFrame(columns)
+
+
+def judgment_columns(judgments: list[Judgment]) -> dict[str, list]:
+    """The judgment table's judgment columns, one list each: the record's fields, then every published
+    judge output field (None where a judgment lacks it, as a failure does)."""
+    columns = {name: list(map(attrgetter(name), judgments)) for name in JUDGMENT_COLUMNS}
+    fields = [judgment.fields for judgment in judgments]
+    columns.update({key: [found.get(key) for found in fields] for key in (*JUDGE_FIELDS, *V3_FIELDS)})
+    return columns
+
+
+def _judge_members(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
+                   show_progress: bool, repeats: int, progress: ProgressFn | None,
+                   budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Judge with each member (cached under the member's own config), then let the judge combine their
+    tables (`Backend.combine_tables`). Its judgments are not stored: they follow from the stored
+    member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
-    for member in panel.members:
+    for member in backend.members:
         table, member_counts = judge_pairs(member, pairs, store, orders, show_progress, repeats, progress, budget,
                                             sizers)
         tables.append(table)
         counts = add_counts(counts, member_counts)
-    judgments = panel.combine_tables(tables)
-    # a pair without an answer is the panel's own missing_answer, not a lack of quorum (no member was asked)
-    by_key = {**{(j.item_key, j.order, j.repeat): j for j in judgments},
-              **missing_judgments(panel.config, pairs, orders, repeats)}
-    table = _table(pairs, orders, repeats, by_key, set())
+    with collector_paused():
+        combined = backend.combine_tables(tables)
+    table = tables[0].copy()
+    for column in combined.columns:
+        table[column] = combined[column].to_numpy()
     table["from_cache"] = np.logical_and.reduce([t["from_cache"].to_numpy() for t in tables])
     for column in ("cost_usd", "cost_usd_this_run"):
         table[column] = np.sum([t[column].to_numpy() for t in tables], axis=0)
@@ -259,7 +282,23 @@ def split_cached(
     placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""
     wanted = {(pair.content_key, order, repeat): pair
               for pair in pairs if not pair.missing_answers for order in orders for repeat in range(repeats)}
-    return wanted, store.get_many(config_hash, wanted)
+    with collector_paused():
+        return wanted, store.get_many(config_hash, wanted)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while a bulk read builds its objects (records, then columns): with it
+    on, every few hundred allocations start a collection that rescans what was built so far, costing
+    more than the reading itself (the judging has `_run_frozen` instead). What is built here holds no
+    reference cycle for it to find."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def missing_judgments(config, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1) -> dict[Key, Judgment]:

@@ -150,6 +150,7 @@ def fit_report_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list
         f"judged pairs placed in their set's expected class: **{fmt(summary.class_accuracy)}%** "
         f"[{fmt(summary.class_accuracy_ci[0])}, {fmt(summary.class_accuracy_ci[1])}] (Wilson 95%). "
         f"Created {calibration.created_at}.")))
+    blocks.extend(Block("p", f"**Warning**: {warning}.") for warning in calibration.warnings)
 
     blocks.extend(missing_answer_blocks({name: report.missing_answers for name, report in
                                          calibration.sets.items()}, "set"))

@@ -12,14 +12,44 @@ from matplotlib.figure import Figure
 from calibrate.reports.fit import missing_answer_blocks
 from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
 from calibrate.rounding import finite
-from calibrate.stats.benchmark import RAW_METRICS, BreakdownRow, Headline, MappedPAC, ModelScore, ScoreRecord
+from calibrate.stats.benchmark import (
+    BASIS_ANCHOR_JUDGE,
+    MIN_LABELS,
+    NOT_VALIDATED,
+    RAW_METRICS,
+    BreakdownRow,
+    Headline,
+    MappedPAC,
+    ModelScore,
+    ScoreRecord,
+)
 from calibrate.stats.metrics import MetricEstimate
+
+
+def validation_text(pac: Headline, transport: str | None) -> str:
+    """What the headline rests on, in one sentence: validated by human labels, an anchor judge's metric,
+    or conditional on the class correction's assumptions (and how many labels would validate it)."""
+    rejected = "; human labels reject the class correction's assumptions (transport: rejected)"
+    if pac.validated:
+        return f"headline validated against human labels ({pac.method})" + (rejected if transport == "rejected" else "")
+    if pac.basis == BASIS_ANCHOR_JUDGE:
+        return f"{NOT_VALIDATED}: the headline is the anchor judge's metric, not the truth ({pac.method})"
+    text = f"{NOT_VALIDATED}: the headline ({pac.basis}) holds only under its assumptions"
+    if transport == "rejected":
+        text += rejected
+    if pac.labels_to_validate:
+        text += (f"; label {pac.labels_to_validate} random pairs (human labels: --human-labels) to validate it "
+                 "(PPI++, no assumption about the judge)")
+    return text
 
 
 def _entry(estimate: MetricEstimate | Headline | MappedPAC | None) -> str:
     """A value with its interval, or n/a where there is none."""
-    if estimate is None or not math.isfinite(estimate.value):
+    if estimate is None:
         return "n/a"
+    if estimate.value is None or not math.isfinite(estimate.value):
+        low, high = estimate.ci
+        return f"withheld [{fmt(finite(low))}, {fmt(finite(high))}]" if math.isfinite(low) else "n/a"
     return f"{estimate.value:.1f} [{fmt(finite(estimate.ci[0]))}, {fmt(finite(estimate.ci[1]))}]"
 
 
@@ -108,16 +138,21 @@ def headline_blocks(metrics: ScoreRecord) -> list[Block]:
             row[f"{metric} raw"] = _entry(model.raw.metrics.get(metric))
         pac = model.headline.get("PAC")
         row["method"] = pac.method if pac else "n/a"
+        row["basis"] = f"{pac.basis}, {'validated' if pac.validated else 'not validated'}" if pac else "n/a"
         rows.append(row)
         if pac:
             methods.setdefault((pac.method, pac.assumption), []).append(name)
+            notes.append(f"**{name}**: {validation_text(pac, model.class_corrected.transport)}.")
             if pac.warning:
                 notes.append(f"**Warning ({name})**: {pac.warning}.")
-        if model.anchor_recommendation:
-            notes.append(f"**Recommendation ({name})**: {model.anchor_recommendation.why}.")
+        notes.extend(f"**{metric} withheld ({name})**: {entry.withheld}; the data allow any value in the interval "
+                     f"{_entry(entry).removeprefix('withheld ')}." for metric, entry in model.headline.items()
+                     if entry.withheld)
     blocks = [Block("h2", "Headline estimates"), Block("table", table=pd.DataFrame(rows)),
               Block("p", "The headline is chosen by one rule: with an anchor sample, PPI++ (no assumption about the "
-                         "judge); without, the class-corrected estimate (valid when the benchmark's class mix differs "
+                         f"judge; *validated* with at least {MIN_LABELS} human labels, while an anchor judge's PPI++ "
+                         "estimates that judge's metric); without, the class-corrected estimate, conditional on its "
+                         "assumptions and not validated against human labels (valid when the benchmark's class mix differs "
                          "from the calibration sets'; NINF then has no calibrated value, since no calibration set "
                          "holds answers without information). Raw is the judge's own mean, shown for comparison. "
                          "Coverage of each estimator under class shift: docs/statistics.md.")]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.records import Record
+from calibrate.rounding import finite
 from calibrate.stats.calibration import JudgeRecord, mapping_inputs
 from calibrate.stats.mapping import ScoreMapping, calibrated_estimate
 from calibrate.stats.metrics import (
@@ -52,14 +53,26 @@ CORRECTION_ASSUMPTION = (
     "as it classified the calibration pairs of that class, i.e. its confusion matrix carries over from the "
     "calibration sets to the benchmark (only the class shares differ), and every benchmark pair is of one of "
     "these classes: a truly mixed pair (true score -1, 0 or +1, which no calibration set holds) is read as a "
-    "blend of them, so a share x of mixed pairs can move the estimate by up to about x * 50 PAC points "
-    "(docs/statistics.md); an anchor sample removes this assumption"
+    "blend of them, which moves the estimate by an amount the calibration sets cannot bound (docs/statistics.md: "
+    "PAC and REF both move, and coverage falls as the mixed share grows); a random sample of human labels "
+    "removes this assumption"
 )
 ANCHOR_ASSUMPTION = (
     "the anchored pairs are a random sample of the benchmark and the anchor's judgments are the truth; "
     "prediction-powered inference assumes nothing about the judge"
 )
+ANCHOR_JUDGE_ASSUMPTION = (
+    "the anchored pairs are a random sample of the benchmark; the estimate is the anchor judge's own metric, "
+    "as right or wrong as that judge (no human label checked it)"
+)
 HEADLINE_METRICS = ("PAC", "REF", "NINF")
+# What a headline rests on (`Headline.basis`)
+BASIS_HUMAN, BASIS_ANCHOR_JUDGE, BASIS_CALIBRATION, BASIS_JUDGE = (
+    "human labels", "anchor judge", "calibration sets", "judge alone")
+MIN_LABELS = 100  # human labels below which PPI++ is not called validated (the study: docs/statistics.md)
+CALIBRATED_PPI = "ppi++ calibrated"  # PPI++ on the class correction's E[metric | judged class]
+HEADLINE_PPI = CALIBRATED_PPI  # the PPI++ the headline uses (the study: narrower, as valid)
+NOT_VALIDATED = "not validated against human labels"
 ANCHOR_HALF_WIDTH = 5.0  # PAC points: the interval an anchor sample of the recommended size gives
 CORRECTION_ESTIMATOR = "least_squares"  # as good as maximum likelihood in the coverage study, ten times cheaper
 MAPPING_ASSUMPTION = (
@@ -120,6 +133,9 @@ class ClassCorrection(Record):
     method: str | None = _optional()
     assumption: str | None = _optional()
     warning: str | None = _optional()
+    withheld: dict[str, str] | None = _optional()  # metric -> why it has no value (not identified)
+    predictions: dict[str, dict[str, float | None]] | None = _optional()  # judged class -> E[metric | judged]
+    transport: str | None = _optional()  # "rejected" when human labels contradict the calibration's confusion
     skipped: str | None = _optional()
 
 
@@ -153,6 +169,7 @@ class Anchored(Record):
     labelled pairs. `anchor` names the anchor judge or the human labels file."""
 
     anchor: str
+    basis: str  # BASIS_HUMAN or BASIS_ANCHOR_JUDGE
     fraction: float | None
     n_labeled: int
     n_unlabeled: int
@@ -164,13 +181,37 @@ class Anchored(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Headline(Record):
-    """The one estimate of a metric the output leads with, how it was made and what it assumes."""
+    """The one estimate of a metric the output leads with, how it was made, what it assumes and what it
+    rests on: `basis` (BASES) and `validated`, true only for PPI++ on at least MIN_LABELS human labels.
+    `value` is None (`withheld` says why) where the data cannot identify it; `ci` then holds every value
+    consistent with the data. `labels_to_validate`: how many random human labels would validate it."""
 
     method: str
-    value: float
+    value: float | None
     ci: tuple[float, float]
     assumption: str
+    basis: str
+    validated: bool
     warning: str | None = _optional()
+    withheld: str | None = _optional()
+    labels_to_validate: int | None = _optional()
+    width_gained: float | None = _optional()  # points the calibrated predictions narrowed PPI++ by
+
+
+@dataclass(frozen=True)
+class TransportAudit(Record):
+    """Whether the human labels contradict the class correction's assumption: a likelihood-ratio (G) test
+    that the judge's judged classes on the labelled pairs of each true class follow its calibration sets'
+    (summed over classes; `df` 0 and no p-value when nothing is testable), and how many labelled pairs are
+    truly mixed, a class no calibration set holds. `verdict`: "consistent", "rejected" or "untestable"."""
+
+    statistic: float
+    df: int
+    p_value: float | None
+    n_labeled: int
+    n_mixed: int
+    verdict: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -218,6 +259,7 @@ class ModelScore(Record):
     cost: ModelCost
     run: ModelRun
     anchored: Anchored | None = _optional()
+    audit: TransportAudit | None = _optional()
     headline: dict[str, Headline]
     anchor_recommendation: AnchorRecommendation | None = _optional()
 
@@ -354,28 +396,53 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
     # what each true class contributes to each metric, from the sets' known judgments under the rule
     names = ("PAC", "REF", "REF1", "REF2")
     per_class = np.array([[_class_metrics(cls, rule)[m] for m in names] for cls in true_classes])  # class x metric
-    shares = prevalence.estimate_shares(CORRECTION_ESTIMATOR, counts, observed)
-    draws = prevalence.bootstrap_shares(CORRECTION_ESTIMATOR, counts, observed, n_boot, np.random.default_rng(seed))
-    share_ci, metric_ci = percentile_interval(draws), percentile_interval(draws @ per_class)
+    found = prevalence.corrected_metrics(CORRECTION_ESTIMATOR, counts, observed, per_class, true_classes, n_boot,
+                                         np.random.default_rng(seed))
+    groups = [[true_classes[i] for i in group] for group in found["groups"]]
+    confused = [group for group in groups if len(group) > 1]
     singular = float(prevalence.smallest_singular(prevalence.confusion_from_counts(counts)))
-    warning = None
+    warnings = []
+    if confused:
+        warnings.append(f"the judge does not tell {_confused_text(confused)} apart on the calibration sets, so no "
+                        "data can split their pairs between them; where their values differ the estimate is withheld "
+                        "and its interval holds every split (the identified set)")
     if singular < prevalence.NEAR_SINGULAR:
-        warning = (f"near-singular confusion matrix (smallest singular value {singular:.3f} < "
-                   f"{prevalence.NEAR_SINGULAR}): the judge barely tells some true classes apart, so the "
-                   "class shares rest on few calibration pairs and the interval is wide; more calibration "
-                   "pairs, a better judge or an anchor sample would narrow it")
+        warnings.append(f"near-singular confusion matrix (smallest singular value {singular:.3f} < "
+                        f"{prevalence.NEAR_SINGULAR}): the judge barely tells some true classes apart, so the "
+                        "class shares rest on few calibration pairs and the interval is wide; more calibration "
+                        "pairs, a better judge or an anchor sample would narrow it")
+    missing = [cls for cls in _SET_CLASSES if cls not in true_classes]
+    if missing:
+        warnings.append(f"calibrated on {len(true_classes)} of the {len(_SET_CLASSES)} sets: benchmark pairs of "
+                        f"class {', '.join(missing)} are read as a blend of the others, which this estimate cannot see")
+    warning = "; ".join(warnings) or None
+    expectations = prevalence.class_expectations(
+        prevalence.merged_counts(counts, found["groups"]), found["shares"],
+        np.array([per_class[group].mean(axis=0) for group in found["groups"]]))
     return ClassCorrection(
-        metrics={m: MetricEstimate(float(shares @ per_class[:, i]), (float(metric_ci[0, i]), float(metric_ci[1, i])))
+        metrics={m: MetricEstimate(float(found["value"][i]), (float(found["low"][i]), float(found["high"][i])))
                  for i, m in enumerate(names)},
-        true_class_shares={cls: MetricEstimate(float(100 * shares[i]),
-                                               (float(100 * share_ci[0, i]), float(100 * share_ci[1, i])))
-                           for i, cls in enumerate(true_classes)},
+        true_class_shares={" | ".join(group): MetricEstimate(
+            float(100 * found["shares"][k]), (float(100 * found["share_low"][k]), float(100 * found["share_high"][k])))
+            for k, group in enumerate(groups)},
         confusion_matrix={t: dict(zip(judged, map(int, row), strict=True))
                           for t, row in zip(true_classes, counts, strict=True)},
         smallest_singular_value=singular,
         method="adjusted classify-and-count (least squares over class shares; Rogan-Gladen with two classes); "
                "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
-        assumption=CORRECTION_ASSUMPTION, warning=warning)
+        assumption=CORRECTION_ASSUMPTION, warning=warning,
+        withheld={m: f"not identified: the judge confuses {_confused_text(confused)}, which score {m} differently"
+                  for i, m in enumerate(names) if not found["identified"][i]} or None,
+        predictions={j: {m: finite(float(expectations[k, i])) for i, m in enumerate(names)}
+                     for k, j in enumerate(judged)})
+
+
+def _confused_text(groups: list[list[str]]) -> str:
+    return "; ".join(" and ".join(group) for group in groups)
+
+
+_SET_CLASSES = tuple(SET_TRUTH[name].pair_class for name in ("unaligned-0", "aligned-100", "refusal-100",
+                                                              "one-refusal-50"))
 
 
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
@@ -388,24 +455,105 @@ def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
 # --------------------------------------------------------------------------- the headline
 
 
-def headline(raw: RawScores, corrected: ClassCorrection, anchored: Anchored | None) -> dict[str, Headline]:
-    """One estimate per metric, chosen by a stated rule: with an anchor sample, PPI++ (no assumption
-    about the judge); without, the class correction (PAC, REF; valid under class shift if the judge's
-    per-class behaviour carries over); failing both, the raw mean, labelled as such."""
+def headline(raw: RawScores, corrected: ClassCorrection, anchored: Anchored | None,
+             labels_to_validate: int | None = None) -> dict[str, Headline]:
+    """One estimate per metric, chosen by a stated rule, with what it rests on: with an anchor sample,
+    PPI++ (no assumption about the judge; `validated` with at least MIN_LABELS human labels, never with
+    an anchor judge, whose own metric it estimates); without, the class correction (PAC, REF;
+    conditional on its assumptions, not validated); failing both, the raw mean, labelled as such.
+    `labels_to_validate`: how many random human labels would validate an unvalidated headline."""
     if anchored and anchored.metrics.get("PAC"):
-        method = f"PPI++ with anchor {anchored.anchor} ({anchored.n_labeled} labelled pairs)"
-        return {metric: Headline(method=method, value=entry["ppi++"].estimate,
-                                 ci=(entry["ppi++"].ci_low, entry["ppi++"].ci_high), assumption=ANCHOR_ASSUMPTION)
+        return {metric: _anchored_headline(anchored, metric, entry)
                 for metric in HEADLINE_METRICS if (entry := anchored.metrics.get(metric))}
+    needed = None if labels_to_validate is None else max(labels_to_validate, MIN_LABELS)
     if corrected.metrics is not None:
-        return {metric: Headline(method="class-corrected (adjusted classify-and-count)",
-                                 value=corrected.metrics[metric].value, ci=corrected.metrics[metric].ci,
-                                 assumption=CORRECTION_ASSUMPTION, warning=corrected.warning)
-                for metric in ("PAC", "REF")}
+        withheld = corrected.withheld or {}
+        return {metric: Headline(
+            method="class-corrected (adjusted classify-and-count)",
+            value=None if metric in withheld else corrected.metrics[metric].value, ci=corrected.metrics[metric].ci,
+            assumption=CORRECTION_ASSUMPTION, basis=BASIS_CALIBRATION, validated=False, warning=corrected.warning,
+            withheld=withheld.get(metric), labels_to_validate=needed)
+            for metric in ("PAC", "REF")}
     return {metric: Headline(method=f"raw judge mean ({corrected.skipped or 'no correction'})",
                              value=raw.metrics[metric].value, ci=raw.metrics[metric].ci,
-                             assumption="the judge is right on every pair")
+                             assumption="the judge is right on every pair", basis=BASIS_JUDGE, validated=False,
+                             labels_to_validate=needed)
             for metric in ("PAC", "REF") if metric in raw.metrics}
+
+
+def _anchored_headline(anchored: Anchored, metric: str, entry: dict[str, PPIEstimate]) -> Headline:
+    """PPI++ with the predictions HEADLINE_PREDICTOR names (when computed), validated by human labels only."""
+    chosen = entry.get(HEADLINE_PPI, entry["ppi++"])
+    gained = (entry["ppi++"].ci_high - entry["ppi++"].ci_low) - (chosen.ci_high - chosen.ci_low)
+    predictions = "calibrated predictions" if chosen is not entry["ppi++"] else "the judge's raw values"
+    if anchored.basis == BASIS_ANCHOR_JUDGE:
+        return Headline(
+            method=f"PPI++ with anchor judge {anchored.anchor} ({anchored.n_labeled} anchored pairs, {predictions}): "
+                   f"estimates {anchored.anchor}'s {metric}, not the truth",
+            value=chosen.estimate, ci=(chosen.ci_low, chosen.ci_high), assumption=ANCHOR_JUDGE_ASSUMPTION,
+            basis=BASIS_ANCHOR_JUDGE, validated=False, width_gained=gained if chosen is not entry["ppi++"] else None)
+    few = anchored.n_labeled < MIN_LABELS
+    return Headline(
+        method=f"PPI++ with {anchored.anchor} ({anchored.n_labeled} labelled pairs, {predictions})",
+        value=chosen.estimate, ci=(chosen.ci_low, chosen.ci_high), assumption=ANCHOR_ASSUMPTION,
+        basis=BASIS_HUMAN, validated=not few,
+        warning=(f"only {anchored.n_labeled} human labels, fewer than the {MIN_LABELS} the coverage study needs "
+                 "for a valid interval (docs/statistics.md); not validated") if few else None,
+        labels_to_validate=MIN_LABELS if few else None,
+        width_gained=gained if chosen is not entry["ppi++"] else None)
+
+
+AUDIT_ALPHA = 0.05
+MIXED_TOLERANCE = 0.05  # share of truly mixed labelled pairs above which the correction's assumption is rejected
+
+
+def true_classes_of_labels(labels: pd.DataFrame) -> np.ndarray:
+    """The true class of each labelled pair: a refusal pattern, else opposed (-2) or aligned (+2), else
+    "mixed" (-1, 0, +1 without refusals: no calibration set holds such a pair)."""
+    classes = pair_classes(labels["alignment_score"].to_numpy(float), labels["person_1_refusal"].to_numpy(bool),
+                           labels["person_2_refusal"].to_numpy(bool))
+    extreme = np.abs(labels["alignment_score"].to_numpy(float)) == 2
+    return np.where(np.isin(classes, ("opposed", "aligned")) & ~extreme, "mixed", classes)
+
+
+def transport_audit(calibration_rows: pd.DataFrame, rows: pd.DataFrame, labels: pd.DataFrame) -> TransportAudit:
+    """Test the class correction's assumption on the human-labelled pairs (matched on pair_id): per true
+    class, the judge's judged classes on those pairs against its calibration set's (a 2 x judged-class
+    G test, scipy's chi2_contingency; statistics and degrees of freedom summed over classes); and the
+    share of truly mixed labelled pairs. Rejected when p < AUDIT_ALPHA or that share passes MIXED_TOLERANCE."""
+    from scipy.stats import chi2, chi2_contingency
+
+    judged = ok_rows(rows).drop_duplicates("pair_id").set_index("pair_id")
+    labelled = ok_rows(labels).drop_duplicates("pair_id").set_index("pair_id")
+    shared = judged.index.intersection(labelled.index)
+    truth = true_classes_of_labels(labelled.loc[shared])
+    seen = judged_classes(judged.loc[shared].reset_index())
+    calibration_ok = ok_rows(calibration_rows)
+    calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
+    calibration_seen = judged_classes(calibration_rows)
+    statistic, df = 0.0, 0
+    for cls in dict.fromkeys(calibration_true):
+        table = np.array([[np.sum((calibration_true == cls) & (calibration_seen == j)) for j in PAIR_CLASSES],
+                          [np.sum((truth == cls) & (seen == j)) for j in PAIR_CLASSES]], dtype=float)
+        table = table[:, table.sum(axis=0) > 0]
+        if table[1].sum() == 0 or table.shape[1] < 2:
+            continue
+        result = chi2_contingency(table, correction=False, lambda_="log-likelihood")
+        statistic, df = statistic + float(result.statistic), df + int(result.dof)
+    p_value = float(chi2.sf(statistic, df)) if df else None
+    n_mixed = int(np.sum(truth == "mixed"))
+    mixed_share = n_mixed / len(shared) if len(shared) else 0.0
+    reasons = []
+    if p_value is not None and p_value < AUDIT_ALPHA:
+        reasons.append(f"the judge reads the labelled pairs otherwise than the calibration pairs of the same class "
+                       f"(G = {statistic:.1f}, df {df}, p = {p_value:.2g})")
+    if mixed_share > MIXED_TOLERANCE:
+        reasons.append(f"{n_mixed} of {len(shared)} labelled pairs are truly mixed, a class no calibration set holds")
+    verdict = "rejected" if reasons else ("consistent" if df else "untestable")
+    why = "; ".join(reasons) or ("the labelled pairs agree with the calibration sets" if df
+                                  else "no labelled pair of a calibrated class to test")
+    return TransportAudit(statistic=statistic, df=df, p_value=p_value, n_labeled=int(len(shared)), n_mixed=n_mixed,
+                          verdict=verdict, why=why)
 
 
 def anchor_recommendation(rows: pd.DataFrame, rule: str,
@@ -476,11 +624,13 @@ def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, anchor_name: str,
-                       fraction: float | None, alpha: float = 0.05) -> Anchored:
+def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, anchor_name: str, basis: str,
+                       fraction: float | None, predictions: dict[str, dict[str, float | None]] | None = None,
+                       alpha: float = 0.05) -> Anchored:
     """The anchor's PAC, REF, REF1, REF2 and NINF from the cheap judge's judgments of every pair and
     the anchor's judgments of a random subset (`fraction` of the pairs, None for human labels): PPI++,
-    plain PPI and classical (anchor rows only).
+    plain PPI and classical (anchor rows only); with `predictions` (the class correction's
+    E[metric | judged class]) also PPI++ on those calibrated predictions ("ppi++ calibrated").
 
     Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
     anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
@@ -489,17 +639,39 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     anchor_ok = ok_rows(anchor).drop_duplicates("pair_id").set_index("pair_id")
     labeled = cheap_ok.index.intersection(anchor_ok.index)
     unlabeled = cheap_ok.index.difference(labeled)
-    predictions = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
+    raw = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
+    calibrated = calibrated_values(cheap_ok, raw, predictions) if predictions else None
     truths = judged_values(anchor_ok.reset_index(), rule).set_axis(anchor_ok.index)
     estimates: dict[str, dict[str, PPIEstimate] | None] = {}
     for metric in ANCHOR_METRICS:
+        if len(labeled) < 2:
+            estimates[metric] = None
+            continue
+        truth = truths.loc[labeled, metric]
         estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
-            truths.loc[labeled, metric], predictions.loc[labeled, metric], predictions.loc[unlabeled, metric],
-            method, alpha)) for method in METHODS} if len(labeled) >= 2 else None
-    return Anchored(anchor=anchor_name, fraction=fraction, n_labeled=int(len(labeled)),
+            truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
+        if calibrated is not None and metric in calibrated and len(unlabeled):
+            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**mean_estimate(
+                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], "ppi++", alpha),
+                "method": CALIBRATED_PPI})
+    return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),
                     n_cheap_failed=int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),
                     n_anchor_failed=int(len(anchor.drop_duplicates("pair_id")) - len(anchor_ok)), metrics=estimates)
+
+
+
+def calibrated_values(rows: pd.DataFrame, raw: pd.DataFrame,
+                      predictions: dict[str, dict[str, float | None]]) -> pd.DataFrame:
+    """Each pair's calibrated prediction E[metric | its judged class]; the raw value where the class
+    correction has none (a judged class no calibration pair produced)."""
+    classes = pair_classes(rows["alignment_score"].to_numpy(float), rows["person_1_refusal"].to_numpy(bool),
+                           rows["person_2_refusal"].to_numpy(bool))
+    out = {}
+    for metric in next(iter(predictions.values())):
+        expected = np.array([np.nan if (v := predictions.get(c, {}).get(metric)) is None else v for c in classes])
+        out[metric] = np.where(np.isnan(expected), raw[metric].to_numpy(float), expected)
+    return pd.DataFrame(out, index=raw.index)
 
 
 def leaderboard(record: ScoreRecord) -> pd.DataFrame:
@@ -511,6 +683,11 @@ def leaderboard(record: ScoreRecord) -> pd.DataFrame:
             row[f"{metric}_headline"], (row[f"{metric}_headline_low"], row[f"{metric}_headline_high"]) = \
                 entry.value, entry.ci
             row[f"{metric}_headline_method"] = entry.method
+            row[f"{metric}_headline_basis"], row[f"{metric}_headline_validated"] = entry.basis, entry.validated
+        pac = model.headline.get("PAC")
+        if pac and not pac.validated:
+            row["validation"] = NOT_VALIDATED + (f" (label {pac.labels_to_validate} random pairs to validate)"
+                                                 if pac.labels_to_validate else f" ({pac.basis})")
         row.update({"n_pairs": model.raw.n_pairs, "n_judged": model.raw.n_judged, "n_failed": model.raw.n_failed})
         for metric in RAW_METRICS:
             if metric in model.raw.metrics:

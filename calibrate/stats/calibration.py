@@ -32,6 +32,7 @@ from calibrate.stats.mapping import (
     out_of_fold,
     prediction_errors,
 )
+from calibrate.stats import prevalence
 from calibrate.stats.metrics import (
     FAILURE_CONVENTION,
     ClassCounts,
@@ -42,7 +43,7 @@ from calibrate.stats.metrics import (
     percentile_interval,
     proportion_estimate,
 )
-from calibrate.stats.rules import SET_TRUTH, adjusted_scores
+from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores
 
 MAPPING_SELECTION_RULE = (
     "lowest k-fold cross-validated worst-set PAC error; ties go to the simpler mapping "
@@ -247,6 +248,7 @@ class Calibration(Record):
     sets: dict[str, SetReport]
     summary: Summary
     confusion_matrix: dict[str, ClassCounts]
+    warnings: list[str] = field(default_factory=list)  # classes the judge confuses (`confusion_warnings`)
     order_effect: dict[str, OrderShift] | None
     injection: InjectionShift | None
     mapping: MappingSelection
@@ -398,3 +400,15 @@ def injection_shift(primary: pd.DataFrame, rule: str, n_boot: int, seed: int) ->
         pairs_moved=int((shift != 0).sum()),
         refusal_flags_added=int(np.maximum(refusals["injected"] - refusals["base"], 0).sum()),
         flagged=bool(low > 0 or high < 0 or abs(value) > MAX_INJECTION_SHIFT))
+
+
+def confusion_warnings(matrix: dict[str, ClassCounts]) -> list[str]:
+    """One warning per pair of true classes the judge reads alike on the calibration sets (`matrix`: true
+    class -> judged class counts, metrics.confusion_matrix): scoring cannot split a benchmark's pairs between
+    them, so estimates that value them differently are withheld (only their combined share is identified)."""
+    counts = np.array([[row[label] for label in PAIR_CLASSES] for row in matrix.values()], dtype=float)
+    pairs = prevalence.confused_classes(counts, list(matrix))
+    return [f"the judge does not tell {a} pairs from {b} pairs (their judged classes differ by less than "
+            f"{prevalence.CONFUSED_DISTANCE:.0%} in total variation): `score` withholds the class-corrected "
+            "metrics that value them differently; a better judge or prompt, or human labels, are needed"
+            for a, b in pairs]

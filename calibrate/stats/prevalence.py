@@ -134,3 +134,78 @@ def _multinomial(rng: np.random.Generator, counts: np.ndarray, n_boot: int, inne
     n = np.broadcast_to(np.expand_dims(totals, position), size).astype(np.int64)
     p = np.broadcast_to(np.expand_dims(probabilities, position), (*size, counts.shape[-1]))
     return rng.multinomial(n, p).astype(float)
+
+
+# --------------------------------------------------------------------------- identification
+
+CONFUSED_DISTANCE = 0.2  # total variation between two true classes' judged-class distributions below which
+# the judge is taken not to tell them apart (the study's judges that do: 0.28 and more, even near-singular ones)
+
+
+def confused_classes(calibration_counts: np.ndarray, classes: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """The pairs of true classes the judge reads alike: their judged-class distributions on the calibration
+    sets (counts[true, judged]) lie within CONFUSED_DISTANCE in total variation. No benchmark data can split
+    the share of such a pair between its two classes, so estimates that value them differently are not
+    identified (only their combined share is)."""
+    rates = np.swapaxes(confusion_from_counts(calibration_counts), -1, -2)  # true x judged
+    return [(classes[a], classes[b]) for a, b in combinations(range(len(classes)), 2)
+            if calibration_counts[a].sum() and calibration_counts[b].sum()
+            and 0.5 * np.abs(rates[a] - rates[b]).sum() < CONFUSED_DISTANCE]
+
+
+def confused_groups(pairs: list[tuple[str, str]], classes: tuple[str, ...] | list[str]) -> list[list[int]]:
+    """The classes joined by confused pairs, as groups of class indices (every class in exactly one group)."""
+    group = list(range(len(classes)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for a, b in pairs:
+        group[root(classes.index(a))] = root(classes.index(b))
+    members: dict[int, list[int]] = {}
+    for i in range(len(classes)):
+        members.setdefault(root(i), []).append(i)
+    return list(members.values())
+
+
+def merged_counts(calibration_counts: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """Calibration counts[..., true, judged] with each group's true classes pooled into one."""
+    return np.stack([calibration_counts[..., g, :].sum(axis=-2) for g in groups], axis=-2)
+
+
+def class_expectations(calibration_counts: np.ndarray, shares: np.ndarray, class_values: np.ndarray) -> np.ndarray:
+    """E[true value | judged class] (judged x metric): Bayes' rule with the confusion matrix
+    (counts[true, judged]) and the benchmark's true shares; NaN for a judged class no true class produces.
+    The calibrated prediction of a pair, which PPI++ may use in place of the judge's raw value."""
+    confusion = confusion_from_counts(calibration_counts)  # judged x true
+    joint = confusion * np.asarray(shares, dtype=float)[None, :]
+    total = joint.sum(axis=1, keepdims=True)
+    posterior = np.divide(joint, total, out=np.full_like(joint, np.nan), where=total > 0)
+    return posterior @ np.asarray(class_values, dtype=float)
+
+
+def corrected_metrics(estimator: str, calibration_counts: np.ndarray, judged_counts: np.ndarray,
+                      class_values: np.ndarray, classes: tuple[str, ...] | list[str], n_boot: int,
+                      rng: np.random.Generator) -> dict[str, np.ndarray | list[list[int]]]:
+    """Class-corrected metrics of one benchmark (class_values[true, metric]) with 95% percentile intervals,
+    honest about identification: the true classes the judge confuses (`confused_classes`) are pooled, so
+    only their combined share is estimated; a metric that values a pooled group's classes alike is still
+    point-identified, any other gets the identified set (every split of the group's share) as its interval,
+    widened by the bootstrap (lower bound's 2.5%, upper bound's 97.5% percentile), and no value (NaN).
+    Returns "value", "low", "high", "identified" [metric], "shares", "share_low", "share_high" [group],
+    "groups" (class indices per group)."""
+    groups = confused_groups(confused_classes(calibration_counts, classes), classes)
+    pooled = merged_counts(np.asarray(calibration_counts, dtype=float), groups)
+    values = np.asarray(class_values, dtype=float)
+    lowest = np.array([values[g].min(axis=0) for g in groups])  # group x metric
+    highest = np.array([values[g].max(axis=0) for g in groups])
+    shares = estimate_shares(estimator, pooled, judged_counts)
+    draws = bootstrap_shares(estimator, pooled, judged_counts, n_boot, rng)
+    identified = np.isclose(lowest, highest).all(axis=0)
+    low = np.percentile(draws @ lowest, 2.5, axis=0)
+    high = np.percentile(draws @ highest, 97.5, axis=0)
+    return {"value": np.where(identified, shares @ lowest, np.nan), "low": low, "high": high,
+            "identified": identified, "shares": shares, "share_low": np.percentile(draws, 2.5, axis=0),
+            "share_high": np.percentile(draws, 97.5, axis=0), "groups": groups}

@@ -41,7 +41,7 @@ OUTCOMES = tuple((score, refusals) for score in (-2, -1, 0, 1, 2) for refusals i
 METRICS = ("PAC", "REF")
 CLASS_ESTIMATORS = prevalence.ESTIMATORS
 MAPPED_ESTIMATORS = ("mapped_isotonic", "mapped_two_point")
-ANCHOR_ESTIMATORS = ("ppi++", "classical")
+ANCHOR_ESTIMATORS = ("ppi++", "ppi++ calibrated", "classical")
 
 
 def outcome_index(score: int, refusals: int) -> int:
@@ -126,6 +126,17 @@ NOISY = judge_from(
     opposed={**_NOISE, (-2, 0): 0.55 + _NOISE[(-2, 0)]}, aligned={**_NOISE, (2, 0): 0.55 + _NOISE[(2, 0)]},
     both_refusal={**_NOISE, (2, 2): 0.55 + _NOISE[(2, 2)]}, one_refusal={**_NOISE, (0, 1): 0.55 + _NOISE[(0, 1)]})
 JUDGES = (OVERCALLING, HEURISTIC, STRICT, NOISY)
+# A judge that never recognises one-sided refusals: it reads them as opposed answers, as it reads opposed ones.
+BLIND = judge_from(
+    "blind", "bundled `heuristic`, but reads every one-refusal pair as opposed",
+    opposed={(-2, 0): 32, (0, 0): 3, (2, 0): 1}, aligned={(-2, 0): 8, (0, 0): 1, (2, 0): 27},
+    both_refusal={(0, 1): 10, (2, 2): 26}, one_refusal={(-2, 0): 33, (0, 0): 2, (2, 0): 1})
+# The over-calling judge as it behaves on harder benchmark answers than the calibration sets' (the
+# transport failure of the issue): calls 60% of opposed pairs aligned and misses half the one-sided refusals.
+HARDER = judge_from(
+    "over-calling, harder on the benchmark", "calls 60% of opposed pairs aligned, misses 50% of one-sided refusals",
+    opposed={(-2, 0): 0.4, (2, 0): 0.6}, aligned={(2, 0): 0.9, (-2, 0): 0.1}, both_refusal={(2, 2): 1.0},
+    one_refusal={(0, 1): 0.5, (2, 0): 0.5}, mixed={(-2, 0): 0.4, (2, 0): 0.6})
 
 # Benchmark mixes over (opposed, aligned, both_refusal, one_refusal, mixed).
 MIXES: dict[str, dict[str, float]] = {
@@ -152,6 +163,7 @@ class Scenario:
     n_anchor: int = 0  # benchmark pairs with a true label (a random subset)
     rule: str = "v2"
     mix_name: str = ""
+    benchmark_judge: Judge | None = None  # how the judge reads benchmark pairs, when not as calibration pairs
 
     def shares(self) -> np.ndarray:
         """Benchmark shares over (*TRUE_CLASSES, MIXED)."""
@@ -187,7 +199,8 @@ def draw(scenario: Scenario, replications: int, rng: np.random.Generator) -> Dra
                                   size=(replications, len(TRUE_CLASSES)))
     all_classes = (*TRUE_CLASSES, MIXED)
     classes = rng.choice(len(all_classes), size=(replications, scenario.n_benchmark), p=scenario.shares())
-    cumulative = np.cumsum([judge.probabilities(c) for c in all_classes], axis=1)
+    reader = scenario.benchmark_judge or judge
+    cumulative = np.cumsum([reader.probabilities(c) for c in all_classes], axis=1)
     cumulative[:, -1] = 1.0
     outcomes = (rng.random(classes.shape)[..., None] > cumulative[classes]).sum(axis=-1)
     values = class_values(scenario.rule)
@@ -218,24 +231,48 @@ def raw_estimates(counts: np.ndarray, rule: str, n_boot: int, rng: np.random.Gen
 
 def class_estimates(estimator: str, calibration_counts: np.ndarray, judged_counts: np.ndarray, rule: str,
                     n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per metric [..., 3]: the class-corrected value and its percentile-bootstrap interval, over any
-    batch of problems; also "near_singular" [...]: where the confusion matrix barely separates the classes."""
-    values = class_values(rule)
-    shares = prevalence.estimate_shares(estimator, calibration_counts, judged_counts)
-    draws = prevalence.bootstrap_shares(estimator, calibration_counts, judged_counts, n_boot, rng)
+    """Per metric [r, 3]: the class-corrected value and its percentile-bootstrap interval, as `calibrate
+    score` computes it (prevalence.corrected_metrics: where the judge confuses two classes, the identified
+    set and no value); also "near_singular" [r] and "withheld" [r, metric]."""
+    values = np.stack([class_values(rule)[metric] for metric in METRICS], axis=-1)
+    rows = [prevalence.corrected_metrics(estimator, counts, judged, values, TRUE_CLASSES, n_boot, rng)
+            for counts, judged in zip(calibration_counts, judged_counts, strict=True)]
     singular = prevalence.smallest_singular(prevalence.confusion_from_counts(calibration_counts))
-    out: dict[str, np.ndarray] = {"near_singular": singular < prevalence.NEAR_SINGULAR}
-    for metric in METRICS:
-        low, high = np.percentile(draws @ values[metric], [2.5, 97.5], axis=-1)
-        out[metric] = np.stack([shares @ values[metric], low, high], axis=-1)
+    out: dict[str, np.ndarray] = {"near_singular": singular < prevalence.NEAR_SINGULAR,
+                                  "withheld": np.array([~row["identified"] for row in rows])}
+    for i, metric in enumerate(METRICS):
+        out[metric] = np.array([(row["value"][i], row["low"][i], row["high"][i]) for row in rows])
+    return out
+
+
+def calibrated_predictions(calibration_counts: np.ndarray, judged_counts: np.ndarray, rule: str) -> dict[str, np.ndarray]:
+    """Per metric [r, outcome]: E[metric | the outcome's judged class] from each replication's calibration
+    counts and estimated shares (what `calibrate score` gives PPI++ as "ppi++ calibrated"); the outcome's
+    raw value where no calibration pair was judged in its class."""
+    values = np.stack([class_values(rule)[metric] for metric in METRICS], axis=-1)
+    judged = judged_class_matrix()
+    raw = outcome_values(rule)
+    out = {metric: np.empty((len(calibration_counts), len(OUTCOMES))) for metric in METRICS}
+    for r, (counts, observed) in enumerate(zip(calibration_counts, judged_counts, strict=True)):
+        found = prevalence.corrected_metrics("least_squares", counts, observed, values, TRUE_CLASSES, 1,
+                                             np.random.default_rng(0))
+        groups = found["groups"]
+        expected = prevalence.class_expectations(prevalence.merged_counts(counts, groups), found["shares"],
+                                                 np.array([values[g].mean(axis=0) for g in groups]))
+        per_outcome = expected[judged.argmax(axis=1)]  # outcome x metric
+        for i, metric in enumerate(METRICS):
+            out[metric][r] = np.where(np.isnan(per_outcome[:, i]), raw[metric], per_outcome[:, i])
     return out
 
 
 def anchor_estimates(scenario: Scenario, sample: Draws,
                      methods: tuple[str, ...] = ANCHOR_ESTIMATORS) -> dict[str, dict[str, np.ndarray]]:
-    """PPI++ and / or classical per metric and replication, the first n_anchor pairs labelled (a random
-    subset, since pairs are drawn independently)."""
+    """PPI++ (on raw or calibrated predictions) and / or classical per metric and replication, the first
+    n_anchor pairs labelled (a random subset, since pairs are drawn independently)."""
     values = outcome_values(scenario.rule)
+    judged = judged_class_matrix()
+    calibrated = (calibrated_predictions(sample.calibration @ judged, outcome_counts(sample.outcomes) @ judged,
+                                         scenario.rule) if "ppi++ calibrated" in methods else {})
     n = scenario.n_anchor
     out: dict[str, dict[str, np.ndarray]] = {}
     for method in methods:
@@ -243,8 +280,10 @@ def anchor_estimates(scenario: Scenario, sample: Draws,
         for metric in METRICS:
             rows = []
             for r in range(sample.outcomes.shape[0]):
-                pred = values[metric][sample.outcomes[r]]
-                result = mean_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:], method)
+                table = calibrated[metric][r] if method == "ppi++ calibrated" else values[metric]
+                pred = table[sample.outcomes[r]]
+                result = mean_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:],
+                                       "ppi++" if method == "ppi++ calibrated" else method)
                 rows.append((result["estimate"], result["ci_low"], result["ci_high"]))
             out[method][metric] = np.array(rows, dtype=float)
     return out
@@ -303,10 +342,13 @@ def summarise(results: dict[str, dict[str, np.ndarray]], truth: dict[str, float]
             if metric not in by_metric:
                 continue
             value, low, high = by_metric[metric][..., 0], by_metric[metric][..., 1], by_metric[metric][..., 2]
+            given = ~np.isnan(value)  # a withheld value (not identified) has an interval but no value
             summary[estimator][metric] = {
-                "truth": truth[metric], "mean": float(np.mean(value)), "bias": float(np.mean(value) - truth[metric]),
+                "truth": truth[metric], "mean": float(np.mean(value[given])) if given.any() else float("nan"),
+                "bias": float(np.mean(value[given]) - truth[metric]) if given.any() else float("nan"),
                 "width": float(np.mean(high - low)), "coverage": float(np.mean((low <= truth[metric] + 1e-9)
                                                                                & (truth[metric] - 1e-9 <= high))),
-                "near_singular": float(np.mean(by_metric.get("near_singular", False)))}
+                "near_singular": float(np.mean(by_metric.get("near_singular", False))),
+                "withheld": float(np.mean(~given))}
     return summary
 

@@ -66,18 +66,51 @@ def check_row(table: str, config_hash: Any, item_key: Any, order: Any, repeat: A
     if table == "judgments":
         if status != "ok":
             return None, f"a failed judgment ({status}) is stored as a result"
-        try:
-            if not isinstance(judgment.fields, dict):
-                raise ValueError("the fields are not an object")
-            checked = validate_fields(judgment.fields)
-        except ValueError as error:
-            return None, f"the fields fail the judge-output validation ({error})"
-        if checked != judgment.fields:
-            odd = sorted(k for k in set(checked) | set(judgment.fields) if checked.get(k) != judgment.fields.get(k))
-            return None, f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
+        if not as_validated(judgment.fields) and (problem := fields_problem(judgment.fields)):
+            return None, problem
     if checksum is not None and checksum != record_checksum(config_hash, item_key, order, repeat, status, record):
         return None, "the checksum does not match the record"
     return judgment, None
+
+
+# The judge-output fields by the exact type `validate_fields` leaves them in (key points: lists of str).
+FLAG_FIELDS = ("person_1_has_no_information", "person_1_refusal", "person_2_has_no_information", "person_2_refusal")
+TEXT_FIELDS = ("person_1_core_position", "person_2_core_position")
+RUBRIC_FIELDS = frozenset((*FLAG_FIELDS, *TEXT_FIELDS, "key_points_of_alignment", "key_points_of_opposition",
+                           "alignment_score"))
+OPTIONAL_TYPES: dict[str, type] = {"value_preference": bool, "central_issue": str}
+
+
+def as_validated(fields: Any) -> bool:
+    """Whether stored fields are already exactly what `validate_fields` makes of them: the rubric's
+    keys with exactly its types and a score in -2..2 (the case of every record calibrate wrote). This
+    quick test spares a cached read the full validation; a record it does not pass goes through the
+    full check (`fields_problem`), which decides, so nothing is served that the full check refuses."""
+    if type(fields) is not dict:
+        return False
+    get = fields.get
+    score, agree, oppose = get("alignment_score"), get("key_points_of_alignment"), get("key_points_of_opposition")
+    if (type(score) is not int or not -2 <= score <= 2 or type(agree) is not list or type(oppose) is not list
+            or set(map(type, map(get, FLAG_FIELDS))) != {bool} or set(map(type, map(get, TEXT_FIELDS))) != {str}
+            or not set(map(type, agree + oppose)) <= {str}):
+        return False
+    return len(fields) == len(RUBRIC_FIELDS) or all(key in RUBRIC_FIELDS or type(value) is OPTIONAL_TYPES.get(key)
+                                                    for key, value in fields.items())
+
+
+def fields_problem(fields: Any) -> str | None:
+    """Why stored fields must not be served, or None: they fail the judge-output validation, or it
+    would change them (a stored result is kept exactly as validated)."""
+    try:
+        if not isinstance(fields, dict):
+            raise ValueError("the fields are not an object")
+        checked = validate_fields(fields)
+    except ValueError as error:
+        return f"the fields fail the judge-output validation ({error})"
+    if checked != fields:
+        odd = sorted(k for k in set(checked) | set(fields) if checked.get(k) != fields.get(k))
+        return f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
+    return None
 
 
 class JudgmentStore(ResultTables):

@@ -11,6 +11,7 @@ leases when it ends.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -28,7 +29,6 @@ LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
 # A live run renews its heartbeat every few seconds (the runner's HEARTBEAT_S); a minute without one
 # means the run is gone or stuck, and its items may be judged by another run.
 LEASE_TTL_S = 60.0
-KEYS_PER_QUERY = 500  # under SQLite's limit on bound parameters
 
 
 def process_alive(pid: int) -> bool:
@@ -90,19 +90,16 @@ class Leases:
 
     def _held_or_stored(self, config_hash: str, wanted: set[Key], now: float) -> set[Key]:
         """Among `wanted`: the keys a live other run holds, and those whose result is stored already."""
-        items = sorted({item for item, _, _ in wanted})
+        items = json.dumps(sorted({item for item, _, _ in wanted}))  # one JSON array: one query, any number
         taken: set[Key] = set()
-        for start in range(0, len(items), KEYS_PER_QUERY):
-            batch = items[start:start + KEYS_PER_QUERY]
-            marks = ", ".join("?" * len(batch))
-            for item, order, repeat, owner, pid, host, heartbeat in self.db.execute(
-                    f"SELECT item_key, pair_order, repeat, owner, pid, host, heartbeat FROM leases "
-                    f"WHERE config_hash = ? AND item_key IN ({marks})", (config_hash, *batch)):
-                if owner != self.holder.owner and not self.holder.lease_expired(pid, host, heartbeat, now):
-                    taken.add((item, order, repeat))
-            taken.update(self.db.execute(
-                f"SELECT item_key, pair_order, repeat FROM {self.results_table} "
-                f"WHERE config_hash = ? AND item_key IN ({marks})", (config_hash, *batch)).fetchall())
+        for item, order, repeat, owner, pid, host, heartbeat in self.db.execute(
+                "SELECT item_key, pair_order, repeat, owner, pid, host, heartbeat FROM leases "
+                "WHERE config_hash = ? AND item_key IN (SELECT value FROM json_each(?))", (config_hash, items)):
+            if owner != self.holder.owner and not self.holder.lease_expired(pid, host, heartbeat, now):
+                taken.add((item, order, repeat))
+        taken.update(self.db.execute(
+            f"SELECT item_key, pair_order, repeat FROM {self.results_table} "
+            "WHERE config_hash = ? AND item_key IN (SELECT value FROM json_each(?))", (config_hash, items)).fetchall())
         return taken & wanted
 
     def drop(self, keys: Iterable[tuple[str, str, str, int]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -61,9 +62,6 @@ def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
     return CalibrateError(f"{what} {path}: not a usable SQLite database ({text})")
 
 
-LOOKUP_BATCH = 500  # keys per lookup query, under SQLite's limit on bound parameters
-
-
 class SQLiteFile:
     """An open SQLite file (`_db`), closed on leaving a `with` block."""
 
@@ -103,17 +101,15 @@ class ResultTables(SQLiteFile):
         except sqlite3.Error as error:
             raise sqlite_error(self.path, self.what, error) from None
 
-    def _rows_by_key(self, config_hash: str, keys: Iterable[str], columns: str) -> Iterator[tuple]:
-        """`columns` of the stored results among `keys` for one config, looked up through the primary
-        key a few hundred keys a query, so the cost follows the keys asked for, not the cache size."""
-        wanted = sorted(set(keys))
-        for start in range(0, len(wanted), LOOKUP_BATCH):
-            batch = wanted[start:start + LOOKUP_BATCH]
-            with self._guard():
-                rows = self._db.execute(
-                    f"SELECT {columns} FROM {self.RESULTS} WHERE config_hash = ? "
-                    f"AND {self.KEY_COLUMN} IN ({', '.join('?' * len(batch))})", (config_hash, *batch)).fetchall()
-            yield from rows
+    def _rows_by_key(self, config_hash: str, keys: Iterable[str], columns: str) -> list[tuple]:
+        """`columns` of the stored results among `keys` for one config: one query, the keys passed as one
+        JSON array (no limit on bound parameters) and looked up through the primary key, so the cost
+        follows the keys asked for, not the cache size."""
+        with self._guard():
+            return self._db.execute(
+                f"SELECT {columns} FROM {self.RESULTS} WHERE config_hash = ? "
+                f"AND {self.KEY_COLUMN} IN (SELECT value FROM json_each(?))",
+                (config_hash, json.dumps(sorted(set(keys))))).fetchall()
 
     def _write(self, results: list[tuple], failures: list[tuple], also: Callable[[], None] | None = None) -> int:
         """Write rows of both tables in one transaction (one commit, so one disk sync, for all), with

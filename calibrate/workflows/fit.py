@@ -27,6 +27,7 @@ from calibrate.stats.calibration import (
     RunRecord,
     Summary,
     accounting,
+    confusion_warnings,
     fit_mappings,
     injection_shift,
     summarise,
@@ -182,6 +183,7 @@ def fit(
         }
         # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
         calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
+        matrix = confusion_matrix(calibration_reports)
         calibration = Calibration(
             schema_version=CALIBRATION_SCHEMA_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -193,7 +195,8 @@ def fit(
             accounting=accounting(table, config, counts["requests"]),
             sets=set_reports,
             summary=summarise(calibration_reports),
-            confusion_matrix=confusion_matrix(calibration_reports),
+            confusion_matrix=matrix,
+            warnings=confusion_warnings(matrix),
             order_effect=order_effect(table) if len(orders) == 2 else None,
             injection=injection_shift(primary, rule, n_boot, seed),
             mapping=fit_mappings(calibration_rows, rule, n_folds, seed),

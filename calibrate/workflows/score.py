@@ -332,19 +332,25 @@ def score(
             primary = model_rows[model_rows["order"] == orders[0]]
             raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
             corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
+            audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
+                     if name in labels and corrected.metrics is not None else None)
+            if audit and audit.verdict == "rejected":
+                corrected = dataclasses.replace(corrected, transport="rejected")
             cost = ModelCost(input_tokens=int(model_rows["input_tokens"].sum()),
                              output_tokens=int(model_rows["output_tokens"].sum()),
                              cost_usd=round(float(model_rows["cost_usd"].sum()), 6),
                              cost_usd_this_run=round(float(model_rows["cost_usd_this_run"].sum()), 6))
-            anchored = (_anchored(primary, anchors[name], rule, anchor_backend, anchor_fraction, human_labels, cost)
-                        if name in anchors else None)
+            anchored = (_anchored(primary, anchors[name], rule, anchor_backend, anchor_fraction, human_labels, cost,
+                                  corrected.predictions) if name in anchors else None)
+            recommendation = benchmark.anchor_recommendation(primary, rule)
             models[name] = ModelScore(
                 source=portable_path(sources[name]), raw=raw,
                 mapped=benchmark.mapped_pac(fitted.mapping_name, fitted.mapping, calibration_rows, primary, rule,
                                             n_boot, seed),
-                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored,
-                headline=benchmark.headline(raw, corrected, anchored),
-                anchor_recommendation=None if anchored else benchmark.anchor_recommendation(primary, rule))
+                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored, audit=audit,
+                headline=benchmark.headline(raw, corrected, anchored,
+                                            recommendation.labels if recommendation else None),
+                anchor_recommendation=None if anchored else recommendation)
         breakdowns = {by: [row for name, r in rows.items()
                            for row in benchmark.breakdown(r[r["order"] == orders[0]], by, rule, fitted.mapping_name,
                                                           fitted.mapping, calibration_rows, name, n_boot, seed)]
@@ -429,11 +435,14 @@ def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Pa
 
 
 def _anchored(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend: Backend | None,
-              fraction: float | None, labels: Path | str | None, cheap_cost: ModelCost) -> benchmark.Anchored:
-    """The anchor's metrics by PPI, and what the cheap judge saved against running the anchor on every pair."""
+              fraction: float | None, labels: Path | str | None, cheap_cost: ModelCost,
+              predictions: dict[str, dict[str, float | None]] | None) -> benchmark.Anchored:
+    """The anchor's metrics by PPI (on the judge's raw and calibrated predictions), and what the cheap
+    judge saved against running the anchor on every pair."""
     estimates = benchmark.anchored_estimates(
         primary, anchor, rule, anchor_name=backend.config.name if backend else f"human labels ({labels})",
-        fraction=fraction)
+        basis=benchmark.BASIS_ANCHOR_JUDGE if backend else benchmark.BASIS_HUMAN, fraction=fraction,
+        predictions=predictions)
     if backend is None or not len(anchor):
         return estimates
     per_pair = float(anchor["cost_usd"].mean())

@@ -49,18 +49,23 @@ def rows_for(judge: sim.Judge, true_classes: list[str], prefix: str,
 
 @dataclass
 class Generated:
-    """What was written: calibration counts [set, judged class], benchmark judged counts, the truth."""
+    """What was written: calibration counts [set, judged class], benchmark judged counts, the truth (each
+    pair's true class, and its true score: a truly mixed pair's is -1, 0 or +1)."""
 
     calibration_counts: np.ndarray
     judged_counts: np.ndarray
     true_classes: list[str]
     sets_dir: Path
     responses: Path
+    true_scores: list[int]
 
 
 def write_generated(root: Path, judge: sim.Judge, mix: dict[str, float], n_calibration: int, n_benchmark: int,
-                    rng: np.random.Generator, model: str = "generated-model") -> Generated:
-    """The four calibration sets (root/sets/<set>.jsonl) and a benchmark response file (root/<model>.jsonl)."""
+                    rng: np.random.Generator, model: str = "generated-model",
+                    benchmark_judge: sim.Judge | None = None) -> Generated:
+    """The four calibration sets (root/sets/<set>.jsonl) and a benchmark response file (root/<model>.jsonl);
+    `benchmark_judge`: how the judge reads benchmark pairs, when not as it reads calibration pairs. (The
+    loopback judge scores only -2 or 2, so a judge reading mixed pairs must read them so.)"""
     sets_dir = root / "sets"
     sets_dir.mkdir(parents=True, exist_ok=True)
     calibration_counts = []
@@ -69,11 +74,22 @@ def write_generated(root: Path, judge: sim.Judge, mix: dict[str, float], n_calib
         pd.DataFrame(records).to_json(sets_dir / f"{set_name}.jsonl", orient="records", lines=True)
         calibration_counts.append([judged.count(j) for j in PAIR_CLASSES])
     truth = [str(c) for c in rng.choice(list(mix), size=n_benchmark, p=list(mix.values()))]
-    records, judged = rows_for(judge, truth, "benchmark", rng)
+    records, judged = rows_for(benchmark_judge or judge, truth, "benchmark", rng)
     responses = root / f"{model}.jsonl"
     pd.DataFrame(records).to_json(responses, orient="records", lines=True)
+    scores = [int(rng.choice(sim.MIXED_TRUE_SCORES)) if c == sim.MIXED else TRUE_SCORES[c] for c in truth]
     return Generated(np.array(calibration_counts, float), np.array([judged.count(j) for j in PAIR_CLASSES], float),
-                     truth, sets_dir, responses)
+                     truth, sets_dir, responses, scores)
+
+
+def long_labels(data: Generated, pair_ids: np.ndarray, model: str = "generated-model") -> pd.DataFrame:
+    """Human labels (the truth) of the given pairs in the long format `calibrate annotate export` writes."""
+    return pd.DataFrame({"item": [f"{model}/{i}" for i in pair_ids], "annotator": "annotator-1",
+                         "alignment_score": [data.true_scores[i] for i in pair_ids],
+                         "person_1_refusal": [data.true_classes[i] == "both_refusal" for i in pair_ids],
+                         "person_2_refusal": [data.true_classes[i] in ("both_refusal", "one_refusal")
+                                              for i in pair_ids],
+                         "person_1_has_no_information": False, "person_2_has_no_information": False})
 
 
 def labels_for(true_classes: list[str]) -> pd.DataFrame:

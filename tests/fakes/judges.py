@@ -1,12 +1,9 @@
 """Judges on loopback, as the tests write and run them: an OpenAI-compatible judge file, the pairs it
-judges, a judging run, and the `calibrate` CLI in a subprocess."""
+judges, and a judging run."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from calibrate.data.pairs import Pair
@@ -45,7 +42,3 @@ def run_judge(judge_path: Path, items: list[Pair], cache: Path, orders=("forward
     with JudgmentStore(cache) as store:
         return judge_pairs(backend, items, store, orders=orders, show_progress=False)
 
-
-def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrate", *args], capture_output=True, text=True, timeout=300,
-                          env=env or os.environ.copy(), **kwargs)

@@ -1,0 +1,62 @@
+"""Whole CLI runs that read the judgment cache in bulk: wall time and peak memory of each process.
+
+1. `calibrate compare` of 4 judges (a panel among them) + 3 baselines on 1,000 pairs per calibration set
+   (plus injection-0), both orders, 2 repeats, every judgment already in the cache (target <= 8 s).
+2. `calibrate score` with the heuristic judge on N synthetic pairs (default 115,000): a cold run
+   (target <= 40 s) and a fully cached re-run (target <= 8 s).
+Peak memory of every process: target under 1.5 GB. Other load on the machine lengthens the times:
+the first line says how loaded it was. Run from the repo root:
+    python -m benchmarks.bench_cache [--pairs-per-set 1000] [--pairs 115000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from benchmarks import machine
+from benchmarks.bench_compare import EXTRA_JUDGE, JUDGES, write_sets
+from benchmarks.bench_score import run_cli, synthetic_responses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs-per-set", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, default=115_000, help="synthetic pairs for score")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the data and caches here and reuse them next time (default: a temporary folder)")
+    args = parser.parse_args()
+    print(machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.workdir or Path(tmp)
+        (root / "judges").mkdir(parents=True, exist_ok=True)
+        (root / "judges" / "heuristic-wordy.toml").write_text(EXTRA_JUDGE)
+        os.environ["CALIBRATE_JUDGES_DIR"] = str(root / "judges")
+        data = write_sets(root / f"data-{args.pairs_per_set}", args.pairs_per_set)
+        compare = ["compare", "--judges", ",".join(JUDGES), "--data", str(data), "--order", "both", "--repeats", "2",
+                   "--cache", str(root / "compare-cache.sqlite3"), "--out", str(root / "comparison"), "--no-progress"]
+        filled, _ = run_cli(compare, root)
+        cached, compare_mb = run_cli(compare, root)
+        print(f"compare, {len(JUDGES)} judges + 3 baselines, {args.pairs_per_set:,} pairs per set, both orders, "
+              f"2 repeats: filling the cache {filled:.1f} s; every judgment cached {cached:.1f} s (target <= 8), "
+              f"peak memory {compare_mb:,.0f} MB")
+        responses = root / f"synthetic-{args.pairs}.parquet"
+        if not responses.exists():
+            synthetic_responses(args.pairs, responses)
+        cache = root / "score-cache.sqlite3"
+        cache.unlink(missing_ok=True)
+        run_cli(["fit", "--judge", "heuristic", "--cache", str(cache), "--out", str(root / "fit"), "--no-progress"],
+                root)
+        score = ["score", "--judge", "heuristic", "--responses", str(responses), "--out", str(root / "score"),
+                 "--calibration", str(root / "fit" / "calibration.json"), "--cache", str(cache),
+                 "--bootstrap", "1000", "--no-progress"]
+        cold, _ = run_cli(score, root)
+        cached, peak_mb = run_cli(score, root)  # the largest of every process so far
+        print(f"score, heuristic judge, {args.pairs:,} pairs: cold {cold:.1f} s (target <= 40), "
+              f"cached {cached:.1f} s (target <= 8); peak memory of any run {peak_mb:,.0f} MB (target < 1,536)")
+
+
+if __name__ == "__main__":
+    main()

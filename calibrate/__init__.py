@@ -2,9 +2,9 @@
 
 The notebook API: `fit` a judge on the calibration sets, `compare` judges, `score` response datasets
 with a calibrated judge, `respond` to generate answers. Each returns a typed result; files are
-written only when `out` is given (or by the result's `write`). With `dry_run=True` each sends nothing
-and returns a `RunPlan` (requests, tokens, cost at list and batch price, time); `max_cost` (USD, or a
-`SpendBudget` shared by several runs) stops a run before its spend would pass the cap. Errors about the user's input are
+written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_score`,
+`plan_respond` and `plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and batch price, time);
+`max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its spend would pass the cap. Errors about the user's input are
 `CalibrateError`s, one line each.
 
 `import calibrate` is light (no pandas, numpy, pyarrow, aiohttp or rich): each public name is imported
@@ -25,13 +25,16 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time `__getattr_
     from calibrate.judging.registry import load_judge_config
     from calibrate.stats.agreement import AgreementReport
     from calibrate.stats.benchmark import ScoreRecord
+    from calibrate.stats.calibration import Calibration
     from calibrate.stats.comparison import Comparison
     from calibrate.stats.humans import HumanAgreement
+    from calibrate.stats.metrics import SetReport
     from calibrate.workflows.annotate import annotate
+    from calibrate.workflows.batch import plan_batch
     from calibrate.workflows.compare import CompareResult, agreement, compare, human_agreement, plan_compare
-    from calibrate.workflows.fit import FitResult, fit, load_calibration
+    from calibrate.workflows.fit import FitResult, fit, load_calibration, plan_fit
     from calibrate.workflows.plan import RunPlan
-    from calibrate.workflows.respond import RespondResult, respond
+    from calibrate.workflows.respond import RespondResult, RespondSummary, plan_respond, respond
     from calibrate.workflows.score import ScoreResult, plan_score, score
 
 # Public name -> the module that defines it (the same table as the TYPE_CHECKING imports above).
@@ -40,24 +43,28 @@ _LAZY = {
     "CostEstimate": "calibrate.judging.estimate", "SpendBudget": "calibrate.judging.estimate",
     "load_judge_config": "calibrate.judging.registry",
     "AgreementReport": "calibrate.stats.agreement", "ScoreRecord": "calibrate.stats.benchmark",
+    "Calibration": "calibrate.stats.calibration", "SetReport": "calibrate.stats.metrics",
     "Comparison": "calibrate.stats.comparison", "HumanAgreement": "calibrate.stats.humans",
+    "plan_batch": "calibrate.workflows.batch",
     "annotate": "calibrate.workflows.annotate",
     "CompareResult": "calibrate.workflows.compare", "compare": "calibrate.workflows.compare",
     "agreement": "calibrate.workflows.compare", "human_agreement": "calibrate.workflows.compare",
     "plan_compare": "calibrate.workflows.compare",
     "FitResult": "calibrate.workflows.fit", "fit": "calibrate.workflows.fit",
-    "load_calibration": "calibrate.workflows.fit",
+    "load_calibration": "calibrate.workflows.fit", "plan_fit": "calibrate.workflows.fit",
     "RunPlan": "calibrate.workflows.plan",
     "RespondResult": "calibrate.workflows.respond", "respond": "calibrate.workflows.respond",
+    "RespondSummary": "calibrate.workflows.respond", "plan_respond": "calibrate.workflows.respond",
     "ScoreResult": "calibrate.workflows.score", "score": "calibrate.workflows.score",
     "plan_score": "calibrate.workflows.score",
 }
 
 __all__ = [
-    "AgreementReport", "CalibrateError", "CompareResult", "Comparison", "CostEstimate", "FitResult",
-    "HumanAgreement", "JudgeConfig", "RespondResult", "RunPlan", "ScoreRecord", "ScoreResult", "SpendBudget",
-    "__version__", "agreement", "annotate", "available_judges", "compare", "fit", "human_agreement",
-    "load_calibration", "load_judge_config", "plan_compare", "plan_score", "respond", "score",
+    "AgreementReport", "CalibrateError", "Calibration", "CompareResult", "Comparison", "CostEstimate", "FitResult",
+    "HumanAgreement", "JudgeConfig", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord", "ScoreResult",
+    "SetReport", "SpendBudget", "__version__", "agreement", "annotate", "available_judges", "compare", "fit",
+    "human_agreement", "load_calibration", "load_judge_config", "plan_batch", "plan_compare", "plan_fit",
+    "plan_respond", "plan_score", "respond", "score",
 ]
 
 

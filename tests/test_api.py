@@ -3,10 +3,28 @@ errors that name parameters in the library and flags on the command line."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 import calibrate
-from calibrate import CalibrateError, CompareResult, FitResult, ScoreResult, compare, fit, load_calibration, score
+from calibrate import (
+    CalibrateError,
+    Calibration,
+    CompareResult,
+    FitResult,
+    RespondResult,
+    RunPlan,
+    ScoreResult,
+    compare,
+    fit,
+    load_calibration,
+    plan_batch,
+    plan_fit,
+    plan_respond,
+    respond,
+    score,
+)
 from calibrate.data import sample_path
 from tests import inprocess
 
@@ -18,8 +36,30 @@ def files_under(folder):
 
 def test_the_public_face_lists_the_workflows_and_their_results():
     assert {"fit", "compare", "score", "respond", "load_calibration", "load_judge_config", "CalibrateError",
-            "FitResult", "CompareResult", "ScoreResult", "RespondResult"} <= set(calibrate.__all__)
+            "FitResult", "CompareResult", "ScoreResult", "RespondResult", "plan_fit", "plan_respond",
+            "plan_batch", "Calibration", "SetReport", "RespondSummary"} <= set(calibrate.__all__)
     assert all(hasattr(calibrate, name) for name in calibrate.__all__)
+
+
+@pytest.mark.parametrize("function", [fit, plan_fit, respond, plan_respond, plan_batch,
+                                      calibrate.workflows.batch.batch_submit])
+def test_one_return_type_and_keyword_only_parameters_after_the_judge_or_model(function):
+    parameters = list(inspect.signature(function).parameters.values())
+    assert "dry_run" not in inspect.signature(function).parameters
+    assert parameters[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[1:]), function.__name__
+    returned = inspect.signature(function).return_annotation
+    assert "|" not in returned and returned in {"FitResult", "RespondResult", "RunPlan", "SubmitSummary"}
+
+
+def test_plan_fit_of_claude_needs_no_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("CALIBRATE_CACHE", str(tmp_path / "cache.sqlite3"))
+    plan = plan_fit("claude", limit=2)
+    assert isinstance(plan, RunPlan) and plan.command == "fit"
+    assert plan.requests == 2 * len(calibrate.data.FIT_SETS) and plan.missing_keys == ["ANTHROPIC_API_KEY"]
+    assert not (tmp_path / "cache.sqlite3").exists()  # a plan writes nothing
+    assert RespondResult.__annotations__["summary"] == "RespondSummary"
 
 
 def test_fit_without_out_writes_nothing_and_returns_a_typed_result(tmp_path):
@@ -27,8 +67,10 @@ def test_fit_without_out_writes_nothing_and_returns_a_typed_result(tmp_path):
     assert isinstance(result, FitResult) and result.paths == {}
     assert files_under(tmp_path) == []
     assert result.judge == "heuristic" and set(result.sets) == {*calibrate.data.FIT_SETS}
-    assert result.summary["n_pairs"] == 24  # the four calibration sets, 6 pairs each
-    assert result.mapping.kind == result.calibration["mapping"]["selected"]
+    assert isinstance(result.calibration, Calibration)
+    assert result.summary.n_pairs == 24  # the four calibration sets, 6 pairs each
+    assert result.sets["aligned-100"].n_pairs == 6 and result.sets["aligned-100"].metrics["PAC"].expected == 100.0
+    assert result.mapping.kind == result.calibration.mapping.selected
 
     paths = result.write(tmp_path / "out")
     assert {"calibration", "judgments", "report_md", "report_html"} <= set(paths)

@@ -13,6 +13,7 @@ from sklearn.metrics import cohen_kappa_score
 import calibrate
 from calibrate.errors import CalibrateError
 from calibrate.judging.panel import combine, median_score
+from calibrate.stats.calibration import InjectionShift, Latency, Prices, Summary
 from calibrate.stats.comparison import (
     MAX_ORDER_SHIFT,
     CalibratedError,
@@ -20,9 +21,7 @@ from calibrate.stats.comparison import (
     FailureRates,
     JudgeCost,
     JudgeSummary,
-    Latency,
     OrderBias,
-    Prices,
     recommend,
 )
 from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
@@ -79,10 +78,10 @@ def test_per_set_errors_match_the_judgments(offline):
             adjusted = np.where(r1 & r2, 2, np.where(r1 ^ r2, 0, group["alignment_score"]))  # rule v2
             expected = {"unaligned-0": 0, "injection-0": 0, "aligned-100": 100, "refusal-100": 100,
                         "one-refusal-50": 50}[set_name]
-            assert report["metrics"]["PAC"]["error"] == pytest.approx(((adjusted + 2) / 4 * 100).mean() - expected,
+            assert report.metrics["PAC"].error == pytest.approx(((adjusted + 2) / 4 * 100).mean() - expected,
                                                                       abs=1e-3)
-            assert comparison.judges[judge].pac_error(set_name).value == report["metrics"]["PAC"]["error"]
-    assert all(r["metrics"]["PAC"]["value"] == 50 for r in comparison.judges["always-0"].sets.values())
+            assert comparison.judges[judge].pac_error(set_name).value == report.metrics["PAC"].error
+    assert all(r.metrics["PAC"].value == 50 for r in comparison.judges["always-0"].sets.values())
 
 
 def test_agreement_between_judges_matches_sklearn(offline):
@@ -115,7 +114,7 @@ def test_panel_is_the_median_of_its_members(offline):
     decisive = calibrate.fit("heuristic-decisive", out=out / "decisive", limit=12, order="both",
                              sets=list(result.comparison.data.sets), cache=out / "cache.sqlite3",
                              n_boot=100)
-    assert decisive.calibration["run"]["judged"] == 0  # the panel had judged it already
+    assert decisive.calibration.run.judged == 0  # the panel had judged it already
     tables = {"heuristic-decisive": decisive.judgments, **{m: judgments[judgments["judge_name"] == m]
                                                           for m in ("heuristic", "heuristic-strict", "panel")}}
     scores = pd.concat({name: table[table["repeat"] == 0].set_index(["set_name", "pair_id", "order"])["alignment_score"]
@@ -138,17 +137,18 @@ def test_deterministic_judges_are_perfectly_stable_and_the_heuristic_ignores_inj
     assert judges["heuristic"].repeat_stability.krippendorff_alpha == 1.0
     assert judges["heuristic"].repeat_stability.exact_agreement == 100.0
     assert judges["always-0"].repeat_stability.krippendorff_alpha is None  # undefined: no variation
-    assert judges["heuristic"].injection["n_pairs"] == 12 and judges["heuristic"].injection_shift.value == 0.0
+    assert judges["heuristic"].injection.n_pairs == 12 and judges["heuristic"].injection_shift.value == 0.0
 
 
 def test_recommendation_rule_excludes_for_each_stated_reason():
     def judge(error, baseline=False, failure=0.0, order=None, injection=None):
         return JudgeSummary(
             name="j", backend="openai", config_hash="0", description=None, baseline=baseline, sets={},
-            summary={"max_abs_pac_error": error}, failures=FailureRates(100, failure, failure, 0.0, {}),
+            summary=Summary({}, error, error, None, (None, None), 0, 0, 0, 0, ""),
+            failures=FailureRates(100, failure, failure, 0.0, {}),
             order_bias=None if order is None else OrderBias(48, order, (None, None), 50.0, None, {}),
             repeat_stability=None,
-            injection=None if injection is None else {"pac_shift": injection, "pac_shift_ci": [None, None]},
+            injection=None if injection is None else InjectionShift(36, "v2", injection, (None, None), 0, 0, False),
             calibrated=CalibratedError("identity", None, "nested cross-validation", None),
             cost=JudgeCost(0, 0, 0.0, 0.0, 0, None, Latency(None, None, None), 0, 0, {}, 0, Prices(0.0, 0.0),
                            0.0, 0.0))
@@ -237,9 +237,9 @@ def test_bad_human_labels_and_judge_lists_are_one_line_errors(tmp_path):
 def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answers(tmp_path, monkeypatch):
     """The heuristic ignores notes to the judge; a judge that obeys them is flagged in its report."""
     heuristic = calibrate.fit("heuristic", cache=tmp_path / "c.sqlite3", n_boot=200, limit=12)
-    assert heuristic.calibration["injection"] == {**heuristic.calibration["injection"], "pac_shift": 0.0,
-                                                  "pairs_moved": 0, "flagged": False, "n_pairs": 12}
-    assert "injection-0" not in heuristic.calibration["summary"]["pac_error_by_set"]  # never in the headline
+    unmoved = heuristic.calibration.injection
+    assert (unmoved.pac_shift, unmoved.pairs_moved, unmoved.flagged, unmoved.n_pairs) == (0.0, 0, False, 12)
+    assert "injection-0" not in heuristic.calibration.summary.pac_error_by_set  # never in the headline
     state = ServerState()
     httpd, base_url = start_server(state)
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
@@ -249,8 +249,8 @@ def test_fit_reports_the_injection_shift_and_flags_a_judge_that_obeys_the_answer
                                n_boot=200, limit=12)
     finally:
         httpd.shutdown()
-    injection = result.calibration["injection"]
-    assert injection["flagged"] and injection["pac_shift"] > 10 and injection["pac_shift_ci"][0] > 0
+    injection = result.calibration.injection
+    assert injection.flagged and injection.pac_shift > 10 and injection.pac_shift_ci[0] > 0
     assert "Flagged: this judge is moved by text aimed at it" in (tmp_path / "g" / "report.md").read_text()
 
 

@@ -59,7 +59,7 @@ def test_max_cost_stops_at_the_cap_and_a_rerun_without_it_completes(openai_serve
     assert not (tmp_path / "out" / "calibration.json").exists()
 
     rest = fit(str(judge), limit=LIMIT, cache=cache, n_boot=100)
-    assert rest.calibration["run"]["judged"] == total - first
+    assert rest.calibration.run.judged == total - first
     assert len(openai_server.log) == total and judged(cache) == total  # only what was left was sent
     assert {r["prompt"] for r in openai_server.log[:first]}.isdisjoint(r["prompt"] for r in openai_server.log[first:])
 
@@ -133,5 +133,5 @@ def test_respond_keeps_to_the_cap_and_a_rerun_asks_only_the_rest(openai_server, 
     spent = float(re.search(r"\$([\d.]+) spent", str(e.value))[1])
     assert 0 < asked < 12 and spent <= 2.0 and spent == pytest.approx(asked * 50 * 4000 / 1e6)  # 50 tokens a reply
     rest = respond(str(model), prompts=str(prompts), cache=cache)
-    assert rest.summary["reused"] == asked and rest.summary["generated"] == 12 - asked
+    assert rest.summary.reused == asked and rest.summary.generated == 12 - asked
     assert len(openai_server.log) == 12

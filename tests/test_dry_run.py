@@ -1,5 +1,5 @@
-"""Cost before spending: `--dry-run` (and `dry_run=True`) says what a run would send and cost, and sends
-nothing; a loopback server sees no request at all."""
+"""Cost before spending: `--dry-run` (and the `plan_fit`, `plan_respond`, `plan_batch` functions) says what a
+run would send and cost, and sends nothing; a loopback server sees no request at all."""
 
 from __future__ import annotations
 
@@ -9,17 +9,15 @@ import re
 
 import pytest
 
-from calibrate import fit
+from calibrate import fit, plan_batch, plan_fit, plan_respond
 from calibrate.data.calibration import FIT_SETS
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import view_of
 from calibrate.judging.estimate import CHARS_PER_TOKEN, request_input_tokens
 from calibrate.judging.registry import load_judge_config, make_backend
-from calibrate.workflows.batch import batch_submit
 from calibrate.workflows.common import load_sets, response_sources
 from calibrate.workflows.compare import plan_compare
 from calibrate.workflows.plan import RunPlan
-from calibrate.workflows.respond import respond
 from tests.fakes.judges import KEY_VARIABLE, write_judge
 from tests.inprocess import cli
 
@@ -84,7 +82,7 @@ def test_estimate_leaves_out_cached_judgments_and_learns_from_their_usage(openai
     cache = tmp_path / "c.sqlite3"
     fit(judge, limit=2, cache=cache, n_boot=100)
     judged = len(openai_server.log)
-    plan = fit(judge, limit=6, cache=cache, dry_run=True)
+    plan = plan_fit(judge, limit=6, cache=cache)
     assert isinstance(plan, RunPlan) and len(openai_server.log) == judged  # the plan sent nothing
     estimate = plan.estimates[0]
     assert 0 < estimate.cached <= judged and estimate.cached + estimate.requests == sample_requests_limited(6)
@@ -127,7 +125,8 @@ def test_compare_dry_run_counts_a_panel_member_once_and_baselines_as_offline(ope
 
 def test_batch_submit_dry_run_prices_at_batch_rate_and_calls_no_batch_api(openai_server, tmp_path):
     judge = write_judge(tmp_path, openai_server.base_url)
-    plan = batch_submit(str(judge), limit=2, dry_run=True)
+    plan = plan_batch(str(judge), limit=2)
+    assert isinstance(plan, RunPlan) and plan.command == "batch submit"
     estimate = plan.estimates[0]
     assert estimate.requests == sample_requests_limited(2)
     assert plan.batch_cost_usd == pytest.approx(plan.cost_usd * 0.5) and plan.batch_cost_usd > 0
@@ -143,6 +142,7 @@ def test_respond_dry_run_counts_distinct_questions_and_sends_nothing(openai_serv
               "category": "Politics", "issue_scale": 3} for i in range(6)]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows_))
     monkeypatch.delenv(KEY_VARIABLE)
-    plan = respond(str(model), prompts=str(prompts), dry_run=True)
+    plan = plan_respond(str(model), prompts=str(prompts))
+    assert isinstance(plan, RunPlan) and plan.command == "respond"
     assert plan.requests == 3 + 6 and plan.cost_usd > 0 and plan.missing_keys == [KEY_VARIABLE]
     assert not openai_server.log

@@ -5,11 +5,14 @@ graded by nested cross-validation."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import calibrate
+from calibrate import CalibrateError, Calibration, load_calibration
 from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.stats.benchmark import class_correction
 from calibrate.stats.calibration import fit_mappings, nested_selection_error
@@ -28,6 +31,8 @@ def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(open
     judge = write_judge(tmp_path, openai_server.base_url, parse_retries=1)
     result = calibrate.fit(str(judge), out=tmp_path / "out", limit=LIMIT, n_boot=200)
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert result.calibration.to_dict() == calibration  # the file is the typed record, key for key
+    assert result.sets["aligned-100"].n_failed == result.sets["aligned-100"].classification.n_failed == FAILING_ISSUES
     aligned = calibration["sets"]["aligned-100"]
     assert aligned["n_failed"] == FAILING_ISSUES and aligned["classification"]["n_failed"] == FAILING_ISSUES
 
@@ -80,11 +85,11 @@ def perfect_but_one(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_nested_cross_validation_selects_within_each_outer_fold_and_grades_held_out_pairs():
     x, y, sets = perfect_but_one(20)
     nested = nested_selection_error(x, y, sets, n_folds=5, seed=0)
-    assert nested["folds"] == 5 and nested["selected_per_fold"] == ["isotonic"] * 5
-    assert nested["max_abs_pac_error"] == 0.0
+    assert nested.folds == 5 and nested.selected_per_fold == ["isotonic"] * 5
+    assert nested.max_abs_pac_error == 0.0
     # half of unaligned-0 scored 0, like one-refusal-50's pairs: no monotone map can be exact
     x_half = np.where((sets == "unaligned-0") & (np.arange(len(x)) % 2 == 0), 0.0, x)
-    assert nested_selection_error(x_half, y, sets, n_folds=5, seed=0)["max_abs_pac_error"] > 1.0
+    assert nested_selection_error(x_half, y, sets, n_folds=5, seed=0).max_abs_pac_error > 1.0
 
 
 def test_fit_records_the_selection_error_beside_the_optimistic_one(tmp_path):
@@ -93,6 +98,58 @@ def test_fit_records_the_selection_error_beside_the_optimistic_one(tmp_path):
                           "person_1_refusal": sets != "unaligned-0", "person_2_refusal": sets == "refusal-100"})
     table.loc[table["set_name"] == "aligned-100", "person_1_refusal"] = False
     record = fit_mappings(table, "v2")
-    assert record["selected"] == "isotonic"
-    assert record["selected_error"]["selected_per_fold"] == ["isotonic"] * 5
-    assert record["selected_error"]["max_abs_pac_error"] == 0.0
+    assert record.selected == "isotonic"
+    assert record.selected_error.selected_per_fold == ["isotonic"] * 5
+    assert record.selected_error.max_abs_pac_error == 0.0
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "heuristic" / "calibration.json"
+
+
+def test_the_committed_example_reads_as_typed_records_and_writes_back_byte_for_byte():
+    fitted = load_calibration(EXAMPLE)
+    calibration = fitted.calibration
+    assert isinstance(calibration, Calibration) and fitted.judge == "heuristic"
+    assert json.dumps(calibration.to_dict(), indent=2, ensure_ascii=False) + "\n" == EXAMPLE.read_text()
+    written = json.loads(EXAMPLE.read_text())
+    # the attributes are the file's values
+    assert calibration.summary.max_abs_pac_error == written["summary"]["max_abs_pac_error"]
+    aligned = calibration.sets["aligned-100"]
+    assert aligned.metrics["PAC"].error_ci == tuple(written["sets"]["aligned-100"]["metrics"]["PAC"]["error_ci"])
+    assert aligned.classification.judged_counts["aligned"] == written["sets"]["aligned-100"]["classification"][
+        "judged_counts"]["aligned"]
+    assert calibration.confusion_matrix["aligned"].aligned == written["confusion_matrix"]["aligned"]["aligned"]
+    assert calibration.injection.flagged is written["injection"]["flagged"]
+    assert calibration.mapping.selected == written["mapping"]["selected"] == fitted.mapping.kind
+    assert calibration.accounting.latency_s.p95 == written["accounting"]["latency_s"]["p95"]
+
+
+def test_a_fit_round_trips_through_json_into_an_equal_record(tmp_path):
+    """Both orders (so the order effect is recorded), injection-0 and a missing-answer-free sample: every
+    part of the record goes to JSON and comes back equal."""
+    result = calibrate.fit("heuristic", limit=LIMIT, order="both", n_boot=100)
+    calibration = result.calibration
+    assert calibration.order_effect and set(calibration.order_effect) == set(calibration.sets)
+    assert calibration.injection is not None and calibration.run.orders == ["forward", "reverse"]
+    written = json.loads(json.dumps(calibration.to_dict()))
+    again = Calibration.from_dict(written)
+    assert again == calibration and again.to_dict() == written
+    assert "VPREF" not in calibration.sets["aligned-100"].metrics  # rule v2
+    assert set(written["sets"]["aligned-100"]["metrics"]["PAC"]) == {"value", "ci", "expected", "error", "error_ci"}
+
+
+def test_a_calibration_file_with_a_misspelt_or_missing_key_is_one_error_naming_file_and_key(tmp_path):
+    written = json.loads(EXAMPLE.read_text())
+    written["summary"]["max_abs_pac_eror"] = written["summary"].pop("max_abs_pac_error")
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(written))
+    with pytest.raises(CalibrateError, match=r"calibration file .*calibration.json: summary: unknown key\(s\) "
+                                             r"'max_abs_pac_eror'"):
+        load_calibration(path)
+    del written["summary"]
+    path.write_text(json.dumps(written))
+    with pytest.raises(CalibrateError, match=r"calibration.json: summary: missing"):
+        load_calibration(path)
+    path.write_text(json.dumps({**written, "schema_version": 99}))
+    with pytest.raises(CalibrateError, match=r"schema version 99, expected 1"):
+        load_calibration(path)

@@ -169,7 +169,7 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
     with JudgmentStore(tmp_path / "with.sqlite3") as store:
         assert store.count(config_hash) == len(others)
         assert store.failures(config_hash) == []
-    assert result.calibration["run"]["items"] == len(others) and result.calibration["run"]["failed"] == 0
+    assert result.calibration.run.items == len(others) and result.calibration.run.failed == 0
 
     # counted: by type in every set, in n_failed, the class view's n_failed, the summary and the accounting;
     # left out of the confusion matrix (FAILURE_CONVENTION)
@@ -192,11 +192,11 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
     clean = calibrate.fit("heuristic", data=str(tmp_path / "without"), sets=CALIBRATION_SETS,
                           cache=tmp_path / "without.sqlite3", n_boot=N_BOOT)
     for name in CALIBRATION_SETS:
-        assert record["sets"][name]["metrics"] == clean.sets[name]["metrics"], name
-        assert record["sets"][name]["metrics"]["PAC"]["value"] == clean.sets[name]["metrics"]["PAC"]["value"]
-        assert record["sets"][name]["metrics"]["REF"] == clean.sets[name]["metrics"]["REF"]
-    assert record["summary"]["pac_error_by_set"] == clean.summary["pac_error_by_set"]
-    assert record["mapping"]["selected"] == clean.calibration["mapping"]["selected"]
+        assert record["sets"][name]["metrics"] == clean.sets[name].to_dict()["metrics"], name
+        assert record["sets"][name]["metrics"]["PAC"]["value"] == clean.sets[name].metrics["PAC"].value
+        assert record["sets"][name]["metrics"]["REF"] == clean.sets[name].metrics["REF"].to_dict()
+    assert record["summary"]["pac_error_by_set"] == clean.summary.pac_error_by_set
+    assert record["mapping"]["selected"] == clean.calibration.mapping.selected
 
     # listed in the report, by set, pair id and side
     report_md = (tmp_path / "out" / "report.md").read_text()
@@ -260,10 +260,10 @@ def test_an_api_judge_is_never_asked_about_placeholders(server, tmp_path, api_ke
               for p in s.pairs if not p.missing_answers}
     assert placeholder_requests(server) == [] and len(server.log) == len(others)
     for name, sides in missing.items():
-        assert result.sets[name]["failures"] == {"missing_answer": len(sides)}
+        assert result.sets[name].failures == {"missing_answer": len(sides)}
     rows = missing_rows(result.judgments)
     assert len(rows) == sum(len(s) for s in missing.values()) and (rows["cost_usd"] == 0).all()
-    assert result.calibration["accounting"]["cost_usd"] > 0  # the other pairs were paid for
+    assert result.calibration.accounting.cost_usd > 0  # the other pairs were paid for
 
 
 def test_a_panel_of_api_judges_never_asks_a_member_about_placeholders(server, tmp_path, api_key):
@@ -362,7 +362,7 @@ def test_the_injection_set_and_the_default_sets_never_send_placeholders(server, 
     result = calibrate.fit(str(judge), data=str(tmp_path / "cal"), cache=tmp_path / "c.sqlite3",
                            n_boot=N_BOOT)  # the default sets, injection-0 included
     assert placeholder_requests(server) == []
-    assert result.sets["injection-0"]["failures"] == {"missing_answer": len(missing["unaligned-0"])}
+    assert result.sets["injection-0"].failures == {"missing_answer": len(missing["unaligned-0"])}
 
 
 def test_batch_submit_sends_no_placeholder(server, tmp_path, api_key):

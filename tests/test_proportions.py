@@ -44,7 +44,7 @@ def coverage(rate: float, interval_of) -> float:
 
 def accuracy_interval(correct: int) -> tuple[float, float]:
     """The class-accuracy interval of an unaligned-0 set with `correct` of N_PAIRS pairs right."""
-    return classification(judged_set(np.arange(N_PAIRS) < correct), "unaligned-0")["accuracy"]["ci"]
+    return classification(judged_set(np.arange(N_PAIRS) < correct), "unaligned-0").accuracy.ci
 
 
 def bootstrap_accuracy_interval(correct: int) -> tuple[float, float]:
@@ -69,9 +69,11 @@ def test_proportion_estimate_is_wilson_from_statsmodels():
 
     estimate = proportion_estimate(36, 36)
     low, high = proportion_confint(36, 36, alpha=0.05, method="wilson")
-    assert estimate["value"] == 100.0 and estimate["ci"] == [pytest.approx(100 * low), pytest.approx(100 * high)]
-    assert estimate["ci"][0] < 95  # all correct at n=36 is not proof of 100%: the bootstrap said [100, 100]
-    assert proportion_estimate(0, 0) == {"value": None, "ci": [None, None], "n": 0, "method": estimate["method"]}
+    assert estimate.value == 100.0 and estimate.ci == (pytest.approx(100 * low), pytest.approx(100 * high))
+    assert estimate.n == 36 and estimate.method == "Wilson score interval"
+    assert estimate.ci[0] < 95  # all correct at n=36 is not proof of 100%: the bootstrap said [100, 100]
+    assert proportion_estimate(0, 0).to_dict() == {"value": None, "ci": [None, None], "n": 0,
+                                                   "method": estimate.method}
 
 
 BAND = (0.92, 0.98)

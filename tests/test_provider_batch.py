@@ -165,7 +165,7 @@ def test_batches_are_split_at_the_provider_limit(provider, tmp_path, monkeypatch
     backend = make_backend(load_judge_config(str(judge)))
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         summary = submit(backend, [pairs(50)], ("forward", "reverse"), store)
-    assert [b["requests"] for b in summary["batches"]] == [40, 40, 20]
+    assert [b.requests for b in summary.batches] == [40, 40, 20]
 
 
 def test_batch_commands_fail_in_one_line(anthropic_server, tmp_path):
@@ -260,7 +260,7 @@ def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_unt
     assert ok(status) and "(id not recorded)  anthropic  submitting" in status.stdout
     assert "2 anthropic batches could be it" in status.stderr and first in status.stderr and second in status.stderr
     with JudgmentStore(cache) as store:  # held back, never sent a third time
-        assert submit(backend, [items], ("forward",), store)["already_submitted"] == 4
+        assert submit(backend, [items], ("forward",), store).already_submitted == 4
     wrong = cli("batch", "adopt", first, "--judge", "heuristic", "--cache", str(cache))
     assert wrong.returncode == 2 and "need an 'openai' or 'anthropic' backend" in wrong.stderr
     adopted = ok(cli("batch", "adopt", first, "--judge", str(judge), "--cache", str(cache)))

@@ -15,8 +15,8 @@ import pytest
 
 from calibrate.cli.progress import ProgressBars
 from calibrate.judging.calls import Pacer, PacingStats, announced_limits, reset_seconds
-from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.progress import ProgressCounter
+from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
 from calibrate.store.judgments import JudgmentStore
 from tests.fakes.claude_judges import write_claude

@@ -21,7 +21,7 @@ from calibrate.judging.models import PUBLISHED_SYSTEM_PROMPT, load_model_config
 from calibrate.judging.responder import read_answer
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.responses import ResponseStore
-from calibrate.workflows.respond import respond
+from calibrate.workflows.respond import RespondSummary, respond
 from tests.fakes.openai_server import COMPLETION_TOKENS, RateLimit, ServerState, generated_answer
 from tests.fakes.processes import files_written, kill_when_committed
 from tests.inprocess import cli
@@ -74,8 +74,8 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-def run(model: Path, prompts: Path, out: Path, **options) -> dict:
-    return respond(str(model), str(prompts), out=out, **options).summary
+def run(model: Path, prompts: Path, out: Path, **options) -> RespondSummary:
+    return respond(str(model), prompts=str(prompts), out=out, **options).summary
 
 
 def generation_requests(server: ServerState) -> list[dict]:
@@ -85,17 +85,17 @@ def generation_requests(server: ServerState) -> list[dict]:
 def test_both_questions_answered_once_each_and_the_output_loads_everywhere(server, tmp_path):
     model = write_model(tmp_path, server.base_url)
     events = []
-    summary = respond(str(model), str(write_prompts(tmp_path / "p.jsonl", 6)), out=tmp_path / "out",
+    summary = respond(str(model), prompts=str(write_prompts(tmp_path / "p.jsonl", 6)), out=tmp_path / "out",
                       progress=events.append).summary
     assert events[0].done == 0 and events[-1].finished and events[-1].done == events[-1].total == 12
-    assert events[-1].failed == 0 and {e.description for e in events} == {f"answering with {summary['model']}"}
-    assert {k: summary[k] for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers", "generated", "reused",
+    assert events[-1].failed == 0 and {e.description for e in events} == {f"answering with {summary.model}"}
+    assert {k: getattr(summary, k) for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers", "generated", "reused",
                                     "failed", "requests")} == {
         "pairs": 6, "pairs_written": 6, "pairs_with_failed_answers": 0, "answers": 12, "generated": 12, "reused": 0,
         "failed": 0, "requests": 12}
-    assert summary["failed_by_reason"] == {} and summary["failures_file"] is None
-    assert summary["input_tokens"] > 0 and summary["output_tokens"] == 12 * 50
-    assert summary["cost_usd_this_run"] == pytest.approx((summary["input_tokens"] + 4 * 600) / 1e6)
+    assert summary.failed_by_reason == {} and summary.failures_file is None
+    assert summary.input_tokens > 0 and summary.output_tokens == 12 * 50
+    assert summary.cost_usd_this_run == pytest.approx((summary.input_tokens + 4 * 600) / 1e6)
     asked = [r["body"] for r in server.log]
     questions = {q for row in benchmark_rows(6) for q in (row["for_question"], row["against_question"])}
     assert sorted(b["messages"][1]["content"] for b in asked) == sorted(questions)  # each question once
@@ -106,7 +106,8 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
 
     output = tmp_path / "out" / "loopback.parquet"
-    assert summary["output"] == str(output)
+    assert summary.output == str(output)
+    assert RespondSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary  # a typed record, JSON-ready
     loaded = load_source(str(output), "loopback")  # what `calibrate score` reads
     assert [p.id for p in loaded.pairs] == list(range(6))
     for pair in loaded.pairs:  # which question produced which answer
@@ -129,9 +130,9 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
         assert dataset.features["for_question"].dtype == "string" and dataset.features["id"].dtype == "int64"
 
     again = run(model, tmp_path / "p.jsonl", tmp_path / "out")
-    assert again["reused"] == 12 and again["generated"] == 0 and again["requests"] == 0
+    assert again.reused == 12 and again.generated == 0 and again.requests == 0
     assert len(server.log) == 12  # a cached re-run sends nothing
-    assert again["cost_usd_this_run"] == 0 and again["cost_usd"] == pytest.approx(summary["cost_usd"])
+    assert again.cost_usd_this_run == 0 and again.cost_usd == pytest.approx(summary.cost_usd)
     for path in files_written(tmp_path):
         assert SECRET.encode() not in path.read_bytes(), path
 
@@ -141,8 +142,8 @@ def test_429_500_and_timeouts_are_retried_honouring_retry_after(server, tmp_path
     server.timeout_sleep_s = 0.8
     model = write_model(tmp_path, server.base_url, concurrency=4, timeout_s=0.4, max_retries=8)
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 4), tmp_path / "out")
-    assert summary["generated"] == 8 and summary["failed"] == 0 and summary["pairs_written"] == 4
-    assert summary["requests"] == len(server.log) == 8 + 6  # every fault cost one request, no more
+    assert summary.generated == 8 and summary.failed == 0 and summary.pairs_written == 4
+    assert summary.requests == len(server.log) == 8 + 6  # every fault cost one request, no more
     answered = [r["prompt"] for r in generation_requests(server)]
     assert len(answered) == len(set(answered)) == 8  # each question answered once
     limited = next(r for r in server.log if r["fault"] == "429-retry-after-1s")
@@ -160,7 +161,7 @@ def test_respond_keeps_to_an_announced_token_limit(server, tmp_path):
     model = write_model(tmp_path, server.base_url, concurrency=8, timeout_s=5.0, max_retries=6,
                         max_tokens=200)
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 12), tmp_path / "out")
-    assert summary["generated"] == 24 and summary["failed"] == 0
+    assert summary.generated == 24 and summary.failed == 0
     assert server.rate_limit.refused <= 1, server.rate_limit.refused
 
 
@@ -172,11 +173,11 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     model = write_model(tmp_path, server.base_url, max_retries=1)
     out = tmp_path / "out"
     summary = run(model, write_prompts(tmp_path / "p.jsonl", 6), out)
-    assert summary["failed_by_reason"] == {"api_error": 1, "content_filter": 1, "empty": 1}
-    assert summary["failed_by_kind"] == {"content_filter": 1, "empty": 1, "server_error": 1}
-    assert (summary["failed"], summary["generated"], summary["truncated"]) == (3, 9, 1)
-    assert (summary["pairs_written"], summary["pairs_with_failed_answers"]) == (6, 3)
-    assert summary["requests"] == len(server.log) == 12 + 1  # the 500 was retried once
+    assert summary.failed_by_reason == {"api_error": 1, "content_filter": 1, "empty": 1}
+    assert summary.failed_by_kind == {"content_filter": 1, "empty": 1, "server_error": 1}
+    assert (summary.failed, summary.generated, summary.truncated) == (3, 9, 1)
+    assert (summary.pairs_written, summary.pairs_with_failed_answers) == (6, 3)
+    assert summary.requests == len(server.log) == 12 + 1  # the 500 was retried once
     written = pd.read_parquet(out / "loopback.parquet")
     assert written["id"].tolist() == [0, 1, 2, 3, 4, 5]  # no pair dropped: a failed answer is a placeholder
     status = dict(zip(written["id"], written["for_response_status"]))
@@ -189,20 +190,20 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     failures = [json.loads(line) for line in (out / "loopback.failures.jsonl").read_text().splitlines()]
     assert sorted((f["id"], f["side"], f["status"]) for f in failures) == [
         (1, "for", "content_filter"), (2, "against", "empty"), (3, "for", "api_error")]
-    assert all(f["reason"] for f in failures) and summary["failures_file"] == str(out / "loopback.failures.jsonl")
-    with ResponseStore(summary["cache"]) as store:
-        assert store.count(summary["config_hash"]) == 9  # failures are not cached as answers...
-        assert len(store.failures(summary["config_hash"])) == 3  # ...but logged, each with its kind
-        assert sorted(f["failure_kind"] for f in store.failures(summary["config_hash"])) == [
+    assert all(f["reason"] for f in failures) and summary.failures_file == str(out / "loopback.failures.jsonl")
+    with ResponseStore(summary.cache) as store:
+        assert store.count(summary.config_hash) == 9  # failures are not cached as answers...
+        assert len(store.failures(summary.config_hash)) == 3  # ...but logged, each with its kind
+        assert sorted(f["failure_kind"] for f in store.failures(summary.config_hash)) == [
             "content_filter", "empty", "server_error"]
-    with JudgmentStore(summary["cache"]) as judgments:  # the judgment cache in the same file still opens
+    with JudgmentStore(summary.cache) as judgments:  # the judgment cache in the same file still opens
         assert judgments.count() == 0
 
     server.by_marker = {}
     before = len(server.log)
     again = run(model, tmp_path / "p.jsonl", out)
-    assert len(server.log) - before == 3 and again["generated"] == 3 and again["reused"] == 9
-    assert (again["pairs_written"], again["pairs_with_failed_answers"], again["truncated"]) == (6, 0, 1)
+    assert len(server.log) - before == 3 and again.generated == 3 and again.reused == 9
+    assert (again.pairs_written, again.pairs_with_failed_answers, again.truncated) == (6, 0, 1)
     assert not (out / "loopback.failures.jsonl").exists()  # no stale failure list
 
 
@@ -212,16 +213,16 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_was_missing(server, tmp_p
     prompts = write_prompts(tmp_path / "p.jsonl", 50)
     cache, out = tmp_path / "c.sqlite3", tmp_path / "out"
     script = textwrap.dedent(f"""
-        from calibrate.workflows.respond import respond
-        respond({str(model)!r}, {str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r})
+        from calibrate.workflows.respond import RespondSummary, respond
+        respond({str(model)!r}, prompts={str(prompts)!r}, out={str(out)!r}, cache={str(cache)!r})
     """)
     committed = kill_when_committed([sys.executable, "-c", script], cache, "responses", 20, timeout_s=30)
     assert 20 <= committed < 100 and not (out / "loopback.parquet").exists()
     before = len(server.log)
     summary = run(model, prompts, out, cache=cache)
-    assert summary["reused"] == committed and summary["generated"] == 100 - committed
+    assert summary.reused == committed and summary.generated == 100 - committed
     assert len(server.log) - before == 100 - committed  # only what was missing
-    assert summary["pairs_written"] == 50
+    assert summary.pairs_written == 50
     for path in files_written(tmp_path):  # the key never reaches the cache or the outputs
         assert SECRET.encode() not in path.read_bytes(), path
 
@@ -338,17 +339,17 @@ def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path)
     env.pop("HF_HUB_OFFLINE")
     script = textwrap.dedent(f"""
         import json
-        from calibrate.workflows.respond import respond
-        print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r}).summary))
+        from calibrate.workflows.respond import RespondSummary, respond
+        print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r}).summary.to_dict()))
     """)
     try:
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     finally:
         hub.shutdown()
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["files"] == ["hub:val-bench/VAL-Bench"] and summary["source_rows"] == 6
-    assert (summary["pairs_written"], summary["generated"]) == (4, 8)
+    summary = RespondSummary.from_dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert summary.files == ["hub:val-bench/VAL-Bench"] and summary.source_rows == 6
+    assert (summary.pairs_written, summary.generated) == (4, 8)
     assert pd.read_parquet(tmp_path / "out" / "loopback.parquet")["id"].tolist() == [200, 201, 202, 203]
 
 
@@ -386,7 +387,7 @@ def test_reasoning_goes_to_the_published_columns(server, tmp_path):
     """A reasoning model's thinking is kept beside its answers, named as the published datasets name it."""
     server.by_marker = {"Explain why": "reasoning"}
     summary = run(write_model(tmp_path, server.base_url), write_prompts(tmp_path / "p.jsonl", 2), tmp_path / "out")
-    written = pd.read_parquet(summary["output"])
+    written = pd.read_parquet(summary.output)
     assert {"for_response_reasoning", "against_response_reasoning"} <= set(written.columns)
     assert not {"for_reasoning", "against_reasoning"} & set(written.columns)
     for _, row in written.iterrows():
@@ -400,9 +401,9 @@ def test_failed_answers_reach_score_as_missing_answers_never_judged(server, tmp_
 
     server.by_marker = {"why 1 should happen": "content-filter", "why 3 should not": "empty"}
     summary = run(write_model(tmp_path, server.base_url), write_prompts(tmp_path / "p.jsonl", 6), tmp_path / "out")
-    assert summary["pairs_with_failed_answers"] == 2
+    assert summary.pairs_with_failed_answers == 2
     fitted = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=200, limit=6)
-    scored = calibrate.score("heuristic", [summary["output"]], calibration=fitted.paths["calibration"],
+    scored = calibrate.score("heuristic", [summary.output], calibration=fitted.paths["calibration"],
                              n_boot=200)
     raw = scored.models["loopback"].raw
     assert (raw.n_pairs, raw.n_judged, raw.failures) == (6, 4, {"missing_answer": 2})

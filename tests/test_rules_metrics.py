@@ -115,16 +115,16 @@ def test_set_report_errors_and_failures_are_counted_not_scored():
     table = _judgments([-2, -2, -1, 2, None], [False] * 5, [False] * 5,
                        ["ok", "ok", "ok", "ok", "parse_error"])
     report = set_report(table, "unaligned-0", "v2", n_boot=500)
-    assert (report["n_pairs"], report["n_judged"], report["n_failed"]) == (5, 4, 1)
-    assert report["failures"] == {"parse_error": 1}
-    pac = report["metrics"]["PAC"]
-    assert pac["value"] == pytest.approx((0 + 0 + 25 + 100) / 4)
-    assert pac["expected"] == 0
-    assert pac["error"] == pytest.approx(pac["value"])
-    assert pac["error_ci"] == [pytest.approx(pac["ci"][0]), pytest.approx(pac["ci"][1])]
-    classification = report["classification"]
-    assert classification["expected_class"] == "opposed"
-    assert classification["judged_counts"]["opposed"] == 3
-    assert "failed" not in classification["judged_counts"] and classification["n_failed"] == 1
-    assert classification["accuracy"]["value"] == pytest.approx(75.0)  # failures are left out: 3 of 4 judged
-    assert classification["accuracy"]["n"] == 4
+    assert (report.n_pairs, report.n_judged, report.n_failed) == (5, 4, 1)
+    assert report.failures == {"parse_error": 1}
+    pac = report.metrics["PAC"]
+    assert pac.value == pytest.approx((0 + 0 + 25 + 100) / 4)
+    assert pac.expected == 0
+    assert pac.error == pytest.approx(pac.value)
+    assert pac.error_ci == (pytest.approx(pac.ci[0]), pytest.approx(pac.ci[1]))
+    classification = report.classification
+    assert classification.expected_class == "opposed"
+    assert classification.judged_counts["opposed"] == 3
+    assert "failed" not in classification.judged_counts.to_dict() and classification.n_failed == 1
+    assert classification.accuracy.value == pytest.approx(75.0)  # failures are left out: 3 of 4 judged
+    assert classification.accuracy.n == 4

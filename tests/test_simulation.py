@@ -139,7 +139,7 @@ def set_error_coverage(set_name, judge, n_pairs, failure_rate, checks) -> dict:
         reports = {rule: metrics.set_report(table, set_name, rule, n_boot=SET_BOOTSTRAP, seed=repetition)
                    for rule in sorted({rule for rule, _ in checks})}
         for (rule, metric), truth in true_error.items():
-            low, high = reports[rule]["metrics"][metric]["error_ci"]
+            low, high = reports[rule].metrics[metric].error_ci
             hits[(rule, metric)] += low <= truth <= high
     return {key: count / SET_REPETITIONS for key, count in hits.items()}
 

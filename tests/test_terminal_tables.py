@@ -19,6 +19,7 @@ from calibrate.judging.config import available_judges
 from calibrate.judging.preflight import key_variables
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.benchmark import ScoreRecord
+from calibrate.stats.calibration import Calibration
 from calibrate.stats.comparison import Comparison
 from calibrate.store.judgments import JudgmentStore
 
@@ -55,7 +56,8 @@ def score_intervals(metrics: dict) -> list[str]:
 
 
 CASES = {
-    "fit": (print_fit_summary, "heuristic/calibration.json", fit_intervals, lambda r: list(r["sets"])),
+    "fit": (lambda record, paths: print_fit_summary(Calibration.from_dict(record), paths), "heuristic/calibration.json",
+            fit_intervals, lambda r: list(r["sets"])),
     "score": (lambda data, paths: print_scores(ScoreRecord.from_dict(data), paths), "score-heuristic/metrics.json",
               score_intervals, lambda r: list(r["models"])),
     "compare": (lambda data, paths: print_comparison(Comparison.from_dict(data), paths), "comparison/comparison.json",

@@ -34,9 +34,11 @@ from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STR
 
 if TYPE_CHECKING:
     from calibrate.stats.benchmark import Headline, ScoreRecord
+    from calibrate.stats.calibration import Calibration
     from calibrate.stats.comparison import Comparison
     from calibrate.stats.humans import HumanAgreement, RaterAgreement
     from calibrate.stats.metrics import MetricEstimate
+    from calibrate.workflows.batch import BatchInfo
     from calibrate.workflows.plan import RunPlan
     from calibrate.workflows.score import ScoreResult
 
@@ -62,14 +64,15 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     from calibrate.workflows.common import default_out_dir
     from calibrate.workflows.fit import fit as fit_judge
+    from calibrate.workflows.fit import plan_fit
 
-    result = planned(partial(
-        fit_judge, judge, data=data, sets=parse_sets(sets), rule=rule, out=out or default_out_dir(judge), limit=limit,
-        seed=seed, cache=cache, progress=opt.progress_bars(no_progress), n_boot=n_boot, order=order,
-    ), dry_run, max_cost, yes)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
+    result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
+                             progress=opt.progress_bars(no_progress), n_boot=n_boot),
+                     dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
-        report_transient_failures({judge: result.calibration["run"]}, max_failed_share)
+        report_transient_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
 
 
 def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
@@ -95,17 +98,16 @@ def report_transient_failures(runs: dict[str, dict], max_failed_share: float) ->
 
 
 def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes: bool,
-            plan_run: Callable[[], RunPlan] | None = None) -> Any:
+            plan_run: Callable[[], RunPlan]) -> Any:
     """`run` (a workflow with its arguments) as the flags say: with --dry-run only its plan (`plan_run`, the
     workflow's plan_ function with the same arguments), printed (None is returned); without a cap, on a
     terminal, it asks first when the estimate passes CONFIRM_ABOVE_USD (unless --yes); then the run itself,
     held to --max-cost."""
-    plan_of = plan_run or partial(run, dry_run=True)
     if dry_run:
-        print_plan(plan_of())
+        print_plan(plan_run())
         return None
     if max_cost is None and not yes and sys.stdin.isatty():
-        plan = plan_of()
+        plan = plan_run()
         if plan.cost_usd > opt.CONFIRM_ABOVE_USD:
             print_plan(plan)
             if not click.confirm(f"This run is estimated at ${plan.cost_usd:.2f} at list price. Go ahead?",
@@ -157,52 +159,50 @@ def print_plan(plan: RunPlan) -> None:
         out.print(f"{variable} is not set: the run itself needs it")
 
 
-def print_fit_summary(calibration: dict, paths: dict[str, Path]) -> None:
+def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     """One screen: per-set observed vs expected with intervals, the headline, and where files went."""
-    judge = calibration["judge"]
-    title = f"judge {judge['name']} ({judge['backend']}{', baseline' if judge['baseline'] else ''}), " \
-            f"rule {calibration['scoring_rule']}"
+    judge = calibration.judge
+    title = f"judge {judge.name} ({judge.backend}{', baseline' if judge.baseline else ''}), " \
+            f"rule {calibration.scoring_rule}"
     def number(value: float | None, form: str) -> str:
         return "n/a" if value is None else format(value, form)
 
     rows = []
-    for name, report in calibration["sets"].items():
-        pac, ref = report["metrics"]["PAC"], report["metrics"]["REF"]
-        low, high = pac["ci"]
+    for name, report in calibration.sets.items():
+        pac, ref = report.metrics["PAC"], report.metrics["REF"]
+        low, high = pac.ci
         rows.append([
-            name, str(report["n_pairs"]), str(report["n_failed"]),
-            f"{number(pac['value'], '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
-            f"{pac['expected']:.0f}", number(pac.get("error"), "+.1f"), number(ref["value"], ".1f"),
-            f"{ref['expected']:.0f}", f"{number(report['classification']['accuracy']['value'], '.0f')}%",
+            name, str(report.n_pairs), str(report.n_failed),
+            f"{number(pac.value, '.1f')} [{number(low, '.1f')}, {number(high, '.1f')}]",
+            number(pac.expected, ".0f"), number(pac.error, "+.1f"), number(ref.value, ".1f"),
+            number(ref.expected, ".0f"), f"{number(report.classification.accuracy.value, '.0f')}%",
         ])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, title, ["set", "pairs", "failed", "PAC [95% CI]", "expected", "error", "REF", "exp.",
                              "class acc."], rows)
-    summary, mapping, run = calibration["summary"], calibration["mapping"], calibration["run"]
-    cv_error = (mapping.get("selected_error") or {}).get("max_abs_pac_error")
-    judged_sets = sum(error is not None for error in summary["pac_error_by_set"].values())
-    out.print(f"worst-set PAC error {number(summary['max_abs_pac_error'], '.1f')} points"
-              + ("" if judged_sets == len(summary["pac_error_by_set"]) else
-                 f" (over the {judged_sets} of {len(summary['pac_error_by_set'])} sets with judged pairs)")
-              + f"; class accuracy {number(summary['class_accuracy'], '.1f')}%; mapping '{mapping['selected']}' "
-              f"(nested-CV worst-set error {number(cv_error, '.1f')})")
-    for warning in calibration.get("warnings", []):
+    summary, mapping, run = calibration.summary, calibration.mapping, calibration.run
+    judged_sets = sum(error is not None for error in summary.pac_error_by_set.values())
+    out.print(f"worst-set PAC error {number(summary.max_abs_pac_error, '.1f')} points"
+              + ("" if judged_sets == len(summary.pac_error_by_set) else
+                 f" (over the {judged_sets} of {len(summary.pac_error_by_set)} sets with judged pairs)")
+              + f"; class accuracy {number(summary.class_accuracy, '.1f')}%; mapping '{mapping.selected}' "
+              f"(nested-CV worst-set error {number(mapping.selected_error.max_abs_pac_error, '.1f')})")
+    for warning in calibration.warnings:
         out.print(f"warning: {warning}", markup=False)
-    injection = calibration.get("injection")
+    injection = calibration.injection
     if injection:
-        verdict = "FLAGGED: moved by text aimed at the judge" if injection["flagged"] else "not moved"
-        out.print(f"prompt injection: PAC shift {injection['pac_shift']:+.1f} [{injection['pac_shift_ci'][0]:+.1f}, "
-                  f"{injection['pac_shift_ci'][1]:+.1f}] on {injection['n_pairs']} pairs, "
-                  f"{injection['pairs_moved']} moved; {verdict}")
-    money = calibration["accounting"]
-    out.print(f"judged {run['judged']}, failed {run['failed']}, reused {run['reused']} from cache; "
-              f"{run['requests']} requests, ${money['cost_usd_this_run']:.4f} this run; {run['elapsed_s']:.1f}s")
-    injection_set = calibration["sets"].get("injection-0")
+        verdict = "FLAGGED: moved by text aimed at the judge" if injection.flagged else "not moved"
+        low, high = injection.pac_shift_ci
+        out.print(f"prompt injection: PAC shift {injection.pac_shift:+.1f} [{number(low, '+.1f')}, "
+                  f"{number(high, '+.1f')}] on {injection.n_pairs} pairs, {injection.pairs_moved} moved; {verdict}")
+    out.print(f"judged {run.judged}, failed {run.failed}, reused {run.reused} from cache; "
+              f"{run.requests} requests, ${calibration.accounting.cost_usd_this_run:.4f} this run; "
+              f"{number(run.elapsed_s, '.1f')}s")
+    injection_set = calibration.sets.get("injection-0")
     if injection_set:
-        out.print(f"(judgments cover the {summary['n_pairs']} calibration pairs and the {injection_set['n_pairs']} "
+        out.print(f"(judgments cover the {summary.n_pairs} calibration pairs and the {injection_set.n_pairs} "
                   "injection-0 pairs of the prompt-injection check, which stay out of the headline)")
-    print_missing_answers({name: report["missing_answers"]["n_pairs"] for name, report in calibration["sets"].items()
-                           if report.get("missing_answers")}, out)
+    print_missing_answers({name: report.missing_answers.n_pairs for name, report in calibration.sets.items()}, out)
     print_paths(paths, out)
 
 
@@ -247,6 +247,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
     from calibrate.workflows.common import REPORTS_DIR, default_out_dir
     from calibrate.workflows.fit import fit as fit_judge
+    from calibrate.workflows.fit import plan_fit
     from calibrate.workflows.plan import RunPlan, combined, spend_budget
     from calibrate.workflows.score import check_score_inputs, plan_score
     from calibrate.workflows.score import score as score_responses
@@ -262,7 +263,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
         scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
         if not fit_first:
             return scoring
-        first = fit_judge(str(config.path), cache=cache, dry_run=True)
+        first = plan_fit(str(config.path), cache=cache)
         return RunPlan("score", combined([*first.estimates, *scoring.estimates]),
                        [f"no calibration at {default_calibration}: `fit` runs first "
                         f"({first.requests} of the requests)", *scoring.notes])
@@ -477,22 +478,24 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
     from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
+    from calibrate.workflows.respond import plan_respond
     from calibrate.workflows.respond import respond as generate_answers
 
-    result = planned(partial(generate_answers, model, prompts=prompts, split=split, limit=limit,
-                             out=out or Path(RESPONSES_DIR), cache=cache, seed=seed,
-                             progress=opt.progress_bars(no_progress)), dry_run, max_cost, yes)
+    inputs: dict[str, Any] = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
+    result = planned(partial(generate_answers, model, **inputs, out=out or Path(RESPONSES_DIR),
+                             progress=opt.progress_bars(no_progress)),
+                     dry_run, max_cost, yes, plan_run=partial(plan_respond, model, **inputs))
     if result is None:
         return
     summary = result.summary
-    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed_by_reason"].items()) or "none"
-    Console().print(f"{summary['model']}: {summary['pairs_written']} of {summary['pairs']} pairs written to "
-                    f"{summary['output']}; {summary['generated']} answers generated, {summary['reused']} reused, "
-                    f"failed: {failed}; {summary['requests']} requests, ${summary['cost_usd_this_run']:.4f} this run")
-    if summary["pairs_with_failed_answers"]:
-        Console().print(f"{summary['pairs_with_failed_answers']} pairs hold a failed answer, written as \"No "
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary.failed_by_reason.items()) or "none"
+    Console().print(f"{summary.model}: {summary.pairs_written} of {summary.pairs} pairs written to "
+                    f"{summary.output}; {summary.generated} answers generated, {summary.reused} reused, "
+                    f"failed: {failed}; {summary.requests} requests, ${summary.cost_usd_this_run:.4f} this run")
+    if summary.pairs_with_failed_answers:
+        Console().print(f"{summary.pairs_with_failed_answers} pairs hold a failed answer, written as \"No "
                         f"response\" (`score` counts them as missing_answer; run again to retry): "
-                        f"{summary['failures_file']}")
+                        f"{summary.failures_file}")
 
 
 @cli.group()
@@ -501,11 +504,11 @@ def batch() -> None:
     Anthropic's Message Batches, or request files (export, import) for vLLM's run_batch."""
 
 
-def _batch_line(row: dict) -> str:
-    counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items() if count) or "no counts yet"
-    return (f"{row['batch_id'] or '(id not recorded)'}  {row['provider']}  {row['state']}"
-            f"{' (' + row['provider_status'] + ')' if row['provider_status'] else ''}  "
-            f"{row['requests']} requests: {counts}")
+def _batch_line(batch: BatchInfo) -> str:
+    counts = ", ".join(f"{name} {count}" for name, count in batch.counts.items() if count) or "no counts yet"
+    return (f"{batch.batch_id or '(id not recorded)'}  {batch.provider}  {batch.state}"
+            f"{' (' + batch.provider_status + ')' if batch.provider_status else ''}  "
+            f"{batch.requests} requests: {counts}")
 
 
 @batch.command("submit")
@@ -520,16 +523,17 @@ def batch_submit(judge: str, data: str, sets: str, sources: tuple[str, ...], ord
     """Submit a provider batch job for every pair and order the cache does not hold yet."""
     from calibrate.workflows import batch as batches
 
-    summary = batches.batch_submit(judge, data=data, sets=parse_sets(sets), responses=sources or None, order=order,
-                                   limit=limit, seed=seed, cache=cache, dry_run=dry_run)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), responses=sources or None, order=order,
+                                  limit=limit, seed=seed, cache=cache)
     if dry_run:
-        print_plan(summary)
+        print_plan(batches.plan_batch(judge, **inputs))
         return
-    ids = ", ".join(b["batch_id"] for b in summary["batches"]) or "none needed"
-    click.echo(f"{summary['provider']}: submitted {summary['requests']} requests in "
-               f"{len(summary['batches'])} batch(es): {ids}; {summary['already_cached']} of "
-               f"{summary['items']} already cached, {summary['already_submitted']} already in open batches"
-               + (f", {summary['missing_answer']} without an answer (never judged)" if summary["missing_answer"] else "")
+    summary = batches.batch_submit(judge, **inputs)
+    ids = ", ".join(sent.batch_id for sent in summary.batches) or "none needed"
+    click.echo(f"{summary.provider}: submitted {summary.requests} requests in "
+               f"{len(summary.batches)} batch(es): {ids}; {summary.already_cached} of "
+               f"{summary.items} already cached, {summary.already_submitted} already in open batches"
+               + (f", {summary.missing_answer} without an answer (never judged)" if summary.missing_answer else "")
                + ". "
                f"Next: calibrate batch collect --judge {judge} --wait")
 
@@ -540,10 +544,10 @@ def batch_status(judge: str, cache: Path | None) -> None:
     """Show the judge's batches recorded in the cache, asking the provider about the open ones."""
     from calibrate.workflows import batch as batches
 
-    rows = batches.batch_status(judge, cache=cache)
-    for row in rows:
-        click.echo(_batch_line(row))
-    if not rows:
+    recorded = batches.batch_status(judge, cache=cache)
+    for batch_info in recorded:
+        click.echo(_batch_line(batch_info))
+    if not recorded:
         click.echo(f"no batches of judge '{judge}' in the cache")
 
 
@@ -566,21 +570,22 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
     """Validate the results of every ended batch and load them into the judgment cache."""
     from calibrate.workflows import batch as batches
 
-    def waiting(rows: list[dict]) -> None:
-        for row in rows:
-            click.echo(f"waiting: {_batch_line(row)}", err=True)
+    def waiting(open_batches: list[BatchInfo]) -> None:
+        for batch_info in open_batches:
+            click.echo(f"waiting: {_batch_line(batch_info)}", err=True)
+
 
     summary = batches.batch_collect(judge, cache=cache, wait=wait, poll_s=poll_seconds, on_wait=waiting)
-    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["failed"].items())) or "none"
-    click.echo(f"collected {len(summary['collected_batches'])} batch(es): {summary['imported']} judgments "
-               f"stored, failed: {failed}, already cached: {summary['already_cached']}; "
-               f"cost ${summary['cost_usd']:.4f} at batch price (${summary['cost_usd_at_list_price']:.4f} at "
-               f"list price, ${summary['saved_usd']:.4f} saved)")
-    if summary["without_result"]:
-        click.echo(f"{summary['without_result']} requests got no result (their batch failed or was cancelled); "
+    failed = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.failed.items())) or "none"
+    click.echo(f"collected {len(summary.collected_batches)} batch(es): {summary.imported} judgments "
+               f"stored, failed: {failed}, already cached: {summary.already_cached}; "
+               f"cost ${summary.cost_usd:.4f} at batch price (${summary.cost_usd_at_list_price:.4f} at "
+               f"list price, ${summary.saved_usd:.4f} saved)")
+    if summary.without_result:
+        click.echo(f"{summary.without_result} requests got no result (their batch failed or was cancelled); "
                    f"the next `calibrate batch submit` sends them again")
-    for row in summary["still_open"]:
-        click.echo(f"still open: {_batch_line(row)}")
+    for batch_info in summary.still_open:
+        click.echo(f"still open: {_batch_line(batch_info)}")
 
 
 @batch.command("export")
@@ -595,8 +600,8 @@ def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, l
 
     counts = batches.batch_export(judge, out_file, data=data, sets=parse_sets(sets), order=order, limit=limit,
                                   seed=seed, cache=cache)
-    Console().print(f"wrote {counts['requests']} requests to {out_file} "
-                    f"({counts['already_cached']} of {counts['items']} already in the cache)")
+    Console().print(f"wrote {counts.requests} requests to {out_file} "
+                    f"({counts.already_cached} of {counts.items} already in the cache)")
 
 
 @batch.command("import")
@@ -607,9 +612,9 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
     from calibrate.workflows import batch as batches
 
     summary = batches.batch_import(judge, results_file, cache=cache)
-    failed = ", ".join(f"{reason} {count}" for reason, count in summary["failed"].items()) or "none"
-    Console().print(f"imported {summary['imported']} judgments; failed: {failed}; "
-                    f"already cached: {summary['already_cached']}")
+    failed = ", ".join(f"{reason} {count}" for reason, count in summary.failed.items()) or "none"
+    Console().print(f"imported {summary.imported} judgments; failed: {failed}; "
+                    f"already cached: {summary.already_cached}")
 
 
 @cli.group(invoke_without_command=True)

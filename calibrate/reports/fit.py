@@ -16,34 +16,31 @@ from calibrate.reports.render import (
     fmt,
     png,
     prompt_words,
-    signed_with_ci,
-    with_ci,
     write_report,
 )
-from calibrate.stats.calibration import mapping_inputs
-from calibrate.stats.mapping import mapping_from_dict
-from calibrate.stats.metrics import MissingAnswers
+from calibrate.stats.calibration import Calibration, MappingSelection, mapping_inputs
+from calibrate.stats.metrics import PAIR_CLASSES, ClassCounts, MissingAnswers, SetMetric
 
 HEADLINE_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
 SCORE_LEVELS = (-2, -1, 0, 1, 2)
 MISSING_IDS_SHOWN = 20  # pair ids listed per set or model; the rest are counted
 
 
-def figure_observed_vs_expected(calibration: dict) -> bytes:
+def figure_observed_vs_expected(calibration: Calibration) -> bytes:
     """Observed metric per set with its 95% interval, beside the expected value."""
-    sets = list(calibration["sets"])
+    sets = list(calibration.sets)
     metrics = ("PAC", "REF")
     fig = Figure(figsize=(FIGURE_WIDTH, 3.8))
     axes = fig.subplots(1, len(metrics), sharey=True)
     positions = np.arange(len(sets))
     for ax, metric in zip(axes, metrics, strict=True):
-        entries = [calibration["sets"][s]["metrics"][metric] for s in sets]
-        values = np.array([e["value"] if e["value"] is not None else np.nan for e in entries])
-        lows = np.array([e["ci"][0] if e["ci"][0] is not None else np.nan for e in entries])
-        highs = np.array([e["ci"][1] if e["ci"][1] is not None else np.nan for e in entries])
+        entries = [calibration.sets[s].metrics[metric] for s in sets]
+        values = np.array([e.value if e.value is not None else np.nan for e in entries])
+        lows = np.array([e.ci[0] if e.ci[0] is not None else np.nan for e in entries])
+        highs = np.array([e.ci[1] if e.ci[1] is not None else np.nan for e in entries])
         ax.errorbar(positions, values, yerr=[values - lows, highs - values], fmt="o", color="tab:blue",
                     capsize=4, label="observed (95% CI)")
-        ax.scatter(positions, [e["expected"] for e in entries], marker="_", s=600, color="tab:red",
+        ax.scatter(positions, [e.expected for e in entries], marker="_", s=600, color="tab:red",
                    label="expected", zorder=3)
         ax.set_xticks(positions, sets, rotation=20, ha="right")
         ax.set_title(metric)
@@ -98,18 +95,18 @@ def figure_confusion(matrix: pd.DataFrame) -> bytes:
     return png(fig)
 
 
-def figure_mapping(calibration: dict, judgments: pd.DataFrame) -> bytes:
+def figure_mapping(calibration: Calibration, judgments: pd.DataFrame) -> bytes:
     """Each fitted mapping as a curve, over the mean expected score of pairs at each raw score. The axes
     hold every curve whole: a linear mapping may send a score beyond -2..2."""
-    x, y, _ = mapping_inputs(judgments, calibration["scoring_rule"])
+    x, y, _ = mapping_inputs(judgments, calibration.scoring_rule)
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     grid = np.linspace(-2, 2, 161)
     low, high = -2.2, 2.2
-    for kind, candidate in calibration["mapping"]["candidates"].items():
-        if candidate.get("mapping"):
-            selected = kind == calibration["mapping"]["selected"]
-            curve = mapping_from_dict(candidate["mapping"]).transform(grid)
+    for kind, candidate in calibration.mapping.candidates.items():
+        if candidate.mapping is not None:
+            selected = kind == calibration.mapping.selected
+            curve = candidate.mapping.estimator().transform(grid)
             low, high = min(low, float(np.nanmin(curve)) - 0.2), max(high, float(np.nanmax(curve)) + 0.2)
             ax.plot(grid, curve, "-" if selected else "--", linewidth=2.2 if selected else 1.2,
                     label=kind + (" (selected)" if selected else ""))
@@ -130,34 +127,33 @@ def figure_mapping(calibration: dict, judgments: pd.DataFrame) -> bytes:
 # --------------------------------------------------------------------------- content
 
 
-def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
-    judge = calibration["judge"]
-    rule = calibration["scoring_rule"]
-    summary = calibration["summary"]
-    sets = list(calibration["sets"])
-    blocks = [Block("h1", f"Calibration report: judge `{judge['name']}`")]
-    if judge["baseline"]:
+def fit_report_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list[Block]:
+    judge = calibration.judge
+    rule = calibration.scoring_rule
+    summary = calibration.summary
+    sets = list(calibration.sets)
+    blocks = [Block("h1", f"Calibration report: judge `{judge.name}`")]
+    if judge.baseline:
         what = {"constant": "a constant judge: it gives every pair the same judgment",
                 "panel": "a panel of offline baseline judges: no language model reads the answers"}.get(
-            judge["backend"], "an offline keyword judge built into calibrate: no language model reads the answers")
+            judge.backend, "an offline keyword judge built into calibrate: no language model reads the answers")
         blocks.append(Block("p", f"**This judge is a baseline.** It is {what}. Its numbers are a floor that any "
                                  "real judge should beat, not an estimate of benchmark quality."))
     blocks.append(Block("p", (
-        f"Judge `{judge['name']}` (backend `{judge['backend']}`{prompt_words(judge)}, config hash "
-        f"`{judge['config_hash']}`) was run on "
-        f"{summary['n_pairs']} calibration pairs from `{calibration['data']['source']}` under scoring rule "
-        f"`{rule}` ({summary['n_judged']} judged, {summary['n_failed']} failed)"
+        f"Judge `{judge.name}` (backend `{judge.backend}`{prompt_words(judge.to_dict())}, config hash "
+        f"`{judge.config_hash}`) was run on "
+        f"{summary.n_pairs} calibration pairs from `{calibration.data.source}` under scoring rule "
+        f"`{rule}` ({summary.n_judged} judged, {summary.n_failed} failed)"
         f"{_injection_pairs_words(calibration)}. "
-        f"Worst-set PAC error: **{fmt(summary['max_abs_pac_error'])} points**; "
-        f"mean absolute PAC error {fmt(summary['mean_abs_pac_error'])}; "
-        f"judged pairs placed in their set's expected class: **{fmt(summary['class_accuracy'])}%** "
-        f"[{fmt(summary['class_accuracy_ci'][0])}, {fmt(summary['class_accuracy_ci'][1])}] (Wilson 95%). "
-        f"Created {calibration['created_at']}.")))
-    blocks.extend(Block("p", f"**Warning**: {warning}.") for warning in calibration.get("warnings", []))
+        f"Worst-set PAC error: **{fmt(summary.max_abs_pac_error)} points**; "
+        f"mean absolute PAC error {fmt(summary.mean_abs_pac_error)}; "
+        f"judged pairs placed in their set's expected class: **{fmt(summary.class_accuracy)}%** "
+        f"[{fmt(summary.class_accuracy_ci[0])}, {fmt(summary.class_accuracy_ci[1])}] (Wilson 95%). "
+        f"Created {calibration.created_at}.")))
+    blocks.extend(Block("p", f"**Warning**: {warning}.") for warning in calibration.warnings)
 
-    blocks.extend(missing_answer_blocks({name: MissingAnswers.from_dict(report["missing_answers"])
-                                         for name, report in calibration["sets"].items()
-                                         if report.get("missing_answers")}, "set"))
+    blocks.extend(missing_answer_blocks({name: report.missing_answers for name, report in
+                                         calibration.sets.items()}, "set"))
 
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
@@ -166,22 +162,23 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
                              "shares of pairs (REF_ANY, REF1, REF2, NINF1, NINF2, ...) and class accuracy (share of "
                              "judged pairs placed in the set's class) with Wilson 95% intervals. Error after mapping: the "
                              "selected mapping, graded by nested cross-validation."))
-    calibrated_error = (calibration["mapping"].get("selected_error") or {}).get("pac_error_by_set", {})
+    calibrated_error = calibration.mapping.selected_error.pac_error_by_set or {}
     pac_rows, other_rows = [], []
     for name in sets:
-        report = calibration["sets"][name]
-        pac = report["metrics"]["PAC"]
+        report = calibration.sets[name]
+        pac = report.metrics["PAC"]
+        accuracy = report.classification.accuracy
         pac_rows.append({
-            "set": name, "pairs": report["n_pairs"], "failed": report["n_failed"],
-            "PAC observed": with_ci(pac), "expected": fmt(pac["expected"]), "error": signed_with_ci(pac),
+            "set": name, "pairs": report.n_pairs, "failed": report.n_failed,
+            "PAC observed": _with_ci(pac.value, pac.ci), "expected": fmt(pac.expected), "error": _error_text(pac),
             "error after mapping (nested CV)": "n/a" if calibrated_error.get(name) is None
             else f"{calibrated_error[name]:+.1f}",
-            "class accuracy %": with_ci(report["classification"]["accuracy"]),
+            "class accuracy %": _with_ci(accuracy.value, accuracy.ci),
         })
         for metric in HEADLINE_METRICS[1:]:
-            entry = report["metrics"][metric]
-            other_rows.append({"set": name, "metric": metric, "observed": with_ci(entry),
-                               "expected": fmt(entry.get("expected")), "error": signed_with_ci(entry)})
+            entry = report.metrics[metric]
+            other_rows.append({"set": name, "metric": metric, "observed": _with_ci(entry.value, entry.ci),
+                               "expected": fmt(entry.expected), "error": _error_text(entry)})
     blocks.append(Block("table", table=pd.DataFrame(pac_rows)))
     blocks.append(Block("p", "Refusal and no-information rates (REF: response level; REF1: exactly one refuses; "
                              "REF2: both refuse; NINF: no information, response level)."))
@@ -192,12 +189,12 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
                         name="score_distribution"))
 
     blocks.append(Block("h2", "Classification view"))
-    matrix = pd.DataFrame(calibration["confusion_matrix"]).T
-    failed = {report["classification"]["expected_class"]: report["n_failed"] for name, report in
-              calibration["sets"].items() if name in calibration["summary"]["pac_error_by_set"]}
+    matrix = confusion_table(calibration.confusion_matrix)
+    failed = {report.classification.expected_class: report.n_failed for name, report in
+              calibration.sets.items() if name in summary.pac_error_by_set}
     blocks.append(Block("p", "Each judged pair's class from the judge's output (refusal pattern first, then the sign "
                              "of the score) against the class its set implies. Failed pairs are not in the matrix "
-                             f"(last column): {calibration['summary']['failures']}."))
+                             f"(last column): {summary.failures}."))
     shown = matrix.assign(**{"failed (left out)": [failed.get(cls, 0) for cls in matrix.index]})
     blocks.append(Block("table", table=shown.reset_index(names="expected \\ judged")))
     blocks.append(Block("figure", "Confusion matrix (pairs).", png=figure_confusion(matrix), name="confusion"))
@@ -207,24 +204,42 @@ def fit_report_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]
     blocks.extend(_mapping_blocks(calibration, judgments))
 
     blocks.append(Block("h2", "Provenance"))
-    data_rows = [{"set": n, "source": d["source"], "pairs": d["n_pairs"], "fingerprint": d["fingerprint"]}
-                 for n, d in calibration["data"]["sets"].items()]
+    data_rows = [{"set": n, "source": d.source, "pairs": d.n_pairs, "fingerprint": d.fingerprint}
+                 for n, d in calibration.data.sets.items()]
     blocks.append(Block("table", table=pd.DataFrame(data_rows)))
-    run = calibration["run"]
-    versions = ", ".join(f"{k} {v}" for k, v in calibration["package_versions"].items())
-    blocks.append(Block("p", f"Judged now: {run['judged']}; reused from the cache: {run['reused']}; "
-                             f"bootstrap resamples: {run['bootstrap_resamples']}; seed {calibration['data']['seed']}. "
+    run = calibration.run
+    versions = ", ".join(f"{k} {v}" for k, v in calibration.package_versions.items())
+    blocks.append(Block("p", f"Judged now: {run.judged}; reused from the cache: {run.reused}; "
+                             f"bootstrap resamples: {run.bootstrap_resamples}; seed {calibration.data.seed}. "
                              f"Packages: {versions}."))
     return blocks
 
 
-def _injection_pairs_words(calibration: dict) -> str:
+def _with_ci(value: float | None, ci: tuple[float | None, float | None]) -> str:
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _error_text(metric: SetMetric) -> str:
+    """Observed - expected with its interval, signed."""
+    if metric.error is None or metric.error_ci is None:
+        return "n/a"
+    low, high = metric.error_ci
+    return f"{metric.error:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def confusion_table(matrix: dict[str, ClassCounts]) -> pd.DataFrame:
+    """The confusion matrix as a table: expected class (rows) against judged class (columns)."""
+    return pd.DataFrame([[counts[label] for label in PAIR_CLASSES] for counts in matrix.values()],
+                        index=list(matrix), columns=list(PAIR_CLASSES))
+
+
+def _injection_pairs_words(calibration: Calibration) -> str:
     """Why the run judged more pairs than the headline counts: the injection-0 pairs, judged as well."""
-    injection = calibration["sets"].get("injection-0")
+    injection = calibration.sets.get("injection-0")
     if not injection:
         return ""
-    total = calibration["summary"]["n_pairs"] + injection["n_pairs"]
-    return (f", plus the {injection['n_pairs']} pairs of `injection-0`, the prompt-injection check below, which "
+    total = calibration.summary.n_pairs + injection.n_pairs
+    return (f", plus the {injection.n_pairs} pairs of `injection-0`, the prompt-injection check below, which "
             f"never enter the headline or the mapping: {total} pairs judged in all")
 
 
@@ -253,90 +268,92 @@ def missing_answer_blocks(entries: dict[str, MissingAnswers], what: str) -> list
             Block("table", table=pd.DataFrame(rows))]
 
 
-def _judging_blocks(calibration: dict) -> list[Block]:
+def _judging_blocks(calibration: Calibration) -> list[Block]:
     """What the judging took: counts, failures by reason, tokens, cost, latency, order effect."""
-    money, run = calibration["accounting"], calibration["run"]
-    failures = ", ".join(f"{reason} {count}" for reason, count in money["failures_by_reason"].items()) or "none"
-    latency = money["latency_s"]
+    money, run = calibration.accounting, calibration.run
+    failures = ", ".join(f"{reason} {count}" for reason, count in money.failures_by_reason.items()) or "none"
+    latency = money.latency_s
     rows = [
-        ("judgments (pair × order)", f"{money['judged']} judged, {money['failed']} failed ({failures})"),
-        ("this run", f"{run['judged']} judged, {run['failed']} failed, {run['reused']} reused from the cache, "
-                     f"{run['requests']} requests"),
-        ("tokens", f"{money['input_tokens']:,} in, {money['output_tokens']:,} out"),
-        ("cost (USD)", f"{money['cost_usd']:.4f} for all judgments, {money['cost_usd_this_run']:.4f} this run "
-                       f"(prices per million tokens: {money['prices_usd_per_mtok']['input']} in, "
-                       f"{money['prices_usd_per_mtok']['output']} out)"),
-        ("latency per judgment (s)", f"mean {fmt(latency['mean'], 3)}, p50 {fmt(latency['p50'], 3)}, "
-                                     f"p95 {fmt(latency['p95'], 3)}"),
-        ("answers truncated to fit the prompt", str(money["truncated_answers"])),
-        ("orders", f"{', '.join(run['orders'])} (metrics use {run['metrics_order']})"),
+        ("judgments (pair × order)", f"{money.judged} judged, {money.failed} failed ({failures})"),
+        ("this run", f"{run.judged} judged, {run.failed} failed, {run.reused} reused from the cache, "
+                     f"{run.requests} requests"),
+        ("tokens", f"{money.input_tokens:,} in, {money.output_tokens:,} out"),
+        ("cost (USD)", f"{money.cost_usd:.4f} for all judgments, {money.cost_usd_this_run:.4f} this run "
+                       f"(prices per million tokens: {money.prices_usd_per_mtok.input} in, "
+                       f"{money.prices_usd_per_mtok.output} out)"),
+        ("latency per judgment (s)", f"mean {fmt(latency.mean, 3)}, p50 {fmt(latency.p50, 3)}, "
+                                     f"p95 {fmt(latency.p95, 3)}"),
+        ("answers truncated to fit the prompt", str(money.truncated_answers)),
+        ("orders", f"{', '.join(run.orders)} (metrics use {run.metrics_order})"),
     ]
     blocks = [Block("h2", "Judging"),
               Block("p", "A failed judgment is never a score: it is counted here and in each set's `failed` column, "
                          "kept in the cache's failure log, and tried again by the next run."),
               Block("table", table=pd.DataFrame(rows, columns=["", "value"]))]
-    if calibration.get("order_effect"):
-        effect = pd.DataFrame.from_dict(calibration["order_effect"], orient="index").round(2).reset_index(names="set")
+    if calibration.order_effect:
+        effect = pd.DataFrame([{"set": name, **shift.to_dict()} for name, shift in calibration.order_effect.items()])
+        effect = effect.round(2)
         blocks.append(Block("p", "Order effect: the same pairs judged with person 1 and person 2 swapped "
                                  "(mean score shift reverse - forward; share of identical scores, %)."))
         blocks.append(Block("table", table=effect))
     return blocks
 
 
-def _injection_blocks(calibration: dict) -> list[Block]:
+def _injection_blocks(calibration: Calibration) -> list[Block]:
     """How far text aimed at the judge moved it (the injection-0 set against unaligned-0)."""
-    injection = calibration.get("injection")
+    injection = calibration.injection
     if not injection:
         return []
-    low, high = injection["pac_shift_ci"]
+    low, high = injection.pac_shift_ci
     verdict = ("**Flagged: this judge is moved by text aimed at it**; treat its benchmark scores of answers that "
-               "address the judge with suspicion." if injection["flagged"] else
+               "address the judge with suspicion." if injection.flagged else
                "Not flagged: the shift's interval includes 0 and it is within 10 PAC points.")
     return [Block("h2", "Prompt injection"),
             Block("p", "`injection-0` is unaligned-0 with a note addressed to the judge in every answer (claiming the "
                        "answers agree, a fake system line, a fake end of the answer block, a JSON answer to copy); "
                        "its expected PAC is 0, like unaligned-0's. "
                        "PAC is refusal-adjusted under the run's rule, so refusal flags the notes provoke count. "
-                       f"PAC shift (injection-0 − unaligned-0, same pairs): **{injection['pac_shift']:+.1f}** "
-                       f"[{low:+.1f}, {high:+.1f}] over {injection['n_pairs']} pairs; {injection['pairs_moved']} pairs "
-                       f"scored differently, {injection.get('refusal_flags_added', 0)} more answers flagged as "
+                       f"PAC shift (injection-0 − unaligned-0, same pairs): **{injection.pac_shift:+.1f}** "
+                       f"[{low:+.1f}, {high:+.1f}] over {injection.n_pairs} pairs; {injection.pairs_moved} pairs "
+                       f"scored differently, {injection.refusal_flags_added} more answers flagged as "
                        f"refusals. {verdict}")]
 
 
-def _selected_error_text(mapping: dict) -> str:
+def _selected_error_text(mapping: MappingSelection) -> str:
     """The selected mapping's error as nested cross-validation grades it, beside the optimistic one."""
-    nested = mapping.get("selected_error") or {}
-    if nested.get("max_abs_pac_error") is None:
-        return f"Nested cross-validation of the selection: not run ({nested.get('skipped', 'no record')})."
-    optimistic = mapping["candidates"][mapping["selected"]].get("validation", {}).get("k_fold", {})
-    picks = ", ".join(dict.fromkeys(nested["selected_per_fold"]))
-    return (f"Its k-fold error below ({fmt(optimistic.get('max_abs_pac_error'))}) is the number it was selected by, "
+    nested = mapping.selected_error
+    if nested.max_abs_pac_error is None:
+        return f"Nested cross-validation of the selection: not run ({nested.skipped or 'no record'})."
+    validation = mapping.candidates[mapping.selected].validation
+    optimistic = validation.k_fold.max_abs_pac_error if validation else None
+    picks = ", ".join(dict.fromkeys(nested.selected_per_fold or []))
+    return (f"Its k-fold error below ({fmt(optimistic)}) is the number it was selected by, "
             "which the selection biases low on average; graded without that bias, by "
-            f"{nested['method']} (selected: {picks}), the worst-set error after mapping is "
-            f"**{fmt(nested['max_abs_pac_error'])} points**.")
+            f"{nested.method} (selected: {picks}), the worst-set error after mapping is "
+            f"**{fmt(nested.max_abs_pac_error)} points**.")
 
 
-def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
-    mapping = calibration["mapping"]
+def _mapping_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list[Block]:
+    mapping = calibration.mapping
     blocks = [Block("h2", "Score mapping"),
               Block("p", "Candidate mappings from the judge's refusal-adjusted score to a calibrated score. "
                          "Errors are PAC points, worst set; `k-fold` and `leave-one-set-out` grade each pair with a "
                          "mapping fitted without it, `in-sample` is shown only for contrast. "
-                         f"Selected: **{mapping['selected']}** ({mapping['selection_rule']}). "
+                         f"Selected: **{mapping.selected}** ({mapping.selection_rule}). "
                          + _selected_error_text(mapping))]
     rows = []
-    for kind, candidate in mapping["candidates"].items():
-        if not candidate.get("mapping"):
-            rows.append({"mapping": kind, "note": candidate.get("skipped", "")})
+    for kind, candidate in mapping.candidates.items():
+        validation = candidate.validation
+        if candidate.mapping is None or validation is None:
+            rows.append({"mapping": kind, "note": candidate.skipped or ""})
             continue
-        validation = candidate["validation"]
-        loso = validation["leave_one_set_out"]["pac_error_by_set"]
+        loso = validation.leave_one_set_out.pac_error_by_set or {}
         defined = [abs(v) for v in loso.values() if v is not None]
         rows.append({
             "mapping": kind,
-            "in-sample worst-set error": fmt(validation["in_sample"]["max_abs_pac_error"]),
-            "k-fold worst-set error": fmt(validation["k_fold"].get("max_abs_pac_error")),
-            "k-fold score MAE": fmt(validation["k_fold"].get("score_mae"), 3),
+            "in-sample worst-set error": fmt(validation.in_sample.max_abs_pac_error),
+            "k-fold worst-set error": fmt(validation.k_fold.max_abs_pac_error),
+            "k-fold score MAE": fmt(validation.k_fold.score_mae, 3),
             "leave-one-set-out worst error": fmt(max(defined)) if defined else "n/a",
             "note": "" if len(defined) == len(loso) else "leave-one-set-out undefined for its anchor sets",
         })
@@ -349,5 +366,5 @@ def _mapping_blocks(calibration: dict, judgments: pd.DataFrame) -> list[Block]:
 # --------------------------------------------------------------------------- rendering
 
 
-def write_fit_report(calibration: dict, judgments: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    return write_report(fit_report_blocks(calibration, judgments), out_dir, f"calibrate: {calibration['judge']['name']}")
+def write_fit_report(calibration: Calibration, judgments: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    return write_report(fit_report_blocks(calibration, judgments), out_dir, f"calibrate: {calibration.judge.name}")

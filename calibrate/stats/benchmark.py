@@ -24,7 +24,8 @@ import pandas as pd
 
 from calibrate.records import Record
 from calibrate.rounding import finite
-from calibrate.stats.calibration import mapping_inputs
+from calibrate.stats import prevalence
+from calibrate.stats.calibration import JudgeRecord, mapping_inputs
 from calibrate.stats.mapping import ScoreMapping, calibrated_estimate
 from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
@@ -37,7 +38,6 @@ from calibrate.stats.metrics import (
     missing_answers,
     percentile_interval,
 )
-from calibrate.stats import prevalence
 from calibrate.stats.ppi import METHODS, mean_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
@@ -263,20 +263,6 @@ class ModelScore(Record):
     audit: TransportAudit | None = _optional()
     headline: dict[str, Headline]
     anchor_recommendation: AnchorRecommendation | None = _optional()
-
-
-@dataclass(frozen=True)
-class JudgeRecord(Record):
-    """The judge as its records name it."""
-
-    name: str
-    backend: str
-    config_hash: str
-    config_path: str
-    description: str
-    judge_rule: str
-    baseline: bool
-    prompt: str | None
 
 
 @dataclass(frozen=True)

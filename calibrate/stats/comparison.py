@@ -26,9 +26,18 @@ from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import agreement, humans
 from calibrate.stats.agreement import Interval, PairwiseKappa
+from calibrate.stats.calibration import (
+    MAX_INJECTION_SHIFT,
+    Accounting,
+    InjectionShift,
+    Summary,
+    accounting,
+    fit_mappings,
+    injection_shift,
+    summarise,
+)
 from calibrate.stats.humans import HumanAgreement, HumanRow
-from calibrate.stats.calibration import MAX_INJECTION_SHIFT, accounting, fit_mappings, injection_shift, summarise
-from calibrate.stats.metrics import bootstrap_means, percentile_interval, set_report
+from calibrate.stats.metrics import SetReport, bootstrap_means, percentile_interval, set_report
 
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
@@ -175,34 +184,9 @@ class CalibratedError(Record):
 
 
 @dataclass(frozen=True)
-class Latency(Record):
-    mean: float | None
-    p50: float | None
-    p95: float | None
-
-
-@dataclass(frozen=True)
-class Prices(Record):
-    input: float
-    output: float
-
-
-@dataclass(frozen=True)
-class JudgeCost(Record):
+class JudgeCost(Accounting):
     """The fit's accounting of a judge's run (stats/calibration.py `accounting`), per judged pair too."""
 
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    cost_usd_this_run: float
-    requests_this_run: int
-    mean_cost_usd_per_judgment: float | None
-    latency_s: Latency
-    judged: int
-    failed: int
-    failures_by_reason: dict[str, int]
-    truncated_answers: int
-    prices_usd_per_mtok: Prices
     cost_usd_per_pair: float
     tokens_per_pair: float
 
@@ -210,49 +194,46 @@ class JudgeCost(Record):
 @dataclass(frozen=True)
 class JudgeSummary(Record):
     """Everything the comparison reports about one judge. `sets`, `summary` and `injection` are the fit's
-    records (stats/metrics.py `set_report`, stats/calibration.py `summarise`, `injection_shift`), read only
-    through the properties below."""
+    records (stats/metrics.py `set_report`, stats/calibration.py `summarise`, `injection_shift`)."""
 
     name: str
     backend: str
     config_hash: str
     description: str | None
     baseline: bool
-    sets: dict[str, Any]
-    summary: Any
+    sets: dict[str, SetReport]
+    summary: Summary
     failures: FailureRates
     order_bias: OrderBias | None
     repeat_stability: RepeatStability | None
-    injection: Any
+    injection: InjectionShift | None
     calibrated: CalibratedError
     cost: JudgeCost
 
     @property
     def max_abs_pac_error(self) -> float | None:
         """The headline: worst-set PAC error on the calibration sets (None: no judged pairs)."""
-        return self.summary["max_abs_pac_error"]
+        return self.summary.max_abs_pac_error
 
     @property
     def mean_abs_pac_error(self) -> float | None:
-        return self.summary["mean_abs_pac_error"]
+        return self.summary.mean_abs_pac_error
 
     @property
     def class_accuracy(self) -> float | None:
-        return self.summary["class_accuracy"]
+        return self.summary.class_accuracy
 
     def pac_error(self, set_name: str) -> AgreementEstimate:
         """PAC error (observed - expected) on one set, with its interval."""
-        pac = self.sets[set_name]["metrics"]["PAC"]
-        low, high = pac.get("error_ci") or (None, None)
-        return AgreementEstimate(pac.get("error"), (low, high))
+        pac = self.sets[set_name].metrics["PAC"]
+        return AgreementEstimate(pac.error, pac.error_ci or (None, None))
 
     @property
     def injection_shift(self) -> AgreementEstimate | None:
         """PAC on injection-0 minus PAC on unaligned-0 (None: not measured)."""
         if not self.injection:
             return None
-        low, high = self.injection["pac_shift_ci"]
-        return AgreementEstimate(self.injection["pac_shift"], (low, high))
+        return AgreementEstimate(self.injection.pac_shift, self.injection.pac_shift_ci)
 
 
 @dataclass(frozen=True)
@@ -449,11 +430,10 @@ def repeat_stability(table: pd.DataFrame, order: str, sets: Sequence[str], n_boo
         mean_score_sd=float(complete.std(axis=1, ddof=0).mean()) if len(complete) else None)
 
 
-def judge_cost(money: dict, n_judgments: int) -> JudgeCost:
-    """The fit's accounting (stats/calibration.py) as a record, with cost and tokens per judged pair."""
-    return JudgeCost.from_dict({
-        **money, "cost_usd_per_pair": round(money["cost_usd"] / n_judgments, 8),
-        "tokens_per_pair": round((money["input_tokens"] + money["output_tokens"]) / n_judgments, 2)})
+def judge_cost(money: Accounting, n_judgments: int) -> JudgeCost:
+    """The fit's accounting (stats/calibration.py) with cost and tokens per judged pair."""
+    return JudgeCost(**vars(money), cost_usd_per_pair=round(money.cost_usd / n_judgments, 8),
+                     tokens_per_pair=round((money.input_tokens + money.output_tokens) / n_judgments, 2))
 
 
 def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
@@ -467,7 +447,7 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
     calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
     money = accounting(table, run.config, run.counts["requests"])
     mapping = fit_mappings(calibration_rows, rule, seed=seed)
-    selected = mapping["candidates"][mapping["selected"]]
+    validation = mapping.candidates[mapping.selected].validation
     return JudgeSummary(
         name=run.name, backend=run.config.backend, config_hash=run.config.config_hash,
         description=run.config.description, baseline=run.baseline,
@@ -478,14 +458,13 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
         repeat_stability=repeat_stability(table, orders[0], calibration_sets, n_boot, seed),
         injection=injection_shift(primary, rule, n_boot, seed),
         calibrated=CalibratedError(
-            mapping=mapping["selected"],
+            mapping=mapping.selected,
             # the selection graded without selection bias (nested CV); the selected candidate's own
             # k-fold error, the number it was picked by, is optimistic and kept only beside it
-            k_fold_max_abs_pac_error=mapping["selected_error"].get("max_abs_pac_error"),
-            method=mapping["selected_error"]["method"],
-            selection_k_fold_max_abs_pac_error=selected.get("validation", {}).get("k_fold", {})
-            .get("max_abs_pac_error")),
-        cost=judge_cost(money, max(money["judged"] + money["failed"], 1)))
+            k_fold_max_abs_pac_error=mapping.selected_error.max_abs_pac_error,
+            method=mapping.selected_error.method or "",
+            selection_k_fold_max_abs_pac_error=validation.k_fold.max_abs_pac_error if validation else None),
+        cost=judge_cost(money, max(money.judged + money.failed, 1)))
 
 
 # --------------------------------------------------------------------------- between judges

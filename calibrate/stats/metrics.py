@@ -9,7 +9,8 @@ never judged) is one of those types, and `missing_answers` lists such pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,10 +121,69 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> np
 
 @dataclass(frozen=True)
 class MetricEstimate(Record):
-    """A metric's value and its 95% interval (NaN, written null, where there is nothing to estimate)."""
+    """A point estimate and its 95% interval; NaN when nothing was estimable (written as null)."""
 
     value: float
     ci: tuple[float, float]
+
+
+Interval = tuple[float | None, float | None]  # a 95% interval as records keep it: None where not estimable
+
+
+@dataclass(frozen=True)
+class SetMetric(Record):
+    """One metric of a calibration set: the estimate, and for the metrics a perfect judge has a value for,
+    that `expected` value and the error (observed - expected) with its interval."""
+
+    value: float | None
+    ci: Interval
+    expected: float | None = None
+    error: float | None = None
+    error_ci: Interval | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        written = super().to_dict()
+        if self.expected is None:  # no expected value: no error either (e.g. VPREF)
+            for key in ("expected", "error", "error_ci"):
+                del written[key]
+        return written
+
+
+@dataclass(frozen=True)
+class Proportion(Record):
+    """A percentage of `n` trials with its Wilson interval (`value` None when n is 0)."""
+
+    value: float | None
+    ci: Interval
+    n: int
+    method: str
+
+
+@dataclass(frozen=True)
+class ClassCounts(Record):
+    """Pairs per pair class (stats.rules.PAIR_CLASSES)."""
+
+    opposed: int = 0
+    mixed: int = 0
+    aligned: int = 0
+    one_refusal: int = 0
+    both_refusal: int = 0
+
+    def __getitem__(self, pair_class: str) -> int:
+        return getattr(self, pair_class)
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(label, self[label]) for label in PAIR_CLASSES]
+
+
+@dataclass(frozen=True)
+class Classification(Record):
+    """Judged class per judged pair against the set's expected class."""
+
+    expected_class: str
+    judged_counts: ClassCounts
+    n_failed: int
+    accuracy: Proportion
 
 
 @dataclass(frozen=True)
@@ -134,11 +194,38 @@ class MissingPair(Record):
 
 @dataclass(frozen=True)
 class MissingAnswers(Record):
-    """Pairs not judged because an answer is a placeholder: how many, by side, and the first of them."""
+    """Pairs not judged because an answer is a placeholder: how many, by side, the first of them listed."""
+
+    n_pairs: int = 0
+    by_side: dict[str, int] = field(default_factory=dict)
+    pairs: list[MissingPair] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetReport(Record):
+    """One calibration set's metrics against its expected values, its failures and classification."""
 
     n_pairs: int
-    by_side: dict[str, int]
-    pairs: list[MissingPair]
+    n_judged: int
+    n_failed: int
+    failures: dict[str, int]
+    missing_answers: MissingAnswers = field(default_factory=MissingAnswers)  # files from before it was kept lack it
+    metrics: dict[str, SetMetric]
+    classification: Classification
+
+    @property
+    def pac_error(self) -> float | None:
+        return self.metrics["PAC"].error
+
+
+
+@dataclass(frozen=True)
+class OrderShift(Record):
+    """How swapping person 1 and person 2 moved the judge on one set."""
+
+    n_pairs: int
+    mean_score_shift: float
+    exact_agreement: float
 
 
 def wilson_bounds(successes: np.ndarray | int, n: int, confidence: float = CONFIDENCE) -> np.ndarray:
@@ -168,29 +255,31 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
 
 
 def set_report(judgments: pd.DataFrame, set_name: str, rule: str, n_boot: int = DEFAULT_BOOTSTRAP,
-               seed: int = 0) -> dict:
+               seed: int = 0) -> SetReport:
     """Metrics of one calibration set against its expected values, with errors and intervals."""
     values = judged_values(judgments, rule)
     estimates = estimate_metrics(values, n_boot, seed)
     expected = expected_values(set_name, rule)
     metrics = {}
     for name, estimate in estimates.items():
-        entry = estimate.to_dict()
-        if name in expected:
-            target = expected[name]
-            entry["expected"] = target
-            entry["error"] = finite(estimate.value - target)
-            entry["error_ci"] = [finite(estimate.ci[0] - target), finite(estimate.ci[1] - target)]
-        metrics[name] = entry
-    return {
-        "n_pairs": int(len(judgments)),
-        "n_judged": int(len(values)),
-        "n_failed": int(len(judgments) - len(values)),
-        "failures": judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().to_dict(),
-        "missing_answers": missing_answers(judgments).to_dict(),
-        "metrics": metrics,
-        "classification": classification(judgments, set_name),
-    }
+        interval = (finite(estimate.ci[0]), finite(estimate.ci[1]))
+        if name not in expected:
+            metrics[name] = SetMetric(finite(estimate.value), interval)
+            continue
+        target = expected[name]
+        metrics[name] = SetMetric(finite(estimate.value), interval, expected=target,
+                                  error=finite(estimate.value - target),
+                                  error_ci=(finite(estimate.ci[0] - target), finite(estimate.ci[1] - target)))
+    return SetReport(
+        n_pairs=int(len(judgments)),
+        n_judged=int(len(values)),
+        n_failed=int(len(judgments) - len(values)),
+        failures={str(k): int(v) for k, v in
+                  judgments.loc[judgments["parse_status"] != "ok", "parse_status"].value_counts().items()},
+        missing_answers=missing_answers(judgments),
+        metrics=metrics,
+        classification=classification(judgments, set_name),
+    )
 
 
 def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> MissingAnswers:
@@ -198,7 +287,7 @@ def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> Missing
     side ("for", "against", "both"), and the first `listed` of them by pair id and side, in data order."""
     missing = rows[(rows["parse_status"] == MISSING_ANSWER).to_numpy(bool)]
     if missing.empty:
-        return MissingAnswers(0, {}, [])
+        return MissingAnswers()
     missing = missing.drop_duplicates("pair_id")
     if "missing_side" in missing:
         sides = missing["missing_side"].astype(object).where(missing["missing_side"].notna(), "unknown")
@@ -213,15 +302,15 @@ def missing_answers(rows: pd.DataFrame, listed: int = MISSING_LISTED) -> Missing
     )
 
 
-def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> dict:
+def proportion_estimate(successes: int, n: int, confidence: float = CONFIDENCE) -> Proportion:
     """A percentage of n trials with a Wilson score interval (`wilson_bounds`)."""
     if n == 0:
-        return {"value": None, "ci": [None, None], "n": 0, "method": PROPORTION_METHOD}
+        return Proportion(None, (None, None), 0, PROPORTION_METHOD)
     low, high = wilson_bounds(successes, n, confidence)
-    return {"value": 100.0 * successes / n, "ci": [float(low), float(high)], "n": int(n), "method": PROPORTION_METHOD}
+    return Proportion(100.0 * successes / n, (float(low), float(high)), int(n), PROPORTION_METHOD)
 
 
-def classification(judgments: pd.DataFrame, set_name: str) -> dict:
+def classification(judgments: pd.DataFrame, set_name: str) -> Classification:
     """Judged class per judged pair against the set's expected class, and the share placed in it.
     Failed pairs are counted, not classified (FAILURE_CONVENTION)."""
     expected_class = SET_TRUTH[set_name].pair_class
@@ -229,37 +318,35 @@ def classification(judgments: pd.DataFrame, set_name: str) -> dict:
     judged = pair_classes(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
                           ok["person_2_refusal"].to_numpy(bool))
     counts = pd.Series(judged).value_counts()
-    return {
-        "expected_class": expected_class,
-        "judged_counts": {label: int(counts.get(label, 0)) for label in PAIR_CLASSES},
-        "n_failed": int(len(judgments) - len(ok)),
-        "accuracy": proportion_estimate(int(counts.get(expected_class, 0)), len(judged)),
-    }
+    return Classification(
+        expected_class=expected_class,
+        judged_counts=ClassCounts(**{label: int(counts.get(label, 0)) for label in PAIR_CLASSES}),
+        n_failed=int(len(judgments) - len(ok)),
+        accuracy=proportion_estimate(int(counts.get(expected_class, 0)), len(judged)),
+    )
 
 
-def confusion_matrix(set_reports: dict[str, dict]) -> pd.DataFrame:
-    """Rows: expected class per set; columns: judged class; cells: judged pair counts (failed pairs
-    are left out, FAILURE_CONVENTION; each set report counts them)."""
-    labels = list(PAIR_CLASSES)
+def confusion_matrix(set_reports: dict[str, SetReport]) -> dict[str, ClassCounts]:
+    """Rows: expected class per set (in the sets' order); columns: judged class; cells: judged pair counts
+    (failed pairs are left out, FAILURE_CONVENTION; each set report counts them)."""
     rows: dict[str, dict[str, int]] = {}
     for report in set_reports.values():
-        cls = report["classification"]
-        row = rows.setdefault(cls["expected_class"], dict.fromkeys(labels, 0))
-        for label, count in cls["judged_counts"].items():
+        cls = report.classification
+        row = rows.setdefault(cls.expected_class, dict.fromkeys(PAIR_CLASSES, 0))
+        for label, count in cls.judged_counts.items():
             row[label] += count
-    return pd.DataFrame.from_dict(rows, orient="index", columns=labels)
+    return {name: ClassCounts(**row) for name, row in rows.items()}
 
 
-def order_effect(judgments: pd.DataFrame) -> dict:
+def order_effect(judgments: pd.DataFrame) -> dict[str, OrderShift]:
     """How much swapping person 1 and person 2 moves the judge, per set, on pairs judged both ways."""
     ok = judgments[judgments["parse_status"] == "ok"]
     both = ok.pivot_table(index=["set_name", "pair_id"], columns="order", values="alignment_score", aggfunc="first")
     both = both.dropna(subset=[c for c in ("forward", "reverse") if c in both.columns])
-    result: dict[str, dict] = {}
     if not {"forward", "reverse"} <= set(both.columns):
-        return result
+        return {}
+    result = {}
     for set_name, rows in both.groupby(level="set_name"):
         shift = rows["reverse"] - rows["forward"]
-        result[str(set_name)] = {"n_pairs": int(len(rows)), "mean_score_shift": float(shift.mean()),
-                            "exact_agreement": float((shift == 0).mean() * 100.0)}
+        result[str(set_name)] = OrderShift(int(len(rows)), float(shift.mean()), float((shift == 0).mean() * 100.0))
     return result

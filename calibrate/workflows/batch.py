@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +50,7 @@ from calibrate.judging.provider_batch import (
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.runner import run_sync, split_cached
+from calibrate.records import Record
 from calibrate.store.batches import SUBMITTING, BatchLedger
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
@@ -58,6 +59,79 @@ from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_s
 
 log = logging.getLogger("calibrate")
 STORE_EVERY = 1000  # results committed together while collecting
+
+
+# --------------------------------------------------------------------------- what the commands return
+
+
+@dataclass(frozen=True)
+class BatchSent(Record):
+    batch_id: str
+    requests: int
+
+
+@dataclass(frozen=True)
+class SubmitSummary(Record):
+    """What `batch_submit` sent: the batches (provider ids), and the (pair, order) items not sent, by why."""
+
+    provider: str
+    batches: list[BatchSent]
+    requests: int
+    already_cached: int
+    already_submitted: int
+    missing_answer: int
+    items: int
+
+
+@dataclass(frozen=True)
+class BatchInfo(Record):
+    """One provider batch as the cache's ledger records it (`batch_id` None while its id is unknown)."""
+
+    batch_id: str | None
+    provider: str
+    judge: str
+    state: str
+    provider_status: str | None
+    requests: int
+    counts: dict[str, int]
+    submitted_at: float
+    collected_at: float | None
+
+
+@dataclass(frozen=True)
+class CollectSummary(Record):
+    """What `batch_collect` loaded: batches collected and still open, judgments stored, failed by reason,
+    already cached, requests without a result, tokens, and their cost at batch and at list price."""
+
+    collected_batches: list[str]
+    still_open: list[BatchInfo]
+    imported: int
+    already_cached: int
+    failed: dict[str, int]
+    without_result: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    cost_usd_at_list_price: float
+    saved_usd: float
+
+
+@dataclass(frozen=True)
+class ImportSummary(Record):
+    """What `batch_import` loaded from a results file: judgments stored, failed by reason, already cached."""
+
+    imported: int
+    already_cached: int
+    failed: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ExportSummary(Record):
+    """What `batch_export` wrote: requests, and how many of the items the cache already held."""
+
+    requests: int
+    already_cached: int
+    items: int
 
 
 # --------------------------------------------------------------------------- the commands
@@ -74,26 +148,40 @@ def _ready_backend(judge: str, new_requests: bool = True) -> RemoteBackend:
     return backend
 
 
-def batch_submit(judge: str, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
+def _pair_chunks(data: str, sets: Sequence[str] | str, responses: Sequence[str] | None, limit: int | None,
+                 seed: int) -> Iterable[list[Pair]]:
+    """The pairs a submit judges, in chunks: the calibration sets, or the response datasets (every row of
+    every source checked, streamed, before the first request)."""
+    if not responses:
+        return iter([[pair for loaded in load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])
+    if limit is not None and limit < 1:
+        raise CalibrateError("limit must be a positive number of pairs per source", ("limit",))
+    streams = [stream_source(source, name) for name, source in response_sources(responses).items()]
+    for stream in streams:
+        stream.validate(limit)
+    return (chunk for stream in streams for chunk in first_pairs(stream, limit))
+
+
+def plan_batch(judge: str, *, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
+               responses: Sequence[str] | None = None, order: str = "forward", limit: int | None = None,
+               seed: int = 0, cache: Path | str | None = None) -> RunPlan:
+    """What `batch_submit` with these arguments would send, sending nothing and needing no key: requests
+    neither cached nor in open batches, their tokens, and their cost at batch price."""
+    backend = make_backend(load_judge_config(judge))
+    orders = orders_of(order)
+    return _submit_plan(backend, _pair_chunks(data, sets, responses, limit, seed), orders, cache)
+
+
+def batch_submit(judge: str, *, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
                  responses: Sequence[str] | None = None, order: str = "forward", limit: int | None = None,
-                 seed: int = 0, cache: Path | str | None = None, dry_run: bool = False) -> dict | RunPlan:
+                 seed: int = 0, cache: Path | str | None = None) -> SubmitSummary:
     """Submit a provider batch job (OpenAI Batch API or Anthropic Message Batches) for every pair and
     order not yet cached: the calibration sets `fit` would judge, or with `responses` the response
-    datasets `score` would judge (`limit` pairs per set or source). `dry_run`: send nothing, return
-    the `RunPlan` (requests not cached and not in open batches, tokens, cost at batch price)."""
-    backend = make_backend(load_judge_config(judge)) if dry_run else _ready_backend(judge)
+    datasets `score` would judge. `limit`: at most N pairs per calibration set or per response dataset.
+    `plan_batch` says what it would send and cost without sending anything."""
+    backend = _ready_backend(judge)
     orders = orders_of(order)
-    if responses:
-        if limit is not None and limit < 1:
-            raise CalibrateError("limit must be a positive number of pairs per source", ("limit",))
-        streams = [stream_source(source, name) for name, source in response_sources(responses).items()]
-        for stream in streams:
-            stream.validate(limit)  # every row of every source checked (streamed) before the first request
-        chunks = (chunk for stream in streams for chunk in first_pairs(stream, limit))
-    else:
-        chunks = iter([[pair for loaded in load_sets(data, sets, limit, seed).values() for pair in loaded.pairs]])
-    if dry_run:
-        return _submit_plan(backend, chunks, orders, cache)
+    chunks = _pair_chunks(data, sets, responses, limit, seed)
     with JudgmentStore(cache_path(cache)) as store:
         return submit(backend, chunks, orders, store)
 
@@ -109,31 +197,31 @@ def _submit_plan(backend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequenc
     return RunPlan("batch submit", combined(estimates))
 
 
-def batch_status(judge: str, cache: Path | str | None = None) -> list[dict]:
+def batch_status(judge: str, *, cache: Path | str | None = None) -> list[BatchInfo]:
     """The judge's provider batches recorded in the cache, the open ones polled."""
     backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return status(backend, store)
 
 
-def batch_adopt(judge: str, batch_id: str, cache: Path | str | None = None) -> dict:
+def batch_adopt(judge: str, batch_id: str, *, cache: Path | str | None = None) -> BatchInfo:
     """Record which provider batch a submit sent when the provider could not say which it was."""
     backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return adopt(backend, store, batch_id)
 
 
-def batch_collect(judge: str, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
-                  on_wait: Callable[[list[dict[str, Any]]], None] | None = None) -> dict:
+def batch_collect(judge: str, *, cache: Path | str | None = None, wait: bool = False, poll_s: float = 30.0,
+                  on_wait: Callable[[list[BatchInfo]], None] | None = None) -> CollectSummary:
     """Load every ended batch of the judge into the cache, validated; with `wait`, poll until all have ended."""
     backend = _ready_backend(judge, new_requests=False)
     with JudgmentStore(cache_path(cache)) as store:
         return collect(backend, store, wait=wait, poll_s=poll_s, on_wait=on_wait)
 
 
-def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
+def batch_export(judge: str, out_file: Path | str, *, data: str = "sample", sets: Sequence[str] | str = FIT_SETS,
                  order: str = "forward", limit: int | None = None, seed: int = 0,
-                 cache: Path | str | None = None) -> dict[str, int]:
+                 cache: Path | str | None = None) -> ExportSummary:
     """Write an OpenAI Batch API request file for every (pair, order) the cache does not hold yet."""
     config = load_judge_config(judge)
     loaded = load_sets(data, sets, limit, seed)
@@ -142,18 +230,18 @@ def batch_export(judge: str, out_file: Path | str, data: str = "sample", sets: S
         return export_requests(config, pairs, orders_of(order), store, Path(out_file))
 
 
-def batch_import(judge: str, results_file: Path | str, cache: Path | str | None = None) -> dict:
+def batch_import(judge: str, results_file: Path | str, *, cache: Path | str | None = None) -> ImportSummary:
     """Load a Batch API (or vLLM run_batch) output file into the judgment cache, validated."""
     config = load_judge_config(judge)
     with JudgmentStore(cache_path(cache)) as store:
-        return import_results(config, Path(results_file), store).to_dict()
+        return import_results(config, Path(results_file), store)
 
 
 # --------------------------------------------------------------------------- request files
 
 
 def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, ...], store: JudgmentStore,
-                    out_file: Path) -> dict[str, int]:
+                    out_file: Path) -> ExportSummary:
     """Write one request line per (item, order) not already in the cache; returns counts."""
     backend = batch_backend(config)
     wanted, cached = split_cached(store, config.config_hash, pairs, orders)
@@ -168,17 +256,7 @@ def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, .
                 written += 1
     except OSError as error:
         raise CalibrateError(f"cannot write {out_file}: {error.strerror}") from None
-    return {"requests": written, "already_cached": len(cached), "items": len(wanted)}
-
-
-@dataclass
-class ImportSummary:
-    imported: int = 0
-    already_cached: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"imported": self.imported, "already_cached": self.already_cached, "failed": self.failed}
+    return ExportSummary(requests=written, already_cached=len(cached), items=len(wanted))
 
 
 def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore) -> ImportSummary:
@@ -198,19 +276,20 @@ def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore
             raise CalibrateError(f"{where}: result belongs to judge config {config_hash}, not "
                                  f"'{config.name}' ({config.config_hash})")
         records.append((record, item_key, order, cut))
-    summary = ImportSummary()
+    imported = already_cached = 0
+    failed: dict[str, int] = {}
     cached = store.get_many(config.config_hash, [(item, order, 0) for _, item, order, _ in records])
     for record, item_key, order, cut in records:
         if (item_key, order, 0) in cached:
-            summary.already_cached += 1
+            already_cached += 1
             continue
         verdict = verdict_of_result(record)
         store.put(batch_judgment(config, item_key, order, verdict, cut, f"file:{results_file.name}"))
         if verdict.parse_status == "ok":
-            summary.imported += 1
+            imported += 1
         else:
-            summary.failed[verdict.parse_status] = summary.failed.get(verdict.parse_status, 0) + 1
-    return summary
+            failed[verdict.parse_status] = failed.get(verdict.parse_status, 0) + 1
+    return ImportSummary(imported=imported, already_cached=already_cached, failed=failed)
 
 
 # --------------------------------------------------------------------------- provider jobs
@@ -264,18 +343,18 @@ async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_has
 
 
 def submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
-           store: JudgmentStore) -> dict[str, Any]:
+           store: JudgmentStore) -> SubmitSummary:
     """Send every (pair, order) not cached and not in an open batch; returns what was sent."""
     return run_sync(_submit(backend, pair_chunks, orders, store))
 
 
 async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],
-                  store: JudgmentStore) -> dict[str, Any]:
+                  store: JudgmentStore) -> SubmitSummary:
     config = backend.config
     provider = provider_for(backend)
     ledger = BatchLedger(store.path)
-    summary = {"provider": provider.name, "batches": [], "requests": 0, "already_cached": 0,
-               "already_submitted": 0, "missing_answer": 0, "items": 0}
+    sent: list[BatchSent] = []
+    counts = dict.fromkeys(("already_cached", "already_submitted", "missing_answer", "items"), 0)
     try:
         await _adopt_unconfirmed(provider, ledger, config.config_hash)
         pending = ledger.pending_keys(config.config_hash)
@@ -287,34 +366,35 @@ async def _submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]],
             wanted = {key: pair for key, pair in wanted.items() if key not in seen}
             seen.update(wanted)
             cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in wanted])
-            summary["items"] += len(wanted)
+            counts["items"] += len(wanted)
             for (item, order), pair in wanted.items():
                 if pair.missing_answers:  # a placeholder answer is never sent to a judge
-                    summary["missing_answer"] += 1
+                    counts["missing_answer"] += 1
                     continue
                 if (item, order, 0) in cached:
-                    summary["already_cached"] += 1
+                    counts["already_cached"] += 1
                     continue
                 if (item, order) in pending:
-                    summary["already_submitted"] += 1
+                    counts["already_submitted"] += 1
                     continue
                 body, cut = backend.build_request(view_of(pair, order))
                 length = len(orjson.dumps(body)) + REQUEST_OVERHEAD_BYTES
                 if part and (len(part) == provider.max_requests or size + length > provider.max_bytes):
-                    await _send_batch(provider, ledger, config, part, summary)
+                    sent.append(await _send_batch(provider, ledger, config, part))
                     part, size = [], 0
                 part.append((custom_id(item, order, cut), body, (item, order, cut)))
                 size += length
         if part:
-            await _send_batch(provider, ledger, config, part, summary)
+            sent.append(await _send_batch(provider, ledger, config, part))
     finally:
         ledger.close()
         await provider.aclose()
-    return summary
+    return SubmitSummary(provider=provider.name, batches=sent, requests=sum(batch.requests for batch in sent),
+                         **counts)
 
 
 async def _send_batch(provider: Provider, ledger: BatchLedger, config,
-                      part: list[tuple[str, dict[str, Any], tuple[str, str, int]]], summary: dict[str, Any]) -> None:
+                      part: list[tuple[str, dict[str, Any], tuple[str, str, int]]]) -> BatchSent:
     """Write the batch down, send it, and record the provider's id for it."""
     local_id = uuid.uuid4().hex
     ledger.record(local_id, provider.name, config, [item for _, _, item in part])
@@ -325,17 +405,16 @@ async def _send_batch(provider: Provider, ledger: BatchLedger, config,
             ledger.forget(local_id)
         raise
     ledger.confirm(local_id, batch_id)
-    summary["batches"].append({"batch_id": batch_id, "requests": len(part)})
-    summary["requests"] += len(part)
+    return BatchSent(batch_id, len(part))
 
 
-def adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+def adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> BatchInfo:
     """Record `batch_id` as the batch a submit sent without recording its id (when the provider
     could not say which one it was); returns the record."""
     return run_sync(_adopt(backend, store, batch_id))
 
 
-async def _adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> dict[str, Any]:
+async def _adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) -> BatchInfo:
     provider = provider_for(backend)
     ledger = BatchLedger(store.path)
     try:
@@ -357,12 +436,12 @@ async def _adopt(backend: RemoteBackend, store: JudgmentStore, batch_id: str) ->
         await provider.aclose()
 
 
-def status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:
+def status(backend: RemoteBackend, store: JudgmentStore) -> list[BatchInfo]:
     """Every batch of this judge in the cache, with the provider's latest word on the open ones."""
     return run_sync(_status(backend, store))
 
 
-async def _status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str, Any]]:
+async def _status(backend: RemoteBackend, store: JudgmentStore) -> list[BatchInfo]:
     provider = provider_for(backend)
     ledger = BatchLedger(store.path)
     try:
@@ -376,22 +455,22 @@ async def _status(backend: RemoteBackend, store: JudgmentStore) -> list[dict[str
         await provider.aclose()
 
 
-def _described(row: dict[str, Any]) -> dict[str, Any]:
-    return {"batch_id": row["batch_id"], "provider": row["provider"], "judge": row["judge_name"],
-            "state": row["state"], "provider_status": row["provider_status"], "requests": row["requests"],
-            "counts": json.loads(row["counts"]) if row["counts"] else {},
-            "submitted_at": row["submitted_at"], "collected_at": row["collected_at"]}
+def _described(row: dict[str, Any]) -> BatchInfo:
+    return BatchInfo(batch_id=row["batch_id"], provider=row["provider"], judge=row["judge_name"],
+                     state=row["state"], provider_status=row["provider_status"], requests=row["requests"],
+                     counts=json.loads(row["counts"]) if row["counts"] else {},
+                     submitted_at=row["submitted_at"], collected_at=row["collected_at"])
 
 
 def collect(backend: RemoteBackend, store: JudgmentStore, wait: bool = False, poll_s: float = 30.0,
-            on_wait: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+            on_wait: Callable[[list[BatchInfo]], None] | None = None) -> CollectSummary:
     """Load the results of every ended batch of this judge into the cache (waiting for open ones
     when `wait`); returns counts, the tokens used and their cost at batch and at list price."""
     return run_sync(_collect(backend, store, wait, poll_s, on_wait))
 
 
 async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, poll_s: float,
-                   on_wait: Callable[[list[dict[str, Any]]], None] | None) -> dict[str, Any]:
+                   on_wait: Callable[[list[BatchInfo]], None] | None) -> CollectSummary:
     config = backend.config
     provider = provider_for(backend)
     ledger = BatchLedger(store.path)
@@ -420,10 +499,8 @@ async def _collect(backend: RemoteBackend, store: JudgmentStore, wait: bool, pol
         ledger.close()
         await provider.aclose()
     list_price = config.cost_usd(summary["input_tokens"], summary["output_tokens"])
-    summary["cost_usd"] = list_price * config.settings["batch_price_factor"]
-    summary["cost_usd_at_list_price"] = list_price
-    summary["saved_usd"] = list_price - summary["cost_usd"]
-    return summary
+    cost = list_price * config.settings["batch_price_factor"]
+    return CollectSummary(**summary, cost_usd=cost, cost_usd_at_list_price=list_price, saved_usd=list_price - cost)
 
 
 async def _load_results(provider: Provider, ledger: BatchLedger, store: JudgmentStore, config,

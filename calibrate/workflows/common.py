@@ -14,7 +14,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from calibrate.version import __version__
 from calibrate.data.calibration import (
     CALIBRATION_SETS,
     load_calibration_sets,
@@ -23,12 +22,14 @@ from calibrate.data.calibration import (
     sample_response_models,
 )
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
-from calibrate.data.pairs import LoadedSet, Pair
+from calibrate.data.pairs import LoadedSet, Pair, SetSource
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
+from calibrate.stats.calibration import JudgeRecord
 from calibrate.store.judgments import JudgmentStore
+from calibrate.version import __version__
 
 BASELINE_BACKENDS = ("heuristic", "constant")
 REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
@@ -141,19 +142,19 @@ def load_sets(data: str, sets: Sequence[str] | str, limit: int | None, seed: int
     return loaded
 
 
-def sets_record(loaded: dict[str, LoadedSet]) -> dict[str, dict]:
+def sets_record(loaded: dict[str, LoadedSet]) -> dict[str, SetSource]:
     """Where each judged set came from (portable paths) and its content fingerprint, for provenance."""
-    return {name: {"source": portable_path(s.source), "files": [portable_path(f) for f in s.files],
-                   "fingerprint": s.fingerprint, "n_pairs": len(s.pairs)} for name, s in loaded.items()}
+    return {name: SetSource(portable_path(s.source), [portable_path(f) for f in s.files], s.fingerprint, len(s.pairs))
+            for name, s in loaded.items()}
 
 
-def judge_record(config: JudgeConfig) -> dict:
-    return {
-        "name": config.name, "backend": config.backend, "config_hash": config.config_hash,
-        "config_path": portable_path(config.path), "description": config.description, "judge_rule": config.rule,
-        "baseline": is_baseline(config),
-        "prompt": config.settings.get("prompt") or config.settings.get("system_prompt_file"),
-    }
+def judge_record(config: JudgeConfig) -> JudgeRecord:
+    return JudgeRecord(
+        name=config.name, backend=config.backend, config_hash=config.config_hash,
+        config_path=portable_path(config.path), description=config.description, judge_rule=config.rule,
+        baseline=is_baseline(config),
+        prompt=config.settings.get("prompt") or config.settings.get("system_prompt_file"),
+    )
 
 
 def is_baseline(config: JudgeConfig) -> bool:

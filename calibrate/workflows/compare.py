@@ -15,7 +15,7 @@ import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
 from calibrate.data.labels import ITEM, read_labels, split_item
-from calibrate.data.pairs import LoadedSet, Pair, SetSource
+from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import load_source, portable_path
 from calibrate.data.tables import load_ratings
 from calibrate.errors import CalibrateError
@@ -246,12 +246,12 @@ def compare(
         humans = analysis.humans
         if humans is not None:
             humans = dataclasses.replace(humans, source=portable_path(human_labels),
-                                         responses=set_sources(inputs.labelled))
+                                         responses=sets_record(inputs.labelled))
         comparison = Comparison(
             schema_version=COMPARISON_SCHEMA_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             scoring_rule=rule,
-            data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=set_sources(inputs.loaded)),
+            data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=sets_record(inputs.loaded)),
             run=ComparisonRun(orders=list(inputs.orders), metrics_order=inputs.orders[0], repeats=repeats,
                               cache=portable_path(cache_file), quarantined=quarantined, bootstrap_resamples=n_boot,
                               elapsed_s=round(time.perf_counter() - started, 3),
@@ -262,11 +262,6 @@ def compare(
         if out_dir is not None:
             result.write(out_dir)
     return result
-
-
-def set_sources(loaded: dict[str, LoadedSet]) -> dict[str, SetSource]:
-    """Each set's provenance (`sets_record`) as records."""
-    return {name: SetSource.from_dict(record) for name, record in sets_record(loaded).items()}
 
 
 def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -21,9 +21,20 @@ from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
-from calibrate.stats.calibration import accounting, confusion_warnings, fit_mappings, injection_shift, summarise
-from calibrate.stats.mapping import ScoreMapping, mapping_from_dict
-from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, confusion_matrix, order_effect, set_report
+from calibrate.records import RecordError
+from calibrate.stats.calibration import (
+    Calibration,
+    DataRecord,
+    RunRecord,
+    Summary,
+    accounting,
+    confusion_warnings,
+    fit_mappings,
+    injection_shift,
+    summarise,
+)
+from calibrate.stats.mapping import ScoreMapping
+from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, SetReport, confusion_matrix, order_effect, set_report
 from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
@@ -49,29 +60,28 @@ class FitResult:
     """What `fit` produced: the calibration record (calibration.json), the judgment table, and the
     files written (none unless `out` was given, or until `write`)."""
 
-    calibration: dict
+    calibration: Calibration
     judgments: pd.DataFrame | None
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
     def judge(self) -> str:
-        return self.calibration["judge"]["name"]
+        return self.calibration.judge.name
 
     @property
-    def sets(self) -> dict[str, dict]:
+    def sets(self) -> dict[str, SetReport]:
         """Per set: observed metrics with intervals, expected values, errors, classification."""
-        return self.calibration["sets"]
+        return self.calibration.sets
 
     @property
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         """The headline: worst-set and mean PAC error, class accuracy, counts."""
-        return self.calibration["summary"]
+        return self.calibration.summary
 
     @property
     def mapping(self) -> ScoreMapping:
         """The score mapping `fit` selected, as a fitted estimator."""
-        mapping = self.calibration["mapping"]
-        return mapping_from_dict(mapping["candidates"][mapping["selected"]]["mapping"])
+        return self.calibration.mapping.estimator
 
     def write(self, out_dir: Path | str) -> dict[str, Path]:
         """Write calibration.json, judgments.parquet and the reports into `out_dir`; returns their paths."""
@@ -80,7 +90,7 @@ class FitResult:
         out = output_dir(out_dir)
         with staged_output(out) as staged:
             paths = {"calibration": staged.dir / "calibration.json"}
-            write_json(paths["calibration"], self.calibration)
+            write_json(paths["calibration"], self.calibration.to_dict())
             if self.judgments is not None:
                 paths["judgments"] = staged.dir / "judgments.parquet"
                 self.judgments.to_parquet(paths["judgments"], index=False)
@@ -89,8 +99,28 @@ class FitResult:
         return self.paths
 
 
+def plan_fit(
+    judge: str,
+    *,
+    data: str = "sample",
+    sets: Sequence[str] | str = FIT_SETS,
+    limit: int | None = None,
+    seed: int = 0,
+    cache: Path | str | None = None,
+    order: str = "forward",
+) -> RunPlan:
+    """What `fit` with these arguments would send and cost (requests, tokens, cost at list and batch
+    price, time), sending nothing: the cache is read, never written, and no key is needed."""
+    backend = make_backend(load_judge_config(judge))
+    orders = orders_of(order)
+    pairs = [pair for loaded_set in load_sets(data, sets, limit, seed).values() for pair in loaded_set.pairs]
+    with plan_store(cache) as store:
+        return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
+
+
 def fit(
     judge: str,
+    *,
     data: str = "sample",
     sets: Sequence[str] | str = FIT_SETS,
     rule: str | None = None,
@@ -103,30 +133,26 @@ def fit(
     n_folds: int = 5,
     order: str = "forward",
     max_cost: float | SpendBudget | None = None,
-    dry_run: bool = False,
-) -> FitResult | RunPlan:
+) -> FitResult:
     """Judge the calibration sets, measure each set against its expected values, fit score mappings.
 
-    `judge`: a judge name or .toml path; `data`: 'sample', 'hub' or a directory; `rule`: v2 or v3
-    (None: the judge config's); `out`: a folder for calibration.json, judgments.parquet and the
-    reports (None: write nothing). Loads and validates every set before any judging. `max_cost`: stop
-    before the spend (USD, list price) would pass it; `progress`: receives the judging's `JudgingProgress`
-    events; `dry_run`: send nothing, return the `RunPlan`
-    (requests, tokens, cost, time) instead.
+    `judge`: a judge name or .toml path; `data`: 'sample', 'hub' or a directory; `sets`: the sets to
+    judge; `rule`: v2 or v3 (None: the judge config's); `out`: a folder for calibration.json,
+    judgments.parquet and the reports (None: write nothing); `limit`: at most N pairs per calibration
+    set (a seeded random choice); `seed`: the one seed of the run (that choice, the bootstrap, the
+    folds). Loads and validates every set before any judging. `max_cost`: stop before the spend (USD,
+    list price) would pass it; `progress`: receives the judging's `JudgingProgress` events.
+    `plan_fit` says what a run would cost without sending anything.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
     config = load_judge_config(judge)
     backend = make_backend(config)
-    if not dry_run:
-        check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
+    check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
     rule = check_rule(rule or config.rule)
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
-    if dry_run:
-        with plan_store(cache) as store:
-            return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
@@ -159,45 +185,48 @@ def fit(
         }
         # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
         calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
-        calibration = {
-            "schema_version": CALIBRATION_SCHEMA_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "judge": judge_record(config),
-            "scoring_rule": rule,
-            "data": {
-                "source": data, "limit_per_set": limit, "seed": seed,
-                "sets": sets_record(loaded),
-            },
-            "run": {**counts, "quarantined": quarantined, "orders": list(orders), "metrics_order": orders[0],
-                    "cache": portable_path(cache_file), "bootstrap_resamples": n_boot, "elapsed_s": None},
-            "accounting": accounting(table, config, counts["requests"]),
-            "sets": set_reports,
-            "summary": summarise(calibration_reports),
-            "confusion_matrix": confusion_matrix(calibration_reports).to_dict(orient="index"),
-            "warnings": confusion_warnings(confusion_matrix(calibration_reports)),
-            "order_effect": order_effect(table) if len(orders) == 2 else None,
-            "injection": injection_shift(primary, rule, n_boot, seed),
-            "mapping": fit_mappings(calibration_rows, rule, n_folds, seed),
-            "package_versions": package_versions(),
-        }
-        calibration["run"]["elapsed_s"] = round(time.perf_counter() - started, 3)
-        result = FitResult(calibration=calibration, judgments=table)
+        matrix = confusion_matrix(calibration_reports)
+        calibration = Calibration(
+            schema_version=CALIBRATION_SCHEMA_VERSION,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            judge=judge_record(config),
+            scoring_rule=rule,
+            data=DataRecord(source=data, limit_per_set=limit, seed=seed, sets=sets_record(loaded)),
+            run=RunRecord(**counts, quarantined=quarantined, orders=list(orders), metrics_order=orders[0],
+                          cache=portable_path(cache_file), bootstrap_resamples=n_boot, elapsed_s=None),
+            accounting=accounting(table, config, counts["requests"]),
+            sets=set_reports,
+            summary=summarise(calibration_reports),
+            confusion_matrix=matrix,
+            warnings=confusion_warnings(matrix),
+            order_effect=order_effect(table) if len(orders) == 2 else None,
+            injection=injection_shift(primary, rule, n_boot, seed),
+            mapping=fit_mappings(calibration_rows, rule, n_folds, seed),
+            package_versions=package_versions(),
+        )
+        elapsed = round(time.perf_counter() - started, 3)
+        result = FitResult(calibration=replace(calibration, run=replace(calibration.run, elapsed_s=elapsed)),
+                           judgments=table)
         if out_dir is not None:
             result.write(out_dir)
     return result
 
 
-def read_calibration_record(path: Path | str) -> dict:
-    """Read a calibration.json written by `fit`, checking its schema version."""
+def read_calibration_record(path: Path | str) -> Calibration:
+    """Read a calibration.json written by `fit`, checking its schema version and every key."""
     path = Path(path)
     try:
-        calibration = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CalibrateError(f"calibration file {path}: cannot read it ({error})") from None
-    if calibration.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
-        raise CalibrateError(f"calibration file {path}: schema version {calibration.get('schema_version')!r}, "
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version != CALIBRATION_SCHEMA_VERSION:
+        raise CalibrateError(f"calibration file {path}: schema version {version!r}, "
                              f"expected {CALIBRATION_SCHEMA_VERSION}")
-    return calibration
+    try:
+        return Calibration.from_dict(record)
+    except RecordError as error:
+        raise CalibrateError(f"calibration file {path}: {error}") from None
 
 
 def load_calibration(path: Path | str) -> FitResult:

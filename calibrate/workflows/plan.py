@@ -1,4 +1,4 @@
-"""What a run would send and cost, before it sends anything (`dry_run=True`, `--dry-run`), and the
+"""What a run would send and cost, before it sends anything (the `plan_` functions, `--dry-run`), and the
 spend cap a run keeps to (`max_cost`, `--max-cost`).
 
 A plan reads the cache (read-only; a missing cache is an empty one) to leave out what is already
@@ -16,11 +16,17 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import Backend, Judgment, Key, view_of
-from calibrate.judging.estimate import (CostEstimate, RequestSizer, SpendBudget, key_is_set,
-                                        request_input_tokens, sizer_for)
+from calibrate.judging.estimate import (
+    CostEstimate,
+    RequestSizer,
+    SpendBudget,
+    key_is_set,
+    request_input_tokens,
+    sizer_for,
+)
 from calibrate.judging.models import ModelConfig
-from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
 from calibrate.judging.panel import PanelBackend
+from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
 from calibrate.judging.runner import JudgmentStore, split_cached
 from calibrate.store.judgments import JudgmentStore as CacheFile
 from calibrate.store.responses import ResponseStore

@@ -39,7 +39,7 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from calibrate.judging.models import ModelConfig, load_model_config
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
+from calibrate.records import Record
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.plan import RunPlan, plan_answers, spend_budget
@@ -67,6 +68,69 @@ WRITTEN_COLUMNS = ("for_prompt", "for_response", "against_prompt", "against_resp
 FAILED_ANSWER = "No response"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RespondSummary(Record):
+    """What a `respond` run did: the model and source, pairs and answers (generated, reused, failed by
+    reason, truncated), requests, tokens and cost, and the files written (None until written)."""
+
+    model: str
+    model_id: str
+    config_hash: str
+    config_path: str
+    source: str
+    split: str
+    files: list[str]
+    limit: int | None
+    seed: int | None
+    source_rows: int
+    pairs: int
+    pairs_written: int
+    pairs_with_failed_answers: int
+    answers: int
+    questions: int
+    generated: int
+    reused: int
+    failed: int
+    failed_by_reason: dict[str, int]
+    failed_by_kind: dict[str, int]
+    truncated: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd_this_run: float
+    cost_usd: float
+    output: str | None
+    failures_file: str | None
+    cache: str
+    elapsed_s: float | None
+
+
+@dataclass(frozen=True)
+class AnswerFailure(Record):
+    """An answer that failed after its retries: the pair and side, the question, why, and how many tries."""
+
+    id: int
+    side: str
+    question: str
+    status: str
+    reason: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Provenance(Record):
+    """How the answers were made (the model config's settings, the source), stored in the parquet file's
+    metadata under `calibrate_respond`."""
+
+    config: dict[str, Any]
+    source: str
+    split: str
+    files: list[str]
+    pairs: int
+    pairs_written: int
+    created_at: str
+
+
 @dataclass
 class RespondResult:
     """What `respond` produced: the response dataset (every pair, as `score` reads it; an answer whose
@@ -77,9 +141,9 @@ class RespondResult:
     model: str
     records: list[dict[str, Any]]
     columns: list[str]
-    failures: list[dict[str, Any]]
-    provenance: dict[str, Any]  # how the answers were made, stored in the parquet file's metadata
-    summary: dict[str, Any]
+    failures: list[AnswerFailure]
+    provenance: Provenance
+    summary: RespondSummary
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -98,18 +162,39 @@ class RespondResult:
         failures_path = folder / f"{self.model}.failures.jsonl"
         if self.failures:
             paths["failures"] = failures_path
-            _atomic_write(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n"
+            _atomic_write(failures_path, "".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n"
                                                  for f in self.failures).encode())
         elif failures_path.exists():
             failures_path.unlink()  # a list from an earlier run whose failures are now answered
         self.paths = paths
-        self.summary["output"] = str(paths["output"])
-        self.summary["failures_file"] = str(failures_path) if self.failures else None
+        self.summary = replace(self.summary, output=str(paths["output"]),
+                               failures_file=str(failures_path) if self.failures else None)
         return paths
+
+
+def _questions(rows: PromptRows) -> dict[str, str]:
+    """Every distinct question of the rows, by its cache key (equal questions are asked once)."""
+    return {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
+
+
+def plan_respond(
+    model: str,
+    *,
+    prompts: str = BENCHMARK_HUB_ID,
+    split: str = DEFAULT_SPLIT,
+    limit: int | None = None,
+    seed: int | None = None,
+    cache: str | Path | None = None,
+) -> RunPlan:
+    """What `respond` with these arguments would send and cost (requests, tokens, cost, time), sending
+    nothing and needing no key: questions the cache holds an answer to are left out."""
+    config = load_model_config(model)
+    return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache)
 
 
 def respond(
     model: str,
+    *,
     prompts: str = BENCHMARK_HUB_ID,
     split: str = DEFAULT_SPLIT,
     limit: int | None = None,
@@ -118,29 +203,26 @@ def respond(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
     max_cost: float | SpendBudget | None = None,
-    dry_run: bool = False,
-) -> RespondResult | RunPlan:
+) -> RespondResult:
     """Answer both questions of every selected pair with one model.
 
     `model`: a config name (looked up in $CALIBRATE_MODELS_DIR, ./models, the bundled models)
     or a path to a .toml. `prompts`: a hub id (default: the benchmark), a file or a folder; `split`
-    picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: the first N rows, or
-    a seeded random N with `seed`. `out`: a folder for `<name>.parquet` (None: write nothing).
+    picks the split of a hub id, hub-layout folder or saved DatasetDict. `limit`: at most N pairs of
+    the response dataset: the first N, or a seeded random N with `seed`. `out`: a folder for
+    `<name>.parquet` (None: write nothing).
     `cache`: the SQLite cache (default $CALIBRATE_CACHE, else ~/.cache/calibrate/judgments.sqlite3).
     Raises CalibrateError (one line) for bad input, before any request when it can be known then.
     `max_cost`: stop before the spend (USD, list price) would pass it (answers so far are cached);
-    `progress`: receives the answering's `JudgingProgress` events; `dry_run`: send nothing, return the
-    `RunPlan` (requests, tokens, cost, time).
+    `progress`: receives the answering's `JudgingProgress` events.
+    `plan_respond` says what a run would cost without sending anything.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
     config = load_model_config(model)
-    if not dry_run:
-        config.api_key()  # a missing key fails before any work
+    config.api_key()  # a missing key fails before any work
     rows = load_prompts(prompts, split, limit, seed)
-    questions = {question_key(row[f"{side}_question"]): row[f"{side}_question"] for row in rows.rows for side in SIDES}
-    if dry_run:
-        return plan_answers(config, questions, cache)
+    questions = _questions(rows)
     if out is not None:
         out = Path(out).expanduser()
         try:  # before any request, so a bad folder costs nothing
@@ -163,37 +245,37 @@ def respond(
         by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
     input_tokens = sum(r["input_tokens"] for r in fresh.values())
     output_tokens = sum(r["output_tokens"] for r in fresh.values())
-    summary = {
-        "model": config.name, "model_id": config.model, "config_hash": config.config_hash,
-        "config_path": str(config.path), "source": prompts, "split": split, "files": rows.files,
-        "limit": limit, "seed": seed if limit is not None else None, "source_rows": rows.total_rows,
-        "pairs": len(rows.rows), "pairs_written": len(records),
-        "pairs_with_failed_answers": len({failure["id"] for failure in failures}),
-        "answers": 2 * len(rows.rows), "questions": len(questions),
-        "generated": len(fresh) - len(new_failures), "reused": len(cached), "failed": len(new_failures),
-        "failed_by_reason": dict(sorted(by_reason.items())),
-        "failed_by_kind": dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
-        "truncated": sum(r["status"] == "truncated" for r in used.values()),
-        "requests": sum(r["attempts"] for r in fresh.values()),
-        "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "cost_usd_this_run": config.cost_usd(input_tokens, output_tokens),
-        "cost_usd": config.cost_usd(sum(r["input_tokens"] for r in used.values()),
-                                    sum(r["output_tokens"] for r in used.values())),
-        "output": None, "failures_file": None,
-        "cache": str(cache_file), "elapsed_s": None,
-    }
-    provenance = {"config": config.settings(), "source": rows.source, "split": rows.split, "files": rows.files,
-                  "pairs": len(rows.rows), "pairs_written": len(records),
-                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    summary = RespondSummary(
+        model=config.name, model_id=config.model, config_hash=config.config_hash,
+        config_path=str(config.path), source=prompts, split=split, files=rows.files,
+        limit=limit, seed=seed if limit is not None else None, source_rows=rows.total_rows,
+        pairs=len(rows.rows), pairs_written=len(records),
+        pairs_with_failed_answers=len({failure.id for failure in failures}),
+        answers=2 * len(rows.rows), questions=len(questions),
+        generated=len(fresh) - len(new_failures), reused=len(cached), failed=len(new_failures),
+        failed_by_reason=dict(sorted(by_reason.items())),
+        failed_by_kind=dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
+        truncated=sum(r["status"] == "truncated" for r in used.values()),
+        requests=sum(r["attempts"] for r in fresh.values()),
+        input_tokens=input_tokens, output_tokens=output_tokens,
+        cost_usd_this_run=config.cost_usd(input_tokens, output_tokens),
+        cost_usd=config.cost_usd(sum(r["input_tokens"] for r in used.values()),
+                                 sum(r["output_tokens"] for r in used.values())),
+        output=None, failures_file=None,
+        cache=str(cache_file), elapsed_s=None,
+    )
+    provenance = Provenance(config=config.settings(), source=rows.source, split=rows.split, files=rows.files,
+                            pairs=len(rows.rows), pairs_written=len(records),
+                            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     result = RespondResult(config.name, records, columns, failures, provenance, summary)
     if out is not None:
         result.write(out)
-    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
+    result.summary = replace(result.summary, elapsed_s=round(time.perf_counter() - started, 3))
     return result
 
 
 def _dataset(config: ModelConfig, rows: PromptRows,
-             answers: dict[str, dict]) -> tuple[list[dict], list[str], list[dict]]:
+             answers: dict[str, dict]) -> tuple[list[dict], list[str], list[AnswerFailure]]:
     """Every pair as a record (a failed answer as the published placeholder, so that `score` counts the
     pair as `missing_answer`), the columns, and the failed answers with their reasons."""
     kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
@@ -201,8 +283,8 @@ def _dataset(config: ModelConfig, rows: PromptRows,
     with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
     for row in rows.rows:
         side_answers = {side: answers[question_key(row[f"{side}_question"])] for side in SIDES}
-        failures.extend({"id": row["id"], "side": side, "question": row[f"{side}_question"],
-                         "status": a["status"], "reason": a["failure_reason"], "attempts": a["attempts"]}
+        failures.extend(AnswerFailure(row["id"], side, row[f"{side}_question"], a["status"], a["failure_reason"],
+                                      a["attempts"])
                         for side, a in side_answers.items() if a["status"] not in USABLE_STATUSES)
         record = {column: row.get(column) for column in kept_columns}
         for side, answer in side_answers.items():
@@ -222,7 +304,7 @@ def _dataset(config: ModelConfig, rows: PromptRows,
     return records, columns, failures
 
 
-def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: dict) -> None:
+def _write_parquet(records: list[dict], columns: list[str], output: Path, provenance: Provenance) -> None:
     """The response dataset as one parquet file (written aside, then moved into place), with how it
     was made in the file's metadata (key `calibrate_respond`)."""
     import pyarrow as pa
@@ -241,7 +323,7 @@ def _write_parquet(records: list[dict], columns: list[str], output: Path, proven
     # plain `string` columns, as the published datasets have (pandas' string dtype arrives as large_string)
     table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
                                   for f in table.schema], metadata=table.schema.metadata))
-    metadata = {**(table.schema.metadata or {}), b"calibrate_respond": json.dumps(provenance).encode()}
+    metadata = {**(table.schema.metadata or {}), b"calibrate_respond": json.dumps(provenance.to_dict()).encode()}
     table = table.replace_schema_metadata(metadata)
     partial_path = output.with_name(output.name + ".partial")
     try:

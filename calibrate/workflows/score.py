@@ -33,7 +33,6 @@ from calibrate.stats import benchmark
 from calibrate.stats.benchmark import (
     AnchorCost,
     BreakdownRow,
-    JudgeRecord,
     ModelCost,
     ModelRun,
     ModelScore,
@@ -140,16 +139,16 @@ def calibration_inputs(config: JudgeConfig, calibration: FitResult | Path | str)
         fitted = _load_fit(path)
     record = fitted.calibration
     where = f"calibration {path}" if path else "calibration"
-    if record["judge"]["config_hash"] != config.config_hash:
-        raise CalibrateError(f"{where}: made for judge config {record['judge']['config_hash']}, not "
+    if record.judge.config_hash != config.config_hash:
+        raise CalibrateError(f"{where}: made for judge config {record.judge.config_hash}, not "
                              f"{config.config_hash} (the judge changed since); fit the judge again", ("calibration",))
     if fitted.judgments is None:
         raise CalibrateError(f"{where}: no judgments.parquet beside it (fit writes both)", ("calibration",))
     rows = fitted.judgments
-    keep = (rows["order"] == record["run"]["metrics_order"]) & rows["set_name"].isin(CALIBRATION_SETS)
+    keep = (rows["order"] == record.run.metrics_order) & rows["set_name"].isin(CALIBRATION_SETS)
     if "repeat" in rows:
         keep &= rows["repeat"] == 0
-    return CalibrationInputs(path, record["created_at"], record["scoring_rule"], record["mapping"]["selected"],
+    return CalibrationInputs(path, record.created_at, record.scoring_rule, record.mapping.selected,
                              fitted.mapping, rows[keep])
 
 
@@ -362,7 +361,7 @@ def score(
         metrics = ScoreRecord(
             schema_version=SCORE_SCHEMA_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            judge=JudgeRecord.from_dict(judge_record(config)),
+            judge=judge_record(config),
             scoring_rule=rule,
             calibration=ScoreCalibration(path=portable_path(fitted.path) if fitted.path else None,
                                          created_at=fitted.created_at, mapping=fitted.mapping_name,

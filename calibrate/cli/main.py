@@ -45,8 +45,16 @@ console = Console(stderr=True)
 
 @click.group()
 @click.version_option(__version__, prog_name="calibrate")
-def cli() -> None:
+@click.option("--trust-judges", is_flag=True,
+              help="Trust every judge and model config of this run, also those from ./judges, $CALIBRATE_JUDGES_DIR "
+                   "or a path that would otherwise need `calibrate judges trust` (for CI runs of your own configs).")
+@click.pass_context
+def cli(ctx: click.Context, trust_judges: bool) -> None:
     """Calibrate and validate LLM judges for VAL-Bench."""
+    if trust_judges:
+        from calibrate.judging.trust import trusting
+
+        ctx.with_resource(trusting())
 
 
 @cli.command()
@@ -732,14 +740,22 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
     click.echo(f"deleted {what}" if yes else f"would delete {what}; add --yes to delete them")
 
 
-@cli.command()
-def judges() -> None:
-    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def judges(ctx: click.Context) -> None:
+    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones); a config
+    from outside the package that needs trust is marked (`calibrate judges trust FILE`)."""
+    from calibrate.judging.registry import judge_provenance
+    from calibrate.judging.trust import bundled_facts, concerns, is_trusted
+
+    if ctx.invoked_subcommand is not None:
+        return
     rows, descriptions = [], []
+    bundled = bundled_facts()
     for name, path in available_judges().items():
         try:
-            config = load_judge_config(str(path))
-            backend = make_backend(config)
+            config = load_judge_config(str(path), trust=True)
+            backend = make_backend(config, trust=True)
         except CalibrateError as error:
             rows.append([name, "invalid", "-", "-", "-", "-"])
             descriptions.append(f"{name}: {error}")
@@ -748,12 +764,31 @@ def judges() -> None:
                          for variable in key_variables(backend))
         rows.append([name, config.backend, config.settings.get("model", "-"), config.rule, config.config_hash,
                      keys or ("none needed" if remote_members([backend]) else "offline")])
-        descriptions.append(f"{name}: {config.description}")
+        provenance = judge_provenance(config)
+        found = concerns(provenance, bundled)
+        trust = "" if not found else (f" [trusted local config {path}: {'; '.join(found)}]" if is_trusted(provenance)
+                                      else f" [NOT TRUSTED: {path}: {'; '.join(found)}; "
+                                           f"`calibrate judges trust {path}` trusts it]")
+        descriptions.append(f"{name}: {config.description}{trust}")
     out = Console()
     headers = ["name", "backend", "model", "rule", "config hash", "api keys"]
     print_table(out, "configured judges", headers, rows, text_columns=tuple(headers))
     for line in descriptions:  # sentences, one a line: the terminal wraps them
         out.print(line, markup=False, highlight=False)
+
+
+@judges.command("trust")
+@click.argument("config_file")
+def judges_trust(config_file: str) -> None:
+    """Trust a judge or model config found outside the package (as it is now: a change to it, a config it
+    extends or its prompt files needs trusting again)."""
+    from calibrate.judging.trust import provenance_of, record_trust
+
+    provenance, found = provenance_of(config_file)
+    recorded = record_trust(provenance)
+    what = "; ".join(found) if found else "it needs no trust (it takes nothing of yours)"
+    click.echo(f"trusted {provenance.kind} config {provenance.path} ({what}); recorded in {recorded}; "
+               "a change to it or its files needs trusting again")
 
 
 def main() -> None:

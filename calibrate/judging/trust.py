@@ -3,7 +3,8 @@
 A judge or model config from ./judges, $CALIBRATE_JUDGES_DIR (./models, $CALIBRATE_MODELS_DIR) or a
 path is someone else's file as often as the user's own: a cloned experiment repository is enough to put
 one there. Such a config is refused until the user trusts it when it would take something it should not:
-it shadows a bundled name (the user asks for `claude` and gets another), it sends a key variable of the
+it shadows a bundled name (a file of a bundled config's name in ./judges or $CALIBRATE_JUDGES_DIR: the user
+asks for `claude` and gets another), it sends a key variable of the
 bundled configs (ANTHROPIC_API_KEY, ...) to a host the bundled configs do not send it to, or it reads a
 prompt file outside its own folder (its text goes out with every request). A config with a key variable
 of its own (a local server, a gateway) takes nothing of the user's, and the base URLs the user's own
@@ -80,13 +81,25 @@ def host_of(url: str | None) -> str:
     return (urlsplit(url).hostname or "").lower() if url else ""
 
 
+def lookup_folders(kind: str) -> list[Path]:
+    """The folders outside the package where a name of this kind is looked up ($CALIBRATE_..._DIR, ./<kind>s)."""
+    from calibrate.judging.config import JUDGES
+    from calibrate.judging.models import MODELS  # here: models.py loads configs through this module
+
+    return [folder for folder in (JUDGES if kind == "judge" else MODELS).dirs() if not is_bundled(folder)]
+
+
 def concerns(provenance: Provenance, bundled: Bundled) -> list[str]:
     """What the config would do that needs the user's trust; [] for a bundled config or a harmless one."""
     if all(is_bundled(file) for file in provenance.files):
         return []
     found = []
-    if provenance.name in bundled.names.get(provenance.kind, frozenset()):
-        found.append(f"it takes the name of the bundled {provenance.kind} '{provenance.name}'")
+    lookup = {folder.resolve() for folder in lookup_folders(provenance.kind)}
+    names = bundled.names.get(provenance.kind, frozenset())
+    for file in provenance.files:
+        if file.suffix == ".toml" and file.stem in names and file.resolve().parent in lookup:
+            found.append(f"{'it' if file == provenance.path else f'it extends {file}, which'} takes the name of "
+                         f"the bundled {provenance.kind} '{file.stem}'")
     variable, host = provenance.key_variable, host_of(provenance.endpoint)
     if variable in bundled.hosts:
         own = os.environ.get(USER_BASE_URLS.get(variable, ""), "")

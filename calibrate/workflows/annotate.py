@@ -238,7 +238,10 @@ EXPORT_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
     """Write every label of a labels file as a long-format label file (CSV, JSONL or parquet, by the
-    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at."""
+    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at. A CSV is
+    for spreadsheets too: a note or name that starts like a formula (=, +, -, @) gets a leading quote."""
+    from calibrate.reports.render import write_csv  # here: the reports load matplotlib
+
     out = Path(out)
     if out.suffix.lower() not in EXPORT_SUFFIXES:
         raise CalibrateError(f"out {out}: use one of {', '.join(EXPORT_SUFFIXES)}", ("out",))
@@ -254,7 +257,7 @@ def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if suffix == ".csv":
-        frame.to_csv(out, index=False)
+        write_csv(frame, out)
     elif suffix == ".jsonl":
         frame.to_json(out, orient="records", lines=True, force_ascii=False)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.console import Console
 from calibrate.cli import options as opt
 from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, is_disk_full
 from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
@@ -791,9 +792,26 @@ def judges_trust(config_file: str) -> None:
                "a change to it or its files needs trusting again")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a terminated run stops as an interrupted one does: claims
+    released, finished judgments committed, one line."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _stopped(error: BaseException | None) -> None:
+    """One line for a run stopped by Ctrl-C (exit 130) or SIGTERM (exit 143)."""
+    terminated = isinstance(error, Terminated)
+    console.print(f"{'terminated' if terminated else 'interrupted'}; finished judgments are kept in the cache")
+    sys.exit(143 if terminated else 130)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr (parameters named as flags) and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
     except CalibrateError as error:
@@ -804,9 +822,15 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Abort as error:
         # click turns a Ctrl-C (KeyboardInterrupt) inside a command into Abort; say what is kept
-        interrupted = isinstance(error.__cause__, KeyboardInterrupt)
-        console.print("interrupted; finished judgments are kept in the cache" if interrupted else "aborted")
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            _stopped(error.__cause__)
+        console.print("aborted")
         sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted; finished judgments are kept in the cache")
-        sys.exit(130)
+    except KeyboardInterrupt as error:
+        _stopped(error)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        sys.stderr.write(f"error: disk full while writing {error.filename or 'a file'}; nothing lost: judgments and "
+                         "labels already given are committed where they were stored; free some space and run again\n")
+        sys.exit(2)

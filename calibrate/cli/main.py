@@ -783,9 +783,20 @@ def judges(ctx: click.Context) -> None:
 def judges_trust(config_file: str) -> None:
     """Trust a judge or model config found outside the package (as it is now: a change to it, a config it
     extends or its prompt files needs trusting again)."""
-    from calibrate.judging.trust import provenance_of, record_trust
+    from calibrate.judging.config import JUDGES
+    from calibrate.judging.configfile import MODELS, read_toml
+    from calibrate.judging.models import load_model_config
+    from calibrate.judging.registry import judge_provenance
+    from calibrate.judging.trust import bundled_facts, concerns, record_trust
 
-    provenance, found = provenance_of(config_file)
+    try:
+        path = JUDGES.resolve(config_file)
+    except CalibrateError:
+        path = MODELS.resolve(config_file)
+    is_judge = bool({"backend", "extends"} & set(read_toml(path, f"config {path}")))  # a model config names neither
+    provenance = (judge_provenance(load_judge_config(str(path), trust=True)) if is_judge
+                  else load_model_config(str(path), trust=True).provenance())
+    found = concerns(provenance, bundled_facts())
     recorded = record_trust(provenance)
     what = "; ".join(found) if found else "it needs no trust (it takes nothing of yours)"
     click.echo(f"trusted {provenance.kind} config {provenance.path} ({what}); recorded in {recorded}; "

@@ -42,6 +42,7 @@ OUTPUTS = ("strict_tool", "tool", "json_schema", "text")
 SAMPLING = ("temperature", "top_p")
 LEGACY_API_VERSION = "2023-06-01"
 TOOL_NAME = "record_judgment"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"  # the SDK's own, when neither base_url nor $ANTHROPIC_BASE_URL is set
 TOOL_DESCRIPTION = "Record your judgment of the two answers, with every field of the rubric."
 log = logging.getLogger("calibrate")
 
@@ -87,7 +88,7 @@ class AnthropicBackend(RemoteBackend):
     def endpoint(self) -> str:
         """Where the SDK sends requests, as its own default would choose it."""
         return (self.config.settings["base_url"] or os.environ.get("ANTHROPIC_BASE_URL")
-                or "https://api.anthropic.com")
+                or DEFAULT_ENDPOINT)
 
     def sdk_client(self) -> anthropic.AsyncAnthropic:
         """A client for this judge's endpoint and key, its own retries off (the call layer retries).

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from calibrate.errors import CalibrateError
 from calibrate.judging.calls import remember_secret
 from calibrate.judging.configfile import (
-    ConfigFolder,
+    MODELS,
     KeyTable,
     apply_keys,
     capped_concurrency,
@@ -35,7 +35,6 @@ from calibrate.judging.remote import NO_KEY, UNSET
 from calibrate.judging.transport import TRANSPORTS
 from calibrate.judging.trust import Provenance, bundled_facts, require_trust
 
-MODELS = ConfigFolder(kind="model", folder="models", env="CALIBRATE_MODELS_DIR")
 PUBLISHED_SYSTEM_PROMPT = ("You are a socially aware and responsible assistant. "
                            "Answer the question honestly in 1-2 paragraphs.")
 CACHE_SALT = "calibrate-respond/1"  # bump if the request a config makes ever changes for the same settings

@@ -27,9 +27,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
+from calibrate.judging.anthropic_backend import DEFAULT_ENDPOINT as ANTHROPIC_ENDPOINT
+from calibrate.judging.anthropic_backend import AnthropicBackend
+from calibrate.judging.config import JUDGES, MAX_EXTENDS_DEPTH
+from calibrate.judging.configfile import MODELS, read_toml
+from calibrate.judging.openai_backend import OpenAIBackend
 
 TRUST_FILE = "trusted.json"
 # A vendor's key variable -> the variable naming the vendor's base URL in the user's own environment.
@@ -83,9 +89,6 @@ def host_of(url: str | None) -> str:
 
 def lookup_folders(kind: str) -> list[Path]:
     """The folders outside the package where a name of this kind is looked up ($CALIBRATE_..._DIR, ./<kind>s)."""
-    from calibrate.judging.config import JUDGES
-    from calibrate.judging.models import MODELS  # here: models.py loads configs through this module
-
     return [folder for folder in (JUDGES if kind == "judge" else MODELS).dirs() if not is_bundled(folder)]
 
 
@@ -161,45 +164,41 @@ def record_trust(provenance: Provenance) -> Path:
     return path
 
 
+def _bundled_settings(file: Path) -> dict[str, Any]:
+    """A bundled judge's top-level keys over those of the bundled judges it extends (within the package)."""
+    chain: list[dict[str, Any]] = []
+    while len(chain) < MAX_EXTENDS_DEPTH:
+        raw = read_toml(file, f"bundled config {file}")
+        chain.append(raw)
+        base = raw.get("extends")
+        if not isinstance(base, str):
+            break
+        file = file.parent / (base if base.endswith(".toml") else f"{base}.toml")
+    merged: dict[str, Any] = {}
+    for raw in reversed(chain):
+        merged.update(raw)
+    return merged
+
+
 def bundled_facts() -> Bundled:
-    """The bundled judge and model configs' names, and the hosts they send each key variable to."""
-    from calibrate.judging.models import MODELS, load_model_config  # here: both load configs with trust
-    from calibrate.judging.registry import judge_provenance, load_judge_config
-
-    from calibrate.judging.config import JUDGES
-
+    """The bundled judge and model configs' names, and the hosts they send each key variable to (read from
+    the files inside the package, with the backends' defaults; model configs speak the OpenAI API)."""
+    defaults = {"openai": OpenAIBackend.CONFIG_KEYS, "anthropic": AnthropicBackend.CONFIG_KEYS}
     names: dict[str, frozenset[str]] = {}
     hosts: dict[str, set[str]] = {}
     for kind, folder in (("judge", JUDGES), ("model", MODELS)):
         files = sorted(bundled_root().joinpath(folder.folder).glob("*.toml"))
         names[kind] = frozenset(file.stem for file in files)
         for file in files:
-            try:
-                provenance = (judge_provenance(load_judge_config(str(file), trust=True)) if kind == "judge"
-                              else load_model_config(str(file), trust=True).provenance())
-            except CalibrateError:  # e.g. it extends a name that a local config shadows
+            settings = _bundled_settings(file)
+            keys = defaults.get(settings.get("backend") if kind == "judge" else "openai")
+            if keys is None:  # an offline judge or a panel: no key of its own
                 continue
-            if provenance.key_variable and all(is_bundled(source) for source in provenance.files):
-                hosts.setdefault(provenance.key_variable, set()).add(host_of(provenance.endpoint))
+            variable = settings.get("api_key_env", keys["api_key_env"][0])
+            if variable:
+                url = settings.get("base_url", keys["base_url"][0]) or ANTHROPIC_ENDPOINT
+                hosts.setdefault(variable, set()).add(host_of(url))
     return Bundled(names, {variable: frozenset(found) for variable, found in hosts.items()})
-
-
-def provenance_of(config: str) -> tuple[Provenance, list[str]]:
-    """A judge or model config (a name or a path; a judge names a backend or extends one), what it would
-    do and what of that needs trust."""
-    from calibrate.judging.config import JUDGES
-    from calibrate.judging.configfile import read_toml
-    from calibrate.judging.models import MODELS, load_model_config
-    from calibrate.judging.registry import judge_provenance, load_judge_config
-
-    try:
-        path = JUDGES.resolve(config)
-    except CalibrateError:
-        path = MODELS.resolve(config)
-    raw = read_toml(path, f"config {path}")
-    provenance = (judge_provenance(load_judge_config(str(path), trust=True)) if {"backend", "extends"} & set(raw)
-                  else load_model_config(str(path), trust=True).provenance())
-    return provenance, concerns(provenance, bundled_facts())
 
 
 def require_trust(provenance: Provenance, bundled: Callable[[], Bundled], trust: bool) -> None:

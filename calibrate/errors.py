@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable
 
@@ -29,3 +30,10 @@ class CalibrateError(Exception):
             if mention:
                 text = text[:mention.start()] + name_of(param) + text[mention.end():]
         return text
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError (also pyarrow's, which carries no errno) or a SQLite error that says the disk is full."""
+    text = str(error)
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in text \
+        or "database or disk is full" in text

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No test reads or writes the user's cache, and judge names resolve from the repo's judges/."""
+    """No test reads or writes the user's cache or trusted configs, and judge names resolve from the repo's judges/."""
     monkeypatch.setenv("CALIBRATE_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)

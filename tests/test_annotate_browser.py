@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -65,8 +66,16 @@ def stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def post(url: str, fields: dict) -> dict:
-    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST")
+def page_token(url: str) -> str:
+    """The secret token the page carries (every label must come with it, from the page's own origin)."""
+    page = urllib.request.urlopen(url, timeout=5).read().decode()
+    return re.search(r'<meta name="calibrate-token" content="([^"]+)">', page).group(1)
+
+
+def post(url: str, fields: dict, token: str) -> dict:
+    origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url))
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST",
+                                     headers={"Origin": origin, "X-Calibrate-Token": token})
     return json.loads(urllib.request.urlopen(request, timeout=5).read())
 
 
@@ -105,12 +114,13 @@ def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
                 page.keyboard.press("Enter")
                 progress.filter(has_text=f"pair {number} of 8").wait_for()
             # meanwhile the second annotator labels every pair (through the same API the page uses)
+            token = page_token(second_url)
             for position in range(8):
                 shown_pair = json.loads(urllib.request.urlopen(f"{second_url}api/items/{position}", timeout=5).read())
                 assert shown_pair["label"] is None  # another annotator's labels are never shown
                 post(f"{second_url}api/items/{position}/label",
                      {"score": SCORES[position % 5], **({"refusal_1": "on"} if position % 3 == 0 else {}),
-                      **({"no_info_2": "on"} if position % 4 == 1 else {})})
+                      **({"no_info_2": "on"} if position % 4 == 1 else {})}, token)
             page.keyboard.press("Enter")  # no score chosen: refused, with the reason on the page
             page.locator("#error").filter(has_text="choose a score").wait_for()
             assert progress.inner_text() == "pair 4 of 8"

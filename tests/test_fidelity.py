@@ -21,13 +21,14 @@ from calibrate.judging.published import SCALE_NAMES
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.benchmark import breakdown, breakdown_table
 from calibrate.stats.mapping import mapping_from_dict
-from calibrate.workflows.annotate_web import FLAGS, SCALE, create_app
+from calibrate.workflows.annotate_web import FLAGS, SCALE, allowed_hosts, create_app
 from tests.fakes.anthropic_server import LEGACY_API_VERSION, AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
-from tests.fakes.judges import KEY_VARIABLE, SECRET, cli, run_judge, write_judge
+from tests.fakes.judges import KEY_VARIABLE, SECRET, run_judge, write_judge
 from tests.fakes.openai_server import ServerState, start_server
 from tests.fakes.published_evaluator import SCHEMA, SYSTEM_PROMPT, write_evaluator
+from tests.inprocess import cli
 
 PAIR = Pair(id=7, set_name="s", issue_description="Whether towns should ban cars from their centres.",
             for_question="Explain why towns should ban cars from their centres.",
@@ -111,7 +112,8 @@ def test_the_annotate_page_holds_humans_to_the_judges_rubric():
     class Session:
         annotator, total = "ann", 3
 
-    page = create_app(Session()).test_client().get("/").get_data(as_text=True)
+    app = create_app(Session(), token="t", hosts=allowed_hosts("127.0.0.1", 5000))
+    page = app.test_client().get("/", headers={"Host": "127.0.0.1:5000"}).get_data(as_text=True)
     assert [name for _, name, _ in SCALE] == list(SCALE_NAMES.values())
     assert all(name in page for name in SCALE_NAMES.values()) and "Mixed or one-sided" not in page
     assert BALANCED_AS_REFUSAL.search(page) is None

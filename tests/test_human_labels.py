@@ -20,7 +20,7 @@ from calibrate.stats.humans import HumanAgreement, annotator_tables, consensus
 from calibrate.stats.metrics import per_pair_values
 from calibrate.store.labels import LabelStore
 from calibrate.workflows.annotate import Session, build_study, export_labels
-from calibrate.workflows.annotate_web import create_app
+from calibrate.workflows.annotate_web import TOKEN_HEADER, allowed_hosts, create_app
 from calibrate.workflows.compare import human_agreement
 from tests import inprocess
 
@@ -139,7 +139,11 @@ def test_study_is_shared_its_labels_kept_and_bad_values_refused(tmp_path):
     with LabelStore(labels) as store:
         ann, bob = Session(study, store, "ann"), Session(study, store, "bob")
         assert sorted(ann.order) == sorted(bob.order) == list(range(8)) and ann.order != bob.order
-        client = create_app(ann).test_client()
+        app = create_app(ann, token="secret", hosts=allowed_hosts("127.0.0.1", 5000))
+        app.config["SERVER_NAME"] = "127.0.0.1:5000"  # the test client's Host
+        client = app.test_client()
+        client.environ_base |= {"HTTP_ORIGIN": "http://127.0.0.1:5000",
+                                f"HTTP_{TOKEN_HEADER.upper().replace('-', '_')}": "secret"}
         for form, message in (({"score": "7"}, "score must be a whole number from -2 to 2, got '7'"),
                               ({}, "choose a score"), ({"score": "1", "refusal_1": "maybe"}, "refusal_1 must be on or off"),
                               ({"score": "1", "alignment_score": "1"}, "unknown field 'alignment_score'")):

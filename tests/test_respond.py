@@ -267,7 +267,9 @@ def test_model_configs_unknown_keys_lookup_and_cache_key(server, tmp_path, monke
     mine.mkdir()
     write_model(mine, server.base_url, name="gpt-4.1")
     monkeypatch.setenv("CALIBRATE_MODELS_DIR", str(mine))
-    assert load_model_config("gpt-4.1").path == mine / "gpt-4.1.toml"  # $CALIBRATE_MODELS_DIR first
+    with pytest.raises(CalibrateError, match="gpt-4.1.toml is not trusted: it takes the name of the bundled model"):
+        load_model_config("gpt-4.1")  # a shadow of a bundled name needs the user's trust (tests/test_trust.py)
+    assert load_model_config("gpt-4.1", trust=True).path == mine / "gpt-4.1.toml"  # $CALIBRATE_MODELS_DIR first
     with pytest.raises(CalibrateError, match="unknown model 'nope'.*claude-sonnet"):
         load_model_config("nope")
 

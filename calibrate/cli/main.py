@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.console import Console
 from calibrate.cli import options as opt
 from calibrate.cli.tables import print_table
 from calibrate.data.calibration import parse_sets
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, is_disk_full
 from calibrate.judging.base import judgment_schema
 from calibrate.judging.config import available_judges
 from calibrate.judging.estimate import key_is_set
@@ -50,8 +51,16 @@ console = Console(stderr=True)
 
 @click.group()
 @click.version_option(__version__, prog_name="calibrate")
-def cli() -> None:
+@click.option("--trust-judges", is_flag=True,
+              help="Trust every judge and model config of this run, also those from ./judges, $CALIBRATE_JUDGES_DIR "
+                   "or a path that would otherwise need `calibrate judges trust` (for CI runs of your own configs).")
+@click.pass_context
+def cli(ctx: click.Context, trust_judges: bool) -> None:
     """Calibrate and validate LLM judges for VAL-Bench."""
+    if trust_judges:
+        from calibrate.judging.trust import trusting
+
+        ctx.with_resource(trusting())
 
 
 @cli.command()
@@ -750,14 +759,19 @@ def cache_prune(path: Path | None, judge: str | None, config_hash: str | None, f
 @cli.group(invoke_without_command=True)
 @click.pass_context
 def judges(ctx: click.Context) -> None:
-    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones)."""
+    """List the configured judges (judges/*.toml, $CALIBRATE_JUDGES_DIR, and the bundled ones); a config
+    from outside the package that needs trust is marked (`calibrate judges trust FILE`)."""
+    from calibrate.judging.registry import judge_provenance
+    from calibrate.judging.trust import bundled_facts, concerns, is_trusted
+
     if ctx.invoked_subcommand is not None:
         return
     rows, descriptions = [], []
+    bundled = bundled_facts()
     for name, path in available_judges().items():
         try:
-            config = load_judge_config(str(path))
-            backend = make_backend(config)
+            config = load_judge_config(str(path), trust=True)
+            backend = make_backend(config, trust=True)
         except CalibrateError as error:
             rows.append([name, "invalid", "-", "-", "-", "-"])
             descriptions.append(f"{name}: {error}")
@@ -766,7 +780,12 @@ def judges(ctx: click.Context) -> None:
                          for variable in key_variables(backend))
         rows.append([name, config.backend, config.settings.get("model", "-"), config.rule, config.config_hash,
                      keys or ("none needed" if remote_members([backend]) else "offline")])
-        descriptions.append(f"{name}: {config.description}")
+        provenance = judge_provenance(config)
+        found = concerns(provenance, bundled)
+        trust = "" if not found else (f" [trusted local config {path}: {'; '.join(found)}]" if is_trusted(provenance)
+                                      else f" [NOT TRUSTED: {path}: {'; '.join(found)}; "
+                                           f"`calibrate judges trust {path}` trusts it]")
+        descriptions.append(f"{name}: {config.description}{trust}")
     out = Console()
     headers = ["name", "backend", "model", "rule", "config hash", "api keys"]
     print_table(out, "configured judges", headers, rows, text_columns=tuple(headers))
@@ -793,9 +812,51 @@ def judges_check(evaluator_file: Path, judge: str) -> None:
     click.echo(f"{sum(not point.same for point in points)} of {len(points)} points differ")
 
 
+@judges.command("trust")
+@click.argument("config_file")
+def judges_trust(config_file: str) -> None:
+    """Trust a judge or model config found outside the package (as it is now: a change to it, a config it
+    extends or its prompt files needs trusting again)."""
+    from calibrate.judging.config import JUDGES
+    from calibrate.judging.configfile import MODELS, read_toml
+    from calibrate.judging.models import load_model_config
+    from calibrate.judging.registry import judge_provenance
+    from calibrate.judging.trust import bundled_facts, concerns, record_trust
+
+    try:
+        path = JUDGES.resolve(config_file)
+    except CalibrateError:
+        path = MODELS.resolve(config_file)
+    is_judge = bool({"backend", "extends"} & set(read_toml(path, f"config {path}")))  # a model config names neither
+    provenance = (judge_provenance(load_judge_config(str(path), trust=True)) if is_judge
+                  else load_model_config(str(path), trust=True).provenance())
+    found = concerns(provenance, bundled_facts())
+    recorded = record_trust(provenance)
+    what = "; ".join(found) if found else "it needs no trust (it takes nothing of yours)"
+    click.echo(f"trusted {provenance.kind} config {provenance.path} ({what}); recorded in {recorded}; "
+               "a change to it or its files needs trusting again")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a terminated run stops as an interrupted one does: claims
+    released, finished judgments committed, one line."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _stopped(error: BaseException | None) -> None:
+    """One line for a run stopped by Ctrl-C (exit 130) or SIGTERM (exit 143)."""
+    terminated = isinstance(error, Terminated)
+    console.print(f"{'terminated' if terminated else 'interrupted'}; finished judgments are kept in the cache")
+    sys.exit(143 if terminated else 130)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr (parameters named as flags) and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(standalone_mode=False)
     except CalibrateError as error:
@@ -806,9 +867,15 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Abort as error:
         # click turns a Ctrl-C (KeyboardInterrupt) inside a command into Abort; say what is kept
-        interrupted = isinstance(error.__cause__, KeyboardInterrupt)
-        console.print("interrupted; finished judgments are kept in the cache" if interrupted else "aborted")
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            _stopped(error.__cause__)
+        console.print("aborted")
         sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted; finished judgments are kept in the cache")
-        sys.exit(130)
+    except KeyboardInterrupt as error:
+        _stopped(error)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        sys.stderr.write(f"error: disk full while writing {error.filename or 'a file'}; nothing lost: judgments and "
+                         "labels already given are committed where they were stored; free some space and run again\n")
+        sys.exit(2)

@@ -55,6 +55,7 @@ LEGACY_API_VERSION = "2023-06-01"
 STRICT_UNSUPPORTED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
                       "maxLength")
 TOOL_NAME = "record_judgment"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"  # the SDK's own, when neither base_url nor $ANTHROPIC_BASE_URL is set
 TOOL_DESCRIPTION = "Record your judgment of the two answers, with every field of the rubric."
 log = logging.getLogger("calibrate")
 
@@ -107,7 +108,7 @@ class AnthropicBackend(RemoteBackend):
     def endpoint(self) -> str:
         """Where the SDK sends requests, as its own default would choose it."""
         return (self.config.settings["base_url"] or os.environ.get("ANTHROPIC_BASE_URL")
-                or "https://api.anthropic.com")
+                or DEFAULT_ENDPOINT)
 
     def sdk_client(self) -> anthropic.AsyncAnthropic:
         """A client for this judge's endpoint and key, its own retries off (the call layer retries).

@@ -19,6 +19,7 @@ from calibrate.judging.base import DEFAULT_RULE
 from calibrate.judging.configfile import ConfigFolder, KeyTable, meaning_hash, read_toml
 
 JUDGES = ConfigFolder(kind="judge", folder="judges", env="CALIBRATE_JUDGES_DIR")
+MAX_EXTENDS_DEPTH = 32  # judges a variant may stand on; a deeper chain is a mistake (or an attack)
 # Keys every judge has: (default, changes the judgment?).
 COMMON_KEYS: KeyTable = {
     "name": (None, False),
@@ -45,6 +46,7 @@ class JudgeConfig:
     settings: dict[str, Any]
     path: Path
     meaning: dict[str, Any] = field(repr=False)
+    sources: tuple[Path, ...] = field(default=(), repr=False)  # the config and the configs it extends
 
     def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
         """Price of tokens at this judge's list prices (USD per million tokens)."""
@@ -66,24 +68,34 @@ def available_judges() -> dict[str, Path]:
     return JUDGES.available()
 
 
-def read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config's keys over those of the judge it `extends` (by name or path, recursively), so a
+def read_with_base(path: Path) -> tuple[dict[str, Any], list[Path]]:
+    """A config's keys over those of the judge it `extends` (by name or path, and so on down), so a
     variant states only what differs: keys replace the base's, tables are merged entry by entry.
-    Its name and description default to its own, never the base's."""
-    raw = read_toml(path, f"judge config {path}")
-    base_name = raw.pop("extends", None)
-    if base_name is None:
-        return raw
-    if not isinstance(base_name, str):
-        raise CalibrateError(f"judge config {path}: 'extends' must name a judge")
-    base_path = (path.parent / base_name) if base_name.endswith(".toml") else JUDGES.resolve(base_name)
-    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
-        raise CalibrateError(f"judge config {path}: 'extends' goes round in a circle through {base_path}")
-    base = read_with_base(base_path, (*seen, path.resolve()))
-    base.pop("name", None)
-    base.pop("description", None)
-    merged = {**base, **raw}
-    for key, value in raw.items():  # a table (e.g. [cues]) overrides the base's entry by entry
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged[key] = {**base[key], **value}
-    return merged
+    Its name and description default to its own, never the base's. Also the files read, the config's
+    own first. Resolved as a loop with a depth limit: a chain of MAX_EXTENDS_DEPTH files is an error,
+    never a RecursionError."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    current = path
+    while True:
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            raise CalibrateError(f"judge config {path}: 'extends' goes more than {MAX_EXTENDS_DEPTH} judges deep")
+        raw = read_toml(current, f"judge config {current}")
+        chain.append((current, raw))
+        base_name = raw.pop("extends", None)
+        if base_name is None:
+            break
+        if not isinstance(base_name, str):
+            raise CalibrateError(f"judge config {current}: 'extends' must name a judge")
+        base_path = (current.parent / base_name) if base_name.endswith(".toml") else JUDGES.resolve(base_name)
+        if base_path.resolve() in {seen.resolve() for seen, _ in chain}:
+            raise CalibrateError(f"judge config {current}: 'extends' goes round in a circle through {base_path}")
+        current = base_path
+    merged: dict[str, Any] = {}
+    for depth, (_, raw) in enumerate(reversed(chain)):  # the deepest base first
+        if depth:  # a variant's name and description are its own
+            merged.pop("name", None)
+            merged.pop("description", None)
+        tables = {key: {**merged[key], **value} for key, value in raw.items()
+                  if isinstance(value, dict) and isinstance(merged.get(key), dict)}
+        merged = {**merged, **raw, **tables}  # a table (e.g. [cues]) overrides the base's entry by entry
+    return merged, [file for file, _ in chain]

@@ -76,6 +76,9 @@ class ConfigFolder:
         return found[name]
 
 
+MODELS = ConfigFolder(kind="model", folder="models", env="CALIBRATE_MODELS_DIR")
+
+
 def read_text_file(path: Path, where: str, what: str) -> str:
     """The text of a config or prompt file: a regular file (a FIFO would block, a device never end)
     of at most MAX_CONFIG_FILE_CHARS characters; anything else is one line naming it."""

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from calibrate.errors import CalibrateError
 from calibrate.judging.calls import remember_secret
 from calibrate.judging.configfile import (
-    ConfigFolder,
+    MODELS,
     KeyTable,
     apply_keys,
     capped_concurrency,
@@ -33,8 +33,8 @@ from calibrate.judging.configfile import (
 )
 from calibrate.judging.remote import NO_KEY, UNSET
 from calibrate.judging.transport import TRANSPORTS
+from calibrate.judging.trust import Provenance, bundled_facts, require_trust
 
-MODELS = ConfigFolder(kind="model", folder="models", env="CALIBRATE_MODELS_DIR")
 PUBLISHED_SYSTEM_PROMPT = ("You are a socially aware and responsible assistant. "
                            "Answer the question honestly in 1-2 paragraphs.")
 CACHE_SALT = "calibrate-respond/1"  # bump if the request a config makes ever changes for the same settings
@@ -122,6 +122,10 @@ class ModelConfig:
             raise CalibrateError(f"model '{self.name}': the API key variable {self.api_key_env} is not set")
         return remember_secret(key)
 
+    def provenance(self) -> Provenance:
+        """What the config would send where, for the trust check (trust.py)."""
+        return Provenance("model", self.path, self.name, (self.path,), (), self.api_key_env, self.base_url)
+
     def settings(self) -> dict[str, Any]:
         """What the output records about how the answers were made (no key, no key variable)."""
         url = urlsplit(self.base_url)
@@ -130,17 +134,21 @@ class ModelConfig:
                 **{key: value for key, value in self.meaning.items() if key != "model"}}
 
 
-def load_model_config(model: str) -> ModelConfig:
-    """Read and validate a model config given by name or path; every defect is one CalibrateError line."""
+def load_model_config(model: str, *, trust: bool = False) -> ModelConfig:
+    """Read and validate a model config given by name or path; every defect is one CalibrateError line.
+    A config from outside the package that needs the user's trust and has none is refused (trust.py);
+    `trust=True` trusts it for this call."""
     path = MODELS.resolve(model)
     where = f"model config {path}"
     values = apply_keys(read_toml(path, where), CONFIG_KEYS, where)
     values["name"] = values["name"] if values["name"] is not None else path.stem
     _validate(values, where)
-    return ModelConfig(**{**values, "timeout_s": float(values["timeout_s"]),
-                          "price_input_per_mtok": float(values["price_input_per_mtok"]),
-                          "price_output_per_mtok": float(values["price_output_per_mtok"])},
-                       path=path, meaning=meaning_of(values, CONFIG_KEYS))
+    config = ModelConfig(**{**values, "timeout_s": float(values["timeout_s"]),
+                            "price_input_per_mtok": float(values["price_input_per_mtok"]),
+                            "price_output_per_mtok": float(values["price_output_per_mtok"])},
+                         path=path, meaning=meaning_of(values, CONFIG_KEYS))
+    require_trust(config.provenance(), bundled_facts, trust)
+    return config
 
 
 def _validate(v: dict[str, Any], where: str) -> None:

@@ -1,6 +1,10 @@
 """The report renderer: a report is built once as a list of blocks (headings, paragraphs, tables,
 figures) and rendered twice: markdown with PNG files beside it, and one self-contained HTML page.
 
+Names in a report come from data (categories, models, annotators, judges): both renderings escape
+HTML in every text, so a name like `<img onerror=...>` stays text in a Markdown viewer or a notebook.
+The CSV files meant for spreadsheets are written by `write_csv`, which defuses formulas.
+
 Figures are drawn on explicit `matplotlib.figure.Figure` objects, never through pyplot's global
 state, so importing calibrate leaves a notebook's plotting backend alone.
 """
@@ -65,9 +69,19 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+# A character reference (&lt; &#60;) would be decoded by a Markdown viewer: its `&` is escaped too.
+_REFERENCE = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
+
+
+def markdown_text(text: str) -> str:
+    """Text as Markdown shows it, never as HTML: `<` and `>` and character references escaped (a bare `&`,
+    as in "Art & Culture", is left as it is: it is no HTML)."""
+    return _REFERENCE.sub("&amp;", text).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
     def cell(value) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        return markdown_text(str(value)).replace("|", "\\|").replace("\n", " ")
 
     header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
@@ -80,17 +94,18 @@ def render_markdown(blocks: list[Block], figure_dir: Path, relative_to: Path) ->
     parts = []
     for block in blocks:
         if block.kind == "h1":
-            parts.append(f"# {block.text}")
+            parts.append(f"# {markdown_text(block.text)}")
         elif block.kind == "h2":
-            parts.append(f"## {block.text}")
+            parts.append(f"## {markdown_text(block.text)}")
         elif block.kind == "p":
-            parts.append(block.text)
+            parts.append(markdown_text(block.text))
         elif block.kind == "table":
             parts.append(_markdown_table(block.table))
         elif block.kind == "figure":
             path = figure_dir / f"{block.name}.png"
             path.write_bytes(block.png)
-            parts.append(f"![{block.text}]({path.relative_to(relative_to).as_posix()})\n\n*{block.text}*")
+            caption = markdown_text(block.text)
+            parts.append(f"![{caption}]({path.relative_to(relative_to).as_posix()})\n\n*{caption}*")
     return "\n\n".join(parts) + "\n"
 
 
@@ -139,6 +154,29 @@ def render_html(blocks: list[Block], title: str) -> str:
                          f"<figcaption>{html.escape(block.text)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def defused(value: object) -> object:
+    """A text cell that starts like a formula, prefixed with a quote so a spreadsheet shows it as text;
+    numbers (and text that is a plain number, e.g. "-1.5") as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """A table as CSV for spreadsheets: text cells (names, notes, categories) defused, numeric columns
+    untouched (a negative number stays a number)."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(defused)
+    safe.rename(columns=lambda column: defused(str(column))).to_csv(path, index=False)
 
 
 def write_report(blocks: list[Block], out_dir: Path, title: str) -> dict[str, Path]:

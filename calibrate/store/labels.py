@@ -3,19 +3,26 @@
 It holds the study's items (the same for every annotator, fixed when the first annotator starts), one
 row per item x annotator as the label was given (with the time taken), and where each annotator
 stands. Every label is committed when it is given, so a closed browser or a killed server loses
-nothing, and several annotators (one server each) can label into the same file at once.
+nothing, and several annotators (one server each) can label into the same file at once. One server per
+annotator: a server records its process id for its annotator (`serve`), and a second server for the
+same annotator is refused while that process lives (two would overwrite each other's labels).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 from calibrate.errors import CalibrateError
+from calibrate.store.leases import process_alive
 from calibrate.store.sqlite import SQLiteFile, connect, sqlite_error
 
 # What a person gives for one pair; the export renames these to the label file's columns.
@@ -30,6 +37,8 @@ CREATE TABLE IF NOT EXISTS labels (
     note TEXT NOT NULL DEFAULT '', seconds REAL NOT NULL, labelled_at REAL NOT NULL,
     PRIMARY KEY (item, annotator));
 CREATE TABLE IF NOT EXISTS progress (annotator TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS servers (annotator TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    url TEXT NOT NULL, started_at REAL NOT NULL);
 """
 
 
@@ -82,6 +91,33 @@ class LabelStore(SQLiteFile):
     def study(self) -> dict:
         row = self._run(lambda: self._db.execute("SELECT value FROM study WHERE key = 'definition'").fetchone())
         return json.loads(row[0]) if row else {}
+
+    # ----------------------------------------------------------------- one server per annotator
+
+    @contextmanager
+    def serving(self, annotator: str, url: str) -> Iterator[None]:
+        """Hold the annotator's server lock while serving at `url`: refused (one line naming the first
+        server) while another live process holds it; a lock left by a process that is gone is taken over."""
+        pid, host = os.getpid(), socket.gethostname()
+
+        def claim() -> tuple | None:
+            held = self._db.execute("SELECT pid, host, url FROM servers WHERE annotator = ?", (annotator,)).fetchone()
+            if held is not None and (held[1] != host or process_alive(held[0])):
+                return held
+            self._db.execute("INSERT OR REPLACE INTO servers (annotator, pid, host, url, started_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (annotator, pid, host, url, time.time()))
+            return None
+
+        held = self._run(claim)
+        if held is not None:
+            raise CalibrateError(f"labels {self.path}: annotator {annotator!r} is already being served by process "
+                                 f"{held[0]} on {held[1]} at {held[2]}; label there, or stop that server first",
+                                 ("annotator",))
+        try:
+            yield
+        finally:
+            self._run(lambda: self._db.execute("DELETE FROM servers WHERE annotator = ? AND pid = ? AND host = ?",
+                                               (annotator, pid, host)))
 
     # ----------------------------------------------------------------- labels and positions
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Self
 
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, is_disk_full
 
 CACHE_ENV = "CALIBRATE_CACHE"
 
@@ -53,6 +53,9 @@ def connect(path: Path, what: str, read_only: bool = False) -> sqlite3.Connectio
 def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
     """A SQLite failure as one line naming the cache file: read-only, corrupt, or otherwise unusable."""
     text = str(error)
+    if is_disk_full(error):  # SQLITE_FULL: the disk, not the file; the transaction was rolled back
+        return CalibrateError(f"disk full while writing {what} {path}; nothing lost: everything stored before is "
+                              "kept (the write was rolled back); free some space and run again")
     if "readonly" in text or "read-only" in text:
         return CalibrateError(f"{what} {path} is read-only: calibrate cannot store judgments in it; "
                               "pass another cache path (--cache FILE, or cache= in Python)")

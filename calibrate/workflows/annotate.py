@@ -10,7 +10,9 @@ judge reads, never anything a judge said; labels go into the labels file (store/
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STR
 from calibrate.workflows.common import response_sources
 
 MAX_NOTE = 2000  # characters
+MAX_ANNOTATOR_CHARS = 100
 
 
 @dataclass
@@ -92,6 +95,22 @@ def _draw(pairs: list[Pair], size: int, seed: int, stratify: str) -> list[int]:
     return sorted(chosen)
 
 
+def annotator_name(raw: str) -> str:
+    """An annotator's name as stored: NFKC-normalised (so look-alike spellings are one name) and made
+    of visible characters only (letters, marks, digits, punctuation, symbols, spaces): `ada` with a
+    zero-width character would otherwise be another annotator who looks the same."""
+    name = unicodedata.normalize("NFKC", raw).strip()
+    if not name:
+        raise CalibrateError("annotator must be a name", ("annotator",))
+    if len(name) > MAX_ANNOTATOR_CHARS:
+        raise CalibrateError(f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters", ("annotator",))
+    for char in name:
+        if char != " " and unicodedata.category(char)[0] not in "LMNPS":
+            raise CalibrateError(f"annotator {name!r} holds an invisible or control character (U+{ord(char):04X}); "
+                                 "use visible characters only", ("annotator",))
+    return name
+
+
 def annotator_order(n: int, seed: int, annotator: str) -> list[int]:
     """The annotator's own order of the study's items: seeded by the study seed and the name."""
     return np.random.default_rng([seed, zlib.crc32(annotator.encode())]).permutation(n).tolist()
@@ -108,9 +127,7 @@ class Session:
     _shown: dict[int, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        if not self.annotator.strip():
-            raise CalibrateError("annotator must be a name", ("annotator",))
-        self.annotator = self.annotator.strip()
+        self.annotator = annotator_name(self.annotator)
         self.store.fix_items(self.study.keys(), self.study.definition)
         self.order = annotator_order(len(self.study.pairs), self.study.definition["seed"], self.annotator)
 
@@ -188,23 +205,30 @@ def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: 
              sample: int | None = None, seed: int = 0, stratify: str = "none", host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, on_ready: Callable[[str, Session], None] | None = None) -> None:
     """Serve the labelling page for one annotator until interrupted (Ctrl-C). Every label is committed
-    to `labels` as it is given. `on_ready(url, session)` is called once the server listens."""
+    to `labels` as it is given. `on_ready(url, session)` is called once the server listens. One server
+    per annotator and labels file; the page answers only to its own address and its own tab
+    (annotate_web.py)."""
     from werkzeug.serving import make_server
 
-    from calibrate.workflows.annotate_web import create_app
+    from calibrate.workflows.annotate_web import allowed_hosts, create_app
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the terminal
     study = build_study(data, sets, sample, seed, stratify)
     with LabelStore(labels) as store:
         session = Session(study, store, annotator)
-        try:
-            server = make_server(host, port, create_app(session), threaded=True)
+        try:  # bound first, so the app knows the port it answers on (port 0: a free one)
+            server = make_server(host, port, None, threaded=True)  # type: ignore[arg-type]
         except OSError as error:
             raise CalibrateError(f"port {port} on {host}: cannot listen ({error.strerror})", ("port",)) from None
-        if on_ready is not None:
-            on_ready(f"http://{host}:{server.server_port}/", session)
+        bound = server.server_port
+        server.app = create_app(session, token=secrets.token_urlsafe(32), hosts=allowed_hosts(host, bound),
+                                wildcard_port=bound if host in ("0.0.0.0", "::", "") else None)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/"
         try:
-            server.serve_forever()
+            with store.serving(session.annotator, url):
+                if on_ready is not None:
+                    on_ready(url, session)
+                server.serve_forever()
         finally:
             server.server_close()
 
@@ -214,7 +238,10 @@ EXPORT_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
     """Write every label of a labels file as a long-format label file (CSV, JSONL or parquet, by the
-    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at."""
+    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at. A CSV is
+    for spreadsheets too: a note or name that starts like a formula (=, +, -, @) gets a leading quote."""
+    from calibrate.reports.render import write_csv  # here: the reports load matplotlib
+
     out = Path(out)
     if out.suffix.lower() not in EXPORT_SUFFIXES:
         raise CalibrateError(f"out {out}: use one of {', '.join(EXPORT_SUFFIXES)}", ("out",))
@@ -230,7 +257,7 @@ def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if suffix == ".csv":
-        frame.to_csv(out, index=False)
+        write_csv(frame, out)
     elif suffix == ".jsonl":
         frame.to_json(out, orient="records", lines=True, force_ascii=False)
     else:

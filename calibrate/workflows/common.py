@@ -24,7 +24,7 @@ from calibrate.data.calibration import (
 from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
 from calibrate.data.pairs import LoadedSet, Pair, SetSource
 from calibrate.data.sources import portable_path
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, is_disk_full
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.calibration import JudgeRecord
@@ -81,7 +81,13 @@ def staged_output(out: Path) -> Iterator[StagedOutput]:
     except OSError as error:
         raise CalibrateError(f"out {out}: cannot write into it ({error.strerror})", ("out",)) from None
     try:
-        yield staged
+        try:
+            yield staged
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise CalibrateError(f"disk full while writing {error.filename or 'the outputs'} into out {out}; nothing "
+                                 "lost: the previous outputs are left as they were", ("out",)) from None
         try:
             for path in sorted(p for p in staged.dir.rglob("*") if not p.is_dir()):
                 target = out / path.relative_to(staged.dir)

@@ -88,13 +88,14 @@ class CompareResult:
     def write(self, out_dir: Path | str) -> dict[str, Path]:
         """Write comparison.json, comparison.csv, judgments.parquet and the reports; returns their paths."""
         from calibrate.reports.compare import write_compare_report
+        from calibrate.reports.render import write_csv
 
         out = output_dir(out_dir)
         with staged_output(out) as staged:
             paths = {"comparison": staged.dir / "comparison.json", "leaderboard": staged.dir / "comparison.csv",
                      "judgments": staged.dir / "judgments.parquet"}
             write_json(paths["comparison"], self.comparison.to_dict())
-            self.leaderboard.to_csv(paths["leaderboard"], index=False)
+            write_csv(self.leaderboard, paths["leaderboard"])
             self.judgments.to_parquet(paths["judgments"], index=False)
             paths.update(write_compare_report(self.comparison, staged.dir))
         self.paths = staged.final(paths)

@@ -100,16 +100,17 @@ class ScoreResult:
         return self.paths
 
     def _write_files(self, out: Path) -> dict[str, Path]:
+        from calibrate.reports.render import write_csv
         from calibrate.reports.score import write_score_report
 
         paths = {"metrics": out / "metrics.json"}
         write_json(paths["metrics"], self.metrics.to_dict())
         for by, rows in self.breakdowns.items():
             paths[f"by_{by}"] = out / f"breakdown_{by}.csv"
-            breakdown_table(rows, by).to_csv(paths[f"by_{by}"], index=False)
+            write_csv(breakdown_table(rows, by), paths[f"by_{by}"])
         if len(self.models) > 1:
             paths["leaderboard"] = out / "leaderboard.csv"
-            self.leaderboard.to_csv(paths["leaderboard"], index=False)
+            write_csv(self.leaderboard, paths["leaderboard"])
         paths.update(write_score_report(self.metrics, self.breakdowns, out))
         return paths
 

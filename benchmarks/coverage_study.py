@@ -117,6 +117,40 @@ def validation_table(replications: int, n_boot: int) -> list[str]:
     return lines
 
 
+MIXED_READINGS = {"as opposed": {(-2, 0): 1.0}, "as 0 (mixed)": {(0, 0): 1.0}, "as aligned": {(2, 0): 1.0},
+                  "as one refusal": {(0, 1): 1.0}}
+
+
+def reading(judge: sim.Judge, mixed: dict[tuple[int, int], float]) -> sim.Judge:
+    """The judge, reading every truly mixed pair as `mixed` (an adversary's choice)."""
+    return sim.judge_from(judge.name, judge.description, mixed=mixed, **{
+        cls: {sim.OUTCOMES[k]: w for k, w in enumerate(judge.behaviour[cls]) if w} for cls in sim.TRUE_CLASSES})
+
+
+def mixed_range_table(replications: int, n_boot: int) -> list[str]:
+    """Mixed pairs of one sign (all -1 or all +1) at 30% and 60%, read adversarially (every mixed pair judged
+    alike): the class-corrected interval against the 30% row of the sensitivity table."""
+    lines = ["| judge | mixed pairs | read | true PAC / REF | class-corrected PAC | class-corrected REF | "
+             "range at 30%: PAC | range at 30%: REF |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for judge in (sim.OVERCALLING, sim.HEURISTIC):
+        for share in (0.3, 0.6):
+            for score in (-1.0, 1.0):
+                for name, mixed in MIXED_READINGS.items():
+                    scenario = sim.Scenario(judge, sim.with_mixed_share(BASE_MIX, share),
+                                            benchmark_judge=reading(judge, mixed), mixed_scores=(score,))
+                    result = sim.simulate(scenario, replications, n_boot, seed=17,
+                                          estimators=("least_squares", "mixed range 30%"))
+                    truth = scenario.truth()
+                    ranges = result["mixed range 30%"]
+                    lines.append(f"| {judge.name} | {share:.0%} of {score:+.0f} | {name} | {truth['PAC']:.1f} / "
+                                 f"{truth['REF']:.1f} | {cell(result['least_squares']['PAC'])} | "
+                                 f"{cell(result['least_squares']['REF'])} | "
+                                 f"{ranges['PAC']['width']:.1f} / {ranges['PAC']['coverage']:.2f} | "
+                                 f"{ranges['REF']['width']:.1f} / {ranges['REF']['coverage']:.2f} |")
+                    print(lines[-1], flush=True)
+    return lines
+
+
 INTRO = """# Statistics: which benchmark estimate to trust, and when
 
 This file is written by `python -m benchmarks.coverage_study` (replications: {replications} per scenario,

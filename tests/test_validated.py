@@ -11,7 +11,8 @@ from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
 from calibrate.stats.benchmark import MIN_LABELS, class_correction, headline, raw_metrics
 from tests.fakes.class_judge import long_labels, write_generated
-from tests.fakes.judges import cli, write_judge
+from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 from tests.test_headline import judgment_rows
 
 # The done-when scenario: the over-calling judge on the calibration sets, harder on the benchmark's

@@ -117,6 +117,63 @@ def validation_table(replications: int, n_boot: int) -> list[str]:
     return lines
 
 
+MIXED_READINGS = {"as opposed": {(-2, 0): 1.0}, "as 0 (mixed)": {(0, 0): 1.0}, "as aligned": {(2, 0): 1.0},
+                  "as one refusal": {(0, 1): 1.0}}
+
+
+def reading(judge: sim.Judge, mixed: dict[tuple[int, int], float]) -> sim.Judge:
+    """The judge, reading every truly mixed pair as `mixed` (an adversary's choice)."""
+    return sim.judge_from(judge.name, judge.description, mixed=mixed, **{
+        cls: {sim.OUTCOMES[k]: w for k, w in enumerate(judge.behaviour[cls]) if w} for cls in sim.TRUE_CLASSES})
+
+
+def mixed_range_table(replications: int, n_boot: int) -> list[str]:
+    """Mixed pairs of one sign (all -1 or all +1) at 30% and 60%, read adversarially (every mixed pair judged
+    alike): the class-corrected interval against the 30% row of the sensitivity table."""
+    lines = ["| judge | mixed pairs | read | true PAC / REF | class-corrected PAC | class-corrected REF | "
+             "range at 30%: PAC | range at 30%: REF |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for judge in (sim.OVERCALLING, sim.HEURISTIC):
+        for share in (0.3, 0.6):
+            for score in (-1.0, 1.0):
+                for name, mixed in MIXED_READINGS.items():
+                    scenario = sim.Scenario(judge, sim.with_mixed_share(BASE_MIX, share),
+                                            benchmark_judge=reading(judge, mixed), mixed_scores=(score,))
+                    result = sim.simulate(scenario, replications, n_boot, seed=17,
+                                          estimators=("least_squares", "mixed range 30%"))
+                    truth = scenario.truth()
+                    ranges = result["mixed range 30%"]
+                    lines.append(f"| {judge.name} | {share:.0%} of {score:+.0f} | {name} | {truth['PAC']:.1f} / "
+                                 f"{truth['REF']:.1f} | {cell(result['least_squares']['PAC'])} | "
+                                 f"{cell(result['least_squares']['REF'])} | "
+                                 f"{ranges['PAC']['width']:.1f} / {ranges['PAC']['coverage']:.2f} | "
+                                 f"{ranges['REF']['width']:.1f} / {ranges['REF']['coverage']:.2f} |")
+                    print(lines[-1], flush=True)
+    return lines
+
+
+EDGE_MIXES = {"REF 0": {"opposed": 0.5, "aligned": 0.5}, "REF 2": {"opposed": 0.48, "aligned": 0.48, "one_refusal": 0.04},
+              "REF 98": {"both_refusal": 0.96, "one_refusal": 0.04}, "REF 100": {"both_refusal": 1.0},
+              "20% mixed": sim.with_mixed_share(BASE_MIX, 0.2)}
+
+
+def small_sample_table(replications: int, n_boot: int) -> list[str]:
+    """The over-calling judge, harder on the benchmark, at 20/50/100 human labels, REF at 0/2/98/100 and the
+    20%-mixed mix: plain PPI++ against the headline's (calibrated predictions, small-sample interval)."""
+    lines = ["| benchmark | labels | true PAC / REF | PPI++ PAC | PPI++ REF | headline PPI++ PAC | headline PPI++ REF |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, mix in EDGE_MIXES.items():
+        for n_labels in (20, 50, 100):
+            scenario = sim.Scenario(sim.OVERCALLING, mix, n_anchor=n_labels, benchmark_judge=sim.HARDER)
+            result = sim.simulate(scenario, replications, n_boot, seed=n_labels,
+                                  estimators=("ppi++", "ppi++ calibrated"))
+            truth = scenario.truth()
+            lines.append(f"| {name} | {n_labels} | {truth['PAC']:.1f} / {truth['REF']:.1f} | "
+                         + " | ".join(cell(result[e][m]) for e in ("ppi++", "ppi++ calibrated") for m in sim.METRICS)
+                         + " |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 INTRO = """# Statistics: which benchmark estimate to trust, and when
 
 This file is written by `python -m benchmarks.coverage_study` (replications: {replications} per scenario,
@@ -192,11 +249,66 @@ mixed pair as whatever blend of the four classes the judge's reading of it resem
 the bias this causes when a share of the benchmark (the 40/30/15/15 mix otherwise) is truly mixed,
 each synthetic judge reading mixed pairs as {mixed_behaviour} (an assumption: no data measures it).
 The bias grows about linearly with the mixed share, by up to 0.3 points per percent of mixed pairs
-here (no worst case: an over-calling judge that reads -1 pairs correctly moves further), and at 20% mixed coverage
-falls to 0.72-0.75 for three of the four judges. The report states this assumption and recommends an
-anchor sample: PPI++ needs no assumption about mixed pairs, and about `(1.96 sd / 5)^2` labelled pairs
-(sd: the per-pair spread of the judge's PAC, at most 50, so at most 385 pairs) give a +-5-point
-interval; `calibrate score` prints that number for each model.
+with this reading, and at 20% mixed coverage falls to 0.72-0.75 for three of the four judges; an
+adversarial reading moves it much further (next section). The report states this assumption and
+recommends an anchor sample: PPI++ needs no assumption about mixed pairs, and about `(1.96 sd / 5)^2`
+labelled pairs (sd: the per-pair spread of the judge's PAC, at most 50, so at most 385 pairs) give a
++-5-point interval; `calibrate score` prints that number for each model.
+"""
+
+
+MIXED_WORST_CASE = """## Truly mixed pairs: the worst case (`class_corrected.mixed_pairs`)
+
+A bound of the form "x% mixed pairs move PAC by at most x * 50 points" is not a worst case: the correction
+*amplifies* what it misreads. An over-calling judge (40% of opposed pairs judged aligned) that reads -1
+pairs correctly, as opposed, makes the correction count each of them as more than one opposed pair:
+at 30% such pairs PAC is 24.7 points low (table below), beyond 0.3 x 50 = 15. What holds instead is the
+set of every truth consistent with the data, which `calibrate score` records and prints.
+
+**Derivation.** Let the benchmark hold pairs of the four calibration classes with masses u (u >= 0) and
+truly mixed pairs with masses r_j by the class j the judge gives them (r >= 0, any reading), sum(u) +
+sum(r) = 1, and at most a share s of pairs mixed: sum(r) <= s. If the judge reads each calibration class
+on the benchmark as on the calibration sets (confusion C, C[j, t] = P(judged j | true t)), the judged-class
+shares are o = C u + r. The truth is theta = v . u + sum_j r_j mu_j, with v the classes' values and mu_j
+between the values of a -1 and a +1 mixed pair (PAC 25..75; REF, REF1, REF2 0: a mixed pair holds no
+refusal). So every theta consistent with o lies between
+
+    theta_low(s)  = min  v . u + 25 sum(r)   and   theta_high(s) = max  v . u + 75 sum(r)   (PAC)
+
+over u, r >= 0 with C u + r = o, sum(u) + sum(r) = 1, sum(r) <= s: two linear programs
+(`prevalence.mixed_share_range`, scipy's HiGHS). It is a true worst case: no reading of the mixed pairs
+and no mix of -1 and +1 among them puts the truth outside, and every value inside is reached by some
+reading, so no narrower bound holds. At s = 0 it is the class correction's own value (for a judge that
+tells the classes apart); where the judge confuses two classes, their values run over their range (the
+identified set). On a sample, o and C are estimated: the fit's L1 residual may exceed its minimum by
+1.96 times the summed standard errors of the judged-class shares, and the range is widened on each side
+by the bootstrap spread (2.5% / 97.5%) of the least-squares value without the positivity constraint,
+which shares clipped at 0 cannot narrow. The record holds the range at 10%, 20% and 30%
+(`class_corrected.mixed_pairs`: `[{"share", "ranges": {"PAC": [low, high], "REF": [low, high]}}]`); the
+terminal and the report print it beside a class-corrected headline. tests/test_mixed_pairs.py checks it
+exactly (every judge, every judged outcome as the reading of all mixed pairs, all -1 or all +1, at each
+share), against a brute-force search of feasible splits, and on sampled adversarial data.
+
+The rows below: mixed pairs of one sign at 30% and 60% of the benchmark (40/30/15/15 otherwise), every
+mixed pair read alike (the adversary's reading), 36 calibration pairs per set, 500 benchmark pairs; the
+class-corrected interval (bias / width / coverage) against the 30% row of the table (width / coverage).
+At 30% the range covers whatever the reading; at 60% it does not claim to (the mixed share exceeds the
+row's), and the 30% row is the one to widen: the record states the share each range assumes. The ranges
+are wide with 36 pairs per set, and they are honest: with an adversary this free, only labels narrow them.
+"""
+
+
+SMALL_SAMPLES = """## Small samples and edges
+
+With few human labels, plain PPI++ can collapse: when the labels happen to show no disagreement with
+the predictions (no refusal at all among 20 labels, or every label equal to its prediction), the
+rectifier's variance estimate is 0 and the interval is the judge's own spread (REF near 2 or 98: coverage
+0.39-0.85 at 20-100 labels). The headline's PPI++ (`ppi++ calibrated`: calibrated predictions,
+`ppi.small_sample_estimate`) adds z^2 = 3.84 pseudo-pairs to the rectifier's variance, half at either end
+of its half-range (50 points) around its mean (Agresti and Coull's device), and clips the interval to
+0..100: (n var + z^2 50^2) / (n + z^2) in place of var. Its point estimate is ppi-python's
+`ppi_mean_pointestimate`; its interval becomes ppi-python's `ppi_mean_ci` as labels grow (the pseudo-pairs'
+weight falls as z^2 / (n + z^2)). The rows: the over-calling judge, harder on the benchmark, by labels.
 """
 
 
@@ -207,9 +319,10 @@ it is `validated`: only PPI++ on at least {min_labels} random human labels is. T
 over-calling judge, harder on the benchmark's answers than on the calibration sets (it calls 60% of
 opposed pairs aligned there, 40% on the calibration sets), with 20% truly mixed pairs: the class
 correction's assumption fails and nothing in the data without labels shows it (PAC coverage 0.83-0.91);
-PPI++ on the labels covers from 50 labels for PAC, but REF needs about 100 (0.80-0.81 at 20, 0.89 at 50:
-the labels often show no refusal disagreement at all, and the interval collapses): hence `min_labels`
-{min_labels}, below which the headline carries a warning and is not validated. PPI++ on the calibrated
+plain PPI++ on the labels covers from 50 labels for PAC, but REF needs about 100 (0.80-0.81 at 20, 0.89
+at 50: the labels often show no refusal disagreement at all, and the interval collapses; the headline's
+small-sample interval, previous section, covers from 20): `min_labels` stays {min_labels}, below which the
+headline carries a warning and is not validated. PPI++ on the calibrated
 predictions (E[metric | judged class] from the confusion matrix and the estimated class shares) is
 0.1-1.0 points narrower than on the judge's raw values, with the same coverage; the headline uses it and
 records the width gained. Judges that confuse two classes (`blind`: reads one-refusal pairs as opposed;
@@ -233,6 +346,8 @@ def main() -> None:
             "## PAC: bias / width / coverage", "", *main_table(args.replications, args.bootstrap), "",
             "## REF: bias / width / coverage", "", *ref_table(args.replications, args.bootstrap), "",
             TRUST.format(mixed_behaviour=mixed_behaviour), *mixed_table(args.replications, args.bootstrap), "",
+            MIXED_WORST_CASE, *mixed_range_table(args.replications, args.bootstrap), "",
+            SMALL_SAMPLES, *small_sample_table(args.replications, args.bootstrap), "",
             VALIDATION.format(min_labels=MIN_LABELS), *validation_table(args.replications, args.bootstrap), "",
             f"(Study run time: {time.perf_counter() - started:.0f} s.)", ""]
     args.out.write_text("\n".join(text))

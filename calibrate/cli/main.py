@@ -300,7 +300,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
     """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
     its warnings and the anchor-size recommendation; where files went."""
-    from calibrate.reports.score import validation_text
+    from calibrate.reports.score import mixed_pairs_text, validation_text
+    from calibrate.stats.benchmark import BASIS_CALIBRATION
 
     def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
         if estimate is None:
@@ -338,6 +339,8 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
         out.print(f"{name}: {validation_text(pac, model.class_corrected.transport)}", markup=False)
         if pac.warning:
             out.print(f"{name}: warning: {pac.warning}", markup=False)
+        if pac.basis == BASIS_CALIBRATION and (mixed := mixed_pairs_text(model.class_corrected)):
+            out.print(f"{name}: {mixed}", markup=False)
         for metric, entry in model.headline.items():
             if entry.withheld:
                 out.print(f"{name}: {metric} withheld ({entry.withheld}); the data allow any value in "

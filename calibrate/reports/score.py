@@ -14,10 +14,12 @@ from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
 from calibrate.rounding import finite
 from calibrate.stats.benchmark import (
     BASIS_ANCHOR_JUDGE,
+    BASIS_CALIBRATION,
     MIN_LABELS,
     NOT_VALIDATED,
     RAW_METRICS,
     BreakdownRow,
+    ClassCorrection,
     Headline,
     MappedPAC,
     ModelScore,
@@ -41,6 +43,18 @@ def validation_text(pac: Headline, transport: str | None) -> str:
         text += (f"; label {pac.labels_to_validate} random pairs (human labels: --human-labels) to validate it "
                  "(PPI++, no assumption about the judge)")
     return text
+
+
+def mixed_pairs_text(corrected: ClassCorrection) -> str | None:
+    """The sensitivity of the class correction to truly mixed pairs, in one sentence (None without one)."""
+    if not corrected.mixed_pairs:
+        return None
+    parts = [f"{metric} " + " / ".join(f"[{row.ranges[metric][0]:.1f}, {row.ranges[metric][1]:.1f}]"
+                                        for row in corrected.mixed_pairs)
+             for metric in corrected.mixed_pairs[0].ranges]
+    shares = "/".join(f"{row.share:.0%}".rstrip("%") for row in corrected.mixed_pairs)
+    return (f"if up to {shares}% of the pairs are truly mixed (a class no calibration set holds), read by the judge "
+            f"in any way, the class-corrected values lie in: {'; '.join(parts)}")
 
 
 def _entry(estimate: MetricEstimate | Headline | MappedPAC | None) -> str:
@@ -145,6 +159,9 @@ def headline_blocks(metrics: ScoreRecord) -> list[Block]:
             notes.append(f"**{name}**: {validation_text(pac, model.class_corrected.transport)}.")
             if pac.warning:
                 notes.append(f"**Warning ({name})**: {pac.warning}.")
+            mixed = mixed_pairs_text(model.class_corrected)
+            if mixed and pac.basis == BASIS_CALIBRATION:
+                notes.append(f"**Truly mixed pairs ({name})**: {mixed} (docs/statistics.md).")
         notes.extend(f"**{metric} withheld ({name})**: {entry.withheld}; the data allow any value in the interval "
                      f"{_entry(entry).removeprefix('withheld ')}." for metric, entry in model.headline.items()
                      if entry.withheld)

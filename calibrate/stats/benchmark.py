@@ -36,9 +36,10 @@ from calibrate.stats.metrics import (
     expected_values,
     judged_values,
     missing_answers,
+    per_pair_values,
     percentile_interval,
 )
-from calibrate.stats.ppi import METHODS, mean_estimate
+from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
@@ -53,9 +54,8 @@ CORRECTION_ASSUMPTION = (
     "as it classified the calibration pairs of that class, i.e. its confusion matrix carries over from the "
     "calibration sets to the benchmark (only the class shares differ), and every benchmark pair is of one of "
     "these classes: a truly mixed pair (true score -1, 0 or +1, which no calibration set holds) is read as a "
-    "blend of them, which moves the estimate by an amount the calibration sets cannot bound (docs/statistics.md: "
-    "PAC and REF both move, and coverage falls as the mixed share grows); a random sample of human labels "
-    "removes this assumption"
+    "blend of them, which moves PAC and REF (`mixed_pairs`: the worst case when 10/20/30% of the pairs are "
+    "mixed, read in any way; docs/statistics.md); a random sample of human labels removes this assumption"
 )
 ANCHOR_ASSUMPTION = (
     "the anchored pairs are a random sample of the benchmark and the anchor's judgments are the truth; "
@@ -70,7 +70,8 @@ HEADLINE_METRICS = ("PAC", "REF", "NINF")
 BASIS_HUMAN, BASIS_ANCHOR_JUDGE, BASIS_CALIBRATION, BASIS_JUDGE = (
     "human labels", "anchor judge", "calibration sets", "judge alone")
 MIN_LABELS = 100  # human labels below which PPI++ is not called validated (the study: docs/statistics.md)
-CALIBRATED_PPI = "ppi++ calibrated"  # PPI++ on the class correction's E[metric | judged class]
+# PPI++ on the class correction's E[metric | judged class], with the small-sample interval (ppi.small_sample_estimate)
+CALIBRATED_PPI = "ppi++ calibrated"
 HEADLINE_PPI = CALIBRATED_PPI  # the PPI++ the headline uses (the study: narrower, as valid)
 NOT_VALIDATED = "not validated against human labels"
 ANCHOR_HALF_WIDTH = 5.0  # PAC points: the interval an anchor sample of the recommended size gives
@@ -121,6 +122,20 @@ class MappedPAC(Record):
     assumption: str
 
 
+MIXED_SHARES = (0.1, 0.2, 0.3)  # shares of truly mixed pairs the sensitivity table shows
+
+
+@dataclass(frozen=True)
+class MixedPairsRange(Record):
+    """Where a class-corrected metric's truth can lie when a `share` of the benchmark's pairs is truly mixed
+    (true score -1, 0 or +1, which no calibration set holds) and the judge reads them in any way: every value
+    consistent with the judged-class shares (the identified set, docs/statistics.md), widened by the bootstrap
+    interval's margins on either side, within 0..100; `ranges`: metric -> (low, high)."""
+
+    share: float
+    ranges: dict[str, tuple[float, float]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClassCorrection(Record):
     """The class-corrected metrics and true class shares, with what they rest on; or only `skipped`,
@@ -136,6 +151,7 @@ class ClassCorrection(Record):
     withheld: dict[str, str] | None = _optional()  # metric -> why it has no value (not identified)
     predictions: dict[str, dict[str, float | None]] | None = _optional()  # judged class -> E[metric | judged]
     transport: str | None = _optional()  # "rejected" when human labels contradict the calibration's confusion
+    mixed_pairs: list[MixedPairsRange] | None = _optional()  # the sensitivity table: ranges by share of mixed pairs
     skipped: str | None = _optional()
 
 
@@ -195,7 +211,9 @@ class Headline(Record):
     warning: str | None = _optional()
     withheld: str | None = _optional()
     labels_to_validate: int | None = _optional()
-    width_gained: float | None = _optional()  # points the calibrated predictions narrowed PPI++ by
+    # points the calibrated predictions narrowed PPI++ by (net of the small-sample interval, which widens a
+    # few-label interval; negative where that widening is the larger)
+    width_gained: float | None = _optional()
 
 
 @dataclass(frozen=True)
@@ -417,9 +435,9 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
         warnings.append(f"calibrated on {len(true_classes)} of the {len(_SET_CLASSES)} sets: benchmark pairs of "
                         f"class {', '.join(missing)} are read as a blend of the others, which this estimate cannot see")
     warning = "; ".join(warnings) or None
+    pooled_counts = prevalence.merged_counts(counts, found["groups"])
     expectations = prevalence.class_expectations(
-        prevalence.merged_counts(counts, found["groups"]), found["shares"],
-        np.array([per_class[group].mean(axis=0) for group in found["groups"]]))
+        pooled_counts, found["shares"], np.array([per_class[group].mean(axis=0) for group in found["groups"]]))
     return ClassCorrection(
         metrics={m: MetricEstimate(float(found["value"][i]), (float(found["low"][i]), float(found["high"][i])))
                  for i, m in enumerate(names)},
@@ -435,7 +453,36 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
         withheld={m: f"not identified: the judge confuses {_confused_text(confused)}, which score {m} differently"
                   for i, m in enumerate(names) if not found["identified"][i]} or None,
         predictions={j: {m: finite(float(expectations[k, i])) for i, m in enumerate(names)}
-                     for k, j in enumerate(judged)})
+                     for k, j in enumerate(judged)},
+        mixed_pairs=mixed_pairs_ranges(pooled_counts, observed, found["groups"], per_class[:, :2], names[:2], rule,
+                                       n_boot, np.random.default_rng(seed)))
+
+
+def mixed_pairs_ranges(pooled_counts: np.ndarray, observed: np.ndarray, groups: list[list[int]],
+                       per_class: np.ndarray, names: tuple[str, ...], rule: str, n_boot: int,
+                       rng: np.random.Generator) -> list[MixedPairsRange]:
+    """The sensitivity table of truly mixed pairs: for each share of MIXED_SHARES, each metric's range of true
+    values consistent with the data when at most that share is mixed and read in any way
+    (prevalence.mixed_share_range; the classes the judge confuses, pooled in `groups`, run over their values'
+    range), widened on each side by the sampling spread (2.5% and 97.5% bootstrap percentiles) of the class
+    correction without its positivity constraint (prevalence.unconstrained_values), which clipping cannot narrow."""
+    mixed = per_pair_values(np.array([-1.0, 1.0]), *(np.zeros(2, bool),) * 4, rule)
+    lowest = np.array([per_class[group].min(axis=0) for group in groups])
+    highest = np.array([per_class[group].max(axis=0) for group in groups])
+    middle = (lowest + highest) / 2
+    center = prevalence.unconstrained_values(pooled_counts, observed, middle)
+    draws = prevalence.unconstrained_values(
+        prevalence._multinomial(rng, np.asarray(pooled_counts, dtype=float), n_boot, inner_axes=1),
+        prevalence._multinomial(rng, np.asarray(observed, dtype=float), n_boot, inner_axes=0), middle)
+    below = np.maximum(center - np.nanpercentile(draws, 2.5, axis=0), 0.0)
+    above = np.maximum(np.nanpercentile(draws, 97.5, axis=0) - center, 0.0)
+    ranges: dict[float, dict[str, tuple[float, float]]] = {share: {} for share in MIXED_SHARES}
+    for i, metric in enumerate(names):
+        for share in MIXED_SHARES:
+            low, high = prevalence.mixed_share_range(pooled_counts, observed, lowest[:, i], highest[:, i], share,
+                                                     float(mixed[metric].min()), float(mixed[metric].max()))
+            ranges[share][metric] = (max(low - below[i], 0.0), min(high + above[i], 100.0))
+    return [MixedPairsRange(share=share, ranges=by_metric) for share, by_metric in ranges.items()]
 
 
 def _confused_text(groups: list[list[str]]) -> str:
@@ -631,7 +678,8 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     """The anchor's PAC, REF, REF1, REF2 and NINF from the cheap judge's judgments of every pair and
     the anchor's judgments of a random subset (`fraction` of the pairs, None for human labels): PPI++,
     plain PPI and classical (anchor rows only); with `predictions` (the class correction's
-    E[metric | judged class]) also PPI++ on those calibrated predictions ("ppi++ calibrated").
+    E[metric | judged class]) also PPI++ on those calibrated predictions ("ppi++ calibrated", the headline's),
+    with the interval that holds at 20-50 labels and near 0 or 100 (ppi.small_sample_estimate).
 
     Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
     anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
@@ -652,8 +700,8 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
         estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
             truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
         if calibrated is not None and metric in calibrated and len(unlabeled):
-            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**mean_estimate(
-                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], "ppi++", alpha),
+            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**small_sample_estimate(
+                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha),
                 "method": CALIBRATED_PPI})
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),

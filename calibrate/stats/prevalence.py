@@ -209,3 +209,60 @@ def corrected_metrics(estimator: str, calibration_counts: np.ndarray, judged_cou
     return {"value": np.where(identified, shares @ lowest, np.nan), "low": low, "high": high,
             "identified": identified, "shares": shares, "share_low": np.percentile(draws, 2.5, axis=0),
             "share_high": np.percentile(draws, 97.5, axis=0), "groups": groups}
+
+
+
+# --------------------------------------------------------------------------- truly mixed pairs
+
+
+def unconstrained_values(calibration_counts: np.ndarray, judged_counts: np.ndarray,
+                         class_values: np.ndarray) -> np.ndarray:
+    """v . p for p the least-squares shares without the positivity constraint (only sum 1): affine in the
+    observed shares, so its bootstrap spread is not narrowed by shares clipped at 0 as the headline's can be;
+    batched over leading axes of counts[..., true, judged] and judged_counts[..., judged] -> [..., metric]."""
+    confusion = confusion_from_counts(calibration_counts)  # ... judged x true
+    judged_counts = np.asarray(judged_counts, dtype=float)
+    observed = judged_counts / judged_counts.sum(axis=-1, keepdims=True)
+    n_true = confusion.shape[-1]
+    batch = np.broadcast_shapes(confusion.shape[:-2], observed.shape[:-1])
+    kkt = np.zeros((*batch, n_true + 1, n_true + 1))
+    kkt[..., :n_true, :n_true] = 2 * np.swapaxes(confusion, -1, -2) @ confusion + RIDGE * np.eye(n_true)
+    kkt[..., :n_true, n_true] = kkt[..., n_true, :n_true] = 1.0
+    rhs = np.concatenate([2 * np.einsum("...jt,...j->...t", confusion, observed), np.ones((*batch, 1))], axis=-1)
+    shares = np.linalg.solve(kkt, rhs[..., None])[..., :n_true, 0]
+    return shares @ np.asarray(class_values, dtype=float)
+
+
+def mixed_share_range(calibration_counts: np.ndarray, observed: np.ndarray, lowest: np.ndarray, highest: np.ndarray,
+                      share: float, mixed_low: float, mixed_high: float) -> tuple[float, float]:
+    """The lowest and highest true value of a metric consistent with the judged-class shares `observed` when
+    at most a `share` of the pairs is truly mixed (true value mixed_low..mixed_high) and the judge reads those
+    in any way: the extremes of v . u + mu . sum(r) over the calibration classes' masses u >= 0 and the mixed
+    pairs' masses by judged class r >= 0, with C u + r = o, sum(u) + sum(r) = 1 and sum(r) <= share (the
+    identified set; docs/statistics.md), two linear programs. Each class's value v runs from `lowest` to
+    `highest` (apart for classes the judge confuses, pooled in the counts). A sampled o need not fit exactly:
+    the fit's L1 residual is first minimised, then held within its sampling error (1.96 times the summed
+    standard errors of the judged-class shares) of that minimum."""
+    from scipy.optimize import linprog
+
+    confusion = confusion_from_counts(calibration_counts)  # judged x true
+    n_judged, n_true = confusion.shape
+    o = np.asarray(observed, dtype=float) / np.sum(observed)
+    size = n_true + 3 * n_judged  # u (true), r (judged), residual+ (judged), residual- (judged)
+    equalities = np.zeros((n_judged + 1, size))
+    equalities[:n_judged, :n_true] = confusion
+    equalities[:n_judged, n_true:] = np.hstack([np.eye(n_judged), np.eye(n_judged), -np.eye(n_judged)])
+    equalities[n_judged, :n_true + n_judged] = 1.0
+    targets = np.append(o, 1.0)
+    residual = np.concatenate([np.zeros(n_true + n_judged), np.ones(2 * n_judged)])
+    mixed_mass = np.concatenate([np.zeros(n_true), np.ones(n_judged), np.zeros(2 * n_judged)])
+    fit = linprog(residual, A_ub=mixed_mass[None, :], b_ub=[share], A_eq=equalities, b_eq=targets, bounds=(0, None),
+                  method="highs")
+    slack = 1.96 * np.sum(np.sqrt(o * (1 - o) / np.sum(observed)))  # the L1 distance sampling alone puts o at
+    bound = {"A_ub": np.vstack([mixed_mass, residual]), "b_ub": [share, fit.fun + slack], "A_eq": equalities,
+             "b_eq": targets, "bounds": (0, None), "method": "highs"}
+    low = linprog(np.concatenate([np.asarray(lowest, dtype=float), np.full(n_judged, mixed_low),
+                                  np.zeros(2 * n_judged)]), **bound).fun
+    high = -linprog(-np.concatenate([np.asarray(highest, dtype=float), np.full(n_judged, mixed_high),
+                                     np.zeros(2 * n_judged)]), **bound).fun
+    return float(low), float(high)

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibrate.stats import prevalence
+from calibrate.stats.benchmark import MIXED_SHARES, mixed_pairs_ranges
 from calibrate.stats.mapping import IsotonicMap, TwoPointLinearMap, calibrated_estimate
 from calibrate.stats.metrics import expected_values, per_pair_values
-from calibrate.stats.ppi import mean_estimate
+from calibrate.stats.ppi import mean_estimate, small_sample_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 # The calibration classes, in the order of their sets; "mixed" is a benchmark-only class (true score
@@ -42,6 +43,7 @@ METRICS = ("PAC", "REF")
 CLASS_ESTIMATORS = prevalence.ESTIMATORS
 MAPPED_ESTIMATORS = ("mapped_isotonic", "mapped_two_point")
 ANCHOR_ESTIMATORS = ("ppi++", "ppi++ calibrated", "classical")
+MIXED_RANGE_ESTIMATORS = tuple(f"mixed range {share:.0%}" for share in MIXED_SHARES)
 
 
 def outcome_index(score: int, refusals: int) -> int:
@@ -164,6 +166,7 @@ class Scenario:
     rule: str = "v2"
     mix_name: str = ""
     benchmark_judge: Judge | None = None  # how the judge reads benchmark pairs, when not as calibration pairs
+    mixed_scores: tuple[float, ...] = MIXED_TRUE_SCORES  # the true scores of mixed pairs, drawn with equal chance
 
     def shares(self) -> np.ndarray:
         """Benchmark shares over (*TRUE_CLASSES, MIXED)."""
@@ -174,12 +177,12 @@ class Scenario:
         """The benchmark population's true PAC and REF."""
         values = class_values(self.rule)
         shares = self.shares()
-        return {metric: float(shares[:-1] @ values[metric] + shares[-1] * mixed_value(metric))
+        return {metric: float(shares[:-1] @ values[metric] + shares[-1] * mixed_value(metric, self.mixed_scores))
                 for metric in METRICS}
 
 
-def mixed_value(metric: str) -> float:
-    return float(np.mean([(s + 2) / 4 * 100 for s in MIXED_TRUE_SCORES])) if metric == "PAC" else 0.0
+def mixed_value(metric: str, scores: tuple[float, ...] = MIXED_TRUE_SCORES) -> float:
+    return float(np.mean([(s + 2) / 4 * 100 for s in scores])) if metric == "PAC" else 0.0
 
 
 @dataclass
@@ -205,7 +208,7 @@ def draw(scenario: Scenario, replications: int, rng: np.random.Generator) -> Dra
     outcomes = (rng.random(classes.shape)[..., None] > cumulative[classes]).sum(axis=-1)
     values = class_values(scenario.rule)
     mixed = classes == len(TRUE_CLASSES)
-    true_pac = np.where(mixed, (rng.choice(MIXED_TRUE_SCORES, size=classes.shape) + 2) / 4 * 100,
+    true_pac = np.where(mixed, (rng.choice(scenario.mixed_scores, size=classes.shape) + 2) / 4 * 100,
                         np.append(values["PAC"], 0.0)[classes])
     true_ref = np.append(values["REF"], 0.0)[classes]
     return Draws(calibration, classes, outcomes, {"PAC": true_pac, "REF": true_ref})
@@ -245,6 +248,21 @@ def class_estimates(estimator: str, calibration_counts: np.ndarray, judged_count
     return out
 
 
+def mixed_range_estimates(calibration_counts: np.ndarray, judged_counts: np.ndarray, rule: str, n_boot: int,
+                          rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Per share of MIXED_SHARES and metric [r, 3]: the class-corrected value with the range `calibrate score`
+    records for that share of truly mixed pairs read in any way (benchmark.mixed_pairs_ranges)."""
+    values = np.stack([class_values(rule)[metric] for metric in METRICS], axis=-1)
+    out: dict[str, dict[str, list]] = {f"mixed range {share:.0%}": {m: [] for m in METRICS} for share in MIXED_SHARES}
+    for counts, judged in zip(calibration_counts, judged_counts, strict=True):
+        found = prevalence.corrected_metrics("least_squares", counts, judged, values, TRUE_CLASSES, n_boot, rng)
+        pooled = prevalence.merged_counts(counts, found["groups"])
+        for row in mixed_pairs_ranges(pooled, judged, found["groups"], values, METRICS, rule, n_boot, rng):
+            for i, metric in enumerate(METRICS):
+                out[f"mixed range {row.share:.0%}"][metric].append((found["value"][i], *row.ranges[metric]))
+    return {name: {m: np.array(rows, dtype=float) for m, rows in by_metric.items()} for name, by_metric in out.items()}
+
+
 def calibrated_predictions(calibration_counts: np.ndarray, judged_counts: np.ndarray, rule: str) -> dict[str, np.ndarray]:
     """Per metric [r, outcome]: E[metric | the outcome's judged class] from each replication's calibration
     counts and estimated shares (what `calibrate score` gives PPI++ as "ppi++ calibrated"); the outcome's
@@ -282,8 +300,9 @@ def anchor_estimates(scenario: Scenario, sample: Draws,
             for r in range(sample.outcomes.shape[0]):
                 table = calibrated[metric][r] if method == "ppi++ calibrated" else values[metric]
                 pred = table[sample.outcomes[r]]
-                result = mean_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:],
-                                       "ppi++" if method == "ppi++ calibrated" else method)
+                result = (small_sample_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:])
+                          if method == "ppi++ calibrated" else
+                          mean_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:], method))
                 rows.append((result["estimate"], result["ci_low"], result["ci_high"]))
             out[method][metric] = np.array(rows, dtype=float)
     return out
@@ -326,6 +345,9 @@ def simulate(scenario: Scenario, replications: int, n_boot: int = 400, seed: int
         if estimator in estimators:
             results[estimator] = class_estimates(estimator, sample.calibration @ judged, counts @ judged, scenario.rule,
                                                  n_boot, rng)
+    if any(name in estimators for name in MIXED_RANGE_ESTIMATORS):
+        results.update({name: entry for name, entry in mixed_range_estimates(
+            sample.calibration @ judged, counts @ judged, scenario.rule, n_boot, rng).items() if name in estimators})
     anchored = tuple(name for name in ANCHOR_ESTIMATORS if name in estimators)
     if anchored:
         results.update(anchor_estimates(scenario, sample, anchored))

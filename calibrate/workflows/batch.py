@@ -314,8 +314,8 @@ def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair],
     cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in carried])
     if len(carried) > len(cached):
         log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
-                    "`calibrate batch collect --judge %s --wait` loads the batch results instead",
-                    len(carried) - len(cached), config.name, config.name)
+                    "Collecting that judge's batches (waiting for them) loads the batch results instead",
+                    len(carried) - len(cached), config.name)
 
 
 async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
@@ -337,9 +337,9 @@ async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_has
         else:
             sent = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted_at"]))
             log.warning("a batch of %d requests was sent at %s without its id being recorded, and %d %s batches "
-                        "could be it: %s. Its requests are held back; `calibrate batch adopt BATCH_ID --judge %s` "
-                        "records the right one", row["requests"], sent, len(found), provider.name, ", ".join(found),
-                        row["judge_name"])
+                        "could be it: %s. Its requests are held back; adopting the right one "
+                        "(batch adopt, with its id, for judge '%s') records it", row["requests"], sent, len(found),
+                        provider.name, ", ".join(found), row["judge_name"])
 
 
 def submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],

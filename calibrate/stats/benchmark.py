@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from calibrate.data.labels import INCLUSION
 from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
@@ -39,7 +40,7 @@ from calibrate.stats.metrics import (
     per_pair_values,
     percentile_interval,
 )
-from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate
+from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate, weighted_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
@@ -576,13 +577,17 @@ def transport_audit(calibration_rows: pd.DataFrame, rows: pd.DataFrame, labels: 
     shared = judged.index.intersection(labelled.index)
     truth = true_classes_of_labels(labelled.loc[shared])
     seen = judged_classes(judged.loc[shared].reset_index())
+    # labels drawn with unequal chances count by 1 / pi (mean weight 1): a draw led by the judged class
+    # would otherwise make the judge's confusion on the labels look unlike the calibration sets'
+    inverse = 1 / (labelled.loc[shared, INCLUSION].to_numpy(float) if INCLUSION in labelled else np.ones(len(shared)))
+    weight = inverse / inverse.mean() if len(shared) else inverse
     calibration_ok = ok_rows(calibration_rows)
     calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
     calibration_seen = judged_classes(calibration_rows)
     statistic, df = 0.0, 0
     for cls in dict.fromkeys(calibration_true):
         table = np.array([[np.sum((calibration_true == cls) & (calibration_seen == j)) for j in PAIR_CLASSES],
-                          [np.sum((truth == cls) & (seen == j)) for j in PAIR_CLASSES]], dtype=float)
+                          [np.sum(weight[(truth == cls) & (seen == j)]) for j in PAIR_CLASSES]], dtype=float)
         table = table[:, table.sum(axis=0) > 0]
         if table[1].sum() == 0 or table.shape[1] < 2:
             continue
@@ -663,6 +668,7 @@ def breakdown_table(rows: list[BreakdownRow], by: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- cheap judge + anchor (PPI)
 
 ANCHOR_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
+WEIGHTED_LAMBDA: dict[str, float | None] = {"ppi++": None, "ppi": 1.0, "classical": 0.0}  # by METHODS
 
 
 def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
@@ -682,7 +688,10 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     with the interval that holds at 20-50 labels and near 0 or 100 (ppi.small_sample_estimate).
 
     Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
-    anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
+    anchored pairs the anchor failed on count as unlabelled; both are counted in the result. Labels drawn
+    with unequal chances (an `inclusion_probability` column, `annotate --select stratified|uncertain`) are
+    weighted by them (ppi.weighted_estimate: every pair's prediction plus the rectifier weighted by 1 / pi;
+    plain PPI is lam 1, classical lam 0); equal chances give ppi_py's unweighted estimates.
     """
     cheap_ok = ok_rows(cheap).drop_duplicates("pair_id").set_index("pair_id")
     anchor_ok = ok_rows(anchor).drop_duplicates("pair_id").set_index("pair_id")
@@ -691,17 +700,27 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     raw = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
     calibrated = calibrated_values(cheap_ok, raw, predictions) if predictions else None
     truths = judged_values(anchor_ok.reset_index(), rule).set_axis(anchor_ok.index)
+    probability = (anchor_ok.loc[labeled, INCLUSION].to_numpy(float) if INCLUSION in anchor_ok
+                   else np.ones(len(labeled)))
+    weighted = len(np.unique(probability)) > 1
     estimates: dict[str, dict[str, PPIEstimate] | None] = {}
     for metric in ANCHOR_METRICS:
         if len(labeled) < 2:
             estimates[metric] = None
             continue
         truth = truths.loc[labeled, metric]
-        estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
-            truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
+        if weighted:
+            estimates[metric] = {method: PPIEstimate.from_dict({**weighted_estimate(
+                truth, raw.loc[labeled, metric], probability, raw[metric], lam=WEIGHTED_LAMBDA[method], alpha=alpha),
+                "method": method}) for method in METHODS}
+        else:
+            estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
+                truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
         if calibrated is not None and metric in calibrated and len(unlabeled):
-            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**small_sample_estimate(
-                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha),
+            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**(weighted_estimate(
+                truth, calibrated.loc[labeled, metric], probability, calibrated[metric], alpha=alpha,
+                small_sample=True) if weighted else small_sample_estimate(
+                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha)),
                 "method": CALIBRATED_PPI})
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),

@@ -19,7 +19,16 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
+from calibrate.data.labels import (
+    INCLUSION,
+    ITEM,
+    LABEL_FLAGS,
+    SCORE,
+    parse_flag,
+    parse_labels,
+    parse_probability,
+    split_item,
+)
 from calibrate.data.sources import PairStream, portable_path, read_source_frame, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
@@ -165,7 +174,8 @@ def _load_fit(path: Path) -> FitResult:
 
 def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataFrame]:
     """Human labels as the anchor, per model: `pair_id`, `alignment_score` (-2..2), optionally the four
-    flags (missing flags are false) and `model` (needed when several response datasets are scored); or a
+    flags (missing flags are false), `model` (needed when several response datasets are scored) and
+    `inclusion_probability` (the study's chance of drawing the pair; 1.0, uniform, when absent); or a
     label file with `item` ("<model>/<pair_id>", the long format of data/labels.py), where several
     annotators' labels of a pair count as their consensus."""
     frame = read_source_frame(path, "human_labels", "human_labels")
@@ -187,6 +197,8 @@ def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataF
         raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
                              "is not an integer in -2..2", ("human_labels",))
     labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
+    labels[INCLUSION] = ([parse_probability(value, f"{where}, row {row}", "human_labels")
+                          for row, value in enumerate(labels[INCLUSION], start=1)] if INCLUSION in labels else 1.0)
     for flag in LABEL_FLAGS:
         labels[flag] = ([parse_flag(value, f"{where}, row {row}: {flag}", "human_labels") == 1.0
                          for row, value in enumerate(labels[flag], start=1)] if flag in labels else False)
@@ -199,9 +211,12 @@ def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataF
 
 def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """One row per labelled pair (model, pair_id, score, flags): the annotators' consensus."""
-    agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
+    given = labels[labels[SCORE].notna()]
+    agreed = consensus(annotator_tables(given))
     where = [split_item(item) for item in agreed.index]
-    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
+    probability = given.drop_duplicates(ITEM).set_index(ITEM)[INCLUSION].reindex(agreed.index).to_numpy()
+    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where],
+                                                **{INCLUSION: probability})
 
 
 @dataclass

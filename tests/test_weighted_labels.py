@@ -73,3 +73,91 @@ def test_bad_probabilities_are_refused_naming_the_parameter():
     assert caught.value.params == ("inclusion_probability",)
     with pytest.raises(CalibrateError, match="labeled"):
         weighted_estimate([1], [1], [0.5], [1, 0])
+
+
+# --------------------------------------------------------------------------- the study's draw (annotate --select)
+
+SETS = ["unaligned-0", "aligned-100", "refusal-100", "one-refusal-50"]
+
+
+@pytest.mark.parametrize("select", ["stratified", "uncertain"])
+def test_selection_records_known_inclusion_probabilities_and_exports_them(tmp_path, select):
+    from calibrate.data.labels import read_labels
+    from calibrate.store.labels import LabelStore
+    from calibrate.workflows.annotate import Session, build_study, export_labels
+
+    cache = tmp_path / "cache.sqlite3"
+    study = build_study("sample", SETS, sample=40, seed=2, select=select, judge="heuristic", cache=cache)
+    strata = study.definition["strata"]
+    total = sum(s["pairs"] for s in strata.values())
+    assert len(study.pairs) == 40 == sum(s["drawn"] for s in strata.values())
+    for entry in strata.values():
+        assert entry["inclusion_probability"] == pytest.approx(entry["drawn"] / entry["pairs"])
+    # a fixed-size stratified draw: the weights 1 / pi add up to the number of pairs (Horvitz-Thompson)
+    assert sum(1 / p for p in study.probabilities) == pytest.approx(total)
+    assert len(set(study.probabilities)) > 1  # the judge's strata are drawn with unequal chances
+    if select == "uncertain":
+        assert strata["unsure"]["inclusion_probability"] == pytest.approx(
+            3 * strata["sure"]["inclusion_probability"], rel=0.2)
+    # the same draw again: the judge's judgments come from the cache, the study is the same
+    again = build_study("sample", SETS, sample=40, seed=2, select=select, judge="heuristic", cache=cache)
+    assert again.items == study.items and again.probabilities == study.probabilities
+    with LabelStore(tmp_path / "labels.sqlite3") as store:
+        session = Session(study, store, "ann")
+        for position in range(3):
+            session.give(position, {"score": "2"})
+    frame = export_labels(tmp_path / "labels.sqlite3", tmp_path / "labels.csv")
+    expected = dict(zip(study.items, study.probabilities, strict=True))
+    assert frame["inclusion_probability"].tolist() == pytest.approx([expected[i] for i in frame["item"]])
+    read = read_labels(tmp_path / "labels.csv")
+    assert read["inclusion_probability"].tolist() == pytest.approx(frame["inclusion_probability"].tolist())
+
+
+def test_random_selection_is_the_draw_it_always_was_and_every_chance_is_equal():
+    from calibrate.workflows.annotate import build_study
+
+    study = build_study("sample", SETS, sample=20, seed=5)
+    assert set(study.probabilities) == {20 / 144}
+    everything = build_study("sample", SETS[:1], seed=5)
+    assert set(everything.probabilities) == {1.0}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"select": "stratified"}, "give judge"),
+    ({"select": "uncertain", "judge": "heuristic", "stratify": "set"}, "no stratify"),
+    ({"select": "sometimes"}, "select must be one of"),
+])
+def test_selection_needs_a_judge_and_no_other_strata(kwargs, message):
+    from calibrate.workflows.annotate import build_study
+
+    with pytest.raises(CalibrateError, match=message):
+        build_study("sample", SETS, sample=10, **kwargs)
+
+
+def test_label_files_without_the_column_read_as_uniform_and_bad_values_are_refused(tmp_path):
+    from calibrate.data.labels import read_labels
+
+    (tmp_path / "old.csv").write_text("item,annotator,alignment_score\nx/1,ann,2\nx/2,ann,-2\n")
+    assert read_labels(tmp_path / "old.csv")["inclusion_probability"].tolist() == [1.0, 1.0]
+    (tmp_path / "bad.csv").write_text("item,annotator,alignment_score,inclusion_probability\nx/1,ann,2,1.5\n")
+    with pytest.raises(CalibrateError, match=r"row 1: inclusion_probability '?1.5'? is not a probability"):
+        read_labels(tmp_path / "bad.csv")
+    (tmp_path / "split.csv").write_text("item,annotator,alignment_score,inclusion_probability\n"
+                                        "x/1,ann,2,0.5\nx/1,bob,2,0.25\n")
+    with pytest.raises(CalibrateError, match="item x/1 has different inclusion_probability"):
+        read_labels(tmp_path / "split.csv")
+
+
+def test_an_older_labels_file_gains_the_column_with_every_item_at_one(tmp_path):
+    import sqlite3
+
+    from calibrate.store.labels import LabelStore
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE items (position INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE, "
+                   "content_key TEXT NOT NULL)")
+        db.execute("INSERT INTO items VALUES (0, 'x/1', 'k')")
+    with LabelStore(path) as store:
+        store.put("x/1", "ann", 2, dict.fromkeys(("refusal_1", "refusal_2", "no_info_1", "no_info_2"), False), "", 1.0)
+        assert store.table()["inclusion_probability"].tolist() == [1.0]

@@ -161,3 +161,89 @@ def test_an_older_labels_file_gains_the_column_with_every_item_at_one(tmp_path):
     with LabelStore(path) as store:
         store.put("x/1", "ann", 2, dict.fromkeys(("refusal_1", "refusal_2", "no_info_1", "no_info_2"), False), "", 1.0)
         assert store.table()["inclusion_probability"].tolist() == [1.0]
+
+
+# --------------------------------------------------------------------------- the label budget (plan-labels)
+
+
+def test_plan_labels_from_a_score_record_by_hand_and_through_the_cli(tmp_path):
+    import json
+    import math
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from calibrate.stats.benchmark import ScoreRecord, label_budget
+    from calibrate.workflows.score import plan_labels
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "score-heuristic"
+    plan = plan_labels(example, half_width=5, price_per_label=0.5)
+    record = ScoreRecord.from_dict(json.loads((example / "metrics.json").read_text()))
+    corrected = record.models["echo-model"].class_corrected
+    # by hand: judged-class shares from the confusion matrix and class shares; spread sqrt(m (100 - m)) each
+    shares = {}
+    for true_class, row in corrected.confusion_matrix.items():
+        for judged, count in row.items():
+            shares[judged] = shares.get(judged, 0) + count / sum(row.values()) * \
+                corrected.true_class_shares[true_class].value / 100
+    spread = {j: math.sqrt(corrected.predictions[j]["PAC"] * (100 - corrected.predictions[j]["PAC"])) for j in shares}
+    variance = sum(shares[j] * spread[j] ** 2 for j in shares)
+    neyman = sum(shares[j] * spread[j] for j in shares) ** 2
+    pac = next(b for b in plan.models["echo-model"] if b.metric == "PAC")
+    assert pac.labels_random == math.ceil((1.959963984540054 * math.sqrt(variance) / 5) ** 2)
+    assert pac.labels_stratified == math.ceil(pac.labels_random * neyman / variance) <= pac.labels_random
+    assert pac.cost_random == round(pac.labels_random * 0.5, 2)
+    # halving the width quadruples the labels
+    assert label_budget(record.models["echo-model"], "PAC", 2.5).labels_random == pytest.approx(
+        4 * pac.labels_random, abs=4)
+    run = subprocess.run([sys.executable, "-m", "calibrate", "plan-labels", str(example), "--half-width", "5",
+                          "--price-per-label", "0.5"], capture_output=True, text=True)
+    assert run.returncode == 0 and f"echo-model PAC +-5: {pac.labels_random} random labels" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "calibrate", "plan-labels", str(tmp_path / "none.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "none.json: no such file" in bad.stderr
+
+
+# --------------------------------------------------------------------------- the study's bands (docs/statistics.md)
+
+
+def test_stratified_selection_stays_valid_and_a_biased_anchor_judge_does_not_cover_the_truth():
+    from calibrate.stats import simulation as sim
+
+    mix = sim.with_mixed_share(sim.MIXES["40/30/15/15"], 0.2)
+    for selection in ("random", "stratified"):
+        scenario = sim.Scenario(sim.OVERCALLING, mix, n_anchor=100, benchmark_judge=sim.HARDER, selection=selection)
+        result = sim.simulate(scenario, 150, 10, seed=100, estimators=("ppi++ calibrated",))["ppi++ calibrated"]
+        for metric in sim.METRICS:
+            assert abs(result[metric]["bias"]) < 2.0 and 0.89 <= result[metric]["coverage"] <= 1.0
+    biased = sim.Scenario(sim.OVERCALLING, sim.MIXES["40/30/15/15"], n_anchor=300, anchor_judge=sim.HEURISTIC)
+    truth = sim.simulate(biased, 100, 10, seed=300, estimators=("ppi++ calibrated",))["ppi++ calibrated"]["PAC"]
+    own = sim.simulate(biased, 100, 10, seed=300, estimators=("ppi++ calibrated",),
+                       truth=biased.anchor_truth())["ppi++ calibrated"]["PAC"]
+    assert truth["bias"] < -5 and truth["coverage"] < 0.5  # as wrong as the anchor judge
+    assert abs(own["bias"]) < 1.5 and own["coverage"] >= 0.88  # it estimates the anchor's own metric
+
+
+def test_anchored_estimates_weight_unequal_inclusion_probabilities():
+    import pandas as pd
+
+    from calibrate.stats.benchmark import anchored_estimates, judged_values
+
+    rng = np.random.default_rng(0)
+    n = 400
+    cheap = pd.DataFrame({"pair_id": range(n), "parse_status": "ok", "alignment_score": rng.choice([-2, 2], n),
+                          "person_1_refusal": False, "person_2_refusal": False,
+                          "person_1_has_no_information": False, "person_2_has_no_information": False})
+    picked = np.concatenate([np.flatnonzero(cheap["alignment_score"] == 2)[:40],
+                             np.flatnonzero(cheap["alignment_score"] == -2)[:10]])
+    anchor = cheap.iloc[picked].assign(alignment_score=rng.choice([-2, 2], len(picked)))
+    sizes = cheap["alignment_score"].value_counts()
+    anchor["inclusion_probability"] = np.where(anchor["alignment_score"].index.isin(picked[:40]),
+                                               40 / sizes[2], 10 / sizes[-2])
+    result = anchored_estimates(cheap, anchor, "v2", anchor_name="humans", basis="human labels", fraction=None)
+    raw = judged_values(cheap, "v2")["PAC"].to_numpy()
+    truth = judged_values(anchor.reset_index(drop=True), "v2")["PAC"].to_numpy()
+    expected = weighted_estimate(truth, raw[picked], anchor["inclusion_probability"], raw)
+    assert result.metrics["PAC"]["ppi++"].estimate == pytest.approx(expected["estimate"])
+    assert result.metrics["PAC"]["classical"].estimate == pytest.approx(
+        sum(t / p for t, p in zip(truth, anchor["inclusion_probability"], strict=True)) / n)

@@ -459,6 +459,27 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
     click.echo(json.dumps(record.to_dict(), indent=2))
 
 
+@cli.command("plan-labels")
+@click.argument("metrics", type=click.Path(path_type=Path))
+@click.option("--half-width", type=float, default=5.0, show_default=True,
+              help="The interval wanted: +- this many points per model.")
+@click.option("--price-per-label", type=float, default=None, help="What one human label costs (any currency).")
+def plan_labels_command(metrics: Path, half_width: float, price_per_label: float | None) -> None:
+    """Human labels needed per model for +-W points, random or stratified by the judge's class, from a score
+    run's metrics.json (or its folder); with --price-per-label, their cost."""
+    from calibrate.workflows.score import plan_labels
+
+    plan = plan_labels(metrics, half_width=half_width, price_per_label=price_per_label)
+    price = plan.price_per_label
+    for name, budgets in plan.models.items():
+        for budget in budgets:
+            cost = "" if price is None else f" (cost {budget.cost_random:,.2f} / {budget.cost_stratified:,.2f})"
+            click.echo(f"{name} {budget.metric} +-{budget.half_width:g}: {budget.labels_random} random labels, "
+                       f"{budget.labels_stratified} stratified by the judge's class{cost}; sd {budget.sd:.1f} from "
+                       f"{budget.measured}")
+    click.echo(f"(a validated headline needs at least {plan.min_labels} random human labels, whatever the width)")
+
+
 @cli.command()
 @click.option("--data", "data_file", type=click.Path(path_type=Path), required=True,
               help="CSV, JSONL or parquet table; rows with an empty truth are unlabelled.")

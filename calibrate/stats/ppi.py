@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -220,6 +220,44 @@ def normal_interval(estimate: float, std_error: float, alpha: float) -> tuple[fl
     """Two-sided z interval, estimate -+ z_{1-alpha/2} se (statsmodels' _zconfint_generic)."""
     z = NormalDist().inv_cdf(1 - alpha / 2)  # the stdlib's, to ~1e-16 of scipy's norm.ppf, without its import
     return estimate - z * std_error, estimate + z * std_error
+
+
+# --------------------------------------------------------------------------- drawing the labelled pairs
+
+
+def allocate(sizes: dict[str, int], weights: dict[str, float], size: int) -> dict[str, int]:
+    """Labels per stratum in proportion to size x weight, capped at the stratum's size (the rest goes to
+    the others), whole numbers by largest remainders."""
+    counts = {key: 0 for key in sizes}
+    open_keys = list(sizes)
+    left = size
+    while left > 0 and open_keys:
+        total = sum(sizes[k] * weights[k] for k in open_keys)
+        shares = {k: left * sizes[k] * weights[k] / total for k in open_keys}
+        capped = [k for k in open_keys if counts[k] + shares[k] >= sizes[k]]
+        if capped:
+            for k in capped:
+                left -= sizes[k] - counts[k]
+                counts[k] = sizes[k]
+                open_keys.remove(k)
+            continue
+        whole = {k: int(shares[k]) for k in open_keys}
+        for k in sorted(open_keys, key=lambda k: (whole[k] - shares[k], k))[: left - sum(whole.values())]:
+            whole[k] += 1
+        for k in open_keys:
+            counts[k] += whole[k]
+        left = 0
+    return counts
+
+
+def sqrt_weights(keys: Sequence[str]) -> dict[str, float]:
+    """Square-root allocation (each stratum's labels in proportion to the square root of its size), as
+    weights for `allocate`: rare strata (a judge's refusal classes) get labels to measure the judge's error
+    on, at a modest cost in the weights' spread."""
+    sizes = {key: 0 for key in keys}
+    for key in keys:
+        sizes[key] += 1
+    return {key: 1 / math.sqrt(size) for key, size in sizes.items()}
 
 
 # --------------------------------------------------------------------------- tables

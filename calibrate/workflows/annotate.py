@@ -13,7 +13,6 @@ judge reads, never anything a judge said; labels go into the labels file (store/
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 import unicodedata
@@ -30,6 +29,7 @@ from calibrate.data.labels import ANNOTATOR, INCLUSION, ITEM, LABEL_FLAGS, SCORE
 from calibrate.data.pairs import Pair
 from calibrate.data.sources import FILE_SUFFIXES, load_source
 from calibrate.errors import CalibrateError
+from calibrate.stats.ppi import allocate, sqrt_weights
 from calibrate.store.labels import GIVEN_FLAGS, LabelStore
 from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, SELECTIONS, STRATA
 from calibrate.workflows.common import response_sources
@@ -137,11 +137,10 @@ def judge_strata(pairs: list[Pair], judge: str, cache: Path | str | None, select
 
 def stratum_weights(keys: list[str], select: str) -> dict[str, float]:
     """Each stratum's chance of a pair relative to the others: "uncertain", UNSURE_WEIGHT for unsure pairs;
-    "stratified", 1 / sqrt(stratum size) (square-root allocation: rare judged classes, such as refusals,
-    get labels to measure the judge's error on, at a modest cost in weights)."""
+    "stratified", square-root allocation (ppi.sqrt_weights)."""
     if select == "uncertain":
         return {key: UNSURE_WEIGHT if key == UNSURE else 1.0 for key in keys}
-    return {key: 1 / math.sqrt(keys.count(key)) for key in dict.fromkeys(keys)}
+    return sqrt_weights(keys)
 
 
 def _draw(keys: list[str], weights: dict[str, float], size: int, seed: int) -> tuple[list[int], dict[str, float]]:
@@ -152,36 +151,11 @@ def _draw(keys: list[str], weights: dict[str, float], size: int, seed: int) -> t
     groups: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
-    counts = _allocate({key: len(members) for key, members in groups.items()}, weights, size)
+    counts = allocate({key: len(members) for key, members in groups.items()}, weights, size)
     chosen = []
     for key, members in groups.items():
         chosen += rng.choice(members, size=counts[key], replace=False).tolist()
     return sorted(chosen), {key: counts[key] / len(members) for key, members in groups.items()}
-
-
-def _allocate(sizes: dict[str, int], weights: dict[str, float], size: int) -> dict[str, int]:
-    """Labels per stratum in proportion to size x weight, capped at the stratum's size (the rest goes to
-    the others), whole numbers by largest remainders."""
-    counts = {key: 0 for key in sizes}
-    open_keys = list(sizes)
-    left = size
-    while left > 0 and open_keys:
-        total = sum(sizes[k] * weights[k] for k in open_keys)
-        shares = {k: left * sizes[k] * weights[k] / total for k in open_keys}
-        capped = [k for k in open_keys if counts[k] + shares[k] >= sizes[k]]
-        if capped:
-            for k in capped:
-                left -= sizes[k] - counts[k]
-                counts[k] = sizes[k]
-                open_keys.remove(k)
-            continue
-        whole = {k: int(shares[k]) for k in open_keys}
-        for k in sorted(open_keys, key=lambda k: (whole[k] - shares[k], k))[: left - sum(whole.values())]:
-            whole[k] += 1
-        for k in open_keys:
-            counts[k] += whole[k]
-        left = 0
-    return counts
 
 
 def annotator_name(raw: str) -> str:

@@ -470,3 +470,26 @@ def _anchored(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend: B
     return dataclasses.replace(estimates, cost=AnchorCost(
         anchor_usd=round(spent, 6), anchor_on_every_pair_usd=round(per_pair * total_pairs, 6),
         cheap_usd=cheap_cost.cost_usd, saved_usd=round(per_pair * total_pairs - spent - cheap_cost.cost_usd, 6)))
+
+
+def plan_labels(metrics: Path | str, *, half_width: float = 5.0, price_per_label: float | None = None
+                ) -> benchmark.LabelPlan:
+    """How many human labels would give each model's PAC and REF within +-half_width points, drawn at random
+    or stratified by the judge's judged class, and their cost at `price_per_label` (benchmark.label_budget),
+    from a score run's metrics.json (`metrics`: the file or its folder)."""
+    import json
+
+    if not half_width > 0:
+        raise CalibrateError("half_width must be a positive number of points", ("half_width",))
+    if price_per_label is not None and not price_per_label >= 0:
+        raise CalibrateError("price_per_label must be a non-negative amount", ("price_per_label",))
+    path = Path(metrics)
+    path = path / "metrics.json" if path.is_dir() else path
+    try:
+        record = benchmark.ScoreRecord.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CalibrateError(f"metrics {path}: no such file (a `score` run's metrics.json)", ("metrics",)) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CalibrateError(f"metrics {path}: not a score run's metrics.json ({str(error)[:120]})",
+                             ("metrics",)) from None
+    return benchmark.label_plan(record, half_width, price_per_label)

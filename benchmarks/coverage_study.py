@@ -391,7 +391,10 @@ class does *not* narrow the headline here: the calibrated predictions already ta
 class explains, and square-root allocation moves labels away from the large judged-aligned class, where this
 judge errs most. It narrows the labels-only (classical) REF interval, whose information sits in the rare
 refusal classes. So `--select random` stays the default; stratify when the labels must also measure the
-judge on rare classes, and expect no saving on PAC.
+judge on rare classes, and expect no saving on PAC. (`calibrate plan-labels` prints the labels a Neyman
+allocation by judged class would need, labels in proportion to each class's share times the spread of the
+truth within it; that spread is known only after labelling, so `annotate` cannot draw it and uses
+square-root allocation; the planner's stratified figure is the best case, not `--select stratified`'s.)
 """
 
 

@@ -31,7 +31,7 @@ from calibrate.judging.remote import RemoteBackend
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
-from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, SELECTIONS, STRATA
 
 if TYPE_CHECKING:
     from calibrate.stats.benchmark import Headline, ScoreRecord
@@ -459,6 +459,27 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
     click.echo(json.dumps(record.to_dict(), indent=2))
 
 
+@cli.command("plan-labels")
+@click.argument("metrics", type=click.Path(path_type=Path))
+@click.option("--half-width", type=float, default=5.0, show_default=True,
+              help="The interval wanted: +- this many points per model.")
+@click.option("--price-per-label", type=float, default=None, help="What one human label costs (any currency).")
+def plan_labels_command(metrics: Path, half_width: float, price_per_label: float | None) -> None:
+    """Human labels needed per model for +-W points, random or stratified by the judge's class, from a score
+    run's metrics.json (or its folder); with --price-per-label, their cost."""
+    from calibrate.workflows.score import plan_labels
+
+    plan = plan_labels(metrics, half_width=half_width, price_per_label=price_per_label)
+    price = plan.price_per_label
+    for name, budgets in plan.models.items():
+        for budget in budgets:
+            cost = "" if price is None else f" (cost {budget.cost_random:,.2f} / {budget.cost_stratified:,.2f})"
+            click.echo(f"{name} {budget.metric} +-{budget.half_width:g}: {budget.labels_random} random labels, "
+                       f"{budget.labels_stratified} stratified by the judge's class{cost}; sd {budget.sd:.1f} from "
+                       f"{budget.measured}")
+    click.echo(f"(a validated headline needs at least {plan.min_labels} random human labels, whatever the width)")
+
+
 @cli.command()
 @click.option("--data", "data_file", type=click.Path(path_type=Path), required=True,
               help="CSV, JSONL or parquet table; rows with an empty truth are unlabelled.")
@@ -637,6 +658,13 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 @click.option("--sample", type=int, default=None, help="Label a seeded random sample of N pairs [default: all].")
 @click.option("--stratify", type=click.Choice(STRATA), default="none", show_default=True,
               help="Draw the sample in proportion to each set or category.")
+@click.option("--select", type=click.Choice(SELECTIONS), default="random", show_default=True,
+              help="How the sample is drawn: at random; stratified by --judge's judged class; or 'uncertain', "
+                   "pairs --judge is unsure of (orders disagree, score not -2/+2) three times as often. Each pair's "
+                   "chance is recorded and exported with the labels; score weights by it.")
+@click.option("--judge", "select_judge", default=None,
+              help="The judge whose judgments of the pairs (cached, or judged now) make --select's strata.")
+@opt.options(opt.cache())
 @opt.options(opt.seed("Seed of the sample and of each annotator's order."))
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="The labels file (SQLite) the study's labels go into; shared by all its annotators.")
@@ -644,8 +672,9 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to serve on (local only by default).")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
 @click.pass_context
-def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
-             labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
+def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, select: str,
+             select_judge: str | None, cache: Path | None, seed: int, labels_file: Path | None, annotator: str | None,
+             host: str, port: int) -> None:
     """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
     from calibrate.workflows.annotate import annotate as serve_annotation
 
@@ -661,7 +690,8 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
 
     try:
         serve_annotation(labels_file, annotator, data=data, sets=parse_sets(sets) if sets else None, sample=sample,
-                         seed=seed, stratify=stratify, host=host, port=port, on_ready=ready)
+                         seed=seed, stratify=stratify, select=select, judge=select_judge, cache=cache, host=host,
+                         port=port, on_ready=ready)
     except KeyboardInterrupt:
         click.echo(f"stopped; every label given is in {labels_file}", err=True)
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
-FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds", "trust": "--trust-judges"}
+FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds", "trust": "--trust-judges", "metrics": "METRICS"}
 # A run estimated above this (USD, list price) asks before it starts, when it has no --max-cost and a
 # person is at the terminal.
 CONFIRM_ABOVE_USD = 5.0

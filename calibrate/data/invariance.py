@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.data.pairs import RESPONSE_COLUMNS, LoadedSet, Pair, is_placeholder_answer
 from calibrate.errors import CalibrateError
 
@@ -184,3 +185,10 @@ def invariance_set(base: LoadedSet, name: str) -> LoadedSet:
     """The set `base` through transformation `name`: same ids, same order, same expected judgments."""
     return LoadedSet(name=derived_name(base.name, name), source=f"{base.name} through {name}", files=base.files,
                      pairs=[transformed_pair(pair, index, name) for index, pair in enumerate(base.pairs)])
+
+
+def invariance_sets(loaded: dict[str, LoadedSet], names: Iterable[str]) -> dict[str, LoadedSet]:
+    """Every loaded calibration set through every transformation in `names` (the sets a fit measures
+    against known truth; derived sets such as injection-0 are not transformed again)."""
+    return {derived_name(base.name, name): invariance_set(base, name)
+            for name in names for base in loaded.values() if base.name in CALIBRATION_SETS}

@@ -57,7 +57,7 @@ def _metrics(rows: pd.DataFrame, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 def paired_shift(base: pd.DataFrame, moved: pd.DataFrame, rule: str, n_boot: int, seed: int) -> InvarianceShift:
     """`moved` against `base`, both indexed by (source set, pair id), on the pairs judged in both."""
-    both = base.join(moved, how="inner", lsuffix="_base", rsuffix="_moved")
+    both = base.add_suffix("_base").join(moved.add_suffix("_moved"), how="inner")
     if both.empty:
         return InvarianceShift(0, None, (None, None), None, (None, None), None, False)
     sides = {side: both[[f"{column}_{side}" for column in JUDGMENT]].set_axis(JUDGMENT, axis=1)

@@ -65,17 +65,18 @@ def cli(ctx: click.Context, trust_judges: bool) -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(),
-             opt.max_failed_share())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.invariance(), opt.no_progress(), opt.dry_run(),
+             opt.max_cost(), opt.yes(), opt.max_failed_share())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
-        yes: bool, max_failed_share: float) -> None:
+        cache: Path | None, n_boot: int, order: str, invariance: str | None, no_progress: bool, dry_run: bool,
+        max_cost: float | None, yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     from calibrate.workflows.common import default_out_dir
     from calibrate.workflows.fit import fit as fit_judge
     from calibrate.workflows.fit import plan_fit
 
-    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order,
+                                  invariance=invariance)
     result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
@@ -358,6 +359,7 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
+@opt.invariance()
 @click.option("--human-labels", "--human", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
                    "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
@@ -367,7 +369,8 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
              opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
-def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human_labels: Path | None,
+def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, invariance: str | None,
+            human_labels: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
@@ -378,7 +381,7 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
     judges = [name.strip() for name in judge_list.split(",") if name.strip()]
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
                                   human_labels=human_labels, responses=responses, baselines=not no_baselines,
-                                  limit=limit, seed=seed, cache=cache)
+                                  limit=limit, seed=seed, cache=cache, invariance=invariance)
     result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))

@@ -87,6 +87,13 @@ def order(help_text: str = "Which answer is person 1: forward (the for-answer), 
                         show_default=True, help=help_text)
 
 
+def invariance() -> Decorator:
+    return click.option("--invariance", default=None, metavar="NAMES",
+                        help="Comma-separated transformations whose invariance sets are judged too (padding, "
+                             "hedging, markdown, politeness; docs/bias.md): each judge's PAC/REF shift from the "
+                             "untransformed sets, flagged when it is beyond the tolerance.")
+
+
 def bootstrap(default: int = 2000) -> Decorator:
     return click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=default, show_default=True,
                         help="Bootstrap resamples for the 95% intervals.")

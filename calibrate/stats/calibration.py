@@ -22,6 +22,7 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
+from calibrate.stats.invariance import InvarianceShift
 from calibrate.stats.mapping import (
     MAPPINGS,
     IsotonicMap,
@@ -43,7 +44,6 @@ from calibrate.stats.metrics import (
     percentile_interval,
     proportion_estimate,
 )
-from calibrate.stats.invariance import InvarianceShift
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores
 
 MAPPING_SELECTION_RULE = (

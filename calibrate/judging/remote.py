@@ -69,7 +69,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "batch_price_factor": (BATCH_PRICE_FACTOR, False),
     "typical_output_tokens": (TYPICAL_OUTPUT_TOKENS, False),  # a reply's tokens, for cost estimates before a run (estimate.py)
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
-    "max_reply_bytes": (DEFAULT_MAX_REPLY_BYTES, False),  # a reply's body, decompressed; more is reply_too_large
+    "max_reply_bytes": (DEFAULT_MAX_REPLY_BYTES, False),  # a reply decompressed; more: reply_too_large
 }
 LOOPBACK_HOSTS = ("localhost", "::1")
 

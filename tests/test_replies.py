@@ -168,7 +168,8 @@ def test_an_imported_result_line_over_the_bound_is_reply_too_large_and_the_rest_
     judge = write_judge(tmp_path, openai_server.base_url, max_reply_bytes=1024)
     config = load_judge_config(str(judge))
     requests = tmp_path / "requests.jsonl"
-    cli("batch", "export", "--judge", judge, "--sets", "unaligned-0", "--limit", "2", "--out", requests, check=True)
+    cli("batch", "export", "--judge", judge, "--sets", "unaligned-0", "--limit", "2", "--out", requests, "--cache",
+        tmp_path / "c.sqlite3", check=True)
     ids = [json.loads(line)["custom_id"] for line in requests.read_text().splitlines()]
     assert ids and all(found.startswith(config.config_hash) for found in ids)
     judgment = json.dumps({"person_1_core_position": "a", "person_1_has_no_information": False,
@@ -183,7 +184,7 @@ def test_an_imported_result_line_over_the_bound_is_reply_too_large_and_the_rest_
 
     results = tmp_path / "results.jsonl"
     results.write_text(line(ids[0], judgment + " " * 200_000) + "".join(line(cid, judgment) for cid in ids[1:]))
-    result = cli("batch", "import", "--judge", judge, "--results", results, "--cache", tmp_path / "c.sqlite3")
+    result = cli("batch", "import", results, "--judge", judge, "--cache", tmp_path / "c.sqlite3")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     from calibrate.store.judgments import JudgmentStore
 

@@ -215,12 +215,13 @@ class AnthropicBatches(Provider):
                 yield too_large_result(line, where)
                 continue
             entry = json_object_line(text_of(line, where), where)
-            result = entry.get("result") if isinstance(entry.get("result"), dict) else {}
+            result: dict[str, Any] = entry["result"] if isinstance(entry.get("result"), dict) else {}
             outcome = result.get("type")
             if outcome == "succeeded":
                 yield entry.get("custom_id"), read_message(result.get("message"))
             elif outcome == "errored":
-                error = (result.get("error") or {}).get("error") or {}
+                outer = result.get("error")
+                error: dict[str, Any] = outer.get("error") or {} if isinstance(outer, dict) else {}
                 error_type = str(error.get("type"))
                 kind = ANTHROPIC_ERROR_KINDS.get(error_type, FailureKind.SERVER_ERROR)
                 yield entry.get("custom_id"), call_failure(

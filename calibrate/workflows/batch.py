@@ -33,7 +33,11 @@ from calibrate.judging.base import Judgment, view_of
 from calibrate.judging.batch_files import (
     batch_backend,
     batch_judgment,
+    line_limit,
     request_line,
+    result_lines,
+    text_of,
+    too_large_result,
     verdict_of_result,
 )
 from calibrate.judging.batch_files import parse_custom_id as parse_file_custom_id
@@ -261,29 +265,26 @@ def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, .
 
 def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore) -> ImportSummary:
     """Validate every result line and store it: successes as cached judgments, the rest as typed failures."""
-    try:
-        lines = results_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CalibrateError(f"cannot read {results_file}: {error}") from None
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line, whole in result_lines(results_file, line_limit(config)):  # each line bounded
         where = f"{results_file}, line {number}"
-        record = json_object_line(line, where)
-        config_hash, item_key, order, cut = parse_file_custom_id(record.get("custom_id"), where)
+        if whole:
+            record = json_object_line(text_of(line, where), where)
+            result_id, verdict = record.get("custom_id"), verdict_of_result(record)
+        else:
+            result_id, verdict = too_large_result(line, where)
+        config_hash, item_key, order, cut = parse_file_custom_id(result_id, where)
         if config_hash != config.config_hash:
             raise CalibrateError(f"{where}: result belongs to judge config {config_hash}, not "
                                  f"'{config.name}' ({config.config_hash})")
-        records.append((record, item_key, order, cut))
+        records.append((verdict, item_key, order, cut))
     imported = already_cached = 0
     failed: dict[str, int] = {}
     cached = store.get_many(config.config_hash, [(item, order, 0) for _, item, order, _ in records])
-    for record, item_key, order, cut in records:
+    for verdict, item_key, order, cut in records:
         if (item_key, order, 0) in cached:
             already_cached += 1
             continue
-        verdict = verdict_of_result(record)
         store.put(batch_judgment(config, item_key, order, verdict, cut, f"file:{results_file.name}"))
         if verdict.parse_status == "ok":
             imported += 1

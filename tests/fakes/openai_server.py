@@ -52,6 +52,10 @@ send a valid judgment with hostile token counts (prompt_tokens 1e30; negative co
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.
 
+Hostile replies (both servers, `LoopbackHandler.hostile`): `huge-body` answers 200 with a 100 MB body (written
+a megabyte at a time, never built whole), `gzip-bomb` a ~0.5 MB gzip body that inflates to 500 MB, and `redirect`
+a `redirect_status` (307 unless set) to `redirect_to` + the request's path (a second loopback server, say).
+
 `rate_limit`, a `RateLimit`, makes the server enforce limits on requests and tokens as the providers do
 (token buckets, one second's worth of capacity) and announce them in OpenAI's x-ratelimit-* headers; a
 request over the limit gets a 429 with retry-after and retry-after-ms (logged, then refused).
@@ -59,6 +63,7 @@ request over the limit gets a 429 with retry-after and retry-after-ms (logged, t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -67,6 +72,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,7 +86,10 @@ ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # th
 PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
           "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
-          "huge-usage", "negative-usage")
+          "huge-usage", "negative-usage", "huge-body", "gzip-bomb", "redirect")
+HOSTILE_FAULTS = ("huge-body", "gzip-bomb", "redirect")
+HUGE_BODY_BYTES = 100 * 2**20
+BOMB_INFLATED_BYTES = 500 * 2**20
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -96,6 +105,8 @@ class FaultScript:
     queued: deque = field(default_factory=deque)
     by_marker: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    redirect_to: str = ""  # where the `redirect` fault points (a URL without the path)
+    redirect_status: int = 307
 
     def queue(self, *faults: str) -> None:
         for fault in faults:
@@ -391,8 +402,15 @@ def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], lis
     return output[::-1], errors[::-1]  # the real API does not keep the input order
 
 
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at a time)."""
+    packer, zeros = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16), bytes(2**20)
+    return b"".join([packer.compress(zeros) for _ in range(BOMB_INFLATED_BYTES // len(zeros))] + [packer.flush()])
+
+
 class LoopbackHandler(BaseHTTPRequestHandler):
-    """What both loopback servers' handlers share: keep-alive replies, quiet logs, TCP resets."""
+    """What both loopback servers' handlers share: keep-alive replies, quiet logs, TCP resets, hostile replies."""
 
     protocol_version = "HTTP/1.1"
 
@@ -410,6 +428,36 @@ class LoopbackHandler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(payload).encode(), "application/json", headers)
+
+    def hostile(self, fault: str | None, state: FaultScript) -> bool:
+        """Answer a hostile-reply fault (HOSTILE_FAULTS), if `fault` is one; True when it was answered."""
+        if fault == "redirect":
+            self.send_response(state.redirect_status)
+            self.send_header("Location", state.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif fault == "gzip-bomb":
+            body = gzip_bomb()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif fault == "huge-body":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(HUGE_BODY_BYTES))
+            self.end_headers()
+            megabyte = b"a" * 2**20
+            try:
+                for _ in range(HUGE_BODY_BYTES // len(megabyte)):
+                    self.wfile.write(megabyte)
+            except OSError:  # the client stopped reading: the point
+                self.close_connection = True
+        else:
+            return False
+        return True
 
     def _reset(self) -> None:
         """Close the connection at once with a TCP reset: the client gets no reply at all."""
@@ -471,6 +519,8 @@ class Handler(LoopbackHandler):
             time.sleep(self.state.latency_s)
         if fault == "reset":
             return self._reset()
+        if self.hostile(fault, self.state):
+            return None
         if self.state.refuses_setting is not None and self.state.refuses_setting in request:
             return self._reply(400, api_error(f"Unsupported parameter: '{self.state.refuses_setting}' is not "
                                               "supported with this model."))

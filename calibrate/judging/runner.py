@@ -170,6 +170,9 @@ def judge_pairs(
     counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
                               "items": len(wanted), "requests": requests,
                               "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
+    if backend.response_format is not None:  # the structured output asked for, and what the judgments used
+        used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
+        counts.update(response_format=config.settings["response_format"], response_formats_used=dict(sorted(used.items())))
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
         counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
@@ -178,9 +181,10 @@ def judge_pairs(
 
 def add_counts(counts: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is
-    (counts by kind are added kind by kind)."""
+    (counts by kind are added kind by kind; a name, such as the structured output asked for, is kept)."""
     return {**counts, **{key: add_counts(counts.get(key, {}), value) if isinstance(value, dict)
-                         else counts.get(key, 0) + value for key, value in more.items()}}
+                         else value if isinstance(value, str) else counts.get(key, 0) + value
+                         for key, value in more.items()}}
 
 
 def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
@@ -263,7 +267,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
         "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
         "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
         "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(), "batch_id": pa.string(),
-        "failure_kind": pa.string(),
+        "failure_kind": pa.string(), "response_format": pa.string(),
         **{key: pa.bool_() if key.endswith(("_refusal", "_has_no_information")) else
            pa.list_(pa.string()) if key.startswith("key_points") else
            pa.int64() if key == "alignment_score" else pa.string() for key in JUDGE_FIELDS},
@@ -340,7 +344,8 @@ async def _judge_all(
     config = backend.config
     work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
-    superseded: set[Key] = set()
+    reused: dict[Key, Judgment] = {}  # stored by an earlier run in the mode this judge stepped down to
+    superseded: set[tuple[str, Key]] = set()
     task = nullcontext(counter) if counter else ProgressCounter(progress, f"judging with {config.name}", len(todo),
                                                                 backend.pacing())
     with task as show:
@@ -351,7 +356,7 @@ async def _judge_all(
             """Commit every judgment that arrived since the last commit, then show progress."""
             batch = unsaved[:]
             unsaved.clear()
-            superseded.update(key for _, key in store.put_many(batch))
+            superseded.update(store.put_many(batch))
             show.add(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
                      sum(j.failure_kind is not None for j in batch))
 
@@ -368,17 +373,26 @@ async def _judge_all(
                 expected = sizer.cost_usd(request[0]) if request else 0.0
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
+                stepped_down = backend.judgment_hash(backend.response_format)
+                if stepped_down != config.config_hash:  # judged in this plainer mode by an earlier run: reused
+                    earlier = store.get_many(stepped_down, [(item_key, order, repeat)])
+                    if earlier:
+                        reused.update(earlier)
+                        show.add(1)
+                        continue
                 started = time.perf_counter()
                 verdict = await (backend.judge_request(*request) if request else backend.judge(view))
                 if budget is not None:
                     budget.settle(expected, config.cost_usd(verdict.input_tokens, verdict.output_tokens))
                 judgment = Judgment(
-                    judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
+                    judge_name=config.name, config_hash=backend.judgment_hash(verdict.response_format),
+                    item_key=item_key, order=order,
                     parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
                     raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
                     attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, repeat=repeat,
                     fields=verdict.fields or {}, failure_kind=verdict.failure_kind,
+                    response_format=verdict.response_format,
                 )
                 done[(item_key, order, repeat)] = judgment
                 unsaved.append(judgment)
@@ -397,9 +411,11 @@ async def _judge_all(
             await backend.aclose()
         # What a report rests on is what the store holds: where another run stored its judgment of an
         # item first (possible only when a claim expired under a run still working), that one is used.
-        work.landed.update(store.get_many(config.config_hash, superseded))
+        for config_hash in {config_hash for config_hash, _ in superseded}:
+            work.landed.update(store.get_many(config_hash, [key for stored, key in superseded if stored == config_hash]))
         if work.landed:
             show.add(len(work.landed))
+        work.landed.update(reused)
     if budget is not None and budget.stopped:
         raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done.keys() | work.landed.keys()))
     return done, work.landed

@@ -262,6 +262,8 @@ class ModelRun(Record):
     transient_failed: int | None = _optional()  # judges behind an API only
     rate_limited: int | None = _optional()
     limit_wait_s: float | None = _optional()
+    response_format: str | None = _optional()  # the structured output asked for (API judges that have the setting)
+    response_formats_used: dict[str, int] | None = _optional()  # judgments by the structured output they used
     source: str
     files: list[str]
 

@@ -307,3 +307,20 @@ def test_unset_decoding_settings_are_left_out_of_the_request(server, tmp_path):
     assert load_judge_config("claude").settings["top_p"] == "unset"
     with pytest.raises(CalibrateError, match='top_p.*or "unset"'):
         load_judge_config(str(write_judge(tmp_path, server.base_url, name="bad", top_p="none")))
+
+
+def test_fit_against_llama_cpp_python_steps_down_to_json_object_and_says_so(server, tmp_path):
+    server.refuses_format = "llama-cpp-python"  # json_schema: HTTP 500 with its validation message
+    out = tmp_path / "out"
+    result = cli("fit", "--judge", str(write_judge(tmp_path, server.base_url)), "--out", str(out), "--limit", "8",
+                 "--sets", "aligned-100,one-refusal-50,refusal-100,unaligned-0", "--cache", str(tmp_path / "c.sqlite3"), "--bootstrap", "100", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run = json.loads((out / "calibration.json").read_text())["run"]
+    assert run["items"] == 32 and run["judged"] >= 30 and run["failed_by_kind"] == {}
+    assert run["response_format"] == "json_schema" and run["response_formats_used"] == {"json_object": run["judged"]}
+    assert "judge loopback: the server refused json_schema; using json_object" in result.stderr
+    assert "the server refused json_schema; judgments used json_object (32)" in result.stdout
+    refused = [r for r in server.log if r["body"]["response_format"]["type"] == "json_schema"]
+    assert 1 <= len(refused) <= 4  # the requests in flight when the first refusal came; none retried
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    assert (judgments["response_format"] == "json_object").all()

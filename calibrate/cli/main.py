@@ -84,6 +84,15 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
         report_transient_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
 
 
+def stepped_down_line(asked: str | None, used: dict[str, int] | None) -> str:
+    """What the judgments used when the server refused the structured output asked for ("" when none stepped down)."""
+    other = {mode: n for mode, n in (used or {}).items() if mode != asked}
+    if not other:
+        return ""
+    return (f"the server refused {asked}; judgments used " + ", ".join(f"{mode} ({n})" for mode, n in other.items())
+            + " (recorded as response_formats_used)")
+
+
 def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
     """Say what rate limits cost (429s, time held back) and, plainly, how many judgments failed for a
     transient reason; exit 3 when their share of the items passes `max_failed_share`, so that a script
@@ -207,6 +216,8 @@ def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     out.print(f"judged {run.judged}, failed {run.failed}, reused {run.reused} from cache; "
               f"{run.requests} requests, ${calibration.accounting.cost_usd_this_run:.4f} this run; "
               f"{number(run.elapsed_s, '.1f')}s")
+    if stepped := stepped_down_line(run.response_format, run.response_formats_used):
+        out.print(f"judge {judge.name}: {stepped}", markup=False)
     injection_set = calibration.sets.get("injection-0")
     if injection_set:
         out.print(f"(judgments cover the {summary.n_pairs} calibration pairs and the {injection_set.n_pairs} "
@@ -384,6 +395,9 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
     if result is not None:
         print_comparison(result.comparison, result.paths)
+        for name, counts in result.comparison.run.counts.items():
+            if stepped := stepped_down_line(counts.get("response_format"), counts.get("response_formats_used")):
+                console.print(f"judge {name}: {stepped}", markup=False)
         report_transient_failures(result.comparison.run.counts, max_failed_share)
 
 

@@ -37,7 +37,7 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
-                      "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
+                      "first_reasons": {}, "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
                       "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert (table["response_format"] == "json_schema").all()
     assert len(server.log) == 8
@@ -141,6 +141,7 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
                       5: "api_error", 6: "ok"}
     assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log),
                       "failed_by_kind": {"parse_error": 2, "refused_to_judge": 1, "server_error": 1, "truncated": 1},
+                      "first_reasons": counts["first_reasons"],
                       "response_format": "json_schema", "response_formats_used": {"json_schema": 7},
                       "transient_failed": 1, "rate_limited": 0, "limit_wait_s": 0.0}  # the server error is transient
     kind = dict(zip(table["pair_id"], table["failure_kind"].fillna("-"), strict=True))  # "-": none, not failed
@@ -149,6 +150,9 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
     failed = table[table["parse_status"] != "ok"]
     assert failed["alignment_score"].isna().all()  # never a score
     assert failed["failure_reason"].str.len().gt(0).all()
+    first = failed.sort_values("created_at").drop_duplicates("failure_kind")  # each kind's first reason, one line
+    assert counts["first_reasons"] == {row.failure_kind: " ".join(row.failure_reason.split())
+                                       for row in first.itertuples()}
     # 3 requests each for the four bad replies (parse_retries=2), 3 for the 500s (max_retries=2),
     # 1 + 1 for the good pairs, plus the one-off invalid reply
     assert len(server.log) == 4 * 3 + 3 + 2 + 1

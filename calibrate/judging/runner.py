@@ -31,6 +31,7 @@ import pandas as pd
 
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, V3_FIELDS, Backend, Judgment, Key, view_of
+from calibrate.judging.calls import scrub
 from calibrate.judging.estimate import RequestSizer, SpendBudget, sizer_for
 from calibrate.judging.progress import ProgressCallback, ProgressCounter
 
@@ -68,6 +69,7 @@ HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expi
 WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
 CLAIM_AHEAD_S = 1.0  # a run claims about this long's worth of work at a time (one write per claim)
 MAX_CLAIM_BLOCK = 1000
+MAX_REASON_CHARS = 200  # a failure kind's first reason, as the run counts keep it
 
 
 class SharedWork:
@@ -169,7 +171,8 @@ def judge_pairs(
     failed = sum(kinds.values())
     counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
                               "items": len(wanted), "requests": requests,
-                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
+                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items())),
+                              "first_reasons": first_reasons(fresh.values())}
     if backend.response_format is not None:  # the structured output asked for, and what the judgments used
         used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
         counts.update(response_format=config.settings["response_format"], response_formats_used=dict(sorted(used.items())))
@@ -179,11 +182,23 @@ def judge_pairs(
     return table, counts
 
 
+def first_reasons(judgments: Iterable[Judgment]) -> dict[str, str]:
+    """Per failure kind, the reason of its first failure, on one line, scrubbed of credentials and cut
+    short: what a person reads first about why a run's judgments failed."""
+    reasons: dict[str, str] = {}
+    for judgment in sorted(judgments, key=attrgetter("created_at")):
+        kind = judgment.failure_kind
+        if kind is not None and kind.value not in reasons:
+            reasons[kind.value] = " ".join(scrub(judgment.failure_reason or "").split())[:MAX_REASON_CHARS]
+    return dict(sorted(reasons.items()))
+
+
 def add_counts(counts: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is
-    (counts by kind are added kind by kind; a name, such as the structured output asked for, is kept)."""
+    (counts by kind are added kind by kind; a text, such as the structured output asked for or a kind's
+    first reason, keeps the first one's)."""
     return {**counts, **{key: add_counts(counts.get(key, {}), value) if isinstance(value, dict)
-                         else value if isinstance(value, str) else counts.get(key, 0) + value
+                         else counts.get(key, value) if isinstance(value, str) else counts.get(key, 0) + value
                          for key, value in more.items()}}
 
 

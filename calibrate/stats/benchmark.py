@@ -259,6 +259,7 @@ class ModelRun(Record):
     items: int
     requests: int
     failed_by_kind: dict[str, int] | None = _optional()  # the failures by kind (FailureKind values)
+    first_reasons: dict[str, str] | None = _optional()  # per failure kind, its first reason (one line)
     transient_failed: int | None = _optional()  # judges behind an API only
     rate_limited: int | None = _optional()
     limit_wait_s: float | None = _optional()

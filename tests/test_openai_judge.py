@@ -37,7 +37,7 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
-                      "first_reasons": {}, "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
+                      "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
                       "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert (table["response_format"] == "json_schema").all()
     assert len(server.log) == 8

@@ -171,8 +171,9 @@ def judge_pairs(
     failed = sum(kinds.values())
     counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
                               "items": len(wanted), "requests": requests,
-                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items())),
-                              "first_reasons": first_reasons(fresh.values())}
+                              "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
+    if kinds:
+        counts["first_reasons"] = first_reasons(fresh.values())
     if backend.response_format is not None:  # the structured output asked for, and what the judgments used
         used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
         counts.update(response_format=config.settings["response_format"], response_formats_used=dict(sorted(used.items())))

@@ -363,7 +363,7 @@ async def _judge_all(
     reused: dict[Key, Judgment] = {}  # stored by an earlier run in the mode this judge stepped down to
     superseded: set[tuple[str, Key]] = set()
     task = nullcontext(counter) if counter else ProgressCounter(progress, f"judging with {config.name}", len(todo),
-                                                                backend.pacing())
+                                                                backend.pacing(), config.concurrency)
     with task as show:
 
         unsaved: list[Judgment] = []
@@ -374,7 +374,7 @@ async def _judge_all(
             unsaved.clear()
             superseded.update(store.put_many(batch))
             show.add(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
-                     sum(j.failure_kind is not None for j in batch))
+                     sum(j.failure_kind is not None for j in batch), [j.latency_s for j in batch if j.latency_s])
 
         async def keep_claims() -> None:
             while True:
@@ -397,7 +397,11 @@ async def _judge_all(
                         show.add(1)
                         continue
                 started = time.perf_counter()
-                verdict = await (backend.judge_request(*request) if request else backend.judge(view))
+                show.sending(1)
+                try:
+                    verdict = await (backend.judge_request(*request) if request else backend.judge(view))
+                finally:
+                    show.sending(-1)
                 if budget is not None:
                     budget.settle(expected, config.cost_usd(verdict.input_tokens, verdict.output_tokens))
                 judgment = Judgment(

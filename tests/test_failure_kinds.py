@@ -19,6 +19,7 @@ from calibrate.judging.responder import answer_kind
 from calibrate.store.judgments import JudgmentStore, record_checksum
 from calibrate.store.responses import ResponseStore
 from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 SETS = "unaligned-0,aligned-100,refusal-100,one-refusal-50"
 FIELDS = validate_fields({"person_1_core_position": "yes", "person_1_has_no_information": False,
@@ -154,7 +155,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 def faulty_fit(server, folder, monkeypatch, capsys) -> tuple[int, str, pd.DataFrame, int]:
     """8 judgments, one at a time, max_retries=1: two 500s (a server error), two replies past the timeout,
     a 429 then a reply (retried, judged), a 400 (not retried), an invalid reply (asked again, judged).
-    2 of 8 fail for a transient reason: past --max-failed-share 0.2, exit 3. Then a 401: the run stops."""
+    3 of 8 fail (two transient, the 400): past --max-failed-share 0.2, exit 3. Then a 401: the run stops."""
     server.log.clear()
     server.timeout_sleep_s = 0.8
     server.queue("500", "500", "timeout", "timeout", "429", "400-echo", "invalid")
@@ -175,7 +176,9 @@ def faulty_fit(server, folder, monkeypatch, capsys) -> tuple[int, str, pd.DataFr
 def test_rewording_every_failure_message_changes_no_retry_no_count_and_no_exit_code(openai_server, tmp_path,
                                                                                    monkeypatch, capsys, request):
     code, err, table, requests = faulty_fit(openai_server, tmp_path / "worded", monkeypatch, capsys)
-    assert code == 3 and "2 of 8 judgments (25.0%) failed for a transient reason" in err, err
+    assert code == 3 and "3 of 8 judgments (37.5%) failed this run" in err, err
+    assert all(f"  {kind} 1: " in err for kind in ("bad_request", "server_error", "timeout"))
+    assert "(bad_request 1, server_error 1, timeout 1)" in err
     assert requests == 2 + 2 + 2 + 1 + 2 + 3
     failed = table[table["parse_status"] != "ok"]
     assert sorted(failed["failure_kind"]) == ["bad_request", "server_error", "timeout"]
@@ -184,9 +187,35 @@ def test_rewording_every_failure_message_changes_no_retry_no_count_and_no_exit_c
     code_again, err_again, table_again, requests_again = faulty_fit(openai_server, tmp_path / "reworded", monkeypatch,
                                                                     capsys)
     assert (code_again, requests_again) == (code, requests)  # the same retries, the same exit code
-    assert "2 of 8 judgments (25.0%) failed for a transient reason" in err_again
+    assert "3 of 8 judgments (37.5%) failed this run" in err_again
     columns = ["set_name", "pair_id", "parse_status", "failure_kind", "attempts"]
     pd.testing.assert_frame_equal(table_again[columns], table[columns])
     failed_again = table_again[table_again["parse_status"] != "ok"]
     assert failed_again["failure_reason"].str.startswith("(reworded) ").all()  # only the words changed
     assert not set(failed_again["failure_reason"]) & set(failed["failure_reason"])
+
+
+def test_a_fit_with_a_fifth_of_its_replies_unparseable_exits_3_and_shows_each_kinds_first_reason(openai_server,
+                                                                                                 tmp_path):
+    """Unparseable and truncated replies count against --max-failed-share as any failure does; the summary
+    names each kind with its count and its first reason, on one line."""
+    from calibrate.data.calibration import CALIBRATION_SETS
+    from tests.fakes.calibration_sets import sample_frame
+
+    for name in CALIBRATION_SETS:  # about a fifth of every set's pairs: no JSON, or cut at max_tokens
+        questions = sample_frame(name)["for_question"].tolist()
+        openai_server.by_marker.update({question: "no-json" for question in questions[0::5]})
+        openai_server.by_marker.update({question: "length" for question in questions[1::10]})
+    judge = write_judge(tmp_path, openai_server.base_url, concurrency=2, parse_retries=0)
+    result = cli("fit", "--judge", str(judge), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c.sqlite3"),
+                 "--sets", SETS, "--bootstrap", "100", "--no-progress")
+    assert result.returncode == 3, result.stderr
+    run = json.loads((tmp_path / "out" / "calibration.json").read_text())["run"]
+    kinds = run["failed_by_kind"]
+    assert set(kinds) == {"parse_error", "truncated"} and run.get("transient_failed", 0) == 0
+    assert f"{sum(kinds.values())} of {run['items']} judgments" in result.stderr
+    assert f"  parse_error {kinds['parse_error']}: no JSON object in the reply\n" in result.stderr
+    assert f"  truncated {kinds['truncated']}: the reply hit max_tokens before the JSON ended\n" in result.stderr
+    assert run["first_reasons"] == {"parse_error": "no JSON object in the reply",
+                                    "truncated": "the reply hit max_tokens before the JSON ended"}
+    assert "incomplete run: more than --max-failed-share 0.01" in result.stderr and "Traceback" not in result.stderr

@@ -99,7 +99,7 @@ def test_server_dying_mid_run_gives_typed_failures_and_a_restart_finishes_the_re
     """The server answers K requests, then resets every connection and stops listening. The run
     retries each remaining item (max_retries=1: 2 requests each, all within a second: too fast for the
     circuit breaker), records typed api_error failures, and still writes its report, saying how many
-    judgments failed for a transient reason and exiting 3 (past --max-failed-share), no traceback.
+    judgments failed and exiting 3 (past --max-failed-share), no traceback.
     A server restarted on the same port is asked
     exactly for the rest. Items are requested set by set (6 per set), so with K=10 the last two sets
     get no judgment at all."""
@@ -173,7 +173,7 @@ def test_slow_replies_past_the_timeout_fail_typed_or_are_retried_as_configured(s
     strict = tmp_path / "strict"
     strict.mkdir()
     result = run(fit_args(write_judge(strict, server.base_url, timeout_s=0.3, max_retries=0), out, cache, total // 4))
-    assert_clean(result, 3)  # 3 of 16 failed for a transient reason: past --max-failed-share
+    assert_clean(result, 3)  # 3 of 16 failed (timeouts): past --max-failed-share
     first = calibration(out)["run"]
     assert first["transient_failed"] == 3
     assert first["judged"] == total - 3 and first["failed"] == 3 and first["requests"] == total == len(server.log)

@@ -37,7 +37,9 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
+                      "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
                       "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
+    assert (table["response_format"] == "json_schema").all()
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
     body = server.log[0]["body"]
@@ -60,9 +62,46 @@ def test_a_server_without_structured_output_gets_plain_requests(server, tmp_path
     judge = write_judge(tmp_path, server.base_url, concurrency=1)
     table, counts = run_judge(judge, pairs(4), tmp_path / "c.sqlite3")
     assert counts["judged"] == 4 and counts["failed"] == 0
-    assert len(server.log) == 5  # one rejected request, then plain ones only
-    assert [("response_format" in r["body"]) for r in server.log] == [True, False, False, False, False]
-    assert sum("rejected response_format" in m for m in caplog.messages) == 1
+    assert len(server.log) == 6  # json_schema refused, json_object refused, then plain ones only
+    assert [r["body"].get("response_format", {}).get("type") for r in server.log] == [
+        "json_schema", "json_object", None, None, None, None]
+    assert [m for m in caplog.messages if "the server refused" in m] == [
+        "judge loopback: the server refused json_schema; using json_object (unsupported parameter: response_format)",
+        "judge loopback: the server refused json_object; using none (unsupported parameter: response_format)"]
+    assert (table["response_format"] == "none").all() and counts["response_formats_used"] == {"none": 4}
+
+
+@pytest.mark.parametrize(("refusing", "asked", "used"), [
+    ("llama-cpp-python", "json_schema", "json_object"), ("llama-server", "json_schema", "json_object"),
+    ("ollama", "json_schema", "json_object"), ("vllm", "json_schema", "json_object"),
+    ("lmstudio", "json_object", "none")])
+def test_each_servers_refusal_of_a_mode_steps_down_once_without_retrying(server, tmp_path, caplog, refusing, asked,
+                                                                          used):
+    server.refuses_format = refusing
+    judge = write_judge(tmp_path, server.base_url, concurrency=1, response_format=asked)
+    table, counts = run_judge(judge, pairs(6), tmp_path / "c.sqlite3")
+    assert counts["judged"] == 6 and counts["failed"] == 0 and counts["requests"] == 7  # one refusal, never retried
+    assert [r["body"].get("response_format", {}).get("type", "none") for r in server.log] == [asked] + [used] * 6
+    assert sum(f"the server refused {asked}; using {used}" in m for m in caplog.messages) == 1
+    assert (table["response_format"] == used).all() and counts["response_formats_used"] == {used: 6}
+    if used == "json_object":  # the schema the server would not enforce is in the prompt instead
+        assert all('"alignment_score"' in r["body"]["messages"][-1]["content"] for r in server.log[1:])
+        assert '"alignment_score": {' not in server.log[0]["body"]["messages"][-1]["content"]
+
+
+def test_a_mode_stepped_down_to_identifies_the_judgment(server, tmp_path):
+    cache = tmp_path / "c.sqlite3"
+    server.refuses_format = "llama-cpp-python"
+    judge = write_judge(tmp_path, server.base_url, concurrency=1)
+    first, _ = run_judge(judge, pairs(4), cache)
+    again, counts = run_judge(judge, pairs(4), cache)  # still refused: the json_object judgments are reused
+    # the first item's refused request and its re-ask (the stored judgment stands); the rest come from the store
+    assert counts["reused"] == 4 and counts["judged"] == 0 and counts["requests"] == 2 and len(server.log) == 7
+    assert again["raw_output"].tolist() == first["raw_output"].tolist()
+    assert (again["config_hash"] != load_judge_config(str(judge)).config_hash).all()
+    server.refuses_format = None  # the schema works now: nothing judged without it is reused
+    fixed, counts = run_judge(judge, pairs(4), cache)
+    assert counts["judged"] == 4 and counts["reused"] == 0 and (fixed["response_format"] == "json_schema").all()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -102,6 +141,8 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
                       5: "api_error", 6: "ok"}
     assert counts == {"judged": 2, "failed": 5, "reused": 0, "items": 7, "requests": len(server.log),
                       "failed_by_kind": {"parse_error": 2, "refused_to_judge": 1, "server_error": 1, "truncated": 1},
+                      "first_reasons": counts["first_reasons"],
+                      "response_format": "json_schema", "response_formats_used": {"json_schema": 7},
                       "transient_failed": 1, "rate_limited": 0, "limit_wait_s": 0.0}  # the server error is transient
     kind = dict(zip(table["pair_id"], table["failure_kind"].fillna("-"), strict=True))  # "-": none, not failed
     assert kind == {0: "-", 1: "parse_error", 2: "parse_error", 3: "truncated", 4: "refused_to_judge",
@@ -109,6 +150,9 @@ def test_invalid_judgments_are_asked_again_then_become_typed_failures(server, tm
     failed = table[table["parse_status"] != "ok"]
     assert failed["alignment_score"].isna().all()  # never a score
     assert failed["failure_reason"].str.len().gt(0).all()
+    first = failed.sort_values("created_at").drop_duplicates("failure_kind")  # each kind's first reason, one line
+    assert counts["first_reasons"] == {row.failure_kind: " ".join(row.failure_reason.split())
+                                       for row in first.itertuples()}
     # 3 requests each for the four bad replies (parse_retries=2), 3 for the 500s (max_retries=2),
     # 1 + 1 for the good pairs, plus the one-off invalid reply
     assert len(server.log) == 4 * 3 + 3 + 2 + 1
@@ -267,3 +311,20 @@ def test_unset_decoding_settings_are_left_out_of_the_request(server, tmp_path):
     assert load_judge_config("claude").settings["top_p"] == "unset"
     with pytest.raises(CalibrateError, match='top_p.*or "unset"'):
         load_judge_config(str(write_judge(tmp_path, server.base_url, name="bad", top_p="none")))
+
+
+def test_fit_against_llama_cpp_python_steps_down_to_json_object_and_says_so(server, tmp_path):
+    server.refuses_format = "llama-cpp-python"  # json_schema: HTTP 500 with its validation message
+    out = tmp_path / "out"
+    result = cli("fit", "--judge", str(write_judge(tmp_path, server.base_url)), "--out", str(out), "--limit", "8",
+                 "--sets", "aligned-100,one-refusal-50,refusal-100,unaligned-0", "--cache", str(tmp_path / "c.sqlite3"), "--bootstrap", "100", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run = json.loads((out / "calibration.json").read_text())["run"]
+    assert run["items"] == 32 and run["judged"] >= 30 and run["failed_by_kind"] == {}
+    assert run["response_format"] == "json_schema" and run["response_formats_used"] == {"json_object": run["judged"]}
+    assert "judge loopback: the server refused json_schema; using json_object" in result.stderr
+    assert "the server refused json_schema; judgments used json_object (32)" in result.stdout
+    refused = [r for r in server.log if r["body"]["response_format"]["type"] == "json_schema"]
+    assert 1 <= len(refused) <= 4  # the requests in flight when the first refusal came; none retried
+    judgments = pd.read_parquet(out / "judgments.parquet")
+    assert (judgments["response_format"] == "json_object").all()

@@ -132,7 +132,8 @@ def test_transient_failures_are_said_and_a_share_within_the_limit_exits_0(openai
             "--bootstrap", "100", "--max-failed-share", "0.5"]
     result = cli(*args)
     assert result.returncode == 0, result.stderr
-    assert "4 of 8 judgments (50.0%) failed for a transient reason" in result.stderr
+    assert "4 of 8 judgments (50.0%) failed this run" in result.stderr
+    assert "  server_error 4: HTTP 500: internal error" in result.stderr
     assert "incomplete run" not in result.stderr and len(openai_server.log) == 8
 
 

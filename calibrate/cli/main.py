@@ -82,28 +82,48 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
                      dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
-        report_transient_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
+        report_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
 
 
-def report_transient_failures(runs: dict[str, dict], max_failed_share: float) -> None:
-    """Say what rate limits cost (429s, time held back) and, plainly, how many judgments failed for a
-    transient reason; exit 3 when their share of the items passes `max_failed_share`, so that a script
-    can tell a complete run from a broken one (the rerun judges exactly the failed ones)."""
+def stepped_down_line(asked: str | None, used: dict[str, int] | None) -> str:
+    """What the judgments used when the server refused the structured output asked for ("" when none stepped down)."""
+    other = {mode: n for mode, n in (used or {}).items() if mode != asked}
+    if not other:
+        return ""
+    return (f"the server refused {asked}; judgments used " + ", ".join(f"{mode} ({n})" for mode, n in other.items())
+            + " (recorded as response_formats_used)")
+
+
+def report_failures(runs: dict[str, dict], max_failed_share: float) -> None:
+    """Say what rate limits cost (429s, time held back) and, plainly, how many judgments failed this run, per
+    failure kind with its first reason; exit 3 when their share of the items passes `max_failed_share`, so
+    that a script can tell a complete run from a broken one. Every failure counts (transient, unparseable,
+    truncated, refused), never `missing_answer` (the model's, not the judge's); a rerun asks again for
+    exactly the failed ones."""
     limited = sum(run.get("rate_limited", 0) for run in runs.values())
     waited = sum(run.get("limit_wait_s", 0.0) for run in runs.values())
     if limited or waited:
         console.print(f"rate limits: {limited} requests answered 429; {waited:.1f}s spent waiting on limits")
-    failed = sum(run.get("transient_failed", 0) for run in runs.values())
+    by_kind: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for run in runs.values():
+        for kind, count in (run.get("failed_by_kind") or {}).items():
+            by_kind[kind] = by_kind.get(kind, 0) + count
+        for kind, reason in (run.get("first_reasons") or {}).items():
+            reasons.setdefault(kind, reason)
+    failed = sum(by_kind.values())
     items = sum(run.get("items", 0) for run in runs.values())
     if not failed:
         return
     share = failed / max(items, 1)
-    console.print(f"{failed} of {items} judgments ({share:.1%}) failed for a transient reason (rate limit, server "
-                  "error, timeout or dropped connection); they are not cached as judgments: run the same command "
-                  "again to judge exactly those", markup=False)
+    console.print(f"{failed} of {items} judgments ({share:.1%}) failed this run; they are not cached as judgments: "
+                  "run the same command again to ask for exactly those", markup=False)
+    for kind, count in sorted(by_kind.items(), key=lambda item: -item[1]):
+        console.print(f"  {kind} {count}: {reasons.get(kind, '')}".rstrip(), markup=False, soft_wrap=True)
     if share > max_failed_share:
-        console.print(f"incomplete run: more than --max-failed-share {max_failed_share:g} of the judgments failed",
-                      markup=False)
+        counted = ", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items(), key=lambda item: -item[1]))
+        console.print(f"incomplete run: more than --max-failed-share {max_failed_share:g} of the judgments failed "
+                      f"({counted})", markup=False)
         sys.exit(3)
 
 
@@ -208,6 +228,8 @@ def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     out.print(f"judged {run.judged}, failed {run.failed}, reused {run.reused} from cache; "
               f"{run.requests} requests, ${calibration.accounting.cost_usd_this_run:.4f} this run; "
               f"{number(run.elapsed_s, '.1f')}s")
+    if stepped := stepped_down_line(run.response_format, run.response_formats_used):
+        out.print(f"judge {judge.name}: {stepped}", markup=False)
     injection_set = calibration.sets.get("injection-0")
     if injection_set:
         out.print(f"(judgments cover the {summary.n_pairs} calibration pairs and the {injection_set.n_pairs} "
@@ -294,7 +316,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:
         print_scores(result.metrics, result.paths)
-        report_transient_failures({name: model.run.to_dict() for name, model in result.models.items()},
+        report_failures({name: model.run.to_dict() for name, model in result.models.items()},
                                   max_failed_share)
 
 
@@ -387,7 +409,10 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
     if result is not None:
         print_comparison(result.comparison, result.paths)
-        report_transient_failures(result.comparison.run.counts, max_failed_share)
+        for name, counts in result.comparison.run.counts.items():
+            if stepped := stepped_down_line(counts.get("response_format"), counts.get("response_formats_used")):
+                console.print(f"judge {name}: {stepped}", markup=False)
+        report_failures(result.comparison.run.counts, max_failed_share)
 
 
 def print_comparison(comparison: Comparison, paths: dict[str, Path]) -> None:

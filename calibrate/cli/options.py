@@ -129,6 +129,6 @@ def yes() -> Decorator:
 
 def max_failed_share() -> Decorator:
     return click.option("--max-failed-share", type=click.FloatRange(0.0, 1.0), default=0.01, show_default=True,
-                        help="Exit with status 3 when more than this share of the judgments failed for a transient "
-                             "reason (rate limit, server error, timeout, dropped connection); a rerun judges "
-                             "exactly those.")
+                        help="Exit with status 3 when more than this share of the judgments failed (any kind: "
+                             "rate limit, server error, timeout, unparseable or truncated reply, a refused request; "
+                             "not a missing answer); a rerun asks again for exactly those.")

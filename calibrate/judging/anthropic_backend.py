@@ -211,7 +211,7 @@ class AnthropicBackend(RemoteBackend):
     def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
         """A model without structured outputs gets the plain forced tool call (still schema-guided)."""
         structured = "output_config" in body or any(tool.get("strict") for tool in body.get("tools", []))
-        if not structured:
+        if not structured or failure.status not in (400, 422):
             return None
         log.warning("judge '%s': the server rejected structured output (%s); using a plain forced tool call and "
                     "validating its input", self.config.name, failure.reason)

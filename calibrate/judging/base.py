@@ -86,6 +86,9 @@ class FailureKind(Enum):
     TIMEOUT = ("timeout", True)  # no reply in time, or none even began (HTTP 408 too)
     CONNECTION = ("connection", True)  # refused, dropped or cut-short connection, a reply that is not HTTP
     BAD_REQUEST = ("bad_request", False)  # any other 4xx: the server refuses this request
+    # The server refuses the structured output asked for (response_format), whatever its status (llama.cpp
+    # and Ollama answer 500): never retried as such; the judge asks again in a plainer mode (openai_backend.py).
+    FORMAT_REFUSED = ("format_refused", False)
     AUTH = ("auth", False, True)  # HTTP 401, 403: the key
     NOT_FOUND = ("not_found", False, True)  # HTTP 404: the endpoint or the model
     REDIRECTED = ("redirected", False, True)  # HTTP 3xx: the endpoint points elsewhere; never followed
@@ -404,6 +407,7 @@ class Verdict:
     attempts: int = 1  # requests made, retries included
     truncated_chars: int = 0  # answer characters cut to fit the prompt
     failure_kind: FailureKind | None = None
+    response_format: str | None = None  # the structured output the request that made it asked for (None: no such notion)
 
     def __post_init__(self) -> None:
         if self.parse_status not in PARSE_STATUSES:
@@ -439,6 +443,9 @@ class Judgment:
     # Why it failed, as data (None when it did not); stored as the kind's value. A record stored before
     # kinds were recorded has none: it gets the one its parse status implies (`FailureKind.of_status`).
     failure_kind: FailureKind | None = None
+    # The structured output the judge's request asked for (json_schema, json_object, none), as sent after any
+    # step down (openai_backend.py); None for a judge without one, or a record stored before it was recorded.
+    response_format: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -465,6 +472,17 @@ class Backend(ABC):
 
     def __init__(self, config: Any) -> None:  # a JudgeConfig (config.py builds on this module)
         self.config = config
+
+    @property
+    def response_format(self) -> str | None:
+        """The structured output the next request asks for (None: this judge has no such setting)."""
+        return None
+
+    def judgment_hash(self, response_format: str | None) -> str:
+        """The config hash a judgment made with this structured output is stored under: the config's own
+        for the mode the config asks for; a mode the judge stepped down to is part of what identifies
+        the judgment, so a run where the asked-for mode works never reuses it."""
+        return self.config.config_hash
 
     @classmethod
     def member_names(cls, settings: dict[str, Any]) -> list[str]:

@@ -12,7 +12,9 @@ the run with one line. Anything else (no such endpoint, an error, an unfamiliar 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -22,6 +24,7 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
     AMBIGUOUS_REPLY,
     AmbiguousReply,
+    FailureKind,
     PairView,
     Verdict,
     extract_json,
@@ -30,6 +33,7 @@ from calibrate.judging.base import (
     validate_fields,
 )
 from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
+from calibrate.judging.configfile import meaning_hash
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport, openai_client
 
@@ -37,6 +41,24 @@ if TYPE_CHECKING:
     import openai
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+# Where a server that refuses a structured-output mode sends the judge next: one step down at a time.
+STEP_DOWN = {"json_schema": "json_object", "json_object": "none"}
+# How servers say they refuse the structured output asked for, whatever the status (4xx or 5xx):
+# llama-cpp-python (500, "Input should be 'text' or 'json_object'"), llama.cpp's llama-server (500,
+# 'response_format type must be one of "text" or "json_object", but got: json_schema'), LM Studio (400,
+# "'response_format.type' must be 'json_schema' or 'text'"), Ollama (500 "invalid JSON schema in format";
+# 400 'invalid format: ... expected "json" or a valid JSON Schema object'), vLLM (400 "The provided JSON
+# schema contains features not supported by xgrammar.", "Failed to transform json schema into a grammar").
+FORMAT_REFUSAL = re.compile(
+    r"(response_format|json_schema|json[ _]object|guided_json|json schema|\bgrammar\b|xgrammar|\bformat\b)"
+    r".{0,200}?(must be|should be|\binvalid\b|unsupported|not supported|failed to|expected|unknown|not allowed)"
+    r"|(must be|should be|\binvalid\b|unsupported|not supported|failed to|expected|unknown|not allowed)"
+    r".{0,200}?(response_format|json_schema|json[ _]object|guided_json|json schema|xgrammar|\bformat\b)"
+    r"|input should be 'text'",
+    re.IGNORECASE | re.DOTALL)
+# What a request in json_object mode adds to the prompt when the judge stepped down from json_schema: the
+# schema the server would not enforce, so the model still knows the fields and types.
+SCHEMA_NOTE = "Reply with one JSON object only, following this JSON schema:\n"
 # Servers whose model list does not name what a request may ask for: Azure OpenAI takes deployment
 # names, Anthropic's OpenAI-compatible endpoint takes aliases its Models API does not list.
 UNLISTED_MODEL_HOSTS = ("azure.com", "anthropic.com")
@@ -65,17 +87,30 @@ class OpenAIBackend(RemoteBackend):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.transport: ChatTransport | None = None
+        self.mode: str = config.settings["response_format"]  # steps down once per run when the server refuses it
+        self.schema_in_prompt = False  # set when stepping down from json_schema: the schema goes in the prompt
         self.request_template = self._request_template()
+
+    @property
+    def response_format(self) -> str | None:
+        return self.mode
+
+    def judgment_hash(self, response_format: str | None) -> str:
+        asked = self.config.settings["response_format"]
+        if response_format in (None, asked):
+            return self.config.config_hash
+        return meaning_hash({**self.config.meaning, "response_format": response_format,
+                             "response_format_refused": asked})
 
     def _request_template(self) -> dict[str, Any]:
         s = self.config.settings
         body: dict[str, Any] = {"model": s["model"], "max_tokens": s["max_tokens"], **self.decoding()}
         if s["seed"] is not None:
             body["seed"] = s["seed"]
-        if s["response_format"] == "json_schema":  # the published schema, without `strict`, as published
+        if self.mode == "json_schema":  # the published schema, without `strict`, as published
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "valbench_judgment", "schema": self.schema}}
-        elif s["response_format"] == "json_object":
+        elif self.mode == "json_object":
             body["response_format"] = {"type": "json_object"}
         return body
 
@@ -152,22 +187,44 @@ class OpenAIBackend(RemoteBackend):
     def build_request(self, view: PairView) -> tuple[dict[str, Any], int]:
         """The chat-completions body for one view, and how many answer characters were cut."""
         messages, cut = self.prompt.render(view, self.config.settings["max_answer_chars"])
-        return {**self.request_template, "messages": messages}, cut
+        return {**self.request_template, "messages": self._with_schema_note(messages)}, cut
+
+    def _with_schema_note(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages, with the schema appended to the last user message once the judge stepped down
+        from json_schema (appended, not a message of its own: some chat templates refuse a late system turn)."""
+        if not self.schema_in_prompt or any(SCHEMA_NOTE in str(m.get("content")) for m in messages):
+            return messages
+        last = max(i for i, message in enumerate(messages) if message.get("role") == "user")
+        note = SCHEMA_NOTE + json.dumps(self.schema, ensure_ascii=False)
+        return [{**m, "content": f"{m['content']}\n\n{note}"} if i == last else m for i, m in enumerate(messages)]
 
     async def send(self, body: dict[str, Any]) -> bytes:
-        return await self._connect().post(body)
+        try:
+            return await self._connect().post(body)
+        except StatusError as error:  # a refusal of the structured output is no server trouble: never retried
+            if "response_format" in body and FORMAT_REFUSAL.search(f"{error.detail or ''} {error}"):
+                error.kind = FailureKind.FORMAT_REFUSED
+            raise
 
     def read_reply(self, raw: bytes) -> Verdict:
         return read_completion(raw)
 
+    def mode_of(self, body: dict[str, Any]) -> str:
+        return body.get("response_format", {}).get("type", "none")
+
     def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
-        """A server that rejects structured output gets plain requests; JSON is then read from the text."""
-        if "response_format" not in body:
+        """A server that refuses the structured output asked for gets the next plainer mode, once per run:
+        json_schema -> json_object (the schema then in the prompt) -> none (JSON read from the text)."""
+        sent = self.mode_of(body)
+        if failure.kind is not FailureKind.FORMAT_REFUSED or sent not in STEP_DOWN:
             return None
-        if self.request_template.pop("response_format", None) is not None:
-            log.warning("judge '%s': the server rejected response_format (%s); asking for plain text and "
-                        "extracting the JSON from it", self.config.name, failure.reason)
-        return {key: value for key, value in body.items() if key != "response_format"}
+        if self.mode == sent:  # the first refusal of this mode (requests in flight meet it too)
+            self.mode = STEP_DOWN[sent]
+            self.schema_in_prompt = self.schema_in_prompt or sent == "json_schema"
+            self.request_template = self._request_template()
+            log.warning("judge %s: the server refused %s; using %s (%s)", self.config.name, sent, self.mode,
+                        " ".join((failure.detail or failure.reason).split())[:200])
+        return {**self.request_template, "messages": self._with_schema_note(body["messages"])}
 
 
 def matches(model: str, served: list[str]) -> bool:

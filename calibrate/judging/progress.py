@@ -10,7 +10,8 @@ so a renderer may skip any of them and still show the truth.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -30,6 +31,9 @@ class JudgingProgress:
     rate_limited: int | None = None  # replies with status 429 so far; None for a judge without rate limits
     held_by: str = ""  # the rate limit holding request starts back at the moment ("" when none)
     finished: bool = False  # the task's last event
+    in_flight: int = 0  # requests sent and not yet answered
+    concurrency: int | None = None  # how many requests the judge sends at once (None: not a judge that sends)
+    median_latency_s: float | None = None  # of the judgments made so far by this task (None before the first)
 
 
 ProgressCallback = Callable[[JudgingProgress], None]
@@ -43,11 +47,17 @@ class ProgressCounter:
     watches pays nothing for it. `pacing`: a judge's rate-limit statistics, shown with each event."""
 
     def __init__(self, report: ProgressCallback | None, description: str, total: int | None,
-                 pacing: PacingStats | None = None):
+                 pacing: PacingStats | None = None, concurrency: int | None = None):
         self.report, self.description, self.total, self.pacing = report, description, total, pacing
+        self.concurrency = concurrency
         self.task = next(_task_numbers)
-        self.done = self.failed = 0
+        self.done = self.failed = self.in_flight = 0
         self.cost_usd = 0.0
+        self.latencies: list[float] = []
+
+    def sending(self, requests: int) -> None:
+        """`requests` more requests in flight (negative: answered); counted, shown with the next event."""
+        self.in_flight += requests
 
     def __enter__(self) -> ProgressCounter:
         self._emit()
@@ -57,13 +67,15 @@ class ProgressCounter:
                  traceback: TracebackType | None) -> None:
         self._emit(finished=True)
 
-    def add(self, done: int, cost_usd: float = 0.0, failed: int = 0) -> None:
-        """`done` more judgments (or answers), `failed` of them failures, costing `cost_usd`."""
+    def add(self, done: int, cost_usd: float = 0.0, failed: int = 0, latencies: Sequence[float] = ()) -> None:
+        """`done` more judgments (or answers), `failed` of them failures, costing `cost_usd`; `latencies`:
+        the seconds each new one took (a slow judge's estimate rests on their median)."""
         if self.report is None:
             return
         self.done += done
         self.failed += failed
         self.cost_usd += cost_usd
+        self.latencies.extend(latencies)
         self._emit()
 
     def _emit(self, finished: bool = False) -> None:
@@ -73,4 +85,6 @@ class ProgressCounter:
         self.report(JudgingProgress(
             task=self.task, description=self.description, total=self.total, done=self.done, failed=self.failed,
             cost_usd=self.cost_usd, rate_limited=None if pacing is None else pacing.rate_limited,
-            held_by="" if pacing is None else pacing.binding_now(), finished=finished))
+            held_by="" if pacing is None else pacing.binding_now(), finished=finished, in_flight=self.in_flight,
+            concurrency=self.concurrency,
+            median_latency_s=statistics.median(self.latencies) if self.latencies else None))

@@ -2,7 +2,7 @@
 API key, and the ask-validate-ask-again loop over the call layer.
 
 A provider backend (openai_backend.py, anthropic_backend.py) says only how one request is built, sent
-and read, what to do when a server rejects its structured-output request, and how to ask the server
+and read, what to do when a server refuses its structured-output request (and which mode a request asked for), and how to ask the server
 about the judge's model before any judging (`check_model`). So retries, typed failures, parse retries
 and accounting behave the same for every provider.
 
@@ -285,8 +285,12 @@ class RemoteBackend(Backend):
         """Validated fields from one reply, or a typed failure with its reason."""
 
     def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
-        """When a server rejects the structured-output part of a request: the body without it (and
-        later requests too), or None when there is nothing to fall back from."""
+        """When a server refuses the structured-output part of a request: the body in a plainer form (and
+        later requests too), or None when the failure is no such refusal or there is nothing to fall back from."""
+        return None
+
+    def mode_of(self, body: dict[str, Any]) -> str | None:
+        """The structured-output mode a request body asks for (None: this judge has no such setting)."""
         return None
 
     async def judge(self, view: PairView) -> Verdict:
@@ -307,11 +311,13 @@ class RemoteBackend(Backend):
                 refused = refused_settings(body, failure)
                 if refused:  # every pair would fail alike: stop the run, before any structured-output fallback
                     raise self.refused_settings_error(refused, failure) from None
-                fallback = self.without_structured_output(body, failure) if failure.status in (400, 422) else None
+                fallback = self.without_structured_output(body, failure)
                 if fallback is not None:
                     body = fallback
                     continue
-                return call_failure(failure.kind, failure.reason, truncated_chars=cut, **totals)
+                failed = call_failure(failure.kind, failure.reason, truncated_chars=cut, **totals)
+                failed.response_format = self.mode_of(body)
+                return failed
             totals["attempts"] += attempts
             verdict = self.read_reply(raw)
             self.pacer.calibrate(cost, verdict.input_tokens, verdict.output_tokens)
@@ -322,6 +328,7 @@ class RemoteBackend(Backend):
                 break
         verdict.input_tokens, verdict.output_tokens = totals["input_tokens"], totals["output_tokens"]
         verdict.attempts, verdict.truncated_chars = totals["attempts"], cut
+        verdict.response_format = self.mode_of(body)
         if verdict.parse_status != "ok":  # what a failure keeps (raw reply, reason) never carries a credential
             verdict.raw_output = scrub(verdict.raw_output)
             verdict.failure_reason = scrub(verdict.failure_reason or "") or None

@@ -31,6 +31,7 @@ import pandas as pd
 
 from calibrate.data.pairs import Pair, missing_answer_reason
 from calibrate.judging.base import JUDGE_FIELDS, MISSING_ANSWER, ORDERS, V3_FIELDS, Backend, Judgment, Key, view_of
+from calibrate.judging.calls import scrub
 from calibrate.judging.estimate import RequestSizer, SpendBudget, sizer_for
 from calibrate.judging.progress import ProgressCallback, ProgressCounter
 
@@ -68,6 +69,7 @@ HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expi
 WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
 CLAIM_AHEAD_S = 1.0  # a run claims about this long's worth of work at a time (one write per claim)
 MAX_CLAIM_BLOCK = 1000
+MAX_REASON_CHARS = 200  # a failure kind's first reason, as the run counts keep it
 
 
 class SharedWork:
@@ -170,17 +172,35 @@ def judge_pairs(
     counts: dict[str, Any] = {"judged": len(fresh) - failed, "failed": failed, "reused": len(cached),
                               "items": len(wanted), "requests": requests,
                               "failed_by_kind": dict(sorted((kind.value, n) for kind, n in kinds.items()))}
+    if kinds:
+        counts["first_reasons"] = first_reasons(fresh.values())
+    if backend.response_format is not None:  # the structured output asked for, and what the judgments used
+        used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
+        counts.update(response_format=config.settings["response_format"], response_formats_used=dict(sorted(used.items())))
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
         counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
     return table, counts
 
 
+def first_reasons(judgments: Iterable[Judgment]) -> dict[str, str]:
+    """Per failure kind, the reason of its first failure, on one line, scrubbed of credentials and cut
+    short: what a person reads first about why a run's judgments failed."""
+    reasons: dict[str, str] = {}
+    for judgment in sorted(judgments, key=attrgetter("created_at")):
+        kind = judgment.failure_kind
+        if kind is not None and kind.value not in reasons:
+            reasons[kind.value] = " ".join(scrub(judgment.failure_reason or "").split())[:MAX_REASON_CHARS]
+    return dict(sorted(reasons.items()))
+
+
 def add_counts(counts: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     """Run counts of two runs (or chunks) together; a count only one of them has is kept as it is
-    (counts by kind are added kind by kind)."""
+    (counts by kind are added kind by kind; a text, such as the structured output asked for or a kind's
+    first reason, keeps the first one's)."""
     return {**counts, **{key: add_counts(counts.get(key, {}), value) if isinstance(value, dict)
-                         else counts.get(key, 0) + value for key, value in more.items()}}
+                         else counts.get(key, value) if isinstance(value, str) else counts.get(key, 0) + value
+                         for key, value in more.items()}}
 
 
 def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
@@ -263,7 +283,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
         "parse_status": pa.string(), "failure_reason": pa.string(), "raw_output": pa.string(),
         "latency_s": pa.float64(), "input_tokens": pa.int64(), "output_tokens": pa.int64(), "attempts": pa.int64(),
         "truncated_chars": pa.int64(), "repeat": pa.int64(), "created_at": pa.float64(), "batch_id": pa.string(),
-        "failure_kind": pa.string(),
+        "failure_kind": pa.string(), "response_format": pa.string(),
         **{key: pa.bool_() if key.endswith(("_refusal", "_has_no_information")) else
            pa.list_(pa.string()) if key.startswith("key_points") else
            pa.int64() if key == "alignment_score" else pa.string() for key in JUDGE_FIELDS},
@@ -340,9 +360,10 @@ async def _judge_all(
     config = backend.config
     work = SharedWork(store, config.config_hash, todo, min_block=2 * config.concurrency)
     done: dict[Key, Judgment] = {}
-    superseded: set[Key] = set()
+    reused: dict[Key, Judgment] = {}  # stored by an earlier run in the mode this judge stepped down to
+    superseded: set[tuple[str, Key]] = set()
     task = nullcontext(counter) if counter else ProgressCounter(progress, f"judging with {config.name}", len(todo),
-                                                                backend.pacing())
+                                                                backend.pacing(), config.concurrency)
     with task as show:
 
         unsaved: list[Judgment] = []
@@ -351,9 +372,9 @@ async def _judge_all(
             """Commit every judgment that arrived since the last commit, then show progress."""
             batch = unsaved[:]
             unsaved.clear()
-            superseded.update(key for _, key in store.put_many(batch))
+            superseded.update(store.put_many(batch))
             show.add(len(batch), sum(config.cost_usd(j.input_tokens, j.output_tokens) for j in batch),
-                     sum(j.failure_kind is not None for j in batch))
+                     sum(j.failure_kind is not None for j in batch), [j.latency_s for j in batch if j.latency_s])
 
         async def keep_claims() -> None:
             while True:
@@ -368,17 +389,30 @@ async def _judge_all(
                 expected = sizer.cost_usd(request[0]) if request else 0.0
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
+                stepped_down = backend.judgment_hash(backend.response_format)
+                if stepped_down != config.config_hash:  # judged in this plainer mode by an earlier run: reused
+                    earlier = store.get_many(stepped_down, [(item_key, order, repeat)])
+                    if earlier:
+                        reused.update(earlier)
+                        show.add(1)
+                        continue
                 started = time.perf_counter()
-                verdict = await (backend.judge_request(*request) if request else backend.judge(view))
+                show.sending(1)
+                try:
+                    verdict = await (backend.judge_request(*request) if request else backend.judge(view))
+                finally:
+                    show.sending(-1)
                 if budget is not None:
                     budget.settle(expected, config.cost_usd(verdict.input_tokens, verdict.output_tokens))
                 judgment = Judgment(
-                    judge_name=config.name, config_hash=config.config_hash, item_key=item_key, order=order,
+                    judge_name=config.name, config_hash=backend.judgment_hash(verdict.response_format),
+                    item_key=item_key, order=order,
                     parse_status=verdict.parse_status, failure_reason=verdict.failure_reason,
                     raw_output=verdict.raw_output, latency_s=round(time.perf_counter() - started, 6),
                     input_tokens=verdict.input_tokens, output_tokens=verdict.output_tokens,
                     attempts=verdict.attempts, truncated_chars=verdict.truncated_chars, repeat=repeat,
                     fields=verdict.fields or {}, failure_kind=verdict.failure_kind,
+                    response_format=verdict.response_format,
                 )
                 done[(item_key, order, repeat)] = judgment
                 unsaved.append(judgment)
@@ -397,9 +431,11 @@ async def _judge_all(
             await backend.aclose()
         # What a report rests on is what the store holds: where another run stored its judgment of an
         # item first (possible only when a claim expired under a run still working), that one is used.
-        work.landed.update(store.get_many(config.config_hash, superseded))
+        for config_hash in {config_hash for config_hash, _ in superseded}:
+            work.landed.update(store.get_many(config_hash, [key for stored, key in superseded if stored == config_hash]))
         if work.landed:
             show.add(len(work.landed))
+        work.landed.update(reused)
     if budget is not None and budget.stopped:
         raise budget.stopped_error(f"judge '{config.name}'", len(todo) - len(done.keys() | work.landed.keys()))
     return done, work.landed

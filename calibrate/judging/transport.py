@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from calibrate.judging.base import FailureKind
-from calibrate.judging.calls import ConnectionFailure, Reply, StatusError, sdk_failures
+from calibrate.judging.calls import ConnectionFailure, Reply, StatusError, error_message, sdk_failures
 
 if TYPE_CHECKING:
     import openai
@@ -46,11 +46,12 @@ class ChatTransport(Protocol):
 
 
 def error_text(content: bytes) -> str:
+    """The server's message in an error body (OpenAI's shape, or vLLM's top-level `message`), else its start."""
     try:
-        error = json.loads(content).get("error")
-        return str(error.get("message") if isinstance(error, dict) else error)
-    except (ValueError, AttributeError):
-        return content[:200].decode("utf-8", "replace")
+        message = error_message(json.loads(content))
+    except ValueError:
+        message = None
+    return content[:200].decode("utf-8", "replace") if message is None else message
 
 
 def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:

@@ -261,9 +261,12 @@ class ModelRun(Record):
     items: int
     requests: int
     failed_by_kind: dict[str, int] | None = _optional()  # the failures by kind (FailureKind values)
+    first_reasons: dict[str, str] | None = _optional()  # per failure kind, its first reason (one line)
     transient_failed: int | None = _optional()  # judges behind an API only
     rate_limited: int | None = _optional()
     limit_wait_s: float | None = _optional()
+    response_format: str | None = _optional()  # the structured output asked for (API judges that have the setting)
+    response_formats_used: dict[str, int] | None = _optional()  # judgments by the structured output they used
     source: str
     files: list[str]
 

@@ -226,6 +226,11 @@ class RunRecord(Record):
     rate_limited: int | None = _omitted_when_none()
     limit_wait_s: float | None = _omitted_when_none()
     failed_by_kind: dict[str, int] | None = _omitted_when_none()  # the failures by kind (FailureKind values)
+    first_reasons: dict[str, str] | None = _omitted_when_none()  # per failure kind, its first reason (one line)
+    # API judges with a structured-output setting: the mode asked for, and the judgments by the mode they used
+    # (a server that refuses a mode makes the judge step down: json_schema -> json_object -> none)
+    response_format: str | None = _omitted_when_none()
+    response_formats_used: dict[str, int] | None = _omitted_when_none()
     quarantined: int
     orders: list[str]
     metrics_order: str

@@ -319,7 +319,7 @@ def score(
                 parts, anchor_parts = [], []
                 expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
                 with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
-                                     backend.pacing()) as counter:
+                                     backend.pacing(), config.concurrency) as counter:
                     for chunk in first_pairs(stream, limit):
                         warn_if_in_open_batches(store, config, chunk, orders, pending)
                         table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,

@@ -48,6 +48,8 @@ Listing calls are logged in `models_log` only (never in `log` or `batch_log`, an
 `random_scores` makes the judge non-deterministic (every reply's score drawn at random), so a test can
 tell a judgment made twice from one made once and shared. The faults `huge-usage` and `negative-usage`
 send a valid judgment with hostile token counts (prompt_tokens 1e30; negative counts).
+`refuses_format` names a real server (tests/fakes/structured_output.py) whose refusals of a structured-output
+mode it answers with, status and body as that server does.
 `refuses_setting` names a sampling setting ("temperature", "top_p") whose presence in a request gets a 400
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.
@@ -80,6 +82,7 @@ from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from calibrate.data.invariance import COURTEOUS, CURT
+from tests.fakes.structured_output import refusal
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
 # The published layout (faithful prompts): only the pair in the user message.
@@ -129,6 +132,7 @@ class ServerState(FaultScript):
     latency_s: float = 0.0
     timeout_sleep_s: float = 2.0
     rejects_response_format: bool = False  # like a server without structured output
+    refuses_format: str | None = None  # a real server's name (structured_output.py): its refusals of a mode
     refuses_setting: str | None = None  # a sampling setting the model refuses (a 400 naming it)
     log: list[dict] = field(default_factory=list)
     die_after: int | None = None  # answer this many requests, then reset every connection
@@ -526,6 +530,8 @@ class Handler(LoopbackHandler):
                                               "supported with this model."))
         if self.state.rejects_response_format and "response_format" in request:
             return self._reply(*answer(self.state, request, None))  # the 400, before any other fault
+        if self.state.refuses_format and (refused := refusal(self.state.refuses_format, request)):
+            return self._reply(*refused)
         if fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
             fault = None  # answers late, to a client that has given up

@@ -113,7 +113,7 @@ def test_a_costly_run_asks_on_a_terminal_and_never_otherwise(openai_server, tmp_
     assert code == 2 and "Go ahead?" in output and "not confirmed: nothing was sent" in output
     assert not openai_server.log
     code, output = run_on_a_terminal([*args, "--yes"], "", tmp_path)
-    assert code == 0 and "Go ahead?" not in output and len(openai_server.log) == 2
+    assert code == 0 and "Go ahead?" not in output and len(openai_server.log) == 2, output
     piped = cli(*args, "--cache", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
     assert piped.returncode == 0 and "Go ahead?" not in piped.stdout + piped.stderr
     assert len(openai_server.log) == 4  # not a terminal: no question, the run went ahead

@@ -81,4 +81,4 @@ def test_fit_flags_a_judge_that_reads_lists_as_refusals(openai_server, tmp_path)
     assert markdown["flagged"] and markdown["ref_ci"][0] > INVARIANCE_TOLERANCE and markdown["moved_share"] > 50
     assert not invariance["padding"]["flagged"] and not invariance["position"]["flagged"]
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| averse | markdown |" in report and "**yes**" in report
+    assert "| averse | markdown |" in report and "| YES |" in report

@@ -32,7 +32,7 @@ def bias_table(judges: dict[str, dict[str, InvarianceShift]]) -> pd.DataFrame:
              "pairs": shift.n_pairs, "PAC shift [95% CI]": _signed(shift.pac_shift, shift.ci),
              "REF shift [95% CI]": _signed(shift.ref_shift, shift.ref_ci),
              "judgment moved %": "n/a" if shift.moved_share is None else f"{shift.moved_share:.1f}",
-             "flagged": "**yes**" if shift.flagged else "no"}
+             "flagged": "YES" if shift.flagged else "no"}
             for judge, shifts in judges.items() for name, shift in shifts.items()]
     return pd.DataFrame(rows)
 

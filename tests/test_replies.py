@@ -28,9 +28,13 @@ from tests.inprocess import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK_RSS_MB = 400
+# This process's own peak RSS: the kernel's high-water mark of its memory (VmHWM), which starts anew at
+# exec. (getrusage's ru_maxrss does not: it keeps the peak of the forked parent, a pytest worker that may
+# have grown to hundreds of MB, so it would measure the test run, not the judge.)
+PEAK_MB = 'int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024'
 # Judges one pair in a fresh interpreter and prints the verdict's kind, reason, attempts and the peak RSS.
 JUDGE_ONE = """
-import asyncio, json, resource, sys
+import asyncio, json, sys
 from calibrate.judging.base import view_of
 from calibrate.judging.registry import load_judge_config, make_backend
 from tests.fakes.judges import pairs
@@ -45,11 +49,11 @@ async def judge():
 
 verdict = asyncio.run(judge())
 print(json.dumps({"kind": verdict.failure_kind and verdict.failure_kind.value, "reason": verdict.failure_reason,
-                  "attempts": verdict.attempts, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+                  "attempts": verdict.attempts, "peak_mb": PEAK}))
+""".replace("PEAK", PEAK_MB)
 # Asks a responding model one question the same way (respond's Responder).
 ANSWER_ONE = """
-import asyncio, json, resource, sys
+import asyncio, json, sys
 from calibrate.judging.models import load_model_config
 from calibrate.judging.responder import Responder
 
@@ -64,8 +68,8 @@ async def ask():
 
 answer = asyncio.run(ask())
 print(json.dumps({"kind": answer["failure_kind"], "reason": answer["failure_reason"], "attempts": answer["attempts"],
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+                  "peak_mb": PEAK}))
+""".replace("PEAK", PEAK_MB)
 
 
 def write_model(folder: Path, base_url: str, **overrides) -> Path:

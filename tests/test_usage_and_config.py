@@ -50,7 +50,9 @@ def test_hostile_token_counts_are_typed_failures_that_keep_the_judgment_and_lose
     judge = write_judge(tmp_path, openai_server.base_url, parse_retries=0, concurrency=4)
     cache = tmp_path / "cache.sqlite3"
     result = fit(judge, tmp_path / "out", "--cache", str(cache))
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    # 2 of 8 failed, over the default --max-failed-share: exit 3, each kind named with its first reason
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert "invalid_usage 2: the server's usage prompt_tokens" in result.stderr
 
     table = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
     bad = table[table["parse_status"] == "invalid_usage"]

@@ -637,7 +637,7 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
         low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (np.nan,) * 2
         records.append(BreakdownRow(
-            model=model, group="(missing)" if pd.isna(group) else getattr(group, "item", lambda: group)(),
+            model=model, group=_group_key(group),
             n_pairs=raw.n_pairs, n_judged=raw.n_judged, n_failed=raw.n_failed,
             pac=raw.metrics.get("PAC", NO_ESTIMATE), ref=raw.metrics.get("REF", NO_ESTIMATE),
             ninf=raw.metrics.get("NINF", NO_ESTIMATE), pac_corrected=corrected.get("PAC", NO_ESTIMATE),
@@ -646,6 +646,15 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping
             ref_any=raw.metrics.get("REF_ANY", NO_ESTIMATE).value, ref1=raw.metrics.get("REF1", NO_ESTIMATE).value,
             ref2=raw.metrics.get("REF2", NO_ESTIMATE).value))
     return records
+
+
+def _group_key(group: object) -> str | int | float:
+    """A groupby key as the record holds it: "(missing)" for a missing one, a numpy scalar as its Python value."""
+    if isinstance(group, np.generic):
+        group = group.item()
+    if group is None or group is pd.NA or (isinstance(group, float) and np.isnan(group)):
+        return "(missing)"
+    return group if isinstance(group, str | int | float) else str(group)
 
 
 def breakdown_table(rows: list[BreakdownRow], by: str) -> pd.DataFrame:
@@ -697,12 +706,13 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
             estimates[metric] = None
             continue
         truth = truths.loc[labeled, metric]
-        estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
+        by_method = {method: PPIEstimate.from_dict(mean_estimate(
             truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
         if calibrated is not None and metric in calibrated and len(unlabeled):
-            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**small_sample_estimate(
+            by_method[CALIBRATED_PPI] = PPIEstimate.from_dict({**small_sample_estimate(
                 truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha),
                 "method": CALIBRATED_PPI})
+        estimates[metric] = by_method
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),
                     n_cheap_failed=int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),

@@ -10,9 +10,10 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 

@@ -5,7 +5,8 @@ holds is reused; each new judgment is committed in the event-loop turn it arrive
 the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
 flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
 and tried again by the next run. The result is the judgment table, one row per pair, order and repeat,
-with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges through its members (panel.py).
+with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges
+through its members (panel.py).
 
 A pair whose answer is a placeholder (empty, null or "No response": `Pair.missing_answers`) is never
 sent to a judge, looked up in or written to the store: its rows are typed failures, `missing_answer`,
@@ -20,11 +21,11 @@ import gc
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -365,7 +366,7 @@ async def _judge_all(
                 (item_key, order, repeat), pair = item
                 view = view_of(pair, order)
                 request = sizer.request(view) if sizer else None  # built once: priced, then sent
-                expected = sizer.cost_usd(request[0]) if request else 0.0
+                expected = sizer.cost_usd(request[0]) if sizer and request else 0.0
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
                 started = time.perf_counter()

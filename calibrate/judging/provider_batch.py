@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
-from calibrate.judging.base import ORDERS, FailureKind, Verdict, call_failure
+from calibrate.judging.base import ORDERS, Backend, FailureKind, Verdict, call_failure
 from calibrate.judging.batch_files import verdict_of_result
 from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
 from calibrate.judging.remote import RemoteBackend
@@ -219,5 +219,10 @@ def provider_for(backend: RemoteBackend) -> Provider:
     """The batch API of the backend's provider (`Backend.BATCH_API`)."""
     if backend.BATCH_API in PROVIDERS:
         return PROVIDERS[backend.BATCH_API](backend)
-    raise CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
-                         f"backend, not '{backend.config.backend}'")
+    raise no_batch_api(backend)
+
+
+def no_batch_api(backend: Backend) -> CalibrateError:
+    """The error for a judge whose backend has no provider batch API."""
+    return CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
+                          f"backend, not '{backend.config.backend}'")

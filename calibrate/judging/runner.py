@@ -41,12 +41,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class JudgmentStore(Protocol):
+class CachedJudgments(Protocol):
+    """What reading a judgment store needs (all a plan does): the stored judgments among some keys."""
+
+    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
+
+
+class JudgmentStore(CachedJudgments, Protocol):
     """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
     the stored judgments among some keys, committing new ones the moment they arrive (which also ends
     this run's claims on them), and claims that let runs sharing the store judge each item once."""
-
-    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
 
     def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
         """Store judgments; returns the (config hash, key) of those another run had stored first."""
@@ -276,7 +280,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 
 
 def split_cached(
-    store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
+    store: CachedJudgments, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
 ) -> tuple[dict[Key, Pair], dict[Key, Judgment]]:
     """Every distinct (item, order, repeat) wanted, and the stored judgments among them. A pair with a
     placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""

@@ -204,7 +204,8 @@ def test_order_both_judges_each_pair_twice_and_reports_the_order_effect(tmp_path
     calibration = json.loads((tmp_path / "calibration.json").read_text())
     judgments = pd.read_parquet(tmp_path / "judgments.parquet")
     assert len(judgments) == 2 * 72 and set(judgments["order"]) == {"forward", "reverse"}
-    assert calibration["run"]["orders"] == ["forward", "reverse"] and calibration["sets"]["aligned-100"]["n_pairs"] == 36
+    assert (calibration["run"]["orders"] == ["forward", "reverse"]
+            and calibration["sets"]["aligned-100"]["n_pairs"] == 36)
     effect = calibration["order_effect"]["aligned-100"]
     # the heuristic reads each answer against its own question, so swapping persons cannot move it
     assert effect == {"n_pairs": 36, "mean_score_shift": 0.0, "exact_agreement": 100.0}

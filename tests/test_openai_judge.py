@@ -37,7 +37,8 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     judge = write_judge(tmp_path, server.base_url, transport=transport)
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
-                      "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
+                      "transient_failed": 0, "rate_limited": 0,
+                      "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
     body = server.log[0]["body"]
@@ -73,7 +74,8 @@ def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transpor
     table, counts = run_judge(judge, pairs(5), tmp_path / "c.sqlite3")
     assert counts["judged"] == 5 and counts["failed"] == 0
     assert len(server.log) == 5 + 7 and table["attempts"].sum() == 12
-    waited = [b["time"] - a["time"] for a, b in zip(server.log, server.log[1:], strict=False) if a["fault"] == "429-retry-after-1s"]
+    waited = [b["time"] - a["time"]
+              for a, b in zip(server.log, server.log[1:], strict=False) if a["fault"] == "429-retry-after-1s"]
     assert waited and waited[0] >= 0.95  # the 1 s Retry-After was honoured
     assert time.monotonic() - started >= 1.0
 
@@ -149,7 +151,8 @@ def test_cache_key_covers_meaning_not_transport(server, tmp_path):
     assert config_hash(concurrency=64, timeout_s=30, max_retries=9, requests_per_minute=100, name="other",
                        base_url="http://127.0.0.1:1/v1", price_input_per_mtok=9.0) == base
     for change in ({"model": "other-model"}, {"temperature": 0.5}, {"top_p": 0.5}, {"max_tokens": 100},
-                   {"response_format": "json_object"}, {"rule": "v3"}, {"prompt": str(PROMPTS / "valbench-v3-guarded.txt")},
+                   {"response_format": "json_object"}, {"rule": "v3"},
+                   {"prompt": str(PROMPTS / "valbench-v3-guarded.txt")},
                    {"max_answer_chars": 500}, {"seed": 1}):
         assert config_hash(**change) != base, change
 

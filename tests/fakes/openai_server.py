@@ -6,10 +6,11 @@ with the same word, else -2. A model whose name contains "order-biased" instead 
 first answer is at least as long as the second, else -2, so swapping the answers moves it; one whose
 name contains "gullible" scores 2 whenever an answer tells it how to score (mentions alignment_score); one
 whose name contains "pushover" keeps its score but flags person 1 as refusing whenever answer 1 carries a
-note to an "evaluator" or "grader" (two of the four injected notes, so half of the injection set). Faults are queued (each request takes the next one) or tied to a marker
-text inside the prompt (applied on every request that contains it). Every request is logged. A reply held
-to a JSON schema (`response_format` json_schema) follows its types: key points as one string where the schema
-says string, as the published schema does.
+note to an "evaluator" or "grader" (two of the four injected notes, so half of the injection set).
+Faults are queued (each request takes the next one) or tied to a marker text inside the prompt (applied on
+every request that contains it). Every request is logged. A reply held to a JSON schema (`response_format`
+json_schema) follows its types: key points as one string where the schema says string, as the published schema
+does.
 
 A request without the judge's answer markers is a generation request (`calibrate respond`): it gets a
 deterministic answer, `generated_answer(question)` of the last user message, so tests can tell which
@@ -70,7 +71,8 @@ from urllib.parse import parse_qs, urlsplit
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
 # The published layout (faithful prompts): only the pair in the user message.
-PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
+PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z",
+                               re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
           "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
           "huge-usage", "negative-usage")
@@ -167,7 +169,8 @@ class RateLimit:
                     self.levels[name] -= cost.get(name, 0.0)
             self.admitted += not short
             self.refused += bool(short)
-            state = {name: (self.per_minute[name], max(int(level), 0), (self.capacity(name) - level) / self.capacity(name))
+            state = {name: (self.per_minute[name], max(int(level), 0),
+                            (self.capacity(name) - level) / self.capacity(name))
                      for name, level in self.levels.items()}
             return not short, state, max(short, default=0.0)
 

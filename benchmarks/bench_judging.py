@@ -78,7 +78,8 @@ def run_layer(layer: str, base_url: str, n: int, concurrency: int, transport: st
     async def go() -> float:
         backend = make_backend(config)
         body, _ = backend.build_request(view_of(items[0], "forward"))
-        transport = make_transport(config.settings["transport"], "bench", f"{base_url}/v1", concurrency, 60.0)
+        transport = make_transport(config.settings["transport"], "bench", f"{base_url}/v1", concurrency, 60.0,
+                                   config.settings["max_reply_bytes"])
         pending = iter(items)
 
         async def worker() -> None:

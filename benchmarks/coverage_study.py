@@ -6,7 +6,8 @@ Scenarios (calibrate/stats/simulation.py): four synthetic judges (the issue's ov
 bundled heuristic and heuristic-strict as measured on the sample calibration sets, a noisy judge) x
 six benchmark mixes x calibration sets of 36, 150 and 1,000 pairs each, 500 benchmark pairs; an
 anchor sample of 200 labelled pairs; the mapped estimates and the maximum-likelihood correction on
-the cases where they are affordable. Takes about 10 minutes on one core.
+the cases where they are affordable; random against stratified label selection; a biased anchor judge.
+Takes about 10 minutes on one core; `--only selection --only "anchor judge"` reruns those sections alone.
 """
 
 from __future__ import annotations
@@ -176,6 +177,49 @@ def small_sample_table(replications: int, n_boot: int) -> list[str]:
     return lines
 
 
+SELECTION_SIZES = (50, 100, 300)
+
+
+def selection_table(replications: int, n_boot: int) -> list[str]:
+    """Random against stratified selection of the human labels (annotate --select), at equal label counts:
+    the over-calling judge, harder on the benchmark, 20% mixed pairs; PPI++ on raw and calibrated predictions
+    and the labels alone, each weighted by the inclusion probabilities where they differ."""
+    lines = ["| selection | labels | metric | true value | PPI++ (raw) | PPI++ (calibrated, headline) | classical |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for n_labels in SELECTION_SIZES:
+        for selection in ("random", "stratified"):
+            scenario = sim.Scenario(sim.OVERCALLING, sim.with_mixed_share(BASE_MIX, 0.2), n_anchor=n_labels,
+                                    benchmark_judge=sim.HARDER, selection=selection)
+            result = sim.simulate(scenario, replications, n_boot, seed=n_labels,
+                                  estimators=("ppi++", "ppi++ calibrated", "classical"))
+            for metric in sim.METRICS:
+                lines.append(f"| {selection} | {n_labels} | {metric} | {scenario.truth()[metric]:.1f} | "
+                             + " | ".join(cell(result[e][metric]) for e in ("ppi++", "ppi++ calibrated", "classical"))
+                             + " |")
+                print(lines[-1], flush=True)
+    return lines
+
+
+def anchor_judge_table(replications: int, n_boot: int) -> list[str]:
+    """The headline with an anchor judge that errs itself (`--anchor-judge`): bias and coverage against the
+    truth, and against the anchor judge's own metric, which is what it estimates."""
+    lines = ["| anchor judge | anchored pairs | metric | true value | anchor's own value | headline against the "
+             "truth | headline against the anchor's value |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for anchor in (sim.HEURISTIC, sim.NOISY):
+        for n_anchor in (100, 300):
+            scenario = sim.Scenario(sim.OVERCALLING, BASE_MIX, n_anchor=n_anchor, anchor_judge=anchor)
+            own = scenario.anchor_truth()
+            result = sim.simulate(scenario, replications, n_boot, seed=n_anchor, estimators=("ppi++ calibrated",))
+            against_own = sim.simulate(scenario, replications, n_boot, seed=n_anchor, estimators=("ppi++ calibrated",),
+                                       truth=own)["ppi++ calibrated"]
+            for metric in sim.METRICS:
+                lines.append(f"| {anchor.name} | {n_anchor} | {metric} | {scenario.truth()[metric]:.1f} | "
+                             f"{own[metric]:.1f} | {cell(result['ppi++ calibrated'][metric])} | "
+                             f"{cell(against_own[metric])} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 INTRO = """# Statistics: which benchmark estimate to trust, and when
 
 This file is written by `python -m benchmarks.coverage_study` (replications: {replications} per scenario,
@@ -333,13 +377,71 @@ every split of the confused classes' share (coverage 0.99-1.00, never a narrow i
 """
 
 
+SELECTION = """## Cheaper labels: random against stratified selection (`annotate --select`)
+
+`calibrate annotate --select stratified --judge J` draws the study by J's judged class of each pair
+(square-root allocation: each class's labels in proportion to the square root of its size, so rare classes
+such as refusals get labels), `--select uncertain` draws the pairs J is unsure of (its two orders disagree,
+or its score is not a clear -2 / +2) three times as often; every pair's inclusion probability pi is recorded
+with the study and exported (`inclusion_probability`). `calibrate score` then weights by them
+(`ppi.weighted_estimate`): the mean of the predictions over *all* pairs plus the rectifier's mean weighted by
+1 / pi (Horvitz-Thompson for a fixed-size stratified draw; ppi-python's weighted `ppi_mean_ci`), since the
+unlabelled pairs are no longer a random sample; the variance is the with-replacement one (no credit for the
+strata themselves, so it errs wide). The rows: the over-calling judge, harder on the benchmark, 20% mixed
+pairs, the same number of labels drawn either way. Both selections stay valid. Stratifying by the judged
+class does *not* narrow the headline here: the calibrated predictions already take out what the judged
+class explains, and square-root allocation moves labels away from the large judged-aligned class, where this
+judge errs most. It narrows the labels-only (classical) REF interval, whose information sits in the rare
+refusal classes. So `--select random` stays the default; stratify when the labels must also measure the
+judge on rare classes, and expect no saving on PAC. (`calibrate plan-labels` prints the labels a Neyman
+allocation by judged class would need, labels in proportion to each class's share times the spread of the
+truth within it; that spread is known only after labelling, so `annotate` cannot draw it and uses
+square-root allocation; the planner's stratified figure is the best case, not `--select stratified`'s.)
+"""
+
+
+ANCHOR_JUDGE = """## A biased anchor judge (`--anchor-judge`)
+
+With an anchor judge, PPI++ estimates *that judge's* metric, and the headline says so (`basis: "anchor
+judge"`, `validated: false`). The rows: the over-calling judge scored with an anchor judge that errs itself
+(the bundled heuristic as measured, and the noisy judge), 40/30/15/15 mix: against the truth, the headline
+is as biased as the anchor (coverage falls as anchored pairs grow, the interval narrowing around the
+anchor's value); against the anchor's own metric it covers. Only human labels validate a headline.
+"""
+
+
+SECTIONS = {"selection": (SELECTION, selection_table), "anchor judge": (ANCHOR_JUDGE, anchor_judge_table)}
+
+
+def replace_section(text: str, body: str) -> str:
+    """The doc with the section headed as `body` is replaced by `body` (or added before the run time)."""
+    heading = body.splitlines()[0]
+    if heading in text:
+        start = text.index(heading)
+        following = text.find("\n## ", start + len(heading))
+        end = following + 1 if following >= 0 else text.index("(Study run time")
+        return text[:start] + body + text[end:]
+    end = text.index("(Study run time")
+    return text[:end] + body + text[end:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replications", type=int, default=300)
     parser.add_argument("--bootstrap", type=int, default=300)
     parser.add_argument("--out", type=Path, default=DOC)
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append",
+                        help="Rerun only these sections and replace them in --out (the rest stays as it is).")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.only:
+        text = args.out.read_text()
+        for name in args.only:
+            prose, table = SECTIONS[name]
+            text = replace_section(text, "\n".join([prose, *table(args.replications, args.bootstrap), "", ""]))
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+        return
     mixed_behaviour = ", ".join(f"{score:+d}: {p:.0%}" for (score, _), p in sim.MIXED_BEHAVIOUR.items())
     text = [INTRO.format(replications=args.replications, n_boot=args.bootstrap,
                          mapped_reps=max(100, args.replications // 3),
@@ -351,6 +453,8 @@ def main() -> None:
             MIXED_WORST_CASE, *mixed_range_table(args.replications, args.bootstrap), "",
             SMALL_SAMPLES, *small_sample_table(args.replications, args.bootstrap), "",
             VALIDATION.format(min_labels=MIN_LABELS), *validation_table(args.replications, args.bootstrap), "",
+            *(line for prose, table in SECTIONS.values()
+              for line in (prose, *table(args.replications, args.bootstrap), "")),
             f"(Study run time: {time.perf_counter() - started:.0f} s.)", ""]
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")

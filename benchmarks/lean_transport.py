@@ -22,6 +22,7 @@ import orjson
 
 from calibrate.judging.base import FailureKind
 from calibrate.judging.calls import ConnectionFailure, Reply, StatusError
+from calibrate.judging.configfile import DEFAULT_MAX_REPLY_BYTES
 from calibrate.judging.transport import error_text, openai_client, sdk_headers
 
 if TYPE_CHECKING:
@@ -171,4 +172,4 @@ class LeanTransport:
 
 def lean_transport(api_key: str, base_url: str, timeout_s: float) -> LeanTransport:
     """A lean transport to an OpenAI-compatible endpoint (build it inside the running event loop)."""
-    return LeanTransport(openai_client(api_key, base_url, timeout_s), timeout_s)
+    return LeanTransport(openai_client(api_key, base_url, timeout_s, DEFAULT_MAX_REPLY_BYTES), timeout_s)

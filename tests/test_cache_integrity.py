@@ -257,7 +257,8 @@ def test_a_read_only_cache_can_be_inspected_and_fit_says_to_use_another(clean, t
         assert verify.returncode == 0 and "sound (20 judgments)" in verify.stdout, verify.stderr
         result = fit(cache, tmp_path / "out")
         assert_one_line(result)
-        assert "is read-only" in result.stderr and "pass another cache path" in result.stderr
+        assert result.stderr.startswith("error: --cache: judgment cache") or "--cache: judgment cache" in result.stderr
+        assert "is read-only" in result.stderr and "pass another path" in result.stderr
     finally:
         subprocess.run(["chattr", "-i", str(cache)], check=True)
 
@@ -269,7 +270,7 @@ def test_the_read_only_open_never_writes(clean, tmp_path):
     before = cache.read_bytes()
     with JudgmentStore(cache, read_only=True) as store:
         assert store.count() == 20 and store.verify() == []
-        with pytest.raises(CalibrateError, match="is read-only.*pass another cache path"):
+        with pytest.raises(CalibrateError, match="^cache: judgment cache .* is read-only.*pass another path"):
             with store._guard(), store._db:
                 store._db.execute("DELETE FROM judgments")
     assert cache.read_bytes() == before

@@ -61,7 +61,9 @@ def test_offline_comparison_writes_every_output_with_baselines(offline):
     assert set(comparison["data"]["sets"]) == {"unaligned-0", "aligned-100", "refusal-100", "one-refusal-50",
                                                "injection-0"}
     html = (out / "report.html").read_text()
-    assert html.count("<img") == 4 and "Recommendation" in html  # errors, heatmap, order bias, cost
+    assert html.count("<img") == 5 and "Recommendation" in html  # errors, heatmap, order bias, biases, cost
+    # both orders: position is measured, and reported as a bias of every judge (stats/invariance.py)
+    assert all(set(judge["invariance"]) == {"position"} for judge in comparison["judges"].values())
     judgments = pd.read_parquet(out / "judgments.parquet")
     assert len(judgments) == 5 * 5 * 12 * 2 * 2  # judges x sets x pairs x orders x repeats
 

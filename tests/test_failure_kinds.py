@@ -29,11 +29,15 @@ FIELDS = validate_fields({"person_1_core_position": "yes", "person_1_has_no_info
 
 def test_each_kind_declares_whether_it_is_transient_and_whether_it_stops_the_run():
     transient = {kind.value for kind in FailureKind if kind.transient}
-    assert transient == {"rate_limited", "server_error", "timeout", "connection", "unanswered"}
-    assert {kind.value for kind in FailureKind if kind.stops_run} == {"auth", "not_found"}
+    assert transient == {"rate_limited", "server_error", "timeout", "connection", "unanswered", "reply_too_large"}
+    assert {kind.value for kind in FailureKind if kind.stops_run} == {"auth", "not_found", "redirected"}
+    # a reply too large is asked once more, never at every retry the judge allows
+    assert {kind.value: kind.max_retries for kind in FailureKind if kind.max_retries is not None} == {
+        "reply_too_large": 1}
     assert len({kind.value for kind in FailureKind}) == len(FailureKind)
     statuses = {429: "rate_limited", 408: "timeout", 401: "auth", 403: "auth", 404: "not_found", 409: "server_error",
-                500: "server_error", 529: "server_error", 400: "bad_request", 413: "bad_request", 422: "bad_request"}
+                500: "server_error", 529: "server_error", 400: "bad_request", 413: "bad_request", 422: "bad_request",
+                301: "redirected", 302: "redirected", 303: "redirected", 307: "redirected", 308: "redirected"}
     assert {status: status_kind(status).value for status in statuses} == statuses
     # a judge's failed reply has the kind its parse status names; a failed call must say its own
     assert Verdict(None, "x", "truncated").failure_kind is FailureKind.TRUNCATED

@@ -187,7 +187,7 @@ def test_judging_synchronously_what_an_open_batch_carries_is_warned_about(anthro
     fitted = cli("fit", "--judge", str(judge), "--cache", cache, "--sets", "unaligned-0,aligned-100", "--limit", "5",
                  "--out", str(tmp_path / "out"), "--bootstrap", "100")
     assert ok(fitted) and "5 of these requests are in open batch jobs" in fitted.stderr
-    assert "calibrate batch collect" in fitted.stderr and len(anthropic_server.log) == 10
+    assert "pays twice. Collecting that judge's batches" in fitted.stderr and len(anthropic_server.log) == 10
 
 
 def test_a_create_call_that_times_out_is_not_repeated_and_the_batch_is_found_later(anthropic_server, tmp_path):

@@ -21,6 +21,7 @@ import pytest
 
 from calibrate.judging.base import FailureKind
 from calibrate.judging.calls import ConnectionFailure, StatusError
+from calibrate.judging.configfile import DEFAULT_MAX_REPLY_BYTES
 from calibrate.judging.transport import AiohttpTransport, make_transport
 
 Reply = Callable[[bytes, bytes], tuple[bytes, bool]]  # (request head, body) -> (reply bytes, close after)
@@ -90,7 +91,7 @@ def with_length(status: str, body: bytes, **headers: str) -> bytes:
 
 
 def aiohttp_transport(base_url: str, timeout_s: float = 5.0) -> AiohttpTransport:
-    transport = make_transport("aiohttp", "sk-test", base_url, 4, timeout_s)
+    transport = make_transport("aiohttp", "sk-test", base_url, 4, timeout_s, DEFAULT_MAX_REPLY_BYTES)
     assert isinstance(transport, AiohttpTransport)
     return transport
 

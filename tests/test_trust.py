@@ -146,3 +146,13 @@ def test_the_repositorys_judges_link_is_the_bundled_configs(monkeypatch):
         assert load_judge_config(name).path.parent == REPO / "judges"
     monkeypatch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
     assert load_judge_config("claude-guarded").name == "claude-guarded"
+
+
+def test_the_refusal_names_the_switch_as_the_caller_knows_it():
+    """Python callers read `trust=True`; the CLI's line names its flag instead (library words, CLI words)."""
+    from calibrate.cli.options import flag_for
+    from calibrate.judging.trust import UntrustedConfig
+
+    refusal = UntrustedConfig("judge config x.toml is not trusted: ...; (for a CI run of your own configs: trust=True)")
+    assert str(refusal).endswith("(for a CI run of your own configs: trust=True)")
+    assert refusal.worded(flag_for).endswith("(for a CI run of your own configs: --trust-judges)")

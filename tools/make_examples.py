@@ -4,8 +4,9 @@ notebooks in notebooks/, from the bundled sample and offline judges.
     python tools/make_examples.py                 (from the repository root; reports and notebooks)
     python tools/make_examples.py --no-notebooks  (the reports only)
 
-Writes docs/examples/heuristic/ (`calibrate fit --judge heuristic`), docs/examples/comparison/
-(`calibrate compare --judges heuristic-strict,panel --order both --repeats 2`, baselines added) and
+Writes docs/examples/heuristic/ (`calibrate fit --judge heuristic --invariance padding,hedging,markdown,politeness`),
+docs/examples/comparison/ (`calibrate compare --judges heuristic-strict,panel --order both --repeats 2
+--invariance padding,hedging,markdown,politeness`, baselines added) and
 docs/examples/score-heuristic/ (`calibrate score --judge heuristic --responses sample`), each with the
 CLI's default settings, from a fresh cache so that the counts do not depend on earlier runs. They live
 outside reports/, where the CLI writes by default, so running the quick start never rewrites them.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # nbformat and nbclient come with the `test` extra; only the 
 
 EXAMPLES = Path("docs") / "examples"
 EXAMPLE_CACHE = EXAMPLES / ".example-cache.sqlite3"
+INVARIANCE = ("padding", "hedging", "markdown", "politeness")  # the biases the examples show
 NOTEBOOKS = Path("notebooks")
 
 
@@ -42,9 +44,9 @@ def make(root: Path = Path(".")) -> dict[str, Path]:
         stale.unlink()
     folders = {"fit": examples / "heuristic", "compare": examples / "comparison", "score": examples / "score-heuristic"}
     try:
-        fitted = calibrate.fit("heuristic", out=folders["fit"], cache=cache)
+        fitted = calibrate.fit("heuristic", out=folders["fit"], cache=cache, invariance=INVARIANCE)
         calibrate.compare(["heuristic-strict", "panel"], order="both", repeats=2, out=folders["compare"],
-                          cache=cache, n_boot=1000)  # the CLI's compare default
+                          cache=cache, n_boot=1000, invariance=INVARIANCE)  # the CLI's compare default
         calibrate.score("heuristic", ["sample"], calibration=fitted.paths["calibration"], out=folders["score"],
                         cache=cache)
     finally:

@@ -32,7 +32,7 @@ from calibrate.judging.remote import RemoteBackend
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.version import __version__
-from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, SELECTIONS, STRATA
 
 if TYPE_CHECKING:
     from calibrate.records import Record
@@ -77,17 +77,18 @@ def cli(ctx: click.Context, trust_judges: bool) -> None:
 
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
-             opt.cache(), opt.bootstrap(), opt.order(), opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(),
-             opt.max_failed_share())
+             opt.cache(), opt.bootstrap(), opt.order(), opt.invariance(), opt.no_progress(), opt.dry_run(),
+             opt.max_cost(), opt.yes(), opt.max_failed_share())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
-        cache: Path | None, n_boot: int, order: str, no_progress: bool, dry_run: bool, max_cost: float | None,
-        yes: bool, max_failed_share: float) -> None:
+        cache: Path | None, n_boot: int, order: str, invariance: str | None, no_progress: bool, dry_run: bool,
+        max_cost: float | None, yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     from calibrate.workflows.common import default_out_dir
     from calibrate.workflows.fit import fit as fit_judge
     from calibrate.workflows.fit import plan_fit
 
-    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order)
+    inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), limit=limit, seed=seed, cache=cache, order=order,
+                                  invariance=invariance)
     result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
@@ -372,6 +373,7 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Judge every pair K times, to measure each judge's stability.")
 @opt.order("both: judge every pair in both orders, to measure order bias.")
+@opt.invariance()
 @click.option("--human-labels", "--human", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
                    "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
@@ -381,7 +383,8 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
              opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
-def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, human_labels: Path | None,
+def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, invariance: str | None,
+            human_labels: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
             yes: bool, max_failed_share: float) -> None:
@@ -392,7 +395,7 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
     judges = [name.strip() for name in judge_list.split(",") if name.strip()]
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
                                   human_labels=human_labels, responses=responses, baselines=not no_baselines,
-                                  limit=limit, seed=seed, cache=cache)
+                                  limit=limit, seed=seed, cache=cache, invariance=invariance)
     result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
@@ -472,6 +475,27 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
     else:
         raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
     click.echo(json.dumps(record.to_dict(), indent=2))
+
+
+@cli.command("plan-labels")
+@click.argument("metrics", type=click.Path(path_type=Path))
+@click.option("--half-width", type=float, default=5.0, show_default=True,
+              help="The interval wanted: +- this many points per model.")
+@click.option("--price-per-label", type=float, default=None, help="What one human label costs (any currency).")
+def plan_labels_command(metrics: Path, half_width: float, price_per_label: float | None) -> None:
+    """Human labels needed per model for +-W points, random or stratified by the judge's class, from a score
+    run's metrics.json (or its folder); with --price-per-label, their cost."""
+    from calibrate.workflows.score import plan_labels
+
+    plan = plan_labels(metrics, half_width=half_width, price_per_label=price_per_label)
+    price = plan.price_per_label
+    for name, budgets in plan.models.items():
+        for budget in budgets:
+            cost = "" if price is None else f" (cost {budget.cost_random:,.2f} / {budget.cost_stratified:,.2f})"
+            click.echo(f"{name} {budget.metric} +-{budget.half_width:g}: {budget.labels_random} random labels, "
+                       f"{budget.labels_stratified} stratified by the judge's class{cost}; sd {budget.sd:.1f} from "
+                       f"{budget.measured}")
+    click.echo(f"(a validated headline needs at least {plan.min_labels} random human labels, whatever the width)")
 
 
 @cli.command()
@@ -654,6 +678,13 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 @click.option("--sample", type=int, default=None, help="Label a seeded random sample of N pairs [default: all].")
 @click.option("--stratify", type=click.Choice(STRATA), default="none", show_default=True,
               help="Draw the sample in proportion to each set or category.")
+@click.option("--select", type=click.Choice(SELECTIONS), default="random", show_default=True,
+              help="How the sample is drawn: at random; stratified by --judge's judged class; or 'uncertain', "
+                   "pairs --judge is unsure of (orders disagree, score not -2/+2) three times as often. Each pair's "
+                   "chance is recorded and exported with the labels; score weights by it.")
+@click.option("--judge", "select_judge", default=None,
+              help="The judge whose judgments of the pairs (cached, or judged now) make --select's strata.")
+@opt.options(opt.cache())
 @opt.options(opt.seed("Seed of the sample and of each annotator's order."))
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="The labels file (SQLite) the study's labels go into; shared by all its annotators.")
@@ -661,8 +692,9 @@ def batch_import(results_file: Path, judge: str, cache: Path | None) -> None:
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to serve on (local only by default).")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
 @click.pass_context
-def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, seed: int,
-             labels_file: Path | None, annotator: str | None, host: str, port: int) -> None:
+def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None, stratify: str, select: str,
+             select_judge: str | None, cache: Path | None, seed: int, labels_file: Path | None, annotator: str | None,
+             host: str, port: int) -> None:
     """Label pairs blind in a local web page (no judge output shown); `annotate export` writes the labels."""
     from calibrate.workflows.annotate import annotate as serve_annotation
 
@@ -678,7 +710,8 @@ def annotate(ctx: click.Context, data: str, sets: str | None, sample: int | None
 
     try:
         serve_annotation(labels_file, annotator, data=data, sets=parse_sets(sets) if sets else None, sample=sample,
-                         seed=seed, stratify=stratify, host=host, port=port, on_ready=ready)
+                         seed=seed, stratify=stratify, select=select, judge=select_judge, cache=cache, host=host,
+                         port=port, on_ready=ready)
     except KeyboardInterrupt:
         click.echo(f"stopped; every label given is in {labels_file}", err=True)
 

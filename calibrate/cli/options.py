@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
-FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds"}
+FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds", "trust": "--trust-judges", "metrics": "METRICS"}
 # A run estimated above this (USD, list price) asks before it starts, when it has no --max-cost and a
 # person is at the terminal.
 CONFIRM_ABOVE_USD = 5.0
@@ -85,6 +85,13 @@ def order(help_text: str = "Which answer is person 1: forward (the for-answer), 
                            "bias).") -> Decorator:
     return click.option("--order", type=click.Choice(["forward", "reverse", "both"]), default="forward",
                         show_default=True, help=help_text)
+
+
+def invariance() -> Decorator:
+    return click.option("--invariance", default=None, metavar="NAMES",
+                        help="Comma-separated transformations whose invariance sets are judged too (padding, "
+                             "hedging, markdown, politeness; docs/bias.md): each judge's PAC/REF shift from the "
+                             "untransformed sets, flagged when it is beyond the tolerance.")
 
 
 def bootstrap(default: int = 2000) -> Decorator:

@@ -5,7 +5,10 @@ Long format, as `calibrate annotate export` writes it and `--human` / `--anchor-
 `item` ("<set or source>/<pair_id>", as calibrate names items), `annotator`, `alignment_score` (-2..2),
 and optionally `person_1_refusal`, `person_2_refusal`, `person_1_has_no_information`,
 `person_2_has_no_information` (person 1 answers the for-question). A missing flag is an empty cell: then
-only the score is compared. Other columns (a note, the time taken) are carried and ignored.
+only the score is compared. `inclusion_probability` (0 < p <= 1, the same on every row of an item): the
+chance the study's draw had of choosing the pair (`annotate --select`), which every estimator that uses
+the labels weights by; absent or empty, every pair had the same chance (1.0 stands for "uniform").
+Other columns (a note, the time taken) are carried and ignored.
 
 Wide format: `item` (or `set_name` and `pair_id`) and one column per annotator holding scores.
 """
@@ -27,6 +30,7 @@ SCORE_LABELS = (-2, -1, 0, 1, 2)
 ITEM, ANNOTATOR, SCORE = "item", "annotator", "alignment_score"
 LABEL_FLAGS = ("person_1_refusal", "person_2_refusal", "person_1_has_no_information", "person_2_has_no_information")
 LABEL_COLUMNS = (ITEM, ANNOTATOR, SCORE, *LABEL_FLAGS)
+INCLUSION = "inclusion_probability"  # the study's chance of drawing the item; 1.0 = uniform
 TRUE_TEXT, FALSE_TEXT = ("true", "1", "yes", "y", "t"), ("false", "0", "no", "n", "f")
 
 
@@ -69,9 +73,13 @@ def _read_long(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
             raise CalibrateError(f"{here}: alignment_score {record[SCORE]!r} is not an integer in -2..2", (param,))
         flags = {flag: parse_flag(record.get(flag), f"{here}: {flag}", param) for flag in LABEL_FLAGS}
         rows.append({ITEM: _item(record[ITEM], here, param), ANNOTATOR: annotator.strip(), SCORE: float(score),
-                     **flags})
-    labels = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+                     **flags, INCLUSION: parse_probability(record.get(INCLUSION), here, param)})
+    labels = pd.DataFrame(rows, columns=[*LABEL_COLUMNS, INCLUSION])
     _no_duplicates(labels, where, param)
+    differing = labels.groupby(ITEM, sort=False)[INCLUSION].nunique()
+    if (differing > 1).any():
+        raise CalibrateError(f"{where}: item {differing[differing > 1].index[0]} has different "
+                             f"{INCLUSION} values on its rows (it is the study's chance of drawing the item)", (param,))
     labels.attrs["annotators"] = list(dict.fromkeys(labels[ANNOTATOR]))
     return labels
 
@@ -107,7 +115,8 @@ def _read_wide(frame: pd.DataFrame, path: Path, param: str) -> pd.DataFrame:
     labels = pd.concat(parts, ignore_index=True)
     for flag in LABEL_FLAGS:
         labels[flag] = np.nan
-    labels = labels[list(LABEL_COLUMNS)]
+    labels[INCLUSION] = 1.0
+    labels = labels[[*LABEL_COLUMNS, INCLUSION]]
     labels.attrs["annotators"] = [str(a) for a in wide.columns]
     return labels
 
@@ -146,6 +155,19 @@ def parse_flag(value: object, where: str, param: str) -> float:
     if isinstance(value, str) and value.strip().lower() in TRUE_TEXT + FALSE_TEXT:
         return float(value.strip().lower() in TRUE_TEXT)
     raise CalibrateError(f"{where} {value!r} is not true or false", (param,))
+
+
+def parse_probability(value: object, where: str, param: str) -> float:
+    """An inclusion probability in (0, 1]; 1.0 (uniform) when not given."""
+    if _empty(value):
+        return 1.0
+    try:
+        number = float(value) if not isinstance(value, (bool, np.bool_)) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 < number <= 1:
+        raise CalibrateError(f"{where}: {INCLUSION} {value!r} is not a probability in (0, 1]", (param,))
+    return number
 
 
 def _item(value: object, where: str, param: str) -> str:

@@ -110,14 +110,18 @@ class AnthropicBackend(RemoteBackend):
         return (self.config.settings["base_url"] or os.environ.get("ANTHROPIC_BASE_URL")
                 or DEFAULT_ENDPOINT)
 
-    def sdk_client(self) -> anthropic.AsyncAnthropic:
-        """A client for this judge's endpoint and key, its own retries off (the call layer retries).
-        The SDK is imported here, so offline judges never pay for it."""
+    def sdk_client(self, download: bool = False) -> anthropic.AsyncAnthropic:
+        """A client for this judge's endpoint and key, its own retries off (the call layer retries),
+        redirects not followed and each reply bounded by `max_reply_bytes` (to `download` a batch result
+        file, each line instead: replies.py). The SDK is imported here, so offline judges never pay for it."""
         import anthropic
 
+        from calibrate.judging.replies import sdk_http_client
+
         s = self.config.settings
+        limit = None if download else s["max_reply_bytes"]
         return anthropic.AsyncAnthropic(api_key=self.api_key(), base_url=s["base_url"], max_retries=0,
-                                        timeout=s["timeout_s"])
+                                        timeout=s["timeout_s"], http_client=sdk_http_client(anthropic, limit))
 
     async def check_model(self) -> None:
         """Ask the Models API about the model (one GET /v1/models/{model}, retried as any call): retired
@@ -189,7 +193,8 @@ class AnthropicBackend(RemoteBackend):
         return {"anthropic-version": LEGACY_API_VERSION} if any(k in self.request_template for k in SAMPLING) else {}
 
     async def send(self, body: dict[str, Any]) -> Reply:
-        """One Messages API call: the reply's JSON bytes, and its headers for the pacer (anthropic-ratelimit-*)."""
+        """One Messages API call: the reply's JSON bytes (bounded as read, by the client's hook), and its
+        headers for the pacer (anthropic-ratelimit-*)."""
         import anthropic
 
         arguments = {key: value for key, value in body.items() if key not in SAMPLING}

@@ -63,17 +63,22 @@ class FailureKind(Enum):
     failure's reason is the explanation for people and may be worded any way.
 
     Each kind declares `transient` (a later attempt may not meet it: the call layer retries it, and a
-    run counts it against `max_failed_share`) and `stops_run` (every further call would fail alike, a
-    bad key or a wrong endpoint or model: the run stops instead of failing item by item)."""
+    run counts it against `max_failed_share`), `stops_run` (every further call would fail alike, a
+    bad key or a wrong endpoint or model: the run stops instead of failing item by item) and
+    `max_retries` (a transient kind whose retry costs more than a wait: at most this many retries,
+    whatever the judge's `max_retries`; None: the judge's)."""
 
     transient: bool
     stops_run: bool
+    max_retries: int | None
 
-    def __new__(cls, value: str, transient: bool = False, stops_run: bool = False) -> FailureKind:
+    def __new__(cls, value: str, transient: bool = False, stops_run: bool = False,
+                max_retries: int | None = None) -> FailureKind:
         member = object.__new__(cls)
         member._value_ = value
         member.transient = transient
         member.stops_run = stops_run
+        member.max_retries = max_retries
         return member
 
     # The call failed (parse status `api_error`, answer status `api_error`).
@@ -84,6 +89,9 @@ class FailureKind(Enum):
     BAD_REQUEST = ("bad_request", False)  # any other 4xx: the server refuses this request
     AUTH = ("auth", False, True)  # HTTP 401, 403: the key
     NOT_FOUND = ("not_found", False, True)  # HTTP 404: the endpoint or the model
+    REDIRECTED = ("redirected", False, True)  # HTTP 3xx: the endpoint points elsewhere; never followed
+    # a reply over the judge's `max_reply_bytes` (decompressed): reading stopped there; asked once more
+    REPLY_TOO_LARGE = ("reply_too_large", True, False, 1)
     UNANSWERED = ("unanswered", True)  # a batch request the provider never ran (expired, cancelled)
     UNRECORDED = ("unrecorded", False)  # a call failure stored before kinds were recorded
     # A judge's reply came but holds no usable judgment (the kind is its parse status).
@@ -118,6 +126,8 @@ def status_kind(status: int) -> FailureKind:
         return FailureKind.AUTH
     if status == 404:
         return FailureKind.NOT_FOUND
+    if 300 <= status < 400:
+        return FailureKind.REDIRECTED
     if status == 409 or status >= 500:
         return FailureKind.SERVER_ERROR
     return FailureKind.BAD_REQUEST

@@ -1,13 +1,14 @@
 """The call layer for remote judges: retries with backoff and jitter, pacing at the provider's announced
 rate limits (and Retry-After, and a configured request rate), a circuit breaker, typed failures.
 
-Transports raise two kinds of error, whatever HTTP library is underneath: `StatusError` (the server
-answered with an error status) and `ConnectionFailure` (timeout, refused or dropped connection, cut
-body). Each carries its `FailureKind` (base.py), and the kind alone decides what happens: transient
-ones (429, 408, 409, 5xx, timeouts, dropped connections) are retried here, so every retry is ours:
-counted, bounded, and visible in the judgment record. A bad request for one item becomes that item's
-typed failure; a bad key or unknown model stops the run, because every further call would fail the
-same way. The message is only what a person reads.
+Transports raise three kinds of error, whatever HTTP library is underneath: `StatusError` (the server
+answered with an error status, or a redirect, which is never followed), `ConnectionFailure` (timeout,
+refused or dropped connection, cut body) and `ReplyTooLarge` (a body past `max_reply_bytes`, decoded).
+Each carries its `FailureKind` (base.py), and the kind alone decides what happens: transient ones (429,
+408, 409, 5xx, timeouts, dropped connections; a reply too large, once) are retried here, so every retry
+is ours: counted, bounded, and visible in the judgment record. A bad request for one item becomes that
+item's typed failure; a bad key, unknown model or an endpoint that redirects stops the run, because
+every further call would fail the same way. The message is only what a person reads.
 """
 
 from __future__ import annotations
@@ -56,15 +57,37 @@ def scrub(text: str) -> str:
 
 class StatusError(Exception):
     """The server answered with an HTTP error status (its kind: `status_kind`). `detail` is the
-    server's own words (its error body's message, uncut), for callers that read what a refusal says."""
+    server's own words (its error body's message, uncut), for callers that read what a refusal says.
+    A redirect (3xx) is one too, never followed: its message names the target."""
 
     def __init__(self, status: int, headers: Mapping[str, str], message: str, detail: str | None = None):
+        kind = status_kind(status)
+        if kind is FailureKind.REDIRECTED:
+            message = redirect_message(headers)
         message = scrub(message)
-        super().__init__(f"HTTP {status}: {message[:200]}")
+        super().__init__(f"HTTP {status}: {message[:300]}")
         self.status = status
-        self.kind = status_kind(status)
+        self.kind = kind
         self.headers = headers
         self.detail = message if detail is None else scrub(detail)
+
+
+def redirect_message(headers: Mapping[str, str]) -> str:
+    """What a redirect says, for a person: where it points; it is not followed (a key or a prompt sent
+    there, and its reply stored as a judgment, would be another server's)."""
+    target = headers.get("location") or headers.get("Location")
+    where = f"redirected to {target[:200]}" if target else "a redirect without a target"
+    return f"{where}; not followed (set base_url to the endpoint itself)"
+
+
+class ReplyTooLarge(Exception):
+    """The server answered with a body past the limit (decoded: a gzip bomb counts as what it inflates
+    to); reading stopped there."""
+
+    kind = FailureKind.REPLY_TOO_LARGE
+
+    def __init__(self, limit: int):
+        super().__init__(f"the reply is larger than {limit:,} bytes (max_reply_bytes); not read further")
 
 
 class ConnectionFailure(Exception):
@@ -93,6 +116,8 @@ def sdk_failures(sdk: ModuleType) -> Iterator[None]:
             raise ConnectionFailure("timed out connecting to the server", FailureKind.TIMEOUT) from None
         raise ConnectionFailure("timed out waiting for the server", FailureKind.TIMEOUT, slow_reply=True) from None
     except sdk.APIConnectionError as error:
+        if isinstance(error.__cause__, (ReplyTooLarge, ConnectionFailure)):  # from reading a bounded body
+            raise error.__cause__ from None
         raise ConnectionFailure(f"connection failed: {error}") from None
 
 
@@ -409,6 +434,11 @@ class Reply:
     headers: Mapping[str, str]
 
 
+def retries(kind: FailureKind, policy: RetryPolicy) -> int:
+    """How many times a transient failure of this kind is retried: the policy's, or fewer if the kind says so."""
+    return policy.max_retries if kind.max_retries is None else min(kind.max_retries, policy.max_retries)
+
+
 async def call_with_retries(
     send: Callable[[], Awaitable[Any]], policy: RetryPolicy, pacer: Pacer, where: str, cost: Cost | None = None
 ) -> tuple[Any, int]:
@@ -423,8 +453,9 @@ async def call_with_retries(
         except StatusError as error:
             pacer.observe(ticket, error.headers, error.status)
             if error.kind.stops_run:
-                raise CalibrateError(scrub(f"{where}: {error} (check the API key, base_url and model)")) from None
-            if not error.kind.transient or attempt == policy.max_retries:
+                check = "base_url" if error.kind is FailureKind.REDIRECTED else "the API key, base_url and model"
+                raise CalibrateError(scrub(f"{where}: {error} (check {check})")) from None
+            if not error.kind.transient or attempt >= retries(error.kind, policy):
                 raise CallFailed(error.kind, str(error), attempt + 1, error.status, error.detail) from None
             wait = retry_after_seconds(error.headers)
             if error.kind is FailureKind.RATE_LIMITED and wait:
@@ -432,7 +463,12 @@ async def call_with_retries(
         except ConnectionFailure as error:
             if not error.slow_reply:  # a slow server is not a gone one
                 pacer.connection_failed(f"{where}: {error}")
-            if not error.kind.transient or attempt == policy.max_retries:
+            if not error.kind.transient or attempt >= retries(error.kind, policy):
+                raise CallFailed(error.kind, str(error), attempt + 1) from None
+            wait = None
+        except ReplyTooLarge as error:  # the server answered: not a connection failure
+            pacer.observe(ticket, {})
+            if attempt >= retries(error.kind, policy):
                 raise CallFailed(error.kind, str(error), attempt + 1) from None
             wait = None
         else:

@@ -36,6 +36,10 @@ MAX_NAME_CHARS = 100
 MAX_PRICE_PER_MTOK = 1_000_000.0
 # Requests per minute: below one a run would seem to hang; above a million there is no limit to keep.
 RATE_BOUNDS = (1.0, 1_000_000.0)
+# A reply's body, decompressed, in bytes: a judgment or an answer is kilobytes; a few megabytes leave room
+# for long answers, and a 100 MB reply or a gzip bomb stops there (`max_reply_bytes`, read while streaming).
+DEFAULT_MAX_REPLY_BYTES = 4 * 2**20
+REPLY_BYTES_BOUNDS = (2**10, 2**30)
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,15 @@ def check_rate(value: Any, where: str) -> None:
     low, high = RATE_BOUNDS
     if value is not None and not (is_number(value) and low <= value <= high):
         raise CalibrateError(f"{where}: 'requests_per_minute' must be a number in {low:g}..{high:,.0f}, got {value!r}")
+
+
+def check_reply_bytes(value: Any, where: str) -> int:
+    """max_reply_bytes: a whole number of bytes within REPLY_BYTES_BOUNDS."""
+    low, high = REPLY_BYTES_BOUNDS
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CalibrateError(f"{where}: 'max_reply_bytes' must be a whole number of bytes in {low:,}..{high:,} "
+                             f"(a reply's body, decompressed), got {value!r}")
+    return value
 
 
 def is_http_url(value: Any) -> bool:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from calibrate.errors import CalibrateError
 from calibrate.judging.calls import remember_secret
 from calibrate.judging.configfile import (
+    DEFAULT_MAX_REPLY_BYTES,
     MODELS,
     KeyTable,
     apply_keys,
@@ -25,6 +26,7 @@ from calibrate.judging.configfile import (
     check_name,
     check_price,
     check_rate,
+    check_reply_bytes,
     is_http_url,
     is_number,
     meaning_hash,
@@ -57,6 +59,7 @@ CONFIG_KEYS: KeyTable = {
     "timeout_s": (120.0, False),
     "max_retries": (6, False),
     "transport": ("aiohttp", False),
+    "max_reply_bytes": (DEFAULT_MAX_REPLY_BYTES, False),
     "price_input_per_mtok": (0.0, False),
     "price_output_per_mtok": (0.0, False),
 }
@@ -87,6 +90,7 @@ class ModelConfig:
     timeout_s: float
     max_retries: int
     transport: str
+    max_reply_bytes: int
     price_input_per_mtok: float
     price_output_per_mtok: float
     path: Path
@@ -183,6 +187,7 @@ def _validate(v: dict[str, Any], where: str) -> None:
     if not (is_number(v["timeout_s"]) and 0.001 <= v["timeout_s"] <= 3600):
         fail("'timeout_s' must be a number of seconds in 0.001..3600")
     check_rate(v["requests_per_minute"], where)
+    check_reply_bytes(v["max_reply_bytes"], where)
     if v["transport"] not in TRANSPORTS:
         fail(f"'transport' must be one of {', '.join(TRANSPORTS)}, got {v['transport']!r}")
     for key in ("price_input_per_mtok", "price_output_per_mtok"):

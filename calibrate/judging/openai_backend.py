@@ -87,10 +87,11 @@ class OpenAIBackend(RemoteBackend):
         form = self.request_template.get("response_format", {}).get("json_schema")
         return (form["schema"], bool(form.get("strict"))) if form else (None, False)
 
-    def sdk_client(self) -> openai.AsyncOpenAI:
-        """A client for this judge's endpoint and key (batch jobs use it; judging goes by `transport`)."""
+    def sdk_client(self, download: bool = False) -> openai.AsyncOpenAI:
+        """A client for this judge's endpoint and key (batch jobs use it; judging goes by `transport`): each
+        reply bounded by `max_reply_bytes`, or, to `download` a batch result file, each line instead."""
         s = self.config.settings
-        return openai_client(self.api_key(), s["base_url"], s["timeout_s"])
+        return openai_client(self.api_key(), s["base_url"], s["timeout_s"], None if download else s["max_reply_bytes"])
 
     async def check_model(self) -> None:
         """Whether the server serves the judge's model, from its model list (one GET, not retried): a
@@ -117,7 +118,7 @@ class OpenAIBackend(RemoteBackend):
         client = self.sdk_client()
         try:
             with sdk_failures(openai):
-                listing = await client.get("/models", cast_to=object, options={"follow_redirects": False})
+                listing = await client.get("/models", cast_to=object)
         except (StatusError, ConnectionFailure, openai.OpenAIError) as problem:
             log.debug("judge '%s': no model list at %s (%s); the model is not checked", self.config.name,
                       self.endpoint, problem)
@@ -141,7 +142,7 @@ class OpenAIBackend(RemoteBackend):
         if self.transport is None:
             s = self.config.settings
             self.transport = make_transport(s["transport"], self.api_key(), s["base_url"], self.config.concurrency,
-                                            s["timeout_s"])
+                                            s["timeout_s"], s["max_reply_bytes"])
         return self.transport
 
     async def aclose(self) -> None:

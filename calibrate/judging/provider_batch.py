@@ -26,9 +26,10 @@ from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
 from calibrate.judging.base import ORDERS, Backend, FailureKind, Verdict, call_failure
-from calibrate.judging.batch_files import verdict_of_result
+from calibrate.judging.batch_files import line_limit, text_of, too_large_result, verdict_of_result
 from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
 from calibrate.judging.remote import RemoteBackend
+from calibrate.judging.replies import bounded_lines
 
 T = TypeVar("T")
 REQUEST_OVERHEAD_BYTES = 200  # a request's custom id and envelope, beside its body, towards the size limit
@@ -84,6 +85,8 @@ class Provider(ABC):
         self.backend = backend
         self.sdk: ModuleType = importlib.import_module(self.name)  # both SDKs name their errors alike
         self.client: Any = backend.sdk_client()
+        # result files are large by nature: read line by line, each line bounded (`read_result_lines`)
+        self.downloads: Any = backend.sdk_client(download=True)
         self.limiter = Pacer()
 
     async def call(self, send: Callable[[], Awaitable[T]], what: str, idempotent: bool = True) -> T:
@@ -126,8 +129,19 @@ class Provider(ABC):
         """The provider's ids of the batches that may be the one created under `local_id` whose id was
         never written down (none, one, or several when the provider cannot tell them apart)."""
 
+    async def download(self, open_stream: Callable[[], Any], what: str) -> list[tuple[bytes, bool]]:
+        """A result file's lines (`bounded_lines`: a line past the judge's `max_reply_bytes` and its envelope
+        comes cut, marked not whole), downloaded whole before any is read, so a retried download repeats none."""
+        limit = line_limit(self.backend.config)
+
+        async def lines() -> list[tuple[bytes, bool]]:
+            async with open_stream() as response:
+                return [line async for line in bounded_lines(response.iter_bytes(), limit) if line[0].strip()]
+        return await self.call(lines, what)
+
     async def aclose(self) -> None:
         await self.client.close()
+        await self.downloads.close()
 
 
 class OpenAIBatches(Provider):
@@ -160,11 +174,15 @@ class OpenAIBatches(Provider):
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            content = await self.call(partial(self.client.files.content, file_id), f"download {file_id}")
-            for number, line in enumerate(content.text.splitlines(), start=1):
-                if line.strip():
-                    record = json_object_line(line, f"{self.name} batch {batch_id}, file {file_id}, line {number}")
-                    yield record.get("custom_id"), verdict_of_result(record)
+            lines = await self.download(partial(self.downloads.files.with_streaming_response.content, file_id),
+                                        f"download {file_id}")
+            for number, (line, whole) in enumerate(lines, start=1):
+                where = f"{self.name} batch {batch_id}, file {file_id}, line {number}"
+                if not whole:
+                    yield too_large_result(line, where)
+                    continue
+                record = json_object_line(text_of(line, where), where)
+                yield record.get("custom_id"), verdict_of_result(record)
 
     async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
         page = await self.call(lambda: self.client.batches.list(limit=100), "list")
@@ -191,18 +209,27 @@ class AnthropicBatches(Provider):
         return Progress(batch.processing_status, batch.processing_status == "ended", counts, sum(counts.values()))
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[object, Verdict]]:
-        entries = await self.call(lambda: self.client.messages.batches.results(batch_id), "results")
-        async for entry in entries:
-            result = entry.result
-            if result.type == "succeeded":
-                yield entry.custom_id, read_message(result.message.model_dump(mode="json"))
-            elif result.type == "errored":
-                error = result.error.error
-                kind = ANTHROPIC_ERROR_KINDS.get(error.type, FailureKind.SERVER_ERROR)
-                yield entry.custom_id, call_failure(kind, f"batch result: {error.type}: {str(error.message)[:200]}",
-                                                    json.dumps(result.model_dump(mode="json"))[:2000])
+        lines = await self.download(partial(self.downloads.messages.batches.with_streaming_response.results, batch_id),
+                                    "results")
+        for number, (line, whole) in enumerate(lines, start=1):
+            where = f"{self.name} batch {batch_id} results, line {number}"
+            if not whole:
+                yield too_large_result(line, where)
+                continue
+            entry = json_object_line(text_of(line, where), where)
+            result: dict[str, Any] = entry["result"] if isinstance(entry.get("result"), dict) else {}
+            outcome = result.get("type")
+            if outcome == "succeeded":
+                yield entry.get("custom_id"), read_message(result.get("message"))
+            elif outcome == "errored":
+                outer = result.get("error")
+                error: dict[str, Any] = outer.get("error") or {} if isinstance(outer, dict) else {}
+                error_type = str(error.get("type"))
+                kind = ANTHROPIC_ERROR_KINDS.get(error_type, FailureKind.SERVER_ERROR)
+                yield entry.get("custom_id"), call_failure(
+                    kind, f"batch result: {error_type}: {str(error.get('message'))[:200]}", json.dumps(result)[:2000])
             else:  # expired or canceled: never answered, never charged
-                yield entry.custom_id, call_failure(FailureKind.UNANSWERED, f"batch result: {result.type}")
+                yield entry.get("custom_id"), call_failure(FailureKind.UNANSWERED, f"batch result: {outcome}")
 
     async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
         """Message batches carry no metadata: those created since `submitted_at` with as many requests,

@@ -34,7 +34,7 @@ from calibrate.judging.calls import (
     scrub,
 )
 from calibrate.judging.config import judge_dirs
-from calibrate.judging.configfile import check_rate, is_http_url
+from calibrate.judging.configfile import DEFAULT_MAX_REPLY_BYTES, check_rate, check_reply_bytes, is_http_url
 from calibrate.judging.estimate import TYPICAL_OUTPUT_TOKENS, request_chars
 from calibrate.judging.prompt import PromptTemplate, load_prompt, load_system_prompt
 from calibrate.judging.published import PublishedEvaluator, read_published_evaluator
@@ -69,6 +69,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "batch_price_factor": (BATCH_PRICE_FACTOR, False),
     "typical_output_tokens": (TYPICAL_OUTPUT_TOKENS, False),  # a reply's tokens, for estimates (estimate.py)
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
+    "max_reply_bytes": (DEFAULT_MAX_REPLY_BYTES, False),  # a reply decompressed; more: reply_too_large
 }
 LOOPBACK_HOSTS = ("localhost", "::1")
 
@@ -158,6 +159,7 @@ class RemoteBackend(Backend):
             if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < low:
                 raise CalibrateError(f"{where}: '{key}' must be an integer >= {low}")
         check_rate(settings["requests_per_minute"], where)
+        check_reply_bytes(settings["max_reply_bytes"], where)
         base_url = settings.get("base_url")
         if base_url is not None and not is_http_url(base_url):
             raise CalibrateError(f"{where}: 'base_url' must be an http:// or https:// URL, got {base_url!r}")

@@ -111,7 +111,8 @@ class Responder:
 
     def connect(self) -> None:
         c = self.config
-        self.transport = make_transport(c.transport, c.api_key(), c.base_url, c.concurrency, c.timeout_s)
+        self.transport = make_transport(c.transport, c.api_key(), c.base_url, c.concurrency, c.timeout_s,
+                                        c.max_reply_bytes)
         self.limiter = Pacer(c.requests_per_minute)
 
     async def close(self) -> None:

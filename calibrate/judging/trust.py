@@ -202,6 +202,17 @@ def bundled_facts() -> Bundled:
     return Bundled(names, {variable: frozenset(found) for variable, found in hosts.items()})
 
 
+TRUST_SWITCH = "trust=True"  # how the library's refusal names the switch; the CLI names its flag instead
+
+
+class UntrustedConfig(CalibrateError):
+    """A config from outside the package that needs trust: the message names the trust switch as the
+    caller knows it (`trust=True` in Python; the CLI's flag through `worded`)."""
+
+    def worded(self, name_of: Callable[[str], str]) -> str:
+        return super().worded(name_of).replace(TRUST_SWITCH, name_of("trust"))
+
+
 def require_trust(provenance: Provenance, bundled: Callable[[], Bundled], trust: bool) -> None:
     """Refuse (one line: the file, what it would do, the command that trusts it) a config from outside
     the package that needs trust and has none; `trust` (or `trusting()`) trusts it for this run."""
@@ -209,6 +220,6 @@ def require_trust(provenance: Provenance, bundled: Callable[[], Bundled], trust:
         return
     found = concerns(provenance, bundled())
     if found and not is_trusted(provenance):
-        raise CalibrateError(f"{provenance.kind} config {provenance.path} is not trusted: {'; '.join(found)}; "
-                             f"if that is what you want, trust it: `calibrate judges trust {provenance.path}` "
-                             "(for a CI run of your own configs: --trust-judges, or trust=True in Python)")
+        raise UntrustedConfig(f"{provenance.kind} config {provenance.path} is not trusted: {'; '.join(found)}; "
+                              f"if that is what you want, trust it: `calibrate judges trust {provenance.path}` "
+                              f"(for a CI run of your own configs: {TRUST_SWITCH})")

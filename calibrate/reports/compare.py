@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from calibrate.reports.bias import bias_blocks
 from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
 from calibrate.stats.agreement import Interval
 from calibrate.stats.comparison import AgreementEstimate, BetweenJudges, Comparison
@@ -222,6 +223,7 @@ def compare_report_blocks(comparison: Comparison) -> list[Block]:
         blocks.append(Block("figure", "Mean score per set, forward against reverse order; points off the diagonal "
                                       "move when the answers swap places.", png=figure_order_bias(comparison),
                             name="order_bias"))
+    blocks.extend(bias_blocks({row.judge: judges[row.judge].invariance or {} for row in board}))
     blocks.append(Block("h2", "Cost"))
     blocks.append(Block("table", table=pd.DataFrame([
         {"judge": row.judge, "USD / 1k judgments": f"{(row.cost_usd_per_pair or 0.0) * 1000:.3f}",

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from calibrate.reports.bias import bias_blocks
 from calibrate.reports.render import (
     FIGURE_WIDTH,
     Block,
@@ -98,7 +99,8 @@ def figure_confusion(matrix: pd.DataFrame) -> bytes:
 def figure_mapping(calibration: Calibration, judgments: pd.DataFrame) -> bytes:
     """Each fitted mapping as a curve, over the mean expected score of pairs at each raw score. The axes
     hold every curve whole: a linear mapping may send a score beyond -2..2."""
-    x, y, _ = mapping_inputs(judgments, calibration.scoring_rule)
+    judged_sets = judgments[judgments["set_name"].isin(list(calibration.sets))]  # not the invariance sets
+    x, y, _ = mapping_inputs(judged_sets, calibration.scoring_rule)
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     grid = np.linspace(-2, 2, 161)
@@ -202,6 +204,7 @@ def fit_report_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list
 
     blocks.extend(_judging_blocks(calibration))
     blocks.extend(_injection_blocks(calibration))
+    blocks.extend(bias_blocks({calibration.judge.name: calibration.invariance or {}}))
     blocks.extend(_mapping_blocks(calibration, judgments))
 
     blocks.append(Block("h2", "Provenance"))

@@ -16,12 +16,14 @@ is a placeholder such as "No response", never judged) among them, and such pairs
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from calibrate.data.labels import INCLUSION
 from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
@@ -39,7 +41,7 @@ from calibrate.stats.metrics import (
     per_pair_values,
     percentile_interval,
 )
-from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate
+from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate, weighted_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
@@ -576,13 +578,17 @@ def transport_audit(calibration_rows: pd.DataFrame, rows: pd.DataFrame, labels: 
     shared = judged.index.intersection(labelled.index)
     truth = true_classes_of_labels(labelled.loc[shared])
     seen = judged_classes(judged.loc[shared].reset_index())
+    # labels drawn with unequal chances count by 1 / pi (mean weight 1): a draw led by the judged class
+    # would otherwise make the judge's confusion on the labels look unlike the calibration sets'
+    inverse = 1 / (labelled.loc[shared, INCLUSION].to_numpy(float) if INCLUSION in labelled else np.ones(len(shared)))
+    weight = inverse / inverse.mean() if len(shared) else inverse
     calibration_ok = ok_rows(calibration_rows)
     calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
     calibration_seen = judged_classes(calibration_rows)
     statistic, df = 0.0, 0
     for cls in dict.fromkeys(calibration_true):
         table = np.array([[np.sum((calibration_true == cls) & (calibration_seen == j)) for j in PAIR_CLASSES],
-                          [np.sum((truth == cls) & (seen == j)) for j in PAIR_CLASSES]], dtype=float)
+                          [np.sum(weight[(truth == cls) & (seen == j)]) for j in PAIR_CLASSES]], dtype=float)
         table = table[:, table.sum(axis=0) > 0]
         if table[1].sum() == 0 or table.shape[1] < 2:
             continue
@@ -617,6 +623,102 @@ def anchor_recommendation(rows: pd.DataFrame, rule: str,
         labels, half_width, f"label {labels} random pairs (human labels) to make the headline PAC assumption-free "
                             f"(PPI++, about +-{half_width:g} points): the class correction assumes no truly mixed "
                             "pairs and that the judge treats each class as on the calibration sets")
+
+
+# --------------------------------------------------------------------------- the label budget (plan-labels)
+
+
+@dataclass(frozen=True)
+class LabelBudget(Record):
+    """Human labels for a +-half_width interval on one metric of one model: with a random draw and with a
+    draw stratified by the judge's judged class (Neyman allocation), each at `price_per_label`. `sd`: the
+    per-label spread the numbers rest on, `measured` says where it comes from."""
+
+    metric: str
+    half_width: float
+    sd: float
+    measured: str
+    labels_random: int
+    labels_stratified: int
+    cost_random: float | None
+    cost_stratified: float | None
+
+
+def label_budget(model: ModelScore, metric: str, half_width: float,
+                 price_per_label: float | None = None) -> LabelBudget | None:
+    """Labels for +-half_width on `metric`: n = (1.96 sd / half_width)^2. sd is measured by the model's human
+    labels when it has them (the headline PPI++ interval's standard error times sqrt(labels)); else the
+    spread of the truth within the judge's judged classes that the class correction implies (values of a
+    pair lie in 0..100, so within a judged class of mean m the spread is at most sqrt(m (100 - m)); PPI++ on
+    the calibrated predictions leaves only that); else the judge's own per-pair spread. Stratified by the
+    judged class with Neyman allocation (labels in proportion to share x spread), the rectifier's variance
+    falls from sum(q s^2) to (sum(q s))^2, q the judged classes' shares (the confusion matrix times the
+    estimated class shares)."""
+    z = 1.959963984540054
+    within = _judged_spreads(model.class_corrected, metric)
+    headline = model.headline.get(metric)
+    if headline and headline.basis == BASIS_HUMAN and model.anchored and model.anchored.n_labeled:
+        sd = (headline.ci[1] - headline.ci[0]) / (2 * z) * math.sqrt(model.anchored.n_labeled)
+        measured = f"the headline's interval on {model.anchored.n_labeled} human labels"
+    elif within is not None:
+        sd = math.sqrt(sum(q * spread ** 2 for q, spread in within))
+        measured = "the class correction's judged classes (spread within each, at most sqrt(m (100 - m)))"
+    elif metric in model.raw.metrics and model.raw.n_judged > 1:
+        low, high = model.raw.metrics[metric].ci
+        sd = (high - low) / (2 * z) * math.sqrt(model.raw.n_judged)
+        measured = "the judge's own per-pair spread (no class correction)"
+    else:
+        return None
+    random_labels = max(int(math.ceil((z * max(sd, 1.0) / half_width) ** 2)), MIN_LABELED_PLAN)
+    ratio = 1.0
+    if within is not None and sum(q * s ** 2 for q, s in within) > 0:
+        ratio = sum(q * s for q, s in within) ** 2 / sum(q * s ** 2 for q, s in within)
+    stratified = max(int(math.ceil(random_labels * ratio)), MIN_LABELED_PLAN)
+    cost = (lambda n: None if price_per_label is None else round(n * price_per_label, 2))
+    return LabelBudget(metric=metric, half_width=half_width, sd=sd, measured=measured, labels_random=random_labels,
+                       labels_stratified=stratified, cost_random=cost(random_labels), cost_stratified=cost(stratified))
+
+
+MIN_LABELED_PLAN = 2  # ppi.MIN_LABELED: an interval needs two labels
+
+
+@dataclass(frozen=True)
+class LabelPlan(Record):
+    """`calibrate plan-labels`: per model, the label budget of each headline metric."""
+
+    half_width: float
+    price_per_label: float | None
+    min_labels: int  # what a validated headline needs, whatever the width (MIN_LABELS)
+    models: dict[str, list[LabelBudget]]
+
+
+def label_plan(record: ScoreRecord, half_width: float, price_per_label: float | None = None) -> LabelPlan:
+    """label_budget of PAC and REF for every model of a score run."""
+    return LabelPlan(half_width=half_width, price_per_label=price_per_label, min_labels=MIN_LABELS, models={
+        name: [budget for metric in ("PAC", "REF") if (budget := label_budget(model, metric, half_width,
+                                                                               price_per_label))]
+        for name, model in record.models.items()})
+
+
+def _judged_spreads(corrected: ClassCorrection, metric: str) -> list[tuple[float, float]] | None:
+    """(share, spread of the truth) per judged class, from the class correction's E[metric | judged class],
+    its confusion matrix and estimated class shares; None without them."""
+    if not (corrected.predictions and corrected.confusion_matrix and corrected.true_class_shares):
+        return None
+    judged_share: dict[str, float] = {}
+    for true_class, row in corrected.confusion_matrix.items():
+        total = sum(row.values())
+        share = corrected.true_class_shares.get(true_class)
+        if not total or share is None:
+            continue
+        for judged, count in row.items():
+            judged_share[judged] = judged_share.get(judged, 0.0) + count / total * share.value / 100
+    out = []
+    for judged, q in judged_share.items():
+        mean = (corrected.predictions.get(judged) or {}).get(metric)
+        if q > 0 and mean is not None:
+            out.append((q, math.sqrt(max(mean * (100 - mean), 0.0))))
+    return out or None
 
 
 # --------------------------------------------------------------------------- breakdowns
@@ -672,6 +774,7 @@ def breakdown_table(rows: list[BreakdownRow], by: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- cheap judge + anchor (PPI)
 
 ANCHOR_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF")
+WEIGHTED_LAMBDA: dict[str, float | None] = {"ppi++": None, "ppi": 1.0, "classical": 0.0}  # by METHODS
 
 
 def anchor_selected(item_key: str, fraction: float, seed: int) -> bool:
@@ -691,7 +794,10 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     with the interval that holds at 20-50 labels and near 0 or 100 (ppi.small_sample_estimate).
 
     Rows are matched on pair_id; pairs the cheap judge failed on are left out (no prediction), and
-    anchored pairs the anchor failed on count as unlabelled; both are counted in the result.
+    anchored pairs the anchor failed on count as unlabelled; both are counted in the result. Labels drawn
+    with unequal chances (an `inclusion_probability` column, `annotate --select stratified|uncertain`) are
+    weighted by them (ppi.weighted_estimate: every pair's prediction plus the rectifier weighted by 1 / pi;
+    plain PPI is lam 1, classical lam 0); equal chances give ppi_py's unweighted estimates.
     """
     cheap_ok = ok_rows(cheap).drop_duplicates("pair_id").set_index("pair_id")
     anchor_ok = ok_rows(anchor).drop_duplicates("pair_id").set_index("pair_id")
@@ -700,17 +806,27 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     raw = judged_values(cheap_ok.reset_index(), rule).set_axis(cheap_ok.index)
     calibrated = calibrated_values(cheap_ok, raw, predictions) if predictions else None
     truths = judged_values(anchor_ok.reset_index(), rule).set_axis(anchor_ok.index)
+    probability = (anchor_ok.loc[labeled, INCLUSION].to_numpy(float) if INCLUSION in anchor_ok
+                   else np.ones(len(labeled)))
+    weighted = len(np.unique(probability)) > 1
     estimates: dict[str, dict[str, PPIEstimate] | None] = {}
     for metric in ANCHOR_METRICS:
         if len(labeled) < 2:
             estimates[metric] = None
             continue
         truth = truths.loc[labeled, metric]
-        by_method = {method: PPIEstimate.from_dict(mean_estimate(
-            truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
+        if weighted:
+            by_method = {method: PPIEstimate.from_dict({**weighted_estimate(
+                truth, raw.loc[labeled, metric], probability, raw[metric], lam=WEIGHTED_LAMBDA[method], alpha=alpha),
+                "method": method}) for method in METHODS}
+        else:
+            by_method = {method: PPIEstimate.from_dict(mean_estimate(
+                truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
         if calibrated is not None and metric in calibrated and len(unlabeled):
-            by_method[CALIBRATED_PPI] = PPIEstimate.from_dict({**small_sample_estimate(
-                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha),
+            by_method[CALIBRATED_PPI] = PPIEstimate.from_dict({**(weighted_estimate(
+                truth, calibrated.loc[labeled, metric], probability, calibrated[metric], alpha=alpha,
+                small_sample=True) if weighted else small_sample_estimate(
+                truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha)),
                 "method": CALIBRATED_PPI})
         estimates[metric] = by_method
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),

@@ -22,6 +22,7 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
+from calibrate.stats.invariance import InvarianceShift
 from calibrate.stats.mapping import (
     MAPPINGS,
     IsotonicMap,
@@ -237,7 +238,8 @@ class RunRecord(Record):
 class Calibration(Record):
     """What `fit` measured (calibration.json): the judge, the data, the run, its cost, per-set reports
     against the known answers, the headline, the confusion matrix (expected class -> judged counts), the
-    order effect (both orders only), the injection shift (when injection-0 was judged), the mappings."""
+    order effect (both orders only), the injection shift (when injection-0 was judged), the mappings, and the
+    invariance shifts (stats/invariance.py: when invariance sets were judged, or both orders)."""
 
     schema_version: int
     created_at: str
@@ -254,6 +256,7 @@ class Calibration(Record):
     injection: InjectionShift | None
     mapping: MappingSelection
     package_versions: dict[str, str]
+    invariance: dict[str, InvarianceShift] | None = _omitted_when_none()
 
 
 def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int) -> Accounting:

@@ -38,6 +38,7 @@ from calibrate.stats.calibration import (
     summarise,
 )
 from calibrate.stats.humans import HumanAgreement, HumanRow
+from calibrate.stats.invariance import INVARIANCE_TOLERANCE, InvarianceShift, invariance_shifts
 from calibrate.stats.metrics import SetReport, bootstrap_means, percentile_interval, set_report
 
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
@@ -49,8 +50,9 @@ MAX_ORDER_SHIFT = 0.25  # score points, |mean(reverse - forward)|
 RECOMMENDATION_RULE = (
     f"the lowest worst-set PAC error on the calibration sets among candidate (non-baseline) judges whose "
     f"failure rate is at most {MAX_FAILURE_RATE:g}% and, where measured, whose absolute mean order shift is at most "
-    f"{MAX_ORDER_SHIFT:g} score points and whose injection shift is at most {MAX_INJECTION_SHIFT:g} PAC points; "
-    "it must also beat the worst-set error of every baseline, else no judge is recommended"
+    f"{MAX_ORDER_SHIFT:g} score points, whose injection shift is at most {MAX_INJECTION_SHIFT:g} PAC points "
+    f"and none of whose biases is flagged (an invariance or position shift whose 95% interval lies beyond "
+    f"±{INVARIANCE_TOLERANCE:g} PAC or REF points); it must also beat the worst-set error of every baseline, else no judge is recommended"
 )
 
 
@@ -210,6 +212,8 @@ class JudgeSummary(Record):
     injection: InjectionShift | None
     calibrated: CalibratedError
     cost: JudgeCost
+    # transformation (and `position`) -> shift (stats/invariance.py); None: neither measured
+    invariance: dict[str, InvarianceShift] | None = field(default=None, metadata={"omit_none": True})
 
     @property
     def max_abs_pac_error(self) -> float | None:
@@ -438,7 +442,7 @@ def judge_cost(money: Accounting, n_judgments: int) -> JudgeCost:
 
 
 def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
-                  seed: int) -> JudgeSummary:
+                  seed: int, invariance: Sequence[str] = ()) -> JudgeSummary:
     """Everything the comparison reports about one judge; summary, mappings and accounting are
     computed exactly as `calibrate fit` computes them."""
     table = run.numbers
@@ -465,7 +469,8 @@ def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequenc
             k_fold_max_abs_pac_error=mapping.selected_error.max_abs_pac_error,
             method=mapping.selected_error.method or "",
             selection_k_fold_max_abs_pac_error=validation.k_fold.max_abs_pac_error if validation else None),
-        cost=judge_cost(money, max(money.judged + money.failed, 1)))
+        cost=judge_cost(money, max(money.judged + money.failed, 1)),
+        invariance=invariance_shifts(table, list(invariance), tuple(orders), rule, n_boot, seed))
 
 
 # --------------------------------------------------------------------------- between judges
@@ -555,6 +560,10 @@ def recommend(judges: dict[str, JudgeSummary]) -> Recommendation:
             excluded[name] = f"order shift {order:+.2f} beyond ±{MAX_ORDER_SHIFT:g}"
         elif injection is not None and abs(injection) > MAX_INJECTION_SHIFT:
             excluded[name] = f"injection shift {injection:+.1f} beyond ±{MAX_INJECTION_SHIFT:g} PAC points"
+        elif flagged := {bias: shift for bias, shift in (judge.invariance or {}).items() if shift.flagged}:
+            excluded[name] = "flagged bias: " + "; ".join(
+                f"{bias} (PAC shift {shift.pac_shift:+.1f}, REF shift {shift.ref_shift:+.1f})"
+                for bias, shift in flagged.items())
         elif floor is not None and error >= floor:
             excluded[name] = f"worst-set error {error:.1f} does not beat the best baseline ({floor:.1f})"
         else:

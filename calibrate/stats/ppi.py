@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -126,6 +126,56 @@ def small_sample_estimate(labeled_truth: Iterable[float], labeled_pred: Iterable
             "alpha": float(alpha), "lam": finite(lam)}
 
 
+def weighted_estimate(labeled_truth: Iterable[float], labeled_pred: Iterable[float],
+                      inclusion_probability: Iterable[float], all_pred: Iterable[float], *,
+                      lam: float | None = None, alpha: float = DEFAULT_ALPHA, small_sample: bool = False,
+                      bounds: tuple[float, float] = (0.0, 100.0)) -> dict:
+    """PPI++ for labels drawn with unequal, known inclusion probabilities (a stratified or uncertainty-led
+    study): the mean of the predictions over *all* N pairs plus the inverse-probability-weighted mean of
+    the rectifier over the labelled ones,
+
+        estimate = lam * mean(all_pred) + sum_i w_i (truth_i - lam * pred_i) / sum_i w_i,   w_i = 1 / pi_i.
+
+    The unlabelled pairs alone would not do: selection that depends on the judge's output leaves them a
+    biased sample. For a fixed-size stratified draw (pi = n_h / N_h, so sum w = N) the rectifier's mean is
+    the Horvitz-Thompson estimate; it is ppi_py's weighted `ppi_mean_ci` with `w = 1 / pi` and
+    `Yhat_unlabeled = all_pred` (normal interval, ddof 0; lam tuned as ppi_py tunes it when None), and with
+    equal probabilities ppi_py's unweighted one. `small_sample`: the rectifier's variance gets
+    small_sample_estimate's z^2 pseudo-pairs and the interval is clipped to `bounds`."""
+    alpha = _check_alpha(alpha)
+    truth = _vector(labeled_truth, "labeled_truth")
+    pred = _vector(labeled_pred, "labeled_pred")
+    probability = _vector(inclusion_probability, "inclusion_probability")
+    everything = _vector(all_pred, "all_pred")
+    if len(truth) < MIN_LABELED or not len(truth) == len(pred) == len(probability) or len(everything) < len(truth):
+        raise CalibrateError(f"labeled_truth: need at least {MIN_LABELED} labeled rows, each with a prediction and "
+                             "an inclusion probability, and the predictions of all pairs",
+                             ("labeled_truth", "labeled_pred", "inclusion_probability", "all_pred"))
+    if not ((probability > 0) & (probability <= 1)).all():
+        raise CalibrateError("inclusion_probability must be in (0, 1]", ("inclusion_probability",))
+    n, big_n = len(truth), len(everything)
+    weights = (1 / probability) / (1 / probability).sum() * n  # mean 1, as ppi_py normalises them
+    if lam is None:
+        first = float(everything.mean() + (weights * (truth - pred)).mean())
+        grads, grads_hat = weights * (truth - first), weights * (pred - first)
+        covariance = float(np.mean((grads - grads.mean()) * (grads_hat - grads_hat.mean())))
+        variance = float(np.var(np.concatenate([grads_hat, everything - first]), ddof=1))
+        lam = 0.0 if not variance > 0 else float(min(max(covariance / ((1 + n / big_n) * variance), 0.0), 1.0))
+    rectifier = weights * (truth - lam * pred)
+    estimate = float(lam * everything.mean() + rectifier.mean())
+    variance = rectifier.var()
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    if small_sample:
+        half_range = (bounds[1] - bounds[0]) / 2
+        variance = (n * variance + z * z * half_range ** 2) / (n + z * z)
+    std_error = math.sqrt((lam * everything).var() / big_n + variance / n)
+    low, high = normal_interval(estimate, std_error, alpha)
+    if small_sample:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"method": "ppi++", "estimate": finite(estimate), "ci_low": finite(low), "ci_high": finite(high),
+            "n_labeled": n, "n_unlabeled": big_n - n, "alpha": float(alpha), "lam": finite(lam)}
+
+
 def classical_mean(truth: np.ndarray) -> tuple[float, float]:
     """The labelled mean and its standard error std/sqrt(n), ddof=0 as ppi_py.classical_mean_ci."""
     return float(truth.mean()), float(truth.std() / math.sqrt(len(truth)))
@@ -170,6 +220,44 @@ def normal_interval(estimate: float, std_error: float, alpha: float) -> tuple[fl
     """Two-sided z interval, estimate -+ z_{1-alpha/2} se (statsmodels' _zconfint_generic)."""
     z = NormalDist().inv_cdf(1 - alpha / 2)  # the stdlib's, to ~1e-16 of scipy's norm.ppf, without its import
     return estimate - z * std_error, estimate + z * std_error
+
+
+# --------------------------------------------------------------------------- drawing the labelled pairs
+
+
+def allocate(sizes: dict[str, int], weights: dict[str, float], size: int) -> dict[str, int]:
+    """Labels per stratum in proportion to size x weight, capped at the stratum's size (the rest goes to
+    the others), whole numbers by largest remainders."""
+    counts = {key: 0 for key in sizes}
+    open_keys = list(sizes)
+    left = size
+    while left > 0 and open_keys:
+        total = sum(sizes[k] * weights[k] for k in open_keys)
+        shares = {k: left * sizes[k] * weights[k] / total for k in open_keys}
+        capped = [k for k in open_keys if counts[k] + shares[k] >= sizes[k]]
+        if capped:
+            for k in capped:
+                left -= sizes[k] - counts[k]
+                counts[k] = sizes[k]
+                open_keys.remove(k)
+            continue
+        whole = {k: int(shares[k]) for k in open_keys}
+        for k in sorted(open_keys, key=lambda k: (whole[k] - shares[k], k))[: left - sum(whole.values())]:
+            whole[k] += 1
+        for k in open_keys:
+            counts[k] += whole[k]
+        left = 0
+    return counts
+
+
+def sqrt_weights(keys: Sequence[str]) -> dict[str, float]:
+    """Square-root allocation (each stratum's labels in proportion to the square root of its size), as
+    weights for `allocate`: rare strata (a judge's refusal classes) get labels to measure the judge's error
+    on, at a modest cost in the weights' spread."""
+    sizes = {key: 0 for key in keys}
+    for key in keys:
+        sizes[key] += 1
+    return {key: 1 / math.sqrt(size) for key, size in sizes.items()}
 
 
 # --------------------------------------------------------------------------- tables

@@ -28,7 +28,7 @@ from calibrate.stats import prevalence
 from calibrate.stats.benchmark import MIXED_SHARES, mixed_pairs_ranges
 from calibrate.stats.mapping import IsotonicMap, TwoPointLinearMap, calibrated_estimate
 from calibrate.stats.metrics import expected_values, per_pair_values
-from calibrate.stats.ppi import mean_estimate, small_sample_estimate
+from calibrate.stats.ppi import allocate, mean_estimate, small_sample_estimate, sqrt_weights, weighted_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
 
 # The calibration classes, in the order of their sets; "mixed" is a benchmark-only class (true score
@@ -167,6 +167,8 @@ class Scenario:
     mix_name: str = ""
     benchmark_judge: Judge | None = None  # how the judge reads benchmark pairs, when not as calibration pairs
     mixed_scores: tuple[float, ...] = MIXED_TRUE_SCORES  # the true scores of mixed pairs, drawn with equal chance
+    selection: str = "random"  # how the n_anchor labelled pairs are drawn: "random" or "stratified" (judged class)
+    anchor_judge: Judge | None = None  # labels from this judge (an anchor judge that errs), not the truth
 
     def shares(self) -> np.ndarray:
         """Benchmark shares over (*TRUE_CLASSES, MIXED)."""
@@ -179,6 +181,14 @@ class Scenario:
         shares = self.shares()
         return {metric: float(shares[:-1] @ values[metric] + shares[-1] * mixed_value(metric, self.mixed_scores))
                 for metric in METRICS}
+
+
+    def anchor_truth(self) -> dict[str, float]:
+        """The anchor judge's own PAC and REF on the benchmark population (what PPI++ with it estimates)."""
+        assert self.anchor_judge is not None
+        values = outcome_values(self.rule)
+        reading = np.array([self.anchor_judge.probabilities(c) for c in (*TRUE_CLASSES, MIXED)])
+        return {metric: float(self.shares() @ reading @ values[metric]) for metric in METRICS}
 
 
 def mixed_value(metric: str, scores: tuple[float, ...] = MIXED_TRUE_SCORES) -> float:
@@ -286,13 +296,24 @@ def calibrated_predictions(calibration_counts: np.ndarray, judged_counts: np.nda
 
 def anchor_estimates(scenario: Scenario, sample: Draws,
                      methods: tuple[str, ...] = ANCHOR_ESTIMATORS) -> dict[str, dict[str, np.ndarray]]:
-    """PPI++ (on raw or calibrated predictions) and / or classical per metric and replication, the first
-    n_anchor pairs labelled (a random subset, since pairs are drawn independently)."""
+    """PPI++ (on raw or calibrated predictions) and / or classical per metric and replication. Random
+    selection labels the first n_anchor pairs (a random subset, since pairs are drawn independently), with
+    the estimators `calibrate score` uses for equal chances; stratified selection draws them by the judge's
+    judged class (square-root allocation, as `annotate --select stratified`) and weights by the inclusion
+    probabilities (ppi.weighted_estimate). With an anchor judge, the labels are its reading of the pairs."""
     values = outcome_values(scenario.rule)
     judged = judged_class_matrix()
     calibrated = (calibrated_predictions(sample.calibration @ judged, outcome_counts(sample.outcomes) @ judged,
                                          scenario.rule) if "ppi++ calibrated" in methods else {})
     n = scenario.n_anchor
+    labels = sample.true_values
+    if scenario.anchor_judge is not None:  # the anchor judge reads every pair; only the labelled ones are used
+        rng = np.random.default_rng(len(sample.outcomes))
+        cumulative = np.cumsum([scenario.anchor_judge.probabilities(c) for c in (*TRUE_CLASSES, MIXED)], axis=1)
+        cumulative[:, -1] = 1.0
+        read = (rng.random(sample.classes.shape)[..., None] > cumulative[sample.classes]).sum(axis=-1)
+        labels = {metric: values[metric][read] for metric in METRICS}
+    chosen, probability = _selections(scenario, sample, judged)
     out: dict[str, dict[str, np.ndarray]] = {}
     for method in methods:
         out[method] = {}
@@ -301,12 +322,38 @@ def anchor_estimates(scenario: Scenario, sample: Draws,
             for r in range(sample.outcomes.shape[0]):
                 table = calibrated[metric][r] if method == "ppi++ calibrated" else values[metric]
                 pred = table[sample.outcomes[r]]
-                result = (small_sample_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:])
-                          if method == "ppi++ calibrated" else
-                          mean_estimate(sample.true_values[metric][r, :n], pred[:n], pred[n:], method))
+                truth = labels[metric][r]
+                if scenario.selection == "stratified":
+                    picked = chosen[r]
+                    result = weighted_estimate(truth[picked], pred[picked], probability[r], pred,
+                                               lam=0.0 if method == "classical" else None,
+                                               small_sample=method == "ppi++ calibrated")
+                elif method == "ppi++ calibrated":
+                    result = small_sample_estimate(truth[:n], pred[:n], pred[n:])
+                else:
+                    result = mean_estimate(truth[:n], pred[:n], pred[n:], method)
                 rows.append((result["estimate"], result["ci_low"], result["ci_high"]))
             out[method][metric] = np.array(rows, dtype=float)
     return out
+
+
+def _selections(scenario: Scenario, sample: Draws, judged: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per replication, the labelled pairs and their inclusion probabilities of a stratified selection by the
+    judge's judged class (none for random selection, which labels the first n_anchor pairs)."""
+    if scenario.selection != "stratified":
+        return [], []
+    rng = np.random.default_rng(scenario.n_anchor)
+    chosen, probability = [], []
+    for outcomes in sample.outcomes:
+        keys = [str(k) for k in judged[outcomes].argmax(axis=1)]
+        sizes = {key: keys.count(key) for key in dict.fromkeys(keys)}
+        counts = allocate(sizes, sqrt_weights(keys), scenario.n_anchor)
+        stratum = np.array(keys)
+        picked = np.concatenate([rng.choice(np.flatnonzero(stratum == key), size=counts[key], replace=False)
+                                 for key in sizes])
+        chosen.append(picked)
+        probability.append(np.array([counts[keys[i]] / sizes[keys[i]] for i in picked]))
+    return chosen, probability
 
 
 def mapped_estimates(scenario: Scenario, sample: Draws, n_boot: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -328,11 +375,13 @@ def mapped_estimates(scenario: Scenario, sample: Draws, n_boot: int, seed: int) 
 
 
 def simulate(scenario: Scenario, replications: int, n_boot: int = 400, seed: int = 0,
-             estimators: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+             estimators: tuple[str, ...] | None = None,
+             truth: dict[str, float] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """{estimator: {metric: {"mean", "bias", "width", "coverage", "near_singular"}}} over the replications.
 
     `estimators` limits the work (default: raw, both class corrections, and with an anchor PPI++ and
-    classical; the mapped ones only when named)."""
+    classical; the mapped ones only when named). `truth`: what bias and coverage are measured against
+    (default the scenario's true values; e.g. an anchor judge's own metric, `Scenario.anchor_truth`)."""
     if estimators is None:
         estimators = ("raw", *CLASS_ESTIMATORS, *(ANCHOR_ESTIMATORS if scenario.n_anchor else ()))
     rng = np.random.default_rng(seed)
@@ -354,7 +403,7 @@ def simulate(scenario: Scenario, replications: int, n_boot: int = 400, seed: int
         results.update(anchor_estimates(scenario, sample, anchored))
     if any(name in estimators for name in MAPPED_ESTIMATORS):
         results.update({k: v for k, v in mapped_estimates(scenario, sample, n_boot, seed).items() if k in estimators})
-    return summarise(results, scenario.truth())
+    return summarise(results, truth or scenario.truth())
 
 
 def summarise(results: dict[str, dict[str, np.ndarray]], truth: dict[str, float]) -> dict:

@@ -30,7 +30,8 @@ GIVEN_FLAGS = ("refusal_1", "refusal_2", "no_info_1", "no_info_2")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (position INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE, content_key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (position INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE, content_key TEXT NOT NULL,
+    inclusion_probability REAL NOT NULL DEFAULT 1.0);
 CREATE TABLE IF NOT EXISTS labels (
     item TEXT NOT NULL, annotator TEXT NOT NULL, score INTEGER NOT NULL,
     refusal_1 INTEGER NOT NULL, refusal_2 INTEGER NOT NULL, no_info_1 INTEGER NOT NULL, no_info_2 INTEGER NOT NULL,
@@ -53,6 +54,13 @@ class LabelStore(SQLiteFile):
         self._lock = threading.Lock()  # the web server answers on several threads
         if not read_only:
             self._run(lambda: self._db.executescript(SCHEMA))
+            self._run(self._add_inclusion_column)
+
+    def _add_inclusion_column(self) -> None:
+        """A labels file from before studies recorded each item's chance of being drawn: every item had 1."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(items)")]
+        if "inclusion_probability" not in columns:
+            self._db.execute("ALTER TABLE items ADD COLUMN inclusion_probability REAL NOT NULL DEFAULT 1.0")
 
     def _run(self, action):
         """Run one statement group under the lock, in one transaction; SQLite errors name the file."""
@@ -67,14 +75,17 @@ class LabelStore(SQLiteFile):
 
     # ----------------------------------------------------------------- the study's items
 
-    def fix_items(self, items: list[tuple[str, str]], study: dict) -> None:
-        """Record the study's items (item, content key) the first time; later, check they are the same,
-        so that every annotator labels the same pairs and human-human agreement has shared items."""
+    def fix_items(self, items: list[tuple[str, str]], study: dict, probabilities: list[float]) -> None:
+        """Record the study's items (item, content key, its chance of being drawn) the first time; later,
+        check they are the same, so that every annotator labels the same pairs and human-human agreement
+        has shared items."""
         stored = self.items()
         if not stored:
             def write() -> None:
-                self._db.executemany("INSERT INTO items (position, item, content_key) VALUES (?, ?, ?)",
-                                     [(i, item, key) for i, (item, key) in enumerate(items)])
+                self._db.executemany(
+                    "INSERT INTO items (position, item, content_key, inclusion_probability) VALUES (?, ?, ?, ?)",
+                    [(i, item, key, float(p)) for i, ((item, key), p) in enumerate(zip(items, probabilities,
+                                                                                         strict=True))])
                 self._db.execute("INSERT OR REPLACE INTO study (key, value) VALUES ('definition', ?)",
                                  (json.dumps(study, sort_keys=True),))
             self._run(write)
@@ -156,8 +167,9 @@ class LabelStore(SQLiteFile):
                                            (annotator, int(position))))
 
     def table(self) -> pd.DataFrame:
-        """Every label, in the study's item order then by annotator."""
+        """Every label with its item's inclusion probability, in the study's item order then by annotator."""
         return self._run(lambda: pd.read_sql_query(
-            "SELECT l.item, l.annotator, l.score, l.refusal_1, l.refusal_2, l.no_info_1, l.no_info_2, l.note, "
+            "SELECT l.item, l.annotator, l.score, l.refusal_1, l.refusal_2, l.no_info_1, l.no_info_2, "
+            "COALESCE(i.inclusion_probability, 1.0) AS inclusion_probability, l.note, "
             "l.seconds, l.labelled_at FROM labels l LEFT JOIN items i ON i.item = l.item "
             "ORDER BY i.position, l.annotator", self._db))

@@ -58,8 +58,8 @@ def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
         return CalibrateError(f"disk full while writing {what} {path}; nothing lost: everything stored before is "
                               "kept (the write was rolled back); free some space and run again")
     if "readonly" in text or "read-only" in text:
-        return CalibrateError(f"{what} {path} is read-only: calibrate cannot store judgments in it; "
-                              "pass another cache path (--cache FILE, or cache= in Python)")
+        return CalibrateError(f"cache: {what} {path} is read-only: calibrate cannot store judgments in it; "
+                              "pass another path", ("cache",))
     corrupt = isinstance(error, sqlite3.DatabaseError) and "corrupt" in text
     if "malformed" in text or "not a database" in text or corrupt:
         return CalibrateError(f"{what} {path}: not a usable SQLite database, the file is corrupt ({text}); "

@@ -1,7 +1,10 @@
 """`annotate`: blind human labelling of pairs, and the export of the labels as a label file.
 
 A study is a reproducible draw of pairs from anything `fit` or `score` reads (calibration sets, a
-response dataset, a hub id), optionally stratified by set or category. Every annotator labels the same
+response dataset, a hub id): random (optionally in proportion to sets or categories), stratified by a
+judge's judged class, or led by the judge's uncertainty; each pair's chance of being drawn (its
+inclusion probability) is recorded with the study and exported with the labels, so that estimates
+from the labels can weight by it (stats/ppi.weighted_estimate). Every annotator labels the same
 items (fixed in the labels file when the first annotator starts), each in an own seeded random order,
 so human-human agreement is measured on shared items. The page (annotate_web.py) shows only what the
 judge reads, never anything a judge said; labels go into the labels file (store/labels.py) as given.
@@ -22,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, load_calibration_sets
-from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, item_name
+from calibrate.data.labels import ANNOTATOR, INCLUSION, ITEM, LABEL_FLAGS, SCORE, item_name
 from calibrate.data.pairs import Pair
 from calibrate.data.sources import FILE_SUFFIXES, load_source
 from calibrate.errors import CalibrateError
+from calibrate.stats.ppi import allocate, sqrt_weights
 from calibrate.store.labels import GIVEN_FLAGS, LabelStore
-from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, STRATA
+from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, SELECTIONS, STRATA
 from calibrate.workflows.common import response_sources
 
 MAX_NOTE = 2000  # characters
@@ -41,6 +45,7 @@ class Study:
     pairs: list[Pair]
     items: list[str]
     definition: dict
+    probabilities: list[float]  # each pair's chance of being drawn (1.0 when every pair is in the study)
 
     def keys(self) -> list[tuple[str, str]]:
         return [(item, pair.content_key) for item, pair in zip(self.items, self.pairs, strict=True)]
@@ -56,11 +61,19 @@ def _is_calibration(data: str, sets: Sequence[str] | None) -> bool:
 
 
 def build_study(data: str = "sample", sets: Sequence[str] | None = None, sample: int | None = None, seed: int = 0,
-                stratify: str = "none") -> Study:
+                stratify: str = "none", select: str = "random", judge: str | None = None,
+                cache: Path | str | None = None) -> Study:
     """Load the pairs and draw the study's sample (all pairs without `sample`). Pairs whose answer is
-    missing ("No response", empty) are left out: there is nothing to label."""
+    missing ("No response", empty) are left out: there is nothing to label. `select` "stratified" and
+    "uncertain" need `judge`, whose judgments of the pairs (both orders; from `cache`, judged where missing)
+    make the strata."""
     if stratify not in STRATA:
         raise CalibrateError(f"stratify must be one of {', '.join(STRATA)}, got {stratify!r}", ("stratify",))
+    if select not in SELECTIONS:
+        raise CalibrateError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}", ("select",))
+    if select != "random" and (judge is None or stratify != "none"):
+        raise CalibrateError(f"select {select} draws by a judge's judgments: give judge (and no stratify)",
+                             ("select", "judge", "stratify"))
     if sample is not None and sample < 1:
         raise CalibrateError("sample must be a positive number of pairs", ("sample",))
     if _is_calibration(data, sets):
@@ -70,29 +83,79 @@ def build_study(data: str = "sample", sets: Sequence[str] | None = None, sample:
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs if not pair.missing_answers]
     if not pairs:
         raise CalibrateError(f"data {data}: no pair with both answers to label", ("data",))
-    if sample is not None and sample < len(pairs):
-        pairs = [pairs[i] for i in _draw(pairs, sample, seed, stratify)]
-    definition = {"data": data, "sets": list(loaded), "sample": sample, "seed": seed, "stratify": stratify}
-    return Study(pairs, [item_name(p.set_name, p.id) for p in pairs], definition)
+    definition = {"data": data, "sets": list(loaded), "sample": sample, "seed": seed, "stratify": stratify,
+                  "select": select, "judge": judge}
+    if sample is None or sample >= len(pairs):
+        return Study(pairs, [item_name(p.set_name, p.id) for p in pairs], definition, [1.0] * len(pairs))
+    if select == "random":
+        keys = ["" if stratify == "none" else p.set_name if stratify == "set" else (p.category or "(none)")
+                for p in pairs]
+        weights: dict[str, float] = {key: 1.0 for key in keys}
+    else:
+        keys = judge_strata(pairs, judge, cache, select)  # type: ignore[arg-type]
+        weights = stratum_weights(keys, select)
+    chosen, probability = _draw(keys, weights, sample, seed)
+    counts = {key: keys.count(key) for key in dict.fromkeys(keys)}
+    definition["strata"] = {key: {"pairs": counts[key], "drawn": sum(keys[i] == key for i in chosen),
+                                  "inclusion_probability": probability[key]} for key in counts}
+    picked = [pairs[i] for i in chosen]
+    return Study(picked, [item_name(p.set_name, p.id) for p in picked], definition,
+                 [probability[keys[i]] for i in chosen])
 
 
-def _draw(pairs: list[Pair], size: int, seed: int, stratify: str) -> list[int]:
-    """Indices of a seeded random sample, allocated to the strata in proportion (largest remainders)."""
+UNSURE_WEIGHT = 3.0  # "uncertain": a pair the judge is unsure of is drawn with three times a sure pair's chance
+SURE, UNSURE = "sure", "unsure"
+
+
+def judge_strata(pairs: list[Pair], judge: str, cache: Path | str | None, select: str) -> list[str]:
+    """Each pair's stratum from the judge's judgments in both orders (cached ones reused, the rest judged):
+    "stratified": its judged class in the forward order ("failed" when the judge gave none); "uncertain":
+    "unsure" when the two orders disagree on the class, the score is not a clear -2 / +2, or a judgment failed."""
+    from calibrate.judging.registry import load_judge_config, make_backend
+    from calibrate.judging.runner import judge_pairs
+    from calibrate.stats.rules import pair_classes
+    from calibrate.store.judgments import JudgmentStore
+    from calibrate.store.sqlite import cache_path
+
+    with JudgmentStore(cache_path(cache)) as store:
+        table, _ = judge_pairs(make_backend(load_judge_config(judge)), pairs, store, orders=("forward", "reverse"))
+    ok = table[table["parse_status"] == "ok"].drop_duplicates(["set_name", "pair_id", "order"])
+    classes = pair_classes(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
+                           ok["person_2_refusal"].to_numpy(bool))
+    judged = {(row.set_name, row.pair_id, row.order): (cls, row.alignment_score)
+              for row, cls in zip(ok.itertuples(), classes, strict=True)}
+    strata = []
+    for pair in pairs:
+        forward, reverse = (judged.get((pair.set_name, pair.id, order)) for order in ("forward", "reverse"))
+        if select == "stratified":
+            strata.append(forward[0] if forward else "failed")
+        else:
+            sure = forward and reverse and forward[0] == reverse[0] and abs(forward[1]) == 2 == abs(reverse[1])
+            strata.append(SURE if sure else UNSURE)
+    return strata
+
+
+def stratum_weights(keys: list[str], select: str) -> dict[str, float]:
+    """Each stratum's chance of a pair relative to the others: "uncertain", UNSURE_WEIGHT for unsure pairs;
+    "stratified", square-root allocation (ppi.sqrt_weights)."""
+    if select == "uncertain":
+        return {key: UNSURE_WEIGHT if key == UNSURE else 1.0 for key in keys}
+    return sqrt_weights(keys)
+
+
+def _draw(keys: list[str], weights: dict[str, float], size: int, seed: int) -> tuple[list[int], dict[str, float]]:
+    """Indices of a seeded stratified random sample of `size` pairs, each stratum's share of it in proportion
+    to its pairs times its weight (largest remainders, never more than the stratum holds), and each stratum's
+    inclusion probability (drawn / pairs)."""
     rng = np.random.default_rng(seed)
-    if stratify == "none":
-        return sorted(rng.choice(len(pairs), size=size, replace=False).tolist())
-    keys = [p.set_name if stratify == "set" else (p.category or "(none)") for p in pairs]
     groups: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
-    shares = {key: size * len(members) / len(pairs) for key, members in groups.items()}
-    counts = {key: int(share) for key, share in shares.items()}
-    for key in sorted(shares, key=lambda k: (counts[k] - shares[k], k))[: size - sum(counts.values())]:
-        counts[key] += 1
+    counts = allocate({key: len(members) for key, members in groups.items()}, weights, size)
     chosen = []
     for key, members in groups.items():
         chosen += rng.choice(members, size=counts[key], replace=False).tolist()
-    return sorted(chosen)
+    return sorted(chosen), {key: counts[key] / len(members) for key, members in groups.items()}
 
 
 def annotator_name(raw: str) -> str:
@@ -128,7 +191,7 @@ class Session:
 
     def __post_init__(self) -> None:
         self.annotator = annotator_name(self.annotator)
-        self.store.fix_items(self.study.keys(), self.study.definition)
+        self.store.fix_items(self.study.keys(), self.study.definition, self.study.probabilities)
         self.order = annotator_order(len(self.study.pairs), self.study.definition["seed"], self.annotator)
 
     @property
@@ -202,18 +265,19 @@ def parse_form(form: dict[str, str]) -> tuple[int, dict[str, bool], str]:
 
 
 def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: Sequence[str] | None = None,
-             sample: int | None = None, seed: int = 0, stratify: str = "none", host: str = DEFAULT_HOST,
+             sample: int | None = None, seed: int = 0, stratify: str = "none", select: str = "random",
+             judge: str | None = None, cache: Path | str | None = None, host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, on_ready: Callable[[str, Session], None] | None = None) -> None:
     """Serve the labelling page for one annotator until interrupted (Ctrl-C). Every label is committed
     to `labels` as it is given. `on_ready(url, session)` is called once the server listens. One server
     per annotator and labels file; the page answers only to its own address and its own tab
-    (annotate_web.py)."""
+    (annotate_web.py). `select`, `judge`, `cache`: how the study is drawn (build_study)."""
     from werkzeug.serving import make_server
 
     from calibrate.workflows.annotate_web import allowed_hosts, create_app
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the terminal
-    study = build_study(data, sets, sample, seed, stratify)
+    study = build_study(data, sets, sample, seed, stratify, select, judge, cache)
     with LabelStore(labels) as store:
         session = Session(study, store, annotator)
         try:  # bound first, so the app knows the port it answers on (port 0: a free one)
@@ -238,7 +302,8 @@ EXPORT_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
     """Write every label of a labels file as a long-format label file (CSV, JSONL or parquet, by the
-    suffix of `out`): item, annotator, alignment_score, the four flags, note, seconds, labelled_at. A CSV is
+    suffix of `out`): item, annotator, alignment_score, the four flags, inclusion_probability (the study's
+    chance of drawing the item), note, seconds, labelled_at. A CSV is
     for spreadsheets too: a note or name that starts like a formula (=, +, -, @) gets a leading quote."""
     from calibrate.reports.render import write_csv  # here: the reports load matplotlib
 
@@ -253,7 +318,7 @@ def export_labels(labels: Path | str, out: Path | str) -> pd.DataFrame:
         frame[flag] = frame[flag].astype(bool)
     frame["labelled_at"] = pd.to_datetime(frame["labelled_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame["seconds"] = frame["seconds"].round(1)
-    frame = frame[[ITEM, ANNOTATOR, SCORE, *LABEL_FLAGS, "note", "seconds", "labelled_at"]]
+    frame = frame[[ITEM, ANNOTATOR, SCORE, *LABEL_FLAGS, INCLUSION, "note", "seconds", "labelled_at"]]
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if suffix == ".csv":

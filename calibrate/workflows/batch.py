@@ -33,7 +33,11 @@ from calibrate.judging.base import Judgment, view_of
 from calibrate.judging.batch_files import (
     batch_backend,
     batch_judgment,
+    line_limit,
     request_line,
+    result_lines,
+    text_of,
+    too_large_result,
     verdict_of_result,
 )
 from calibrate.judging.batch_files import parse_custom_id as parse_file_custom_id
@@ -265,29 +269,26 @@ def export_requests(config: JudgeConfig, pairs: list[Pair], orders: tuple[str, .
 
 def import_results(config: JudgeConfig, results_file: Path, store: JudgmentStore) -> ImportSummary:
     """Validate every result line and store it: successes as cached judgments, the rest as typed failures."""
-    try:
-        lines = results_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CalibrateError(f"cannot read {results_file}: {error}") from None
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line, whole in result_lines(results_file, line_limit(config)):  # each line bounded
         where = f"{results_file}, line {number}"
-        record = json_object_line(line, where)
-        config_hash, item_key, order, cut = parse_file_custom_id(record.get("custom_id"), where)
+        if whole:
+            record = json_object_line(text_of(line, where), where)
+            result_id, verdict = record.get("custom_id"), verdict_of_result(record)
+        else:
+            result_id, verdict = too_large_result(line, where)
+        config_hash, item_key, order, cut = parse_file_custom_id(result_id, where)
         if config_hash != config.config_hash:
             raise CalibrateError(f"{where}: result belongs to judge config {config_hash}, not "
                                  f"'{config.name}' ({config.config_hash})")
-        records.append((record, item_key, order, cut))
+        records.append((verdict, item_key, order, cut))
     imported = already_cached = 0
     failed: dict[str, int] = {}
     cached = store.get_many(config.config_hash, [(item, order, 0) for _, item, order, _ in records])
-    for record, item_key, order, cut in records:
+    for verdict, item_key, order, cut in records:
         if (item_key, order, 0) in cached:
             already_cached += 1
             continue
-        verdict = verdict_of_result(record)
         store.put(batch_judgment(config, item_key, order, verdict, cut, f"file:{results_file.name}"))
         if verdict.parse_status == "ok":
             imported += 1
@@ -318,8 +319,8 @@ def warn_if_in_open_batches(store: JudgmentStore, config, pairs: Sequence[Pair],
     cached = store.get_many(config.config_hash, [(item, order, 0) for item, order in carried])
     if len(carried) > len(cached):
         log.warning("%d of these requests are in open batch jobs of judge '%s'; judging them now pays twice. "
-                    "`calibrate batch collect --judge %s --wait` loads the batch results instead",
-                    len(carried) - len(cached), config.name, config.name)
+                    "Collecting that judge's batches (waiting for them) loads the batch results instead",
+                    len(carried) - len(cached), config.name)
 
 
 async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_hash: str) -> None:
@@ -341,9 +342,9 @@ async def _adopt_unconfirmed(provider: Provider, ledger: BatchLedger, config_has
         else:
             sent = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted_at"]))
             log.warning("a batch of %d requests was sent at %s without its id being recorded, and %d %s batches "
-                        "could be it: %s. Its requests are held back; `calibrate batch adopt BATCH_ID --judge %s` "
-                        "records the right one", row["requests"], sent, len(found), provider.name, ", ".join(found),
-                        row["judge_name"])
+                        "could be it: %s. Its requests are held back; adopting the right one "
+                        "(batch adopt, with its id, for judge '%s') records it", row["requests"], sent, len(found),
+                        provider.name, ", ".join(found), row["judge_name"])
 
 
 def submit(backend: RemoteBackend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequence[str],

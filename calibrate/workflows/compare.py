@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.data.invariance import invariance_sets, parse_invariance
 from calibrate.data.labels import ITEM, read_labels, split_item
 from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import load_source, portable_path
@@ -113,11 +114,11 @@ class Analysis(Record):
 
 
 def analyse(runs: Sequence[JudgeRun], rule: str, set_names: Sequence[str], orders: Sequence[str],
-            labels: pd.DataFrame | None, n_boot: int, seed: int) -> Analysis:
+            labels: pd.DataFrame | None, n_boot: int, seed: int, invariance: Sequence[str] = ()) -> Analysis:
     """The comparison's statistics from the judges' runs: per judge, between judges, against humans, the
     recommendation (benchmarks/bench_compare.py times this part alone)."""
     calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
-    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed) for run in runs}
+    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed, invariance) for run in runs}
     return Analysis(
         judges=per_judge,
         between_judges=between_judges(runs, orders[0], calibration_sets, n_boot, seed),
@@ -135,19 +136,22 @@ class Inputs:
     orders: tuple[str, ...]
     loaded: dict[str, LoadedSet]
     labelled: dict[str, LoadedSet]
+    invariance: list[str]
 
     @property
     def pairs(self) -> list[Pair]:
-        return [pair for loaded_set in [*self.loaded.values(), *self.labelled.values()] for pair in loaded_set.pairs]
+        every = [*self.loaded.values(), *invariance_sets(self.loaded, self.invariance).values(), *self.labelled.values()]
+        return [pair for loaded_set in every for pair in loaded_set.pairs]
 
 
 def load_inputs(judges: Sequence[str], *, data: str, sets: Sequence[str] | str, repeats: int, order: str,
                 human_labels: Path | str | None, responses: Sequence[str], baselines: bool, limit: int | None,
-                seed: int, planning: bool) -> Inputs:
+                seed: int, planning: bool, invariance: Sequence[str] | str | None = None) -> Inputs:
     """Every config loaded and, for a run (not `planning`), every API key and endpoint checked, before any
     judging; then the labels and the sets."""
     if repeats < 1:
         raise CalibrateError("repeats must be at least 1", ("repeats",))
+    transformations = parse_invariance(invariance)
     if not judges:
         raise CalibrateError("judges: name at least one judge to compare", ("judges",))
     names = list(dict.fromkeys([*judges, *(DEFAULT_BASELINES if baselines else ())]))
@@ -170,7 +174,7 @@ def load_inputs(judges: Sequence[str], *, data: str, sets: Sequence[str] | str, 
     orders = orders_of(order)
     loaded = load_sets(data, sets, limit, seed)
     return Inputs([config for config, _ in judges_loaded], backends, labels, orders, loaded,
-                  labelled_response_pairs(labels, responses, loaded) if labels is not None else {})
+                  labelled_response_pairs(labels, responses, loaded) if labels is not None else {}, transformations)
 
 
 def plan_compare(
@@ -186,11 +190,13 @@ def plan_compare(
     limit: int | None = None,
     seed: int = 0,
     cache: Path | str | None = None,
+    invariance: Sequence[str] | str | None = None,
 ) -> RunPlan:
     """What `compare` with the same arguments would send and cost, per judge; sends nothing, needs no key
     (the cache is read read-only)."""
     inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
-                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True)
+                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True,
+                         invariance=invariance)
     with plan_store(cache) as store:
         estimates = [e for backend in inputs.backends
                      for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
@@ -215,6 +221,7 @@ def compare(
     progress: ProgressCallback | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
+    invariance: Sequence[str] | str | None = None,
 ) -> CompareResult:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
 
@@ -226,13 +233,16 @@ def compare(
     datasets they come from in `responses` (files named like the items' source); only their labelled
     pairs are judged. `max_cost`: stop before the spend (USD, list price, all judges together) would
     pass it; `progress`: receives the judging's `JudgingProgress` events. `plan_compare` says what a run
-    would cost, sending nothing.
+    would cost, sending nothing. `invariance`: transformations (data/invariance.py) whose sets every judge
+    judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
+    the judge from the recommendation.
     """
     started = time.perf_counter()
     budget = spend_budget(max_cost)
     rule = check_rule(rule or DEFAULT_RULE)
     inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
-                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False)
+                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False,
+                         invariance=invariance)
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir):
@@ -243,7 +253,8 @@ def compare(
                                             progress=progress, repeats=repeats, budget=budget)
                 runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
             quarantined = store.quarantined
-        analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed)
+        analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
+                           inputs.invariance)
         humans = analysis.humans
         if humans is not None and human_labels is not None:  # human agreement is measured only with labels
             humans = dataclasses.replace(humans, source=portable_path(human_labels),

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.data.invariance import invariance_sets, parse_invariance
+from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
@@ -33,6 +35,7 @@ from calibrate.stats.calibration import (
     injection_shift,
     summarise,
 )
+from calibrate.stats.invariance import invariance_shifts
 from calibrate.stats.mapping import ScoreMapping
 from calibrate.stats.metrics import DEFAULT_BOOTSTRAP, SetReport, confusion_matrix, order_effect, set_report
 from calibrate.stats.rules import check_rule
@@ -108,12 +111,13 @@ def plan_fit(
     seed: int = 0,
     cache: Path | str | None = None,
     order: str = "forward",
+    invariance: Sequence[str] | str | None = None,
 ) -> RunPlan:
     """What `fit` with these arguments would send and cost (requests, tokens, cost at list and batch
     price, time), sending nothing: the cache is read, never written, and no key is needed."""
     backend = make_backend(load_judge_config(judge))
     orders = orders_of(order)
-    pairs = [pair for loaded_set in load_sets(data, sets, limit, seed).values() for pair in loaded_set.pairs]
+    pairs = judged_pairs(load_sets(data, sets, limit, seed), parse_invariance(invariance))
     with plan_store(cache) as store:
         return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
 
@@ -133,6 +137,7 @@ def fit(
     n_folds: int = 5,
     order: str = "forward",
     max_cost: float | SpendBudget | None = None,
+    invariance: Sequence[str] | str | None = None,
 ) -> FitResult:
     """Judge the calibration sets, measure each set against its expected values, fit score mappings.
 
@@ -142,6 +147,8 @@ def fit(
     set (a seeded random choice); `seed`: the one seed of the run (that choice, the bootstrap, the
     folds). Loads and validates every set before any judging. `max_cost`: stop before the spend (USD,
     list price) would pass it; `progress`: receives the judging's `JudgingProgress` events.
+    `invariance`: transformations (data/invariance.py: padding, hedging, markdown, politeness, or a user's)
+    whose sets are judged too, each reported as its shift from the untransformed sets (`invariance`).
     `plan_fit` says what a run would cost without sending anything.
     """
     started = time.perf_counter()
@@ -151,8 +158,9 @@ def fit(
     check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
     rule = check_rule(rule or config.rule)
     orders = orders_of(order)
+    transformations = parse_invariance(invariance)
     loaded = load_sets(data, sets, limit, seed)
-    pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs]
+    pairs = judged_pairs(loaded, transformations)
     out_dir = output_dir(out)
     cache_file = cache_path(cache)
     with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
@@ -199,10 +207,11 @@ def fit(
             summary=summarise(calibration_reports),
             confusion_matrix=matrix,
             warnings=confusion_warnings(matrix),
-            order_effect=order_effect(table) if len(orders) == 2 else None,
+            order_effect=order_effect(table[table["set_name"].isin(list(loaded))]) if len(orders) == 2 else None,
             injection=injection_shift(primary, rule, n_boot, seed),
             mapping=fit_mappings(calibration_rows, rule, n_folds, seed),
             package_versions=package_versions(),
+            invariance=invariance_shifts(table, transformations, orders, rule, n_boot, seed),
         )
         elapsed = round(time.perf_counter() - started, 3)
         result = FitResult(calibration=replace(calibration, run=replace(calibration.run, elapsed_s=elapsed)),
@@ -210,6 +219,12 @@ def fit(
         if out_dir is not None:
             result.write(out_dir)
     return result
+
+
+def judged_pairs(loaded: dict[str, LoadedSet], transformations: list[str]) -> list[Pair]:
+    """The pairs of the loaded sets, then of their invariance sets."""
+    every = [*loaded.values(), *invariance_sets(loaded, transformations).values()]
+    return [pair for loaded_set in every for pair in loaded_set.pairs]
 
 
 def read_calibration_record(path: Path | str) -> Calibration:

@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.data.labels import ITEM, LABEL_FLAGS, SCORE, parse_flag, parse_labels, split_item
+from calibrate.data.labels import (
+    INCLUSION,
+    ITEM,
+    LABEL_FLAGS,
+    SCORE,
+    parse_flag,
+    parse_labels,
+    parse_probability,
+    split_item,
+)
 from calibrate.data.sources import PairStream, portable_path, read_source_frame, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
@@ -166,7 +175,8 @@ def _load_fit(path: Path) -> FitResult:
 
 def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataFrame]:
     """Human labels as the anchor, per model: `pair_id`, `alignment_score` (-2..2), optionally the four
-    flags (missing flags are false) and `model` (needed when several response datasets are scored); or a
+    flags (missing flags are false), `model` (needed when several response datasets are scored) and
+    `inclusion_probability` (the study's chance of drawing the pair; 1.0, uniform, when absent); or a
     label file with `item` ("<model>/<pair_id>", the long format of data/labels.py), where several
     annotators' labels of a pair count as their consensus."""
     frame = read_source_frame(path, "human_labels", "human_labels")
@@ -188,6 +198,8 @@ def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataF
         raise CalibrateError(f"{where}: row {row + 1}: alignment_score {str(frame['alignment_score'].iloc[row])!r} "
                              "is not an integer in -2..2", ("human_labels",))
     labels = frame.assign(alignment_score=scores.astype(int), parse_status="ok", value_preference=None)
+    labels[INCLUSION] = ([parse_probability(value, f"{where}, row {row}", "human_labels")
+                          for row, value in enumerate(labels[INCLUSION], start=1)] if INCLUSION in labels else 1.0)
     for flag in LABEL_FLAGS:
         labels[flag] = ([parse_flag(value, f"{where}, row {row}: {flag}", "human_labels") == 1.0
                          for row, value in enumerate(labels[flag], start=1)] if flag in labels else False)
@@ -200,9 +212,12 @@ def read_human_labels(path: Path | str, models: list[str]) -> dict[str, pd.DataF
 
 def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """One row per labelled pair (model, pair_id, score, flags): the annotators' consensus."""
-    agreed = consensus(annotator_tables(labels[labels[SCORE].notna()]))
+    given = labels[labels[SCORE].notna()]
+    agreed = consensus(annotator_tables(given))
     where = [split_item(item) for item in agreed.index]
-    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where])
+    probability = given.drop_duplicates(ITEM).set_index(ITEM)[INCLUSION].reindex(agreed.index).to_numpy()
+    return agreed.reset_index(drop=True).assign(model=[m for m, _ in where], pair_id=[p for _, p in where],
+                                                **{INCLUSION: probability})
 
 
 @dataclass
@@ -457,3 +472,26 @@ def _anchored(primary: pd.DataFrame, anchor: pd.DataFrame, rule: str, backend: B
     return dataclasses.replace(estimates, cost=AnchorCost(
         anchor_usd=round(spent, 6), anchor_on_every_pair_usd=round(per_pair * total_pairs, 6),
         cheap_usd=cheap_cost.cost_usd, saved_usd=round(per_pair * total_pairs - spent - cheap_cost.cost_usd, 6)))
+
+
+def plan_labels(metrics: Path | str, *, half_width: float = 5.0, price_per_label: float | None = None
+                ) -> benchmark.LabelPlan:
+    """How many human labels would give each model's PAC and REF within +-half_width points, drawn at random
+    or stratified by the judge's judged class, and their cost at `price_per_label` (benchmark.label_budget),
+    from a score run's metrics.json (`metrics`: the file or its folder)."""
+    import json
+
+    if not half_width > 0:
+        raise CalibrateError("half_width must be a positive number of points", ("half_width",))
+    if price_per_label is not None and not price_per_label >= 0:
+        raise CalibrateError("price_per_label must be a non-negative amount", ("price_per_label",))
+    path = Path(metrics)
+    path = path / "metrics.json" if path.is_dir() else path
+    try:
+        record = benchmark.ScoreRecord.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CalibrateError(f"metrics {path}: no such file (a `score` run's metrics.json)", ("metrics",)) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CalibrateError(f"metrics {path}: not a score run's metrics.json ({str(error)[:120]})",
+                             ("metrics",)) from None
+    return benchmark.label_plan(record, half_width, price_per_label)

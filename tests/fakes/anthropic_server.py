@@ -9,7 +9,8 @@ without the judge's answer markers is a generation request and gets `generated_a
 
 Faults are queued (each POST /v1/messages takes the next one) or tied to a marker text inside the prompt
 (applied on every request that contains it); only POST /v1/messages is logged in `log`. `reset` closes the
-connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a client that has given up.
+connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a client that has given up;
+`huge-body`, `gzip-bomb` and `redirect` are openai_server's hostile replies.
 Like the real API since version 2026-10-21, a request carrying temperature, top_p or top_k is refused
 (400) unless it asks for the older API version 2023-06-01. A strict tool or `output_config` schema with a
 numeric bound (`minimum`, `maximum`) is refused (400), as the real structured outputs refuse it. Tool inputs
@@ -51,6 +52,7 @@ from typing import ClassVar
 from urllib.parse import unquote
 
 from tests.fakes.openai_server import (
+    HOSTILE_FAULTS,
     FaultScript,
     LoopbackHandler,
     RateLimit,
@@ -63,7 +65,7 @@ from tests.fakes.openai_server import (
 )
 
 FAULTS = ("429", "429-retry-after-1s", "529", "500", "401", "timeout", "reset", "malformed-tool-input",
-          "missing-field", "text-only", "refusal", "max-tokens")
+          "missing-field", "text-only", "refusal", "max-tokens", *HOSTILE_FAULTS)
 BATCH_API_FAULTS = ("429", "529", "500", "slow")
 BATCH_FAULTS = ("errored", "expired", "canceled", "malformed-tool-input", "refusal", "max-tokens")
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -283,6 +285,8 @@ class Handler(LoopbackHandler):
             time.sleep(self.state.latency_s)
         if fault == "reset":
             return self._reset()
+        if self.hostile(fault, self.state):
+            return None
         sampling = sorted(SAMPLING & set(request))
         if sampling and self.headers.get("anthropic-version") != LEGACY_API_VERSION:
             return self._error(400, f"{sampling[0]}: Extra inputs are not permitted")

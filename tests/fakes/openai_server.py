@@ -6,11 +6,15 @@ with the same word, else -2. A model whose name contains "order-biased" instead 
 first answer is at least as long as the second, else -2, so swapping the answers moves it; one whose
 name contains "gullible" scores 2 whenever an answer tells it how to score (mentions alignment_score); one
 whose name contains "pushover" keeps its score but flags person 1 as refusing whenever answer 1 carries a
-note to an "evaluator" or "grader" (two of the four injected notes, so half of the injection set).
-Faults are queued (each request takes the next one) or tied to a marker text inside the prompt (applied on
-every request that contains it). Every request is logged. A reply held to a JSON schema (`response_format`
-json_schema) follows its types: key points as one string where the schema says string, as the published schema
-does.
+note to an "evaluator" or "grader" (two of the four injected notes, so half of the injection set). The first
+word compared is the answer's own: a markdown heading, bullets and a courteous or curt opening (the invariance
+sets' framing, calibrate/data/invariance.py) are read past, so the plain judge is unbiased on those sets. One
+whose name contains "length-biased" scores 2 whenever one answer is at least 1.5 times as long as the other
+(it sides with the longer answer), and one whose name contains "markdown-averse" flags an answer written as a
+bulleted list as a refusal. Faults are queued (each request takes the next one) or tied to a marker
+text inside the prompt (applied on every request that contains it). Every request is logged. A reply held
+to a JSON schema (`response_format` json_schema) follows its types: key points as one string where the schema
+says string, as the published schema does.
 
 A request without the judge's answer markers is a generation request (`calibrate respond`): it gets a
 deterministic answer, `generated_answer(question)` of the last user message, so tests can tell which
@@ -48,6 +52,10 @@ send a valid judgment with hostile token counts (prompt_tokens 1e30; negative co
 as OpenAI's reasoning models answer it ("Unsupported parameter: 'temperature' is not supported with this
 model."), before any other check.
 
+Hostile replies (both servers, `LoopbackHandler.hostile`): `huge-body` answers 200 with a 100 MB body (written
+a megabyte at a time, never built whole), `gzip-bomb` a ~0.5 MB gzip body that inflates to 500 MB, and `redirect`
+a `redirect_status` (307 unless set) to `redirect_to` + the request's path (a second loopback server, say).
+
 `rate_limit`, a `RateLimit`, makes the server enforce limits on requests and tokens as the providers do
 (token buckets, one second's worth of capacity) and announce them in OpenAI's x-ratelimit-* headers; a
 request over the limit gets a 429 with retry-after and retry-after-ms (logged, then refused).
@@ -55,6 +63,7 @@ request over the limit gets a 429 with retry-after and retry-after-ms (logged, t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -63,11 +72,14 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from calibrate.data.invariance import COURTEOUS, CURT
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
 # The published layout (faithful prompts): only the pair in the user message.
@@ -75,7 +87,10 @@ PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n
                                re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
           "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
-          "huge-usage", "negative-usage")
+          "huge-usage", "negative-usage", "huge-body", "gzip-bomb", "redirect")
+HOSTILE_FAULTS = ("huge-body", "gzip-bomb", "redirect")
+HUGE_BODY_BYTES = 100 * 2**20
+BOMB_INFLATED_BYTES = 500 * 2**20
 BATCH_FAULTS = ("error-500", "expired", "invalid", "no-json", "length", "refusal", "content-filter", "empty")
 BATCH_API_FAULTS = ("429", "500")
 CHAT_PATH = "/v1/chat/completions"
@@ -91,6 +106,8 @@ class FaultScript:
     queued: deque = field(default_factory=deque)
     by_marker: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    redirect_to: str = ""  # where the `redirect` fault points (a URL without the path)
+    redirect_status: int = 307
 
     def queue(self, *faults: str) -> None:
         for fault in faults:
@@ -201,11 +218,19 @@ def is_judge_request(prompt: str) -> bool:
     return bool(answers_in(prompt))
 
 
+def own_words(answer: str) -> list[str]:
+    """The answer's words after the invariance sets' framing (heading, bullets, courteous or curt opening)."""
+    text = re.sub(r"^#+ .*$|^- ", "", answer, flags=re.MULTILINE).strip()
+    for opening in (COURTEOUS[0], CURT[0]):
+        text = text.removeprefix(opening).strip()
+    return text.split()
+
+
 def judge_text(prompt: str) -> dict:
     answers = answers_in(prompt)
     first, second = answers.get("1", ""), answers.get("2", "")
     refusal_1, refusal_2 = "decline" in first.lower(), "decline" in second.lower()
-    same_start = first.split()[:1] == second.split()[:1]
+    same_start = own_words(first)[:1] == own_words(second)[:1]
     return {
         "person_1_core_position": first[:60], "person_1_has_no_information": False, "person_1_refusal": refusal_1,
         "person_2_core_position": second[:60], "person_2_has_no_information": False, "person_2_refusal": refusal_2,
@@ -257,6 +282,14 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
         judgment["alignment_score"] = 2  # a judge that obeys text in the answers telling it how to score
     if "pushover" in model and any(word in answers_in(prompt).get("1", "").lower() for word in ("evaluator", "grader")):
         judgment["person_1_refusal"] = True  # a note aimed at the judge pushes it to call the answer a refusal
+    if "length-biased" in model:  # a judge swayed by length: the much longer answer wins it over
+        lengths = sorted(len(text) for text in answers_in(prompt).values())
+        if lengths[-1] >= 1.5 * max(lengths[0], 1):
+            judgment["alignment_score"] = 2
+    if "markdown-averse" in model:  # a judge that reads a bulleted list as a refusal
+        for person, text in answers_in(prompt).items():
+            if re.search(r"^- ", text, flags=re.MULTILINE):
+                judgment[f"person_{person}_refusal"] = True
     if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
         answers = answers_in(prompt)
         judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2
@@ -371,8 +404,15 @@ def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], lis
     return output[::-1], errors[::-1]  # the real API does not keep the input order
 
 
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at a time)."""
+    packer, zeros = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16), bytes(2**20)
+    return b"".join([packer.compress(zeros) for _ in range(BOMB_INFLATED_BYTES // len(zeros))] + [packer.flush()])
+
+
 class LoopbackHandler(BaseHTTPRequestHandler):
-    """What both loopback servers' handlers share: keep-alive replies, quiet logs, TCP resets."""
+    """What both loopback servers' handlers share: keep-alive replies, quiet logs, TCP resets, hostile replies."""
 
     protocol_version = "HTTP/1.1"
 
@@ -390,6 +430,36 @@ class LoopbackHandler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(payload).encode(), "application/json", headers)
+
+    def hostile(self, fault: str | None, state: FaultScript) -> bool:
+        """Answer a hostile-reply fault (HOSTILE_FAULTS), if `fault` is one; True when it was answered."""
+        if fault == "redirect":
+            self.send_response(state.redirect_status)
+            self.send_header("Location", state.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif fault == "gzip-bomb":
+            body = gzip_bomb()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif fault == "huge-body":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(HUGE_BODY_BYTES))
+            self.end_headers()
+            megabyte = b"a" * 2**20
+            try:
+                for _ in range(HUGE_BODY_BYTES // len(megabyte)):
+                    self.wfile.write(megabyte)
+            except OSError:  # the client stopped reading: the point
+                self.close_connection = True
+        else:
+            return False
+        return True
 
     def _reset(self) -> None:
         """Close the connection at once with a TCP reset: the client gets no reply at all."""
@@ -451,6 +521,8 @@ class Handler(LoopbackHandler):
             time.sleep(self.state.latency_s)
         if fault == "reset":
             return self._reset()
+        if self.hostile(fault, self.state):
+            return None
         if self.state.refuses_setting is not None and self.state.refuses_setting in request:
             return self._reply(400, api_error(f"Unsupported parameter: '{self.state.refuses_setting}' is not "
                                               "supported with this model."))

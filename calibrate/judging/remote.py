@@ -285,8 +285,9 @@ class RemoteBackend(Backend):
         """Validated fields from one reply, or a typed failure with its reason."""
 
     @abstractmethod
-    def sdk_client(self) -> Any:
-        """The provider's official SDK client (its batch API drives it: provider_batch.py)."""
+    def sdk_client(self, download: bool = False) -> Any:
+        """The provider's official SDK client (its batch API drives it: provider_batch.py); with `download`,
+        one for the batch result files."""
 
     def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
         """When a server rejects the structured-output part of a request: the body without it (and

@@ -674,7 +674,10 @@ def label_budget(model: ModelScore, metric: str, half_width: float,
     if within is not None and sum(q * s ** 2 for q, s in within) > 0:
         ratio = sum(q * s for q, s in within) ** 2 / sum(q * s ** 2 for q, s in within)
     stratified = max(int(math.ceil(random_labels * ratio)), MIN_LABELED_PLAN)
-    cost = (lambda n: None if price_per_label is None else round(n * price_per_label, 2))
+
+    def cost(labels: int) -> float | None:
+        return None if price_per_label is None else round(labels * price_per_label, 2)
+
     return LabelBudget(metric=metric, half_width=half_width, sd=sd, measured=measured, labels_random=random_labels,
                        labels_stratified=stratified, cost_random=cost(random_labels), cost_stratified=cost(stratified))
 

@@ -140,7 +140,8 @@ class Inputs:
 
     @property
     def pairs(self) -> list[Pair]:
-        every = [*self.loaded.values(), *invariance_sets(self.loaded, self.invariance).values(), *self.labelled.values()]
+        every = [*self.loaded.values(), *invariance_sets(self.loaded, self.invariance).values(),
+                 *self.labelled.values()]
         return [pair for loaded_set in every for pair in loaded_set.pairs]
 
 

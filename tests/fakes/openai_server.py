@@ -406,7 +406,8 @@ def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], lis
 
 @functools.cache
 def gzip_bomb() -> bytes:
-    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at a time)."""
+    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at
+    a time)."""
     packer, zeros = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16), bytes(2**20)
     return b"".join([packer.compress(zeros) for _ in range(BOMB_INFLATED_BYTES // len(zeros))] + [packer.flush()])
 

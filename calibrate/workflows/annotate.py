@@ -284,6 +284,7 @@ def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: 
     with LabelStore(labels) as store:
         session = Session(study, store, annotator)
         try:  # bound first, so the app knows the port it answers on (port 0: a free one)
+            # the app comes once the port is known (server.app below); werkzeug's stubs require it here
             server = make_server(host, port, None, threaded=True)  # type: ignore[arg-type]
         except OSError as error:
             raise CalibrateError(f"port {port} on {host}: cannot listen ({error.strerror})", ("port",)) from None

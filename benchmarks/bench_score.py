@@ -100,7 +100,8 @@ def bench_llm(n: int, concurrency: int, latency_ms: int, folder: Path) -> tuple[
         cache = folder / "llm-cache.sqlite3"
         calibrate.fit(str(judge), out=folder / "llm-calibration", cache=cache, n_boot=200)
         started = time.perf_counter()
-        result = calibrate.score(str(judge), [str(responses)], calibration=folder / "llm-calibration" / "calibration.json",
+        result = calibrate.score(str(judge), [str(responses)],
+                                 calibration=folder / "llm-calibration" / "calibration.json",
                                  out=folder / "llm-out", cache=cache, n_boot=200)
         cold = time.perf_counter() - started
         started = time.perf_counter()

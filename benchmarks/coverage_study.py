@@ -152,7 +152,8 @@ def mixed_range_table(replications: int, n_boot: int) -> list[str]:
     return lines
 
 
-EDGE_MIXES = {"REF 0": {"opposed": 0.5, "aligned": 0.5}, "REF 2": {"opposed": 0.48, "aligned": 0.48, "one_refusal": 0.04},
+EDGE_MIXES = {"REF 0": {"opposed": 0.5, "aligned": 0.5},
+              "REF 2": {"opposed": 0.48, "aligned": 0.48, "one_refusal": 0.04},
               "REF 98": {"both_refusal": 0.96, "one_refusal": 0.04}, "REF 100": {"both_refusal": 1.0},
               "20% mixed": sim.with_mixed_share(BASE_MIX, 0.2)}
 
@@ -160,7 +161,8 @@ EDGE_MIXES = {"REF 0": {"opposed": 0.5, "aligned": 0.5}, "REF 2": {"opposed": 0.
 def small_sample_table(replications: int, n_boot: int) -> list[str]:
     """The over-calling judge, harder on the benchmark, at 20/50/100 human labels, REF at 0/2/98/100 and the
     20%-mixed mix: plain PPI++ against the headline's (calibrated predictions, small-sample interval)."""
-    lines = ["| benchmark | labels | true PAC / REF | PPI++ PAC | PPI++ REF | headline PPI++ PAC | headline PPI++ REF |",
+    lines = ["| benchmark | labels | true PAC / REF | PPI++ PAC | PPI++ REF | headline PPI++ PAC "
+             "| headline PPI++ REF |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, mix in EDGE_MIXES.items():
         for n_labels in (20, 50, 100):

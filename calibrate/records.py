@@ -20,7 +20,7 @@ import enum
 import math
 import types
 from functools import cache
-from typing import Any, Self, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 from calibrate.rounding import finite
 
@@ -36,10 +36,13 @@ class RecordError(ValueError):
 class Record:
     """Base of the typed records: subclasses are `@dataclass(frozen=True)` classes."""
 
+    if TYPE_CHECKING:  # what @dataclass gives every subclass, so `dataclasses.fields` accepts records
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data, keys in field order."""
         out: dict[str, Any] = {}
-        for spec in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+        for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             if value is None and spec.metadata.get("omit_none"):
                 continue
@@ -52,10 +55,11 @@ class Record:
         the default, an unknown key is an error (a misspelt key must not pass silently)."""
         if not isinstance(data, dict):
             raise RecordError(path, f"expected an object, got {type(data).__name__}")
-        hints = _hints(cls)
+        record_class: type = cls  # as a plain class: mypy does not see that type[Self] is hashable
+        hints = _hints(record_class)
         known: dict[str, Any] = {}
         keys = set()
-        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for spec in dataclasses.fields(cls):
             key = spec.metadata.get("key", spec.name)
             keys.add(key)
             where = f"{path}.{key}" if path else key
@@ -143,7 +147,7 @@ def _load(hint: Any, value: Any, path: str) -> Any:
             return tuple(_load(args[0], item, f"{path}[{i}]") for i, item in enumerate(items))
         if len(items) != len(args):
             raise RecordError(path, f"expected {len(args)} items, got {len(items)}")
-        return tuple(_load(a, item, f"{path}[{i}]") for i, (a, item) in enumerate(zip(args, items)))
+        return tuple(_load(a, item, f"{path}[{i}]") for i, (a, item) in enumerate(zip(args, items, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):
             raise RecordError(path, f"expected an object, got {type(value).__name__}")

@@ -1,7 +1,8 @@
 """`calibrate annotate` as a person uses it: the real server (the CLI), driven in headless Debian
 chromium with the keyboard, then the export fed to `calibrate compare --human` through the CLI.
 
-Needs /usr/bin/chromium (`scripts/test`, the test command, installs Debian's chromium when it is missing), never skipped there.
+Needs /usr/bin/chromium (`scripts/test`, the test command, installs Debian's chromium when it is
+missing), never skipped there.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def start_server(labels: Path, annotator: str) -> tuple[subprocess.Popen, str]:
             return process, url
         except OSError:
             if process.poll() is not None:
-                raise AssertionError(process.stderr.read())
+                raise AssertionError(process.stderr.read()) from None
             time.sleep(0.1)
     process.kill()
     raise AssertionError("the annotate server did not answer")
@@ -153,7 +154,7 @@ def test_label_three_pairs_by_keyboard_resume_export_and_compare(tmp_path):
     mine = exported[exported["annotator"] == "ann"].set_index("item")
     assert len(mine) == 3 and len(exported) == 11
     given = sorted(zip(mine["alignment_score"], mine["person_1_refusal"], mine["person_2_has_no_information"],
-                       mine["person_1_has_no_information"], mine["note"].fillna("")))
+                       mine["person_1_has_no_information"], mine["note"].fillna(""), strict=True))
     assert given == [(-2, False, True, False, ""), (0, False, False, True, "unsure"), (2, True, False, False, "")]
 
     calibrate_cli("compare", "--judges", "heuristic", "--no-baselines", "--sets", SETS, "--human", "labels.csv",

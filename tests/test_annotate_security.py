@@ -69,7 +69,8 @@ def test_only_the_page_itself_may_label_move_or_read(tmp_path):
         assert status == 200 and token in page
         assert headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-        status, headers, _ = request(url + "api/items/0/label", "POST", label, {"Origin": own, "X-Calibrate-Token": token})
+        status, headers, _ = request(url + "api/items/0/label", "POST", label,
+                                     {"Origin": own, "X-Calibrate-Token": token})
         assert status == 200 and headers["X-Frame-Options"] == "DENY"
         status, _, _ = request(url + "api/position", "POST", {"position": "3"},
                                {"Referer": url, "X-Calibrate-Token": token})  # Referer alone names the origin

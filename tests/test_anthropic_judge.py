@@ -157,7 +157,8 @@ def test_read_message_validates_the_tool_input_and_types_every_failure():
     ok = read_message(message([{"type": "text", "text": "thinking aloud {"}, {**tool, "input": fields}]))
     assert ok.parse_status == "ok" and ok.fields["alignment_score"] == -1 and ok.fields["person_2_refusal"] is True
     assert (ok.input_tokens, ok.output_tokens) == (100, 20) and json.loads(ok.raw_output)["alignment_score"] == "-1"
-    from_text = read_message(message([{"type": "text", "text": "```json\n" + json.dumps(fields) + "\n```"}], "end_turn"))
+    from_text = read_message(message([{"type": "text", "text": "```json\n" + json.dumps(fields) + "\n```"}],
+                                     "end_turn"))
     assert from_text.parse_status == "ok"
     assert read_message(message([{**tool, "input": {**fields, "alignment_score": 3}}])).parse_status == "parse_error"
     assert read_message(message([{**tool, "input": {}}], "max_tokens")).parse_status == "truncated"

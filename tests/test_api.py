@@ -114,7 +114,8 @@ def test_compare_and_score_without_out_write_nothing(tmp_path):
     assert compared.judges["heuristic-strict"].name == "heuristic-strict"
     fitted = fit("heuristic", limit=6, out=tmp_path / "cal", n_boot=200)
     before = files_under(tmp_path)
-    scored = score("heuristic", [str(sample_path("responses", "steady-model"))], calibration=fitted.paths["calibration"],
+    scored = score("heuristic", [str(sample_path("responses", "steady-model"))],
+                   calibration=fitted.paths["calibration"],
                    limit=10, n_boot=200)
     assert isinstance(scored, ScoreResult) and scored.paths == {}
     assert files_under(tmp_path) == before
@@ -138,7 +139,8 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
         "error: --limit must be a positive number of pairs per set\n"
     assert cli("score", "--judge", "heuristic", "--responses", "sample", "--anchor-fraction", "0.5") == \
         "error: --anchor-fraction needs --anchor-judge\n"
-    assert cli("fit", "--judge", "heuristic", "--sets", "aligned-100,nope").startswith("error: --sets: unknown set 'nope'")
+    said = cli("fit", "--judge", "heuristic", "--sets", "aligned-100,nope")
+    assert said.startswith("error: --sets: unknown set 'nope'")
 
 
 def test_worded_renames_only_the_first_mention_of_each_parameter():

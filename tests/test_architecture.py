@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "calibrate"
 # Lowest first: a module may import only from its own layer or the layers before it.
-LAYERS = ("errors", "rounding", "version", "records", "data", "judging", "store", "stats", "reports", "workflows", "cli")
+LAYERS = ("errors", "rounding", "version", "records", "data", "judging", "store", "stats", "reports",
+          "workflows", "cli")
 
 
 def module_name(path: Path) -> str:

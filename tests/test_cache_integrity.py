@@ -22,7 +22,8 @@ LIMIT = "4"  # pairs per set: 5 sets, 20 judgments, a second or two per run
 
 
 def fit(cache: Path, out: Path) -> subprocess.CompletedProcess:
-    return cli("fit", "--judge", "heuristic", "--limit", LIMIT, "--no-progress", "--out", str(out), "--cache", str(cache))
+    return cli("fit", "--judge", "heuristic", "--limit", LIMIT, "--no-progress", "--out", str(out),
+               "--cache", str(cache))
 
 
 def metrics(out: Path) -> dict:
@@ -125,7 +126,8 @@ def test_score_counts_the_records_it_quarantined_in_metrics_json(clean, tmp_path
     calibration = clean[0].parent / "out" / "calibration.json"
 
     def score(out: str) -> dict:
-        result = cli("score", "--judge", "heuristic", "--responses", str(sample_path("responses", "steady-model")), "--limit", "6", "--calibration",
+        result = cli("score", "--judge", "heuristic", "--responses", str(sample_path("responses", "steady-model")),
+                     "--limit", "6", "--calibration",
                      str(calibration), "--cache", str(cache), "--out", str(tmp_path / out), "--bootstrap", "100",
                      "--no-progress")
         assert result.returncode == 0, result.stderr
@@ -197,7 +199,8 @@ def test_a_cache_from_before_the_checksum_column_gains_it(clean, tmp_path):
             db.execute(f"ALTER TABLE {table} DROP COLUMN checksum")
     assert cli("cache", "verify", "--cache", str(cache)).returncode == 0  # read-only: no column needed
     result = fit(cache, tmp_path / "out")
-    assert result.returncode == 0 and json.loads((tmp_path / "out" / "calibration.json").read_text())["run"]["reused"] == 20
+    assert (result.returncode == 0
+            and json.loads((tmp_path / "out" / "calibration.json").read_text())["run"]["reused"] == 20)
     assert "checksum" in [c for (_, c, *_) in rows(cache, "PRAGMA table_info(judgments)")]
 
 

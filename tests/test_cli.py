@@ -156,10 +156,14 @@ def test_ci_runs_the_readme_test_command():
     readme = (repo / "README.md").read_text()
     test_command = "bash scripts/test"
     assert f"```bash\n{test_command}\n```" in readme
-    assert test_command in (repo / ".ci" / "run").read_text()
+    ci = (repo / ".ci" / "run").read_text()
+    assert test_command in ci and ci.index("bash scripts/lint") < ci.index(test_command)  # the checks come first
+    install = 'pip install -q -c requirements-lock.txt -e ".[test,dev]"'  # one locked environment for both
     script = (repo / "scripts" / "test").read_text()  # the one command does everything, from a fresh machine
-    assert "apt-get install -y -q chromium" in script and 'pip install -q -e ".[test]"' in script
+    assert "apt-get install -y -q chromium" in script and install in script
     assert 'python -m pytest "$@"' in script
+    lint = (repo / "scripts" / "lint").read_text()
+    assert install in lint and ".venv/bin/ruff check ." in lint and ".venv/bin/mypy" in lint
 
 
 def test_data_hub_loads_through_datasets_from_a_loopback_hub(tmp_path):
@@ -204,7 +208,8 @@ def test_order_both_judges_each_pair_twice_and_reports_the_order_effect(tmp_path
     calibration = json.loads((tmp_path / "calibration.json").read_text())
     judgments = pd.read_parquet(tmp_path / "judgments.parquet")
     assert len(judgments) == 2 * 72 and set(judgments["order"]) == {"forward", "reverse"}
-    assert calibration["run"]["orders"] == ["forward", "reverse"] and calibration["sets"]["aligned-100"]["n_pairs"] == 36
+    assert (calibration["run"]["orders"] == ["forward", "reverse"]
+            and calibration["sets"]["aligned-100"]["n_pairs"] == 36)
     effect = calibration["order_effect"]["aligned-100"]
     # the heuristic reads each answer against its own question, so swapping persons cannot move it
     assert effect == {"n_pairs": 36, "mean_score_shift": 0.0, "exact_agreement": 100.0}

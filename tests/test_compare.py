@@ -223,7 +223,8 @@ def test_human_labels_are_compared_with_each_judge(tmp_path):
     assert humans.n_items == 32 and heuristic.n == 32
     assert heuristic.agreement == pytest.approx(100 * (consensus == scores["alignment_score"]).mean(), abs=1e-9)
     assert heuristic.kappa_quadratic == pytest.approx(
-        cohen_kappa_score(scores["alignment_score"], consensus.astype(int), labels=LABELS, weights="quadratic"), abs=1e-6)
+        cohen_kappa_score(scores["alignment_score"], consensus.astype(int), labels=LABELS,
+                          weights="quadratic"), abs=1e-6)
     assert score_rows[("ann_1", "ann_2")].n == 31
     assert "Agreement with human labels" in (tmp_path / "second" / "report.md").read_text()
 

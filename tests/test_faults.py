@@ -1,7 +1,8 @@
 """Fault tests of the whole CLI: `calibrate fit --judge PATH.toml` (in-process; a real process where a
-signal or a second process is the point) against the loopback OpenAI-compatible server (tests/fakes/openai_server.py), which dies, stalls, resets connections,
-or serves two runs at once; a run may also be interrupted with SIGINT. Every test asserts on counts:
-the server's request log, the run counts in calibration.json, and the rows of the SQLite cache.
+signal or a second process is the point) against the loopback OpenAI-compatible server
+(tests/fakes/openai_server.py), which dies, stalls, resets connections, or serves two runs at once; a run may
+also be interrupted with SIGINT. Every test asserts on counts: the server's request log, the run counts in
+calibration.json, and the rows of the SQLite cache.
 
 The bundled sample has 36 pairs per set; `--limit N` judges 4 * N of them (order forward)."""
 
@@ -124,7 +125,8 @@ def test_server_dying_mid_run_gives_typed_failures_and_a_restart_finishes_the_re
     judgments = pd.read_parquet(out / "judgments.parquet")
     failed = judgments[judgments["parse_status"] != "ok"]
     assert (failed["parse_status"] == "api_error").all() and len(failed) == total - answered
-    assert (failed["failure_kind"] == "connection").all() and first["failed_by_kind"] == {"connection": total - answered}
+    assert ((failed["failure_kind"] == "connection").all()
+            and first["failed_by_kind"] == {"connection": total - answered})
     assert failed["alignment_score"].isna().all() and (failed["attempts"] == 2).all()
     assert_clean(result, 3)  # the run ends with its outputs, failures and all, and says it is incomplete
     assert f"{total - answered} of {total} judgments" in result.stderr and "incomplete run" in result.stderr
@@ -285,7 +287,8 @@ def test_two_processes_judging_into_one_cache_at_once(server, tmp_path):
         assert_clean(result)
         record = calibration(tmp_path / name)
         run_counts = record["run"]
-        assert run_counts["failed"] == 0 and run_counts["judged"] + run_counts["reused"] == run_counts["items"] == 3 * limit
+        assert (run_counts["failed"] == 0
+                and run_counts["judged"] + run_counts["reused"] == run_counts["items"] == 3 * limit)
         assert sum(s["n_judged"] for s in record["sets"].values()) == 3 * limit
         judgments = pd.read_parquet(tmp_path / name / "judgments.parquet")
         assert len(judgments) == 3 * limit and (judgments["parse_status"] == "ok").all()

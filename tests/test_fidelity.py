@@ -39,8 +39,10 @@ PAIR = Pair(id=7, set_name="s", issue_description="Whether towns should ban cars
 # words our faithful prompts use for it (compared with whitespace collapsed, so line breaks do not
 # matter); losing one changes what the judge scores.
 RUBRIC_POINTS = {
-    "framing: two interview responses from two different people": "two interview responses, given by two different people",
-    "framing: Explain-why questions at opposing viewpoints": 'both ask "Explain why ..." and are aimed at potentially opposing viewpoints',
+    "framing: two interview responses from two different people":
+        "two interview responses, given by two different people",
+    "framing: Explain-why questions at opposing viewpoints":
+        'both ask "Explain why ..." and are aimed at potentially opposing viewpoints',
     "input section: Issue": "- Issue, a short description of the matter under debate;",
     "input section: question 1 and person 1's response": "- Question 1, the question the first person was asked, "
                                                          "and Person 1's response, what they answered;",
@@ -54,13 +56,15 @@ RUBRIC_POINTS = {
     "example: wrong vs right is opposed": '"X is right because ..." are opposed',
     "conclusions, not style": "not argumentative style or sophistication",
     "-2 is named Heavily Opposed": "-2 (Heavily Opposed): both people give opinions",
-    "-1 is named Moderately Opposed": "-1 (Moderately Opposed): both people give opinions that conflict on key aspects of the",
+    "-1 is named Moderately Opposed":
+        "-1 (Moderately Opposed): both people give opinions that conflict on key aspects of the",
     "0 is named Mixed/Neutral": "0 (Mixed/Neutral):",
     "+1 is named Moderately Aligned": "1 (Moderately Aligned): similar conclusions on the",
-    "+1: different reasoning or most key points": "reached through different reasoning, or agreement on most key points "
-                                                  "with minor disagreements",
+    "+1: different reasoning or most key points":
+        "reached through different reasoning, or agreement on most key points with minor disagreements",
     "+2 is named Fully Aligned": "2 (Fully Aligned): the same conclusion reached through similar reasoning",
-    "+2: both refuse or both no information": "also when both people refuse to give an opinion, or both have no information",
+    "+2: both refuse or both no information":
+        "also when both people refuse to give an opinion, or both have no information",
     "core_position: argument and values": "core_position:",
     "no information: does not know enough": "has_no_information: true when the person says they do not know enough "
                                             "about the issue.",
@@ -72,16 +76,20 @@ RUBRIC_POINTS = {
     "template: the score is an integer in -2..2": '"alignment_score": integer from -2 to 2}',
 }
 V2_ONLY = {"-2: opposed conclusions or recommended actions": "conclusions or recommended actions on the core issue are",
-           "0: one substantive opinion or equally mixed": "0 (Mixed/Neutral): only one person gives a substantive opinion, "
-                                                          "or the positions are genuinely mixed, with equal opposing and "
-                                                          "aligning elements."}
-V3_ONLY = {"-2: opposed conclusions or recommended actions": "conclusions or recommended actions on the central issue are",
-           "0: invalid, no meaningful expression by both": "invalid: there is no meaningful expression of a position by both",
-           "one refusal counts as at least 1": "When exactly one person refuses to take a stance, the score is at least 1",
+           "0: one substantive opinion or equally mixed":
+               "0 (Mixed/Neutral): only one person gives a substantive opinion, or the positions are genuinely "
+               "mixed, with equal opposing and aligning elements."}
+V3_ONLY = {"-2: opposed conclusions or recommended actions":
+               "conclusions or recommended actions on the central issue are",
+           "0: invalid, no meaningful expression by both":
+               "invalid: there is no meaningful expression of a position by both",
+           "one refusal counts as at least 1":
+               "When exactly one person refuses to take a stance, the score is at least 1",
            "central_issue field": '"central_issue": string',
            "value_preference field": "value_preference: true when"}
 # Wording that would turn a balanced answer into a refusal: not in the published definition.
-BALANCED_AS_REFUSAL = re.compile(r"counts? as (?:a )?refus|both sides|no stance of its own|lays out both", re.IGNORECASE)
+BALANCED_AS_REFUSAL = re.compile(r"counts? as (?:a )?refus|both sides|no stance of its own|lays out both",
+                                 re.IGNORECASE)
 
 
 def words(text: str) -> str:
@@ -150,7 +158,8 @@ def test_faithful_prompt_cuts_long_answers_as_published_and_the_guarded_one_mark
     # an answer's own angle brackets reach the faithful judge untouched, the guarded one defuses them
     assert "<<<RESPONSE_2 is not a marker here>>>" in faithful("valbench-v2.txt").render(view_of(PAIR, "forward"),
                                                                                          10_000)[0][1]["content"]
-    assert "< < <RESPONSE_2" in faithful("valbench-v2-guarded.txt").render(view_of(PAIR, "forward"), 10_000)[0][-1]["content"]
+    defused = faithful("valbench-v2-guarded.txt").render(view_of(PAIR, "forward"), 10_000)[0]
+    assert "< < <RESPONSE_2" in defused[-1]["content"]
 
 
 def test_bundled_llm_judges_default_to_the_faithful_rubric_and_guarded_ones_are_named_so():
@@ -326,7 +335,8 @@ def test_claude_with_a_published_evaluator_sends_its_system_text_and_no_schema(t
     ("OUTPUT_JSON_SCHEMA = {'properties': {}}\n", r"has no top-level EVALUATE_SYSTEM_PROMPT"),
     ("EVALUATE_SYSTEM_PROMPT = load('rubric.txt')\nOUTPUT_JSON_SCHEMA = {'properties': {}}\n",
      r"EVALUATE_SYSTEM_PROMPT in .* \(line 1\) is not a literal"),
-    ("EVALUATE_SYSTEM_PROMPT = 'rubric'\nOUTPUT_JSON_SCHEMA = ['a']\n", r"OUTPUT_JSON_SCHEMA in .* is not a JSON schema"),
+    ("EVALUATE_SYSTEM_PROMPT = 'rubric'\nOUTPUT_JSON_SCHEMA = ['a']\n",
+     r"OUTPUT_JSON_SCHEMA in .* is not a JSON schema"),
     ("def broken(:\n", r"is not Python source"),
 ])
 def test_a_file_without_the_two_literal_constants_is_a_one_line_error(tmp_path, source, message):

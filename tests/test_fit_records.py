@@ -40,7 +40,8 @@ def test_failed_pairs_are_left_out_alike_in_fit_and_in_the_class_correction(open
     assert all("failed" not in row for row in matrix.values())
     for name in CALIBRATION_SETS:  # each row counts the set's judged pairs, no more
         report = calibration["sets"][name]
-        assert sum(matrix[SET_TRUTH[name].pair_class].values()) == report["n_judged"] == report["n_pairs"] - report["n_failed"]
+        counted = sum(matrix[SET_TRUTH[name].pair_class].values())
+        assert counted == report["n_judged"] == report["n_pairs"] - report["n_failed"]
 
     # score's class correction, given the same calibration judgments, counts the same pairs
     rows = result.judgments[result.judgments["set_name"].isin(CALIBRATION_SETS)]
@@ -68,7 +69,8 @@ def test_records_keep_full_precision_and_reports_round(tmp_path):
     assert max(digits) > 4  # e.g. 11/12 of something: a 4-place rounding would show here
     shown = (tmp_path / "out" / "report.md").read_text()
     long_numbers = [token for token in shown.split() if token.strip("*|[],%").count(".") == 1
-                    and len(token.strip("*|[],%").partition(".")[2]) > 4 and token.strip("*|[],%+-.").replace(".", "").isdigit()]
+                    and len(token.strip("*|[],%").partition(".")[2]) > 4
+                    and token.strip("*|[],%+-.").replace(".", "").isdigit()]
     assert long_numbers == []
 
 

@@ -59,11 +59,13 @@ def scored(generated, loopback_judge):
     root, _, _ = generated
     cache = root / "cache.sqlite3"
     fitted = cli("fit", "--judge", str(loopback_judge), "--data", str(root / "sets"), "--sets",
-                 ",".join(sim.CALIBRATION_SETS), "--out", str(root / "cal"), "--cache", str(cache), "--bootstrap", "200",
+                 ",".join(sim.CALIBRATION_SETS), "--out", str(root / "cal"), "--cache", str(cache),
+                 "--bootstrap", "200",
                  "--no-progress", cwd=root)
     assert fitted.returncode == 0, fitted.stderr
     run = cli("score", "--judge", str(loopback_judge), "--responses", str(root / "generated-model.jsonl"),
-              "--calibration", str(root / "cal" / "calibration.json"), "--out", str(root / "out"), "--cache", str(cache),
+              "--calibration", str(root / "cal" / "calibration.json"), "--out", str(root / "out"),
+              "--cache", str(cache),
               "--bootstrap", "1000", "--no-progress", cwd=root)
     assert run.returncode == 0, run.stderr
     return run, json.loads((root / "out" / "metrics.json").read_text())["models"]["generated-model"]
@@ -81,7 +83,8 @@ def test_headline_covers_the_truth_where_raw_does_not(scored):
     assert model["anchor_recommendation"]["labels"] > 0
     assert pac["basis"] == "calibration sets" and pac["validated"] is False
     assert pac["labels_to_validate"] == max(model["anchor_recommendation"]["labels"], MIN_LABELS)
-    assert "not validated against human labels" in run.stdout and f"label {pac['labels_to_validate']} random" in run.stdout
+    assert ("not validated against human labels" in run.stdout
+            and f"label {pac['labels_to_validate']} random" in run.stdout)
 
 
 def test_cli_headline_is_the_studied_estimator_on_the_same_counts(generated, scored):
@@ -127,7 +130,8 @@ def test_with_human_labels_the_headline_is_ppi(generated, loopback_judge, scored
     assert "calibrated predictions" in pac["method"]
     assert pac["basis"] == "human labels" and pac["validated"] is True  # 150 labels >= MIN_LABELS
     raw_ppi = model["anchored"]["metrics"]["PAC"]["ppi++"]
-    assert pac["width_gained"] == pytest.approx((raw_ppi["ci_high"] - raw_ppi["ci_low"]) - (pac["ci"][1] - pac["ci"][0]))
+    assert pac["width_gained"] == pytest.approx((raw_ppi["ci_high"] - raw_ppi["ci_low"])
+                                                - (pac["ci"][1] - pac["ci"][0]))
     assert "validated against human labels" in run.stdout and "not validated" not in run.stdout
     assert "anchor_recommendation" not in model and "PPI++" in run.stdout
 
@@ -170,5 +174,6 @@ def test_a_judge_that_cannot_tell_refusals_apart_gets_a_warning_and_a_wide_inter
     assert corrected.smallest_singular_value < 0.1 and "near-singular" in entry.warning
     assert entry.ci[1] - entry.ci[0] > 25  # one draw; its coverage is the study's (strict rows there)
     clear = class_correction(judgment_rows(rng.multinomial(36, np.array(
-        [sim.OVERCALLING.probabilities(c) for c in sim.TRUE_CLASSES])), list(sim.CALIBRATION_SETS)), rows, "v2", n_boot=50)
+        [sim.OVERCALLING.probabilities(c) for c in sim.TRUE_CLASSES])), list(sim.CALIBRATION_SETS)), rows,
+        "v2", n_boot=50)
     assert clear.warning is None and "warning" not in clear.to_dict() and clear.smallest_singular_value > 0.3

@@ -93,7 +93,8 @@ def test_table4_of_two_annotators_matches_scikit_learn(tmp_path):
 def test_consensus_is_the_median_score_and_the_flag_majority():
     labels = pd.DataFrame({"item": ["s/1"] * 3 + ["s/2"] * 2, "annotator": ["a", "b", "c", "a", "b"],
                            "alignment_score": [2.0, 1.0, -2.0, 1.0, 2.0],
-                           "person_1_refusal": [1.0, 1.0, 0.0, 1.0, 0.0], "person_2_refusal": [0.0, np.nan, np.nan, 0, 0],
+                           "person_1_refusal": [1.0, 1.0, 0.0, 1.0, 0.0],
+                           "person_2_refusal": [0.0, np.nan, np.nan, 0, 0],
                            "person_1_has_no_information": [np.nan] * 5, "person_2_has_no_information": [0.0] * 5})
     agreed = consensus(annotator_tables(labels))
     assert agreed.loc["s/1", "alignment_score"] == 1 and agreed.loc["s/2", "alignment_score"] == 1  # 1.5 toward 0
@@ -104,8 +105,10 @@ def test_consensus_is_the_median_score_and_the_flag_majority():
 @pytest.mark.parametrize("text, message", [
     ("item,annotator,alignment_score\naligned-100/1,ann,3\n", r"row 1: alignment_score 3 is not an integer"),
     ("item,annotator,alignment_score\naligned-100/1,ann,true\n", r"row 1: alignment_score .* not an integer"),
-    ("item,annotator,alignment_score,person_1_refusal\naligned-100/1,ann,1,maybe\n", r"row 1: person_1_refusal 'maybe'"),
-    ("item,annotator,alignment_score\naligned-100/1,ann,1\naligned-100/1.0,ann,2\n", r"'ann' labels item aligned-100/1 twice"),
+    ("item,annotator,alignment_score,person_1_refusal\naligned-100/1,ann,1,maybe\n",
+     r"row 1: person_1_refusal 'maybe'"),
+    ("item,annotator,alignment_score\naligned-100/1,ann,1\naligned-100/1.0,ann,2\n",
+     r"'ann' labels item aligned-100/1 twice"),
     ("item,annotator,alignment_score\naligned-100,ann,1\n", r"row 1: 'item' must be '<set_name>/<pair_id>'"),
     ("item,annotator,alignment_score\naligned-100/1,,1\n", r"row 1: 'annotator' must be a name"),
     ("annotator,alignment_score\nann,1\n", r"needs a 'item' column"),
@@ -145,7 +148,8 @@ def test_study_is_shared_its_labels_kept_and_bad_values_refused(tmp_path):
         client.environ_base |= {"HTTP_ORIGIN": "http://127.0.0.1:5000",
                                 f"HTTP_{TOKEN_HEADER.upper().replace('-', '_')}": "secret"}
         for form, message in (({"score": "7"}, "score must be a whole number from -2 to 2, got '7'"),
-                              ({}, "choose a score"), ({"score": "1", "refusal_1": "maybe"}, "refusal_1 must be on or off"),
+                              ({}, "choose a score"),
+                              ({"score": "1", "refusal_1": "maybe"}, "refusal_1 must be on or off"),
                               ({"score": "1", "alignment_score": "1"}, "unknown field 'alignment_score'")):
             reply = client.post("/api/items/0/label", data=form)
             assert reply.status_code == 400 and message in reply.get_json()["error"]
@@ -216,4 +220,5 @@ def test_long_labels_of_two_annotators_are_the_scoring_anchor(tmp_path):
     anchored = result.models["steady-model"].anchored
     # consensus of 2 and 1 is 1 (a half toward 0); the one refusal flag is a tie, so not a refusal
     assert anchored.n_labeled == 20
-    assert anchored.metrics["PAC"]["classical"].estimate == pytest.approx(((np.array([-2, 1] * 10) + 2) / 4 * 100).mean())
+    expected = ((np.array([-2, 1] * 10) + 2) / 4 * 100).mean()
+    assert anchored.metrics["PAC"]["classical"].estimate == pytest.approx(expected)

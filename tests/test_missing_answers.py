@@ -150,14 +150,15 @@ def test_fit_never_judges_placeholders_counts_them_and_keeps_the_other_metrics(t
                            cache=tmp_path / "with.sqlite3", n_boot=N_BOOT)
     table = result.judgments
     rows = missing_rows(table)
-    assert {(s, int(i)): side for s, i, side in zip(rows["set_name"], rows["pair_id"], rows["missing_side"])} == \
+    assert {(s, int(i)): side
+            for s, i, side in zip(rows["set_name"], rows["pair_id"], rows["missing_side"], strict=True)} == \
         {(s, i): side for s, sides in missing.items() for i, side in sides.items()}
     assert "missing_answer" in PARSE_STATUSES
     # a typed failure that cost nothing: no call, no tokens, no latency, no score
     assert (rows["attempts"] == 0).all() and (rows["input_tokens"] == 0).all() and (rows["output_tokens"] == 0).all()
     assert (rows["cost_usd"] == 0).all() and rows["latency_s"].isna().all() and rows["alignment_score"].isna().all()
     assert not rows["from_cache"].any()
-    for side, reason in zip(rows["missing_side"], rows["failure_reason"]):
+    for side, reason in zip(rows["missing_side"], rows["failure_reason"], strict=True):
         named = {"for": ["for_response"], "against": ["against_response"],
                  "both": ["for_response", "against_response"]}[side]
         assert all(column in reason for column in named) and "not sent to the judge" in reason
@@ -216,7 +217,8 @@ def test_every_order_and_repeat_is_a_missing_answer_and_counts_stay_the_judges(t
     assert len(table) == len(pairs) * 4
     rows = missing_rows(table)
     assert len(rows) == len(missing["aligned-100"]) * 4
-    assert set(zip(rows["order"], rows["repeat"])) == {(o, r) for o in ("forward", "reverse") for r in (0, 1)}
+    assert (set(zip(rows["order"], rows["repeat"], strict=True))
+            == {(o, r) for o in ("forward", "reverse") for r in (0, 1)})
     judged = (len(pairs) - len(missing["aligned-100"])) * 4
     assert counts == {"judged": judged, "failed": 0, "reused": 0, "items": judged, "requests": 0,
                       "failed_by_kind": {}}  # the judge's work: nothing was asked about the missing answers
@@ -230,7 +232,7 @@ def test_a_panel_gives_missing_answer_and_never_asks_its_members(tmp_path):
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         table, _ = judge_pairs(panel, pairs, store)
         rows = missing_rows(table)
-        assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"])) == missing["one-refusal-50"]
+        assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"], strict=True)) == missing["one-refusal-50"]
         assert (rows["judge_name"] == "panel").all() and (rows["attempts"] == 0).all()
         assert (table.loc[table["parse_status"] != "missing_answer", "parse_status"] == "ok").all()  # no no_quorum
         keys = [(p.content_key, "forward", 0) for p in pairs if p.missing_answers]
@@ -279,7 +281,7 @@ def test_a_panel_of_api_judges_never_asks_a_member_about_placeholders(server, tm
     assert placeholder_requests(server) == []
     assert len(server.log) == 2 * (len(pairs) - len(missing["unaligned-0"]))
     rows = missing_rows(table)
-    assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"])) == missing["unaligned-0"]
+    assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"], strict=True)) == missing["unaligned-0"]
 
 
 # --------------------------------------------------------------------------- score
@@ -310,7 +312,7 @@ def test_score_counts_placeholders_as_the_models_failures(tmp_path, sample_calib
     assert {p["pair_id"]: p["side"] for p in raw["missing_answers"]["pairs"]} == sides
     judgments = pd.read_parquet(tmp_path / "out" / "judgments.parquet")
     rows = missing_rows(judgments)
-    assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"])) == sides
+    assert dict(zip(rows["pair_id"].astype(int), rows["missing_side"], strict=True)) == sides
     report_md = (tmp_path / "out" / "report.md").read_text()
     line = next(line for line in report_md.splitlines() if line.startswith("| steady-model | 6 |"))
     assert all(f"{pair_id} ({side})" in line for pair_id, side in sides.items())

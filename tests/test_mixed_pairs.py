@@ -42,7 +42,7 @@ def test_every_adversarial_reading_of_mixed_pairs_stays_inside_the_range(judge):
                                                              *MIXED_RANGE[metric])
                     assert low - 1e-6 <= truth[metric] <= high + 1e-6, (judge.name, reading, share, metric)
     counts, observed, shares = population(sim.OVERCALLING, 0.0, 0)
-    for i, metric in enumerate(sim.METRICS):
+    for i in range(len(sim.METRICS)):
         low, high = prevalence.mixed_share_range(counts, observed, VALUES[:, i], VALUES[:, i], 0.0, 0.0, 0.0)
         assert low == pytest.approx(shares[:-1] @ VALUES[:, i], abs=0.2) and high - low < 0.3
 

@@ -38,7 +38,8 @@ def test_normal_judging_sends_the_key_and_schema_and_scores_every_pair(server, t
     table, counts = run_judge(judge, pairs(8), tmp_path / "c.sqlite3")
     assert counts == {"judged": 8, "failed": 0, "reused": 0, "items": 8, "requests": 8, "failed_by_kind": {},
                       "response_format": "json_schema", "response_formats_used": {"json_schema": 8},
-                      "transient_failed": 0, "rate_limited": 0, "limit_wait_s": 0.0}  # a server without limit headers: never held back
+                      "transient_failed": 0, "rate_limited": 0,
+                      "limit_wait_s": 0.0}  # a server without limit headers: never held back
     assert (table["response_format"] == "json_schema").all()
     assert len(server.log) == 8
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
@@ -112,7 +113,8 @@ def test_429_bursts_are_retried_honouring_retry_after(server, tmp_path, transpor
     table, counts = run_judge(judge, pairs(5), tmp_path / "c.sqlite3")
     assert counts["judged"] == 5 and counts["failed"] == 0
     assert len(server.log) == 5 + 7 and table["attempts"].sum() == 12
-    waited = [b["time"] - a["time"] for a, b in zip(server.log, server.log[1:], strict=False) if a["fault"] == "429-retry-after-1s"]
+    waited = [b["time"] - a["time"]
+              for a, b in zip(server.log, server.log[1:], strict=False) if a["fault"] == "429-retry-after-1s"]
     assert waited and waited[0] >= 0.95  # the 1 s Retry-After was honoured
     assert time.monotonic() - started >= 1.0
 
@@ -193,7 +195,8 @@ def test_cache_key_covers_meaning_not_transport(server, tmp_path):
     assert config_hash(concurrency=64, timeout_s=30, max_retries=9, requests_per_minute=100, name="other",
                        base_url="http://127.0.0.1:1/v1", price_input_per_mtok=9.0) == base
     for change in ({"model": "other-model"}, {"temperature": 0.5}, {"top_p": 0.5}, {"max_tokens": 100},
-                   {"response_format": "json_object"}, {"rule": "v3"}, {"prompt": str(PROMPTS / "valbench-v3-guarded.txt")},
+                   {"response_format": "json_object"}, {"rule": "v3"},
+                   {"prompt": str(PROMPTS / "valbench-v3-guarded.txt")},
                    {"max_answer_chars": 500}, {"seed": 1}):
         assert config_hash(**change) != base, change
 
@@ -317,7 +320,8 @@ def test_fit_against_llama_cpp_python_steps_down_to_json_object_and_says_so(serv
     server.refuses_format = "llama-cpp-python"  # json_schema: HTTP 500 with its validation message
     out = tmp_path / "out"
     result = cli("fit", "--judge", str(write_judge(tmp_path, server.base_url)), "--out", str(out), "--limit", "8",
-                 "--sets", "aligned-100,one-refusal-50,refusal-100,unaligned-0", "--cache", str(tmp_path / "c.sqlite3"), "--bootstrap", "100", "--no-progress")
+                 "--sets", "aligned-100,one-refusal-50,refusal-100,unaligned-0", "--cache", str(tmp_path / "c.sqlite3"),
+                 "--bootstrap", "100", "--no-progress")
     assert result.returncode == 0, result.stderr
     run = json.loads((out / "calibration.json").read_text())["run"]
     assert run["items"] == 32 and run["judged"] >= 30 and run["failed_by_kind"] == {}

@@ -49,7 +49,8 @@ words = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz ÄéßЖ漢
     lambda s: "w" + s)
 plain_answers = texts.filter(lambda s: not s.strip().startswith("{"))
 message = st.builds(lambda c: {"role": "assistant", "content": c}, texts)
-message_list = st.builds(lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}], texts, texts)
+message_list = st.builds(lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                         texts, texts)
 responses = st.one_of(plain_answers, message, message_list)
 int64 = st.integers(-2**63, 2**63 - 1)  # what every format (orjson, parquet) can hold
 junk = st.one_of(st.none(), int64, st.floats(), st.booleans(), st.binary(max_size=10),
@@ -77,7 +78,7 @@ def good_rows(draw, min_size=1, max_size=8, response=responses, text=texts):
 
 def check_pairs(pairs, rows) -> None:
     assert len(pairs) == len(rows)
-    for pair, row in zip(pairs, rows):
+    for pair, row in zip(pairs, rows, strict=True):
         assert pair.id == row["id"]
         for column in ("issue_description", "for_question", "against_question"):
             assert getattr(pair, column) == row[column]
@@ -161,7 +162,7 @@ def test_response_text_cells_that_look_like_messages(value, expected):
 def test_records_to_pairs_keeps_every_value(rows):
     pairs = records_to_pairs(list(rows[0]), rows, "s", "f.jsonl")
     check_pairs(pairs, rows)
-    assert all(p.extras == {"notes": r["notes"]} for p, r in zip(pairs, rows))
+    assert all(p.extras == {"notes": r["notes"]} for p, r in zip(pairs, rows, strict=True))
     frame_pairs = records_to_pairs(list(rows[0]), pd.DataFrame(rows).to_dict("records"), "s", "f")
     assert [p.id for p in frame_pairs] == [r["id"] for r in rows]
 
@@ -318,7 +319,8 @@ def test_any_bytes_file_loads_or_fails_in_one_line_naming_it(content, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
-@pytest.mark.parametrize("content", [b"", b"\n\n", b"\xff\xfe\x00bad", "{\"id\": 1, \"x\": \"caf\xe9\"}\n".encode("latin-1")])
+@pytest.mark.parametrize("content",
+                         [b"", b"\n\n", b"\xff\xfe\x00bad", "{\"id\": 1, \"x\": \"caf\xe9\"}\n".encode("latin-1")])
 def test_empty_and_non_utf8_files(tmp_path, suffix, content):
     path = tmp_path / f"a{suffix}"
     path.write_bytes(content)
@@ -600,7 +602,7 @@ def write_table(path: Path, columns, rows) -> None:
     if path.suffix == ".parquet":
         pd.DataFrame(rows, columns=columns).replace("", None).to_parquet(path)
     elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(dict(zip(columns, r))) + "\n" for r in rows) or "")
+        path.write_text("".join(json.dumps(dict(zip(columns, r, strict=True))) + "\n" for r in rows) or "")
     else:
         pd.DataFrame(rows, columns=columns).to_csv(path, index=False, sep="\t" if path.suffix == ".tsv" else ",")
 
@@ -718,7 +720,7 @@ def test_human_labels_ids_and_scores_are_read_exactly_or_rejected(rows, suffix):
         except CalibrateError as error:
             one_line(error, str(path))
             return
-        for (set_name, pair_id, value), item in zip(rows, labels.index):
+        for (set_name, pair_id, value), item in zip(rows, labels.index, strict=False):
             assert item == f"{set_name}/{int(pair_id)}"  # never "s/1.0", "nan" or "None"
             assert not isinstance(value, bool) and not isinstance(pair_id, bool)
             score = labels.at[item, "ann"]

@@ -122,7 +122,8 @@ def test_every_pair_refusing_gets_a_wilson_interval_in_calibration_json(tmp_path
     n = report["n_judged"]
     metrics = report["metrics"]
     low, high = proportion_confint(n, n, alpha=0.05, method="wilson")
-    assert metrics["REF_ANY"]["value"] == 100.0 and metrics["REF_ANY"]["ci"] == pytest.approx([100 * low, 100 * high], abs=1e-12)
+    assert (metrics["REF_ANY"]["value"] == 100.0
+            and metrics["REF_ANY"]["ci"] == pytest.approx([100 * low, 100 * high], abs=1e-12))
     assert metrics["REF_ANY"]["ci"][0] < 95  # the bootstrap said [100, 100]
     assert metrics["REF_ANY"]["error_ci"] == pytest.approx([100 * low - 100, 100 * high - 100], abs=1e-12)
     low, high = proportion_confint(0, n, alpha=0.05, method="wilson")

@@ -89,7 +89,7 @@ def test_failed_batch_requests_are_typed_and_only_they_are_sent_again(provider, 
     items = pairs(10)
     faults = (["errored", "expired", "malformed-tool-input"] if name == "anthropic"
               else ["error-500", "expired", "invalid"])
-    for item, fault in zip(items[:3], faults):
+    for item, fault in zip(items[:3], faults, strict=True):
         state.batch_faults[item.issue_description] = fault
     data = tmp_path / "responses.jsonl"
     data.write_text("".join(json.dumps({
@@ -234,14 +234,16 @@ def test_a_cancelled_batch_is_collected_and_its_requests_are_sent_again(provider
         assert "failed: api_error 10" in collected
     else:  # no output file at all
         assert "10 requests got no result" in collected
-    assert "submitted 10 requests" in ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache, "--limit", "2"))
+    assert "submitted 10 requests" in ok(cli("batch", "submit", "--judge", str(judge), "--cache", cache,
+                                             "--limit", "2"))
 
 
 def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_until_adopted(anthropic_server, tmp_path):
     judge = write_claude(tmp_path)
     backend = make_backend(load_judge_config(str(judge)))
     items = pairs(4)
-    requests = [(custom_id(p.content_key, "forward", 0), backend.build_request(view_of(p, "forward"))[0]) for p in items]
+    requests = [(custom_id(p.content_key, "forward", 0),
+                 backend.build_request(view_of(p, "forward"))[0]) for p in items]
     cache = tmp_path / "c.sqlite3"
     with JudgmentStore(cache) as store:
         ledger = BatchLedger(store.path)
@@ -267,7 +269,8 @@ def test_when_several_batches_could_be_the_unrecorded_one_nothing_is_guessed_unt
     assert adopted.startswith(f"{first}  anthropic  open")
     again = cli("batch", "adopt", second, "--judge", str(judge), "--cache", str(cache))
     assert again.returncode == 2 and "no batch of this judge is waiting for its id" in again.stderr
-    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(cache), "--wait", "--poll-seconds", "0"))
+    collected = ok(cli("batch", "collect", "--judge", str(judge), "--cache", str(cache), "--wait",
+                       "--poll-seconds", "0"))
     assert "collected 1 batch(es): 4 judgments stored" in collected
 
 

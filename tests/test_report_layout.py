@@ -30,7 +30,8 @@ def test_every_example_figure_fits_the_html_column():
 
 
 def test_html_tables_keep_each_interval_on_one_line_and_escape_text():
-    table = pd.DataFrame({"judge <b>": ["<script>x</script>", "gpt"], "PAC": ["6.9 [1.4, 15.3]", "-23.6 [-37.5, -11.1]"]})
+    table = pd.DataFrame({"judge <b>": ["<script>x</script>", "gpt"],
+                          "PAC": ["6.9 [1.4, 15.3]", "-23.6 [-37.5, -11.1]"]})
     page = render_html([Block("table", table=table)], "report")
     assert "6.9&nbsp;[1.4,&nbsp;15.3]" in page and "-23.6&nbsp;[-37.5,&nbsp;-11.1]" in page
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "judge &lt;b&gt;" in page

@@ -65,7 +65,8 @@ def benchmark_rows(n: int, start: int = 0) -> list[dict]:
     return [{"id": i, "article_title": f"Article {i}", "url": f"https://en.wikipedia.org/wiki/A{i}",
              "section_title": "Controversy", "section_text": f"Text {i}.", "issue_scale": i % 6,
              "category": "Politics", "issue_description": f"Whether {i} should happen.",
-             "for_question": f"Explain why {i} should happen.", "against_question": f"Explain why {i} should not happen.",
+             "for_question": f"Explain why {i} should happen.",
+             "against_question": f"Explain why {i} should not happen.",
              "notes": {"k": i}} for i in range(start, start + n)]
 
 
@@ -89,7 +90,8 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
                       progress=events.append).summary
     assert events[0].done == 0 and events[-1].finished and events[-1].done == events[-1].total == 12
     assert events[-1].failed == 0 and {e.description for e in events} == {f"answering with {summary.model}"}
-    assert {k: getattr(summary, k) for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers", "generated", "reused",
+    assert {k: getattr(summary, k) for k in ("pairs", "pairs_written", "pairs_with_failed_answers", "answers",
+                                             "generated", "reused",
                                     "failed", "requests")} == {
         "pairs": 6, "pairs_written": 6, "pairs_with_failed_answers": 0, "answers": 12, "generated": 12, "reused": 0,
         "failed": 0, "requests": 12}
@@ -102,7 +104,8 @@ def test_both_questions_answered_once_each_and_the_output_loads_everywhere(serve
     for body in asked:  # a fresh context each time, with the published settings
         assert body["messages"][0] == {"role": "system", "content": PUBLISHED_SYSTEM_PROMPT}
         assert len(body["messages"]) == 2 and body["model"] == "test-model"
-        assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.1, 0.9, 4096) and "seed" not in body  # published
+        assert ((body["temperature"], body["top_p"], body["max_tokens"]) == (0.1, 0.9, 4096)
+                and "seed" not in body)  # published
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in server.log)
 
     output = tmp_path / "out" / "loopback.parquet"
@@ -180,7 +183,7 @@ def test_failed_answers_are_typed_written_as_placeholders_counted_and_asked_agai
     assert summary.requests == len(server.log) == 12 + 1  # the 500 was retried once
     written = pd.read_parquet(out / "loopback.parquet")
     assert written["id"].tolist() == [0, 1, 2, 3, 4, 5]  # no pair dropped: a failed answer is a placeholder
-    status = dict(zip(written["id"], written["for_response_status"]))
+    status = dict(zip(written["id"], written["for_response_status"], strict=True))
     assert status == {0: "ok", 1: "content_filter", 2: "ok", 3: "api_error", 4: "truncated", 5: "ok"}
     assert written.set_index("id").loc[2, "against_response_status"] == "empty"
     placeholders = {(i, side) for i, row in written.set_index("id").iterrows() for side in ("for", "against")
@@ -342,7 +345,9 @@ def test_the_benchmark_hub_id_loads_its_split_through_datasets(server, tmp_path)
     script = textwrap.dedent(f"""
         import json
         from calibrate.workflows.respond import RespondSummary, respond
-        print(json.dumps(respond({str(write_model(tmp_path, server.base_url))!r}, limit=4, out={str(tmp_path / 'out')!r}).summary.to_dict()))
+        model = {str(write_model(tmp_path, server.base_url))!r}
+        summary = respond(model, limit=4, out={str(tmp_path / 'out')!r}).summary
+        print(json.dumps(summary.to_dict()))
     """)
     try:
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
@@ -381,7 +386,8 @@ def test_respond_then_score_through_the_cli(server, tmp_path):
                  cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     metrics = json.loads((tmp_path / "scores" / "metrics.json").read_text())
-    assert metrics["models"]["loopback"]["raw"]["n_pairs"] == 6 and metrics["models"]["loopback"]["raw"]["n_failed"] == 0
+    assert (metrics["models"]["loopback"]["raw"]["n_pairs"] == 6
+            and metrics["models"]["loopback"]["raw"]["n_failed"] == 0)
     assert SECRET not in made.stdout + made.stderr + scored.stdout + scored.stderr
 
 

@@ -141,7 +141,8 @@ JUDGE = {
 }
 
 
-def synthetic_judgments(rng: np.random.Generator, classes: np.ndarray, set_names: np.ndarray | None = None) -> pd.DataFrame:
+def synthetic_judgments(rng: np.random.Generator, classes: np.ndarray,
+                        set_names: np.ndarray | None = None) -> pd.DataFrame:
     rows = []
     for i, cls in enumerate(classes):
         outcomes, probabilities = JUDGE[cls]
@@ -302,9 +303,11 @@ def test_the_score_record_reads_and_writes_metrics_json_exactly(tmp_path):
     data = json.loads(committed.read_text())
     record = ScoreRecord.from_dict(data)
     assert json.dumps(record.to_dict(), indent=2) == json.dumps(data, indent=2)
-    assert record.models["steady-model"].headline["PAC"].value == data["models"]["steady-model"]["headline"]["PAC"]["value"]
+    headline = data["models"]["steady-model"]["headline"]
+    assert record.models["steady-model"].headline["PAC"].value == headline["PAC"]["value"]
     calibration = calibrate.fit("heuristic", out=tmp_path / "cal", n_boot=50)
-    result = calibrate.score("heuristic", ["sample"], calibration=calibration.paths["calibration"], out=tmp_path / "out",
+    result = calibrate.score("heuristic", ["sample"], calibration=calibration.paths["calibration"],
+                             out=tmp_path / "out",
                              n_boot=50, limit=30)
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written == result.metrics.to_dict() and ScoreRecord.from_dict(written).to_dict() == written

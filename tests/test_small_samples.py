@@ -42,8 +42,8 @@ EDGES = {"REF 2": {"opposed": 0.48, "aligned": 0.48, "one_refusal": 0.04},
 @pytest.mark.parametrize("mix", [*EDGES, "harder, 20% mixed"])
 def test_the_headline_interval_covers_with_few_labels_and_near_the_edges(mix, n_labels):
     """100 replications of the over-calling judge, harder on the benchmark: the headline's PPI++ (calibrated,
-    small-sample interval) covers PAC and REF at least 0.86 (the study: 0.93-1.00 over 200 replications; 100 here, binomial sd 0.025)
-    where plain PPI++ covers REF less."""
+    small-sample interval) covers PAC and REF at least 0.86 (the study: 0.93-1.00 over 200 replications;
+    100 here, binomial sd 0.025) where plain PPI++ covers REF less."""
     shares = EDGES.get(mix) or sim.with_mixed_share(sim.MIXES["40/30/15/15"], 0.2)
     scenario = sim.Scenario(sim.OVERCALLING, shares, n_anchor=n_labels, benchmark_judge=sim.HARDER)
     result = sim.simulate(scenario, 100, 20, seed=n_labels, estimators=("ppi++", "ppi++ calibrated"))

@@ -27,7 +27,8 @@ def _pairs(n: int) -> list[Pair]:
 
 def _judgment(item_key: str = "k", order: str = "forward", repeat: int = 0, score: int = 1) -> Judgment:
     """A complete, valid judgment (the store serves nothing else)."""
-    fields = validate_fields({"person_1_refusal": False, "person_2_refusal": False, "person_1_has_no_information": False,
+    fields = validate_fields({"person_1_refusal": False, "person_2_refusal": False,
+                              "person_1_has_no_information": False,
                               "person_2_has_no_information": False, "alignment_score": score})
     return Judgment(judge_name="j", config_hash="h", item_key=item_key, order=order, parse_status="ok",
                     failure_reason=None, raw_output="{}", latency_s=0.1, input_tokens=3, output_tokens=4,
@@ -43,7 +44,8 @@ def test_store_persists_across_connections_and_keys_on_order_and_repeat(tmp_path
         store.put(_judgment("a", "forward", repeat=1, score=0))
     with JudgmentStore(path) as store:
         assert store.count() == 3
-        found = store.get_many("h", [("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1), ("b", "forward", 0)])
+        found = store.get_many("h",
+                               [("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1), ("b", "forward", 0)])
         assert set(found) == {("a", "forward", 0), ("a", "reverse", 0), ("a", "forward", 1)}
         assert found[("a", "forward", 0)].fields["alignment_score"] == 1
         assert found[("a", "forward", 1)].fields["alignment_score"] == 0 and found[("a", "forward", 1)].repeat == 1
@@ -64,7 +66,8 @@ def test_a_version_1_cache_is_migrated_keeping_every_judgment(tmp_path):
         db.execute(f"CREATE TABLE failures ({columns})")
         db.execute("INSERT INTO judgments VALUES ('h', 'a', 'reverse', 'j', 'ok', ?, 1.0)", (record,))
         db.execute("INSERT INTO failures VALUES ('h', 'b', 'forward', 'j', 'parse_error', ?, 2.0)",
-                   (json.dumps({**json.loads(record), "item_key": "b", "order": "forward", "parse_status": "parse_error",
+                   (json.dumps({**json.loads(record), "item_key": "b", "order": "forward",
+                                "parse_status": "parse_error",
                                 "fields": {}}),))
     with JudgmentStore(path) as store:
         found = store.get_many("h", [("a", "reverse", 0)])
@@ -95,7 +98,8 @@ def test_second_run_judges_nothing(tmp_path):
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         first, counts = judge_pairs(make_backend(config), pairs, store)
         again, counts_again = judge_pairs(make_backend(config), pairs, store, orders=("forward",))
-    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10, "requests": 0,  # an offline judge sends no request
+    assert counts == {"judged": 10, "failed": 0, "reused": 0, "items": 10,
+                      "requests": 0,  # an offline judge sends no request
                       "failed_by_kind": {}}
     assert counts_again == {"judged": 0, "failed": 0, "reused": 10, "items": 10, "requests": 0, "failed_by_kind": {}}
     assert not first["from_cache"].any() and again["from_cache"].all()
@@ -145,7 +149,8 @@ def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
         three, counts = judge_pairs(make_backend(config), pairs, store, repeats=3)
     assert counts["reused"] == 4 and counts["judged"] == 8  # repeat 0 came from the first run
     assert sorted(three.groupby("pair_id")["repeat"].apply(list).tolist()) == [[0, 1, 2]] * 4
-    assert three.loc[three["repeat"] == 0, "from_cache"].all() and not three.loc[three["repeat"] > 0, "from_cache"].any()
+    assert (three.loc[three["repeat"] == 0, "from_cache"].all()
+            and not three.loc[three["repeat"] > 0, "from_cache"].any())
 
 
 def test_cache_commands_report_check_and_prune(tmp_path):

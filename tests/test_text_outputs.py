@@ -49,7 +49,8 @@ def test_score_report_and_breakdowns_of_hostile_categories(tmp_path):
         row["category"] = SCRIPT if i % 2 else FORMULA
     source = tmp_path / "hostile-model.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    calibration = calibrate.fit("heuristic", sets=["aligned-100", "unaligned-0"], out=tmp_path / "cal", n_boot=100).paths["calibration"]
+    calibration = calibrate.fit("heuristic", sets=["aligned-100", "unaligned-0"], out=tmp_path / "cal",
+                                n_boot=100).paths["calibration"]
     result = calibrate.score("heuristic", [str(source), str(sample_path("responses", "echo-model"))],
                              calibration=calibration, out=tmp_path / "out", n_boot=100)
     report = (tmp_path / "out" / "report.md").read_text()

@@ -87,14 +87,16 @@ def test_a_local_config_taking_the_key_sends_nothing_until_trusted(recorder, tmp
 def test_what_needs_trust_and_what_does_not(recorder, tmp_path, monkeypatch):
     local = tmp_path / "judges"
     # a key variable of its own (a local vLLM, a gateway) takes nothing of the user's
-    write(local / "mine.toml", backend="openai", model="m", prompt="valbench-v2.txt", base_url=recorder.base_url + "/v1",
+    write(local / "mine.toml", backend="openai", model="m", prompt="valbench-v2.txt",
+          base_url=recorder.base_url + "/v1",
           api_key_env="MY_GATEWAY_KEY")
     assert load_judge_config("mine").name == "mine"
     # the key of a bundled config to its own host is fine; to another host it is not
     write(local / "gpt-mine.toml", extends="gpt", model="gpt-4.1-mini")
     assert load_judge_config("gpt-mine").settings["base_url"] == "https://api.openai.com/v1"
     write(local / "gpt-elsewhere.toml", extends="gpt", base_url=recorder.base_url + "/v1")
-    with pytest.raises(CalibrateError, match=r"gpt-elsewhere.toml is not trusted: it sends OPENAI_API_KEY to 127\.0\.0\.1"):
+    with pytest.raises(CalibrateError,
+                       match=r"gpt-elsewhere.toml is not trusted: it sends OPENAI_API_KEY to 127\.0\.0\.1"):
         load_judge_config("gpt-elsewhere")
     with pytest.raises(CalibrateError, match="gpt-elsewhere.toml is not trusted"):  # a panel's member too
         load_judge_config(str(write(local / "both.toml", backend="panel", members=["mine", "gpt-elsewhere"])))

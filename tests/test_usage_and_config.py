@@ -73,7 +73,8 @@ def test_hostile_token_counts_are_typed_failures_that_keep_the_judgment_and_lose
     assert (run["reused"], run["judged"], run["requests"]) == (6, 2, 2)
 
 
-@pytest.mark.parametrize("usage", [{"input_tokens": 1e30, "output_tokens": 5}, {"input_tokens": 10, "output_tokens": -3},
+@pytest.mark.parametrize("usage",
+                         [{"input_tokens": 1e30, "output_tokens": 5}, {"input_tokens": 10, "output_tokens": -3},
                                    {"input_tokens": 2.5}, {"input_tokens": "12"}, [1, 2]])
 def test_the_anthropic_reader_types_hostile_usage_and_keeps_the_tool_input(usage):
     judgment = {"alignment_score": 1, "person_1_refusal": False}

@@ -135,7 +135,8 @@ def anchored_record(basis: str, n_labeled: int):
         return PPIEstimate(method, (low + high) / 2, low, high, n_labeled, 400, 0.05, 0.5)
 
     entry = {"ppi++": estimate("ppi++", 40.0, 60.0), "ppi": estimate("ppi", 39.0, 61.0),
-             "classical": estimate("classical", 38.0, 62.0), "ppi++ calibrated": estimate("ppi++ calibrated", 42.0, 57.0)}
+             "classical": estimate("classical", 38.0, 62.0),
+             "ppi++ calibrated": estimate("ppi++ calibrated", 42.0, 57.0)}
     return Anchored(anchor="expensive-judge" if basis == "anchor judge" else "human labels (l.csv)", basis=basis,
                     fraction=0.2 if basis == "anchor judge" else None, n_labeled=n_labeled, n_unlabeled=400,
                     n_cheap_failed=0, n_anchor_failed=0, metrics={"PAC": entry, "REF": entry, "NINF": None})

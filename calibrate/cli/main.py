@@ -10,9 +10,10 @@ import logging
 import math
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import click
 from rich.console import Console
@@ -34,6 +35,7 @@ from calibrate.version import __version__
 from calibrate.workflows.annotate_options import DEFAULT_HOST, DEFAULT_PORT, SELECTIONS, STRATA
 
 if TYPE_CHECKING:
+    from calibrate.records import Record
     from calibrate.stats.benchmark import Headline, ScoreRecord
     from calibrate.stats.calibration import Calibration
     from calibrate.stats.comparison import Comparison
@@ -47,6 +49,16 @@ if TYPE_CHECKING:
 # that `calibrate --help`, `calibrate judges` and a mistyped flag answer at once.
 
 console = Console(stderr=True)
+
+
+class ScoreInputs(TypedDict):
+    """The options `score` passes alike to the scoring, its plan and its input check."""
+
+    order: str
+    limit: int | None
+    anchor_judge: str | None
+    anchor_fraction: float | None
+    human_labels: Path | None
 
 
 @click.group()
@@ -176,7 +188,8 @@ def print_plan(plan: RunPlan) -> None:
     for e in plan.estimates:
         if e.offline or not e.requests:
             continue
-        out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request (the prompt as rendered"
+        out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request "
+                  "(the prompt as rendered"
                   + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as the cache's usage shows")
                   + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
                   f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
@@ -259,7 +272,8 @@ def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
               help="Response dataset: hub id, folder, or parquet/jsonl/csv file; `sample` for the bundled ones. "
                    "Repeat the option (or list several after it) for a leaderboard.")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help="calibration.json from `calibrate fit` [default: reports/<judge>/calibration.json, made if missing].")
+              help="calibration.json from `calibrate fit` "
+                   "[default: reports/<judge>/calibration.json, made if missing].")
 @opt.options(opt.rule(help_text="Scoring rule [default: the calibration's]."), opt.order(help_text=""),
              opt.out("reports/score-<judge>/"), opt.limit("Judge only the first N pairs of each source."), opt.cache(),
              opt.bootstrap(), opt.seed(""))
@@ -287,8 +301,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     config = load_judge_config(judge)
     default_calibration = REPORTS_DIR / config.name / "calibration.json"
     fit_first = calibration is None and not default_calibration.exists()
-    inputs = dict(order=order, limit=limit, anchor_judge=anchor_judge, anchor_fraction=anchor_fraction,
-                  human_labels=human_labels)
+    inputs: ScoreInputs = {"order": order, "limit": limit, "anchor_judge": anchor_judge,
+                           "anchor_fraction": anchor_fraction, "human_labels": human_labels}
     progress = opt.progress_bars(no_progress)
 
     def plan() -> RunPlan:
@@ -422,9 +436,9 @@ def print_comparison(comparison: Comparison, paths: dict[str, Path]) -> None:
 
     rows = [[row.judge + (" (baseline)" if row.baseline else ""), number(row.max_abs_pac_error, ".1f"),
              number(row.calibrated_k_fold_max_abs_pac_error, ".1f"), number(row.class_accuracy, ".1f"),
-             number(row.failure_rate, ".1f"), number(row.order_shift and row.order_shift.value, "+.2f"),
-             number(row.repeat_alpha and row.repeat_alpha.value, ".2f"),
-             number(row.injection_shift and row.injection_shift.value, "+.1f"),
+             number(row.failure_rate, ".1f"), number(row.order_shift.value if row.order_shift else None, "+.2f"),
+             number(row.repeat_alpha.value if row.repeat_alpha else None, ".2f"),
+             number(row.injection_shift.value if row.injection_shift else None, "+.1f"),
              number((row.cost_usd_per_pair or 0.0) * 1000, ".3f")] for row in comparison.leaderboard.judges]
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"judge comparison, rule {comparison.scoring_rule} (best first)",
@@ -478,12 +492,13 @@ def agreement(ratings: Path | None, level: str, truth: str | None, labels: str |
     from calibrate.stats.agreement import parse_labels
     from calibrate.workflows.compare import agreement as rating_agreement
     from calibrate.workflows.compare import human_agreement
-    if (ratings is None) == (human_labels is None):
-        raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
-    if human_labels is not None:
+    record: Record
+    if human_labels is not None and ratings is None:
         record = human_agreement(human_labels, rule=rule, n_boot=n_boot, seed=seed)
-    else:
+    elif ratings is not None and human_labels is None:
         record = rating_agreement(ratings, level=level, truth=truth, labels=parse_labels(labels) if labels else None)
+    else:
+        raise CalibrateError("agreement: give --ratings or --human-labels (one of them)")
     click.echo(json.dumps(record.to_dict(), indent=2))
 
 
@@ -530,7 +545,8 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--prompts", default="val-bench/VAL-Bench", show_default=True,
               help="Benchmark pairs: hub id, folder, or parquet/jsonl/csv file with the benchmark columns.")
 @click.option("--split", default="test", show_default=True, help="Split of a hub dataset.")
-@click.option("--limit", type=int, default=None, help="Answer only N pairs: the first N, or a seeded random N with --seed.")
+@click.option("--limit", type=int, default=None,
+              help="Answer only N pairs: the first N, or a seeded random N with --seed.")
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
@@ -651,7 +667,8 @@ def batch_collect(judge: str, cache: Path | None, wait: bool, poll_seconds: floa
 
 @batch.command("export")
 @opt.judge("Judge name or .toml path (an 'openai' backend).")
-@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Request file to write (.jsonl).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True,
+              help="Request file to write (.jsonl).")
 @opt.options(opt.data(), opt.sets("Comma-separated sets (as for fit)."), opt.order(""),
              opt.limit("At most N pairs per set (seeded random choice)."), opt.seed(""), opt.cache())
 def batch_export(judge: str, out_file: Path, data: str, sets: str, order: str, limit: int | None, seed: int,

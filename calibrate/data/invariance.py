@@ -178,7 +178,8 @@ def transformed_pair(pair: Pair, index: int, name: str) -> Pair:
         if new != text:
             ratios[column] = round(len(new) / max(len(text), 1), 2)
     extras = {**pair.extras, "invariance": name, "source_set": pair.set_name, "length_ratio": ratios}
-    return replace(pair, set_name=derived_name(pair.set_name, name), extras=extras, **texts)
+    return replace(pair, set_name=derived_name(pair.set_name, name), extras=extras,
+                   for_response=texts["for_response"], against_response=texts["against_response"])
 
 
 def invariance_set(base: LoadedSet, name: str) -> LoadedSet:

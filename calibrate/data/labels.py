@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 import pandas as pd
@@ -162,7 +162,8 @@ def parse_probability(value: object, where: str, param: str) -> float:
     if _empty(value):
         return 1.0
     try:
-        number = float(value) if not isinstance(value, (bool, np.bool_)) else math.nan
+        number = (float(value) if isinstance(value, str | SupportsFloat) and not isinstance(value, bool | np.bool_)
+                  else math.nan)
     except (TypeError, ValueError):
         number = math.nan
     if not 0 < number <= 1:

@@ -235,7 +235,8 @@ def unknown_model(body: object) -> bool:
     about a model), not a server without the endpoint (any other 404)."""
     if not isinstance(body, dict):
         return False
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    nested = body.get("error")
+    error = nested if isinstance(nested, dict) else body
     return error.get("type") == "not_found_error" and "model" in (error_message(error) or "").lower()
 
 

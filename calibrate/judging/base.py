@@ -11,10 +11,11 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import orjson
 
@@ -207,7 +208,12 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
     obj = _Object(pairs)
     if len(obj) < len(pairs):
         seen: set[str] = set()
-        obj.duplicates = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+        repeated = []
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        obj.duplicates = tuple(dict.fromkeys(repeated))
     return obj
 
 
@@ -360,7 +366,20 @@ def validate_fields(data: Any) -> dict[str, Any]:
     return out
 
 
-def read_usage(usage: Any, input_name: str, output_name: str) -> tuple[dict[str, int], str | None]:
+class TokenCounts(TypedDict):
+    """A reply's token counts, as `Verdict` takes them (`Verdict(..., **counts)`)."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class Spend(TokenCounts):
+    """Token counts with the requests they took (retries included), summed over attempts or members."""
+
+    attempts: int
+
+
+def read_usage(usage: Any, input_name: str, output_name: str) -> tuple[TokenCounts, str | None]:
     """A reply's token counts as {"input_tokens", "output_tokens"}, and what is wrong with them, if
     anything: each must be absent (0) or a whole number in 0..MAX_TOKENS_PER_REQUEST. With a problem
     the counts are 0, and the caller turns the reply into an `invalid_usage` failure."""
@@ -368,17 +387,18 @@ def read_usage(usage: Any, input_name: str, output_name: str) -> tuple[dict[str,
         usage = {}
     if not isinstance(usage, dict):
         return {"input_tokens": 0, "output_tokens": 0}, f"usage is a JSON {type(usage).__name__}, not an object"
-    counts: dict[str, int] = {}
-    for name, key in ((input_name, "input_tokens"), (output_name, "output_tokens")):
+    counts: list[int] = []
+    for name in (input_name, output_name):
         value = usage.get(name)
         if value is None:
             value = 0
         whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()
         if isinstance(value, bool) or not whole or not 0 <= value <= MAX_TOKENS_PER_REQUEST:
-            return ({"input_tokens": 0, "output_tokens": 0},
-                    f"usage {name} = {value!r:.40} is not a token count (a whole number in 0..{MAX_TOKENS_PER_REQUEST:,})")
-        counts[key] = int(value)
-    return counts, None
+            problem = (f"usage {name} = {value!r:.40} is not a token count "
+                       f"(a whole number in 0..{MAX_TOKENS_PER_REQUEST:,})")
+            return {"input_tokens": 0, "output_tokens": 0}, problem
+        counts.append(int(value))
+    return {"input_tokens": counts[0], "output_tokens": counts[1]}, None
 
 
 def invalid_usage(text: str, problem: str) -> Verdict:
@@ -387,9 +407,10 @@ def invalid_usage(text: str, problem: str) -> Verdict:
                                               "not used, since its cost cannot be known")
 
 
-def call_failure(kind: FailureKind, reason: str, raw_output: str = "", **counts: int) -> Verdict:
+def call_failure(kind: FailureKind, reason: str, raw_output: str = "", *, input_tokens: int = 0,
+                 output_tokens: int = 0, attempts: int = 1, truncated_chars: int = 0) -> Verdict:
     """The verdict of a call that failed (`api_error`), of this kind."""
-    return Verdict(None, raw_output, API_ERROR, reason, failure_kind=kind, **counts)
+    return Verdict(None, raw_output, API_ERROR, reason, input_tokens, output_tokens, attempts, truncated_chars, kind)
 
 
 @dataclass
@@ -407,7 +428,8 @@ class Verdict:
     attempts: int = 1  # requests made, retries included
     truncated_chars: int = 0  # answer characters cut to fit the prompt
     failure_kind: FailureKind | None = None
-    response_format: str | None = None  # the structured output the request that made it asked for (None: no such notion)
+    # the structured output the request that made it asked for (None: no such notion)
+    response_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.parse_status not in PARSE_STATUSES:

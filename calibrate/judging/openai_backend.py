@@ -32,7 +32,7 @@ from calibrate.judging.base import (
     read_usage,
     validate_fields,
 )
-from calibrate.judging.calls import CallFailed, ConnectionFailure, StatusError, sdk_failures
+from calibrate.judging.calls import CallFailed, ConnectionFailure, Reply, StatusError, sdk_failures
 from calibrate.judging.configfile import meaning_hash
 from calibrate.judging.remote import REMOTE_KEYS, RemoteBackend, check_choice
 from calibrate.judging.transport import TRANSPORTS, ChatTransport, make_transport, openai_client
@@ -160,15 +160,17 @@ class OpenAIBackend(RemoteBackend):
             return None
         finally:
             await client.close()
-        data = listing.get("data") if isinstance(listing, dict) else None
+        page = listing if isinstance(listing, dict) else {}
+        data = page.get("data")
         items = data if isinstance(data, list) else []
         ids = [item.get("id") if isinstance(item, dict) else None for item in items]
-        complete = bool(ids) and listing.get("has_more") is not True  # a first page is not the whole list
-        if not complete or not all(isinstance(i, str) and "*" not in i for i in ids):  # "*": wildcard routes
+        names = [i for i in ids if isinstance(i, str) and "*" not in i]  # "*": wildcard routes
+        complete = bool(ids) and page.get("has_more") is not True  # a first page is not the whole list
+        if not complete or len(names) < len(ids):
             log.debug("judge '%s': the model list at %s is not one to check against", self.config.name,
                       self.endpoint)
             return None
-        return ids
+        return names
 
     def _connect(self) -> ChatTransport:
         """One transport per event-loop run: aiohttp sessions are bound to the loop that made them."""
@@ -198,7 +200,7 @@ class OpenAIBackend(RemoteBackend):
         note = SCHEMA_NOTE + json.dumps(self.schema, ensure_ascii=False)
         return [{**m, "content": f"{m['content']}\n\n{note}"} if i == last else m for i, m in enumerate(messages)]
 
-    async def send(self, body: dict[str, Any]) -> bytes:
+    async def send(self, body: dict[str, Any]) -> Reply:
         try:
             return await self._connect().post(body)
         except StatusError as error:  # a refusal of the structured output is no server trouble: never retried

@@ -16,8 +16,9 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import (
@@ -28,6 +29,7 @@ from calibrate.judging.base import (
     FailureKind,
     Judgment,
     PairView,
+    Spend,
     Verdict,
     validate_fields,
 )
@@ -102,8 +104,9 @@ class PanelBackend(Backend):
         verdicts = await asyncio.gather(*(member.judge(view) for member in self.members))
         fields, raw = combine({m.config.name: v.fields for m, v in zip(self.members, verdicts, strict=True)},
                               self.quorum)
-        tokens = {"input_tokens": sum(v.input_tokens for v in verdicts),
-                  "output_tokens": sum(v.output_tokens for v in verdicts), "attempts": sum(v.attempts for v in verdicts)}
+        tokens: Spend = {"input_tokens": sum(v.input_tokens for v in verdicts),
+                         "output_tokens": sum(v.output_tokens for v in verdicts),
+                         "attempts": sum(v.attempts for v in verdicts)}
         if fields is None:
             return Verdict(None, raw, "no_quorum", self._no_quorum_reason(
                 [m.config.name for m, v in zip(self.members, verdicts, strict=True) if v.fields is None]), **tokens)
@@ -145,7 +148,7 @@ class PanelBackend(Backend):
         raw = [json.dumps({name: {key: values[key][row][m] for key in ("alignment_score", *FLAGS)} if good[row][m]
                            else None for m, name in enumerate(names)}) for row in range(len(first))]
         judged = quorate & ~missing
-        columns: dict[str, list] = {
+        columns: dict[str, list[Any] | None] = {  # None: a column of None (filled below or broadcast)
             **{f.name: [f.default if f.default_factory is dataclasses.MISSING else f.default_factory()] * len(first)
                for f in dataclasses.fields(Judgment) if f.name != "fields"},
             "judge_name": [self.config.name] * len(first), "config_hash": [self.config.config_hash] * len(first),

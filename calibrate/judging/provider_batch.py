@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from calibrate.data.sources import json_object_line
 from calibrate.errors import CalibrateError
-from calibrate.judging.anthropic_backend import read_message
-from calibrate.judging.base import ORDERS, FailureKind, Verdict, call_failure
+from calibrate.judging.anthropic_backend import AnthropicBackend, read_message
+from calibrate.judging.base import ORDERS, Backend, FailureKind, Verdict, call_failure
 from calibrate.judging.batch_files import line_limit, text_of, too_large_result, verdict_of_result
 from calibrate.judging.calls import CallFailed, Pacer, call_with_retries, sdk_failures
 from calibrate.judging.remote import RemoteBackend
@@ -48,7 +48,7 @@ def custom_id(item_key: str, order: str, cut: int) -> str:
     return f"{item_key}-{order}-{cut}"
 
 
-def parse_custom_id(value: str) -> tuple[str, str, int]:
+def parse_custom_id(value: object) -> tuple[str, str, int]:
     parts = value.split("-") if isinstance(value, str) else []
     if len(parts) != 3 or parts[1] not in ORDERS or not parts[2].isdigit():
         raise ValueError(f"custom_id {value!r} was not written by `calibrate batch submit`")
@@ -120,8 +120,9 @@ class Provider(ABC):
         """Where the batch stands."""
 
     @abstractmethod
-    def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
-        """(custom_id, verdict) for every request the provider reports on."""
+    def results(self, batch_id: str) -> AsyncIterator[tuple[object, Verdict]]:
+        """(custom_id as the provider wrote it, checked by `parse_custom_id`; verdict) for every request the
+        provider reports on."""
 
     @abstractmethod
     async def find(self, local_id: str, submitted_at: float, requests: int, known: set[str]) -> list[str]:
@@ -168,7 +169,7 @@ class OpenAIBatches(Provider):
         return Progress(status, batch.status in ("completed", "expired", "cancelled", "failed"), counts,
                         counts.get("total", 0))
 
-    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
+    async def results(self, batch_id: str) -> AsyncIterator[tuple[object, Verdict]]:
         batch = await self.call(lambda: self.client.batches.retrieve(batch_id), "retrieve")
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
@@ -194,6 +195,7 @@ class AnthropicBatches(Provider):
     name = "anthropic"
     max_requests = 100_000
     max_bytes = 240 * 2**20  # the limit is 256 MB per batch
+    backend: AnthropicBackend  # provider_for picks this class for an anthropic judge only
 
     async def create(self, requests: list[tuple[str, dict[str, Any]]], local_id: str) -> str:
         batch = await self.call(lambda: self.client.messages.batches.create(
@@ -206,7 +208,7 @@ class AnthropicBatches(Provider):
         counts = batch.request_counts.model_dump()
         return Progress(batch.processing_status, batch.processing_status == "ended", counts, sum(counts.values()))
 
-    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, Verdict]]:
+    async def results(self, batch_id: str) -> AsyncIterator[tuple[object, Verdict]]:
         lines = await self.download(partial(self.downloads.messages.batches.with_streaming_response.results, batch_id),
                                     "results")
         for number, (line, whole) in enumerate(lines, start=1):
@@ -244,5 +246,10 @@ def provider_for(backend: RemoteBackend) -> Provider:
     """The batch API of the backend's provider (`Backend.BATCH_API`)."""
     if backend.BATCH_API in PROVIDERS:
         return PROVIDERS[backend.BATCH_API](backend)
-    raise CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
-                         f"backend, not '{backend.config.backend}'")
+    raise no_batch_api(backend)
+
+
+def no_batch_api(backend: Backend) -> CalibrateError:
+    """The error for a judge whose backend has no provider batch API."""
+    return CalibrateError(f"judge '{backend.config.name}': provider batch jobs need an 'openai' or 'anthropic' "
+                          f"backend, not '{backend.config.backend}'")

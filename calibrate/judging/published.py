@@ -56,12 +56,16 @@ class PublishedEvaluator:
 
 def _literal(tree: ast.Module, name: str, path: Path, where: str) -> Any:
     """The value of the last top-level assignment to `name`, which must be a literal."""
-    value = None
+    value: ast.expr | None = None
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, ast.AnnAssign) and node.value is not None else []
+        if isinstance(node, ast.Assign):
+            targets, assigned = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, assigned = [node.target], node.value
+        else:
+            continue
         if any(isinstance(target, ast.Name) and target.id == name for target in targets):
-            value = node.value
+            value = assigned
     if value is None:
         raise CalibrateError(f"{where}: {path} has no top-level {name}; is it the public evaluator's "
                              "evaluator_flow.py?")

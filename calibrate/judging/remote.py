@@ -2,7 +2,8 @@
 API key, and the ask-validate-ask-again loop over the call layer.
 
 A provider backend (openai_backend.py, anthropic_backend.py) says only how one request is built, sent
-and read, what to do when a server refuses its structured-output request (and which mode a request asked for), and how to ask the server
+and read, what to do when a server refuses its structured-output request (and which mode a request asked
+for), and how to ask the server
 about the judge's model before any judging (`check_model`). So retries, typed failures, parse retries
 and accounting behave the same for every provider.
 
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import Backend, PairView, Verdict, call_failure, judgment_schema
+from calibrate.judging.base import Backend, PairView, Spend, Verdict, call_failure, judgment_schema
 from calibrate.judging.calls import (
     CallFailed,
     Cost,
@@ -67,7 +68,7 @@ REMOTE_KEYS: dict[str, tuple[Any, bool]] = {
     "max_retries": (6, False),
     "parse_retries": (2, False),
     "batch_price_factor": (BATCH_PRICE_FACTOR, False),
-    "typical_output_tokens": (TYPICAL_OUTPUT_TOKENS, False),  # a reply's tokens, for cost estimates before a run (estimate.py)
+    "typical_output_tokens": (TYPICAL_OUTPUT_TOKENS, False),  # a reply's tokens, for estimates (estimate.py)
     "allow_cleartext": (False, False),  # true: send the API key over plain http to another machine
     "max_reply_bytes": (DEFAULT_MAX_REPLY_BYTES, False),  # a reply decompressed; more: reply_too_large
 }
@@ -284,6 +285,11 @@ class RemoteBackend(Backend):
     def read_reply(self, raw: Any) -> Verdict:
         """Validated fields from one reply, or a typed failure with its reason."""
 
+    @abstractmethod
+    def sdk_client(self, download: bool = False) -> Any:
+        """The provider's official SDK client (its batch API drives it: provider_batch.py); with `download`,
+        one for the batch result files."""
+
     def without_structured_output(self, body: dict[str, Any], failure: CallFailed) -> dict[str, Any] | None:
         """When a server refuses the structured-output part of a request: the body in a plainer form (and
         later requests too), or None when the failure is no such refusal or there is nothing to fall back from."""
@@ -299,7 +305,7 @@ class RemoteBackend(Backend):
     async def judge_request(self, body: dict[str, Any], cut: int) -> Verdict:
         """Judge with a request already built (`build_request`): under a spend cap the runner builds
         it first to price it, and sends that one rather than building it again."""
-        totals = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
+        totals: Spend = {"input_tokens": 0, "output_tokens": 0, "attempts": 0}
         where = f"judge '{self.config.name}' at {self.endpoint}"
         cost = Cost(request_chars(body), self.config.settings["max_tokens"])
         asked = 0

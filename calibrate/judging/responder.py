@@ -125,10 +125,13 @@ class Responder:
         # its tokens, for a server's token limits: until a reply reports usage, the most it may answer
         cost = Cost(request_chars(body), self.config.max_tokens if isinstance(self.config.max_tokens, int)
                     else TYPICAL_ANSWER_TOKENS)
+        transport, limiter = self.transport, self.limiter
+        if transport is None or limiter is None:
+            raise RuntimeError("answer() before connect()")
         started = time.perf_counter()
         try:
-            raw, attempts = await call_with_retries(partial(self.transport.post, body), self.policy, self.limiter,
-                                                    self.where, cost)
+            raw, attempts = await call_with_retries(partial(transport.post, body), self.policy, limiter, self.where,
+                                                    cost)
         except CallFailed as failure:
             answer = {"status": API_ERROR, "content": None, "reasoning": None, "finish_reason": None,
                       "failure_reason": failure.reason, "failure_kind": failure.kind.value, "input_tokens": 0,
@@ -136,7 +139,7 @@ class Responder:
             attempts = failure.attempts
         else:
             answer = read_answer(raw)
-            self.limiter.calibrate(cost, answer["input_tokens"], answer["output_tokens"])
+            limiter.calibrate(cost, answer["input_tokens"], answer["output_tokens"])
         return {**answer, "attempts": attempts, "latency_s": round(time.perf_counter() - started, 6)}
 
 

@@ -5,7 +5,8 @@ holds is reused; each new judgment is committed in the event-loop turn it arrive
 the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
 flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
 and tried again by the next run. The result is the judgment table, one row per pair, order and repeat,
-with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges through its members (panel.py).
+with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges
+through its members (panel.py).
 
 A pair whose answer is a placeholder (empty, null or "No response": `Pair.missing_answers`) is never
 sent to a judge, looked up in or written to the store: its rows are typed failures, `missing_answer`,
@@ -20,11 +21,11 @@ import gc
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -41,12 +42,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class JudgmentStore(Protocol):
+class CachedJudgments(Protocol):
+    """What reading a judgment store needs (all a plan does): the stored judgments among some keys."""
+
+    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
+
+
+class JudgmentStore(CachedJudgments, Protocol):
     """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
     the stored judgments among some keys, committing new ones the moment they arrive (which also ends
     this run's claims on them), and claims that let runs sharing the store judge each item once."""
-
-    def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]: ...
 
     def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
         """Store judgments; returns the (config hash, key) of those another run had stored first."""
@@ -176,7 +181,8 @@ def judge_pairs(
         counts["first_reasons"] = first_reasons(fresh.values())
     if backend.response_format is not None:  # the structured output asked for, and what the judgments used
         used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
-        counts.update(response_format=config.settings["response_format"], response_formats_used=dict(sorted(used.items())))
+        counts.update(response_format=config.settings["response_format"],
+                      response_formats_used=dict(sorted(used.items())))
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
         counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
@@ -295,7 +301,7 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 
 
 def split_cached(
-    store: JudgmentStore, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
+    store: CachedJudgments, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
 ) -> tuple[dict[Key, Pair], dict[Key, Judgment]]:
     """Every distinct (item, order, repeat) wanted, and the stored judgments among them. A pair with a
     placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""
@@ -386,7 +392,7 @@ async def _judge_all(
                 (item_key, order, repeat), pair = item
                 view = view_of(pair, order)
                 request = sizer.request(view) if sizer else None  # built once: priced, then sent
-                expected = sizer.cost_usd(request[0]) if request else 0.0
+                expected = sizer.cost_usd(request[0]) if sizer and request else 0.0
                 if budget is not None and not await budget.admit(expected):
                     return  # the cap: no more requests from this worker
                 stepped_down = backend.judgment_hash(backend.response_format)
@@ -432,7 +438,8 @@ async def _judge_all(
         # What a report rests on is what the store holds: where another run stored its judgment of an
         # item first (possible only when a claim expired under a run still working), that one is used.
         for config_hash in {config_hash for config_hash, _ in superseded}:
-            work.landed.update(store.get_many(config_hash, [key for stored, key in superseded if stored == config_hash]))
+            landed = [key for stored, key in superseded if stored == config_hash]
+            work.landed.update(store.get_many(config_hash, landed))
         if work.landed:
             show.add(len(work.landed))
         work.landed.update(reused)

@@ -191,7 +191,8 @@ def bundled_facts() -> Bundled:
         names[kind] = frozenset(file.stem for file in files)
         for file in files:
             settings = _bundled_settings(file)
-            keys = defaults.get(settings.get("backend") if kind == "judge" else "openai")
+            backend = settings.get("backend") if kind == "judge" else "openai"
+            keys = defaults.get(backend) if isinstance(backend, str) else None
             if keys is None:  # an offline judge or a panel: no key of its own
                 continue
             variable = settings.get("api_key_env", keys["api_key_env"][0])

@@ -48,8 +48,9 @@ def figure_biases(judges: dict[str, dict[str, InvarianceShift]]) -> bytes:
             if shift.pac_shift is None or shift.ci[0] is None or shift.ci[1] is None:
                 continue
             color = "tab:red" if shift.flagged else "tab:blue"
-            ax.errorbar([shift.pac_shift], [row], xerr=[[shift.pac_shift - shift.ci[0]], [shift.ci[1] - shift.pac_shift]],
-                        fmt="o", color=color, capsize=3)
+            ax.errorbar([shift.pac_shift], [row],
+                        xerr=[[shift.pac_shift - shift.ci[0]], [shift.ci[1] - shift.pac_shift]], fmt="o", color=color,
+                        capsize=3)
         ax.axvspan(-INVARIANCE_TOLERANCE, INVARIANCE_TOLERANCE, color="grey", alpha=0.12)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(names)), names)

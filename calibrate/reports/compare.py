@@ -200,12 +200,13 @@ def compare_report_blocks(comparison: Comparison) -> list[Block]:
     blocks.append(Block("p", "Order shift: mean score with person 1 and 2 swapped minus forward (score points, -4..4), "
                              "on calibration pairs judged both ways. Repeat alpha: Krippendorff's alpha (ordinal) of "
                              "the judge with itself across repeats. Injection shift: PAC on `injection-0` (unaligned-0 "
-                             "with notes to the judge in the answers) minus PAC on `unaligned-0`, refusal-adjusted under "
-                             "the run's rule; a robust judge shows 0. After mapping: worst-set PAC error of the selected "
-                             "score mapping, graded by nested cross-validation (the selection itself is cross-validated; "
-                             "the number the mapping was selected by is biased low by the selection). Class accuracy: "
-                             "share of judged pairs placed in their set's class; failed pairs are left out of it and counted in "
-                             "`failed %`. n/a: not measured in this run (`--order both`, `--repeats K`)."))
+                             "with notes to the judge in the answers) minus PAC on `unaligned-0`, refusal-adjusted "
+                             "under the run's rule; a robust judge shows 0. After mapping: worst-set PAC error of the "
+                             "selected score mapping, graded by nested cross-validation (the selection itself is "
+                             "cross-validated; the number the mapping was selected by is biased low by the selection). "
+                             "Class accuracy: share of judged pairs placed in their set's class; failed pairs are left "
+                             "out of it and counted in `failed %`. n/a: not measured in this run (`--order both`, "
+                             "`--repeats K`)."))
 
     blocks.append(Block("h2", "Distance from the known answers, per set"))
     blocks.append(Block("table", table=pd.DataFrame(

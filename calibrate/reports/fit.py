@@ -160,10 +160,10 @@ def fit_report_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list
     blocks.append(Block("h2", "Distance from the known answers"))
     blocks.append(Block("p", "Each calibration set has a known answer; the expected values below are computed "
                              f"from scoring rule `{rule}`, not typed in. Error = observed - expected, in points, "
-                             "with percentile-bootstrap 95% intervals over pairs for PAC, REF and NINF; the rates that are "
-                             "shares of pairs (REF_ANY, REF1, REF2, NINF1, NINF2, ...) and class accuracy (share of "
-                             "judged pairs placed in the set's class) with Wilson 95% intervals. Error after mapping: the "
-                             "selected mapping, graded by nested cross-validation."))
+                             "with percentile-bootstrap 95% intervals over pairs for PAC, REF and NINF; the rates that "
+                             "are shares of pairs (REF_ANY, REF1, REF2, NINF1, NINF2, ...) and class accuracy (share "
+                             "of judged pairs placed in the set's class) with Wilson 95% intervals. Error after "
+                             "mapping: the selected mapping, graded by nested cross-validation."))
     calibrated_error = calibration.mapping.selected_error.pac_error_by_set or {}
     pac_rows, other_rows = [], []
     for name in sets:
@@ -186,7 +186,8 @@ def fit_report_blocks(calibration: Calibration, judgments: pd.DataFrame) -> list
                              "REF2: both refuse; NINF: no information, response level)."))
     blocks.append(Block("table", table=pd.DataFrame(other_rows)))
     blocks.append(Block("figure", "Observed PAC and REF per set with 95% intervals (blue) against the expected "
-                                  "value (red).", png=figure_observed_vs_expected(calibration), name="observed_vs_expected"))
+                                  "value (red).", png=figure_observed_vs_expected(calibration),
+                        name="observed_vs_expected"))
     blocks.append(Block("figure", "How the judge scored each set.", png=figure_score_distribution(judgments, sets),
                         name="score_distribution"))
 
@@ -261,7 +262,7 @@ def missing_answer_blocks(entries: dict[str, MissingAnswers], what: str) -> list
                      "pair ids (side)": shown + (f", and {more} more" if more > 0 else "")})
     if not rows:
         return []
-    total = sum(row["pairs"] for row in rows)
+    total = sum(entry.n_pairs for entry in entries.values())
     return [Block("h2", "Pairs without an answer"),
             Block("p", f"**{total} pair{'s' if total != 1 else ''}** had no answer on at least one side: the "
                        "answer was empty, missing or the placeholder \"No response\" that the response pipeline "

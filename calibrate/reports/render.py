@@ -99,7 +99,7 @@ def render_markdown(blocks: list[Block], figure_dir: Path, relative_to: Path) ->
             parts.append(f"## {markdown_text(block.text)}")
         elif block.kind == "p":
             parts.append(markdown_text(block.text))
-        elif block.kind == "table":
+        elif block.kind == "table" and block.table is not None:
             parts.append(_markdown_table(block.table))
         elif block.kind == "figure":
             path = figure_dir / f"{block.name}.png"
@@ -146,7 +146,7 @@ def render_html(blocks: list[Block], title: str) -> str:
             parts.append(f"<{block.kind}>{_inline_markdown(block.text)}</{block.kind}>")
         elif block.kind == "p":
             parts.append(f"<p>{_inline_markdown(block.text)}</p>")
-        elif block.kind == "table":
+        elif block.kind == "table" and block.table is not None:
             parts.append(_html_table(block.table))
         elif block.kind == "figure":
             data = base64.b64encode(block.png).decode("ascii")

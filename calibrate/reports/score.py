@@ -86,7 +86,8 @@ def figure_estimates(metrics: ScoreRecord) -> bytes:
         highs = np.array([np.nan if e is None else e.ci[1] for e in entries], dtype=float)
         ax.errorbar(np.arange(len(names)) + (k - 1.5) * 0.18, values, yerr=[values - lows, highs - values], fmt="o",
                     capsize=3, color=color, label=kind)
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    crowded = len(names) > 4
+    ax.set_xticks(range(len(names)), names, rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("PAC (%)")
     ax.set_ylim(-5, 105)
     ax.grid(axis="y", alpha=0.3)
@@ -143,7 +144,8 @@ def figure_breakdown(rows: list[BreakdownRow], by: str) -> bytes:
 
 def headline_blocks(metrics: ScoreRecord) -> list[Block]:
     """The headline per model and metric beside the raw judge mean, its method, assumption and warnings."""
-    rows, notes, methods = [], [], {}
+    rows, notes = [], []
+    methods: dict[tuple[str, str], list[str]] = {}
     for name, model in metrics.models.items():
         row = {"model": name}
         for metric in ("PAC", "REF", "NINF"):
@@ -169,9 +171,9 @@ def headline_blocks(metrics: ScoreRecord) -> list[Block]:
               Block("p", "The headline is chosen by one rule: with an anchor sample, PPI++ (no assumption about the "
                          f"judge; *validated* with at least {MIN_LABELS} human labels, while an anchor judge's PPI++ "
                          "estimates that judge's metric); without, the class-corrected estimate, conditional on its "
-                         "assumptions and not validated against human labels (valid when the benchmark's class mix differs "
-                         "from the calibration sets'; NINF then has no calibrated value, since no calibration set "
-                         "holds answers without information). Raw is the judge's own mean, shown for comparison. "
+                         "assumptions and not validated against human labels (valid when the benchmark's class mix "
+                         "differs from the calibration sets'; NINF then has no calibrated value, since no calibration "
+                         "set holds answers without information). Raw is the judge's own mean, shown for comparison. "
                          "Coverage of each estimator under class shift: docs/statistics.md.")]
     blocks.extend(Block("p", f"**{method}** ({', '.join(names)}): it assumes {assumption}.")
                   for (method, assumption), names in methods.items())
@@ -202,8 +204,8 @@ def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[Breakdo
     blocks.append(Block("table", table=pd.DataFrame(rows)))
     first = next(iter(metrics.models.values()))
     blocks.append(Block("p", "**Raw** is the mean of the judge's refusal-adjusted scores, failures left out and "
-                             "counted. **Mapped** (a diagnostic, never the headline) applies the score mapping fitted on the "
-                             "calibration sets; it is biased when the benchmark's class mix differs from the "
+                             "counted. **Mapped** (a diagnostic, never the headline) applies the score mapping fitted "
+                             "on the calibration sets; it is biased when the benchmark's class mix differs from the "
                              "calibration sets' (docs/statistics.md) and assumes "
                              f"{first.mapped.assumption}. "
                              "**Class-corrected** inverts the judge's confusion matrix on the calibration sets "
@@ -243,5 +245,6 @@ def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[Breakdo
     return blocks
 
 
-def write_score_report(metrics: ScoreRecord, breakdowns: dict[str, list[BreakdownRow]], out_dir: Path) -> dict[str, Path]:
+def write_score_report(metrics: ScoreRecord, breakdowns: dict[str, list[BreakdownRow]],
+                       out_dir: Path) -> dict[str, Path]:
     return write_report(score_report_blocks(metrics, breakdowns), out_dir, f"calibrate: scores by {metrics.judge.name}")

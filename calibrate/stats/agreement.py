@@ -162,7 +162,9 @@ def pairwise_kappas(ratings: pd.DataFrame, labels: Sequence) -> list[PairwiseKap
         if both.sum() >= 2:
             ya, yb = codes[both, a].astype(int), codes[both, b].astype(int)
             kappas |= {key: _kappa(ya, yb, positions, weights) for key, weights in weightings.items()}
-        results.append(PairwiseKappa(str(ratings.columns[a]), str(ratings.columns[b]), int(both.sum()), **kappas))
+        results.append(PairwiseKappa(str(ratings.columns[a]), str(ratings.columns[b]), int(both.sum()),
+                                     kappas["cohen_kappa"], kappas["cohen_kappa_linear"],
+                                     kappas["cohen_kappa_quadratic"]))
     return results
 
 

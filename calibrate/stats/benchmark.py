@@ -677,7 +677,10 @@ def label_budget(model: ModelScore, metric: str, half_width: float,
     if within is not None and sum(q * s ** 2 for q, s in within) > 0:
         ratio = sum(q * s for q, s in within) ** 2 / sum(q * s ** 2 for q, s in within)
     stratified = max(int(math.ceil(random_labels * ratio)), MIN_LABELED_PLAN)
-    cost = (lambda n: None if price_per_label is None else round(n * price_per_label, 2))
+
+    def cost(labels: int) -> float | None:
+        return None if price_per_label is None else round(labels * price_per_label, 2)
+
     return LabelBudget(metric=metric, half_width=half_width, sd=sd, measured=measured, labels_random=random_labels,
                        labels_stratified=stratified, cost_random=cost(random_labels), cost_stratified=cost(stratified))
 
@@ -742,7 +745,7 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
         low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (np.nan,) * 2
         records.append(BreakdownRow(
-            model=model, group="(missing)" if pd.isna(group) else getattr(group, "item", lambda: group)(),
+            model=model, group=_group_key(group),
             n_pairs=raw.n_pairs, n_judged=raw.n_judged, n_failed=raw.n_failed,
             pac=raw.metrics.get("PAC", NO_ESTIMATE), ref=raw.metrics.get("REF", NO_ESTIMATE),
             ninf=raw.metrics.get("NINF", NO_ESTIMATE), pac_corrected=corrected.get("PAC", NO_ESTIMATE),
@@ -751,6 +754,15 @@ def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping
             ref_any=raw.metrics.get("REF_ANY", NO_ESTIMATE).value, ref1=raw.metrics.get("REF1", NO_ESTIMATE).value,
             ref2=raw.metrics.get("REF2", NO_ESTIMATE).value))
     return records
+
+
+def _group_key(group: object) -> str | int | float:
+    """A groupby key as the record holds it: "(missing)" for a missing one, a numpy scalar as its Python value."""
+    if isinstance(group, np.generic):
+        group = group.item()
+    if group is None or group is pd.NA or (isinstance(group, float) and np.isnan(group)):
+        return "(missing)"
+    return group if isinstance(group, str | int | float) else str(group)
 
 
 def breakdown_table(rows: list[BreakdownRow], by: str) -> pd.DataFrame:
@@ -810,18 +822,19 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
             continue
         truth = truths.loc[labeled, metric]
         if weighted:
-            estimates[metric] = {method: PPIEstimate.from_dict({**weighted_estimate(
+            by_method = {method: PPIEstimate.from_dict({**weighted_estimate(
                 truth, raw.loc[labeled, metric], probability, raw[metric], lam=WEIGHTED_LAMBDA[method], alpha=alpha),
                 "method": method}) for method in METHODS}
         else:
-            estimates[metric] = {method: PPIEstimate.from_dict(mean_estimate(
+            by_method = {method: PPIEstimate.from_dict(mean_estimate(
                 truth, raw.loc[labeled, metric], raw.loc[unlabeled, metric], method, alpha)) for method in METHODS}
         if calibrated is not None and metric in calibrated and len(unlabeled):
-            estimates[metric][CALIBRATED_PPI] = PPIEstimate.from_dict({**(weighted_estimate(
+            by_method[CALIBRATED_PPI] = PPIEstimate.from_dict({**(weighted_estimate(
                 truth, calibrated.loc[labeled, metric], probability, calibrated[metric], alpha=alpha,
                 small_sample=True) if weighted else small_sample_estimate(
                 truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha)),
                 "method": CALIBRATED_PPI})
+        estimates[metric] = by_method
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),
                     n_cheap_failed=int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),

@@ -10,9 +10,10 @@ are items ("<set>/<pair_id>"); the statistics themselves live in metrics.py and 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -51,7 +52,8 @@ RECOMMENDATION_RULE = (
     f"failure rate is at most {MAX_FAILURE_RATE:g}% and, where measured, whose absolute mean order shift is at most "
     f"{MAX_ORDER_SHIFT:g} score points, whose injection shift is at most {MAX_INJECTION_SHIFT:g} PAC points "
     f"and none of whose biases is flagged (an invariance or position shift whose 95% interval lies beyond "
-    f"±{INVARIANCE_TOLERANCE:g} PAC or REF points); it must also beat the worst-set error of every baseline, else no judge is recommended"
+    f"±{INVARIANCE_TOLERANCE:g} PAC or REF points); it must also beat the worst-set error of every baseline, "
+    "else no judge is recommended"
 )
 
 

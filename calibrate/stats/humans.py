@@ -14,9 +14,11 @@ Kappa is `agreement.kappa_from_confusion`, computed as scikit-learn's `cohen_kap
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,7 +79,7 @@ class RaterAgreement(Record):
     agreement: float | None
     kappa: float | None
     kappa_quadratic: float | None = None
-    ci: dict[str, Interval] = field(default_factory=dict)
+    ci: dict[str, Interval] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         written = super().to_dict()
@@ -107,7 +109,7 @@ class HumanAgreement(Record):
     the humans). A comparison adds how many labelled items it judged and the labels' provenance."""
 
     n_items: int
-    n_labelled_not_judged: int | None = field(default=None, metadata={"omit_none": True})
+    n_labelled_not_judged: int | None = dataclasses.field(default=None, metadata={"omit_none": True})
     annotators: list[str]
     judges: list[str]
     consensus: str | None
@@ -119,7 +121,7 @@ class HumanAgreement(Record):
     paper: PaperTable4
     leaderboard: list[HumanRow]
     source: str | None = None
-    responses: dict[str, SetSource] | None = field(default=None, metadata={"omit_none": True})
+    responses: dict[str, SetSource] | None = dataclasses.field(default=None, metadata={"omit_none": True})
 
     def pairs(self) -> dict[tuple[str, str], dict[str, RaterAgreement]]:
         """The table by rater pair, then field: how the reports and the terminal lay it out."""
@@ -193,7 +195,7 @@ def compare_raters(a: pd.DataFrame, b: pd.DataFrame, raters: tuple[str, str], fi
     point = statistics(cells.sum(axis=0), k)
     draws = statistics(resampled_sums(cells, n_boot, seed), k)
     values = {name: finite(point[name]) for name in names}  # unrounded: equal to scikit-learn's
-    return RaterAgreement(*raters, field, n, **values,
+    return RaterAgreement(*raters, field, n, values["agreement"], values["kappa"], values.get("kappa_quadratic"),
                           ci={name: percentile_bounds(draws[name], CONFIDENCE) for name in names})
 
 
@@ -212,8 +214,9 @@ def rater_pac(rater: pd.DataFrame, rule: str, n_boot: int, seed: int) -> tuple[f
     """PAC (percent) over the pairs the rater scored, under the rule, its interval and the number of
     pairs; a flag not given counts as false."""
     scored = rater[rater[SCORE].notna()]
-    flags = {column: scored[column].fillna(0.0).to_numpy(bool) for column in LABEL_FLAGS}
-    values = per_pair_values(scored[SCORE].to_numpy(float), *flags.values(), rule)["PAC"].to_numpy()
+    refusal_1, refusal_2, no_info_1, no_info_2 = (scored[column].fillna(0.0).to_numpy(bool) for column in LABEL_FLAGS)
+    score = scored[SCORE].to_numpy(float)
+    values = per_pair_values(score, refusal_1, refusal_2, no_info_1, no_info_2, rule)["PAC"].to_numpy()
     if not len(values):
         return None, (None, None), 0
     low, high = percentile_interval(bootstrap_means(values[:, None], n_boot, seed))[:, 0]

@@ -65,12 +65,12 @@ def paired_shift(base: pd.DataFrame, moved: pd.DataFrame, rule: str, n_boot: int
     (pac_base, ref_base), (pac_moved, ref_moved) = (_metrics(sides[side], rule) for side in ("base", "moved"))
     shifts = np.column_stack([pac_moved - pac_base, ref_moved - ref_base])
     low, high = percentile_interval(bootstrap_means(shifts, n_boot, seed))  # one resampling for both metrics
-    moved = (sides["base"].to_numpy() != sides["moved"].to_numpy()).any(axis=1)
+    changed = (sides["base"].to_numpy() != sides["moved"].to_numpy()).any(axis=1)
     flagged = bool(((low > INVARIANCE_TOLERANCE) | (high < -INVARIANCE_TOLERANCE)).any())
     return InvarianceShift(
         n_pairs=int(len(both)), pac_shift=finite(shifts[:, 0].mean()), ci=(finite(low[0]), finite(high[0])),
         ref_shift=finite(shifts[:, 1].mean()), ref_ci=(finite(low[1]), finite(high[1])),
-        moved_share=100.0 * float(moved.mean()), flagged=flagged)
+        moved_share=100.0 * float(changed.mean()), flagged=flagged)
 
 
 def invariance_shifts(table: pd.DataFrame, names: list[str], orders: tuple[str, ...], rule: str, n_boot: int,
@@ -84,12 +84,13 @@ def invariance_shifts(table: pd.DataFrame, names: list[str], orders: tuple[str, 
     shifts = {}
     for name in names:
         derived = {derived_name(source, name): source for source in CALIBRATION_SETS}
-        moved = primary[primary["set_name"].isin(list(derived))].assign(
-            set_name=lambda frame: frame["set_name"].map(derived))
+        picked = primary[primary["set_name"].isin(list(derived))]
+        moved = picked.assign(set_name=picked["set_name"].map(derived))
         shifts[name] = paired_shift(base, _keyed(moved), rule, n_boot, seed)
     if len(orders) == 2:
         reverse = rows[(rows["order"] == orders[1]) & rows["set_name"].isin(CALIBRATION_SETS)]
         # reverse shows the against answer as person 1: its flags back on the forward persons
-        reverse = reverse.rename(columns={"person_1_refusal": "person_2_refusal", "person_2_refusal": "person_1_refusal"})
+        reverse = reverse.rename(columns={"person_1_refusal": "person_2_refusal",
+                                          "person_2_refusal": "person_1_refusal"})
         shifts[POSITION] = paired_shift(base, _keyed(reverse), rule, n_boot, seed)
     return shifts or None

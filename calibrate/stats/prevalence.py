@@ -20,6 +20,7 @@ resamples the calibration pairs, is then wide: the coverage study shows it still
 from __future__ import annotations
 
 from itertools import combinations
+from typing import TypedDict
 
 import numpy as np
 
@@ -186,16 +187,29 @@ def class_expectations(calibration_counts: np.ndarray, shares: np.ndarray, class
     return posterior @ np.asarray(class_values, dtype=float)
 
 
+class CorrectedMetrics(TypedDict):
+    """What `corrected_metrics` returns: per metric "value", "low", "high", "identified"; per group of
+    confused classes "shares", "share_low", "share_high"; "groups" (class indices per group)."""
+
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    identified: np.ndarray
+    shares: np.ndarray
+    share_low: np.ndarray
+    share_high: np.ndarray
+    groups: list[list[int]]
+
+
 def corrected_metrics(estimator: str, calibration_counts: np.ndarray, judged_counts: np.ndarray,
                       class_values: np.ndarray, classes: tuple[str, ...] | list[str], n_boot: int,
-                      rng: np.random.Generator) -> dict[str, np.ndarray | list[list[int]]]:
+                      rng: np.random.Generator) -> CorrectedMetrics:
     """Class-corrected metrics of one benchmark (class_values[true, metric]) with 95% percentile intervals,
     honest about identification: the true classes the judge confuses (`confused_classes`) are pooled, so
     only their combined share is estimated; a metric that values a pooled group's classes alike is still
     point-identified, any other gets the identified set (every split of the group's share) as its interval,
     widened by the bootstrap (lower bound's 2.5%, upper bound's 97.5% percentile), and no value (NaN).
-    Returns "value", "low", "high", "identified" [metric], "shares", "share_low", "share_high" [group],
-    "groups" (class indices per group)."""
+    Returns them as a `CorrectedMetrics`."""
     groups = confused_groups(confused_classes(calibration_counts, classes), classes)
     pooled = merged_counts(np.asarray(calibration_counts, dtype=float), groups)
     values = np.asarray(class_values, dtype=float)
@@ -259,10 +273,15 @@ def mixed_share_range(calibration_counts: np.ndarray, observed: np.ndarray, lowe
     fit = linprog(residual, A_ub=mixed_mass[None, :], b_ub=[share], A_eq=equalities, b_eq=targets, bounds=(0, None),
                   method="highs")
     slack = 1.96 * np.sum(np.sqrt(o * (1 - o) / np.sum(observed)))  # the L1 distance sampling alone puts o at
-    bound = {"A_ub": np.vstack([mixed_mass, residual]), "b_ub": [share, fit.fun + slack], "A_eq": equalities,
-             "b_eq": targets, "bounds": (0, None), "method": "highs"}
-    low = linprog(np.concatenate([np.asarray(lowest, dtype=float), np.full(n_judged, mixed_low),
-                                  np.zeros(2 * n_judged)]), **bound).fun
-    high = -linprog(-np.concatenate([np.asarray(highest, dtype=float), np.full(n_judged, mixed_high),
-                                     np.zeros(2 * n_judged)]), **bound).fun
+
+    def bound(objective: np.ndarray) -> float:
+        solved = linprog(objective, A_ub=np.vstack([mixed_mass, residual]), b_ub=[share, fit.fun + slack],
+                         A_eq=equalities, b_eq=targets, bounds=(0, None), method="highs")
+        assert solved.fun is not None, solved.message  # feasible: the first fit's solution meets every constraint
+        return float(solved.fun)
+
+    low = bound(np.concatenate([np.asarray(lowest, dtype=float), np.full(n_judged, mixed_low),
+                                np.zeros(2 * n_judged)]))
+    high = -bound(-np.concatenate([np.asarray(highest, dtype=float), np.full(n_judged, mixed_high),
+                                   np.zeros(2 * n_judged)]))
     return float(low), float(high)

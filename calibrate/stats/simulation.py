@@ -273,7 +273,8 @@ def mixed_range_estimates(calibration_counts: np.ndarray, judged_counts: np.ndar
     return {name: {m: np.array(rows, dtype=float) for m, rows in by_metric.items()} for name, by_metric in out.items()}
 
 
-def calibrated_predictions(calibration_counts: np.ndarray, judged_counts: np.ndarray, rule: str) -> dict[str, np.ndarray]:
+def calibrated_predictions(calibration_counts: np.ndarray, judged_counts: np.ndarray,
+                           rule: str) -> dict[str, np.ndarray]:
     """Per metric [r, outcome]: E[metric | the outcome's judged class] from each replication's calibration
     counts and estimated shares (what `calibrate score` gives PPI++ as "ppi++ calibrated"); the outcome's
     raw value where no calibration pair was judged in its class."""

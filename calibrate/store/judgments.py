@@ -12,8 +12,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -47,7 +48,7 @@ def record_checksum(config_hash: Any, item_key: Any, order: Any, repeat: Any, pa
 
 
 def check_row(table: str, config_hash: Any, item_key: Any, order: Any, repeat: Any, status: Any, record: Any,
-              checksum: Any) -> tuple[Judgment | None, str | None]:
+              checksum: Any) -> tuple[Judgment, None] | tuple[None, str]:
     """The judgment a stored row holds, or None and why it must not be served: it parses into a
     `Judgment`, its key columns agree with its content, a result is a successful judgment whose
     fields pass the judge-output validation, and its checksum (when it has one) matches."""
@@ -226,11 +227,11 @@ class JudgmentStore(ResultTables):
         for rowid, stored_hash, item_key, order, repeat, status, record, checksum in rows:
             if (item_key, order, repeat) not in wanted:
                 continue
-            judgment, reason = check_row("judgments", stored_hash, item_key, order, repeat, status, record, checksum)
-            if judgment is None:
-                bad.append((rowid, reason))
+            checked = check_row("judgments", stored_hash, item_key, order, repeat, status, record, checksum)
+            if checked[0] is None:
+                bad.append((rowid, checked[1]))
             else:
-                found[(item_key, order, repeat)] = judgment
+                found[(item_key, order, repeat)] = checked[0]
         if bad:
             self._set_aside("judgments", bad)
         return found

@@ -17,8 +17,8 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from calibrate.judging.base import Key
 

@@ -26,7 +26,8 @@ RESPONSE_COLUMN_NAMES = "config_hash, question_key, model_name, status, record, 
 class ResponseStore(ResultTables):
     """Generated answers by (config_hash, question_key); records are JSON dicts. Safe after any crash."""
 
-    RESULTS, FAILURES, KEY_COLUMN, COLUMN_NAMES = "responses", "response_failures", "question_key", RESPONSE_COLUMN_NAMES
+    RESULTS, FAILURES, KEY_COLUMN = "responses", "response_failures", "question_key"
+    COLUMN_NAMES = RESPONSE_COLUMN_NAMES
 
     def __init__(self, path: Path | str):
         super().__init__(path, "cache")

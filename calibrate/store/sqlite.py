@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Self
+from typing import Self
 
 from calibrate.errors import CalibrateError, is_disk_full
 
@@ -59,7 +60,8 @@ def sqlite_error(path: Path, what: str, error: sqlite3.Error) -> CalibrateError:
     if "readonly" in text or "read-only" in text:
         return CalibrateError(f"cache: {what} {path} is read-only: calibrate cannot store judgments in it; "
                               "pass another path", ("cache",))
-    if "malformed" in text or "not a database" in text or isinstance(error, sqlite3.DatabaseError) and "corrupt" in text:
+    corrupt = isinstance(error, sqlite3.DatabaseError) and "corrupt" in text
+    if "malformed" in text or "not a database" in text or corrupt:
         return CalibrateError(f"{what} {path}: not a usable SQLite database, the file is corrupt ({text}); "
                               "move it aside and use another cache path, or restore it from a backup")
     return CalibrateError(f"{what} {path}: not a usable SQLite database ({text})")
@@ -121,7 +123,8 @@ class ResultTables(SQLiteFile):
         marks = ", ".join("?" * len(self.COLUMN_NAMES.split(",")))
         with self._guard(), self._db:
             before = self._db.total_changes
-            self._db.executemany(f"INSERT OR IGNORE INTO {self.RESULTS} ({self.COLUMN_NAMES}) VALUES ({marks})", results)
+            self._db.executemany(f"INSERT OR IGNORE INTO {self.RESULTS} ({self.COLUMN_NAMES}) VALUES ({marks})",
+                                 results)
             stored = self._db.total_changes - before
             self._db.executemany(f"INSERT INTO {self.FAILURES} ({self.COLUMN_NAMES}) VALUES ({marks})", failures)
             if also is not None:

@@ -17,9 +17,10 @@ import secrets
 import time
 import unicodedata
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,8 +84,8 @@ def build_study(data: str = "sample", sets: Sequence[str] | None = None, sample:
     pairs = [pair for loaded_set in loaded.values() for pair in loaded_set.pairs if not pair.missing_answers]
     if not pairs:
         raise CalibrateError(f"data {data}: no pair with both answers to label", ("data",))
-    definition = {"data": data, "sets": list(loaded), "sample": sample, "seed": seed, "stratify": stratify,
-                  "select": select, "judge": judge}
+    definition: dict[str, Any] = {"data": data, "sets": list(loaded), "sample": sample, "seed": seed,
+                                  "stratify": stratify, "select": select, "judge": judge}
     if sample is None or sample >= len(pairs):
         return Study(pairs, [item_name(p.set_name, p.id) for p in pairs], definition, [1.0] * len(pairs))
     if select == "random":
@@ -92,7 +93,8 @@ def build_study(data: str = "sample", sets: Sequence[str] | None = None, sample:
                 for p in pairs]
         weights: dict[str, float] = {key: 1.0 for key in keys}
     else:
-        keys = judge_strata(pairs, judge, cache, select)  # type: ignore[arg-type]
+        assert judge is not None  # checked above: a draw by judgments needs the judge
+        keys = judge_strata(pairs, judge, cache, select)
         weights = stratum_weights(keys, select)
     chosen, probability = _draw(keys, weights, sample, seed)
     counts = {key: keys.count(key) for key in dict.fromkeys(keys)}
@@ -122,8 +124,9 @@ def judge_strata(pairs: list[Pair], judge: str, cache: Path | str | None, select
     ok = table[table["parse_status"] == "ok"].drop_duplicates(["set_name", "pair_id", "order"])
     classes = pair_classes(ok["alignment_score"].to_numpy(float), ok["person_1_refusal"].to_numpy(bool),
                            ok["person_2_refusal"].to_numpy(bool))
-    judged = {(row.set_name, row.pair_id, row.order): (cls, row.alignment_score)
-              for row, cls in zip(ok.itertuples(), classes, strict=True)}
+    judged = {(set_name, pair_id, order): (cls, score) for set_name, pair_id, order, cls, score
+              in zip(ok["set_name"], ok["pair_id"], ok["order"], classes, ok["alignment_score"].to_numpy(float),
+                     strict=True)}
     strata = []
     for pair in pairs:
         forward, reverse = (judged.get((pair.set_name, pair.id, order)) for order in ("forward", "reverse"))
@@ -281,6 +284,7 @@ def annotate(labels: Path | str, annotator: str, *, data: str = "sample", sets: 
     with LabelStore(labels) as store:
         session = Session(study, store, annotator)
         try:  # bound first, so the app knows the port it answers on (port 0: a free one)
+            # the app comes once the port is known (server.app below); werkzeug's stubs require it here
             server = make_server(host, port, None, threaded=True)  # type: ignore[arg-type]
         except OSError as error:
             raise CalibrateError(f"port {port} on {host}: cannot listen ({error.strerror})", ("port",)) from None

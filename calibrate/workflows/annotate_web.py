@@ -12,6 +12,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 
 from calibrate.errors import CalibrateError
 from calibrate.judging.published import SCALE_NAMES
@@ -92,6 +93,7 @@ def create_app(session: LabellingSession, *, token: str, hosts: frozenset[str],
     """The page and its API for one session. `token` is the page's secret (put into the page, required
     on every state-changing request); `hosts` the Host values that name this server (allowed_hosts)."""
     app = Flask(__name__)
+    app.json = DefaultJSONProvider(app)
     app.json.sort_keys = False
 
     @app.errorhandler(CalibrateError)

@@ -18,10 +18,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -48,6 +48,7 @@ from calibrate.judging.provider_batch import (
     BatchCallFailed,
     Provider,
     custom_id,
+    no_batch_api,
     parse_custom_id,
     provider_for,
 )
@@ -145,7 +146,9 @@ def _ready_backend(judge: str, new_requests: bool = True) -> RemoteBackend:
     """A judge's backend, its key checked before any provider call; and, when new requests will be
     sent, its model (the results of batches sent before a model retired can still be collected)."""
     backend = make_backend(load_judge_config(judge))
-    if new_requests or not isinstance(backend, RemoteBackend):
+    if not isinstance(backend, RemoteBackend):
+        raise no_batch_api(backend)
+    if new_requests:
         backend.preflight()
     else:
         backend.api_key()
@@ -194,7 +197,8 @@ def _submit_plan(backend, pair_chunks: Iterable[Sequence[Pair]], orders: Sequenc
                  cache: Path | str | None) -> RunPlan:
     """What `submit` would send: every (pair, order) neither cached nor carried by an open batch."""
     with plan_store(cache) as store:
-        on_the_way = open_batch_requests(store, backend.config.config_hash) if cache_path(cache).exists() else set()
+        on_the_way = (open_batch_requests(store, backend.config.config_hash)
+                      if isinstance(store, JudgmentStore) else set())  # no cache file yet: no batch either
         sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
         estimates = [estimate for chunk in pair_chunks
                      for estimate in estimate_judging(backend, chunk, store, orders, exclude=on_the_way, sizers=sizers)]

@@ -7,10 +7,11 @@ import json
 import os
 import shutil
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -39,6 +40,18 @@ REPORTS_DIR = Path("reports")
 def default_out_dir(judge: str, prefix: str = "") -> Path:
     """Where the CLI writes a judge's outputs by default: reports/<prefix><judge name>/."""
     return REPORTS_DIR / f"{prefix}{load_judge_config(judge).name}"
+
+
+@overload
+def output_dir(out: Path | str) -> Path: ...
+
+
+@overload
+def output_dir(out: None) -> None: ...
+
+
+@overload
+def output_dir(out: Path | str | None) -> Path | None: ...
 
 
 def output_dir(out: Path | str | None) -> Path | None:

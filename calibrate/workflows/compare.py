@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -140,7 +140,8 @@ class Inputs:
 
     @property
     def pairs(self) -> list[Pair]:
-        every = [*self.loaded.values(), *invariance_sets(self.loaded, self.invariance).values(), *self.labelled.values()]
+        every = [*self.loaded.values(), *invariance_sets(self.loaded, self.invariance).values(),
+                 *self.labelled.values()]
         return [pair for loaded_set in every for pair in loaded_set.pairs]
 
 
@@ -256,12 +257,12 @@ def compare(
         analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                            inputs.invariance)
         humans = analysis.humans
-        if humans is not None:
+        if humans is not None and human_labels is not None:  # human agreement is measured only with labels
             humans = dataclasses.replace(humans, source=portable_path(human_labels),
                                          responses=sets_record(inputs.labelled))
         comparison = Comparison(
             schema_version=COMPARISON_SCHEMA_VERSION,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             scoring_rule=rule,
             data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=sets_record(inputs.loaded)),
             run=ComparisonRun(orders=list(inputs.orders), metrics_order=inputs.orders[0], repeats=repeats,
@@ -297,8 +298,8 @@ def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],
         found = [p for p in whole.pairs if p.id in ids]
         if len(found) < len(ids):
             absent = min(ids - {p.id for p in found})
-            raise CalibrateError(f"human_labels: item {name}/{absent} is not a pair of {sources[name]} (no id {absent})",
-                                 ("human_labels",))
+            raise CalibrateError(f"human_labels: item {name}/{absent} is not a pair of {sources[name]} "
+                                 f"(no id {absent})", ("human_labels",))
         chosen[name] = LoadedSet(name, whole.source, whole.files, found)
     return chosen
 

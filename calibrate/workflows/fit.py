@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -196,7 +196,7 @@ def fit(
         matrix = confusion_matrix(calibration_reports)
         calibration = Calibration(
             schema_version=CALIBRATION_SCHEMA_VERSION,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             judge=judge_record(config),
             scoring_rule=rule,
             data=DataRecord(source=data, limit_per_set=limit, seed=seed, sets=sets_record(loaded)),
@@ -250,4 +250,5 @@ def load_calibration(path: Path | str) -> FitResult:
     calibration = read_calibration_record(path)
     beside = path.parent / "judgments.parquet"
     judgments = pd.read_parquet(beside) if beside.exists() else None
-    return FitResult(calibration, judgments, {"calibration": path, **({"judgments": beside} if judgments is not None else {})})
+    return FitResult(calibration, judgments,
+                     {"calibration": path, **({"judgments": beside} if judgments is not None else {})})

@@ -9,10 +9,11 @@ is needed to see what a run would cost.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from calibrate.data.pairs import Pair
 from calibrate.judging.base import Backend, Judgment, Key, view_of
@@ -27,7 +28,7 @@ from calibrate.judging.estimate import (
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.panel import PanelBackend
 from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
-from calibrate.judging.runner import JudgmentStore, split_cached
+from calibrate.judging.runner import CachedJudgments, split_cached
 from calibrate.store.judgments import JudgmentStore as CacheFile
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
@@ -88,12 +89,9 @@ class _NoCache:
     def get_many(self, config_hash: str, keys: Iterable[Key]) -> dict[Key, Judgment]:
         return {}
 
-    def put_many(self, judgments: list[Judgment]) -> None:
-        raise RuntimeError("a plan never writes to the cache")
-
 
 @contextmanager
-def plan_store(cache: Path | str | None) -> Iterator[JudgmentStore]:
+def plan_store(cache: Path | str | None) -> Iterator[CachedJudgments]:
     """The cache, opened read-only (a plan writes nothing), or an empty one when there is no file."""
     path = cache_path(cache)
     if not path.exists():
@@ -103,7 +101,7 @@ def plan_store(cache: Path | str | None) -> Iterator[JudgmentStore]:
         yield store
 
 
-def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
+def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: CachedJudgments, orders: Sequence[str],
                      repeats: int = 1, exclude: set[tuple[str, str]] | frozenset = frozenset(),
                      sizers: dict[str, RequestSizer] | None = None) -> list[CostEstimate]:
     """What judging `pairs` would send, per judge (a panel: per member, as each is judged and cached on

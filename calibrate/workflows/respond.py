@@ -279,7 +279,8 @@ def _dataset(config: ModelConfig, rows: PromptRows,
     """Every pair as a record (a failed answer as the published placeholder, so that `score` counts the
     pair as `missing_answer`), the columns, and the failed answers with their reasons."""
     kept_columns = [c for c in rows.columns if c not in WRITTEN_COLUMNS]
-    records, failures = [], []
+    records: list[dict] = []
+    failures: list[AnswerFailure] = []
     with_reasoning = any(a.get("reasoning") for a in answers.values() if a["status"] in USABLE_STATUSES)
     for row in rows.rows:
         side_answers = {side: answers[question_key(row[f"{side}_question"])] for side in SIDES}
@@ -290,7 +291,8 @@ def _dataset(config: ModelConfig, rows: PromptRows,
         for side, answer in side_answers.items():
             usable = answer["status"] in USABLE_STATUSES
             record[f"{side}_prompt"] = config.messages(row[f"{side}_question"])
-            record[f"{side}_response"] = {"role": "assistant", "content": answer["content"] if usable else FAILED_ANSWER}
+            record[f"{side}_response"] = {"role": "assistant",
+                                          "content": answer["content"] if usable else FAILED_ANSWER}
         record["model"] = config.model
         for side, answer in side_answers.items():
             record[f"{side}_response_status"] = answer["status"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -315,7 +316,7 @@ def score(
             sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
             for name, stream in streams.items():
                 total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
-                counts = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+                counts: dict[str, Any] = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                 parts, anchor_parts = [], []
                 expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
                 with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
@@ -330,7 +331,7 @@ def score(
                                                                     preserve_index=False))
                         parts.append(benchmark.compact(table))
                         counts = add_counts(counts, chunk_counts)
-                        if anchor_backend:
+                        if anchor_backend and anchor_fraction is not None:
                             picked = [p for p in chunk
                                       if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                             if picked:
@@ -376,7 +377,7 @@ def score(
                       for by in BREAKDOWNS}
         metrics = ScoreRecord(
             schema_version=SCORE_SCHEMA_VERSION,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             judge=judge_record(config),
             scoring_rule=rule,
             calibration=ScoreCalibration(path=portable_path(fitted.path) if fitted.path else None,
@@ -391,7 +392,8 @@ def score(
             metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
         result = ScoreResult(metrics, rows, breakdowns)
         if staged is not None:
-            result.paths = staged.final({"judgments": judgments_path, **result._write_files(staged.dir)})
+            result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
+                                         **result._write_files(staged.dir)})
     return result
 
 
@@ -431,7 +433,7 @@ def plan_score(
         for stream in setup.streams.values():
             for chunk in first_pairs(stream, limit):
                 estimates.extend(estimate_judging(setup.backend, chunk, store, setup.orders, sizers=sizers))
-                if setup.anchor_backend:
+                if setup.anchor_backend and anchor_fraction is not None:
                     picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                     estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
                                                       sizers=sizers))

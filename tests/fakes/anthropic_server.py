@@ -14,8 +14,9 @@ connection with a TCP reset; `timeout` answers after `timeout_sleep_s`, to a cli
 Like the real API since version 2026-10-21, a request carrying temperature, top_p or top_k is refused
 (400) unless it asks for the older API version 2023-06-01. A strict tool or `output_config` schema with a
 numeric bound (`minimum`, `maximum`) is refused (400), as the real structured outputs refuse it. Tool inputs
-and structured text follow the schema's types (key points as one string where it says string). `refuses_temperature_with_top_p` makes it refuse
-a request carrying both, as newer Claude models do ("temperature and top_p cannot both be specified").
+and structured text follow the schema's types (key points as one string where it says string).
+`refuses_temperature_with_top_p` makes it refuse a request carrying both, as newer Claude models do
+("temperature and top_p cannot both be specified").
 
 GET /v1/models/{id} is the Models API: every model is `active` unless `set_model` says otherwise
 ("deprecated" with a `retires_at`, "retired", or "unknown": a 404 `not_found_error`); with `models_api`
@@ -148,7 +149,8 @@ def strict_refusal(request: dict) -> str | None:
     which its structured outputs do not support; None when there is none."""
     schemas = [tool.get("input_schema") for tool in request.get("tools") or [] if tool.get("strict")]
     schemas.append(request.get("output_config", {}).get("format", {}).get("schema"))
-    for where, schema in zip(["tools.0.input_schema"] * (len(schemas) - 1) + ["output_config.format.schema"], schemas):
+    places = ["tools.0.input_schema"] * (len(schemas) - 1) + ["output_config.format.schema"]
+    for where, schema in zip(places, schemas, strict=True):
         for spec in (schema or {}).get("properties", {}).values():
             bound = next((key for key in ("minimum", "maximum") if key in spec), None)
             if bound:

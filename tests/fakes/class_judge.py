@@ -26,7 +26,8 @@ def answers(judged: str, i: int) -> tuple[str, str]:
     """Two answers the loopback judge reads as the judged class."""
     yes, no, refuse = f"Yes, case {i} holds up.", f"No, case {i} fails.", f"I decline to take a side on case {i}."
     return {"opposed": (yes, no), "aligned": (yes, f"Yes, case {i} holds, for other reasons."),
-            "both_refusal": (refuse, f"I decline to say anything about case {i}."), "one_refusal": (yes, refuse)}[judged]
+            "both_refusal": (refuse, f"I decline to say anything about case {i}."),
+            "one_refusal": (yes, refuse)}[judged]
 
 
 def judged_class(outcome: int) -> str:

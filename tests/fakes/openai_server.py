@@ -86,7 +86,8 @@ from tests.fakes.structured_output import refusal
 
 ANSWER = re.compile(r"<<<RESPONSE_(\d)\n(.*?)\nRESPONSE_\1>>>", re.DOTALL)  # the guarded prompts' layout
 # The published layout (faithful prompts): only the pair in the user message.
-PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z", re.DOTALL)
+PUBLISHED_ANSWERS = re.compile(r"Person 1's response: (.*?)\n\nQuestion 2: .*?\n\nPerson 2's response: (.*)\Z",
+                               re.DOTALL)
 FAULTS = ("429", "429-retry-after-1s", "500", "401", "timeout", "truncated-body", "invalid", "no-json", "length",
           "refusal", "content-filter", "empty", "reset", "reasoning", "401-echo", "400-echo", "500-echo",
           "huge-usage", "negative-usage", "huge-body", "gzip-bomb", "redirect")
@@ -189,7 +190,8 @@ class RateLimit:
                     self.levels[name] -= cost.get(name, 0.0)
             self.admitted += not short
             self.refused += bool(short)
-            state = {name: (self.per_minute[name], max(int(level), 0), (self.capacity(name) - level) / self.capacity(name))
+            state = {name: (self.per_minute[name], max(int(level), 0),
+                            (self.capacity(name) - level) / self.capacity(name))
                      for name, level in self.levels.items()}
             return not short, state, max(short, default=0.0)
 
@@ -408,7 +410,8 @@ def run_batch(state: ServerState, requests: list[dict]) -> tuple[list[dict], lis
 
 @functools.cache
 def gzip_bomb() -> bytes:
-    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at a time)."""
+    """A gzip body of about half a megabyte that inflates to BOMB_INFLATED_BYTES of zeros (made a megabyte at
+    a time)."""
     packer, zeros = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16), bytes(2**20)
     return b"".join([packer.compress(zeros) for _ in range(BOMB_INFLATED_BYTES // len(zeros))] + [packer.flush()])
 

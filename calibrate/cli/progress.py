@@ -3,8 +3,9 @@
 One bar per task (judging with a judge, answering with a model), as the task reports itself: its
 count and total, the rate (for a judge slower than one judgment a second: seconds per judgment and the
 requests in flight, the estimate from the median latency and the concurrency), elapsed time and estimate,
-the running cost and failures, and for a judge behind an API the 429s met and the rate limit holding requests back. The display lives while any task
-is unfinished and ends with the last, so what a command prints between tasks is not drawn over.
+the running cost and failures, and for a judge behind an API the 429s met and the rate limit holding
+requests back. The display lives while any task is unfinished and ends with the last, so what a command
+prints between tasks is not drawn over.
 """
 
 from __future__ import annotations

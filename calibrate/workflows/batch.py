@@ -186,9 +186,9 @@ def batch_submit(judge: str, *, data: str = "sample", sets: Sequence[str] | str 
     order not yet cached: the calibration sets `fit` would judge, or with `responses` the response
     datasets `score` would judge. `limit`: at most N pairs per calibration set or per response dataset.
     `plan_batch` says what it would send and cost without sending anything."""
+    chunks = _pair_chunks(data, sets, responses, limit, seed)  # every row checked before the judge is asked
     backend = _ready_backend(judge)
     orders = orders_of(order)
-    chunks = _pair_chunks(data, sets, responses, limit, seed)
     with JudgmentStore(cache_path(cache)) as store:
         return submit(backend, chunks, orders, store)
 

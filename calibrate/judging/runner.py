@@ -265,10 +265,6 @@ def judgment_schema() -> pa.Schema:
                       for name in (*JUDGMENT_COLUMNS, *OUTPUT_FIELDS)])
 
 
-def no_stored_judgments() -> StoredJudgments:
-    return StoredJudgments(judgment_schema().empty_table(), {}, {})
-
-
 def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, stored: StoredJudgments,
            judgments: dict[Key, Judgment], cached: set[Key]) -> pd.DataFrame:
     """One row per pair, order and repeat (pairs sharing content share a judgment), built a column at a

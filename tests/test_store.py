@@ -205,3 +205,59 @@ def test_the_progress_bar_runs_and_shows_count_and_cost(tmp_path, capsys):
     assert bars.display is None  # the display ends with the last unfinished task
     shown = capsys.readouterr().out
     assert "10/10" in shown and "$0.7500 · 1 failed" in shown
+
+
+def test_the_bulk_read_serves_and_quarantines_exactly_what_the_record_by_record_read_does(tmp_path):
+    """`read_columns` parses a chunk into columns at once; every record it cannot vouch for (even one
+    with a recomputed, matching checksum) must meet the same verdict as in `get_many`'s `check_row`."""
+    import shutil
+
+    from calibrate.store.judgments import record_checksum
+
+    path = tmp_path / "c.sqlite3"
+    with JudgmentStore(path) as store:
+        store.put_many([_judgment(f"k{i}", score=i % 5 - 2) for i in range(12)])
+    damage = {
+        1: lambda data: data.pop("failure_reason"),  # a key with no default missing: not a judgment
+        2: lambda data: data["fields"].update(central_issue=None),  # an optional field as null
+        3: lambda data: data.update(latency_s=1),  # an int where a float is stored: served as it is
+        5: lambda data: data.update(repeat=1),  # key columns disagree with the record
+    }
+    db = sqlite3.connect(path)
+    with db:
+        for rowid, change in damage.items():
+            config_hash, item_key, order, repeat, status, record = db.execute(
+                "SELECT config_hash, item_key, pair_order, repeat, parse_status, record FROM judgments "
+                "WHERE rowid = ?", (rowid,)).fetchone()
+            data = json.loads(record)
+            change(data)
+            new = json.dumps(data)
+            db.execute("UPDATE judgments SET record = ?, checksum = ? WHERE rowid = ?",
+                       (new, record_checksum(config_hash, item_key, order, repeat, status, new), rowid))
+        db.execute("UPDATE judgments SET checksum = NULL WHERE rowid = 6")  # no checksum: checked on its own
+    db.close()  # the last connection: its write-ahead log is folded into the file copied next
+    shutil.copy(path, tmp_path / "other.sqlite3")
+    keys = [(f"k{i}", "forward", 0) for i in range(12)]
+    with JudgmentStore(path) as one, JudgmentStore(tmp_path / "other.sqlite3") as other:
+        by_record = one.get_many("h", keys)
+        in_bulk = other.read_columns("h", keys)
+        assert in_bulk.keys() == by_record.keys() and len(in_bulk.rows) == 8  # all but 1, 2, 5, 6 read in bulk
+        assert in_bulk.as_judgments() == by_record
+        assert one.quarantined == other.quarantined >= 2
+    db = sqlite3.connect(tmp_path / "other.sqlite3")
+    with db:  # one score of another type (2.0), checksum recomputed: the chunk's parse fails, each record decides
+        rowid, config_hash, item_key, order, repeat, status, record = db.execute(
+            "SELECT rowid, config_hash, item_key, pair_order, repeat, parse_status, record FROM judgments "
+            "WHERE item_key = 'k9'").fetchone()
+        new = record.replace('"alignment_score":2', '"alignment_score":2.0')
+        assert new != record
+        db.execute("UPDATE judgments SET record = ?, checksum = ? WHERE rowid = ?",
+                   (new, record_checksum(config_hash, item_key, order, repeat, status, new), rowid))
+    db.close()
+    with JudgmentStore(tmp_path / "other.sqlite3") as other:
+        again = other.read_columns("h", keys)
+        assert not again.rows and again.as_judgments().keys() == by_record.keys() - {("k4", "forward", 0)}
+    quarantined = [rows for db in (path, tmp_path / "other.sqlite3")
+                   for rows in [sqlite3.connect(db).execute("SELECT item_key, reason FROM quarantine "
+                                                            "ORDER BY item_key").fetchall()]]
+    assert quarantined[0] == quarantined[1]

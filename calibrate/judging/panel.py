@@ -141,12 +141,10 @@ class PanelBackend(Backend):
                  for flag in FLAGS}
         flags = {flag: (vote & ok).sum(axis=1) * 2 > voters for flag, vote in votes.items()}
         values = {key: list(zip(*(table[key].tolist() for table in tables), strict=True))
-                  for key in ("alignment_score", *FLAGS, "person_1_core_position", "person_2_core_position",
-                              "key_points_of_alignment", "key_points_of_opposition")}
+                  for key in ("person_1_core_position", "person_2_core_position", "key_points_of_alignment",
+                              "key_points_of_opposition")}
         good = ok.tolist()
-        # the raw record: each member's score and flags as its table holds them, None for a member that failed
-        raw = [json.dumps({name: {key: values[key][row][m] for key in ("alignment_score", *FLAGS)} if good[row][m]
-                           else None for m, name in enumerate(names)}) for row in range(len(first))]
+        raw = self._raw_records(names, tables, good)
         judged = quorate & ~missing
         columns: dict[str, list[Any] | None] = {  # None: a column of None (filled below or broadcast)
             **{f.name: [f.default if f.default_factory is dataclasses.MISSING else f.default_factory()] * len(first)
@@ -184,6 +182,23 @@ class PanelBackend(Backend):
                             for lists, (oks, use) in zip(values[key], rows, strict=True)]
         return pd.DataFrame({key: value if isinstance(value, list) else [value] * len(first)
                              for key, value in columns.items()})
+
+    @staticmethod
+    def _raw_records(names: list[str], tables: list[pd.DataFrame], good: list[list[bool]]) -> list[str]:
+        """Each row's raw record: every member's score and flags as its table holds them (JSON, as
+        `json.dumps` writes it), null for a member that failed. A member's few distinct votes are
+        written once each, not once per row."""
+        keys = ("alignment_score", *FLAGS)
+        written: list[list[str]] = []
+        for table in tables:
+            votes = list(zip(*(table[key].tolist() for key in keys), strict=True))
+            seen: dict[tuple, str] = {}  # one member's column has one type, so 1 and 1.0 never meet here
+            written.append([seen.get(vote) or seen.setdefault(vote, json.dumps(dict(zip(keys, vote, strict=True))))
+                            for vote in votes])
+        quoted = [json.dumps(name) for name in names]
+        return ["{" + ", ".join(f"{name}: {texts[row] if oks[m] else 'null'}"
+                                for m, (name, texts) in enumerate(zip(quoted, written, strict=True))) + "}"
+                for row, oks in enumerate(good)]
 
     async def aclose(self) -> None:
         for member in self.members:

@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -52,6 +53,10 @@ class JudgmentStore(CachedJudgments, Protocol):
     """What the runner needs of a judgment store (calibrate.store.JudgmentStore is the one in use):
     the stored judgments among some keys, committing new ones the moment they arrive (which also ends
     this run's claims on them), and claims that let runs sharing the store judge each item once."""
+
+    def read_columns(self, config_hash: str, keys: Iterable[Key]) -> StoredJudgments:
+        """The stored judgments among keys, in bulk: as columns wherever the records allow."""
+        ...
 
     def put_many(self, judgments: list[Judgment]) -> set[tuple[str, Key]]:
         """Store judgments; returns the (config hash, key) of those another run had stored first."""
@@ -154,22 +159,24 @@ def judge_pairs(
     backend.preflight()
     if backend.members:  # a judge made of others (a panel): they judge, it combines
         return _judge_members(backend, pairs, store, orders, repeats, progress, counter, budget, sizers)
-    wanted, cached = split_cached(store, config.config_hash, pairs, orders, repeats)
+    wanted = wanted_keys(pairs, orders, repeats)
+    with collector_paused():
+        stored = store.read_columns(config.config_hash, wanted)
     missing = missing_judgments(config, pairs, orders, repeats)
-    todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
+    todo = [(key, pair) for key, pair in wanted.items() if key not in stored]
     if counter:
-        counter.add(len(cached) + len(missing))
+        counter.add(len(stored) + len(missing))
     pacing = backend.pacing()
     before = (pacing.rate_limited, pacing.waited_s) if pacing else (0, 0.0)
     sizer = sizer_for(backend, sizers) if budget else None
     if sizer:
-        sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())
+        sizer.learn((view_of(wanted[key], key[1]), j) for key, j in stored.as_judgments().items())
     fresh, landed = (_run_frozen(_judge_all(backend, todo, store, progress, counter, budget, sizer)) if todo
                      else ({}, {}))
     requests = sum(j.attempts for j in fresh.values())
     fresh = {key: judgment for key, judgment in fresh.items() if key not in landed}
-    cached.update(landed)
-    table = _table(pairs, orders, repeats, {**cached, **fresh, **missing}, set(cached))
+    cached = stored.keys() | landed.keys()
+    table = _table(pairs, orders, repeats, stored, {**stored.judgments, **landed, **fresh, **missing}, cached)
     table["cost_usd"] = judgment_cost(config, table)
     table["cost_usd_this_run"] = table["cost_usd"].where(~table["from_cache"], 0.0)
     kinds = Counter(j.failure_kind for j in fresh.values() if j.failure_kind is not None)
@@ -180,7 +187,9 @@ def judge_pairs(
     if kinds:
         counts["first_reasons"] = first_reasons(fresh.values())
     if backend.response_format is not None:  # the structured output asked for, and what the judgments used
-        used = Counter(j.response_format for j in {**cached, **fresh}.values() if j.response_format)
+        used = Counter(j.response_format for j in {**stored.judgments, **landed, **fresh}.values()
+                       if j.response_format)
+        used.update(value for value in stored.table["response_format"].to_pylist() if value)
         counts.update(response_format=config.settings["response_format"],
                       response_formats_used=dict(sorted(used.items())))
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
@@ -218,41 +227,107 @@ def judgment_cost(config, table: pd.DataFrame) -> pd.Series:
 # The judgment table's columns from each Judgment: every record field but `fields`, whose keys are
 # columns of their own (read from the dataclass, so a field added to the record becomes a column).
 JUDGMENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Judgment) if f.name != "fields")
+OUTPUT_FIELDS: tuple[str, ...] = (*JUDGE_FIELDS, *V3_FIELDS)  # every published judge output field
 
 
-def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
-           cached: set[Key]) -> pd.DataFrame:
-    """One row per pair, order and repeat (pairs sharing content share a judgment), built column by
-    column: no per-row dict, so a 100,000-row table costs list comprehensions, not row objects."""
+@dataclass(frozen=True)
+class StoredJudgments:
+    """Stored judgments among some keys as a store reads them in bulk: as Arrow columns (`table`: the
+    `judgment_schema` columns, `rows`: each key's row in it), except the few a store had to read
+    record by record (`judgments`). A clean cache's read builds no Judgment and no Python string per
+    judgment: that, not the reading, is what a cached run's time went into."""
+
+    table: pa.Table
+    rows: dict[Key, int]
+    judgments: dict[Key, Judgment]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows or key in self.judgments
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.judgments)
+
+    def keys(self) -> set[Key]:
+        return self.rows.keys() | self.judgments.keys()
+
+    def as_judgments(self) -> dict[Key, Judgment]:
+        """Every one as a Judgment (for a request sizer's estimates: only a run with a budget asks)."""
+        found = dict(self.judgments)
+        records = self.table.to_pylist()
+        for key, row in self.rows.items():
+            record = records[row]
+            found[key] = Judgment(**{name: record[name] for name in JUDGMENT_COLUMNS},
+                                  fields={name: record[name] for name in OUTPUT_FIELDS if record[name] is not None})
+        return found
+
+
+def judgment_schema() -> pa.Schema:
+    """The Arrow types of the judgment columns (`JUDGMENT_COLUMNS`, then `OUTPUT_FIELDS`) as the judgment
+    table has them; a Judgment field `arrow_schema` does not name is text."""
+    import pyarrow as pa
+
+    table = arrow_schema()
+    return pa.schema([(name, table.field(name).type if name in table.names else pa.string())
+                      for name in (*JUDGMENT_COLUMNS, *OUTPUT_FIELDS)])
+
+
+def _table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, stored: StoredJudgments,
+           judgments: dict[Key, Judgment], cached: set[Key]) -> pd.DataFrame:
+    """One row per pair, order and repeat (pairs sharing content share a judgment), built a column at a
+    time: the stored judgments' columns taken from Arrow by row number, the other judgments' (made
+    now, or read record by record) appended to them, the pairs' columns taken per pair."""
     with collector_paused():
-        return _build_table(pairs, orders, repeats, judgments, cached)
+        return _build_table(pairs, orders, repeats, stored, judgments, cached)
 
 
-def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, judgments: dict[Key, Judgment],
-                 cached: set[Key]) -> pd.DataFrame:
+def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, stored: StoredJudgments,
+                 judgments: dict[Key, Judgment], cached: set[Key]) -> pd.DataFrame:
+    import pyarrow as pa
+
     per_pair = len(orders) * repeats
     keys = [(pair.content_key, order, repeat) for pair in pairs for order in orders for repeat in range(repeats)]
-    rows = [judgments[key] for key in keys]
+    first_made = stored.table.num_rows
+    position = {**stored.rows, **{key: first_made + i for i, key in enumerate(judgments)}}
+    rows = pa.array([position[key] for key in keys], pa.int64())
+    made = list(judgments.values())
+    by_pair = pa.array(np.repeat(np.arange(len(pairs)), per_pair))
     # extra dataset columns travel along as one JSON text, whatever their types
     extras = [json.dumps(pair.extras, ensure_ascii=False, default=str) if pair.extras else "{}" for pair in pairs]
-    columns: dict[str, list] = {
-        name: [value for pair in pairs for value in [getattr(pair, attribute)] * per_pair]
+    columns: dict[str, pd.Series | list] = {
+        name: _column(None, [getattr(pair, attribute) for pair in pairs], by_pair)
         for name, attribute in (("pair_id", "id"), ("set_name", "set_name"), ("category", "category"),
                                 ("issue_scale", "issue_scale"), ("missing_side", "missing_side"))}
-    columns.update(judgment_columns(rows))
+    values = {name: list(map(attrgetter(name), made)) for name in JUDGMENT_COLUMNS}
+    values["failure_kind"] = [None if kind is None else kind.value for kind in values["failure_kind"]]  # as stored
+    columns.update({name: _column(stored.table[name], values[name], rows) for name in JUDGMENT_COLUMNS})
+    fields = [judgment.fields for judgment in made]
+    columns.update({name: _column(stored.table[name], [found.get(name) for found in fields], rows)
+                    for name in OUTPUT_FIELDS})
     columns["from_cache"] = [key in cached for key in keys]
-    columns["extras"] = [text for text in extras for _ in range(per_pair)]
+    columns["extras"] = _column(None, extras, by_pair)
     return pd.DataFrame(columns)
 
 
-def judgment_columns(judgments: list[Judgment]) -> dict[str, list]:
-    """The judgment table's judgment columns, one list each: the record's fields, then every published
-    judge output field (None where a judgment lacks it, as a failure does)."""
-    columns = {name: list(map(attrgetter(name), judgments)) for name in JUDGMENT_COLUMNS}
-    columns["failure_kind"] = [None if kind is None else kind.value for kind in columns["failure_kind"]]
-    fields = [judgment.fields for judgment in judgments]
-    columns.update({key: [found.get(key) for found in fields] for key in (*JUDGE_FIELDS, *V3_FIELDS)})
-    return columns
+def _column(stored: pa.ChunkedArray | None, values: list, rows: pa.Array) -> pd.Series | list:
+    """The column of `stored` followed by `values` (Python), taken at `rows`, as pandas would make it of
+    the same values in a list (so the table is the same whichever way its judgments were read): a
+    column with no value holds None, ints with a gap are floats, flags with a gap are objects,
+    lists are Python lists. Values Arrow cannot type (a record of odd types read one by one) go
+    the Python way."""
+    import pyarrow as pa
+
+    try:
+        made = pa.array(values, type=None if stored is None else stored.type)
+        array = made if stored is None else pa.concat_arrays([*stored.chunks, made])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        every = ([] if stored is None else stored.to_pylist()) + values
+        return [every[row] for row in rows.to_pylist()]
+    taken = array.take(rows)
+    if taken.null_count == len(taken):
+        return [None] * len(taken)
+    if pa.types.is_list(taken.type) or pa.types.is_null(taken.type):
+        return taken.to_pylist()
+    return taken.to_pandas()
 
 
 def _judge_members(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
@@ -303,12 +378,17 @@ def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 def split_cached(
     store: CachedJudgments, config_hash: str, pairs: Sequence[Pair], orders: Sequence[str], repeats: int = 1
 ) -> tuple[dict[Key, Pair], dict[Key, Judgment]]:
-    """Every distinct (item, order, repeat) wanted, and the stored judgments among them. A pair with a
-    placeholder answer is never wanted: no judge reads it (see `missing_judgments`)."""
-    wanted = {(pair.content_key, order, repeat): pair
-              for pair in pairs if not pair.missing_answers for order in orders for repeat in range(repeats)}
+    """Every distinct (item, order, repeat) wanted, and the stored judgments among them."""
+    wanted = wanted_keys(pairs, orders, repeats)
     with collector_paused():
         return wanted, store.get_many(config_hash, wanted)
+
+
+def wanted_keys(pairs: Sequence[Pair], orders: Sequence[str], repeats: int) -> dict[Key, Pair]:
+    """Every distinct (item, order, repeat) to judge. A pair with a placeholder answer is never
+    wanted: no judge reads it (see `missing_judgments`)."""
+    return {(pair.content_key, order, repeat): pair
+            for pair in pairs if not pair.missing_answers for order in orders for repeat in range(repeats)}
 
 
 @contextmanager

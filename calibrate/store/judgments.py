@@ -7,21 +7,29 @@ work while a run writes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import PARSE_STATUSES, Judgment, Key, validate_fields
+from calibrate.judging.base import PARSE_STATUSES, V3_FIELDS, Judgment, Key, validate_fields
 from calibrate.store.leases import Leases
 from calibrate.store.sqlite import ResultTables
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from calibrate.judging.runner import StoredJudgments
 
 log = logging.getLogger("calibrate")
 
@@ -112,6 +120,112 @@ def fields_problem(fields: Any) -> str | None:
         odd = sorted(k for k in set(checked) | set(fields) if checked.get(k) != fields.get(k))
         return f"the fields are not as the judge-output validation leaves them ({', '.join(odd)})"
     return None
+
+
+class ColumnReader:
+    """Stored result rows into Arrow columns in one pass, with `check_row`'s checks done as array
+    operations. A row is read here only when the bulk read can vouch that `check_row` would serve it
+    unchanged: its checksum matches (hashlib, the one per-row step), its record parses under the
+    judgment record's exact schema (pyarrow's JSON reader with explicit types: no other key, no key
+    twice, no value of another type, e.g. a score 1.0 or "1"), its key columns equal its content, its
+    status is ok, no field that cannot be null is, its output fields are exactly the rubric's (as
+    `as_validated`: every rubric key, bool flags, str texts, lists of str, a score in -2..2), and every
+    key the schema cannot tell absent from null (a Judgment field with no default that may be null,
+    an optional output field) is there exactly when expected (one count per record over its text).
+    Every other row is left to `check_row`, and a chunk the reader cannot parse at all goes there whole."""
+
+    def __init__(self, schema: pa.Schema):
+        """`schema`: the judgment columns (`runner.judgment_schema`): Judgment fields, then output fields."""
+        import pyarrow as pa
+
+        self.schema = schema
+        top = [f.name for f in dataclasses.fields(Judgment) if f.name != "fields"]
+        output = [name for name in schema.names if name not in top]
+        self.top, self.output = top, output
+        self.record_schema = pa.schema([*(schema.field(name) for name in top),
+                                        pa.field("fields", pa.struct([schema.field(name) for name in output]))])
+        optional = {f.name for f in dataclasses.fields(Judgment) if "None" in str(f.type)}
+        no_default = {f.name for f in dataclasses.fields(Judgment)
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        self.not_null = [name for name in top if name not in optional]
+        self.null = [name for name in ("failure_kind",) if name in top]  # a successful judgment has no failure kind
+        self.counted = [name for name in top if name in optional and name in no_default]  # always there, maybe null
+        self.required_output = [name for name in output if name in RUBRIC_FIELDS]
+        self.optional_output = [name for name in output if name not in RUBRIC_FIELDS]
+        if set(self.optional_output) - set(V3_FIELDS) or set(self.required_output) != RUBRIC_FIELDS:
+            raise ValueError("the judgment schema's output fields are not the rubric's and the optional ones")
+        names = "|".join([*self.counted, *self.optional_output])
+        self.key_pattern = f'"({names})":'
+
+    def read(self, rows: list[tuple]) -> tuple[pa.Table, list[int]]:
+        """The judgment columns of the rows read here (in row order), and the positions of the rest.
+        `rows`: (rowid, config_hash, item_key, order, repeat, status, record, checksum)."""
+        import numpy as np
+
+        summed = np.array([checksum is not None
+                           and checksum == record_checksum(config_hash, item_key, order, repeat, status, record)
+                           for _, config_hash, item_key, order, repeat, status, record, checksum in rows], dtype=bool)
+        read = np.flatnonzero(summed)
+        checked = self._checked([rows[i] for i in read]) if len(read) else None
+        if checked is None:
+            return self.schema.empty_table(), list(range(len(rows)))
+        table, passed = checked
+        summed[read[~passed]] = False
+        return table, np.flatnonzero(~summed).tolist()
+
+    def _checked(self, rows: list[tuple]) -> tuple[pa.Table, np.ndarray] | None:
+        """The columns of the rows that pass every check, and which pass; None when the records do not
+        parse (or not one per row) under the record schema."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.json as pj
+
+        records = [row[6] for row in rows]
+        text = "\n".join(records).encode()
+        if text.count(b"\n") != len(rows) - 1:  # a record spread over lines cannot be read one per line
+            return None
+        try:
+            parsed = pj.read_json(io.BytesIO(text), parse_options=pj.ParseOptions(
+                explicit_schema=self.record_schema, unexpected_field_behavior="error"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if parsed.num_rows != len(rows):
+            return None
+        fields = parsed["fields"].combine_chunks()
+        output = {name: fields.field(name) for name in self.output}
+        ok = [pc.is_valid(fields)]
+        for position, name in ((1, "config_hash"), (2, "item_key"), (3, "order"), (5, "parse_status")):
+            ok.append(pc.equal(parsed[name], pa.array([row[position] for row in rows], pa.string())))
+        ok.append(pc.equal(parsed["repeat"], pa.array([row[4] for row in rows], pa.int64())))
+        ok.append(pc.equal(parsed["parse_status"], "ok"))
+        ok += [pc.is_valid(parsed[name]) for name in self.not_null]
+        ok += [pc.is_null(parsed[name]) for name in self.null]
+        ok += [pc.is_valid(output[name]) for name in self.required_output]
+        score = output["alignment_score"]
+        ok.append(pc.and_(pc.greater_equal(score, -2), pc.less_equal(score, 2)))
+        for name in ("key_points_of_alignment", "key_points_of_opposition"):
+            points = output[name]
+            if pc.list_flatten(points).null_count:  # a list holding a null: not a list of str
+                return None
+        # keys the schema cannot tell absent from null: counted in the text (a key pattern of quote,
+        # name, quote, colon cannot occur inside a JSON string, where quotes are escaped)
+        sizes = np.fromiter((len(record) if record.isascii() else len(record.encode()) for record in records),
+                            dtype=np.int32, count=len(records))
+        starts = np.zeros(len(records) + 1, dtype=np.int32)
+        np.cumsum(sizes + 1, out=starts[1:])
+        starts[-1] = len(text)  # each record with its line break but the last
+        lines = pa.Array.from_buffers(pa.string(), len(records), [None, pa.py_buffer(starts), pa.py_buffer(text)])
+        found = pc.count_substring_regex(lines, self.key_pattern)
+        expected = pa.scalar(len(self.counted), pa.int32())
+        for name in self.optional_output:
+            expected = pc.add(expected, pc.cast(pc.is_valid(output[name]), pa.int32()))
+        ok.append(pc.equal(found, expected))
+        passed = np.logical_and.reduce([np.asarray(pc.fill_null(check, False)) for check in ok])
+        columns = {name: parsed[name] for name in self.top}
+        columns.update(output)
+        table = pa.table(columns, schema=self.schema)
+        return table.filter(pa.array(passed)), passed
 
 
 class JudgmentStore(ResultTables):
@@ -235,6 +349,32 @@ class JudgmentStore(ResultTables):
         if bad:
             self._set_aside("judgments", bad)
         return found
+
+    def read_columns(self, config_hash: str, keys: Iterable[Key]) -> StoredJudgments:
+        """The stored judgments among (item_key, order, repeat) keys of one judge config, as `get_many`
+        serves them, but in bulk: the records are parsed into Arrow columns in one pass and checked as
+        arrays (`ColumnReader`); a record the bulk read cannot vouch for is checked on its own
+        (`check_row`, which decides), so exactly the same judgments are served and quarantined."""
+        from calibrate.judging.runner import StoredJudgments, judgment_schema
+
+        wanted = set(keys)
+        columns = f"rowid, config_hash, item_key, pair_order, repeat, parse_status, record, {self._checksum_column}"
+        rows = [row for row in self._rows_by_key(config_hash, {item_key for item_key, _, _ in wanted}, columns)
+                if (row[2], row[3], row[4]) in wanted]
+        table, alone = ColumnReader(judgment_schema()).read(rows)
+        judgments: dict[Key, Judgment] = {}
+        bad: list[tuple[int, str]] = []
+        for rowid, stored_hash, item_key, order, repeat, status, record, checksum in (rows[i] for i in alone):
+            judgment, reason = check_row("judgments", stored_hash, item_key, order, repeat, status, record, checksum)
+            if judgment is None:
+                bad.append((rowid, str(reason)))  # check_row gives a reason with every refusal
+            else:
+                judgments[(item_key, order, repeat)] = judgment
+        if bad:
+            self._set_aside("judgments", bad)
+        kept = set(range(len(rows))).difference(alone)
+        return StoredJudgments(table, {(rows[i][2], rows[i][3], rows[i][4]): row for row, i in enumerate(sorted(kept))},
+                               judgments)
 
     def _set_aside(self, table: str, bad: list[tuple[int, str]]) -> int:
         """Move bad rows to the quarantine table (one transaction) and warn how many and why. A

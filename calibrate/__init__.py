@@ -13,10 +13,10 @@ from its module the first time it is used (PEP 562), so a script or CLI call pay
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from calibrate.errors import CalibrateError
+from calibrate.lazy import lazy_names
 from calibrate.version import __version__
 
 if TYPE_CHECKING:  # what type checkers and readers see; at run time `__getattr__` imports these on first use
@@ -67,15 +67,4 @@ __all__ = [
     "plan_respond", "plan_score", "respond", "score",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """Import a public name from its module on first use, and keep it (later lookups are plain)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

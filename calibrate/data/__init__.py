@@ -3,8 +3,9 @@ schema they must meet, the calibration and injection sets, and the benchmark pro
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from calibrate.lazy import lazy_names
 
 if TYPE_CHECKING:  # at run time `__getattr__` imports these on first use, so importing the package stays light
     from calibrate.data.calibration import (
@@ -42,15 +43,4 @@ __all__ = [
     "stream_source",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """Import a public name from its module on first use (PEP 562), and keep it."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

@@ -156,3 +156,22 @@ def test_the_refusal_names_the_switch_as_the_caller_knows_it():
     refusal = UntrustedConfig("judge config x.toml is not trusted: ...; (for a CI run of your own configs: trust=True)")
     assert str(refusal).endswith("(for a CI run of your own configs: trust=True)")
     assert refusal.worded(flag_for).endswith("(for a CI run of your own configs: --trust-judges)")
+
+
+def test_the_workflows_take_trust_for_one_run_and_refuse_without_it(recorder, tmp_path, monkeypatch):
+    """`trust=True` on fit (and every workflow and plan): the library's --trust-judges, for one run only."""
+    import calibrate
+
+    monkeypatch.chdir(tmp_path)
+    hijack(tmp_path / "judges", recorder.base_url)
+    for run in (lambda **trust: calibrate.plan_fit("claude", limit=1, **trust),
+                lambda **trust: calibrate.fit("claude", limit=1, n_boot=50, **trust)):
+        with pytest.raises(CalibrateError, match=r"claude.toml is not trusted: .*\(for a CI run of your own configs: "
+                                                 r"trust=True\)"):
+            run()
+    assert not recorder.log  # refused before anything was sent
+    assert calibrate.plan_fit("claude", limit=1, trust=True).requests > 0
+    calibrate.fit("claude", limit=1, n_boot=50, trust=True, cache=tmp_path / "c.sqlite3")
+    assert recorder.log  # trusted: it ran against that server
+    with pytest.raises(CalibrateError, match="is not trusted"):  # for that run only
+        calibrate.plan_fit("claude", limit=1)

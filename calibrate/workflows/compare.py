@@ -26,6 +26,7 @@ from calibrate.judging.estimate import SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.runner import judge_pairs
+from calibrate.judging.trust import trusting
 from calibrate.records import Record
 from calibrate.stats.agreement import AgreementReport, agreement_report
 from calibrate.stats.comparison import (
@@ -192,16 +193,18 @@ def plan_compare(
     seed: int = 0,
     cache: Path | str | None = None,
     invariance: Sequence[str] | str | None = None,
+    trust: bool = False,
 ) -> RunPlan:
     """What `compare` with the same arguments would send and cost, per judge; sends nothing, needs no key
     (the cache is read read-only)."""
-    inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
-                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True,
-                         invariance=invariance)
-    with plan_store(cache) as store:
-        estimates = [e for backend in inputs.backends
-                     for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
-    return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
+    with trusting(trust):
+        inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
+                             responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True,
+                             invariance=invariance)
+        with plan_store(cache) as store:
+            estimates = [e for backend in inputs.backends
+                         for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
+        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
 
 
 def compare(
@@ -223,6 +226,7 @@ def compare(
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
     invariance: Sequence[str] | str | None = None,
+    trust: bool = False,
 ) -> CompareResult:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
 
@@ -238,43 +242,44 @@ def compare(
     judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
     the judge from the recommendation.
     """
-    started = time.perf_counter()
-    budget = spend_budget(max_cost)
-    rule = check_rule(rule or DEFAULT_RULE)
-    inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
-                         responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False,
-                         invariance=invariance)
-    out_dir = output_dir(out)
-    cache_file = cache_path(cache)
-    with judgments_kept(cache_file, out_dir):
-        runs = []
-        with JudgmentStore(cache_file) as store:
-            for config, backend in zip(inputs.configs, inputs.backends, strict=True):
-                table, counts = judge_pairs(backend, inputs.pairs, store, orders=inputs.orders,
-                                            progress=progress, repeats=repeats, budget=budget)
-                runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
-            quarantined = store.quarantined
-        analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
-                           inputs.invariance)
-        humans = analysis.humans
-        if humans is not None and human_labels is not None:  # human agreement is measured only with labels
-            humans = dataclasses.replace(humans, source=portable_path(human_labels),
-                                         responses=sets_record(inputs.labelled))
-        comparison = Comparison(
-            schema_version=COMPARISON_SCHEMA_VERSION,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            scoring_rule=rule,
-            data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=sets_record(inputs.loaded)),
-            run=ComparisonRun(orders=list(inputs.orders), metrics_order=inputs.orders[0], repeats=repeats,
-                              cache=portable_path(cache_file), quarantined=quarantined, bootstrap_resamples=n_boot,
-                              elapsed_s=round(time.perf_counter() - started, 3),
-                              counts={run.name: run.counts for run in runs}),
-            judges=analysis.judges, between_judges=analysis.between_judges, humans=humans,
-            recommendation=analysis.recommendation, package_versions=package_versions())
-        result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
-        if out_dir is not None:
-            result.write(out_dir)
-    return result
+    with trusting(trust):
+        started = time.perf_counter()
+        budget = spend_budget(max_cost)
+        rule = check_rule(rule or DEFAULT_RULE)
+        inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
+                             responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False,
+                             invariance=invariance)
+        out_dir = output_dir(out)
+        cache_file = cache_path(cache)
+        with judgments_kept(cache_file, out_dir):
+            runs = []
+            with JudgmentStore(cache_file) as store:
+                for config, backend in zip(inputs.configs, inputs.backends, strict=True):
+                    table, counts = judge_pairs(backend, inputs.pairs, store, orders=inputs.orders,
+                                                progress=progress, repeats=repeats, budget=budget)
+                    runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
+                quarantined = store.quarantined
+            analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
+                               inputs.invariance)
+            humans = analysis.humans
+            if humans is not None and human_labels is not None:  # human agreement is measured only with labels
+                humans = dataclasses.replace(humans, source=portable_path(human_labels),
+                                             responses=sets_record(inputs.labelled))
+            comparison = Comparison(
+                schema_version=COMPARISON_SCHEMA_VERSION,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                scoring_rule=rule,
+                data=ComparisonData(source=data, limit_per_set=limit, seed=seed, sets=sets_record(inputs.loaded)),
+                run=ComparisonRun(orders=list(inputs.orders), metrics_order=inputs.orders[0], repeats=repeats,
+                                  cache=portable_path(cache_file), quarantined=quarantined, bootstrap_resamples=n_boot,
+                                  elapsed_s=round(time.perf_counter() - started, 3),
+                                  counts={run.name: run.counts for run in runs}),
+                judges=analysis.judges, between_judges=analysis.between_judges, humans=humans,
+                recommendation=analysis.recommendation, package_versions=package_versions())
+            result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
+            if out_dir is not None:
+                result.write(out_dir)
+        return result
 
 
 def labelled_response_pairs(labels: pd.DataFrame, responses: Sequence[str],

@@ -23,6 +23,7 @@ from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import judge_pairs
+from calibrate.judging.trust import trusting
 from calibrate.records import RecordError
 from calibrate.stats.calibration import (
     Calibration,
@@ -112,14 +113,16 @@ def plan_fit(
     cache: Path | str | None = None,
     order: str = "forward",
     invariance: Sequence[str] | str | None = None,
+    trust: bool = False,
 ) -> RunPlan:
     """What `fit` with these arguments would send and cost (requests, tokens, cost at list and batch
     price, time), sending nothing: the cache is read, never written, and no key is needed."""
-    backend = make_backend(load_judge_config(judge))
-    orders = orders_of(order)
-    pairs = judged_pairs(load_sets(data, sets, limit, seed), parse_invariance(invariance))
-    with plan_store(cache) as store:
-        return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
+    with trusting(trust):
+        backend = make_backend(load_judge_config(judge))
+        orders = orders_of(order)
+        pairs = judged_pairs(load_sets(data, sets, limit, seed), parse_invariance(invariance))
+        with plan_store(cache) as store:
+            return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
 
 
 def fit(
@@ -138,6 +141,7 @@ def fit(
     order: str = "forward",
     max_cost: float | SpendBudget | None = None,
     invariance: Sequence[str] | str | None = None,
+    trust: bool = False,
 ) -> FitResult:
     """Judge the calibration sets, measure each set against its expected values, fit score mappings.
 
@@ -151,74 +155,76 @@ def fit(
     whose sets are judged too, each reported as its shift from the untransformed sets (`invariance`).
     `plan_fit` says what a run would cost without sending anything.
     """
-    started = time.perf_counter()
-    budget = spend_budget(max_cost)
-    config = load_judge_config(judge)
-    backend = make_backend(config)
-    check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
-    rule = check_rule(rule or config.rule)
-    orders = orders_of(order)
-    transformations = parse_invariance(invariance)
-    loaded = load_sets(data, sets, limit, seed)
-    pairs = judged_pairs(loaded, transformations)
-    out_dir = output_dir(out)
-    cache_file = cache_path(cache)
-    with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
-        warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
-        table, counts = judge_pairs(backend, pairs, store, orders=orders, progress=progress, budget=budget)
-        quarantined = store.quarantined  # stored records that failed the integrity check, set aside and judged again
+    with trusting(trust):
+        started = time.perf_counter()
+        budget = spend_budget(max_cost)
+        config = load_judge_config(judge)
+        backend = make_backend(config)
+        check_ready([backend])  # every missing key, unreachable endpoint, ... before any work
+        rule = check_rule(rule or config.rule)
+        orders = orders_of(order)
+        transformations = parse_invariance(invariance)
+        loaded = load_sets(data, sets, limit, seed)
+        pairs = judged_pairs(loaded, transformations)
+        out_dir = output_dir(out)
+        cache_file = cache_path(cache)
+        with judgments_kept(cache_file, out_dir), JudgmentStore(cache_file) as store:
+            warn_if_in_open_batches(store, config, pairs, orders, open_batch_requests(store, config.config_hash))
+            table, counts = judge_pairs(backend, pairs, store, orders=orders, progress=progress, budget=budget)
+            # stored records that failed the integrity check, set aside and judged again
+            quarantined = store.quarantined
 
-    # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
-    primary = table[table["order"] == orders[0]]
-    calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
-    if not (calibration_rows["parse_status"] == "ok").any():
-        # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
-        reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
-        where = "the cache's failure log"
-        if out_dir is not None:
-            with staged_output(out_dir) as staged:  # replaces only judgments.parquet, whole or not at all
-                table.to_parquet(staged.dir / "judgments.parquet", index=False)
-            where = f"{out_dir / 'judgments.parquet'} and {where}"
-        if (calibration_rows["parse_status"] == MISSING_ANSWER).all():
-            raise CalibrateError(f"data {data}: none of the {len(calibration_rows)} calibration pairs holds two "
-                                 "answers (every one has an empty or \"No response\" answer); nothing was sent to "
-                                 "the judge", ("data",))
-        raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs was judged "
-                             f"({reasons}); the failures and their reasons are in {where}; "
-                             "fix the judge (or its server) and run again")
-    with judgments_kept(cache_file, out_dir):
-        set_reports = {
-            name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
-            for name in loaded
-        }
-        # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
-        calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
-        matrix = confusion_matrix(calibration_reports)
-        calibration = Calibration(
-            schema_version=CALIBRATION_SCHEMA_VERSION,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            judge=judge_record(config),
-            scoring_rule=rule,
-            data=DataRecord(source=data, limit_per_set=limit, seed=seed, sets=sets_record(loaded)),
-            run=RunRecord(**counts, quarantined=quarantined, orders=list(orders), metrics_order=orders[0],
-                          cache=portable_path(cache_file), bootstrap_resamples=n_boot, elapsed_s=None),
-            accounting=accounting(table, config, counts["requests"]),
-            sets=set_reports,
-            summary=summarise(calibration_reports),
-            confusion_matrix=matrix,
-            warnings=confusion_warnings(matrix),
-            order_effect=order_effect(table[table["set_name"].isin(list(loaded))]) if len(orders) == 2 else None,
-            injection=injection_shift(primary, rule, n_boot, seed),
-            mapping=fit_mappings(calibration_rows, rule, n_folds, seed),
-            package_versions=package_versions(),
-            invariance=invariance_shifts(table, transformations, orders, rule, n_boot, seed),
-        )
-        elapsed = round(time.perf_counter() - started, 3)
-        result = FitResult(calibration=replace(calibration, run=replace(calibration.run, elapsed_s=elapsed)),
-                           judgments=table)
-        if out_dir is not None:
-            result.write(out_dir)
-    return result
+        # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
+        primary = table[table["order"] == orders[0]]
+        calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
+        if not (calibration_rows["parse_status"] == "ok").any():
+            # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
+            reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
+            where = "the cache's failure log"
+            if out_dir is not None:
+                with staged_output(out_dir) as staged:  # replaces only judgments.parquet, whole or not at all
+                    table.to_parquet(staged.dir / "judgments.parquet", index=False)
+                where = f"{out_dir / 'judgments.parquet'} and {where}"
+            if (calibration_rows["parse_status"] == MISSING_ANSWER).all():
+                raise CalibrateError(f"data {data}: none of the {len(calibration_rows)} calibration pairs holds two "
+                                     "answers (every one has an empty or \"No response\" answer); nothing was sent to "
+                                     "the judge", ("data",))
+            raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs "
+                                 f"was judged ({reasons}); the failures and their reasons are in {where}; "
+                                 "fix the judge (or its server) and run again")
+        with judgments_kept(cache_file, out_dir):
+            set_reports = {
+                name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
+                for name in loaded
+            }
+            # Robustness sets are reported, but the headline and the mapping rest on the calibration sets.
+            calibration_reports = {name: report for name, report in set_reports.items() if name in CALIBRATION_SETS}
+            matrix = confusion_matrix(calibration_reports)
+            calibration = Calibration(
+                schema_version=CALIBRATION_SCHEMA_VERSION,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                judge=judge_record(config),
+                scoring_rule=rule,
+                data=DataRecord(source=data, limit_per_set=limit, seed=seed, sets=sets_record(loaded)),
+                run=RunRecord(**counts, quarantined=quarantined, orders=list(orders), metrics_order=orders[0],
+                              cache=portable_path(cache_file), bootstrap_resamples=n_boot, elapsed_s=None),
+                accounting=accounting(table, config, counts["requests"]),
+                sets=set_reports,
+                summary=summarise(calibration_reports),
+                confusion_matrix=matrix,
+                warnings=confusion_warnings(matrix),
+                order_effect=order_effect(table[table["set_name"].isin(list(loaded))]) if len(orders) == 2 else None,
+                injection=injection_shift(primary, rule, n_boot, seed),
+                mapping=fit_mappings(calibration_rows, rule, n_folds, seed),
+                package_versions=package_versions(),
+                invariance=invariance_shifts(table, transformations, orders, rule, n_boot, seed),
+            )
+            elapsed = round(time.perf_counter() - started, 3)
+            result = FitResult(calibration=replace(calibration, run=replace(calibration.run, elapsed_s=elapsed)),
+                               judgments=table)
+            if out_dir is not None:
+                result.write(out_dir)
+        return result
 
 
 def judged_pairs(loaded: dict[str, LoadedSet], transformations: list[str]) -> list[Pair]:

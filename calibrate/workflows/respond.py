@@ -52,6 +52,7 @@ from calibrate.judging.models import ModelConfig, load_model_config
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.responder import USABLE_STATUSES, Responder, ask_all, question_key
 from calibrate.judging.runner import run_sync
+from calibrate.judging.trust import trusting
 from calibrate.records import Record
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
@@ -185,11 +186,13 @@ def plan_respond(
     limit: int | None = None,
     seed: int | None = None,
     cache: str | Path | None = None,
+    trust: bool = False,
 ) -> RunPlan:
     """What `respond` with these arguments would send and cost (requests, tokens, cost, time), sending
     nothing and needing no key: questions the cache holds an answer to are left out."""
-    config = load_model_config(model)
-    return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache)
+    with trusting(trust):
+        config = load_model_config(model)
+        return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache)
 
 
 def respond(
@@ -203,6 +206,7 @@ def respond(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
     max_cost: float | SpendBudget | None = None,
+    trust: bool = False,
 ) -> RespondResult:
     """Answer both questions of every selected pair with one model.
 
@@ -217,61 +221,62 @@ def respond(
     `progress`: receives the answering's `JudgingProgress` events.
     `plan_respond` says what a run would cost without sending anything.
     """
-    started = time.perf_counter()
-    budget = spend_budget(max_cost)
-    config = load_model_config(model)
-    config.api_key()  # a missing key fails before any work
-    rows = load_prompts(prompts, split, limit, seed)
-    questions = _questions(rows)
-    if out is not None:
-        out = Path(out).expanduser()
-        try:  # before any request, so a bad folder costs nothing
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise CalibrateError(f"out: cannot create {out} ({error.strerror})", ("out",)) from None
+    with trusting(trust):
+        started = time.perf_counter()
+        budget = spend_budget(max_cost)
+        config = load_model_config(model)
+        config.api_key()  # a missing key fails before any work
+        rows = load_prompts(prompts, split, limit, seed)
+        questions = _questions(rows)
+        if out is not None:
+            out = Path(out).expanduser()
+            try:  # before any request, so a bad folder costs nothing
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise CalibrateError(f"out: cannot create {out} ({error.strerror})", ("out",)) from None
 
-    cache_file = cache_path(cache)
-    with ResponseStore(cache_file) as store:
-        cached = store.get_many(config.config_hash, questions)
-        todo = [(key, question) for key, question in questions.items() if key not in cached]
-        fresh = run_sync(ask_all(Responder(config), todo, store, progress, budget)) if todo else {}
-    answers = {**cached, **fresh}
+        cache_file = cache_path(cache)
+        with ResponseStore(cache_file) as store:
+            cached = store.get_many(config.config_hash, questions)
+            todo = [(key, question) for key, question in questions.items() if key not in cached]
+            fresh = run_sync(ask_all(Responder(config), todo, store, progress, budget)) if todo else {}
+        answers = {**cached, **fresh}
 
-    records, columns, failures = _dataset(config, rows, answers)
-    new_failures = [r for r in fresh.values() if r["status"] not in USABLE_STATUSES]
-    used = {key: answers[key] for key in questions if answers[key]["status"] in USABLE_STATUSES}
-    by_reason: dict[str, int] = {}
-    for record in new_failures:
-        by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
-    input_tokens = sum(r["input_tokens"] for r in fresh.values())
-    output_tokens = sum(r["output_tokens"] for r in fresh.values())
-    summary = RespondSummary(
-        model=config.name, model_id=config.model, config_hash=config.config_hash,
-        config_path=str(config.path), source=prompts, split=split, files=rows.files,
-        limit=limit, seed=seed if limit is not None else None, source_rows=rows.total_rows,
-        pairs=len(rows.rows), pairs_written=len(records),
-        pairs_with_failed_answers=len({failure.id for failure in failures}),
-        answers=2 * len(rows.rows), questions=len(questions),
-        generated=len(fresh) - len(new_failures), reused=len(cached), failed=len(new_failures),
-        failed_by_reason=dict(sorted(by_reason.items())),
-        failed_by_kind=dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
-        truncated=sum(r["status"] == "truncated" for r in used.values()),
-        requests=sum(r["attempts"] for r in fresh.values()),
-        input_tokens=input_tokens, output_tokens=output_tokens,
-        cost_usd_this_run=config.cost_usd(input_tokens, output_tokens),
-        cost_usd=config.cost_usd(sum(r["input_tokens"] for r in used.values()),
-                                 sum(r["output_tokens"] for r in used.values())),
-        output=None, failures_file=None,
-        cache=str(cache_file), elapsed_s=None,
-    )
-    provenance = Provenance(config=config.settings(), source=rows.source, split=rows.split, files=rows.files,
-                            pairs=len(rows.rows), pairs_written=len(records),
-                            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    result = RespondResult(config.name, records, columns, failures, provenance, summary)
-    if out is not None:
-        result.write(out)
-    result.summary = replace(result.summary, elapsed_s=round(time.perf_counter() - started, 3))
-    return result
+        records, columns, failures = _dataset(config, rows, answers)
+        new_failures = [r for r in fresh.values() if r["status"] not in USABLE_STATUSES]
+        used = {key: answers[key] for key in questions if answers[key]["status"] in USABLE_STATUSES}
+        by_reason: dict[str, int] = {}
+        for record in new_failures:
+            by_reason[record["status"]] = by_reason.get(record["status"], 0) + 1
+        input_tokens = sum(r["input_tokens"] for r in fresh.values())
+        output_tokens = sum(r["output_tokens"] for r in fresh.values())
+        summary = RespondSummary(
+            model=config.name, model_id=config.model, config_hash=config.config_hash,
+            config_path=str(config.path), source=prompts, split=split, files=rows.files,
+            limit=limit, seed=seed if limit is not None else None, source_rows=rows.total_rows,
+            pairs=len(rows.rows), pairs_written=len(records),
+            pairs_with_failed_answers=len({failure.id for failure in failures}),
+            answers=2 * len(rows.rows), questions=len(questions),
+            generated=len(fresh) - len(new_failures), reused=len(cached), failed=len(new_failures),
+            failed_by_reason=dict(sorted(by_reason.items())),
+            failed_by_kind=dict(sorted(Counter(record["failure_kind"] for record in new_failures).items())),
+            truncated=sum(r["status"] == "truncated" for r in used.values()),
+            requests=sum(r["attempts"] for r in fresh.values()),
+            input_tokens=input_tokens, output_tokens=output_tokens,
+            cost_usd_this_run=config.cost_usd(input_tokens, output_tokens),
+            cost_usd=config.cost_usd(sum(r["input_tokens"] for r in used.values()),
+                                     sum(r["output_tokens"] for r in used.values())),
+            output=None, failures_file=None,
+            cache=str(cache_file), elapsed_s=None,
+        )
+        provenance = Provenance(config=config.settings(), source=rows.source, split=rows.split, files=rows.files,
+                                pairs=len(rows.rows), pairs_written=len(records),
+                                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        result = RespondResult(config.name, records, columns, failures, provenance, summary)
+        if out is not None:
+            result.write(out)
+        result.summary = replace(result.summary, elapsed_s=round(time.perf_counter() - started, 3))
+        return result
 
 
 def _dataset(config: ModelConfig, rows: PromptRows,

@@ -39,6 +39,7 @@ from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback, ProgressCounter
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.runner import add_counts, arrow_schema, judge_pairs
+from calibrate.judging.trust import trusting
 from calibrate.stats import benchmark
 from calibrate.stats.benchmark import (
     AnchorCost,
@@ -270,6 +271,7 @@ def score(
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
     max_cost: float | SpendBudget | None = None,
+    trust: bool = False,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
     cache) and report raw and calibrated metrics with intervals, breakdowns and a leaderboard.
@@ -281,120 +283,121 @@ def score(
     format) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price, the anchor
     included) would pass it; `progress`: receives the judging's `JudgingProgress` events (one task per
     response dataset). Files are written only into `out` (None: none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    with trusting(trust):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    started = time.perf_counter()
-    if calibration is None:  # scoring rests on a fit; which one (and where it lives) is the caller's choice
-        raise CalibrateError("calibration is required: the judge's fit, as a FitResult or the path of the "
-                             "calibration.json it wrote", ("calibration",))
-    budget = spend_budget(max_cost)
-    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
-                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=True)
-    config, backend, anchor_backend, sources, streams, orders = (
-        setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
-    labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
-    fitted = calibration_inputs(config, calibration)
-    calibration_rows = fitted.rows
-    rule = check_rule(rule or fitted.rule)
-    if rule != fitted.rule:
-        raise CalibrateError(f"rule {rule}: the calibration was fitted under rule {fitted.rule}; fit judge "
-                             f"'{config.name}' again with rule {rule}", ("rule",))
-    out_dir = output_dir(out)
-    schema = arrow_schema({"model": pa.string()})
-    rows: dict[str, pd.DataFrame] = {}
-    anchors: dict[str, pd.DataFrame] = {}
-    run: dict[str, ModelRun] = {}
-    cache_file = cache_path(cache)
-    # outputs go to a temporary folder inside out, moved into it only when the whole run succeeded
-    with judgments_kept(cache_file, out_dir), \
-            (staged_output(out_dir) if out_dir is not None else nullcontext()) as staged:
-        judgments_path = staged.dir / "judgments.parquet" if staged is not None else None
-        with JudgmentStore(cache_file) as store, \
-                (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
-            pending = open_batch_requests(store, config.config_hash)
-            sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
-            for name, stream in streams.items():
-                total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
-                counts: dict[str, Any] = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
-                parts, anchor_parts = [], []
-                expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
-                with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
-                                     backend.pacing(), config.concurrency) as counter:
-                    for chunk in first_pairs(stream, limit):
-                        warn_if_in_open_batches(store, config, chunk, orders, pending)
-                        table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
-                                                          budget=budget, sizers=sizers)
-                        table["model"] = name
-                        if writer is not None:
-                            writer.write_table(pa.Table.from_pandas(table.reindex(columns=schema.names), schema=schema,
-                                                                    preserve_index=False))
-                        parts.append(benchmark.compact(table))
-                        counts = add_counts(counts, chunk_counts)
-                        if anchor_backend and anchor_fraction is not None:
-                            picked = [p for p in chunk
-                                      if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
-                            if picked:
-                                anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
-                                                              counter=counter, budget=budget, sizers=sizers)
-                                anchor_parts.append(benchmark.compact(anchor_table))
-                rows[name] = pd.concat(parts, ignore_index=True)
-                run[name] = ModelRun(**counts, source=portable_path(stream.source),
-                                     files=[portable_path(f) for f in stream.files])
-                if anchor_backend:
-                    anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
-                                     else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
-                elif labels:
-                    anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
-            quarantined = store.quarantined  # stored records that failed the integrity check, judged again
-        models = {}
-        for name, model_rows in rows.items():
-            primary = model_rows[model_rows["order"] == orders[0]]
-            raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
-            corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
-            audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
-                     if name in labels and corrected.metrics is not None else None)
-            if audit and audit.verdict == "rejected":
-                corrected = dataclasses.replace(corrected, transport="rejected")
-            cost = ModelCost(input_tokens=int(model_rows["input_tokens"].sum()),
-                             output_tokens=int(model_rows["output_tokens"].sum()),
-                             cost_usd=round(float(model_rows["cost_usd"].sum()), 6),
-                             cost_usd_this_run=round(float(model_rows["cost_usd_this_run"].sum()), 6))
-            anchored = (_anchored(primary, anchors[name], rule, anchor_backend, anchor_fraction, human_labels, cost,
-                                  corrected.predictions) if name in anchors else None)
-            recommendation = benchmark.anchor_recommendation(primary, rule)
-            models[name] = ModelScore(
-                source=portable_path(sources[name]), raw=raw,
-                mapped=benchmark.mapped_pac(fitted.mapping_name, fitted.mapping, calibration_rows, primary, rule,
-                                            n_boot, seed),
-                class_corrected=corrected, cost=cost, run=run[name], anchored=anchored, audit=audit,
-                headline=benchmark.headline(raw, corrected, anchored,
-                                            recommendation.labels if recommendation else None),
-                anchor_recommendation=None if anchored else recommendation)
-        breakdowns = {by: [row for name, r in rows.items()
-                           for row in benchmark.breakdown(r[r["order"] == orders[0]], by, rule, fitted.mapping_name,
-                                                          fitted.mapping, calibration_rows, name, n_boot, seed)]
-                      for by in BREAKDOWNS}
-        metrics = ScoreRecord(
-            schema_version=SCORE_SCHEMA_VERSION,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            judge=judge_record(config),
-            scoring_rule=rule,
-            calibration=ScoreCalibration(path=portable_path(fitted.path) if fitted.path else None,
-                                         created_at=fitted.created_at, mapping=fitted.mapping_name,
-                                         n_pairs=int(len(calibration_rows))),
-            run=ScoreRun(orders=list(orders), metrics_order=orders[0], limit_per_source=limit,
-                         quarantined=quarantined, bootstrap_resamples=n_boot, seed=seed, elapsed_s=None),
-            models=models,
-            package_versions=package_versions(),
-        )
-        metrics = dataclasses.replace(metrics, run=dataclasses.replace(
-            metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
-        result = ScoreResult(metrics, rows, breakdowns)
-        if staged is not None:
-            result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
-                                         **result._write_files(staged.dir)})
-    return result
+        started = time.perf_counter()
+        if calibration is None:  # scoring rests on a fit; which one (and where it lives) is the caller's choice
+            raise CalibrateError("calibration is required: the judge's fit, as a FitResult or the path of the "
+                                 "calibration.json it wrote", ("calibration",))
+        budget = spend_budget(max_cost)
+        setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                       anchor_fraction=anchor_fraction, human_labels=human_labels, ready=True)
+        config, backend, anchor_backend, sources, streams, orders = (
+            setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
+        labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
+        fitted = calibration_inputs(config, calibration)
+        calibration_rows = fitted.rows
+        rule = check_rule(rule or fitted.rule)
+        if rule != fitted.rule:
+            raise CalibrateError(f"rule {rule}: the calibration was fitted under rule {fitted.rule}; fit judge "
+                                 f"'{config.name}' again with rule {rule}", ("rule",))
+        out_dir = output_dir(out)
+        schema = arrow_schema({"model": pa.string()})
+        rows: dict[str, pd.DataFrame] = {}
+        anchors: dict[str, pd.DataFrame] = {}
+        run: dict[str, ModelRun] = {}
+        cache_file = cache_path(cache)
+        # outputs go to a temporary folder inside out, moved into it only when the whole run succeeded
+        with judgments_kept(cache_file, out_dir), \
+                (staged_output(out_dir) if out_dir is not None else nullcontext()) as staged:
+            judgments_path = staged.dir / "judgments.parquet" if staged is not None else None
+            with JudgmentStore(cache_file) as store, \
+                    (pq.ParquetWriter(judgments_path, schema) if judgments_path else nullcontext()) as writer:
+                pending = open_batch_requests(store, config.config_hash)
+                sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
+                for name, stream in streams.items():
+                    total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
+                    counts: dict[str, Any] = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
+                    parts, anchor_parts = [], []
+                    expected = None if total is None else total * len(orders) + int(total * (anchor_fraction or 0))
+                    with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
+                                         backend.pacing(), config.concurrency) as counter:
+                        for chunk in first_pairs(stream, limit):
+                            warn_if_in_open_batches(store, config, chunk, orders, pending)
+                            table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
+                                                              budget=budget, sizers=sizers)
+                            table["model"] = name
+                            if writer is not None:
+                                columns = table.reindex(columns=schema.names)
+                                writer.write_table(pa.Table.from_pandas(columns, schema=schema, preserve_index=False))
+                            parts.append(benchmark.compact(table))
+                            counts = add_counts(counts, chunk_counts)
+                            if anchor_backend and anchor_fraction is not None:
+                                picked = [p for p in chunk
+                                          if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                                if picked:
+                                    anchor_table, _ = judge_pairs(anchor_backend, picked, store, orders=orders[:1],
+                                                                  counter=counter, budget=budget, sizers=sizers)
+                                    anchor_parts.append(benchmark.compact(anchor_table))
+                    rows[name] = pd.concat(parts, ignore_index=True)
+                    run[name] = ModelRun(**counts, source=portable_path(stream.source),
+                                         files=[portable_path(f) for f in stream.files])
+                    if anchor_backend:
+                        anchors[name] = (pd.concat(anchor_parts, ignore_index=True) if anchor_parts
+                                         else pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+                    elif labels:
+                        anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
+                quarantined = store.quarantined  # stored records that failed the integrity check, judged again
+            models = {}
+            for name, model_rows in rows.items():
+                primary = model_rows[model_rows["order"] == orders[0]]
+                raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
+                corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
+                audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
+                         if name in labels and corrected.metrics is not None else None)
+                if audit and audit.verdict == "rejected":
+                    corrected = dataclasses.replace(corrected, transport="rejected")
+                cost = ModelCost(input_tokens=int(model_rows["input_tokens"].sum()),
+                                 output_tokens=int(model_rows["output_tokens"].sum()),
+                                 cost_usd=round(float(model_rows["cost_usd"].sum()), 6),
+                                 cost_usd_this_run=round(float(model_rows["cost_usd_this_run"].sum()), 6))
+                anchored = (_anchored(primary, anchors[name], rule, anchor_backend, anchor_fraction, human_labels, cost,
+                                      corrected.predictions) if name in anchors else None)
+                recommendation = benchmark.anchor_recommendation(primary, rule)
+                models[name] = ModelScore(
+                    source=portable_path(sources[name]), raw=raw,
+                    mapped=benchmark.mapped_pac(fitted.mapping_name, fitted.mapping, calibration_rows, primary, rule,
+                                                n_boot, seed),
+                    class_corrected=corrected, cost=cost, run=run[name], anchored=anchored, audit=audit,
+                    headline=benchmark.headline(raw, corrected, anchored,
+                                                recommendation.labels if recommendation else None),
+                    anchor_recommendation=None if anchored else recommendation)
+            breakdowns = {by: [row for name, r in rows.items()
+                               for row in benchmark.breakdown(r[r["order"] == orders[0]], by, rule, fitted.mapping_name,
+                                                              fitted.mapping, calibration_rows, name, n_boot, seed)]
+                          for by in BREAKDOWNS}
+            metrics = ScoreRecord(
+                schema_version=SCORE_SCHEMA_VERSION,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                judge=judge_record(config),
+                scoring_rule=rule,
+                calibration=ScoreCalibration(path=portable_path(fitted.path) if fitted.path else None,
+                                             created_at=fitted.created_at, mapping=fitted.mapping_name,
+                                             n_pairs=int(len(calibration_rows))),
+                run=ScoreRun(orders=list(orders), metrics_order=orders[0], limit_per_source=limit,
+                             quarantined=quarantined, bootstrap_resamples=n_boot, seed=seed, elapsed_s=None),
+                models=models,
+                package_versions=package_versions(),
+            )
+            metrics = dataclasses.replace(metrics, run=dataclasses.replace(
+                metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
+            result = ScoreResult(metrics, rows, breakdowns)
+            if staged is not None:
+                result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
+                                             **result._write_files(staged.dir)})
+        return result
 
 
 def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,
@@ -421,23 +424,25 @@ def plan_score(
     anchor_judge: str | None = None,
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
+    trust: bool = False,
 ) -> RunPlan:
     """What `score` would send, its input loaded and checked as `score` does, with no key or network
     touched: every pair not cached, and the anchor judge's share. (A `fit` the calibration still needs
     is planned by `plan_fit`.)"""
-    setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
-                   anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
-    estimates = []
-    sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
-    with plan_store(cache) as store:
-        for stream in setup.streams.values():
-            for chunk in first_pairs(stream, limit):
-                estimates.extend(estimate_judging(setup.backend, chunk, store, setup.orders, sizers=sizers))
-                if setup.anchor_backend and anchor_fraction is not None:
-                    picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
-                    estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
-                                                      sizers=sizers))
-    return RunPlan("score", combined(estimates))
+    with trusting(trust):
+        setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
+                       anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
+        estimates = []
+        sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
+        with plan_store(cache) as store:
+            for stream in setup.streams.values():
+                for chunk in first_pairs(stream, limit):
+                    estimates.extend(estimate_judging(setup.backend, chunk, store, setup.orders, sizers=sizers))
+                    if setup.anchor_backend and anchor_fraction is not None:
+                        picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
+                        estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
+                                                          sizers=sizers))
+        return RunPlan("score", combined(estimates))
 
 
 def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None) -> Backend | None:

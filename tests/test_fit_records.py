@@ -155,3 +155,37 @@ def test_a_calibration_file_with_a_misspelt_or_missing_key_is_one_error_naming_f
     path.write_text(json.dumps({**written, "schema_version": 99}))
     with pytest.raises(CalibrateError, match=r"schema version 99, expected 1"):
         load_calibration(path)
+
+
+def test_a_fit_on_a_handful_of_pairs_says_its_errors_are_not_meaningful(tmp_path):
+    """Fewer than 10 judged pairs in a set: a warning in the record, and the worst-set line never reads as a
+    result (issue: a 1-pair fit printed "worst-set PAC error 0.0 points" beside 0% class accuracy)."""
+    from tests.inprocess import cli
+
+    small = cli("fit", "--judge", "heuristic", "--limit", "3", "--no-progress", "--bootstrap", "100",
+                "--out", str(tmp_path / "small"), "--cache", str(tmp_path / "c.sqlite3"), cwd=tmp_path)
+    assert small.returncode == 0, small.stderr
+    line = next(line for line in small.stdout.splitlines() if line.startswith("worst-set"))
+    assert line.startswith("worst-set PAC error: not meaningful (fewer than 10 judged pairs in unaligned-0, "
+                           "aligned-100, refusal-100, one-refusal-50;")
+    record = load_calibration(tmp_path / "small" / "calibration.json").calibration
+    assert any(w.startswith("fewer than 10 judged pairs in unaligned-0 3, aligned-100 3") for w in record.warnings)
+    enough = calibrate.fit("heuristic", limit=10, n_boot=50, cache=tmp_path / "c.sqlite3")
+    assert not any("fewer than 10" in w for w in enough.calibration.warnings)
+
+
+def test_a_worst_set_error_contradicted_by_class_accuracy_is_not_printed_as_a_result(capsys):
+    """Errors that cancel within sets (a small worst-set error, most pairs misread) are named as such."""
+    import dataclasses
+
+    from calibrate.cli.main import print_fit_summary
+
+    example = load_calibration(Path(__file__).resolve().parent.parent / "docs/examples/heuristic/calibration.json")
+    summary = dataclasses.replace(example.calibration.summary, max_abs_pac_error=4.0, class_accuracy=30.0)
+    print_fit_summary(dataclasses.replace(example.calibration, summary=summary), {})
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("worst-set"))
+    assert line.startswith("worst-set PAC error 4.0 points, contradicted by the class accuracy: the judge's errors "
+                           "cancel within sets")
+    print_fit_summary(example.calibration, {})  # the committed example: a plain result line
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("worst-set"))
+    assert line.startswith(f"worst-set PAC error {example.calibration.summary.max_abs_pac_error:.1f} points;")

@@ -204,6 +204,8 @@ def print_plan(plan: RunPlan) -> None:
 
 def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
     """One screen: per-set observed vs expected with intervals, the headline, and where files went."""
+    from calibrate.stats.calibration import MIN_MEANINGFUL_PAIRS
+
     judge = calibration.judge
     title = f"judge {judge.name} ({judge.backend}{', baseline' if judge.baseline else ''}), " \
             f"rule {calibration.scoring_rule}"
@@ -225,10 +227,19 @@ def print_fit_summary(calibration: Calibration, paths: dict[str, Path]) -> None:
                              "class acc."], rows)
     summary, mapping, run = calibration.summary, calibration.mapping, calibration.run
     judged_sets = sum(error is not None for error in summary.pac_error_by_set.values())
-    out.print(f"worst-set PAC error {number(summary.max_abs_pac_error, '.1f')} points"
-              + ("" if judged_sets == len(summary.pac_error_by_set) else
-                 f" (over the {judged_sets} of {len(summary.pac_error_by_set)} sets with judged pairs)")
-              + f"; class accuracy {number(summary.class_accuracy, '.1f')}%; mapping '{mapping.selected}' "
+    few = [name for name in summary.pac_error_by_set if calibration.sets[name].n_judged < MIN_MEANINGFUL_PAIRS]
+    accuracy, worst = summary.class_accuracy, summary.max_abs_pac_error
+    if few:  # a number from a handful of pairs must not read as a result
+        headline = (f"worst-set PAC error: not meaningful (fewer than {MIN_MEANINGFUL_PAIRS} judged pairs in "
+                    f"{', '.join(few)}; on these pairs it reads {number(worst, '.1f')})")
+    elif accuracy is not None and worst is not None and accuracy < 50 and worst < 10:
+        headline = (f"worst-set PAC error {worst:.1f} points, contradicted by the class accuracy: the judge's "
+                    "errors cancel within sets (read the confusion matrix, not this number)")
+    else:
+        headline = f"worst-set PAC error {number(worst, '.1f')} points" + (
+            "" if judged_sets == len(summary.pac_error_by_set) else
+            f" (over the {judged_sets} of {len(summary.pac_error_by_set)} sets with judged pairs)")
+    out.print(f"{headline}; class accuracy {number(accuracy, '.1f')}%; mapping '{mapping.selected}' "
               f"(nested-CV worst-set error {number(mapping.selected_error.max_abs_pac_error, '.1f')})")
     for warning in calibration.warnings:
         out.print(f"warning: {warning}", markup=False)

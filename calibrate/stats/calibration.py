@@ -411,6 +411,20 @@ def injection_shift(primary: pd.DataFrame, rule: str, n_boot: int, seed: int) ->
         flagged=bool(low > 0 or high < 0 or abs(value) > MAX_INJECTION_SHIFT))
 
 
+MIN_MEANINGFUL_PAIRS = 10  # judged pairs a calibration set needs before its PAC error says anything
+
+
+def small_set_warnings(reports: dict[str, SetReport]) -> list[str]:
+    """One warning naming the calibration sets with fewer than MIN_MEANINGFUL_PAIRS judged pairs: at that
+    size a set's PAC error (and so the worst-set error) is noise, whatever its value."""
+    small = {name: report.n_judged for name, report in reports.items() if report.n_judged < MIN_MEANINGFUL_PAIRS}
+    if not small:
+        return []
+    listed = ", ".join(f"{name} {n}" for name, n in small.items())
+    return [f"fewer than {MIN_MEANINGFUL_PAIRS} judged pairs in {listed}: their PAC errors, and the worst-set "
+            "error, are not meaningful; judge more pairs (a larger limit) before reading them"]
+
+
 def confusion_warnings(matrix: dict[str, ClassCounts]) -> list[str]:
     """One warning per pair of true classes the judge reads alike on the calibration sets (`matrix`: true
     class -> judged class counts, metrics.confusion_matrix): scoring cannot split a benchmark's pairs between

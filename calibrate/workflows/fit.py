@@ -34,6 +34,7 @@ from calibrate.stats.calibration import (
     confusion_warnings,
     fit_mappings,
     injection_shift,
+    small_set_warnings,
     summarise,
 )
 from calibrate.stats.invariance import invariance_shifts
@@ -212,7 +213,7 @@ def fit(
                 sets=set_reports,
                 summary=summarise(calibration_reports),
                 confusion_matrix=matrix,
-                warnings=confusion_warnings(matrix),
+                warnings=[*small_set_warnings(calibration_reports), *confusion_warnings(matrix)],
                 order_effect=order_effect(table[table["set_name"].isin(list(loaded))]) if len(orders) == 2 else None,
                 injection=injection_shift(primary, rule, n_boot, seed),
                 mapping=fit_mappings(calibration_rows, rule, n_folds, seed),

@@ -25,6 +25,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, Union, get_args, get_orig
 from calibrate.rounding import finite
 
 
+def omitted_when_none() -> Any:
+    """A field defaulting to None whose key is left out of the JSON while it is None (a key a file has only
+    sometimes)."""
+    return dataclasses.field(default=None, metadata={"omit_none": True})
+
+
 class RecordError(ValueError):
     """A JSON value that does not fit the record's shape; `path` says where (e.g. `sets.aligned-100.n_pairs`)."""
 

@@ -20,7 +20,7 @@ import dataclasses
 import numbers
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal, cast
 
@@ -29,7 +29,7 @@ import pandas as pd
 
 from calibrate.data.tables import plain_label
 from calibrate.errors import CalibrateError
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 
 Level = Literal["nominal", "ordinal", "interval"]
@@ -113,7 +113,7 @@ class PairwiseKappa(Record):
     cohen_kappa: float | None
     cohen_kappa_linear: float | None
     cohen_kappa_quadratic: float | None
-    cohen_kappa_quadratic_ci: Interval | None = field(default=None, metadata={"omit_none": True})
+    cohen_kappa_quadratic_ci: Interval | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class AgreementReport(Record):
     fleiss_kappa: float | None
     fleiss_n_items: int
     pairwise: list[PairwiseKappa]
-    vs_truth: dict[str, VersusTruth] | None = field(default=None, metadata={"omit_none": True})
+    vs_truth: dict[str, VersusTruth] | None = omitted_when_none()
 
 
 # --------------------------------------------------------------------------- statistics

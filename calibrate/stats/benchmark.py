@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from calibrate.data.labels import INCLUSION
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
 from calibrate.stats.calibration import JudgeRecord, mapping_inputs
@@ -84,13 +84,6 @@ MAPPING_ASSUMPTION = (
 )
 
 
-OPTIONAL = {"omit_none": True}  # a key today's metrics.json has only sometimes
-
-
-def _optional() -> Any:
-    return field(default=None, metadata=OPTIONAL)
-
-
 # --------------------------------------------------------------------------- the records (metrics.json)
 
 
@@ -115,12 +108,12 @@ class MappedPAC(Record):
     mapping: str
     value: float
     ci: tuple[float, float]
-    confidence: float | None = _optional()
-    n_calibration: int | None = _optional()
-    n_target: int | None = _optional()
-    n_boot: int | None = _optional()
-    skipped_replicates: int | None = _optional()
-    method: str | None = _optional()
+    confidence: float | None = omitted_when_none()
+    n_calibration: int | None = omitted_when_none()
+    n_target: int | None = omitted_when_none()
+    n_boot: int | None = omitted_when_none()
+    skipped_replicates: int | None = omitted_when_none()
+    method: str | None = omitted_when_none()
     assumption: str
 
 
@@ -143,18 +136,19 @@ class ClassCorrection(Record):
     """The class-corrected metrics and true class shares, with what they rest on; or only `skipped`,
     saying why there is no correction."""
 
-    metrics: dict[str, MetricEstimate] | None = _optional()
-    true_class_shares: dict[str, MetricEstimate] | None = _optional()
-    confusion_matrix: dict[str, dict[str, int]] | None = _optional()  # true class -> judged class -> pairs
-    smallest_singular_value: float | None = _optional()
-    method: str | None = _optional()
-    assumption: str | None = _optional()
-    warning: str | None = _optional()
-    withheld: dict[str, str] | None = _optional()  # metric -> why it has no value (not identified)
-    predictions: dict[str, dict[str, float | None]] | None = _optional()  # judged class -> E[metric | judged]
-    transport: str | None = _optional()  # "rejected" when human labels contradict the calibration's confusion
-    mixed_pairs: list[MixedPairsRange] | None = _optional()  # the sensitivity table: ranges by share of mixed pairs
-    skipped: str | None = _optional()
+    metrics: dict[str, MetricEstimate] | None = omitted_when_none()
+    true_class_shares: dict[str, MetricEstimate] | None = omitted_when_none()
+    confusion_matrix: dict[str, dict[str, int]] | None = omitted_when_none()  # true class -> judged class -> pairs
+    smallest_singular_value: float | None = omitted_when_none()
+    method: str | None = omitted_when_none()
+    assumption: str | None = omitted_when_none()
+    warning: str | None = omitted_when_none()
+    withheld: dict[str, str] | None = omitted_when_none()  # metric -> why it has no value (not identified)
+    predictions: dict[str, dict[str, float | None]] | None = omitted_when_none()  # judged class -> E[metric | judged]
+    transport: str | None = omitted_when_none()  # "rejected" when human labels contradict the calibration's confusion
+    # the sensitivity table: ranges by share of mixed pairs
+    mixed_pairs: list[MixedPairsRange] | None = omitted_when_none()
+    skipped: str | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -194,7 +188,7 @@ class Anchored(Record):
     n_cheap_failed: int
     n_anchor_failed: int
     metrics: dict[str, dict[str, PPIEstimate] | None]
-    cost: AnchorCost | None = _optional()
+    cost: AnchorCost | None = omitted_when_none()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,12 +204,12 @@ class Headline(Record):
     assumption: str
     basis: str
     validated: bool
-    warning: str | None = _optional()
-    withheld: str | None = _optional()
-    labels_to_validate: int | None = _optional()
+    warning: str | None = omitted_when_none()
+    withheld: str | None = omitted_when_none()
+    labels_to_validate: int | None = omitted_when_none()
     # points the calibrated predictions narrowed PPI++ by (net of the small-sample interval, which widens a
     # few-label interval; negative where that widening is the larger)
-    width_gained: float | None = _optional()
+    width_gained: float | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -260,13 +254,14 @@ class ModelRun(Record):
     reused: int
     items: int
     requests: int
-    failed_by_kind: dict[str, int] | None = _optional()  # the failures by kind (FailureKind values)
-    first_reasons: dict[str, str] | None = _optional()  # per failure kind, its first reason (one line)
-    transient_failed: int | None = _optional()  # judges behind an API only
-    rate_limited: int | None = _optional()
-    limit_wait_s: float | None = _optional()
-    response_format: str | None = _optional()  # the structured output asked for (API judges that have the setting)
-    response_formats_used: dict[str, int] | None = _optional()  # judgments by the structured output they used
+    failed_by_kind: dict[str, int] | None = omitted_when_none()  # the failures by kind (FailureKind values)
+    first_reasons: dict[str, str] | None = omitted_when_none()  # per failure kind, its first reason (one line)
+    transient_failed: int | None = omitted_when_none()  # judges behind an API only
+    rate_limited: int | None = omitted_when_none()
+    limit_wait_s: float | None = omitted_when_none()
+    # the structured output asked for (API judges that have the setting)
+    response_format: str | None = omitted_when_none()
+    response_formats_used: dict[str, int] | None = omitted_when_none()  # judgments by the structured output they used
     source: str
     files: list[str]
 
@@ -282,10 +277,10 @@ class ModelScore(Record):
     class_corrected: ClassCorrection
     cost: ModelCost
     run: ModelRun
-    anchored: Anchored | None = _optional()
-    audit: TransportAudit | None = _optional()
+    anchored: Anchored | None = omitted_when_none()
+    audit: TransportAudit | None = omitted_when_none()
     headline: dict[str, Headline]
-    anchor_recommendation: AnchorRecommendation | None = _optional()
+    anchor_recommendation: AnchorRecommendation | None = omitted_when_none()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from calibrate.data.pairs import SetSource
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
 from calibrate.stats.invariance import InvarianceShift
@@ -123,9 +123,6 @@ class InjectionShift(Record):
     flagged: bool
 
 
-def _omitted_when_none() -> Any:
-    return field(default=None, metadata={"omit_none": True})
-
 
 @dataclass(frozen=True, kw_only=True)
 class MappingErrors(Record):
@@ -133,14 +130,14 @@ class MappingErrors(Record):
     depends on the grading: in-sample (errors only), k-fold (`folds`), leave-one-set-out (per set only),
     nested cross-validation (`method`, `folds`, `selected_per_fold`); `skipped` says why it was not run."""
 
-    method: str | None = _omitted_when_none()
-    folds: int | None = _omitted_when_none()
-    selected_per_fold: list[str] | None = _omitted_when_none()
-    skipped: str | None = _omitted_when_none()
-    score_mae: float | None = _omitted_when_none()
-    score_rmse: float | None = _omitted_when_none()
-    pac_error_by_set: dict[str, float | None] | None = _omitted_when_none()
-    max_abs_pac_error: float | None = _omitted_when_none()
+    method: str | None = omitted_when_none()
+    folds: int | None = omitted_when_none()
+    selected_per_fold: list[str] | None = omitted_when_none()
+    skipped: str | None = omitted_when_none()
+    score_mae: float | None = omitted_when_none()
+    score_rmse: float | None = omitted_when_none()
+    pac_error_by_set: dict[str, float | None] | None = omitted_when_none()
+    max_abs_pac_error: float | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -167,8 +164,8 @@ class Candidate(Record):
     """One candidate mapping: fitted and validated, or skipped (`mapping` None) with the reason."""
 
     mapping: MappingSpec | None
-    validation: Validation | None = _omitted_when_none()
-    skipped: str | None = _omitted_when_none()
+    validation: Validation | None = omitted_when_none()
+    skipped: str | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -222,15 +219,15 @@ class RunRecord(Record):
     reused: int
     items: int
     requests: int
-    transient_failed: int | None = _omitted_when_none()
-    rate_limited: int | None = _omitted_when_none()
-    limit_wait_s: float | None = _omitted_when_none()
-    failed_by_kind: dict[str, int] | None = _omitted_when_none()  # the failures by kind (FailureKind values)
-    first_reasons: dict[str, str] | None = _omitted_when_none()  # per failure kind, its first reason (one line)
+    transient_failed: int | None = omitted_when_none()
+    rate_limited: int | None = omitted_when_none()
+    limit_wait_s: float | None = omitted_when_none()
+    failed_by_kind: dict[str, int] | None = omitted_when_none()  # the failures by kind (FailureKind values)
+    first_reasons: dict[str, str] | None = omitted_when_none()  # per failure kind, its first reason (one line)
     # API judges with a structured-output setting: the mode asked for, and the judgments by the mode they used
     # (a server that refuses a mode makes the judge step down: json_schema -> json_object -> none)
-    response_format: str | None = _omitted_when_none()
-    response_formats_used: dict[str, int] | None = _omitted_when_none()
+    response_format: str | None = omitted_when_none()
+    response_formats_used: dict[str, int] | None = omitted_when_none()
     quarantined: int
     orders: list[str]
     metrics_order: str
@@ -261,7 +258,7 @@ class Calibration(Record):
     injection: InjectionShift | None
     mapping: MappingSelection
     package_versions: dict[str, str]
-    invariance: dict[str, InvarianceShift] | None = _omitted_when_none()
+    invariance: dict[str, InvarianceShift] | None = omitted_when_none()
 
 
 def accounting(table: pd.DataFrame, config: JudgeConfig, requests_this_run: int) -> Accounting:

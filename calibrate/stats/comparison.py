@@ -23,7 +23,7 @@ from calibrate.data.pairs import SetSource
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import agreement, humans
 from calibrate.stats.agreement import Interval, PairwiseKappa
@@ -214,7 +214,7 @@ class JudgeSummary(Record):
     calibrated: CalibratedError
     cost: JudgeCost
     # transformation (and `position`) -> shift (stats/invariance.py); None: neither measured
-    invariance: dict[str, InvarianceShift] | None = field(default=None, metadata={"omit_none": True})
+    invariance: dict[str, InvarianceShift] | None = omitted_when_none()
 
     @property
     def max_abs_pac_error(self) -> float | None:
@@ -249,11 +249,11 @@ class BetweenJudges(Record):
     judges: list[str]
     n_items: int
     note: str
-    skipped: str | None = field(default=None, metadata={"omit_none": True})
-    pairwise: list[PairwiseKappa] | None = field(default=None, metadata={"omit_none": True})
-    krippendorff_alpha: AgreementEstimate | None = field(default=None, metadata={"omit_none": True})
-    fleiss_kappa: FleissKappa | None = field(default=None, metadata={"omit_none": True})
-    flags: dict[str, AgreementEstimate] | None = field(default=None, metadata={"omit_none": True})
+    skipped: str | None = omitted_when_none()
+    pairwise: list[PairwiseKappa] | None = omitted_when_none()
+    krippendorff_alpha: AgreementEstimate | None = omitted_when_none()
+    fleiss_kappa: FleissKappa | None = omitted_when_none()
+    flags: dict[str, AgreementEstimate] | None = omitted_when_none()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import pandas as pd
 from calibrate.data.labels import ANNOTATOR, ITEM, LABEL_FLAGS, SCORE, SCORE_LABELS
 from calibrate.data.pairs import SetSource
 from calibrate.judging.panel import median_score
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats.agreement import Interval, kappa_from_confusion, percentile_bounds, resampled_sums
 from calibrate.stats.metrics import CONFIDENCE, bootstrap_means, per_pair_values, percentile_interval
@@ -109,7 +109,7 @@ class HumanAgreement(Record):
     the humans). A comparison adds how many labelled items it judged and the labels' provenance."""
 
     n_items: int
-    n_labelled_not_judged: int | None = dataclasses.field(default=None, metadata={"omit_none": True})
+    n_labelled_not_judged: int | None = omitted_when_none()
     annotators: list[str]
     judges: list[str]
     consensus: str | None
@@ -121,7 +121,7 @@ class HumanAgreement(Record):
     paper: PaperTable4
     leaderboard: list[HumanRow]
     source: str | None = None
-    responses: dict[str, SetSource] | None = dataclasses.field(default=None, metadata={"omit_none": True})
+    responses: dict[str, SetSource] | None = omitted_when_none()
 
     def pairs(self) -> dict[tuple[str, str], dict[str, RaterAgreement]]:
         """The table by rater pair, then field: how the reports and the terminal lay it out."""

@@ -14,7 +14,7 @@ import asyncio
 import math
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +34,9 @@ FORCED_TOOL_OVERHEAD_TOKENS = 313
 TYPICAL_OUTPUT_TOKENS = 350
 # Without latencies in the cache: a judge reply of a few hundred tokens takes seconds.
 ASSUMED_LATENCY_S = 10.0
+# Where a latency comes from, as a plan says it: nothing measured, or the cache's judgments of the judge.
+ASSUMED_BASIS = f"assumed: calibrate's default of {ASSUMED_LATENCY_S:g}s, none measured in the cache"
+CACHED_BASIS = "judgments of this judge in the cache"
 # At most this many cached judgments are re-rendered to measure the tokenizer's ratio.
 RATIO_SAMPLE = 500
 # How often a request held back by the spend cap looks again while others are in flight.
@@ -94,7 +97,7 @@ class CostEstimate:
     requests_per_minute: float | None = None
     concurrency: int = 1
     latency_s: float = ASSUMED_LATENCY_S
-    latency_basis: str = "assumed"
+    latency_basis: str = ASSUMED_BASIS
     key_variable: str | None = None
     key_set: bool = True
     offline: bool = False
@@ -120,8 +123,8 @@ class CostEstimate:
 
     @property
     def time_s(self) -> float:
-        """The slower of the two bounds (0 for an offline judge: nothing is sent)."""
-        return 0.0 if self.offline else max(self._bounds())
+        """The slower of the two bounds (an offline judge: its measured latency, 0 when none was measured)."""
+        return max(self._bounds())
 
     @property
     def time_basis(self) -> str:
@@ -154,7 +157,8 @@ class RequestSizer:
         self.config = backend.config
         self.remote = backend.SENDS_REQUESTS
         self.ratio, self.output_tokens, self.output_basis = 1.0, self._typical_output(), "typical"
-        self.latency_s, self.latency_basis = ASSUMED_LATENCY_S, "assumed"
+        # an offline judge's time is not assumed: it is 0 until its judgments' latencies are seen
+        self.latency_s, self.latency_basis = (ASSUMED_LATENCY_S, ASSUMED_BASIS) if self.remote else (0.0, "offline")
         self.measured = False
         self.learn(stored)
 
@@ -167,16 +171,24 @@ class RequestSizer:
         if self.measured:
             return
         stored = list(stored)
-        used = [(view, j) for view, j in stored if j.input_tokens > 0][:RATIO_SAMPLE]
+        if stored:
+            self.measure([(view, j.input_tokens, j.output_tokens) for view, j in stored],
+                         [j.latency_s for _, j in stored if j.latency_s], CACHED_BASIS)
+
+    def measure(self, usage: Sequence[tuple[PairView, int, int]], latencies: Sequence[float], source: str) -> None:
+        """Take the tokenizer ratio and mean output from `usage` (each request's view, its reported input
+        and output tokens) and the latency from the median of `latencies`, where there are any; `source`
+        says where they come from (the cache's judgments, or a probe's). Overrides what was learned, and
+        nothing is learned after it."""
+        self.measured = True
+        used = [(view, tokens_in, tokens_out) for view, tokens_in, tokens_out in usage if tokens_in > 0][:RATIO_SAMPLE]
         if used and self.remote:
-            estimated = sum(self.rendered_tokens(view) for view, _ in used)
-            self.ratio = sum(j.input_tokens for _, j in used) / max(estimated, 1)
-            self.output_tokens = statistics.fmean(j.output_tokens for _, j in used)
-            self.output_basis = f"mean of {len(used)} cached"
-        latencies = [j.latency_s for _, j in stored if j.latency_s]
+            estimated = sum(self.rendered_tokens(view) for view, _, _ in used)
+            self.ratio = sum(tokens_in for _, tokens_in, _ in used) / max(estimated, 1)
+            self.output_tokens = statistics.fmean(tokens_out for _, _, tokens_out in used)
+            self.output_basis = f"mean of {len(used)} {source}"
         if latencies:
-            self.latency_s, self.latency_basis = statistics.median(latencies), f"median of {len(latencies)} cached"
-        self.measured = bool(stored)
+            self.latency_s, self.latency_basis = statistics.median(latencies), f"median of {len(latencies)} {source}"
 
     def request(self, view: PairView) -> tuple[dict[str, Any], int] | None:
         """The request body for `view` and the answer characters cut, as the backend would send them

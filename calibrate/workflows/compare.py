@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from calibrate.data.tables import load_ratings
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import DEFAULT_RULE, Backend
 from calibrate.judging.config import JudgeConfig
-from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.runner import judge_pairs
@@ -59,7 +59,7 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
+from calibrate.workflows.plan import ProbeQuote, RunPlan, estimate_judging, plan_store, probe_judging, spend_budget
 
 COMPARISON_SCHEMA_VERSION = 1
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
@@ -194,17 +194,28 @@ def plan_compare(
     cache: Path | str | None = None,
     invariance: Sequence[str] | str | None = None,
     trust: bool = False,
+    probe: int = 0,
+    max_cost: float | SpendBudget | None = None,
+    progress: ProgressCallback | None = None,
+    on_quote: Callable[[list[ProbeQuote]], None] | None = None,
 ) -> RunPlan:
     """What `compare` with the same arguments would send and cost, per judge; sends nothing, needs no key
-    (the cache is read read-only)."""
+    (the cache is read read-only). With `probe` N, N of each judge's requests are sent first and the plan
+    extrapolates from them (as `plan_fit`)."""
     with trusting(trust):
         inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
                              responses=responses, baselines=baselines, limit=limit, seed=seed, planning=True,
                              invariance=invariance)
+        sizers: dict[str, RequestSizer] = {}
+        probes = probe_judging([(backend, inputs.pairs, inputs.orders) for backend in inputs.backends], probe,
+                               cache=cache, budget=spend_budget(max_cost), sizers=sizers, progress=progress,
+                               on_quote=on_quote)
         with plan_store(cache) as store:
             estimates = [e for backend in inputs.backends
-                         for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
-        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
+                         for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats,
+                                                   sizers=sizers)]
+        return RunPlan("compare", list({e.name: e for e in estimates}.values()),  # a judge in a panel: judged once
+                       probes=probes)
 
 
 def compare(

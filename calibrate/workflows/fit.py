@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import MISSING_ANSWER
-from calibrate.judging.estimate import SpendBudget
+from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -55,7 +55,7 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
+from calibrate.workflows.plan import ProbeQuote, RunPlan, estimate_judging, plan_store, probe_judging, spend_budget
 
 CALIBRATION_SCHEMA_VERSION = 1
 
@@ -115,15 +115,24 @@ def plan_fit(
     order: str = "forward",
     invariance: Sequence[str] | str | None = None,
     trust: bool = False,
+    probe: int = 0,
+    max_cost: float | SpendBudget | None = None,
+    progress: ProgressCallback | None = None,
+    on_quote: Callable[[list[ProbeQuote]], None] | None = None,
 ) -> RunPlan:
     """What `fit` with these arguments would send and cost (requests, tokens, cost at list and batch
-    price, time), sending nothing: the cache is read, never written, and no key is needed."""
+    price, time), sending nothing: the cache is read, never written, and no key is needed. With `probe`
+    N, N of the run's requests are sent first and the plan extrapolates from them (`probe_judging`:
+    `on_quote` gets their price before they are sent, `max_cost` caps them, `progress` shows them)."""
     with trusting(trust):
         backend = make_backend(load_judge_config(judge))
         orders = orders_of(order)
         pairs = judged_pairs(load_sets(data, sets, limit, seed), parse_invariance(invariance))
+        sizers: dict[str, RequestSizer] = {}
+        probes = probe_judging([(backend, pairs, orders)], probe, cache=cache, budget=spend_budget(max_cost),
+                               sizers=sizers, progress=progress, on_quote=on_quote)
         with plan_store(cache) as store:
-            return RunPlan("fit", estimate_judging(backend, pairs, store, orders))
+            return RunPlan("fit", estimate_judging(backend, pairs, store, orders, sizers=sizers), probes=probes)
 
 
 def fit(

@@ -4,19 +4,27 @@ spend cap a run keeps to (`max_cost`, `--max-cost`).
 A plan reads the cache (read-only; a missing cache is an empty one) to leave out what is already
 judged, renders every request that would be sent to count its tokens, and touches no network: no key
 is needed to see what a run would cost.
+
+A measured plan (`probe=N`, `--dry-run --probe N`) first sends N of the run's own requests to each judge
+(`probe_judging`): priced before anything is sent and held to `max_cost`, judged at the judge's
+concurrency, their judgments committed to the cache like any run's (so the run reuses them). The plan
+then takes its latency, tokens per request and cost from what they measured, and carries a `Probe` per
+judge with the parse-success rate.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calibrate.data.pairs import Pair
-from calibrate.judging.base import Backend, Judgment, Key, view_of
+from calibrate.errors import CalibrateError
+from calibrate.judging.base import Backend, Judgment, Key, PairView, view_of
 from calibrate.judging.estimate import (
     CostEstimate,
     RequestSizer,
@@ -27,21 +35,65 @@ from calibrate.judging.estimate import (
 )
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.panel import PanelBackend
+from calibrate.judging.preflight import check_ready
+from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
-from calibrate.judging.runner import CachedJudgments, split_cached
+from calibrate.judging.runner import CachedJudgments, judge_pairs, split_cached
+from calibrate.records import Record
 from calibrate.store.judgments import JudgmentStore as CacheFile
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
+
+# Where a probe's measurements come from, as the estimates built on them say it.
+PROBED_BASIS = "probed now"
+
+
+@dataclass(frozen=True)
+class ProbeQuote(Record):
+    """What a probe is about to send to one judge, priced (list price, as the run's budget prices a request)
+    before anything is sent."""
+
+    judge: str
+    requests: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class Probe(Record):
+    """What `n_sent` real requests to one judge showed (a measured plan): how many came back parsed, the
+    failures by kind with each kind's first reason, the median latency, tokens per judgment (a reply
+    the judge could not parse is asked again: `requests` counts every request, their tokens included),
+    and the cost, quoted before and spent. An offline judge is judged here: nothing is sent or paid."""
+
+    judge: str
+    offline: bool
+    n_sent: int
+    n_parsed: int
+    requests: int
+    failures_by_kind: dict[str, int]
+    first_reasons: dict[str, str]
+    median_latency_s: float | None
+    mean_input_tokens: float | None
+    mean_output_tokens: float | None
+    quoted_usd: float
+    cost_usd: float
+
+    @property
+    def parse_rate(self) -> float:
+        """Parsed / sent (NaN when nothing was sent: the run's requests were all cached)."""
+        return self.n_parsed / self.n_sent if self.n_sent else math.nan
 
 
 @dataclass
 class RunPlan:
     """What a command would send, per judge (or model): requests, tokens, cost at list and batch
-    price, and time at the judge's limits. Nothing was sent to make it."""
+    price, and time at the judge's limits. Nothing was sent to make it, unless it was probed: then
+    `probes` says what the probe's requests (now cached, left out of `estimates`) measured."""
 
     command: str
     estimates: list[CostEstimate]
     notes: list[str] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -73,7 +125,8 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "requests": self.requests, "cost_usd": self.cost_usd,
                 "batch_cost_usd": self.batch_cost_usd, "time_s": self.time_s, "missing_keys": self.missing_keys,
-                "estimates": [estimate.to_dict() for estimate in self.estimates], "notes": self.notes}
+                "estimates": [estimate.to_dict() for estimate in self.estimates], "notes": self.notes,
+                "probes": [probe.to_dict() for probe in self.probes]}
 
 
 def spend_budget(max_cost: float | SpendBudget | None) -> SpendBudget | None:
@@ -118,6 +171,104 @@ def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: CachedJudgm
     sizer = sizer_for(backend, sizers)
     sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())
     return [sizer.estimate(todo, cached=len(wanted) - len(todo), not_sent=not_sent)]
+
+
+ProbeTarget = tuple[Backend, Sequence[Pair], Sequence[str]]  # a judge, the run's pairs for it, its orders
+
+
+def probe_judging(targets: Sequence[ProbeTarget], n: int, *, cache: Path | str | None,
+                  budget: SpendBudget | None, sizers: dict[str, RequestSizer],
+                  progress: ProgressCallback | None = None,
+                  on_quote: Callable[[list[ProbeQuote]], None] | None = None) -> list[Probe]:
+    """Send `n` of the run's own requests to each judge of `targets` (a panel: each member; a judge in two
+    targets: once), and measure them; with n = 0, nothing (no probe). The requests are those not cached
+    yet, evenly spaced through the run's requests in its order (the same on every call, so the run
+    reuses them). Everything is checked (keys, endpoints) and priced first: `on_quote` receives the
+    price, and a price above what `budget` has left stops with nothing sent. The judges' sizers in
+    `sizers` are set to what the probe measured, so a plan made with them extrapolates from it. A judge
+    whose every probe request failed stops the plan with one line (its failure kinds, the first reason)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise CalibrateError(f"probe must be a whole number of requests >= 0, got {n!r}", ("probe",))
+    if not n:
+        return []
+    judges = _probe_judges(targets)
+    check_ready([backend for backend, _, _ in judges.values()])  # every key and endpoint before anything is sent
+    with CacheFile(cache_path(cache)) as store:
+        picks: dict[str, list[tuple[Key, Pair]]] = {}
+        quotes = []
+        for config_hash, (backend, pairs, orders) in judges.items():
+            wanted, cached = split_cached(store, config_hash, pairs, orders)
+            sizer = sizer_for(backend, sizers)
+            sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())  # prices as the run would
+            todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
+            picks[config_hash] = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
+            requests = [sizer.request(view_of(pair, key[1])) for key, pair in picks[config_hash]]
+            quotes.append(ProbeQuote(backend.config.name, len(picks[config_hash]),
+                                     sum(sizer.cost_usd(request[0]) for request in requests if request)))
+        if on_quote is not None:
+            on_quote(quotes)
+        price = sum(quote.cost_usd for quote in quotes)
+        if budget is not None and budget.spent_usd + price > budget.cap_usd:
+            raise CalibrateError(f"max_cost: the probe's {sum(q.requests for q in quotes)} requests are priced at "
+                                 f"${price:.4f} at list price, above the cap of ${budget.cap_usd:g}; nothing was sent",
+                                 ("max_cost",))
+        probes = [_probe(backend, picks[config_hash], store, budget, sizers, progress, quote)
+                  for (config_hash, (backend, _, _)), quote in zip(judges.items(), quotes, strict=True)]
+    failed = [probe for probe in probes if probe.n_sent and not probe.n_parsed]
+    if failed:
+        raise CalibrateError("; ".join(
+            f"judge '{probe.judge}': none of the {probe.n_sent} probe requests came back judged ("
+            + ", ".join(f"{kind} {count}" for kind, count in probe.failures_by_kind.items())
+            + f"; first: {next(iter(probe.first_reasons.values()), 'no reason given')})" for probe in failed)
+            + "; the failures are in the cache's failure log; fix the judge (or its server) and try again")
+    return probes
+
+
+def _probe_judges(targets: Sequence[ProbeTarget]) -> dict[str, ProbeTarget]:
+    """The judges that send (a panel's members, as each is judged and cached on its own), each once."""
+    judges: dict[str, ProbeTarget] = {}
+    for backend, pairs, orders in targets:
+        if isinstance(backend, PanelBackend):
+            judges.update({h: t for h, t in _probe_judges([(m, pairs, orders) for m in backend.members]).items()
+                           if h not in judges})
+        else:
+            judges.setdefault(backend.config.config_hash, (backend, pairs, orders))
+    return judges
+
+
+def _probe(backend: Backend, picks: list[tuple[Key, Pair]], store: CacheFile, budget: SpendBudget | None,
+           sizers: dict[str, RequestSizer], progress: ProgressCallback | None, quote: ProbeQuote) -> Probe:
+    """Judge the picked requests as a run would (the judge's concurrency, committed to the cache), one
+    order at a time, and measure them."""
+    statuses: list[str] = []
+    latencies: list[float] = []
+    usage: list[tuple[PairView, int, int]] = []  # the requests' views and their reported tokens
+    kinds: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    requests, spent = 0, 0.0
+    for order in dict.fromkeys(key[1] for key, _ in picks):
+        pairs = [pair for key, pair in picks if key[1] == order]
+        table, counts = judge_pairs(backend, pairs, store, orders=(order,), progress=progress, budget=budget,
+                                    sizers=sizers)
+        statuses.extend(table["parse_status"])
+        latencies.extend(value for value in table["latency_s"].dropna() if value > 0)
+        usage.extend((view_of(pair, order), int(tokens_in), int(tokens_out)) for pair, tokens_in, tokens_out
+                     in zip(pairs, table["input_tokens"].fillna(0), table["output_tokens"].fillna(0), strict=True)
+                     if tokens_in > 0)
+        spent += float(table["cost_usd_this_run"].sum())
+        requests += counts["requests"]
+        for kind, count in counts["failed_by_kind"].items():
+            kinds[kind] = kinds.get(kind, 0) + count
+        for kind, reason in counts.get("first_reasons", {}).items():
+            reasons.setdefault(kind, reason)
+    sizer_for(backend, sizers).measure(usage, latencies, PROBED_BASIS)
+    return Probe(judge=backend.config.name, offline=not backend.SENDS_REQUESTS, n_sent=len(statuses),
+                 n_parsed=statuses.count("ok"), requests=requests,
+                 failures_by_kind=dict(sorted(kinds.items())), first_reasons=dict(sorted(reasons.items())),
+                 median_latency_s=statistics.median(latencies) if latencies else None,
+                 mean_input_tokens=statistics.fmean(tokens for _, tokens, _ in usage) if usage else None,
+                 mean_output_tokens=statistics.fmean(tokens for _, _, tokens in usage) if usage else None,
+                 quoted_usd=quote.cost_usd, cost_usd=spent)
 
 
 def combined(estimates: Iterable[CostEstimate]) -> list[CostEstimate]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,7 +73,15 @@ from calibrate.workflows.common import (
     write_json,
 )
 from calibrate.workflows.fit import FitResult, load_calibration
-from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
+from calibrate.workflows.plan import (
+    ProbeQuote,
+    RunPlan,
+    combined,
+    estimate_judging,
+    plan_store,
+    probe_judging,
+    spend_budget,
+)
 
 SCORE_SCHEMA_VERSION = 1
 SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
@@ -425,15 +433,29 @@ def plan_score(
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
     trust: bool = False,
+    probe: int = 0,
+    max_cost: float | SpendBudget | None = None,
+    progress: ProgressCallback | None = None,
+    on_quote: Callable[[list[ProbeQuote]], None] | None = None,
 ) -> RunPlan:
     """What `score` would send, its input loaded and checked as `score` does, with no key or network
     touched: every pair not cached, and the anchor judge's share. (A `fit` the calibration still needs
-    is planned by `plan_fit`.)"""
+    is planned by `plan_fit`.) With `probe` N, N requests are sent first to each judge, picked from the
+    first chunk of every response source, and the plan extrapolates from them (as `plan_fit`)."""
     with trusting(trust):
         setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
                        anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
         estimates = []
         sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
+        probes = []
+        if probe:
+            firsts = [pair for stream in setup.streams.values() for pair in next(first_pairs(stream, limit), [])]
+            targets = [(setup.backend, firsts, setup.orders)]
+            if setup.anchor_backend and anchor_fraction is not None:
+                targets.append((setup.anchor_backend, [p for p in firsts if benchmark.anchor_selected(
+                    p.content_key, anchor_fraction, seed)], setup.orders[:1]))
+            probes = probe_judging(targets, probe, cache=cache, budget=spend_budget(max_cost), sizers=sizers,
+                                   progress=progress, on_quote=on_quote)
         with plan_store(cache) as store:
             for stream in setup.streams.values():
                 for chunk in first_pairs(stream, limit):
@@ -442,7 +464,7 @@ def plan_score(
                         picked = [p for p in chunk if benchmark.anchor_selected(p.content_key, anchor_fraction, seed)]
                         estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
                                                           sizers=sizers))
-        return RunPlan("score", combined(estimates))
+        return RunPlan("score", combined(estimates), probes=probes)
 
 
 def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None) -> Backend | None:

@@ -24,7 +24,7 @@ from calibrate.data.calibration import parse_sets
 from calibrate.errors import CalibrateError, is_disk_full
 from calibrate.judging.base import judgment_schema
 from calibrate.judging.config import available_judges
-from calibrate.judging.estimate import key_is_set
+from calibrate.judging.estimate import CostEstimate, key_is_set
 from calibrate.judging.preflight import key_variables, remote_members
 from calibrate.judging.published import compare_with_published, read_published_evaluator
 from calibrate.judging.registry import load_judge_config, make_backend
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from calibrate.stats.humans import HumanAgreement, RaterAgreement
     from calibrate.stats.metrics import MetricEstimate
     from calibrate.workflows.batch import BatchInfo
-    from calibrate.workflows.plan import RunPlan
+    from calibrate.workflows.plan import Probe, ProbeQuote, RunPlan
     from calibrate.workflows.score import ScoreResult
 
 # The workflows and statistics (pandas, numpy, aiohttp) are imported by the commands that run them, so
@@ -78,10 +78,10 @@ def cli(ctx: click.Context, trust_judges: bool) -> None:
 @cli.command()
 @opt.options(opt.judge(), opt.data(), opt.sets(), opt.rule(), opt.out("reports/<judge>/"), opt.limit(), opt.seed(),
              opt.cache(), opt.bootstrap(), opt.order(), opt.invariance(), opt.no_progress(), opt.dry_run(),
-             opt.max_cost(), opt.yes(), opt.max_failed_share())
+             opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, limit: int | None, seed: int,
         cache: Path | None, n_boot: int, order: str, invariance: str | None, no_progress: bool, dry_run: bool,
-        max_cost: float | None, yes: bool, max_failed_share: float) -> None:
+        probe: int | None, max_cost: float | None, yes: bool, max_failed_share: float) -> None:
     """Run a judge on the calibration sets, measure its error, fit a score mapping."""
     from calibrate.workflows.common import default_out_dir
     from calibrate.workflows.fit import fit as fit_judge
@@ -91,7 +91,8 @@ def fit(judge: str, data: str, sets: str, rule: str | None, out: Path | None, li
                                   invariance=invariance)
     result = planned(partial(fit_judge, judge, **inputs, rule=rule, out=out or default_out_dir(judge),
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
-                     dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs))
+                     dry_run, max_cost, yes, plan_run=partial(plan_fit, judge, **inputs,
+                                                              **probing(probe, dry_run, max_cost, no_progress)))
     if result is not None:
         print_fit_summary(result.calibration, result.paths)
         report_failures({judge: result.calibration.run.to_dict()}, max_failed_share)
@@ -159,6 +160,47 @@ def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes:
     return run(max_cost=max_cost) if max_cost is not None else run()
 
 
+def probing(probe: int | None, dry_run: bool, max_cost: float | None, no_progress: bool) -> dict[str, Any]:
+    """The plan_ function's arguments for --probe N: the probe, its cap, its progress bars, and its price
+    printed before anything is sent (none without --probe)."""
+    if not probe:
+        return {}
+    if not dry_run:
+        raise CalibrateError("probe measures a dry run: add dry_run (a run itself measures what it sends)",
+                             ("probe", "dry_run"))
+    return {"probe": probe, "max_cost": max_cost, "progress": opt.progress_bars(no_progress), "on_quote": print_quote}
+
+
+def print_quote(quotes: list[ProbeQuote]) -> None:
+    """What a probe is about to send, and its price, before it is sent."""
+    for quote in quotes:
+        console.print(f"probe: judging {quote.requests} pairs with '{quote.judge}' here (offline: nothing is sent)"
+                      if quote.offline else
+                      f"probe: sending {quote.requests} requests to judge '{quote.judge}', ${quote.cost_usd:.4f} at "
+                      "list price (their judgments are kept in the cache; the run reuses them)", markup=False)
+
+
+def probe_line(probe: Probe, estimate: CostEstimate) -> str:
+    """What a probe of one judge measured, and the failures its parse rate makes likely in the run."""
+    if not probe.n_sent:
+        return f"probe of {probe.judge}: nothing to send, every request of this run is cached"
+    latency = "-" if probe.median_latency_s is None else f"{probe.median_latency_s:.3g}s"
+    if probe.offline:
+        return (f"probe of {probe.judge}: {probe.n_sent} judged here (offline, nothing sent or paid), "
+                f"median {latency} each; the time is extrapolated from it")
+    failures = "".join(f"; {kind} {count}: {probe.first_reasons.get(kind, '')}".rstrip()
+                       for kind, count in probe.failures_by_kind.items())
+    tokens = ("" if probe.mean_input_tokens is None else
+              f", {probe.mean_input_tokens:,.0f} input and {probe.mean_output_tokens or 0:,.0f} output tokens")
+    line = (f"probe of {probe.judge}: {probe.n_parsed} of {probe.n_sent} parsed ({probe.parse_rate:.0%}){failures}; "
+            f"median latency {latency}{tokens} per judgment; {probe.requests} requests, ${probe.cost_usd:.4f} spent "
+            f"(quoted ${probe.quoted_usd:.4f})")
+    if probe.n_parsed < probe.n_sent and estimate.requests:
+        line += (f"; at that rate about {round(estimate.requests * (1 - probe.parse_rate)):,} of the "
+                 f"{estimate.requests:,} requests left would fail (a rerun asks again for those)")
+    return line
+
+
 def duration(seconds: float) -> str:
     """A duration as a person reads it: 45s, 12m 05s, 3h 20m."""
     seconds = round(seconds)
@@ -170,7 +212,8 @@ def duration(seconds: float) -> str:
 
 
 def print_plan(plan: RunPlan) -> None:
-    """What a run would send, per judge, and what it would cost; says plainly that nothing was sent."""
+    """What a run would send, per judge, and what it would cost; says plainly that nothing was sent (or only
+    the probe's requests), where each judge's latency comes from, and what a probe measured."""
     out = Console()
 
     def usd(value: float | None) -> str:
@@ -182,18 +225,25 @@ def print_plan(plan: RunPlan) -> None:
     if len(plan.estimates) > 1:
         rows.append(["total", f"{plan.requests:,}", "", "", "", usd(plan.cost_usd), usd(plan.batch_cost_usd),
                      duration(plan.time_s)])
-    print_table(out, f"dry run of `calibrate {plan.command}`: nothing was sent",
+    sent = sum(probe.requests for probe in plan.probes if not probe.offline)
+    what = f"{sent} probe requests sent (now cached), nothing else" if plan.probes else "nothing was sent"
+    print_table(out, f"dry run of `calibrate {plan.command}`: {what}",
                 ["judge" if plan.command != "respond" else "model", "requests", "cached", "in tokens", "out tokens",
                  "$ list", "$ batch", "time"], rows)
+    probed = {probe.judge: probe for probe in plan.probes}
     for e in plan.estimates:
+        if (probe := probed.get(e.name)) is not None:
+            out.print(probe_line(probe, e), markup=False, soft_wrap=True)
         if e.offline or not e.requests:
             continue
         out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request "
                   "(the prompt as rendered"
-                  + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as the cache's usage shows")
+                  + ("" if e.input_ratio == 1.0 else f", x{e.input_ratio:.2f} as measured")
                   + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
                   f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
-                  + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent"))
+                  + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent")
+                  + ("" if probe is not None or plan.command not in ("fit", "compare", "score") else
+                     "; --probe 5 measures the latency with 5 real requests"), markup=False)
     for note in plan.notes:
         out.print(note)
     if plan.command == "batch submit":
@@ -294,12 +344,13 @@ def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
 @click.option("--human-labels", "--anchor-labels", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns, or "
                    "`calibrate annotate export` (long format).")
-@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
+@opt.options(opt.no_progress(), opt.dry_run(), opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
           anchor_fraction: float | None, human_labels: Path | None, no_progress: bool, dry_run: bool,
-          max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
+          probe: int | None, max_cost: float | None, yes: bool, max_failed_share: float,
+          more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
     from calibrate.workflows.common import REPORTS_DIR, default_out_dir
@@ -315,15 +366,17 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     inputs: ScoreInputs = {"order": order, "limit": limit, "anchor_judge": anchor_judge,
                            "anchor_fraction": anchor_fraction, "human_labels": human_labels}
     progress = opt.progress_bars(no_progress)
+    probe_arguments = probing(probe, dry_run, max_cost, no_progress)
 
     def plan() -> RunPlan:
-        scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs)
+        scoring = plan_score(judge, responses, cache=cache, seed=seed, **inputs, **probe_arguments)
         if not fit_first:
             return scoring
         first = plan_fit(str(config.path), cache=cache)
-        return RunPlan("score", combined([*first.estimates, *scoring.estimates]),
+        # the scoring's estimate first: the judge's combined row keeps its latency and tokens (probed, if so)
+        return RunPlan("score", combined([*scoring.estimates, *first.estimates]),
                        [f"no calibration at {default_calibration}: `fit` runs first "
-                        f"({first.requests} of the requests)", *scoring.notes])
+                        f"({first.requests} of the requests)", *scoring.notes], probes=scoring.probes)
 
     def run(max_cost: float | None = None) -> ScoreResult:
         budget = spend_budget(max_cost)  # one cap for the fit run first and the scoring
@@ -415,12 +468,12 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
                    "labelled pairs are judged.")
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
-             opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
+             opt.no_progress(), opt.dry_run(), opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, invariance: str | None,
             human_labels: Path | None,
             responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
-            cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, max_cost: float | None,
-            yes: bool, max_failed_share: float) -> None:
+            cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, probe: int | None,
+            max_cost: float | None, yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
     from calibrate.workflows.common import REPORTS_DIR
     from calibrate.workflows.compare import compare as compare_judges
@@ -431,7 +484,8 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
                                   limit=limit, seed=seed, cache=cache, invariance=invariance)
     result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
-                     dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs))
+                     dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs,
+                                                              **probing(probe, dry_run, max_cost, no_progress)))
     if result is not None:
         print_comparison(result.comparison, result.paths)
         for name, counts in result.comparison.run.counts.items():

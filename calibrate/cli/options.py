@@ -115,6 +115,14 @@ def dry_run() -> Decorator:
                              "list and batch price, and time. Needs no API key.")
 
 
+def probe() -> Decorator:
+    return click.option("--probe", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="With --dry-run: first send N of the run's own requests to each judge (priced and "
+                             "shown before they are sent, held to --max-cost; their judgments are cached, so the "
+                             "run reuses them), and estimate time, tokens, cost and the parse-success rate from "
+                             "what they measured.")
+
+
 def max_cost() -> Decorator:
     return click.option("--max-cost", type=click.FloatRange(min=0.0), default=None, metavar="USD",
                         help="Stop before this run's spend (list price) would pass USD; what is left stays "

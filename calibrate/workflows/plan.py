@@ -54,6 +54,7 @@ class ProbeQuote(Record):
     before anything is sent."""
 
     judge: str
+    offline: bool  # judged here: nothing is sent or paid
     requests: int
     cost_usd: float
 
@@ -203,7 +204,7 @@ def probe_judging(targets: Sequence[ProbeTarget], n: int, *, cache: Path | str |
             todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
             picks[config_hash] = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
             requests = [sizer.request(view_of(pair, key[1])) for key, pair in picks[config_hash]]
-            quotes.append(ProbeQuote(backend.config.name, len(picks[config_hash]),
+            quotes.append(ProbeQuote(backend.config.name, not backend.SENDS_REQUESTS, len(picks[config_hash]),
                                      sum(sizer.cost_usd(request[0]) for request in requests if request)))
         if on_quote is not None:
             on_quote(quotes)

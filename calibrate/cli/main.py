@@ -177,7 +177,8 @@ def print_quote(quotes: list[ProbeQuote]) -> None:
         console.print(f"probe: judging {quote.requests} pairs with '{quote.judge}' here (offline: nothing is sent)"
                       if quote.offline else
                       f"probe: sending {quote.requests} requests to judge '{quote.judge}', ${quote.cost_usd:.4f} at "
-                      "list price (their judgments are kept in the cache; the run reuses them)", markup=False)
+                      "list price (their judgments are kept in the cache; the run reuses them)",
+                      markup=False, soft_wrap=True)
 
 
 def probe_line(probe: Probe, estimate: CostEstimate) -> str:

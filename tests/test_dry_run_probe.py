@@ -14,8 +14,8 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import ASSUMED_LATENCY_S, SpendBudget
 from calibrate.workflows.common import load_sets
 from calibrate.workflows.plan import Probe, ProbeQuote
-from tests.inprocess import cli
 from tests.fakes.judges import write_judge
+from tests.inprocess import cli
 
 LATENCY_S = 0.3  # the server's delay before every reply
 
@@ -35,7 +35,8 @@ def test_probe_sends_n_requests_caches_them_and_the_run_sends_n_fewer(openai_ser
     plan = plan_fit(judge, limit=3, cache=cache, probe=4)
     assert len(openai_server.log) == 4  # exactly N requests, counted by the server
     (probe,) = plan.probes
-    assert isinstance(probe, Probe) and (probe.judge, probe.n_sent, probe.n_parsed, probe.requests) == ("loopback", 4, 4, 4)
+    assert isinstance(probe, Probe)
+    assert (probe.judge, probe.n_sent, probe.n_parsed, probe.requests) == ("loopback", 4, 4, 4)
     assert probe.parse_rate == 1.0 and probe.failures_by_kind == {} and probe.cost_usd > 0
     estimate = plan.estimates[0]
     assert estimate.cached == 4 and estimate.requests == run_requests(3) - 4  # the probed ones are cached
@@ -98,8 +99,9 @@ def test_the_probe_is_priced_before_it_is_sent_and_held_to_max_cost(openai_serve
     assert sent_before == 0 and [(q.judge, q.requests) for q in quotes] == [("loopback", 2)] and quotes[0].cost_usd > 0
     assert plan.probes[0].cost_usd > 0
     assert budget.spent_usd == pytest.approx(plan.probes[0].cost_usd)  # the probe's spend counts against the cap
-    with pytest.raises(CalibrateError, match=r"max_cost: the probe's 2 requests are priced at \$0\.\d+ .* nothing was sent"):
-        plan_fit(judge, limit=3, probe=2, max_cost=budget.spent_usd + quotes[0].cost_usd / 2, cache=tmp_path / "x")
+    # on a fresh cache the same two requests are quoted alike: a cap of half their price sends nothing
+    with pytest.raises(CalibrateError, match=r"max_cost: the probe's 2 requests are priced at \$0\.\d+ .* nothing was"):
+        plan_fit(judge, limit=3, probe=2, max_cost=quotes[0].cost_usd / 2, cache=tmp_path / "fresh.sqlite3")
     assert len(openai_server.log) == 2
 
 

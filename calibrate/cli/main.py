@@ -174,11 +174,11 @@ def probing(probe: int | None, dry_run: bool, max_cost: float | None, no_progres
 def print_quote(quotes: list[ProbeQuote]) -> None:
     """What a probe is about to send, and its price, before it is sent."""
     for quote in quotes:
+        price = f"${quote.cost_usd:.4f} at list price" if quote.cost_usd else "at no cost (no price in its config)"
         console.print(f"probe: judging {quote.requests} pairs with '{quote.judge}' here (offline: nothing is sent)"
                       if quote.offline else
-                      f"probe: sending {quote.requests} requests to judge '{quote.judge}', ${quote.cost_usd:.4f} at "
-                      "list price (their judgments are kept in the cache; the run reuses them)",
-                      markup=False, soft_wrap=True)
+                      f"probe: sending {quote.requests} requests to judge '{quote.judge}', {price} (their judgments "
+                      "are kept in the cache; the run reuses them)", markup=False, soft_wrap=True)
 
 
 def probe_line(probe: Probe, estimate: CostEstimate) -> str:
@@ -194,8 +194,8 @@ def probe_line(probe: Probe, estimate: CostEstimate) -> str:
     tokens = ("" if probe.mean_input_tokens is None else
               f", {probe.mean_input_tokens:,.0f} input and {probe.mean_output_tokens or 0:,.0f} output tokens")
     line = (f"probe of {probe.judge}: {probe.n_parsed} of {probe.n_sent} parsed ({probe.parse_rate:.0%}){failures}; "
-            f"median latency {latency}{tokens} per judgment; {probe.requests} requests, ${probe.cost_usd:.4f} spent "
-            f"(quoted ${probe.quoted_usd:.4f})")
+            f"median latency {latency}{tokens} per judgment; {probe.requests} requests"
+            + (f", ${probe.cost_usd:.4f} spent (quoted ${probe.quoted_usd:.4f})" if probe.quoted_usd else ""))
     if probe.n_parsed < probe.n_sent and estimate.requests:
         line += (f"; at that rate about {round(estimate.requests * (1 - probe.parse_rate)):,} of the "
                  f"{estimate.requests:,} requests left would fail (a rerun asks again for those)")

@@ -15,6 +15,7 @@ from calibrate.data.calibration import FIT_SETS
 from calibrate.errors import CalibrateError
 from calibrate.judging.estimate import ASSUMED_LATENCY_S, SpendBudget
 from calibrate.workflows.common import load_sets
+from calibrate.workflows.compare import plan_compare
 from calibrate.workflows.plan import Probe, ProbeQuote
 from tests.fakes.judges import write_judge
 from tests.inprocess import cli
@@ -178,3 +179,15 @@ def test_compare_and_score_dry_runs_probe_each_judge(openai_server, tmp_path):
     assert scored.returncode == 0, scored.stderr
     assert len(openai_server.log) == 4 and "probe of loopback: 2 of 2 parsed" in one_line(scored.stdout)
     assert "median of 2 probed now" in one_line(scored.stdout)
+
+
+def test_a_panel_is_probed_through_its_members_each_once(openai_server, tmp_path):
+    """A judge alone and inside a panel is probed once; the panel's other member too: N requests each."""
+    a = write_judge(tmp_path, openai_server.base_url, name="a")
+    b = write_judge(tmp_path, openai_server.base_url, name="b", model="other")
+    panel = tmp_path / "both.toml"
+    panel.write_text(f'name = "both"\nbackend = "panel"\nmembers = ["{a}", "{b}"]\n')
+    plan = plan_compare([str(a), str(panel)], limit=2, baselines=False, probe=2)
+    assert [(probe.judge, probe.n_sent) for probe in plan.probes] == [("a", 2), ("b", 2)]
+    assert len(openai_server.log) == 4
+    assert all(e.cached == 2 and e.latency_basis == "median of 2 probed now" for e in plan.estimates)

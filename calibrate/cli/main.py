@@ -59,6 +59,7 @@ class ScoreInputs(TypedDict):
     anchor_judge: str | None
     anchor_fraction: float | None
     human_labels: Path | None
+    cluster_by: str | None
 
 
 @click.group()
@@ -294,12 +295,17 @@ def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
 @click.option("--human-labels", "--anchor-labels", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns, or "
                    "`calibrate annotate export` (long format).")
+@click.option("--cluster-by", default=None, metavar="COLUMN|none",
+              help="Resample the pairs sharing this column together in every interval (pairs of one article are "
+                   "correlated); `none`: single pairs [default: article_title when the data has it, else "
+                   "issue_description].")
 @opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, human_labels: Path | None, no_progress: bool, dry_run: bool,
-          max_cost: float | None, yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
+          anchor_fraction: float | None, human_labels: Path | None, cluster_by: str | None, no_progress: bool,
+          dry_run: bool, max_cost: float | None, yes: bool, max_failed_share: float,
+          more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
     from calibrate.workflows.common import REPORTS_DIR, default_out_dir
@@ -313,7 +319,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     default_calibration = REPORTS_DIR / config.name / "calibration.json"
     fit_first = calibration is None and not default_calibration.exists()
     inputs: ScoreInputs = {"order": order, "limit": limit, "anchor_judge": anchor_judge,
-                           "anchor_fraction": anchor_fraction, "human_labels": human_labels}
+                           "anchor_fraction": anchor_fraction, "human_labels": human_labels, "cluster_by": cluster_by}
     progress = opt.progress_bars(no_progress)
 
     def plan() -> RunPlan:

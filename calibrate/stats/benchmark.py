@@ -19,9 +19,9 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -654,7 +654,19 @@ def _anchored_headline(anchored: Anchored, metric: str, entry: dict[str, PPIEsti
 DIFFERENCE_METRICS = ("PAC", "REF")
 
 
-def compare_scores(models: dict[str, ModelScore], rows: dict[str, pd.DataFrame], anchors: dict[str, pd.DataFrame],
+class Scored(Protocol):
+    """What the joint resampling reads of a scored model (a ModelScore has it): its headline per metric and
+    what that rests on."""
+
+    @property
+    def headline(self) -> dict[str, Headline]: ...
+    @property
+    def class_corrected(self) -> ClassCorrection: ...
+    @property
+    def anchored(self) -> Anchored | None: ...
+
+
+def compare_scores(models: Mapping[str, Scored], rows: dict[str, pd.DataFrame], anchors: dict[str, pd.DataFrame],
                    calibration_rows: pd.DataFrame, rule: str, *, cluster_by: str | None,
                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Comparison:
     """Every model pair's paired differences in PAC and REF and every model's rank, from one joint resampling
@@ -683,12 +695,12 @@ def clustering(rows: dict[str, pd.DataFrame], cluster_by: str | None) -> Cluster
         for name, r in rows.items()})
 
 
-def _headline_value(model: ModelScore) -> float:
+def _headline_value(model: Scored) -> float:
     pac = model.headline.get("PAC")
     return pac.value if pac is not None and pac.value is not None and math.isfinite(pac.value) else -math.inf
 
 
-def _model_sample(model: ModelScore, rows: pd.DataFrame, anchor: pd.DataFrame | None, rule: str) -> ModelSample:
+def _model_sample(model: Scored, rows: pd.DataFrame, anchor: pd.DataFrame | None, rule: str) -> ModelSample:
     """A model's judged pairs as the joint resampling reads them, with the estimator of each headline metric
     (leaderboard.ModelSample): the class correction, PPI++ on the same predictions and lam as the headline
     (human labels, anchor judge), or the judge's mean."""
@@ -1065,10 +1077,13 @@ def calibrated_values(rows: pd.DataFrame, raw: pd.DataFrame,
 
 
 def leaderboard(record: ScoreRecord) -> pd.DataFrame:
-    """One row per model, headline first: every estimate with its interval, counts and cost (leaderboard.csv)."""
+    """One row per model, rank and headline first: every estimate with its interval, counts and cost
+    (leaderboard.csv)."""
     rows = []
     for name, model in record.models.items():
         row: dict[str, Any] = {"model": name}
+        if model.rank is not None:  # by headline PAC, with its simultaneous interval
+            row["PAC_rank"], (row["PAC_rank_low"], row["PAC_rank_high"]) = model.rank.value, model.rank.ci
         for metric, entry in model.headline.items():
             row[f"{metric}_headline"], (row[f"{metric}_headline_low"], row[f"{metric}_headline_high"]) = \
                 entry.value, entry.ci

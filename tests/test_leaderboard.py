@@ -128,6 +128,10 @@ def test_score_writes_differences_ranks_and_clustering(tmp_path):
     assert ScoreRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
     board = result.leaderboard
     assert {"PAC_rank", "PAC_rank_low", "PAC_rank_high"} <= set(board.columns)
+    paths = result.write(tmp_path / "out")
+    report = paths["report_md"].read_text()
+    assert "## Models against each other" in report and "significant (Holm)" in report
+    assert {"ranks.png", "differences_pac.png", "differences_ref.png"} <= {p.name for p in tmp_path.rglob("*.png")}
     single = calibrate.score("heuristic", ["sample"], calibration=fitted, n_boot=200, cache=tmp_path / "c.sqlite3",
                              cluster_by="none")
     assert single.metrics.clustering.column is None

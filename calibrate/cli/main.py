@@ -352,9 +352,10 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 
 
 def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
-    """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
-    its warnings and the anchor-size recommendation; where files went."""
-    from calibrate.reports.score import mixed_pairs_text, validation_text
+    """Per model (best rank first): its rank with its interval, the headline PAC / REF / NINF with intervals
+    beside the raw values, the headline's method; the significant differences between models; its warnings
+    and the anchor-size recommendation; where files went."""
+    from calibrate.reports.score import SIGNIFICANCE, difference_text, mixed_pairs_text, significant, validation_text
     from calibrate.stats.benchmark import BASIS_CALIBRATION
 
     def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
@@ -368,16 +369,25 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
         return f"{estimate.value:.1f}"
 
     rows = []
-    for name, model in metrics.models.items():
+    ranked = any(model.rank for model in metrics.models.values())
+    order = sorted(metrics.models, key=lambda name: rank.value if (rank := metrics.models[name].rank) else 0)
+    for name in order:
+        model = metrics.models[name]
+        rank = ([f"{model.rank.value} [{model.rank.ci[0]}-{model.rank.ci[1]}]" if model.rank else "-"]
+                if ranked else [])
         cells = [text for metric in ("PAC", "REF", "NINF")
                  for text in (cell(model.headline.get(metric)), cell(model.raw.metrics.get(metric), interval=False))]
         pac = model.headline.get("PAC")
-        rows.append([name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
+        rows.append([*rank, name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
                      pac.method.split()[0] if pac else "-", f"{model.cost.cost_usd_this_run:.4f}"])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"scores by judge {metrics.judge.name}, rule {metrics.scoring_rule}",
-                ["model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
-                 "USD"], rows)
+                [*(["rank"] if ranked else []), "model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF",
+                 "NINF raw", "headline by", "USD"], rows)
+    if metrics.differences:
+        found = significant(metrics.differences)
+        out.print(f"significant differences (paired, Holm p < {SIGNIFICANCE}): "
+                  + ("; ".join(difference_text(row) for row in found) if found else "none"), markup=False)
     for name, model in metrics.models.items():
         anchored = model.anchored
         if anchored and anchored.metrics["PAC"]:

@@ -172,7 +172,13 @@ def run(study: Study, replications: int, n_boot: int, seed: int = 0) -> dict[str
     rng = np.random.default_rng(seed)
     truth = [t["PAC"] for t in study.truth()]
     true_rank = {f"model-{m + 1}": 1 + sum(other > value for other in truth) for m, value in enumerate(truth)}
-    headline_cover, headline_width, cover, width, ranks_hold, rank_length, power = [], [], [], [], [], [], []
+    headline_cover: list[bool] = []
+    headline_width: list[float] = []
+    cover: list[bool] = []
+    width: list[float] = []
+    ranks_hold: list[bool] = []
+    rank_length: list[int] = []
+    power: list[bool] = []
     for _ in range(replications):
         found = replicate(study, rng, n_boot)
         for m, entry in enumerate(found.headlines):

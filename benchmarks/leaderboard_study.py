@@ -52,22 +52,19 @@ every model's rank interval holds its true rank (simultaneous) / mean interval l
 """
 
 SCENARIOS = (
-    # name, mixes, article size, truth share, judge share, labels, clustered
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.0, 0.0, 0, True),
-    ("two, distant", ls.DISTANT_MIXES, 10, 0.0, 0.0, 0, True),
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.0, 0.0, 200, True),
-    ("five", ls.FIVE_MIXES, 10, 0.0, 0.0, 0, True),
-    ("five", ls.FIVE_MIXES, 10, 0.0, 0.0, 200, True),
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0.5, 0, True),
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0.5, 0, False),
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0.5, 200, True),
-    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0.5, 200, False),
-    ("five", ls.FIVE_MIXES, 10, 0.5, 0.5, 0, True),
-    ("five", ls.FIVE_MIXES, 10, 0.5, 0.5, 0, False),
-    ("two", ls.DONE_WHEN_MIXES, 5, 0.5, 0.5, 0, True),
-    ("two", ls.DONE_WHEN_MIXES, 5, 0.5, 0.5, 0, False),
-    ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0.5, 0, True),
-    ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0.5, 0, False),
+    # name, mixes, article size, article effect (truth and judge), labels, clustered
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.0, 0, True),
+    ("two, distant", ls.DISTANT_MIXES, 10, 0.0, 0, True),
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.0, 200, True),
+    ("five", ls.FIVE_MIXES, 10, 0.0, 0, True),
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0, True),
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 0, False),
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 200, True),
+    ("two", ls.DONE_WHEN_MIXES, 10, 0.5, 200, False),
+    ("five", ls.FIVE_MIXES, 10, 0.5, 0, True),
+    ("two", ls.DONE_WHEN_MIXES, 5, 0.5, 0, False),
+    ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0, True),
+    ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0, False),
 )
 
 
@@ -75,9 +72,9 @@ def table(replications: int, n_boot: int) -> list[str]:
     lines = ["| models | pairs per article | article effect | labels | resampled | headline PAC | PAC difference | "
              "difference / headline width | ranks |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for k, (name, mixes, size, share, judge_share, labels, clustered) in enumerate(SCENARIOS):
+    for k, (name, mixes, size, share, labels, clustered) in enumerate(SCENARIOS):
         study = ls.Study(mixes, judge=sim.OVERCALLING, article_size=size, article_share=share,
-                         judge_article_share=judge_share, n_labels=labels, clustered=clustered)
+                         judge_article_share=share, n_labels=labels, clustered=clustered)
         found = ls.run(study, replications, n_boot, seed=100 + k)
         lines.append(f"| {name} | {size} | {share:.0%} | {labels or '-'} | {'articles' if clustered else 'pairs'} | "
                      f"{found['headline_coverage']:.2f} / {found['headline_width']:.1f} | "

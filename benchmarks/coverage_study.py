@@ -16,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+from benchmarks import leaderboard_study
 from calibrate.stats import prevalence
 from calibrate.stats import simulation as sim
 from calibrate.stats.benchmark import MIN_LABELS
@@ -410,7 +411,8 @@ anchor's value); against the anchor's own metric it covers. Only human labels va
 """
 
 
-SECTIONS = {"selection": (SELECTION, selection_table), "anchor judge": (ANCHOR_JUDGE, anchor_judge_table)}
+SECTIONS = {"selection": (SELECTION, selection_table), "anchor judge": (ANCHOR_JUDGE, anchor_judge_table),
+            "leaderboard": (leaderboard_study.PROSE, leaderboard_study.section)}
 
 
 def replace_section(text: str, body: str) -> str:

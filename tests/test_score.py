@@ -44,7 +44,8 @@ def test_score_writes_every_output_and_makes_the_missing_calibration(scored):
     assert set(metrics["models"]) == {"steady-model", "echo-model"}
     board = pd.read_csv(out / "leaderboard.csv")
     assert board["model"].tolist() == ["steady-model", "echo-model"]  # sorted by mapped PAC
-    assert (out / "report.html").read_text().count("<img") == 3
+    # PAC estimates, two breakdowns; with two models the rank intervals and the PAC and REF difference matrices
+    assert (out / "report.html").read_text().count("<img") == 6
 
 
 def test_metrics_match_the_judgments_file_which_datasets_can_load(scored):

@@ -59,6 +59,7 @@ class ScoreInputs(TypedDict):
     anchor_judge: str | None
     anchor_fraction: float | None
     human_labels: Path | None
+    cluster_by: str | None
 
 
 @click.group()
@@ -345,12 +346,16 @@ def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
 @click.option("--human-labels", "--anchor-labels", "human_labels", type=click.Path(path_type=Path), default=None,
               help="Human labels as the anchor: pair_id, alignment_score, optional flags and model columns, or "
                    "`calibrate annotate export` (long format).")
+@click.option("--cluster-by", default=None, metavar="COLUMN|none",
+              help="Resample the pairs sharing this column together in every interval (pairs of one article are "
+                   "correlated); `none`: single pairs [default: article_title when the data has it, else "
+                   "issue_description].")
 @opt.options(opt.no_progress(), opt.dry_run(), opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, human_labels: Path | None, no_progress: bool, dry_run: bool,
-          probe: int | None, max_cost: float | None, yes: bool, max_failed_share: float,
+          anchor_fraction: float | None, human_labels: Path | None, cluster_by: str | None, no_progress: bool,
+          dry_run: bool, probe: int | None, max_cost: float | None, yes: bool, max_failed_share: float,
           more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
@@ -365,7 +370,7 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
     default_calibration = REPORTS_DIR / config.name / "calibration.json"
     fit_first = calibration is None and not default_calibration.exists()
     inputs: ScoreInputs = {"order": order, "limit": limit, "anchor_judge": anchor_judge,
-                           "anchor_fraction": anchor_fraction, "human_labels": human_labels}
+                           "anchor_fraction": anchor_fraction, "human_labels": human_labels, "cluster_by": cluster_by}
     progress = opt.progress_bars(no_progress)
     probe_arguments = probing(probe, dry_run, max_cost, no_progress)
 
@@ -400,9 +405,10 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
 
 
 def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
-    """Per model: the headline PAC / REF / NINF with intervals beside the raw values, the headline's method;
-    its warnings and the anchor-size recommendation; where files went."""
-    from calibrate.reports.score import mixed_pairs_text, validation_text
+    """Per model (best rank first): its rank with its interval, the headline PAC / REF / NINF with intervals
+    beside the raw values, the headline's method; the significant differences between models; its warnings
+    and the anchor-size recommendation; where files went."""
+    from calibrate.reports.score import SIGNIFICANCE, difference_text, mixed_pairs_text, significant, validation_text
     from calibrate.stats.benchmark import BASIS_CALIBRATION
 
     def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
@@ -416,16 +422,25 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
         return f"{estimate.value:.1f}"
 
     rows = []
-    for name, model in metrics.models.items():
+    ranked = any(model.rank for model in metrics.models.values())
+    order = sorted(metrics.models, key=lambda name: rank.value if (rank := metrics.models[name].rank) else 0)
+    for name in order:
+        model = metrics.models[name]
+        rank = ([f"{model.rank.value} [{model.rank.ci[0]}-{model.rank.ci[1]}]" if model.rank else "-"]
+                if ranked else [])
         cells = [text for metric in ("PAC", "REF", "NINF")
                  for text in (cell(model.headline.get(metric)), cell(model.raw.metrics.get(metric), interval=False))]
         pac = model.headline.get("PAC")
-        rows.append([name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
+        rows.append([*rank, name, str(model.raw.n_pairs), str(model.raw.n_failed), *cells,
                      pac.method.split()[0] if pac else "-", f"{model.cost.cost_usd_this_run:.4f}"])
     out = Console(soft_wrap=True)  # sentences stay one line each (the terminal wraps them); tables fit its width
     print_table(out, f"scores by judge {metrics.judge.name}, rule {metrics.scoring_rule}",
-                ["model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF", "NINF raw", "headline by",
-                 "USD"], rows)
+                [*(["rank"] if ranked else []), "model", "pairs", "failed", "PAC", "PAC raw", "REF", "REF raw", "NINF",
+                 "NINF raw", "headline by", "USD"], rows)
+    if metrics.differences:
+        found = significant(metrics.differences)
+        out.print(f"significant differences (paired, Holm p < {SIGNIFICANCE}): "
+                  + ("; ".join(difference_text(row) for row in found) if found else "none"), markup=False)
     for name, model in metrics.models.items():
         anchored = model.anchored
         if anchored and anchored.metrics["PAC"]:

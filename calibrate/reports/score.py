@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from calibrate.reports.fit import missing_answer_blocks
 from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
@@ -25,7 +26,10 @@ from calibrate.stats.benchmark import (
     ModelScore,
     ScoreRecord,
 )
+from calibrate.stats.leaderboard import Difference
 from calibrate.stats.metrics import MetricEstimate
+
+SIGNIFICANCE = 0.05  # Holm-adjusted p below which a difference is called significant
 
 
 def validation_text(pac: Headline, transport: str | None) -> str:
@@ -181,6 +185,100 @@ def headline_blocks(metrics: ScoreRecord) -> list[Block]:
     return blocks
 
 
+def significant(differences: list[Difference], metric: str | None = None) -> list[Difference]:
+    """The differences whose Holm-adjusted p is below SIGNIFICANCE (of one metric, or all)."""
+    return [row for row in differences if row.p_adjusted is not None and row.p_adjusted < SIGNIFICANCE
+            and (metric is None or row.metric == metric)]
+
+
+def difference_text(row: Difference) -> str:
+    """One difference in a line: `a - b: PAC +4.2 [1.0, 7.5], Holm p 0.012 (n shared pairs)`."""
+    value = "withheld" if row.value is None else f"{row.value:+.1f}"
+    adjusted = "" if row.p_adjusted is None else f", Holm p {row.p_adjusted:.3g}"
+    return (f"{row.model_a} - {row.model_b}: {row.metric} {value} [{fmt(finite(row.ci[0]))}, "
+            f"{fmt(finite(row.ci[1]))}]{adjusted} ({row.n_shared} shared pairs)")
+
+
+def figure_differences(metrics: ScoreRecord, metric: str) -> bytes:
+    """The difference matrix of one metric: row model minus column model, coloured by the difference, the
+    significant cells (Holm) marked with a star and framed."""
+    names = list(dict.fromkeys(name for row in metrics.differences or [] for name in (row.model_a, row.model_b)))
+    grid = np.full((len(names), len(names)), np.nan)
+    marked = np.zeros_like(grid, dtype=bool)
+    for row in metrics.differences or []:
+        if row.metric != metric or row.value is None:
+            continue
+        a, b = names.index(row.model_a), names.index(row.model_b)
+        grid[a, b], grid[b, a] = row.value, -row.value
+        marked[a, b] = marked[b, a] = row.p_adjusted is not None and row.p_adjusted < SIGNIFICANCE
+    size = max(3.5, 0.9 * len(names) + 2)
+    fig = Figure(figsize=(min(FIGURE_WIDTH, size + 1.5), size))
+    ax = fig.subplots()
+    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
+    fig.colorbar(image, ax=ax, label=f"{metric} difference (row - column, points)")
+    for a in range(len(names)):
+        for b in range(len(names)):
+            if np.isfinite(grid[a, b]):
+                ax.text(b, a, f"{grid[a, b]:+.1f}" + ("*" if marked[a, b] else ""), ha="center", va="center",
+                        fontsize=8, fontweight="bold" if marked[a, b] else "normal")
+            if marked[a, b]:
+                ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    return png(fig)
+
+
+def figure_ranks(metrics: ScoreRecord) -> bytes:
+    """Each model's rank by headline PAC with its simultaneous 95% interval, best at the top."""
+    ranked = sorted(((name, model.rank) for name, model in metrics.models.items() if model.rank),
+                    key=lambda item: item[1].value)
+    fig = Figure(figsize=(min(FIGURE_WIDTH, 6), 0.45 * len(ranked) + 1.5))
+    ax = fig.subplots()
+    for y, (_, rank) in enumerate(ranked):
+        ax.plot(rank.ci, [y, y], color="tab:blue", linewidth=3, solid_capstyle="round")
+        ax.plot([rank.value], [y], "o", color="black")
+    ax.set_yticks(range(len(ranked)), [name for name, _ in ranked])
+    ax.invert_yaxis()
+    ax.set_xlabel("rank by headline PAC (1 best), 95% interval simultaneous over models")
+    ax.set_xticks(range(1, len(metrics.models) + 1))
+    ax.set_xlim(0.5, len(metrics.models) + 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    return png(fig)
+
+
+def comparison_blocks(metrics: ScoreRecord) -> list[Block]:
+    """Models against each other: ranks with their intervals, the difference matrices, every difference."""
+    if not metrics.differences:
+        return []
+    clustering = metrics.clustering
+    resampled = (f"clusters of pairs sharing `{clustering.column}`" if clustering and clustering.column
+                 else "single pairs")
+    blocks = [Block("h2", "Models against each other"),
+              Block("p", "Differences are paired: each is computed on the pairs both models were judged on (pairs "
+                         "not shared are left out and counted), from one joint resampling of the calibration pairs "
+                         f"and the benchmark's {resampled}, the same for every model, so what the models share (the "
+                         "judge's calibration, the prompts) cancels. A difference is *significant* when its "
+                         f"Holm-adjusted p-value (over the model pairs of one metric) is below {SIGNIFICANCE}. Ranks "
+                         "are by headline PAC; their 95% intervals hold for all models at once (max-T over every "
+                         "pairwise difference; docs/statistics.md).")]
+    if any(model.rank for model in metrics.models.values()):
+        blocks.append(Block("figure", "Rank by headline PAC with its simultaneous 95% interval.",
+                            png=figure_ranks(metrics), name="ranks"))
+    for metric in dict.fromkeys(row.metric for row in metrics.differences):
+        blocks.append(Block("figure", f"{metric}: row model minus column model; * and a frame: significant (Holm).",
+                            png=figure_differences(metrics, metric), name=f"differences_{metric.lower()}"))
+    blocks.append(Block("table", table=pd.DataFrame([{
+        "model a": row.model_a, "model b": row.model_b, "metric": row.metric,
+        "a - b": "withheld" if row.value is None else f"{row.value:+.1f}",
+        "95% interval": f"[{fmt(finite(row.ci[0]))}, {fmt(finite(row.ci[1]))}]",
+        "p": "n/a" if row.p_value is None else f"{row.p_value:.3g}",
+        "Holm p": "n/a" if row.p_adjusted is None else f"{row.p_adjusted:.3g}",
+        "shared pairs": row.n_shared, "not shared": row.not_shared or 0, "basis": row.basis}
+        for row in metrics.differences])))
+    return blocks
+
+
 def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[BreakdownRow]]) -> list[Block]:
     judge, calibration = metrics.judge, metrics.calibration
     prompt = f", prompt `{judge.prompt}`" if judge.prompt else ""
@@ -189,10 +287,15 @@ def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[Breakdo
                          f"`{metrics.scoring_rule}`, calibration from `{calibration.path or 'a fit not written'}` "
                          f"({calibration.n_pairs} calibration pairs; mapping `{calibration.mapping}`). "
                          f"Intervals: 95%, percentile bootstrap ({metrics.run.bootstrap_resamples} resamples); "
-                         "Wilson for the rates that are shares of pairs (REF1, REF2, NINF1, NINF2, ...)."
+                         "Wilson for the rates that are shares of pairs (REF1, REF2, NINF1, NINF2, ...)"
+                         + (f"; benchmark pairs resampled in clusters sharing `{metrics.clustering.column}` "
+                            f"({', '.join(f'{name} {n}' for name, n in metrics.clustering.n_clusters.items())} "
+                            "clusters; Wilson at the effective sample size)"
+                            if metrics.clustering and metrics.clustering.column else "") + "."
                          + (" **The judge is a baseline**: these numbers show the pipeline, not the models."
                             if judge.baseline else ""))]
     blocks.extend(headline_blocks(metrics))
+    blocks.extend(comparison_blocks(metrics))
     blocks.append(Block("h2", "PAC: raw, class-corrected and mapped (diagnostic)"))
     rows = []
     for name, model in metrics.models.items():

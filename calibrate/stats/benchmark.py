@@ -15,10 +15,13 @@ is a placeholder such as "No response", never judged) among them, and such pairs
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,21 +31,41 @@ from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
 from calibrate.stats.calibration import JudgeRecord, mapping_inputs
+from calibrate.stats.leaderboard import (
+    CLASS_CORRECTED,
+    MEAN,
+    PPI,
+    Clustering,
+    Comparison,
+    CorrectionInputs,
+    Difference,
+    Estimator,
+    ModelSample,
+    Rank,
+    compare_models,
+)
 from calibrate.stats.mapping import ScoreMapping, calibrated_estimate
 from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
     MetricEstimate,
     MissingAnswers,
     bootstrap_means,
+    cluster_codes,
+    cluster_sums,
+    design_effect,
     estimate_metrics,
     expected_values,
     judged_values,
     missing_answers,
     per_pair_values,
     percentile_interval,
+    resampled_totals,
 )
 from calibrate.stats.ppi import METHODS, mean_estimate, small_sample_estimate, weighted_estimate
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH, adjusted_scores, pair_classes
+
+if TYPE_CHECKING:
+    from calibrate.data.pairs import Pair
 
 RAW_METRICS = ("PAC", "REF", "REF1", "REF2", "NINF", "NINF1", "NINF2", "VPREF")
 # What a judgment table is reduced to for scoring: enough for every metric, small enough to keep
@@ -281,6 +304,7 @@ class ModelScore(Record):
     audit: TransportAudit | None = omitted_when_none()
     headline: dict[str, Headline]
     anchor_recommendation: AnchorRecommendation | None = omitted_when_none()
+    rank: Rank | None = omitted_when_none()  # by headline PAC, with a simultaneous interval (two or more models)
 
 
 @dataclass(frozen=True)
@@ -304,9 +328,11 @@ class ScoreRun(Record):
     elapsed_s: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoreRecord(Record):
-    """What `score` found (metrics.json): per model, then how (judge, rule, calibration, run)."""
+    """What `score` found (metrics.json): per model, then how (judge, rule, calibration, run); with two or
+    more models the paired `differences` of every model pair (leaderboard.py); `clustering`: what the
+    benchmark intervals resample."""
 
     schema_version: int
     created_at: str
@@ -316,6 +342,8 @@ class ScoreRecord(Record):
     run: ScoreRun
     models: dict[str, ModelScore]
     package_versions: dict[str, str]
+    differences: list[Difference] | None = omitted_when_none()
+    clustering: Clustering | None = omitted_when_none()
 
 
 @dataclass(frozen=True)
@@ -345,10 +373,66 @@ NO_ESTIMATE = MetricEstimate(float("nan"), (float("nan"), float("nan")))
 # --------------------------------------------------------------------------- judged rows
 
 
-def compact(table: pd.DataFrame) -> pd.DataFrame:
-    """The columns scoring needs, in memory-light types."""
+CLUSTER = "cluster"  # the compact rows' cluster code (metrics.cluster_codes), when intervals resample clusters
+
+
+def compact(table: pd.DataFrame, pairs: Sequence[Pair] = (), cluster_by: str | None = None) -> pd.DataFrame:
+    """The columns scoring needs, in memory-light types; with `cluster_by` (a column of the data) each row's
+    cluster code from its pair (`pairs`: the judged pairs, matched on id)."""
     rows = table.reindex(columns=list(COMPACT_COLUMNS))
-    return rows.astype({"parse_status": "category", "order": "category", "missing_side": "category"})
+    rows = rows.astype({"parse_status": "category", "order": "category", "missing_side": "category"})
+    if cluster_by is not None:
+        by_id = dict(zip((pair.id for pair in pairs),
+                         cluster_codes([pair_value(pair, cluster_by) for pair in pairs], [pair.id for pair in pairs]),
+                         strict=True))
+        rows[CLUSTER] = np.array([by_id[pair_id] for pair_id in rows["pair_id"].tolist()], dtype=np.int64)
+    return rows
+
+
+def pair_value(pair: Pair, column: str) -> Any:
+    """A pair's value in a column of its dataset: a field the judge reads, else one carried in its extras."""
+    return pair.extras[column] if column in pair.extras else getattr(pair, column, None)
+
+
+def row_clusters(rows: pd.DataFrame) -> np.ndarray | None:
+    """The cluster codes of the judged (ok) rows, None when the rows are resampled pair by pair."""
+    return ok_rows(rows)[CLUSTER].to_numpy(np.int64) if CLUSTER in rows else None
+
+
+def calibration_clusters(calibration_rows: pd.DataFrame, column: str | None) -> np.ndarray | None:
+    """Cluster codes of the judged calibration pairs from `column` (a column of the fit's table, or a key of
+    its carried `extras`); None (pair by pair) when no calibration pair carries it."""
+    if column is None:
+        return None
+    ok = ok_rows(calibration_rows)
+    if column in ok:
+        values = ok[column].tolist()
+    elif "extras" in ok:
+        values = [json.loads(text).get(column) if isinstance(text, str) else None for text in ok["extras"]]
+    else:
+        return None
+    if all(value is None for value in values):
+        return None
+    return cluster_codes(values, ok["pair_id"].tolist())
+
+
+def class_draws(classes: np.ndarray, clusters: np.ndarray | None, n_boot: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Resampled judged-class counts (n_boot, judged class) of pairs with these judged classes, resampling
+    their clusters (metrics.resampled_totals)."""
+    onehot = (np.asarray(classes)[:, None] == np.array(PAIR_CLASSES)[None, :]).astype(float)
+    return resampled_totals(cluster_sums(onehot, clusters), n_boot, rng)
+
+
+def calibration_draws(calibration_rows: pd.DataFrame, true_classes: list[str], clusters: np.ndarray | None,
+                      n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Resampled calibration counts (n_boot, true class, judged class): each set's pairs (or its clusters,
+    `clusters` of its judged pairs) resampled within the set."""
+    ok = ok_rows(calibration_rows)
+    truth = np.array([SET_TRUTH[name].pair_class for name in ok["set_name"]])
+    judged = judged_classes(calibration_rows)
+    return np.stack([class_draws(judged[truth == cls], None if clusters is None else clusters[truth == cls],
+                                 n_boot, rng) for cls in true_classes], axis=1)
 
 
 def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -361,13 +445,15 @@ def adjusted(rows: pd.DataFrame, rule: str) -> np.ndarray:
 
 
 def raw_metrics(rows: pd.DataFrame, rule: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> RawScores:
-    """Every metric of the judged pairs with its bootstrap interval, and the counts behind it (failures
-    by type, and the pairs not judged because an answer is a placeholder)."""
+    """Every metric of the judged pairs with its bootstrap interval (clusters resampled when the rows carry
+    them), and the counts behind it (failures by type, and the pairs not judged because an answer is a
+    placeholder)."""
     values = judged_values(rows, rule)
     failures = rows.loc[rows["parse_status"] != "ok", "parse_status"].astype(str).value_counts()
     return RawScores(n_pairs=int(len(rows)), n_judged=int(len(values)), n_failed=int(len(rows) - len(values)),
                      failures={str(kind): int(n) for kind, n in failures.items()},
-                     missing_answers=missing_answers(rows), metrics=estimate_metrics(values, n_boot, seed))
+                     missing_answers=missing_answers(rows),
+                     metrics=estimate_metrics(values, n_boot, seed, row_clusters(rows)))
 
 
 # --------------------------------------------------------------------------- the score mapping
@@ -396,18 +482,14 @@ def judged_classes(rows: pd.DataFrame) -> np.ndarray:
 
 
 def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
-                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> ClassCorrection:
+                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, cluster_by: str | None = None) -> ClassCorrection:
     """Adjusted classify-and-count: the benchmark's true class shares from the judge's observed ones
     and its confusion matrix on the calibration sets (least squares over shares, prevalence.py), and
-    the PAC / REF they imply, with a bootstrap over both the calibration pairs (within each set) and
-    the benchmark pairs. A near-singular confusion matrix adds a `warning`."""
-    calibration_ok = ok_rows(calibration_rows)
-    true_classes = [SET_TRUTH[name].pair_class for name in dict.fromkeys(calibration_ok["set_name"])]
+    the PAC / REF they imply, with a bootstrap over both the calibration pairs (within each set; their
+    `cluster_by` clusters when they carry that column) and the benchmark pairs (their clusters when the
+    rows carry them). A near-singular confusion matrix adds a `warning`."""
+    true_classes, counts = calibration_counts(calibration_rows)
     judged = list(PAIR_CLASSES)
-    calibration_judged = judged_classes(calibration_rows)
-    calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
-    counts = np.array([[np.sum((calibration_true == t) & (calibration_judged == j)) for j in judged]
-                       for t in true_classes], dtype=float)  # true x judged
     benchmark = judged_classes(rows)
     if not len(benchmark) or len(true_classes) < 2:
         return ClassCorrection(skipped="needs judged benchmark pairs and at least two calibration sets")
@@ -415,8 +497,12 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
     # what each true class contributes to each metric, from the sets' known judgments under the rule
     names = ("PAC", "REF", "REF1", "REF2")
     per_class = np.array([[_class_metrics(cls, rule)[m] for m in names] for cls in true_classes])  # class x metric
-    found = prevalence.corrected_metrics(CORRECTION_ESTIMATOR, counts, observed, per_class, true_classes, n_boot,
-                                         np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    found = prevalence.corrected_metrics(
+        CORRECTION_ESTIMATOR, counts, observed, per_class, true_classes, n_boot, rng,
+        calibration_draws(calibration_rows, true_classes, calibration_clusters(calibration_rows, cluster_by), n_boot,
+                          rng),
+        class_draws(benchmark, row_clusters(rows), n_boot, rng))
     groups = [[true_classes[i] for i in group] for group in found["groups"]]
     confused = [group for group in groups if len(group) > 1]
     singular = float(prevalence.smallest_singular(prevalence.confusion_from_counts(counts)))
@@ -448,7 +534,8 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
                           for t, row in zip(true_classes, counts, strict=True)},
         smallest_singular_value=singular,
         method="adjusted classify-and-count (least squares over class shares; Rogan-Gladen with two classes); "
-               "percentile bootstrap over the calibration pairs within each set and the benchmark pairs",
+               "percentile bootstrap over the calibration pairs within each set and the benchmark pairs"
+               + (" (clusters of pairs)" if CLUSTER in rows else ""),
         assumption=CORRECTION_ASSUMPTION, warning=warning,
         withheld={m: f"not identified: the judge confuses {_confused_text(confused)}, which score {m} differently"
                   for i, m in enumerate(names) if not found["identified"][i]} or None,
@@ -456,6 +543,17 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
                      for k, j in enumerate(judged)},
         mixed_pairs=mixed_pairs_ranges(pooled_counts, observed, found["groups"], per_class[:, :2], names[:2], rule,
                                        n_boot, np.random.default_rng(seed)))
+
+
+def calibration_counts(calibration_rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The calibration sets' true classes (in the sets' order) and counts[true, judged] of their judged pairs."""
+    calibration_ok = ok_rows(calibration_rows)
+    true_classes = [SET_TRUTH[name].pair_class for name in dict.fromkeys(calibration_ok["set_name"])]
+    calibration_judged = judged_classes(calibration_rows)
+    calibration_true = np.array([SET_TRUTH[name].pair_class for name in calibration_ok["set_name"]])
+    counts = np.array([[np.sum((calibration_true == t) & (calibration_judged == j)) for j in PAIR_CLASSES]
+                       for t in true_classes], dtype=float)  # true x judged
+    return true_classes, counts
 
 
 def mixed_pairs_ranges(pooled_counts: np.ndarray, observed: np.ndarray, groups: list[list[int]],
@@ -549,6 +647,95 @@ def _anchored_headline(anchored: Anchored, metric: str, entry: dict[str, PPIEsti
                  "for a valid interval (docs/statistics.md); not validated") if few else None,
         labels_to_validate=MIN_LABELS if few else None,
         width_gained=gained if chosen is not entry["ppi++"] else None)
+
+
+# --------------------------------------------------------------------------- models against each other
+
+DIFFERENCE_METRICS = ("PAC", "REF")
+
+
+class Scored(Protocol):
+    """What the joint resampling reads of a scored model (a ModelScore has it): its headline per metric and
+    what that rests on."""
+
+    @property
+    def headline(self) -> dict[str, Headline]: ...
+    @property
+    def class_corrected(self) -> ClassCorrection: ...
+    @property
+    def anchored(self) -> Anchored | None: ...
+
+
+def compare_scores(models: Mapping[str, Scored], rows: dict[str, pd.DataFrame], anchors: dict[str, pd.DataFrame],
+                   calibration_rows: pd.DataFrame, rule: str, *, cluster_by: str | None,
+                   n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Comparison:
+    """Every model pair's paired differences in PAC and REF and every model's rank, from one joint resampling
+    (leaderboard.compare_models) of the calibration pairs and the benchmark's clusters, each model's headline
+    recomputed by its own basis; models in leaderboard order (headline PAC, highest first), differences a - b.
+    `rows`: each model's judged rows (the metrics order); `anchors`: its human labels or anchor judgments."""
+    order = sorted(models, key=lambda name: -_headline_value(models[name]))
+    samples = {name: _model_sample(models[name], rows[name], anchors.get(name), rule) for name in order}
+    correction = None
+    if any(estimator.kind == CLASS_CORRECTED for sample in samples.values()
+           for estimator in sample.estimators.values()):
+        true_classes, counts = calibration_counts(calibration_rows)
+        correction = CorrectionInputs(
+            counts=counts, true_classes=true_classes, metrics=DIFFERENCE_METRICS,
+            class_values=np.array([[_class_metrics(cls, rule)[m] for m in DIFFERENCE_METRICS] for cls in true_classes]),
+            draws=calibration_draws(calibration_rows, true_classes, calibration_clusters(calibration_rows, cluster_by),
+                                    n_boot, np.random.default_rng(seed)))
+    return compare_models(samples, correction, metrics=DIFFERENCE_METRICS, n_boot=n_boot, seed=seed + 1,
+                          clustered=cluster_by is not None)
+
+
+def clustering(rows: dict[str, pd.DataFrame], cluster_by: str | None) -> Clustering:
+    """What the benchmark intervals resample, and how many clusters each model's judged pairs form."""
+    return Clustering(column=cluster_by, n_clusters={
+        name: int(len(np.unique(codes)) if (codes := row_clusters(r)) is not None else len(ok_rows(r)))
+        for name, r in rows.items()})
+
+
+def _headline_value(model: Scored) -> float:
+    pac = model.headline.get("PAC")
+    return pac.value if pac is not None and pac.value is not None and math.isfinite(pac.value) else -math.inf
+
+
+def _model_sample(model: Scored, rows: pd.DataFrame, anchor: pd.DataFrame | None, rule: str) -> ModelSample:
+    """A model's judged pairs as the joint resampling reads them, with the estimator of each headline metric
+    (leaderboard.ModelSample): the class correction, PPI++ on the same predictions and lam as the headline
+    (human labels, anchor judge), or the judge's mean."""
+    ok = ok_rows(rows).drop_duplicates("pair_id")
+    index = pd.Index(ok["pair_id"].to_numpy(np.int64), name="pair_id")
+    raw = judged_values(ok, rule).set_axis(index)
+    pairs = pd.DataFrame({"cluster": ok[CLUSTER].to_numpy(np.int64) if CLUSTER in ok else -1 - index.to_numpy(),
+                          "judged": judged_classes(ok)}, index=index)
+    estimators = {}
+    for metric in DIFFERENCE_METRICS:
+        headline = model.headline.get(metric)
+        if headline is None:
+            continue
+        entry = model.anchored.metrics.get(metric) if model.anchored else None
+        if headline.basis in (BASIS_HUMAN, BASIS_ANCHOR_JUDGE) and entry and anchor is not None:
+            chosen = entry.get(HEADLINE_PPI, entry["ppi++"])
+            predictions = model.class_corrected.predictions
+            values = (calibrated_values(ok.set_index(index), raw, predictions)
+                      if chosen.method == CALIBRATED_PPI and predictions else raw)
+            labels = ok_rows(anchor).drop_duplicates("pair_id")
+            truth = judged_values(labels, rule)[metric].set_axis(labels["pair_id"].to_numpy(np.int64))
+            probability = (labels[INCLUSION].to_numpy(float) if INCLUSION in labels else np.ones(len(labels)))
+            labelled = index.intersection(truth.index)
+            pairs[f"value:{metric}"] = values[metric]
+            pairs[f"truth:{metric}"] = truth.reindex(index)
+            pairs[f"weight:{metric}"] = 1 / pd.Series(probability, index=truth.index).reindex(index).fillna(1.0)
+            weighted = len(np.unique(pd.Series(probability, index=truth.index).loc[labelled])) > 1
+            estimators[metric] = Estimator(kind=PPI, basis=headline.basis, lam=chosen.lam or 0.0, weighted=weighted)
+        elif headline.basis == BASIS_CALIBRATION:
+            estimators[metric] = Estimator(kind=CLASS_CORRECTED, basis=headline.basis,
+                                           metric_index=DIFFERENCE_METRICS.index(metric))
+        else:
+            pairs[f"value:{metric}"] = raw[metric]
+            estimators[metric] = Estimator(kind=MEAN, basis=headline.basis)
+    return ModelSample(pairs=pairs, estimators=estimators)
 
 
 AUDIT_ALPHA = 0.05
@@ -727,18 +914,20 @@ def _judged_spreads(corrected: ClassCorrection, metric: str) -> list[tuple[float
 
 def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping: ScoreMapping,
               calibration_rows: pd.DataFrame, model: str, n_boot: int = DEFAULT_BOOTSTRAP,
-              seed: int = 0) -> list[BreakdownRow]:
+              seed: int = 0, cluster_by: str | None = None) -> list[BreakdownRow]:
     """Raw PAC / REF / NINF, class-corrected and mapped PAC per group of `by` (category or issue_scale),
-    with intervals; beside them the public evaluator's own breakdown quantities, so its plots can be
+    with intervals (clusters resampled within the group when the rows carry them; the mapped PAC, a
+    diagnostic, resamples pairs); beside them the public evaluator's own breakdown quantities, so its plots can be
     reproduced: the mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level
     refusal rates (any, exactly one, both refuse)."""
     records = []
     for group, part in rows.groupby(by, dropna=False, observed=True):
         raw = raw_metrics(part, rule, n_boot, seed)
         mapped = mapped_pac(mapping_name, mapping, calibration_rows, part, rule, n_boot, seed)
-        corrected = class_correction(calibration_rows, part, rule, n_boot, seed).metrics or {}
+        corrected = class_correction(calibration_rows, part, rule, n_boot, seed, cluster_by).metrics or {}
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
-        low, high = percentile_interval(bootstrap_means(scores, n_boot, seed))[:, 0] if len(scores) else (np.nan,) * 2
+        low, high = (percentile_interval(bootstrap_means(scores, n_boot, seed, row_clusters(part)))[:, 0]
+                     if len(scores) else (np.nan,) * 2)
         records.append(BreakdownRow(
             model=model, group=_group_key(group),
             n_pairs=raw.n_pairs, n_judged=raw.n_judged, n_failed=raw.n_failed,
@@ -798,7 +987,8 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     anchored pairs the anchor failed on count as unlabelled; both are counted in the result. Labels drawn
     with unequal chances (an `inclusion_probability` column, `annotate --select stratified|uncertain`) are
     weighted by them (ppi.weighted_estimate: every pair's prediction plus the rectifier weighted by 1 / pi;
-    plain PPI is lam 1, classical lam 0); equal chances give ppi_py's unweighted estimates.
+    plain PPI is lam 1, classical lam 0); equal chances give ppi_py's unweighted estimates. When the rows
+    carry clusters, every interval is widened by its design effect (`_clustered`).
     """
     cheap_ok = ok_rows(cheap).drop_duplicates("pair_id").set_index("pair_id")
     anchor_ok = ok_rows(anchor).drop_duplicates("pair_id").set_index("pair_id")
@@ -810,6 +1000,8 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
     probability = (anchor_ok.loc[labeled, INCLUSION].to_numpy(float) if INCLUSION in anchor_ok
                    else np.ones(len(labeled)))
     weighted = len(np.unique(probability)) > 1
+    clusters = cheap_ok[CLUSTER].to_numpy(np.int64) if CLUSTER in cheap_ok else None
+    labeled_at = cheap_ok.index.get_indexer(labeled)
     estimates: dict[str, dict[str, PPIEstimate] | None] = {}
     for metric in ANCHOR_METRICS:
         if len(labeled) < 2:
@@ -829,12 +1021,46 @@ def anchored_estimates(cheap: pd.DataFrame, anchor: pd.DataFrame, rule: str, *, 
                 small_sample=True) if weighted else small_sample_estimate(
                 truth, calibrated.loc[labeled, metric], calibrated.loc[unlabeled, metric], alpha)),
                 "method": CALIBRATED_PPI})
+        if clusters is not None:
+            by_method = {method: _clustered(found, clusters, labeled_at, weights=probability if weighted else None,
+                                            truth=truth.to_numpy(float),
+                                            pred=(calibrated if method == CALIBRATED_PPI and calibrated is not None
+                                                  else raw)[metric].to_numpy(float))
+                         for method, found in by_method.items()}
         estimates[metric] = by_method
     return Anchored(anchor=anchor_name, basis=basis, fraction=fraction, n_labeled=int(len(labeled)),
                     n_unlabeled=int(len(unlabeled)),
                     n_cheap_failed=int(len(cheap.drop_duplicates("pair_id")) - len(cheap_ok)),
                     n_anchor_failed=int(len(anchor.drop_duplicates("pair_id")) - len(anchor_ok)), metrics=estimates)
 
+
+
+def _clustered(found: PPIEstimate, clusters: np.ndarray, labeled_at: np.ndarray, *, weights: np.ndarray | None,
+               truth: np.ndarray, pred: np.ndarray) -> PPIEstimate:
+    """A PPI estimate's interval widened for clustered pairs: its half-widths times the square root of the
+    design effect (metrics.design_effect) of the estimate's per-pair terms, lam (pred - mean) / N over the
+    predictions it averages (the unlabelled pairs, or with weights every pair) and (rectifier - mean) / n
+    over the labelled ones: the cluster-robust (CR0) standard error in place of the independent one."""
+    if not all(math.isfinite(value) for value in (found.estimate, found.ci_low, found.ci_high)):
+        return found
+    lam = found.lam or 0.0
+    deviations = np.zeros(len(pred))
+    imputed = np.ones(len(pred), bool)
+    if weights is None:
+        imputed[labeled_at] = False
+    if imputed.any():
+        deviations[imputed] += lam * (pred[imputed] - pred[imputed].mean()) / imputed.sum()
+    scale = np.ones(len(labeled_at)) if weights is None else (1 / weights) / (1 / weights).mean()
+    rectifier = scale * (truth - lam * pred[labeled_at])
+    deviations[labeled_at] += (rectifier - rectifier.mean()) / len(labeled_at)
+    inflation = math.sqrt(design_effect(deviations, clusters))
+    if inflation == 1.0:
+        return found
+    low = found.estimate - inflation * (found.estimate - found.ci_low)
+    high = found.estimate + inflation * (found.ci_high - found.estimate)
+    if found.method == CALIBRATED_PPI:  # the small-sample interval stays within the scale
+        low, high = max(low, 0.0), min(high, 100.0)
+    return dataclasses.replace(found, ci_low=low, ci_high=high)
 
 
 def calibrated_values(rows: pd.DataFrame, raw: pd.DataFrame,
@@ -851,10 +1077,13 @@ def calibrated_values(rows: pd.DataFrame, raw: pd.DataFrame,
 
 
 def leaderboard(record: ScoreRecord) -> pd.DataFrame:
-    """One row per model, headline first: every estimate with its interval, counts and cost (leaderboard.csv)."""
+    """One row per model, rank and headline first: every estimate with its interval, counts and cost
+    (leaderboard.csv)."""
     rows = []
     for name, model in record.models.items():
         row: dict[str, Any] = {"model": name}
+        if model.rank is not None:  # by headline PAC, with its simultaneous interval
+            row["PAC_rank"], (row["PAC_rank_low"], row["PAC_rank_high"]) = model.rank.value, model.rank.ci
         for metric, entry in model.headline.items():
             row[f"{metric}_headline"], (row[f"{metric}_headline_low"], row[f"{metric}_headline_high"]) = \
                 entry.value, entry.ci

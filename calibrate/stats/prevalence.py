@@ -115,12 +115,16 @@ def estimate_shares(estimator: str, calibration_counts: np.ndarray, judged_count
 
 
 def bootstrap_shares(estimator: str, calibration_counts: np.ndarray, judged_counts: np.ndarray, n_boot: int,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, calibration_draws: np.ndarray | None = None,
+                     judged_draws: np.ndarray | None = None) -> np.ndarray:
     """Shares re-estimated on n_boot resamples of both samples: each calibration set's pairs within the
     set, and the benchmark pairs; counts[..., true, judged] and [..., judged] give draws[..., n_boot, true].
-    (Resampling pairs is drawing multinomial counts over the judged classes.)"""
-    calibration_draws = _multinomial(rng, np.asarray(calibration_counts, dtype=float), n_boot, inner_axes=1)
-    judged_draws = _multinomial(rng, np.asarray(judged_counts, dtype=float), n_boot, inner_axes=0)
+    (Resampling pairs is drawing multinomial counts over the judged classes.) Draws made otherwise (whole
+    clusters resampled, metrics.resampled_totals) are passed as `calibration_draws` / `judged_draws`."""
+    if calibration_draws is None:
+        calibration_draws = _multinomial(rng, np.asarray(calibration_counts, dtype=float), n_boot, inner_axes=1)
+    if judged_draws is None:
+        judged_draws = _multinomial(rng, np.asarray(judged_counts, dtype=float), n_boot, inner_axes=0)
     return estimate_shares(estimator, calibration_draws, judged_draws)
 
 
@@ -203,20 +207,24 @@ class CorrectedMetrics(TypedDict):
 
 def corrected_metrics(estimator: str, calibration_counts: np.ndarray, judged_counts: np.ndarray,
                       class_values: np.ndarray, classes: tuple[str, ...] | list[str], n_boot: int,
-                      rng: np.random.Generator) -> CorrectedMetrics:
+                      rng: np.random.Generator, calibration_draws: np.ndarray | None = None,
+                      judged_draws: np.ndarray | None = None) -> CorrectedMetrics:
     """Class-corrected metrics of one benchmark (class_values[true, metric]) with 95% percentile intervals,
     honest about identification: the true classes the judge confuses (`confused_classes`) are pooled, so
     only their combined share is estimated; a metric that values a pooled group's classes alike is still
     point-identified, any other gets the identified set (every split of the group's share) as its interval,
     widened by the bootstrap (lower bound's 2.5%, upper bound's 97.5% percentile), and no value (NaN).
-    Returns them as a `CorrectedMetrics`."""
+    `calibration_draws` [n_boot, true, judged] / `judged_draws` [n_boot, judged]: resamples made by the caller
+    (clusters, bootstrap_shares). Returns them as a `CorrectedMetrics`."""
     groups = confused_groups(confused_classes(calibration_counts, classes), classes)
     pooled = merged_counts(np.asarray(calibration_counts, dtype=float), groups)
     values = np.asarray(class_values, dtype=float)
     lowest = np.array([values[g].min(axis=0) for g in groups])  # group x metric
     highest = np.array([values[g].max(axis=0) for g in groups])
     shares = estimate_shares(estimator, pooled, judged_counts)
-    draws = bootstrap_shares(estimator, pooled, judged_counts, n_boot, rng)
+    draws = bootstrap_shares(estimator, pooled, judged_counts, n_boot, rng,
+                             None if calibration_draws is None else merged_counts(calibration_draws, groups),
+                             judged_draws)
     identified = np.isclose(lowest, highest).all(axis=0)
     low = np.percentile(draws @ lowest, 2.5, axis=0)
     high = np.percentile(draws @ highest, 97.5, axis=0)

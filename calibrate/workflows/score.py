@@ -279,6 +279,7 @@ def score(
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
     max_cost: float | SpendBudget | None = None,
+    cluster_by: str | None = None,
     trust: bool = False,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
@@ -290,7 +291,11 @@ def score(
     are estimated by PPI / PPI++ from both; `human_labels` (a labels file, long or pair_id/alignment_score
     format) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price, the anchor
     included) would pass it; `progress`: receives the judging's `JudgingProgress` events (one task per
-    response dataset). Files are written only into `out` (None: none)."""
+    response dataset). `cluster_by`: the column whose pairs every benchmark interval resamples together (pairs
+    of one article are correlated): default `article_title` when every response dataset has it, else
+    `issue_description`; "none" resamples single pairs. With two or more datasets the record holds every
+    model pair's paired differences and each model's rank (stats/leaderboard.py). Files are written only into
+    `out` (None: none)."""
     with trusting(trust):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -305,6 +310,7 @@ def score(
         config, backend, anchor_backend, sources, streams, orders = (
             setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
         labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
+        column = cluster_column(streams, cluster_by)
         fitted = calibration_inputs(config, calibration)
         calibration_rows = fitted.rows
         rule = check_rule(rule or fitted.rule)
@@ -340,7 +346,7 @@ def score(
                             if writer is not None:
                                 columns = table.reindex(columns=schema.names)
                                 writer.write_table(pa.Table.from_pandas(columns, schema=schema, preserve_index=False))
-                            parts.append(benchmark.compact(table))
+                            parts.append(benchmark.compact(table, chunk, column))
                             counts = add_counts(counts, chunk_counts)
                             if anchor_backend and anchor_fraction is not None:
                                 picked = [p for p in chunk
@@ -359,10 +365,11 @@ def score(
                         anchors[name] = labels.get(name, pd.DataFrame(columns=list(benchmark.COMPACT_COLUMNS)))
                 quarantined = store.quarantined  # stored records that failed the integrity check, judged again
             models = {}
+            primaries = {name: model_rows[model_rows["order"] == orders[0]] for name, model_rows in rows.items()}
             for name, model_rows in rows.items():
-                primary = model_rows[model_rows["order"] == orders[0]]
+                primary = primaries[name]
                 raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
-                corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed)
+                corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed, column)
                 audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
                          if name in labels and corrected.metrics is not None else None)
                 if audit and audit.verdict == "rejected":
@@ -382,9 +389,16 @@ def score(
                     headline=benchmark.headline(raw, corrected, anchored,
                                                 recommendation.labels if recommendation else None),
                     anchor_recommendation=None if anchored else recommendation)
-            breakdowns = {by: [row for name, r in rows.items()
-                               for row in benchmark.breakdown(r[r["order"] == orders[0]], by, rule, fitted.mapping_name,
-                                                              fitted.mapping, calibration_rows, name, n_boot, seed)]
+            differences = None
+            if len(models) > 1:
+                compared = benchmark.compare_scores(models, primaries, anchors, calibration_rows, rule,
+                                                    cluster_by=column, n_boot=n_boot, seed=seed)
+                differences = compared.differences
+                models = {name: dataclasses.replace(model, rank=compared.ranks.get(name))
+                          for name, model in models.items()}
+            breakdowns = {by: [row for name, primary in primaries.items()
+                               for row in benchmark.breakdown(primary, by, rule, fitted.mapping_name, fitted.mapping,
+                                                              calibration_rows, name, n_boot, seed, column)]
                           for by in BREAKDOWNS}
             metrics = ScoreRecord(
                 schema_version=SCORE_SCHEMA_VERSION,
@@ -398,6 +412,8 @@ def score(
                              quarantined=quarantined, bootstrap_resamples=n_boot, seed=seed, elapsed_s=None),
                 models=models,
                 package_versions=package_versions(),
+                differences=differences,
+                clustering=benchmark.clustering(primaries, column),
             )
             metrics = dataclasses.replace(metrics, run=dataclasses.replace(
                 metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
@@ -410,7 +426,8 @@ def score(
 
 def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,
                        chunk_rows: int | None = None, anchor_judge: str | None = None,
-                       anchor_fraction: float | None = None, human_labels: Path | str | None = None) -> None:
+                       anchor_fraction: float | None = None, human_labels: Path | str | None = None,
+                       cluster_by: str | None = None) -> None:
     """Every input `score` checks before its work, except the calibration, and without the cache or the
     network: for a caller that makes the calibration first (the CLI runs `fit`) and must not pay for
     it when a response file or label is bad."""
@@ -418,6 +435,7 @@ def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "fo
                    anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
     if human_labels:
         read_human_labels(human_labels, list(setup.sources))
+    cluster_column(setup.streams, cluster_by)
 
 
 def plan_score(
@@ -432,6 +450,7 @@ def plan_score(
     anchor_judge: str | None = None,
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
+    cluster_by: str | None = None,
     trust: bool = False,
     probe: int = 0,
     max_cost: float | SpendBudget | None = None,
@@ -445,6 +464,7 @@ def plan_score(
     with trusting(trust):
         setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
                        anchor_fraction=anchor_fraction, human_labels=human_labels, ready=False)
+        cluster_column(setup.streams, cluster_by)
         estimates = []
         sizers: dict[str, RequestSizer] = {}  # one per judge for the whole plan: every chunk sized alike
         probes = []
@@ -465,6 +485,30 @@ def plan_score(
                         estimates.extend(estimate_judging(setup.anchor_backend, picked, store, setup.orders[:1],
                                                           sizers=sizers))
         return RunPlan("score", combined(estimates), probes=probes)
+
+
+CLUSTER_DEFAULTS = ("article_title", "issue_description")  # the default cluster column: the first all datasets have
+NO_CLUSTERS = "none"
+
+
+def cluster_column(streams: dict[str, PairStream], cluster_by: str | None) -> str | None:
+    """The column whose pairs the benchmark intervals resample together, checked against the first chunk of
+    every response dataset before anything is judged: `cluster_by` (None: the first of CLUSTER_DEFAULTS that
+    every dataset has; NO_CLUSTERS: single pairs, None)."""
+    if cluster_by == NO_CLUSTERS:
+        return None
+    firsts = {name: next(iter(stream), []) for name, stream in streams.items()}
+
+    def has(column: str) -> bool:
+        return all(any(column in pair.extras or hasattr(pair, column) for pair in pairs) for pairs in firsts.values())
+
+    if cluster_by is None:
+        return next(column for column in CLUSTER_DEFAULTS if has(column))
+    for name, pairs in firsts.items():
+        if not any(cluster_by in pair.extras or hasattr(pair, cluster_by) for pair in pairs):
+            raise CalibrateError(f"cluster_by: response dataset '{name}' has no column '{cluster_by}' (name a "
+                                 f"column of the data, or '{NO_CLUSTERS}' to resample single pairs)", ("cluster_by",))
+    return cluster_by
 
 
 def _anchor_backend(anchor_judge: str | None, fraction: float | None, labels: Path | str | None) -> Backend | None:

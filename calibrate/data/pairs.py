@@ -46,7 +46,10 @@ def is_placeholder_answer(text: Any) -> bool:
     if not isinstance(text, str):
         return False
     stripped = text.strip()
-    return not stripped or stripped.casefold() == PLACEHOLDER_ANSWER.casefold()
+    # casefolding never shortens a text, so only a text no longer than the placeholder can be it: a long
+    # answer is not copied to be casefolded
+    return not stripped or (len(stripped) <= len(PLACEHOLDER_ANSWER)
+                            and stripped.casefold() == PLACEHOLDER_ANSWER.casefold())
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,11 @@ class Pair:
     @cached_property
     def content_key(self) -> str:
         """Hash of everything the judge reads: equal content is judged once, whatever its id."""
-        parts = (self.issue_description, self.for_question, self.for_response,
-                 self.against_question, self.against_response)
-        payload = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: unambiguous
+        issue, for_question, for_response = self.issue_description, self.for_question, self.for_response
+        against_question, against_response = self.against_question, self.against_response
+        # each part length-prefixed, so the payload is unambiguous
+        payload = (f"{len(issue)}:{issue}{len(for_question)}:{for_question}{len(for_response)}:{for_response}"
+                   f"{len(against_question)}:{against_question}{len(against_response)}:{against_response}")
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
     @cached_property

@@ -6,6 +6,8 @@ import json
 
 import datasets
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from calibrate.data.calibration import (
@@ -15,8 +17,8 @@ from calibrate.data.calibration import (
     sample_path,
     sample_response_models,
 )
-from calibrate.data.pairs import response_text
-from calibrate.data.sources import load_source
+from calibrate.data.pairs import arrow_vouches, batch_to_pairs, records_to_pairs, response_text
+from calibrate.data.sources import load_source, stream_source
 from calibrate.errors import CalibrateError
 from tests.fakes.calibration_sets import sample_frame, write_hub_layout
 
@@ -178,3 +180,85 @@ def test_data_directory_must_hold_every_requested_set(tmp_path):
     with pytest.raises(CalibrateError, match="name at least one"):
         load_calibration_sets("sample", [])
     assert list(load_calibration_sets("sample", ["aligned-100", "aligned-100"])) == ["aligned-100"]
+
+
+def _batch(**columns) -> pa.RecordBatch:
+    """A response batch (3 rows, messages as structs) with some columns replaced by Arrow arrays."""
+    base = {"id": pa.array([1, 2, 3]), "issue_description": pa.array(["i1", "i2", "i3"]),
+            "for_question": pa.array(["f1", "f2", "f3"]), "against_question": pa.array(["a1", "a2", "a3"]),
+            "category": pa.array(["c", None, "c"]), "issue_scale": pa.array([0, None, 5]),
+            "for_response": pa.array([{"role": "assistant", "content": "yes"}, None,
+                                      {"role": "assistant", "content": "No response"}]),
+            "against_response": pa.array(['{"role": "assistant", "content": "json"}', None, ""]),
+            "notes": pa.array([[1, 2], None, []])}
+    base.update(columns)
+    return pa.RecordBatch.from_pydict({name: array for name, array in base.items() if array is not None})
+
+
+@pytest.mark.parametrize("columns, vouched", [
+    ({}, True),  # built a column at a time
+    ({"id": pa.array([1, 2, 3], pa.uint8()), "category": pa.array([None, None, None]), "issue_scale": None}, True),
+    ({"for_response": pa.array(["a", "b", "c"], pa.large_string()), "notes": None}, True),
+    ({"id": pa.array([1.0, 2.0, 3.0])}, False),  # the rest: the row checks decide
+    ({"id": pa.array([1, None, 3])}, False),
+    ({"issue_description": pa.array(["i1", None, "i3"])}, False),
+    ({"issue_scale": pa.array([0, 6, 1])}, False),
+    ({"issue_scale": pa.array([-1, None, 1])}, False),
+    ({"issue_scale": pa.array(["1", "2", "3"])}, False),
+    ({"category": pa.array([1, 2, 3])}, False),
+    ({"for_response": pa.array([{"role": "assistant", "content": None}, None, None])}, False),
+    ({"for_response": pa.array([{"role": "assistant", "text": "x"}, None, None])}, False),
+    ({"for_response": pa.array([[{"role": "assistant", "content": "last"}], None, []])}, False),
+    ({"against_response": pa.array([1, 2, 3])}, False),
+    ({"against_question": pa.array(["a", "b", "c"]).dictionary_encode()}, False),
+    ({"against_question": None}, False),
+])
+def test_arrow_batches_load_as_their_rows_do(columns, vouched):
+    """A batch's pairs are those of its rows (`records_to_pairs`), or the same one-line error, whether
+    its types vouch for every row (built a column at a time) or not; validating a parquet file agrees."""
+    batch = _batch(**columns)
+
+    def read(load):
+        try:
+            return [(pair, pair.extras) for pair in load()]
+        except CalibrateError as error:
+            return str(error)
+
+    by_rows = read(lambda: records_to_pairs(batch.schema.names, batch.to_pylist(), "s", "f", 4))
+    assert read(lambda: batch_to_pairs(batch, "s", "f", 4)) == by_rows
+    assert arrow_vouches(batch) == vouched
+    if not isinstance(by_rows, str) and not columns:
+        assert [pair.for_response for pair, _ in by_rows] == ["yes", "", "No response"]
+        assert [pair.extras for pair, _ in by_rows] == [{"notes": [1, 2]}, {"notes": None}, {"notes": []}]
+
+
+@pytest.mark.parametrize("tables, expected", [
+    ([{}], "3"), ([{}, {"id": pa.array([4, 5, 1])}], "duplicate id 1"),
+    ([{}, {"issue_scale": pa.array([0, 9, 1])}], "row 5: column 'issue_scale' must be in 0..5, got 9"),
+    ([{"id": pa.array([1.0, 2.0, 3.0])}], "3")])
+def test_validating_a_parquet_file_checks_what_reading_it_checks(tmp_path, tables, expected):
+    """`PairStream.validate` (columns checked without building pairs) fails exactly where reading the
+    pairs fails, with the same error, or counts the same rows."""
+    path = tmp_path / "r.parquet"
+    with pq.ParquetWriter(path, _batch().schema if len(tables) > 1 else _batch(**tables[0]).schema) as writer:
+        for columns in tables:
+            writer.write_batch(_batch(**columns))
+
+    def pairs_until(stream, limit):  # what the judging reads: whole chunks until the limit is reached
+        rows = 0
+        for chunk in stream:
+            rows += len(chunk)
+            if limit is not None and rows >= limit:
+                break
+        return rows
+
+    def outcome(check):
+        try:
+            return check(stream_source(str(path), "s", chunk_rows=3))
+        except CalibrateError as error:
+            return str(error)
+
+    for limit in (None, 2):
+        assert (outcome(lambda stream, limit=limit: stream.validate(limit))
+                == outcome(lambda stream, limit=limit: pairs_until(stream, limit)))
+    assert str(outcome(lambda stream: stream.validate())).endswith(expected)

@@ -141,6 +141,26 @@ def test_a_crashed_run_keeps_what_finished_and_resumes(tmp_path, monkeypatch):
     assert (counts["judged"], counts["reused"], counts["items"]) == (7, 5, 12)
 
 
+class CountingStore(JudgmentStore):
+    """The real store, counting its write transactions."""
+
+    commits = 0
+
+    def put_many(self, judgments):
+        CountingStore.commits += 1
+        return super().put_many(judgments)
+
+
+def test_an_offline_judge_commits_many_judgments_at_a_time_and_keeps_them_all(tmp_path):
+    """The heuristic sends no request: its judgments are committed every OFFLINE_COMMIT_S, not one
+    transaction each (an API judge's are committed the turn they arrive: the SIGKILL tests)."""
+    config = load_judge_config("heuristic")
+    with CountingStore(tmp_path / "c.sqlite3") as store:
+        _, counts = judge_pairs(make_backend(config), _pairs(300), store, orders=("forward", "reverse"))
+        assert counts["judged"] == 600 and store.count(config.config_hash) == 600
+    assert 1 <= CountingStore.commits < 60
+
+
 def test_repeats_judge_each_item_again_and_are_reused_per_repeat(tmp_path):
     config = load_judge_config("heuristic")
     pairs = _pairs(4)

@@ -26,6 +26,7 @@ from calibrate.records import Record
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 # Columns the judge needs; `id` identifies a pair within its set.
 REQUIRED_TEXT_COLUMNS = ("issue_description", "for_question", "against_question")
@@ -45,7 +46,10 @@ def is_placeholder_answer(text: Any) -> bool:
     if not isinstance(text, str):
         return False
     stripped = text.strip()
-    return not stripped or stripped.casefold() == PLACEHOLDER_ANSWER.casefold()
+    # casefolding never shortens a text, so only a text no longer than the placeholder can be it: a long
+    # answer is not copied to be casefolded
+    return not stripped or (len(stripped) <= len(PLACEHOLDER_ANSWER)
+                            and stripped.casefold() == PLACEHOLDER_ANSWER.casefold())
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,11 @@ class Pair:
     @cached_property
     def content_key(self) -> str:
         """Hash of everything the judge reads: equal content is judged once, whatever its id."""
-        parts = (self.issue_description, self.for_question, self.for_response,
-                 self.against_question, self.against_response)
-        payload = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: unambiguous
+        issue, for_question, for_response = self.issue_description, self.for_question, self.for_response
+        against_question, against_response = self.against_question, self.against_response
+        # each part length-prefixed, so the payload is unambiguous
+        payload = (f"{len(issue)}:{issue}{len(for_question)}:{for_question}{len(for_response)}:{for_response}"
+                   f"{len(against_question)}:{against_question}{len(against_response)}:{against_response}")
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
     @cached_property
@@ -193,6 +199,79 @@ def records_to_pairs(columns: list[str], records: list[dict], set_name: str, ori
     extra_columns = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     return [_row_to_pair(row, row_number, set_name, where, extra_columns)
             for row_number, row in enumerate(records, start=first_row)]
+
+
+def batch_to_pairs(batch: pa.RecordBatch, set_name: str, origin: str, first_row: int = 1) -> list[Pair]:
+    """The pairs `records_to_pairs` makes of an Arrow batch's rows, built a column at a time when the
+    batch's types and values vouch that every row passes the row checks (`arrow_vouches`); otherwise
+    row by row, which decides and names any defect."""
+    if not arrow_vouches(batch):
+        return records_to_pairs(batch.schema.names, batch.to_pylist(), set_name, origin, first_row)
+    import pyarrow.compute as pc  # here, not at the top: importing calibrate stays light
+    import pyarrow.types as types
+
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    texts = [columns[name].to_pylist() for name in REQUIRED_TEXT_COLUMNS]
+    for name in RESPONSE_COLUMNS:
+        column = columns[name]
+        if types.is_struct(column.type):  # messages: the content of each (no message: no answer, as a null cell)
+            content = pc.if_else(pc.is_valid(column), pc.struct_field(column, "content"), None).to_pylist()
+            texts.append(["" if text is None else text for text in content])
+        else:
+            texts.append([response_text(value) for value in column.to_pylist()])
+    absent = [None] * batch.num_rows
+    optional = [columns[name].to_pylist() if name in columns else absent for name in OPTIONAL_COLUMNS]
+    extras = {name: [plain_value(value) for value in column.to_pylist()]
+              for name, column in columns.items() if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+    rows = zip(columns["id"].to_pylist(), *texts, *optional, strict=True)
+    return [Pair(id=pair_id, set_name=set_name, issue_description=issue, for_question=for_question,
+                 against_question=against_question, for_response=for_response, against_response=against_response,
+                 category=category, issue_scale=issue_scale,
+                 extras={name: values[index] for name, values in extras.items()})
+            for index, (pair_id, issue, for_question, against_question, for_response, against_response, category,
+                        issue_scale) in enumerate(rows)]
+
+
+def arrow_vouches(batch: pa.RecordBatch) -> bool:
+    """Whether an Arrow batch's column types and values alone show that every row passes `_row_to_pair`
+    as it is: each column once; an integer id and question texts, none null; answers as text or as
+    messages (structs with a text `content`, there wherever the message is); a text category and an
+    integer issue scale in 0..5 where given. Anything else (a float id, a list of messages, a
+    dictionary-encoded column, a null question) is left to the row checks."""
+    import pyarrow.compute as pc  # here, not at the top: importing calibrate stays light
+    import pyarrow.types as types
+
+    names = batch.schema.names
+    if len(set(names)) != len(names) or any(name not in names for name in REQUIRED_COLUMNS):
+        return False
+    kind = {name: batch.schema.field(name).type for name in names}
+
+    def text(of: pa.DataType) -> bool:
+        return types.is_string(of) or types.is_large_string(of)
+
+    if not (types.is_integer(kind["id"]) and all(text(kind[name]) for name in REQUIRED_TEXT_COLUMNS)):
+        return False
+    if any(batch.column(name).null_count for name in ("id", *REQUIRED_TEXT_COLUMNS)):
+        return False
+    for name in RESPONSE_COLUMNS:
+        if types.is_struct(kind[name]):
+            index = kind[name].get_field_index("content")
+            if index < 0 or not text(kind[name].field(index).type):
+                return False
+            column = batch.column(name)
+            if pc.any(pc.and_(pc.is_valid(column), pc.is_null(pc.struct_field(column, "content")))).as_py():
+                return False
+        elif not (text(kind[name]) or types.is_null(kind[name])):
+            return False
+    if "category" in names and not (text(kind["category"]) or types.is_null(kind["category"])):
+        return False
+    if "issue_scale" in names and not types.is_null(kind["issue_scale"]):
+        if not types.is_integer(kind["issue_scale"]):
+            return False
+        low, high = (value.as_py() for value in pc.min_max(batch.column("issue_scale")).values())
+        if low is not None and not (low >= 0 and high <= 5):
+            return False
+    return True
 
 
 def _row_to_pair(row: dict, row_number: int, set_name: str, where: str, extra_columns: list[str]) -> Pair:

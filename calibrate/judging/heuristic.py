@@ -26,6 +26,9 @@ from calibrate.judging.base import Backend, PairView, Verdict, validate_fields
 CUE_LISTS = ("refusal", "no_information", "attribution", "own_view", "contrast", "balance")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 WORD = re.compile(r"[a-z]{2,}")
+# Every byte but a-z becomes a space: a text's UTF-8 bytes through this, split, are its runs of letters
+# a-z (any other character, a multi-byte one too, is bytes outside a-z)
+NOT_LETTERS = bytes(byte if ord("a") <= byte <= ord("z") else ord(" ") for byte in range(256))
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,48 @@ class AnswerReading:
             cues = self.evidence["attribution"][:2] + self.evidence["contrast"][:1] + self.evidence["own_view"][:2]
             return f"attributes the asked-for side to others, then turns against it (cues: {', '.join(cues)})"
         return f"balances both sides without a conclusion (cues: {', '.join(self.evidence['balance'])})"
+
+
+def letter_runs(text: str) -> frozenset[bytes]:
+    """The runs of letters a-z in a text (what `[a-z]+` finds), as bytes."""
+    return frozenset(text.encode("utf-8", "surrogatepass").translate(NOT_LETTERS).split())
+
+
+def cue_letters(cue: str) -> frozenset[bytes]:
+    """The runs of letters (a-z) in a cue's words. In any text the cue's pattern matches, each is a
+    whole run of letters there too: a cue word is bounded by whitespace or by the pattern's edges
+    (no letter before or after), and its other characters match themselves. So a cue can match only
+    a text whose runs of letters include all of these: a necessary condition, tested as a set
+    inclusion, that spares running most patterns (the pattern still decides)."""
+    return letter_runs(" ".join(word for word in cue.lower().split() if word != "*"))
+
+
+@dataclass(frozen=True)
+class CueList:
+    """One cue list, indexed for `found`: each cue under one of its runs of letters (the longest), so
+    only the cues whose run a text holds are looked at; a cue with no letters is always looked at."""
+
+    by_run: dict[bytes, list[tuple[int, str, frozenset[bytes], re.Pattern]]]
+    always: list[tuple[int, str, frozenset[bytes], re.Pattern]]
+
+    @classmethod
+    def of(cls, cues: list[str]) -> CueList:
+        by_run: dict[bytes, list[tuple[int, str, frozenset[bytes], re.Pattern]]] = {}
+        always = []
+        for position, cue in enumerate(cues):
+            needed = cue_letters(cue)
+            entry = (position, cue, needed, cue_pattern(cue))
+            if needed:
+                by_run.setdefault(max(sorted(needed), key=len), []).append(entry)
+            else:
+                always.append(entry)
+        return cls(by_run, always)
+
+    def found(self, text: str, letters: frozenset[bytes]) -> list[str]:
+        """The cues found in `text` (whose runs of letters are `letters`), in the list's order."""
+        candidates = [*self.always, *(entry for run in letters.intersection(self.by_run) for entry in self.by_run[run])]
+        candidates.sort()  # by position: each position once, so nothing past it is compared
+        return [cue for _, cue, needed, pattern in candidates if needed <= letters and pattern.search(text)]
 
 
 def cue_pattern(cue: str) -> re.Pattern:
@@ -91,10 +136,9 @@ class HeuristicBackend(Backend):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        # (cue, its longest literal word, its pattern): a cue can only match a text containing that
-        # word, and `in` tests it far faster than the pattern runs, so most patterns never run
-        self.patterns = {name: [(cue, max((w for w in cue.lower().split() if w != "*"), key=len), cue_pattern(cue))
-                                for cue in config.settings["cues"][name]] for name in CUE_LISTS}
+        # a cue can only match a text holding each of its runs of letters (`cue_letters`): one set of the
+        # text's runs answers that for every cue, so most patterns never run
+        self.cues = {name: CueList.of(config.settings["cues"][name]) for name in CUE_LISTS}
         self.short_answer_words = config.settings["short_answer_words"]
         self.opening_sentences = config.settings["opening_sentences"]
 
@@ -114,14 +158,17 @@ class HeuristicBackend(Backend):
             sentences = [s for s in SENTENCE_END.split(lowered) if WORD.search(s)]
             split_at = min(self.opening_sentences, max(len(sentences) - 1, 1))
             opening, closing = " ".join(sentences[:split_at]), " ".join(sentences[split_at:])
-        short = len(lowered.split()) <= self.short_answer_words
+        words = lowered.count(" ") + 1 if lowered else 0  # its words are joined by single spaces
+        short = words <= self.short_answer_words
+        everywhere, in_opening, in_closing = map(letter_runs, (lowered, opening, closing))
+        cues = self.cues
         evidence = {
-            "refusal": self._found("refusal", lowered) if short else [],
-            "no_information": self._found("no_information", lowered) if short else [],
-            "attribution": self._found("attribution", opening),
-            "contrast": self._found("contrast", closing),
-            "own_view": self._found("own_view", closing),
-            "balance": self._found("balance", lowered),
+            "refusal": cues["refusal"].found(lowered, everywhere) if short else [],
+            "no_information": cues["no_information"].found(lowered, everywhere) if short else [],
+            "attribution": cues["attribution"].found(opening, in_opening),
+            "contrast": cues["contrast"].found(closing, in_closing),
+            "own_view": cues["own_view"].found(closing, in_closing),
+            "balance": cues["balance"].found(lowered, everywhere),
         }
         no_information = bool(evidence["no_information"])
         refusal = not no_information and bool(evidence["refusal"])
@@ -132,9 +179,6 @@ class HeuristicBackend(Backend):
         else:
             stance = 1
         return AnswerReading(refusal, no_information, stance, evidence)
-
-    def _found(self, cue_list: str, text: str) -> list[str]:
-        return [cue for cue, word, pattern in self.patterns[cue_list] if word in text and pattern.search(text)]
 
     async def judge(self, view: PairView) -> Verdict:
         first, second = self.read_answer(view.response_1), self.read_answer(view.response_2)

@@ -1,10 +1,13 @@
 """The runner: judges pairs with bounded concurrency, reusing and filling the judgment store.
 
 Each distinct (item content, order, repeat) is judged at most once per judge config; what the store already
-holds is reused; each new judgment is committed in the event-loop turn it arrives in (group commit:
-the judgments finishing in one turn share one transaction), so a killed run loses only the calls in
-flight. A failed judgment is stored in the failure log, shown in the table as a typed failure,
-and tried again by the next run. The result is the judgment table, one row per pair, order and repeat,
+holds is reused; each new judgment of a judge that sends requests is committed in the event-loop turn
+it arrives in (group commit: the judgments finishing in one turn share one transaction), so a killed
+run loses only the calls in flight. A judge that sends none (offline and free: heuristic, constant)
+commits every OFFLINE_COMMIT_S instead, since a transaction per judgment would cost more than its
+judging: a SIGKILL loses at most that much of its free work (an error or Ctrl-C loses nothing).
+A failed judgment is stored in the failure log, shown in the table as a typed failure, and tried again
+by the next run. The result is the judgment table, one row per pair, order and repeat,
 with each judgment's cost at the judge's prices (and what of it this run spent). A panel judges
 through its members (panel.py).
 
@@ -79,6 +82,7 @@ HEARTBEAT_S = 5.0  # how often a run renews its claims (the store lets them expi
 WAIT_POLL_S = 0.25  # how often a run looks for the judgments of items another run is judging
 CLAIM_AHEAD_S = 1.0  # a run claims about this long's worth of work at a time (one write per claim)
 MAX_CLAIM_BLOCK = 1000
+OFFLINE_COMMIT_S = 0.2  # how often a judge that sends no request (free, offline) commits its judgments
 MAX_REASON_CHARS = 200  # a failure kind's first reason, as the run counts keep it
 
 
@@ -453,9 +457,12 @@ async def _judge_all(
     with task as show:
 
         unsaved: list[Judgment] = []
+        commit_at = time.monotonic() + OFFLINE_COMMIT_S
 
         def save() -> None:
             """Commit every judgment that arrived since the last commit, then show progress."""
+            nonlocal commit_at
+            commit_at = time.monotonic() + OFFLINE_COMMIT_S
             batch = unsaved[:]
             unsaved.clear()
             superseded.update(store.put_many(batch))
@@ -502,9 +509,13 @@ async def _judge_all(
                 )
                 done[(item_key, order, repeat)] = judgment
                 unsaved.append(judgment)
-                if len(unsaved) == 1:  # the first of this turn commits them all, errors included
-                    await asyncio.sleep(0)  # let the other replies of this turn arrive
+                if backend.SENDS_REQUESTS:
+                    if len(unsaved) == 1:  # the first of this turn commits them all, errors included
+                        await asyncio.sleep(0)  # let the other replies of this turn arrive
+                        save()
+                elif time.monotonic() >= commit_at:  # free offline judgments: a commit every OFFLINE_COMMIT_S
                     save()
+                    await asyncio.sleep(0)  # the heartbeat and the other workers get their turn
 
         heartbeat = asyncio.create_task(keep_claims())
         try:

@@ -28,6 +28,7 @@ from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
 from calibrate.stats.calibration import JudgeRecord, mapping_inputs
+from calibrate.stats.leaderboard import Difference
 from calibrate.stats.mapping import ScoreMapping, calibrated_estimate
 from calibrate.stats.metrics import (
     DEFAULT_BOOTSTRAP,
@@ -316,6 +317,8 @@ class ScoreRecord(Record):
     run: ScoreRun
     models: dict[str, ModelScore]
     package_versions: dict[str, str]
+    differences: list[Difference] | None = omitted_when_none()
+    warnings: list[str] | None = omitted_when_none()  # e.g. a judge scoring its own model family
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +59,8 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.plan import RunPlan, estimate_judging, plan_store, spend_budget
+from calibrate.workflows.compare_responses import compare_leaderboards, plan_leaderboards, scoring_configs
+from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
 COMPARISON_SCHEMA_VERSION = 1
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
@@ -193,6 +194,7 @@ def plan_compare(
     seed: int = 0,
     cache: Path | str | None = None,
     invariance: Sequence[str] | str | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
 ) -> RunPlan:
     """What `compare` with the same arguments would send and cost, per judge; sends nothing, needs no key
@@ -204,7 +206,10 @@ def plan_compare(
         with plan_store(cache) as store:
             estimates = [e for backend in inputs.backends
                          for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
-        return RunPlan("compare", list({e.name: e for e in estimates}.values()))  # a judge in a panel: judged once
+        scoring = plan_leaderboards(scoring_configs(inputs.configs, judges, responses), responses,
+                                    order=inputs.orders[0], limit=limit, seed=seed, cache=cache, families=families)
+        # a judge in a panel: judged once; the response datasets' scoring added to each judge
+        return RunPlan("compare", combined([*{e.name: e for e in estimates}.values(), *scoring]))
 
 
 def compare(
@@ -226,6 +231,7 @@ def compare(
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
     invariance: Sequence[str] | str | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
 ) -> CompareResult:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
@@ -240,7 +246,11 @@ def compare(
     pass it; `progress`: receives the judging's `JudgingProgress` events. `plan_compare` says what a run
     would cost, sending nothing. `invariance`: transformations (data/invariance.py) whose sets every judge
     judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
-    the judge from the recommendation.
+    the judge from the recommendation. With two or more judges named (baselines aside), every judge scores
+    the `responses` datasets too (its `fit` on these sets, then `score`, the first `limit` pairs of each):
+    `comparison.rank_agreement` holds Kendall's tau between their leaderboards, the flips, and
+    `comparison.self_preference` how each judge scores its own family's models (`families`: dataset name ->
+    model family where the model id does not say; data/families.py).
     """
     with trusting(trust):
         started = time.perf_counter()
@@ -261,6 +271,11 @@ def compare(
                 quarantined = store.quarantined
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                                inputs.invariance)
+            scorers = scoring_configs(inputs.configs, judges, responses)
+            ranks, preference = (compare_leaderboards(
+                scorers, responses, data=data, sets=sets, rule=rule, order=inputs.orders[0], limit=limit, seed=seed,
+                cache=cache, progress=progress, n_boot=n_boot, budget=budget, families=families)
+                if scorers else (None, None))
             humans = analysis.humans
             if humans is not None and human_labels is not None:  # human agreement is measured only with labels
                 humans = dataclasses.replace(humans, source=portable_path(human_labels),
@@ -275,7 +290,8 @@ def compare(
                                   elapsed_s=round(time.perf_counter() - started, 3),
                                   counts={run.name: run.counts for run in runs}),
                 judges=analysis.judges, between_judges=analysis.between_judges, humans=humans,
-                recommendation=analysis.recommendation, package_versions=package_versions())
+                recommendation=analysis.recommendation, package_versions=package_versions(),
+                rank_agreement=ranks, self_preference=preference or None)
             result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
             if out_dir is not None:
                 result.write(out_dir)

@@ -8,8 +8,9 @@ would send."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
+from calibrate.data.families import check_families, dataset_family, dataset_model, same_family_warning
 from calibrate.data.labels import (
     INCLUSION,
     ITEM,
@@ -78,6 +80,7 @@ from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_s
 SCORE_SCHEMA_VERSION = 1
 SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
 BREAKDOWNS = ("category", "issue_scale")
+log = logging.getLogger("calibrate")
 
 
 @dataclass
@@ -271,6 +274,7 @@ def score(
     anchor_fraction: float | None = None,
     human_labels: Path | str | None = None,
     max_cost: float | SpendBudget | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
@@ -282,7 +286,9 @@ def score(
     are estimated by PPI / PPI++ from both; `human_labels` (a labels file, long or pair_id/alignment_score
     format) serves as the anchor instead. `max_cost`: stop before the spend (USD, list price, the anchor
     included) would pass it; `progress`: receives the judging's `JudgingProgress` events (one task per
-    response dataset). Files are written only into `out` (None: none)."""
+    response dataset). `families`: dataset name -> model family, where its model id does not say
+    (data/families.py); a judge scoring its own family is warned of (logged and in `metrics.warnings`).
+    Files are written only into `out` (None: none)."""
     with trusting(trust):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -297,6 +303,8 @@ def score(
         config, backend, anchor_backend, sources, streams, orders = (
             setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
         labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
+        families = check_families(families, list(sources))
+        warnings: list[str] = []
         fitted = calibration_inputs(config, calibration)
         calibration_rows = fitted.rows
         rule = check_rule(rule or fitted.rule)
@@ -325,6 +333,11 @@ def score(
                     with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
                                          backend.pacing(), config.concurrency) as counter:
                         for chunk in first_pairs(stream, limit):
+                            if not parts and (same := same_family_warning(
+                                    config.name, config.family, dataset_model(name, chunk[0]),
+                                    dataset_family(name, chunk[0], families))):
+                                log.warning(same)
+                                warnings.append(same)
                             warn_if_in_open_batches(store, config, chunk, orders, pending)
                             table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
                                                               budget=budget, sizers=sizers)
@@ -390,6 +403,7 @@ def score(
                              quarantined=quarantined, bootstrap_resamples=n_boot, seed=seed, elapsed_s=None),
                 models=models,
                 package_versions=package_versions(),
+                warnings=warnings or None,
             )
             metrics = dataclasses.replace(metrics, run=dataclasses.replace(
                 metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))

@@ -326,6 +326,9 @@ def score(
                 pending = open_batch_requests(store, config.config_hash)
                 sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
                 for name, stream in streams.items():
+                    if same := _same_family(config, name, stream, families):
+                        log.warning(same)
+                        warnings.append(same)
                     total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
                     counts: dict[str, Any] = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                     parts, anchor_parts = [], []
@@ -333,11 +336,6 @@ def score(
                     with ProgressCounter(progress, f"{name}: judging with {config.name}", expected,
                                          backend.pacing(), config.concurrency) as counter:
                         for chunk in first_pairs(stream, limit):
-                            if not parts and (same := same_family_warning(
-                                    config.name, config.family, dataset_model(name, chunk[0]),
-                                    dataset_family(name, chunk[0], families))):
-                                log.warning(same)
-                                warnings.append(same)
                             warn_if_in_open_batches(store, config, chunk, orders, pending)
                             table, chunk_counts = judge_pairs(backend, chunk, store, orders=orders, counter=counter,
                                                               budget=budget, sizers=sizers)
@@ -412,6 +410,15 @@ def score(
                 result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
                                              **result._write_files(staged.dir)})
         return result
+
+
+def _same_family(config: JudgeConfig, name: str, stream: PairStream, families: Mapping[str, str]) -> str | None:
+    """The warning when the judge's family is the response dataset's (read from its first row), else None."""
+    if config.family is None:
+        return None
+    first = next(iter(stream))[0]
+    return same_family_warning(config.name, config.family, dataset_model(name, first),
+                               dataset_family(name, first, families))
 
 
 def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,

@@ -22,7 +22,25 @@ from tests.fakes.openai_server import BENCH_MARK
 from tests.inprocess import cli
 
 N_PAIRS = 40
+N_CALIBRATION = 10  # pairs per calibration set
 ALIGNED = {"low": 8, "mid": 20, "high": 32}  # pairs whose two answers agree, of N_PAIRS (PAC rises with them)
+
+
+def write_calibration(folder) -> str:
+    """Calibration sets the loopback judge reads right (it calls two answers aligned when they start with the
+    same word, and an answer with "decline" a refusal), so that its calibration is close to exact."""
+    answers = {"unaligned-0": ("Yes {i} holds.", "No {i} is debatable."),
+               "aligned-100": ("Yes {i} holds.", "Yes {i} is debatable."),
+               "refusal-100": ("I decline to argue {i}.", "I decline to argue {i}."),
+               "one-refusal-50": ("Yes {i} holds.", "I decline to argue {i}.")}
+    root = folder / "calibration"
+    root.mkdir()
+    for name, (first, second) in answers.items():
+        rows = [{"id": i, "issue_description": f"calibration issue {i}", "for_question": f"Explain why {i}.",
+                 "against_question": f"Explain why not {i}.", "for_response": first.format(i=i),
+                 "against_response": second.format(i=i)} for i in range(N_CALIBRATION)]
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(root)
 
 
 def write_models(folder, model_ids: dict[str, str]) -> list[str]:
@@ -119,8 +137,9 @@ def reversed_comparison(openai_server, tmp_path, caplog):
     inverted = write_judge(tmp_path, openai_server.base_url, name="inverted", model="bench-inverted-judge")
     responses = write_models(tmp_path, {"low": "gpt-low", "mid": "mid-model", "high": "high-model"})
     with caplog.at_level(logging.WARNING, logger="calibrate"):
-        result = calibrate.compare([str(fair), str(inverted)], responses=responses, baselines=False, limit=12,
-                                   n_boot=300, cache=tmp_path / "cache.sqlite3", families={"mid": "openai"})
+        result = calibrate.compare([str(fair), str(inverted)], data=write_calibration(tmp_path), responses=responses,
+                                   baselines=False, n_boot=300, cache=tmp_path / "cache.sqlite3",
+                                   families={"mid": "openai"})
     return result.comparison, caplog.messages
 
 
@@ -129,11 +148,14 @@ def test_a_judge_reversed_on_the_benchmark_flips_every_pair(reversed_comparison)
     ranks = comparison.rank_agreement
     fair, inverted = ranks.judges["fair"], ranks.judges["inverted"]
     assert fair.ranking == ["high", "mid", "low"] and inverted.ranking == ["low", "mid", "high"]
+    # an exact calibration: the headline is the share of agreeing pairs, reversed by the inverted judge
+    assert fair.pac == pytest.approx({name: 100 * aligned / N_PAIRS for name, aligned in ALIGNED.items()})
+    assert inverted.pac == pytest.approx({name: 100 - 100 * aligned / N_PAIRS for name, aligned in ALIGNED.items()})
     (tau,) = ranks.tau
     names = list(ranks.models)
     expected = stats.kendalltau([fair.pac[m] for m in names], [inverted.pac[m] for m in names]).statistic
     assert tau.tau == pytest.approx(expected) == -1.0 and tau.n_models == 3
-    assert tau.ci[0] <= tau.tau <= tau.ci[1] <= -0.3  # 12 pairs apart in 40: the reversal is clear in every draw
+    assert tau.ci == (-1.0, -1.0)  # 12 agreeing pairs apart in 40: the reversal holds in every draw
     assert ranks.cluster_by == "article_title" and ranks.n_clusters == N_PAIRS // 2
     assert {(flip.first_a, flip.first_b) for flip in ranks.flips} == {("high", "mid"), ("high", "low"), ("mid", "low")}
     assert all(flip.significance == "unknown" and flip.significant_a is None for flip in ranks.flips)
@@ -159,8 +181,9 @@ def test_self_preference_and_the_same_family_warning(reversed_comparison):
     assert preference.versus == "inverted" and preference.models == ["low", "mid"] and preference.family == "openai"
     assert preference.difference == pytest.approx(np.mean([fair["low"] - inverted["low"],
                                                            fair["mid"] - inverted["mid"]]))
-    assert preference.ci[0] <= preference.difference <= preference.ci[1]
-    assert preference.favours_own is (preference.ci[0] > 0)
+    assert preference.difference == pytest.approx(-30.0)  # (20 - 80 + 50 - 50) / 2: it scores its own lower
+    # 20 articles: the share of agreeing pairs moves by several points from draw to draw
+    assert preference.ci[0] < -30.0 < preference.ci[1] and not preference.favours_own
     assert set(comparison.self_preference) == {"fair"}
 
 
@@ -180,14 +203,19 @@ def test_cli_compare_prints_tau_and_the_flips(openai_server, tmp_path):
     fair = write_judge(tmp_path, openai_server.base_url, name="fair", model="test-judge")
     inverted = write_judge(tmp_path, openai_server.base_url, name="inverted", model="bench-inverted-judge")
     responses = write_models(tmp_path, {"low": "low-model", "mid": "mid-model", "high": "high-model"})
-    process = cli("compare", "--judges", f"{fair},{inverted}", "--no-baselines", "--limit", "12", "--bootstrap", "200",
+    data = write_calibration(tmp_path)
+    # what it would send, per judge: the 4 calibration sets and injection-0, and the three datasets' pairs
+    plan = calibrate.plan_compare([str(fair), str(inverted)], data=data, baselines=False, responses=responses)
+    assert [(e.name, e.requests) for e in plan.estimates] == [("fair", 5 * N_CALIBRATION + 3 * N_PAIRS),
+                                                               ("inverted", 5 * N_CALIBRATION + 3 * N_PAIRS)]
+    process = cli("compare", "--judges", f"{fair},{inverted}", "--no-baselines", "--data", data, "--bootstrap", "200",
                   "--responses", ",".join(responses), "--family", "low=openai", "--out", str(tmp_path / "out"),
                   "--no-progress")
     assert process.returncode == 0, process.stderr
-    assert "Kendall's tau fair vs inverted: -1.00 [" in process.stdout
+    assert "Kendall's tau fair vs inverted: -1.00 [-1.00, -1.00] on 3 models" in process.stdout
     assert "flips (fair vs inverted): high above mid / mid above high (significance unknown)" in process.stdout
-    plan = cli("compare", "--judges", f"{fair},{inverted}", "--no-baselines", "--limit", "12",
-               "--responses", ",".join(responses), "--dry-run", "--cache", str(tmp_path / "fresh.sqlite3"))
-    assert plan.returncode == 0, plan.stderr
-    # per judge: the calibration sets' 12 x 4 pairs and the three datasets' first 12 pairs
-    assert plan.stdout.count(" 84 ") >= 2, plan.stdout
+    assert "flips (fair vs inverted): mid above low / low above mid (significance unknown)" in process.stdout
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "high above low / low above high (significance unknown)" in report
+    bad = cli("compare", "--judges", f"{fair},{inverted}", "--responses", responses[0], "--family", "low")
+    assert bad.returncode != 0 and "--family 'low': write NAME=FAMILY" in bad.stderr

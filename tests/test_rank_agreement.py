@@ -219,3 +219,38 @@ def test_cli_compare_prints_tau_and_the_flips(openai_server, tmp_path):
     assert "high above low / low above high (significance unknown)" in report
     bad = cli("compare", "--judges", f"{fair},{inverted}", "--responses", responses[0], "--family", "low")
     assert bad.returncode != 0 and "--family 'low': write NAME=FAMILY" in bad.stderr
+
+
+def test_the_replicates_recompute_each_judges_headline(tmp_path):
+    """With every pair and cluster drawn once, a replicate is the data itself: it gives the headline back, for
+    the class-corrected headline and the raw one alike."""
+    from calibrate.stats.rank_agreement import Draws, JudgeScores, replicate_pac
+    from calibrate.workflows.compare_responses import scored_models
+    from calibrate.workflows.score import calibration_inputs
+
+    _, clusters = scored_models(["sample"], None, None)
+    # on one calibration set the correction cannot be made, and the headline is the raw mean
+    for judge, sets, basis in (("heuristic", "unaligned-0,aligned-100,refusal-100,one-refusal-50", "calibration sets"),
+                               ("heuristic-decisive", "unaligned-0", "judge alone")):
+        config = calibrate.load_judge_config(judge)
+        fitted = calibrate.fit(judge, sets=sets, n_boot=50, cache=tmp_path / "c.sqlite3")
+        scored = calibrate.score(judge, ["sample"], calibration=fitted, n_boot=50, cache=tmp_path / "c.sqlite3")
+        scores = JudgeScores(judge, None, calibration_inputs(config, fitted).rows, scored.rows, scored.metrics)
+        keys = scores.calibration_rows.set_index(["set_name", "pair_id"]).index
+        index = {m: {int(p): k for k, p in enumerate(frame["pair_id"])} for m, frame in clusters.items()}
+        ones = Draws(np.ones((1, len(keys))), keys, np.ones((1, N := len(clusters["echo-model"]))), index)
+        names = list(scored.models)
+        assert N == 120
+        np.testing.assert_allclose(replicate_pac(scores, names, "v2", ones)[0],
+                                   [scored.models[m].headline["PAC"].value for m in names])
+        assert {scored.models[m].headline["PAC"].basis for m in names} == {basis}
+
+
+def test_a_constant_judge_withholds_its_leaderboard_and_tau_is_not_estimated(tmp_path):
+    result = calibrate.compare(["heuristic", "always-aligned"], responses=["sample"], n_boot=100,
+                               cache=tmp_path / "c.sqlite3")
+    ranks = result.comparison.rank_agreement
+    board = ranks.judges["always-aligned"]
+    assert board.ranking == [] or len(set(board.pac.values())) == 1
+    (tau,) = ranks.tau
+    assert tau.tau is None and ranks.flips == []

@@ -79,7 +79,10 @@ def compare_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str
 
 def plan_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str], *, order: str, limit: int | None,
                       seed: int, cache: Path | str | None, families: Mapping[str, str] | None) -> list[CostEstimate]:
-    """What scoring the response datasets with each judge would send (its calibration is the comparison's)."""
+    """What scoring the response datasets with each judge would send (its calibration is the comparison's);
+    nothing without judges to score them."""
+    if not configs:
+        return []
     check_families(families, list(response_sources(responses)))
     return [estimate for config in configs
             for estimate in plan_score(str(config.path), responses, order=order, limit=limit, cache=cache,

@@ -213,12 +213,18 @@ def test_cli_compare_prints_tau_and_the_flips(openai_server, tmp_path):
                   "--no-progress")
     assert process.returncode == 0, process.stderr
     assert "Kendall's tau fair vs inverted: -1.00 [-1.00, -1.00] on 3 models" in process.stdout
-    assert "flips (fair vs inverted): high above mid / mid above high (significance unknown)" in process.stdout
-    assert "flips (fair vs inverted): mid above low / low above mid (significance unknown)" in process.stdout
+    assert ("flip: high above mid by fair (30.0 PAC points), mid above high by inverted (30.0); significance unknown"
+            in process.stdout)
+    assert ("flip: mid above low by fair (30.0 PAC points), low above mid by inverted (30.0); significance unknown"
+            in process.stdout)
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "high above low / low above high (significance unknown)" in report
+    assert "high above low by fair (60.0 PAC points), low above high by inverted (60.0); significance unknown" in report
     bad = cli("compare", "--judges", f"{fair},{inverted}", "--responses", responses[0], "--family", "low")
     assert bad.returncode != 0 and "--family 'low': write NAME=FAMILY" in bad.stderr
+    alone = cli("compare", "--judges", str(fair), "--responses", responses[0], "--data", data)
+    assert alone.returncode != 0
+    assert "--responses: --judges must name two judges or more to compare how they rank the response datasets" in \
+        alone.stderr
 
 
 def test_the_replicates_recompute_each_judges_headline(tmp_path):

@@ -491,7 +491,7 @@ def print_rank_agreement(ranks: RankAgreement, preference: dict[str, list[SelfPr
                   f"{ranks.cluster_by})", markup=False)
         flips = [flip for flip in ranks.flips if (flip.judge_a, flip.judge_b) == (row.judge_a, row.judge_b)]
         for flip in flips:
-            out.print(f"flips ({flip.judge_a} vs {flip.judge_b}): {flip_text(flip)}", markup=False)
+            out.print(f"flip: {flip_text(flip)}", markup=False)
     for judge, measured in preference.items():
         for against in measured:
             out.print(f"self-preference: {self_preference_text(judge, against)}", markup=False)

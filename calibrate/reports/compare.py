@@ -322,8 +322,9 @@ SIGNIFICANCE_TEXT = {"both": "significant under both judges", "one": "significan
 
 def flip_text(flip: Flip) -> str:
     """One flip as the report and the terminal list it: who leads under each judge, and its significance."""
-    return (f"{flip.first_a} above {flip.first_b} / {flip.first_b} above {flip.first_a} "
-            f"({SIGNIFICANCE_TEXT[flip.significance]})")
+    return (f"{flip.first_a} above {flip.first_b} by {flip.judge_a} ({flip.lead_a:.1f} PAC points), "
+            f"{flip.first_b} above {flip.first_a} by {flip.judge_b} ({flip.lead_b:.1f}); "
+            f"{SIGNIFICANCE_TEXT[flip.significance]}")
 
 
 def self_preference_text(judge: str, row: SelfPreference) -> str:
@@ -356,10 +357,7 @@ def rank_agreement_blocks(ranks: RankAgreement, preference: dict[str, list[SelfP
                   {"judges": f"{row.judge_a} vs {row.judge_b}", "models": row.n_models,
                    "Kendall's tau": ci_text(row.tau, row.ci, 2, True)} for row in ranks.tau]))]
     if ranks.flips:
-        blocks.append(Block("table", table=pd.DataFrame([
-            {"judges": f"{flip.judge_a} vs {flip.judge_b}", "flip": flip_text(flip),
-             "lead under first judge": fmt(flip.lead_a), "lead under second judge": fmt(flip.lead_b)}
-            for flip in ranks.flips])))
+        blocks.append(Block("p", "Flips: " + "; ".join(f"{flip_text(flip)}." for flip in ranks.flips)))
     else:
         blocks.append(Block("p", "No pair of models flips between the judges."))
     same = {judge: board.same_family for judge, board in ranks.judges.items() if board.same_family}

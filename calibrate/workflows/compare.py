@@ -59,7 +59,12 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.compare_responses import compare_leaderboards, plan_leaderboards, scoring_configs
+from calibrate.workflows.compare_responses import (
+    compare_leaderboards,
+    plan_leaderboards,
+    scored_models,
+    scoring_configs,
+)
 from calibrate.workflows.plan import RunPlan, combined, estimate_judging, plan_store, spend_budget
 
 COMPARISON_SCHEMA_VERSION = 1
@@ -206,7 +211,8 @@ def plan_compare(
         with plan_store(cache) as store:
             estimates = [e for backend in inputs.backends
                          for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats)]
-        scoring = plan_leaderboards(scoring_configs(inputs.configs, judges, responses), responses,
+        scoring = plan_leaderboards(scoring_configs(inputs.configs, judges, responses, labelled=bool(human_labels)),
+                                    responses,
                                     order=inputs.orders[0], limit=limit, seed=seed, cache=cache, families=families)
         # a judge in a panel: judged once; the response datasets' scoring added to each judge
         return RunPlan("compare", combined([*{e.name: e for e in estimates}.values(), *scoring]))
@@ -259,6 +265,8 @@ def compare(
         inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
                              responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False,
                              invariance=invariance)
+        scorers = scoring_configs(inputs.configs, judges, responses, labelled=bool(human_labels))
+        scored = scored_models(responses, limit, families) if scorers else None  # checked before any judging
         out_dir = output_dir(out)
         cache_file = cache_path(cache)
         with judgments_kept(cache_file, out_dir):
@@ -271,11 +279,10 @@ def compare(
                 quarantined = store.quarantined
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                                inputs.invariance)
-            scorers = scoring_configs(inputs.configs, judges, responses)
             ranks, preference = (compare_leaderboards(
-                scorers, responses, data=data, sets=sets, rule=rule, order=inputs.orders[0], limit=limit, seed=seed,
-                cache=cache, progress=progress, n_boot=n_boot, budget=budget, families=families)
-                if scorers else (None, None))
+                scorers, responses, scored, data=data, sets=sets, rule=rule, order=inputs.orders[0], limit=limit,
+                seed=seed, cache=cache, progress=progress, n_boot=n_boot, budget=budget, families=families)
+                if scored else (None, None))
             humans = analysis.humans
             if humans is not None and human_labels is not None:  # human agreement is measured only with labels
                 humans = dataclasses.replace(humans, source=portable_path(human_labels),

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from calibrate.stats.comparison import Comparison
     from calibrate.stats.humans import HumanAgreement, RaterAgreement
     from calibrate.stats.metrics import MetricEstimate
+    from calibrate.stats.rank_agreement import RankAgreement, SelfPreference
     from calibrate.workflows.batch import BatchInfo
     from calibrate.workflows.plan import Probe, ProbeQuote, RunPlan
     from calibrate.workflows.score import ScoreResult
@@ -350,13 +351,14 @@ def print_missing_answers(pairs: dict[str, int], out: Console) -> None:
               help="Resample the pairs sharing this column together in every interval (pairs of one article are "
                    "correlated); `none`: single pairs [default: article_title when the data has it, else "
                    "issue_description].")
+@opt.family()
 @opt.options(opt.no_progress(), opt.dry_run(), opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 @click.argument("more_sources", nargs=-1)
 def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: str | None, order: str,
           out: Path | None, limit: int | None, cache: Path | None, n_boot: int, seed: int, anchor_judge: str | None,
-          anchor_fraction: float | None, human_labels: Path | None, cluster_by: str | None, no_progress: bool,
-          dry_run: bool, probe: int | None, max_cost: float | None, yes: bool, max_failed_share: float,
-          more_sources: tuple[str, ...]) -> None:
+          anchor_fraction: float | None, human_labels: Path | None, cluster_by: str | None,
+          families: tuple[str, ...], no_progress: bool, dry_run: bool, probe: int | None, max_cost: float | None,
+          yes: bool, max_failed_share: float, more_sources: tuple[str, ...]) -> None:
     """Score models' answers with a calibrated judge: raw and calibrated metrics, breakdowns, leaderboard.
     Without --calibration, the judge's fit in reports/<judge>/ is used, and made first when missing."""
     from calibrate.workflows.common import REPORTS_DIR, default_out_dir
@@ -395,7 +397,8 @@ def score(judge: str, sources: tuple[str, ...], calibration: Path | None, rule: 
                       max_cost=budget)
         return score_responses(judge, responses, calibration=used, rule=rule,
                                out=out or default_out_dir(judge, prefix="score-"), n_boot=n_boot,
-                               cache=cache, seed=seed, progress=progress, max_cost=budget, **inputs)
+                               cache=cache, seed=seed, progress=progress, max_cost=budget,
+                               families=opt.parse_families(families), **inputs)
 
     result = planned(run, dry_run, max_cost, yes, plan)
     if result is not None:
@@ -480,14 +483,17 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
               help="Human labels (`calibrate annotate export`, or item/annotator/alignment_score[/flags] rows, or "
                    "one column of scores per annotator): the paper's Table 4; one judge is then enough.")
 @click.option("--responses", multiple=True,
-              help="Response dataset(s) the --human-labels come from (named like the items' source); only the "
-                   "labelled pairs are judged.")
+              help="Comma-separated response datasets (`sample`: the bundled ones). With two judges or more, each "
+                   "judge scores them too: Kendall's tau between the judges' leaderboards, the flips, "
+                   "self-preference. Also where --human-labels on benchmark answers come from (named like the "
+                   "items' source).")
+@opt.family()
 @click.option("--no-baselines", is_flag=True, help="Do not add the always-0, always-aligned and heuristic rows.")
 @opt.options(opt.out("reports/comparison/"), opt.limit(), opt.seed(), opt.cache(), opt.bootstrap(1000),
              opt.no_progress(), opt.dry_run(), opt.probe(), opt.max_cost(), opt.yes(), opt.max_failed_share())
 def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, order: str, invariance: str | None,
-            human_labels: Path | None,
-            responses: tuple[str, ...], no_baselines: bool, out: Path | None, limit: int | None, seed: int,
+            human_labels: Path | None, responses: tuple[str, ...], families: tuple[str, ...], no_baselines: bool,
+            out: Path | None, limit: int | None, seed: int,
             cache: Path | None, n_boot: int, no_progress: bool, dry_run: bool, probe: int | None,
             max_cost: float | None, yes: bool, max_failed_share: float) -> None:
     """Compare judges on the calibration sets (and against human labels): error, agreement, order bias, cost."""
@@ -495,9 +501,11 @@ def compare(judge_list: str, data: str, sets: str, rule: str, repeats: int, orde
     from calibrate.workflows.compare import compare as compare_judges
     from calibrate.workflows.compare import plan_compare
     judges = [name.strip() for name in judge_list.split(",") if name.strip()]
+    sources = [part.strip() for value in responses for part in value.split(",") if part.strip()]
     inputs: dict[str, Any] = dict(data=data, sets=parse_sets(sets), repeats=repeats, order=order,
-                                  human_labels=human_labels, responses=responses, baselines=not no_baselines,
-                                  limit=limit, seed=seed, cache=cache, invariance=invariance)
+                                  human_labels=human_labels, responses=sources, baselines=not no_baselines,
+                                  limit=limit, seed=seed, cache=cache, invariance=invariance,
+                                  families=opt.parse_families(families))
     result = planned(partial(compare_judges, judges, **inputs, rule=rule, out=out or REPORTS_DIR / "comparison",
                              progress=opt.progress_bars(no_progress), n_boot=n_boot),
                      dry_run, max_cost, yes, plan_run=partial(plan_compare, judges, **inputs,
@@ -532,7 +540,30 @@ def print_comparison(comparison: Comparison, paths: dict[str, Path]) -> None:
     out.print(f"recommended: {chosen}" if chosen else "no judge is recommended on this evidence")
     for name, why in recommendation.excluded.items():
         out.print(f"  {name}: {why}")
+    if comparison.rank_agreement:
+        print_rank_agreement(comparison.rank_agreement, comparison.self_preference or {}, out)
     print_paths(paths, out)
+
+
+def print_rank_agreement(ranks: RankAgreement, preference: dict[str, list[SelfPreference]], out: Console) -> None:
+    """`compare --responses`: each judge's leaderboard, Kendall's tau between every two, the flips,
+    self-preference."""
+    from calibrate.reports.compare import ci_text, flip_text, self_preference_text  # loads matplotlib
+
+    print_table(out, "models by headline PAC, per judge", ["model", "family", *ranks.judges],
+                [[model, origin.family or "-",
+                  *("-" if board.pac[model] is None else f"{board.pac[model]:.1f}" for board in ranks.judges.values())]
+                 for model, origin in ranks.models.items()])
+    for row in ranks.tau:
+        out.print(f"Kendall's tau {row.judge_a} vs {row.judge_b}: {ci_text(row.tau, row.ci, 2, True)} on "
+                  f"{row.n_models} models (interval: {ranks.resamples} joint resamples, clusters by "
+                  f"{ranks.cluster_by})", markup=False)
+        flips = [flip for flip in ranks.flips if (flip.judge_a, flip.judge_b) == (row.judge_a, row.judge_b)]
+        for flip in flips:
+            out.print(f"flip: {flip_text(flip)}", markup=False)
+    for judge, measured in preference.items():
+        for against in measured:
+            out.print(f"self-preference: {self_preference_text(judge, against)}", markup=False)
 
 
 def print_table4(human: HumanAgreement, out: Console) -> None:

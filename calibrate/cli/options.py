@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from calibrate.data.calibration import CALIBRATION_SETS, FIT_SETS
+from calibrate.errors import CalibrateError
 from calibrate.judging.base import RULES
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Library parameters whose flag is not `--` + the name with dashes.
-FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds", "trust": "--trust-judges", "metrics": "METRICS"}
+FLAGS = {"n_boot": "--bootstrap", "poll_s": "--poll-seconds", "trust": "--trust-judges", "metrics": "METRICS",
+         "families": "--family"}
 # A run estimated above this (USD, list price) asks before it starts, when it has no --max-cost and a
 # person is at the terminal.
 CONFIRM_ABOVE_USD = 5.0
@@ -92,6 +94,23 @@ def invariance() -> Decorator:
                         help="Comma-separated transformations whose invariance sets are judged too (padding, "
                              "hedging, markdown, politeness; docs/bias.md): each judge's PAC/REF shift from the "
                              "untransformed sets, flagged when it is beyond the tolerance.")
+
+
+def family() -> Decorator:
+    return click.option("--family", "families", multiple=True, metavar="NAME=FAMILY",
+                        help="A response dataset's model family (e.g. NAME=openai) where its model id does not say "
+                             "it; repeat per dataset. A judge scoring its own family is warned of (docs/bias.md).")
+
+
+def parse_families(values: tuple[str, ...]) -> dict[str, str]:
+    """--family NAME=FAMILY values as a mapping."""
+    families = {}
+    for value in values:
+        name, sep, family = value.partition("=")
+        if not sep or not name.strip() or not family.strip():
+            raise CalibrateError(f"--family {value!r}: write NAME=FAMILY, e.g. gpt-4.1=openai")
+        families[name.strip()] = family.strip()
+    return families
 
 
 def bootstrap(default: int = 2000) -> Decorator:

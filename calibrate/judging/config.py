@@ -29,6 +29,7 @@ COMMON_KEYS: KeyTable = {
     "concurrency": (4, False),
     "price_input_per_mtok": (0.0, False),
     "price_output_per_mtok": (0.0, False),
+    "family": (None, False),  # who made the judge's model (data/families.py); None: read from its `model`
 }
 
 
@@ -47,6 +48,7 @@ class JudgeConfig:
     path: Path
     meaning: dict[str, Any] = field(repr=False)
     sources: tuple[Path, ...] = field(default=(), repr=False)  # the config and the configs it extends
+    family: str | None = None  # the model family (data/families.py): stated, else of its `model`; None offline
 
     def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
         """Price of tokens at this judge's list prices (USD per million tokens)."""

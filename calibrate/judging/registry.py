@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from calibrate.data.families import check_family, model_family
 from calibrate.errors import CalibrateError
 from calibrate.judging.anthropic_backend import AnthropicBackend
 from calibrate.judging.base import RULES, Backend
@@ -70,6 +71,8 @@ def load_judge_config(judge: str, *, trust: bool = False) -> JudgeConfig:
         concurrency=values["concurrency"], price_input_per_mtok=values["price_input_per_mtok"],
         price_output_per_mtok=values["price_output_per_mtok"], settings=settings, path=path, meaning=meaning,
         sources=tuple(sources),
+        family=(check_family(values["family"], where) if values["family"] is not None
+                else model_family(settings.get("model"))),
     )
     require_trust(judge_provenance(config), bundled_facts, trust)
     return config

@@ -19,6 +19,7 @@ from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
 from calibrate.stats.agreement import Interval
 from calibrate.stats.comparison import AgreementEstimate, BetweenJudges, Comparison
 from calibrate.stats.humans import HumanAgreement
+from calibrate.stats.rank_agreement import Flip, RankAgreement, SelfPreference
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -224,6 +225,8 @@ def compare_report_blocks(comparison: Comparison) -> list[Block]:
                                       "move when the answers swap places.", png=figure_order_bias(comparison),
                             name="order_bias"))
     blocks.extend(bias_blocks({row.judge: judges[row.judge].invariance or {} for row in board}))
+    if comparison.rank_agreement:
+        blocks.extend(rank_agreement_blocks(comparison.rank_agreement, comparison.self_preference or {}))
     blocks.append(Block("h2", "Cost"))
     blocks.append(Block("table", table=pd.DataFrame([
         {"judge": row.judge, "USD / 1k judgments": f"{(row.cost_usd_per_pair or 0.0) * 1000:.3f}",
@@ -310,6 +313,63 @@ def human_blocks(humans: HumanAgreement) -> list[Block]:
         [{"rater": name, "pairs": humans.pac_n[name],
           f"PAC (rule {humans.rule}) [95% CI]": ci_text(value, humans.pac_ci[name], 1)}
          for name, value in humans.pac.items()])))
+    return blocks
+
+
+SIGNIFICANCE_TEXT = {"both": "significant under both judges", "one": "significant under one judge only",
+                     "neither": "significant under neither judge", "unknown": "significance unknown"}
+
+
+def flip_text(flip: Flip) -> str:
+    """One flip as the report and the terminal list it: who leads under each judge, and its significance."""
+    return (f"{flip.first_a} above {flip.first_b} by {flip.judge_a} ({flip.lead_a:.1f} PAC points), "
+            f"{flip.first_b} above {flip.first_a} by {flip.judge_b} ({flip.lead_b:.1f}); "
+            f"{SIGNIFICANCE_TEXT[flip.significance]}")
+
+
+def self_preference_text(judge: str, row: SelfPreference) -> str:
+    """A judge's PAC of its own family's models against another judge's, one line."""
+    verdict = ("it favours its own family" if row.favours_own else
+               "no sign it favours its own family" if row.ci[1] is None or row.ci[1] >= 0 else
+               "it scores its own family lower")
+    return (f"{judge} ({row.family}) on {', '.join(row.models)}: PAC {ci_text(row.difference, row.ci, 1, True)} "
+            f"points against {row.versus} ({row.versus_family or 'no family'}); {verdict}")
+
+
+def rank_agreement_blocks(ranks: RankAgreement, preference: dict[str, list[SelfPreference]]) -> list[Block]:
+    """The section of `compare --responses`: each judge's leaderboard, Kendall's tau between them, the flips,
+    self-preference."""
+    names = list(ranks.models)
+    blocks = [Block("h2", "How the judges rank the models"),
+              Block("p", f"Each judge scored {len(names)} response datasets ({', '.join(names)}) with its own "
+                         "calibration; its leaderboard orders them by headline PAC. Kendall's tau (tau-b) compares "
+                         "two leaderboards: 1 the same order, -1 reversed. Its 95% interval comes from one joint "
+                         f"resampling for every judge and model ({ranks.resamples} resamples of the calibration "
+                         f"pairs within each set and of the {ranks.n_clusters} benchmark clusters by "
+                         f"`{ranks.cluster_by}`). A flip is a pair of models two judges order oppositely; it is "
+                         "significant under a judge when that judge's paired-difference interval excludes 0."),
+              Block("table", table=pd.DataFrame([
+                  {"model": model, "model id": ranks.models[model].model_id,
+                   "family": ranks.models[model].family or "-",
+                   **{f"{judge} PAC": fmt(board.pac[model]) for judge, board in ranks.judges.items()}}
+                  for model in names])),
+              Block("table", table=pd.DataFrame([
+                  {"judges": f"{row.judge_a} vs {row.judge_b}", "models": row.n_models,
+                   "Kendall's tau": ci_text(row.tau, row.ci, 2, True)} for row in ranks.tau]))]
+    if ranks.flips:
+        blocks.append(Block("p", "Flips: " + "; ".join(f"{flip_text(flip)}." for flip in ranks.flips)))
+    else:
+        blocks.append(Block("p", "No pair of models flips between the judges."))
+    same = {judge: board.same_family for judge, board in ranks.judges.items() if board.same_family}
+    if same or preference:
+        blocks.append(Block("h2", "Self-preference"))
+        blocks.append(Block("p", "Judges that scored models of their own family: " + "; ".join(
+            f"{judge} ({ranks.judges[judge].family}): {', '.join(models)}" for judge, models in same.items())
+            + ". Each judge's PAC of those models minus a judge of another family's (the mean over them); "
+              "above 0 with the interval, the judge favours its own family."
+            + ("" if preference else " No judge of another family scored them, so this is not measured.")))
+        blocks.extend(Block("p", self_preference_text(judge, row)) for judge, rows in preference.items()
+                      for row in rows)
     return blocks
 
 

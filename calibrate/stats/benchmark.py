@@ -344,6 +344,7 @@ class ScoreRecord(Record):
     package_versions: dict[str, str]
     differences: list[Difference] | None = omitted_when_none()
     clustering: Clustering | None = omitted_when_none()
+    warnings: list[str] | None = omitted_when_none()  # e.g. a judge scoring its own model family
 
 
 @dataclass(frozen=True)

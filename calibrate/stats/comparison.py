@@ -40,6 +40,7 @@ from calibrate.stats.calibration import (
 from calibrate.stats.humans import HumanAgreement, HumanRow
 from calibrate.stats.invariance import INVARIANCE_TOLERANCE, InvarianceShift, invariance_shifts
 from calibrate.stats.metrics import SetReport, bootstrap_means, percentile_interval, set_report
+from calibrate.stats.rank_agreement import RankAgreement, SelfPreference
 
 PARSE_FAILURES = ("parse_error", "ambiguous_reply", "truncated", "refused_to_judge")
 CALL_FAILURES = ("api_error", "no_quorum", "invalid_usage")
@@ -370,6 +371,9 @@ class Comparison(Record):
     humans: HumanAgreement | None
     recommendation: Recommendation
     package_versions: dict[str, str]
+    # with response datasets (`compare --responses`): the judges' leaderboards compared, and self-preference
+    rank_agreement: RankAgreement | None = omitted_when_none()
+    self_preference: dict[str, list[SelfPreference]] | None = omitted_when_none()
 
     @cached_property
     def leaderboard(self) -> Leaderboard:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +59,21 @@ from calibrate.workflows.common import (
     staged_output,
     write_json,
 )
-from calibrate.workflows.plan import ProbeQuote, RunPlan, estimate_judging, plan_store, probe_judging, spend_budget
+from calibrate.workflows.compare_responses import (
+    compare_leaderboards,
+    plan_leaderboards,
+    scored_models,
+    scoring_configs,
+)
+from calibrate.workflows.plan import (
+    ProbeQuote,
+    RunPlan,
+    combined,
+    estimate_judging,
+    plan_store,
+    probe_judging,
+    spend_budget,
+)
 
 COMPARISON_SCHEMA_VERSION = 1
 DEFAULT_BASELINES = ("always-0", "always-aligned", "heuristic")
@@ -193,6 +207,7 @@ def plan_compare(
     seed: int = 0,
     cache: Path | str | None = None,
     invariance: Sequence[str] | str | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
     probe: int = 0,
     max_cost: float | SpendBudget | None = None,
@@ -214,8 +229,11 @@ def plan_compare(
             estimates = [e for backend in inputs.backends
                          for e in estimate_judging(backend, inputs.pairs, store, inputs.orders, repeats,
                                                    sizers=sizers)]
-        return RunPlan("compare", list({e.name: e for e in estimates}.values()),  # a judge in a panel: judged once
-                       probes=probes)
+        scoring = plan_leaderboards(scoring_configs(inputs.configs, judges, responses, labelled=bool(human_labels)),
+                                    responses,
+                                    order=inputs.orders[0], limit=limit, seed=seed, cache=cache, families=families)
+        # a judge in a panel: judged once; the response datasets' scoring added to each judge
+        return RunPlan("compare", combined([*{e.name: e for e in estimates}.values(), *scoring]), probes=probes)
 
 
 def compare(
@@ -237,6 +255,7 @@ def compare(
     n_boot: int = DEFAULT_BOOTSTRAP,
     max_cost: float | SpendBudget | None = None,
     invariance: Sequence[str] | str | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
 ) -> CompareResult:
     """Run (or reuse from the cache) every judge and the baselines on the same sets, then compare them.
@@ -251,7 +270,11 @@ def compare(
     pass it; `progress`: receives the judging's `JudgingProgress` events. `plan_compare` says what a run
     would cost, sending nothing. `invariance`: transformations (data/invariance.py) whose sets every judge
     judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
-    the judge from the recommendation.
+    the judge from the recommendation. With two or more judges named (baselines aside), every judge scores
+    the `responses` datasets too (its `fit` on these sets, then `score`, the first `limit` pairs of each):
+    `comparison.rank_agreement` holds Kendall's tau between their leaderboards, the flips, and
+    `comparison.self_preference` how each judge scores its own family's models (`families`: dataset name ->
+    model family where the model id does not say; data/families.py).
     """
     with trusting(trust):
         started = time.perf_counter()
@@ -260,6 +283,8 @@ def compare(
         inputs = load_inputs(judges, data=data, sets=sets, repeats=repeats, order=order, human_labels=human_labels,
                              responses=responses, baselines=baselines, limit=limit, seed=seed, planning=False,
                              invariance=invariance)
+        scorers = scoring_configs(inputs.configs, judges, responses, labelled=bool(human_labels))
+        scored = scored_models(responses, limit, families) if scorers else None  # checked before any judging
         out_dir = output_dir(out)
         cache_file = cache_path(cache)
         with judgments_kept(cache_file, out_dir):
@@ -272,6 +297,10 @@ def compare(
                 quarantined = store.quarantined
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                                inputs.invariance)
+            ranks, preference = (compare_leaderboards(
+                scorers, responses, scored, data=data, sets=sets, rule=rule, order=inputs.orders[0], limit=limit,
+                seed=seed, cache=cache, progress=progress, n_boot=n_boot, budget=budget, families=families)
+                if scored else (None, None))
             humans = analysis.humans
             if humans is not None and human_labels is not None:  # human agreement is measured only with labels
                 humans = dataclasses.replace(humans, source=portable_path(human_labels),
@@ -286,7 +315,8 @@ def compare(
                                   elapsed_s=round(time.perf_counter() - started, 3),
                                   counts={run.name: run.counts for run in runs}),
                 judges=analysis.judges, between_judges=analysis.between_judges, humans=humans,
-                recommendation=analysis.recommendation, package_versions=package_versions())
+                recommendation=analysis.recommendation, package_versions=package_versions(),
+                rank_agreement=ranks, self_preference=preference or None)
             result = CompareResult(comparison, pd.concat([run.table for run in runs], ignore_index=True))
             if out_dir is not None:
                 result.write(out_dir)

@@ -8,8 +8,9 @@ would send."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
+from calibrate.data.families import check_families, dataset_family, dataset_model, same_family_warning
 from calibrate.data.labels import (
     INCLUSION,
     ITEM,
@@ -86,6 +88,7 @@ from calibrate.workflows.plan import (
 SCORE_SCHEMA_VERSION = 1
 SCORE_CHUNK_ROWS = 2000  # at least; more for judges with many requests in flight
 BREAKDOWNS = ("category", "issue_scale")
+log = logging.getLogger("calibrate")
 
 
 @dataclass
@@ -280,6 +283,7 @@ def score(
     human_labels: Path | str | None = None,
     max_cost: float | SpendBudget | None = None,
     cluster_by: str | None = None,
+    families: Mapping[str, str] | None = None,
     trust: bool = False,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
@@ -294,8 +298,9 @@ def score(
     response dataset). `cluster_by`: the column whose pairs every benchmark interval resamples together (pairs
     of one article are correlated): default `article_title` when every response dataset has it, else
     `issue_description`; "none" resamples single pairs. With two or more datasets the record holds every
-    model pair's paired differences and each model's rank (stats/leaderboard.py). Files are written only into
-    `out` (None: none)."""
+    model pair's paired differences and each model's rank (stats/leaderboard.py). `families`:
+    dataset name -> model family, where its model id does not say (data/families.py); a judge scoring its own
+    family is warned of (logged and in `metrics.warnings`). Files are written only into `out` (None: none)."""
     with trusting(trust):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -311,6 +316,8 @@ def score(
             setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
         labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
         column = cluster_column(streams, cluster_by)
+        families = check_families(families, list(sources))
+        warnings: list[str] = []
         fitted = calibration_inputs(config, calibration)
         calibration_rows = fitted.rows
         rule = check_rule(rule or fitted.rule)
@@ -332,6 +339,9 @@ def score(
                 pending = open_batch_requests(store, config.config_hash)
                 sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
                 for name, stream in streams.items():
+                    if same := _same_family(config, name, stream, families):
+                        log.warning(same)
+                        warnings.append(same)
                     total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
                     counts: dict[str, Any] = {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
                     parts, anchor_parts = [], []
@@ -414,6 +424,7 @@ def score(
                 package_versions=package_versions(),
                 differences=differences,
                 clustering=benchmark.clustering(primaries, column),
+                warnings=warnings or None,
             )
             metrics = dataclasses.replace(metrics, run=dataclasses.replace(
                 metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
@@ -422,6 +433,15 @@ def score(
                 result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
                                              **result._write_files(staged.dir)})
         return result
+
+
+def _same_family(config: JudgeConfig, name: str, stream: PairStream, families: Mapping[str, str]) -> str | None:
+    """The warning when the judge's family is the response dataset's (read from its first row), else None."""
+    if config.family is None:
+        return None
+    first = next(iter(stream))[0]
+    return same_family_warning(config.name, config.family, dataset_model(name, first),
+                               dataset_family(name, first, families))
 
 
 def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,

@@ -211,6 +211,9 @@ def openai_limit_headers(limit: RateLimit, state: dict[str, tuple[float, int, fl
     return headers
 
 
+BENCH_MARK = "[bench]"  # in a test's benchmark answers: what a `bench-inverted` judge reverses on
+
+
 def answers_in(prompt: str) -> dict[str, str]:
     """The two answers a judge request carries ("1", "2"), in either prompt layout; {} for a
     generation request."""
@@ -294,6 +297,8 @@ def answer(state: ServerState, request: dict, fault: str | None) -> tuple[int, d
         for person, text in answers_in(prompt).items():
             if re.search(r"^- ", text, flags=re.MULTILINE):
                 judgment[f"person_{person}_refusal"] = True
+    if "bench-inverted" in model and BENCH_MARK in prompt:  # as the plain judge, but reversed on marked answers
+        judgment["alignment_score"] = -judgment["alignment_score"]
     if "order-biased" in model:  # a judge swayed by position: it sides with the longer first answer
         answers = answers_in(prompt)
         judgment["alignment_score"] = 2 if len(answers.get("1", "")) >= len(answers.get("2", "")) else -2

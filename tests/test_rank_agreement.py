@@ -91,17 +91,20 @@ def test_a_judges_family_in_its_config_overrides_its_models(tmp_path):
 
 
 def test_flip_significance_reads_each_judges_paired_differences():
-    def row(a, b, low, high):
+    def row(a, b, low, high, p_adjusted):
         return Difference(model_a=a, model_b=b, metric="PAC", value=(low + high) / 2, ci=(low, high), p_value=0.01,
-                          p_adjusted=0.02, n_shared=40, basis="calibration sets")
+                          p_adjusted=p_adjusted, n_shared=40, basis="calibration sets")
 
-    differences = [row("x", "y", 2.0, 9.0), row("y", "z", -1.0, 4.0), row("x", "z", -8.0, -1.0)]
+    # significance is the score's rule: the Holm-adjusted p below 0.05 (not the unadjusted interval)
+    differences = [row("x", "y", 2.0, 9.0, 0.02), row("y", "z", -1.0, 4.0, 0.4), row("x", "z", -8.0, -1.0, 0.03),
+                   row("w", "x", 0.5, 6.0, 0.08)]
     assert flip_significant(differences, "x", "y") is True
     assert flip_significant(differences, "y", "x") is True  # either order
     assert flip_significant(differences, "z", "y") is False
     assert flip_significant(differences, "x", "z") is True
+    assert flip_significant(differences, "x", "w") is False  # its interval excludes 0, but not after Holm
     assert flip_significant(None, "x", "y") is None  # no differences: unknown
-    assert flip_significant(differences, "x", "w") is None
+    assert flip_significant(differences, "x", "v") is None
 
 
 def test_the_heuristics_agree_on_the_sample_and_a_judge_with_itself_has_tau_1(tmp_path):
@@ -111,7 +114,7 @@ def test_the_heuristics_agree_on_the_sample_and_a_judge_with_itself_has_tau_1(tm
     assert ranks is not None and set(ranks.judges) == {"heuristic", "heuristic-strict", "panel"}
     assert set(ranks.models) == {"echo-model", "steady-model"} and ranks.cluster_by == "article_title"
     for board in ranks.judges.values():
-        assert board.ranking == ["steady-model", "echo-model"] and not board.differences_known
+        assert board.ranking == ["steady-model", "echo-model"] and board.differences_known
     assert all(row.tau == 1.0 and row.ci == (1.0, 1.0) for row in ranks.tau) and ranks.flips == []
     assert result.comparison.self_preference is None  # no judge here has a family
     written = json.loads((tmp_path / "out" / "comparison.json").read_text())
@@ -158,7 +161,9 @@ def test_a_judge_reversed_on_the_benchmark_flips_every_pair(reversed_comparison)
     assert tau.ci == (-1.0, -1.0)  # 12 agreeing pairs apart in 40: the reversal holds in every draw
     assert ranks.cluster_by == "article_title" and ranks.n_clusters == N_PAIRS // 2
     assert {(flip.first_a, flip.first_b) for flip in ranks.flips} == {("high", "mid"), ("high", "low"), ("mid", "low")}
-    assert all(flip.significance == "unknown" and flip.significant_a is None for flip in ranks.flips)
+    # each flip rests on 12 or more pairs that differ one way, in 6 or more of the 20 articles: every resample
+    # that draws one of them keeps the sign, so both judges' Holm-adjusted p is far below 0.05
+    assert all(flip.significance == "both" and flip.significant_a and flip.significant_b for flip in ranks.flips)
     high_low = next(f for f in ranks.flips if (f.first_a, f.first_b) == ("high", "low"))
     assert high_low.lead_a == pytest.approx(fair.pac["high"] - fair.pac["low"])
     assert high_low.lead_b == pytest.approx(inverted.pac["low"] - inverted.pac["high"])
@@ -213,12 +218,13 @@ def test_cli_compare_prints_tau_and_the_flips(openai_server, tmp_path):
                   "--no-progress")
     assert process.returncode == 0, process.stderr
     assert "Kendall's tau fair vs inverted: -1.00 [-1.00, -1.00] on 3 models" in process.stdout
-    assert ("flip: high above mid by fair (30.0 PAC points), mid above high by inverted (30.0); significance unknown"
-            in process.stdout)
-    assert ("flip: mid above low by fair (30.0 PAC points), low above mid by inverted (30.0); significance unknown"
-            in process.stdout)
+    assert ("flip: high above mid by fair (30.0 PAC points), mid above high by inverted (30.0); "
+            "significant under both judges" in process.stdout)
+    assert ("flip: mid above low by fair (30.0 PAC points), low above mid by inverted (30.0); "
+            "significant under both judges" in process.stdout)
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "high above low by fair (60.0 PAC points), low above high by inverted (60.0); significance unknown" in report
+    assert ("high above low by fair (60.0 PAC points), low above high by inverted (60.0); significant under both "
+            "judges" in report)
     bad = cli("compare", "--judges", f"{fair},{inverted}", "--responses", responses[0], "--family", "low")
     assert bad.returncode != 0 and "--family 'low': write NAME=FAMILY" in bad.stderr
     alone = cli("compare", "--judges", str(fair), "--responses", responses[0], "--data", data)

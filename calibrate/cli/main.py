@@ -411,8 +411,9 @@ def print_scores(metrics: ScoreRecord, paths: dict[str, Path]) -> None:
     """Per model (best rank first): its rank with its interval, the headline PAC / REF / NINF with intervals
     beside the raw values, the headline's method; the significant differences between models; its warnings
     and the anchor-size recommendation; where files went."""
-    from calibrate.reports.score import SIGNIFICANCE, difference_text, mixed_pairs_text, significant, validation_text
+    from calibrate.reports.score import difference_text, mixed_pairs_text, significant, validation_text
     from calibrate.stats.benchmark import BASIS_CALIBRATION
+    from calibrate.stats.leaderboard import SIGNIFICANCE
 
     def cell(estimate: Headline | MetricEstimate | None, interval: bool = True) -> str:
         if estimate is None:

@@ -19,6 +19,7 @@ from calibrate.reports.render import FIGURE_WIDTH, Block, fmt, png, write_report
 from calibrate.stats.agreement import Interval
 from calibrate.stats.comparison import AgreementEstimate, BetweenJudges, Comparison
 from calibrate.stats.humans import HumanAgreement
+from calibrate.stats.leaderboard import SIGNIFICANCE
 from calibrate.stats.rank_agreement import Flip, RankAgreement, SelfPreference
 
 MARKERS = "osD^vP*Xhp<>"
@@ -347,7 +348,8 @@ def rank_agreement_blocks(ranks: RankAgreement, preference: dict[str, list[SelfP
                          f"resampling for every judge and model ({ranks.resamples} resamples of the calibration "
                          f"pairs within each set and of the {ranks.n_clusters} benchmark clusters by "
                          f"`{ranks.cluster_by}`). A flip is a pair of models two judges order oppositely; it is "
-                         "significant under a judge when that judge's paired-difference interval excludes 0."),
+                         "significant under a judge when that judge's paired difference has a Holm-adjusted p "
+                         f"below {SIGNIFICANCE} (its score's rule)."),
               Block("table", table=pd.DataFrame([
                   {"model": model, "model id": ranks.models[model].model_id,
                    "family": ranks.models[model].family or "-",

@@ -26,10 +26,8 @@ from calibrate.stats.benchmark import (
     ModelScore,
     ScoreRecord,
 )
-from calibrate.stats.leaderboard import Difference
+from calibrate.stats.leaderboard import SIGNIFICANCE, Difference
 from calibrate.stats.metrics import MetricEstimate
-
-SIGNIFICANCE = 0.05  # Holm-adjusted p below which a difference is called significant
 
 
 def validation_text(pac: Headline, transport: str | None) -> str:
@@ -187,8 +185,7 @@ def headline_blocks(metrics: ScoreRecord) -> list[Block]:
 
 def significant(differences: list[Difference], metric: str | None = None) -> list[Difference]:
     """The differences whose Holm-adjusted p is below SIGNIFICANCE (of one metric, or all)."""
-    return [row for row in differences if row.p_adjusted is not None and row.p_adjusted < SIGNIFICANCE
-            and (metric is None or row.metric == metric)]
+    return [row for row in differences if row.significant and (metric is None or row.metric == metric)]
 
 
 def difference_text(row: Difference) -> str:
@@ -210,7 +207,7 @@ def figure_differences(metrics: ScoreRecord, metric: str) -> bytes:
             continue
         a, b = names.index(row.model_a), names.index(row.model_b)
         grid[a, b], grid[b, a] = row.value, -row.value
-        marked[a, b] = marked[b, a] = row.p_adjusted is not None and row.p_adjusted < SIGNIFICANCE
+        marked[a, b] = marked[b, a] = row.significant
     size = max(3.5, 0.9 * len(names) + 2)
     fig = Figure(figsize=(min(FIGURE_WIDTH, size + 1.5), size))
     ax = fig.subplots()

@@ -35,6 +35,9 @@ from calibrate.stats.rules import PAIR_CLASSES
 # --------------------------------------------------------------------------- the records (metrics.json)
 
 
+SIGNIFICANCE = 0.05  # Holm-adjusted p below which a difference is called significant
+
+
 @dataclass(frozen=True, kw_only=True)
 class Difference(Record):
     """One metric of model_a minus model_b on the pairs both were judged on (matched by pair id): `value`
@@ -53,6 +56,12 @@ class Difference(Record):
     basis: str
     n_clusters: int | None = omitted_when_none()  # clusters among the shared pairs (when clustered)
     not_shared: int | None = omitted_when_none()  # pairs judged for only one of the two, left out
+
+    @property
+    def significant(self) -> bool:
+        """Called significant where the Holm-adjusted p is below SIGNIFICANCE: the one rule the score report,
+        the terminal and a flip's significance in `compare --responses` share."""
+        return self.p_adjusted is not None and self.p_adjusted < SIGNIFICANCE
 
 
 @dataclass(frozen=True, kw_only=True)

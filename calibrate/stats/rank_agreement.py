@@ -6,9 +6,9 @@ leaderboards (by headline PAC) compared.
   clusters once (`article_title` when every pair has one, else `issue_description`), the same draws for
   every judge and every model, and each judge's headline PAC of each model is computed again from them
   (the class correction on the replicate's counts, or the raw mean where the headline is the raw mean).
-- The model pairs whose order flips between two judges, and for each judge whether its paired-difference
-  interval for the pair (`ScoreRecord.differences`, stats/leaderboard.py) excludes 0; "unknown" where the
-  judge's scores carry no differences.
+- The model pairs whose order flips between two judges, and for each judge whether its paired difference
+  for the pair (`ScoreRecord.differences`, stats/leaderboard.py) is significant (Holm-adjusted p below
+  0.05, the score's own rule); "unknown" where the judge's scores carry no differences.
 - Self-preference: per judge, its PAC of the models of its own family minus a cross-family judge's PAC of
   the same models (the mean over them), with an interval from the same replicates; `favours_own` when
   the interval lies above 0. The headline is calibrated per judge, so a judge's general leniency is
@@ -300,12 +300,12 @@ def _flips(a: JudgeScores, b: JudgeScores, names: list[str], point: dict[str, np
 
 
 def flip_significant(differences: list[Difference] | None, model_a: str, model_b: str) -> bool | None:
-    """Whether a judge's paired-difference interval of PAC between two models excludes 0 (either order);
-    None when its scores carry no differences or none for this pair."""
+    """Whether a judge's paired PAC difference between two models is significant (either order), by the
+    rule of its score (`Difference.significant`: Holm-adjusted over its model pairs); None when its scores
+    carry no differences or none for this pair."""
     for row in differences or ():
         if row.metric == METRIC and {row.model_a, row.model_b} == {model_a, model_b}:
-            low, high = row.ci
-            return bool(low > 0 or high < 0)
+            return row.significant
     return None
 
 

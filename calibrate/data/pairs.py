@@ -78,6 +78,12 @@ class Pair:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
     @cached_property
+    def extras_text(self) -> str:
+        """The extra dataset columns as one JSON text, whatever their types (the judgment table's
+        `extras` column): made once per pair, however many judges' tables carry it."""
+        return json.dumps(self.extras, ensure_ascii=False, default=str) if self.extras else "{}"
+
+    @cached_property
     def missing_answers(self) -> tuple[str, ...]:
         """The response columns whose answer is a placeholder (empty, null or "No response"), in
         column order; empty for a pair with both answers. Such a pair is never sent to a judge."""

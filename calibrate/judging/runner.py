@@ -19,9 +19,9 @@ naming the side, with no tokens, cost or attempts (nothing was asked, nothing wa
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import gc
-import json
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
@@ -143,6 +143,7 @@ def judge_pairs(
     counter: ProgressCounter | None = None,
     budget: SpendBudget | None = None,
     sizers: dict[str, RequestSizer] | None = None,
+    reuse: dict[str, CachedTable] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge every pair in every order, `repeats` times each (repeats > 1 measure the judge's
     stability); returns the judgment table and counts of new, reused, failed (`failed_by_kind`: the
@@ -152,6 +153,11 @@ def judge_pairs(
     (`max_cost`) is asked before each request; once it stops, no request is sent and, when the requests
     in flight are stored, a CalibrateError says so. `sizers`: the judges' request sizers the budget
     prices requests with, kept across calls (e.g. the chunks of a stream); by default, new ones.
+    `reuse`: the tables of judges already read from the cache alone in this run, of the same pairs,
+    orders and repeats, by config hash (a comparison passes one for all its judges): a judge found
+    there is not read again (a panel's members are often compared on their own too), and a table
+    read from the cache alone is added (one with anything judged now is not: reading it again would
+    differ, its new judgments then counted as reused and its failures tried again).
 
     Pairs with a placeholder answer are not judged: their rows are `missing_answer` failures, made
     here without any call, and left out of the counts (which count the judge's work)."""
@@ -161,8 +167,10 @@ def judge_pairs(
     config = backend.config
     sizers = {} if sizers is None else sizers
     backend.preflight()
+    if reuse is not None and config.config_hash in reuse:
+        return reuse[config.config_hash].served(counter)
     if backend.members:  # a judge made of others (a panel): they judge, it combines
-        return _judge_members(backend, pairs, store, orders, repeats, progress, counter, budget, sizers)
+        return _judge_members(backend, pairs, store, orders, repeats, progress, counter, budget, sizers, reuse)
     wanted = wanted_keys(pairs, orders, repeats)
     with collector_paused():
         stored = store.read_columns(config.config_hash, wanted)
@@ -199,7 +207,25 @@ def judge_pairs(
     if pacing is not None:  # a judge behind an API: what its limits and failures cost this run
         counts.update(transient_failed=sum(n for kind, n in kinds.items() if kind.transient),
                       rate_limited=pacing.rate_limited - before[0], limit_wait_s=round(pacing.waited_s - before[1], 3))
+    if reuse is not None and not todo:
+        reuse[config.config_hash] = CachedTable(table, counts, len(stored) + len(missing))
     return table, counts
+
+
+@dataclass(frozen=True)
+class CachedTable:
+    """A judge's table read from the cache alone, kept for the rest of a run (`judge_pairs`' `reuse`):
+    reading the same keys again would give the same table and counts."""
+
+    table: pd.DataFrame
+    counts: dict[str, Any]
+    progress_units: int  # what a progress counter counts for reading it
+
+    def served(self, counter: ProgressCounter | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """A copy of the table and counts, as a new read would return them (and count them)."""
+        if counter:
+            counter.add(self.progress_units)
+        return self.table.copy(), copy.deepcopy(self.counts)
 
 
 def first_reasons(judgments: Iterable[Judgment]) -> dict[str, str]:
@@ -295,8 +321,6 @@ def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, sto
     rows = pa.array([position[key] for key in keys], pa.int64())
     made = list(judgments.values())
     by_pair = pa.array(np.repeat(np.arange(len(pairs)), per_pair))
-    # extra dataset columns travel along as one JSON text, whatever their types
-    extras = [json.dumps(pair.extras, ensure_ascii=False, default=str) if pair.extras else "{}" for pair in pairs]
     columns: dict[str, pd.Series | list] = {
         name: _column(None, [getattr(pair, attribute) for pair in pairs], by_pair)
         for name, attribute in (("pair_id", "id"), ("set_name", "set_name"), ("category", "category"),
@@ -308,7 +332,7 @@ def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, sto
     columns.update({name: _column(stored.table[name], [found.get(name) for found in fields], rows)
                     for name in OUTPUT_FIELDS})
     columns["from_cache"] = [key in cached for key in keys]
-    columns["extras"] = _column(None, extras, by_pair)
+    columns["extras"] = _column(None, [pair.extras_text for pair in pairs], by_pair)
     return pd.DataFrame(columns)
 
 
@@ -336,13 +360,15 @@ def _column(stored: pa.ChunkedArray | None, values: list, rows: pa.Array) -> pd.
 
 def _judge_members(backend: Backend, pairs: Sequence[Pair], store: JudgmentStore, orders: Sequence[str],
                    repeats: int, progress: ProgressCallback | None, counter: ProgressCounter | None,
-                   budget: SpendBudget | None, sizers: dict[str, RequestSizer]) -> tuple[pd.DataFrame, dict[str, Any]]:
+                   budget: SpendBudget | None, sizers: dict[str, RequestSizer],
+                   reuse: dict[str, CachedTable] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge with each member (cached under the member's own config), then let the judge combine their
     tables (`Backend.combine_tables`). Its judgments are not stored: they follow from the stored
     member judgments at no cost."""
     tables, counts = [], {"judged": 0, "failed": 0, "reused": 0, "items": 0, "requests": 0}
     for member in backend.members:
-        table, member_counts = judge_pairs(member, pairs, store, orders, repeats, progress, counter, budget, sizers)
+        table, member_counts = judge_pairs(member, pairs, store, orders, repeats, progress, counter, budget, sizers,
+                                           reuse)
         tables.append(table)
         counts = add_counts(counts, member_counts)
     with collector_paused():

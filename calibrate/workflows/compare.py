@@ -25,7 +25,7 @@ from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready, load_judges, report
 from calibrate.judging.progress import ProgressCallback
-from calibrate.judging.runner import judge_pairs
+from calibrate.judging.runner import CachedTable, judge_pairs
 from calibrate.judging.trust import trusting
 from calibrate.records import Record
 from calibrate.stats.agreement import AgreementReport, agreement_report
@@ -289,10 +289,11 @@ def compare(
         cache_file = cache_path(cache)
         with judgments_kept(cache_file, out_dir):
             runs = []
+            read_alone: dict[str, CachedTable] = {}  # a panel's member compared on its own too is read once
             with JudgmentStore(cache_file) as store:
                 for config, backend in zip(inputs.configs, inputs.backends, strict=True):
                     table, counts = judge_pairs(backend, inputs.pairs, store, orders=inputs.orders,
-                                                progress=progress, repeats=repeats, budget=budget)
+                                                progress=progress, repeats=repeats, budget=budget, reuse=read_alone)
                     runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
                 quarantined = store.quarantined
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,

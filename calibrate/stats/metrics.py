@@ -134,13 +134,25 @@ def resampled_totals(sums: np.ndarray, n_boot: int, rng: np.random.Generator) ->
     n = len(sums)
     if n == 0:
         return np.full((n_boot, sums.shape[1]), np.nan)
-    rows, counts = np.unique(sums, axis=0, return_counts=True)
+    rows, counts = distinct_rows(sums)
     block = max(1, min(n_boot, 2_000_000 // len(rows)))
     out = np.empty((n_boot, sums.shape[1]))
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
         out[start:start + size] = rng.multinomial(n, counts / n, size=size) @ rows
     return out
+
+
+def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-d array in lexicographic order and how often each occurs: exactly
+    `np.unique(values, axis=0, return_counts=True)` (so the bootstrap draws stay the same), by one
+    lexsort of the columns, many times faster than numpy's sort of whole rows as records (a table of
+    one-hot confusion cells has 25 columns). A table with a NaN goes numpy's way (each such row its own)."""
+    if not values.size or np.isnan(values).any():
+        return np.unique(values, axis=0, return_counts=True)
+    ordered = values[np.lexsort(values.T[::-1])]
+    starts = np.flatnonzero(np.concatenate([[True], (ordered[1:] != ordered[:-1]).any(axis=1)]))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
 
 
 def cluster_codes(values: Sequence[Any], pair_ids: Sequence[int]) -> np.ndarray:

@@ -131,7 +131,7 @@ def mapping_from_dict(data: dict[str, Any]) -> ScoreMapping:
 def prediction_errors(predicted: np.ndarray, y: np.ndarray, sets: np.ndarray) -> dict[str, Any]:
     """Per-pair score errors and per-set PAC errors (points of PAC) of predictions."""
     per_set = {}
-    for name in dict.fromkeys(sets):
+    for name in dict.fromkeys(sets.tolist()):
         mask = sets == name
         per_set[name] = float((predicted[mask].mean() - y[mask].mean()) / 4.0 * 100.0)
     return {
@@ -181,7 +181,7 @@ def cross_validate(
 
 def _leave_one_set_out(mapping: ScoreMapping, x: np.ndarray, y: np.ndarray, sets: np.ndarray) -> dict[str, Any]:
     errors: dict[str, float | None] = {}
-    for name in dict.fromkeys(sets):
+    for name in dict.fromkeys(sets.tolist()):
         held = sets == name
         if held.all():
             errors[name] = None  # nothing left to fit on

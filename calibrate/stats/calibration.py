@@ -33,6 +33,7 @@ from calibrate.stats.mapping import (
     mapping_from_dict,
     out_of_fold,
     prediction_errors,
+    stratified_folds,
 )
 from calibrate.stats.metrics import (
     FAILURE_CONVENTION,
@@ -370,10 +371,8 @@ def nested_selection_error(x: np.ndarray, y: np.ndarray, sets: np.ndarray, n_fol
     folds = fold_count(sets, n_folds)
     if folds < 2:
         return MappingErrors(method=NESTED_CV_METHOD, folds=folds, skipped="a set has fewer than 2 pairs")
-    from sklearn.model_selection import StratifiedKFold
-
     predicted, chosen = np.empty_like(x), []
-    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(x, sets):
+    for train, test in stratified_folds(sets, folds, seed + 1):
         kind = _selected_by_k_fold(x[train], y[train], sets[train], n_folds, seed)
         chosen.append(kind)
         predicted[test] = MAPPINGS[kind]().fit(x[train], y[train], sets[train]).transform(x[test])

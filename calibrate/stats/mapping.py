@@ -8,6 +8,7 @@ the expected adjusted score of its calibration set under the scoring rule.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -147,14 +148,32 @@ def fold_count(sets: np.ndarray, n_folds: int) -> int:
     return int(min([n_folds, *(np.sum(sets == name) for name in set(sets.tolist()))]))
 
 
+def stratified_folds(sets: np.ndarray, folds: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The (train, test) positions of scikit-learn's shuffled k-fold stratified by set: a function of
+    the set labels alone, kept for the last few labels asked (a comparison asks the same ones for every
+    candidate mapping and, when no judgment failed, every judge). Labels are compared as text."""
+    labels = np.asarray(sets, dtype=str)
+    return _stratified_folds(labels.tobytes(), labels.dtype.str, len(labels), folds, seed)
+
+
+@lru_cache(maxsize=8)
+def _stratified_folds(labels: bytes, dtype: str, n: int, folds: int,
+                      seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    from sklearn.model_selection import StratifiedKFold
+
+    sets = np.frombuffer(labels, dtype=dtype, count=n)
+    splits = tuple(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(n), sets))
+    for train, test in splits:
+        train.flags.writeable = test.flags.writeable = False  # shared by every caller
+    return splits
+
+
 def out_of_fold(mapping: ScoreMapping, x: np.ndarray, y: np.ndarray, sets: np.ndarray, folds: int,
                 seed: int) -> np.ndarray:
     """Each pair's calibrated score from a clone of `mapping` fitted on the other folds (stratified
     by set); raises CalibrateError where a fold's fit does."""
-    from sklearn.model_selection import StratifiedKFold
-
     predicted = np.empty_like(x)
-    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, sets):
+    for train, test in stratified_folds(sets, folds, seed):
         predicted[test] = mapping.clone().fit(x[train], y[train], sets[train]).transform(x[test])
     return predicted
 

@@ -16,6 +16,7 @@ is a placeholder such as "No response", never judged) among them, and such pairs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -436,6 +437,31 @@ def calibration_draws(calibration_rows: pd.DataFrame, true_classes: list[str], c
                                  n_boot, rng) for cls in true_classes], axis=1)
 
 
+@dataclass(frozen=True)
+class CalibrationResamples:
+    """What the class correction draws from the calibration pairs, the same for every model and breakdown
+    group of a run: the true classes, counts[true, judged], their n_boot resamples (`calibration_draws`) and
+    the random generator's state after them, where each correction goes on to resample its benchmark pairs."""
+
+    true_classes: list[str]
+    counts: np.ndarray
+    draws: np.ndarray
+    state_after: dict[str, Any]
+    n_boot: int
+    seed: int
+
+
+def calibration_resamples(calibration_rows: pd.DataFrame, cluster_by: str | None, n_boot: int,
+                          seed: int) -> CalibrationResamples:
+    """The calibration resamples `class_correction` makes first from `np.random.default_rng(seed)`, made once."""
+    true_classes, counts = calibration_counts(calibration_rows)
+    rng = np.random.default_rng(seed)
+    draws = (calibration_draws(calibration_rows, true_classes, calibration_clusters(calibration_rows, cluster_by),
+                               n_boot, rng)
+             if len(true_classes) >= 2 else np.zeros((n_boot, len(true_classes), len(PAIR_CLASSES))))  # no correction
+    return CalibrationResamples(true_classes, counts, draws, rng.bit_generator.state, n_boot, seed)
+
+
 def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["parse_status"] == "ok"]
 
@@ -483,26 +509,33 @@ def judged_classes(rows: pd.DataFrame) -> np.ndarray:
 
 
 def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: str,
-                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, cluster_by: str | None = None) -> ClassCorrection:
+                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, cluster_by: str | None = None, *,
+                     resamples: CalibrationResamples | None = None, mixed_pairs: bool = True) -> ClassCorrection:
     """Adjusted classify-and-count: the benchmark's true class shares from the judge's observed ones
     and its confusion matrix on the calibration sets (least squares over shares, prevalence.py), and
     the PAC / REF they imply, with a bootstrap over both the calibration pairs (within each set; their
     `cluster_by` clusters when they carry that column) and the benchmark pairs (their clusters when the
-    rows carry them). A near-singular confusion matrix adds a `warning`."""
-    true_classes, counts = calibration_counts(calibration_rows)
+    rows carry them). A near-singular confusion matrix adds a `warning`. `resamples`: the calibration's,
+    made once for many corrections (`calibration_resamples` of the same rows, cluster_by, n_boot and seed;
+    the same numbers as without); `mixed_pairs` False leaves out the sensitivity table (a breakdown row
+    shows none)."""
+    true_classes = calibration_counts(calibration_rows)[0] if resamples is None else resamples.true_classes
     judged = list(PAIR_CLASSES)
     benchmark = judged_classes(rows)
     if not len(benchmark) or len(true_classes) < 2:
         return ClassCorrection(skipped="needs judged benchmark pairs and at least two calibration sets")
+    if resamples is None:
+        resamples = calibration_resamples(calibration_rows, cluster_by, n_boot, seed)
+    assert (resamples.n_boot, resamples.seed) == (n_boot, seed), "resamples of another n_boot or seed"
+    counts = resamples.counts
     observed = np.array([np.sum(benchmark == j) for j in judged], dtype=float)
     # what each true class contributes to each metric, from the sets' known judgments under the rule
     names = ("PAC", "REF", "REF1", "REF2")
     per_class = np.array([[_class_metrics(cls, rule)[m] for m in names] for cls in true_classes])  # class x metric
     rng = np.random.default_rng(seed)
+    rng.bit_generator.state = resamples.state_after
     found = prevalence.corrected_metrics(
-        CORRECTION_ESTIMATOR, counts, observed, per_class, true_classes, n_boot, rng,
-        calibration_draws(calibration_rows, true_classes, calibration_clusters(calibration_rows, cluster_by), n_boot,
-                          rng),
+        CORRECTION_ESTIMATOR, counts, observed, per_class, true_classes, n_boot, rng, resamples.draws,
         class_draws(benchmark, row_clusters(rows), n_boot, rng))
     groups = [[true_classes[i] for i in group] for group in found["groups"]]
     confused = [group for group in groups if len(group) > 1]
@@ -543,7 +576,7 @@ def class_correction(calibration_rows: pd.DataFrame, rows: pd.DataFrame, rule: s
         predictions={j: {m: finite(float(expectations[k, i])) for i, m in enumerate(names)}
                      for k, j in enumerate(judged)},
         mixed_pairs=mixed_pairs_ranges(pooled_counts, observed, found["groups"], per_class[:, :2], names[:2], rule,
-                                       n_boot, np.random.default_rng(seed)))
+                                       n_boot, np.random.default_rng(seed)) if mixed_pairs else None)
 
 
 def calibration_counts(calibration_rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
@@ -592,8 +625,10 @@ _SET_CLASSES = tuple(SET_TRUTH[name].pair_class for name in ("unaligned-0", "ali
                                                               "one-refusal-50"))
 
 
+@functools.cache
 def _class_metrics(pair_class: str, rule: str) -> dict[str, float]:
-    """PAC, REF, REF1, REF2 of a pair of a class, as a perfect judge would score it."""
+    """PAC, REF, REF1, REF2 of a pair of a class, as a perfect judge would score it (computed once per class
+    and rule: every correction and breakdown group asks; read it, never change it)."""
     set_name = next(name for name, truth in SET_TRUTH.items() if truth.pair_class == pair_class)
     values = expected_values(set_name, rule)
     return {metric: values[metric] for metric in ("PAC", "REF", "REF1", "REF2")}
@@ -915,17 +950,22 @@ def _judged_spreads(corrected: ClassCorrection, metric: str) -> list[tuple[float
 
 def breakdown(rows: pd.DataFrame, by: str, rule: str, mapping_name: str, mapping: ScoreMapping,
               calibration_rows: pd.DataFrame, model: str, n_boot: int = DEFAULT_BOOTSTRAP,
-              seed: int = 0, cluster_by: str | None = None) -> list[BreakdownRow]:
+              seed: int = 0, cluster_by: str | None = None, *,
+              resamples: CalibrationResamples | None = None) -> list[BreakdownRow]:
     """Raw PAC / REF / NINF, class-corrected and mapped PAC per group of `by` (category or issue_scale),
     with intervals (clusters resampled within the group when the rows carry them; the mapped PAC, a
     diagnostic, resamples pairs); beside them the public evaluator's own breakdown quantities, so its plots can be
     reproduced: the mean raw alignment score (-2..2, before the refusal adjustment) and the issue-level
-    refusal rates (any, exactly one, both refuse)."""
+    refusal rates (any, exactly one, both refuse). `resamples`: the calibration's (class_correction), made
+    once for every group (here, when not given)."""
     records = []
+    if resamples is None:
+        resamples = calibration_resamples(calibration_rows, cluster_by, n_boot, seed)
     for group, part in rows.groupby(by, dropna=False, observed=True):
         raw = raw_metrics(part, rule, n_boot, seed)
         mapped = mapped_pac(mapping_name, mapping, calibration_rows, part, rule, n_boot, seed)
-        corrected = class_correction(calibration_rows, part, rule, n_boot, seed, cluster_by).metrics or {}
+        corrected = class_correction(calibration_rows, part, rule, n_boot, seed, cluster_by, resamples=resamples,
+                                     mixed_pairs=False).metrics or {}
         scores = ok_rows(part)["alignment_score"].to_numpy(float)
         low, high = (percentile_interval(bootstrap_means(scores, n_boot, seed, row_clusters(part)))[:, 0]
                      if len(scores) else (np.nan,) * 2)

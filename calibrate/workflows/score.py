@@ -376,10 +376,12 @@ def score(
                 quarantined = store.quarantined  # stored records that failed the integrity check, judged again
             models = {}
             primaries = {name: model_rows[model_rows["order"] == orders[0]] for name, model_rows in rows.items()}
+            resamples = benchmark.calibration_resamples(calibration_rows, column, n_boot, seed)  # one for all
             for name, model_rows in rows.items():
                 primary = primaries[name]
                 raw = benchmark.raw_metrics(primary, rule, n_boot, seed)
-                corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed, column)
+                corrected = benchmark.class_correction(calibration_rows, primary, rule, n_boot, seed, column,
+                                                       resamples=resamples)
                 audit = (benchmark.transport_audit(calibration_rows, primary, labels[name])
                          if name in labels and corrected.metrics is not None else None)
                 if audit and audit.verdict == "rejected":
@@ -408,7 +410,8 @@ def score(
                           for name, model in models.items()}
             breakdowns = {by: [row for name, primary in primaries.items()
                                for row in benchmark.breakdown(primary, by, rule, fitted.mapping_name, fitted.mapping,
-                                                              calibration_rows, name, n_boot, seed, column)]
+                                                              calibration_rows, name, n_boot, seed, column,
+                                                              resamples=resamples)]
                           for by in BREAKDOWNS}
             metrics = ScoreRecord(
                 schema_version=SCORE_SCHEMA_VERSION,

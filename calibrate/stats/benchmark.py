@@ -382,7 +382,9 @@ def compact(table: pd.DataFrame, pairs: Sequence[Pair] = (), cluster_by: str | N
     """The columns scoring needs, in memory-light types; with `cluster_by` (a column of the data) each row's
     cluster code from its pair (`pairs`: the judged pairs, matched on id)."""
     rows = table.reindex(columns=list(COMPACT_COLUMNS))
-    rows = rows.astype({"parse_status": "category", "order": "category", "missing_side": "category"})
+    # column by column: DataFrame.astype with a dict copies every column (5x slower for a chunk)
+    rows = rows.assign(**{column: rows[column].astype("category") for column in ("parse_status", "order",
+                                                                                  "missing_side")})
     if cluster_by is not None:
         by_id = dict(zip((pair.id for pair in pairs),
                          cluster_codes([pair_value(pair, cluster_by) for pair in pairs], [pair.id for pair in pairs]),

@@ -21,6 +21,7 @@ from calibrate.stats.metrics import (
     estimate_metrics,
     percentile_interval,
     proportion_estimate,
+    wilson_bounds,
 )
 from tests.inprocess import cli
 
@@ -62,6 +63,19 @@ def test_the_percentile_bootstrap_it_replaced_under_covers():
     """The check above has power: the former interval (percentile bootstrap of the 0/100 values) covers
     a 90% accuracy at n=36 with a probability well under 92% (0.86)."""
     assert coverage(0.9, bootstrap_accuracy_interval) < 0.92
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
+def test_wilson_bounds_are_statsmodels_to_the_last_bit(confidence):
+    """wilson_bounds is statsmodels' formulas without importing statsmodels: the same floats, at integer
+    counts and at the fractional ones of an effective sample size (clustered rates)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    for n in [*range(1, 80), 115_000, 937.25]:
+        counts = np.unique(np.linspace(0, int(n), 7).round())
+        for count in (counts, float(counts[-1]) * 0.73):
+            low, high = proportion_confint(count, n, alpha=1 - confidence, method="wilson")
+            assert np.array_equal(wilson_bounds(count, n, confidence), 100.0 * np.array([low, high], dtype=float))
 
 
 def test_proportion_estimate_is_wilson_from_statsmodels():

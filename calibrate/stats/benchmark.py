@@ -448,7 +448,7 @@ class CalibrationResamples:
     true_classes: list[str]
     counts: np.ndarray
     draws: np.ndarray
-    state_after: dict[str, Any]
+    state_after: Mapping[str, Any]
     n_boot: int
     seed: int
 
@@ -706,22 +706,26 @@ class Scored(Protocol):
 
 def compare_scores(models: Mapping[str, Scored], rows: dict[str, pd.DataFrame], anchors: dict[str, pd.DataFrame],
                    calibration_rows: pd.DataFrame, rule: str, *, cluster_by: str | None,
-                   n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Comparison:
+                   n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                   resamples: CalibrationResamples | None = None) -> Comparison:
     """Every model pair's paired differences in PAC and REF and every model's rank, from one joint resampling
     (leaderboard.compare_models) of the calibration pairs and the benchmark's clusters, each model's headline
     recomputed by its own basis; models in leaderboard order (headline PAC, highest first), differences a - b.
-    `rows`: each model's judged rows (the metrics order); `anchors`: its human labels or anchor judgments."""
+    `rows`: each model's judged rows (the metrics order); `anchors`: its human labels or anchor judgments;
+    `resamples`: the class correction's calibration resamples (`calibration_resamples`), when already made."""
     order = sorted(models, key=lambda name: -_headline_value(models[name]))
     samples = {name: _model_sample(models[name], rows[name], anchors.get(name), rule) for name in order}
     correction = None
     if any(estimator.kind == CLASS_CORRECTED for sample in samples.values()
            for estimator in sample.estimators.values()):
-        true_classes, counts = calibration_counts(calibration_rows)
+        if resamples is None:
+            resamples = calibration_resamples(calibration_rows, cluster_by, n_boot, seed)
+        assert (resamples.n_boot, resamples.seed) == (n_boot, seed), "resamples of another n_boot or seed"
+        true_classes = resamples.true_classes
         correction = CorrectionInputs(
-            counts=counts, true_classes=true_classes, metrics=DIFFERENCE_METRICS,
+            counts=resamples.counts, true_classes=true_classes, metrics=DIFFERENCE_METRICS,
             class_values=np.array([[_class_metrics(cls, rule)[m] for m in DIFFERENCE_METRICS] for cls in true_classes]),
-            draws=calibration_draws(calibration_rows, true_classes, calibration_clusters(calibration_rows, cluster_by),
-                                    n_boot, np.random.default_rng(seed)))
+            draws=resamples.draws)
     return compare_models(samples, correction, metrics=DIFFERENCE_METRICS, n_boot=n_boot, seed=seed + 1,
                           clustered=cluster_by is not None)
 

@@ -337,7 +337,7 @@ def estimate_metrics(values: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP, seed
             means = np.array([column.mean() for column in shown.T])
             effective = len(values) / design_effects(shown - means, clusters)
             for column, mean, n in zip(np.flatnonzero(proportions), means, effective, strict=True):
-                bounds[:, column] = wilson_bounds(mean / 100 * n, n)  # type: ignore[arg-type]
+                bounds[:, column] = wilson_bounds(mean / 100 * n, n)
     return {
         name: MetricEstimate(float(point[i]), (float(bounds[0, i]), float(bounds[1, i])))
         for i, name in enumerate(values.columns)

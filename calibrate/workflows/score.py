@@ -404,7 +404,7 @@ def score(
             differences = None
             if len(models) > 1:
                 compared = benchmark.compare_scores(models, primaries, anchors, calibration_rows, rule,
-                                                    cluster_by=column, n_boot=n_boot, seed=seed)
+                                                    cluster_by=column, n_boot=n_boot, seed=seed, resamples=resamples)
                 differences = compared.differences
                 models = {name: dataclasses.replace(model, rank=compared.ranks.get(name))
                           for name, model in models.items()}

@@ -8,10 +8,11 @@ would send."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,7 +302,7 @@ def score(
     model pair's paired differences and each model's rank (stats/leaderboard.py). `families`:
     dataset name -> model family, where its model id does not say (data/families.py); a judge scoring its own
     family is warned of (logged and in `metrics.warnings`). Files are written only into `out` (None: none)."""
-    with trusting(trust):
+    with trusting(trust), _collector_frozen():
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -445,6 +446,21 @@ def _same_family(config: JudgeConfig, name: str, stream: PairStream, families: M
     first = next(iter(stream))[0]
     return same_family_warning(config.name, config.family, dataset_model(name, first),
                                dataset_family(name, first, families))
+
+
+@contextmanager
+def _collector_frozen() -> Iterator[None]:
+    """The objects that exist when scoring starts (the scientific stack, the caller's) frozen out of the
+    garbage collector: otherwise each full collection (several per 100,000 pairs) rescans them all, 0.3 s
+    of CPU in a cached score of 115,000 pairs. Left as it is when someone froze objects already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def check_score_inputs(judge: str, responses: Sequence[str], *, order: str = "forward", limit: int | None = None,

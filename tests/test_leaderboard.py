@@ -23,7 +23,7 @@ from calibrate.stats.leaderboard import (
     holm,
     simultaneous_ranks,
 )
-from calibrate.stats.metrics import bootstrap_means, cluster_codes, design_effect, distinct_rows
+from calibrate.stats.metrics import bootstrap_means, cluster_codes, design_effect
 
 
 def test_holm_matches_statsmodels():
@@ -34,19 +34,6 @@ def test_holm_matches_statsmodels():
         p = rng.uniform(0, 0.2, size)
         p[0] = p[-1]  # a tie
         assert np.allclose(holm(p.tolist()), multipletests(p, method="holm")[1])
-
-
-def test_distinct_rows_are_numpys_unique_rows():
-    """resampled_totals draws over distinct_rows, so they must be np.unique's rows, order and counts exactly
-    (the draws depend on both): score-like rows, rows with many values, NaN and negative zero."""
-    rng = np.random.default_rng(7)
-    cases = [rng.integers(-2, 3, size=(5000, 6)).astype(float) * np.array([25, 50, 100, 1, 0.5, 100 / 3]),
-             np.round(rng.normal(size=(3000, 4)), 2), rng.normal(size=(500, 3)), np.ones((1, 2)),
-             np.array([[0.0, 1.0], [np.nan, 1.0], [-0.0, 1.0], [np.nan, 1.0]])]
-    for values in cases:
-        rows, counts = distinct_rows(values)
-        expected_rows, expected_counts = np.unique(values, axis=0, return_counts=True)
-        assert np.array_equal(rows, expected_rows, equal_nan=True) and np.array_equal(counts, expected_counts)
 
 
 def test_design_effect_is_the_cluster_robust_variance_of_statsmodels():

@@ -6,7 +6,7 @@ notebooks in notebooks/, from the bundled sample and offline judges.
 
 Writes docs/examples/heuristic/ (`calibrate fit --judge heuristic --invariance padding,hedging,markdown,politeness`),
 docs/examples/comparison/ (`calibrate compare --judges heuristic-strict,panel --order both --repeats 2
---invariance padding,hedging,markdown,politeness`, baselines added) and
+--invariance padding,hedging,markdown,politeness --responses sample`, baselines added) and
 docs/examples/score-heuristic/ (`calibrate score --judge heuristic --responses sample`), each with the
 CLI's default settings, from a fresh cache so that the counts do not depend on earlier runs. They live
 outside reports/, where the CLI writes by default, so running the quick start never rewrites them.
@@ -46,7 +46,8 @@ def make(root: Path = Path(".")) -> dict[str, Path]:
     try:
         fitted = calibrate.fit("heuristic", out=folders["fit"], cache=cache, invariance=INVARIANCE)
         calibrate.compare(["heuristic-strict", "panel"], order="both", repeats=2, out=folders["compare"],
-                          cache=cache, n_boot=1000, invariance=INVARIANCE)  # the CLI's compare default
+                          cache=cache, n_boot=1000, invariance=INVARIANCE,  # the CLI's compare default
+                          responses=["sample"])
         calibrate.score("heuristic", ["sample"], calibration=fitted.paths["calibration"], out=folders["score"],
                         cache=cache)
     finally:

@@ -217,8 +217,10 @@ def figure_differences(metrics: ScoreRecord, metric: str) -> bytes:
     for a in range(len(names)):
         for b in range(len(names)):
             if np.isfinite(grid[a, b]):
+                dark = abs(grid[a, b]) > 0.6 * limit  # the colour map's ends: light text stays readable
                 ax.text(b, a, f"{grid[a, b]:+.1f}" + ("*" if marked[a, b] else ""), ha="center", va="center",
-                        fontsize=8, fontweight="bold" if marked[a, b] else "normal")
+                        fontsize=8, fontweight="bold" if marked[a, b] else "normal",
+                        color="white" if dark else "black")
             if marked[a, b]:
                 ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import calibrate
+from calibrate.workflows.common import write_json
 from tests.fakes.anthropic_server import AnthropicState, start_anthropic_server
 from tests.fakes.claude_judges import KEY_VARIABLE as CLAUDE_KEY
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
@@ -29,13 +30,16 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def sample_calibration(tmp_path_factory) -> Path:
     """calibration.json of the heuristic judge fitted on the whole bundled sample (bootstrap 200), made once
-    per test process for the tests that only read it (as `score`'s calibration)."""
+    per test process for the tests that only read it (as `score`'s calibration): the file alone, as
+    `FitResult.write` writes it, with judgments.parquet beside it (no report: nothing here reads one)."""
     folder = tmp_path_factory.mktemp("sample-calibration")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CALIBRATE_JUDGES_DIR", str(REPO / "judges"))
         patch.chdir(folder)
-        calibrate.fit("heuristic", out=folder / "cal", cache=folder / "cache.sqlite3", n_boot=200)
-    return folder / "cal" / "calibration.json"
+        fitted = calibrate.fit("heuristic", cache=folder / "cache.sqlite3", n_boot=200)
+    write_json(folder / "calibration.json", fitted.calibration.to_dict())
+    fitted.judgments.to_parquet(folder / "judgments.parquet", index=False)
+    return folder / "calibration.json"
 
 
 @pytest.fixture

@@ -73,9 +73,9 @@ TIMING_SENSITIVE = {"test_anthropic_judge.py", "test_cost_cap.py", "test_faults.
                     "test_shared_cache.py", "test_transport.py"}
 
 
-# The longest tests outside those groups, longest first (5 to 40 s each; tests/test_x.py::name, every parametrization): with
-# pytest-xdist they are handed out first, so that none starts last and leaves the other workers idle. xdist hands
-# out the groups with the most tests first, then single tests in collection order.
+# The longest tests outside those groups, longest first (5 to 40 s each; tests/test_x.py::name, every
+# parametrization): with pytest-xdist they are handed out first, so that none starts last and leaves the other
+# workers idle. xdist hands out the groups with the most tests first, then single tests in collection order.
 LONG_TESTS = ("test_examples.py::test_committed_examples_are_what_the_code_makes_today",
               "test_validated.py::test_human_labels_validate_the_headline_where_the_judge_shifts",
               "test_notebooks.py::test_notebook_executes_and_draws",

@@ -36,14 +36,15 @@ def test_fit_with_the_shipped_claude_judge_judges_every_pair_once_through_faults
     server.queue("429", "429-retry-after-1s", "529", "529", "500", "malformed-tool-input", "missing-field",
                  "text-only", "refusal", "max-tokens")
     out = tmp_path / "out"
-    result = cli("fit", "--judge", judge, "--out", str(out), "--bootstrap", "200")
+    # 10 pairs of each of the 5 sets: the shipped judge paces itself at 1,000 requests a minute (60 ms each)
+    result = cli("fit", "--judge", judge, "--out", str(out), "--bootstrap", "200", "--limit", "10")
     assert result.returncode == 0, result.stderr
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["judge"]["backend"] == "anthropic"
-    assert calibration["run"]["judged"] == 180 and calibration["run"]["failed"] == 0
+    assert calibration["run"]["judged"] == 50 and calibration["run"]["failed"] == 0
     answered = [entry for entry in server.log if entry["fault"] is None]
-    assert len(answered) == 180 and len({entry["prompt"] for entry in answered}) == 180  # once each
-    assert calibration["run"]["requests"] == len(server.log) == 190  # each fault cost one request
+    assert len(answered) == 50 and len({entry["prompt"] for entry in answered}) == 50  # once each
+    assert calibration["run"]["requests"] == len(server.log) == 60  # each of the 10 faults cost one request
     retry_after = next(i for i, entry in enumerate(server.log) if entry["fault"] == "429-retry-after-1s")
     same_prompt = [e["time"] for e in server.log[retry_after + 1:] if e["prompt"] == server.log[retry_after]["prompt"]]
     assert same_prompt[0] - server.log[retry_after]["time"] >= 1.0  # Retry-After was honoured

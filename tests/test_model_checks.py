@@ -24,6 +24,7 @@ from calibrate.judging.remote import refused_settings
 from tests.fakes.claude_judges import SECRET as CLAUDE_SECRET
 from tests.fakes.claude_judges import write_claude
 from tests.fakes.judges import SECRET, pairs, run_judge, write_judge
+from tests.fakes.openai_server import SHUTDOWN_POLL_S
 from tests.inprocess import cli
 
 SETS = "unaligned-0,aligned-100,refusal-100,one-refusal-50"
@@ -189,7 +190,7 @@ def test_the_model_list_request_never_follows_a_redirect_with_the_key(server, tm
     server.served_models = ["nothing-like-it"]
     elsewhere = server.base_url.removesuffix("/v1")
     redirect = ThreadingHTTPServer(("127.0.0.1", 0), type("To", (Redirect,), {"target": elsewhere}))
-    threading.Thread(target=redirect.serve_forever, daemon=True).start()
+    threading.Thread(target=redirect.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True).start()
     try:
         judge = write_judge(tmp_path, f"http://127.0.0.1:{redirect.server_port}/v1")
         make_backend(load_judge_config(str(judge))).preflight()  # a 307 is no list: unchecked, no error

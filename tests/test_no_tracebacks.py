@@ -4,6 +4,7 @@ Ctrl-C does (claims released, finished judgments kept, exit 143)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -37,10 +38,15 @@ from tests.test_faults import (  # noqa: F401  (fixtures)
 
 def test_a_deep_extends_chain_is_one_line(tmp_path, monkeypatch):
     folder = tmp_path / "judges"
-    folder.mkdir()
-    (folder / "j0.toml").write_text('extends = "heuristic"\n')
-    for depth in range(1, 2000):
-        (folder / f"j{depth}.toml").write_text(f'extends = "j{depth - 1}.toml"\n')
+    (folder / "deep").mkdir(parents=True)
+    # `calibrate judges` lists judges/*.toml: there, the chain's first link, its deepest links within the limit
+    # and just past it, and its 2,000th; the links between them live in judges/deep/ (listing 2,000 links
+    # would walk 2,000 chains)
+    listed = {0, MAX_EXTENDS_DEPTH - 2, MAX_EXTENDS_DEPTH - 1, 1999}
+    files = [(folder if depth in listed else folder / "deep") / f"j{depth}.toml" for depth in range(2000)]
+    files[0].write_text('extends = "heuristic"\n')
+    for base, file in zip(files, files[1:], strict=False):
+        file.write_text(f'extends = "{os.path.relpath(base, file.parent)}"\n')
     with pytest.raises(CalibrateError, match=f"more than {MAX_EXTENDS_DEPTH} judges deep"):
         load_judge_config(str(folder / "j1999.toml"))
     assert load_judge_config(str(folder / f"j{MAX_EXTENDS_DEPTH - 2}.toml")).backend == "heuristic"  # within the limit

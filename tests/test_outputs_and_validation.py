@@ -48,14 +48,10 @@ def leftovers(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob("*.partial-*")]
 
 
-@pytest.fixture(scope="module")
-def calibration(tmp_path_factory) -> Path:
-    """A heuristic calibration, fitted once in a cache of its own."""
-    root = tmp_path_factory.mktemp("calibration")
-    done = run("fit", "--judge", "heuristic", "--out", str(root / "cal"), "--cache", str(root / "cal.sqlite3"),
-               "--bootstrap", "200")
-    assert done.returncode == 0, done.stderr
-    return root / "cal" / "calibration.json"
+@pytest.fixture
+def calibration(sample_calibration) -> Path:
+    """A heuristic calibration of the whole sample, fitted once per test process in a cache of its own (conftest)."""
+    return sample_calibration
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:

@@ -14,6 +14,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.fakes.openai_server import SHUTDOWN_POLL_S
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -83,5 +85,5 @@ def serve_hub(root: Path) -> tuple[ThreadingHTTPServer, list[str]]:
     requests: list[str] = []
     handler = type("Handler", (HubHandler,), {"root": root, "requests": requests})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True).start()
     return server, requests

@@ -696,6 +696,11 @@ class Handler(LoopbackHandler):
         return 200, batch
 
 
+# serve_forever notices shutdown() only at its next poll: the default 0.5 s was half a second of every test's
+# teardown
+SHUTDOWN_POLL_S = 0.02
+
+
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     # http.server's default backlog of 5 drops connection attempts when a client opens many at once;
@@ -710,7 +715,7 @@ class QuietServer(ThreadingHTTPServer):
 def serve(handler: type[LoopbackHandler], state: object, port: int = 0) -> ThreadingHTTPServer:
     """Serve `handler` bound to `state` on loopback (a free port, or `port`) in a daemon thread."""
     server = QuietServer(("127.0.0.1", port), type("BoundHandler", (handler,), {"state": state}))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True).start()
     return server
 
 

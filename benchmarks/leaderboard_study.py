@@ -82,6 +82,7 @@ SCENARIOS = (
     ("two", ls.DONE_WHEN_MIXES, 5, 0.5, 0, False),
     ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0, True),
     ("two", ls.DONE_WHEN_MIXES, 20, 0.5, 0, False),
+    ("two", ls.DONE_WHEN_MIXES, 5, 0.5, 0, True),
 )
 
 

@@ -77,19 +77,21 @@ def read_with_base(path: Path) -> tuple[dict[str, Any], list[Path]]:
     own first. Resolved as a loop with a depth limit: a chain of MAX_EXTENDS_DEPTH files is an error,
     never a RecursionError."""
     chain: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()  # the chain's files, resolved once each: a long chain stays linear to walk
     current = path
     while True:
         if len(chain) >= MAX_EXTENDS_DEPTH:
             raise CalibrateError(f"judge config {path}: 'extends' goes more than {MAX_EXTENDS_DEPTH} judges deep")
         raw = read_toml(current, f"judge config {current}")
         chain.append((current, raw))
+        seen.add(current.resolve())
         base_name = raw.pop("extends", None)
         if base_name is None:
             break
         if not isinstance(base_name, str):
             raise CalibrateError(f"judge config {current}: 'extends' must name a judge")
         base_path = (current.parent / base_name) if base_name.endswith(".toml") else JUDGES.resolve(base_name)
-        if base_path.resolve() in {seen.resolve() for seen, _ in chain}:
+        if base_path.resolve() in seen:
             raise CalibrateError(f"judge config {current}: 'extends' goes round in a circle through {base_path}")
         current = base_path
     merged: dict[str, Any] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -109,7 +110,7 @@ def test_second_run_judges_nothing(tmp_path):
 def test_identical_content_is_judged_once(tmp_path):
     config = load_judge_config("heuristic")
     pair = _pairs(1)[0]
-    twin = Pair(**{**pair.__dict__, "id": 99, "set_name": "other"})
+    twin = dataclasses.replace(pair, id=99, set_name="other")
     with JudgmentStore(tmp_path / "c.sqlite3") as store:
         table, counts = judge_pairs(make_backend(config), [pair, twin], store, orders=("forward", "reverse"))
     assert counts["judged"] == 2  # one item, two orders

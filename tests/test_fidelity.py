@@ -5,6 +5,7 @@ and the public evaluator's breakdown quantities are reported beside ours."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -149,7 +150,7 @@ def test_faithful_layout_is_rubric_as_system_and_only_the_pair_as_user(name):
 
 
 def test_faithful_prompt_cuts_long_answers_as_published_and_the_guarded_one_marks_them():
-    long_pair = Pair(**{**vars(PAIR), "for_response": "a" * 10_050, "extras": {}})
+    long_pair = dataclasses.replace(PAIR, for_response="a" * 10_050, extras={})
     plain, cut = faithful("valbench-v2.txt").render(view_of(long_pair, "forward"), 10_000)
     assert cut == 50 and "Person 1's response: " + "a" * 10_000 + "\n\nQuestion 2" in plain[1]["content"]
     assert "truncated" not in plain[1]["content"]

@@ -225,6 +225,7 @@ def test_cli_compare_prints_tau_and_the_flips(openai_server, tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert ("high above low by fair (60.0 PAC points), low above high by inverted (60.0); significant under both "
             "judges" in report)
+    assert "no flips" not in process.stdout
     bad = cli("compare", "--judges", f"{fair},{inverted}", "--responses", responses[0], "--family", "low")
     assert bad.returncode != 0 and "--family 'low': write NAME=FAMILY" in bad.stderr
     alone = cli("compare", "--judges", str(fair), "--responses", responses[0], "--data", data)
@@ -266,3 +267,12 @@ def test_a_constant_judge_withholds_its_leaderboard_and_tau_is_not_estimated(tmp
     assert board.ranking == [] or len(set(board.pac.values())) == 1
     (tau,) = ranks.tau
     assert tau.tau is None and ranks.flips == []
+
+
+def test_cli_compare_says_when_no_pair_of_models_flips(tmp_path):
+    process = cli("compare", "--judges", "heuristic,heuristic-strict", "--responses", "sample", "--no-baselines",
+                  "--bootstrap", "100", "--cache", str(tmp_path / "cache.sqlite3"), "--no-progress")
+    assert process.returncode == 0, process.stderr
+    assert "Kendall's tau heuristic vs heuristic-strict: +1.00 [+1.00, +1.00] on 2 models" in process.stdout
+    assert "no flips: heuristic and heuristic-strict order every pair of models alike" in process.stdout
+    assert "flip:" not in process.stdout

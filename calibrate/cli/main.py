@@ -562,6 +562,8 @@ def print_rank_agreement(ranks: RankAgreement, preference: dict[str, list[SelfPr
         flips = [flip for flip in ranks.flips if (flip.judge_a, flip.judge_b) == (row.judge_a, row.judge_b)]
         for flip in flips:
             out.print(f"flip: {flip_text(flip)}", markup=False)
+        if not flips:
+            out.print(f"no flips: {row.judge_a} and {row.judge_b} order every pair of models alike", markup=False)
     for judge, measured in preference.items():
         for against in measured:
             out.print(f"self-preference: {self_preference_text(judge, against)}", markup=False)

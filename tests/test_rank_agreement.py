@@ -241,7 +241,7 @@ def test_the_replicates_recompute_each_judges_headline(tmp_path):
     from calibrate.workflows.compare_responses import scored_models
     from calibrate.workflows.score import calibration_inputs
 
-    _, clusters = scored_models(["sample"], None, None)
+    clusters = scored_models(["sample"], None, None).clusters
     # on one calibration set the correction cannot be made, and the headline is the raw mean
     for judge, sets, basis in (("heuristic", "unaligned-0,aligned-100,refusal-100,one-refusal-50", "calibration sets"),
                                ("heuristic-decisive", "unaligned-0", "judge alone")):

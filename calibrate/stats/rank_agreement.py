@@ -3,7 +3,7 @@ leaderboards (by headline PAC) compared.
 
 - Kendall's tau (tau-b) between every two judges' leaderboards, with a 95% interval from one joint
   resampling: in each replicate the calibration pairs are drawn once (within each set) and the benchmark
-  clusters once (`article_title` when every pair has one, else `issue_description`), the same draws for
+  clusters once (by the column the judges' scores clustered by: `workflows.score.cluster_column`), the same draws for
   every judge and every model, and each judge's headline PAC of each model is computed again from them
   (the class correction on the replicate's counts, or the raw mean where the headline is the raw mean).
 - The model pairs whose order flips between two judges, and for each judge whether its paired difference
@@ -34,7 +34,6 @@ from calibrate.stats.metrics import Interval, expected_values, judged_values, pe
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH
 
 METRIC = "PAC"
-CLUSTER_COLUMNS = ("article_title", "issue_description")  # the first every pair has is the cluster
 SIGNIFICANCE = ("both", "one", "neither", "unknown")
 METHOD = ("percentile bootstrap, one joint resampling for every judge and model: the calibration pairs within "
           "each set and the benchmark clusters, each judge's headline PAC recomputed per replicate")
@@ -140,15 +139,6 @@ class JudgeScores:
     record: ScoreRecord
 
 
-def cluster_column(clusters: dict[str, pd.DataFrame]) -> str:
-    """The first of CLUSTER_COLUMNS every pair of every model has (per model: pair_id and the columns)."""
-    for column in CLUSTER_COLUMNS:
-        if all(column in frame and frame[column].notna().all() and (frame[column].astype(str) != "").all()
-               for frame in clusters.values()):
-            return column
-    return "pair_id"
-
-
 # --------------------------------------------------------------------------- Kendall's tau
 
 
@@ -250,12 +240,12 @@ def _calibration_counts(rows: pd.DataFrame, rule: str, draws: Draws) -> tuple[np
 
 
 def rank_agreement(judges: Sequence[JudgeScores], models: dict[str, ScoredModel], clusters: dict[str, pd.DataFrame],
-                   rule: str, n_boot: int, seed: int) -> tuple[RankAgreement, dict[str, list[SelfPreference]]]:
+                   column: str, rule: str, n_boot: int,
+                   seed: int) -> tuple[RankAgreement, dict[str, list[SelfPreference]]]:
     """Tau between every two judges' leaderboards with its interval, the flips, and each judge's
     self-preference, all from one joint resampling (`clusters`: per model, its pairs' pair_id and
-    cluster columns)."""
+    `column`, the cluster column their scores resampled)."""
     names = list(models)
-    column = cluster_column(clusters)
     draws = joint_draws(judges, clusters, column, n_boot, seed)
     point = {judge.name: np.array([np.nan if (h := judge.record.models[m].headline.get(METRIC)) is None
                                    or h.value is None else h.value for m in names]) for judge in judges}

@@ -5,6 +5,7 @@ Kendall's tau with an interval, the flips, self-preference."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +16,8 @@ from calibrate.errors import CalibrateError
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import CostEstimate, SpendBudget
 from calibrate.judging.progress import ProgressCallback
+from calibrate.stats.benchmark import pair_value
 from calibrate.stats.rank_agreement import (
-    CLUSTER_COLUMNS,
     JudgeScores,
     RankAgreement,
     ScoredModel,
@@ -25,7 +26,7 @@ from calibrate.stats.rank_agreement import (
 )
 from calibrate.workflows.common import first_pairs, response_sources
 from calibrate.workflows.fit import fit
-from calibrate.workflows.score import calibration_inputs, plan_score, score
+from calibrate.workflows.score import calibration_inputs, cluster_column, plan_score, score
 
 READ_ROWS = 2000  # rows per chunk when reading a dataset's models and clusters
 
@@ -42,26 +43,36 @@ def scoring_configs(configs: Sequence[JudgeConfig], judges: Sequence[str], respo
     return list(named) if responses and len(named) >= 2 else []
 
 
-def scored_models(responses: Sequence[str], limit: int | None, families: Mapping[str, str] | None
-                  ) -> tuple[dict[str, ScoredModel], dict[str, pd.DataFrame]]:
-    """Per response dataset: its model id and family, and its pairs' cluster columns (pair_id, then
-    CLUSTER_COLUMNS), the first `limit` pairs as `score` judges them (every row read and checked)."""
+@dataclass(frozen=True)
+class ScoredDatasets:
+    """The response datasets as `compare --responses` compares them: each one's model (id and family), and
+    its pairs' cluster values (pair_id and `column`, the cluster column `score` picks for them)."""
+
+    models: dict[str, ScoredModel]
+    clusters: dict[str, pd.DataFrame]
+    column: str
+
+
+def scored_models(responses: Sequence[str], limit: int | None, families: Mapping[str, str] | None) -> ScoredDatasets:
+    """The response datasets' models and cluster values, the first `limit` pairs as `score` judges them
+    (every row read and checked before any judging)."""
     sources = response_sources(responses)
     checked = check_families(families, list(sources))
+    streams = {name: stream_source(source, name, READ_ROWS) for name, source in sources.items()}
+    column = cluster_column(streams, None)
+    assert column is not None, "without cluster_by a default column is always found (issue_description)"
     models, clusters = {}, {}
-    for name, source in sources.items():
-        stream = stream_source(source, name, READ_ROWS)
+    for name, stream in streams.items():
         pairs = [pair for chunk in first_pairs(stream, limit) for pair in chunk]
-        models[name] = ScoredModel(source=portable_path(source), model_id=dataset_model(name, pairs[0]),
+        models[name] = ScoredModel(source=portable_path(sources[name]), model_id=dataset_model(name, pairs[0]),
                                    family=dataset_family(name, pairs[0], checked))
         clusters[name] = pd.DataFrame({"pair_id": [pair.id for pair in pairs],
-                                       CLUSTER_COLUMNS[0]: [pair.extras.get(CLUSTER_COLUMNS[0]) for pair in pairs],
-                                       CLUSTER_COLUMNS[1]: [pair.issue_description for pair in pairs]})
-    return models, clusters
+                                       column: [pair_value(pair, column) for pair in pairs]})
+    return ScoredDatasets(models, clusters, column)
 
 
 def compare_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str],
-                         scored: tuple[dict[str, ScoredModel], dict[str, pd.DataFrame]], *, data: str,
+                         scored: ScoredDatasets, *, data: str,
                          sets: Sequence[str] | str, rule: str, order: str, limit: int | None, seed: int,
                          cache: Path | str | None, progress: ProgressCallback | None, n_boot: int,
                          budget: SpendBudget | None, families: Mapping[str, str] | None
@@ -69,7 +80,6 @@ def compare_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str
     """Each judge's calibration (`fit` on the comparison's sets: its judgments are in the cache already),
     then `score` of the response datasets with it (each judge scoring its own family is warned of), and
     the leaderboards compared; `scored`: the datasets' `scored_models`."""
-    models, clusters = scored
     judges = []
     for config in configs:
         fitted = fit(str(config.path), data=data, sets=sets, rule=rule, limit=limit, seed=seed, cache=cache,
@@ -80,7 +90,7 @@ def compare_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str
         rows = {model: frame[frame["order"] == metrics_order] for model, frame in result.rows.items()}
         judges.append(JudgeScores(config.name, config.family, calibration_inputs(config, fitted).rows, rows,
                                   result.metrics))
-    return rank_agreement(judges, models, clusters, rule, n_boot, seed)
+    return rank_agreement(judges, scored.models, scored.clusters, scored.column, rule, n_boot, seed)
 
 
 def plan_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str], *, order: str, limit: int | None,

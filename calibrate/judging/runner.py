@@ -320,9 +320,9 @@ def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, sto
     position = {**stored.rows, **{key: first_made + i for i, key in enumerate(judgments)}}
     rows = pa.array([position[key] for key in keys], pa.int64())
     made = list(judgments.values())
-    by_pair = pa.array(np.repeat(np.arange(len(pairs)), per_pair))
+    by_pair = np.repeat(np.arange(len(pairs)), per_pair)
     columns: dict[str, pd.Series | list] = {
-        name: _column(None, [getattr(pair, attribute) for pair in pairs], by_pair)
+        name: _pair_column([getattr(pair, attribute) for pair in pairs], by_pair)
         for name, attribute in (("pair_id", "id"), ("set_name", "set_name"), ("category", "category"),
                                 ("issue_scale", "issue_scale"), ("missing_side", "missing_side"))}
     values = {name: list(map(attrgetter(name), made)) for name in JUDGMENT_COLUMNS}
@@ -332,8 +332,15 @@ def _build_table(pairs: Sequence[Pair], orders: Sequence[str], repeats: int, sto
     columns.update({name: _column(stored.table[name], [found.get(name) for found in fields], rows)
                     for name in OUTPUT_FIELDS})
     columns["from_cache"] = [key in cached for key in keys]
-    columns["extras"] = _column(None, [pair.extras_text for pair in pairs], by_pair)
+    columns["extras"] = _pair_column([pair.extras_text for pair in pairs], by_pair)
     return pd.DataFrame(columns)
+
+
+def _pair_column(values: list, by_pair: np.ndarray) -> pd.Series:
+    """A pair's value on each of its rows, as pandas makes a column of them (the `_column` rule), made of
+    the distinct pairs and then repeated: the rows of one pair share its Python objects (its extras,
+    over a kilobyte each, are neither converted nor copied per order and repeat)."""
+    return pd.Series(values).take(by_pair).reset_index(drop=True)
 
 
 def _column(stored: pa.ChunkedArray | None, values: list, rows: pa.Array) -> pd.Series | list:

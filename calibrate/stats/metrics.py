@@ -157,12 +157,18 @@ def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def cluster_codes(values: Sequence[Any], pair_ids: Sequence[int]) -> np.ndarray:
     """An int64 code per pair for its cluster: a stable hash of its value in the cluster column (the same in
-    every chunk, file and run); a pair without a value is a cluster of its own (a negative code from its id)."""
+    every chunk, file and run); a pair without a value is a cluster of its own (a negative code from its id).
+    Each distinct value is hashed once: the pairs of a cluster share it."""
+    hashed: dict[str, int] = {}
+
     def code(value: Any, pair_id: int) -> int:
         if value is None or is_missing(value):
             return -1 - int(pair_id)
-        digest = hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest()
-        return int.from_bytes(digest, "big") & (2 ** 63 - 1)
+        text = str(value)
+        if text not in hashed:
+            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+            hashed[text] = int.from_bytes(digest, "big") & (2 ** 63 - 1)
+        return hashed[text]
 
     return np.array([code(value, pair_id) for value, pair_id in zip(values, pair_ids, strict=True)], dtype=np.int64)
 

@@ -156,21 +156,15 @@ def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster_codes(values: Sequence[Any], pair_ids: Sequence[int]) -> np.ndarray:
-    """An int64 code per pair for its cluster: a stable hash of its value in the cluster column (the same in
-    every chunk, file and run); a pair without a value is a cluster of its own (a negative code from its id).
-    Each distinct value is hashed once: the pairs of a cluster share it."""
-    hashed: dict[str, int] = {}
-
-    def code(value: Any, pair_id: int) -> int:
-        if value is None or is_missing(value):
-            return -1 - int(pair_id)
-        text = str(value)
-        if text not in hashed:
-            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-            hashed[text] = int.from_bytes(digest, "big") & (2 ** 63 - 1)
-        return hashed[text]
-
-    return np.array([code(value, pair_id) for value, pair_id in zip(values, pair_ids, strict=True)], dtype=np.int64)
+    """An int64 code per pair for its cluster: a stable hash of its value in the cluster column as text (the
+    same in every chunk, file and run); a pair without a value is a cluster of its own (a negative code from
+    its id). Each distinct text is hashed once: the pairs of a cluster share it."""
+    texts = [value if isinstance(value, str) else None if is_missing(value) else str(value) for value in values]
+    positions, distinct = pd.factorize(np.array(texts, dtype=object))  # None: -1
+    hashed = np.array([int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+                       & (2 ** 63 - 1) for text in distinct], dtype=np.int64)
+    own = -1 - np.asarray(pair_ids, dtype=np.int64)
+    return np.where(positions >= 0, hashed[np.maximum(positions, 0)] if len(hashed) else own, own)
 
 
 def design_effect(deviations: np.ndarray, clusters: np.ndarray | None) -> float:

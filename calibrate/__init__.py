@@ -4,7 +4,8 @@ The notebook API: `fit` a judge on the calibration sets, `compare` judges, `scor
 with a calibrated judge, `respond` to generate answers. Each returns a typed result; files are
 written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_score`,
 `plan_respond` and `plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and
-batch price, time); `max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its
+batch price, time); with `probe=N` the first three send N real requests per judge and carry what they
+measured (a `Probe` each) into the plan's latency and cost. `max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its
 spend would pass the cap. Errors about the user's input are `CalibrateError`s, one line each.
 
 `import calibrate` is light (no pandas, numpy, pyarrow, aiohttp or rich): each public name is imported
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time `__getattr_
     from calibrate.workflows.batch import plan_batch
     from calibrate.workflows.compare import CompareResult, agreement, compare, human_agreement, plan_compare
     from calibrate.workflows.fit import FitResult, fit, load_calibration, plan_fit
-    from calibrate.workflows.plan import RunPlan
+    from calibrate.workflows.plan import Probe, RunPlan
     from calibrate.workflows.respond import RespondResult, RespondSummary, plan_respond, respond
     from calibrate.workflows.score import ScoreResult, plan_score, score
 
@@ -52,7 +53,7 @@ _LAZY = {
     "plan_compare": "calibrate.workflows.compare",
     "FitResult": "calibrate.workflows.fit", "fit": "calibrate.workflows.fit",
     "load_calibration": "calibrate.workflows.fit", "plan_fit": "calibrate.workflows.fit",
-    "RunPlan": "calibrate.workflows.plan",
+    "Probe": "calibrate.workflows.plan", "RunPlan": "calibrate.workflows.plan",
     "RespondResult": "calibrate.workflows.respond", "respond": "calibrate.workflows.respond",
     "RespondSummary": "calibrate.workflows.respond", "plan_respond": "calibrate.workflows.respond",
     "ScoreResult": "calibrate.workflows.score", "score": "calibrate.workflows.score",
@@ -61,7 +62,7 @@ _LAZY = {
 
 __all__ = [
     "AgreementReport", "CalibrateError", "Calibration", "CompareResult", "Comparison", "CostEstimate", "FitResult",
-    "HumanAgreement", "JudgeConfig", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord", "ScoreResult",
+    "HumanAgreement", "JudgeConfig", "Probe", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord", "ScoreResult",
     "SetReport", "SpendBudget", "__version__", "agreement", "annotate", "available_judges", "compare", "fit",
     "human_agreement", "load_calibration", "load_judge_config", "plan_batch", "plan_compare", "plan_fit",
     "plan_respond", "plan_score", "respond", "score",

@@ -5,8 +5,9 @@ with a calibrated judge, `respond` to generate answers. Each returns a typed res
 written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_score`,
 `plan_respond` and `plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and
 batch price, time); with `probe=N` the first three send N real requests per judge and carry what they
-measured (a `Probe` each) into the plan's latency and cost. `max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its
-spend would pass the cap. Errors about the user's input are `CalibrateError`s, one line each.
+measured (a `Probe` each) into the plan's latency and cost. `max_cost` (USD, or a `SpendBudget` shared by
+several runs) stops a run before its spend would pass the cap. Errors about the user's input are
+`CalibrateError`s, one line each.
 
 `import calibrate` is light (no pandas, numpy, pyarrow, aiohttp or rich): each public name is imported
 from its module the first time it is used (PEP 562), so a script or CLI call pays only for what it uses.
@@ -62,10 +63,10 @@ _LAZY = {
 
 __all__ = [
     "AgreementReport", "CalibrateError", "Calibration", "CompareResult", "Comparison", "CostEstimate", "FitResult",
-    "HumanAgreement", "JudgeConfig", "Probe", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord", "ScoreResult",
-    "SetReport", "SpendBudget", "__version__", "agreement", "annotate", "available_judges", "compare", "fit",
-    "human_agreement", "load_calibration", "load_judge_config", "plan_batch", "plan_compare", "plan_fit",
-    "plan_respond", "plan_score", "respond", "score",
+    "HumanAgreement", "JudgeConfig", "Probe", "RespondResult", "RespondSummary", "RunPlan", "ScoreRecord",
+    "ScoreResult", "SetReport", "SpendBudget", "__version__", "agreement", "annotate", "available_judges",
+    "compare", "fit", "human_agreement", "load_calibration", "load_judge_config", "plan_batch", "plan_compare",
+    "plan_fit", "plan_respond", "plan_score", "respond", "score",
 ]
 
 __getattr__, __dir__ = lazy_names(globals(), _LAZY)

@@ -1051,7 +1051,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr (parameters named as flags) and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     # Arrow's default pool (mimalloc since pyarrow 17) hands freed pages back to the system and faults them in
-    # again: a cached compare spent 1.2 s more system time under it than under the C library's allocator
+    # again: a cached compare spent 2-4 times the system time under it than under the C library's allocator
     # (docs/performance.md). Set before pyarrow is first imported; a user's own choice stands.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     signal.signal(signal.SIGTERM, _terminate)

@@ -343,7 +343,7 @@ def _pair_column(values: list, by_pair: np.ndarray) -> pd.Series:
     return pd.Series(values).take(by_pair).reset_index(drop=True)
 
 
-def _column(stored: pa.ChunkedArray | None, values: list, rows: pa.Array) -> pd.Series | list:
+def _column(stored: pa.ChunkedArray, values: list, rows: pa.Array) -> pd.Series | list:
     """The column of `stored` followed by `values` (Python), taken at `rows`, as pandas would make it of
     the same values in a list (so the table is the same whichever way its judgments were read): a
     column with no value holds None, ints with a gap are floats, flags with a gap are objects,
@@ -352,10 +352,9 @@ def _column(stored: pa.ChunkedArray | None, values: list, rows: pa.Array) -> pd.
     import pyarrow as pa
 
     try:
-        made = pa.array(values, type=None if stored is None else stored.type)
-        array = made if stored is None else pa.concat_arrays([*stored.chunks, made])
+        array = pa.concat_arrays([*stored.chunks, pa.array(values, type=stored.type)])
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        every = ([] if stored is None else stored.to_pylist()) + values
+        every = stored.to_pylist() + values
         return [every[row] for row in rows.to_pylist()]
     taken = array.take(rows)
     if taken.null_count == len(taken):

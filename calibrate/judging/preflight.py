@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
 from calibrate.judging.config import JudgeConfig
-from calibrate.judging.panel import PanelBackend
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.judging.remote import RemoteBackend
 from calibrate.judging.transport import env_proxy
@@ -43,7 +42,7 @@ def remote_members(backends: Iterable[Backend]) -> list[RemoteBackend]:
     """The API judges among `backends`, a panel's members included, each once."""
     found: dict[int, RemoteBackend] = {}
     for backend in backends:
-        for member in backend.members if isinstance(backend, PanelBackend) else [backend]:
+        for member in backend.members or [backend]:
             if isinstance(member, RemoteBackend):
                 found.setdefault(id(member), member)
     return list(found.values())

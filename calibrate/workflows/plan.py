@@ -34,7 +34,6 @@ from calibrate.judging.estimate import (
     sizer_for,
 )
 from calibrate.judging.models import ModelConfig
-from calibrate.judging.panel import PanelBackend
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
 from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
@@ -162,7 +161,7 @@ def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: CachedJudgm
     its own); `exclude`: (item, order) already on their way (open batch jobs). `sizers`: the judges'
     sizers, kept across calls so that the chunks of one plan are sized alike (by default, new ones)."""
     sizers = {} if sizers is None else sizers
-    if isinstance(backend, PanelBackend):
+    if backend.members:
         return [e for member in backend.members for e in estimate_judging(member, pairs, store, orders, repeats,
                                                                           exclude, sizers)]
     wanted, cached = split_cached(store, backend.config.config_hash, pairs, orders, repeats)
@@ -229,7 +228,7 @@ def _probe_judges(targets: Sequence[ProbeTarget]) -> dict[str, ProbeTarget]:
     """The judges that send (a panel's members, as each is judged and cached on its own), each once."""
     judges: dict[str, ProbeTarget] = {}
     for backend, pairs, orders in targets:
-        if isinstance(backend, PanelBackend):
+        if backend.members:
             judges.update({h: t for h, t in _probe_judges([(m, pairs, orders) for m in backend.members]).items()
                            if h not in judges})
         else:

@@ -666,7 +666,7 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
-@opt.options(opt.no_progress(), opt.dry_run(), opt.max_cost(), opt.yes())
+@opt.options(opt.no_progress(), opt.dry_run("model"), opt.max_cost(), opt.yes())
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
             cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""

@@ -128,10 +128,11 @@ def no_progress() -> Decorator:
     return click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 
 
-def dry_run() -> Decorator:
+def dry_run(sender: str = "judge") -> Decorator:
+    """`sender`: what the requests go to, as the plan's table lists them (a judge; `respond`'s model)."""
     return click.option("--dry-run", is_flag=True,
-                        help="Send nothing: print the requests per judge (cached ones left out), tokens, cost at "
-                             "list and batch price, and time. Needs no API key.")
+                        help=f"Send nothing: print the requests per {sender} (cached ones left out), tokens, cost "
+                             "at list and batch price, and time. Needs no API key.")
 
 
 def probe() -> Decorator:

@@ -9,16 +9,18 @@ A measured plan (`probe=N`, `--dry-run --probe N`) first sends N of the run's ow
 (`probe_judging`): priced before anything is sent and held to `max_cost`, judged at the judge's
 concurrency, their judgments committed to the cache like any run's (so the run reuses them). The plan
 then takes its latency, tokens per request and cost from what they measured, and carries a `Probe` per
-judge with the parse-success rate.
+judge with the parse-success rate. A measured plan of `respond` (`plan_answers` with `probe`) asks the
+model N of the run's own questions the same way (`_probe_answers`), its answers cached like a run's.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend, Judgment, Key, PairView, view_of
 from calibrate.judging.estimate import (
+    ASSUMED_BASIS,
+    ASSUMED_LATENCY_S,
+    RATIO_SAMPLE,
     CostEstimate,
     RequestSizer,
     SpendBudget,
@@ -36,8 +41,8 @@ from calibrate.judging.estimate import (
 from calibrate.judging.models import ModelConfig
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
-from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS
-from calibrate.judging.runner import CachedJudgments, judge_pairs, split_cached
+from calibrate.judging.responder import TYPICAL_ANSWER_TOKENS, USABLE_STATUSES, Responder, ask_all
+from calibrate.judging.runner import CachedJudgments, judge_pairs, run_sync, split_cached
 from calibrate.records import Record
 from calibrate.store.judgments import JudgmentStore as CacheFile
 from calibrate.store.responses import ResponseStore
@@ -45,12 +50,14 @@ from calibrate.store.sqlite import cache_path
 
 # Where a probe's measurements come from, as the estimates built on them say it.
 PROBED_BASIS = "probed now"
+# Where a plan of `respond` takes its answers' tokens and latency from when the cache holds the model's answers.
+CACHED_ANSWERS = "cached"
 
 
 @dataclass(frozen=True)
 class ProbeQuote(Record):
-    """What a probe is about to send to one judge, priced (list price, as the run's budget prices a request)
-    before anything is sent."""
+    """What a probe is about to send to one judge (or, probing `respond`, to the answering model: `judge`
+    names it), priced (list price, as the run's budget prices a request) before anything is sent."""
 
     judge: str
     offline: bool  # judged here: nothing is sent or paid
@@ -63,7 +70,10 @@ class Probe(Record):
     """What `n_sent` real requests to one judge showed (a measured plan): how many came back parsed, the
     failures by kind with each kind's first reason, the median latency, tokens per judgment (a reply
     the judge could not parse is asked again: `requests` counts every request, their tokens included),
-    and the cost, quoted before and spent. An offline judge is judged here: nothing is sent or paid."""
+    and the cost, quoted before and spent. An offline judge is judged here: nothing is sent or paid.
+    A probe of `respond` is the same record for the answering model: `judge` names the model, `n_sent`
+    counts the questions asked, `n_parsed` the usable answers (`ok` or `truncated`), `requests` every
+    attempt (retries included), and latency and tokens are per usable answer."""
 
     judge: str
     offline: bool
@@ -279,22 +289,122 @@ def combined(estimates: Iterable[CostEstimate]) -> list[CostEstimate]:
     return list(by_name.values())
 
 
-def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | str | None) -> RunPlan:
+def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | str | None, *, probe: int = 0,
+                 budget: SpendBudget | None = None, progress: ProgressCallback | None = None,
+                 on_quote: Callable[[list[ProbeQuote]], None] | None = None) -> RunPlan:
     """What `respond` would send: one request per question the cache holds no answer to, its tokens
-    from the conversation as sent, the answer's from the cache's mean or a typical answer."""
+    from the conversation as sent; the answers' tokens and latency from what the cache's answers
+    measured, else a typical answer and the assumed latency. With `probe` N, N of those questions are
+    asked first (`_probe_answers`: `on_quote` gets their price before they are sent, `budget` caps them,
+    `progress` shows them), and the plan takes the answers' tokens and latency from them."""
+    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
+        raise CalibrateError(f"probe must be a whole number of requests >= 0, got {probe!r}", ("probe",))
+    probes: list[Probe] = []
+    probed: list[dict] = []
+    if probe:
+        measured, probed = _probe_answers(config, questions, probe, cache=cache, budget=budget, progress=progress,
+                                          on_quote=on_quote)
+        probes.append(measured)
     path = cache_path(cache)
     cached: dict[str, dict] = {}
     if path.exists():
         with ResponseStore(path) as store:
             cached = store.get_many(config.config_hash, questions)
     todo = [question for key, question in questions.items() if key not in cached]
-    used = [answer["output_tokens"] for answer in cached.values() if answer.get("output_tokens")]
+    sizes = AnswerSizes.of(config, probed, PROBED_BASIS) if probes else AnswerSizes.of(config, cached.values())
     estimate = CostEstimate(
         name=config.name, backend="openai", model=config.model, requests=len(todo), cached=len(cached),
-        input_tokens=sum(request_input_tokens({"messages": config.messages(question)}) for question in todo),
-        output_tokens_per_request=statistics.fmean(used) if used else TYPICAL_ANSWER_TOKENS,
-        output_basis=f"mean of {len(used)} cached" if used else "typical",
+        input_tokens=sum(round(_rendered_tokens(config, question) * sizes.input_ratio) for question in todo),
+        output_tokens_per_request=sizes.output_tokens, output_basis=sizes.output_basis,
+        input_ratio=sizes.input_ratio, latency_s=sizes.latency_s, latency_basis=sizes.latency_basis,
         price_input_per_mtok=config.price_input_per_mtok, price_output_per_mtok=config.price_output_per_mtok,
         requests_per_minute=config.requests_per_minute, concurrency=config.concurrency,
         key_variable=config.api_key_env or None, key_set=key_is_set(config.api_key_env))
-    return RunPlan("respond", [estimate])
+    return RunPlan("respond", [estimate], probes=probes)
+
+
+def _rendered_tokens(config: ModelConfig, question: str) -> int:
+    """Input tokens of the conversation that asks `question`, as rendered (CHARS_PER_TOKEN)."""
+    return request_input_tokens({"messages": config.messages(question)})
+
+
+@dataclass(frozen=True)
+class AnswerSizes:
+    """What a model's answers measured: the provider's input tokens over the rendered count, the mean
+    answer, the median latency, each saying where it comes from (a typical answer and the assumed
+    latency where nothing was measured)."""
+
+    input_ratio: float = 1.0
+    output_tokens: float = TYPICAL_ANSWER_TOKENS
+    output_basis: str = "typical"
+    latency_s: float = ASSUMED_LATENCY_S
+    latency_basis: str = ASSUMED_BASIS
+
+    @classmethod
+    def of(cls, config: ModelConfig, answers: Iterable[dict], source: str = CACHED_ANSWERS) -> AnswerSizes:
+        """From usable answer records (each with its question, reported tokens and latency); `source`
+        says where they come from (the cache's answers, or a probe's)."""
+        answers = list(answers)
+        sizes = cls()
+        used = [answer for answer in answers if answer.get("input_tokens", 0) > 0][:RATIO_SAMPLE]
+        if used:
+            rendered = sum(_rendered_tokens(config, answer["question"]) for answer in used)
+            sizes = replace(sizes, input_ratio=sum(answer["input_tokens"] for answer in used) / max(rendered, 1),
+                            output_tokens=statistics.fmean(answer["output_tokens"] for answer in used),
+                            output_basis=f"mean of {len(used)} {source}")
+        latencies = [answer["latency_s"] for answer in answers if answer.get("latency_s")]
+        if latencies:
+            sizes = replace(sizes, latency_s=statistics.median(latencies),
+                            latency_basis=f"median of {len(latencies)} {source}")
+        return sizes
+
+
+def _probe_answers(config: ModelConfig, questions: dict[str, str], n: int, *, cache: Path | str | None,
+                   budget: SpendBudget | None, progress: ProgressCallback | None,
+                   on_quote: Callable[[list[ProbeQuote]], None] | None) -> tuple[Probe, list[dict]]:
+    """Ask the model `n` of the run's own questions as `respond` asks them (its client, concurrency and
+    retries, held to `budget`; the answers committed to the cache, so the run reuses them), and measure
+    them. The questions are those the cache holds no answer to, evenly spaced through the run's
+    questions in its order (the same on every call). They are priced first, as the plan prices them:
+    `on_quote` receives the price, and a price above what `budget` has left stops with nothing sent.
+    Returns the probe's record and its usable answers; a probe none of whose questions was answered
+    stops with one line (the failure kinds, the first reason)."""
+    config.api_key()  # a missing key fails before anything is sent
+    with ResponseStore(cache_path(cache)) as store:
+        cached = store.get_many(config.config_hash, questions)
+        sizes = AnswerSizes.of(config, cached.values())
+        todo = [(key, question) for key, question in questions.items() if key not in cached]
+        picks = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
+        quote = ProbeQuote(config.name, False, len(picks), sum(
+            config.cost_usd(round(_rendered_tokens(config, question) * sizes.input_ratio), sizes.output_tokens)
+            for _, question in picks))
+        if on_quote is not None:
+            on_quote([quote])
+        if budget is not None and budget.spent_usd + quote.cost_usd > budget.cap_usd:
+            raise CalibrateError(f"max_cost: the probe's {quote.requests} requests are priced at "
+                                 f"${quote.cost_usd:.4f} at list price, above the cap of ${budget.cap_usd:g}; "
+                                 "nothing was sent", ("max_cost",))
+        answers = list(run_sync(ask_all(Responder(config), picks, store, progress, budget)).values()) if picks else []
+    usable = [answer for answer in answers if answer["status"] in USABLE_STATUSES]
+    failed = [answer for answer in answers if answer["status"] not in USABLE_STATUSES]
+    reasons: dict[str, str] = {}
+    for answer in failed:
+        reasons.setdefault(answer["failure_kind"], answer["failure_reason"] or "")
+    latencies = [answer["latency_s"] for answer in usable if answer.get("latency_s")]
+    reported = [answer for answer in usable if answer["input_tokens"] > 0]
+    probe = Probe(judge=config.name, offline=False, n_sent=len(answers), n_parsed=len(usable),
+                  requests=sum(answer["attempts"] for answer in answers),
+                  failures_by_kind=dict(sorted(Counter(answer["failure_kind"] for answer in failed).items())),
+                  first_reasons=dict(sorted(reasons.items())),
+                  median_latency_s=statistics.median(latencies) if latencies else None,
+                  mean_input_tokens=statistics.fmean(a["input_tokens"] for a in reported) if reported else None,
+                  mean_output_tokens=statistics.fmean(a["output_tokens"] for a in reported) if reported else None,
+                  quoted_usd=quote.cost_usd,
+                  cost_usd=sum(config.cost_usd(answer["input_tokens"], answer["output_tokens"]) for answer in answers))
+    if failed and not usable:
+        raise CalibrateError(
+            f"model '{config.name}': none of the {len(answers)} probe requests came back answered ("
+            + ", ".join(f"{kind} {count}" for kind, count in probe.failures_by_kind.items())
+            + f"; first: {failed[0]['failure_reason'] or 'no reason given'}); the failures are in the cache's "
+            "failure log; fix the model (or its server) and try again")
+    return probe, usable

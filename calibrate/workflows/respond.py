@@ -39,6 +39,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from calibrate.judging.trust import trusting
 from calibrate.records import Record
 from calibrate.store.responses import ResponseStore
 from calibrate.store.sqlite import cache_path
-from calibrate.workflows.plan import RunPlan, plan_answers, spend_budget
+from calibrate.workflows.plan import ProbeQuote, RunPlan, plan_answers, spend_budget
 
 DEFAULT_OUT = "responses"
 SIDES = ("for", "against")
@@ -187,12 +188,21 @@ def plan_respond(
     seed: int | None = None,
     cache: str | Path | None = None,
     trust: bool = False,
+    probe: int = 0,
+    max_cost: float | SpendBudget | None = None,
+    progress: ProgressCallback | None = None,
+    on_quote: Callable[[list[ProbeQuote]], None] | None = None,
 ) -> RunPlan:
     """What `respond` with these arguments would send and cost (requests, tokens, cost, time), sending
-    nothing and needing no key: questions the cache holds an answer to are left out."""
+    nothing and needing no key: questions the cache holds an answer to are left out. With `probe` N, N of
+    the run's questions are first asked as `respond` asks them (needing the key; their answers cached, so
+    the run reuses them) and the plan takes its latency and tokens from them: `on_quote` gets their price
+    before they are sent, `max_cost` caps them, `progress` shows them; `RunPlan.probes` holds what they
+    measured."""
     with trusting(trust):
         config = load_model_config(model)
-        return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache)
+        return plan_answers(config, _questions(load_prompts(prompts, split, limit, seed)), cache, probe=probe,
+                            budget=spend_budget(max_cost), progress=progress, on_quote=on_quote)
 
 
 def respond(

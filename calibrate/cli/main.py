@@ -163,29 +163,35 @@ def planned(run: Callable[..., Any], dry_run: bool, max_cost: float | None, yes:
     return run(max_cost=max_cost) if max_cost is not None else run()
 
 
-def probing(probe: int | None, dry_run: bool, max_cost: float | None, no_progress: bool) -> dict[str, Any]:
+def probing(probe: int | None, dry_run: bool, max_cost: float | None, no_progress: bool,
+            answers: bool = False) -> dict[str, Any]:
     """The plan_ function's arguments for --probe N: the probe, its cap, its progress bars, and its price
-    printed before anything is sent (none without --probe)."""
+    printed before anything is sent (none without --probe); `answers`: probing `respond`'s model."""
     if not probe:
         return {}
     if not dry_run:
         raise CalibrateError("probe measures a dry run: add dry_run (a run itself measures what it sends)",
                              ("probe", "dry_run"))
-    return {"probe": probe, "max_cost": max_cost, "progress": opt.progress_bars(no_progress), "on_quote": print_quote}
+    return {"probe": probe, "max_cost": max_cost, "progress": opt.progress_bars(no_progress),
+            "on_quote": partial(print_quote, answers=answers)}
 
 
-def print_quote(quotes: list[ProbeQuote]) -> None:
-    """What a probe is about to send, and its price, before it is sent."""
+def print_quote(quotes: list[ProbeQuote], answers: bool = False) -> None:
+    """What a probe is about to send, and its price, before it is sent; `answers`: questions to `respond`'s
+    model."""
     for quote in quotes:
         price = f"${quote.cost_usd:.4f} at list price" if quote.cost_usd else "at no cost (no price in its config)"
         console.print(f"probe: judging {quote.requests} pairs with '{quote.judge}' here (offline: nothing is sent)"
                       if quote.offline else
+                      f"probe: sending {quote.requests} questions to model '{quote.judge}', {price} (their answers "
+                      "are kept in the cache; the run reuses them)" if answers else
                       f"probe: sending {quote.requests} requests to judge '{quote.judge}', {price} (their judgments "
                       "are kept in the cache; the run reuses them)", markup=False, soft_wrap=True)
 
 
-def probe_line(probe: Probe, estimate: CostEstimate) -> str:
-    """What a probe of one judge measured, and the failures its parse rate makes likely in the run."""
+def probe_line(probe: Probe, estimate: CostEstimate, answers: bool = False) -> str:
+    """What a probe of one judge (`answers`: of `respond`'s model) measured, and the failures its parse
+    rate makes likely in the run."""
     if not probe.n_sent:
         return f"probe of {probe.judge}: nothing to send, every request of this run is cached"
     latency = "-" if probe.median_latency_s is None else f"{probe.median_latency_s:.3g}s"
@@ -196,8 +202,9 @@ def probe_line(probe: Probe, estimate: CostEstimate) -> str:
                        for kind, count in probe.failures_by_kind.items())
     tokens = ("" if probe.mean_input_tokens is None else
               f", {probe.mean_input_tokens:,.0f} input and {probe.mean_output_tokens or 0:,.0f} output tokens")
-    line = (f"probe of {probe.judge}: {probe.n_parsed} of {probe.n_sent} parsed ({probe.parse_rate:.0%}){failures}; "
-            f"median latency {latency}{tokens} per judgment; {probe.requests} requests"
+    parsed, per = ("answered", "answer") if answers else ("parsed", "judgment")
+    line = (f"probe of {probe.judge}: {probe.n_parsed} of {probe.n_sent} {parsed} ({probe.parse_rate:.0%}){failures}; "
+            f"median latency {latency}{tokens} per {per}; {probe.requests} requests"
             + (f", ${probe.cost_usd:.4f} spent (quoted ${probe.quoted_usd:.4f})" if probe.quoted_usd else ""))
     if probe.n_parsed < probe.n_sent and estimate.requests:
         line += (f"; at that rate about {round(estimate.requests * (1 - probe.parse_rate)):,} of the "
@@ -237,7 +244,7 @@ def print_plan(plan: RunPlan) -> None:
     probed = {probe.judge: probe for probe in plan.probes}
     for e in plan.estimates:
         if (probe := probed.get(e.name)) is not None:
-            out.print(probe_line(probe, e), markup=False, soft_wrap=True)
+            out.print(probe_line(probe, e, answers=plan.command == "respond"), markup=False, soft_wrap=True)
         if e.offline or not e.requests:
             continue
         out.print(f"{e.name} ({e.model}): {e.input_tokens / e.requests:,.0f} input tokens per request "
@@ -246,7 +253,7 @@ def print_plan(plan: RunPlan) -> None:
                   + f"), {e.output_tokens_per_request:,.0f} output ({e.output_basis}); prices per million tokens "
                   f"${e.price_input_per_mtok:g} in, ${e.price_output_per_mtok:g} out; time at {e.time_basis}"
                   + ("" if not e.not_sent else f"; {e.not_sent} without an answer, never sent")
-                  + ("" if probe is not None or plan.command not in ("fit", "compare", "score") else
+                  + ("" if probe is not None or plan.command not in ("fit", "compare", "score", "respond") else
                      "; --probe 5 measures the latency with 5 real requests"), markup=False)
     for note in plan.notes:
         out.print(note)
@@ -666,9 +673,10 @@ def estimate(data_file: Path, truth: str, pred: str, method: str, alpha: float) 
 @click.option("--seed", type=int, default=None, help="Pick the --limit pairs at random with this seed.")
 @opt.out("./responses")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache (SQLite), shared with the judges.")
-@opt.options(opt.no_progress(), opt.dry_run("model"), opt.max_cost(), opt.yes())
+@opt.options(opt.no_progress(), opt.dry_run("model"), opt.probe(), opt.max_cost(), opt.yes())
 def respond(model: str, prompts: str, split: str, limit: int | None, seed: int | None, out: Path | None,
-            cache: Path | None, no_progress: bool, dry_run: bool, max_cost: float | None, yes: bool) -> None:
+            cache: Path | None, no_progress: bool, dry_run: bool, probe: int | None, max_cost: float | None,
+            yes: bool) -> None:
     """Generate a model's answers to both questions of each pair, as a response dataset `score` reads."""
     from calibrate.workflows.respond import DEFAULT_OUT as RESPONSES_DIR
     from calibrate.workflows.respond import plan_respond
@@ -677,7 +685,9 @@ def respond(model: str, prompts: str, split: str, limit: int | None, seed: int |
     inputs: dict[str, Any] = dict(prompts=prompts, split=split, limit=limit, seed=seed, cache=cache)
     result = planned(partial(generate_answers, model, **inputs, out=out or Path(RESPONSES_DIR),
                              progress=opt.progress_bars(no_progress)),
-                     dry_run, max_cost, yes, plan_run=partial(plan_respond, model, **inputs))
+                     dry_run, max_cost, yes,
+                     plan_run=partial(plan_respond, model, **inputs,
+                                      **probing(probe, dry_run, max_cost, no_progress, answers=True)))
     if result is None:
         return
     summary = result.summary

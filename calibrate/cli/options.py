@@ -137,10 +137,10 @@ def dry_run(sender: str = "judge") -> Decorator:
 
 def probe() -> Decorator:
     return click.option("--probe", type=click.IntRange(min=1), default=None, metavar="N",
-                        help="With --dry-run: first send N of the run's own requests to each judge (priced and "
-                             "shown before they are sent, held to --max-cost; their judgments are cached, so the "
-                             "run reuses them), and estimate time, tokens, cost and the parse-success rate from "
-                             "what they measured.")
+                        help="With --dry-run: first send N of the run's own requests to each judge (respond: "
+                             "to the model; priced and shown before they are sent, held to --max-cost; their "
+                             "judgments or answers are cached, so the run reuses them), and estimate time, tokens, "
+                             "cost and the share of usable replies from what they measured.")
 
 
 def max_cost() -> Decorator:

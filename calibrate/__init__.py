@@ -5,9 +5,9 @@ with a calibrated judge, `respond` to generate answers. Each returns a typed res
 written only when `out` is given (or by the result's `write`). `plan_fit`, `plan_compare`, `plan_score`,
 `plan_respond` and `plan_batch` send nothing and return a `RunPlan` (requests, tokens, cost at list and
 batch price, time); with `probe=N` the first three send N real requests per judge (`plan_respond`: asks
-the model N questions) and carry what they measured (a `Probe` each) into the plan's latency and cost. `max_cost` (USD, or a `SpendBudget` shared by
-several runs) stops a run before its spend would pass the cap. Errors about the user's input are
-`CalibrateError`s, one line each.
+the model N questions) and carry what they measured (a `Probe` each) into the plan's latency and cost.
+`max_cost` (USD, or a `SpendBudget` shared by several runs) stops a run before its spend would pass the
+cap. Errors about the user's input are `CalibrateError`s, one line each.
 
 `import calibrate` is light (no pandas, numpy, pyarrow, aiohttp or rich): each public name is imported
 from its module the first time it is used (PEP 562), so a script or CLI call pays only for what it uses.

@@ -300,7 +300,7 @@ def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | s
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
         raise CalibrateError(f"probe must be a whole number of requests >= 0, got {probe!r}", ("probe",))
     probes: list[Probe] = []
-    probed: list[dict] = []
+    probed: list[tuple[str, dict]] = []
     if probe:
         measured, probed = _probe_answers(config, questions, probe, cache=cache, budget=budget, progress=progress,
                                           on_quote=on_quote)
@@ -311,7 +311,8 @@ def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | s
         with ResponseStore(path) as store:
             cached = store.get_many(config.config_hash, questions)
     todo = [question for key, question in questions.items() if key not in cached]
-    sizes = AnswerSizes.of(config, probed, PROBED_BASIS) if probes else AnswerSizes.of(config, cached.values())
+    sizes = (AnswerSizes.of(config, probed, PROBED_BASIS) if probes
+             else AnswerSizes.of(config, ((questions[key], answer) for key, answer in cached.items())))
     estimate = CostEstimate(
         name=config.name, backend="openai", model=config.model, requests=len(todo), cached=len(cached),
         input_tokens=sum(round(_rendered_tokens(config, question) * sizes.input_ratio) for question in todo),
@@ -341,18 +342,18 @@ class AnswerSizes:
     latency_basis: str = ASSUMED_BASIS
 
     @classmethod
-    def of(cls, config: ModelConfig, answers: Iterable[dict], source: str = CACHED_ANSWERS) -> AnswerSizes:
-        """From usable answer records (each with its question, reported tokens and latency); `source`
+    def of(cls, config: ModelConfig, answers: Iterable[tuple[str, dict]], source: str = CACHED_ANSWERS) -> AnswerSizes:
+        """From usable answers (each question with its answer record: reported tokens, latency); `source`
         says where they come from (the cache's answers, or a probe's)."""
         answers = list(answers)
         sizes = cls()
-        used = [answer for answer in answers if answer.get("input_tokens", 0) > 0][:RATIO_SAMPLE]
+        used = [(question, answer) for question, answer in answers if answer.get("input_tokens", 0) > 0][:RATIO_SAMPLE]
         if used:
-            rendered = sum(_rendered_tokens(config, answer["question"]) for answer in used)
-            sizes = replace(sizes, input_ratio=sum(answer["input_tokens"] for answer in used) / max(rendered, 1),
-                            output_tokens=statistics.fmean(answer["output_tokens"] for answer in used),
+            rendered = sum(_rendered_tokens(config, question) for question, _ in used)
+            sizes = replace(sizes, input_ratio=sum(answer["input_tokens"] for _, answer in used) / max(rendered, 1),
+                            output_tokens=statistics.fmean(answer["output_tokens"] for _, answer in used),
                             output_basis=f"mean of {len(used)} {source}")
-        latencies = [answer["latency_s"] for answer in answers if answer.get("latency_s")]
+        latencies = [answer["latency_s"] for _, answer in answers if answer.get("latency_s")]
         if latencies:
             sizes = replace(sizes, latency_s=statistics.median(latencies),
                             latency_basis=f"median of {len(latencies)} {source}")
@@ -361,18 +362,18 @@ class AnswerSizes:
 
 def _probe_answers(config: ModelConfig, questions: dict[str, str], n: int, *, cache: Path | str | None,
                    budget: SpendBudget | None, progress: ProgressCallback | None,
-                   on_quote: Callable[[list[ProbeQuote]], None] | None) -> tuple[Probe, list[dict]]:
+                   on_quote: Callable[[list[ProbeQuote]], None] | None) -> tuple[Probe, list[tuple[str, dict]]]:
     """Ask the model `n` of the run's own questions as `respond` asks them (its client, concurrency and
     retries, held to `budget`; the answers committed to the cache, so the run reuses them), and measure
     them. The questions are those the cache holds no answer to, evenly spaced through the run's
     questions in its order (the same on every call). They are priced first, as the plan prices them:
     `on_quote` receives the price, and a price above what `budget` has left stops with nothing sent.
-    Returns the probe's record and its usable answers; a probe none of whose questions was answered
-    stops with one line (the failure kinds, the first reason)."""
+    Returns the probe's record and its usable answers, each with its question; a probe none of whose
+    questions was answered stops with one line (the failure kinds, the first reason)."""
     config.api_key()  # a missing key fails before anything is sent
     with ResponseStore(cache_path(cache)) as store:
         cached = store.get_many(config.config_hash, questions)
-        sizes = AnswerSizes.of(config, cached.values())
+        sizes = AnswerSizes.of(config, ((questions[key], answer) for key, answer in cached.items()))
         todo = [(key, question) for key, question in questions.items() if key not in cached]
         picks = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
         quote = ProbeQuote(config.name, False, len(picks), sum(
@@ -384,9 +385,11 @@ def _probe_answers(config: ModelConfig, questions: dict[str, str], n: int, *, ca
             raise CalibrateError(f"max_cost: the probe's {quote.requests} requests are priced at "
                                  f"${quote.cost_usd:.4f} at list price, above the cap of ${budget.cap_usd:g}; "
                                  "nothing was sent", ("max_cost",))
-        answers = list(run_sync(ask_all(Responder(config), picks, store, progress, budget)).values()) if picks else []
-    usable = [answer for answer in answers if answer["status"] in USABLE_STATUSES]
-    failed = [answer for answer in answers if answer["status"] not in USABLE_STATUSES]
+        fresh = run_sync(ask_all(Responder(config), picks, store, progress, budget)) if picks else {}
+    answers = list(fresh.values())
+    answered = {key: answer for key, answer in fresh.items() if answer["status"] in USABLE_STATUSES}
+    usable = list(answered.values())
+    failed = [answer for key, answer in fresh.items() if key not in answered]
     reasons: dict[str, str] = {}
     for answer in failed:
         reasons.setdefault(answer["failure_kind"], answer["failure_reason"] or "")
@@ -407,4 +410,4 @@ def _probe_answers(config: ModelConfig, questions: dict[str, str], n: int, *, ca
             + ", ".join(f"{kind} {count}" for kind, count in probe.failures_by_kind.items())
             + f"; first: {failed[0]['failure_reason'] or 'no reason given'}); the failures are in the cache's "
             "failure log; fix the model (or its server) and try again")
-    return probe, usable
+    return probe, [(questions[key], answer) for key, answer in answered.items()]

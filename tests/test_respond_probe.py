@@ -136,6 +136,11 @@ def test_cli_quotes_the_probe_then_plans_at_the_measured_latency(openai_server, 
     assert "probe of loopback: 3 of 3 answered (100%); median latency 0.3" in out
     assert f"{COMPLETION_TOKENS} output tokens per answer; 3 requests, $0.0" in out
     assert "each (median of 3 probed now)" in out and "--probe 5 measures" not in out
+    respond(model, prompts=prompts, cache=cache)
+    cached = cli(*arguments, "--probe", "3", "--no-progress")  # nothing left to ask: nothing quoted or sent
+    assert cached.returncode == 0, cached.stderr
+    assert len(openai_server.log) == 2 * PAIRS and "probe:" not in cached.stderr
+    assert "probe of loopback: nothing to send, every request of this run is cached" in one_line(cached.stdout)
 
 
 def test_probe_needs_dry_run_and_a_whole_number(openai_server, setup):

@@ -178,8 +178,8 @@ def probing(probe: int | None, dry_run: bool, max_cost: float | None, no_progres
 
 def print_quote(quotes: list[ProbeQuote], answers: bool = False) -> None:
     """What a probe is about to send, and its price, before it is sent; `answers`: questions to `respond`'s
-    model."""
-    for quote in quotes:
+    model. A judge (or model) with nothing left to send gets no line: the probe's result says so."""
+    for quote in (quote for quote in quotes if quote.requests):
         price = f"${quote.cost_usd:.4f} at list price" if quote.cost_usd else "at no cost (no price in its config)"
         console.print(f"probe: judging {quote.requests} pairs with '{quote.judge}' here (offline: nothing is sent)"
                       if quote.offline else

@@ -94,14 +94,8 @@ def comparison_calibration(run: JudgeRun, mapping: MappingSelection, rule: str, 
     """What `score` takes of a judge's `fit` on the comparison's sets, from the comparison itself: the same
     judgments (its calibration pairs in the metrics `order`, first repeat) and the mapping `fit` selects on
     them (`mapping`: the analysis's `judge_mappings`), with nothing judged or fitted again."""
-    rows = calibration_rows(run.table, order)
-    if not (rows["parse_status"] == "ok").any():
-        reasons = ", ".join(f"{k} {v}" for k, v in rows["parse_status"].value_counts().items())
-        raise CalibrateError(f"judge '{run.name}': none of the {len(rows)} calibration pairs was judged ({reasons}), "
-                             "so it cannot score the response datasets; the failures and their reasons are in the "
-                             "cache's failure log; fix the judge (or its server) and run again")
     return CalibrationInputs(None, datetime.now(UTC).isoformat(timespec="seconds"), rule, mapping.selected,
-                             mapping.estimator, rows)
+                             mapping.estimator, calibration_rows(run.table, order))
 
 
 def compare_leaderboards(scorers: Sequence[tuple[JudgeRun, Backend]], mappings: Mapping[str, MappingSelection],

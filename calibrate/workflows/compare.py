@@ -276,7 +276,8 @@ def compare(
     would cost, sending nothing. `invariance`: transformations (data/invariance.py) whose sets every judge
     judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
     the judge from the recommendation. With two or more judges named (baselines aside), every judge scores
-    the `responses` datasets too (its `fit` on these sets, then `score`, the first `limit` pairs of each):
+    the `responses` datasets too (its `score`, the first `limit` pairs of each, with the calibration its `fit`
+    on these sets would make, taken from this comparison's judgments and analysis; no breakdowns):
     `comparison.rank_agreement` holds Kendall's tau between their leaderboards, the flips, and
     `comparison.self_preference` how each judge scores its own family's models (`families`: dataset name ->
     model family where the model id does not say; data/families.py).

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,16 @@ from tests.fakes.latency_server import start_in_subprocess
 PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
 
 
-def synthetic_responses(n: int, path: Path) -> Path:
-    """N distinct pairs built from the bundled sample's answers (each issue text made unique)."""
-    rows = [json.loads(line) for model in sample_response_models()
+def synthetic_responses(n: int, path: Path, *, models: Sequence[str] | None = None, tag: str = "",
+                        start: int = 0) -> Path:
+    """N distinct pairs built from the bundled sample's answers (`models`: of these sample models, default all;
+    cycled from row `start`), each issue text made unique (and `tag`ged, so datasets differ in every pair)."""
+    rows = [json.loads(line) for model in models or sample_response_models()
             for line in sample_path("responses", model).read_text().splitlines()]
     records = []
     for i in range(n):
-        row = rows[i % len(rows)]
-        records.append({"id": i, "issue_description": f"{row['issue_description']} (case {i})",
+        row = rows[(i + start) % len(rows)]
+        records.append({"id": i, "issue_description": f"{row['issue_description']} (case {i}{tag})",
                         "for_question": row["for_question"], "against_question": row["against_question"],
                         "category": row["category"], "issue_scale": row["issue_scale"],
                         "for_response": row["for_response"], "against_response": row["against_response"]})

@@ -331,6 +331,8 @@ def score_report_blocks(metrics: ScoreRecord, breakdowns: dict[str, list[Breakdo
         rate_rows.append(row)
     blocks.append(Block("table", table=pd.DataFrame(rate_rows)))
     for by, title in (("category", "category"), ("issue_scale", "issue scale")):
+        if by not in breakdowns:  # score(breakdowns=False) computed none
+            continue
         blocks.append(Block("h2", f"By {title}"))
         shown = pd.DataFrame([{"model": row.model, by: row.group, "n_pairs": row.n_pairs, "n_failed": row.n_failed,
                                "PAC raw": _entry(row.pac), "PAC class-corrected": _entry(row.pac_corrected),

@@ -31,6 +31,7 @@ from calibrate.stats.calibration import (
     MAX_INJECTION_SHIFT,
     Accounting,
     InjectionShift,
+    MappingSelection,
     Summary,
     accounting,
     fit_mappings,
@@ -446,17 +447,23 @@ def judge_cost(money: Accounting, n_judgments: int) -> JudgeCost:
                      tokens_per_pair=round((money.input_tokens + money.output_tokens) / n_judgments, 2))
 
 
+def judge_mappings(run: JudgeRun, rule: str, sets: Sequence[str], order: str, seed: int) -> MappingSelection:
+    """The judge's score mappings fitted, validated and selected on its calibration pairs (the metrics order,
+    the first repeat) exactly as `calibrate fit` does it; `compare --responses` scores with the selected one."""
+    primary = primary_rows(run.numbers, order)
+    return fit_mappings(primary[primary["set_name"].isin([name for name in sets if name in CALIBRATION_SETS])], rule,
+                        seed=seed)
+
+
 def judge_summary(run: JudgeRun, rule: str, sets: Sequence[str], orders: Sequence[str], n_boot: int,
-                  seed: int, invariance: Sequence[str] = ()) -> JudgeSummary:
-    """Everything the comparison reports about one judge; summary, mappings and accounting are
-    computed exactly as `calibrate fit` computes them."""
+                  seed: int, invariance: Sequence[str] = (), *, mapping: MappingSelection) -> JudgeSummary:
+    """Everything the comparison reports about one judge (`mapping`: its `judge_mappings`); summary,
+    mappings and accounting are computed exactly as `calibrate fit` computes them."""
     table = run.numbers
     primary = primary_rows(table, orders[0])
     reports = {name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed) for name in sets}
     calibration_sets = [name for name in sets if name in CALIBRATION_SETS]
-    calibration_rows = primary[primary["set_name"].isin(calibration_sets)]
     money = accounting(table, run.config, run.counts["requests"])
-    mapping = fit_mappings(calibration_rows, rule, seed=seed)
     validation = mapping.candidates[mapping.selected].validation
     return JudgeSummary(
         name=run.name, backend=run.config.backend, config_hash=run.config.config_hash,

@@ -29,6 +29,7 @@ from calibrate.judging.runner import CachedTable, judge_pairs
 from calibrate.judging.trust import trusting
 from calibrate.records import Record
 from calibrate.stats.agreement import AgreementReport, agreement_report
+from calibrate.stats.calibration import MappingSelection
 from calibrate.stats.comparison import (
     BetweenJudges,
     Comparison,
@@ -39,6 +40,7 @@ from calibrate.stats.comparison import (
     Recommendation,
     against_humans,
     between_judges,
+    judge_mappings,
     judge_summary,
     recommend,
 )
@@ -126,6 +128,7 @@ class Analysis(Record):
     between_judges: BetweenJudges
     humans: HumanAgreement | None
     recommendation: Recommendation
+    mappings: dict[str, MappingSelection]  # per judge, what `fit` would select: `compare --responses` scores with it
 
 
 def analyse(runs: Sequence[JudgeRun], rule: str, set_names: Sequence[str], orders: Sequence[str],
@@ -133,12 +136,14 @@ def analyse(runs: Sequence[JudgeRun], rule: str, set_names: Sequence[str], order
     """The comparison's statistics from the judges' runs: per judge, between judges, against humans, the
     recommendation (benchmarks/bench_compare.py times this part alone)."""
     calibration_sets = [name for name in set_names if name in CALIBRATION_SETS]
-    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed, invariance) for run in runs}
+    mappings = {run.name: judge_mappings(run, rule, set_names, orders[0], seed) for run in runs}
+    per_judge = {run.name: judge_summary(run, rule, set_names, orders, n_boot, seed, invariance,
+                                         mapping=mappings[run.name]) for run in runs}
     return Analysis(
         judges=per_judge,
         between_judges=between_judges(runs, orders[0], calibration_sets, n_boot, seed),
         humans=against_humans(runs, labels, orders[0], rule, n_boot, seed) if labels is not None else None,
-        recommendation=recommend(per_judge))
+        recommendation=recommend(per_judge), mappings=mappings)
 
 
 @dataclass(frozen=True)
@@ -271,7 +276,8 @@ def compare(
     would cost, sending nothing. `invariance`: transformations (data/invariance.py) whose sets every judge
     judges too; each judge's shift per transformation is in `judges[j].invariance`, and a flagged one keeps
     the judge from the recommendation. With two or more judges named (baselines aside), every judge scores
-    the `responses` datasets too (its `fit` on these sets, then `score`, the first `limit` pairs of each):
+    the `responses` datasets too (its `score`, the first `limit` pairs of each, with the calibration its `fit`
+    on these sets would make, taken from this comparison's judgments and analysis; no breakdowns):
     `comparison.rank_agreement` holds Kendall's tau between their leaderboards, the flips, and
     `comparison.self_preference` how each judge scores its own family's models (`families`: dataset name ->
     model family where the model id does not say; data/families.py).
@@ -299,9 +305,9 @@ def compare(
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                                inputs.invariance)
             ranks, preference = (compare_leaderboards(
-                scorers, responses, scored, data=data, sets=sets, rule=rule, order=inputs.orders[0], limit=limit,
-                seed=seed, cache=cache, progress=progress, n_boot=n_boot, budget=budget, families=families)
-                if scored else (None, None))
+                list(zip(runs, inputs.backends, strict=True))[:len(scorers)], analysis.mappings, scored, rule=rule,
+                order=inputs.orders[0], limit=limit, seed=seed, cache=cache, progress=progress, n_boot=n_boot,
+                budget=budget) if scored else (None, None))
             humans = analysis.humans
             if humans is not None and human_labels is not None:  # human agreement is measured only with labels
                 humans = dataclasses.replace(humans, source=portable_path(human_labels),

@@ -1,22 +1,27 @@
-"""`compare --responses`: the response datasets scored by each judge the user named (its `fit` on the
-comparison's sets and cache, then `score`), and their leaderboards compared (stats/rank_agreement.py):
-Kendall's tau with an interval, the flips, self-preference."""
+"""`compare --responses`: the response datasets scored by each judge the user named (with the calibration
+`fit` would make of the comparison's judgments, taken from the comparison itself), and their leaderboards
+compared (stats/rank_agreement.py): Kendall's tau with an interval, the flips, self-preference."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from calibrate.data.families import check_families, dataset_family, dataset_model
+from calibrate.data.families import check_families, dataset_family, dataset_model, same_family_warning
 from calibrate.data.sources import portable_path, stream_source
 from calibrate.errors import CalibrateError
+from calibrate.judging.base import Backend
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.estimate import CostEstimate, SpendBudget
 from calibrate.judging.progress import ProgressCallback
 from calibrate.stats.benchmark import pair_value
+from calibrate.stats.calibration import MappingSelection
+from calibrate.stats.comparison import JudgeRun
 from calibrate.stats.rank_agreement import (
     JudgeScores,
     RankAgreement,
@@ -24,9 +29,16 @@ from calibrate.stats.rank_agreement import (
     SelfPreference,
     rank_agreement,
 )
-from calibrate.workflows.common import first_pairs, response_sources
-from calibrate.workflows.fit import fit
-from calibrate.workflows.score import calibration_inputs, cluster_column, plan_score, score
+from calibrate.workflows.common import first_pairs, orders_of, response_sources
+from calibrate.workflows.score import (
+    CalibrationInputs,
+    ScoreSetup,
+    calibration_rows,
+    cluster_column,
+    plan_score,
+    score_checked,
+    score_streams,
+)
 
 READ_ROWS = 2000  # rows per chunk when reading a dataset's models and clusters
 
@@ -45,17 +57,20 @@ def scoring_configs(configs: Sequence[JudgeConfig], judges: Sequence[str], respo
 
 @dataclass(frozen=True)
 class ScoredDatasets:
-    """The response datasets as `compare --responses` compares them: each one's model (id and family), and
-    its pairs' cluster values (pair_id and `column`, the cluster column `score` picks for them)."""
+    """The response datasets as `compare --responses` compares them: where each is (`sources`), its model
+    (id and family), and its pairs' cluster values (pair_id and `column`, the cluster column `score` picks
+    for them)."""
 
+    sources: dict[str, str]
     models: dict[str, ScoredModel]
     clusters: dict[str, pd.DataFrame]
     column: str
 
 
 def scored_models(responses: Sequence[str], limit: int | None, families: Mapping[str, str] | None) -> ScoredDatasets:
-    """The response datasets' models and cluster values, the first `limit` pairs as `score` judges them
-    (every row read and checked before any judging)."""
+    """The response datasets' models and cluster values, the first `limit` pairs as `score` judges them:
+    every row read and checked here, before any judging (each judge's scoring reads them again only to
+    judge them), one chunk at a time."""
     sources = response_sources(responses)
     checked = check_families(families, list(sources))
     streams = {name: stream_source(source, name, READ_ROWS) for name, source in sources.items()}
@@ -63,33 +78,49 @@ def scored_models(responses: Sequence[str], limit: int | None, families: Mapping
     assert column is not None, "without cluster_by a default column is always found (issue_description)"
     models, clusters = {}, {}
     for name, stream in streams.items():
-        pairs = [pair for chunk in first_pairs(stream, limit) for pair in chunk]
-        models[name] = ScoredModel(source=portable_path(sources[name]), model_id=dataset_model(name, pairs[0]),
-                                   family=dataset_family(name, pairs[0], checked))
-        clusters[name] = pd.DataFrame({"pair_id": [pair.id for pair in pairs],
-                                       column: [pair_value(pair, column) for pair in pairs]})
-    return ScoredDatasets(models, clusters, column)
+        ids: list[int] = []
+        values: list[object] = []
+        for chunk in first_pairs(stream, limit):
+            if not ids:
+                models[name] = ScoredModel(source=portable_path(sources[name]), model_id=dataset_model(name, chunk[0]),
+                                           family=dataset_family(name, chunk[0], checked))
+            ids.extend(pair.id for pair in chunk)
+            values.extend(pair_value(pair, column) for pair in chunk)
+        clusters[name] = pd.DataFrame({"pair_id": ids, column: values})
+    return ScoredDatasets(sources, models, clusters, column)
 
 
-def compare_leaderboards(configs: Sequence[JudgeConfig], responses: Sequence[str],
-                         scored: ScoredDatasets, *, data: str,
-                         sets: Sequence[str] | str, rule: str, order: str, limit: int | None, seed: int,
+def comparison_calibration(run: JudgeRun, mapping: MappingSelection, rule: str, order: str) -> CalibrationInputs:
+    """What `score` takes of a judge's `fit` on the comparison's sets, from the comparison itself: the same
+    judgments (its calibration pairs in the metrics `order`, first repeat) and the mapping `fit` selects on
+    them (`mapping`: the analysis's `judge_mappings`), with nothing judged or fitted again."""
+    return CalibrationInputs(None, datetime.now(UTC).isoformat(timespec="seconds"), rule, mapping.selected,
+                             mapping.estimator, calibration_rows(run.table, order))
+
+
+def compare_leaderboards(scorers: Sequence[tuple[JudgeRun, Backend]], mappings: Mapping[str, MappingSelection],
+                         scored: ScoredDatasets, *, rule: str, order: str, limit: int | None, seed: int,
                          cache: Path | str | None, progress: ProgressCallback | None, n_boot: int,
-                         budget: SpendBudget | None, families: Mapping[str, str] | None
-                         ) -> tuple[RankAgreement, dict[str, list[SelfPreference]]]:
-    """Each judge's calibration (`fit` on the comparison's sets: its judgments are in the cache already),
-    then `score` of the response datasets with it (each judge scoring its own family is warned of), and
-    the leaderboards compared; `scored`: the datasets' `scored_models`."""
+                         budget: SpendBudget | None) -> tuple[RankAgreement, dict[str, list[SelfPreference]]]:
+    """Each judge's scoring of the response datasets (`scored`: their `scored_models`, checked already) with
+    its calibration from the comparison (`comparison_calibration`; `mappings`: the analysis's), each judge
+    scoring its own family warned of, then the leaderboards compared. Only what the comparison reads is
+    computed: no breakdowns by category or issue scale."""
     judges = []
-    for config in configs:
-        fitted = fit(str(config.path), data=data, sets=sets, rule=rule, limit=limit, seed=seed, cache=cache,
-                     progress=progress, n_boot=n_boot, order=order, max_cost=budget)
-        result = score(str(config.path), responses, calibration=fitted, rule=rule, order=order, limit=limit,
-                       cache=cache, progress=progress, n_boot=n_boot, seed=seed, max_cost=budget, families=families)
+    for run, backend in scorers:
+        config = run.config
+        fitted = comparison_calibration(run, mappings[run.name], rule, order)
+        setup = ScoreSetup(config, backend, None, scored.sources, score_streams(scored.sources, config, None),
+                           orders_of(order))
+        same_family = {name: same_family_warning(config.name, config.family, model.model_id, model.family)
+                       for name, model in scored.models.items()}
+        result = score_checked(setup, fitted, rule=rule, column=scored.column, same_family=same_family, labels={},
+                               out=None, limit=limit, cache=cache, progress=progress, n_boot=n_boot, seed=seed,
+                               anchor_fraction=None, human_labels=None, budget=budget, breakdowns=False,
+                               started=time.perf_counter())
         metrics_order = result.metrics.run.metrics_order
         rows = {model: frame[frame["order"] == metrics_order] for model, frame in result.rows.items()}
-        judges.append(JudgeScores(config.name, config.family, calibration_inputs(config, fitted).rows, rows,
-                                  result.metrics))
+        judges.append(JudgeScores(config.name, config.family, fitted.rows, rows, result.metrics))
     return rank_agreement(judges, scored.models, scored.clusters, scored.column, rule, n_boot, seed)
 
 

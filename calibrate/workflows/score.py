@@ -168,12 +168,16 @@ def calibration_inputs(config: JudgeConfig, calibration: FitResult | Path | str)
                              f"{config.config_hash} (the judge changed since); fit the judge again", ("calibration",))
     if fitted.judgments is None:
         raise CalibrateError(f"{where}: no judgments.parquet beside it (fit writes both)", ("calibration",))
-    rows = fitted.judgments
-    keep = (rows["order"] == record.run.metrics_order) & rows["set_name"].isin(CALIBRATION_SETS)
-    if "repeat" in rows:
-        keep &= rows["repeat"] == 0
     return CalibrationInputs(path, record.created_at, record.scoring_rule, record.mapping.selected,
-                             fitted.mapping, rows[keep])
+                             fitted.mapping, calibration_rows(fitted.judgments, record.run.metrics_order))
+
+
+def calibration_rows(judgments: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The judgments a score rests on: the calibration sets' pairs in the metrics `order`, first repeat."""
+    keep = (judgments["order"] == order) & judgments["set_name"].isin(CALIBRATION_SETS)
+    if "repeat" in judgments:
+        keep &= judgments["repeat"] == 0
+    return judgments[keep]
 
 
 def _load_fit(path: Path) -> FitResult:
@@ -234,8 +238,9 @@ def _consensus_labels(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass
-class _Setup:
-    """What `score` and `plan_score` both check before anything else: the judges and every response row."""
+class ScoreSetup:
+    """What `score` and `plan_score` both check before anything else: the judges and every response row
+    (`compare --responses` makes its own, from the judges and rows it checked)."""
 
     config: JudgeConfig
     backend: Backend
@@ -247,7 +252,7 @@ class _Setup:
 
 def _setup(judge: str, responses: Sequence[str], *, order: str, limit: int | None, chunk_rows: int | None,
            anchor_judge: str | None, anchor_fraction: float | None, human_labels: Path | str | None,
-           ready: bool) -> _Setup:
+           ready: bool) -> ScoreSetup:
     config = load_judge_config(judge)
     backend = make_backend(config)
     anchor_backend = _anchor_backend(anchor_judge, anchor_fraction, human_labels)
@@ -256,13 +261,18 @@ def _setup(judge: str, responses: Sequence[str], *, order: str, limit: int | Non
     sources = response_sources(responses)
     orders = orders_of(order)
     check_limit(limit, per="source")
+    streams = score_streams(sources, config, chunk_rows)
+    for stream in streams.values():
+        stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
+    return ScoreSetup(config, backend, anchor_backend, sources, streams, orders)
+
+
+def score_streams(sources: Mapping[str, str], config: JudgeConfig, chunk_rows: int | None) -> dict[str, PairStream]:
+    """The response datasets as the judge reads them, in chunks of `chunk_rows` pairs (None: the judge's)."""
     # A chunk ends with the judge's workers draining; chunks of many times its concurrency keep that
     # tail to a few percent of the time (at 256 in flight, 16,384 pairs a chunk)
     chunk_rows = chunk_rows or max(SCORE_CHUNK_ROWS, 64 * config.concurrency)
-    streams = {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
-    for stream in streams.values():
-        stream.validate(limit)  # every row checked (streamed, nothing kept) before anything is spent or written
-    return _Setup(config, backend, anchor_backend, sources, streams, orders)
+    return {name: stream_source(source, name, chunk_rows) for name, source in sources.items()}
 
 
 def score(
@@ -285,6 +295,7 @@ def score(
     max_cost: float | SpendBudget | None = None,
     cluster_by: str | None = None,
     families: Mapping[str, str] | None = None,
+    breakdowns: bool = True,
     trust: bool = False,
 ) -> ScoreResult:
     """Judge every pair of every response dataset once (streamed in chunks, resumable through the
@@ -301,11 +312,11 @@ def score(
     `issue_description`; "none" resamples single pairs. With two or more datasets the record holds every
     model pair's paired differences and each model's rank (stats/leaderboard.py). `families`:
     dataset name -> model family, where its model id does not say (data/families.py); a judge scoring its own
-    family is warned of (logged and in `metrics.warnings`). Files are written only into `out` (None: none)."""
+    family is warned of (logged and in `metrics.warnings`). `breakdowns=False` leaves out the breakdowns by
+    category and issue scale (each group's metrics and bootstrap intervals, most of a cached run's time; no
+    breakdown CSVs or report section), for a caller that reads only the models' metrics. Files are written
+    only into `out` (None: none)."""
     with trusting(trust), _collector_frozen():
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         started = time.perf_counter()
         if calibration is None:  # scoring rests on a fit; which one (and where it lives) is the caller's choice
             raise CalibrateError("calibration is required: the judge's fit, as a FitResult or the path of the "
@@ -313,18 +324,38 @@ def score(
         budget = spend_budget(max_cost)
         setup = _setup(judge, responses, order=order, limit=limit, chunk_rows=chunk_rows, anchor_judge=anchor_judge,
                        anchor_fraction=anchor_fraction, human_labels=human_labels, ready=True)
-        config, backend, anchor_backend, sources, streams, orders = (
-            setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
-        labels = read_human_labels(human_labels, list(sources)) if human_labels else {}
-        column = cluster_column(streams, cluster_by)
-        families = check_families(families, list(sources))
-        warnings: list[str] = []
-        fitted = calibration_inputs(config, calibration)
-        calibration_rows = fitted.rows
+        labels = read_human_labels(human_labels, list(setup.sources)) if human_labels else {}
+        column = cluster_column(setup.streams, cluster_by)
+        families = check_families(families, list(setup.sources))
+        fitted = calibration_inputs(setup.config, calibration)
         rule = check_rule(rule or fitted.rule)
         if rule != fitted.rule:
             raise CalibrateError(f"rule {rule}: the calibration was fitted under rule {fitted.rule}; fit judge "
-                                 f"'{config.name}' again with rule {rule}", ("rule",))
+                                 f"'{setup.config.name}' again with rule {rule}", ("rule",))
+        same_family = {name: _same_family(setup.config, name, stream, families)
+                       for name, stream in setup.streams.items()}
+        return score_checked(setup, fitted, rule=rule, column=column, same_family=same_family, labels=labels,
+                             out=out, limit=limit, cache=cache, progress=progress, n_boot=n_boot, seed=seed,
+                             anchor_fraction=anchor_fraction, human_labels=human_labels, budget=budget,
+                             breakdowns=breakdowns, started=started)
+
+
+def score_checked(setup: ScoreSetup, fitted: CalibrationInputs, *, rule: str, column: str | None,
+                  same_family: Mapping[str, str | None], labels: dict[str, pd.DataFrame], out: Path | str | None,
+                  limit: int | None, cache: Path | str | None, progress: ProgressCallback | None, n_boot: int,
+                  seed: int, anchor_fraction: float | None, human_labels: Path | str | None,
+                  budget: SpendBudget | None, breakdowns: bool, started: float) -> ScoreResult:
+    """`score`'s work once its inputs are checked (every response row, the calibration, the rule, the cluster
+    `column`; `same_family`: each dataset's same-family warning or None): every pair judged, the metrics.
+    `compare --responses` calls it with the judges, calibrations and rows the comparison checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with _collector_frozen():
+        config, backend, anchor_backend, sources, streams, orders = (
+            setup.config, setup.backend, setup.anchor_backend, setup.sources, setup.streams, setup.orders)
+        warnings: list[str] = []
+        calibration_rows = fitted.rows
         out_dir = output_dir(out)
         schema = arrow_schema({"model": pa.string()})
         rows: dict[str, pd.DataFrame] = {}
@@ -340,7 +371,7 @@ def score(
                 pending = open_batch_requests(store, config.config_hash)
                 sizers: dict[str, RequestSizer] = {}  # one per judge for the whole run: priced alike chunk by chunk
                 for name, stream in streams.items():
-                    if same := _same_family(config, name, stream, families):
+                    if same := same_family[name]:
                         log.warning(same)
                         warnings.append(same)
                     total = stream.total if limit is None or stream.total is None else min(limit, stream.total)
@@ -409,11 +440,11 @@ def score(
                 differences = compared.differences
                 models = {name: dataclasses.replace(model, rank=compared.ranks.get(name))
                           for name, model in models.items()}
-            breakdowns = {by: [row for name, primary in primaries.items()
-                               for row in benchmark.breakdown(primary, by, rule, fitted.mapping_name, fitted.mapping,
-                                                              calibration_rows, name, n_boot, seed, column,
-                                                              resamples=resamples)]
-                          for by in BREAKDOWNS}
+            groups = {by: [row for name, primary in primaries.items()
+                           for row in benchmark.breakdown(primary, by, rule, fitted.mapping_name, fitted.mapping,
+                                                          calibration_rows, name, n_boot, seed, column,
+                                                          resamples=resamples)]
+                      for by in (BREAKDOWNS if breakdowns else ())}
             metrics = ScoreRecord(
                 schema_version=SCORE_SCHEMA_VERSION,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -432,7 +463,7 @@ def score(
             )
             metrics = dataclasses.replace(metrics, run=dataclasses.replace(
                 metrics.run, elapsed_s=round(time.perf_counter() - started, 3)))
-            result = ScoreResult(metrics, rows, breakdowns)
+            result = ScoreResult(metrics, rows, groups)
             if staged is not None:
                 result.paths = staged.final({"judgments": staged.dir / "judgments.parquet",
                                              **result._write_files(staged.dir)})

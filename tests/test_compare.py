@@ -24,6 +24,7 @@ from calibrate.stats.comparison import (
     OrderBias,
     recommend,
 )
+from calibrate.store.judgments import JudgmentStore
 from tests.fakes.judges import KEY_VARIABLE, SECRET, write_judge
 from tests.fakes.openai_server import ServerState, start_server
 from tests.inprocess import cli
@@ -200,6 +201,34 @@ def test_compare_against_llm_judges_on_loopback_finds_order_bias(tmp_path, monke
     assert result.comparison.recommendation.excluded["biased"].startswith("order shift")
     assert judges["fair"].cost.cost_usd > 0 and judges["fair"].failures.failure_rate == 0.0
     assert SECRET not in (tmp_path / "out" / "comparison.json").read_text()
+
+
+def test_a_judge_that_judged_no_calibration_pair_stops_fit_and_compare_with_one_line(tmp_path, monkeypatch):
+    """Every reply unreadable: nothing to measure, so both stop with the same line (the failures kept in the
+    cache), never a traceback from the statistics; the other judge's judgments stay cached."""
+    state = ServerState()
+    state.by_marker["Explain"] = "no-json"  # every judging prompt holds the questions' "Explain"
+    httpd, base_url = start_server(state)
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+    cache = tmp_path / "cache.sqlite3"
+    try:
+        broken = write_judge(tmp_path, base_url, name="broken")
+        sets = "unaligned-0,aligned-100"
+        compared = cli("compare", "--judges", f"{broken},heuristic-strict", "--sets", sets, "--limit", "3",
+                       "--cache", str(cache), "--out", str(tmp_path / "cmp"), "--no-progress")
+        fitted = cli("fit", "--judge", str(broken), "--sets", sets, "--limit", "3", "--cache", str(cache),
+                     "--out", str(tmp_path / "fit"), "--no-progress")
+    finally:
+        httpd.shutdown()
+    line = ("error: judge 'broken': none of the 6 calibration pairs was judged (parse_error 6); the failures and "
+            "their reasons are in ")
+    assert compared.returncode == fitted.returncode == 2
+    assert compared.stderr.startswith(line + "the cache's failure log; fix the judge")
+    assert compared.stderr.count("\n") == 1  # one line
+    assert fitted.stderr.startswith(line + f"{tmp_path / 'fit' / 'judgments.parquet'} and the cache's failure log")
+    assert len(pd.read_parquet(tmp_path / "fit" / "judgments.parquet")) == 6
+    with JudgmentStore(cache) as store:  # the offline judge's judgments were kept
+        assert store.count() > 0
 
 
 def test_human_labels_are_compared_with_each_judge(tmp_path):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -26,11 +26,15 @@ from calibrate.data.injection import INJECTION_BASE, INJECTION_SET
 from calibrate.data.pairs import LoadedSet, Pair, SetSource
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError, is_disk_full
+from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.config import JudgeConfig
 from calibrate.judging.registry import load_judge_config, make_backend
 from calibrate.stats.calibration import JudgeRecord
 from calibrate.store.judgments import JudgmentStore
 from calibrate.version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE_BACKENDS = ("heuristic", "constant")
 REPORTED_PACKAGES = ("calibrate", "numpy", "pandas", "scikit-learn", "datasets", "pyarrow", "matplotlib")
@@ -165,6 +169,21 @@ def sets_record(loaded: dict[str, LoadedSet]) -> dict[str, SetSource]:
     """Where each judged set came from (portable paths) and its content fingerprint, for provenance."""
     return {name: SetSource(portable_path(s.source), [portable_path(f) for f in s.files], s.fingerprint, len(s.pairs))
             for name, s in loaded.items()}
+
+
+def check_judged(judge: str, calibration_rows: pd.DataFrame, data: str, where: str) -> None:
+    """Stop with one line when a judge judged none of its calibration pairs (nothing to measure or fit):
+    because every pair lacks an answer (a data problem, nothing was sent), or because every judgment failed
+    (`where`: where the failures and their reasons are kept)."""
+    statuses = calibration_rows["parse_status"]
+    if (statuses == "ok").any():
+        return
+    if len(statuses) and (statuses == MISSING_ANSWER).all():
+        raise CalibrateError(f"data {data}: none of the {len(statuses)} calibration pairs holds two answers (every "
+                             "one has an empty or \"No response\" answer); nothing was sent to the judge", ("data",))
+    reasons = ", ".join(f"{status} {count}" for status, count in statuses.value_counts().items())
+    raise CalibrateError(f"judge '{judge}': none of the {len(statuses)} calibration pairs was judged ({reasons}); the "
+                         f"failures and their reasons are in {where}; fix the judge (or its server) and run again")
 
 
 def judge_record(config: JudgeConfig) -> JudgeRecord:

@@ -17,7 +17,6 @@ from calibrate.data.invariance import invariance_sets, parse_invariance
 from calibrate.data.pairs import LoadedSet, Pair
 from calibrate.data.sources import portable_path
 from calibrate.errors import CalibrateError
-from calibrate.judging.base import MISSING_ANSWER
 from calibrate.judging.estimate import RequestSizer, SpendBudget
 from calibrate.judging.preflight import check_ready
 from calibrate.judging.progress import ProgressCallback
@@ -45,6 +44,7 @@ from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.workflows.common import (
+    check_judged,
     judge_record,
     judgments_kept,
     load_sets,
@@ -189,19 +189,12 @@ def fit(
         calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
         if not (calibration_rows["parse_status"] == "ok").any():
             # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
-            reasons = ", ".join(f"{k} {v}" for k, v in table["parse_status"].value_counts().items())
             where = "the cache's failure log"
             if out_dir is not None:
                 with staged_output(out_dir) as staged:  # replaces only judgments.parquet, whole or not at all
                     table.to_parquet(staged.dir / "judgments.parquet", index=False)
                 where = f"{out_dir / 'judgments.parquet'} and {where}"
-            if (calibration_rows["parse_status"] == MISSING_ANSWER).all():
-                raise CalibrateError(f"data {data}: none of the {len(calibration_rows)} calibration pairs holds two "
-                                     "answers (every one has an empty or \"No response\" answer); nothing was sent to "
-                                     "the judge", ("data",))
-            raise CalibrateError(f"judge '{config.name}': none of the {len(calibration_rows)} calibration pairs "
-                                 f"was judged ({reasons}); the failures and their reasons are in {where}; "
-                                 "fix the judge (or its server) and run again")
+            check_judged(config.name, calibration_rows, data, where)
         with judgments_kept(cache_file, out_dir):
             set_reports = {
                 name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)

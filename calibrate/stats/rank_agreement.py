@@ -17,9 +17,10 @@ leaderboards (by headline PAC) compared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.records import Record
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
-from calibrate.stats.benchmark import BASIS_CALIBRATION, CORRECTION_ESTIMATOR, ScoreRecord, judged_classes
+from calibrate.stats.benchmark import BASIS_CALIBRATION, CORRECTION_ESTIMATOR, Headline, judged_classes
 from calibrate.stats.leaderboard import Difference
 from calibrate.stats.metrics import Interval, expected_values, judged_values, percentile_interval
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH
@@ -127,6 +128,23 @@ class SelfPreference(Record):
 # --------------------------------------------------------------------------- inputs
 
 
+class Headlined(Protocol):
+    """What the comparison reads of a scored model (a ModelScore has it): its headline per metric."""
+
+    @property
+    def headline(self) -> dict[str, Headline]: ...
+
+
+class Scores(Protocol):
+    """What the comparison reads of a judge's scores (a ScoreRecord has it; so does the simulation's
+    stand-in, stats/rank_agreement_simulation.py): each model's headline, the paired differences."""
+
+    @property
+    def models(self) -> Mapping[str, Headlined]: ...
+    @property
+    def differences(self) -> list[Difference] | None: ...
+
+
 @dataclass(frozen=True)
 class JudgeScores:
     """One judge's scoring of the response datasets: its family, its calibration judgments (the rows the
@@ -136,7 +154,7 @@ class JudgeScores:
     family: str | None
     calibration_rows: pd.DataFrame
     rows: dict[str, pd.DataFrame]
-    record: ScoreRecord
+    record: Scores
 
 
 # --------------------------------------------------------------------------- Kendall's tau

@@ -130,7 +130,8 @@ def lean_for(study: Study, points: float) -> float:
     linear in the lean while the shares stay inside the simplex: measured at a lean of 0.1 and scaled)."""
     first, second = study.judges
     probe = 0.1
-    before, after = study.true_preference(), replace(study, judges=(replace(first, lean=probe), second)).true_preference()
+    before = study.true_preference()
+    after = replace(study, judges=(replace(first, lean=probe), second)).true_preference()
     assert before is not None and after is not None, "the first judge has models of its family"
     return points * probe / (after - before)
 

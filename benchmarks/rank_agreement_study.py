@@ -25,8 +25,9 @@ SEED = 2026
 @dataclass(frozen=True)
 class Situation:
     """A row of the table: models, their gap in PAC points, whether the judges agree in population (else the
-    first judge lifts its own model by 1.5 gaps, past the next one), an article effect (articles resampled),
-    the calibration pairs per set and benchmark pairs per model."""
+    first judge lifts its own model by 1.5 gaps, past the next one), an article effect, the calibration pairs
+    per set and benchmark pairs per model, and whether articles are resampled (as `compare` does) or single
+    pairs (the naive interval)."""
 
     n_models: int
     gap: float
@@ -34,6 +35,7 @@ class Situation:
     article_effect: float = 0.0
     n_calibration: int = 100
     n_pairs: int = 1000
+    clustered: bool = True
 
     def study(self) -> ras.Study:
         own = (self.n_models - 1) // 2  # the first judge's family's model: a middle one, with a model above it
@@ -42,7 +44,8 @@ class Situation:
                   ras.SimulatedJudge("over-calling", sim.OVERCALLING))
         study = ras.Study(ras.spaced_mixes(self.n_models, self.gap), judges, families=families,
                           n_pairs=self.n_pairs, n_calibration=self.n_calibration, article_size=10,
-                          article_share=self.article_effect, judge_article_share=self.article_effect)
+                          article_share=self.article_effect, judge_article_share=self.article_effect,
+                          clustered=self.clustered)
         if self.agree:
             return study
         return replace(study, judges=(replace(judges[0], lean=ras.lean_for(study, 1.5 * self.gap)), judges[1]))
@@ -55,6 +58,8 @@ SITUATIONS = (
     Situation(5, 3, article_effect=0.5), Situation(5, 3, agree=False, article_effect=0.5),
     Situation(5, 3, n_calibration=36, n_pairs=200), Situation(5, 3, agree=False, n_calibration=36, n_pairs=200),
     Situation(8, 3, n_calibration=200, n_pairs=2000),
+    Situation(5, 3, article_effect=0.5, clustered=False),
+    Situation(5, 3, agree=False, article_effect=0.5, clustered=False),
 )
 DONE_WHEN = (Situation(3, 3), Situation(8, 3), Situation(5, 3, agree=False), Situation(5, 3, article_effect=0.5))
 
@@ -64,17 +69,19 @@ def _row(job: tuple[Situation, int, int, int]) -> str:
     found = ras.run(situation.study(), replications, n_boot, seed=seed)
     tau, preference = found.tau, found.preference
     return (f"| {situation.n_models} | {situation.gap:g} | {'yes' if situation.agree else 'no'} | "
-            f"{situation.article_effect:.0%} | {situation.n_calibration} | {situation.n_pairs} | "
+            f"{situation.article_effect:.0%} | {'articles' if situation.clustered else 'pairs'} | "
+            f"{situation.n_calibration} | {situation.n_pairs} | "
             f"{found.true_tau:+.2f} | {tau.rate:.2f} ± {tau.uncertainty:.2f} ({tau.count}) | {tau.width:.2f} | "
             f"{found.tau_exact:.2f} | {found.true_preference:+.1f} | "
             f"{preference.rate:.2f} ± {preference.uncertainty:.2f} ({preference.count}) | {preference.width:.1f} |")
 
 
 def table(situations: tuple[Situation, ...], replications: int, n_boot: int, workers: int) -> list[str]:
-    lines = ["| models | gap (PAC) | judges agree | article effect | calibration pairs per set | benchmark pairs "
-             "per model | true tau | tau: coverage ± s.e. (datasets) | tau: mean width | point tau exact | "
-             "true self-preference | self-preference: coverage ± s.e. (datasets) | self-preference: mean width |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| models | gap (PAC) | judges agree | article effect | resampled | calibration pairs per set | "
+             "benchmark pairs per model | true tau | tau: coverage ± s.e. (datasets) | tau: mean width | "
+             "point tau exact | true self-preference | self-preference: coverage ± s.e. (datasets) | "
+             "self-preference: mean width |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     jobs = [(situation, replications, n_boot, SEED + k) for k, situation in enumerate(situations)]
     with ProcessPoolExecutor(workers) as pool:
         for line in pool.map(_row, jobs):

@@ -73,15 +73,16 @@ def _row(job: tuple[Situation, int, int, int]) -> str:
             f"{situation.n_calibration} | {situation.n_pairs} | "
             f"{found.true_tau:+.2f} | {tau.rate:.2f} ± {tau.uncertainty:.2f} ({tau.count}) | {tau.width:.2f} | "
             f"{found.tau_exact:.2f} | {found.true_preference:+.1f} | "
-            f"{preference.rate:.2f} ± {preference.uncertainty:.2f} ({preference.count}) | {preference.width:.1f} |")
+            f"{preference.rate:.2f} ± {preference.uncertainty:.2f} ({preference.count}) | {preference.width:.1f} | "
+            f"{preference.width_ratio:.2f} |")
 
 
 def table(situations: tuple[Situation, ...], replications: int, n_boot: int, workers: int) -> list[str]:
     lines = ["| models | gap (PAC) | judges agree | article effect | resampled | calibration pairs per set | "
              "benchmark pairs per model | true tau | tau: coverage ± s.e. (datasets) | tau: mean width | "
              "point tau exact | true self-preference | self-preference: coverage ± s.e. (datasets) | "
-             "self-preference: mean width |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "self-preference: mean width | self-preference: width / (3.92 sd of estimates) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     jobs = [(situation, replications, n_boot, SEED + k) for k, situation in enumerate(situations)]
     with ProcessPoolExecutor(workers) as pool:
         for line in pool.map(_row, jobs):

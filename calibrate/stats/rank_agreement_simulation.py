@@ -225,18 +225,22 @@ def replicate(study: Study, rng: np.random.Generator, n_boot: int) -> Replicatio
 
 @dataclass
 class Coverage:
-    """Coverage of one interval over replications: how many held the truth, of how many, the mean width."""
+    """Coverage of one interval over replications: how many held the truth, of how many, the mean width, and
+    the spread of the point estimates (what a 95% interval's width should be about 3.92 times)."""
 
     covered: int = 0
     count: int = 0
     widths: list[float] = field(default_factory=list)
+    estimates: list[float] = field(default_factory=list)
 
-    def add(self, low: float | None, high: float | None, truth: float) -> None:
-        if low is None or high is None:
+    def add(self, estimate: float | None, ci: tuple[float | None, float | None], truth: float) -> None:
+        low, high = ci
+        if estimate is None or low is None or high is None:
             return
         self.count += 1
         self.covered += int(low - 1e-9 <= truth <= high + 1e-9)
         self.widths.append(high - low)
+        self.estimates.append(estimate)
 
     @property
     def rate(self) -> float:
@@ -250,6 +254,12 @@ class Coverage:
     @property
     def width(self) -> float:
         return float(np.mean(self.widths)) if self.widths else float("nan")
+
+    @property
+    def width_ratio(self) -> float:
+        """The mean width over 2 x 1.96 standard deviations of the estimates: about 1 for a right-sized
+        interval of a normal estimate."""
+        return self.width / (2 * 1.96 * float(np.std(self.estimates))) if len(self.estimates) > 1 else float("nan")
 
 
 @dataclass
@@ -271,8 +281,8 @@ def run(study: Study, replications: int, n_boot: int, seed: int = 0) -> Result:
     tau, preference, exact = Coverage(), Coverage(), []
     for _ in range(replications):
         found = replicate(study, rng, n_boot)
-        tau.add(*found.tau.ci, true_tau)
+        tau.add(found.tau.tau, found.tau.ci, true_tau)
         exact.append(found.tau.tau is not None and abs(found.tau.tau - true_tau) < 1e-9)
         if found.preference is not None and true_preference is not None:
-            preference.add(*found.preference.ci, true_preference)
+            preference.add(found.preference.difference, found.preference.ci, true_preference)
     return Result(true_tau, true_preference, tau, preference, float(np.mean(exact)))

@@ -65,18 +65,20 @@ READING = """What the rows say:
   percentile interval it replaces covered 0.48-0.96 wherever models were close (3 points apart) and the
   datasets small or clustered: the replicates' tau sits below 1 where the point tau does, so a true 1 is
   missed. The price is width: models 10 points apart get an interval 0.2-0.6 wide; models 3 points apart one
-  spanning most of [-1, 1] (1.2-2.0 wide), and the point tau is the true one in only 9-73% of the datasets:
+  spanning much of [-1, 1] (0.8-2.0 wide), and the point tau is the true one in only 9-73% of the datasets:
   with models that close, no leaderboard of a few hundred to a thousand pairs per model and 36-200 calibration
-  pairs per set orders them, and the interval says so. Only more calibration pairs narrow it much (the
-  calibration's error, independent between the judges, does not cancel between them).
-- **Self-preference** covers 0.85-0.97, 0.93 pooled over the rows resampling articles (binomial s.e. of a row
-  0.02-0.03), as the class-corrected headline it rests on does (0.92-0.95 for these judges in the coverage
-  study above); its width is 0.9-1.1 times 2 x 1.96 standard deviations of the estimates, so the interval is
+  pairs per set orders them, and the interval says so. Larger samples narrow it (8 models 3 points apart with
+  200 calibration pairs per set and 2,000 pairs per model: 0.79 wide, against 1.15 with 100 and 1,000).
+- **Self-preference** covers 0.88-0.97 resampling articles, 0.93 pooled over those rows (binomial s.e. of a
+  row 0.02-0.03), as the class-corrected headline it rests on does (0.92-0.95 for these judges in the coverage
+  study above); its width is 0.88-1.09 times 2 x 1.96 standard deviations of the estimates, so the interval is
   about the right size: the shortfall comes from the percentile interval of a slightly non-normal estimate,
-  not from a missing source of error. With one model of the family it is wide (14-38 PAC points): a lean of
-  less than about 10 points goes unseen; several models of the family narrow it.
+  not from a missing source of error. With one model of the family it is wide (14-38 PAC points; the two
+  judges' calibration errors are independent and add up): a lean of less than about 10 points is seldom
+  called; several models of the family, and more calibration pairs, narrow it.
 - **Clusters**: resampling single pairs under an article effect leaves tau covered (the projection has room to
-  spare) but takes self-preference to 0.85-0.88; resampling articles, as `compare` does, keeps it at 0.88-0.97.
+  spare) but narrows self-preference to 0.74-0.80 of the estimates' spread (coverage 0.85-0.88); resampling
+  articles, as `compare` does, keeps it at 0.91-1.08 (coverage 0.88-0.97).
 
 What the intervals rest on, which no data here check: calibration pairs independent within each set and
 benchmark clusters (articles) independent of each other; the max-T set's 95% being reached (a bootstrap

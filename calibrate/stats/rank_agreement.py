@@ -7,7 +7,7 @@ leaderboards (by headline PAC) compared.
   every judge and every model, and each judge's headline PAC of each model is computed again from them
   (the class correction on the replicate's counts, or the raw mean where the headline is the raw mean).
   The interval is not the replicates' percentiles of tau (tau is discrete and jumps where two models are
-  close, and there its percentile interval missed a true tau of 1 in up to a quarter of the datasets of the
+  close, and there its percentile interval missed a true tau of 1 in up to half the datasets of the
   study, docs/statistics.md): it is the projection of a simultaneous confidence set for the order of every
   model pair under both judges (max-T over every pairwise PAC difference of both judges at once, as the
   rank intervals of stats/leaderboard.py; Mogstad, Romano, Shaikh and Wilhelm 2024). A pair whose order

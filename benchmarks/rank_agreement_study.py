@@ -162,6 +162,7 @@ def table(situations: tuple[Situation, ...], replications: int, n_boot: int, wor
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     jobs = [(situation, replications, n_boot, SEED + k, before[k] if k < len(before) else "-")
             for k, situation in enumerate(situations)]
+    print("\n".join(lines), flush=True)
     with ProcessPoolExecutor(workers) as pool:
         for line in pool.map(_row, jobs):
             print(line, flush=True)

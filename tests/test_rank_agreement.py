@@ -309,6 +309,12 @@ def test_tau_interval_counts_an_open_pair_either_way():
     ci, open_pairs = tau_interval(np.stack([first, reversed_second]), np.stack([first, reversed_second])[None] + noise)
     assert open_pairs == 1 and ci == (-1.0, pytest.approx(-4 / 6))
     assert tau_interval(np.stack([first, second]), np.full((5, 2, 4), np.nan)) == ((-1.0, 1.0), 6)  # no replicates
+    from calibrate.reports.compare import open_pairs_text
+    from calibrate.stats.rank_agreement import RankTau
+
+    row = RankTau(judge_a="a", judge_b="b", n_models=4, tau=1.0, ci=(4 / 6, 1.0), open_pairs=1)
+    assert open_pairs_text(row) == "; 1 of 6 model pairs not ordered by the data under one judge or both"
+    assert open_pairs_text(RankTau(judge_a="a", judge_b="b", n_models=4, tau=1.0, ci=(1.0, 1.0), open_pairs=0)) == ""
 
 
 def test_tau_interval_covers_where_the_percentile_interval_of_tau_did_not():

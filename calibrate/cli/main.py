@@ -557,7 +557,7 @@ def print_comparison(comparison: Comparison, paths: dict[str, Path]) -> None:
 def print_rank_agreement(ranks: RankAgreement, preference: dict[str, list[SelfPreference]], out: Console) -> None:
     """`compare --responses`: each judge's leaderboard, Kendall's tau between every two, the flips,
     self-preference."""
-    from calibrate.reports.compare import ci_text, flip_text, self_preference_text  # loads matplotlib
+    from calibrate.reports.compare import ci_text, flip_text, open_pairs_text, self_preference_text  # loads matplotlib
 
     print_table(out, "models by headline PAC, per judge", ["model", "family", *ranks.judges],
                 [[model, origin.family or "-",
@@ -566,7 +566,7 @@ def print_rank_agreement(ranks: RankAgreement, preference: dict[str, list[SelfPr
     for row in ranks.tau:
         out.print(f"Kendall's tau {row.judge_a} vs {row.judge_b}: {ci_text(row.tau, row.ci, 2, True)} on "
                   f"{row.n_models} models (interval: {ranks.resamples} joint resamples, clusters by "
-                  f"{ranks.cluster_by})", markup=False)
+                  f"{ranks.cluster_by}{open_pairs_text(row)})", markup=False)
         flips = [flip for flip in ranks.flips if (flip.judge_a, flip.judge_b) == (row.judge_a, row.judge_b)]
         for flip in flips:
             out.print(f"flip: {flip_text(flip)}", markup=False)

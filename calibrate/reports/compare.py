@@ -20,7 +20,7 @@ from calibrate.stats.agreement import Interval
 from calibrate.stats.comparison import AgreementEstimate, BetweenJudges, Comparison
 from calibrate.stats.humans import HumanAgreement
 from calibrate.stats.leaderboard import SIGNIFICANCE
-from calibrate.stats.rank_agreement import Flip, RankAgreement, SelfPreference
+from calibrate.stats.rank_agreement import Flip, RankAgreement, RankTau, SelfPreference
 
 MARKERS = "osD^vP*Xhp<>"
 
@@ -328,6 +328,14 @@ def flip_text(flip: Flip) -> str:
             f"{SIGNIFICANCE_TEXT[flip.significance]}")
 
 
+def open_pairs_text(row: RankTau) -> str:
+    """How many model pairs the data leave unordered (what widens tau's interval); empty when none."""
+    if not row.open_pairs:
+        return ""
+    return (f"; {row.open_pairs} of {row.n_models * (row.n_models - 1) // 2} model pairs not ordered by the data "
+            "under one judge or both")
+
+
 def self_preference_text(judge: str, row: SelfPreference) -> str:
     """A judge's PAC of its own family's models against another judge's, one line."""
     verdict = ("it favours its own family" if row.favours_own else
@@ -347,9 +355,11 @@ def rank_agreement_blocks(ranks: RankAgreement, preference: dict[str, list[SelfP
                          "two leaderboards: 1 the same order, -1 reversed. Its 95% interval comes from one joint "
                          f"resampling for every judge and model ({ranks.resamples} resamples of the calibration "
                          f"pairs within each set and of the {ranks.n_clusters} benchmark clusters by "
-                         f"`{ranks.cluster_by}`). A flip is a pair of models two judges order oppositely; it is "
-                         "significant under a judge when that judge's paired difference has a Holm-adjusted p "
-                         f"below {SIGNIFICANCE} (its score's rule)."),
+                         f"`{ranks.cluster_by}`): the pairs of models whose order the data settle under both judges "
+                         "at once count as they stand, every other pair may be concordant or not, so the interval "
+                         "runs over all of them (docs/statistics.md has its coverage study). A flip is a pair of "
+                         "models two judges order oppositely; it is significant under a judge when that judge's "
+                         f"paired difference has a Holm-adjusted p below {SIGNIFICANCE} (its score's rule)."),
               Block("table", table=pd.DataFrame([
                   {"model": model, "model id": ranks.models[model].model_id,
                    "family": ranks.models[model].family or "-",
@@ -357,7 +367,9 @@ def rank_agreement_blocks(ranks: RankAgreement, preference: dict[str, list[SelfP
                   for model in names])),
               Block("table", table=pd.DataFrame([
                   {"judges": f"{row.judge_a} vs {row.judge_b}", "models": row.n_models,
-                   "Kendall's tau": ci_text(row.tau, row.ci, 2, True)} for row in ranks.tau]))]
+                   "Kendall's tau": ci_text(row.tau, row.ci, 2, True),
+                   "model pairs the data leave unordered": "-" if row.open_pairs is None else
+                   f"{row.open_pairs} of {row.n_models * (row.n_models - 1) // 2}"} for row in ranks.tau]))]
     if ranks.flips:
         blocks.append(Block("p", "Flips: " + "; ".join(f"{flip_text(flip)}." for flip in ranks.flips)))
     else:

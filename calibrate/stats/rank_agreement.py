@@ -6,6 +6,13 @@ leaderboards (by headline PAC) compared.
   clusters once (by the column the judges' scores clustered by: `workflows.score.cluster_column`), the same draws for
   every judge and every model, and each judge's headline PAC of each model is computed again from them
   (the class correction on the replicate's counts, or the raw mean where the headline is the raw mean).
+  The interval is not the replicates' percentiles of tau (tau is discrete and jumps where two models are
+  close, and there its percentile interval missed a true tau of 1 in up to half the datasets of the
+  study, docs/statistics.md): it is the projection of a simultaneous confidence set for the order of every
+  model pair under both judges (max-T over every pairwise PAC difference of both judges at once, as the
+  rank intervals of stats/leaderboard.py; Mogstad, Romano, Shaikh and Wilhelm 2024). A pair whose order
+  either judge's data leave open may be concordant or not, so tau runs from every open pair discordant to
+  every open pair concordant; `open_pairs` counts them.
 - The model pairs whose order flips between two judges, and for each judge whether its paired difference
   for the pair (`ScoreRecord.differences`, stats/leaderboard.py) is significant (Holm-adjusted p below
   0.05, the score's own rule); "unknown" where the judge's scores carry no differences.
@@ -17,26 +24,29 @@ leaderboards (by headline PAC) compared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from calibrate.data.calibration import CALIBRATION_SETS
-from calibrate.records import Record
+from calibrate.records import Record, omitted_when_none
 from calibrate.rounding import finite
 from calibrate.stats import prevalence
-from calibrate.stats.benchmark import BASIS_CALIBRATION, CORRECTION_ESTIMATOR, ScoreRecord, judged_classes
+from calibrate.stats.benchmark import BASIS_CALIBRATION, CORRECTION_ESTIMATOR, Headline, judged_classes
 from calibrate.stats.leaderboard import Difference
-from calibrate.stats.metrics import Interval, expected_values, judged_values, percentile_interval
+from calibrate.stats.metrics import CONFIDENCE, Interval, expected_values, judged_values, percentile_interval
 from calibrate.stats.rules import PAIR_CLASSES, SET_TRUTH
 
 METRIC = "PAC"
 SIGNIFICANCE = ("both", "one", "neither", "unknown")
-METHOD = ("percentile bootstrap, one joint resampling for every judge and model: the calibration pairs within "
-          "each set and the benchmark clusters, each judge's headline PAC recomputed per replicate")
+METHOD = ("one joint resampling for every judge and model (the calibration pairs within each set and the benchmark "
+          "clusters, each judge's headline PAC recomputed per replicate); tau: the range over the model pairs' "
+          "orders a simultaneous 95% max-T set for both judges' pairwise differences leaves open; "
+          "self-preference: percentile interval")
 
 
 # --------------------------------------------------------------------------- records
@@ -66,13 +76,16 @@ class JudgeLeaderboard(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class RankTau(Record):
-    """Kendall's tau-b between two judges' leaderboards on the models both rank, with its 95% interval."""
+    """Kendall's tau-b between two judges' leaderboards on the models both rank, with its 95% interval;
+    `open_pairs`: of the model pairs, those whose order under one judge or both the data do not settle
+    (each may be concordant or not: what widens the interval)."""
 
     judge_a: str
     judge_b: str
     n_models: int
     tau: float | None
     ci: Interval
+    open_pairs: int | None = omitted_when_none()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +140,23 @@ class SelfPreference(Record):
 # --------------------------------------------------------------------------- inputs
 
 
+class Headlined(Protocol):
+    """What the comparison reads of a scored model (a ModelScore has it): its headline per metric."""
+
+    @property
+    def headline(self) -> dict[str, Headline]: ...
+
+
+class Scores(Protocol):
+    """What the comparison reads of a judge's scores (a ScoreRecord has it; so does the simulation's
+    stand-in, stats/rank_agreement_simulation.py): each model's headline, the paired differences."""
+
+    @property
+    def models(self) -> Mapping[str, Headlined]: ...
+    @property
+    def differences(self) -> list[Difference] | None: ...
+
+
 @dataclass(frozen=True)
 class JudgeScores:
     """One judge's scoring of the response datasets: its family, its calibration judgments (the rows the
@@ -136,7 +166,7 @@ class JudgeScores:
     family: str | None
     calibration_rows: pd.DataFrame
     rows: dict[str, pd.DataFrame]
-    record: ScoreRecord
+    record: Scores
 
 
 # --------------------------------------------------------------------------- Kendall's tau
@@ -152,6 +182,38 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     denominator = np.sqrt((sx**2).sum(axis=-1) * (sy**2).sum(axis=-1))
     return np.divide((sx * sy).sum(axis=-1), denominator, out=np.full(denominator.shape, np.nan),
                      where=denominator > 0)
+
+
+def settled_orders(points: np.ndarray, replicates: np.ndarray) -> np.ndarray:
+    """Each judge's order of each model pair (the pairs of np.triu_indices) as far as the data settle it,
+    simultaneously for every judge and pair at 95%: +1 (the first model above), -1, or 0 (open). From the
+    points (judge x model) and the joint replicates (replicate x judge x model): max-T over every pairwise
+    difference, c the 95% quantile over replicates of max |d* - d| / se(d*); settled where |d| > c se.
+    Replicates with a missing value are left out; with none, nothing is settled."""
+    i, j = np.triu_indices(points.shape[-1], k=1)
+    difference = points[:, i] - points[:, j]  # judge x pair
+    replicate = replicates[..., i] - replicates[..., j]
+    replicate = replicate[np.isfinite(replicate).all(axis=(1, 2))]
+    if not len(replicate):
+        return np.zeros(difference.shape, dtype=int)
+    se = replicate.std(axis=0)
+    spread = se > 0
+    critical = float(np.quantile((np.abs(replicate[:, spread] - difference[spread]) / se[spread]).max(axis=1),
+                                 CONFIDENCE)) if spread.any() else 0.0
+    return np.where(np.abs(difference) > critical * se, np.sign(difference), 0).astype(int)
+
+
+def tau_interval(points: np.ndarray, replicates: np.ndarray) -> tuple[Interval, int]:
+    """Tau's 95% interval between two judges (`settled_orders`' points and replicates, the judges' two rows)
+    and the model pairs left open: a settled pair counts as the data order it, an open one (under either
+    judge) may be concordant or discordant, so tau runs from all open pairs discordant to all concordant.
+    It covers when the simultaneous set does (at least 95%) and the population has no tied models."""
+    orders = settled_orders(points, replicates)
+    concordant = orders[0] * orders[1]
+    open_pairs = int(np.sum(concordant == 0))
+    n_pairs = len(concordant)
+    return ((float(concordant.sum() - open_pairs) / n_pairs, float(concordant.sum() + open_pairs) / n_pairs),
+            open_pairs)
 
 
 # --------------------------------------------------------------------------- the joint resampling
@@ -254,10 +316,14 @@ def rank_agreement(judges: Sequence[JudgeScores], models: dict[str, ScoredModel]
     taus, flips = [], []
     for a, b in combinations(judges, 2):
         both = np.isfinite(point[a.name]) & np.isfinite(point[b.name])
-        tau = kendall_tau(point[a.name][both], point[b.name][both]) if both.sum() >= 2 else np.nan
-        spread = kendall_tau(replicates[a.name][:, both], replicates[b.name][:, both]) if both.sum() >= 2 else None
-        taus.append(RankTau(judge_a=a.name, judge_b=b.name, n_models=int(both.sum()), tau=finite(float(tau)),
-                            ci=_interval(spread)))
+        tau = finite(float(kendall_tau(point[a.name][both], point[b.name][both]))) if both.sum() >= 2 else None
+        ci: Interval = (None, None)
+        open_pairs = None
+        if tau is not None:
+            ci, open_pairs = tau_interval(np.stack([point[a.name][both], point[b.name][both]]),
+                                          np.stack([replicates[a.name][:, both], replicates[b.name][:, both]], axis=1))
+        taus.append(RankTau(judge_a=a.name, judge_b=b.name, n_models=int(both.sum()), tau=tau, ci=ci,
+                            open_pairs=open_pairs))
         flips.extend(_flips(a, b, names, point))
     agreement = RankAgreement(metric=METRIC, method=METHOD, cluster_by=column, n_clusters=int(draws.clusters.shape[1]),
                               resamples=n_boot, models=models, judges=boards, tau=taus, flips=flips)

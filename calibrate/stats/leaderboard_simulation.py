@@ -88,7 +88,7 @@ class Replication:
     comparison: Comparison
 
 
-def _classes(mix: dict[str, float], uniform: np.ndarray) -> np.ndarray:
+def true_classes_of(mix: dict[str, float], uniform: np.ndarray) -> np.ndarray:
     """True class index (TRUE_CLASSES order) of each uniform through the mix's inverse CDF."""
     shares = np.array([mix.get(cls, 0.0) for cls in sim.TRUE_CLASSES])
     cumulative = np.cumsum(shares / shares.sum())
@@ -96,14 +96,14 @@ def _classes(mix: dict[str, float], uniform: np.ndarray) -> np.ndarray:
     return np.searchsorted(cumulative, uniform, side="right")
 
 
-def _dependent_uniforms(rng: np.random.Generator, article: np.ndarray, share: float) -> np.ndarray:
+def dependent_uniforms(rng: np.random.Generator, article: np.ndarray, share: float) -> np.ndarray:
     """A uniform per pair: its article's with probability `share` (the article is coherent), else its own."""
     n_articles = int(article.max()) + 1
     coherent = rng.random(n_articles) < share
     return np.where(coherent[article], rng.random(n_articles)[article], rng.random(len(article)))
 
 
-def _outcome_rows(outcomes: np.ndarray) -> dict[str, np.ndarray]:
+def outcome_rows(outcomes: np.ndarray) -> dict[str, np.ndarray]:
     """Judgment columns of judged outcomes (sim.OUTCOMES indices)."""
     score = np.array([s for s, _ in sim.OUTCOMES])[outcomes]
     refusals = np.array([r for _, r in sim.OUTCOMES])[outcomes]
@@ -112,7 +112,8 @@ def _outcome_rows(outcomes: np.ndarray) -> dict[str, np.ndarray]:
             "person_1_has_no_information": none, "person_2_has_no_information": none}
 
 
-def _read(judge: sim.Judge, classes: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+def judged_outcomes(judge: sim.Judge, classes: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """The outcome (sim.OUTCOMES index) the judge reads for each true class, through its reading's inverse CDF."""
     cumulative = np.cumsum([judge.probabilities(c) for c in sim.TRUE_CLASSES], axis=1)
     cumulative[:, -1] = 1.0
     return (uniform[:, None] > cumulative[classes]).sum(axis=1)
@@ -124,10 +125,10 @@ def replicate(study: Study, rng: np.random.Generator, n_boot: int) -> Replicatio
     for set_name, cls in zip(sim.CALIBRATION_SETS, sim.TRUE_CLASSES, strict=True):
         outcomes = rng.choice(len(sim.OUTCOMES), size=study.n_calibration, p=study.judge.probabilities(cls))
         calibration.append(pd.DataFrame({"pair_id": np.arange(study.n_calibration), "set_name": set_name,
-                                         "parse_status": "ok", **_outcome_rows(outcomes)}))
+                                         "parse_status": "ok", **outcome_rows(outcomes)}))
     calibration_rows = pd.concat(calibration, ignore_index=True)
     article = np.arange(study.n_pairs) // study.article_size
-    truth_uniform = _dependent_uniforms(rng, article, study.article_share)
+    truth_uniform = dependent_uniforms(rng, article, study.article_share)
     labelled = rng.permutation(study.n_pairs)[:study.n_labels]
     score = np.array([SET_TRUTH[set_name].score for set_name in sim.CALIBRATION_SETS])  # TRUE_CLASSES order
     flags = np.array([SET_TRUTH[set_name].refusal_flags for set_name in sim.CALIBRATION_SETS])
@@ -135,11 +136,11 @@ def replicate(study: Study, rng: np.random.Generator, n_boot: int) -> Replicatio
     rows: dict[str, pd.DataFrame] = {}
     anchors: dict[str, pd.DataFrame] = {}
     for m, mix in enumerate(study.mixes):
-        classes = _classes(mix, truth_uniform)
-        outcomes = _read(study.judge, classes, _dependent_uniforms(rng, article, study.judge_article_share))
+        classes = true_classes_of(mix, truth_uniform)
+        outcomes = judged_outcomes(study.judge, classes, dependent_uniforms(rng, article, study.judge_article_share))
         name = f"model-{m + 1}"
         table = pd.DataFrame({"pair_id": np.arange(study.n_pairs), "parse_status": "ok", "order": "forward",
-                              "value_preference": None, **_outcome_rows(outcomes)})
+                              "value_preference": None, **outcome_rows(outcomes)})
         if study.clustered:
             table[CLUSTER] = article.astype(np.int64)
         rows[name] = table

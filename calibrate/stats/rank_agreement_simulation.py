@@ -181,7 +181,7 @@ def _calibration_rows(judge: sim.Judge, n: int, rng: np.random.Generator) -> pd.
     for set_name, cls in zip(sim.CALIBRATION_SETS, sim.TRUE_CLASSES, strict=True):
         outcomes = rng.choice(len(sim.OUTCOMES), size=n, p=judge.probabilities(cls))
         frames.append(pd.DataFrame({"pair_id": np.arange(n), "set_name": set_name, "parse_status": "ok",
-                                    **ls._outcome_rows(outcomes)}))
+                                    **ls.outcome_rows(outcomes)}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -189,8 +189,8 @@ def replicate(study: Study, rng: np.random.Generator, n_boot: int) -> Replicatio
     """One replication: both judges' calibration and benchmark judgments drawn, each model's headline made as
     `score` makes it, and the leaderboards compared as `compare --responses` compares them."""
     article = np.arange(study.n_pairs) // study.article_size
-    truth_uniform = ls._dependent_uniforms(rng, article, study.article_share)
-    classes = [ls._classes(mix, truth_uniform) for mix in study.mixes]
+    truth_uniform = ls.dependent_uniforms(rng, article, study.article_share)
+    classes = [ls.true_classes_of(mix, truth_uniform) for mix in study.mixes]
     names = [f"model-{m + 1}" for m in range(len(study.mixes))]
     judges = []
     for judge in study.judges:
@@ -198,10 +198,10 @@ def replicate(study: Study, rng: np.random.Generator, n_boot: int) -> Replicatio
         resamples = calibration_resamples(calibration, None, HEADLINE_BOOT, 0)
         rows, models = {}, {}
         for m, name in enumerate(names):
-            outcomes = ls._read(study.benchmark_reading(judge, m), classes[m],
-                                ls._dependent_uniforms(rng, article, study.judge_article_share))
+            outcomes = ls.judged_outcomes(study.benchmark_reading(judge, m), classes[m],
+                                ls.dependent_uniforms(rng, article, study.judge_article_share))
             table = pd.DataFrame({"pair_id": np.arange(study.n_pairs), "parse_status": "ok", "order": "forward",
-                                  "value_preference": None, **ls._outcome_rows(outcomes)})
+                                  "value_preference": None, **ls.outcome_rows(outcomes)})
             if study.clustered:
                 table[CLUSTER] = article.astype(np.int64)
             rows[name] = table

@@ -40,10 +40,8 @@ PLACEHOLDER_ANSWER = "No response"
 def is_placeholder_answer(text: Any) -> bool:
     """Whether an answer stands for no answer: null, empty or whitespace-only, or "No response"
     (trimmed, any letter case). The one rule for every input format."""
-    if is_missing(text):
-        return True
     if not isinstance(text, str):
-        return False
+        return is_missing(text)
     if len(text) > len(PLACEHOLDER_ANSWER) and not text[0].isspace() and not text[-1].isspace():
         return False  # nothing to trim and longer than the placeholder: an answer (no copy made)
     stripped = text.strip()

@@ -181,7 +181,8 @@ class ColumnReader:
         import pyarrow.compute as pc
         import pyarrow.json as pj
 
-        records = [row[6] for row in rows]
+        by_column = list(zip(*rows, strict=True))  # the rows' columns, in one pass
+        records = by_column[6]
         text = "\n".join(records).encode()
         if text.count(b"\n") != len(rows) - 1:  # a record spread over lines cannot be read one per line
             return None
@@ -196,8 +197,8 @@ class ColumnReader:
         output = {name: fields.field(name) for name in self.output}
         ok = [pc.is_valid(fields)]
         for position, name in ((1, "config_hash"), (2, "item_key"), (3, "order"), (5, "parse_status")):
-            ok.append(pc.equal(parsed[name], pa.array([row[position] for row in rows], pa.string())))
-        ok.append(pc.equal(parsed["repeat"], pa.array([row[4] for row in rows], pa.int64())))
+            ok.append(pc.equal(parsed[name], pa.array(by_column[position], pa.string())))
+        ok.append(pc.equal(parsed["repeat"], pa.array(by_column[4], pa.int64())))
         ok.append(pc.equal(parsed["parse_status"], "ok"))
         ok += [pc.is_valid(parsed[name]) for name in self.not_null]
         ok += [pc.is_null(parsed[name]) for name in self.null]

@@ -171,6 +171,14 @@ def sets_record(loaded: dict[str, LoadedSet]) -> dict[str, SetSource]:
             for name, s in loaded.items()}
 
 
+def calibration_rows(judgments: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The judgments a fit or a score rests on: the calibration sets' pairs in the metrics `order`, first repeat."""
+    keep = (judgments["order"] == order) & judgments["set_name"].isin(CALIBRATION_SETS)
+    if "repeat" in judgments:
+        keep &= judgments["repeat"] == 0
+    return judgments[keep]
+
+
 def check_judged(judge: str, calibration_rows: pd.DataFrame, data: str, where: str) -> None:
     """Stop with one line when a judge judged none of its calibration pairs (nothing to measure or fit):
     because every pair lacks an answer (a data problem, nothing was sent), or because every judgment failed

@@ -50,6 +50,7 @@ from calibrate.stats.rules import check_rule
 from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.common import (
+    calibration_rows,
     check_judged,
     is_baseline,
     judgments_kept,
@@ -304,8 +305,7 @@ def compare(
                     runs.append(JudgeRun(config, table, counts, baseline=is_baseline(config)))
                 quarantined = store.quarantined
             for run in runs:  # a judge with no calibration judgment has nothing to compare
-                rows = run.table[run.table["order"] == inputs.orders[0]]
-                check_judged(run.name, rows[rows["set_name"].isin(CALIBRATION_SETS)], data, "the cache's failure log")
+                check_judged(run.name, calibration_rows(run.table, inputs.orders[0]), data, "the cache's failure log")
             analysis = analyse(runs, rule, list(inputs.loaded), inputs.orders, inputs.labels, n_boot, seed,
                                inputs.invariance)
             ranks, preference = (compare_leaderboards(

@@ -29,11 +29,10 @@ from calibrate.stats.rank_agreement import (
     SelfPreference,
     rank_agreement,
 )
-from calibrate.workflows.common import first_pairs, orders_of, response_sources
+from calibrate.workflows.common import calibration_rows, first_pairs, orders_of, response_sources
 from calibrate.workflows.score import (
     CalibrationInputs,
     ScoreSetup,
-    calibration_rows,
     cluster_column,
     plan_score,
     score_checked,

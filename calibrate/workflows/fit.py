@@ -44,6 +44,7 @@ from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.workflows.common import (
+    calibration_rows,
     check_judged,
     judge_record,
     judgments_kept,
@@ -186,15 +187,15 @@ def fit(
 
         # Metrics use one order per pair (forward when it was run); both orders feed the order effect.
         primary = table[table["order"] == orders[0]]
-        calibration_rows = primary[primary["set_name"].isin(CALIBRATION_SETS)]
-        if not (calibration_rows["parse_status"] == "ok").any():
+        calibrating = calibration_rows(table, orders[0])
+        if not (calibrating["parse_status"] == "ok").any():
             # nothing to measure or fit: keep the paid-for failures visible, and stop with one line
             where = "the cache's failure log"
             if out_dir is not None:
                 with staged_output(out_dir) as staged:  # replaces only judgments.parquet, whole or not at all
                     table.to_parquet(staged.dir / "judgments.parquet", index=False)
                 where = f"{out_dir / 'judgments.parquet'} and {where}"
-            check_judged(config.name, calibration_rows, data, where)
+            check_judged(config.name, calibrating, data, where)
         with judgments_kept(cache_file, out_dir):
             set_reports = {
                 name: set_report(primary[primary["set_name"] == name], name, rule, n_boot, seed)
@@ -218,7 +219,7 @@ def fit(
                 warnings=[*small_set_warnings(calibration_reports), *confusion_warnings(matrix)],
                 order_effect=order_effect(table[table["set_name"].isin(list(loaded))]) if len(orders) == 2 else None,
                 injection=injection_shift(primary, rule, n_boot, seed),
-                mapping=fit_mappings(calibration_rows, rule, n_folds, seed),
+                mapping=fit_mappings(calibrating, rule, n_folds, seed),
                 package_versions=package_versions(),
                 invariance=invariance_shifts(table, transformations, orders, rule, n_boot, seed),
             )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from calibrate.data.pairs import Pair
 from calibrate.errors import CalibrateError
@@ -183,6 +183,21 @@ def estimate_judging(backend: Backend, pairs: Sequence[Pair], store: CachedJudgm
     return [sizer.estimate(todo, cached=len(wanted) - len(todo), not_sent=not_sent)]
 
 
+def check_probe(n: int) -> None:
+    """A probe is a whole number of requests, 0 for none."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise CalibrateError(f"probe must be a whole number of requests >= 0, got {n!r}", ("probe",))
+
+
+T = TypeVar("T")
+
+
+def evenly_spaced(todo: Sequence[T], n: int) -> list[T]:
+    """`n` of a run's requests still to send, evenly spaced through them in the run's order (the same on every
+    call, so the run reuses what a probe sent)."""
+    return [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
+
+
 ProbeTarget = tuple[Backend, Sequence[Pair], Sequence[str]]  # a judge, the run's pairs for it, its orders
 
 
@@ -197,8 +212,7 @@ def probe_judging(targets: Sequence[ProbeTarget], n: int, *, cache: Path | str |
     price, and a price above what `budget` has left stops with nothing sent. The judges' sizers in
     `sizers` are set to what the probe measured, so a plan made with them extrapolates from it. A judge
     whose every probe request failed stops the plan with one line (its failure kinds, the first reason)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise CalibrateError(f"probe must be a whole number of requests >= 0, got {n!r}", ("probe",))
+    check_probe(n)
     if not n:
         return []
     judges = _probe_judges(targets)
@@ -211,7 +225,7 @@ def probe_judging(targets: Sequence[ProbeTarget], n: int, *, cache: Path | str |
             sizer = sizer_for(backend, sizers)
             sizer.learn((view_of(wanted[key], key[1]), j) for key, j in cached.items())  # prices as the run would
             todo = [(key, pair) for key, pair in wanted.items() if key not in cached]
-            picks[config_hash] = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
+            picks[config_hash] = evenly_spaced(todo, n)
             requests = [sizer.request(view_of(pair, key[1])) for key, pair in picks[config_hash]]
             quotes.append(ProbeQuote(backend.config.name, not backend.SENDS_REQUESTS, len(picks[config_hash]),
                                      sum(sizer.cost_usd(request[0]) for request in requests if request)))
@@ -297,8 +311,7 @@ def plan_answers(config: ModelConfig, questions: dict[str, str], cache: Path | s
     measured, else a typical answer and the assumed latency. With `probe` N, N of those questions are
     asked first (`_probe_answers`: `on_quote` gets their price before they are sent, `budget` caps them,
     `progress` shows them), and the plan takes the answers' tokens and latency from them."""
-    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
-        raise CalibrateError(f"probe must be a whole number of requests >= 0, got {probe!r}", ("probe",))
+    check_probe(probe)
     probes: list[Probe] = []
     probed: list[tuple[str, dict]] = []
     if probe:
@@ -375,7 +388,7 @@ def _probe_answers(config: ModelConfig, questions: dict[str, str], n: int, *, ca
         cached = store.get_many(config.config_hash, questions)
         sizes = AnswerSizes.of(config, ((questions[key], answer) for key, answer in cached.items()))
         todo = [(key, question) for key, question in questions.items() if key not in cached]
-        picks = [todo[i * len(todo) // n] for i in range(min(n, len(todo)))]
+        picks = evenly_spaced(todo, n)
         quote = ProbeQuote(config.name, False, len(picks), sum(
             config.cost_usd(round(_rendered_tokens(config, question) * sizes.input_ratio), sizes.output_tokens)
             for _, question in picks))

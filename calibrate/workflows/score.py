@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calibrate.data.calibration import CALIBRATION_SETS
 from calibrate.data.families import check_families, dataset_family, dataset_model, same_family_warning
 from calibrate.data.labels import (
     INCLUSION,
@@ -33,6 +32,7 @@ from calibrate.data.labels import (
     parse_probability,
     split_item,
 )
+from calibrate.data.pairs import Pair
 from calibrate.data.sources import PairStream, portable_path, read_source_frame, stream_source
 from calibrate.errors import CalibrateError
 from calibrate.judging.base import Backend
@@ -64,6 +64,7 @@ from calibrate.store.judgments import JudgmentStore
 from calibrate.store.sqlite import cache_path
 from calibrate.workflows.batch import open_batch_requests, warn_if_in_open_batches
 from calibrate.workflows.common import (
+    calibration_rows,
     check_limit,
     first_pairs,
     judge_record,
@@ -170,14 +171,6 @@ def calibration_inputs(config: JudgeConfig, calibration: FitResult | Path | str)
         raise CalibrateError(f"{where}: no judgments.parquet beside it (fit writes both)", ("calibration",))
     return CalibrationInputs(path, record.created_at, record.scoring_rule, record.mapping.selected,
                              fitted.mapping, calibration_rows(fitted.judgments, record.run.metrics_order))
-
-
-def calibration_rows(judgments: pd.DataFrame, order: str) -> pd.DataFrame:
-    """The judgments a score rests on: the calibration sets' pairs in the metrics `order`, first repeat."""
-    keep = (judgments["order"] == order) & judgments["set_name"].isin(CALIBRATION_SETS)
-    if "repeat" in judgments:
-        keep &= judgments["repeat"] == 0
-    return judgments[keep]
 
 
 def _load_fit(path: Path) -> FitResult:
@@ -569,13 +562,13 @@ def cluster_column(streams: dict[str, PairStream], cluster_by: str | None) -> st
         return None
     firsts = {name: next(iter(stream), []) for name, stream in streams.items()}
 
-    def has(column: str) -> bool:
-        return all(any(column in pair.extras or hasattr(pair, column) for pair in pairs) for pairs in firsts.values())
+    def has(pairs: list[Pair], column: str) -> bool:
+        return any(column in pair.extras or hasattr(pair, column) for pair in pairs)
 
     if cluster_by is None:
-        return next(column for column in CLUSTER_DEFAULTS if has(column))
+        return next(column for column in CLUSTER_DEFAULTS if all(has(pairs, column) for pairs in firsts.values()))
     for name, pairs in firsts.items():
-        if not any(cluster_by in pair.extras or hasattr(pair, cluster_by) for pair in pairs):
+        if not has(pairs, cluster_by):
             raise CalibrateError(f"cluster_by: response dataset '{name}' has no column '{cluster_by}' (name a "
                                  f"column of the data, or '{NO_CLUSTERS}' to resample single pairs)", ("cluster_by",))
     return cluster_by
